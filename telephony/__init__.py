@@ -1,0 +1,1 @@
+"""Telephony: the AMI control plane, the directory of queues and agent phones, call state."""

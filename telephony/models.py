@@ -1,0 +1,70 @@
+"""Tables of the telephony room: queues, agents and who answers which queue."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from hotline.db import Base
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CallQueue(Base):
+    """A call queue (呼叫队列), e.g. general intake or complaints."""
+
+    __tablename__ = "call_queues"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), unique=True)
+    title: Mapped[str] = mapped_column(String(100))
+    strategy: Mapped[str] = mapped_column(String(20), default="rrmemory")
+    ring_seconds: Mapped[int] = mapped_column(Integer, default=15)
+    retry_seconds: Mapped[int] = mapped_column(Integer, default=2)
+    wrapup_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    max_waiting: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+    members: Mapped[list[QueueMember]] = relationship(
+        back_populates="queue", cascade="all, delete-orphan"
+    )
+
+
+class Agent(Base):
+    """An agent (坐席) and the SIP phone at the desk.
+
+    A desk phone either registers with its number and password, or (test kit phones,
+    fixed IP phones) is reached at a static contact URI.
+    """
+
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    sip_password: Mapped[str] = mapped_column(String(64))
+    static_contact: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+    memberships: Mapped[list[QueueMember]] = relationship(
+        back_populates="agent", cascade="all, delete-orphan"
+    )
+
+
+class QueueMember(Base):
+    """An agent's place in a queue; lower penalty is offered calls first."""
+
+    __tablename__ = "queue_members"
+    __table_args__ = (UniqueConstraint("queue_id", "agent_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    queue_id: Mapped[int] = mapped_column(ForeignKey("call_queues.id", ondelete="CASCADE"))
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"))
+    penalty: Mapped[int] = mapped_column(Integer, default=0)
+
+    queue: Mapped[CallQueue] = relationship(back_populates="members")
+    agent: Mapped[Agent] = relationship(back_populates="memberships")
