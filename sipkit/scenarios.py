@@ -1,0 +1,271 @@
+"""SIPp scenarios for the kit's two roles: a citizen's phone (UAC) and an agent's phone (UAS).
+
+Every step worth timing writes a log line `KIT <call_number> <event> <sec> <usec> <detail>`
+(SIPp's <log> action) that the kit parses into per-call results.
+"""
+
+from __future__ import annotations
+
+from xml.sax.saxutils import quoteattr
+
+# SIP final responses a caller may get instead of 200; each ends the call as rejected.
+REJECT_CODES = (403, 404, 408, 410, 480, 484, 486, 487, 488, 500, 502, 503, 504, 600, 603)
+
+
+def _log(event: str, detail: str = "-") -> str:
+    return ('<action><gettimeofday assign_to="t_s,t_us"/>'
+            f'<log message="KIT [call_number] {event} [$t_s] [$t_us] {detail}"/></action>')
+
+
+def caller(pcap: str | None, hangup_ms: int | None, max_ms: int) -> str:
+    """A citizen dialling [service] from caller ID [field0] (display name [field1]).
+
+    After the answer the caller plays `pcap` (its whole RTP stream) and hangs up after
+    `hangup_ms`, unless the far end hangs up first; with no hangup_ms it waits up to
+    `max_ms` for the far end.
+    """
+    play = (f'<nop><action><exec play_pcap_audio={quoteattr(pcap)}/></action></nop>'
+            if pcap else "")
+    wait_ms = hangup_ms if hangup_ms is not None else max_ms
+    hangup_event = "caller_hangup" if hangup_ms is not None else "wait_timeout"
+    rejects = "\n".join(
+        f'  <recv response="{code}" optional="true" next="rejected">'
+        f'{_log("rejected", str(code))}</recv>'
+        for code in REJECT_CODES
+    )
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="hotline-kit-caller">
+  <nop>{_log("invite", "[field0]")}</nop>
+  <send retrans="500">
+    <![CDATA[
+INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "[field1]" <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]KIT[call_number]
+To: <sip:[service]@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+CSeq: 1 INVITE
+Contact: <sip:[field0]@[local_ip]:[local_port]>
+Max-Forwards: 70
+User-Agent: hotline-sipkit
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=kit 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 0 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-16
+a=ptime:20
+a=sendrecv
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true">{_log("ringing")}</recv>
+  <recv response="183" optional="true">{_log("ringing")}</recv>
+{rejects}
+  <recv response="200" rtd="true" rrs="true">{_log("answered")}</recv>
+  <send>
+    <![CDATA[
+ACK [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "[field1]" <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]KIT[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Contact: <sip:[field0]@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  {play}
+  <recv request="BYE" timeout="{wait_ms}" ontimeout="hangup">{_log("far_end_hangup")}</recv>
+  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+    ]]>
+  </send>
+  <nop next="done"/>
+  <label id="hangup"/>
+  <nop>{_log(hangup_event)}</nop>
+  <send retrans="500">
+    <![CDATA[
+BYE [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: "[field1]" <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]KIT[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 2 BYE
+Contact: <sip:[field0]@[local_ip]:[local_port]>
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+  <nop next="done"/>
+  <label id="rejected"/>
+  <send>
+    <![CDATA[
+ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+[last_Via:]
+From: "[field1]" <sip:[field0]@[local_ip]:[local_port]>;tag=[pid]KIT[call_number]
+[last_To:]
+Call-ID: [call_id]
+CSeq: 1 ACK
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <label id="done"/>
+  <nop>{_log("ended")}</nop>
+</scenario>
+"""
+
+
+def agent_phone(behaviour: str, answer_after_ms: int, talk_ms: int | None,
+                refuse_code: int) -> str:
+    """An agent's desk phone. behaviour: 'answer' (after a delay, then talk for talk_ms or
+    until the far end hangs up), 'refuse' (final `refuse_code`), or 'never' (rings until
+    cancelled). Audio is echoed (-rtp_echo) so recordings hold both directions.
+    """
+    if behaviour not in ("answer", "refuse", "never"):
+        raise ValueError(f"unknown agent behaviour {behaviour!r}")
+    to_tagged = "[last_To:];tag=[pid]AGT[call_number]"
+    reply_headers = f"[last_Via:]\n[last_From:]\n{to_tagged}\n[last_Call-ID:]\n[last_CSeq:]"
+    if behaviour == "answer":
+        after_ring = (f'<recv request="CANCEL" timeout="{max(answer_after_ms, 1)}" '
+                      f'ontimeout="answer">{_log("cancelled")}</recv>\n  <nop next="cancel"/>')
+    elif behaviour == "never":
+        after_ring = f'<recv request="CANCEL">{_log("cancelled")}</recv>\n  <nop next="cancel"/>'
+    else:
+        after_ring = f"""<send>
+    <![CDATA[
+SIP/2.0 {refuse_code} Refused By Kit
+{reply_headers}
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK">{_log("refused", str(refuse_code))}</recv>
+  <nop next="done"/>"""
+    talk_wait = f' timeout="{talk_ms}" ontimeout="hangup"' if talk_ms is not None else ""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="hotline-kit-agent">
+  <recv request="INVITE" crlf="true">
+    <action>
+      <ereg regexp="CSeq: *([0-9]+)" search_in="msg" assign_to="junk,invite_cseq"/>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/>
+      <ereg regexp="sip:([^@;>]*)@" search_in="hdr" header="From:" assign_to="junk,from_user"/>
+      <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>
+      <gettimeofday assign_to="t_s,t_us"/>
+      <log message="KIT [call_number] offered [$t_s] [$t_us] [$from_user]"/>
+    </action>
+  </recv>
+  <send>
+    <![CDATA[
+SIP/2.0 180 Ringing
+{reply_headers}
+Contact: <sip:agent@[local_ip]:[local_port]>
+Content-Length: 0
+
+    ]]>
+  </send>
+  {after_ring}
+  <label id="answer"/>
+  <send retrans="500">
+    <![CDATA[
+SIP/2.0 200 OK
+{reply_headers}
+Contact: <sip:agent@[local_ip]:[local_port]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=agent 1 1 IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 0 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-16
+a=sendrecv
+    ]]>
+  </send>
+  <recv request="ACK">{_log("answered")}</recv>
+  <recv request="BYE"{talk_wait}>{_log("far_end_hangup")}</recv>
+  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+    ]]>
+  </send>
+  <nop next="done"/>
+  <label id="hangup"/>
+  <nop>{_log("agent_hangup")}</nop>
+  <send retrans="500">
+    <![CDATA[
+BYE [$remote_contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:agent@[local_ip]:[local_port]>;tag=[pid]AGT[call_number]
+To: [$remote_from]
+[last_Call-ID:]
+CSeq: [$invite_cseq] BYE
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+  <nop next="done"/>
+  <label id="cancel"/>
+  <send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+    ]]>
+  </send>
+  <send>
+    <![CDATA[
+SIP/2.0 487 Request Terminated
+[last_Via:]
+[last_From:]
+{to_tagged}
+[last_Call-ID:]
+CSeq: [$invite_cseq] INVITE
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="ACK"/>
+  <label id="done"/>
+  <nop>{_log("ended")}</nop>
+</scenario>
+"""
