@@ -11,6 +11,7 @@ members). Recordings and logs are bind-mounted from the data directory so they o
     data_dir/pbx/root/              the merged root Asterisk is chrooted into
     data_dir/pbx/log/               -> root/var/log/asterisk
     storage.recordings_dir          -> root/<pbx.recordings_path_in_pbx>
+    storage.prompts_dir             -> root/<pbx.prompts_path_in_pbx>
 """
 
 from __future__ import annotations
@@ -221,10 +222,11 @@ class Sandbox:
     # ----------------------------------------------------------------- mounts and process
 
     def _binds(self) -> list[tuple[Path, Path]]:
-        recordings_inside = self.settings.pbx.recordings_path_in_pbx.lstrip("/")
+        pbx, storage = self.settings.pbx, self.settings.storage
         return [
             (self.instance / "log", self.root / "var/log/asterisk"),
-            (self.settings.storage.recordings_dir, self.root / recordings_inside),
+            (storage.recordings_dir, self.root / pbx.recordings_path_in_pbx.lstrip("/")),
+            (storage.prompts_dir, self.root / pbx.prompts_path_in_pbx.lstrip("/")),
         ]
 
     def _mount(self, config_files: dict[str, str]) -> None:

@@ -76,6 +76,23 @@ def _queue_name(value: Any) -> str:
     return text
 
 
+def _menu(value: Any) -> tuple[tuple[str, str], ...]:
+    """Menu digit -> queue, from a TOML table or "1=intake,2=complaints"."""
+    if isinstance(value, str):
+        pairs = [part.split("=", 1) for part in re.split(r"[,\s]+", value) if part]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError("must look like 1=intake,2=complaints")
+        value = dict(pairs)
+    if not isinstance(value, dict) or not value:
+        raise ValueError("must map menu digits to queue names")
+    menu = []
+    for digit, queue in value.items():
+        if not re.fullmatch(r"[0-9*#]", str(digit)):
+            raise ValueError(f"menu key {digit!r} is not one keypad digit")
+        menu.append((str(digit), _queue_name(queue)))
+    return tuple(sorted(menu))
+
+
 def _url(schemes: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         text = _str(value)
@@ -101,6 +118,7 @@ class Storage:
     database_url: str
     redis_url: str
     recordings_dir: Path
+    prompts_dir: Path
 
 
 @dataclass(frozen=True)
@@ -119,6 +137,7 @@ class Pbx:
     trunk_host: str
     trunk_port: int
     recordings_path_in_pbx: str
+    prompts_path_in_pbx: str
     boot_timeout: int
 
 
@@ -134,6 +153,8 @@ class Ivr:
     fastagi_host: str
     fastagi_port: int
     menu_timeout_seconds: int
+    menu_retries: int
+    menu: tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True)
@@ -162,7 +183,7 @@ class Settings:
                 if isinstance(value, Path):
                     value = str(value)
                 elif isinstance(value, tuple):
-                    value = list(value)
+                    value = dict(value) if f.name == "menu" else list(value)
                 if mask_secrets and value and (name, f.name) in SECRET_KEYS:
                     value = "********"
                 elif mask_secrets and isinstance(value, str) and "://" in value:
@@ -183,6 +204,7 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "database_url": (_url(("sqlite:", "postgresql:", "postgresql+psycopg:")), ""),
         "redis_url": (_url(("redis://", "rediss://", "unix://")), ""),
         "recordings_dir": (_str, ""),
+        "prompts_dir": (_str, ""),
     },
     "pbx": {
         "mode": (_choice("sandbox", "external"), "sandbox"),
@@ -199,6 +221,7 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "trunk_host": (_loopback_or_ip, "127.0.0.4"),
         "trunk_port": (_port, 5060),
         "recordings_path_in_pbx": (_str, "/var/spool/hotline/recordings"),
+        "prompts_path_in_pbx": (_str, "/var/lib/hotline/prompts"),
         "boot_timeout": (_int, 30),
     },
     "hotline": {
@@ -210,6 +233,8 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "fastagi_host": (_loopback_or_ip, "127.0.0.1"),
         "fastagi_port": (_port, 4573),
         "menu_timeout_seconds": (_int, 5),
+        "menu_retries": (_int, 2),
+        "menu": (_menu, "1=intake"),
     },
     "web": {
         "host": (_loopback_or_ip, "127.0.0.1"),
@@ -267,10 +292,11 @@ def load_settings(
     storage = checked["storage"]
     data_dir = (base / Path(storage["data_dir"]).expanduser()).resolve()
     storage["data_dir"] = data_dir
-    storage["recordings_dir"] = (
-        data_dir / "recordings" if not storage["recordings_dir"]
-        else (base / Path(storage["recordings_dir"]).expanduser()).resolve()
-    )
+    for key in ("recordings_dir", "prompts_dir"):
+        storage[key] = (
+            data_dir / key.removesuffix("_dir") if not storage[key]
+            else (base / Path(storage[key]).expanduser()).resolve()
+        )
     if not storage["database_url"]:
         storage["database_url"] = f"sqlite:///{data_dir / 'hotline.db'}"
     pbx["cache_dir"] = Path(pbx["cache_dir"]).expanduser()

@@ -26,13 +26,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from hotline.errors import HotlineError
 from sipkit import scenarios
 from sipkit.media import RtpTimeline, alaw_from_audio
 
 SIPP = "sipp"
 
 
-class KitError(RuntimeError):
+class KitError(HotlineError):
     """SIPp could not run the calls at all (missing binary, address in use, bad input)."""
 
 

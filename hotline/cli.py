@@ -1,0 +1,405 @@
+"""The `hotline` command. Each subcommand is a thin adapter over a room's service."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hotline.config import Settings, load_settings
+from hotline.errors import HotlineError
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj["settings"]
+    return settings
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+@click.group()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML settings file (default: $HOTLINE_CONFIG or ./hotline.toml).")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """12319 city-service hotline: telephony, IVR, work orders."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"settings": load_settings(config_path)}
+
+
+# ------------------------------------------------------------------------------ config
+
+@cli.group()
+def config() -> None:
+    """Inspect the effective settings."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def config_show(ctx: click.Context, as_json: bool) -> None:
+    """Print every setting with secrets masked."""
+    settings = _settings(ctx)
+    data = settings.as_dict(mask_secrets=True)
+    if as_json:
+        _echo_json({"source": settings.source, **data})
+        return
+    click.echo(f"# settings from {settings.source}")
+    for section, values in data.items():
+        click.echo(f"[{section}]")
+        for key, value in values.items():
+            click.echo(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+        click.echo()
+
+
+# ------------------------------------------------------------------------------ storage
+
+@cli.group()
+def db() -> None:
+    """The relational database."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply every pending migration."""
+    from hotline.db import make_engine, upgrade
+
+    settings = _settings(ctx)
+    upgrade(make_engine(settings.storage.database_url))
+    click.echo("database schema is up to date")
+
+
+def _session_factory(settings: Settings):  # type: ignore[no-untyped-def]
+    from hotline.db import make_engine, session_factory, upgrade
+
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)
+    return session_factory(engine)
+
+
+# ------------------------------------------------------------------------------ directory
+
+@cli.group()
+def agents() -> None:
+    """Agents and their desk phones."""
+
+
+@agents.command("add")
+@click.argument("number")
+@click.option("--name", required=True, help="The agent's name as callers' records show it.")
+@click.option("--contact", help="Static SIP URI of a fixed phone, e.g. sip:8001@127.0.0.3:5060;"
+              " without it the phone registers with the number and its password.")
+@click.option("--queue", "queues", multiple=True, help="Queue to answer (repeatable).")
+@click.option("--penalty", default=0, show_default=True)
+@click.pass_context
+def agents_add(ctx: click.Context, number: str, name: str, contact: str | None,
+               queues: tuple[str, ...], penalty: int) -> None:
+    from hotline.db import transaction
+    from telephony import directory
+
+    settings = _settings(ctx)
+    with transaction(_session_factory(settings)) as session:
+        directory.ensure_queue(session, settings.hotline.default_queue)
+        agent = directory.add_agent(session, number, name, static_contact=contact,
+                                    queues=queues or (settings.hotline.default_queue,),
+                                    penalty=penalty)
+        click.echo(f"agent {agent.number} added; SIP password: {agent.sip_password}")
+    click.echo("run 'hotline pbx up' (or 'pbx render') to apply")
+
+
+@agents.command("remove")
+@click.argument("number")
+@click.pass_context
+def agents_remove(ctx: click.Context, number: str) -> None:
+    from hotline.db import transaction
+    from telephony import directory
+
+    with transaction(_session_factory(_settings(ctx))) as session:
+        directory.remove_agent(session, number)
+    click.echo(f"agent {number} removed")
+
+
+@agents.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def agents_list(ctx: click.Context, as_json: bool) -> None:
+    from telephony import directory
+
+    with _session_factory(_settings(ctx))() as session:
+        snap = directory.snapshot(session)
+    queues_of = {a.number: [q.name for q in snap.queues if any(m[0] == a.number
+                                                               for m in q.members)]
+                 for a in snap.agents}
+    rows = [{"number": a.number, "name": a.name, "contact": a.static_contact or "registers",
+             "queues": queues_of[a.number]} for a in snap.agents]
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['number']:>8}  {row['name']:<12} {row['contact']:<32} "
+                   f"{','.join(row['queues'])}")
+
+
+@cli.group()
+def queues() -> None:
+    """Call queues."""
+
+
+@queues.command("add")
+@click.argument("name")
+@click.option("--title", help="Display name, e.g. 投诉受理.")
+@click.option("--strategy", default="rrmemory", show_default=True)
+@click.option("--ring-seconds", default=15, show_default=True)
+@click.option("--wrapup-seconds", default=0, show_default=True)
+@click.pass_context
+def queues_add(ctx: click.Context, name: str, title: str | None, strategy: str,
+               ring_seconds: int, wrapup_seconds: int) -> None:
+    from hotline.db import transaction
+    from telephony import directory
+
+    with transaction(_session_factory(_settings(ctx))) as session:
+        directory.ensure_queue(session, name, title, strategy=strategy,
+                               ring_seconds=ring_seconds, wrapup_seconds=wrapup_seconds)
+    click.echo(f"queue {name} ready")
+
+
+# ------------------------------------------------------------------------------ PBX
+
+@cli.group()
+def pbx() -> None:
+    """The Asterisk sandbox (Debian sid chroot on loopback) and its configuration."""
+
+
+def _rendered(settings: Settings) -> dict[str, str]:
+    from asterisk_conf.render import render
+    from hotline.db import transaction
+    from telephony import directory
+
+    with transaction(_session_factory(settings)) as session:
+        directory.ensure_queue(session, settings.hotline.default_queue, "综合受理")
+        snap = directory.snapshot(session)
+    return render(settings, snap)
+
+
+@pbx.command("up")
+@click.pass_context
+def pbx_up(ctx: click.Context) -> None:
+    """Build (once), configure and start Asterisk; harmless when it runs already."""
+    from asterisk_conf.sandbox import Sandbox
+    from ivr.prompts import ensure_prompts
+
+    settings = _settings(ctx)
+    ensure_prompts(settings.storage.prompts_dir)
+    files = _rendered(settings)
+    click.echo(f"pbx: {Sandbox(settings).up(files)}")
+
+
+@pbx.command("down")
+@click.pass_context
+def pbx_down(ctx: click.Context) -> None:
+    """Stop Asterisk and remove every mount the sandbox made."""
+    from asterisk_conf.sandbox import Sandbox
+
+    click.echo(f"pbx: {Sandbox(_settings(ctx)).down()}")
+
+
+@pbx.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def pbx_status(ctx: click.Context, as_json: bool) -> None:
+    """Whether Asterisk runs, its version, and the sandbox's mounts."""
+    from asterisk_conf.sandbox import Sandbox
+
+    status = Sandbox(_settings(ctx)).status()
+    if as_json:
+        _echo_json(status.as_dict())
+    else:
+        state = f"running (pid {status.pid}, {status.version})" if status.running else "stopped"
+        click.echo(f"pbx: {state}; cached root: {'yes' if status.cached else 'no'} "
+                   f"({status.cache_root})")
+    sys.exit(0 if status.running else 3)
+
+
+@pbx.command("render")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory to write the Asterisk configuration into.")
+@click.pass_context
+def pbx_render(ctx: click.Context, out_dir: str) -> None:
+    """Write the configuration for an existing (production) Asterisk."""
+    from asterisk_conf.render import write
+
+    for path in write(_rendered(_settings(ctx)), Path(out_dir)):
+        click.echo(str(path))
+
+
+# ------------------------------------------------------------------------------ IVR
+
+@cli.command("ivr")
+@click.pass_context
+def ivr_command(ctx: click.Context) -> None:
+    """Run the FastAGI IVR server in the foreground."""
+    import asyncio
+
+    from ivr.prompts import ensure_prompts
+    from ivr.server import serve_forever
+
+    settings = _settings(ctx)
+    ensure_prompts(settings.storage.prompts_dir)
+    click.echo(f"ivr: FastAGI on {settings.ivr.fastagi_host}:{settings.ivr.fastagi_port}")
+    try:
+        asyncio.run(serve_forever(settings))
+    except KeyboardInterrupt:
+        pass
+
+
+# ------------------------------------------------------------------------------ SIP test kit
+
+def _parse_script(dtmf: tuple[str, ...], play: tuple[str, ...], hangup_after: float | None
+                  ) -> tuple[Any, ...]:
+    """`--dtmf 1@3` (digits at second 3), `--play file.wav@5`, `--hangup-after 20`."""
+    from sipkit.kit import Dtmf, Hangup, KitError, Say, Wait
+
+    timed: list[tuple[float, Any]] = []
+    for spec, make in [(d, Dtmf) for d in dtmf] + [(p, lambda v: Say(Path(v))) for p in play]:
+        value, _, at = spec.rpartition("@") if "@" in spec else (spec, "", "0")
+        try:
+            timed.append((float(at), make(value)))
+        except ValueError:
+            raise KitError(f"sipcall: cannot read {spec!r}; use VALUE@SECONDS") from None
+    script: list[Any] = []
+    now = 0.0
+    for at, step in sorted(timed, key=lambda t: t[0]):
+        if at > now:
+            script.append(Wait(at - now))
+            now = at
+        script.append(step)
+    if hangup_after is not None:
+        script.append(Wait(max(0.0, hangup_after - now)))
+        script.append(Hangup())
+    return tuple(script)
+
+
+@cli.command("sipcall")
+@click.argument("number", default="12319")
+@click.option("--from", "caller_id", default="13800138000", show_default=True)
+@click.option("--name", "caller_name", default="", help="Caller display name.")
+@click.option("--dtmf", multiple=True, help="DIGITS@SECONDS after answer, e.g. 1@3 (repeatable).")
+@click.option("--play", multiple=True, help="AUDIO@SECONDS: play a file as the caller's voice.")
+@click.option("--hangup-after", type=float, help="Hang up this many seconds after answer; "
+              "without it the caller waits for the far end.")
+@click.option("--max-seconds", default=120.0, show_default=True)
+@click.option("--calls", "count", default=1, show_default=True)
+@click.option("--rate", default=1.0, show_default=True, help="Calls per second.")
+@click.option("--concurrent", type=int, help="At most this many calls at once.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def sipcall(ctx: click.Context, number: str, caller_id: str, caller_name: str,
+            dtmf: tuple[str, ...], play: tuple[str, ...], hangup_after: float | None,
+            max_seconds: float, count: int, rate: float, concurrent: int | None,
+            as_json: bool) -> None:
+    """Place real SIP calls through the PBX with the test kit."""
+    from sipkit.kit import Call, SipKit, results_json
+
+    settings = _settings(ctx)
+    kit = SipKit(pbx_host=settings.pbx.bind_address, pbx_port=settings.pbx.sip_port)
+    call = Call(to=number, caller_id=caller_id, caller_name=caller_name,
+                script=_parse_script(dtmf, play, hangup_after), max_seconds=max_seconds)
+    results = kit.calls(call, count=count, rate=rate, concurrent=concurrent)
+    if as_json:
+        click.echo(results_json(results))
+    else:
+        for r in results:
+            click.echo(f"call {r.call_number}: {r.outcome} (SIP {r.status}) "
+                       f"setup {_secs(r.setup_seconds)} talk {_secs(r.talk_seconds)} "
+                       f"hangup by {r.hangup_by}")
+    sys.exit(0 if all(r.outcome == "answered" for r in results) else 1)
+
+
+@cli.command("sipphone")
+@click.argument("number")
+@click.option("--ip", required=True, help="Loopback address the phone listens on.")
+@click.option("--port", default=5060, show_default=True)
+@click.option("--answer-after", default=1.0, show_default=True)
+@click.option("--talk", "talk_seconds", type=float, help="Hang up after this many seconds.")
+@click.option("--refuse", "refuse_code", type=int, help="Refuse every call with this code.")
+@click.option("--never-answer", is_flag=True)
+@click.option("--for", "duration", type=float, help="Stop after this many seconds.")
+@click.option("--json", "as_json", is_flag=True)
+def sipphone(number: str, ip: str, port: int, answer_after: float, talk_seconds: float | None,
+             refuse_code: int | None, never_answer: bool, duration: float | None,
+             as_json: bool) -> None:
+    """Run a kit agent phone until Ctrl-C (or --for), then print its calls."""
+    from sipkit.kit import AgentPhone, results_json
+
+    behaviour = "never" if never_answer else "refuse" if refuse_code else "answer"
+    phone = AgentPhone(number, ip, port=port, behaviour=behaviour, answer_after=answer_after,
+                       talk_seconds=talk_seconds, refuse_code=refuse_code or 486)
+    with phone:
+        click.echo(f"agent phone {number} listening at {phone.contact}", err=True)
+        _sleep_until_interrupted(duration)
+    results = phone.results()
+    click.echo(results_json(results) if as_json else "\n".join(
+        f"call {r.call_number} from {r.from_user}: {r.outcome}" for r in results))
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def _sleep_until_interrupted(duration: float | None) -> None:
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+
+
+# ------------------------------------------------------------------------------ whole centre
+
+@cli.command("up")
+@click.option("--demo/--no-demo", default=True, show_default=True,
+              help="Place demo calls through the sandbox once everything runs.")
+@click.option("--serve/--no-serve", default=True, show_default=True,
+              help="Keep serving until Ctrl-C (then stop the PBX).")
+@click.pass_context
+def up(ctx: click.Context, demo: bool, serve: bool) -> None:
+    """Set up and start the whole centre on this machine."""
+    from hotline.demo import run_centre
+
+    run_centre(_settings(ctx), demo=demo, serve=serve, echo=click.echo,
+               wait=_sleep_until_interrupted)
+
+
+def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Operator errors become one line on stderr and a non-zero exit, never a traceback."""
+
+    @wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except HotlineError as exc:
+            click.echo(f"hotline: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return run
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    _guard(cli.main)(prog_name="hotline", standalone_mode=True)

@@ -1,0 +1,126 @@
+"""`hotline up`: start the whole centre on this machine, and show it working with real calls.
+
+The demo seats two kit agent phones, then places calls through the sandbox PBX the way
+citizens would: one keys the menu and speaks, two call at once. It prints what each side saw,
+what Asterisk reported over AMI, and the recordings made.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from asterisk_conf.render import render
+from asterisk_conf.sandbox import Sandbox
+from hotline.config import Settings
+from hotline.db import make_engine, session_factory, transaction, upgrade
+from hotline.live import connect_redis, redis_location
+from ivr.prompts import ensure_prompts, speak
+from ivr.server import IvrInBackground
+from recordings.audio import wav_stats
+from sipkit.kit import Call, Dtmf, Hangup, SipKit, Say, Wait
+from telephony import directory
+from telephony.ami import EventTap
+
+DEMO_AGENTS = (("8001", "张敏", "127.0.0.3"), ("8002", "李强", "127.0.0.5"))
+CITIZEN_SAYS = "你好，我要反映一个问题，人民路口有暴露垃圾，已经好几天没人清理了。"
+SHOWN_EVENTS = ("Newchannel", "DTMFEnd", "QueueCallerJoin", "AgentCalled", "AgentConnect",
+                "AgentComplete", "MixMonitorStart", "Hangup")
+
+
+def prepare(settings: Settings, demo_agents: bool) -> dict[str, str]:
+    """Database, default queue (and demo agents); returns the rendered PBX configuration."""
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)
+    with transaction(session_factory(engine)) as session:
+        directory.ensure_queue(session, settings.hotline.default_queue, "综合受理")
+        known = {a.number for a in directory.snapshot(session).agents}
+        for number, name, ip in DEMO_AGENTS if demo_agents else ():
+            if number not in known:
+                directory.add_agent(session, number, name,
+                                    static_contact=f"sip:{number}@{ip}:5060",
+                                    queues=(settings.hotline.default_queue,))
+        snapshot = directory.snapshot(session)
+    return render(settings, snapshot)
+
+
+def run_centre(settings: Settings, *, demo: bool, serve: bool, echo: Callable[[str], None],
+               wait: Callable[[float | None], None]) -> None:
+    echo(f"settings: {settings.source}; data in {settings.storage.data_dir}")
+    files = prepare(settings, demo_agents=demo)
+    echo(f"database: {settings.as_dict()['storage']['database_url']} (migrated)")
+    connect_redis(settings)
+    echo(f"redis: {redis_location(settings)} (answering)")
+    made = ensure_prompts(settings.storage.prompts_dir)
+    echo(f"prompts: {settings.storage.prompts_dir} ({len(made)} generated)")
+    sandbox = Sandbox(settings)
+    echo(f"pbx: {sandbox.up(files)}; SIP {settings.pbx.bind_address}:{settings.pbx.sip_port}, "
+         f"AMI :{settings.pbx.ami_port}")
+    try:
+        with IvrInBackground(settings):
+            echo(f"ivr: FastAGI on {settings.ivr.fastagi_host}:{settings.ivr.fastagi_port}")
+            if demo:
+                run_demo(settings, echo)
+            if serve:
+                echo(f"\nThe centre is running. Call {settings.hotline.entry_number} from a SIP "
+                     f"phone on {settings.pbx.caller_networks[0]} or with 'hotline sipcall'. "
+                     "Ctrl-C stops it.")
+                wait(None)
+    finally:
+        if serve:
+            echo(f"pbx: {sandbox.down()}")
+
+
+def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
+    demo_dir = settings.storage.data_dir / "demo"
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    voice = demo_dir / "citizen.wav"
+    if not voice.exists():
+        speak(CITIZEN_SAYS, voice)
+    kit = SipKit(pbx_host=settings.pbx.bind_address, pbx_port=settings.pbx.sip_port)
+    number = settings.hotline.entry_number
+    echo("\ndemo: two agent phones are seated; three citizens call "
+         f"{number} (one keys 1 and speaks, then two call at once)")
+    with EventTap(settings) as tap, \
+            kit.agent_phone(*_phone(0), answer_after=1.0) as phone_a, \
+            kit.agent_phone(*_phone(1), answer_after=1.5, talk_seconds=12) as phone_b:
+        first = kit.call(Call(to=number, caller_id="13800138000", caller_name="王先生",
+                              script=(Wait(1), Dtmf("1"), Wait(7), Say(voice), Wait(1),
+                                      Hangup())))
+        more = kit.calls(Call(to=number, script=(Wait(1), Dtmf("1"), Wait(7), Say(voice), Hangup())),
+                         count=2, rate=2,
+                         caller_ids=["13912345678", "02788886666"])
+        time.sleep(1)
+        events = tap.snapshot()
+    for r in [first, *more]:
+        echo(f"  caller {r.caller_id}: {r.outcome} (SIP {r.status}), setup "
+             f"{_secs(r.setup_seconds)}, talk {_secs(r.talk_seconds)}, hung up by {r.hangup_by}")
+    for phone in (phone_a, phone_b):
+        for r in phone.results():
+            echo(f"  agent {phone.number}: call from {r.from_user} {r.outcome}, "
+                 f"hung up by {r.hangup_by}")
+    counts = Counter(e.get("Event") for e in events)
+    echo("  AMI events: " + ", ".join(f"{name} x{counts[name]}" for name in SHOWN_EVENTS))
+    digits = [e.get("Digit") for e in events
+              if e.get("Event") == "DTMFEnd" and e.get("Direction") == "Received"
+              and e.get("Channel", "").startswith("PJSIP/citizens")]
+    echo(f"  digits Asterisk heard from callers: {''.join(d or '' for d in digits) or 'none'}")
+    for path in _recordings_since(settings.storage.recordings_dir, first.invite_at or 0):
+        stats = wav_stats(path)
+        echo(f"  recording {path.relative_to(settings.storage.recordings_dir)}: "
+             f"{stats.seconds:.1f} s, {'silent' if stats.silent else f'rms {stats.rms:.0f}'}")
+
+
+def _phone(index: int) -> tuple[str, str]:
+    number, _name, ip = DEMO_AGENTS[index]
+    return number, ip
+
+
+def _recordings_since(directory_: Path, since: float) -> list[Path]:
+    return sorted(p for p in directory_.rglob("*.wav") if p.stat().st_mtime >= since - 1)
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"

@@ -1,0 +1,1 @@
+"""Recordings (录音): the catalogue of call recordings and their transcription."""

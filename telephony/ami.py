@@ -1,0 +1,140 @@
+"""The Asterisk Manager Interface connection, over panoramisk (asyncio).
+
+panoramisk 1.4 has no action timeout and retries connections forever on its own; this wrapper
+bounds both, so a dead Asterisk is reported instead of waited on. `EventTap` runs a connection
+in a background thread for synchronous code (the CLI demo, tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from panoramisk import Manager
+from panoramisk.message import Message
+
+from hotline.background import BackgroundLoop
+from hotline.config import Settings
+from hotline.errors import HotlineError
+
+log = logging.getLogger(__name__)
+
+
+class AmiError(HotlineError):
+    """Asterisk's manager interface is unreachable, refused us, or did not answer in time."""
+
+
+class AmiClient:
+    def __init__(self, settings: Settings) -> None:
+        pbx = settings.pbx
+        self.address = f"{pbx.bind_address}:{pbx.ami_port}"
+        self._config = dict(host=pbx.bind_address, port=pbx.ami_port, username=pbx.ami_user,
+                            secret=pbx.ami_secret, ping_delay=10, ping_interval=10,
+                            reconnect_timeout=1)
+        self.manager: Manager | None = None
+
+    async def connect(self, timeout: float = 10) -> None:
+        loop = asyncio.get_running_loop()
+        logged_in = loop.create_future()
+
+        def on_login(_manager: Manager) -> None:
+            if not logged_in.done():
+                logged_in.set_result(True)
+
+        self.manager = Manager(loop=loop, on_login=on_login, **self._config)
+        self.manager.connect()
+        try:
+            await asyncio.wait_for(logged_in, timeout)
+        except TimeoutError:
+            refused = self.manager.protocol is not None and not self.manager.authenticated
+            self.close()
+            if refused:
+                raise AmiError(f"ami: {self.address} refused the login") from None
+            raise AmiError(f"ami: cannot reach Asterisk's manager at {self.address}") from None
+
+    def on_event(self, pattern: str, callback: Callable[[Manager, Message], Any]) -> None:
+        assert self.manager is not None, "connect() first"
+        self.manager.register_event(pattern, callback)
+
+    async def action(self, action: dict[str, str], timeout: float = 5,
+                     as_list: bool | None = None) -> Any:
+        assert self.manager is not None, "connect() first"
+        try:
+            return await asyncio.wait_for(
+                asyncio.ensure_future(self.manager.send_action(action, as_list=as_list)), timeout)
+        except TimeoutError:
+            raise AmiError(f"ami: {action.get('Action')} got no answer in {timeout} s") from None
+
+    def close(self) -> None:
+        if self.manager is not None:
+            self.manager.close()
+            # panoramisk reconnects on connection_lost; stop it from coming back.
+            self.manager.connection_lost = lambda exc: None  # type: ignore[method-assign]
+            self.manager = None
+
+
+class EventTap:
+    """Records every AMI event in a background thread; for synchronous callers."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.client = AmiClient(settings)
+        self.events: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        self._background: BackgroundLoop | None = None
+
+    def start(self, timeout: float = 10) -> EventTap:
+        self._background = BackgroundLoop("ami-tap")
+        try:
+            self._background.run(self._connect(timeout), timeout + 1)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def _connect(self, timeout: float) -> None:
+        await self.client.connect(timeout)
+        self.client.on_event("*", self._record)
+
+    def _record(self, _manager: Manager, event: Message) -> None:
+        with self._lock:
+            self.events.append({str(k): str(v) for k, v in event.items()})
+
+    def action(self, action: dict[str, str], timeout: float = 5) -> Any:
+        assert self._background is not None, "start() first"
+        return self._background.run(self.client.action(action, timeout), timeout + 1)
+
+    def snapshot(self) -> list[dict[str, str]]:
+        with self._lock:
+            return list(self.events)
+
+    def wait_for(self, predicate: Callable[[dict[str, str]], bool], timeout: float = 10
+                 ) -> dict[str, str]:
+        """The first recorded event matching `predicate`, waiting up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            events = self.snapshot()
+            for event in events[seen:]:
+                if predicate(event):
+                    return event
+            seen = len(events)
+            if time.monotonic() > deadline:
+                raise TimeoutError("no matching AMI event within "
+                                   f"{timeout} s ({len(events)} events seen)")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._background is not None:
+            self._background.loop.call_soon_threadsafe(self.client.close)
+            self._background.stop()
+            self._background = None
+
+    def __enter__(self) -> EventTap:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
