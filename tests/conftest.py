@@ -1,0 +1,116 @@
+"""Shared fixtures. Telephony tests run against the real Asterisk sandbox with kit calls.
+
+The test PBX uses its own data directory and ports (SIP 25060, AMI 25038, FastAGI 24573) so
+a centre started with `hotline up` on the same machine is left alone. A missing Asterisk,
+PostgreSQL or Redis fails the tests loudly; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from asterisk_conf.render import render
+from asterisk_conf.sandbox import Sandbox
+from hotline.config import Settings, load_settings
+from hotline.db import make_engine, session_factory, transaction, upgrade
+from ivr.prompts import ensure_prompts
+from sipkit.kit import SipKit
+from telephony import directory
+from telephony.ami import EventTap
+
+POSTGRES_ADMIN_URL = os.environ.get("HOTLINE_TEST_POSTGRES",
+                                    "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_SERVER_URL = os.environ.get("HOTLINE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+# Kit agent phones seated in the test PBX's default queue: number -> loopback address.
+TEST_AGENTS = {"8101": "127.0.0.13", "8102": "127.0.0.15"}
+AGENT_PORT = 5070
+
+TEST_PBX_ENV = {
+    "HOTLINE_PBX_SIP_PORT": "25060",
+    "HOTLINE_PBX_AMI_PORT": "25038",
+    "HOTLINE_PBX_RTP_PORT_START": "31000",
+    "HOTLINE_PBX_RTP_PORT_END": "31999",
+    "HOTLINE_PBX_TRUNK_HOST": "127.0.0.14",
+    "HOTLINE_IVR_FASTAGI_PORT": "24573",
+    "HOTLINE_IVR_MENU_TIMEOUT_SECONDS": "3",
+}
+
+
+def make_settings(data_dir: Path, **env: str) -> Settings:
+    """Settings as the CLI would build them, from environment variables only."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith("HOTLINE_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    return load_settings(None, {**base, "HOTLINE_STORAGE_DATA_DIR": str(data_dir), **env})
+
+
+@pytest.fixture(scope="session")
+def pbx_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(tmp_path_factory.mktemp("pbx-data"), **TEST_PBX_ENV)
+
+
+@pytest.fixture(scope="session")
+def pbx(pbx_settings: Settings) -> Iterator[Sandbox]:
+    """The test Asterisk, up for the whole session, with two kit agents in the queue."""
+    engine = make_engine(pbx_settings.storage.database_url)
+    upgrade(engine)
+    with transaction(session_factory(engine)) as session:
+        directory.ensure_queue(session, pbx_settings.hotline.default_queue, "综合受理",
+                               strategy="linear", ring_seconds=5, retry_seconds=1)
+        for number, ip in TEST_AGENTS.items():
+            directory.add_agent(session, number, f"测试坐席{number}",
+                                static_contact=f"sip:{number}@{ip}:{AGENT_PORT}",
+                                queues=(pbx_settings.hotline.default_queue,))
+        snapshot = directory.snapshot(session)
+    ensure_prompts(pbx_settings.storage.prompts_dir)
+    sandbox = Sandbox(pbx_settings)
+    sandbox.down()  # a previous run killed mid-way
+    sandbox.up(render(pbx_settings, snapshot))
+    yield sandbox
+    sandbox.down()
+
+
+@pytest.fixture
+def kit(pbx: Sandbox, pbx_settings: Settings) -> SipKit:
+    return SipKit(pbx_host=pbx_settings.pbx.bind_address, pbx_port=pbx_settings.pbx.sip_port)
+
+
+@pytest.fixture
+def ami(pbx: Sandbox, pbx_settings: Settings) -> Iterator[EventTap]:
+    with EventTap(pbx_settings) as tap:
+        yield tap
+    # Every test leaves the PBX idle: no call may outlive the test that made it.
+    deadline = time.monotonic() + 10
+    while "0 active calls" not in (active := pbx.cli("core show channels count")):
+        assert time.monotonic() < deadline, f"calls left behind: {active}"
+        time.sleep(0.2)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of each supported kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'hotline.db'}"
+        return
+    name = f"hotline_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_ADMIN_URL.replace("postgresql:", "postgresql+psycopg:", 1),
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def agent_ip(number: str) -> str:
+    return TEST_AGENTS[number]

@@ -1,0 +1,106 @@
+"""Migrations and the telephony directory on both SQLite and PostgreSQL; Redis both ways."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect
+
+from hotline.db import alembic_config, make_engine, session_factory, transaction, upgrade
+from hotline.errors import HotlineError
+from hotline.live import connect_redis
+from telephony import directory
+from tests.conftest import REDIS_SERVER_URL, make_settings
+
+
+def test_migrations_create_upgrade_and_roll_back(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    upgrade(engine)  # idempotent: every start runs it
+    assert {"agents", "call_queues", "queue_members", "alembic_version"} <= set(
+        inspect(engine).get_table_names())
+    command.downgrade(alembic_config(engine), "base")
+    assert "agents" not in inspect(engine).get_table_names()
+    upgrade(engine)
+    assert "agents" in inspect(engine).get_table_names()
+
+
+def test_directory_round_trip(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    factory = session_factory(engine)
+    with transaction(factory) as session:
+        directory.ensure_queue(session, "intake", "综合受理")
+        directory.ensure_queue(session, "complaints", "投诉", strategy="ringall")
+        directory.add_agent(session, "8001", "张三", queues=("intake", "complaints"))
+        directory.add_agent(session, "8002", "李四", static_contact="sip:8002@127.0.0.3:5060",
+                            queues=("intake",), penalty=2)
+    with factory() as session:
+        snap = directory.snapshot(session)
+    assert [q.name for q in snap.queues] == ["complaints", "intake"]
+    assert snap.queues[1].members == (("8001", 0), ("8002", 2))
+    assert snap.agents[0].name == "张三" and snap.agents[0].static_contact is None
+    assert snap.agents[1].static_host == "127.0.0.3"
+    assert len(snap.agents[0].sip_password) >= 16
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: directory.add_agent(s, "8001", "重复"), "already exists"),
+        (lambda s: directory.add_agent(s, "80a1", "x"), "2-20 digits"),
+        (lambda s: directory.add_agent(s, "8003", "x\ny"), "printable"),
+        (lambda s: directory.add_agent(s, "8003", "x", queues=("nope",)), "does not exist"),
+        (lambda s: directory.add_agent(s, "8003", "x", static_contact="sip:x@y;evil"),
+         "contact"),
+        (lambda s: directory.ensure_queue(s, "general"), "not 'general'"),
+        (lambda s: directory.ensure_queue(s, "Bad Name"), "lower-case"),
+        (lambda s: directory.ensure_queue(s, "fine", strategy="chaos"), "strategy"),
+        (lambda s: directory.remove_agent(s, "9999"), "does not exist"),
+    ],
+)
+def test_directory_refuses_bad_changes_and_writes_nothing(
+        database_url: str, change, message: str) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(database_url)
+    upgrade(engine)
+    factory = session_factory(engine)
+    with transaction(factory) as session:
+        directory.ensure_queue(session, "intake")
+        directory.add_agent(session, "8001", "张三", queues=("intake",))
+    with pytest.raises(directory.DirectoryError, match=message), transaction(factory) as session:
+        change(session)
+    with factory() as session:
+        snap = directory.snapshot(session)
+    assert [a.number for a in snap.agents] == ["8001"]
+    assert [q.name for q in snap.queues] == ["intake"]
+
+
+def test_unreachable_database_is_one_clear_error(tmp_path: Path) -> None:
+    engine = make_engine("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(HotlineError, match="db: cannot connect to postgresql"):
+        upgrade(engine)
+
+
+@pytest.mark.parametrize("kind", ["embedded", "server"])
+def test_redis_both_ways_publish_and_store(tmp_path: Path, kind: str) -> None:
+    env = {} if kind == "embedded" else {"REDIS_URL": REDIS_SERVER_URL}
+    settings = make_settings(tmp_path, **env)
+    client = connect_redis(settings)
+    pubsub = client.pubsub()
+    pubsub.subscribe("hotline:test")
+    pubsub.get_message(timeout=2)  # subscription confirmation
+    client.publish("hotline:test", "来电")
+    message = pubsub.get_message(timeout=2)
+    assert message is not None and message["data"].decode() == "来电"
+    client.set("hotline:test:key", "1", ex=10)
+    assert client.get("hotline:test:key") == b"1"
+    # the embedded server is private to the data directory, reached over a unix socket
+    assert ("path" in client.connection_pool.connection_kwargs) == (kind == "embedded")
+
+
+def test_unreachable_redis_is_one_clear_error(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, REDIS_URL="redis://127.0.0.1:1/0")
+    with pytest.raises(HotlineError, match="redis: cannot use redis://127.0.0.1:1/0"):
+        connect_redis(settings)
