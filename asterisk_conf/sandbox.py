@@ -72,9 +72,16 @@ class Sandbox:
 
     # ----------------------------------------------------------------- public operations
 
+    def preflight(self) -> None:
+        """Fail early, before any work, when the sandbox cannot run here."""
+        if self.settings.pbx.mode != "sandbox":
+            raise SandboxError("pbx: pbx.mode is 'external': this hotline uses an existing "
+                               "Asterisk; write its configuration with 'hotline pbx render'")
+        self._require_root()
+
     def up(self, config_files: dict[str, str]) -> str:
         """Start Asterisk with this configuration; if it runs already, reload it."""
-        self._require_root()
+        self.preflight()
         if self._running_pid() is not None:
             self.reload(config_files)
             return "already running; configuration reloaded"
@@ -92,7 +99,7 @@ class Sandbox:
 
     def down(self) -> str:
         """Stop Asterisk and undo every mount; safe to call when nothing runs."""
-        self._require_root()
+        self.preflight()
         pid = self._running_pid()
         if pid is not None:
             with contextlib.suppress(SandboxError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import signal
@@ -202,9 +203,10 @@ def pbx_up(ctx: click.Context) -> None:
     from ivr.prompts import ensure_prompts
 
     settings = _settings(ctx)
+    sandbox = Sandbox(settings)
+    sandbox.preflight()
     ensure_prompts(settings.storage.prompts_dir)
-    files = _rendered(settings)
-    click.echo(f"pbx: {Sandbox(settings).up(files)}")
+    click.echo(f"pbx: {sandbox.up(_rendered(settings))}")
 
 
 @pbx.command("down")
@@ -259,10 +261,8 @@ def ivr_command(ctx: click.Context) -> None:
     settings = _settings(ctx)
     ensure_prompts(settings.storage.prompts_dir)
     click.echo(f"ivr: FastAGI on {settings.ivr.fastagi_host}:{settings.ivr.fastagi_port}")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(settings))
-    except KeyboardInterrupt:
-        pass
 
 
 # ------------------------------------------------------------------------------ SIP test kit

@@ -20,7 +20,7 @@ from hotline.live import connect_redis, redis_location
 from ivr.prompts import ensure_prompts, speak
 from ivr.server import IvrInBackground
 from recordings.audio import wav_stats
-from sipkit.kit import Call, Dtmf, Hangup, SipKit, Say, Wait
+from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
 from telephony import directory
 from telephony.ami import EventTap
 
@@ -49,19 +49,25 @@ def prepare(settings: Settings, demo_agents: bool) -> dict[str, str]:
 def run_centre(settings: Settings, *, demo: bool, serve: bool, echo: Callable[[str], None],
                wait: Callable[[float | None], None]) -> None:
     echo(f"settings: {settings.source}; data in {settings.storage.data_dir}")
+    sandbox = Sandbox(settings) if settings.pbx.mode == "sandbox" else None
+    if sandbox is not None:
+        sandbox.preflight()
     files = prepare(settings, demo_agents=demo)
     echo(f"database: {settings.as_dict()['storage']['database_url']} (migrated)")
     connect_redis(settings)
     echo(f"redis: {redis_location(settings)} (answering)")
     made = ensure_prompts(settings.storage.prompts_dir)
     echo(f"prompts: {settings.storage.prompts_dir} ({len(made)} generated)")
-    sandbox = Sandbox(settings)
-    echo(f"pbx: {sandbox.up(files)}; SIP {settings.pbx.bind_address}:{settings.pbx.sip_port}, "
-         f"AMI :{settings.pbx.ami_port}")
+    if sandbox is None:
+        echo("pbx: external Asterisk (pbx.mode); write its configuration with "
+             "'hotline pbx render'; no demo calls")
+    else:
+        echo(f"pbx: {sandbox.up(files)}; SIP {settings.pbx.bind_address}:"
+             f"{settings.pbx.sip_port}, AMI :{settings.pbx.ami_port}")
     try:
         with IvrInBackground(settings):
             echo(f"ivr: FastAGI on {settings.ivr.fastagi_host}:{settings.ivr.fastagi_port}")
-            if demo:
+            if demo and sandbox is not None:
                 run_demo(settings, echo)
             if serve:
                 echo(f"\nThe centre is running. Call {settings.hotline.entry_number} from a SIP "
@@ -69,7 +75,7 @@ def run_centre(settings: Settings, *, demo: bool, serve: bool, echo: Callable[[s
                      "Ctrl-C stops it.")
                 wait(None)
     finally:
-        if serve:
+        if serve and sandbox is not None:
             echo(f"pbx: {sandbox.down()}")
 
 
@@ -89,8 +95,8 @@ def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
         first = kit.call(Call(to=number, caller_id="13800138000", caller_name="王先生",
                               script=(Wait(1), Dtmf("1"), Wait(7), Say(voice), Wait(1),
                                       Hangup())))
-        more = kit.calls(Call(to=number, script=(Wait(1), Dtmf("1"), Wait(7), Say(voice), Hangup())),
-                         count=2, rate=2,
+        script = (Wait(1), Dtmf("1"), Wait(7), Say(voice), Hangup())
+        more = kit.calls(Call(to=number, script=script), count=2, rate=2,
                          caller_ids=["13912345678", "02788886666"])
         time.sleep(1)
         events = tap.snapshot()

@@ -31,6 +31,9 @@ from sipkit import scenarios
 from sipkit.media import RtpTimeline, alaw_from_audio
 
 SIPP = "sipp"
+# Every SIPp run keeps its SIP messages, the kit's KIT lines and its errors in its workdir.
+_TRACE = ("-trace_msg", "-message_file", "messages.log", "-trace_logs", "-log_file",
+          "calls.log", "-trace_err", "-error_file", "errors.log")
 
 
 class KitError(HotlineError):
@@ -197,6 +200,12 @@ def _require_sipp() -> str:
     return path
 
 
+def _spawn(command: list[str], workdir: Path) -> subprocess.Popen[bytes]:
+    with (workdir / "screen.log").open("wb") as screen:
+        return subprocess.Popen(command, cwd=workdir, stdout=screen, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+
+
 def _parse_log(path: Path) -> dict[int, list[tuple[str, float, str]]]:
     """KIT lines -> {call_number: [(event, time, detail)]} in order."""
     calls: dict[int, list[tuple[str, float, str]]] = {}
@@ -297,12 +306,9 @@ class AgentPhone:
             sipp, "-sf", "agent.xml", "-i", self.ip, "-p", str(self.port), "-bind_local",
             "-mi", self.ip, "-mp", str(free_port(self.ip, even=True)), "-rtp_echo",
             "-cp", str(self.control_port), "-nostdin", "-aa",
-            "-trace_msg", "-message_file", "messages.log", "-trace_logs", "-log_file", "calls.log", "-trace_err", "-error_file", "errors.log",
+            *_TRACE,
         ]
-        screen = (self.workdir / "screen.log").open("wb")
-        self.proc = subprocess.Popen(command, cwd=self.workdir, stdout=screen,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        screen.close()
+        self.proc = _spawn(command, self.workdir)
         self._wait_listening()
         return self
 
@@ -407,12 +413,9 @@ class SipKit:
             "-cp", str(free_port("127.0.0.1")),
             "-m", str(count), "-r", str(rate), "-rp", "1000", "-l", str(limit),
             "-timeout", str(timeout), "-timeout_error", "-nostdin", "-aa",
-            "-trace_msg", "-message_file", "messages.log", "-trace_logs", "-log_file", "calls.log", "-trace_err", "-error_file", "errors.log",
+            *_TRACE,
         ]
-        screen = (workdir / "screen.log").open("wb")
-        proc = subprocess.Popen(command, cwd=workdir, stdout=screen,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        screen.close()
+        proc = _spawn(command, workdir)
         return CallRun(proc, workdir, count, ids, time.monotonic() + timeout + 10,
                        self.keep_files or bool(os.environ.get("HOTLINE_KIT_KEEP")))
 
