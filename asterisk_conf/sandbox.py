@@ -302,14 +302,7 @@ class Sandbox:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().split(") ", 1)[1].startswith("Z"):
-                    os.waitpid(pid, os.WNOHANG) if _is_child(pid) else None
-                    return None
-        except (FileNotFoundError, IndexError, ChildProcessError):
-            return None
-        return pid if _root_of(pid) == self.root.resolve() else None
+        return pid if _alive(pid) and _root_of(pid) == self.root.resolve() else None
 
     def _processes_in_root(self) -> list[int]:
         root = self.root.resolve()
@@ -359,12 +352,19 @@ def _root_of(pid: int) -> Path | None:
         return None
 
 
-def _is_child(pid: int) -> bool:
+def _alive(pid: int) -> bool:
+    """Running and not a zombie; a zombie child of ours (the `up` that started it) is reaped."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return int(stat.read().split(") ", 1)[1].split()[1]) == os.getpid()
-    except (OSError, ValueError, IndexError):
+            fields = stat.read().rsplit(") ", 1)[1].split()
+    except (FileNotFoundError, IndexError):
         return False
+    if fields[0] != "Z":
+        return True
+    if int(fields[1]) == os.getpid():
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+    return False
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
@@ -374,18 +374,11 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 def _wait_gone(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if _is_child(pid):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                if stat.read().split(") ", 1)[1].startswith("Z"):
-                    return True
-        except (FileNotFoundError, IndexError):
-            return True
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.1)
-    return False
+    return True
 
 
 def _last_line(path: Path) -> str:

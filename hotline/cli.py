@@ -322,9 +322,7 @@ def sipcall(ctx: click.Context, number: str, caller_id: str, caller_name: str,
         click.echo(results_json(results))
     else:
         for r in results:
-            click.echo(f"call {r.call_number}: {r.outcome} (SIP {r.status}) "
-                       f"setup {_secs(r.setup_seconds)} talk {_secs(r.talk_seconds)} "
-                       f"hangup by {r.hangup_by}")
+            click.echo(r.summary())
     sys.exit(0 if all(r.outcome == "answered" for r in results) else 1)
 
 
@@ -351,12 +349,7 @@ def sipphone(number: str, ip: str, port: int, answer_after: float, talk_seconds:
         click.echo(f"agent phone {number} listening at {phone.contact}", err=True)
         _sleep_until_interrupted(duration)
     results = phone.results()
-    click.echo(results_json(results) if as_json else "\n".join(
-        f"call {r.call_number} from {r.from_user}: {r.outcome}" for r in results))
-
-
-def _secs(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}s"
+    click.echo(results_json(results) if as_json else "\n".join(r.summary() for r in results))
 
 
 def _sleep_until_interrupted(duration: float | None) -> None:

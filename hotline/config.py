@@ -23,7 +23,7 @@ from typing import Any
 
 from hotline.errors import ConfigError
 
-SECRET_KEYS = {("pbx", "ami_secret"), ("web", "secret_key")}
+SECRET_KEYS = {("pbx", "ami_secret")}
 
 
 def _port(value: Any) -> int:
@@ -158,24 +158,16 @@ class Ivr:
 
 
 @dataclass(frozen=True)
-class Web:
-    host: str
-    port: int
-    secret_key: str
-
-
-@dataclass(frozen=True)
 class Settings:
     source: str
     storage: Storage
     pbx: Pbx
     hotline: Hotline
     ivr: Ivr
-    web: Web
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for section in (self.storage, self.pbx, self.hotline, self.ivr, self.web):
+        for section in (self.storage, self.pbx, self.hotline, self.ivr):
             name = _SECTION_NAMES[type(section)]
             values: dict[str, Any] = {}
             for f in fields(section):
@@ -236,13 +228,8 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "menu_retries": (_int, 2),
         "menu": (_menu, "1=intake"),
     },
-    "web": {
-        "host": (_loopback_or_ip, "127.0.0.1"),
-        "port": (_port, 8319),
-        "secret_key": (_str, ""),
-    },
 }
-_SECTION_TYPES = {"storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr, "web": Web}
+_SECTION_TYPES = {"storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr}
 _SECTION_NAMES = {v: k for k, v in _SECTION_TYPES.items()}
 
 
@@ -304,8 +291,6 @@ def load_settings(
     generated = _generated_secrets(data_dir)
     if not pbx["ami_secret"]:
         pbx["ami_secret"] = generated["ami_secret"]
-    if not checked["web"]["secret_key"]:
-        checked["web"]["secret_key"] = generated["web_secret_key"]
 
     return Settings(
         source=str(file_path) if file_path else "defaults",
@@ -340,7 +325,7 @@ def _generated_secrets(data_dir: Path) -> dict[str, str]:
         stored = {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config: cannot read generated secrets {path}: {exc}") from None
-    wanted = {"ami_secret": 24, "web_secret_key": 32}
+    wanted = {"ami_secret": 24}
     if all(isinstance(stored.get(k), str) and stored[k] for k in wanted):
         return stored
     for key, size in wanted.items():

@@ -101,12 +101,10 @@ def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
         time.sleep(1)
         events = tap.snapshot()
     for r in [first, *more]:
-        echo(f"  caller {r.caller_id}: {r.outcome} (SIP {r.status}), setup "
-             f"{_secs(r.setup_seconds)}, talk {_secs(r.talk_seconds)}, hung up by {r.hangup_by}")
+        echo(f"  {r.summary()}")
     for phone in (phone_a, phone_b):
-        for r in phone.results():
-            echo(f"  agent {phone.number}: call from {r.from_user} {r.outcome}, "
-                 f"hung up by {r.hangup_by}")
+        for a in phone.results():
+            echo(f"  agent {phone.number}: {a.summary()}")
     counts = Counter(e.get("Event") for e in events)
     echo("  AMI events: " + ", ".join(f"{name} x{counts[name]}" for name in SHOWN_EVENTS))
     digits = [e.get("Digit") for e in events
@@ -126,7 +124,3 @@ def _phone(index: int) -> tuple[str, str]:
 
 def _recordings_since(directory_: Path, since: float) -> list[Path]:
     return sorted(p for p in directory_.rglob("*.wav") if p.stat().st_mtime >= since - 1)
-
-
-def _secs(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} s"

@@ -110,6 +110,11 @@ class CallResult:
         return {**asdict(self), "setup_seconds": self.setup_seconds,
                 "talk_seconds": self.talk_seconds}
 
+    def summary(self) -> str:
+        return (f"caller {self.caller_id}: {self.outcome} (SIP {self.status}), setup "
+                f"{_seconds(self.setup_seconds)}, talk {_seconds(self.talk_seconds)}, "
+                f"hung up by {self.hangup_by}")
+
 
 @dataclass
 class AgentCallResult:
@@ -126,6 +131,13 @@ class AgentCallResult:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+    def summary(self) -> str:
+        return f"call from {self.from_user}: {self.outcome}, hung up by {self.hangup_by}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f} s"
 
 
 @dataclass

@@ -57,8 +57,9 @@ def _processes_rooted_in(path: Path) -> list[int]:
 
 
 def test_up_is_quick_on_a_cached_root_idempotent_and_down_leaves_nothing(
-        tmp_path: Path) -> None:
+        pbx: Sandbox, tmp_path: Path) -> None:
     env = {"HOTLINE_STORAGE_DATA_DIR": str(tmp_path / "data"), **INSTANCE_PORTS}
+    # the session's PBX built the cached root if this machine had none
     assert Sandbox(make_settings(tmp_path / "data", **INSTANCE_PORTS)).status().cached
     started = time.monotonic()
     first = _hotline("pbx", "up", env=env)

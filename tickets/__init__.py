@@ -1,0 +1,2 @@
+"""Work orders (工单) and the shared case workflow (受理 立案 派遣 处置 核查 结案),
+callbacks (回访), satisfaction surveys (满意度评价) and KPIs."""
