@@ -12,6 +12,21 @@ from xml.sax.saxutils import quoteattr
 REJECT_CODES = (403, 404, 408, 410, 480, 484, 486, 487, 488, 500, 502, 503, 504, 600, 603)
 
 
+# 200 OK to the request just received (a BYE, a CANCEL), echoing its dialog headers.
+OK_TO_LAST_REQUEST = """<send>
+    <![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+    ]]>
+  </send>"""
+
+
 def _log(event: str, detail: str = "-") -> str:
     return ('<action><gettimeofday assign_to="t_s,t_us"/>'
             f'<log message="KIT [call_number] {event} [$t_s] [$t_us] {detail}"/></action>')
@@ -85,18 +100,7 @@ Content-Length: 0
   </send>
   {play}
   <recv request="BYE" timeout="{wait_ms}" ontimeout="hangup">{_log("far_end_hangup")}</recv>
-  <send>
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-    ]]>
-  </send>
+  {OK_TO_LAST_REQUEST}
   <nop next="done"/>
   <label id="hangup"/>
   <nop>{_log(hangup_event)}</nop>
@@ -209,18 +213,7 @@ a=sendrecv
   </send>
   <recv request="ACK">{_log("answered")}</recv>
   <recv request="BYE"{talk_wait}>{_log("far_end_hangup")}</recv>
-  <send>
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-    ]]>
-  </send>
+  {OK_TO_LAST_REQUEST}
   <nop next="done"/>
   <label id="hangup"/>
   <nop>{_log("agent_hangup")}</nop>
@@ -240,18 +233,7 @@ Content-Length: 0
   <recv response="200" crlf="true"/>
   <nop next="done"/>
   <label id="cancel"/>
-  <send>
-    <![CDATA[
-SIP/2.0 200 OK
-[last_Via:]
-[last_From:]
-[last_To:]
-[last_Call-ID:]
-[last_CSeq:]
-Content-Length: 0
-
-    ]]>
-  </send>
+  {OK_TO_LAST_REQUEST}
   <send>
     <![CDATA[
 SIP/2.0 487 Request Terminated
