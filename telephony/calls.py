@@ -1,0 +1,381 @@
+"""The call model: AMI events in, live calls and domain events out. Pure: no I/O.
+
+One call per caller, keyed by Asterisk's Linkedid, with its legs (the caller's channel, the
+agents' channels), its IVR path, its queue wait, the agents rung, talk and hold time,
+transfers, hang-up cause and recording. Times come from the events' own timestamps
+(manager.conf timestampevents), so they are Asterisk's, not ours.
+
+Events may arrive twice (a replay after reconnect) or not at all (missed while disconnected):
+duplicates are ignored, and `resync` reconciles with the channels Asterisk really has.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from telephony.events import (
+    AgentConnected,
+    AgentNoAnswer,
+    AgentRinging,
+    CallAbandoned,
+    CallEnded,
+    CallStarted,
+    DomainEvent,
+    IvrStep,
+    QueueJoined,
+)
+
+log = logging.getLogger(__name__)
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+UP = "6"  # AMI ChannelState for an answered channel
+RECENT_CALLS_KEPT = 10_000
+
+
+def _text(value: object, limit: int = 200) -> str:
+    """Caller-supplied text (names, numbers) without control characters, bounded."""
+    return _CONTROL.sub("", str(value or ""))[:limit]
+
+
+@dataclass
+class Leg:
+    uniqueid: str
+    channel: str
+    role: str  # caller | agent | other
+    number: str
+    name: str
+    created_at: float
+    answered_at: float | None = None
+    ended_at: float | None = None
+    cause: int | None = None
+    cause_text: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LiveCall:
+    call_id: str
+    caller_number: str
+    caller_name: str
+    entry_number: str
+    started_at: float
+    legs: dict[str, Leg] = field(default_factory=dict)
+    ivr_path: list[dict[str, Any]] = field(default_factory=list)
+    queue: str | None = None
+    queue_position: int | None = None
+    queue_joined_at: float | None = None
+    queue_left_at: float | None = None
+    abandoned: bool = False
+    agent_attempts: list[dict[str, Any]] = field(default_factory=list)
+    agent: str | None = None
+    connected_at: float | None = None
+    talk_ended_at: float | None = None
+    hold_since: dict[str, float] = field(default_factory=dict)
+    hold_seconds: float = 0.0
+    transfers: list[dict[str, Any]] = field(default_factory=list)
+    recording: str | None = None
+    incomplete: bool = False
+
+    @property
+    def caller_leg(self) -> Leg | None:
+        return self.legs.get(self.call_id) or next(
+            (leg for leg in self.legs.values() if leg.role == "caller"), None)
+
+    def wait_seconds(self) -> float | None:
+        if self.queue_joined_at is None:
+            return None
+        until = self.connected_at or self.queue_left_at or self.ended_at()
+        return None if until is None else round(until - self.queue_joined_at, 3)
+
+    def ended_at(self) -> float | None:
+        ends = [leg.ended_at for leg in self.legs.values()]
+        return None if not ends or None in ends else max(ends)  # type: ignore[type-var]
+
+    def outcome(self) -> str:
+        if self.connected_at is not None:
+            return "answered"
+        if self.abandoned:
+            return "abandoned"
+        if self.queue_joined_at is not None:
+            return "unanswered"  # left the queue by timeout or with no agent at all
+        return "ivr"
+
+    def record(self, short_abandon_seconds: float) -> dict[str, Any]:
+        ended = self.ended_at()
+        caller = self.caller_leg
+        wait = self.wait_seconds()
+        talk_end = self.talk_ended_at or ended
+        return {
+            "call_id": self.call_id,
+            "caller_number": self.caller_number,
+            "caller_name": self.caller_name,
+            "entry_number": self.entry_number,
+            "started_at": self.started_at,
+            "ended_at": ended,
+            "duration_seconds": None if ended is None else round(ended - self.started_at, 3),
+            "outcome": self.outcome(),
+            "queue": self.queue,
+            "queue_position": self.queue_position,
+            "wait_seconds": wait,
+            "short_abandon": bool(self.abandoned and wait is not None
+                                  and wait < short_abandon_seconds),
+            "agent": self.agent,
+            "connected_at": self.connected_at,
+            "talk_seconds": (None if self.connected_at is None or talk_end is None
+                             else round(talk_end - self.connected_at, 3)),
+            "hold_seconds": round(self.hold_seconds, 3),
+            "hangup_cause": caller.cause if caller else None,
+            "hangup_cause_text": caller.cause_text if caller else "",
+            "ivr_path": self.ivr_path,
+            "agent_attempts": self.agent_attempts,
+            "transfers": self.transfers,
+            "recording": self.recording,
+            "legs": [leg.as_dict() for leg in self.legs.values()],
+            "incomplete": self.incomplete,
+        }
+
+
+class CallTracker:
+    """Feeds on AMI events (dicts of strings); `feed` returns the domain events they mean."""
+
+    def __init__(self, short_abandon_seconds: float = 5.0) -> None:
+        self.short_abandon_seconds = short_abandon_seconds
+        self.calls: dict[str, LiveCall] = {}
+        self._leg_call: dict[str, str] = {}  # uniqueid -> call_id
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self.ignored = 0
+
+    # ------------------------------------------------------------------ feeding
+
+    def feed(self, event: dict[str, str]) -> list[DomainEvent]:
+        handler = getattr(self, f"_on_{event.get('Event', '')}", None)
+        if handler is None:
+            return []
+        try:
+            at = float(event.get("Timestamp") or 0)
+            return handler(event, at) or []
+        except (KeyError, ValueError, TypeError) as exc:
+            self.ignored += 1
+            log.warning("ignoring malformed %s event: %s", event.get("Event"), exc)
+            return []
+
+    def _call_of(self, event: dict[str, str], key: str = "Uniqueid") -> LiveCall | None:
+        call_id = self._leg_call.get(event.get(key, ""))
+        return self.calls.get(call_id) if call_id else None
+
+    def _on_Newchannel(self, e: dict[str, str], at: float) -> list[DomainEvent]:
+        uniqueid, linkedid = e["Uniqueid"], e.get("Linkedid") or e["Uniqueid"]
+        if uniqueid in self._leg_call or linkedid in self._finished:
+            return []  # a replay
+        out: list[DomainEvent] = []
+        call = self.calls.get(linkedid)
+        if call is None:
+            call = LiveCall(call_id=linkedid, caller_number=_text(e.get("CallerIDNum"), 40),
+                            caller_name=_text(e.get("CallerIDName"), 100),
+                            entry_number=_text(e.get("Exten"), 40), started_at=at)
+            self.calls[linkedid] = call
+            out.append(CallStarted(call_id=linkedid, at=at, caller_number=call.caller_number,
+                                   caller_name=call.caller_name,
+                                   entry_number=call.entry_number))
+        role = "caller" if uniqueid == linkedid else "other"
+        call.legs[uniqueid] = Leg(uniqueid=uniqueid, channel=_text(e.get("Channel")), role=role,
+                                  number=_text(e.get("CallerIDNum"), 40),
+                                  name=_text(e.get("CallerIDName"), 100), created_at=at)
+        self._leg_call[uniqueid] = linkedid
+        return out
+
+    def _on_Newstate(self, e: dict[str, str], at: float) -> None:
+        call = self._call_of(e)
+        if call and e.get("ChannelState") == UP:
+            leg = call.legs[e["Uniqueid"]]
+            leg.answered_at = leg.answered_at or at
+
+    def _on_DTMFEnd(self, e: dict[str, str], at: float) -> list[DomainEvent]:
+        call = self._call_of(e)
+        if (call is None or e.get("Direction") != "Received"
+                or call.legs[e["Uniqueid"]].role != "caller" or call.connected_at):
+            return []  # digits to an agent are conversation, not navigation
+        digit = _text(e.get("Digit"), 1)
+        call.ivr_path.append({"at": at, "node": "digit", "value": digit})
+        return [IvrStep(call_id=call.call_id, at=at, node="digit", value=digit)]
+
+    _IVR_VARIABLES = {"HOTLINE_MENU_CHOICE": "menu", "HOTLINE_IVR_NODE": "node",
+                      "HOTLINE_IVR": "ivr"}
+
+    def _on_VarSet(self, e: dict[str, str], at: float) -> list[DomainEvent]:
+        call = self._call_of(e)
+        if call is None:
+            return []
+        name, value = e.get("Variable", "").lstrip("_"), _text(e.get("Value"))
+        if name == "HOTLINE_RECORDING":
+            call.recording = call.recording or value
+        elif name in self._IVR_VARIABLES and call.legs[e["Uniqueid"]].role == "caller":
+            node = self._IVR_VARIABLES[name]
+            call.ivr_path.append({"at": at, "node": node, "value": value})
+            return [IvrStep(call_id=call.call_id, at=at, node=node, value=value)]
+        return []
+
+    def _on_QueueCallerJoin(self, e: dict[str, str], at: float) -> list[DomainEvent]:
+        call = self._call_of(e)
+        if call is None or call.queue_joined_at is not None:
+            return []
+        call.queue, call.queue_joined_at = _text(e["Queue"], 40), at
+        call.queue_position = int(e.get("Position") or 0)
+        return [QueueJoined(call_id=call.call_id, at=at, queue=call.queue,
+                            position=call.queue_position)]
+
+    def _on_QueueCallerLeave(self, e: dict[str, str], at: float) -> None:
+        call = self._call_of(e)
+        if call is not None and call.queue_left_at is None:
+            call.queue_left_at = at
+
+    def _on_QueueCallerAbandon(self, e: dict[str, str], at: float) -> list[DomainEvent]:
+        call = self._call_of(e)
+        if call is None or call.abandoned:
+            return []
+        call.abandoned = True
+        call.queue_left_at = call.queue_left_at or at
+        wait = call.wait_seconds() or 0.0
+        return [CallAbandoned(call_id=call.call_id, at=at, queue=call.queue or "",
+                              wait_seconds=wait, short=wait < self.short_abandon_seconds)]
+
+    def _on_AgentCalled(self, e: dict[str, str], at: float) -> list[DomainEvent]:
+        call = self._call_of(e)
+        if call is None:
+            return []
+        agent = _text(e.get("MemberName"), 40)
+        dest = call.legs.get(e.get("DestUniqueid", ""))
+        if dest is not None:
+            dest.role = "agent"
+        call.agent_attempts.append({"agent": agent, "queue": _text(e.get("Queue"), 40),
+                                    "rang_at": at, "outcome": "ringing", "ended_at": None,
+                                    "uniqueid": e.get("DestUniqueid", "")})
+        return [AgentRinging(call_id=call.call_id, at=at, queue=_text(e.get("Queue"), 40),
+                             agent=agent)]
+
+    def _attempt(self, call: LiveCall, e: dict[str, str]) -> dict[str, Any] | None:
+        dest = e.get("DestUniqueid")
+        for attempt in reversed(call.agent_attempts):
+            if attempt["outcome"] == "ringing" and (
+                    attempt["uniqueid"] == dest or attempt["agent"] == e.get("MemberName")):
+                return attempt
+        return None
+
+    def _on_AgentRingNoAnswer(self, e: dict[str, str], at: float) -> list[DomainEvent]:
+        call = self._call_of(e)
+        attempt = self._attempt(call, e) if call else None
+        if call is None or attempt is None:
+            return []
+        attempt.update(outcome="no_answer", ended_at=at)
+        return [AgentNoAnswer(call_id=call.call_id, at=at, queue=attempt["queue"],
+                              agent=attempt["agent"], ring_seconds=round(at - attempt["rang_at"],
+                                                                         3))]
+
+    def _on_AgentConnect(self, e: dict[str, str], at: float) -> list[DomainEvent]:
+        call = self._call_of(e)
+        if call is None or call.connected_at is not None:
+            return []
+        attempt = self._attempt(call, e)
+        if attempt is not None:
+            attempt.update(outcome="connected", ended_at=at)
+        call.agent, call.connected_at = _text(e.get("MemberName"), 40), at
+        call.queue_left_at = call.queue_left_at or at
+        return [AgentConnected(call_id=call.call_id, at=at, queue=_text(e.get("Queue"), 40),
+                               agent=call.agent, wait_seconds=call.wait_seconds() or 0.0)]
+
+    def _on_AgentComplete(self, e: dict[str, str], at: float) -> None:
+        call = self._call_of(e)
+        if call is not None and call.talk_ended_at is None:
+            call.talk_ended_at = at
+            self._end_holds(call, at)
+
+    def _on_DialEnd(self, e: dict[str, str], at: float) -> None:
+        call = self._call_of(e)
+        attempt = self._attempt(call, e) if call else None
+        if attempt is not None and e.get("DialStatus") not in ("ANSWER", None):
+            attempt.update(outcome=e["DialStatus"].lower(), ended_at=at)
+
+    def _on_Hold(self, e: dict[str, str], at: float) -> None:
+        call = self._call_of(e)
+        if call is not None:
+            call.hold_since.setdefault(e["Uniqueid"], at)
+
+    def _on_Unhold(self, e: dict[str, str], at: float) -> None:
+        call = self._call_of(e)
+        if call is not None and e["Uniqueid"] in call.hold_since:
+            call.hold_seconds += at - call.hold_since.pop(e["Uniqueid"])
+
+    def _end_holds(self, call: LiveCall, at: float) -> None:
+        for uniqueid in list(call.hold_since):
+            call.hold_seconds += at - call.hold_since.pop(uniqueid)
+
+    def _on_BlindTransfer(self, e: dict[str, str], at: float) -> None:
+        call = self._call_of(e, "TransfererUniqueid")
+        if call is not None:
+            call.transfers.append({"at": at, "kind": "blind", "to": _text(e.get("Extension")),
+                                   "context": _text(e.get("Context")),
+                                   "result": _text(e.get("Result"))})
+
+    def _on_AttendedTransfer(self, e: dict[str, str], at: float) -> None:
+        call = self._call_of(e, "OrigTransfererUniqueid")
+        if call is not None:
+            call.transfers.append({"at": at, "kind": "attended",
+                                   "to": _text(e.get("SecondTransfererCallerIDNum")),
+                                   "result": _text(e.get("Result"))})
+
+    def _on_Hangup(self, e: dict[str, str], at: float) -> list[DomainEvent]:
+        call = self._call_of(e)
+        if call is None:
+            return []
+        leg = call.legs[e["Uniqueid"]]
+        if leg.ended_at is None:
+            leg.ended_at = at
+            leg.cause = int(e["Cause"]) if str(e.get("Cause", "")).isdigit() else None
+            leg.cause_text = _text(e.get("Cause-txt"), 80)
+        return self._finish_if_over(call, at)
+
+    def _finish_if_over(self, call: LiveCall, at: float) -> list[DomainEvent]:
+        if call.ended_at() is None:
+            return []
+        self._end_holds(call, at)
+        del self.calls[call.call_id]
+        for uniqueid in call.legs:
+            self._leg_call.pop(uniqueid, None)
+        self._finished[call.call_id] = None
+        while len(self._finished) > RECENT_CALLS_KEPT:
+            self._finished.popitem(last=False)
+        return [CallEnded(call_id=call.call_id, at=at,
+                          record=call.record(self.short_abandon_seconds))]
+
+    # ------------------------------------------------------------------ reconciling
+
+    def resync(self, active: list[dict[str, str]], at: float) -> list[DomainEvent]:
+        """Match Asterisk's real channels (CoreShowChannel entries) after a reconnect.
+
+        Legs we track that Asterisk no longer has ended while we were away: they end now,
+        their calls are closed and marked incomplete. Channels we never saw are adopted.
+        """
+        out: list[DomainEvent] = []
+        present = {ch.get("Uniqueid", "") for ch in active}
+        for call in list(self.calls.values()):
+            gone = [leg for leg in call.legs.values()
+                    if leg.ended_at is None and leg.uniqueid not in present]
+            for leg in gone:
+                leg.ended_at, leg.cause_text = at, "ended while the AMI link was down"
+            if gone:
+                call.incomplete = True
+                out += self._finish_if_over(call, at)
+        for channel in active:
+            if channel.get("Uniqueid") and channel["Uniqueid"] not in self._leg_call:
+                adopted = {"Timestamp": str(at), **channel}
+                out += self._on_Newchannel(adopted, at)
+                call = self._call_of(channel)
+                if call is not None:
+                    call.incomplete = True
+        return out

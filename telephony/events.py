@@ -1,0 +1,91 @@
+"""Domain events of the telephony room, published once on the event bus.
+
+Each is an explicit type; consumers (wallboard, work orders, KPIs) read them from Redis.
+Times are Unix epoch seconds as Asterisk stamped the AMI event, not the moment we read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    type: ClassVar[str] = "event"
+    call_id: str
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class CallStarted(DomainEvent):
+    """A citizen's call reached the hotline (来电)."""
+
+    type: ClassVar[str] = "call.started"
+    caller_number: str = ""
+    caller_name: str = ""
+    entry_number: str = ""
+
+
+@dataclass(frozen=True)
+class IvrStep(DomainEvent):
+    """The caller moved through the IVR (语音导航): a digit, a choice, a route."""
+
+    type: ClassVar[str] = "call.ivr_step"
+    node: str = ""
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class QueueJoined(DomainEvent):
+    """The caller is waiting in a queue (排队)."""
+
+    type: ClassVar[str] = "call.queue_joined"
+    queue: str = ""
+    position: int = 0
+
+
+@dataclass(frozen=True)
+class AgentRinging(DomainEvent):
+    type: ClassVar[str] = "call.agent_ringing"
+    queue: str = ""
+    agent: str = ""
+
+
+@dataclass(frozen=True)
+class AgentNoAnswer(DomainEvent):
+    type: ClassVar[str] = "call.agent_no_answer"
+    queue: str = ""
+    agent: str = ""
+    ring_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class AgentConnected(DomainEvent):
+    """An agent answered (接通)."""
+
+    type: ClassVar[str] = "call.agent_connected"
+    queue: str = ""
+    agent: str = ""
+    wait_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class CallAbandoned(DomainEvent):
+    """The caller hung up while waiting (放弃); short abandons are counted apart."""
+
+    type: ClassVar[str] = "call.abandoned"
+    queue: str = ""
+    wait_seconds: float = 0.0
+    short: bool = False
+
+
+@dataclass(frozen=True)
+class CallEnded(DomainEvent):
+    """Every leg has hung up; `record` is the call record as stored."""
+
+    type: ClassVar[str] = "call.ended"
+    record: dict[str, Any] = field(default_factory=dict)
