@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 UP = "6"  # AMI ChannelState for an answered channel
 RECENT_CALLS_KEPT = 10_000
+# Channel variables the dialplan and the IVR set on the caller's leg -> IVR path node names.
+IVR_VARIABLES = {"HOTLINE_MENU_CHOICE": "menu", "HOTLINE_IVR_NODE": "node", "HOTLINE_IVR": "ivr"}
 
 
 def _text(value: object, limit: int = 200) -> str:
@@ -205,9 +207,6 @@ class CallTracker:
         call.ivr_path.append({"at": at, "node": "digit", "value": digit})
         return [IvrStep(call_id=call.call_id, at=at, node="digit", value=digit)]
 
-    _IVR_VARIABLES = {"HOTLINE_MENU_CHOICE": "menu", "HOTLINE_IVR_NODE": "node",
-                      "HOTLINE_IVR": "ivr"}
-
     def _on_VarSet(self, e: dict[str, str], at: float) -> list[DomainEvent]:
         call = self._call_of(e)
         if call is None:
@@ -215,8 +214,8 @@ class CallTracker:
         name, value = e.get("Variable", "").lstrip("_"), _text(e.get("Value"))
         if name == "HOTLINE_RECORDING":
             call.recording = call.recording or value
-        elif name in self._IVR_VARIABLES and call.legs[e["Uniqueid"]].role == "caller":
-            node = self._IVR_VARIABLES[name]
+        elif name in IVR_VARIABLES and call.legs[e["Uniqueid"]].role == "caller":
+            node = IVR_VARIABLES[name]
             call.ivr_path.append({"at": at, "node": node, "value": value})
             return [IvrStep(call_id=call.call_id, at=at, node=node, value=value)]
         return []

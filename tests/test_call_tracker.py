@@ -110,6 +110,6 @@ def test_shuffled_or_damaged_streams_never_raise(rng: random.Random, damage: int
     for event in rng.sample(events, k=min(damage * 5, len(events))):
         key = rng.choice(sorted(event))
         event[key] = rng.choice(["", "-1", "\x00", "9" * 40, "零"])
-    tracker, out = run(events)
+    _, out = run(events)
     ended = [e.call_id for e in out if isinstance(e, CallEnded)]
     assert len(ended) == len(set(ended))  # never two records for one call
