@@ -265,6 +265,72 @@ def ivr_command(ctx: click.Context) -> None:
         asyncio.run(serve_forever(settings))
 
 
+# ------------------------------------------------------------------------------ services
+
+@cli.command("serve")
+@click.pass_context
+def serve(ctx: click.Context) -> None:
+    """Run the IVR, the telephony service and the JSON API until Ctrl-C."""
+    from hotline.centre import Centre
+    from ivr.prompts import ensure_prompts
+
+    settings = _settings(ctx)
+    ensure_prompts(settings.storage.prompts_dir)
+    with Centre(settings):
+        click.echo(f"serving: FastAGI :{settings.ivr.fastagi_port}, AMI client, "
+                   f"http://{settings.web.host}:{settings.web.port}/api/v1/")
+        _sleep_until_interrupted(None)
+
+
+@cli.command("telephony")
+@click.pass_context
+def telephony_command(ctx: click.Context) -> None:
+    """Run only the telephony service (AMI, call records, events) until Ctrl-C."""
+    import asyncio
+
+    from hotline.db import make_engine, session_factory, upgrade
+    from hotline.events import EventBus
+    from hotline.live import connect_redis
+    from telephony.service import TelephonyService
+
+    settings = _settings(ctx)
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)
+    service = TelephonyService(settings, session_factory(engine),
+                               EventBus(connect_redis(settings)))
+
+    async def run() -> None:
+        await service.run(asyncio.Event())
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+@cli.command("calls")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--outcome", type=click.Choice(["answered", "abandoned", "unanswered", "ivr"]))
+@click.option("--caller", "caller_number")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def calls(ctx: click.Context, limit: int, outcome: str | None, caller_number: str | None,
+          as_json: bool) -> None:
+    """Finished calls, newest first."""
+    from telephony import records
+
+    with _session_factory(_settings(ctx))() as session:
+        total, items = records.find_calls(session, records.CallQuery(
+            outcome=outcome, caller_number=caller_number, limit=max(1, min(limit, 500))))
+    if as_json:
+        _echo_json({"total": total, "items": items})
+        return
+    for c in items:
+        started = time.strftime("%F %T", time.localtime(c["started_at"]))
+        click.echo(f"{started}  {c['caller_number']:<14} {c['outcome']:<10} "
+                   f"queue {c['queue'] or '-':<10} agent {c['agent'] or '-':<6} "
+                   f"wait {c['wait_seconds'] or 0:>6.1f}s talk {c['talk_seconds'] or 0:>6.1f}s")
+    click.echo(f"({len(items)} of {total})")
+
+
 # ------------------------------------------------------------------------------ SIP test kit
 
 def _parse_script(dtmf: tuple[str, ...], play: tuple[str, ...], hangup_after: float | None

@@ -146,6 +146,7 @@ class Hotline:
     entry_number: str
     default_queue: str
     queue_wait_seconds: int
+    short_abandon_seconds: int
 
 
 @dataclass(frozen=True)
@@ -158,16 +159,23 @@ class Ivr:
 
 
 @dataclass(frozen=True)
+class Web:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
 class Settings:
     source: str
     storage: Storage
     pbx: Pbx
     hotline: Hotline
     ivr: Ivr
+    web: Web
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for section in (self.storage, self.pbx, self.hotline, self.ivr):
+        for section in (self.storage, self.pbx, self.hotline, self.ivr, self.web):
             name = _SECTION_NAMES[type(section)]
             values: dict[str, Any] = {}
             for f in fields(section):
@@ -220,6 +228,7 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "entry_number": (_number, "12319"),
         "default_queue": (_queue_name, "intake"),
         "queue_wait_seconds": (_int, 600),
+        "short_abandon_seconds": (_int, 5),
     },
     "ivr": {
         "fastagi_host": (_loopback_or_ip, "127.0.0.1"),
@@ -228,8 +237,12 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "menu_retries": (_int, 2),
         "menu": (_menu, "1=intake"),
     },
+    "web": {
+        "host": (_loopback_or_ip, "127.0.0.1"),
+        "port": (_port, 8319),
+    },
 }
-_SECTION_TYPES = {"storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr}
+_SECTION_TYPES = {"storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr, "web": Web}
 _SECTION_NAMES = {v: k for k, v in _SECTION_TYPES.items()}
 
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
+from hotline.centre import Centre
 from hotline.config import Settings
 from hotline.db import make_engine, session_factory, transaction, upgrade
 from hotline.live import connect_redis, redis_location
 from ivr.prompts import ensure_prompts, speak
-from ivr.server import IvrInBackground
 from recordings.audio import wav_stats
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
-from telephony import directory
+from telephony import directory, records
 from telephony.ami import EventTap
 
 DEMO_AGENTS = (("8001", "张敏", "127.0.0.3"), ("8002", "李强", "127.0.0.5"))
@@ -65,10 +65,13 @@ def run_centre(settings: Settings, *, demo: bool, serve: bool, echo: Callable[[s
         echo(f"pbx: {sandbox.up(files)}; SIP {settings.pbx.bind_address}:"
              f"{settings.pbx.sip_port}, AMI :{settings.pbx.ami_port}")
     try:
-        with IvrInBackground(settings):
+        with Centre(settings) as centre:
             echo(f"ivr: FastAGI on {settings.ivr.fastagi_host}:{settings.ivr.fastagi_port}")
+            echo("telephony: AMI connected; call records and events flowing")
+            echo(f"web: http://{settings.web.host}:{settings.web.port}/api/v1/calls "
+                 f"(OpenAPI at /api/v1/openapi.json)")
             if demo and sandbox is not None:
-                run_demo(settings, echo)
+                run_demo(settings, centre, echo)
             if serve:
                 echo(f"\nThe centre is running. Call {settings.hotline.entry_number} from a SIP "
                      f"phone on {settings.pbx.caller_networks[0]} or with 'hotline sipcall'. "
@@ -79,7 +82,7 @@ def run_centre(settings: Settings, *, demo: bool, serve: bool, echo: Callable[[s
             echo(f"pbx: {sandbox.down()}")
 
 
-def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
+def run_demo(settings: Settings, centre: Centre, echo: Callable[[str], None]) -> None:
     demo_dir = settings.storage.data_dir / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
     voice = demo_dir / "citizen.wav"
@@ -89,6 +92,7 @@ def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
     number = settings.hotline.entry_number
     echo("\ndemo: two agent phones are seated; three citizens call "
          f"{number} (one keys 1 and speaks, then two call at once)")
+    first_event = centre.bus.last_id()
     with EventTap(settings) as tap, \
             kit.agent_phone(*_phone(0), answer_after=1.0) as phone_a, \
             kit.agent_phone(*_phone(1), answer_after=1.5, talk_seconds=12) as phone_b:
@@ -111,16 +115,31 @@ def run_demo(settings: Settings, echo: Callable[[str], None]) -> None:
               if e.get("Event") == "DTMFEnd" and e.get("Direction") == "Received"
               and e.get("Channel", "").startswith("PJSIP/citizens")]
     echo(f"  digits Asterisk heard from callers: {''.join(d or '' for d in digits) or 'none'}")
-    for path in _recordings_since(settings.storage.recordings_dir, first.invite_at or 0):
-        stats = wav_stats(path)
-        echo(f"  recording {path.relative_to(settings.storage.recordings_dir)}: "
-             f"{stats.seconds:.1f} s, {'silent' if stats.silent else f'rms {stats.rms:.0f}'}")
+    _wait_until_stored(centre, 3)
+    published = Counter(event["type"] for _id, event in centre.bus.read(first_event, 10_000))
+    echo("  domain events on Redis: " + ", ".join(f"{k} x{v}" for k, v in published.items()))
+    with centre.sessions() as session:
+        _total, calls = records.find_calls(session, records.CallQuery(since=first.invite_at,
+                                                                      limit=10))
+    for call in reversed(calls):
+        recording = call["recording"] or {}
+        path = Path(recording.get("path") or "-")
+        loudness = ""
+        if path.exists():
+            stats = wav_stats(path)
+            loudness = f", {stats.seconds:.1f} s {'silent' if stats.silent else 'audible'}"
+        echo(f"  call record {call['caller_number']}: {call['outcome']}, queue "
+             f"{call['queue']}, agent {call['agent']}, wait {call['wait_seconds']} s, talk "
+             f"{call['talk_seconds']} s, recording sha256 "
+             f"{(recording.get('sha256') or '-')[:12]}{loudness}")
+
+
+def _wait_until_stored(centre: Centre, count: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while centre.telephony.stored < count and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _phone(index: int) -> tuple[str, str]:
     number, _name, ip = DEMO_AGENTS[index]
     return number, ip
-
-
-def _recordings_since(directory_: Path, since: float) -> list[Path]:
-    return sorted(p for p in directory_.rglob("*.wav") if p.stat().st_mtime >= since - 1)

@@ -18,9 +18,11 @@ async def entry(session: AgiSession, settings: Settings) -> str:
     queue = settings.hotline.default_queue
     choice = ""
     # A caller who knows the menu may key the choice during the welcome.
+    await session.set_variable("HOTLINE_IVR_NODE", "welcome")
     choice = await session.stream_file(prompt_path(settings, "welcome"), "".join(menu)) or ""
     for attempt in range(ivr.menu_retries + 1):
         if attempt or not choice:
+            await session.set_variable("HOTLINE_IVR_NODE", "menu")
             choice = await session.get_data(prompt_path(settings, "menu"),
                                             ivr.menu_timeout_seconds * 1000, 1)
         if choice in menu:
@@ -30,5 +32,6 @@ async def entry(session: AgiSession, settings: Settings) -> str:
             await session.stream_file(prompt_path(settings, "invalid"))
     await session.set_variable("HOTLINE_MENU_CHOICE", choice)
     await session.set_variable("HOTLINE_QUEUE", queue)
+    await session.set_variable("HOTLINE_IVR_NODE", "transfer")
     await session.stream_file(prompt_path(settings, "transfer"))
     return queue

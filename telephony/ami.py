@@ -28,6 +28,26 @@ class AmiError(HotlineError):
     """Asterisk's manager interface is unreachable, refused us, or did not answer in time."""
 
 
+class _Manager(Manager):
+    """panoramisk's Manager without its own reconnect loop: it would re-send unanswered
+    actions (an Originate could dial twice) and resume without a resync. Whoever owns the
+    connection decides when and how to come back."""
+
+    closed = False
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        return None if self.closed else super().connect(*args, **kwargs)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._connected = False
+        if self.pinger:
+            self.pinger.cancel()
+            self.pinger = None
+        if not self.closed:
+            self.closed = True
+            self.on_disconnect(self, exc)
+
+
 class AmiClient:
     def __init__(self, settings: Settings) -> None:
         pbx = settings.pbx
@@ -37,7 +57,8 @@ class AmiClient:
                             reconnect_timeout=1)
         self.manager: Manager | None = None
 
-    async def connect(self, timeout: float = 10) -> None:
+    async def connect(self, timeout: float = 10,
+                      on_disconnect: Callable[[], None] | None = None) -> None:
         loop = asyncio.get_running_loop()
         logged_in = loop.create_future()
 
@@ -45,7 +66,13 @@ class AmiClient:
             if not logged_in.done():
                 logged_in.set_result(True)
 
-        self.manager = Manager(loop=loop, on_login=on_login, **self._config)
+        def lost(_manager: Manager, _exc: Exception | None) -> None:
+            log.warning("AMI connection to %s lost", self.address)
+            if on_disconnect is not None:
+                on_disconnect()
+
+        self.manager = _Manager(loop=loop, on_login=on_login, on_disconnect=lost,
+                                **self._config)
         self.manager.connect()
         try:
             await asyncio.wait_for(logged_in, timeout)
@@ -69,11 +96,14 @@ class AmiClient:
         except TimeoutError:
             raise AmiError(f"ami: {action.get('Action')} got no answer in {timeout} s") from None
 
+    @property
+    def connected(self) -> bool:
+        return self.manager is not None and not self.manager.closed
+
     def close(self) -> None:
         if self.manager is not None:
+            self.manager.closed = True
             self.manager.close()
-            # panoramisk reconnects on connection_lost; stop it from coming back.
-            self.manager.connection_lost = lambda exc: None  # type: ignore[method-assign]
             self.manager = None
 
 

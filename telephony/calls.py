@@ -39,8 +39,10 @@ IVR_VARIABLES = {"HOTLINE_MENU_CHOICE": "menu", "HOTLINE_IVR_NODE": "node", "HOT
 
 
 def _text(value: object, limit: int = 200) -> str:
-    """Caller-supplied text (names, numbers) without control characters, bounded."""
-    return _CONTROL.sub("", str(value or ""))[:limit]
+    """Caller-supplied text (names, numbers) without control characters, bounded;
+    Asterisk's "<unknown>" placeholder is no name at all."""
+    text = _CONTROL.sub("", str(value or ""))[:limit]
+    return "" if text == "<unknown>" else text
 
 
 @dataclass

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from hotline.db import Base
@@ -68,3 +78,35 @@ class QueueMember(Base):
 
     queue: Mapped[CallQueue] = relationship(back_populates="members")
     agent: Mapped[Agent] = relationship(back_populates="memberships")
+
+
+class CallRecord(Base):
+    """A finished call (通话记录), written once when its last leg hangs up."""
+
+    __tablename__ = "call_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(64), unique=True)
+    caller_number: Mapped[str] = mapped_column(String(40), index=True)
+    caller_name: Mapped[str] = mapped_column(String(100), default="")
+    entry_number: Mapped[str] = mapped_column(String(40), default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(20), index=True)
+    queue: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    queue_position: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    wait_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    short_abandon: Mapped[bool] = mapped_column(Boolean, default=False)
+    agent: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    connected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    talk_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    hold_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    hangup_cause: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    hangup_cause_text: Mapped[str] = mapped_column(String(80), default="")
+    recording_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    recording_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    recording_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    incomplete: Mapped[bool] = mapped_column(Boolean, default=False)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

@@ -1,0 +1,100 @@
+"""The hotline's own processes on one machine: FastAGI IVR, telephony service, JSON API.
+
+`Centre` runs them on one background event loop (and the web server in its own thread), for
+`hotline serve`, `hotline up` and the tests. Asterisk itself is the sandbox's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import Any
+
+from waitress.server import create_server
+
+from hotline.background import BackgroundLoop
+from hotline.config import Settings
+from hotline.db import make_engine, session_factory, upgrade
+from hotline.errors import HotlineError
+from hotline.events import EventBus
+from hotline.live import connect_redis
+from hotline.web import create_app
+from ivr.fastagi import FastAgiServer
+from ivr.server import start as start_ivr
+from telephony.service import TelephonyService
+
+
+class Centre:
+    def __init__(self, settings: Settings, *, web: bool = True) -> None:
+        self.settings = settings
+        engine = make_engine(settings.storage.database_url)
+        upgrade(engine)
+        self.sessions = session_factory(engine)
+        self.bus = EventBus(connect_redis(settings))
+        self.telephony = TelephonyService(settings, self.sessions, self.bus)
+        self.with_web = web
+        self.ivr: FastAgiServer | None = None
+        self._loop: BackgroundLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._telephony_run: Any = None
+        self._web: Any = None
+        self._web_thread: threading.Thread | None = None
+
+    def start(self, connect_timeout: float = 15) -> Centre:
+        self._loop = BackgroundLoop("centre")
+        try:
+            self.ivr = self._loop.run(start_ivr(self.settings), 10)
+            self._stop = self._loop.run(_new_event())
+            self._telephony_run = asyncio.run_coroutine_threadsafe(
+                self.telephony.run(self._stop), self._loop.loop)
+            if self.with_web:
+                self._start_web()
+            self._loop.run(asyncio.wait_for(self.telephony.connected.wait(), connect_timeout))
+        except TimeoutError:
+            self.stop()
+            raise HotlineError(
+                f"telephony: no AMI connection to {self.settings.pbx.bind_address}:"
+                f"{self.settings.pbx.ami_port} within {connect_timeout:.0f} s "
+                "(is the PBX up? 'hotline pbx up')") from None
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_web(self) -> None:
+        app = create_app(self.settings, self.sessions)
+        try:
+            self._web = create_server(app, host=self.settings.web.host,
+                                      port=self.settings.web.port, threads=4)
+        except OSError as exc:
+            raise HotlineError(f"web: cannot listen on {self.settings.web.host}:"
+                               f"{self.settings.web.port} (web.port): {exc.strerror}") from None
+        self._web_thread = threading.Thread(target=self._web.run, daemon=True, name="web")
+        self._web_thread.start()
+
+    def stop(self) -> None:
+        if self._web is not None:
+            with contextlib.suppress(Exception):
+                self._web.close()
+            self._web = None
+        if self._loop is None:
+            return
+        if self._stop is not None:
+            self._loop.loop.call_soon_threadsafe(self._stop.set)
+            with contextlib.suppress(Exception):
+                self._telephony_run.result(15)
+        if self.ivr is not None:
+            self._loop.run(self.ivr.close(), 10)
+        self._loop.stop()
+        self._loop = None
+
+    def __enter__(self) -> Centre:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+async def _new_event() -> asyncio.Event:
+    return asyncio.Event()  # bound to the centre's loop

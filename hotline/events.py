@@ -1,0 +1,49 @@
+"""The domain event bus: one Redis stream every room publishes to and reads from.
+
+An event is published once, with its type and its JSON body; consumers keep their own
+position (or a consumer group), so a slow consumer never loses events while it catches up.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import redis
+
+STREAM = "hotline:events"
+
+
+class Event(Protocol):
+    type: str
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
+class EventBus:
+    def __init__(self, client: redis.Redis, stream: str = STREAM, maxlen: int = 200_000) -> None:
+        self.client, self.stream, self.maxlen = client, stream, maxlen
+
+    def publish(self, event: Event) -> str:
+        body = json.dumps(event.as_dict(), ensure_ascii=False, separators=(",", ":"))
+        entry_id = self.client.xadd(self.stream, {"type": event.type, "data": body},
+                                    maxlen=self.maxlen, approximate=True)
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def read(self, after: str = "0-0", count: int = 500, block_ms: int | None = None
+             ) -> list[tuple[str, dict[str, Any]]]:
+        """Events after the id `after`, oldest first."""
+        answer = self.client.xread({self.stream: after}, count=count, block=block_ms)
+        out = []
+        for _stream, entries in answer or []:
+            for entry_id, fields in entries:
+                key = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                out.append((key, json.loads(fields[b"data"])))
+        return out
+
+    def last_id(self) -> str:
+        info = self.client.xinfo_stream(self.stream) if self.client.exists(self.stream) else None
+        if not info:
+            return "0-0"
+        last = info["last-generated-id"]
+        return last.decode() if isinstance(last, bytes) else str(last)

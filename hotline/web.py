@@ -1,0 +1,59 @@
+"""The web application: every room's HTTP adapter under /api/v1, one OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, jsonify
+from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.exceptions import HTTPException
+
+from hotline.config import Settings
+from telephony import http as telephony_http
+
+ROOMS = (telephony_http,)
+MAX_REQUEST_BYTES = 1 << 20
+
+
+def create_app(settings: Settings, sessions: sessionmaker[Session]) -> Flask:
+    app = Flask("hotline")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.extensions["hotline.settings"] = settings
+    app.extensions["hotline.sessions"] = sessions
+    app.register_blueprint(telephony_http.calls_api)
+
+    @app.get("/api/v1/openapi.json")
+    def openapi() -> Any:
+        return jsonify(openapi_document())
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        return jsonify({"error": error.name, "detail": error.description}), error.code
+
+    return app
+
+
+def openapi_document() -> dict[str, Any]:
+    schemas: dict[str, Any] = {}
+    paths: dict[str, Any] = {}
+    for room in ROOMS:
+        schemas.update(room.OPENAPI["schemas"])
+        paths.update(room.OPENAPI["paths"])
+    error = {"type": "object", "required": ["error", "detail"],
+             "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "12319 hotline API", "version": "1",
+                 "description": "城市管理服务热线 · the city-service hotline's JSON API"},
+        "paths": {**paths, "/api/v1/openapi.json": {"get": {
+            "summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}}},
+        "components": {
+            "schemas": {**schemas, "Error": error},
+            "responses": {
+                name: {"description": text, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Error"}}}}
+                for name, text in (("BadRequest", "a parameter is wrong; detail names it"),
+                                   ("NotFound", "no such resource"))},
+        },
+    }

@@ -1,0 +1,151 @@
+"""HTTP adapter of the telephony room: call records under /api/v1/calls."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, abort, current_app, jsonify, request
+
+from telephony import records
+
+calls_api = Blueprint("calls", __name__, url_prefix="/api/v1/calls")
+
+_NUMBER = re.compile(r"[0-9+*#]{1,40}")
+
+
+def _sessions():  # type: ignore[no-untyped-def]
+    return current_app.extensions["hotline.sessions"]
+
+
+def _time_param(name: str) -> float | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        abort(400, f"{name}: an ISO 8601 time with zone, or Unix seconds")
+    if parsed.tzinfo is None:
+        abort(400, f"{name}: the time needs a zone, e.g. 2026-11-24T08:00:00+08:00")
+    return parsed.timestamp()
+
+
+def _int_param(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name, str(default))
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        abort(400, f"{name}: a whole number from {low} to {high}")
+    return int(raw)
+
+
+@calls_api.get("")
+def list_calls() -> Any:
+    caller = request.args.get("caller_number") or None
+    if caller is not None and not _NUMBER.fullmatch(caller):
+        abort(400, "caller_number: digits only")
+    outcome = request.args.get("outcome") or None
+    if outcome is not None and outcome not in records.OUTCOMES:
+        abort(400, f"outcome: one of {', '.join(records.OUTCOMES)}")
+    agent = request.args.get("agent") or None
+    if agent is not None and not _NUMBER.fullmatch(agent):
+        abort(400, "agent: an agent number")
+    query = records.CallQuery(
+        since=_time_param("since"), until=_time_param("until"), caller_number=caller,
+        outcome=outcome, agent=agent, limit=_int_param("limit", 50, 1, 500),
+        offset=_int_param("offset", 0, 0, 10_000_000))
+    with _sessions()() as session:
+        total, items = records.find_calls(session, query)
+    return jsonify({"total": total, "limit": query.limit, "offset": query.offset,
+                    "items": items})
+
+
+@calls_api.get("/<call_id>")
+def get_call(call_id: str) -> Any:
+    if len(call_id) > 64:
+        abort(404, "no such call")
+    with _sessions()() as session:
+        call = records.get_call(session, call_id)
+    if call is None:
+        abort(404, "no such call")
+    return jsonify(call)
+
+
+_CALL = {
+    "type": "object",
+    "required": ["call_id", "caller_number", "started_at", "outcome"],
+    "properties": {
+        "call_id": {"type": "string", "description": "Asterisk Linkedid of the call"},
+        "caller_number": {"type": "string"},
+        "caller_name": {"type": "string"},
+        "entry_number": {"type": "string", "example": "12319"},
+        "started_at": {"type": "number", "description": "Unix seconds"},
+        "ended_at": {"type": ["number", "null"]},
+        "duration_seconds": {"type": ["number", "null"]},
+        "outcome": {"type": "string", "enum": list(records.OUTCOMES)},
+        "queue": {"type": ["string", "null"]},
+        "queue_position": {"type": ["integer", "null"]},
+        "wait_seconds": {"type": ["number", "null"]},
+        "short_abandon": {"type": "boolean"},
+        "agent": {"type": ["string", "null"]},
+        "connected_at": {"type": ["number", "null"]},
+        "talk_seconds": {"type": ["number", "null"]},
+        "hold_seconds": {"type": "number"},
+        "hangup_cause": {"type": ["integer", "null"]},
+        "hangup_cause_text": {"type": "string"},
+        "recording": {"type": ["object", "null"], "properties": {
+            "path": {"type": "string"}, "sha256": {"type": ["string", "null"]},
+            "bytes": {"type": ["integer", "null"]}}},
+        "incomplete": {"type": "boolean",
+                       "description": "part of the call happened while the AMI link was down"},
+        "ivr_path": {"type": "array", "items": {"type": "object"}},
+        "agent_attempts": {"type": "array", "items": {"type": "object"}},
+        "transfers": {"type": "array", "items": {"type": "object"}},
+        "legs": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+OPENAPI = {
+    "schemas": {"Call": _CALL},
+    "paths": {
+        "/api/v1/calls": {"get": {
+            "tags": ["calls"], "summary": "Finished calls, newest first (通话记录)",
+            "parameters": [
+                {"name": "since", "in": "query", "schema": {"type": "string"},
+                 "description": "ISO 8601 with zone, or Unix seconds"},
+                {"name": "until", "in": "query", "schema": {"type": "string"}},
+                {"name": "caller_number", "in": "query", "schema": {"type": "string"}},
+                {"name": "agent", "in": "query", "schema": {"type": "string"}},
+                {"name": "outcome", "in": "query",
+                 "schema": {"type": "string", "enum": list(records.OUTCOMES)}},
+                {"name": "limit", "in": "query",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+                {"name": "offset", "in": "query",
+                 "schema": {"type": "integer", "minimum": 0, "default": 0}},
+            ],
+            "responses": {
+                "200": {"description": "a page of calls", "content": {"application/json": {
+                    "schema": {"type": "object", "properties": {
+                        "total": {"type": "integer"}, "limit": {"type": "integer"},
+                        "offset": {"type": "integer"},
+                        "items": {"type": "array",
+                                  "items": {"$ref": "#/components/schemas/Call"}}}}}}},
+                "400": {"$ref": "#/components/responses/BadRequest"},
+            },
+        }},
+        "/api/v1/calls/{call_id}": {"get": {
+            "tags": ["calls"], "summary": "One finished call",
+            "parameters": [{"name": "call_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "maxLength": 64}}],
+            "responses": {
+                "200": {"description": "the call", "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/Call"}}}},
+                "404": {"$ref": "#/components/responses/NotFound"},
+            },
+        }},
+    },
+}

@@ -1,0 +1,113 @@
+"""Call records: stored once per call, read by the API, the CLI and (later) the KPIs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from recordings.catalogue import RecordingFile
+from telephony.models import CallRecord
+
+OUTCOMES = ("answered", "abandoned", "unanswered", "ivr")
+_DETAIL_KEYS = ("ivr_path", "agent_attempts", "transfers", "legs")
+
+
+def _when(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+
+
+def _epoch(when: datetime | None) -> float | None:
+    if when is None:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def store_call(session: Session, record: dict[str, Any],
+               recording: RecordingFile | None = None) -> bool:
+    """Insert the record; False (and nothing written) if this call is stored already."""
+    if session.scalar(select(CallRecord.id).where(CallRecord.call_id == record["call_id"])):
+        return False
+    row = CallRecord(
+        call_id=record["call_id"], caller_number=record["caller_number"],
+        caller_name=record["caller_name"], entry_number=record["entry_number"],
+        started_at=_when(record["started_at"]), ended_at=_when(record["ended_at"]),
+        duration_seconds=record["duration_seconds"], outcome=record["outcome"],
+        queue=record["queue"], queue_position=record["queue_position"],
+        wait_seconds=record["wait_seconds"], short_abandon=record["short_abandon"],
+        agent=record["agent"], connected_at=_when(record["connected_at"]),
+        talk_seconds=record["talk_seconds"], hold_seconds=record["hold_seconds"],
+        hangup_cause=record["hangup_cause"], hangup_cause_text=record["hangup_cause_text"],
+        recording_path=str(recording.path) if recording else record.get("recording"),
+        recording_sha256=recording.sha256 if recording else None,
+        recording_bytes=recording.size if recording else None,
+        incomplete=record["incomplete"],
+        details={key: record[key] for key in _DETAIL_KEYS},
+    )
+    try:
+        with session.begin_nested():  # a concurrent writer may win the unique call_id
+            session.add(row)
+    except IntegrityError:
+        return False
+    return True
+
+
+def as_dict(row: CallRecord) -> dict[str, Any]:
+    return {
+        "call_id": row.call_id, "caller_number": row.caller_number,
+        "caller_name": row.caller_name, "entry_number": row.entry_number,
+        "started_at": _epoch(row.started_at), "ended_at": _epoch(row.ended_at),
+        "duration_seconds": row.duration_seconds, "outcome": row.outcome,
+        "queue": row.queue, "queue_position": row.queue_position,
+        "wait_seconds": row.wait_seconds, "short_abandon": row.short_abandon,
+        "agent": row.agent, "connected_at": _epoch(row.connected_at),
+        "talk_seconds": row.talk_seconds, "hold_seconds": row.hold_seconds,
+        "hangup_cause": row.hangup_cause, "hangup_cause_text": row.hangup_cause_text,
+        "recording": None if row.recording_path is None else {
+            "path": row.recording_path, "sha256": row.recording_sha256,
+            "bytes": row.recording_bytes},
+        "incomplete": row.incomplete,
+        **{key: (row.details or {}).get(key, []) for key in _DETAIL_KEYS},
+    }
+
+
+@dataclass(frozen=True)
+class CallQuery:
+    since: float | None = None
+    until: float | None = None
+    caller_number: str | None = None
+    outcome: str | None = None
+    agent: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+def find_calls(session: Session, query: CallQuery) -> tuple[int, list[dict[str, Any]]]:
+    """(total matching, one page newest first)."""
+    conditions = []
+    if query.since is not None:
+        conditions.append(CallRecord.started_at >= _when(query.since))
+    if query.until is not None:
+        conditions.append(CallRecord.started_at < _when(query.until))
+    if query.caller_number:
+        conditions.append(CallRecord.caller_number == query.caller_number)
+    if query.outcome:
+        conditions.append(CallRecord.outcome == query.outcome)
+    if query.agent:
+        conditions.append(CallRecord.agent == query.agent)
+    total = session.scalar(select(func.count(CallRecord.id)).where(*conditions)) or 0
+    rows = session.scalars(
+        select(CallRecord).where(*conditions)
+        .order_by(CallRecord.started_at.desc(), CallRecord.id.desc())
+        .limit(query.limit).offset(query.offset)
+    ).all()
+    return total, [as_dict(row) for row in rows]
+
+
+def get_call(session: Session, call_id: str) -> dict[str, Any] | None:
+    row = session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+    return None if row is None else as_dict(row)
