@@ -1,0 +1,172 @@
+"""The telephony service against the real Asterisk: call records, domain events, the API,
+and a PBX that dies under live calls. What must survive: every finished call is recorded
+exactly once, and no call outlives Asterisk's own channels (no ghosts)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asterisk_conf.render import render
+from asterisk_conf.sandbox import Sandbox
+from hotline.centre import Centre
+from hotline.config import Settings
+from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
+from telephony import directory
+from tests.conftest import AGENT_PORT, agent_ip
+
+WEB_PORT = 28319
+
+
+@pytest.fixture(scope="module")
+def centre(pbx: Sandbox, pbx_settings: Settings) -> Iterator[Centre]:
+    settings = _with_web_port(pbx_settings)
+    with Centre(settings) as running:
+        yield running
+
+
+def _with_web_port(settings: Settings) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, web=replace(settings.web, port=WEB_PORT))
+
+
+def _wait_stored(centre: Centre, count: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while centre.telephony.stored < count:
+        assert time.monotonic() < deadline, f"only {centre.telephony.stored} records stored"
+        time.sleep(0.1)
+
+
+def _api(path: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}{path}", timeout=10) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_a_call_is_stored_once_with_its_recording_and_events(
+        centre: Centre, kit: SipKit) -> None:
+    after = centre.bus.last_id()
+    before = centre.telephony.stored
+    with kit.agent_phone("8101", agent_ip("8101"), port=AGENT_PORT, answer_after=1.0), \
+            kit.agent_phone("8102", agent_ip("8102"), port=AGENT_PORT, answer_after=1.0):
+        result = kit.call(Call(caller_id="13600000001", caller_name="赵女士", script=(
+            Wait(1.0), Dtmf("1"), Wait(8.0), Hangup())))
+    assert result.outcome == "answered"
+    _wait_stored(centre, before + 1)
+
+    status, page = _api("/api/v1/calls?caller_number=13600000001")
+    assert status == 200 and page["total"] == 1
+    call = page["items"][0]
+    assert (call["caller_name"], call["outcome"], call["queue"], call["agent"]) == (
+        "赵女士", "answered", "intake", "8101")
+    assert 0.9 < call["wait_seconds"] < 3
+    assert 2 < call["talk_seconds"] < 8
+    assert [s["value"] for s in call["ivr_path"] if s["node"] == "node"][:1] == ["welcome"]
+    assert ("digit", "1") in [(s["node"], s["value"]) for s in call["ivr_path"]]
+    recording = call["recording"]
+    data = Path(recording["path"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == recording["sha256"]
+    assert len(data) == recording["bytes"] > 44
+
+    status, same = _api(f"/api/v1/calls/{call['call_id']}")
+    assert status == 200 and same == call
+
+    types = [event["type"] for _id, event in centre.bus.read(after)
+             if event["call_id"] == call["call_id"]]
+    assert types[0] == "call.started" and types[-1] == "call.ended"
+    assert types.count("call.ended") == 1
+    assert {"call.queue_joined", "call.agent_ringing", "call.agent_connected"} <= set(types)
+
+
+def test_an_abandon_in_the_queue_is_recorded_with_its_wait(
+        centre: Centre, kit: SipKit) -> None:
+    before = centre.telephony.stored
+    # no agent phone runs: the caller waits in the queue, then gives up
+    result = kit.call(Call(caller_id="13600000002", script=(Wait(0.5), Dtmf("1"), Wait(9.0),
+                                                             Hangup())))
+    assert result.outcome == "answered"  # the hotline answered; nobody took the call
+    _wait_stored(centre, before + 1)
+    _status, page = _api("/api/v1/calls?caller_number=13600000002")
+    call = page["items"][0]
+    assert call["outcome"] == "abandoned" and call["agent"] is None
+    assert 1 < call["wait_seconds"] < 8
+    assert call["short_abandon"] is (call["wait_seconds"] < 5)
+    assert all(a["outcome"] != "connected" for a in call["agent_attempts"])
+
+
+@pytest.mark.parametrize(("query", "names"), [
+    ("limit=0", "limit"), ("limit=abc", "limit"), ("outcome=lost", "outcome"),
+    ("since=yesterday", "since"), ("since=2026-11-24T08:00:00", "zone"),
+    ("caller_number=%3Cscript%3E", "caller_number"), ("offset=-1", "offset"),
+])
+def test_bad_queries_are_400_naming_the_parameter(centre: Centre, query: str,
+                                                  names: str) -> None:
+    status, body = _api(f"/api/v1/calls?{query}")
+    assert status == 400 and names in body["detail"]
+
+
+def test_unknown_call_is_404_and_openapi_lists_every_route(centre: Centre) -> None:
+    status, body = _api("/api/v1/calls/" + "x" * 500)
+    assert status == 404 and body["error"] == "Not Found"
+    status, doc = _api("/api/v1/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.1")
+    from hotline.web import create_app
+
+    app = create_app(centre.settings, centre.sessions)
+    routes = {rule.rule.replace("<", "{").replace(">", "}") for rule in app.url_map.iter_rules()
+              if rule.rule.startswith("/api/v1")}
+    assert routes == set(doc["paths"])
+
+
+def test_asterisk_killed_under_five_live_calls_leaves_no_ghosts(
+        centre: Centre, kit: SipKit, pbx: Sandbox, pbx_settings: Settings) -> None:
+    before = centre.telephony.stored
+    callers = [f"1350000000{i}" for i in range(5)]
+    with kit.agent_phone("8101", agent_ip("8101"), port=AGENT_PORT, answer_after=0.5), \
+            kit.agent_phone("8102", agent_ip("8102"), port=AGENT_PORT, answer_after=0.5):
+        run = kit.start_calls(Call(script=(Wait(0.5), Dtmf("1"), Wait(14), Hangup())),
+                              count=5, rate=5, caller_ids=callers)
+        deadline = time.monotonic() + 20
+        while len(centre.telephony.live_calls()) < 5:
+            assert time.monotonic() < deadline, centre.telephony.live_calls()
+            time.sleep(0.2)
+        time.sleep(7)  # two talking to agents, three waiting in the queue
+        pid = pbx.status().pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # no Hangup event will ever be sent
+        deadline = time.monotonic() + 10
+        while centre.telephony.connected.is_set():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        pbx.down()
+        with centre.sessions() as session:
+            pbx.up(render(pbx_settings, directory.snapshot(session)))
+        deadline = time.monotonic() + 40  # reconnect backs off 1, 2, 4 ... s
+        while not centre.telephony.connected.is_set():
+            assert time.monotonic() < deadline, "telephony did not reconnect"
+            time.sleep(0.2)
+        run.wait()
+    _wait_stored(centre, before + 5)
+    assert centre.telephony.live_calls() == []  # matches Asterisk: no channels, no calls
+    assert "0 active calls" in pbx.cli("core show channels count")
+    for caller in callers:
+        _status, page = _api(f"/api/v1/calls?caller_number={caller}")
+        assert page["total"] == 1, caller
+        call = page["items"][0]
+        assert call["incomplete"] is True
+        assert call["outcome"] in ("answered", "unanswered")
+    assert sum(_api(f"/api/v1/calls?caller_number={c}")[1]["items"][0]["outcome"] == "answered"
+               for c in callers) == 2
