@@ -63,7 +63,7 @@ class Centre:
         return self
 
     def _start_web(self) -> None:
-        app = create_app(self.settings, self.sessions)
+        app = create_app(self.settings, self.sessions, self.bus.client)
         try:
             self._web = create_server(app, host=self.settings.web.host,
                                       port=self.settings.web.port, threads=4)

@@ -331,6 +331,42 @@ def calls(ctx: click.Context, limit: int, outcome: str | None, caller_number: st
     click.echo(f"({len(items)} of {total})")
 
 
+@cli.command("seat")
+@click.argument("action", type=click.Choice(["login", "logout", "pause", "resume"]))
+@click.argument("agent")
+@click.option("--reason", help="Pause reason code (see seats.pause_reasons).")
+@click.pass_context
+def seat(ctx: click.Context, action: str, agent: str, reason: str | None) -> None:
+    """Log an agent's seat in or out, pause it with a reason, or resume it."""
+    from hotline.live import connect_redis
+    from telephony import commands
+
+    if action == "pause" and not reason:
+        raise click.UsageError("pause needs --reason")
+    args = {"agent": agent, **({"reason": reason} if reason else {})}
+    commands.send(connect_redis(_settings(ctx)), f"seat.{action}", args)
+    click.echo(f"seat {agent}: {action} done")
+
+
+@cli.command("seats")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def seats_command(ctx: click.Context, as_json: bool) -> None:
+    """Every agent seat's live state, as the telephony service sees it."""
+    from hotline.live import connect_redis
+    from telephony.service import SEATS_KEY
+
+    live = connect_redis(_settings(ctx)).hgetall(SEATS_KEY)
+    items = sorted((json.loads(v) for v in live.values()), key=lambda s: s["agent"])
+    if as_json:
+        _echo_json(items)
+        return
+    now = time.time()
+    for s in items:
+        click.echo(f"{s['agent']:>8}  {s['state']:<10} {s['reason'] or '':<10} "
+                   f"for {now - s['since']:>7.0f}s  queues {','.join(s['queues']) or '-'}")
+
+
 # ------------------------------------------------------------------------------ SIP test kit
 
 def _parse_script(dtmf: tuple[str, ...], play: tuple[str, ...], hangup_after: float | None

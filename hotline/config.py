@@ -93,6 +93,23 @@ def _menu(value: Any) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(menu))
 
 
+def _reasons(value: Any) -> tuple[tuple[str, str], ...]:
+    """Pause reason code -> label, e.g. { break = "小休", meal = "用餐" }."""
+    if isinstance(value, str):
+        pairs = [part.split("=", 1) for part in re.split(r"[,\s]+", value) if part]
+        if any(len(p) != 2 for p in pairs):
+            raise ValueError("must look like break=小休,meal=用餐")
+        value = dict(pairs)
+    if not isinstance(value, dict) or not value:
+        raise ValueError("must map reason codes to labels")
+    for code, label in value.items():
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", str(code)) or code == "no-answer":
+            raise ValueError(f"reason code {code!r}: lower-case letters, digits, '-'")
+        if not isinstance(label, str) or not label.strip():
+            raise ValueError(f"reason {code!r} needs a label")
+    return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+
+
 def _url(schemes: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         text = _str(value)
@@ -159,6 +176,12 @@ class Ivr:
 
 
 @dataclass(frozen=True)
+class Seats:
+    pause_reasons: tuple[tuple[str, str], ...]
+    auto_pause_after_unanswered: int
+
+
+@dataclass(frozen=True)
 class Web:
     host: str
     port: int
@@ -171,11 +194,12 @@ class Settings:
     pbx: Pbx
     hotline: Hotline
     ivr: Ivr
+    seats: Seats
     web: Web
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for section in (self.storage, self.pbx, self.hotline, self.ivr, self.web):
+        for section in (self.storage, self.pbx, self.hotline, self.ivr, self.seats, self.web):
             name = _SECTION_NAMES[type(section)]
             values: dict[str, Any] = {}
             for f in fields(section):
@@ -183,7 +207,7 @@ class Settings:
                 if isinstance(value, Path):
                     value = str(value)
                 elif isinstance(value, tuple):
-                    value = dict(value) if f.name == "menu" else list(value)
+                    value = dict(value) if f.name in _MAPPINGS else list(value)
                 if mask_secrets and value and (name, f.name) in SECRET_KEYS:
                     value = "********"
                 elif mask_secrets and isinstance(value, str) and "://" in value:
@@ -237,12 +261,19 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "menu_retries": (_int, 2),
         "menu": (_menu, "1=intake"),
     },
+    "seats": {
+        "pause_reasons": (_reasons, {"break": "小休", "meal": "用餐", "training": "培训",
+                                     "meeting": "会议", "callback": "回访外呼"}),
+        "auto_pause_after_unanswered": (_int, 2),
+    },
     "web": {
         "host": (_loopback_or_ip, "127.0.0.1"),
         "port": (_port, 8319),
     },
 }
-_SECTION_TYPES = {"storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr, "web": Web}
+_SECTION_TYPES = {"storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr,
+                  "seats": Seats, "web": Web}
+_MAPPINGS = {"menu", "pause_reasons"}
 _SECTION_NAMES = {v: k for k, v in _SECTION_TYPES.items()}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from flask import Flask, jsonify
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
@@ -15,13 +16,16 @@ ROOMS = (telephony_http,)
 MAX_REQUEST_BYTES = 1 << 20
 
 
-def create_app(settings: Settings, sessions: sessionmaker[Session]) -> Flask:
+def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.Redis
+               ) -> Flask:
     app = Flask("hotline")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["hotline.settings"] = settings
     app.extensions["hotline.sessions"] = sessions
+    app.extensions["hotline.redis"] = live
     app.register_blueprint(telephony_http.calls_api)
+    app.register_blueprint(telephony_http.seats_api)
 
     @app.get("/api/v1/openapi.json")
     def openapi() -> Any:
@@ -53,7 +57,10 @@ def openapi_document() -> dict[str, Any]:
             "responses": {
                 name: {"description": text, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/Error"}}}}
-                for name, text in (("BadRequest", "a parameter is wrong; detail names it"),
-                                   ("NotFound", "no such resource"))},
+                for name, text in (
+                    ("BadRequest", "a parameter is wrong; detail names it"),
+                    ("NotFound", "no such resource"),
+                    ("Conflict", "refused in the resource's present state; detail says why"),
+                    ("Unavailable", "the telephony service or Asterisk cannot be reached"))},
         },
     }

@@ -133,9 +133,9 @@ class EventTap:
         with self._lock:
             self.events.append({str(k): str(v) for k, v in event.items()})
 
-    def action(self, action: dict[str, str], timeout: float = 5) -> Any:
+    def action(self, action: dict[str, str], timeout: float = 5, as_list: bool = False) -> Any:
         assert self._background is not None, "start() first"
-        return self._background.run(self.client.action(action, timeout), timeout + 1)
+        return self._background.run(self.client.action(action, timeout, as_list), timeout + 1)
 
     def snapshot(self) -> list[dict[str, str]]:
         with self._lock:

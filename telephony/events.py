@@ -13,7 +13,6 @@ from typing import Any, ClassVar
 @dataclass(frozen=True)
 class DomainEvent:
     type: ClassVar[str] = "event"
-    call_id: str
     at: float
 
     def as_dict(self) -> dict[str, Any]:
@@ -21,7 +20,12 @@ class DomainEvent:
 
 
 @dataclass(frozen=True)
-class CallStarted(DomainEvent):
+class CallEvent(DomainEvent):
+    call_id: str = ""
+
+
+@dataclass(frozen=True)
+class CallStarted(CallEvent):
     """A citizen's call reached the hotline (来电)."""
 
     type: ClassVar[str] = "call.started"
@@ -31,7 +35,7 @@ class CallStarted(DomainEvent):
 
 
 @dataclass(frozen=True)
-class IvrStep(DomainEvent):
+class IvrStep(CallEvent):
     """The caller moved through the IVR (语音导航): a digit, a choice, a route."""
 
     type: ClassVar[str] = "call.ivr_step"
@@ -40,7 +44,7 @@ class IvrStep(DomainEvent):
 
 
 @dataclass(frozen=True)
-class QueueJoined(DomainEvent):
+class QueueJoined(CallEvent):
     """The caller is waiting in a queue (排队)."""
 
     type: ClassVar[str] = "call.queue_joined"
@@ -49,14 +53,14 @@ class QueueJoined(DomainEvent):
 
 
 @dataclass(frozen=True)
-class AgentRinging(DomainEvent):
+class AgentRinging(CallEvent):
     type: ClassVar[str] = "call.agent_ringing"
     queue: str = ""
     agent: str = ""
 
 
 @dataclass(frozen=True)
-class AgentNoAnswer(DomainEvent):
+class AgentNoAnswer(CallEvent):
     type: ClassVar[str] = "call.agent_no_answer"
     queue: str = ""
     agent: str = ""
@@ -64,7 +68,7 @@ class AgentNoAnswer(DomainEvent):
 
 
 @dataclass(frozen=True)
-class AgentConnected(DomainEvent):
+class AgentConnected(CallEvent):
     """An agent answered (接通)."""
 
     type: ClassVar[str] = "call.agent_connected"
@@ -74,7 +78,7 @@ class AgentConnected(DomainEvent):
 
 
 @dataclass(frozen=True)
-class CallAbandoned(DomainEvent):
+class CallAbandoned(CallEvent):
     """The caller hung up while waiting (放弃); short abandons are counted apart."""
 
     type: ClassVar[str] = "call.abandoned"
@@ -84,8 +88,21 @@ class CallAbandoned(DomainEvent):
 
 
 @dataclass(frozen=True)
-class CallEnded(DomainEvent):
+class CallEnded(CallEvent):
     """Every leg has hung up; `record` is the call record as stored."""
 
     type: ClassVar[str] = "call.ended"
     record: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SeatChanged(DomainEvent):
+    """An agent seat (坐席) changed state: logged_out, ready, ringing, talking, wrap_up or
+    paused (with its reason); `previous_seconds` is how long the previous state lasted."""
+
+    type: ClassVar[str] = "seat.changed"
+    agent: str = ""
+    state: str = ""
+    reason: str = ""
+    previous_state: str = ""
+    previous_seconds: float = 0.0

@@ -1,16 +1,23 @@
-"""HTTP adapter of the telephony room: call records under /api/v1/calls."""
+"""HTTP adapter of the telephony room: call records (/api/v1/calls) and agent seats
+(/api/v1/seats). Seat changes go to the telephony service as commands; this adapter never
+talks to Asterisk itself."""
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request
 
-from telephony import records
+from telephony import commands, records
+from telephony.seats import STATES
+from telephony.service import SEATS_KEY
 
 calls_api = Blueprint("calls", __name__, url_prefix="/api/v1/calls")
+seats_api = Blueprint("seats", __name__, url_prefix="/api/v1/seats")
+SEAT_ACTIONS = ("login", "logout", "pause", "resume")
 
 _NUMBER = re.compile(r"[0-9+*#]{1,40}")
 
@@ -75,6 +82,49 @@ def get_call(call_id: str) -> Any:
     return jsonify(call)
 
 
+@seats_api.get("")
+def list_seats() -> Any:
+    live = current_app.extensions["hotline.redis"].hgetall(SEATS_KEY)
+    seats = sorted((json.loads(v) for v in live.values()), key=lambda s: s["agent"])
+    return jsonify({"items": seats})
+
+
+@seats_api.post("/<agent>/<action>")
+def seat_action(agent: str, action: str) -> Any:
+    if action not in SEAT_ACTIONS:
+        abort(404, f"no seat action {action[:20]!r}; one of {', '.join(SEAT_ACTIONS)}")
+    if not _NUMBER.fullmatch(agent):
+        abort(404, "no such agent")
+    body = request.get_json(silent=True) if request.data else {}
+    if not isinstance(body, dict):
+        abort(400, "body: a JSON object, e.g. {\"reason\": \"break\"}")
+    args: dict[str, Any] = {"agent": agent}
+    if action == "pause":
+        reason = body.get("reason")
+        if not isinstance(reason, str) or not reason:
+            abort(400, "reason: required to pause, e.g. break")
+        args["reason"] = reason[:40]
+    try:
+        commands.send(current_app.extensions["hotline.redis"], f"seat.{action}", args)
+    except commands.CommandError as exc:
+        status = 503 if "no answer" in str(exc) or "link" in str(exc) else 409
+        abort(status, str(exc).removeprefix("telephony: "))
+    return jsonify({"agent": agent, "done": action}), 202
+
+
+_SEAT = {
+    "type": "object",
+    "properties": {
+        "agent": {"type": "string"},
+        "state": {"type": "string", "enum": list(STATES)},
+        "reason": {"type": "string", "description": "pause reason code while paused"},
+        "since": {"type": "number", "description": "Unix seconds, from the AMI event"},
+        "queues": {"type": "array", "items": {"type": "string"}},
+        "unanswered_in_a_row": {"type": "integer"},
+        "seconds_in_state": {"type": "object", "additionalProperties": {"type": "number"}},
+    },
+}
+
 _CALL = {
     "type": "object",
     "required": ["call_id", "caller_number", "started_at", "outcome"],
@@ -110,8 +160,31 @@ _CALL = {
 }
 
 OPENAPI = {
-    "schemas": {"Call": _CALL},
+    "schemas": {"Call": _CALL, "Seat": _SEAT},
     "paths": {
+        "/api/v1/seats": {"get": {
+            "tags": ["seats"], "summary": "Every agent seat's live state (坐席状态)",
+            "responses": {"200": {"description": "seats", "content": {"application/json": {
+                "schema": {"type": "object", "properties": {"items": {
+                    "type": "array", "items": {"$ref": "#/components/schemas/Seat"}}}}}}}},
+        }},
+        "/api/v1/seats/{agent}/{action}": {"post": {
+            "tags": ["seats"],
+            "summary": "Log a seat in or out, pause it with a reason, or resume it",
+            "parameters": [
+                {"name": "agent", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "action", "in": "path", "required": True,
+                 "schema": {"type": "string", "enum": list(SEAT_ACTIONS)}}],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"reason": {"type": "string"}}}}}},
+            "responses": {
+                "202": {"description": "Asterisk accepted it; the seat's state follows"},
+                "400": {"$ref": "#/components/responses/BadRequest"},
+                "404": {"$ref": "#/components/responses/NotFound"},
+                "409": {"$ref": "#/components/responses/Conflict"},
+                "503": {"$ref": "#/components/responses/Unavailable"},
+            },
+        }},
         "/api/v1/calls": {"get": {
             "tags": ["calls"], "summary": "Finished calls, newest first (通话记录)",
             "parameters": [

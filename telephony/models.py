@@ -110,3 +110,29 @@ class CallRecord(Base):
     incomplete: Mapped[bool] = mapped_column(Boolean, default=False)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class SeatLogin(Base):
+    """An agent who should be logged in (签入), kept so a restarted Asterisk gets them back."""
+
+    __tablename__ = "seat_logins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_number: Mapped[str] = mapped_column(String(20), unique=True)
+    logged_in_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    pause_reason: Mapped[str] = mapped_column(String(40), default="")
+
+
+class SeatInterval(Base):
+    """A finished stretch of one seat state, timed by AMI events (occupancy, pause reports)."""
+
+    __tablename__ = "seat_intervals"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    agent_number: Mapped[str] = mapped_column(String(20), index=True)
+    state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(String(40), default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    seconds: Mapped[float] = mapped_column(Float)

@@ -17,8 +17,12 @@ OUTCOMES = ("answered", "abandoned", "unanswered", "ivr")
 _DETAIL_KEYS = ("ivr_path", "agent_attempts", "transfers", "legs")
 
 
+def as_time(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
 def _when(epoch: float | None) -> datetime | None:
-    return None if epoch is None else datetime.fromtimestamp(epoch, UTC)
+    return None if epoch is None else as_time(epoch)
 
 
 def _epoch(when: datetime | None) -> float | None:

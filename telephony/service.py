@@ -1,32 +1,39 @@
 """The telephony service: the one process that holds the AMI connection.
 
-It feeds every AMI event to the call model, publishes the domain events on the bus, and
-stores each finished call once, with its recording's checksum. After every (re)connect it
-asks Asterisk which channels exist (CoreShowChannels) so calls that ended while the link
-was down are closed and none is left as a ghost. Reconnects back off up to 30 s.
+It feeds every AMI event to the call model and the seat board, publishes the domain events
+on the bus, stores each finished call once (with its recording's checksum) and every
+finished seat state, and carries out commands other processes send over Redis (agents log
+in, pause, resume, log out). After every (re)connect it asks Asterisk which channels and
+queue members exist, so calls that ended while the link was down are closed, none is left
+as a ghost, and agents who were logged in before an Asterisk restart are logged in again.
+Reconnects back off up to 30 s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hotline.config import Settings
 from hotline.db import transaction
 from hotline.events import EventBus
 from recordings.catalogue import fingerprint, host_path
-from telephony import records
+from telephony import commands, directory, records, seats
 from telephony.ami import AmiClient, AmiError
 from telephony.calls import CallTracker
-from telephony.events import CallEnded, DomainEvent
+from telephony.events import CallEnded, DomainEvent, SeatChanged
+from telephony.models import SeatInterval, SeatLogin
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+SEATS_KEY = "hotline:seats"  # agent -> live seat state (JSON), for desks and wallboards
 
 
 class TelephonyService:
@@ -36,15 +43,20 @@ class TelephonyService:
         self.sessions = sessions
         self.bus = bus
         self.tracker = CallTracker(settings.hotline.short_abandon_seconds)
+        self.board = seats.SeatBoard()
+        self.redis = bus.client
         self.client: AmiClient | None = None
         self.connected = asyncio.Event()
         self.connections = 0
         self.stored = 0
         self._pending: set[asyncio.Task[None]] = set()
+        self._auto_pausing: set[str] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set."""
         backoff = BACKOFF_FIRST
+        await asyncio.to_thread(commands.ensure_group, self.redis)
+        command_loop = asyncio.create_task(self._serve_commands(stop))
         while not stop.is_set():
             lost = asyncio.Event()
             client = AmiClient(self.settings)
@@ -70,6 +82,7 @@ class TelephonyService:
             self.connected.clear()
             client.close()
             self.client = None
+        await command_loop
         await self.drain()
 
     async def drain(self) -> None:
@@ -83,24 +96,71 @@ class TelephonyService:
     async def _resync(self, client: AmiClient) -> None:
         answer = await client.action({"Action": "CoreShowChannels"}, timeout=10, as_list=True)
         channels = [dict(m) for m in answer if m.get("Event") == "CoreShowChannel"]
-        for event in self.tracker.resync(channels, time.time()):
+        now = time.time()
+        for event in self.tracker.resync(channels, now):
             self._emit(event)
-        log.info("AMI resync: %d channels, %d live calls", len(channels),
-                 len(self.tracker.calls))
+        snapshot, wanted = await asyncio.to_thread(self._directory_and_logins)
+        self.board.wrapup_seconds = {q.name: q.wrapup_seconds for q in snapshot.queues}
+        answer = await client.action({"Action": "QueueStatus"}, timeout=10, as_list=True)
+        members = [dict(m) for m in answer if m.get("Event") == "QueueMember"]
+        for event in self.board.resync(members, now):
+            self._emit(event)
+        for login in wanted:  # an Asterisk restart forgets dynamic members
+            if not self.board.seat(login.agent_number).queues:
+                try:
+                    await self._login(client, snapshot, login.agent_number, login.paused,
+                                      login.pause_reason)
+                except commands.CommandError as exc:
+                    log.warning("cannot log %s in again: %s", login.agent_number, exc)
+        log.info("AMI resync: %d channels, %d live calls, %d queue members", len(channels),
+                 len(self.tracker.calls), len(members))
+
+    def _directory_and_logins(self) -> tuple[directory.Directory, list[SeatLogin]]:
+        with self.sessions() as session:
+            return directory.snapshot(session), list(session.scalars(select(SeatLogin)))
 
     def _on_ami_event(self, _manager: Any, message: Any) -> None:
         event = {str(k): str(v) for k, v in message.items()}
-        for domain_event in self.tracker.feed(event):
+        for domain_event in self.tracker.feed(event) + self.board.feed(event):
             self._emit(domain_event)
+        if event.get("Event") == "AgentRingNoAnswer":
+            self._maybe_auto_pause(event.get("MemberName", ""))
+        elif event.get("Event") == "QueueMemberPause":
+            self._auto_pausing.discard(event.get("MemberName", ""))
+        if self.board.intervals:
+            finished, self.board.intervals = self.board.intervals, []
+            self._spawn(asyncio.to_thread(self._store_intervals, finished))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     def _emit(self, event: DomainEvent) -> None:
         if isinstance(event, CallEnded):
             # Storing waits for the recording to be closed: off the event loop.
-            task = asyncio.get_running_loop().create_task(self._finish(event))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+            self._spawn(self._finish(event))
             return
+        if isinstance(event, SeatChanged):
+            seat = self.board.seat(event.agent)
+            self.redis.hset(SEATS_KEY, event.agent, json.dumps(seat.as_dict()))
+            if event.state == seats.WRAP_UP and seat.wrap_up_until is not None:
+                asyncio.get_running_loop().call_later(
+                    max(0.0, seat.wrap_up_until - time.time()), self._end_wrap_up,
+                    event.agent, seat.wrap_up_until)
         self.bus.publish(event)
+
+    def _end_wrap_up(self, agent: str, until: float) -> None:
+        for event in self.board.end_wrap_up(agent, until):
+            self._emit(event)
+
+    def _maybe_auto_pause(self, agent: str) -> None:
+        limit = self.settings.seats.auto_pause_after_unanswered
+        seat = self.board.seats.get(agent)
+        if (limit and seat is not None and seat.unanswered >= limit and not seat.paused
+                and agent not in self._auto_pausing):
+            self._auto_pausing.add(agent)  # until Asterisk's QueueMemberPause confirms it
+            self._spawn(self._pause(agent, True, seats.AUTO_PAUSE_REASON))
 
     async def _finish(self, event: CallEnded) -> None:
         try:
@@ -119,6 +179,120 @@ class TelephonyService:
                 self.stored += 1
             stored = records.get_call(session, record["call_id"])
         return stored or record
+
+    def _store_intervals(self, finished: list[seats.Interval]) -> None:
+        with transaction(self.sessions) as session:
+            session.add_all(SeatInterval(
+                agent_number=i.agent, state=i.state, reason=i.reason,
+                started_at=records.as_time(i.started_at), ended_at=records.as_time(i.ended_at),
+                seconds=round(i.ended_at - i.started_at, 3)) for i in finished)
+
+    # ------------------------------------------------------------------ commands
+
+    async def _serve_commands(self, stop: asyncio.Event) -> None:
+        consumer = f"service-{id(self)}"
+        while not stop.is_set():
+            try:
+                batch = await asyncio.to_thread(commands.receive, self.redis, consumer, 500)
+            except Exception:
+                log.exception("reading telephony commands failed")
+                await asyncio.sleep(1)
+                continue
+            for entry_id, request_id, name, args in batch:
+                ok, result, error = True, {}, ""
+                try:
+                    result = await self._command(name, args)
+                except (commands.CommandError, AmiError) as exc:
+                    ok, error = False, str(exc).removeprefix("telephony: ")
+                except Exception as exc:
+                    log.exception("command %s failed", name)
+                    ok, error = False, f"internal error ({type(exc).__name__})"
+                await asyncio.to_thread(commands.reply, self.redis, entry_id, request_id,
+                                        ok=ok, result=result, error=error)
+
+    async def _command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
+        agent = str(args.get("agent", ""))
+        handlers = {"seat.login": self._cmd_login, "seat.logout": self._cmd_logout,
+                    "seat.pause": self._cmd_pause, "seat.resume": self._cmd_resume}
+        if name not in handlers:
+            raise commands.CommandError(f"unknown command {name[:40]!r}")
+        if self.client is None or not self.client.connected:
+            raise commands.CommandError("the AMI link to Asterisk is down; try again")
+        snapshot, _ = await asyncio.to_thread(self._directory_and_logins)
+        if agent not in {a.number for a in snapshot.agents}:
+            raise commands.CommandError(f"no agent {agent[:20]!r} in the directory")
+        await handlers[name](snapshot, agent, args)
+        return {"agent": agent}
+
+    async def _cmd_login(self, snapshot: directory.Directory, agent: str,
+                         _args: dict[str, Any]) -> None:
+        await asyncio.to_thread(remember_login, self.sessions, agent, True, False, "")
+        assert self.client is not None
+        await self._login(self.client, snapshot, agent, False, "")
+
+    async def _cmd_logout(self, snapshot: directory.Directory, agent: str,
+                          _args: dict[str, Any]) -> None:
+        await asyncio.to_thread(remember_login, self.sessions, agent, False, False, "")
+        queues = sorted(self.board.seat(agent).queues) or [
+            q.name for q in snapshot.queues if any(m[0] == agent for m in q.members)]
+        for action in seats.logout_actions(agent, queues):
+            await self._ami(action)
+
+    async def _cmd_pause(self, _snapshot: directory.Directory, agent: str,
+                         args: dict[str, Any]) -> None:
+        reason = str(args.get("reason", ""))
+        allowed = dict(self.settings.seats.pause_reasons)
+        if reason not in allowed:
+            raise commands.CommandError(
+                f"pause reason {reason[:40]!r} is not one of {', '.join(allowed)}")
+        await self._pause(agent, True, reason)
+
+    async def _cmd_resume(self, _snapshot: directory.Directory, agent: str,
+                          _args: dict[str, Any]) -> None:
+        await self._pause(agent, False, "")
+
+    async def _login(self, client: AmiClient, snapshot: directory.Directory, agent: str,
+                     paused: bool, reason: str) -> None:
+        queues = [(q.name, dict(q.members)[agent]) for q in snapshot.queues
+                  if agent in dict(q.members)]
+        if not queues:
+            raise commands.CommandError(f"agent {agent} answers no queue")
+        for action in seats.login_actions(agent, queues, paused, reason):
+            await self._ami(action, client, tolerate="Already there")
+
+    async def _pause(self, agent: str, paused: bool, reason: str) -> None:
+        if not self.board.seat(agent).queues:
+            raise commands.CommandError(f"agent {agent} is not logged in")
+        await asyncio.to_thread(remember_login, self.sessions, agent, None, paused, reason)
+        await self._ami(seats.pause_action(agent, paused, reason))
+
+    async def _ami(self, action: dict[str, str], client: AmiClient | None = None,
+                   tolerate: str = "") -> None:
+        client = client or self.client
+        if client is None:
+            raise commands.CommandError("the AMI link to Asterisk is down; try again")
+        answer = await client.action(action, timeout=5, as_list=False)
+        if answer.get("Response") == "Error" and tolerate not in answer.get("Message", "~"):
+            raise commands.CommandError(f"Asterisk: {answer.get('Message')}")
+
+
+
+def remember_login(sessions: sessionmaker[Session], agent: str, logged_in: bool | None,
+                   paused: bool, reason: str) -> None:
+    """Keep the seat state Asterisk must be given back after a restart.
+    logged_in: True logs in, False logs out, None only updates the pause of a logged-in seat."""
+    with transaction(sessions) as session:
+        row = session.scalar(select(SeatLogin).where(SeatLogin.agent_number == agent))
+        if logged_in is False:
+            if row is not None:
+                session.delete(row)
+            return
+        if row is None:
+            if logged_in is None:
+                return
+            row = SeatLogin(agent_number=agent)
+            session.add(row)
+        row.paused, row.pause_reason = paused, reason
 
 
 async def _wait_either(stop: asyncio.Event, other: asyncio.Event,

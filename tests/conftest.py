@@ -7,23 +7,32 @@ PostgreSQL or Redis fails the tests loudly; nothing is skipped.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
+from hotline.centre import Centre
 from hotline.config import Settings, load_settings
 from hotline.db import make_engine, session_factory, transaction, upgrade
 from ivr.prompts import ensure_prompts
-from sipkit.kit import SipKit
-from telephony import directory
+from sipkit.kit import AgentCallResult, AgentPhone, SipKit
+from telephony import directory, seats
 from telephony.ami import EventTap
+from telephony.service import remember_login
 
 POSTGRES_ADMIN_URL = os.environ.get("HOTLINE_TEST_POSTGRES",
                                     "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -41,6 +50,7 @@ TEST_PBX_ENV = {
     "HOTLINE_PBX_TRUNK_HOST": "127.0.0.14",
     "HOTLINE_IVR_FASTAGI_PORT": "24573",
     "HOTLINE_IVR_MENU_TIMEOUT_SECONDS": "3",
+    "HOTLINE_IVR_MENU": "1=intake,2=aftercall",
 }
 
 
@@ -51,30 +61,58 @@ def make_settings(data_dir: Path, **env: str) -> Settings:
     return load_settings(None, {**base, "HOTLINE_STORAGE_DATA_DIR": str(data_dir), **env})
 
 
+# A fixed place, so a session killed mid-way leaves nothing the next one cannot stop.
+TEST_PBX_DIR = Path(tempfile.gettempdir()) / f"hotline-test-pbx-{os.getuid()}"
+
+
 @pytest.fixture(scope="session")
-def pbx_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return make_settings(tmp_path_factory.mktemp("pbx-data"), **TEST_PBX_ENV)
+def pbx_settings() -> Settings:
+    Sandbox(make_settings(TEST_PBX_DIR, **TEST_PBX_ENV)).down()
+    shutil.rmtree(TEST_PBX_DIR, ignore_errors=True)
+    return make_settings(TEST_PBX_DIR, **TEST_PBX_ENV)
 
 
 @pytest.fixture(scope="session")
 def pbx(pbx_settings: Settings) -> Iterator[Sandbox]:
-    """The test Asterisk, up for the whole session, with two kit agents in the queue."""
+    """The test Asterisk, up for the whole session, with two kit agents logged in."""
+    sandbox = Sandbox(pbx_settings)
+    try:
+        yield _start_pbx(pbx_settings, sandbox)
+    finally:
+        sandbox.down()
+
+
+def _start_pbx(pbx_settings: Settings, sandbox: Sandbox) -> Sandbox:
     engine = make_engine(pbx_settings.storage.database_url)
     upgrade(engine)
     with transaction(session_factory(engine)) as session:
         directory.ensure_queue(session, pbx_settings.hotline.default_queue, "综合受理",
                                strategy="linear", ring_seconds=5, retry_seconds=1)
+        # menu 2: the only queue with wrap-up, so other tests' calls never wait for it
+        directory.ensure_queue(session, "aftercall", "话后整理测试", strategy="linear",
+                               ring_seconds=5, retry_seconds=1, wrapup_seconds=2)
         for number, ip in TEST_AGENTS.items():
             directory.add_agent(session, number, f"测试坐席{number}",
                                 static_contact=f"sip:{number}@{ip}:{AGENT_PORT}",
-                                queues=(pbx_settings.hotline.default_queue,))
+                                queues=(pbx_settings.hotline.default_queue, "aftercall"))
         snapshot = directory.snapshot(session)
     ensure_prompts(pbx_settings.storage.prompts_dir)
-    sandbox = Sandbox(pbx_settings)
-    sandbox.down()  # a previous run killed mid-way
     sandbox.up(render(pbx_settings, snapshot))
-    yield sandbox
-    sandbox.down()
+    log_in(pbx_settings, snapshot, list(TEST_AGENTS))
+    return sandbox
+
+
+def log_in(settings: Settings, snapshot: directory.Directory, agents: list[str]) -> None:
+    """Agents log in as the telephony service would log them in, and stay remembered."""
+    sessions = session_factory(make_engine(settings.storage.database_url))
+    with EventTap(settings) as tap:
+        for agent in agents:
+            remember_login(sessions, agent, True, False, "")
+            queues = [(q.name, dict(q.members)[agent]) for q in snapshot.queues
+                      if agent in dict(q.members)]
+            for action in seats.login_actions(agent, queues):
+                answer = tap.action(action)
+                assert answer.get("Response") == "Success", answer
 
 
 @pytest.fixture
@@ -114,3 +152,32 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 def agent_ip(number: str) -> str:
     return TEST_AGENTS[number]
+
+
+def offered(phone: AgentPhone, caller: str) -> list[AgentCallResult]:
+    """Calls this test's caller made to the phone. A phone that starts listening may still
+    get INVITEs Asterisk kept retransmitting, for an earlier test, to a phone not there."""
+    return [r for r in phone.results() if r.from_user == caller]
+
+
+WEB_PORT = 28319
+
+
+@pytest.fixture(scope="module")
+def centre(pbx: Sandbox, pbx_settings: Settings) -> Iterator[Centre]:
+    """IVR, telephony service and API against the test PBX (API on port 28319)."""
+    settings = replace(pbx_settings, web=replace(pbx_settings.web, port=WEB_PORT))
+    with Centre(settings) as running:
+        yield running
+
+
+def api(path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """(status, JSON) of a GET, or of a POST when `body` is given."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{WEB_PORT}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=15) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

@@ -22,7 +22,7 @@ from ivr.server import IvrInBackground
 from recordings.audio import wav_stats
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
 from telephony.ami import EventTap
-from tests.conftest import AGENT_PORT, agent_ip
+from tests.conftest import AGENT_PORT, agent_ip, offered
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_call_reaches_an_agent_through_the_ivr_and_is_recorded(
     assert result.hangup_by == "caller"
     assert ivr_server.sessions == 1
 
-    agent_calls = a.results() + b.results()
+    agent_calls = offered(a, caller) + offered(b, caller)
     assert [(r.from_user, r.outcome, r.hangup_by) for r in agent_calls] == [
         (caller, "answered", "far_end")]
 
@@ -117,7 +117,7 @@ def test_with_fastagi_down_the_call_still_reaches_an_agent(
         result = kit.call(Call(caller_id=caller, max_seconds=30))
     assert result.outcome == "answered"
     assert result.hangup_by == "far_end"  # the agent hung up after talking
-    assert [r.hangup_by for r in a.results() + b.results()] == ["agent"]
+    assert [r.hangup_by for r in offered(a, caller) + offered(b, caller)] == ["agent"]
     citizen = _citizen_channel(ami, caller)["Channel"]
     assert _events(ami, "VarSet", Channel=citizen, Variable="HOTLINE_IVR", Value="unreachable")
     assert _events(ami, "AgentConnect", Channel=citizen)

@@ -12,7 +12,7 @@ from pathlib import Path
 from hotline.config import Settings
 from sipkit.kit import Call, Hangup, SipKit, Wait
 from telephony.ami import EventTap
-from tests.conftest import AGENT_PORT, agent_ip
+from tests.conftest import AGENT_PORT, agent_ip, offered
 
 
 def test_a_refusing_agent_is_skipped_and_the_next_one_answers(
@@ -23,8 +23,9 @@ def test_a_refusing_agent_is_skipped_and_the_next_one_answers(
                             talk_seconds=1) as free:
         result = kit.call(Call(caller_id="13800138011", max_seconds=30))
     assert result.outcome == "answered" and result.hangup_by == "far_end"
-    assert [(r.outcome, r.status) for r in busy.results()][:1] == [("refused", 486)]
-    assert [r.outcome for r in free.results()] == ["answered"]
+    assert [(r.outcome, r.status) for r in offered(busy, "13800138011")][:1] == [
+        ("refused", 486)]
+    assert [r.outcome for r in offered(free, "13800138011")] == ["answered"]
     connect = ami.wait_for(lambda e: e.get("Event") == "AgentConnect")
     assert connect["MemberName"] == "8102"
 
@@ -37,10 +38,10 @@ def test_an_agent_phone_that_never_answers_is_cancelled_at_ring_timeout(
                             talk_seconds=1) as free:
         result = kit.call(Call(caller_id="13800138012", max_seconds=40))
     assert result.outcome == "answered"
-    offered = silent.results()[0]
-    assert offered.outcome == "cancelled"
-    assert 4 <= offered.ended_at - offered.offered_at <= 7  # the queue's 5 s ring time
-    assert [r.outcome for r in free.results()] == ["answered"]
+    rung = offered(silent, "13800138012")[0]
+    assert rung.outcome == "cancelled"
+    assert 4 <= rung.ended_at - rung.offered_at <= 7  # the queue's 5 s ring time
+    assert [r.outcome for r in offered(free, "13800138012")] == ["answered"]
     assert ami.wait_for(lambda e: e.get("Event") == "AgentRingNoAnswer")["MemberName"] == "8101"
 
 

@@ -5,15 +5,10 @@ exactly once, and no call outlives Asterisk's own channels (no ghosts)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,21 +19,7 @@ from hotline.config import Settings
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
 from telephony import directory
 from tests.conftest import AGENT_PORT, agent_ip
-
-WEB_PORT = 28319
-
-
-@pytest.fixture(scope="module")
-def centre(pbx: Sandbox, pbx_settings: Settings) -> Iterator[Centre]:
-    settings = _with_web_port(pbx_settings)
-    with Centre(settings) as running:
-        yield running
-
-
-def _with_web_port(settings: Settings) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, web=replace(settings.web, port=WEB_PORT))
+from tests.conftest import api as _api
 
 
 def _wait_stored(centre: Centre, count: int, timeout: float = 15) -> None:
@@ -46,14 +27,6 @@ def _wait_stored(centre: Centre, count: int, timeout: float = 15) -> None:
     while centre.telephony.stored < count:
         assert time.monotonic() < deadline, f"only {centre.telephony.stored} records stored"
         time.sleep(0.1)
-
-
-def _api(path: str) -> tuple[int, Any]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}{path}", timeout=10) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def test_a_call_is_stored_once_with_its_recording_and_events(
@@ -70,8 +43,9 @@ def test_a_call_is_stored_once_with_its_recording_and_events(
     status, page = _api("/api/v1/calls?caller_number=13600000001")
     assert status == 200 and page["total"] == 1
     call = page["items"][0]
-    assert (call["caller_name"], call["outcome"], call["queue"], call["agent"]) == (
-        "赵女士", "answered", "intake", "8101")
+    assert (call["caller_name"], call["outcome"], call["queue"]) == (
+        "赵女士", "answered", "intake")
+    assert call["agent"] in ("8101", "8102")
     assert 0.9 < call["wait_seconds"] < 3
     assert 2 < call["talk_seconds"] < 8
     assert [s["value"] for s in call["ivr_path"] if s["node"] == "node"][:1] == ["welcome"]
@@ -85,7 +59,7 @@ def test_a_call_is_stored_once_with_its_recording_and_events(
     assert status == 200 and same == call
 
     types = [event["type"] for _id, event in centre.bus.read(after)
-             if event["call_id"] == call["call_id"]]
+             if event.get("call_id") == call["call_id"]]
     assert types[0] == "call.started" and types[-1] == "call.ended"
     assert types.count("call.ended") == 1
     assert {"call.queue_joined", "call.agent_ringing", "call.agent_connected"} <= set(types)
@@ -125,7 +99,7 @@ def test_unknown_call_is_404_and_openapi_lists_every_route(centre: Centre) -> No
     assert status == 200 and doc["openapi"].startswith("3.1")
     from hotline.web import create_app
 
-    app = create_app(centre.settings, centre.sessions)
+    app = create_app(centre.settings, centre.sessions, centre.bus.client)
     routes = {rule.rule.replace("<", "{").replace(">", "}") for rule in app.url_map.iter_rules()
               if rule.rule.startswith("/api/v1")}
     assert routes == set(doc["paths"])
@@ -162,6 +136,8 @@ def test_asterisk_killed_under_five_live_calls_leaves_no_ghosts(
     _wait_stored(centre, before + 5)
     assert centre.telephony.live_calls() == []  # matches Asterisk: no channels, no calls
     assert "0 active calls" in pbx.cli("core show channels count")
+    members = pbx.cli("queue show intake")  # logged in again after the restart
+    assert "8101 (PJSIP/8101)" in members and "8102 (PJSIP/8102)" in members
     for caller in callers:
         _status, page = _api(f"/api/v1/calls?caller_number={caller}")
         assert page["total"] == 1, caller

@@ -1,0 +1,83 @@
+"""Telephony commands from other processes (the web desk, the CLI), over a Redis stream.
+
+Only the telephony service writes to AMI. Others append a command to the stream and wait
+for the reply on a list of their own; the service reads the stream in a consumer group, so
+a command is handled once even if several service processes run.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import redis
+
+from hotline.errors import HotlineError
+
+STREAM = "hotline:telephony:commands"
+GROUP = "telephony"
+REPLY = "hotline:telephony:reply:{}"
+REPLY_TTL = 60
+
+
+class CommandError(HotlineError):
+    """The command was refused (unknown agent, bad reason) or got no answer."""
+
+
+def send(client: redis.Redis, name: str, args: dict[str, Any], timeout: float = 8
+         ) -> dict[str, Any]:
+    """Send a command and wait for its reply; raises CommandError on refusal or silence."""
+    request_id = uuid.uuid4().hex
+    client.xadd(STREAM, {"id": request_id, "name": name,
+                         "args": json.dumps(args, ensure_ascii=False)},
+                maxlen=10_000, approximate=True)
+    answer = client.blpop([REPLY.format(request_id)], timeout=max(1, round(timeout)))
+    if answer is None:
+        raise CommandError(f"telephony: no answer to {name} within {timeout:.0f} s "
+                           "(is the telephony service running? 'hotline serve')")
+    reply = json.loads(answer[1])
+    if not reply.get("ok"):
+        raise CommandError(f"telephony: {name} refused: {reply.get('error')}")
+    result: dict[str, Any] = reply.get("result") or {}
+    return result
+
+
+def ensure_group(client: redis.Redis) -> None:
+    try:
+        client.xgroup_create(STREAM, GROUP, id="$", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+def receive(client: redis.Redis, consumer: str, block_ms: int = 1000
+            ) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """[(entry id, request id, name, args)] not yet handled by this group."""
+    answer = client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=20, block=block_ms)
+    out = []
+    for _stream, entries in answer or []:
+        for entry_id, fields in entries:
+            try:
+                args = json.loads(fields.get(b"args", b"{}"))
+            except ValueError:
+                args = None
+            out.append((_s(entry_id), _s(fields.get(b"id", b"")), _s(fields.get(b"name", b"")),
+                        args if isinstance(args, dict) else {"__malformed__": True}))
+    return out
+
+
+def reply(client: redis.Redis, entry_id: str, request_id: str, *, ok: bool,
+          result: dict[str, Any] | None = None, error: str = "") -> None:
+    if request_id:
+        key = REPLY.format(request_id)
+        pipe = client.pipeline()
+        pipe.rpush(key, json.dumps({"ok": ok, "result": result or {}, "error": error},
+                                   ensure_ascii=False))
+        pipe.expire(key, REPLY_TTL)
+        pipe.execute()
+    client.xack(STREAM, GROUP, entry_id)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value

@@ -1,0 +1,189 @@
+"""Agent seats (坐席状态): who is logged in, ready, ringing, talking, wrapping up or paused,
+and since when. Pure: AMI events in, SeatChanged events and finished state intervals out.
+
+Every change is timed by the AMI event that caused it. Wrap-up (话后整理) is enforced by
+Asterisk (queues.conf wrapuptime); it starts at AgentComplete's timestamp and ends
+`wrapup_seconds` later, which the service marks with `end_wrap_up` at exactly that time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from telephony.events import SeatChanged
+
+LOGGED_OUT, READY, RINGING, TALKING, WRAP_UP, PAUSED = (
+    "logged_out", "ready", "ringing", "talking", "wrap_up", "paused")
+STATES = (LOGGED_OUT, READY, RINGING, TALKING, WRAP_UP, PAUSED)
+AUTO_PAUSE_REASON = "no-answer"
+
+
+@dataclass
+class Seat:
+    agent: str
+    queues: set[str] = field(default_factory=set)
+    paused: bool = False
+    pause_reason: str = ""
+    activity: str = ""  # "", ringing, talking, wrap_up
+    wrap_up_until: float | None = None
+    unanswered: int = 0  # rings unanswered in a row
+    state: str = LOGGED_OUT
+    state_reason: str = ""  # the pause reason while paused
+    since: float = 0.0
+    totals: dict[str, float] = field(default_factory=dict)
+
+    def derived_state(self) -> tuple[str, str]:
+        if not self.queues:
+            return LOGGED_OUT, ""
+        if self.activity:
+            return self.activity, ""
+        return (PAUSED, self.pause_reason) if self.paused else (READY, "")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"agent": self.agent, "state": self.state, "reason": self.state_reason,
+                "since": self.since,
+                "queues": sorted(self.queues), "unanswered_in_a_row": self.unanswered,
+                "seconds_in_state": dict(self.totals)}
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A finished stretch of one state, for occupancy and pause reports."""
+
+    agent: str
+    state: str
+    reason: str
+    started_at: float
+    ended_at: float
+
+
+class SeatBoard:
+    def __init__(self, wrapup_seconds: dict[str, int] | None = None) -> None:
+        self.seats: dict[str, Seat] = {}
+        self.wrapup_seconds = wrapup_seconds or {}  # queue -> seconds
+        self.intervals: list[Interval] = []  # finished, for the service to store and clear
+        self._ringing_legs: dict[str, str] = {}  # agent channel uniqueid -> agent
+
+    def seat(self, agent: str) -> Seat:
+        return self.seats.setdefault(agent, Seat(agent=agent))
+
+    def feed(self, event: dict[str, str]) -> list[SeatChanged]:
+        name = event.get("Event", "")
+        if name in ("DialEnd", "Hangup"):  # a rung agent leg ends without AgentRingNoAnswer
+            leg = event.get("DestUniqueid") if name == "DialEnd" else event.get("Uniqueid")
+            agent = self._ringing_legs.pop(leg or "", "")
+            if name == "DialEnd" and event.get("DialStatus") == "ANSWER":
+                return []
+            name = "AgentDump"
+        else:
+            agent = event.get("MemberName", "")
+        if not agent or name not in _HANDLED:
+            return []
+        try:
+            at = float(event.get("Timestamp") or 0)
+        except ValueError:
+            return []
+        seat = self.seat(agent)
+        queue = event.get("Queue", "")
+        if name == "QueueMemberAdded":
+            seat.queues.add(queue)
+            seat.paused, seat.pause_reason = event.get("Paused") == "1", event.get(
+                "PausedReason", "")
+        elif name == "QueueMemberRemoved":
+            seat.queues.discard(queue)
+            if not seat.queues:
+                seat.activity, seat.paused, seat.pause_reason = "", False, ""
+        elif name == "QueueMemberPause":
+            seat.paused = event.get("Paused") == "1"
+            seat.pause_reason = event.get("PausedReason", "") if seat.paused else ""
+            if not seat.paused:
+                seat.unanswered = 0
+        elif name == "AgentCalled":
+            seat.activity = RINGING
+            self._ringing_legs[event.get("DestUniqueid", "")] = agent
+        elif name == "AgentRingNoAnswer":
+            seat.unanswered += 1
+            self._ringing_legs.pop(event.get("DestUniqueid", ""), None)
+            if seat.activity == RINGING:
+                seat.activity = ""
+        elif name == "AgentConnect":
+            seat.activity, seat.unanswered = TALKING, 0
+            self._ringing_legs.pop(event.get("DestUniqueid", ""), None)
+        elif name == "AgentComplete":
+            wrap = self.wrapup_seconds.get(queue, 0)
+            seat.activity = WRAP_UP if wrap > 0 else ""
+            seat.wrap_up_until = at + wrap if wrap > 0 else None
+        elif name == "AgentDump" and seat.activity == RINGING:  # caller hung up while it rang
+            seat.activity = ""
+        return self._settle(seat, at)
+
+    def end_wrap_up(self, agent: str, at: float) -> list[SeatChanged]:
+        seat = self.seats.get(agent)
+        if seat is None or seat.activity != WRAP_UP or seat.wrap_up_until is None:
+            return []
+        if at < seat.wrap_up_until:
+            return []
+        seat.activity, seat.wrap_up_until = "", None
+        return self._settle(seat, seat.wrap_up_until or at)
+
+    def resync(self, members: list[dict[str, str]], at: float) -> list[SeatChanged]:
+        """Match Asterisk's QueueMember list after a reconnect."""
+        present: dict[str, list[dict[str, str]]] = {}
+        for member in members:
+            if member.get("Name"):
+                present.setdefault(member["Name"], []).append(member)
+        out: list[SeatChanged] = []
+        for agent in set(self.seats) | set(present):
+            seat = self.seat(agent)
+            rows = present.get(agent, [])
+            seat.queues = {row.get("Queue", "") for row in rows}
+            seat.paused = any(row.get("Paused") == "1" for row in rows)
+            seat.pause_reason = next((row.get("PausedReason", "") for row in rows
+                                      if row.get("Paused") == "1"), "")
+            in_call = any(row.get("InCall") == "1" for row in rows)
+            seat.activity = TALKING if in_call else ""
+            out += self._settle(seat, at)
+        return out
+
+    def _settle(self, seat: Seat, at: float) -> list[SeatChanged]:
+        state, reason = seat.derived_state()
+        if (state, reason) == (seat.state, seat.state_reason):
+            return []
+        previous = seat.state
+        lasted = round(max(0.0, at - seat.since), 3) if seat.since else 0.0
+        if seat.since and previous != LOGGED_OUT:
+            seat.totals[previous] = round(seat.totals.get(previous, 0.0) + lasted, 3)
+            self.intervals.append(Interval(seat.agent, previous, seat.state_reason,
+                                           seat.since, at))
+        seat.state, seat.state_reason, seat.since = state, reason, at
+        return [SeatChanged(at=at, agent=seat.agent, state=state, reason=reason,
+                            previous_state=previous, previous_seconds=lasted)]
+
+
+_HANDLED = {"QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPause", "AgentCalled",
+            "AgentRingNoAnswer", "AgentConnect", "AgentComplete", "AgentDump"}
+
+
+def interface(agent: str) -> str:
+    return f"PJSIP/{agent}"
+
+
+def login_actions(agent: str, queues: list[tuple[str, int]], paused: bool = False,
+                  reason: str = "") -> list[dict[str, str]]:
+    """QueueAdd for each (queue, penalty) the agent answers."""
+    return [{"Action": "QueueAdd", "Queue": queue, "Interface": interface(agent),
+             "Penalty": str(penalty), "MemberName": agent, "StateInterface": interface(agent),
+             "Paused": "true" if paused else "false", "Reason": reason}
+            for queue, penalty in queues]
+
+
+def logout_actions(agent: str, queues: list[str]) -> list[dict[str, str]]:
+    return [{"Action": "QueueRemove", "Queue": queue, "Interface": interface(agent)}
+            for queue in queues]
+
+
+def pause_action(agent: str, paused: bool, reason: str = "") -> dict[str, str]:
+    """Pause or resume the agent in every queue at once."""
+    return {"Action": "QueuePause", "Interface": interface(agent),
+            "Paused": "true" if paused else "false", "Reason": reason}
