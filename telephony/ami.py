@@ -8,6 +8,7 @@ in a background thread for synchronous code (the CLI demo, tests).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import threading
 import time
@@ -15,7 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from panoramisk import Manager
+from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
+from panoramisk.utils import EOL
 
 from hotline.background import BackgroundLoop
 from hotline.config import Settings
@@ -26,6 +29,45 @@ log = logging.getLogger(__name__)
 
 class AmiError(HotlineError):
     """Asterisk's manager interface is unreachable, refused us, or did not answer in time."""
+
+
+GREETING = "Asterisk Call Manager/"
+
+
+class _Protocol(AMIProtocol):
+    """panoramisk's protocol decodes each TCP chunk on its own with errors='ignore', so a
+    Chinese name split across two reads loses bytes, and one bad message can raise out of
+    data_received. Decode incrementally and survive any single message."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.garbage = 0
+
+    def data_received(self, data: bytes) -> None:
+        text = (self.queue.popleft() if self.queue else "") + self._decoder.decode(data)
+        if self.version is None and (text.startswith(GREETING) or GREETING.startswith(text)):
+            if EOL not in text:
+                self.queue.append(text)  # the greeting line is not complete yet
+                return
+            line, _, text = text.partition(EOL)
+            self.version = line.partition("/")[2].strip()
+        blocks = text.split(EOL + EOL)
+        self.queue.append(blocks.pop(-1))
+        for block in blocks:
+            try:
+                message = Message.from_line(block.strip())
+            except Exception:
+                message = None
+            if message is None or not (message.get("Event") or message.get("Response")):
+                if block.strip():
+                    self.garbage += 1
+                    log.warning("ignoring a malformed AMI block (%d bytes)", len(block))
+                continue
+            try:
+                self.handle_message(message)
+            except Exception:
+                log.exception("AMI message %r could not be handled", message.get("Event"))
 
 
 class _Manager(Manager):
@@ -72,7 +114,7 @@ class AmiClient:
                 on_disconnect()
 
         self.manager = _Manager(loop=loop, on_login=on_login, on_disconnect=lost,
-                                **self._config)
+                                protocol_factory=_Protocol, **self._config)
         self.manager.connect()
         try:
             await asyncio.wait_for(logged_in, timeout)
