@@ -44,7 +44,7 @@ class Centre:
     def start(self, connect_timeout: float = 15) -> Centre:
         self._loop = BackgroundLoop("centre")
         try:
-            self.ivr = self._loop.run(start_ivr(self.settings), 10)
+            self.ivr = self._loop.run(start_ivr(self.settings, self.sessions), 30)
             self._stop = self._loop.run(_new_event())
             self._telephony_run = asyncio.run_coroutine_threadsafe(
                 self.telephony.run(self._stop), self._loop.loop)

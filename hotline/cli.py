@@ -250,19 +250,112 @@ def pbx_render(ctx: click.Context, out_dir: str) -> None:
 # ------------------------------------------------------------------------------ IVR
 
 @cli.command("ivr")
+@click.option("--check", is_flag=True, help="Only check the flow (ivr.flow_file) and list it.")
 @click.pass_context
-def ivr_command(ctx: click.Context) -> None:
+def ivr_command(ctx: click.Context, check: bool) -> None:
     """Run the FastAGI IVR server in the foreground."""
     import asyncio
 
     from ivr.prompts import ensure_prompts
-    from ivr.server import serve_forever
+    from ivr.server import flow_of, serve_forever
 
     settings = _settings(ctx)
+    flow = flow_of(settings)
+    if check:
+        click.echo(f"flow {flow.source}: {len(flow.nodes)} nodes, starts at {flow.start}")
+        for node in flow.nodes.values():
+            goes = {k: v for k, v in node.choices.items()} or node.next or node.queue or \
+                node.number or (node.open and f"{node.open}/{node.closed}") or ""
+            click.echo(f"  {node.name:<16} {node.type:<9} {goes}")
+        return
     ensure_prompts(settings.storage.prompts_dir)
     click.echo(f"ivr: FastAGI on {settings.ivr.fastagi_host}:{settings.ivr.fastagi_port}")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(settings))
+
+
+@cli.group()
+def calendar() -> None:
+    """The work calendar: holidays and make-up working days (调休)."""
+
+
+@calendar.command("set")
+@click.argument("day", type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.option("--holiday/--workday", required=True)
+@click.option("--note", default="")
+@click.pass_context
+def calendar_set(ctx: click.Context, day: Any, holiday: bool, note: str) -> None:
+    from hotline.db import transaction
+    from tickets.workcalendar import set_day
+
+    with transaction(_session_factory(_settings(ctx))) as session:
+        set_day(session, day.date(), workday=not holiday, note=note)
+    click.echo(f"{day.date()}: {'holiday' if holiday else 'working day'}")
+
+
+@calendar.command("show")
+@click.argument("year", type=int)
+@click.pass_context
+def calendar_show(ctx: click.Context, year: int) -> None:
+    """Every non-working weekday and working weekend day of YEAR."""
+    from datetime import date, timedelta
+
+    from tickets.workcalendar import load_calendar
+
+    settings = _settings(ctx)
+    with _session_factory(settings)() as session:
+        cal = load_calendar(session, settings.calendar.timezone,
+                            settings.calendar.working_hours)
+    if not cal.year_known(year):
+        click.echo(f"{year}: no holiday schedule known; Monday to Friday assumed. Enter it "
+                   "with 'hotline calendar set'.", err=True)
+    day = date(year, 1, 1)
+    while day.year == year:
+        workday = cal.is_workday(day)
+        if workday == (day.weekday() >= 5):
+            click.echo(f"{day} {'working day (调休)' if workday else 'holiday'}")
+        day += timedelta(days=1)
+
+
+@cli.group()
+def callers() -> None:
+    """Caller screening: the blocklist and VIP numbers."""
+
+
+@callers.command("add")
+@click.argument("number")
+@click.option("--list", "kind", type=click.Choice(["block", "vip"]), required=True)
+@click.option("--until", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+              help="Expiry (local time); without it the entry stays.")
+@click.option("--note", default="")
+@click.pass_context
+def callers_add(ctx: click.Context, number: str, kind: str, until: Any, note: str) -> None:
+    from hotline.db import transaction
+    from telephony import screening
+
+    settings = _settings(ctx)
+    expires = None
+    if until is not None:
+        from zoneinfo import ZoneInfo
+
+        expires = until.replace(tzinfo=ZoneInfo(settings.calendar.timezone))
+    with transaction(_session_factory(settings)) as session:
+        entry = screening.add_entry(session, number, kind, expires, note)
+        click.echo(f"{entry.number} on the {kind} list"
+                   + (f" until {expires.isoformat()}" if expires else ""))
+
+
+@callers.command("remove")
+@click.argument("number")
+@click.option("--list", "kind", type=click.Choice(["block", "vip"]), required=True)
+@click.pass_context
+def callers_remove(ctx: click.Context, number: str, kind: str) -> None:
+    from hotline.db import transaction
+    from telephony import screening
+
+    with transaction(_session_factory(_settings(ctx))) as session:
+        removed = screening.remove_entry(session, number, kind)
+    click.echo(f"{number}: {'removed' if removed else 'was not on the list'}")
 
 
 # ------------------------------------------------------------------------------ services

@@ -76,23 +76,6 @@ def _queue_name(value: Any) -> str:
     return text
 
 
-def _menu(value: Any) -> tuple[tuple[str, str], ...]:
-    """Menu digit -> queue, from a TOML table or "1=intake,2=complaints"."""
-    if isinstance(value, str):
-        pairs = [part.split("=", 1) for part in re.split(r"[,\s]+", value) if part]
-        if any(len(p) != 2 for p in pairs):
-            raise ValueError("must look like 1=intake,2=complaints")
-        value = dict(pairs)
-    if not isinstance(value, dict) or not value:
-        raise ValueError("must map menu digits to queue names")
-    menu = []
-    for digit, queue in value.items():
-        if not re.fullmatch(r"[0-9*#]", str(digit)):
-            raise ValueError(f"menu key {digit!r} is not one keypad digit")
-        menu.append((str(digit), _queue_name(queue)))
-    return tuple(sorted(menu))
-
-
 def _reasons(value: Any) -> tuple[tuple[str, str], ...]:
     """Pause reason code -> label, e.g. { break = "小休", meal = "用餐" }."""
     if isinstance(value, str):
@@ -108,6 +91,23 @@ def _reasons(value: Any) -> tuple[tuple[str, str], ...]:
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"reason {code!r} needs a label")
     return tuple(sorted((str(k), str(v)) for k, v in value.items()))
+
+
+def _hours(value: Any) -> str:
+    from tickets.workcalendar import parse_hours
+
+    parse_hours(_str(value))  # ValueError says which span is wrong
+    return value
+
+
+def _timezone(value: Any) -> str:
+    from zoneinfo import ZoneInfo
+
+    try:
+        ZoneInfo(_str(value))
+    except Exception:
+        raise ValueError("must be a time zone name like Asia/Shanghai") from None
+    return value
 
 
 def _url(schemes: tuple[str, ...]) -> Callable[[Any], str]:
@@ -164,6 +164,8 @@ class Hotline:
     default_queue: str
     queue_wait_seconds: int
     short_abandon_seconds: int
+    repeat_window_hours: int
+    repeat_threshold: int
 
 
 @dataclass(frozen=True)
@@ -171,8 +173,13 @@ class Ivr:
     fastagi_host: str
     fastagi_port: int
     menu_timeout_seconds: int
-    menu_retries: int
-    menu: tuple[tuple[str, str], ...]
+    flow_file: str
+
+
+@dataclass(frozen=True)
+class Calendar:
+    timezone: str
+    working_hours: str
 
 
 @dataclass(frozen=True)
@@ -194,12 +201,14 @@ class Settings:
     pbx: Pbx
     hotline: Hotline
     ivr: Ivr
+    calendar: Calendar
     seats: Seats
     web: Web
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for section in (self.storage, self.pbx, self.hotline, self.ivr, self.seats, self.web):
+        for section in (self.storage, self.pbx, self.hotline, self.ivr, self.calendar, self.seats,
+                        self.web):
             name = _SECTION_NAMES[type(section)]
             values: dict[str, Any] = {}
             for f in fields(section):
@@ -253,13 +262,18 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "default_queue": (_queue_name, "intake"),
         "queue_wait_seconds": (_int, 600),
         "short_abandon_seconds": (_int, 5),
+        "repeat_window_hours": (_int, 24),
+        "repeat_threshold": (_int, 2),
     },
     "ivr": {
         "fastagi_host": (_loopback_or_ip, "127.0.0.1"),
         "fastagi_port": (_port, 4573),
         "menu_timeout_seconds": (_int, 5),
-        "menu_retries": (_int, 2),
-        "menu": (_menu, "1=intake"),
+        "flow_file": (_str, ""),
+    },
+    "calendar": {
+        "timezone": (_timezone, "Asia/Shanghai"),
+        "working_hours": (_hours, "08:30-12:00,13:30-17:30"),
     },
     "seats": {
         "pause_reasons": (_reasons, {"break": "小休", "meal": "用餐", "training": "培训",
@@ -272,8 +286,8 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
     },
 }
 _SECTION_TYPES = {"storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr,
-                  "seats": Seats, "web": Web}
-_MAPPINGS = {"menu", "pause_reasons"}
+                  "calendar": Calendar, "seats": Seats, "web": Web}
+_MAPPINGS = {"pause_reasons"}
 _SECTION_NAMES = {v: k for k, v in _SECTION_TYPES.items()}
 
 

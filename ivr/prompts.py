@@ -6,6 +6,7 @@ recording put in place by the operator) is never overwritten; only missing promp
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
@@ -16,9 +17,12 @@ from hotline.errors import HotlineError
 
 PROMPTS: dict[str, str] = {
     "welcome": "您好，这里是一二三一九城市管理热线。",
-    "menu": "反映问题或投诉，请按一。",
+    "closed": "现在是非工作时间，由值班人员为您服务。",
+    "menu": "反映问题或投诉请按一，政策咨询请按三，紧急情况请按九。",
+    "emergency": "报警请按一，火警请按二，急救请按三。",
     "invalid": "您的输入有误，请重新输入。",
-    "transfer": "正在为您转接人工服务，请稍候。",
+    "transfer": "正在为您转接，请稍候。",
+    "blocked": "您的号码暂时不能呼入本热线。",
 }
 
 
@@ -27,9 +31,24 @@ class PromptError(HotlineError):
 
 
 def ensure_prompts(prompts_dir: Path) -> list[str]:
-    """Generate every missing default prompt; returns the names made."""
+    """Generate every missing default prompt, and regenerate a generated one whose text
+    changed; a file the operator put in place is left alone. Returns the names made."""
     prompts_dir.mkdir(parents=True, exist_ok=True)
-    missing = [name for name in PROMPTS if not (prompts_dir / f"{name}.wav").exists()]
+    manifest_path = prompts_dir / ".generated.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        manifest = {}
+
+    def stale(name: str) -> bool:
+        path = prompts_dir / f"{name}.wav"
+        if not path.exists():
+            return True
+        made = manifest.get(name)
+        return bool(made) and made["size"] == path.stat().st_size and made[
+            "text"] != PROMPTS[name]
+
+    missing = [name for name in PROMPTS if stale(name)]
     if not missing:
         return []
     for tool, package in (("espeak-ng", "espeak-ng"), ("sox", "sox")):
@@ -38,7 +57,10 @@ def ensure_prompts(prompts_dir: Path) -> list[str]:
                               f"(apt-get install {package}), or put recorded WAV files "
                               f"named {', '.join(missing)} in {prompts_dir}")
     for name in missing:
-        speak(PROMPTS[name], prompts_dir / f"{name}.wav")
+        path = speak(PROMPTS[name], prompts_dir / f"{name}.wav")
+        manifest[name] = {"text": PROMPTS[name], "size": path.stat().st_size}
+    manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=1),
+                             encoding="utf-8")
     return missing
 
 
@@ -54,11 +76,10 @@ def speak(text: str, target: Path, voice: str = "cmn") -> Path:
     return target
 
 
-def prompt_path(settings: Settings, name: str) -> str:
-    """The prompt as Asterisk names it: its path inside the PBX, without extension."""
-    if name not in PROMPTS:
-        raise KeyError(name)
-    return f"{settings.pbx.prompts_path_in_pbx.rstrip('/')}/{name}"
+def prompt_paths(settings: Settings) -> dict[str, str]:
+    """Each prompt as Asterisk names it: its path inside the PBX, without extension."""
+    root = settings.pbx.prompts_path_in_pbx.rstrip("/")
+    return {name: f"{root}/{name}" for name in PROMPTS}
 
 
 def _run(command: list[str]) -> None:

@@ -1,29 +1,65 @@
-"""The IVR service: a FastAGI server with the hotline's routes (`hotline ivr`)."""
+"""The IVR service: a FastAGI server running the entry flow (`hotline ivr`)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from hotline.background import BackgroundLoop
 from hotline.config import Settings
+from hotline.db import make_engine, session_factory, upgrade
 from hotline.errors import HotlineError
-from ivr.entry import entry
+from ivr.engine import CallContext, run_flow
 from ivr.fastagi import AgiSession, FastAgiServer
+from ivr.flows import Flow, load_flow
+from ivr.prompts import PROMPTS, prompt_paths
+from telephony import screening
+from tickets.workcalendar import load_calendar
 
 log = logging.getLogger(__name__)
 
 
-def build_server(settings: Settings) -> FastAgiServer:
+def flow_of(settings: Settings) -> Flow:
+    path = Path(settings.ivr.flow_file) if settings.ivr.flow_file else None
+    return load_flow(path, set(PROMPTS), settings.ivr.menu_timeout_seconds)
+
+
+def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgiServer:
+    flow = flow_of(settings)
+    prompts = prompt_paths(settings)
+    repeat_window = timedelta(hours=settings.hotline.repeat_window_hours)
+
+    def context_for(caller: str) -> CallContext:
+        now = datetime.now(UTC)
+        with sessions() as session:
+            calendar = load_calendar(session, settings.calendar.timezone,
+                                     settings.calendar.working_hours)
+            seen = screening.screen(session, caller, now, repeat_window,
+                                    settings.hotline.repeat_threshold)
+        return CallContext(working_time=calendar.is_working_time(now), blocked=seen.blocked,
+                           priority_bonus=seen.priority_bonus)
+
     async def ivr_route(session: AgiSession) -> None:
-        queue = await entry(session, settings)
-        log.info("call %s from %s routed to %s", session.unique_id, session.caller_id, queue)
+        context = await asyncio.to_thread(context_for, session.caller_id)
+        decision = await run_flow(session, flow, context, prompts,
+                                  settings.hotline.default_queue)
+        log.info("call %s from %s: %s %s", session.unique_id, session.caller_id,
+                 decision.kind, decision.target)
 
     return FastAgiServer({"ivr": ivr_route})
 
 
-async def start(settings: Settings) -> FastAgiServer:
-    server = build_server(settings)
+async def start(settings: Settings, sessions: sessionmaker[Session] | None = None
+                ) -> FastAgiServer:
+    if sessions is None:
+        engine = make_engine(settings.storage.database_url)
+        await asyncio.to_thread(upgrade, engine)
+        sessions = session_factory(engine)
+    server = build_server(settings, sessions)
     try:
         await server.start(settings.ivr.fastagi_host, settings.ivr.fastagi_port)
     except OSError as exc:
@@ -42,7 +78,7 @@ async def serve_forever(settings: Settings) -> None:
 
 
 class IvrInBackground:
-    """The IVR server on a background loop, for the demo and the tests."""
+    """The IVR server on a background loop, for the tests and benchmarks."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -52,7 +88,7 @@ class IvrInBackground:
     def __enter__(self) -> FastAgiServer:
         self._background = BackgroundLoop("fastagi")
         try:
-            self.server = self._background.run(start(self.settings), 10)
+            self.server = self._background.run(start(self.settings), 30)
         except BaseException:
             self._background.stop()
             raise
@@ -63,4 +99,3 @@ class IvrInBackground:
             self._background.run(self.server.close(), 10)
         if self._background is not None:
             self._background.stop()
-

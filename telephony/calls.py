@@ -35,7 +35,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 UP = "6"  # AMI ChannelState for an answered channel
 RECENT_CALLS_KEPT = 10_000
 # Channel variables the dialplan and the IVR set on the caller's leg -> IVR path node names.
-IVR_VARIABLES = {"HOTLINE_MENU_CHOICE": "menu", "HOTLINE_IVR_NODE": "node", "HOTLINE_IVR": "ivr"}
+IVR_VARIABLES = {"HOTLINE_MENU_CHOICE": "menu", "HOTLINE_IVR_NODE": "node", "HOTLINE_IVR": "ivr",
+                 "HOTLINE_TRANSFER": "transfer"}
 
 
 def _text(value: object, limit: int = 200) -> str:

@@ -136,3 +136,17 @@ class SeatInterval(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     seconds: Mapped[float] = mapped_column(Float)
+
+
+class CallerListEntry(Base):
+    """A number on the blocklist (黑名单) or the VIP list (重点来电), until it expires."""
+
+    __tablename__ = "caller_list"
+    __table_args__ = (UniqueConstraint("number", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(10))  # block | vip
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    note: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

@@ -50,7 +50,8 @@ TEST_PBX_ENV = {
     "HOTLINE_PBX_TRUNK_HOST": "127.0.0.14",
     "HOTLINE_IVR_FASTAGI_PORT": "24573",
     "HOTLINE_IVR_MENU_TIMEOUT_SECONDS": "3",
-    "HOTLINE_IVR_MENU": "1=intake,2=aftercall",
+    "HOTLINE_IVR_FLOW_FILE": str(Path(__file__).with_name("data") / "flow.yaml"),
+    "HOTLINE_CALENDAR_WORKING_HOURS": "00:00-24:00",  # tests must not depend on the clock
 }
 
 

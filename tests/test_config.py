@@ -20,7 +20,8 @@ def test_defaults_are_embedded_storage_under_the_data_dir(tmp_path: Path) -> Non
     assert settings.storage.recordings_dir == tmp_path / "data" / "recordings"
     assert settings.pbx.bind_address == "127.0.0.1"
     assert settings.hotline.entry_number == "12319"
-    assert settings.ivr.menu == (("1", "intake"),)
+    assert settings.ivr.flow_file == ""  # the shipped flow
+    assert settings.calendar.timezone == "Asia/Shanghai"
 
 
 def test_generated_secrets_are_stable_and_private(tmp_path: Path) -> None:
@@ -35,7 +36,7 @@ def test_file_then_environment_then_conventional_urls(tmp_path: Path) -> None:
     config = tmp_path / "hotline.toml"
     config.write_text(
         '[storage]\ndata_dir = "state"\n[pbx]\nsip_port = 15060\nami_port = 15038\n'
-        '[ivr]\nmenu = { "1" = "intake", "2" = "complaints" }\n', encoding="utf-8")
+        '[seats]\npause_reasons = { break = "小休", lunch = "午餐" }\n', encoding="utf-8")
     env = {"HOTLINE_PBX_AMI_PORT": "16038",
            "DATABASE_URL": "postgresql://hotline:s3cret@db.example:5432/hotline",
            "REDIS_URL": "redis://127.0.0.1:6379/2"}
@@ -43,7 +44,7 @@ def test_file_then_environment_then_conventional_urls(tmp_path: Path) -> None:
     assert settings.storage.data_dir == tmp_path / "state"  # relative to the file
     assert settings.pbx.sip_port == 15060
     assert settings.pbx.ami_port == 16038
-    assert settings.ivr.menu == (("1", "intake"), ("2", "complaints"))
+    assert settings.seats.pause_reasons == (("break", "小休"), ("lunch", "午餐"))
     assert settings.storage.database_url.startswith("postgresql://hotline:s3cret@")
     shown = settings.as_dict()
     assert shown["storage"]["database_url"] == "postgresql://hotline:********@db.example:5432/hotline"
@@ -60,7 +61,9 @@ def test_file_then_environment_then_conventional_urls(tmp_path: Path) -> None:
         ({"HOTLINE_PBX_MODE": "docker"}, "pbx.mode"),
         ({"HOTLINE_PBX_SIP_PROT": "5060"}, "pbx.sip_prot"),
         ({"HOTLINE_HOTLINE_DEFAULT_QUEUE": "general"}, "hotline.default_queue"),
-        ({"HOTLINE_IVR_MENU": "1=intake,22=x"}, "ivr.menu"),
+        ({"HOTLINE_SEATS_PAUSE_REASONS": "no-answer=x"}, "seats.pause_reasons"),
+        ({"HOTLINE_CALENDAR_WORKING_HOURS": "09:00-08:00"}, "calendar.working_hours"),
+        ({"HOTLINE_CALENDAR_TIMEZONE": "Mars/Olympus"}, "calendar.timezone"),
         ({"DATABASE_URL": "mysql://root@localhost/x"}, "storage.database_url"),
         ({"HOTLINE_PBX_RTP_PORT_START": "20000", "HOTLINE_PBX_RTP_PORT_END": "10000"},
          "pbx.rtp_port_start"),

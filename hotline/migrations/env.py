@@ -3,6 +3,7 @@
 from alembic import context
 
 import telephony.models  # noqa: F401  (registers the tables on Base.metadata)
+import tickets.models  # noqa: F401
 from hotline.db import Base
 
 engine = context.config.attributes["engine"]

@@ -1,0 +1,102 @@
+"""Runs an IVR flow for one call and tells the dialplan where the call goes next.
+
+The outcome is left in channel variables the dialplan reads after AGI() returns:
+HOTLINE_QUEUE and HOTLINE_PRIORITY (to a queue), HOTLINE_TRANSFER (an outside number over
+the trunk) or HOTLINE_ACTION=hangup. Each node visited is set as HOTLINE_IVR_NODE, so the
+call's IVR path is read from AMI like everything else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ivr.fastagi import AgiSession
+from ivr.flows import Flow, Node
+
+MAX_STEPS = 60  # a flow that loops (play -> play ...) still ends
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: str  # queue | transfer | hangup
+    target: str = ""
+    priority: int = 0
+    node: str = ""
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What the flow may ask about the caller and the time."""
+
+    working_time: bool
+    blocked: bool = False
+    priority_bonus: int = 0
+
+
+async def run_flow(session: AgiSession, flow: Flow, context: CallContext,
+                   prompt_path: dict[str, str], default_queue: str) -> Decision:
+    if context.blocked:
+        decision = Decision("hangup", node="blocked")
+        await _visit(session, "blocked")
+        await session.stream_file(prompt_path["blocked"])
+    else:
+        decision = await _walk(session, flow, context, prompt_path, default_queue)
+    await _decide(session, decision)
+    return decision
+
+
+async def _walk(session: AgiSession, flow: Flow, context: CallContext,
+                prompt_path: dict[str, str], default_queue: str) -> Decision:
+    node = flow.nodes[flow.start]
+    keyed = ""  # a digit keyed during a prompt, handed to the menu that follows
+    for _ in range(MAX_STEPS):
+        await _visit(session, node.name)
+        if node.type == "hours":
+            node = flow.nodes[node.open if context.working_time else node.closed]  # type: ignore[index]
+        elif node.type == "play":
+            escape = "".join(flow.nodes[node.interrupt].choices) if node.interrupt else ""
+            digit = await session.stream_file(prompt_path[node.prompt], escape)  # type: ignore[index]
+            if digit and node.interrupt:
+                keyed, node = digit, flow.nodes[node.interrupt]
+            else:
+                node = flow.nodes[node.next]  # type: ignore[index]
+        elif node.type == "menu":
+            node, keyed = await _menu(session, node, flow, keyed, prompt_path), ""
+        else:
+            if node.prompt:
+                await session.stream_file(prompt_path[node.prompt])
+            if node.type == "queue":
+                return Decision("queue", node.queue or default_queue,
+                                node.priority + context.priority_bonus, node.name)
+            if node.type == "transfer":
+                return Decision("transfer", str(node.number), node=node.name)
+            return Decision("hangup", node=node.name)
+    return Decision("queue", default_queue, context.priority_bonus, "loop-guard")
+
+
+async def _menu(session: AgiSession, node: Node, flow: Flow, keyed: str,
+                prompt_path: dict[str, str]) -> Node:
+    choice = keyed
+    for attempt in range(node.retries + 1):
+        if attempt or not choice:
+            choice = await session.get_data(prompt_path[node.prompt], node.timeout * 1000, 1)  # type: ignore[index]
+        await session.set_variable("HOTLINE_MENU_CHOICE", choice or "timeout")
+        if choice in node.choices:
+            return flow.nodes[node.choices[choice]]
+        if attempt < node.retries and node.invalid_prompt:
+            await session.stream_file(prompt_path[node.invalid_prompt])
+    return flow.nodes[node.fallback]  # type: ignore[index]
+
+
+async def _visit(session: AgiSession, name: str) -> None:
+    await session.set_variable("HOTLINE_IVR_NODE", name)
+
+
+async def _decide(session: AgiSession, decision: Decision) -> None:
+    if decision.kind == "queue":
+        await session.set_variable("HOTLINE_QUEUE", decision.target)
+        await session.set_variable("HOTLINE_PRIORITY", str(decision.priority))
+    elif decision.kind == "transfer":
+        await session.set_variable("HOTLINE_TRANSFER", decision.target)
+    else:
+        await session.set_variable("HOTLINE_ACTION", "hangup")

@@ -1,0 +1,153 @@
+"""IVR flows as data: a YAML document of named nodes, checked when it is loaded.
+
+    start: hours
+    nodes:
+      hours:     {type: hours, open: welcome, closed: closed}
+      welcome:   {type: play, prompt: welcome, next: menu, interrupt: menu}
+      menu:      {type: menu, prompt: menu, choices: {"1": report}, retries: 2,
+                  invalid_prompt: invalid, fallback: report}
+      report:    {type: queue, queue: intake}
+      emergency: {type: transfer, number: "110", prompt: transfer}
+      closed:    {type: hangup, prompt: closed}
+
+Node types: `hours` (working time on the operator's calendar), `play`, `menu`, and the
+endings `queue` (with an optional priority), `transfer` (to an outside number over the
+trunk) and `hangup`. A wrong flow is refused with the node and key named.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hotline.errors import ConfigError
+
+DEFAULT_FLOW = Path(__file__).with_name("default_flow.yaml")
+ENDINGS = ("queue", "transfer", "hangup")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_QUEUE = re.compile(r"[a-z0-9][a-z0-9_-]{1,39}")
+_NUMBER = re.compile(r"[0-9]{3,20}")
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    type: str
+    prompt: str | None = None
+    next: str | None = None
+    interrupt: str | None = None  # play: digits keyed during the prompt go to this menu
+    choices: dict[str, str] = field(default_factory=dict)
+    retries: int = 2
+    timeout: int = 5
+    invalid_prompt: str | None = None
+    fallback: str | None = None
+    open: str | None = None
+    closed: str | None = None
+    queue: str | None = None
+    priority: int = 0
+    number: str | None = None
+
+
+@dataclass(frozen=True)
+class Flow:
+    start: str
+    nodes: dict[str, Node]
+    source: str
+
+
+def load_flow(path: Path | None, prompts: set[str], menu_timeout: int) -> Flow:
+    source = path or DEFAULT_FLOW
+    try:
+        data = yaml.safe_load(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"ivr: flow file {source} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"ivr: flow file {source} is not valid YAML: {exc}") from None
+    return parse_flow(data, str(source), prompts, menu_timeout)
+
+
+def parse_flow(data: Any, source: str, prompts: set[str], menu_timeout: int = 5) -> Flow:
+    def fail(where: str, why: str) -> ConfigError:
+        return ConfigError(f"ivr: flow {source}: {where}: {why}")
+
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), dict):
+        raise fail("top level", "needs 'start' and a 'nodes' mapping")
+    nodes: dict[str, Node] = {}
+    for name, raw in data["nodes"].items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise fail(f"node {name!r}", "names are lower-case letters, digits and _")
+        if not isinstance(raw, dict):
+            raise fail(f"node {name}", "must be a mapping")
+        unknown = set(raw) - {f for f in Node.__dataclass_fields__ if f != "name"}
+        if unknown:
+            raise fail(f"node {name}", f"unknown key {sorted(unknown)[0]!r}")
+        values = dict(raw)
+        if "choices" in values:
+            if not isinstance(values["choices"], dict) or not values["choices"]:
+                raise fail(f"node {name}", "choices must map keypad digits to nodes")
+            values["choices"] = {str(k): v for k, v in values["choices"].items()}
+        values.setdefault("timeout", menu_timeout)
+        try:
+            nodes[name] = Node(name=name, **values)
+        except TypeError as exc:
+            raise fail(f"node {name}", str(exc)) from None
+    flow = Flow(start=data.get("start", ""), nodes=nodes, source=source)
+    _check(flow, prompts, fail)
+    return flow
+
+
+def _check(flow: Flow, prompts: set[str], fail: Any) -> None:
+    nodes = flow.nodes
+    if flow.start not in nodes:
+        raise fail("start", f"no node named {flow.start!r}")
+
+    def target(node: Node, key: str, value: str | None, required: bool = True) -> None:
+        if value is None:
+            if required:
+                raise fail(f"node {node.name}", f"needs '{key}'")
+            return
+        if value not in nodes:
+            raise fail(f"node {node.name}.{key}", f"no node named {value!r}")
+
+    for node in nodes.values():
+        for key in ("prompt", "invalid_prompt"):
+            prompt = getattr(node, key)
+            if prompt is not None and prompt not in prompts:
+                raise fail(f"node {node.name}.{key}", f"no prompt named {prompt!r}")
+        if node.type == "play":
+            target(node, "next", node.next)
+            target(node, "interrupt", node.interrupt, required=False)
+            if node.prompt is None:
+                raise fail(f"node {node.name}", "needs 'prompt'")
+            if node.interrupt and nodes[node.interrupt].type != "menu":
+                raise fail(f"node {node.name}.interrupt", "must name a menu node")
+        elif node.type == "menu":
+            if node.prompt is None:
+                raise fail(f"node {node.name}", "needs 'prompt'")
+            for digit, goes in node.choices.items():
+                if not re.fullmatch(r"[0-9*#]", digit):
+                    raise fail(f"node {node.name}.choices", f"{digit!r} is not one keypad key")
+                target(node, f"choices.{digit}", goes)
+            if not node.choices:
+                raise fail(f"node {node.name}", "needs 'choices'")
+            target(node, "fallback", node.fallback)
+            if not (0 <= node.retries <= 9 and 1 <= node.timeout <= 60):
+                raise fail(f"node {node.name}", "retries 0-9 and timeout 1-60 seconds")
+        elif node.type == "hours":
+            target(node, "open", node.open)
+            target(node, "closed", node.closed)
+        elif node.type == "queue":
+            if node.queue is None or not _QUEUE.fullmatch(node.queue) or node.queue == "general":
+                raise fail(f"node {node.name}.queue", "a queue name is needed")
+            if not 0 <= node.priority <= 100:
+                raise fail(f"node {node.name}.priority", "0-100")
+        elif node.type == "transfer":
+            if node.number is None or not _NUMBER.fullmatch(str(node.number)):
+                raise fail(f"node {node.name}.number", "3-20 digits")
+        elif node.type != "hangup":
+            raise fail(f"node {node.name}.type",
+                       f"{node.type!r} is not one of hours, play, menu, {', '.join(ENDINGS)}")

@@ -1,0 +1,109 @@
+"""Each branch of the IVR flow through the real Asterisk: a wrong key and silence, an
+emergency transfer over the trunk, a blocked caller, a VIP caller, and the calendar's
+closed hours. The flow is tests/data/flow.yaml."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from hotline.config import Settings
+from hotline.db import make_engine, session_factory, transaction
+from ivr.fastagi import FastAgiServer
+from ivr.server import IvrInBackground
+from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
+from telephony import screening
+from telephony.ami import EventTap
+from tests.conftest import offered
+from tickets.workcalendar import clear_day, set_day, zone
+
+
+@pytest.fixture
+def ivr(pbx_settings: Settings, pbx: object) -> Iterator[FastAgiServer]:
+    with IvrInBackground(pbx_settings) as server:
+        yield server
+
+
+def _caller_vars(tap: EventTap, caller: str, variable: str) -> list[str]:
+    channel = tap.wait_for(lambda e: e.get("Event") == "Newchannel"
+                           and e.get("CallerIDNum") == caller)["Channel"]
+    return [e.get("Value", "") for e in tap.snapshot() if e.get("Event") == "VarSet"
+            and e.get("Channel") == channel and e.get("Variable") == variable]
+
+
+def _joined_queue(tap: EventTap, caller: str) -> bool:
+    return any(e.get("Event") == "QueueCallerJoin" and e.get("CallerIDNum") == caller
+               for e in tap.snapshot())
+
+
+def test_a_wrong_key_then_silence_falls_back_to_an_agent(
+        ivr: FastAgiServer, kit: SipKit, ami: EventTap) -> None:
+    caller = "13800138021"
+    result = kit.call(Call(caller_id=caller, script=(Wait(6), Dtmf("7"), Wait(19), Hangup())))
+    assert result.outcome == "answered"
+    assert _caller_vars(ami, caller, "HOTLINE_MENU_CHOICE") == ["7", "timeout"]
+    assert _caller_vars(ami, caller, "HOTLINE_IVR_NODE") == [
+        "hours", "welcome", "menu", "report"]
+    assert _joined_queue(ami, caller)
+
+
+def test_emergency_is_transferred_to_110_over_the_trunk(
+        ivr: FastAgiServer, kit: SipKit, ami: EventTap, pbx_settings: Settings) -> None:
+    caller = "13800138022"
+    with kit.agent_phone("110", pbx_settings.pbx.trunk_host, port=pbx_settings.pbx.trunk_port,
+                         answer_after=0.5, talk_seconds=2) as outside:
+        result = kit.call(Call(caller_id=caller, script=(Wait(1), Dtmf("9"), Wait(1.5),
+                                                         Dtmf("1")), max_seconds=30))
+    assert result.outcome == "answered" and result.hangup_by == "far_end"
+    assert [r.outcome for r in offered(outside, caller)] == ["answered"]
+    assert _caller_vars(ami, caller, "HOTLINE_TRANSFERRED_TO") == ["110"]
+    assert not _joined_queue(ami, caller)
+
+
+def test_a_blocked_caller_is_told_and_let_go(
+        ivr: FastAgiServer, kit: SipKit, ami: EventTap, pbx_settings: Settings) -> None:
+    caller = "13800138023"
+    sessions = session_factory(make_engine(pbx_settings.storage.database_url))
+    with transaction(sessions) as session:
+        screening.add_entry(session, caller, "block", datetime.now(UTC) + timedelta(hours=1))
+    try:
+        result = kit.call(Call(caller_id=caller, max_seconds=20))
+    finally:
+        with transaction(sessions) as session:
+            screening.remove_entry(session, caller, "block")
+    assert result.hangup_by == "far_end" and result.talk_seconds < 10
+    assert _caller_vars(ami, caller, "HOTLINE_ACTION") == ["hangup"]
+    assert not _joined_queue(ami, caller)
+
+
+def test_a_vip_caller_waits_with_priority(
+        ivr: FastAgiServer, kit: SipKit, ami: EventTap, pbx_settings: Settings) -> None:
+    caller = "13800138024"
+    sessions = session_factory(make_engine(pbx_settings.storage.database_url))
+    with transaction(sessions) as session:
+        screening.add_entry(session, caller, "vip", note="人大代表")
+    try:
+        kit.call(Call(caller_id=caller, script=(Wait(1), Dtmf("1"), Wait(4), Hangup())))
+    finally:
+        with transaction(sessions) as session:
+            screening.remove_entry(session, caller, "vip")
+    assert _caller_vars(ami, caller, "HOTLINE_PRIORITY") == ["10"]
+    assert _joined_queue(ami, caller)
+
+
+def test_on_a_holiday_the_night_greeting_plays(
+        ivr: FastAgiServer, kit: SipKit, ami: EventTap, pbx_settings: Settings) -> None:
+    caller = "13800138025"
+    today = datetime.now(zone(pbx_settings.calendar.timezone)).date()
+    sessions = session_factory(make_engine(pbx_settings.storage.database_url))
+    with transaction(sessions) as session:
+        set_day(session, today, workday=False, note="测试假日")
+    try:
+        kit.call(Call(caller_id=caller, script=(Wait(1), Dtmf("1"), Wait(4), Hangup())))
+    finally:
+        with transaction(sessions) as session:
+            clear_day(session, today)
+    assert _caller_vars(ami, caller, "HOTLINE_IVR_NODE")[:2] == ["hours", "night"]
+    assert _joined_queue(ami, caller)

@@ -1,0 +1,146 @@
+"""IVR flows as data, the work calendar and caller screening, without a PBX."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hotline.db import make_engine, session_factory, transaction, upgrade
+from hotline.errors import ConfigError
+from ivr.flows import DEFAULT_FLOW, load_flow, parse_flow
+from ivr.prompts import PROMPTS
+from telephony import records, screening
+from telephony.directory import DirectoryError
+from tickets.workcalendar import load_calendar, parse_hours, set_day, zone
+
+PROMPT_NAMES = set(PROMPTS)
+
+
+def test_the_shipped_flow_and_the_test_flow_load() -> None:
+    flow = load_flow(None, PROMPT_NAMES, 5)
+    assert flow.start == "hours" and flow.nodes["menu"].choices["9"] == "emergency"
+    assert {n.number for n in flow.nodes.values() if n.type == "transfer"} == {
+        "110", "119", "120"}
+    load_flow(Path(__file__).with_name("data") / "flow.yaml", PROMPT_NAMES, 5)
+
+
+def _flow_with(change: dict) -> dict:  # type: ignore[type-arg]
+    data = yaml.safe_load(DEFAULT_FLOW.read_text(encoding="utf-8"))
+    for path, value in change.items():
+        *parents, last = path.split(".")
+        target = data
+        for key in parents:
+            target = target[key]
+        if value is None:
+            del target[last]
+        else:
+            target[last] = value
+    return data
+
+
+@pytest.mark.parametrize(("change", "names"), [
+    ({"start": "nowhere"}, "start"),
+    ({"nodes.menu.choices": {"1": "ghost"}}, "menu.choices.1"),
+    ({"nodes.menu.choices": {"12": "report"}}, "one keypad key"),
+    ({"nodes.menu.fallback": None}, "needs 'fallback'"),
+    ({"nodes.welcome.prompt": "nonexistent"}, "welcome.prompt"),
+    ({"nodes.welcome.interrupt": "report"}, "must name a menu"),
+    ({"nodes.police.number": "11O"}, "police.number"),
+    ({"nodes.report.queue": "General Queue"}, "report.queue"),
+    ({"nodes.report.type": "voicemail"}, "report.type"),
+    ({"nodes.report.colour": "red"}, "unknown key 'colour'"),
+    ({"nodes.menu.retries": 99}, "retries 0-9"),
+])
+def test_a_wrong_flow_names_the_node_and_key(change: dict, names: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ConfigError, match="ivr: flow") as caught:
+        parse_flow(_flow_with(change), "test", PROMPT_NAMES)
+    assert names in str(caught.value)
+
+
+def test_a_flow_file_that_is_not_yaml_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "flow.yaml"
+    bad.write_text("nodes: [unclosed", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_flow(bad, PROMPT_NAMES, 5)
+
+
+@pytest.fixture
+def sessions(database_url: str):  # type: ignore[no-untyped-def]
+    engine = make_engine(database_url)
+    upgrade(engine)
+    return session_factory(engine)
+
+
+def test_national_day_2026_with_its_make_up_saturday(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        cal = load_calendar(session, "Asia/Shanghai", "08:30-12:00,13:30-17:30")
+    assert not cal.is_workday(date(2026, 10, 1)) and not cal.is_workday(date(2026, 10, 7))
+    assert cal.is_workday(date(2026, 10, 10))  # a Saturday worked in exchange
+    assert cal.is_workday(date(2026, 10, 9)) and not cal.is_workday(date(2026, 10, 11))
+    assert not cal.is_workday(date(2026, 2, 17))  # Spring Festival
+    assert cal.is_workday(date(2026, 2, 14))  # its make-up Saturday
+    shanghai = zone("Asia/Shanghai")
+    assert cal.is_working_time(datetime(2026, 10, 10, 9, 0, tzinfo=shanghai))
+    assert not cal.is_working_time(datetime(2026, 10, 10, 12, 30, tzinfo=shanghai))  # lunch
+    assert not cal.is_working_time(datetime(2026, 10, 10, 17, 30, tzinfo=shanghai))
+    # 01:00 UTC is 09:00 in Shanghai: the zone is the operator's, not the server's
+    assert cal.is_working_time(datetime(2026, 10, 9, 1, 0, tzinfo=UTC))
+
+
+def test_the_operator_enters_a_year_the_package_does_not_know(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        cal = load_calendar(session, "Asia/Shanghai", "00:00-24:00")
+    assert not cal.year_known(2031)
+    assert not cal.is_workday(date(2031, 1, 4))  # a Saturday, by the weekday rule
+    with transaction(sessions) as session:
+        set_day(session, date(2031, 1, 1), workday=False, note="元旦")
+        set_day(session, date(2031, 1, 4), workday=True, note="调休")
+        set_day(session, date(2026, 10, 8), workday=True, note="local change")
+    with sessions() as session:
+        cal = load_calendar(session, "Asia/Shanghai", "00:00-24:00")
+    assert cal.year_known(2031)
+    assert not cal.is_workday(date(2031, 1, 1)) and cal.is_workday(date(2031, 1, 4))
+    assert cal.is_workday(date(2026, 10, 8))  # the operator's entry wins over the package
+
+
+@pytest.mark.parametrize("text", ["9-17", "17:00-09:00", "08:00-12:00;13:00-17:00", ""])
+def test_bad_working_hours_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_hours(text)
+
+
+def _record(caller: str, started: datetime) -> dict:  # type: ignore[type-arg]
+    epoch = started.timestamp()
+    return {"call_id": f"c-{caller}-{epoch}", "caller_number": caller, "caller_name": "",
+            "entry_number": "12319", "started_at": epoch, "ended_at": epoch + 60,
+            "duration_seconds": 60, "outcome": "answered", "queue": "intake",
+            "queue_position": 1, "wait_seconds": 3, "short_abandon": False, "agent": "8001",
+            "connected_at": epoch + 3, "talk_seconds": 57, "hold_seconds": 0,
+            "hangup_cause": 16, "hangup_cause_text": "", "ivr_path": [], "agent_attempts": [],
+            "transfers": [], "legs": [], "recording": None, "incomplete": False}
+
+
+def test_screening_blocklist_vip_expiry_and_repeat_callers(sessions) -> None:  # type: ignore[no-untyped-def]
+    now = datetime.now(UTC)
+    window = timedelta(hours=24)
+    with transaction(sessions) as session:
+        screening.add_entry(session, "+86 138-0013-8000", "block", now + timedelta(days=1))
+        screening.add_entry(session, "13900139000", "vip")
+        screening.add_entry(session, "13700137000", "block", now + timedelta(seconds=1))
+        for hours_ago in (1, 5, 30):
+            records.store_call(session, _record("13600136000", now - timedelta(hours=hours_ago)))
+    with sessions() as session:
+        blocked = screening.screen(session, "13800138000", now, window, 2)
+        vip = screening.screen(session, "008613900139000", now, window, 2)
+        repeat = screening.screen(session, "13600136000", now, window, 2)
+        later = screening.screen(session, "13700137000", now + timedelta(seconds=5), window, 2)
+    assert blocked.blocked and not blocked.vip
+    assert vip.vip and vip.priority_bonus == 10
+    assert repeat.recent_calls == 2 and repeat.repeat and repeat.priority_bonus == 5
+    assert not later.blocked  # expired
+    for number, kind in (("12", "block"), ("13800138000", "grey")):
+        with pytest.raises(DirectoryError), transaction(sessions) as session:
+            screening.add_entry(session, number, kind)

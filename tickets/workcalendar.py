@@ -1,0 +1,102 @@
+"""The operator's work calendar (工作日历): which days are working days and which hours are
+working hours, on the State Council holiday schedule with its make-up working days (调休).
+
+Known years come from the `chinese-calendar` package; the operator's own entries (a new
+year's schedule, a local holiday) override it. A year neither knows falls back to Monday to
+Friday, and `year_known` says so, so the operator can be told to enter it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+import chinese_calendar
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hotline.errors import ConfigError
+from tickets.models import CalendarDay
+
+
+@dataclass(frozen=True)
+class WorkCalendar:
+    timezone: ZoneInfo
+    hours: tuple[tuple[time, time], ...]
+    overrides: dict[date, bool] = field(default_factory=dict)  # day -> is a working day
+
+    def is_workday(self, day: date) -> bool:
+        if day in self.overrides:
+            return self.overrides[day]
+        try:
+            return bool(chinese_calendar.is_workday(day))
+        except NotImplementedError:  # a year the package does not know yet
+            return day.weekday() < 5
+
+    def year_known(self, year: int) -> bool:
+        if any(day.year == year for day in self.overrides):
+            return True
+        try:
+            chinese_calendar.is_workday(date(year, 6, 1))
+        except NotImplementedError:
+            return False
+        return True
+
+    def is_working_time(self, moment: datetime) -> bool:
+        local = moment.astimezone(self.timezone)
+        if not self.is_workday(local.date()):
+            return False
+        now = local.time()
+        return any(start <= now < end for start, end in self.hours)
+
+
+def parse_hours(text: str) -> tuple[tuple[time, time], ...]:
+    """"08:30-12:00,13:30-17:30" -> ((08:30, 12:00), (13:30, 17:30)); "00:00-24:00" is all day."""
+    spans = []
+    for part in re.split(r"[,\s]+", text.strip()):
+        match = re.fullmatch(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})", part)
+        if not match:
+            raise ValueError(f"{part!r} is not HH:MM-HH:MM")
+        h1, m1, h2, m2 = map(int, match.groups())
+        start = time(h1, m1)
+        end = time.max if (h2, m2) == (24, 0) else time(h2, m2)
+        if end <= start:
+            raise ValueError(f"{part!r} ends before it starts")
+        spans.append((start, end))
+    return tuple(spans)
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except Exception:
+        raise ConfigError(f"config: calendar.timezone {name!r} is not a known time zone") \
+            from None
+
+
+def load_calendar(session: Session, timezone: str, working_hours: str) -> WorkCalendar:
+    """The calendar in force: package data, then the operator's entries on top."""
+    days = {row.day: row.workday for row in session.scalars(select(CalendarDay))}
+    return WorkCalendar(zone(timezone), parse_hours(working_hours), days)
+
+
+def set_day(session: Session, day: date, workday: bool, note: str = "") -> None:
+    """Enter (or change) one day of the operator's calendar."""
+    row = session.scalar(select(CalendarDay).where(CalendarDay.day == day))
+    if row is None:
+        row = CalendarDay(day=day, workday=workday)
+        session.add(row)
+    row.workday, row.note = workday, note[:100]
+    session.flush()
+
+
+def clear_day(session: Session, day: date) -> bool:
+    """Remove the operator's entry for a day; the schedule's own rule applies again."""
+    row = session.scalar(select(CalendarDay).where(CalendarDay.day == day))
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
