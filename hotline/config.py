@@ -166,6 +166,7 @@ class Hotline:
     short_abandon_seconds: int
     repeat_window_hours: int
     repeat_threshold: int
+    callback_offer_seconds: int
 
 
 @dataclass(frozen=True)
@@ -264,6 +265,7 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "short_abandon_seconds": (_int, 5),
         "repeat_window_hours": (_int, 24),
         "repeat_threshold": (_int, 2),
+        "callback_offer_seconds": (_int, 30),
     },
     "ivr": {
         "fastagi_host": (_loopback_or_ip, "127.0.0.1"),

@@ -99,6 +99,14 @@ class AgiSession:
         value, _data = result.get("result", ("", ""))  # type: ignore[misc]
         return str(value) if value not in (None, "-1") else ""
 
+    async def get_variable(self, name: str) -> str:
+        """The channel variable's value; "" when it is not set."""
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise AgiError(f"bad variable name {name!r}")
+        result = await self.command(f"GET VARIABLE {name}")
+        found, value = result.get("result", ("0", ""))  # type: ignore[misc]
+        return str(value) if found == "1" else ""
+
     async def set_variable(self, name: str, value: str) -> None:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise AgiError(f"bad variable name {name!r}")

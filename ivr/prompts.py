@@ -23,6 +23,8 @@ PROMPTS: dict[str, str] = {
     "invalid": "您的输入有误，请重新输入。",
     "transfer": "正在为您转接，请稍候。",
     "blocked": "您的号码暂时不能呼入本热线。",
+    "callback_offer": "如需挂机等候回电并保留排队位置，请按一。",
+    "callback_ok": "已为您预约回电，轮到您时我们会给您回电，请挂机。",
 }
 
 

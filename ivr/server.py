@@ -1,4 +1,5 @@
-"""The IVR service: a FastAGI server running the entry flow (`hotline ivr`)."""
+"""The IVR service: a FastAGI server running the entry flow and the keep-my-place callback
+offer (`hotline ivr`)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hotline.background import BackgroundLoop
 from hotline.config import Settings
-from hotline.db import make_engine, session_factory, upgrade
+from hotline.db import make_engine, session_factory, transaction, upgrade
 from hotline.errors import HotlineError
 from ivr.engine import CallContext, run_flow
 from ivr.fastagi import AgiSession, FastAgiServer
 from ivr.flows import Flow, load_flow
 from ivr.prompts import PROMPTS, prompt_paths
-from telephony import screening
+from telephony import callbacks, screening
 from tickets.workcalendar import load_calendar
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,28 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
         log.info("call %s from %s: %s %s", session.unique_id, session.caller_id,
                  decision.kind, decision.target)
 
-    return FastAgiServer({"ivr": ivr_route})
+    def request_callback(caller: str, queue: str, position: str, priority: str,
+                         call_id: str) -> str:
+        with transaction(sessions) as session:
+            request = callbacks.create(session, caller, queue,
+                                       int(position) if position.isdigit() else 1,
+                                       int(priority) if priority.isdigit() else 0, call_id)
+            return request.id if request else ""
+
+    async def callback_route(session: AgiSession) -> None:
+        """A waiting caller pressed 1: be called back at the same place in the queue."""
+        queue = await session.get_variable("HOTLINE_QUEUE")
+        position = await session.get_variable("HOTLINE_QUEUE_LEFT_AT")
+        priority = await session.get_variable("HOTLINE_PRIORITY")
+        request_id = await asyncio.to_thread(
+            request_callback, screening.normalise(session.caller_id), queue, position,
+            priority, session.headers.get("agi_uniqueid", ""))
+        if not request_id:  # no number to call back: the caller goes back to the queue
+            return
+        await session.set_variable("HOTLINE_CALLBACK_ID", request_id)
+        await session.stream_file(prompts["callback_ok"])
+
+    return FastAgiServer({"ivr": ivr_route, "callback": callback_route})
 
 
 async def start(settings: Settings, sessions: sessionmaker[Session] | None = None

@@ -122,6 +122,7 @@ class AgentCallResult:
 
     call_number: int
     from_user: str | None = None
+    to_user: str | None = None  # the number dialled (Request-URI user)
     outcome: str = "failed"  # answered | refused | cancelled | failed
     status: int | None = None
     hangup_by: str | None = None  # agent | far_end
@@ -345,7 +346,8 @@ class AgentPhone:
             for event, when, detail in events:
                 match event:
                     case "offered":
-                        result.offered_at, result.from_user = when, detail
+                        result.offered_at = when
+                        result.from_user, _, result.to_user = detail.partition(" ")
                     case "answered":
                         result.answered_at, result.outcome, result.status = when, "answered", 200
                     case "refused":

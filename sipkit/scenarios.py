@@ -174,9 +174,10 @@ Content-Length: 0
       <ereg regexp="CSeq: *([0-9]+)" search_in="msg" assign_to="junk,invite_cseq"/>
       <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_from"/>
       <ereg regexp="sip:([^@;>]*)@" search_in="hdr" header="From:" assign_to="junk,from_user"/>
+      <ereg regexp="INVITE sip:([^@;>]*)@" search_in="msg" assign_to="junk,to_user"/>
       <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>
       <gettimeofday assign_to="t_s,t_us"/>
-      <log message="KIT [call_number] offered [$t_s] [$t_us] [$from_user]"/>
+      <log message="KIT [call_number] offered [$t_s] [$t_us] [$from_user] [$to_user]"/>
     </action>
   </recv>
   <send>

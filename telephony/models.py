@@ -150,3 +150,24 @@ class CallerListEntry(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     note: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class CallbackRequest(Base):
+    """A caller who pressed 1 in the queue to be called back and keep their place (预约回电).
+
+    requested -> holding (a placeholder waits in the queue at the caller's place) ->
+    dialling (an agent took the placeholder; the caller's phone rings) -> connected | failed
+    """
+
+    __tablename__ = "callback_requests"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    caller_number: Mapped[str] = mapped_column(String(40), index=True)
+    queue: Mapped[str] = mapped_column(String(40))
+    position: Mapped[int] = mapped_column(Integer, default=1)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    call_id: Mapped[str] = mapped_column(String(64), default="")
+    state: Mapped[str] = mapped_column(String(12), index=True, default="requested")
+    detail: Mapped[str] = mapped_column(String(200), default="")
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)

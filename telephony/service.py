@@ -24,7 +24,7 @@ from hotline.config import Settings
 from hotline.db import transaction
 from hotline.events import EventBus
 from recordings.catalogue import fingerprint, host_path
-from telephony import commands, directory, records, seats
+from telephony import callbacks, commands, directory, records, seats
 from telephony.ami import AmiClient, AmiError
 from telephony.calls import CallTracker
 from telephony.events import CallEnded, DomainEvent, SeatChanged
@@ -51,6 +51,7 @@ class TelephonyService:
         self.stored = 0
         self._pending: set[asyncio.Task[None]] = set()
         self._auto_pausing: set[str] = set()
+        self._dialling: dict[str, str] = {}  # placeholder channel -> callback request
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set."""
@@ -112,6 +113,8 @@ class TelephonyService:
                                       login.pause_reason)
                 except commands.CommandError as exc:
                     log.warning("cannot log %s in again: %s", login.agent_number, exc)
+        for request_id in await asyncio.to_thread(self._waiting_callbacks):
+            await self._hold_place(request_id)  # requested while the link was down
         log.info("AMI resync: %d channels, %d live calls, %d queue members", len(channels),
                  len(self.tracker.calls), len(members))
 
@@ -123,13 +126,62 @@ class TelephonyService:
         event = {str(k): str(v) for k, v in message.items()}
         for domain_event in self.tracker.feed(event) + self.board.feed(event):
             self._emit(domain_event)
-        if event.get("Event") == "AgentRingNoAnswer":
+        name = event.get("Event")
+        if name == "AgentRingNoAnswer":
             self._maybe_auto_pause(event.get("MemberName", ""))
-        elif event.get("Event") == "QueueMemberPause":
+        elif name == "QueueMemberPause":
             self._auto_pausing.discard(event.get("MemberName", ""))
+        elif name == "VarSet":
+            self._on_callback_variable(event)
+        elif name == "DialEnd" and event.get("Channel") in self._dialling:
+            request_id = self._dialling.pop(event["Channel"])
+            answered = event.get("DialStatus") == "ANSWER"
+            self._spawn(asyncio.to_thread(
+                self._advance_callback, request_id, "dialling",
+                "connected" if answered else "failed", event.get("DialStatus", "")))
         if self.board.intervals:
             finished, self.board.intervals = self.board.intervals, []
             self._spawn(asyncio.to_thread(self._store_intervals, finished))
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_callback_variable(self, event: dict[str, str]) -> None:
+        variable, value = event.get("Variable", "").lstrip("_"), event.get("Value", "")
+        channel = event.get("Channel", "")
+        if variable == "HOTLINE_CALLBACK_ID" and value and not channel.startswith("Local/"):
+            self._spawn(self._hold_place(value))  # the caller accepted the offer
+        elif variable == "HOTLINE_CALLBACK_DIALLED" and value:
+            self._dialling[channel] = value  # an agent took the placeholder: ring the caller
+            self._spawn(asyncio.to_thread(self._advance_callback, value, "holding",
+                                          "dialling", ""))
+
+    async def _hold_place(self, request_id: str) -> None:
+        """Put the placeholder in the queue, once: only the first claim originates."""
+        request = await asyncio.to_thread(self._claim_callback, request_id)
+        if request is None:
+            return
+        action = callbacks.hold_action(request, self.settings.hotline.entry_number,
+                                       self.settings.hotline.queue_wait_seconds)
+        try:
+            await self._ami(action)
+        except (commands.CommandError, AmiError) as exc:
+            await asyncio.to_thread(self._advance_callback, request_id, "holding", "failed",
+                                    str(exc))
+
+    def _claim_callback(self, request_id: str) -> Any:
+        with transaction(self.sessions) as session:
+            if not callbacks.advance(session, request_id, "requested", "holding"):
+                return None
+            return callbacks.get(session, request_id)
+
+    def _advance_callback(self, request_id: str, before: str, after: str, detail: str
+                          ) -> None:
+        with transaction(self.sessions) as session:
+            callbacks.advance(session, request_id, before, after, detail)
+
+    def _waiting_callbacks(self) -> list[str]:
+        with self.sessions() as session:
+            return callbacks.waiting(session)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

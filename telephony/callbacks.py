@@ -1,0 +1,67 @@
+"""Callbacks that keep the caller's place in the queue (预约回电): the request's life.
+
+Each state change is a conditional update (`advance`), so a request is placed in the queue
+once and its caller dialled once, however often a command or an event is replayed.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from telephony.models import CallbackRequest
+
+STATES = ("requested", "holding", "dialling", "connected", "failed")
+_DIALABLE = re.compile(r"[0-9]{3,20}")
+
+
+def create(session: Session, caller: str, queue: str, position: int, priority: int,
+           call_id: str) -> CallbackRequest | None:
+    """A new request; None when the caller's number cannot be dialled back."""
+    if not _DIALABLE.fullmatch(caller) or not queue:
+        return None
+    request = CallbackRequest(id=f"cb-{uuid.uuid4().hex[:20]}", caller_number=caller,
+                              queue=queue, position=max(1, position), priority=priority,
+                              call_id=call_id[:64])
+    session.add(request)
+    session.flush()
+    return request
+
+
+def advance(session: Session, request_id: str, before: str, after: str, detail: str = ""
+            ) -> bool:
+    """Move a request from `before` to `after`; False if it was not in `before`."""
+    result = session.execute(
+        update(CallbackRequest)
+        .where(CallbackRequest.id == request_id, CallbackRequest.state == before)
+        .values(state=after, detail=detail[:200], updated_at=datetime.now(UTC)))
+    return bool(result.rowcount)
+
+
+def get(session: Session, request_id: str) -> CallbackRequest | None:
+    return session.get(CallbackRequest, request_id)
+
+
+def waiting(session: Session) -> list[str]:
+    """Requests not yet placed in the queue (e.g. made while the service was away)."""
+    return list(session.scalars(select(CallbackRequest.id).where(
+        CallbackRequest.state == "requested")))
+
+
+def hold_action(request: CallbackRequest, entry_number: str, wait_seconds: int
+                ) -> dict[str, str]:
+    """The Originate that puts a placeholder for the caller at their place in the queue."""
+    return {
+        "Action": "Originate", "ActionID": request.id,
+        "Channel": f"Local/{request.caller_number}@hotline-callback-hold",
+        "Context": "hotline-callback-dial", "Exten": request.caller_number, "Priority": "1",
+        "Async": "true", "Timeout": str(wait_seconds * 1000),
+        "CallerID": f'"12319 回电" <{entry_number}>',
+        "Variable": (f"__HOTLINE_QUEUE={request.queue},__HOTLINE_POSITION={request.position},"
+                     f"__HOTLINE_PRIORITY={request.priority},"
+                     f"__HOTLINE_CALLBACK_ID={request.id}"),
+    }
