@@ -216,21 +216,22 @@ class TelephonyService:
 
     async def _finish(self, event: CallEnded) -> None:
         try:
-            record = await asyncio.to_thread(self._store, event.record)
-            self.bus.publish(CallEnded(call_id=event.call_id, at=event.at, record=record))
+            record, new = await asyncio.to_thread(self._store, event.record)
+            if new:  # a replayed call was announced the first time
+                self.bus.publish(CallEnded(call_id=event.call_id, at=event.at, record=record))
+                self.stored += 1  # stored and announced
         except Exception:
             log.exception("could not store call %s", event.call_id)
 
-    def _store(self, record: dict[str, Any]) -> dict[str, Any]:
+    def _store(self, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         recording = None
         if record.get("recording"):
             path = host_path(self.settings, record["recording"])
             recording = fingerprint(path) if path is not None else None
         with transaction(self.sessions) as session:
-            if records.store_call(session, record, recording):
-                self.stored += 1
+            new = records.store_call(session, record, recording)
             stored = records.get_call(session, record["call_id"])
-        return stored or record
+        return stored or record, new
 
     def _store_intervals(self, finished: list[seats.Interval]) -> None:
         with transaction(self.sessions) as session:

@@ -4,6 +4,7 @@ closed hours. The flow is tests/data/flow.yaml."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -62,17 +63,25 @@ def test_emergency_is_transferred_to_110_over_the_trunk(
     assert not _joined_queue(ami, caller)
 
 
+@contextlib.contextmanager
+def listed(settings: Settings, caller: str, kind: str, **options: object) -> Iterator[None]:
+    """The caller is on a screening list for the duration of the block."""
+    sessions = session_factory(make_engine(settings.storage.database_url))
+    with transaction(sessions) as session:
+        screening.add_entry(session, caller, kind, **options)  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        with transaction(sessions) as session:
+            screening.remove_entry(session, caller, kind)
+
+
 def test_a_blocked_caller_is_told_and_let_go(
         ivr: FastAgiServer, kit: SipKit, ami: EventTap, pbx_settings: Settings) -> None:
     caller = "13800138023"
-    sessions = session_factory(make_engine(pbx_settings.storage.database_url))
-    with transaction(sessions) as session:
-        screening.add_entry(session, caller, "block", datetime.now(UTC) + timedelta(hours=1))
-    try:
+    with listed(pbx_settings, caller, "block",
+                expires_at=datetime.now(UTC) + timedelta(hours=1)):
         result = kit.call(Call(caller_id=caller, max_seconds=20))
-    finally:
-        with transaction(sessions) as session:
-            screening.remove_entry(session, caller, "block")
     assert result.hangup_by == "far_end" and result.talk_seconds < 10
     assert _caller_vars(ami, caller, "HOTLINE_ACTION") == ["hangup"]
     assert not _joined_queue(ami, caller)
@@ -81,14 +90,8 @@ def test_a_blocked_caller_is_told_and_let_go(
 def test_a_vip_caller_waits_with_priority(
         ivr: FastAgiServer, kit: SipKit, ami: EventTap, pbx_settings: Settings) -> None:
     caller = "13800138024"
-    sessions = session_factory(make_engine(pbx_settings.storage.database_url))
-    with transaction(sessions) as session:
-        screening.add_entry(session, caller, "vip", note="人大代表")
-    try:
+    with listed(pbx_settings, caller, "vip", note="人大代表"):
         kit.call(Call(caller_id=caller, script=(Wait(1), Dtmf("1"), Wait(4), Hangup())))
-    finally:
-        with transaction(sessions) as session:
-            screening.remove_entry(session, caller, "vip")
     assert _caller_vars(ami, caller, "HOTLINE_PRIORITY") == ["10"]
     assert _joined_queue(ami, caller)
 
