@@ -68,15 +68,19 @@ class TelephonyService:
                 await _wait_either(stop, asyncio.Event(), backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
-            backoff = BACKOFF_FIRST
             self.client = client
             client.on_event("*", self._on_ami_event)
             try:
                 await self._resync(client)
-            except AmiError as exc:
-                log.warning("resync failed: %s", exc)
+            except Exception as exc:  # never leave the loop: the next connect resyncs again
+                log.warning("resync failed (%s: %s); reconnecting in %.0f s",
+                            type(exc).__name__, exc, backoff)
                 client.close()
+                self.client = None
+                await _wait_either(stop, asyncio.Event(), backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
+            backoff = BACKOFF_FIRST
             self.connections += 1
             self.connected.set()
             await _wait_either(stop, lost)
