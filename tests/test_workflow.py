@@ -1,0 +1,190 @@
+"""The case workflow: every transition allowed and forbidden, random sequences by random
+roles, two concurrent moves on one order, and hostile input; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from hotline.db import make_engine, session_factory, transaction, upgrade
+from tickets import service, workflow
+from tickets.models import WorkOrder, WorkOrderEvent
+from tickets.workflow import ACTIONS, ROLES, STATES, WorkflowError
+
+
+@pytest.mark.parametrize("state", STATES)
+def test_every_action_from_every_state_by_every_role(state: str) -> None:
+    for action in ACTIONS.values():
+        for role in ROLES:
+            if state in action.sources and role in action.roles:
+                assert workflow.apply(state, action.name, role) == (action.target or state)
+            else:
+                with pytest.raises(WorkflowError) as caught:
+                    workflow.apply(state, action.name, role)
+                reason = str(caught.value)
+                assert action.name in reason and ("not" in reason or "only from" in reason)
+
+
+def test_final_states_allow_nothing_and_every_state_is_reachable() -> None:
+    for state in workflow.FINAL:
+        assert all(workflow.allowed(state, role) == [] for role in ROLES)
+    reached, frontier = {"intake"}, ["intake"]
+    while frontier:
+        state = frontier.pop()
+        for role in ROLES:
+            for name in workflow.allowed(state, role):
+                nxt = workflow.apply(state, name, role)
+                if nxt not in reached:
+                    reached.add(nxt)
+                    frontier.append(nxt)
+    assert reached == set(STATES)
+
+
+@pytest.fixture
+def sessions(database_url: str):  # type: ignore[no-untyped-def]
+    engine = make_engine(database_url)
+    upgrade(engine)
+    return session_factory(engine)
+
+
+def _open(sessions, **overrides) -> str:  # type: ignore[no-untyped-def]
+    fields = {"appeal_type": "complaint", "description": "人民路口暴露垃圾，三天没人清理",
+              "channel": "phone", "actor": "受理员小王", "citizen_phone": "+86 138 0013 8000",
+              "now": datetime(2026, 11, 24, 2, 0, tzinfo=UTC)}
+    with transaction(sessions) as session:
+        return service.open_order(session, **{**fields, **overrides}).case_number
+
+
+HAPPY_PATH = [("open", workflow.SHIFT_CHIEF), ("dispatch", workflow.DISPATCHER),
+              ("sign", workflow.DEPARTMENT), ("feedback", workflow.DEPARTMENT),
+              ("request_check", workflow.DISPATCHER), ("rework", workflow.SUPERVISOR),
+              ("feedback", workflow.DEPARTMENT), ("request_check", workflow.DISPATCHER),
+              ("check_passed", workflow.SUPERVISOR), ("close", workflow.SHIFT_CHIEF),
+              ("evaluate", workflow.OPERATOR)]
+
+
+def test_a_case_runs_the_whole_loop_with_its_history(sessions) -> None:  # type: ignore[no-untyped-def]
+    number = _open(sessions)
+    assert number == "202611240001"  # 10:00 in Shanghai, the first of the day
+    assert _open(sessions) == "202611240002"
+    for action, role in HAPPY_PATH:
+        with transaction(sessions) as session:
+            service.transition(session, number, action, actor=f"{role}-1", role=role)
+    with sessions() as session:
+        order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == number))
+        steps = service.history(session, number)
+    assert order.state == "evaluated" and order.rework_count == 1
+    assert order.version == len(HAPPY_PATH) + 1
+    assert order.citizen_phone == "13800138000"
+    assert [s.action for s in steps] == ["create"] + [a for a, _ in HAPPY_PATH]
+    assert all(s.to_state == t.from_state for s, t in itertools.pairwise(steps))
+
+
+def test_a_consultation_answered_on_the_call_closes_at_once(sessions) -> None:  # type: ignore[no-untyped-def]
+    number = _open(sessions, appeal_type="enquiry")
+    with transaction(sessions) as session:
+        order = service.transition(session, number, "resolve_on_call", actor="小王",
+                                   role=workflow.OPERATOR)
+    assert order.state == "closed" and order.first_call_resolved
+
+
+def test_a_forbidden_move_is_refused_and_writes_nothing(sessions) -> None:  # type: ignore[no-untyped-def]
+    number = _open(sessions)
+    with pytest.raises(WorkflowError, match="dispatch"), transaction(sessions) as session:
+        service.transition(session, number, "dispatch", actor="x", role=workflow.DISPATCHER)
+    with pytest.raises(WorkflowError, match="not 'operator'"), \
+            transaction(sessions) as session:
+        service.transition(session, number, "open", actor="x", role=workflow.OPERATOR)
+    with sessions() as session:
+        assert [s.action for s in service.history(session, number)] == ["create"]
+
+
+def test_two_concurrent_moves_cannot_both_win(sessions) -> None:  # type: ignore[no-untyped-def]
+    number = _open(sessions)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def move(action: str) -> None:
+        try:
+            with transaction(sessions) as session:
+                session.scalar(select(WorkOrder.version).where(
+                    WorkOrder.case_number == number))
+                barrier.wait(5)
+                service.transition(session, number, action, actor=action,
+                                   role=workflow.SHIFT_CHIEF)
+            outcomes.append(action)
+        except service.ConcurrentChange:
+            outcomes.append("lost")
+
+    threads = [threading.Thread(target=move, args=(a,)) for a in ("open", "void")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert outcomes.count("lost") == 1
+    with sessions() as session:
+        steps = service.history(session, number)
+        order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == number))
+    assert len(steps) == 2 and order.version == 2
+    assert order.state == {"open": "opened", "void": "voided"}[steps[1].action]
+
+
+@pytest.mark.parametrize(("fields", "names"), [
+    ({"description": "字" * 4001}, "description"),
+    ({"description": "  \x00\x07 "}, "description"),
+    ({"appeal_type": "rant"}, "appeal_type"),
+    ({"citizen_phone": "call me"}, "citizen_phone"),
+    ({"channel": "pigeon"}, "channel"),
+    ({"category_code": "<script>"}, "category_code"),
+    ({"citizen_name": "名" * 51}, "citizen_name"),
+])
+def test_hostile_input_is_refused_and_nothing_is_written(sessions, fields: dict,  # type: ignore[no-untyped-def]
+                                                         names: str) -> None:
+    with pytest.raises(service.OrderError, match=names):
+        _open(sessions, **fields)
+    with sessions() as session:
+        assert session.scalar(select(WorkOrder.id)) is None
+        assert session.scalar(select(WorkOrderEvent.id)) is None
+
+
+def test_markup_and_control_characters_are_kept_as_text(sessions) -> None:  # type: ignore[no-untyped-def]
+    number = _open(sessions, description="<b>垃圾</b>\x1b[31m\n第二行")
+    with sessions() as session:
+        order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == number))
+    assert order.description == "<b>垃圾</b>[31m\n第二行"
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(sorted(ACTIONS)), st.sampled_from(ROLES)),
+                max_size=25))
+def test_random_moves_by_random_roles_keep_the_invariants(tmp_path_factory, steps) -> None:  # type: ignore[no-untyped-def]
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('wf') / 'h.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    number = _open(sessions)
+    expected_state, moves = "intake", 0
+    for action, role in steps:
+        try:
+            with transaction(sessions) as session:
+                order = service.transition(session, number, action, actor="t", role=role)
+        except WorkflowError:
+            with pytest.raises(WorkflowError):
+                workflow.apply(expected_state, action, role)
+            continue
+        expected_state = workflow.apply(expected_state, action, role)
+        moves += 1
+        assert order.state == expected_state and order.version == moves + 1
+    with sessions() as session:
+        steps_done = service.history(session, number)
+    assert len(steps_done) == moves + 1  # no event lost, none invented
+    assert [s.seq for s in steps_done] == list(range(1, moves + 2))
+    assert steps_done[-1].to_state == expected_state
+    ats = [s.at for s in steps_done]
+    assert ats == sorted(ats)
