@@ -8,6 +8,7 @@ call's IVR path is read from AMI like everything else.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from ivr.fastagi import AgiSession
@@ -24,13 +25,30 @@ class Decision:
     node: str = ""
 
 
+# Where a case is, in words a citizen hears: workflow state -> prompt.
+CASE_PROMPTS = {
+    "intake": "case_accepted", "verifying": "case_accepted",
+    "opened": "case_dispatched", "dispatched": "case_dispatched", "deferred": "case_dispatched",
+    "handling": "case_handling", "reported": "case_handling", "checking": "case_handling",
+    "checked": "case_handling", "parked": "case_handling",
+    "closed": "case_closed", "evaluated": "case_closed",
+    "voided": "case_withdrawn", "merged": "case_withdrawn",
+}
+CASE_NUMBER_DIGITS = 12
+
+
+async def _no_case(_number: str) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class CallContext:
-    """What the flow may ask about the caller and the time."""
+    """What the flow may ask about the caller, the time and the cases."""
 
     working_time: bool
     blocked: bool = False
     priority_bonus: int = 0
+    case_state: Callable[[str], Awaitable[str | None]] = _no_case
 
 
 async def run_flow(session: AgiSession, flow: Flow, context: CallContext,
@@ -62,6 +80,9 @@ async def _walk(session: AgiSession, flow: Flow, context: CallContext,
                 node = flow.nodes[node.next]  # type: ignore[index]
         elif node.type == "menu":
             node, keyed = await _menu(session, node, flow, keyed, prompt_path), ""
+        elif node.type == "progress":
+            await _progress(session, node, context, prompt_path)
+            node = flow.nodes[node.next]  # type: ignore[index]
         else:
             if node.prompt:
                 await session.stream_file(prompt_path[node.prompt])
@@ -86,6 +107,17 @@ async def _menu(session: AgiSession, node: Node, flow: Flow, keyed: str,
         if attempt < node.retries and node.invalid_prompt:
             await session.stream_file(prompt_path[node.invalid_prompt])
     return flow.nodes[node.fallback]  # type: ignore[index]
+
+
+async def _progress(session: AgiSession, node: Node, context: CallContext,
+                    prompt_path: dict[str, str]) -> None:
+    """The caller keys a case number and hears where the case stands (办理进度查询)."""
+    number = await session.get_data(prompt_path[node.prompt], node.timeout * 1000,  # type: ignore[index]
+                                    CASE_NUMBER_DIGITS)
+    await session.set_variable("HOTLINE_CASE_QUERY", number)
+    state = await context.case_state(number) if len(number) == CASE_NUMBER_DIGITS else None
+    await session.set_variable("HOTLINE_CASE_STATE", state or "unknown")
+    await session.stream_file(prompt_path[CASE_PROMPTS.get(state or "", "case_unknown")])
 
 
 async def _visit(session: AgiSession, name: str) -> None:

@@ -10,7 +10,8 @@
       emergency: {type: transfer, number: "110", prompt: transfer}
       closed:    {type: hangup, prompt: closed}
 
-Node types: `hours` (working time on the operator's calendar), `play`, `menu`, and the
+Node types: `hours` (working time on the operator's calendar), `play`, `menu`, `progress`
+(the caller keys a case number and hears where the case is, then goes to `next`), and the
 endings `queue` (with an optional priority), `transfer` (to an outside number over the
 trunk) and `hangup`. A wrong flow is refused with the node and key named.
 """
@@ -137,6 +138,12 @@ def _check(flow: Flow, prompts: set[str], fail: Any) -> None:
             target(node, "fallback", node.fallback)
             if not (0 <= node.retries <= 9 and 1 <= node.timeout <= 60):
                 raise fail(f"node {node.name}", "retries 0-9 and timeout 1-60 seconds")
+        elif node.type == "progress":
+            target(node, "next", node.next)
+            if node.prompt is None:
+                raise fail(f"node {node.name}", "needs 'prompt' (asking for the number)")
+            if not 1 <= node.timeout <= 60:
+                raise fail(f"node {node.name}", "timeout 1-60 seconds")
         elif node.type == "hours":
             target(node, "open", node.open)
             target(node, "closed", node.closed)
@@ -150,4 +157,5 @@ def _check(flow: Flow, prompts: set[str], fail: Any) -> None:
                 raise fail(f"node {node.name}.number", "3-20 digits")
         elif node.type != "hangup":
             raise fail(f"node {node.name}.type",
-                       f"{node.type!r} is not one of hours, play, menu, {', '.join(ENDINGS)}")
+                       f"{node.type!r} is not one of hours, play, menu, progress, "
+                       f"{', '.join(ENDINGS)}")

@@ -18,11 +18,18 @@ from hotline.errors import HotlineError
 PROMPTS: dict[str, str] = {
     "welcome": "您好，这里是一二三一九城市管理热线。",
     "closed": "现在是非工作时间，由值班人员为您服务。",
-    "menu": "反映问题或投诉请按一，政策咨询请按三，紧急情况请按九。",
+    "menu": "反映问题请按一，查询进度请按二，咨询请按三，紧急情况请按九。",
     "emergency": "报警请按一，火警请按二，急救请按三。",
     "invalid": "您的输入有误，请重新输入。",
     "transfer": "正在为您转接，请稍候。",
     "blocked": "您的号码暂时不能呼入本热线。",
+    "ask_case": "请输入十二位案件编号。",
+    "case_unknown": "没有查到这个案件编号。",
+    "case_accepted": "您反映的问题已受理，正在核实。",
+    "case_dispatched": "您反映的问题已立案，正在派遣。",
+    "case_handling": "您反映的问题正在处置中。",
+    "case_closed": "您反映的问题已经办结。",
+    "case_withdrawn": "您反映的问题已合并办理或不予受理，详情请咨询人工服务。",
     "callback_offer": "如需挂机等候回电并保留排队位置，请按一。",
     "callback_ok": "已为您预约回电，轮到您时我们会给您回电，请挂机。",
 }
@@ -70,7 +77,7 @@ def speak(text: str, target: Path, voice: str = "cmn") -> Path:
     """Mandarin (or `voice`) speech as an 8 kHz 16-bit mono WAV, written atomically."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw.wav"
-        _run(["espeak-ng", "-v", voice, "-s", "170", "-w", str(raw), text])
+        _run(["espeak-ng", "-v", voice, "-s", "190", "-w", str(raw), text])
         partial = target.with_suffix(".partial.wav")
         _run(["sox", str(raw), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer",
               str(partial)])

@@ -19,6 +19,7 @@ from ivr.fastagi import AgiSession, FastAgiServer
 from ivr.flows import Flow, load_flow
 from ivr.prompts import PROMPTS, prompt_paths
 from telephony import callbacks, screening
+from tickets import service as orders
 from tickets.workcalendar import load_calendar
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,15 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
             seen = screening.screen(session, caller, now, repeat_window,
                                     settings.hotline.repeat_threshold)
         return CallContext(working_time=calendar.is_working_time(now), blocked=seen.blocked,
-                           priority_bonus=seen.priority_bonus)
+                           priority_bonus=seen.priority_bonus, case_state=case_state)
+
+    def state_of(case_number: str) -> str | None:
+        with sessions() as session:
+            found = orders.progress(session, case_number)
+        return found.state if found else None
+
+    async def case_state(case_number: str) -> str | None:
+        return await asyncio.to_thread(state_of, case_number)
 
     async def ivr_route(session: AgiSession) -> None:
         context = await asyncio.to_thread(context_for, session.caller_id)

@@ -36,7 +36,7 @@ UP = "6"  # AMI ChannelState for an answered channel
 RECENT_CALLS_KEPT = 10_000
 # Channel variables the dialplan and the IVR set on the caller's leg -> IVR path node names.
 IVR_VARIABLES = {"HOTLINE_MENU_CHOICE": "menu", "HOTLINE_IVR_NODE": "node", "HOTLINE_IVR": "ivr",
-                 "HOTLINE_TRANSFER": "transfer"}
+                 "HOTLINE_TRANSFER": "transfer", "HOTLINE_CASE_QUERY": "case"}
 
 
 def _text(value: object, limit: int = 200) -> str:

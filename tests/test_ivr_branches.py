@@ -1,6 +1,6 @@
 """Each branch of the IVR flow through the real Asterisk: a wrong key and silence, an
-emergency transfer over the trunk, a blocked caller, a VIP caller, and the calendar's
-closed hours. The flow is tests/data/flow.yaml."""
+emergency transfer over the trunk, a blocked caller, a VIP caller, the calendar's closed
+hours, and a case-progress query on a stored work order. The flow is tests/data/flow.yaml."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
 from telephony import screening
 from telephony.ami import EventTap
 from tests.conftest import offered
+from tickets import service as orders
+from tickets import workflow
 from tickets.workcalendar import clear_day, set_day, zone
 
 
@@ -42,7 +44,7 @@ def _joined_queue(tap: EventTap, caller: str) -> bool:
 def test_a_wrong_key_then_silence_falls_back_to_an_agent(
         ivr: FastAgiServer, kit: SipKit, ami: EventTap) -> None:
     caller = "13800138021"
-    result = kit.call(Call(caller_id=caller, script=(Wait(6), Dtmf("7"), Wait(19), Hangup())))
+    result = kit.call(Call(caller_id=caller, script=(Wait(6), Dtmf("7"), Wait(24), Hangup())))
     assert result.outcome == "answered"
     assert _caller_vars(ami, caller, "HOTLINE_MENU_CHOICE") == ["7", "timeout"]
     assert _caller_vars(ami, caller, "HOTLINE_IVR_NODE") == [
@@ -110,3 +112,22 @@ def test_on_a_holiday_the_night_greeting_plays(
             clear_day(session, today)
     assert _caller_vars(ami, caller, "HOTLINE_IVR_NODE")[:2] == ["hours", "night"]
     assert _joined_queue(ami, caller)
+
+
+def test_a_case_progress_query_reads_back_a_stored_order(
+        ivr: FastAgiServer, kit: SipKit, ami: EventTap, pbx_settings: Settings) -> None:
+    caller = "13800138026"
+    sessions = session_factory(make_engine(pbx_settings.storage.database_url))
+    with transaction(sessions) as session:
+        number = orders.open_order(session, appeal_type="complaint", channel="phone",
+                                   description="路灯不亮", actor="受理员").case_number
+    for action, role in (("open", workflow.SHIFT_CHIEF), ("dispatch", workflow.DISPATCHER),
+                         ("sign", workflow.DEPARTMENT)):
+        with transaction(sessions) as session:
+            orders.transition(session, number, action, actor="t", role=role)
+    kit.call(Call(caller_id=caller, script=(Wait(1), Dtmf("4"), Wait(1.5),
+                                            Dtmf(number, gap=0.15), Wait(6), Hangup())))
+    assert _caller_vars(ami, caller, "HOTLINE_CASE_QUERY") == [number]
+    assert _caller_vars(ami, caller, "HOTLINE_CASE_STATE") == ["handling"]
+    assert any(e.get("Event") == "AGIExecStart" and "case_handling" in e.get("Command", "")
+               for e in ami.snapshot())
