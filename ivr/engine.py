@@ -41,6 +41,10 @@ async def _no_case(_number: str) -> str | None:
     return None
 
 
+async def _no_message() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class CallContext:
     """What the flow may ask about the caller, the time and the cases."""
@@ -49,6 +53,8 @@ class CallContext:
     blocked: bool = False
     priority_bonus: int = 0
     case_state: Callable[[str], Awaitable[str | None]] = _no_case
+    message_path: str = ""  # where, inside the PBX, a voice message of this call is recorded
+    message_left: Callable[[], Awaitable[None]] = _no_message
 
 
 async def run_flow(session: AgiSession, flow: Flow, context: CallContext,
@@ -91,6 +97,8 @@ async def _walk(session: AgiSession, flow: Flow, context: CallContext,
                                 node.priority + context.priority_bonus, node.name)
             if node.type == "transfer":
                 return Decision("transfer", str(node.number), node=node.name)
+            if node.type == "message":
+                await _message(session, node, context)
             return Decision("hangup", node=node.name)
     return Decision("queue", default_queue, context.priority_bonus, "loop-guard")
 
@@ -118,6 +126,15 @@ async def _progress(session: AgiSession, node: Node, context: CallContext,
     state = await context.case_state(number) if len(number) == CASE_NUMBER_DIGITS else None
     await session.set_variable("HOTLINE_CASE_STATE", state or "unknown")
     await session.stream_file(prompt_path[CASE_PROMPTS.get(state or "", "case_unknown")])
+
+
+async def _message(session: AgiSession, node: Node, context: CallContext) -> None:
+    """Record a voice message (留言); it becomes a work order even if the caller simply
+    hangs up when done, which is what most do."""
+    try:
+        await session.record_file(context.message_path, node.timeout * 1000)
+    finally:
+        await context.message_left()
 
 
 async def _visit(session: AgiSession, name: str) -> None:

@@ -99,6 +99,13 @@ class AgiSession:
         value, _data = result.get("result", ("", ""))  # type: ignore[misc]
         return str(value) if value not in (None, "-1") else ""
 
+    async def record_file(self, path: str, max_ms: int, silence_seconds: int = 5) -> None:
+        """Record the caller (WAV) after a beep until '#', silence or `max_ms`."""
+        if not re.fullmatch(r"[A-Za-z0-9_./-]+", path):
+            raise AgiError(f"bad recording path {path!r}")
+        await self.command(f'RECORD FILE {path} wav "#" {max_ms} BEEP s={silence_seconds}',
+                           timeout=max_ms / 1000 + 30)
+
     async def get_variable(self, name: str) -> str:
         """The channel variable's value; "" when it is not set."""
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):

@@ -13,7 +13,8 @@
 Node types: `hours` (working time on the operator's calendar), `play`, `menu`, `progress`
 (the caller keys a case number and hears where the case is, then goes to `next`), and the
 endings `queue` (with an optional priority), `transfer` (to an outside number over the
-trunk) and `hangup`. A wrong flow is refused with the node and key named.
+trunk), `message` (a voice message after the beep that becomes a work order) and
+`hangup`. A wrong flow is refused with the node and key named.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import yaml
 from hotline.errors import ConfigError
 
 DEFAULT_FLOW = Path(__file__).with_name("default_flow.yaml")
-ENDINGS = ("queue", "transfer", "hangup")
+ENDINGS = ("queue", "transfer", "hangup", "message")
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _QUEUE = re.compile(r"[a-z0-9][a-z0-9_-]{1,39}")
 _NUMBER = re.compile(r"[0-9]{3,20}")
@@ -155,6 +156,11 @@ def _check(flow: Flow, prompts: set[str], fail: Any) -> None:
         elif node.type == "transfer":
             if node.number is None or not _NUMBER.fullmatch(str(node.number)):
                 raise fail(f"node {node.name}.number", "3-20 digits")
+        elif node.type == "message":
+            if node.prompt is None:
+                raise fail(f"node {node.name}", "needs 'prompt' (inviting the message)")
+            if not 5 <= node.timeout <= 300:
+                raise fail(f"node {node.name}.timeout", "5-300 seconds of message")
         elif node.type != "hangup":
             raise fail(f"node {node.name}.type",
                        f"{node.type!r} is not one of hours, play, menu, progress, "

@@ -30,6 +30,7 @@ PROMPTS: dict[str, str] = {
     "case_handling": "您反映的问题正在处置中。",
     "case_closed": "您反映的问题已经办结。",
     "case_withdrawn": "您反映的问题已合并办理或不予受理，详情请咨询人工服务。",
+    "leave_message": "现在是非工作时间，请在提示音后留言，说完请挂机。",
     "callback_offer": "如需挂机等候回电并保留排队位置，请按一。",
     "callback_ok": "已为您预约回电，轮到您时我们会给您回电，请挂机。",
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,11 +19,13 @@ from ivr.engine import CallContext, run_flow
 from ivr.fastagi import AgiSession, FastAgiServer
 from ivr.flows import Flow, load_flow
 from ivr.prompts import PROMPTS, prompt_paths
+from recordings.catalogue import fingerprint
 from telephony import callbacks, screening
 from tickets import service as orders
 from tickets.workcalendar import load_calendar
 
 log = logging.getLogger(__name__)
+WAV_HEADER_BYTES = 44
 
 
 def flow_of(settings: Settings) -> Flow:
@@ -35,15 +38,43 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
     prompts = prompt_paths(settings)
     repeat_window = timedelta(hours=settings.hotline.repeat_window_hours)
 
-    def context_for(caller: str) -> CallContext:
+    def context_for(caller: str, unique_id: str) -> CallContext:
         now = datetime.now(UTC)
+        day = now.strftime("%Y/%m/%d")
+        safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", unique_id)[:80] or "unknown"
+        message_host = settings.storage.recordings_dir / "messages" / day / f"{safe_id}.wav"
+        message_host.parent.mkdir(parents=True, exist_ok=True)
+        message_pbx = (f"{settings.pbx.recordings_path_in_pbx.rstrip('/')}/messages/{day}/"
+                       f"{safe_id}")
+
+        async def message_left() -> None:
+            await asyncio.to_thread(order_from_message, caller, unique_id, message_host)
+
         with sessions() as session:
             calendar = load_calendar(session, settings.calendar.timezone,
                                      settings.calendar.working_hours)
             seen = screening.screen(session, caller, now, repeat_window,
                                     settings.hotline.repeat_threshold)
         return CallContext(working_time=calendar.is_working_time(now), blocked=seen.blocked,
-                           priority_bonus=seen.priority_bonus, case_state=case_state)
+                           priority_bonus=seen.priority_bonus, case_state=case_state,
+                           message_path=message_pbx, message_left=message_left)
+
+    def order_from_message(caller: str, unique_id: str, audio: Path) -> None:
+        """A voice message left out of hours becomes a work order with the audio attached."""
+        recording = fingerprint(audio)
+        if recording is None or recording.size <= WAV_HEADER_BYTES:
+            log.info("call %s left no message", unique_id)
+            return
+        phone = screening.normalise(caller)
+        with transaction(sessions) as session:
+            order = orders.open_order(
+                session, appeal_type="report", channel="phone", actor="ivr",
+                description="非工作时间语音留言，待听取录音后补录内容。(voice message)",
+                citizen_phone=phone if re.fullmatch(r"[0-9]{3,20}", phone) else "",
+                call_id=unique_id, timezone=settings.calendar.timezone)
+            orders.attach(session, order.case_number, "audio", str(recording.path),
+                          recording.sha256, recording.size)
+        log.info("call %s: voice message became work order %s", unique_id, order.case_number)
 
     def state_of(case_number: str) -> str | None:
         with sessions() as session:
@@ -54,7 +85,7 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
         return await asyncio.to_thread(state_of, case_number)
 
     async def ivr_route(session: AgiSession) -> None:
-        context = await asyncio.to_thread(context_for, session.caller_id)
+        context = await asyncio.to_thread(context_for, session.caller_id, session.unique_id)
         decision = await run_flow(session, flow, context, prompts,
                                   settings.hotline.default_queue)
         log.info("call %s from %s: %s %s", session.unique_id, session.caller_id,

@@ -1,25 +1,33 @@
 """Each branch of the IVR flow through the real Asterisk: a wrong key and silence, an
 emergency transfer over the trunk, a blocked caller, a VIP caller, the calendar's closed
-hours, and a case-progress query on a stored work order. The flow is tests/data/flow.yaml."""
+hours (a voice message that becomes a work order), and a case-progress query on a stored
+work order. The flow is tests/data/flow.yaml."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from hotline.config import Settings
 from hotline.db import make_engine, session_factory, transaction
 from ivr.fastagi import FastAgiServer
+from ivr.prompts import speak
 from ivr.server import IvrInBackground
-from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
+from recordings.audio import wav_stats
+from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
 from telephony import screening
 from telephony.ami import EventTap
 from tests.conftest import offered
 from tickets import service as orders
 from tickets import workflow
+from tickets.models import WorkOrder
 from tickets.workcalendar import clear_day, set_day, zone
 
 
@@ -98,20 +106,36 @@ def test_a_vip_caller_waits_with_priority(
     assert _joined_queue(ami, caller)
 
 
-def test_on_a_holiday_the_night_greeting_plays(
-        ivr: FastAgiServer, kit: SipKit, ami: EventTap, pbx_settings: Settings) -> None:
+def test_out_of_hours_a_voice_message_becomes_a_work_order_with_the_audio(
+        ivr: FastAgiServer, kit: SipKit, ami: EventTap, pbx_settings: Settings,
+        tmp_path: Path) -> None:
     caller = "13800138025"
+    voice = speak("路灯坏了，在解放路和中山路路口。", tmp_path / "message.wav")
     today = datetime.now(zone(pbx_settings.calendar.timezone)).date()
     sessions = session_factory(make_engine(pbx_settings.storage.database_url))
     with transaction(sessions) as session:
         set_day(session, today, workday=False, note="测试假日")
     try:
-        kit.call(Call(caller_id=caller, script=(Wait(1), Dtmf("1"), Wait(4), Hangup())))
+        kit.call(Call(caller_id=caller, script=(Wait(6), Say(voice), Wait(1), Hangup())))
     finally:
         with transaction(sessions) as session:
             clear_day(session, today)
-    assert _caller_vars(ami, caller, "HOTLINE_IVR_NODE")[:2] == ["hours", "night"]
-    assert _joined_queue(ami, caller)
+    assert _caller_vars(ami, caller, "HOTLINE_IVR_NODE") == ["hours", "message"]
+    assert not _joined_queue(ami, caller)
+    deadline = time.monotonic() + 10
+    while True:
+        with sessions() as session:
+            order = session.scalar(select(WorkOrder).where(WorkOrder.citizen_phone == caller))
+            files = orders.attachments(session, order.case_number) if order else []
+        if files or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert order is not None and order.state == "intake" and order.channel == "phone"
+    [audio] = files
+    data = Path(audio.path).read_bytes()
+    assert audio.kind == "audio" and hashlib.sha256(data).hexdigest() == audio.sha256
+    stats = wav_stats(Path(audio.path))
+    assert stats.seconds > 2 and not stats.silent
 
 
 def test_a_case_progress_query_reads_back_a_stored_order(

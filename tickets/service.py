@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from hotline.errors import HotlineError
 from telephony.screening import normalise
 from tickets import workflow
-from tickets.models import WorkOrder, WorkOrderEvent
+from tickets.models import WorkOrder, WorkOrderAttachment, WorkOrderEvent
 
 APPEAL_TYPES = {"enquiry": "咨询", "help": "求助", "complaint": "投诉", "report": "举报",
                 "suggestion": "建议", "praise": "表扬"}
@@ -153,3 +153,30 @@ def progress(session: Session, case_number: str) -> Progress | None:
     if order is None:
         return None
     return Progress(order.case_number, order.state, order.updated_at, order.version)
+
+
+ATTACHMENT_KINDS = ("audio", "photo", "document")
+
+
+def attach(session: Session, case_number: str, kind: str, path: str, sha256: str,
+           size: int, now: datetime | None = None) -> WorkOrderAttachment:
+    order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == case_number))
+    if order is None:
+        raise OrderError(f"no work order {case_number[:20]!r}")
+    if kind not in ATTACHMENT_KINDS:
+        raise OrderError(f"attachment kind: one of {', '.join(ATTACHMENT_KINDS)}")
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256) or size <= 0:
+        raise OrderError("attachment: a SHA-256 and a size above zero are needed")
+    row = WorkOrderAttachment(order_id=order.id, kind=kind, path=path[:500], sha256=sha256,
+                              bytes=size, created_at=now or datetime.now(UTC))
+    session.add(row)
+    session.flush()
+    return row
+
+
+def attachments(session: Session, case_number: str) -> list[WorkOrderAttachment]:
+    order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == case_number))
+    if order is None:
+        raise OrderError(f"no work order {case_number[:20]!r}")
+    return list(session.scalars(select(WorkOrderAttachment).where(
+        WorkOrderAttachment.order_id == order.id).order_by(WorkOrderAttachment.id)))
