@@ -66,7 +66,7 @@ def main() -> None:
     with transaction(session_factory(engine)) as session:
         directory.ensure_queue(session, settings.hotline.default_queue)
         files = render(settings, directory.snapshot(session))
-    ensure_prompts(settings.storage.prompts_dir)
+    ensure_prompts(settings)
     sandbox = Sandbox(settings)
     sandbox.down()
     sandbox.up(files)

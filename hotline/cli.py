@@ -205,7 +205,7 @@ def pbx_up(ctx: click.Context) -> None:
     settings = _settings(ctx)
     sandbox = Sandbox(settings)
     sandbox.preflight()
-    ensure_prompts(settings.storage.prompts_dir)
+    ensure_prompts(settings)
     click.echo(f"pbx: {sandbox.up(_rendered(settings))}")
 
 
@@ -268,7 +268,7 @@ def ivr_command(ctx: click.Context, check: bool) -> None:
                 node.number or (node.open and f"{node.open}/{node.closed}") or ""
             click.echo(f"  {node.name:<16} {node.type:<9} {goes}")
         return
-    ensure_prompts(settings.storage.prompts_dir)
+    ensure_prompts(settings)
     click.echo(f"ivr: FastAGI on {settings.ivr.fastagi_host}:{settings.ivr.fastagi_port}")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever(settings))
@@ -368,7 +368,7 @@ def serve(ctx: click.Context) -> None:
     from ivr.prompts import ensure_prompts
 
     settings = _settings(ctx)
-    ensure_prompts(settings.storage.prompts_dir)
+    ensure_prompts(settings)
     with Centre(settings):
         click.echo(f"serving: FastAGI :{settings.ivr.fastagi_port}, AMI client, "
                    f"http://{settings.web.host}:{settings.web.port}/api/v1/")

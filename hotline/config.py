@@ -175,6 +175,7 @@ class Ivr:
     fastagi_port: int
     menu_timeout_seconds: int
     flow_file: str
+    prompts_file: str
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,7 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "fastagi_port": (_port, 4573),
         "menu_timeout_seconds": (_int, 5),
         "flow_file": (_str, ""),
+        "prompts_file": (_str, ""),
     },
     "calendar": {
         "timezone": (_timezone, "Asia/Shanghai"),

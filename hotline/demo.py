@@ -56,7 +56,7 @@ def run_centre(settings: Settings, *, demo: bool, serve: bool, echo: Callable[[s
     echo(f"database: {settings.as_dict()['storage']['database_url']} (migrated)")
     connect_redis(settings)
     echo(f"redis: {redis_location(settings)} (answering)")
-    made = ensure_prompts(settings.storage.prompts_dir)
+    made = ensure_prompts(settings)
     echo(f"prompts: {settings.storage.prompts_dir} ({len(made)} generated)")
     if sandbox is None:
         echo("pbx: external Asterisk (pbx.mode); write its configuration with "

@@ -1,19 +1,24 @@
-"""Voice prompts: Mandarin defaults spoken offline by espeak-ng, replaceable by recordings.
+"""Voice prompts: Mandarin texts spoken offline by espeak-ng, replaceable by recordings.
 
-A prompt is `<prompts_dir>/<name>.wav` (8 kHz, 16-bit mono). A file already there (a studio
-recording put in place by the operator) is never overwritten; only missing prompts are made.
+The list of prompts and their texts is the defaults below, changed and extended by the YAML
+file `ivr.prompts_file` (name: text). A prompt is `<prompts_dir>/<name>.wav` (8 kHz, 16-bit
+mono). A file the operator put in place (a studio recording) is never overwritten; a file we
+generated is made again when its text changes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from hotline.config import Settings
-from hotline.errors import HotlineError
+from hotline.errors import ConfigError, HotlineError
 
 PROMPTS: dict[str, str] = {
     "welcome": "您好，这里是一二三一九城市管理热线。",
@@ -40,9 +45,34 @@ class PromptError(HotlineError):
     """A default prompt cannot be generated."""
 
 
-def ensure_prompts(prompts_dir: Path) -> list[str]:
-    """Generate every missing default prompt, and regenerate a generated one whose text
-    changed; a file the operator put in place is left alone. Returns the names made."""
+def prompt_texts(settings: Settings) -> dict[str, str]:
+    """Every prompt's text: the defaults, then the operator's prompts file."""
+    texts = dict(PROMPTS)
+    if not settings.ivr.prompts_file:
+        return texts
+    path = Path(settings.ivr.prompts_file)
+    try:
+        extra = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"ivr: prompts file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"ivr: prompts file {path} is not valid YAML: {exc}") from None
+    if not isinstance(extra, dict):
+        raise ConfigError(f"ivr: prompts file {path}: a mapping of prompt names to texts")
+    for name, text in extra.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name):
+            raise ConfigError(f"ivr: prompts file {path}: {name!r} is not a prompt name")
+        if not isinstance(text, str) or not text.strip() or len(text) > 500:
+            raise ConfigError(f"ivr: prompts file {path}: {name}: 1-500 characters of text")
+        texts[name] = text.strip()
+    return texts
+
+
+def ensure_prompts(settings: Settings) -> list[str]:
+    """Generate every missing prompt, and regenerate a generated one whose text changed;
+    a file the operator put in place is left alone. Returns the names made."""
+    texts = prompt_texts(settings)
+    prompts_dir = settings.storage.prompts_dir
     prompts_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = prompts_dir / ".generated.json"
     try:
@@ -56,9 +86,9 @@ def ensure_prompts(prompts_dir: Path) -> list[str]:
             return True
         made = manifest.get(name)
         return bool(made) and made["size"] == path.stat().st_size and made[
-            "text"] != PROMPTS[name]
+            "text"] != texts[name]
 
-    missing = [name for name in PROMPTS if stale(name)]
+    missing = [name for name in texts if stale(name)]
     if not missing:
         return []
     for tool, package in (("espeak-ng", "espeak-ng"), ("sox", "sox")):
@@ -67,8 +97,8 @@ def ensure_prompts(prompts_dir: Path) -> list[str]:
                               f"(apt-get install {package}), or put recorded WAV files "
                               f"named {', '.join(missing)} in {prompts_dir}")
     for name in missing:
-        path = speak(PROMPTS[name], prompts_dir / f"{name}.wav")
-        manifest[name] = {"text": PROMPTS[name], "size": path.stat().st_size}
+        path = speak(texts[name], prompts_dir / f"{name}.wav")
+        manifest[name] = {"text": texts[name], "size": path.stat().st_size}
     manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=1),
                              encoding="utf-8")
     return missing
@@ -89,7 +119,7 @@ def speak(text: str, target: Path, voice: str = "cmn") -> Path:
 def prompt_paths(settings: Settings) -> dict[str, str]:
     """Each prompt as Asterisk names it: its path inside the PBX, without extension."""
     root = settings.pbx.prompts_path_in_pbx.rstrip("/")
-    return {name: f"{root}/{name}" for name in PROMPTS}
+    return {name: f"{root}/{name}" for name in prompt_texts(settings)}
 
 
 def _run(command: list[str]) -> None:

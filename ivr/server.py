@@ -18,7 +18,7 @@ from hotline.errors import HotlineError
 from ivr.engine import CallContext, run_flow
 from ivr.fastagi import AgiSession, FastAgiServer
 from ivr.flows import Flow, load_flow
-from ivr.prompts import PROMPTS, prompt_paths
+from ivr.prompts import prompt_paths, prompt_texts
 from recordings.catalogue import fingerprint
 from telephony import callbacks, screening
 from tickets import service as orders
@@ -30,7 +30,7 @@ WAV_HEADER_BYTES = 44
 
 def flow_of(settings: Settings) -> Flow:
     path = Path(settings.ivr.flow_file) if settings.ivr.flow_file else None
-    return load_flow(path, set(PROMPTS), settings.ivr.menu_timeout_seconds)
+    return load_flow(path, set(prompt_texts(settings)), settings.ivr.menu_timeout_seconds)
 
 
 def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgiServer:

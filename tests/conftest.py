@@ -97,7 +97,7 @@ def _start_pbx(pbx_settings: Settings, sandbox: Sandbox) -> Sandbox:
                                 static_contact=f"sip:{number}@{ip}:{AGENT_PORT}",
                                 queues=(pbx_settings.hotline.default_queue, "aftercall"))
         snapshot = directory.snapshot(session)
-    ensure_prompts(pbx_settings.storage.prompts_dir)
+    ensure_prompts(pbx_settings)
     sandbox.up(render(pbx_settings, snapshot))
     log_in(pbx_settings, snapshot, list(TEST_AGENTS))
     return sandbox

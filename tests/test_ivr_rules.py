@@ -11,9 +11,10 @@ import yaml
 from hotline.db import make_engine, session_factory, transaction, upgrade
 from hotline.errors import ConfigError
 from ivr.flows import DEFAULT_FLOW, load_flow, parse_flow
-from ivr.prompts import PROMPTS
+from ivr.prompts import PROMPTS, ensure_prompts, prompt_paths, prompt_texts
 from telephony import records, screening
 from telephony.directory import DirectoryError
+from tests.conftest import make_settings
 from tickets.workcalendar import load_calendar, parse_hours, set_day, zone
 
 PROMPT_NAMES = set(PROMPTS)
@@ -144,3 +145,29 @@ def test_screening_blocklist_vip_expiry_and_repeat_callers(sessions) -> None:  #
     for number, kind in (("12", "block"), ("13800138000", "grey")):
         with pytest.raises(DirectoryError), transaction(sessions) as session:
             screening.add_entry(session, number, kind)
+
+
+def test_prompt_texts_come_from_config_and_recordings_are_left_alone(tmp_path: Path) -> None:
+
+    texts = tmp_path / "prompts.yaml"
+    texts.write_text('welcome: "您好，欢迎致电。"\nsnow_notice: "大雪期间请注意出行安全。"\n',
+                     encoding="utf-8")
+    settings = make_settings(tmp_path / "data", HOTLINE_IVR_PROMPTS_FILE=str(texts))
+    made = ensure_prompts(settings)
+    assert {"welcome", "snow_notice", "menu"} <= set(made)
+    assert prompt_paths(settings)["snow_notice"].endswith("/snow_notice")
+    assert ensure_prompts(settings) == []  # nothing changed, nothing made
+    studio = settings.storage.prompts_dir / "menu.wav"
+    studio.write_bytes(studio.read_bytes() + b"\x00" * 1600)  # the operator's recording
+    texts.write_text('welcome: "您好。"\nmenu: "新的菜单。"\n', encoding="utf-8")
+    assert ensure_prompts(settings) == ["welcome"]  # changed text; the recording stays
+
+
+@pytest.mark.parametrize("content", ['"just text"', "Welcome: hi\n", "welcome: ''\n",
+                                     "welcome: [1, 2]\n", "{unclosed"])
+def test_a_bad_prompts_file_is_one_clear_error(tmp_path: Path, content: str) -> None:
+
+    texts = tmp_path / "prompts.yaml"
+    texts.write_text(content, encoding="utf-8")
+    with pytest.raises(ConfigError, match="prompts file"):
+        prompt_texts(make_settings(tmp_path, HOTLINE_IVR_PROMPTS_FILE=str(texts)))
