@@ -23,7 +23,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hotline.errors import HotlineError
@@ -389,7 +389,6 @@ class SipKit:
     pbx_port: int = 5060
     caller_ip: str = "127.0.0.2"
     keep_files: bool = False
-    _phones: list[AgentPhone] = field(default_factory=list)
 
     def call(self, call: Call) -> CallResult:
         return self.calls(call, count=1)[0]
@@ -434,9 +433,7 @@ class SipKit:
                        self.keep_files or bool(os.environ.get("HOTLINE_KIT_KEEP")))
 
     def agent_phone(self, number: str, ip: str, **options: object) -> AgentPhone:
-        phone = AgentPhone(number, ip, **options)  # type: ignore[arg-type]
-        self._phones.append(phone)
-        return phone
+        return AgentPhone(number, ip, **options)  # type: ignore[arg-type]
 
 
 def results_json(results: Sequence[CallResult | AgentCallResult]) -> str:

@@ -30,7 +30,7 @@ from hotline.config import Settings, load_settings
 from hotline.db import make_engine, session_factory, transaction, upgrade
 from ivr.prompts import ensure_prompts
 from sipkit.kit import AgentCallResult, AgentPhone, SipKit
-from telephony import directory, seats
+from telephony import commands, directory, seats
 from telephony.ami import EventTap
 from telephony.service import remember_login
 
@@ -170,6 +170,21 @@ def centre(pbx: Sandbox, pbx_settings: Settings) -> Iterator[Centre]:
     settings = replace(pbx_settings, web=replace(pbx_settings.web, port=WEB_PORT))
     with Centre(settings) as running:
         yield running
+
+
+def ensure_ready(centre: Centre, agents: tuple[str, ...] = tuple(TEST_AGENTS)) -> None:
+    """Both test agents logged in, not paused, and seen so by the telephony service."""
+    for agent in agents:
+        seat = centre.telephony.board.seat(agent)
+        if not seat.queues:
+            commands.send(centre.bus.client, "seat.login", {"agent": agent})
+        elif seat.paused:
+            commands.send(centre.bus.client, "seat.resume", {"agent": agent})
+    deadline = time.monotonic() + 10
+    while any(centre.telephony.board.seat(a).state != "ready" for a in agents):
+        states = {a: centre.telephony.board.seat(a).state for a in agents}
+        assert time.monotonic() < deadline, f"agents not ready: {states}"
+        time.sleep(0.1)
 
 
 def api(path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:

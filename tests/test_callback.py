@@ -15,18 +15,17 @@ from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
 from telephony import commands
 from telephony.ami import EventTap
 from telephony.models import CallbackRequest
-from tests.conftest import AGENT_PORT, agent_ip
+from tests.conftest import AGENT_PORT, agent_ip, ensure_ready
 
 
 @pytest.fixture
 def agents_paused(centre: Centre) -> Iterator[Centre]:
     """Nobody answers until the test says so; both agents are ready again afterwards."""
+    ensure_ready(centre)
     for agent in ("8101", "8102"):
         commands.send(centre.bus.client, "seat.pause", {"agent": agent, "reason": "meeting"})
     yield centre
-    for agent in ("8101", "8102"):
-        if centre.telephony.board.seat(agent).paused:
-            commands.send(centre.bus.client, "seat.resume", {"agent": agent})
+    ensure_ready(centre)
 
 
 def _request(centre: Centre, caller: str) -> CallbackRequest | None:

@@ -16,10 +16,9 @@ from sqlalchemy import select
 from hotline.centre import Centre
 from hotline.config import Settings
 from sipkit.kit import Call, Dtmf, SipKit, Wait
-from telephony import commands
 from telephony.models import SeatInterval
 from telephony.seats import SeatBoard
-from tests.conftest import AGENT_PORT, agent_ip, api, offered
+from tests.conftest import AGENT_PORT, agent_ip, api, ensure_ready, offered
 
 # The centre's IVR runs here: callers key 1 during the welcome to reach the queue.
 KEY_1 = (Wait(0.5), Dtmf("1"))
@@ -69,16 +68,10 @@ def test_board_counts_unanswered_rings_and_clears_a_ring_the_caller_dropped() ->
 
 @pytest.fixture
 def seats_reset(centre: Centre) -> Iterator[Centre]:
-    """Whatever a test does to the seats, both agents end it logged in and ready."""
+    """Both agents start and end each test logged in and ready."""
+    ensure_ready(centre)
     yield centre
-    for agent in ("8101", "8102"):
-        seat = centre.telephony.board.seat(agent)
-        if not seat.queues:
-            commands.send(centre.bus.client, "seat.login", {"agent": agent})
-        elif seat.paused:
-            commands.send(centre.bus.client, "seat.resume", {"agent": agent})
-    _wait_state(centre, "8101", "ready")
-    _wait_state(centre, "8102", "ready")
+    ensure_ready(centre)
 
 
 def _wait_state(centre: Centre, agent: str, state: str, timeout: float = 10) -> dict:
@@ -156,6 +149,10 @@ def test_logout_and_login_again(seats_reset: Centre, kit: SipKit) -> None:
     assert offered(first, "13400000005") == []
     assert api("/api/v1/seats/8101/login", {})[0] == 202
     _wait_state(centre, "8101", "ready")
+    # the test queue rings in member order (linear): put 8102 back behind 8101
+    for action in ("logout", "login"):
+        assert api(f"/api/v1/seats/8102/{action}", {})[0] == 202
+        _wait_state(centre, "8102", "logged_out" if action == "logout" else "ready")
 
 
 @pytest.mark.parametrize(("path", "body", "status", "says"), [
