@@ -378,6 +378,19 @@ def _read_toml(path: Path) -> list[tuple[str, str, Any]]:
     return found
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """An operator's YAML file (an IVR flow, prompt texts); a missing or broken one is a
+    ConfigError naming the file."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from None
+
+
 def _generated_secrets(data_dir: Path) -> dict[str, str]:
     """Secrets made once per data directory, kept readable by the owner only."""
     path = data_dir / "secrets.toml"

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from hotline.config import read_yaml
 from hotline.errors import ConfigError
 
 DEFAULT_FLOW = Path(__file__).with_name("default_flow.yaml")
@@ -63,13 +62,7 @@ class Flow:
 
 def load_flow(path: Path | None, prompts: set[str], menu_timeout: int) -> Flow:
     source = path or DEFAULT_FLOW
-    try:
-        data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"ivr: flow file {source} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"ivr: flow file {source} is not valid YAML: {exc}") from None
-    return parse_flow(data, str(source), prompts, menu_timeout)
+    return parse_flow(read_yaml(source, "ivr: flow file"), str(source), prompts, menu_timeout)
 
 
 def parse_flow(data: Any, source: str, prompts: set[str], menu_timeout: int = 5) -> Flow:

@@ -15,9 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import yaml
-
-from hotline.config import Settings
+from hotline.config import Settings, read_yaml
 from hotline.errors import ConfigError, HotlineError
 
 PROMPTS: dict[str, str] = {
@@ -51,12 +49,7 @@ def prompt_texts(settings: Settings) -> dict[str, str]:
     if not settings.ivr.prompts_file:
         return texts
     path = Path(settings.ivr.prompts_file)
-    try:
-        extra = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"ivr: prompts file {path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"ivr: prompts file {path} is not valid YAML: {exc}") from None
+    extra = read_yaml(path, "ivr: prompts file")
     if not isinstance(extra, dict):
         raise ConfigError(f"ivr: prompts file {path}: a mapping of prompt names to texts")
     for name, text in extra.items():

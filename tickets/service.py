@@ -96,9 +96,7 @@ def transition(session: Session, case_number: str, action: str, *, actor: str, r
                note: str = "", expected_version: int | None = None,
                now: datetime | None = None) -> WorkOrder:
     """Take `action` on the order as `role`; WorkflowError if not allowed now."""
-    order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == case_number))
-    if order is None:
-        raise OrderError(f"no work order {case_number[:20]!r}")
+    order = _order(session, case_number)
     if expected_version is not None and expected_version != order.version:
         raise ConcurrentChange(f"work order {case_number} changed since version "
                                f"{expected_version} (now {order.version})")
@@ -129,6 +127,13 @@ def transition(session: Session, case_number: str, action: str, *, actor: str, r
     return order
 
 
+def _order(session: Session, case_number: str) -> WorkOrder:
+    order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == case_number))
+    if order is None:
+        raise OrderError(f"no work order {case_number[:20]!r}")
+    return order
+
+
 def _append(session: Session, order: WorkOrder, action: str, before: str, after: str,
             actor: str, role: str, note: str, now: datetime) -> None:
     seq = (session.scalar(select(func.max(WorkOrderEvent.seq)).where(
@@ -140,9 +145,7 @@ def _append(session: Session, order: WorkOrder, action: str, before: str, after:
 
 
 def history(session: Session, case_number: str) -> list[WorkOrderEvent]:
-    order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == case_number))
-    if order is None:
-        raise OrderError(f"no work order {case_number[:20]!r}")
+    order = _order(session, case_number)
     return list(session.scalars(select(WorkOrderEvent).where(
         WorkOrderEvent.order_id == order.id).order_by(WorkOrderEvent.seq)))
 
@@ -160,9 +163,7 @@ ATTACHMENT_KINDS = ("audio", "photo", "document")
 
 def attach(session: Session, case_number: str, kind: str, path: str, sha256: str,
            size: int, now: datetime | None = None) -> WorkOrderAttachment:
-    order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == case_number))
-    if order is None:
-        raise OrderError(f"no work order {case_number[:20]!r}")
+    order = _order(session, case_number)
     if kind not in ATTACHMENT_KINDS:
         raise OrderError(f"attachment kind: one of {', '.join(ATTACHMENT_KINDS)}")
     if not re.fullmatch(r"[0-9a-f]{64}", sha256) or size <= 0:
@@ -175,8 +176,6 @@ def attach(session: Session, case_number: str, kind: str, path: str, sha256: str
 
 
 def attachments(session: Session, case_number: str) -> list[WorkOrderAttachment]:
-    order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == case_number))
-    if order is None:
-        raise OrderError(f"no work order {case_number[:20]!r}")
+    order = _order(session, case_number)
     return list(session.scalars(select(WorkOrderAttachment).where(
         WorkOrderAttachment.order_id == order.id).order_by(WorkOrderAttachment.id)))
