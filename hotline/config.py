@@ -23,7 +23,7 @@ from typing import Any
 
 from hotline.errors import ConfigError
 
-SECRET_KEYS = {("pbx", "ami_secret")}
+SECRET_KEYS = {("pbx", "ami_secret"), ("exchange", "webhook_secret")}
 
 
 def _port(value: Any) -> int:
@@ -196,6 +196,40 @@ class Web:
     port: int
 
 
+def _ratings(value: Any) -> tuple[int, ...]:
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[,\s]+", value) if v]
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be a list of ratings 1-5")
+    ratings = tuple(sorted({_int(v) for v in value}))
+    if any(not 1 <= r <= 5 for r in ratings):
+        raise ValueError("ratings run from 1 (very satisfied) to 5 (very dissatisfied)")
+    return ratings
+
+
+@dataclass(frozen=True)
+class Tickets:
+    catalogue_file: str
+    yellow_percent: int
+    duplicate_distance_m: int
+    duplicate_window_hours: int
+    survey_after_workdays: int
+    survey_hours: str
+    survey_call_attempts: int
+    survey_retry_minutes: int
+    survey_sms_wait_hours: int
+    reopen_ratings: tuple[int, ...]
+    reopen_limit: int
+
+
+@dataclass(frozen=True)
+class Exchange:
+    webhook_url: str
+    webhook_secret: str
+    max_attempts: int
+    retry_seconds: int
+
+
 @dataclass(frozen=True)
 class Settings:
     source: str
@@ -206,11 +240,13 @@ class Settings:
     calendar: Calendar
     seats: Seats
     web: Web
+    tickets: Tickets
+    exchange: Exchange
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
         for section in (self.storage, self.pbx, self.hotline, self.ivr, self.calendar, self.seats,
-                        self.web):
+                        self.web, self.tickets, self.exchange):
             name = _SECTION_NAMES[type(section)]
             values: dict[str, Any] = {}
             for f in fields(section):
@@ -288,9 +324,29 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "host": (_loopback_or_ip, "127.0.0.1"),
         "port": (_port, 8319),
     },
+    "tickets": {
+        "catalogue_file": (_str, ""),
+        "yellow_percent": (_int, 80),
+        "duplicate_distance_m": (_int, 100),
+        "duplicate_window_hours": (_int, 72),
+        "survey_after_workdays": (_int, 1),
+        "survey_hours": (_hours, "09:00-12:00,14:00-20:00"),
+        "survey_call_attempts": (_int, 3),
+        "survey_retry_minutes": (_int, 120),
+        "survey_sms_wait_hours": (_int, 24),
+        "reopen_ratings": (_ratings, [4, 5]),
+        "reopen_limit": (_int, 2),
+    },
+    "exchange": {
+        "webhook_url": (_url(("http://", "https://")), ""),
+        "webhook_secret": (_str, ""),
+        "max_attempts": (_int, 8),
+        "retry_seconds": (_int, 30),
+    },
 }
 _SECTION_TYPES = {"storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr,
-                  "calendar": Calendar, "seats": Seats, "web": Web}
+                  "calendar": Calendar, "seats": Seats, "web": Web,
+                  "tickets": Tickets, "exchange": Exchange}
 _MAPPINGS = {"pause_reasons"}
 _SECTION_NAMES = {v: k for k, v in _SECTION_TYPES.items()}
 
@@ -353,6 +409,11 @@ def load_settings(
     generated = _generated_secrets(data_dir)
     if not pbx["ami_secret"]:
         pbx["ami_secret"] = generated["ami_secret"]
+    if not checked["exchange"]["webhook_secret"]:
+        checked["exchange"]["webhook_secret"] = generated["webhook_secret"]
+    tickets = checked["tickets"]
+    if not 1 <= tickets["yellow_percent"] <= 99:
+        raise ConfigError("config: tickets.yellow_percent must be 1-99")
 
     return Settings(
         source=str(file_path) if file_path else "defaults",
@@ -400,7 +461,7 @@ def _generated_secrets(data_dir: Path) -> dict[str, str]:
         stored = {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config: cannot read generated secrets {path}: {exc}") from None
-    wanted = {"ami_secret": 24}
+    wanted = {"ami_secret": 24, "webhook_secret": 32}
     if all(isinstance(stored.get(k), str) and stored[k] for k in wanted):
         return stored
     for key, size in wanted.items():

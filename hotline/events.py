@@ -7,17 +7,56 @@ position (or a consumer group), so a slow consumer never loses events while it c
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Protocol
 
 import redis
+from sqlalchemy import event as orm_event
+from sqlalchemy.orm import Session, sessionmaker
 
 STREAM = "hotline:events"
+_PENDING = "hotline.pending_events"
 
 
 class Event(Protocol):
     type: str
 
     def as_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class DomainEvent:
+    """The base of every room's explicit event types; `at` is Unix epoch seconds."""
+
+    type: ClassVar[str] = "event"
+    at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **asdict(self)}
+
+
+def now() -> float:
+    return time.time()
+
+
+def announce(session: Session, event: Event) -> None:
+    """Publish `event` once the session's transaction commits (never for a rolled-back
+    change); a session without a bus attached (see `publish_on_commit`) drops it."""
+    session.info.setdefault(_PENDING, []).append(event)
+
+
+def publish_on_commit(sessions: sessionmaker[Session], bus: EventBus) -> None:
+    """Let every session from `sessions` publish what it announced, after its commit."""
+
+    @orm_event.listens_for(sessions, "after_commit")
+    def _publish(session: Session) -> None:
+        for event in session.info.pop(_PENDING, []):
+            bus.publish(event)
+
+    @orm_event.listens_for(sessions, "after_rollback")
+    def _forget(session: Session) -> None:
+        session.info.pop(_PENDING, None)
 
 
 class EventBus:

@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
-    DateTime,
     Float,
     ForeignKey,
     Integer,
@@ -17,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from hotline.db import Base
+from hotline.db import Base, UtcDateTime
 
 
 def _now() -> datetime:
@@ -37,7 +36,7 @@ class CallQueue(Base):
     retry_seconds: Mapped[int] = mapped_column(Integer, default=2)
     wrapup_seconds: Mapped[int] = mapped_column(Integer, default=0)
     max_waiting: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
 
     members: Mapped[list[QueueMember]] = relationship(
         back_populates="queue", cascade="all, delete-orphan"
@@ -58,7 +57,7 @@ class Agent(Base):
     name: Mapped[str] = mapped_column(String(100))
     sip_password: Mapped[str] = mapped_column(String(64))
     static_contact: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
 
     memberships: Mapped[list[QueueMember]] = relationship(
         back_populates="agent", cascade="all, delete-orphan"
@@ -90,8 +89,8 @@ class CallRecord(Base):
     caller_number: Mapped[str] = mapped_column(String(40), index=True)
     caller_name: Mapped[str] = mapped_column(String(100), default="")
     entry_number: Mapped[str] = mapped_column(String(40), default="")
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     duration_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     outcome: Mapped[str] = mapped_column(String(20), index=True)
     queue: Mapped[str | None] = mapped_column(String(40), nullable=True)
@@ -99,7 +98,7 @@ class CallRecord(Base):
     wait_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     short_abandon: Mapped[bool] = mapped_column(Boolean, default=False)
     agent: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
-    connected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    connected_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     talk_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     hold_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     hangup_cause: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -109,7 +108,7 @@ class CallRecord(Base):
     recording_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     incomplete: Mapped[bool] = mapped_column(Boolean, default=False)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    stored_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
 
 
 class SeatLogin(Base):
@@ -119,7 +118,7 @@ class SeatLogin(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     agent_number: Mapped[str] = mapped_column(String(20), unique=True)
-    logged_in_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    logged_in_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     pause_reason: Mapped[str] = mapped_column(String(40), default="")
 
@@ -133,8 +132,8 @@ class SeatInterval(Base):
     agent_number: Mapped[str] = mapped_column(String(20), index=True)
     state: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str] = mapped_column(String(40), default="")
-    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    ended_at: Mapped[datetime] = mapped_column(UtcDateTime())
     seconds: Mapped[float] = mapped_column(Float)
 
 
@@ -147,9 +146,9 @@ class CallerListEntry(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     number: Mapped[str] = mapped_column(String(40), index=True)
     kind: Mapped[str] = mapped_column(String(10))  # block | vip
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     note: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
 
 
 class CallbackRequest(Base):
@@ -169,5 +168,5 @@ class CallbackRequest(Base):
     call_id: Mapped[str] = mapped_column(String(64), default="")
     state: Mapped[str] = mapped_column(String(12), index=True, default="requested")
     detail: Mapped[str] = mapped_column(String(200), default="")
-    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)

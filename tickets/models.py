@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 
-from sqlalchemy import Boolean, Date, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hotline.db import Base
+from hotline.db import Base, UtcDateTime
 
 
 class CalendarDay(Base):
@@ -31,6 +42,7 @@ class WorkOrder(Base):
     case_number: Mapped[str] = mapped_column(String(12), unique=True)
     appeal_type: Mapped[str] = mapped_column(String(12))
     category_code: Mapped[str] = mapped_column(String(20), default="")
+    category_kind: Mapped[str] = mapped_column(String(10), default="")  # event | component
     description: Mapped[str] = mapped_column(Text)
     citizen_phone: Mapped[str] = mapped_column(String(20), default="", index=True)
     citizen_name: Mapped[str] = mapped_column(String(50), default="")
@@ -40,8 +52,18 @@ class WorkOrder(Base):
     version: Mapped[int] = mapped_column(Integer, default=1)
     rework_count: Mapped[int] = mapped_column(Integer, default=0)
     first_call_resolved: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    urgency: Mapped[str] = mapped_column(String(10), default="normal")  # normal | urgent
+    address: Mapped[str] = mapped_column(String(200), default="")
+    latitude: Mapped[float | None] = mapped_column(Float, nullable=True)  # WGS84
+    longitude: Mapped[float | None] = mapped_column(Float, nullable=True)
+    grid_code: Mapped[str] = mapped_column(String(15), default="", index=True)
+    department_code: Mapped[str] = mapped_column(String(20), default="", index=True)
+    duplicate_of: Mapped[str] = mapped_column(String(12), default="")  # suspected (疑似重复)
+    merged_into: Mapped[str] = mapped_column(String(12), default="")
+    repeat_caller: Mapped[bool] = mapped_column(Boolean, default=False)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class WorkOrderEvent(Base):
@@ -60,7 +82,7 @@ class WorkOrderEvent(Base):
     actor: Mapped[str] = mapped_column(String(50))
     role: Mapped[str] = mapped_column(String(20))
     note: Mapped[str] = mapped_column(Text, default="")
-    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class WorkOrderAttachment(Base):
@@ -75,4 +97,162 @@ class WorkOrderAttachment(Base):
     path: Mapped[str] = mapped_column(String(500))
     sha256: Mapped[str] = mapped_column(String(64))
     bytes: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Category(Base):
+    """A class of the standard catalogue (GB/T 30428.2): an event (事件) or a component (部件),
+    two digits per level, e.g. event 0102 暴露垃圾 under 01 市容环境."""
+
+    __tablename__ = "categories"
+
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)  # event | component
+    name: Mapped[str] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Department(Base):
+    """A responsible department (专业部门 / 处置单位) that handles dispatched orders."""
+
+    __tablename__ = "departments"
+
+    code: Mapped[str] = mapped_column(String(20), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Grid(Base):
+    """A unit grid (万米单元网格) with its outline as a GeoJSON geometry in WGS84; the
+    bounding box lets the database find candidate grids for a point."""
+
+    __tablename__ = "grids"
+
+    code: Mapped[str] = mapped_column(String(15), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    geometry: Mapped[dict[str, Any]] = mapped_column(JSON)
+    min_lon: Mapped[float] = mapped_column(Float, index=True)
+    max_lon: Mapped[float] = mapped_column(Float)
+    min_lat: Mapped[float] = mapped_column(Float, index=True)
+    max_lat: Mapped[float] = mapped_column(Float)
+
+
+class DispatchRule(Base):
+    """Which department answers for a grid and a category; the longest matching code
+    prefixes win ("" matches everything)."""
+
+    __tablename__ = "dispatch_rules"
+    __table_args__ = (UniqueConstraint("grid_prefix", "category_prefix"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    grid_prefix: Mapped[str] = mapped_column(String(15), default="")
+    category_prefix: Mapped[str] = mapped_column(String(16), default="")
+    department_code: Mapped[str] = mapped_column(ForeignKey("departments.code"))
+
+
+class TimeLimit(Base):
+    """A time limit (时限) for one workflow step, for orders whose category starts with
+    `category_prefix` ("" for any), optionally only for one appeal type or urgency.
+    `clock` is continuous | working_hours | working_days | calendar_days."""
+
+    __tablename__ = "time_limits"
+    __table_args__ = (UniqueConstraint("step", "category_prefix", "appeal_type", "urgency"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    step: Mapped[str] = mapped_column(String(12))
+    category_prefix: Mapped[str] = mapped_column(String(16), default="")
+    appeal_type: Mapped[str] = mapped_column(String(12), default="")
+    urgency: Mapped[str] = mapped_column(String(10), default="")
+    amount: Mapped[int] = mapped_column(Integer)
+    clock: Mapped[str] = mapped_column(String(16))
+
+
+class WorkOrderDeadline(Base):
+    """The clock on one step of one order: when it started, when the yellow and red
+    warnings fall, when it was met; a rework starts the step again as a new round."""
+
+    __tablename__ = "work_order_deadlines"
+    __table_args__ = (UniqueConstraint("order_id", "step", "round"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("work_orders.id", ondelete="CASCADE"),
+                                          index=True)
+    step: Mapped[str] = mapped_column(String(12))
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    clock: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    yellow_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    extensions: Mapped[int] = mapped_column(Integer, default=0)
+    met_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    warning: Mapped[str] = mapped_column(String(8), default="")  # "" | yellow | red
+    escalated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(),
+                                                          nullable=True)
+
+
+class Survey(Base):
+    """The callback and satisfaction survey (回访) after an order closes: automated calls at
+    the configured hours, then an SMS, then an agent's callback list.
+
+    scheduled -> calling -> scheduled ... -> sms -> agent -> done (each step a conditional
+    update, so each attempt is made once)."""
+
+    __tablename__ = "surveys"
+    __table_args__ = (UniqueConstraint("order_id", "round"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("work_orders.id", ondelete="CASCADE"),
+                                          index=True)
+    round: Mapped[int] = mapped_column(Integer, default=1)
+    phone: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(10), index=True)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    call_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempt_id: Mapped[str] = mapped_column(String(40), default="")  # the live attempt
+    sms_sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(),
+                                                         nullable=True)
+    rating: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 1 best .. 5 worst
+    channel: Mapped[str] = mapped_column(String(10), default="")  # phone | sms | agent
+    outcome: Mapped[str] = mapped_column(String(20), default="")
+    note: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(),
+                                                         nullable=True)
+
+
+class WebhookDelivery(Base):
+    """One outbound event for the city platform (数据交换), delivered at least once and
+    carrying its idempotency key so the receiver takes it once."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(40), unique=True)  # the idempotency key
+    event_type: Mapped[str] = mapped_column(String(40))
+    case_number: Mapped[str] = mapped_column(String(12), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    url: Mapped[str] = mapped_column(String(500))
+    state: Mapped[str] = mapped_column(String(10), index=True)  # pending | delivered | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    last_error: Mapped[str] = mapped_column(String(300), default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(),
+                                                          nullable=True)
+
+
+class InboundUpdate(Base):
+    """A status update received from the city platform, kept by its idempotency key so a
+    replayed request gets the first answer and changes nothing."""
+
+    __tablename__ = "inbound_updates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(80), unique=True)
+    case_number: Mapped[str] = mapped_column(String(12))
+    action: Mapped[str] = mapped_column(String(30))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -7,20 +7,26 @@ other gets a clear error; nothing is half-written.
 
 from __future__ import annotations
 
+import math
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from hotline.config import Settings
 from hotline.errors import HotlineError
+from hotline.events import announce
 from telephony.screening import normalise
-from tickets import workflow
+from tickets import catalogue, deadlines, exchange, geo, surveys, workflow
+from tickets.events import WorkOrderMoved, WorkOrderOpened
 from tickets.models import WorkOrder, WorkOrderAttachment, WorkOrderEvent
+from tickets.workcalendar import WorkCalendar, load_calendar
 
+URGENCIES = ("normal", "urgent")
 APPEAL_TYPES = {"enquiry": "咨询", "help": "求助", "complaint": "投诉", "report": "举报",
                 "suggestion": "建议", "praise": "表扬"}
 CHANNELS = ("phone", "web", "sms", "open311", "field")
@@ -32,8 +38,49 @@ class OrderError(HotlineError):
     """Input a work order cannot take; the message names the field."""
 
 
+class OrderNotFound(OrderError):
+    """No order has that case number."""
+
+
 class ConcurrentChange(OrderError):
     """Someone else moved the order first; reload and decide again."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The operator's rules the work-order operations follow, from the settings."""
+
+    timezone: str = "Asia/Shanghai"
+    working_hours: str = "08:30-12:00,13:30-17:30"
+    yellow_percent: int = 80
+    duplicate_distance_m: int = 100
+    duplicate_window_hours: int = 72
+    repeat_window_hours: int = 24
+    webhook_url: str = ""
+    survey_after_workdays: int = 1
+    survey_hours: str = "09:00-12:00,14:00-20:00"
+    survey_call_attempts: int = 3
+    survey_retry_minutes: int = 120
+    survey_sms_wait_hours: int = 24
+    reopen_ratings: tuple[int, ...] = (4, 5)
+    reopen_limit: int = 2
+    _calendar: list[WorkCalendar] = field(default_factory=list, compare=False, repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        t = settings.tickets
+        return cls(settings.calendar.timezone, settings.calendar.working_hours,
+                   t.yellow_percent, t.duplicate_distance_m, t.duplicate_window_hours,
+                   settings.hotline.repeat_window_hours, settings.exchange.webhook_url,
+                   t.survey_after_workdays, t.survey_hours, t.survey_call_attempts,
+                   t.survey_retry_minutes, t.survey_sms_wait_hours, t.reopen_ratings,
+                   t.reopen_limit)
+
+    def calendar(self, session: Session) -> WorkCalendar:
+        return load_calendar(session, self.timezone, self.working_hours)
+
+
+DEFAULT_POLICY = Policy()
 
 
 @dataclass(frozen=True)
@@ -57,30 +104,62 @@ def _clean(text: str, field: str, limit: int, required: bool = False) -> str:
 
 def open_order(session: Session, *, appeal_type: str, description: str, channel: str,
                actor: str, citizen_phone: str = "", citizen_name: str = "",
-               category_code: str = "", call_id: str = "", timezone: str = "Asia/Shanghai",
-               now: datetime | None = None) -> WorkOrder:
-    """A new order in intake (受理), with its case number YYYYMMDDNNNN."""
+               category_code: str = "", category_kind: str = "event", urgency: str = "normal",
+               address: str = "", latitude: float | None = None,
+               longitude: float | None = None, call_id: str = "",
+               policy: Policy = DEFAULT_POLICY, now: datetime | None = None) -> WorkOrder:
+    """A new order in intake (受理), with its case number YYYYMMDDNNNN, its grid and
+    responsible department derived from the location, flagged when it looks like a repeat
+    of an open order nearby (疑似重复) or the caller reported recently (重复来电)."""
     if appeal_type not in APPEAL_TYPES:
         raise OrderError(f"appeal_type: one of {', '.join(APPEAL_TYPES)}")
     if channel not in CHANNELS:
         raise OrderError(f"channel: one of {', '.join(CHANNELS)}")
+    if urgency not in URGENCIES:
+        raise OrderError(f"urgency: one of {', '.join(URGENCIES)}")
     text = _clean(description, "description", MAX_DESCRIPTION, required=True)
     name = _clean(citizen_name, "citizen_name", 50)
+    place = _clean(address, "address", 200)
     phone = normalise(citizen_phone) if citizen_phone else ""
     if citizen_phone and not re.fullmatch(r"[0-9]{3,20}", phone):
         raise OrderError("citizen_phone: 3-20 digits")
-    if category_code and not re.fullmatch(r"[0-9]{2,16}", category_code):
-        raise OrderError("category_code: 2-16 digits of the event/component catalogue")
+    if category_code:
+        found = catalogue.category(session, category_code, kind=category_kind) \
+            if re.fullmatch(r"[0-9]{2,16}", category_code) else None
+        if found is None or not found.active:
+            raise OrderError(f"category_code: no active {category_kind} category "
+                             f"{category_code[:20]!r} in the catalogue")
+    if (latitude is None) != (longitude is None):
+        raise OrderError("latitude and longitude: give both or neither")
+    grid_code = ""
+    if latitude is not None and longitude is not None:
+        try:
+            geo.check_point(latitude, longitude)
+        except geo.GeoError as exc:
+            raise OrderError(f"location: {exc}") from None
+        grid = geo.grid_at(session, latitude, longitude)
+        grid_code = grid.code if grid else ""
     now = now or datetime.now(UTC)
-    day = now.astimezone(ZoneInfo(timezone)).strftime("%Y%m%d")
+    department = catalogue.department_for(session, category_code, grid_code,
+                                          kind=category_kind) if category_code else ""
+    duplicate = _nearby_open_order(session, category_code, latitude, longitude, policy, now)
+    repeat = bool(phone) and session.scalar(select(func.count(WorkOrder.id)).where(
+        WorkOrder.citizen_phone == phone,
+        WorkOrder.created_at >= now - timedelta(hours=policy.repeat_window_hours))) > 0
+    day = now.astimezone(ZoneInfo(policy.timezone)).strftime("%Y%m%d")
     for _attempt in range(5):  # two intakes in the same instant may pick the same number
         last = session.scalar(select(func.max(WorkOrder.case_number)).where(
             WorkOrder.case_number.like(f"{day}%")))
         number = f"{day}{(int(last[8:]) if last else 0) + 1:04d}"
         order = WorkOrder(case_number=number, appeal_type=appeal_type,
-                          category_code=category_code, description=text, citizen_phone=phone,
-                          citizen_name=name, channel=channel, call_id=call_id[:64],
-                          state="intake", version=1, created_at=now, updated_at=now)
+                          category_code=category_code,
+                          category_kind=category_kind if category_code else "",
+                          description=text, citizen_phone=phone, citizen_name=name,
+                          channel=channel, call_id=call_id[:64], state="intake", version=1,
+                          urgency=urgency, address=place, latitude=latitude,
+                          longitude=longitude, grid_code=grid_code,
+                          department_code=department, duplicate_of=duplicate,
+                          repeat_caller=repeat, created_at=now, updated_at=now)
         try:
             with session.begin_nested():
                 session.add(order)
@@ -88,14 +167,39 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
         except IntegrityError:
             continue
         _append(session, order, "create", "", "intake", actor, workflow.OPERATOR, "", now)
+        _after_move(session, order, "create", policy, now)
+        announce(session, WorkOrderOpened(
+            at=now.timestamp(), case_number=number, appeal_type=appeal_type, channel=channel,
+            category_code=category_code, department_code=department, duplicate_of=duplicate,
+            repeat_caller=repeat))
         return order
     raise OrderError("case number: could not allocate one; try again")
 
 
+def _nearby_open_order(session: Session, category_code: str, latitude: float | None,
+                       longitude: float | None, policy: Policy, now: datetime) -> str:
+    """The nearest open order of the same category within the configured distance and
+    window, or ""."""
+    if not category_code or latitude is None or longitude is None:
+        return ""
+    reach = policy.duplicate_distance_m / 111_000  # degrees of latitude; a box to narrow on
+    wide = reach / max(0.01, math.cos(math.radians(latitude)))
+    candidates = session.execute(select(
+        WorkOrder.case_number, WorkOrder.latitude, WorkOrder.longitude).where(
+        WorkOrder.category_code == category_code, WorkOrder.state.in_(workflow.OPEN),
+        WorkOrder.created_at >= now - timedelta(hours=policy.duplicate_window_hours),
+        WorkOrder.latitude.between(latitude - reach, latitude + reach),
+        WorkOrder.longitude.between(longitude - wide, longitude + wide)))
+    near = sorted((geo.distance_m(latitude, longitude, lat, lon), number)
+                  for number, lat, lon in candidates if lat is not None and lon is not None)
+    return near[0][1] if near and near[0][0] <= policy.duplicate_distance_m else ""
+
+
 def transition(session: Session, case_number: str, action: str, *, actor: str, role: str,
                note: str = "", expected_version: int | None = None,
-               now: datetime | None = None) -> WorkOrder:
-    """Take `action` on the order as `role`; WorkflowError if not allowed now."""
+               policy: Policy = DEFAULT_POLICY, now: datetime | None = None) -> WorkOrder:
+    """Take `action` on the order as `role`; WorkflowError if not allowed now. The step's
+    clocks, the platform's webhook and the callback survey follow in the same transaction."""
     order = _order(session, case_number)
     if expected_version is not None and expected_version != order.version:
         raise ConcurrentChange(f"work order {case_number} changed since version "
@@ -109,6 +213,8 @@ def transition(session: Session, case_number: str, action: str, *, actor: str, r
         changes["rework_count"] = WorkOrder.rework_count + 1
     if action == "resolve_on_call":
         changes["first_call_resolved"] = True
+    if after == "closed":
+        changes["closed_at"] = now
     try:
         moved = session.execute(
             update(WorkOrder)
@@ -124,13 +230,62 @@ def transition(session: Session, case_number: str, action: str, *, actor: str, r
                                "reload it")
     _append(session, order, action, before, after, actor, role, note, now)
     session.refresh(order)
+    _after_move(session, order, action, policy, now)
+    announce(session, WorkOrderMoved(at=now.timestamp(), case_number=case_number,
+                                     action=action, from_state=before, to_state=after,
+                                     actor=actor, role=role))
+    return order
+
+
+def _after_move(session: Session, order: WorkOrder, action: str, policy: Policy,
+                now: datetime) -> None:
+    calendar = policy.calendar(session)
+    deadlines.on_transition(session, order, action, now, calendar, policy.yellow_percent)
+    if policy.webhook_url:
+        exchange.enqueue(session, order, f"work_order.{action}",
+                         {"action": action, "state": order.state}, policy.webhook_url, now)
+    if action == "close":  # the full loop ends with a callback; first-call answers do not
+        surveys.schedule(session, order, calendar, policy, now)
+
+
+def grant_extension(session: Session, case_number: str, amount: int, *, actor: str,
+                    role: str, note: str = "", step: str = "handle",
+                    policy: Policy = DEFAULT_POLICY, now: datetime | None = None
+                    ) -> WorkOrder:
+    """延期: the shift chief grants the department `amount` more (in the step's own units)
+    on the running clock; the due time only ever moves later."""
+    now = now or datetime.now(UTC)
+    order = transition(session, case_number, "grant_extension", actor=actor, role=role,
+                       note=note or f"延期 {amount}", policy=policy, now=now)
+    try:
+        deadlines.extend(session, order, step, amount, now, policy.calendar(session),
+                         policy.yellow_percent)
+    except deadlines.DeadlineError as exc:
+        raise OrderError(str(exc)) from None
+    return order
+
+
+def merge(session: Session, case_number: str, into: str, *, actor: str, role: str,
+          note: str = "", policy: Policy = DEFAULT_POLICY, now: datetime | None = None
+          ) -> WorkOrder:
+    """并单: fold a repeat report into the open order it repeats; the citizen's report stays
+    readable on the merged order, which points at the surviving one."""
+    if into == case_number:
+        raise OrderError("merge: an order cannot be merged into itself")
+    target = _order(session, into)
+    if target.state not in workflow.OPEN:
+        raise OrderError(f"merge: work order {into} is {target.state}, not open")
+    order = transition(session, case_number, "merge", actor=actor, role=role,
+                       note=note or f"并入 {into}", policy=policy, now=now)
+    order.merged_into = into
+    session.flush()
     return order
 
 
 def _order(session: Session, case_number: str) -> WorkOrder:
     order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == case_number))
     if order is None:
-        raise OrderError(f"no work order {case_number[:20]!r}")
+        raise OrderNotFound(f"no work order {case_number[:20]!r}")
     return order
 
 
@@ -179,3 +334,74 @@ def attachments(session: Session, case_number: str) -> list[WorkOrderAttachment]
     order = _order(session, case_number)
     return list(session.scalars(select(WorkOrderAttachment).where(
         WorkOrderAttachment.order_id == order.id).order_by(WorkOrderAttachment.id)))
+
+
+def mask_phone(phone: str) -> str:
+    """138****8000: enough for a citizen to recognise, not enough to call."""
+    if len(phone) <= 4:
+        return "*" * len(phone)
+    keep = 3 if len(phone) >= 11 else 1
+    return phone[:keep] + "*" * (len(phone) - keep - 4) + phone[-4:]
+
+
+def order_view(order: WorkOrder, see_phone: bool) -> dict[str, object]:
+    """An order as every view shows it; the phone is masked without the privilege."""
+    return {
+        "case_number": order.case_number, "state": order.state, "version": order.version,
+        "appeal_type": order.appeal_type, "category_code": order.category_code,
+        "category_kind": order.category_kind, "urgency": order.urgency,
+        "description": order.description, "channel": order.channel, "call_id": order.call_id,
+        "citizen_phone": order.citizen_phone if see_phone else mask_phone(order.citizen_phone),
+        "citizen_name": order.citizen_name, "address": order.address,
+        "latitude": order.latitude, "longitude": order.longitude,
+        "grid_code": order.grid_code, "department_code": order.department_code,
+        "duplicate_of": order.duplicate_of, "merged_into": order.merged_into,
+        "repeat_caller": order.repeat_caller, "rework_count": order.rework_count,
+        "first_call_resolved": order.first_call_resolved,
+        "created_at": order.created_at.isoformat(), "updated_at": order.updated_at.isoformat(),
+        "closed_at": order.closed_at.isoformat() if order.closed_at else None,
+    }
+
+
+@dataclass(frozen=True)
+class OrderQuery:
+    state: str | None = None
+    appeal_type: str | None = None
+    department_code: str | None = None
+    grid_prefix: str | None = None
+    citizen_phone: str | None = None
+    text: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+def find_orders(session: Session, query: OrderQuery) -> tuple[int, list[WorkOrder]]:
+    """Orders matching every given filter, newest first, with the total count."""
+    where = []
+    if query.state:
+        where.append(WorkOrder.state == query.state)
+    if query.appeal_type:
+        where.append(WorkOrder.appeal_type == query.appeal_type)
+    if query.department_code:
+        where.append(WorkOrder.department_code == query.department_code)
+    if query.grid_prefix:
+        where.append(WorkOrder.grid_code.startswith(query.grid_prefix, autoescape=True))
+    if query.citizen_phone:
+        where.append(WorkOrder.citizen_phone == normalise(query.citizen_phone))
+    if query.text:
+        where.append(WorkOrder.description.contains(query.text, autoescape=True))
+    if query.since:
+        where.append(WorkOrder.created_at >= query.since)
+    if query.until:
+        where.append(WorkOrder.created_at < query.until)
+    total = session.scalar(select(func.count(WorkOrder.id)).where(*where)) or 0
+    rows = session.scalars(select(WorkOrder).where(*where)
+                           .order_by(WorkOrder.created_at.desc(), WorkOrder.id.desc())
+                           .limit(query.limit).offset(query.offset))
+    return total, list(rows)
+
+
+def get_order(session: Session, case_number: str) -> WorkOrder:
+    return _order(session, case_number)

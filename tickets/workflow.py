@@ -37,6 +37,10 @@ class WorkflowError(HotlineError):
     """A forbidden transition or a role that may not take the action; says which."""
 
 
+class RoleError(WorkflowError):
+    """The action exists but is not this role's to take."""
+
+
 @dataclass(frozen=True)
 class Action:
     name: str
@@ -79,7 +83,7 @@ def apply(state: str, action_name: str, role: str) -> str:
     if action is None:
         raise WorkflowError(f"workflow: no action {action_name[:40]!r}")
     if role not in action.roles:
-        raise WorkflowError(
+        raise RoleError(
             f"workflow: {action.name} ({action.title}) is for {', '.join(action.roles)}, "
             f"not {role[:40]!r}")
     if state not in action.sources:

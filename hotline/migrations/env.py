@@ -2,7 +2,9 @@
 
 from alembic import context
 
-import telephony.models  # noqa: F401  (registers the tables on Base.metadata)
+import channels.models  # noqa: F401  (registers the tables on Base.metadata)
+import hotline.auth  # noqa: F401
+import telephony.models  # noqa: F401
 import tickets.models  # noqa: F401
 from hotline.db import Base
 

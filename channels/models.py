@@ -1,0 +1,28 @@
+"""Tables of the channels room."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from hotline.db import Base, UtcDateTime
+
+
+class SmsMessage(Base):
+    """One text message (短信), to a citizen (out) or from one (in). Outgoing messages wait
+    here until the SMS gateway takes them; incoming ones are kept once per gateway id."""
+
+    __tablename__ = "sms_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    direction: Mapped[str] = mapped_column(String(3))  # out | in
+    phone: Mapped[str] = mapped_column(String(20), index=True)
+    text: Mapped[str] = mapped_column(String(500))
+    purpose: Mapped[str] = mapped_column(String(20), default="")  # e.g. survey
+    reference: Mapped[str] = mapped_column(String(40), default="")  # e.g. a case number
+    state: Mapped[str] = mapped_column(String(10), index=True)  # queued|sent|failed|received
+    gateway_id: Mapped[str | None] = mapped_column(String(80), unique=True, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

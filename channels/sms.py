@@ -1,0 +1,80 @@
+"""Text messages (短信) with citizens: the outbox the SMS gateway drains, and replies kept
+once however often the gateway repeats its webhook."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from channels.models import SmsMessage
+from hotline.errors import HotlineError
+
+MAX_TEXT = 500
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class SmsError(HotlineError):
+    """A message that cannot be taken; the message says which field."""
+
+
+def _phone(phone: str) -> str:
+    digits = re.sub(r"[\s()+-]", "", phone or "")
+    if not re.fullmatch(r"[0-9]{5,20}", digits):
+        raise SmsError("phone: 5-20 digits")
+    return digits
+
+
+def queue(session: Session, phone: str, text: str, *, purpose: str = "", reference: str = "",
+          now: datetime | None = None) -> SmsMessage:
+    """A message to a citizen, waiting for the gateway."""
+    body = _CONTROL.sub("", text).strip()
+    if not body or len(body) > MAX_TEXT:
+        raise SmsError(f"text: 1-{MAX_TEXT} characters")
+    message = SmsMessage(direction="out", phone=_phone(phone), text=body, purpose=purpose[:20],
+                         reference=reference[:40], state="queued",
+                         created_at=now or datetime.now(UTC))
+    session.add(message)
+    session.flush()
+    return message
+
+
+def receive(session: Session, phone: str, text: str, gateway_id: str,
+            now: datetime | None = None) -> tuple[SmsMessage, bool]:
+    """A citizen's message as the gateway delivered it; (message, False) for a repeat of a
+    gateway id already kept."""
+    if not gateway_id or len(gateway_id) > 80:
+        raise SmsError("gateway_id: 1-80 characters")
+    seen = session.scalar(select(SmsMessage).where(SmsMessage.gateway_id == gateway_id))
+    if seen is not None:
+        return seen, False
+    body = _CONTROL.sub("", text or "").strip()[:MAX_TEXT]
+    message = SmsMessage(direction="in", phone=_phone(phone), text=body, state="received",
+                         gateway_id=gateway_id, created_at=now or datetime.now(UTC))
+    try:
+        with session.begin_nested():
+            session.add(message)
+            session.flush()
+    except IntegrityError:  # the same webhook, concurrently
+        again = session.scalar(select(SmsMessage).where(SmsMessage.gateway_id == gateway_id))
+        assert again is not None
+        return again, False
+    return message, True
+
+
+def outbox(session: Session, limit: int = 100) -> list[SmsMessage]:
+    return list(session.scalars(select(SmsMessage).where(
+        SmsMessage.direction == "out", SmsMessage.state == "queued")
+        .order_by(SmsMessage.id).limit(limit)))
+
+
+def mark_sent(session: Session, message_id: int, ok: bool, now: datetime | None = None
+              ) -> bool:
+    """The gateway took (or refused) a queued message; False if it was not queued."""
+    result = session.execute(update(SmsMessage).where(
+        SmsMessage.id == message_id, SmsMessage.state == "queued").values(
+        state="sent" if ok else "failed", sent_at=now or datetime.now(UTC)))
+    return bool(result.rowcount)

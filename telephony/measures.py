@@ -1,0 +1,254 @@
+"""Call measures (话务指标) for a window of calls, read from the telephony room's own tables.
+
+A call belongs to the window [start, end) by its `started_at`. Definitions:
+
+- calls (来电): every stored call, IVR-only calls included.
+- offered (进线排队): calls that reached a queue, less short abandons. A short abandon
+  (短时放弃: the caller hung up within the tracker's short-abandon threshold, so the record
+  says `short_abandon`) is a misdial or a changed mind, not a caller the centre failed: it
+  counts in neither offered nor abandoned, and is reported on its own.
+- answered (接通), abandoned (放弃: the caller left the queue), unanswered (left by queue
+  timeout or with no agent): the three outcomes of an offered call; unanswered calls stay in
+  the denominators, so answer rate + abandon rate can fall short of 100 %.
+- answer rate (接通率) = answered / offered; abandon rate (放弃率) = abandoned / offered.
+- service level (服务水平) = answered within T seconds (wait <= T, T = 15 by default) / offered.
+- ASA (平均应答速度) = total wait of answered calls / answered.
+- AHT (平均处理时长) = (talk + wrap-up) / answered. The stored talk time runs from connect to
+  the agent's hang-up with the holds inside it (telephony.calls), so hold is already in it
+  and is not added a second time; `hold_seconds` is reported on its own. Wrap-up (话后整理)
+  is the total of `wrap_up` seat intervals starting in the window; for one queue, those
+  whose agent's latest answered call connected before the interval was of that queue.
+- longest wait (最长等待): the longest queue wait of an offered call.
+- repeat-call rate (重复来电率) = calls whose caller (the number with its +86 dropped) had
+  called before, at most `repeat_lookback` earlier (24 h by default; any queue or outcome,
+  before the window too) / calls from known numbers (3-20 digits; withheld numbers are not).
+- occupancy (占用率) = (talking + wrap-up) / (ready + ringing + talking + wrap-up) seat time
+  of intervals starting in the window; paused time is not available time. Centre-wide:
+  seat intervals carry no queue, so it is None for a single queue.
+
+Counts and sums come from SQL aggregates (count, sum and max over CASE), with no dialect
+functions; ratios are taken in Python from them and rounded the same way, so SQLite and
+PostgreSQL give the same figures. Rates are fractions (0.8 = 80 %), None when nothing was
+there to divide by. Timestamps are compared in UTC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.orm import Session
+
+from hotline.errors import HotlineError
+from telephony import seats
+from telephony.models import CallRecord, SeatInterval
+from telephony.screening import normalise
+
+DEFAULT_SERVICE_SECONDS = 15.0  # GB/T 33358: a person answers within 15 s
+DEFAULT_REPEAT_LOOKBACK = timedelta(hours=24)
+RATE_DIGITS = 4  # 0.5714 = 57.14 %
+SECONDS_DIGITS = 1
+# The records keep milliseconds; sums rounded to them lose the float noise that depends on
+# the order a database adds rows in.
+SUM_DIGITS = 3
+OCCUPIED_STATES = (seats.TALKING, seats.WRAP_UP)
+AVAILABLE_STATES = (seats.READY, seats.RINGING, seats.TALKING, seats.WRAP_UP)
+_KNOWN_NUMBER = re.compile(r"[0-9]{3,20}")
+
+
+class MeasureError(HotlineError):
+    """A window or an option a measure cannot be computed for; says which."""
+
+
+def utc(moment: datetime) -> datetime:
+    """`moment` in UTC; a naive value (as SQLite gives stored times back) is taken as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def check_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The window in UTC; MeasureError unless both ends are time-zone aware, in order."""
+    for name, moment in (("start", start), ("end", end)):
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            raise MeasureError(f"{name}: a time-zone aware datetime is needed, got {moment!r}")
+    if end < start:
+        raise MeasureError(f"window: end {end.isoformat()} is before start {start.isoformat()}")
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def ratio(part: float, whole: float, digits: int = RATE_DIGITS) -> float | None:
+    """part / whole rounded, or None when there is nothing to divide by."""
+    return None if not whole else round(part / whole, digits)
+
+
+def plain(value: Any) -> Any:
+    """A result as JSON-ready values: datetimes in ISO 8601, durations in seconds."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, dict):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return value
+
+
+def _seconds(total: Any) -> float:
+    return round(float(total or 0.0), SUM_DIGITS)
+
+
+@dataclass(frozen=True)
+class CallMeasures:
+    """Call measures of one window, for one queue or (queue None) all of them."""
+
+    start: datetime
+    end: datetime
+    queue: str | None
+    service_seconds: float
+    repeat_lookback: timedelta
+    calls: int
+    offered: int
+    answered: int
+    abandoned: int
+    unanswered: int
+    short_abandons: int
+    answered_within: int  # answered with wait <= service_seconds
+    answer_rate: float | None
+    service_level: float | None
+    abandon_rate: float | None
+    asa_seconds: float | None
+    aht_seconds: float | None
+    talk_seconds: float  # totals over answered calls; hold is inside talk
+    hold_seconds: float
+    wrap_up_seconds: float
+    longest_wait_seconds: float | None
+    known_number_calls: int
+    repeat_calls: int
+    repeat_call_rate: float | None
+    occupancy: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return plain(self)  # type: ignore[no-any-return]
+
+
+def call_measures(session: Session, start: datetime, end: datetime, *,
+                  queue: str | None = None,
+                  service_seconds: float = DEFAULT_SERVICE_SECONDS,
+                  repeat_lookback: timedelta = DEFAULT_REPEAT_LOOKBACK) -> CallMeasures:
+    """The call measures of [start, end), for `queue` or (None) every queue."""
+    start, end = check_window(start, end)
+    if service_seconds < 0:
+        raise MeasureError(f"service_seconds: not below zero, got {service_seconds!r}")
+    if repeat_lookback <= timedelta():
+        raise MeasureError(f"repeat_lookback: above zero, got {repeat_lookback!r}")
+    call = CallRecord
+    where = [call.started_at >= start, call.started_at < end]
+    if queue is not None:
+        where.append(call.queue == queue)
+    in_queue = call.queue.is_not(None)
+    offered = and_(in_queue, call.short_abandon.is_(False))
+    answered = and_(offered, call.outcome == "answered")
+    wait = func.coalesce(call.wait_seconds, 0.0)
+    row = session.execute(select(
+        func.count(),
+        func.count(case((offered, 1))),
+        func.count(case((answered, 1))),
+        func.count(case((and_(offered, call.outcome == "abandoned"), 1))),
+        func.count(case((and_(offered, call.outcome == "unanswered"), 1))),
+        func.count(case((and_(in_queue, call.short_abandon.is_(True)), 1))),
+        func.count(case((and_(answered, wait <= service_seconds), 1))),
+        func.sum(case((answered, wait))),
+        func.sum(case((answered, func.coalesce(call.talk_seconds, 0.0)))),
+        func.sum(case((answered, call.hold_seconds))),
+        func.max(case((offered, call.wait_seconds))),
+    ).select_from(call).where(*where)).one()
+    (calls, n_offered, n_answered, n_abandoned, n_unanswered, shorts, within,
+     wait_total, talk_total, hold_total, longest) = row
+    wrap_total = _wrap_up_seconds(session, start, end, queue)
+    talk, hold = _seconds(talk_total), _seconds(hold_total)
+    known, repeats = _repeat_calls(session, start, end, queue, repeat_lookback)
+    return CallMeasures(
+        start=start, end=end, queue=queue, service_seconds=float(service_seconds),
+        repeat_lookback=repeat_lookback, calls=int(calls), offered=int(n_offered),
+        answered=int(n_answered), abandoned=int(n_abandoned), unanswered=int(n_unanswered),
+        short_abandons=int(shorts), answered_within=int(within),
+        answer_rate=ratio(n_answered, n_offered),
+        service_level=ratio(within, n_offered),
+        abandon_rate=ratio(n_abandoned, n_offered),
+        asa_seconds=ratio(_seconds(wait_total), n_answered, SECONDS_DIGITS),
+        aht_seconds=ratio(talk + wrap_total, n_answered, SECONDS_DIGITS),
+        talk_seconds=talk, hold_seconds=hold, wrap_up_seconds=wrap_total,
+        longest_wait_seconds=None if longest is None else round(float(longest), SUM_DIGITS),
+        known_number_calls=known, repeat_calls=repeats, repeat_call_rate=ratio(repeats, known),
+        occupancy=None if queue is not None else _occupancy(session, start, end),
+    )
+
+
+def call_measures_by_queue(session: Session, start: datetime, end: datetime,
+                           **options: Any) -> dict[str, CallMeasures]:
+    """`call_measures` for each queue that had a call in [start, end), by queue name."""
+    start, end = check_window(start, end)
+    names = session.scalars(select(CallRecord.queue).distinct().where(
+        CallRecord.started_at >= start, CallRecord.started_at < end,
+        CallRecord.queue.is_not(None))).all()
+    return {name: call_measures(session, start, end, queue=name, **options)
+            for name in sorted(names)}
+
+
+def _wrap_up_seconds(session: Session, start: datetime, end: datetime,
+                     queue: str | None) -> float:
+    interval = SeatInterval
+    query = select(func.sum(interval.seconds)).where(
+        interval.state == seats.WRAP_UP, interval.started_at >= start,
+        interval.started_at < end)
+    if queue is not None:
+        # Wrap-up follows the agent's call (it starts at AgentComplete): the queue of the
+        # latest answered call that agent had connected by then.
+        follows = (select(CallRecord.queue)
+                   .where(CallRecord.agent == interval.agent_number,
+                          CallRecord.outcome == "answered",
+                          CallRecord.connected_at <= interval.started_at)
+                   .order_by(CallRecord.connected_at.desc(), CallRecord.id.desc())
+                   .limit(1).correlate(interval).scalar_subquery())
+        query = query.where(follows == queue)
+    return _seconds(session.scalar(query))
+
+
+def _occupancy(session: Session, start: datetime, end: datetime) -> float | None:
+    interval = SeatInterval
+    busy, available = session.execute(select(
+        func.sum(case((interval.state.in_(OCCUPIED_STATES), interval.seconds))),
+        func.sum(case((interval.state.in_(AVAILABLE_STATES), interval.seconds))),
+    ).where(interval.started_at >= start, interval.started_at < end)).one()
+    return ratio(_seconds(busy), _seconds(available))
+
+
+def _repeat_calls(session: Session, start: datetime, end: datetime, queue: str | None,
+                  lookback: timedelta) -> tuple[int, int]:
+    """(calls from known numbers, of them repeats). The gap to the caller's previous call
+    is taken in Python: interval arithmetic in SQL differs between SQLite and PostgreSQL,
+    and one caller's number comes in more than one form (+86...)."""
+    rows = session.execute(
+        select(CallRecord.caller_number, CallRecord.started_at, CallRecord.queue)
+        .where(CallRecord.started_at >= start - lookback, CallRecord.started_at < end)
+        .order_by(CallRecord.started_at, CallRecord.id)).all()
+    last_call: dict[str, datetime] = {}
+    known = repeats = 0
+    for number, started, call_queue in rows:
+        caller, started = normalise(number or ""), utc(started)
+        if not _KNOWN_NUMBER.fullmatch(caller):
+            continue
+        previous = last_call.get(caller)
+        last_call[caller] = started
+        if started < start or (queue is not None and call_queue != queue):
+            continue  # history only
+        known += 1
+        if previous is not None and started - previous <= lookback:
+            repeats += 1
+    return known, repeats

@@ -1,0 +1,137 @@
+"""The tickets room's clockwork, run beside the telephony service (`hotline serve`):
+
+- survey calls that are due are placed through the telephony service (one process writes to
+  AMI), and unanswered ones come back as `outbound.failed` events;
+- SMS surveys nobody answered go to the agents' callback list;
+- deadline warnings (yellow, red) and escalation to supervision (督办);
+- webhook deliveries to the city platform, retried until they land.
+
+Each job is a plain function over a `now`, so tests drive them one tick at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from hotline.config import Settings
+from hotline.db import transaction
+from hotline.errors import HotlineError
+from hotline.events import EventBus, announce
+from telephony import commands
+from tickets import deadlines, exchange, service, surveys, workflow
+from tickets.events import DeadlineWarned
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+DEADLINE_EVERY = 30.0
+STALE_ATTEMPT = timedelta(minutes=10)  # a survey call with no outcome after this is retried
+
+
+class TicketsWorker:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], bus: EventBus
+                 ) -> None:
+        self.settings, self.sessions, self.bus = settings, sessions, bus
+        self.policy = service.Policy.from_settings(settings)
+        self._events_after = "$"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._events_after = await asyncio.to_thread(self.bus.last_id)
+        last_sweep = 0.0
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            jobs = [self.survey_outcomes, self.dial_surveys, self.expire_sms,
+                    self.deliver_webhooks]
+            if loop.time() - last_sweep >= DEADLINE_EVERY:
+                jobs.append(self.sweep_deadlines)
+                last_sweep = loop.time()
+            for job in jobs:
+                try:
+                    await asyncio.to_thread(job)
+                except Exception:  # one failing job must not stop the others
+                    log.exception("tickets job %s failed", job.__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TICK_SECONDS)
+
+    # ------------------------------------------------------------------ surveys
+
+    def dial_surveys(self, now: datetime | None = None) -> list[str]:
+        """Place the survey calls that are due; returns their attempt ids."""
+        now = now or datetime.now(UTC)
+        placed = []
+        with self.sessions() as session:
+            due = surveys.due_calls(session, now)
+        for survey_id in due:
+            with transaction(self.sessions) as session:
+                attempt = surveys.claim_call(session, survey_id, now)
+            if attempt is None:
+                continue
+            try:
+                commands.send(self.bus.client, "call.outbound", {
+                    "purpose": "survey", "reference": attempt.attempt_id,
+                    "number": attempt.phone})
+                placed.append(attempt.attempt_id)
+            except commands.CommandError as exc:
+                self._call_failed(attempt.attempt_id, str(exc), now)
+        return placed
+
+    def survey_outcomes(self, now: datetime | None = None) -> None:
+        """Unanswered survey calls (from the telephony service's events) and attempts that
+        never reported back."""
+        now = now or datetime.now(UTC)
+        for entry_id, event in self.bus.read(self._events_after, count=500):
+            self._events_after = entry_id
+            if event.get("type") == "outbound.failed" and event.get("purpose") == "survey":
+                self._call_failed(str(event.get("reference", "")),
+                                  str(event.get("reason", "")), now)
+        with self.sessions() as session:
+            stale = surveys.stale_calls(session, now, STALE_ATTEMPT)
+        for attempt_id in stale:
+            self._call_failed(attempt_id, "no outcome reported", now)
+
+    def _call_failed(self, attempt_id: str, reason: str, now: datetime) -> None:
+        with transaction(self.sessions) as session:
+            state = surveys.call_failed(session, attempt_id, reason, self.policy,
+                                        self.policy.calendar(session), now)
+        if state:
+            log.info("survey attempt %s failed (%s): now %s", attempt_id, reason, state)
+
+    def expire_sms(self, now: datetime | None = None) -> int:
+        with transaction(self.sessions) as session:
+            return surveys.expire_sms(session, self.policy, now or datetime.now(UTC))
+
+    # ------------------------------------------------------------------ deadlines
+
+    def sweep_deadlines(self, now: datetime | None = None) -> list[deadlines.Warning]:
+        """Yellow and red warnings; a red one is escalated to supervision (督办) once."""
+        now = now or datetime.now(UTC)
+        with transaction(self.sessions) as session:
+            changed = deadlines.sweep(session, self.policy.calendar(session), now)
+            for warning in changed:
+                announce(session, DeadlineWarned(
+                    at=now.timestamp(), case_number=warning.case_number, step=warning.step,
+                    warning=warning.warning, due_at=warning.due_at.isoformat()))
+                if warning.escalate:
+                    try:
+                        with session.begin_nested():
+                            service.transition(
+                                session, warning.case_number, "supervise", actor="时限监控",
+                                role=workflow.SYSTEM, note=f"{warning.step} 超时督办",
+                                policy=self.policy, now=now)
+                    except HotlineError as exc:  # closed meanwhile: nothing to chase
+                        log.info("not escalating %s: %s", warning.case_number, exc)
+        return changed
+
+    # ------------------------------------------------------------------ data exchange
+
+    def deliver_webhooks(self, now: datetime | None = None) -> None:
+        """Every row carries its own URL: events queued before the URL was removed still
+        go out."""
+        x = self.settings.exchange
+        exchange.deliver_due(self.sessions, x.webhook_secret, x.max_attempts, x.retry_seconds,
+                             now=now)
