@@ -15,14 +15,16 @@ from waitress.server import create_server
 
 from hotline.background import BackgroundLoop
 from hotline.config import Settings
-from hotline.db import make_engine, session_factory, upgrade
+from hotline.db import make_engine, session_factory, transaction, upgrade
 from hotline.errors import HotlineError
-from hotline.events import EventBus
+from hotline.events import EventBus, publish_on_commit
 from hotline.live import connect_redis
 from hotline.web import create_app
 from ivr.fastagi import FastAgiServer
 from ivr.server import start as start_ivr
 from telephony.service import TelephonyService
+from tickets import catalogue
+from tickets.worker import TicketsWorker
 
 
 class Centre:
@@ -31,13 +33,18 @@ class Centre:
         engine = make_engine(settings.storage.database_url)
         upgrade(engine)
         self.sessions = session_factory(engine)
+        with transaction(self.sessions) as session:
+            catalogue.ensure_loaded(session, settings.tickets.catalogue_file)
         self.bus = EventBus(connect_redis(settings))
+        publish_on_commit(self.sessions, self.bus)
         self.telephony = TelephonyService(settings, self.sessions, self.bus)
+        self.tickets = TicketsWorker(settings, self.sessions, self.bus)
         self.with_web = web
         self.ivr: FastAgiServer | None = None
         self._loop: BackgroundLoop | None = None
         self._stop: asyncio.Event | None = None
         self._telephony_run: Any = None
+        self._tickets_run: Any = None
         self._web: Any = None
         self._web_thread: threading.Thread | None = None
 
@@ -48,6 +55,8 @@ class Centre:
             self._stop = self._loop.run(_new_event())
             self._telephony_run = asyncio.run_coroutine_threadsafe(
                 self.telephony.run(self._stop), self._loop.loop)
+            self._tickets_run = asyncio.run_coroutine_threadsafe(
+                self.tickets.run(self._stop), self._loop.loop)
             if self.with_web:
                 self._start_web()
             self._loop.run(asyncio.wait_for(self.telephony.connected.wait(), connect_timeout))
@@ -84,6 +93,8 @@ class Centre:
             self._loop.loop.call_soon_threadsafe(self._stop.set)
             with contextlib.suppress(Exception):
                 self._telephony_run.result(15)
+            with contextlib.suppress(Exception):
+                self._tickets_run.result(15)
         if self.ivr is not None:
             self._loop.run(self.ivr.close(), 10)
         self._loop.stop()

@@ -15,6 +15,8 @@ from hotline.background import BackgroundLoop
 from hotline.config import Settings
 from hotline.db import make_engine, session_factory, transaction, upgrade
 from hotline.errors import HotlineError
+from hotline.events import EventBus, publish_on_commit
+from hotline.live import connect_redis
 from ivr.engine import CallContext, run_flow
 from ivr.fastagi import AgiSession, FastAgiServer
 from ivr.flows import Flow, load_flow
@@ -22,10 +24,13 @@ from ivr.prompts import prompt_paths, prompt_texts
 from recordings.catalogue import fingerprint
 from telephony import callbacks, screening
 from tickets import service as orders
+from tickets import surveys
 from tickets.workcalendar import load_calendar
 
 log = logging.getLogger(__name__)
 WAV_HEADER_BYTES = 44
+SURVEY_TRIES = 2
+SURVEY_WAIT_MS = 6000
 
 
 def flow_of(settings: Settings) -> Flow:
@@ -37,6 +42,7 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
     flow = flow_of(settings)
     prompts = prompt_paths(settings)
     repeat_window = timedelta(hours=settings.hotline.repeat_window_hours)
+    policy = orders.Policy.from_settings(settings)
 
     def context_for(caller: str, unique_id: str) -> CallContext:
         now = datetime.now(UTC)
@@ -71,7 +77,7 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
                 session, appeal_type="report", channel="phone", actor="ivr",
                 description="非工作时间语音留言，待听取录音后补录内容。(voice message)",
                 citizen_phone=phone if re.fullmatch(r"[0-9]{3,20}", phone) else "",
-                call_id=unique_id, timezone=settings.calendar.timezone)
+                call_id=unique_id, policy=policy)
             orders.attach(session, order.case_number, "audio", str(recording.path),
                           recording.sha256, recording.size)
         log.info("call %s: voice message became work order %s", unique_id, order.case_number)
@@ -112,7 +118,34 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
         await session.set_variable("HOTLINE_CALLBACK_ID", request_id)
         await session.stream_file(prompts["callback_ok"])
 
-    return FastAgiServer({"ivr": ivr_route, "callback": callback_route})
+    def settle_survey(attempt_id: str, rating: str) -> str:
+        now = datetime.now(UTC)
+        with transaction(sessions) as session:
+            if rating:
+                return surveys.rate_call(session, attempt_id, int(rating), policy, now)
+            surveys.call_failed(session, attempt_id, "answered without a rating", policy,
+                                policy.calendar(session), now)
+            return ""
+
+    async def survey_route(session: AgiSession) -> None:
+        """An answered survey call (回访): the citizen keys a rating 1-5."""
+        attempt_id = await session.get_variable("HOTLINE_OUTBOUND")
+        rating = ""
+        try:
+            for _ in range(SURVEY_TRIES):
+                rating = await session.get_data(prompts["survey_ask"], SURVEY_WAIT_MS, 1)
+                if rating in ("1", "2", "3", "4", "5"):
+                    break
+                rating = ""
+                await session.stream_file(prompts["invalid"])
+        finally:  # a hang-up mid-survey is settled too: retried later, never lost
+            outcome = await asyncio.to_thread(settle_survey, attempt_id, rating)
+        log.info("survey %s: rating %s, %s", attempt_id, rating or "none", outcome or "retry")
+        if rating:
+            await session.stream_file(prompts["survey_thanks"])
+
+    return FastAgiServer({"ivr": ivr_route, "callback": callback_route,
+                          "survey": survey_route})
 
 
 async def start(settings: Settings, sessions: sessionmaker[Session] | None = None
@@ -121,6 +154,7 @@ async def start(settings: Settings, sessions: sessionmaker[Session] | None = Non
         engine = make_engine(settings.storage.database_url)
         await asyncio.to_thread(upgrade, engine)
         sessions = session_factory(engine)
+        publish_on_commit(sessions, EventBus(connect_redis(settings)))
     server = build_server(settings, sessions)
     try:
         await server.start(settings.ivr.fastagi_host, settings.ivr.fastagi_port)

@@ -298,12 +298,18 @@ class AgentPhone:
 
     def __init__(self, number: str, ip: str, *, port: int = 5060, behaviour: str = "answer",
                  answer_after: float = 1.0, talk_seconds: float | None = None,
-                 refuse_code: int = 486, workdir: Path | None = None) -> None:
+                 refuse_code: int = 486, workdir: Path | None = None,
+                 script: Sequence[Step] = ()) -> None:
+        """`script` (waits, digits, audio) is played on every answered call."""
         self.number, self.ip, self.port = number, ip, port
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"kit-agent-{number}-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        plan = plan_script(script, self.workdir, talk_seconds or 60) if script else None
         self.scenario = scenarios.agent_phone(
             behaviour, round(answer_after * 1000),
-            None if talk_seconds is None else round(talk_seconds * 1000), refuse_code)
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"kit-agent-{number}-"))
+            None if talk_seconds is None else round(talk_seconds * 1000), refuse_code,
+            plan.pcap.name if plan and plan.pcap else None)
+        self.echo = plan is None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -317,7 +323,8 @@ class AgentPhone:
         self.control_port = free_port("127.0.0.1")
         command = [
             sipp, "-sf", "agent.xml", "-i", self.ip, "-p", str(self.port), "-bind_local",
-            "-mi", self.ip, "-mp", str(free_port(self.ip, even=True)), "-rtp_echo",
+            "-mi", self.ip, "-mp", str(free_port(self.ip, even=True)),
+            *(["-rtp_echo"] if self.echo else []),
             "-cp", str(self.control_port), "-nostdin", "-aa",
             *_TRACE,
         ]

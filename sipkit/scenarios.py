@@ -141,11 +141,15 @@ Content-Length: 0
 
 
 def agent_phone(behaviour: str, answer_after_ms: int, talk_ms: int | None,
-                refuse_code: int) -> str:
-    """An agent's desk phone. behaviour: 'answer' (after a delay, then talk for talk_ms or
-    until the far end hangs up), 'refuse' (final `refuse_code`), or 'never' (rings until
-    cancelled). Audio is echoed (-rtp_echo) so recordings hold both directions.
+                refuse_code: int, pcap: str | None = None) -> str:
+    """An agent's desk phone (or a citizen's phone the hotline calls). behaviour: 'answer'
+    (after a delay, then talk for talk_ms or until the far end hangs up), 'refuse' (final
+    `refuse_code`), or 'never' (rings until cancelled). Once answered it plays `pcap` (e.g.
+    the digits a citizen keys); without one, audio is echoed (-rtp_echo) so recordings hold
+    both directions.
     """
+    play = (f'<nop><action><exec play_pcap_audio={quoteattr(pcap)}/></action></nop>'
+            if pcap else "")
     if behaviour not in ("answer", "refuse", "never"):
         raise ValueError(f"unknown agent behaviour {behaviour!r}")
     to_tagged = "[last_To:];tag=[pid]AGT[call_number]"
@@ -213,6 +217,7 @@ a=sendrecv
     ]]>
   </send>
   <recv request="ACK">{_log("answered")}</recv>
+  {play}
   <recv request="BYE"{talk_wait}>{_log("far_end_hangup")}</recv>
   {OK_TO_LAST_REQUEST}
   <nop next="done"/>

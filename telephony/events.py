@@ -6,17 +6,10 @@ Times are Unix epoch seconds as Asterisk stamped the AMI event, not the moment w
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-
-@dataclass(frozen=True)
-class DomainEvent:
-    type: ClassVar[str] = "event"
-    at: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"type": self.type, **asdict(self)}
+from hotline.events import DomainEvent
 
 
 @dataclass(frozen=True)
@@ -106,3 +99,15 @@ class SeatChanged(DomainEvent):
     reason: str = ""
     previous_state: str = ""
     previous_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class OutboundCallFailed(DomainEvent):
+    """A call the hotline placed (a survey, a callback) was not answered: busy, no answer,
+    congestion, or it could not be placed; `reference` is the caller's own id for it."""
+
+    type: ClassVar[str] = "outbound.failed"
+    purpose: str = ""
+    reference: str = ""
+    number: str = ""
+    reason: str = ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -27,12 +28,17 @@ from recordings.catalogue import fingerprint, host_path
 from telephony import callbacks, commands, directory, records, seats
 from telephony.ami import AmiClient, AmiError
 from telephony.calls import CallTracker
-from telephony.events import CallEnded, DomainEvent, SeatChanged
+from telephony.events import CallEnded, DomainEvent, OutboundCallFailed, SeatChanged
 from telephony.models import SeatInterval, SeatLogin
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
+# Calls the hotline places, by purpose: the dialplan context that serves the answered call.
+OUTBOUND_CONTEXTS = {"survey": "hotline-survey"}
+OUTBOUND_RING_SECONDS = 40
+DIAL_STATUS_REASONS = {"BUSY": "busy", "NOANSWER": "no answer", "CONGESTION": "congestion",
+                       "CHANUNAVAIL": "unreachable", "CANCEL": "no answer"}
 SEATS_KEY = "hotline:seats"  # agent -> live seat state (JSON), for desks and wallboards
 
 
@@ -52,6 +58,9 @@ class TelephonyService:
         self._pending: set[asyncio.Task[None]] = set()
         self._auto_pausing: set[str] = set()
         self._dialling: dict[str, str] = {}  # placeholder channel -> callback request
+        self._outbound: dict[str, tuple[str, str]] = {}  # ActionID -> (purpose, number)
+        self._outbound_legs: dict[str, str] = {}  # its channel -> ActionID
+        self._outbound_status: dict[str, str] = {}  # ActionID -> DialStatus
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set."""
@@ -137,6 +146,13 @@ class TelephonyService:
             self._auto_pausing.discard(event.get("MemberName", ""))
         elif name == "VarSet":
             self._on_callback_variable(event)
+            if event.get("Variable") == "HOTLINE_OUTBOUND" and event.get("Value"):
+                self._outbound_legs[event.get("Channel", "")] = event["Value"]
+        elif name == "DialEnd" and event.get("DestChannel") in self._outbound_legs:
+            reference = self._outbound_legs.pop(event["DestChannel"])
+            self._outbound_status[reference] = event.get("DialStatus", "")
+        elif name == "OriginateResponse" and event.get("ActionID") in self._outbound:
+            self._outbound_answered(event)
         elif name == "DialEnd" and event.get("Channel") in self._dialling:
             request_id = self._dialling.pop(event["Channel"])
             answered = event.get("DialStatus") == "ANSWER"
@@ -271,15 +287,54 @@ class TelephonyService:
         agent = str(args.get("agent", ""))
         handlers = {"seat.login": self._cmd_login, "seat.logout": self._cmd_logout,
                     "seat.pause": self._cmd_pause, "seat.resume": self._cmd_resume}
-        if name not in handlers:
+        if name not in handlers and name != "call.outbound":
             raise commands.CommandError(f"unknown command {name[:40]!r}")
         if self.client is None or not self.client.connected:
             raise commands.CommandError("the AMI link to Asterisk is down; try again")
+        if name == "call.outbound":
+            return await self._cmd_outbound(args)
         snapshot, _ = await asyncio.to_thread(self._directory_and_logins)
         if agent not in {a.number for a in snapshot.agents}:
             raise commands.CommandError(f"no agent {agent[:20]!r} in the directory")
         await handlers[name](snapshot, agent, args)
         return {"agent": agent}
+
+    def _outbound_answered(self, event: dict[str, str]) -> None:
+        """Asterisk's verdict on a call we placed; its Reason is 0 for every refusal in
+        Asterisk 22, so the dial status seen on the leg says why."""
+        reference = event["ActionID"]
+        purpose, number = self._outbound.pop(reference)
+        status = self._outbound_status.pop(reference, "")
+        if event.get("Response") != "Success":
+            self._emit(OutboundCallFailed(
+                at=time.time(), purpose=purpose, reference=reference, number=number,
+                reason=DIAL_STATUS_REASONS.get(status, status.lower() or "not placed")))
+
+    async def _cmd_outbound(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Place a call the hotline makes (a survey), once: the caller's `reference` is the
+        Originate's ActionID, and a call that is not answered comes back as an
+        OutboundCallFailed event with that reference."""
+        purpose, number = str(args.get("purpose", "")), str(args.get("number", ""))
+        reference = str(args.get("reference", ""))
+        if purpose not in OUTBOUND_CONTEXTS:
+            raise commands.CommandError(f"no outbound purpose {purpose[:20]!r}")
+        if not re.fullmatch(r"[0-9]{3,20}", number):
+            raise commands.CommandError("number: 3-20 digits")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{4,40}", reference) or reference in self._outbound:
+            raise commands.CommandError("reference: a fresh id of 4-40 letters and digits")
+        self._outbound[reference] = (purpose, number)
+        entry = self.settings.hotline.entry_number
+        try:
+            await self._ami({
+                "Action": "Originate", "ActionID": reference, "Async": "true",
+                "Channel": f"PJSIP/{number}@trunk", "Context": OUTBOUND_CONTEXTS[purpose],
+                "Exten": "s", "Priority": "1", "Timeout": str(OUTBOUND_RING_SECONDS * 1000),
+                "CallerID": f'"12319" <{entry}>',
+                "Variable": f"HOTLINE_OUTBOUND={reference},HOTLINE_OUTBOUND_PURPOSE={purpose}"})
+        except BaseException:
+            self._outbound.pop(reference, None)
+            raise
+        return {"reference": reference, "state": "dialling"}
 
     async def _cmd_login(self, snapshot: directory.Directory, agent: str,
                          _args: dict[str, Any]) -> None:
