@@ -558,6 +558,248 @@ def _sleep_until_interrupted(duration: float | None) -> None:
 
 # ------------------------------------------------------------------------------ whole centre
 
+# ------------------------------------------------------------------------------ tickets
+
+@cli.group()
+def tickets() -> None:
+    """Work orders (工单): take in, act, search; catalogue, grids, KPIs, surveys, webhooks."""
+
+
+def _policy(settings: Settings):  # type: ignore[no-untyped-def]
+    from tickets.service import Policy
+
+    return Policy.from_settings(settings)
+
+
+def _print_order(view: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _echo_json(view)
+        return
+    click.echo(f"{view['case_number']}  {view['state']}  {view['appeal_type']}  "
+               f"{view['citizen_phone'] or '-'}  {view['department_code'] or '-'}  "
+               f"{view['description'][:40]}")
+
+
+@tickets.command("open")
+@click.option("--appeal-type", required=True,
+              type=click.Choice(["enquiry", "help", "complaint", "report", "suggestion",
+                                 "praise"]))
+@click.option("--description", required=True)
+@click.option("--actor", required=True, help="Who takes it in (受理员).")
+@click.option("--channel", default="phone", show_default=True)
+@click.option("--phone", default="")
+@click.option("--name", "citizen_name", default="")
+@click.option("--category", default="", help="Event/component code, e.g. 0102.")
+@click.option("--kind", default="event", type=click.Choice(["event", "component"]))
+@click.option("--urgency", default="normal", type=click.Choice(["normal", "urgent"]))
+@click.option("--address", default="")
+@click.option("--lat", type=float, help="WGS84 latitude")
+@click.option("--lon", type=float, help="WGS84 longitude")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def tickets_open(ctx: click.Context, appeal_type: str, description: str, actor: str,
+                 channel: str, phone: str, citizen_name: str, category: str, kind: str,
+                 urgency: str, address: str, lat: float | None, lon: float | None,
+                 as_json: bool) -> None:
+    """Take in a new work order."""
+    from hotline.db import transaction
+    from tickets import service
+
+    settings = _settings(ctx)
+    with transaction(_session_factory(settings)) as session:
+        order = service.open_order(
+            session, appeal_type=appeal_type, description=description, channel=channel,
+            actor=actor, citizen_phone=phone, citizen_name=citizen_name,
+            category_code=category, category_kind=kind, urgency=urgency, address=address,
+            latitude=lat, longitude=lon, policy=_policy(settings))
+        view = service.order_view(order, see_phone=False)
+    _print_order(view, as_json)
+
+
+@tickets.command("act")
+@click.argument("case_number")
+@click.argument("action")
+@click.option("--role", required=True)
+@click.option("--actor", required=True)
+@click.option("--note", default="")
+@click.option("--into", default="", help="merge: the order this one is folded into.")
+@click.option("--amount", type=int, help="grant_extension: how much longer, in the step's "
+              "units.")
+@click.pass_context
+def tickets_act(ctx: click.Context, case_number: str, action: str, role: str, actor: str,
+                note: str, into: str, amount: int | None) -> None:
+    """Take a workflow ACTION on an order (open, dispatch, sign, feedback, close, merge ...)."""
+    from hotline.db import transaction
+    from tickets import service
+
+    settings = _settings(ctx)
+    policy = _policy(settings)
+    with transaction(_session_factory(settings)) as session:
+        if action == "merge":
+            order = service.merge(session, case_number, into, actor=actor, role=role,
+                                  note=note, policy=policy)
+        elif action == "grant_extension":
+            if amount is None:
+                raise HotlineError("grant_extension needs --amount")
+            order = service.grant_extension(session, case_number, amount, actor=actor,
+                                            role=role, note=note, policy=policy)
+        else:
+            order = service.transition(session, case_number, action, actor=actor, role=role,
+                                       note=note, policy=policy)
+        click.echo(f"{order.case_number}: {order.state} (version {order.version})")
+
+
+@tickets.command("show")
+@click.argument("case_number")
+@click.option("--show-phone", is_flag=True, help="Show the citizen's number unmasked.")
+@click.pass_context
+def tickets_show(ctx: click.Context, case_number: str, show_phone: bool) -> None:
+    """One order with its history and clocks, as JSON."""
+    from tickets import deadlines, service
+
+    with _session_factory(_settings(ctx))() as session:
+        order = service.get_order(session, case_number)
+        view = service.order_view(order, see_phone=show_phone)
+        view["history"] = [f"{e.at.isoformat()} {e.action} {e.from_state}->{e.to_state} "
+                           f"{e.actor} ({e.role}) {e.note}"
+                           for e in service.history(session, case_number)]
+        view["deadlines"] = [f"{d.step}#{d.round} due {d.due_at.isoformat()} "
+                             f"{'met ' + d.met_at.isoformat() if d.met_at else 'running'} "
+                             f"{d.warning}" for d in deadlines.deadlines(session, case_number)]
+    _echo_json(view)
+
+
+@tickets.command("list")
+@click.option("--state")
+@click.option("--department")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def tickets_list(ctx: click.Context, state: str | None, department: str | None, limit: int,
+                 as_json: bool) -> None:
+    """Orders, newest first."""
+    from tickets import service
+
+    with _session_factory(_settings(ctx))() as session:
+        _total, found = service.find_orders(session, service.OrderQuery(
+            state=state, department_code=department, limit=limit))
+        views = [service.order_view(o, see_phone=False) for o in found]
+    if as_json:
+        _echo_json(views)
+        return
+    for view in views:
+        _print_order(view, False)
+
+
+@tickets.command("catalogue")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.pass_context
+def tickets_catalogue(ctx: click.Context, file: str | None) -> None:
+    """Load the category catalogue, departments, dispatch rules and time limits from FILE
+    (YAML; default: tickets.catalogue_file, else the packaged standard set)."""
+    from hotline.db import transaction
+    from tickets import catalogue
+
+    settings = _settings(ctx)
+    path = file or settings.tickets.catalogue_file
+    with transaction(_session_factory(settings)) as session:
+        summary = catalogue.load_file(session, path) if path else catalogue.seed(session)
+    click.echo(str(summary))
+
+
+@tickets.command("grids")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.pass_context
+def tickets_grids(ctx: click.Context, file: str) -> None:
+    """Load unit grids (单元网格) from a GeoJSON FeatureCollection in WGS84."""
+    from hotline.db import transaction
+    from tickets import geo
+
+    try:
+        data = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise HotlineError(f"grids: {file} is not readable JSON: {exc}") from None
+    with transaction(_session_factory(_settings(ctx))) as session:
+        count = geo.load_grids(session, data)
+    click.echo(f"{count} grids loaded")
+
+
+@tickets.command("kpis")
+@click.option("--from", "start", required=True, type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.option("--to", "end", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Exclusive end day (local).")
+@click.option("--bucket", type=click.Choice(["day", "week", "month"]))
+@click.pass_context
+def tickets_kpis(ctx: click.Context, start: Any, end: Any, bucket: str | None) -> None:
+    """Hotline and work-order KPIs, and the CJ/T 292 evaluation, as JSON."""
+    from zoneinfo import ZoneInfo
+
+    from tickets.http import kpi_report
+
+    settings = _settings(ctx)
+    zone = ZoneInfo(settings.calendar.timezone)
+    with _session_factory(settings)() as session:
+        report = kpi_report(session, settings, start.replace(tzinfo=zone),
+                            end.replace(tzinfo=zone), bucket)
+    _echo_json(report)
+
+
+@tickets.command("callback-list")
+@click.pass_context
+def tickets_callback_list(ctx: click.Context) -> None:
+    """Surveys waiting for an agent's call (人工回访)."""
+    from tickets import service, surveys
+
+    with _session_factory(_settings(ctx))() as session:
+        for survey, case in surveys.agent_list(session):
+            click.echo(f"{survey.id}  {case}  {service.mask_phone(survey.phone)}  "
+                       f"{survey.call_attempts} calls  {survey.note}")
+
+
+@tickets.command("deliveries")
+@click.option("--state", type=click.Choice(["pending", "delivered", "failed"]))
+@click.option("--redeliver", "event_id", help="Put a failed delivery back in line.")
+@click.pass_context
+def tickets_deliveries(ctx: click.Context, state: str | None, event_id: str | None) -> None:
+    """Webhook deliveries to the city platform."""
+    from hotline.db import transaction
+    from tickets import exchange
+
+    sessions = _session_factory(_settings(ctx))
+    if event_id:
+        with transaction(sessions) as session:
+            exchange.redeliver(session, event_id)
+        click.echo(f"{event_id}: pending again")
+        return
+    with sessions() as session:
+        for d in exchange.deliveries(session, state=state):
+            click.echo(f"{d.event_id}  {d.case_number}  {d.event_type}  {d.state}  "
+                       f"{d.attempts} attempts  {d.last_error}")
+
+
+@cli.group()
+def users() -> None:
+    """API users: bearer tokens, workflow roles, the privilege to see phone numbers."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, required=True,
+              help="operator, supervisor, shift_chief, dispatcher, department (repeatable).")
+@click.option("--see-phone", is_flag=True, help="May see citizens' numbers unmasked.")
+@click.pass_context
+def users_add(ctx: click.Context, name: str, roles: tuple[str, ...], see_phone: bool) -> None:
+    """Create a user (or give them a new token); the token is printed once."""
+    from hotline.auth import add_user
+    from hotline.db import transaction
+    from tickets.workflow import ROLES, SYSTEM
+
+    with transaction(_session_factory(_settings(ctx))) as session:
+        token = add_user(session, name, list(roles), see_phone,
+                         tuple(r for r in ROLES if r != SYSTEM))
+    click.echo(token)
+
+
 @cli.command("up")
 @click.option("--demo/--no-demo", default=True, show_default=True,
               help="Place demo calls through the sandbox once everything runs.")

@@ -23,7 +23,9 @@ from recordings.audio import wav_stats
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
 from telephony import directory, records
 from telephony.ami import EventTap
+from tickets import catalogue, geo
 
+DEMO_GRIDS = Path(catalogue.__file__).with_name("demo_grids.geojson")
 DEMO_AGENTS = (("8001", "张敏", "127.0.0.3"), ("8002", "李强", "127.0.0.5"))
 CITIZEN_SAYS = "你好，我要反映一个问题，人民路口有暴露垃圾，已经好几天没人清理了。"
 SHOWN_EVENTS = ("Newchannel", "DTMFEnd", "QueueCallerJoin", "AgentCalled", "AgentConnect",
@@ -43,6 +45,8 @@ def prepare(settings: Settings, demo_agents: bool) -> dict[str, str]:
                                     static_contact=f"sip:{number}@{ip}:5060",
                                     queues=(settings.hotline.default_queue,))
         snapshot = directory.snapshot(session)
+        if demo_agents and not geo.grid_count(session):
+            geo.load_grids(session, geo.read_geojson(DEMO_GRIDS))
     return render(settings, snapshot)
 
 

@@ -11,8 +11,9 @@ from werkzeug.exceptions import HTTPException
 
 from hotline.config import Settings
 from telephony import http as telephony_http
+from tickets import http as tickets_http
 
-ROOMS = (telephony_http,)
+ROOMS = (telephony_http, tickets_http)
 MAX_REQUEST_BYTES = 1 << 20
 
 
@@ -26,6 +27,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.extensions["hotline.redis"] = live
     app.register_blueprint(telephony_http.calls_api)
     app.register_blueprint(telephony_http.seats_api)
+    for blueprint in tickets_http.BLUEPRINTS:
+        app.register_blueprint(blueprint)
 
     @app.get("/api/v1/openapi.json")
     def openapi() -> Any:
@@ -50,15 +53,22 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "12319 hotline API", "version": "1",
                  "description": "城市管理服务热线 · the city-service hotline's JSON API"},
+        "security": [{}, {"bearer": []}],
         "paths": {**paths, "/api/v1/openapi.json": {"get": {
             "summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}}},
         "components": {
             "schemas": {**schemas, "Error": error},
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "a token from `hotline users add`; reads without one see "
+                               "masked phone numbers"}},
             "responses": {
                 name: {"description": text, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/Error"}}}}
                 for name, text in (
                     ("BadRequest", "a parameter is wrong; detail names it"),
+                    ("Unauthorized", "no token, or a token nobody holds"),
+                    ("Forbidden", "the token's user may not do this (role, privilege)"),
                     ("NotFound", "no such resource"),
                     ("Conflict", "refused in the resource's present state; detail says why"),
                     ("Unavailable", "the telephony service or Asterisk cannot be reached"))},

@@ -1,0 +1,266 @@
+"""The work-order API (/api/v1/orders ...) on SQLite and PostgreSQL: who may do what, phone
+masking, the location deriving grid and department, duplicates and merging, deadlines in the
+order view, the platform's signed updates, and hostile input that must leave nothing half
+written."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from hotline.db import make_engine, session_factory, transaction, upgrade
+from hotline.live import connect_redis
+from hotline.web import create_app
+from tests.conftest import REDIS_SERVER_URL, make_settings
+from tickets import catalogue, exchange, geo
+from tickets.models import WorkOrder, WorkOrderEvent
+from tickets.workflow import ROLES, SYSTEM
+
+DEMO_GRIDS = Path(__file__).parents[1] / "tickets" / "demo_grids.geojson"
+INSIDE_GRID_01 = (45.7504, 126.6306)  # in 23010300100101 (南岗区 demo street)
+
+
+@pytest.fixture
+def client(database_url: str, tmp_path: Path) -> Iterator[tuple[FlaskClient, Any]]:
+    settings = make_settings(tmp_path, DATABASE_URL=database_url, REDIS_URL=REDIS_SERVER_URL)
+    engine = make_engine(database_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    with transaction(sessions) as session:
+        catalogue.seed(session)
+        geo.load_grids(session, geo.read_geojson(DEMO_GRIDS))
+    app = create_app(settings, sessions, connect_redis(settings))
+    yield app.test_client(), sessions
+    engine.dispose()
+
+
+def _user(sessions: Any, name: str, *roles: str, see_phone: bool = False) -> dict[str, str]:
+    from hotline.auth import add_user
+
+    with transaction(sessions) as session:
+        token = add_user(session, name, list(roles), see_phone,
+                         tuple(r for r in ROLES if r != SYSTEM))
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _count(sessions: Any) -> tuple[int, int]:
+    with sessions() as session:
+        return (session.scalar(select(func.count(WorkOrder.id))),
+                session.scalar(select(func.count(WorkOrderEvent.id))))
+
+
+REPORT = {"appeal_type": "complaint", "description": "人民广场东侧暴露垃圾，气味很大",
+          "channel": "phone", "citizen_phone": "138 0013 8000", "citizen_name": "李女士",
+          "category_code": "0102", "address": "南岗区示范街1号",
+          "latitude": INSIDE_GRID_01[0], "longitude": INSIDE_GRID_01[1]}
+
+
+def test_an_order_is_taken_in_with_grid_department_and_clocks_and_phones_are_masked(
+        client) -> None:
+    http, sessions = client
+    operator = _user(sessions, "受理员小王", "operator", see_phone=True)
+    reply = http.post("/api/v1/orders", json=REPORT, headers=operator)
+    assert reply.status_code == 201, reply.json
+    order = reply.json
+    assert order["grid_code"] == "23010300100101"
+    assert order["department_code"] == "sanitation"  # 0102 暴露垃圾 -> 市容环卫局
+    assert order["citizen_phone"] == "13800138000"
+    steps = {d["step"]: d for d in order["deadlines"]}
+    assert set(steps) == {"open", "complete"}  # 立案 and the appeal's own limit
+    assert steps["complete"]["clock"] == "working_days" and steps["complete"]["amount"] == 13
+    # anonymous readers and users without the privilege see a masked number
+    case = order["case_number"]
+    assert http.get(f"/api/v1/orders/{case}").json["citizen_phone"] == "138****8000"
+    clerk = _user(sessions, "派遣员老张", "dispatcher")
+    listed = http.get("/api/v1/orders?state=intake", headers=clerk).json
+    assert [o["citizen_phone"] for o in listed["items"]] == ["138****8000"]
+    assert http.get("/api/v1/orders?citizen_phone=13800138000",
+                    headers=clerk).status_code == 403
+    found = http.get("/api/v1/orders?citizen_phone=13800138000", headers=operator).json
+    assert found["total"] == 1
+
+
+def test_roles_are_enforced_and_the_whole_loop_runs_through_the_api(client) -> None:
+    http, sessions = client
+    operator = _user(sessions, "受理员", "operator")
+    chief = _user(sessions, "值班长", "shift_chief")
+    dispatcher = _user(sessions, "派遣员", "dispatcher")
+    department = _user(sessions, "环卫局", "department")
+    supervisor = _user(sessions, "监督员", "supervisor")
+    assert http.post("/api/v1/orders", json=REPORT).status_code == 401
+    assert http.post("/api/v1/orders", json=REPORT,
+                     headers={"Authorization": "Bearer nobody"}).status_code == 401
+    assert http.post("/api/v1/orders", json=REPORT, headers=chief).status_code == 403
+    case = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+
+    def act(action: str, who: dict[str, str], **body: Any) -> Any:
+        return http.post(f"/api/v1/orders/{case}/actions/{action}", json=body, headers=who)
+
+    refused = act("dispatch", dispatcher)  # not opened yet
+    assert refused.status_code == 409 and "only from opened" in refused.json["detail"]
+    assert act("open", dispatcher).status_code == 403  # a dispatcher cannot open
+    assert act("open", chief).json["state"] == "opened"
+    assert act("dispatch", dispatcher).json["state"] == "dispatched"
+    signed = act("sign", department).json
+    assert "feedback" in signed["allowed_actions"]
+    stale = act("feedback", department, expected_version=1)
+    assert stale.status_code == 409 and "changed since version 1" in stale.json["detail"]
+    assert act("grant_extension", chief, amount=2).status_code == 200
+    handle = [d for d in http.get(f"/api/v1/orders/{case}").json["deadlines"]
+              if d["step"] == "handle"]
+    assert handle[0]["amount"] == 6 and handle[0]["extensions"] == 1  # 4 h + 2 h
+    for action, who in (("feedback", department), ("request_check", dispatcher),
+                        ("check_passed", supervisor), ("close", chief)):
+        assert act(action, who).status_code == 200, action
+    final = http.get(f"/api/v1/orders/{case}").json
+    assert final["state"] == "closed" and final["closed_at"]
+    assert [s["state"] for s in final["surveys"]] == ["scheduled"]  # the callback survey
+    assert [h["action"] for h in final["history"]][-1] == "close"
+
+
+def test_a_repeat_report_nearby_is_flagged_and_merged_into_the_first(client) -> None:
+    http, sessions = client
+    operator = _user(sessions, "受理员", "operator")
+    chief = _user(sessions, "值班长", "shift_chief")
+    first = http.post("/api/v1/orders", json=REPORT, headers=operator).json
+    assert first["duplicate_of"] == "" and not first["repeat_caller"]
+    nearby = {**REPORT, "latitude": INSIDE_GRID_01[0] + 0.0003}  # about 33 m north
+    second = http.post("/api/v1/orders", json=nearby, headers=operator).json
+    assert second["duplicate_of"] == first["case_number"]
+    assert second["repeat_caller"]  # the same citizen again within the window
+    far = {**REPORT, "latitude": INSIDE_GRID_01[0] + 0.01, "citizen_phone": "13900000000"}
+    third = http.post("/api/v1/orders", json=far, headers=operator).json
+    assert third["duplicate_of"] == "" and not third["repeat_caller"]
+    into_self = http.post(f"/api/v1/orders/{second['case_number']}/actions/merge",
+                          json={"into": second["case_number"]}, headers=chief)
+    assert into_self.status_code == 400
+    merged = http.post(f"/api/v1/orders/{second['case_number']}/actions/merge",
+                       json={"into": first["case_number"]}, headers=chief).json
+    assert (merged["state"], merged["merged_into"]) == ("merged", first["case_number"])
+
+
+@pytest.mark.parametrize("change, detail", [
+    ({"description": "垃圾" * 2001}, "description: at most 4000"),
+    ({"description": " \x00\x01 "}, "description: required"),
+    ({"latitude": 200}, "location"),
+    ({"latitude": "45.75"}, "latitude: a number"),
+    ({"latitude": True}, "latitude: a number"),
+    ({"longitude": None}, "latitude and longitude"),
+    ({"category_code": "9999"}, "category_code: no active event category '9999'"),
+    ({"category_code": "<script>"}, "category_code"),
+    ({"appeal_type": "insult"}, "appeal_type: one of"),
+    ({"urgency": 3}, "urgency: text"),
+    ({"citizen_phone": "call me maybe"}, "citizen_phone"),
+])
+def test_hostile_input_gets_a_clear_400_and_nothing_is_written(client, change, detail
+                                                              ) -> None:
+    http, sessions = client
+    operator = _user(sessions, "受理员", "operator")
+    before = _count(sessions)
+    reply = http.post("/api/v1/orders", json={**REPORT, **change}, headers=operator)
+    assert reply.status_code == 400, reply.json
+    assert detail in reply.json["detail"]
+    assert _count(sessions) == before
+
+
+def test_markup_is_kept_as_text_and_bodies_that_are_not_objects_or_too_big_are_refused(
+        client) -> None:
+    http, sessions = client
+    operator = _user(sessions, "受理员", "operator")
+    markup = {**REPORT, "description": "<img src=x onerror=alert(1)>\u202e垃圾\x07"}
+    kept = http.post("/api/v1/orders", json=markup, headers=operator).json
+    assert kept["description"] == "<img src=x onerror=alert(1)>\u202e垃圾"  # data, not HTML
+    before = _count(sessions)
+    assert http.post("/api/v1/orders", json=[REPORT], headers=operator).status_code == 400
+    assert http.post("/api/v1/orders", data=b"{not json", headers={
+        **operator, "Content-Type": "application/json"}).status_code == 400
+    huge = http.post("/api/v1/orders", data=b"{" + b" " * (2 << 20) + b"}",
+                     headers={**operator, "Content-Type": "application/json"})
+    assert huge.status_code == 413
+    assert http.get("/api/v1/orders/9999").status_code == 404
+    assert http.get("/api/v1/orders?state=lost").status_code == 400
+    assert http.get("/api/v1/orders?since=2026-11-01T00:00:00").status_code == 400  # no zone
+    assert _count(sessions) == before
+
+
+def test_the_platform_signs_an_update_and_a_replay_changes_nothing(client, tmp_path) -> None:
+    http, sessions = client
+    settings = make_settings(tmp_path)  # the same data dir: the same generated secret
+    operator = _user(sessions, "受理员", "operator")
+    chief = _user(sessions, "值班长", "shift_chief")
+    dispatcher = _user(sessions, "派遣员", "dispatcher")
+    case = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+    for action, who in (("open", chief), ("dispatch", dispatcher)):
+        http.post(f"/api/v1/orders/{case}/actions/{action}", json={}, headers=who)
+    body = json.dumps({"case_number": case, "action": "sign", "actor": "平台:环卫局"}).encode()
+    stamp = str(int(datetime.now(UTC).timestamp()))
+    headers = {"Idempotency-Key": "platform-000001", "X-Hotline-Timestamp": stamp,
+               "X-Hotline-Signature": exchange.sign(settings.exchange.webhook_secret, stamp,
+                                                    body),
+               "Content-Type": "application/json"}
+    forged = http.post("/api/v1/exchange/updates", data=body,
+                       headers={**headers, "X-Hotline-Signature": "sha256=" + "0" * 64})
+    assert forged.status_code == 401
+    first = http.post("/api/v1/exchange/updates", data=body, headers=headers)
+    again = http.post("/api/v1/exchange/updates", data=body, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert first.json == again.json
+    history = http.get(f"/api/v1/orders/{case}").json["history"]
+    assert [h["action"] for h in history].count("sign") == 1
+
+
+def test_the_openapi_document_describes_the_order_routes(client) -> None:
+    http, _ = client
+    document = http.get("/api/v1/openapi.json").json
+    for path in ("/api/v1/orders", "/api/v1/orders/{case_number}",
+                 "/api/v1/orders/{case_number}/actions/{action}", "/api/v1/kpis",
+                 "/api/v1/exchange/updates", "/api/v1/surveys/callback-list"):
+        assert path in document["paths"], path
+    assert "WorkOrder" in document["components"]["schemas"]
+    assert "bearer" in document["components"]["securitySchemes"]
+
+
+def test_an_agent_finishes_a_survey_from_the_callback_list(client) -> None:
+    from datetime import timedelta
+
+    from tickets import surveys
+    from tickets.models import Survey
+    from tickets.service import Policy
+
+    http, sessions = client
+    operator = _user(sessions, "受理员", "operator")
+    roles = {r: _user(sessions, r, r) for r in ("shift_chief", "dispatcher", "department",
+                                                "supervisor")}
+    case = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+    for action, role in (("open", "shift_chief"), ("dispatch", "dispatcher"),
+                         ("sign", "department"), ("feedback", "department"),
+                         ("request_check", "dispatcher"), ("check_passed", "supervisor"),
+                         ("close", "shift_chief")):
+        assert http.post(f"/api/v1/orders/{case}/actions/{action}", json={},
+                         headers=roles[role]).status_code == 200
+    once = Policy(survey_call_attempts=1, survey_sms_wait_hours=1)
+    with transaction(sessions) as session:  # the line and the SMS got no answer
+        survey = session.scalar(select(Survey))
+        due = survey.next_attempt_at
+        attempt = surveys.claim_call(session, survey.id, due)
+        surveys.call_failed(session, attempt.attempt_id, "no answer", once,
+                            once.calendar(session), due)
+        surveys.expire_sms(session, once, due + timedelta(hours=2))
+    [listed] = http.get("/api/v1/surveys/callback-list").json["items"]
+    assert listed["case_number"] == case and listed["phone"] == "138****8000"
+    path = f"/api/v1/surveys/{listed['survey_id']}/result"
+    assert http.post(path, json={"rating": 5}).status_code == 401
+    assert http.post(path, json={"rating": 9}, headers=operator).status_code == 400
+    done = http.post(path, json={"rating": 5, "note": "仍有异味"}, headers=operator)
+    assert done.json == {"survey_id": listed["survey_id"], "outcome": "reopened"}
+    assert http.post(path, json={"rating": 1}, headers=operator).status_code == 409
+    assert http.post("/api/v1/surveys/77/result", json={"rating": 1},
+                     headers=operator).status_code == 404
+    assert http.get(f"/api/v1/orders/{case}").json["state"] == "handling"
