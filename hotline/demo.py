@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
@@ -21,9 +23,10 @@ from hotline.live import connect_redis, redis_location
 from ivr.prompts import ensure_prompts, speak
 from recordings.audio import wav_stats
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
-from telephony import directory, records
+from telephony import commands, directory, records
 from telephony.ami import EventTap
-from tickets import catalogue, geo
+from tickets import catalogue, geo, surveys
+from tickets import service as orders
 
 DEMO_GRIDS = Path(catalogue.__file__).with_name("demo_grids.geojson")
 DEMO_AGENTS = (("8001", "张敏", "127.0.0.3"), ("8002", "李强", "127.0.0.5"))
@@ -96,6 +99,9 @@ def run_demo(settings: Settings, centre: Centre, echo: Callable[[str], None]) ->
     number = settings.hotline.entry_number
     echo("\ndemo: two agent phones are seated; three citizens call "
          f"{number} (one keys 1 and speaks, then two call at once)")
+    for agent, _name, _ip in DEMO_AGENTS:  # queue members are dynamic: the seats log in
+        if not centre.telephony.board.seat(agent).queues:
+            commands.send(centre.bus.client, "seat.login", {"agent": agent})
     first_event = centre.bus.last_id()
     with EventTap(settings) as tap, \
             kit.agent_phone(*_phone(0), answer_after=1.0) as phone_a, \
@@ -136,6 +142,55 @@ def run_demo(settings: Settings, centre: Centre, echo: Callable[[str], None]) ->
              f"{call['queue']}, agent {call['agent']}, wait {call['wait_seconds']} s, talk "
              f"{call['talk_seconds']} s, recording sha256 "
              f"{(recording.get('sha256') or '-')[:12]}{loudness}")
+    first_call = next((c for c in calls if c["caller_number"] == "13800138000"), None)
+    run_order_loop(settings, centre, kit, first_call["call_id"] if first_call else "", echo)
+
+
+# The demo's case runs through every step, each taken by its role.
+DEMO_STEPS = (("open", "shift_chief", "值班长 赵刚"), ("dispatch", "dispatcher", "派遣员 孙丽"),
+              ("sign", "department", "市容环卫局"), ("feedback", "department", "市容环卫局"),
+              ("request_check", "dispatcher", "派遣员 孙丽"),
+              ("check_passed", "supervisor", "监督员 周涛"),
+              ("close", "shift_chief", "值班长 赵刚"))
+
+
+def run_order_loop(settings: Settings, centre: Centre, kit: SipKit, call_id: str,
+                   echo: Callable[[str], None]) -> None:
+    """The first caller's report becomes a work order that runs the whole case loop, and
+    the citizen is called back by the survey line and keys 2 (满意)."""
+    policy = orders.Policy.from_settings(settings)
+    with transaction(centre.sessions) as session:
+        order = orders.open_order(
+            session, appeal_type="complaint", channel="phone", actor=DEMO_AGENTS[0][1],
+            description=CITIZEN_SAYS, citizen_phone="13800138000", citizen_name="王先生",
+            category_code="0102", address="南岗区示范街道人民路口", latitude=45.7504,
+            longitude=126.6306, call_id=call_id, policy=policy)
+        case = order.case_number
+        echo(f"\ndemo: work order {case} (grid {order.grid_code}, department "
+             f"{order.department_code}) from call {call_id or '-'}")
+        for action, role, actor in DEMO_STEPS:
+            order = orders.transition(session, case, action, actor=actor, role=role,
+                                      policy=policy)
+        [survey] = [s for s in surveys.surveys_of(session, order.id) if s.state == "scheduled"]
+        echo(f"  {' → '.join(a for a, _r, _w in DEMO_STEPS)}: {order.state}; survey due "
+             f"{survey.next_attempt_at.astimezone(ZoneInfo(settings.calendar.timezone))}"
+             ", called now for the demo")
+        surveys.call_now(session, survey.id, datetime.now(UTC))
+    with kit.agent_phone("citizen", settings.pbx.trunk_host, port=settings.pbx.trunk_port,
+                         answer_after=1.0, talk_seconds=40, script=(Wait(3), Dtmf("2"))
+                         ) as citizen:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with centre.sessions() as session:
+                [survey] = surveys.surveys_of(session, order.id)
+                state = orders.get_order(session, case).state
+            if survey.state == "done" and any(r.ended_at for r in citizen.results()):
+                break
+            time.sleep(0.5)
+    for r in citizen.results():
+        echo(f"  survey call to {r.to_user}: {r.summary()}")
+    echo(f"  survey: {survey.state}, rating {survey.rating} "
+         f"({surveys.RATINGS.get(survey.rating or 0, '-')}), order {state}")
 
 
 def _wait_until_stored(centre: Centre, count: int, timeout: float = 10) -> None:

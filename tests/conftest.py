@@ -42,6 +42,11 @@ REDIS_SERVER_URL = os.environ.get("HOTLINE_TEST_REDIS", "redis://127.0.0.1:6379/
 TEST_AGENTS = {"8101": "127.0.0.13", "8102": "127.0.0.15"}
 AGENT_PORT = 5070
 
+# The whole case loop from intake to closing, each action by its role.
+CASE_LOOP = [("open", "shift_chief"), ("dispatch", "dispatcher"), ("sign", "department"),
+             ("feedback", "department"), ("request_check", "dispatcher"),
+             ("check_passed", "supervisor"), ("close", "shift_chief")]
+
 TEST_PBX_ENV = {
     "HOTLINE_PBX_SIP_PORT": "25060",
     "HOTLINE_PBX_AMI_PORT": "25038",
@@ -153,6 +158,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 def agent_ip(number: str) -> str:
     return TEST_AGENTS[number]
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> None:
+    """Poll `predicate` until it holds; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.2)
 
 
 def offered(phone: AgentPhone, caller: str) -> list[AgentCallResult]:

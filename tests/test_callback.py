@@ -15,7 +15,7 @@ from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
 from telephony import commands
 from telephony.ami import EventTap
 from telephony.models import CallbackRequest
-from tests.conftest import AGENT_PORT, agent_ip, ensure_ready
+from tests.conftest import AGENT_PORT, agent_ip, ensure_ready, wait_until
 
 
 @pytest.fixture
@@ -34,12 +34,6 @@ def _request(centre: Centre, caller: str) -> CallbackRequest | None:
             CallbackRequest.caller_number == caller))
 
 
-def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
-
 
 def test_a_callback_keeps_the_callers_place_and_rings_them_once(
         agents_paused: Centre, kit: SipKit, ami: EventTap, pbx_settings: Settings) -> None:
@@ -53,7 +47,7 @@ def test_a_callback_keeps_the_callers_place_and_rings_them_once(
         Wait(0.5), Dtmf("1"), Wait(35), Hangup())))
     [gone] = run_first.wait()
     assert gone.hangup_by == "far_end"  # told "we will call you back", then let go
-    _wait(lambda: (r := _request(centre, first)) is not None and r.state == "holding", 10,
+    wait_until(lambda: (r := _request(centre, first)) is not None and r.state == "holding", 10,
           "the callback was not placed in the queue")
     placeholder = ami.wait_for(lambda e: e.get("Event") == "QueueCallerJoin"
                                and e.get("Channel", "").startswith("Local/" + first))
@@ -65,7 +59,7 @@ def test_a_callback_keeps_the_callers_place_and_rings_them_once(
                             port=pbx_settings.pbx.trunk_port, answer_after=0.5,
                             talk_seconds=2) as citizen_phone:
         commands.send(centre.bus.client, "seat.resume", {"agent": "8101"})
-        _wait(lambda: (r := _request(centre, first)) is not None and r.state == "connected",
+        wait_until(lambda: (r := _request(centre, first)) is not None and r.state == "connected",
               20, "the caller was not called back")
         [waited] = run_second.wait()
     rung = citizen_phone.results()

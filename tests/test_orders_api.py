@@ -264,3 +264,27 @@ def test_an_agent_finishes_a_survey_from_the_callback_list(client) -> None:
     assert http.post("/api/v1/surveys/77/result", json={"rating": 1},
                      headers=operator).status_code == 404
     assert http.get(f"/api/v1/orders/{case}").json["state"] == "handling"
+
+
+def test_a_department_adds_a_photo_once_and_junk_or_huge_uploads_are_refused(client) -> None:
+    http, sessions = client
+    operator = _user(sessions, "受理员", "operator")
+    department = {**_user(sessions, "环卫局", "department"), "Content-Type": "image/jpeg"}
+    case = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+    photo = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
+    path = f"/api/v1/orders/{case}/photos"
+    first = http.post(path, data=photo, headers=department)
+    assert first.status_code == 201 and first.json["bytes"] == len(photo)
+    assert http.post(path, data=photo, headers=department).json == first.json
+    assert http.post(path, data=photo, headers={
+        "Content-Type": "image/jpeg"}).status_code == 401
+    assert http.post(path, data=b"<svg onload=alert(1)>", headers={
+        **department, "Content-Type": "image/svg+xml"}).status_code == 415
+    junk = http.post(path, data=b"MZ\x90\x00 not an image", headers=department)
+    assert junk.status_code == 400 and "JPEG, PNG or WebP" in junk.json["detail"]
+    huge = http.post(path, data=b"\xff\xd8\xff" + b"\0" * (9 << 20), headers=department)
+    assert huge.status_code == 413
+    assert http.post("/api/v1/orders/000000000000/photos", data=photo,
+                     headers=department).status_code == 404
+    kept = http.get(f"/api/v1/orders/{case}").json["attachments"]
+    assert [(a["kind"], a["bytes"]) for a in kept] == [("photo", len(photo))] * 2

@@ -18,13 +18,9 @@ from hotline.config import Settings
 from hotline.db import transaction
 from sipkit.kit import Dtmf, SipKit, Wait
 from telephony.ami import EventTap
-from tests.conftest import WEB_PORT
+from tests.conftest import CASE_LOOP, WEB_PORT, wait_until
 from tickets import service
 from tickets.models import Survey, WorkOrder
-
-LOOP = [("open", "shift_chief"), ("dispatch", "dispatcher"), ("sign", "department"),
-        ("feedback", "department"), ("request_check", "dispatcher"),
-        ("check_passed", "supervisor"), ("close", "shift_chief")]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +40,7 @@ def _close_order(centre: Centre, phone: str) -> str:
         order = service.open_order(session, appeal_type="complaint", channel="phone",
                                    description="路灯不亮已经一周", actor="受理员",
                                    citizen_phone=phone, policy=policy)
-        for action, role in LOOP:
+        for action, role in CASE_LOOP:
             service.transition(session, order.case_number, action, actor=role, role=role,
                                policy=policy)
         return order.case_number
@@ -59,12 +55,6 @@ def _survey_of(centre: Centre, case: str) -> tuple[Survey, str]:
         return survey, state
 
 
-def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.3)
-
 
 def test_the_citizen_presses_4_the_rating_is_dissatisfied_and_the_order_reopens(
         survey_centre: Centre, kit: SipKit, ami: EventTap, pbx_settings: Settings) -> None:
@@ -73,9 +63,9 @@ def test_the_citizen_presses_4_the_rating_is_dissatisfied_and_the_order_reopens(
                          port=pbx_settings.pbx.trunk_port, answer_after=0.5, talk_seconds=40,
                          script=(Wait(2.5), Dtmf("4"))) as citizen:
         case = _close_order(survey_centre, phone)
-        _wait(lambda: _survey_of(survey_centre, case)[0].state == "done", 60,
+        wait_until(lambda: _survey_of(survey_centre, case)[0].state == "done", 60,
               "the survey was not answered")
-        _wait(lambda: any(r.ended_at for r in citizen.results()), 30,
+        wait_until(lambda: any(r.ended_at for r in citizen.results()), 30,
               "the survey call did not end")
     survey, state = _survey_of(survey_centre, case)
     assert (survey.rating, survey.channel, survey.outcome) == (4, "phone", "reopened")
@@ -98,7 +88,7 @@ def test_a_busy_citizen_is_called_again_later_not_now(
                          refuse_code=486) as citizen:
         before = datetime.now(UTC)
         case = _close_order(survey_centre, phone)
-        _wait(lambda: (s := _survey_of(survey_centre, case)[0]).state == "scheduled"
+        wait_until(lambda: (s := _survey_of(survey_centre, case)[0]).state == "scheduled"
               and s.call_attempts == 1, 30, "the busy call was not reported back")
         time.sleep(2)  # nothing else is dialled meanwhile
     survey, state = _survey_of(survey_centre, case)
@@ -115,7 +105,7 @@ def test_a_hang_up_before_rating_is_retried_later_and_the_order_stays_closed(
                          port=pbx_settings.pbx.trunk_port, answer_after=0.5,
                          talk_seconds=2) as citizen:
         case = _close_order(survey_centre, phone)
-        _wait(lambda: (s := _survey_of(survey_centre, case)[0]).state == "scheduled"
+        wait_until(lambda: (s := _survey_of(survey_centre, case)[0]).state == "scheduled"
               and s.call_attempts == 1, 40, "the abandoned survey was not settled")
     survey, state = _survey_of(survey_centre, case)
     assert [(c.outcome, c.hangup_by) for c in citizen.results()] == [("answered", "agent")]

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from channels import sms
 from channels.models import SmsMessage
 from hotline.db import make_engine, session_factory, transaction, upgrade
+from tests.conftest import CASE_LOOP
 from tickets import service, surveys
 from tickets.models import Survey, WorkOrder
 from tickets.service import Policy
@@ -25,9 +26,6 @@ POLICY = Policy(survey_call_attempts=2, survey_retry_minutes=60, survey_sms_wait
                 reopen_limit=1)
 # Wednesday 30 September 2026, 15:00 in Beijing: the last working day before National Day
 CLOSED_AT = datetime(2026, 9, 30, 15, 0, tzinfo=BEIJING)
-LOOP = [("open", "shift_chief"), ("dispatch", "dispatcher"), ("sign", "department"),
-        ("feedback", "department"), ("request_check", "dispatcher"),
-        ("check_passed", "supervisor"), ("close", "shift_chief")]
 
 
 @pytest.fixture
@@ -43,7 +41,7 @@ def _closed(sessions: sessionmaker[Session], phone: str = "13800138000",
         order = service.open_order(session, appeal_type="complaint", channel="phone",
                                    description="小区门口垃圾桶满溢", actor="受理员",
                                    citizen_phone=phone, policy=POLICY, now=at)
-        for action, role in LOOP:
+        for action, role in CASE_LOOP:
             service.transition(session, order.case_number, action, actor=role, role=role,
                                policy=POLICY, now=at)
         return order.case_number
@@ -204,7 +202,7 @@ def test_satisfied_ratings_evaluate_and_the_reopen_limit_ends_endless_rework(ses
     # the department handles it again and it closes again; the second survey is also a 5
     later = CLOSED_AT + timedelta(days=10)
     with transaction(sessions) as session:
-        for action, role in LOOP[3:]:
+        for action, role in CASE_LOOP[3:]:
             service.transition(session, unhappy, action, actor=role, role=role,
                                policy=POLICY, now=later)
     second = _survey(sessions, unhappy)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from hotline.db import make_engine, session_factory, transaction, upgrade
-from tickets import service, workflow
+from tickets import catalogue, deadlines, service, workflow
 from tickets.models import WorkOrder, WorkOrderEvent
 from tickets.workflow import ACTIONS, ROLES, STATES, WorkflowError
 
@@ -162,18 +162,30 @@ def test_markup_and_control_characters_are_kept_as_text(sessions) -> None:  # ty
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.sampled_from(sorted(ACTIONS)), st.sampled_from(ROLES)),
-                max_size=25))
+@given(st.lists(st.tuples(st.sampled_from(sorted(ACTIONS)), st.sampled_from(ROLES),
+                          st.integers(min_value=0, max_value=3000)), max_size=25))
 def test_random_moves_by_random_roles_keep_the_invariants(tmp_path_factory, steps) -> None:  # type: ignore[no-untyped-def]
+    """One state at a time, no event lost or invented, at most one running clock per step,
+    none once the order is finished, and a due time never moves earlier."""
     engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('wf') / 'h.db'}")
     upgrade(engine)
     sessions = session_factory(engine)
-    number = _open(sessions)
+    with transaction(sessions) as session:
+        catalogue.seed(session)  # real time limits: 0102 is handled in 4 working hours
+    now = datetime(2026, 9, 30, 6, 0, tzinfo=UTC)  # the eve of the National Day holiday
+    number = _open(sessions, category_code="0102", now=now)
     expected_state, moves = "intake", 0
-    for action, role in steps:
+    due_seen: dict[tuple[str, int], datetime] = {}
+    for action, role, minutes in steps:
+        now += timedelta(minutes=minutes)
         try:
             with transaction(sessions) as session:
-                order = service.transition(session, number, action, actor="t", role=role)
+                if action == "grant_extension":
+                    order = service.grant_extension(session, number, 1, actor="t", role=role,
+                                                    now=now)
+                else:
+                    order = service.transition(session, number, action, actor="t",
+                                               role=role, now=now)
         except WorkflowError:
             with pytest.raises(WorkflowError):
                 workflow.apply(expected_state, action, role)
@@ -181,6 +193,17 @@ def test_random_moves_by_random_roles_keep_the_invariants(tmp_path_factory, step
         expected_state = workflow.apply(expected_state, action, role)
         moves += 1
         assert order.state == expected_state and order.version == moves + 1
+        with sessions() as session:
+            clocks = deadlines.deadlines(session, number)
+        running = [c.step for c in clocks if c.met_at is None]
+        assert len(running) == len(set(running))  # one running round per step
+        if expected_state in ("closed", "evaluated", *workflow.FINAL):
+            assert running == []
+        for clock in clocks:
+            key = (clock.step, clock.round)
+            assert clock.due_at >= due_seen.get(key, clock.due_at)  # deadlines monotone
+            due_seen[key] = clock.due_at
+            assert clock.started_at <= clock.yellow_at <= clock.due_at
     with sessions() as session:
         steps_done = service.history(session, number)
     assert len(steps_done) == moves + 1  # no event lost, none invented

@@ -222,6 +222,27 @@ def take_action(case_number: str, action: str) -> Any:
     return jsonify(view)
 
 
+@orders_api.post("/<case_number>/photos")
+def add_photo(case_number: str) -> Any:
+    """A photo for the order (the department's feedback, 处置反馈照片): the raw image bytes,
+    Content-Type image/jpeg, image/png or image/webp."""
+    who = _who()
+    if not who.name:
+        abort(401, "Authorization: a bearer token is needed to add photos")
+    request.max_content_length = service.MAX_PHOTO_BYTES
+    if request.mimetype not in ("image/jpeg", "image/png", "image/webp"):
+        abort(415, "Content-Type: image/jpeg, image/png or image/webp")
+    settings = current_app.extensions["hotline.settings"]
+    try:
+        with transaction(_sessions()) as session:
+            row = service.store_photo(session, case_number, request.get_data(cache=False),
+                                      settings.storage.data_dir / "attachments")
+            answer = {"kind": row.kind, "sha256": row.sha256, "bytes": row.bytes}
+    except HotlineError as exc:
+        _fail(exc)
+    return jsonify(answer), 201
+
+
 @surveys_api.get("/callback-list")
 def callback_list() -> Any:
     who = _who()
@@ -401,6 +422,15 @@ OPENAPI: dict[str, Any] = {
                                "description": "grant_extension: how much longer"}}}}}},
             "responses": {"200": {"description": "the order after the action", **_JSON_ORDER},
                           **_ERRORS}}},
+        "/api/v1/orders/{case_number}/photos": {"post": {
+            "tags": ["orders"], "summary": "Add a photo to an order (处置照片), at most 8 MiB",
+            "parameters": [_CASE],
+            "requestBody": {"required": True, "content": {
+                kind: {"schema": {"type": "string", "format": "binary"}}
+                for kind in ("image/jpeg", "image/png", "image/webp")}},
+            "responses": {"201": {"description": "kept: its SHA-256 and size"},
+                          "413": {"description": "over 8 MiB"},
+                          "415": {"description": "not a JPEG, PNG or WebP"}, **_ERRORS}}},
         "/api/v1/surveys/callback-list": {"get": {
             "tags": ["surveys"],
             "summary": "Surveys the survey line and SMS could not finish (人工回访)",

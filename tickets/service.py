@@ -7,10 +7,14 @@ other gets a clear error; nothing is half-written.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
@@ -328,6 +332,33 @@ def attach(session: Session, case_number: str, kind: str, path: str, sha256: str
     session.add(row)
     session.flush()
     return row
+
+
+MAX_PHOTO_BYTES = 8 << 20
+# What a photo must start with: JPEG, PNG, WebP (RIFF....WEBP); anything else is refused.
+_PHOTO_MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"RIFF", "webp"))
+
+
+def store_photo(session: Session, case_number: str, content: bytes, directory: Path,
+                now: datetime | None = None) -> WorkOrderAttachment:
+    """A photo (e.g. the department's proof of handling, 处置照片) kept with the order:
+    written once under its SHA-256, so the same photo sent twice is one file."""
+    order = _order(session, case_number)
+    if not content or len(content) > MAX_PHOTO_BYTES:
+        raise OrderError(f"photo: 1 byte to {MAX_PHOTO_BYTES >> 20} MiB")
+    suffix = next((ext for magic, ext in _PHOTO_MAGIC if content.startswith(magic)
+                   and (ext != "webp" or content[8:12] == b"WEBP")), None)
+    if suffix is None:
+        raise OrderError("photo: a JPEG, PNG or WebP image")
+    digest = hashlib.sha256(content).hexdigest()
+    now = now or datetime.now(UTC)
+    target = directory / now.strftime("%Y/%m") / f"{digest}.{suffix}"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{uuid.uuid4().hex}.part")
+        partial.write_bytes(content)
+        os.replace(partial, target)  # never a half-written photo under the final name
+    return attach(session, order.case_number, "photo", str(target), digest, len(content), now)
 
 
 def attachments(session: Session, case_number: str) -> list[WorkOrderAttachment]:

@@ -255,3 +255,12 @@ def _case_number(session: Session, survey: Survey) -> str:
 def surveys_of(session: Session, order_id: int) -> list[Survey]:
     return list(session.scalars(select(Survey).where(Survey.order_id == order_id)
                                 .order_by(Survey.round)))
+
+
+def call_now(session: Session, survey_id: int, now: datetime) -> bool:
+    """"Call this citizen now" (a supervisor's choice, and the demo's): a scheduled survey
+    falls due at once; False if it is not waiting."""
+    moved = session.execute(update(Survey).where(
+        Survey.id == survey_id, Survey.state == "scheduled").values(
+        next_attempt_at=now, updated_at=now).execution_options(synchronize_session=False))
+    return bool(moved.rowcount)
