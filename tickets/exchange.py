@@ -50,7 +50,7 @@ MAX_BACKOFF_SECONDS = 3600
 SIGNATURE_TOLERANCE_SECONDS = 300
 MAX_INBOUND_BYTES = 64 * 1024  # the web layer should stop reading one byte past this
 MAX_NOTE = 2000
-INBOUND_ACTIONS = ("sign", "feedback", "return", "request_extension")
+INBOUND_ACTIONS = ("sign", "feedback", "return", "request_extension", "request_park")
 USER_AGENT = "hotline12319-exchange/1"
 
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.]{0,39}")

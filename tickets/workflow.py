@@ -5,8 +5,9 @@
 
 with the exception paths: 回退 return (wrongly dispatched, back for re-dispatch), 返工 rework
 (failed check, counted), 延期 extension (requested by the department, granted by the shift
-chief), 挂账 park, 缓办 defer, 作废 void, 并单 merge, 督办 supervise; and a consultation
-answered on the call closes at once (首呼解决, first-call resolution).
+chief), 挂账 park (requested by the department, decided by the chief), 缓办 defer, 作废 void,
+并单 merge, 督办 supervise; and a consultation answered on the call closes at once (首呼解决,
+first-call resolution).
 
 Each action names the states it may start from, the state it leads to (None: it stays) and
 the roles allowed to take it.
@@ -60,6 +61,7 @@ ACTIONS: dict[str, Action] = {a.name: a for a in (
     Action("return", ("dispatched", "handling"), "opened", (DEPARTMENT,), "回退"),
     Action("request_extension", ("handling",), None, (DEPARTMENT,), "申请延期"),
     Action("grant_extension", ("handling",), None, (SHIFT_CHIEF,), "批准延期"),
+    Action("request_park", ("handling",), None, (DEPARTMENT,), "申请挂账"),
     Action("feedback", ("handling",), "reported", (DEPARTMENT,), "处置反馈"),
     Action("request_check", ("reported",), "checking", (DISPATCHER,), "转核查"),
     Action("check_passed", ("checking",), "checked", (SUPERVISOR,), "核查通过"),
