@@ -38,7 +38,10 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 OUTBOUND_CONTEXTS = {"survey": "hotline-survey"}
 OUTBOUND_RING_SECONDS = 40
 DIAL_STATUS_REASONS = {"BUSY": "busy", "NOANSWER": "no answer", "CONGESTION": "congestion",
-                       "CHANUNAVAIL": "unreachable", "CANCEL": "no answer"}
+                       "CHANUNAVAIL": "unreachable", "CANCEL": "no answer",
+                       "User busy": "busy", "User alerting, no answer": "no answer",
+                       "Call Rejected": "refused", "Normal Clearing": "no answer"}
+OUTBOUND_REASON_WAIT = 1.0
 SEATS_KEY = "hotline:seats"  # agent -> live seat state (JSON), for desks and wallboards
 
 
@@ -149,8 +152,11 @@ class TelephonyService:
             if event.get("Variable") == "HOTLINE_OUTBOUND" and event.get("Value"):
                 self._outbound_legs[event.get("Channel", "")] = event["Value"]
         elif name == "DialEnd" and event.get("DestChannel") in self._outbound_legs:
-            reference = self._outbound_legs.pop(event["DestChannel"])
+            reference = self._outbound_legs[event["DestChannel"]]
             self._outbound_status[reference] = event.get("DialStatus", "")
+        elif name == "Hangup" and event.get("Channel") in self._outbound_legs:
+            reference = self._outbound_legs.pop(event["Channel"])
+            self._outbound_status.setdefault(reference, event.get("Cause-txt", ""))
         elif name == "OriginateResponse" and event.get("ActionID") in self._outbound:
             self._outbound_answered(event)
         elif name == "DialEnd" and event.get("Channel") in self._dialling:
@@ -300,15 +306,22 @@ class TelephonyService:
         return {"agent": agent}
 
     def _outbound_answered(self, event: dict[str, str]) -> None:
-        """Asterisk's verdict on a call we placed; its Reason is 0 for every refusal in
-        Asterisk 22, so the dial status seen on the leg says why."""
+        """Asterisk's verdict on a call we placed. Its Reason is 0 for every refusal in
+        Asterisk 22, so the leg's dial status (or hangup cause) says why; those events may
+        come just before or just after the verdict, hence the short wait."""
         reference = event["ActionID"]
         purpose, number = self._outbound.pop(reference)
+        if event.get("Response") == "Success":
+            self._outbound_status.pop(reference, None)
+            return
+        asyncio.get_running_loop().call_later(
+            OUTBOUND_REASON_WAIT, self._outbound_failed, reference, purpose, number)
+
+    def _outbound_failed(self, reference: str, purpose: str, number: str) -> None:
         status = self._outbound_status.pop(reference, "")
-        if event.get("Response") != "Success":
-            self._emit(OutboundCallFailed(
-                at=time.time(), purpose=purpose, reference=reference, number=number,
-                reason=DIAL_STATUS_REASONS.get(status, status.lower() or "not placed")))
+        self._emit(OutboundCallFailed(
+            at=time.time(), purpose=purpose, reference=reference, number=number,
+            reason=DIAL_STATUS_REASONS.get(status, status.lower() or "not placed")))
 
     async def _cmd_outbound(self, args: dict[str, Any]) -> dict[str, Any]:
         """Place a call the hotline makes (a survey), once: the caller's `reference` is the
