@@ -8,6 +8,7 @@ call's IVR path is read from AMI like everything else.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -93,8 +94,11 @@ async def _walk(session: AgiSession, flow: Flow, context: CallContext,
             if node.prompt:
                 await session.stream_file(prompt_path[node.prompt])
             if node.type == "queue":
-                return Decision("queue", node.queue or default_queue,
-                                node.priority + context.priority_bonus, node.name)
+                queue = node.queue or default_queue
+                if node.announce_wait:
+                    await _announce_wait(session, queue, prompt_path)
+                return Decision("queue", queue, node.priority + context.priority_bonus,
+                                node.name)
             if node.type == "transfer":
                 return Decision("transfer", str(node.number), node=node.name)
             if node.type == "message":
@@ -126,6 +130,50 @@ async def _progress(session: AgiSession, node: Node, context: CallContext,
     state = await context.case_state(number) if len(number) == CASE_NUMBER_DIGITS else None
     await session.set_variable("HOTLINE_CASE_STATE", state or "unknown")
     await session.stream_file(prompt_path[CASE_PROMPTS.get(state or "", "case_unknown")])
+
+
+def estimated_wait_minutes(ahead: int, average_hold_seconds: int, agents: int) -> int:
+    """Whole minutes a caller joining behind `ahead` others may wait: each of them, and the
+    caller, takes the queue's average hold time, shared by the logged-in agents; 0 when the
+    queue has no history yet (nothing honest to say)."""
+    if average_hold_seconds <= 0:
+        return 0
+    return math.ceil(average_hold_seconds * (ahead + 1) / max(1, agents) / 60)
+
+
+def number_prompts(n: int) -> list[str]:
+    """Prompt names that say 0-99 in Mandarin, e.g. 23 -> 二 十 三; 2 alone is 两 (before a
+    measure word: 两位, 两分钟). Larger numbers are said as 99."""
+    n = max(0, min(n, 99))
+    if n == 2:
+        return ["num_liang"]
+    tens, ones = divmod(n, 10)
+    if tens == 0:
+        return [f"num_{ones}"]
+    said = ([] if tens == 1 else [f"num_{tens}"]) + ["num_10"]
+    return said + ([f"num_{ones}"] if ones else [])
+
+
+async def _announce_wait(session: AgiSession, queue: str, prompt_path: dict[str, str]) -> None:
+    """位置播报: how many callers wait ahead and, when the queue has a history, about how
+    long (预计等待); both left in HOTLINE_QUEUE_AHEAD / HOTLINE_WAIT_MINUTES."""
+    ahead = _whole(await session.evaluate(f"${{QUEUE_WAITING_COUNT({queue})}}"))
+    agents = _whole(await session.evaluate(f"${{QUEUE_MEMBER({queue},logged)}}"))
+    await session.evaluate(f"${{QUEUE_VARIABLES({queue})}}")  # sets QUEUEHOLDTIME
+    minutes = estimated_wait_minutes(ahead, _whole(await session.get_variable("QUEUEHOLDTIME")),
+                                     agents)
+    await session.set_variable("HOTLINE_QUEUE_AHEAD", str(ahead))
+    await session.set_variable("HOTLINE_WAIT_MINUTES", str(minutes))
+    said = (["queue_next"] if ahead == 0 else
+            ["queue_ahead", *number_prompts(ahead), "queue_ahead_callers"])
+    if minutes:
+        said += ["queue_wait", *number_prompts(minutes), "queue_wait_minutes"]
+    for name in said:
+        await session.stream_file(prompt_path[name])
+
+
+def _whole(text: str) -> int:
+    return int(text) if text.strip().isdigit() else 0
 
 
 async def _message(session: AgiSession, node: Node, context: CallContext) -> None:

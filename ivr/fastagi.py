@@ -114,6 +114,15 @@ class AgiSession:
         found, value = result.get("result", ("0", ""))  # type: ignore[misc]
         return str(value) if found == "1" else ""
 
+    async def evaluate(self, expression: str) -> str:
+        """A dialplan expression evaluated on the channel (GET FULL VARIABLE), e.g.
+        ${QUEUE_WAITING_COUNT(intake)}; "" when it is empty."""
+        if not re.fullmatch(r"\$\{[A-Z_]+\([a-z0-9_,-]*\)\}", expression):
+            raise AgiError(f"bad expression {expression!r}")
+        result = await self.command(f"GET FULL VARIABLE {expression}")
+        found, value = result.get("result", ("0", ""))  # type: ignore[misc]
+        return str(value) if found == "1" else ""
+
     async def set_variable(self, name: str, value: str) -> None:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise AgiError(f"bad variable name {name!r}")

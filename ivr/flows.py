@@ -50,6 +50,7 @@ class Node:
     closed: str | None = None
     queue: str | None = None
     priority: int = 0
+    announce_wait: bool = False  # queue: tell the caller how many wait ahead and how long
     number: str | None = None
 
 
@@ -146,6 +147,8 @@ def _check(flow: Flow, prompts: set[str], fail: Any) -> None:
                 raise fail(f"node {node.name}.queue", "a queue name is needed")
             if not 0 <= node.priority <= 100:
                 raise fail(f"node {node.name}.priority", "0-100")
+            if not isinstance(node.announce_wait, bool):
+                raise fail(f"node {node.name}.announce_wait", "true or false")
         elif node.type == "transfer":
             if node.number is None or not _NUMBER.fullmatch(str(node.number)):
                 raise fail(f"node {node.name}.number", "3-20 digits")

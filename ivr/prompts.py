@@ -39,6 +39,13 @@ PROMPTS: dict[str, str] = {
     "survey_ask": "您好，这里是一二三一九城市管理热线回访。您反映的问题已经办结，请评价："
                   "非常满意请按一，满意请按二，基本满意请按三，不满意请按四，非常不满意请按五。",
     "survey_thanks": "感谢您的评价，再见。",
+    "queue_next": "您是下一位，请稍候。",
+    "queue_ahead": "您前面还有",
+    "queue_ahead_callers": "位来电。",
+    "queue_wait": "预计等待",
+    "queue_wait_minutes": "分钟。",
+    "num_liang": "两",
+    **{f"num_{n}": "零一二三四五六七八九十"[n] for n in range(11)},
 }
 
 

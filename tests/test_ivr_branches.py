@@ -17,14 +17,15 @@ from sqlalchemy import select
 
 from hotline.config import Settings
 from hotline.db import make_engine, session_factory, transaction
+from ivr.engine import estimated_wait_minutes, number_prompts
 from ivr.fastagi import FastAgiServer
 from ivr.prompts import speak
 from ivr.server import IvrInBackground
 from recordings.audio import wav_stats
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
-from telephony import screening
+from telephony import screening, seats
 from telephony.ami import EventTap
-from tests.conftest import offered
+from tests.conftest import TEST_AGENTS, offered
 from tickets import service as orders
 from tickets import workflow
 from tickets.models import WorkOrder
@@ -155,3 +156,44 @@ def test_a_case_progress_query_reads_back_a_stored_order(
     assert _caller_vars(ami, caller, "HOTLINE_CASE_STATE") == ["handling"]
     assert any(e.get("Event") == "AGIExecStart" and "case_handling" in e.get("Command", "")
                for e in ami.snapshot())
+
+
+def test_a_caller_hears_how_many_wait_ahead_and_about_how_long(
+        ivr: FastAgiServer, kit: SipKit, ami: EventTap) -> None:
+    first, second = "13800138031", "13800138032"
+    for agent in TEST_AGENTS:  # nobody answers: the first caller keeps waiting
+        assert ami.action(seats.pause_action(agent, True, "test"))["Response"] == "Success"
+    try:
+        waiting = kit.start_calls(Call(caller_id=first, script=(
+            Wait(1), Dtmf("1"), Wait(22), Hangup())))
+        ami.wait_for(lambda e: e.get("Event") == "QueueCallerJoin"
+                     and e.get("CallerIDNum") == first, timeout=25)
+        heard = kit.call(Call(caller_id=second, script=(Wait(1), Dtmf("3"), Wait(12),
+                                                        Hangup())))
+        waiting.wait()
+    finally:
+        for agent in TEST_AGENTS:
+            ami.action(seats.pause_action(agent, False))
+    assert heard.outcome == "answered"
+    assert _caller_vars(ami, second, "HOTLINE_IVR_NODE")[-1] == "announced"
+    assert _caller_vars(ami, second, "HOTLINE_QUEUE_AHEAD") == ["1"]
+    # the estimate is the queue's own average hold time, shared by the two agents
+    hold = _caller_vars(ami, second, "QUEUEHOLDTIME")[0]  # as read before joining
+    [minutes] = _caller_vars(ami, second, "HOTLINE_WAIT_MINUTES")
+    assert int(minutes) == estimated_wait_minutes(1, int(hold), len(TEST_AGENTS))
+    joined = [e for e in ami.snapshot() if e.get("Event") == "QueueCallerJoin"
+              and e.get("CallerIDNum") == second]
+    assert [e["Position"] for e in joined] == ["2"]  # behind the first, as announced
+
+
+def test_mandarin_numbers_and_wait_estimates() -> None:
+    assert number_prompts(0) == ["num_0"]
+    assert number_prompts(2) == ["num_liang"]  # 两位
+    assert number_prompts(10) == ["num_10"]
+    assert number_prompts(12) == ["num_10", "num_2"]  # 十二
+    assert number_prompts(40) == ["num_4", "num_10"]
+    assert number_prompts(99) == number_prompts(250) == ["num_9", "num_10", "num_9"]
+    assert estimated_wait_minutes(3, 0, 2) == 0  # no history: nothing said
+    assert estimated_wait_minutes(0, 50, 1) == 1
+    assert estimated_wait_minutes(3, 90, 2) == 3  # 4 callers x 90 s / 2 agents = 3 min
+    assert estimated_wait_minutes(5, 61, 0) == 7  # no agent logged in counts as one

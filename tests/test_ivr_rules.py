@@ -54,6 +54,7 @@ def _flow_with(change: dict) -> dict:  # type: ignore[type-arg]
     ({"nodes.report.type": "voicemail"}, "report.type"),
     ({"nodes.report.colour": "red"}, "unknown key 'colour'"),
     ({"nodes.menu.retries": 99}, "retries 0-9"),
+    ({"nodes.report.announce_wait": "yes"}, "report.announce_wait"),
 ])
 def test_a_wrong_flow_names_the_node_and_key(change: dict, names: str) -> None:  # type: ignore[type-arg]
     with pytest.raises(ConfigError, match="ivr: flow") as caught:
