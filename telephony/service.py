@@ -61,6 +61,7 @@ class TelephonyService:
         self._pending: set[asyncio.Task[None]] = set()
         self._auto_pausing: set[str] = set()
         self._dialling: dict[str, str] = {}  # placeholder channel -> callback request
+        self._placeholders: dict[str, str] = {}  # its Local channels -> callback request
         self._outbound: dict[str, tuple[str, str]] = {}  # ActionID -> (purpose, number)
         self._outbound_legs: dict[str, str] = {}  # its channel -> ActionID
         self._outbound_status: dict[str, str] = {}  # ActionID -> DialStatus
@@ -154,6 +155,12 @@ class TelephonyService:
         elif name == "DialEnd" and event.get("DestChannel") in self._outbound_legs:
             reference = self._outbound_legs[event["DestChannel"]]
             self._outbound_status[reference] = event.get("DialStatus", "")
+        elif name == "Hangup" and event.get("Channel") in self._placeholders:
+            # a placeholder that leaves before an agent took it (queue timeout, hung up by
+            # an operator): the request ends, it is not left holding for ever
+            self._spawn(asyncio.to_thread(
+                self._advance_callback, self._placeholders.pop(event["Channel"]), "holding",
+                "failed", "the placeholder left the queue before an agent took it"))
         elif name == "Hangup" and event.get("Channel") in self._outbound_legs:
             reference = self._outbound_legs.pop(event["Channel"])
             self._outbound_status.setdefault(reference, event.get("Cause-txt", ""))
@@ -176,8 +183,12 @@ class TelephonyService:
         channel = event.get("Channel", "")
         if variable == "HOTLINE_CALLBACK_ID" and value and not channel.startswith("Local/"):
             self._spawn(self._hold_place(value))  # the caller accepted the offer
+        elif variable == "HOTLINE_CALLBACK_ID" and value:
+            self._placeholders[channel] = value
         elif variable == "HOTLINE_CALLBACK_DIALLED" and value:
             self._dialling[channel] = value  # an agent took the placeholder: ring the caller
+            for taken in [c for c, r in self._placeholders.items() if r == value]:
+                del self._placeholders[taken]  # its hang-up is the call's, not a failure
             self._spawn(asyncio.to_thread(self._advance_callback, value, "holding",
                                           "dialling", ""))
 

@@ -16,9 +16,11 @@ from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
 from hotline.centre import Centre
 from hotline.config import Settings
+from hotline.db import transaction
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
-from telephony import directory
-from tests.conftest import AGENT_PORT, agent_ip
+from telephony import callbacks, commands, directory
+from telephony.service import remember_login
+from tests.conftest import AGENT_PORT, TEST_AGENTS, agent_ip, ensure_ready, wait_until
 from tests.conftest import api as _api
 
 
@@ -147,3 +149,44 @@ def test_asterisk_killed_under_five_live_calls_leaves_no_ghosts(
         assert call["outcome"] in ("answered", "unanswered")
     assert sum(_api(f"/api/v1/calls?caller_number={c}")[1]["items"][0]["outcome"] == "answered"
                for c in callers) == 2
+
+
+def test_while_the_ami_link_is_down_seat_commands_are_refused_and_callbacks_wait(
+        centre: Centre, pbx: Sandbox, pbx_settings: Settings) -> None:
+    """What must survive a lost link: a seat command gets a clear refusal (nothing is
+    queued to surprise the agent later), and a callback taken meanwhile is placed once the
+    link is back; a placeholder that leaves the queue unanswered ends the request."""
+    ensure_ready(centre)
+    for agent in TEST_AGENTS:  # they come back paused, so the placeholder stays waiting
+        remember_login(centre.sessions, agent, None, True, "meeting")
+    pbx.down()
+    wait_until(lambda: not centre.telephony.connected.is_set(), 10, "the link stayed up")
+    try:
+        with pytest.raises(commands.CommandError, match="AMI link to Asterisk is down"):
+            commands.send(centre.bus.client, "seat.pause", {"agent": "8101",
+                                                            "reason": "meeting"})
+        status, body = _api("/api/v1/seats/8101/resume", {})
+        assert status == 503 and "link" in body["detail"]
+        with transaction(centre.sessions) as session:  # pressed 1 just as the link dropped
+            request = callbacks.create(session, "13300000077", "intake", 1, 0, "lost-link")
+            assert request is not None
+            request_id = request.id
+    finally:
+        with centre.sessions() as session:
+            pbx.up(render(pbx_settings, directory.snapshot(session)))
+    wait_until(lambda: centre.telephony.connected.is_set(), 40, "telephony did not reconnect")
+
+    def state() -> str:
+        with centre.sessions() as session:
+            found = callbacks.get(session, request_id)
+            return found.state if found else ""
+
+    wait_until(lambda: state() == "holding", 10, "the waiting callback was not placed")
+    wait_until(lambda: "hotline-callback-hold" in pbx.cli("core show channels"), 10,
+               "no placeholder in the queue")
+    time.sleep(2)
+    channels = pbx.cli("core show channels")
+    assert channels.count("Local/13300000077@hotline-callback-hold") == 2  # placed once
+    pbx.cli("channel request hangup all")  # the placeholder leaves unanswered
+    wait_until(lambda: state() == "failed", 10, "the request was left holding")
+    ensure_ready(centre)
