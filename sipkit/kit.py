@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -129,12 +130,17 @@ class AgentCallResult:
     offered_at: float | None = None
     answered_at: float | None = None
     ended_at: float | None = None
+    held_at: float | None = None  # the phone put the far end on hold ...
+    unheld_at: float | None = None  # ... and took it back
+    transferred_to: str | None = None  # the phone's blind transfer was accepted
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
     def summary(self) -> str:
-        return f"call from {self.from_user}: {self.outcome}, hung up by {self.hangup_by}"
+        moved = f", transferred to {self.transferred_to}" if self.transferred_to else ""
+        return (f"call from {self.from_user}: {self.outcome}, hung up by {self.hangup_by}"
+                f"{moved}")
 
 
 def _seconds(value: float | None) -> str:
@@ -299,8 +305,13 @@ class AgentPhone:
     def __init__(self, number: str, ip: str, *, port: int = 5060, behaviour: str = "answer",
                  answer_after: float = 1.0, talk_seconds: float | None = None,
                  refuse_code: int = 486, workdir: Path | None = None,
-                 script: Sequence[Step] = ()) -> None:
-        """`script` (waits, digits, audio) is played on every answered call."""
+                 script: Sequence[Step] = (), hold: tuple[float, float] | None = None,
+                 transfer: tuple[float, str] | None = None) -> None:
+        """`script` (waits, digits, audio) is played on every answered call; `hold` =
+        (seconds after answering, seconds on hold) puts the far end on hold and back;
+        `transfer` = (seconds after that, number) transfers it blind (REFER)."""
+        if transfer and not re.fullmatch(r"[A-Za-z0-9*#+_-]{1,40}", transfer[1]):
+            raise KitError("transfer: a number or extension to send the caller to")
         self.number, self.ip, self.port = number, ip, port
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix=f"kit-agent-{number}-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -308,7 +319,9 @@ class AgentPhone:
         self.scenario = scenarios.agent_phone(
             behaviour, round(answer_after * 1000),
             None if talk_seconds is None else round(talk_seconds * 1000), refuse_code,
-            plan.pcap.name if plan and plan.pcap else None)
+            plan.pcap.name if plan and plan.pcap else None,
+            hold=(round(hold[0] * 1000), round(hold[1] * 1000)) if hold else None,
+            transfer=(round(transfer[0] * 1000), transfer[1]) if transfer else None)
         self.echo = plan is None
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -362,6 +375,12 @@ class AgentPhone:
                             "refused", int(detail), when)
                     case "cancelled":
                         result.outcome, result.ended_at = "cancelled", when
+                    case "hold":
+                        result.held_at = when
+                    case "unhold":
+                        result.unheld_at = when
+                    case "transferred":
+                        result.transferred_to = detail
                     case "agent_hangup" | "far_end_hangup":
                         result.hangup_by = "agent" if event == "agent_hangup" else "far_end"
                         result.ended_at = when

@@ -140,8 +140,92 @@ Content-Length: 0
 """
 
 
+def _in_dialog(method: str, cseq: int, extra: str = "", sdp_direction: str = "") -> str:
+    """A request the answering phone sends inside the call (re-INVITE, REFER), with its own
+    CSeq numbers (10, 11 ...), below the BYE's."""
+    body = ""
+    headers = extra
+    if sdp_direction:
+        headers += "Content-Type: application/sdp\n"
+        body = f"""
+v=0
+o=agent 1 {cseq} IN IP[local_ip_type] [local_ip]
+s=-
+c=IN IP[media_ip_type] [media_ip]
+t=0 0
+m=audio [media_port] RTP/AVP 8 0 101
+a=rtpmap:8 PCMA/8000
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=fmtp:101 0-16
+a={sdp_direction}"""
+    return f"""<send retrans="500">
+    <![CDATA[
+{method} [$remote_contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:agent@[local_ip]:[local_port]>;tag=[pid]AGT[call_number]
+To: [$remote_from]
+[last_Call-ID:]
+CSeq: {cseq} {method}
+Contact: <sip:agent@[local_ip]:[local_port]>
+Max-Forwards: 70
+{headers}Content-Length: [len]
+{body}
+    ]]>
+  </send>"""
+
+
+def _ack(cseq: int) -> str:
+    return f"""<send>
+    <![CDATA[
+ACK [$remote_contact] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:agent@[local_ip]:[local_port]>;tag=[pid]AGT[call_number]
+To: [$remote_from]
+[last_Call-ID:]
+CSeq: {cseq} ACK
+Max-Forwards: 70
+Content-Length: 0
+
+    ]]>
+  </send>"""
+
+
+def _hold(after_ms: int, hold_ms: int) -> str:
+    """Put the far end on hold (a=sendonly) after `after_ms`, take it back after `hold_ms`."""
+    steps = [f'<pause milliseconds="{max(after_ms, 1)}"/>']
+    for cseq, direction, event in ((10, "sendonly", "hold"), (11, "sendrecv", "unhold")):
+        if cseq == 11:
+            steps.append(f'<pause milliseconds="{max(hold_ms, 1)}"/>')
+        steps += [_in_dialog("INVITE", cseq, sdp_direction=direction),
+                  '<recv response="100" optional="true"/>',
+                  f'<recv response="200">{_log(event)}</recv>', _ack(cseq)]
+    return "\n  ".join(steps)
+
+
+def _refer(after_ms: int, target: str) -> str:
+    """Blind transfer (REFER) of the far end to `target`; Asterisk's NOTIFYs are answered
+    until it hangs this phone up."""
+    refer_to = (f"Refer-To: <sip:{target}@[$remote_hostport]>\n"
+                "Referred-By: <sip:agent@[local_ip]:[local_port]>\n")
+    return f"""<pause milliseconds="{max(after_ms, 1)}"/>
+  {_in_dialog("REFER", 12, refer_to)}
+  <recv response="202">{_log("transferred", target)}</recv>
+  <label id="refer_wait"/>
+  <recv request="NOTIFY" optional="true" next="notify_ok"/>
+  <recv request="BYE" next="refer_bye">{_log("far_end_hangup")}</recv>
+  <label id="notify_ok"/>
+  {OK_TO_LAST_REQUEST}
+  <nop next="refer_wait"/>
+  <label id="refer_bye"/>
+  {OK_TO_LAST_REQUEST}
+  <nop next="done"/>"""
+
+
 def agent_phone(behaviour: str, answer_after_ms: int, talk_ms: int | None,
-                refuse_code: int, pcap: str | None = None) -> str:
+                refuse_code: int, pcap: str | None = None,
+                hold: tuple[int, int] | None = None,
+                transfer: tuple[int, str] | None = None) -> str:
     """An agent's desk phone (or a citizen's phone the hotline calls). behaviour: 'answer'
     (after a delay, then talk for talk_ms or until the far end hangs up), 'refuse' (final
     `refuse_code`), or 'never' (rings until cancelled). Once answered it plays `pcap` (e.g.
@@ -150,6 +234,13 @@ def agent_phone(behaviour: str, answer_after_ms: int, talk_ms: int | None,
     """
     play = (f'<nop><action><exec play_pcap_audio={quoteattr(pcap)}/></action></nop>'
             if pcap else "")
+    if hold:  # `hold` = (ms after the answer, ms on hold)
+        play += "\n  " + _hold(*hold)
+    transfer_host = ""  # SIPp refuses a variable that is set but never used
+    if transfer:  # `transfer` = (ms after the answer or the hold, target number)
+        play += "\n  " + _refer(*transfer)
+        transfer_host = ('<ereg regexp="sip:[^@>;]*@([^>;]*)" search_in="hdr" '
+                         'header="Contact:" assign_to="junk,remote_hostport"/>')
     if behaviour not in ("answer", "refuse", "never"):
         raise ValueError(f"unknown agent behaviour {behaviour!r}")
     to_tagged = "[last_To:];tag=[pid]AGT[call_number]"
@@ -180,6 +271,7 @@ Content-Length: 0
       <ereg regexp="sip:([^@;>]*)@" search_in="hdr" header="From:" assign_to="junk,from_user"/>
       <ereg regexp="INVITE sip:([^@;>]*)@" search_in="msg" assign_to="junk,to_user"/>
       <ereg regexp="sip:[^>;]*" search_in="hdr" header="Contact:" assign_to="remote_contact"/>
+      {transfer_host}
       <gettimeofday assign_to="t_s,t_us"/>
       <log message="KIT [call_number] offered [$t_s] [$t_us] [$from_user] [$to_user]"/>
     </action>
@@ -230,7 +322,7 @@ Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
 From: <sip:agent@[local_ip]:[local_port]>;tag=[pid]AGT[call_number]
 To: [$remote_from]
 [last_Call-ID:]
-CSeq: [$invite_cseq] BYE
+CSeq: 20 BYE
 Max-Forwards: 70
 Content-Length: 0
 
