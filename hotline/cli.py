@@ -91,6 +91,17 @@ def _session_factory(settings: Settings):  # type: ignore[no-untyped-def]
     return session_factory(engine)
 
 
+def _announcing_sessions(settings: Settings):  # type: ignore[no-untyped-def]
+    """Sessions whose committed changes publish their domain events, like the centre's:
+    an order moved from the shell is seen by wallboards and desks too."""
+    from hotline.events import EventBus, publish_on_commit
+    from hotline.live import connect_redis
+
+    sessions = _session_factory(settings)
+    publish_on_commit(sessions, EventBus(connect_redis(settings)))
+    return sessions
+
+
 # ------------------------------------------------------------------------------ directory
 
 @cli.group()
@@ -606,7 +617,7 @@ def tickets_open(ctx: click.Context, appeal_type: str, description: str, actor: 
     from tickets import service
 
     settings = _settings(ctx)
-    with transaction(_session_factory(settings)) as session:
+    with transaction(_announcing_sessions(settings)) as session:
         order = service.open_order(
             session, appeal_type=appeal_type, description=description, channel=channel,
             actor=actor, citizen_phone=phone, citizen_name=citizen_name,
@@ -634,7 +645,7 @@ def tickets_act(ctx: click.Context, case_number: str, action: str, role: str, ac
 
     settings = _settings(ctx)
     policy = _policy(settings)
-    with transaction(_session_factory(settings)) as session:
+    with transaction(_announcing_sessions(settings)) as session:
         if action == "merge":
             order = service.merge(session, case_number, into, actor=actor, role=role,
                                   note=note, policy=policy)
