@@ -12,7 +12,7 @@ import math
 import os
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -68,7 +68,6 @@ class Policy:
     survey_sms_wait_hours: int = 24
     reopen_ratings: tuple[int, ...] = (4, 5)
     reopen_limit: int = 2
-    _calendar: list[WorkCalendar] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -146,7 +145,8 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
     now = now or datetime.now(UTC)
     department = catalogue.department_for(session, category_code, grid_code,
                                           kind=category_kind) if category_code else ""
-    duplicate = _nearby_open_order(session, category_code, latitude, longitude, policy, now)
+    duplicate = _nearby_open_order(session, category_code, category_kind, latitude, longitude,
+                                   policy, now)
     repeat = bool(phone) and session.scalar(select(func.count(WorkOrder.id)).where(
         WorkOrder.citizen_phone == phone,
         WorkOrder.created_at >= now - timedelta(hours=policy.repeat_window_hours))) > 0
@@ -180,8 +180,9 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
     raise OrderError("case number: could not allocate one; try again")
 
 
-def _nearby_open_order(session: Session, category_code: str, latitude: float | None,
-                       longitude: float | None, policy: Policy, now: datetime) -> str:
+def _nearby_open_order(session: Session, category_code: str, category_kind: str,
+                       latitude: float | None, longitude: float | None, policy: Policy,
+                       now: datetime) -> str:
     """The nearest open order of the same category within the configured distance and
     window, or ""."""
     if not category_code or latitude is None or longitude is None:
@@ -190,7 +191,8 @@ def _nearby_open_order(session: Session, category_code: str, latitude: float | N
     wide = reach / max(0.01, math.cos(math.radians(latitude)))
     candidates = session.execute(select(
         WorkOrder.case_number, WorkOrder.latitude, WorkOrder.longitude).where(
-        WorkOrder.category_code == category_code, WorkOrder.state.in_(workflow.OPEN),
+        WorkOrder.category_code == category_code, WorkOrder.category_kind == category_kind,
+        WorkOrder.state.in_(workflow.OPEN),
         WorkOrder.created_at >= now - timedelta(hours=policy.duplicate_window_hours),
         WorkOrder.latitude.between(latitude - reach, latitude + reach),
         WorkOrder.longitude.between(longitude - wide, longitude + wide)))
@@ -274,6 +276,8 @@ def merge(session: Session, case_number: str, into: str, *, actor: str, role: st
           ) -> WorkOrder:
     """并单: fold a repeat report into the open order it repeats; the citizen's report stays
     readable on the merged order, which points at the surviving one."""
+    if not into:
+        raise OrderError("merge: 'into', the case number to merge into, is needed")
     if into == case_number:
         raise OrderError("merge: an order cannot be merged into itself")
     target = _order(session, into)
