@@ -8,6 +8,7 @@ a command is handled once even if several service processes run.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -29,8 +30,11 @@ def send(client: redis.Redis, name: str, args: dict[str, Any], timeout: float = 
          ) -> dict[str, Any]:
     """Send a command and wait for its reply; raises CommandError on refusal or silence."""
     request_id = uuid.uuid4().hex
+    # past this moment the sender has given up: the service must not act on it any more
+    # (a survey call placed after its attempt was written off would ring twice)
     client.xadd(STREAM, {"id": request_id, "name": name,
-                         "args": json.dumps(args, ensure_ascii=False)},
+                         "args": json.dumps(args, ensure_ascii=False),
+                         "expires": f"{time.time() + timeout:.3f}"},
                 maxlen=10_000, approximate=True)
     answer = client.blpop([REPLY.format(request_id)], timeout=max(1, round(timeout)))
     if answer is None:
@@ -53,7 +57,8 @@ def ensure_group(client: redis.Redis) -> None:
 
 def receive(client: redis.Redis, consumer: str, block_ms: int = 1000
             ) -> list[tuple[str, str, str, dict[str, Any]]]:
-    """[(entry id, request id, name, args)] not yet handled by this group."""
+    """[(entry id, request id, name, args)] not yet handled by this group; a command its
+    sender has stopped waiting for comes with args {"__expired__": True}."""
     answer = client.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=20, block=block_ms)
     out = []
     for _stream, entries in answer or []:
@@ -62,8 +67,15 @@ def receive(client: redis.Redis, consumer: str, block_ms: int = 1000
                 args = json.loads(fields.get(b"args", b"{}"))
             except ValueError:
                 args = None
+            if not isinstance(args, dict):
+                args = {"__malformed__": True}
+            try:
+                if float(fields.get(b"expires", b"inf")) < time.time():
+                    args = {"__expired__": True}
+            except ValueError:
+                args = {"__malformed__": True}
             out.append((_s(entry_id), _s(fields.get(b"id", b"")), _s(fields.get(b"name", b"")),
-                        args if isinstance(args, dict) else {"__malformed__": True}))
+                        args))
     return out
 
 

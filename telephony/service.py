@@ -306,6 +306,11 @@ class TelephonyService:
                     "seat.pause": self._cmd_pause, "seat.resume": self._cmd_resume}
         if name not in handlers and name != "call.outbound":
             raise commands.CommandError(f"unknown command {name[:40]!r}")
+        if args.get("__expired__"):
+            raise commands.CommandError(f"{name} came after its sender stopped waiting; "
+                                        "not done")
+        if args.get("__malformed__"):
+            raise commands.CommandError(f"{name}: its arguments are not a JSON object")
         if self.client is None or not self.client.connected:
             raise commands.CommandError("the AMI link to Asterisk is down; try again")
         if name == "call.outbound":

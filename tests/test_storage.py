@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,23 @@ def test_unreachable_redis_is_one_clear_error(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, REDIS_URL="redis://127.0.0.1:1/0")
     with pytest.raises(HotlineError, match=r"redis: cannot use redis://127\.0\.0\.1:1/0"):
         connect_redis(settings)
+
+
+def test_a_command_nobody_took_in_time_is_never_carried_out_later(tmp_path: Path) -> None:
+    """The telephony service was away: when it comes back it must not place a survey call
+    (or pause an agent) its sender has long written off."""
+    from telephony import commands
+
+    client = connect_redis(make_settings(tmp_path))  # embedded: a stream of its own
+    commands.ensure_group(client)
+    with pytest.raises(commands.CommandError, match=r"no answer to call\.outbound"):
+        commands.send(client, "call.outbound", {"purpose": "survey", "number": "139"},
+                      timeout=1)
+    [(entry, request, name, args)] = commands.receive(client, "late-service", block_ms=100)
+    assert (name, args) == ("call.outbound", {"__expired__": True})
+    commands.reply(client, entry, request, ok=False, error="expired")
+    fresh = threading.Thread(target=lambda: time.sleep(0.2) or commands.reply(
+        client, *commands.receive(client, "service", block_ms=2000)[0][:2], ok=True))
+    fresh.start()
+    assert commands.send(client, "seat.resume", {"agent": "8101"}, timeout=5) == {}
+    fresh.join()
