@@ -250,6 +250,14 @@ class Sandbox:
             target.mkdir(parents=True, exist_ok=True)
             _run(["mount", "--bind", str(source), str(target)], f"bind-mount {source}")
         (self.root / "run/asterisk").mkdir(parents=True, exist_ok=True)
+        # The debootstrapped root has no /etc/hosts. Asterisk looks up its host name and
+        # A.ROOT-SERVERS.NET (to find its own address) for every new channel, on a SIP
+        # thread: a DNS server that takes seconds to answer stalls the whole PBX. The
+        # sandbox lives on loopback, so both answers are known.
+        hosts = self.root / "etc/hosts"
+        hosts.write_text(f"127.0.0.1 localhost {socket.gethostname()}\n"
+                         "127.0.0.1 A.ROOT-SERVERS.NET\n", encoding="utf-8")
+        hosts.chmod(0o644)
         etc = self.root / "etc/asterisk"
         shutil.rmtree(etc)  # no stock sample config is ever read
         write(config_files, etc)

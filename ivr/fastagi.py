@@ -143,9 +143,11 @@ Route = Callable[[AgiSession], Awaitable[None]]
 
 
 class FastAgiServer:
-    def __init__(self, routes: dict[str, Route], session_timeout: float = 3600) -> None:
+    def __init__(self, routes: dict[str, Route], session_timeout: float = 3600,
+                 on_close: Callable[[], None] | None = None) -> None:
         self.routes = routes
         self.session_timeout = session_timeout
+        self.on_close = on_close
         self.server: asyncio.Server | None = None
         self.sessions = 0
         self.rejected = 0
@@ -157,6 +159,8 @@ class FastAgiServer:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+        if self.on_close is not None:
+            self.on_close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")

@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,6 +34,8 @@ from tickets.workcalendar import load_calendar
 log = logging.getLogger(__name__)
 WAV_HEADER_BYTES = 44
 SURVEY_TRIES = 2
+IVR_THREADS = 16
+T = TypeVar("T")
 SURVEY_WAIT_MS = 6000
 
 
@@ -40,6 +46,14 @@ def flow_of(settings: Settings) -> Flow:
 
 def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgiServer:
     flow = flow_of(settings)
+    # The callers' lookups run on threads of their own: on the shared default pool they
+    # queued behind back-office work (storing call records waits for recordings to
+    # settle), and a welcome prompt late by a second loses the key a caller presses.
+    pool = ThreadPoolExecutor(max_workers=IVR_THREADS, thread_name_prefix="ivr")
+
+    async def off_loop(func: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(pool, partial(func, *args))
+
     prompts = prompt_paths(settings)
     repeat_window = timedelta(hours=settings.hotline.repeat_window_hours)
     policy = orders.Policy.from_settings(settings)
@@ -54,7 +68,7 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
                        f"{safe_id}")
 
         async def message_left() -> None:
-            await asyncio.to_thread(order_from_message, caller, unique_id, message_host)
+            await off_loop(order_from_message, caller, unique_id, message_host)
 
         with sessions() as session:
             calendar = load_calendar(session, settings.calendar.timezone,
@@ -88,10 +102,10 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
         return found.state if found else None
 
     async def case_state(case_number: str) -> str | None:
-        return await asyncio.to_thread(state_of, case_number)
+        return await off_loop(state_of, case_number)
 
     async def ivr_route(session: AgiSession) -> None:
-        context = await asyncio.to_thread(context_for, session.caller_id, session.unique_id)
+        context = await off_loop(context_for, session.caller_id, session.unique_id)
         decision = await run_flow(session, flow, context, prompts,
                                   settings.hotline.default_queue)
         log.info("call %s from %s: %s %s", session.unique_id, session.caller_id,
@@ -110,7 +124,7 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
         queue = await session.get_variable("HOTLINE_QUEUE")
         position = await session.get_variable("HOTLINE_QUEUE_LEFT_AT")
         priority = await session.get_variable("HOTLINE_PRIORITY")
-        request_id = await asyncio.to_thread(
+        request_id = await off_loop(
             request_callback, screening.normalise(session.caller_id), queue, position,
             priority, session.headers.get("agi_uniqueid", ""))
         if not request_id:  # no number to call back: the caller goes back to the queue
@@ -139,13 +153,14 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
                 rating = ""
                 await session.stream_file(prompts["invalid"])
         finally:  # a hang-up mid-survey is settled too: retried later, never lost
-            outcome = await asyncio.to_thread(settle_survey, attempt_id, rating)
+            outcome = await off_loop(settle_survey, attempt_id, rating)
         log.info("survey %s: rating %s, %s", attempt_id, rating or "none", outcome or "retry")
         if rating:
             await session.stream_file(prompts["survey_thanks"])
 
     return FastAgiServer({"ivr": ivr_route, "callback": callback_route,
-                          "survey": survey_route})
+                          "survey": survey_route},
+                         on_close=lambda: pool.shutdown(wait=False, cancel_futures=True))
 
 
 async def start(settings: Settings, sessions: sessionmaker[Session] | None = None
