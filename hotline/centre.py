@@ -42,6 +42,7 @@ class Centre:
         self.with_web = web
         self.ivr: FastAgiServer | None = None
         self._loop: BackgroundLoop | None = None
+        self._ivr_loop: BackgroundLoop | None = None
         self._stop: asyncio.Event | None = None
         self._telephony_run: Any = None
         self._tickets_run: Any = None
@@ -50,8 +51,11 @@ class Centre:
 
     def start(self, connect_timeout: float = 15) -> Centre:
         self._loop = BackgroundLoop("centre")
+        # Callers' IVR sessions get a loop of their own: on the telephony service's loop they
+        # waited behind bursts of AMI events, and a late prompt loses a caller's key.
+        self._ivr_loop = BackgroundLoop("ivr")
         try:
-            self.ivr = self._loop.run(start_ivr(self.settings, self.sessions), 30)
+            self.ivr = self._ivr_loop.run(start_ivr(self.settings, self.sessions), 30)
             self._stop = self._loop.run(_new_event())
             self._telephony_run = asyncio.run_coroutine_threadsafe(
                 self.telephony.run(self._stop), self._loop.loop)
@@ -95,8 +99,11 @@ class Centre:
                 self._telephony_run.result(15)
             with contextlib.suppress(Exception):
                 self._tickets_run.result(15)
-        if self.ivr is not None:
-            self._loop.run(self.ivr.close(), 10)
+        if self.ivr is not None and self._ivr_loop is not None:
+            self._ivr_loop.run(self.ivr.close(), 10)
+        if self._ivr_loop is not None:
+            self._ivr_loop.stop()
+            self._ivr_loop = None
         self._loop.stop()
         self._loop = None
 
