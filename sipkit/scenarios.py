@@ -32,6 +32,16 @@ def _log(event: str, detail: str = "-") -> str:
             f'<log message="KIT [call_number] {event} [$t_s] [$t_us] {detail}"/></action>')
 
 
+def _sdp(owner: str, version: int, direction: str = "sendrecv", ptime: bool = False) -> str:
+    """The kit's one audio offer/answer: PCMA, PCMU and RFC 4733 events."""
+    return "\n".join((
+        "v=0", f"o={owner} 1 {version} IN IP[local_ip_type] [local_ip]", "s=-",
+        "c=IN IP[media_ip_type] [media_ip]", "t=0 0",
+        "m=audio [media_port] RTP/AVP 8 0 101", "a=rtpmap:8 PCMA/8000",
+        "a=rtpmap:0 PCMU/8000", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-16",
+        *(["a=ptime:20"] if ptime else []), f"a={direction}"))
+
+
 def caller(pcap: str | None, hangup_ms: int | None, max_ms: int) -> str:
     """A citizen dialling [service] from caller ID [field0] (display name [field1]).
 
@@ -65,18 +75,7 @@ User-Agent: hotline-sipkit
 Content-Type: application/sdp
 Content-Length: [len]
 
-v=0
-o=kit 1 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 8 0 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-16
-a=ptime:20
-a=sendrecv
+{_sdp("kit", 1, ptime=True)}
     ]]>
   </send>
   <recv response="100" optional="true"/>
@@ -147,18 +146,7 @@ def _in_dialog(method: str, cseq: int, extra: str = "", sdp_direction: str = "")
     headers = extra
     if sdp_direction:
         headers += "Content-Type: application/sdp\n"
-        body = f"""
-v=0
-o=agent 1 {cseq} IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 8 0 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-16
-a={sdp_direction}"""
+        body = "\n" + _sdp("agent", cseq, sdp_direction)
     return f"""<send retrans="500">
     <![CDATA[
 {method} [$remote_contact] SIP/2.0
@@ -295,17 +283,7 @@ Contact: <sip:agent@[local_ip]:[local_port]>
 Content-Type: application/sdp
 Content-Length: [len]
 
-v=0
-o=agent 1 1 IN IP[local_ip_type] [local_ip]
-s=-
-c=IN IP[media_ip_type] [media_ip]
-t=0 0
-m=audio [media_port] RTP/AVP 8 0 101
-a=rtpmap:8 PCMA/8000
-a=rtpmap:0 PCMU/8000
-a=rtpmap:101 telephone-event/8000
-a=fmtp:101 0-16
-a=sendrecv
+{_sdp("agent", 1)}
     ]]>
   </send>
   <recv request="ACK">{_log("answered")}</recv>
