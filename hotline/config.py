@@ -100,6 +100,10 @@ def _hours(value: Any) -> str:
     return value
 
 
+def _hours_or_empty(value: Any) -> str:
+    return "" if _str(value).strip() == "" else _hours(value)
+
+
 def _timezone(value: Any) -> str:
     from zoneinfo import ZoneInfo
 
@@ -176,6 +180,7 @@ class Ivr:
     menu_timeout_seconds: int
     flow_file: str
     prompts_file: str
+    staffed_hours: str  # "" = the calendar's working time; else these hours every day
 
 
 @dataclass(frozen=True)
@@ -310,6 +315,7 @@ _SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
         "menu_timeout_seconds": (_int, 5),
         "flow_file": (_str, ""),
         "prompts_file": (_str, ""),
+        "staffed_hours": (_hours_or_empty, ""),
     },
     "calendar": {
         "timezone": (_timezone, "Asia/Shanghai"),

@@ -8,7 +8,7 @@ import logging
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session, sessionmaker
 
 from hotline.background import BackgroundLoop
+from hotline.clock import SYSTEM_CLOCK, Clock
 from hotline.config import Settings
 from hotline.db import make_engine, session_factory, transaction, upgrade
 from hotline.errors import HotlineError
@@ -44,7 +45,10 @@ def flow_of(settings: Settings) -> Flow:
     return load_flow(path, set(prompt_texts(settings)), settings.ivr.menu_timeout_seconds)
 
 
-def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgiServer:
+def build_server(settings: Settings, sessions: sessionmaker[Session],
+                 clock: Clock = SYSTEM_CLOCK) -> FastAgiServer:
+    """The IVR's routes; every "now" they need (working hours, screening, surveys) is read
+    from `clock`."""
     flow = flow_of(settings)
     # The callers' lookups run on threads of their own: on the shared default pool they
     # queued behind back-office work (storing call records waits for recordings to
@@ -59,7 +63,7 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
     policy = orders.Policy.from_settings(settings)
 
     def context_for(caller: str, unique_id: str) -> CallContext:
-        now = datetime.now(UTC)
+        now = clock.now()
         day = now.strftime("%Y/%m/%d")
         safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", unique_id)[:80] or "unknown"
         message_host = settings.storage.recordings_dir / "messages" / day / f"{safe_id}.wav"
@@ -75,12 +79,14 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
                                      settings.calendar.working_hours)
             seen = screening.screen(session, caller, now, repeat_window,
                                     settings.hotline.repeat_threshold)
-        return CallContext(working_time=calendar.is_working_time(now), blocked=seen.blocked,
+        return CallContext(working_time=calendar.is_staffed(now, settings.ivr.staffed_hours),
+                           blocked=seen.blocked,
                            priority_bonus=seen.priority_bonus, case_state=case_state,
                            message_path=message_pbx, message_left=message_left)
 
     def order_from_message(caller: str, unique_id: str, audio: Path) -> None:
         """A voice message left out of hours becomes a work order with the audio attached."""
+        now = clock.now()
         recording = fingerprint(audio)
         if recording is None or recording.size <= WAV_HEADER_BYTES:
             log.info("call %s left no message", unique_id)
@@ -91,9 +97,9 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
                 session, appeal_type="report", channel="phone", actor="ivr",
                 description="非工作时间语音留言，待听取录音后补录内容。(voice message)",
                 citizen_phone=phone if re.fullmatch(r"[0-9]{3,20}", phone) else "",
-                call_id=unique_id, policy=policy)
+                call_id=unique_id, policy=policy, now=now)
             orders.attach(session, order.case_number, "audio", str(recording.path),
-                          recording.sha256, recording.size)
+                          recording.sha256, recording.size, now=now)
         log.info("call %s: voice message became work order %s", unique_id, order.case_number)
 
     def state_of(case_number: str) -> str | None:
@@ -133,7 +139,7 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
         await session.stream_file(prompts["callback_ok"])
 
     def settle_survey(attempt_id: str, rating: str) -> str:
-        now = datetime.now(UTC)
+        now = clock.now()
         with transaction(sessions) as session:
             if rating:
                 return surveys.rate_call(session, attempt_id, int(rating), policy, now)
@@ -163,14 +169,14 @@ def build_server(settings: Settings, sessions: sessionmaker[Session]) -> FastAgi
                          on_close=lambda: pool.shutdown(wait=False, cancel_futures=True))
 
 
-async def start(settings: Settings, sessions: sessionmaker[Session] | None = None
-                ) -> FastAgiServer:
+async def start(settings: Settings, sessions: sessionmaker[Session] | None = None,
+                clock: Clock = SYSTEM_CLOCK) -> FastAgiServer:
     if sessions is None:
         engine = make_engine(settings.storage.database_url)
         await asyncio.to_thread(upgrade, engine)
         sessions = session_factory(engine)
         publish_on_commit(sessions, EventBus(connect_redis(settings)))
-    server = build_server(settings, sessions)
+    server = build_server(settings, sessions, clock)
     try:
         await server.start(settings.ivr.fastagi_host, settings.ivr.fastagi_port)
     except OSError as exc:
@@ -191,15 +197,16 @@ async def serve_forever(settings: Settings) -> None:
 class IvrInBackground:
     """The IVR server on a background loop, for the tests and benchmarks."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
+        self.clock = clock
         self.server: FastAgiServer | None = None
         self._background: BackgroundLoop | None = None
 
     def __enter__(self) -> FastAgiServer:
         self._background = BackgroundLoop("fastagi")
         try:
-            self.server = self._background.run(start(self.settings), 30)
+            self.server = self._background.run(start(self.settings, clock=self.clock), 30)
         except BaseException:
             self._background.stop()
             raise

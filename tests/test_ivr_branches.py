@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
+from hotline.clock import FixedClock
 from hotline.config import Settings
 from hotline.db import make_engine, session_factory, transaction
 from ivr.engine import estimated_wait_minutes, number_prompts
@@ -25,11 +26,13 @@ from recordings.audio import wav_stats
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
 from telephony import screening, seats
 from telephony.ami import EventTap
-from tests.conftest import TEST_AGENTS, offered
+from tests.conftest import TEST_AGENTS, offered, wait_until
 from tickets import service as orders
 from tickets import workflow
 from tickets.models import WorkOrder
-from tickets.workcalendar import clear_day, set_day, zone
+from tickets.workcalendar import zone
+
+BEIJING = zone("Asia/Shanghai")
 
 
 @pytest.fixture
@@ -107,31 +110,65 @@ def test_a_vip_caller_waits_with_priority(
     assert _joined_queue(ami, caller)
 
 
+# The hours node at fixed instants in Beijing, on the calendar's own working time (the
+# test line is otherwise staffed around the clock): the branch each must take, by hand.
+HOURS_AT = [
+    pytest.param(datetime(2026, 11, 29, 22, 0, tzinfo=BEIJING), "message", id="sunday-night"),
+    pytest.param(datetime(2026, 2, 17, 10, 0, tzinfo=BEIJING), "message",
+                 id="spring-festival"),
+    pytest.param(datetime(2026, 2, 28, 10, 0, tzinfo=BEIJING), "welcome",
+                 id="make-up-saturday"),
+    pytest.param(datetime(2026, 11, 24, 8, 29, tzinfo=BEIJING), "message",
+                 id="minute-before-opening"),
+    pytest.param(datetime(2026, 11, 24, 8, 31, tzinfo=BEIJING), "welcome",
+                 id="minute-after-opening"),
+]
+
+
+@pytest.fixture
+def office_hours_ivr(pbx_settings: Settings, pbx: object) -> Iterator[FixedClock]:
+    """The IVR answering on the calendar's working time, its clock pinned by the test."""
+    settings = replace(pbx_settings, ivr=replace(pbx_settings.ivr, staffed_hours=""))
+    clock = FixedClock(datetime(2026, 11, 24, 10, 0, tzinfo=BEIJING))
+    with IvrInBackground(settings, clock=clock):
+        yield clock
+
+
+@pytest.mark.parametrize(("moment", "branch"), HOURS_AT)
+def test_the_hours_node_follows_the_work_calendar(
+        office_hours_ivr: FixedClock, kit: SipKit, ami: EventTap, moment: datetime,
+        branch: str) -> None:
+    caller = f"1380013{int(moment.timestamp()) % 10_000:04d}"
+    office_hours_ivr.set(moment)
+    kit.call(Call(caller_id=caller, script=(Wait(3), Hangup())))
+    assert _caller_vars(ami, caller, "HOTLINE_IVR_NODE")[:2] == ["hours", branch]
+    assert not _joined_queue(ami, caller)
+
+
 def test_out_of_hours_a_voice_message_becomes_a_work_order_with_the_audio(
-        ivr: FastAgiServer, kit: SipKit, ami: EventTap, pbx_settings: Settings,
+        office_hours_ivr: FixedClock, kit: SipKit, ami: EventTap, pbx_settings: Settings,
         tmp_path: Path) -> None:
     caller = "13800138025"
     voice = speak("路灯坏了，在解放路和中山路路口。", tmp_path / "message.wav")
-    today = datetime.now(zone(pbx_settings.calendar.timezone)).date()
+    sunday_night = datetime(2026, 11, 29, 22, 0, tzinfo=BEIJING)
+    office_hours_ivr.set(sunday_night)
     sessions = session_factory(make_engine(pbx_settings.storage.database_url))
-    with transaction(sessions) as session:
-        set_day(session, today, workday=False, note="测试假日")
-    try:
-        kit.call(Call(caller_id=caller, script=(Wait(6), Say(voice), Wait(1), Hangup())))
-    finally:
-        with transaction(sessions) as session:
-            clear_day(session, today)
+    kit.call(Call(caller_id=caller, script=(Wait(6), Say(voice), Wait(1), Hangup())))
     assert _caller_vars(ami, caller, "HOTLINE_IVR_NODE") == ["hours", "message"]
     assert not _joined_queue(ami, caller)
-    deadline = time.monotonic() + 10
-    while True:
+    order, files = None, []
+
+    def stored() -> bool:
+        nonlocal order, files
         with sessions() as session:
             order = session.scalar(select(WorkOrder).where(WorkOrder.citizen_phone == caller))
             files = orders.attachments(session, order.case_number) if order else []
-        if files or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+        return bool(files)
+
+    wait_until(stored, 10, "the voice message became no work order with its audio")
     assert order is not None and order.state == "intake" and order.channel == "phone"
+    assert order.created_at == sunday_night  # stamped with the IVR's own clock
+    assert order.case_number.startswith("20261129")
     [audio] = files
     data = Path(audio.path).read_bytes()
     assert audio.kind == "audio" and hashlib.sha256(data).hexdigest() == audio.sha256

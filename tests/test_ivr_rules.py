@@ -108,6 +108,42 @@ def test_the_operator_enters_a_year_the_package_does_not_know(sessions) -> None:
     assert cal.is_workday(date(2026, 10, 8))  # the operator's entry wins over the package
 
 
+BEIJING = zone("Asia/Shanghai")
+# Fixed instants in Beijing and whether the line is staffed then, worked out by hand from
+# the State Council's 2026 schedule and the default hours 08:30-12:00,13:30-17:30.
+STAFFED_AT = [
+    (datetime(2026, 11, 29, 22, 0, tzinfo=BEIJING), False),  # a Sunday night
+    (datetime(2026, 2, 17, 10, 0, tzinfo=BEIJING), False),  # a Tuesday of Spring Festival
+    (datetime(2026, 2, 28, 10, 0, tzinfo=BEIJING), True),  # its make-up working Saturday
+    (datetime(2026, 11, 24, 8, 29, 59, tzinfo=BEIJING), False),  # a Tuesday, before opening
+    (datetime(2026, 11, 24, 8, 30, tzinfo=BEIJING), True),  # the minute it opens
+    (datetime(2026, 11, 24, 8, 31, tzinfo=BEIJING), True),  # the minute after
+    (datetime(2026, 11, 24, 12, 0, tzinfo=BEIJING), False),  # lunch
+    (datetime(2026, 11, 24, 17, 29, tzinfo=BEIJING), True),
+    (datetime(2026, 11, 24, 17, 30, tzinfo=BEIJING), False),  # closed at 17:30 sharp
+]
+
+
+@pytest.mark.parametrize(("moment", "staffed"), STAFFED_AT)
+def test_the_line_is_staffed_in_the_working_time_only(sessions, moment: datetime,  # type: ignore[no-untyped-def]
+                                                      staffed: bool) -> None:
+    with sessions() as session:
+        cal = load_calendar(session, "Asia/Shanghai", "08:30-12:00,13:30-17:30")
+    assert cal.is_staffed(moment) is staffed
+    assert cal.is_staffed(moment.astimezone(UTC)) is staffed  # the zone is the operator's
+
+
+def test_a_line_staffed_every_day_ignores_weekends_and_holidays(sessions) -> None:  # type: ignore[no-untyped-def]
+    with sessions() as session:
+        cal = load_calendar(session, "Asia/Shanghai", "08:30-12:00,13:30-17:30")
+    sunday_night = datetime(2026, 11, 29, 22, 0, tzinfo=BEIJING)
+    festival_lunch = datetime(2026, 2, 17, 12, 30, tzinfo=BEIJING)
+    for moment in (sunday_night, festival_lunch):
+        assert cal.is_staffed(moment, "00:00-24:00")
+    assert cal.is_staffed(festival_lunch, "08:00-20:00")
+    assert not cal.is_staffed(sunday_night, "08:00-20:00")
+
+
 @pytest.mark.parametrize("text", ["9-17", "17:00-09:00", "08:00-12:00;13:00-17:00", ""])
 def test_bad_working_hours_are_refused(text: str) -> None:
     with pytest.raises(ValueError):

@@ -46,10 +46,19 @@ class WorkCalendar:
 
     def is_working_time(self, moment: datetime) -> bool:
         local = moment.astimezone(self.timezone)
-        if not self.is_workday(local.date()):
-            return False
-        now = local.time()
-        return any(start <= now < end for start, end in self.hours)
+        return self.is_workday(local.date()) and within(self.hours, local.time())
+
+    def is_staffed(self, moment: datetime, staffed_hours: str = "") -> bool:
+        """Whether the line is staffed at `moment`: in the working time, or, for a line
+        staffed beyond it (7x24, or 08:00-20:00 every day), within `staffed_hours` on any
+        day, weekends and holidays included."""
+        if not staffed_hours:
+            return self.is_working_time(moment)
+        return within(parse_hours(staffed_hours), moment.astimezone(self.timezone).time())
+
+
+def within(spans: tuple[tuple[time, time], ...], moment: time) -> bool:
+    return any(start <= moment < end for start, end in spans)
 
 
 def parse_hours(text: str) -> tuple[tuple[time, time], ...]:
