@@ -4,7 +4,7 @@ once however often the gateway repeats its webhook."""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,21 +29,21 @@ def _phone(phone: str) -> str:
 
 
 def queue(session: Session, phone: str, text: str, *, purpose: str = "", reference: str = "",
-          now: datetime | None = None) -> SmsMessage:
+          now: datetime) -> SmsMessage:
     """A message to a citizen, waiting for the gateway."""
     body = _CONTROL.sub("", text).strip()
     if not body or len(body) > MAX_TEXT:
         raise SmsError(f"text: 1-{MAX_TEXT} characters")
     message = SmsMessage(direction="out", phone=_phone(phone), text=body, purpose=purpose[:20],
                          reference=reference[:40], state="queued",
-                         created_at=now or datetime.now(UTC))
+                         created_at=now)
     session.add(message)
     session.flush()
     return message
 
 
-def receive(session: Session, phone: str, text: str, gateway_id: str,
-            now: datetime | None = None) -> tuple[SmsMessage, bool]:
+def receive(session: Session, phone: str, text: str, gateway_id: str, *,
+            now: datetime) -> tuple[SmsMessage, bool]:
     """A citizen's message as the gateway delivered it; (message, False) for a repeat of a
     gateway id already kept."""
     if not gateway_id or len(gateway_id) > 80:
@@ -53,7 +53,7 @@ def receive(session: Session, phone: str, text: str, gateway_id: str,
         return seen, False
     body = _CONTROL.sub("", text or "").strip()[:MAX_TEXT]
     message = SmsMessage(direction="in", phone=_phone(phone), text=body, state="received",
-                         gateway_id=gateway_id, created_at=now or datetime.now(UTC))
+                         gateway_id=gateway_id, created_at=now)
     try:
         with session.begin_nested():
             session.add(message)
@@ -71,10 +71,9 @@ def outbox(session: Session, limit: int = 100) -> list[SmsMessage]:
         .order_by(SmsMessage.id).limit(limit)))
 
 
-def mark_sent(session: Session, message_id: int, ok: bool, now: datetime | None = None
-              ) -> bool:
+def mark_sent(session: Session, message_id: int, ok: bool, *, now: datetime) -> bool:
     """The gateway took (or refused) a queued message; False if it was not queued."""
     result = session.execute(update(SmsMessage).where(
         SmsMessage.id == message_id, SmsMessage.state == "queued").values(
-        state="sent" if ok else "failed", sent_at=now or datetime.now(UTC)))
+        state="sent" if ok else "failed", sent_at=now))
     return bool(result.rowcount)

@@ -10,7 +10,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Boolean, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -48,7 +48,7 @@ def _digest(token: str) -> str:
 
 
 def add_user(session: Session, name: str, roles: list[str], see_phone: bool,
-             known_roles: tuple[str, ...]) -> str:
+             known_roles: tuple[str, ...], *, now: datetime) -> str:
     """Create (or re-key) a user; returns the new token, shown once."""
     if not re.fullmatch(r"[^\x00-\x1f\x7f,]{1,50}", name):
         raise AuthError("name: 1-50 printable characters")
@@ -56,7 +56,7 @@ def add_user(session: Session, name: str, roles: list[str], see_phone: bool,
     if not roles or unknown:
         raise AuthError(f"roles: one or more of {', '.join(known_roles)}")
     token = secrets.token_urlsafe(24)
-    user = session.get(ApiUser, name) or ApiUser(name=name, created_at=datetime.now(UTC))
+    user = session.get(ApiUser, name) or ApiUser(name=name, created_at=now)
     user.token_sha256, user.roles, user.see_phone = _digest(token), ",".join(roles), see_phone
     session.add(user)
     session.flush()

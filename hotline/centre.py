@@ -14,6 +14,7 @@ from typing import Any
 from waitress.server import create_server
 
 from hotline.background import BackgroundLoop
+from hotline.clock import SYSTEM_CLOCK, Clock
 from hotline.config import Settings
 from hotline.db import make_engine, session_factory, transaction, upgrade
 from hotline.errors import HotlineError
@@ -28,8 +29,10 @@ from tickets.worker import TicketsWorker
 
 
 class Centre:
-    def __init__(self, settings: Settings, *, web: bool = True) -> None:
+    def __init__(self, settings: Settings, *, web: bool = True,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
+        self.clock = clock  # every "now" of the centre's processes
         engine = make_engine(settings.storage.database_url)
         upgrade(engine)
         self.sessions = session_factory(engine)
@@ -37,8 +40,8 @@ class Centre:
             catalogue.ensure_loaded(session, settings.tickets.catalogue_file)
         self.bus = EventBus(connect_redis(settings))
         publish_on_commit(self.sessions, self.bus)
-        self.telephony = TelephonyService(settings, self.sessions, self.bus)
-        self.tickets = TicketsWorker(settings, self.sessions, self.bus)
+        self.telephony = TelephonyService(settings, self.sessions, self.bus, clock)
+        self.tickets = TicketsWorker(settings, self.sessions, self.bus, clock)
         self.with_web = web
         self.ivr: FastAgiServer | None = None
         self._loop: BackgroundLoop | None = None
@@ -55,7 +58,8 @@ class Centre:
         # waited behind bursts of AMI events, and a late prompt loses a caller's key.
         self._ivr_loop = BackgroundLoop("ivr")
         try:
-            self.ivr = self._ivr_loop.run(start_ivr(self.settings, self.sessions), 30)
+            self.ivr = self._ivr_loop.run(start_ivr(self.settings, self.sessions, self.clock),
+                                          30)
             self._stop = self._loop.run(_new_event())
             self._telephony_run = asyncio.run_coroutine_threadsafe(
                 self.telephony.run(self._stop), self._loop.loop)
@@ -76,7 +80,7 @@ class Centre:
         return self
 
     def _start_web(self) -> None:
-        app = create_app(self.settings, self.sessions, self.bus.client)
+        app = create_app(self.settings, self.sessions, self.bus.client, self.clock)
         try:
             self._web = create_server(app, host=self.settings.web.host,
                                       port=self.settings.web.port, threads=4)

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from hotline.clock import SYSTEM_CLOCK
 from hotline.config import Settings, load_settings
 from hotline.errors import HotlineError
 
@@ -351,7 +352,8 @@ def callers_add(ctx: click.Context, number: str, kind: str, until: Any, note: st
 
         expires = until.replace(tzinfo=ZoneInfo(settings.calendar.timezone))
     with transaction(_session_factory(settings)) as session:
-        entry = screening.add_entry(session, number, kind, expires, note)
+        entry = screening.add_entry(session, number, kind, expires, note,
+                                    now=SYSTEM_CLOCK.now())
         click.echo(f"{entry.number} on the {kind} list"
                    + (f" until {expires.isoformat()}" if expires else ""))
 
@@ -401,7 +403,7 @@ def telephony_command(ctx: click.Context) -> None:
     engine = make_engine(settings.storage.database_url)
     upgrade(engine)
     service = TelephonyService(settings, session_factory(engine),
-                               EventBus(connect_redis(settings)))
+                               EventBus(connect_redis(settings)), SYSTEM_CLOCK)
 
     async def run() -> None:
         await service.run(asyncio.Event())
@@ -465,7 +467,7 @@ def seats_command(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         _echo_json(items)
         return
-    now = time.time()
+    now = SYSTEM_CLOCK.time()
     for s in items:
         click.echo(f"{s['agent']:>8}  {s['state']:<10} {s['reason'] or '':<10} "
                    f"for {now - s['since']:>7.0f}s  queues {','.join(s['queues']) or '-'}")
@@ -622,7 +624,7 @@ def tickets_open(ctx: click.Context, appeal_type: str, description: str, actor: 
             session, appeal_type=appeal_type, description=description, channel=channel,
             actor=actor, citizen_phone=phone, citizen_name=citizen_name,
             category_code=category, category_kind=kind, urgency=urgency, address=address,
-            latitude=lat, longitude=lon, policy=_policy(settings))
+            latitude=lat, longitude=lon, policy=_policy(settings), now=SYSTEM_CLOCK.now())
         view = service.order_view(order, see_phone=False)
     _print_order(view, as_json)
 
@@ -645,18 +647,19 @@ def tickets_act(ctx: click.Context, case_number: str, action: str, role: str, ac
 
     settings = _settings(ctx)
     policy = _policy(settings)
+    now = SYSTEM_CLOCK.now()
     with transaction(_announcing_sessions(settings)) as session:
         if action == "merge":
             order = service.merge(session, case_number, into, actor=actor, role=role,
-                                  note=note, policy=policy)
+                                  note=note, policy=policy, now=now)
         elif action == "grant_extension":
             if amount is None:
                 raise HotlineError("grant_extension needs --amount")
             order = service.grant_extension(session, case_number, amount, actor=actor,
-                                            role=role, note=note, policy=policy)
+                                            role=role, note=note, policy=policy, now=now)
         else:
             order = service.transition(session, case_number, action, actor=actor, role=role,
-                                       note=note, policy=policy)
+                                       note=note, policy=policy, now=now)
         click.echo(f"{order.case_number}: {order.state} (version {order.version})")
 
 
@@ -751,7 +754,7 @@ def tickets_kpis(ctx: click.Context, start: Any, end: Any, bucket: str | None) -
     zone = ZoneInfo(settings.calendar.timezone)
     with _session_factory(settings)() as session:
         report = kpi_report(session, settings, start.replace(tzinfo=zone),
-                            end.replace(tzinfo=zone), bucket)
+                            end.replace(tzinfo=zone), bucket, SYSTEM_CLOCK.now())
     _echo_json(report)
 
 
@@ -779,7 +782,7 @@ def tickets_deliveries(ctx: click.Context, state: str | None, event_id: str | No
     sessions = _session_factory(_settings(ctx))
     if event_id:
         with transaction(sessions) as session:
-            exchange.redeliver(session, event_id)
+            exchange.redeliver(session, event_id, now=SYSTEM_CLOCK.now())
         click.echo(f"{event_id}: pending again")
         return
     with sessions() as session:
@@ -807,7 +810,7 @@ def users_add(ctx: click.Context, name: str, roles: tuple[str, ...], see_phone: 
 
     with transaction(_session_factory(_settings(ctx))) as session:
         token = add_user(session, name, list(roles), see_phone,
-                         tuple(r for r in ROLES if r != SYSTEM))
+                         tuple(r for r in ROLES if r != SYSTEM), now=SYSTEM_CLOCK.now())
     click.echo(token)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -164,18 +163,18 @@ def run_order_loop(settings: Settings, centre: Centre, kit: SipKit, call_id: str
             session, appeal_type="complaint", channel="phone", actor=DEMO_AGENTS[0][1],
             description=CITIZEN_SAYS, citizen_phone="13800138000", citizen_name="王先生",
             category_code="0102", address="南岗区示范街道人民路口", latitude=45.7504,
-            longitude=126.6306, call_id=call_id, policy=policy)
+            longitude=126.6306, call_id=call_id, policy=policy, now=centre.clock.now())
         case = order.case_number
         echo(f"\ndemo: work order {case} (grid {order.grid_code}, department "
              f"{order.department_code}) from call {call_id or '-'}")
         for action, role, actor in DEMO_STEPS:
             order = orders.transition(session, case, action, actor=actor, role=role,
-                                      policy=policy)
+                                      policy=policy, now=centre.clock.now())
         [survey] = [s for s in surveys.surveys_of(session, order.id) if s.state == "scheduled"]
         echo(f"  {' → '.join(a for a, _r, _w in DEMO_STEPS)}: {order.state}; survey due "
              f"{survey.next_attempt_at.astimezone(ZoneInfo(settings.calendar.timezone))}"
              ", called now for the demo")
-        surveys.call_now(session, survey.id, datetime.now(UTC))
+        surveys.call_now(session, survey.id, centre.clock.now())
     with kit.agent_phone("citizen", settings.pbx.trunk_host, port=settings.pbx.trunk_port,
                          answer_after=1.0, talk_seconds=40, script=(Wait(3), Dtmf("2"))
                          ) as citizen:

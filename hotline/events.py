@@ -7,7 +7,6 @@ position (or a consumer group), so a slow consumer never loses events while it c
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -34,10 +33,6 @@ class DomainEvent:
 
     def as_dict(self) -> dict[str, Any]:
         return {"type": self.type, **asdict(self)}
-
-
-def now() -> float:
-    return time.time()
 
 
 def announce(session: Session, event: Event) -> None:

@@ -9,6 +9,7 @@ from flask import Flask, jsonify
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
+from hotline.clock import Clock
 from hotline.config import Settings
 from telephony import http as telephony_http
 from tickets import http as tickets_http
@@ -17,14 +18,15 @@ ROOMS = (telephony_http, tickets_http)
 MAX_REQUEST_BYTES = 1 << 20
 
 
-def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.Redis
-               ) -> Flask:
+def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.Redis,
+               clock: Clock) -> Flask:
     app = Flask("hotline")
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["hotline.settings"] = settings
     app.extensions["hotline.sessions"] = sessions
     app.extensions["hotline.redis"] = live
+    app.extensions["hotline.clock"] = clock
     app.register_blueprint(telephony_http.calls_api)
     app.register_blueprint(telephony_http.seats_api)
     for blueprint in tickets_http.BLUEPRINTS:

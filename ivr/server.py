@@ -122,7 +122,8 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
         with transaction(sessions) as session:
             request = callbacks.create(session, caller, queue,
                                        int(position) if position.isdigit() else 1,
-                                       int(priority) if priority.isdigit() else 0, call_id)
+                                       int(priority) if priority.isdigit() else 0, call_id,
+                                       now=clock.now())
             return request.id if request else ""
 
     async def callback_route(session: AgiSession) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -20,25 +20,25 @@ _DIALABLE = re.compile(r"[0-9]{3,20}")
 
 
 def create(session: Session, caller: str, queue: str, position: int, priority: int,
-           call_id: str) -> CallbackRequest | None:
+           call_id: str, *, now: datetime) -> CallbackRequest | None:
     """A new request; None when the caller's number cannot be dialled back."""
     if not _DIALABLE.fullmatch(caller) or not queue:
         return None
     request = CallbackRequest(id=f"cb-{uuid.uuid4().hex[:20]}", caller_number=caller,
                               queue=queue, position=max(1, position), priority=priority,
-                              call_id=call_id[:64])
+                              call_id=call_id[:64], requested_at=now, updated_at=now)
     session.add(request)
     session.flush()
     return request
 
 
-def advance(session: Session, request_id: str, before: str, after: str, detail: str = ""
-            ) -> bool:
+def advance(session: Session, request_id: str, before: str, after: str, detail: str = "", *,
+            now: datetime) -> bool:
     """Move a request from `before` to `after`; False if it was not in `before`."""
     result = session.execute(
         update(CallbackRequest)
         .where(CallbackRequest.id == request_id, CallbackRequest.state == before)
-        .values(state=after, detail=detail[:200], updated_at=datetime.now(UTC)))
+        .values(state=after, detail=detail[:200], updated_at=now))
     return bool(result.rowcount)
 
 

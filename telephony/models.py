@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -13,14 +13,15 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from hotline.db import Base, UtcDateTime
 
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+# When a row was written: bookkeeping the database stamps with its own clock, never read by
+# domain logic (which is given "now").
+_WRITTEN = func.now()
 
 
 class CallQueue(Base):
@@ -36,7 +37,7 @@ class CallQueue(Base):
     retry_seconds: Mapped[int] = mapped_column(Integer, default=2)
     wrapup_seconds: Mapped[int] = mapped_column(Integer, default=0)
     max_waiting: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
 
     members: Mapped[list[QueueMember]] = relationship(
         back_populates="queue", cascade="all, delete-orphan"
@@ -57,7 +58,7 @@ class Agent(Base):
     name: Mapped[str] = mapped_column(String(100))
     sip_password: Mapped[str] = mapped_column(String(64))
     static_contact: Mapped[str | None] = mapped_column(String(200), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
 
     memberships: Mapped[list[QueueMember]] = relationship(
         back_populates="agent", cascade="all, delete-orphan"
@@ -108,7 +109,7 @@ class CallRecord(Base):
     recording_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     incomplete: Mapped[bool] = mapped_column(Boolean, default=False)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    stored_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
+    stored_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
 
 
 class SeatLogin(Base):
@@ -118,7 +119,7 @@ class SeatLogin(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     agent_number: Mapped[str] = mapped_column(String(20), unique=True)
-    logged_in_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
+    logged_in_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     pause_reason: Mapped[str] = mapped_column(String(40), default="")
 
@@ -148,7 +149,7 @@ class CallerListEntry(Base):
     kind: Mapped[str] = mapped_column(String(10))  # block | vip
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     note: Mapped[str] = mapped_column(String(200), default="")
-    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
 
 
 class CallbackRequest(Base):
@@ -168,5 +169,5 @@ class CallbackRequest(Base):
     call_id: Mapped[str] = mapped_column(String(64), default="")
     state: Mapped[str] = mapped_column(String(12), index=True, default="requested")
     detail: Mapped[str] = mapped_column(String(200), default="")
-    requested_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_now)
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)

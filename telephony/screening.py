@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -56,18 +56,18 @@ def screen(session: Session, number: str, now: datetime, repeat_window: timedelt
 
 
 def add_entry(session: Session, number: str, kind: str, expires_at: datetime | None = None,
-              note: str = "") -> CallerListEntry:
+              note: str = "", *, now: datetime) -> CallerListEntry:
     caller = normalise(number)
     if kind not in KINDS:
         raise DirectoryError(f"list {kind!r}: one of {', '.join(KINDS)}")
     if not _NUMBER.fullmatch(caller):
         raise DirectoryError(f"number {number!r}: 3-20 digits")
-    if expires_at is not None and expires_at <= datetime.now(UTC):
+    if expires_at is not None and expires_at <= now:
         raise DirectoryError("the expiry must be in the future")
     entry = session.scalar(select(CallerListEntry).where(
         CallerListEntry.number == caller, CallerListEntry.kind == kind))
     if entry is None:
-        entry = CallerListEntry(number=caller, kind=kind)
+        entry = CallerListEntry(number=caller, kind=kind, created_at=now)
         session.add(entry)
     entry.expires_at, entry.note = expires_at, note[:200]
     session.flush()

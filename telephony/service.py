@@ -15,12 +15,12 @@ import asyncio
 import json
 import logging
 import re
-import time
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from hotline.clock import Clock
 from hotline.config import Settings
 from hotline.db import transaction
 from hotline.events import EventBus
@@ -46,9 +46,10 @@ SEATS_KEY = "hotline:seats"  # agent -> live seat state (JSON), for desks and wa
 
 
 class TelephonyService:
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session], bus: EventBus
-                 ) -> None:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], bus: EventBus,
+                 clock: Clock) -> None:
         self.settings = settings
+        self.clock = clock
         self.sessions = sessions
         self.bus = bus
         self.tracker = CallTracker(settings.hotline.short_abandon_seconds)
@@ -114,7 +115,7 @@ class TelephonyService:
     async def _resync(self, client: AmiClient) -> None:
         answer = await client.action({"Action": "CoreShowChannels"}, timeout=10, as_list=True)
         channels = [dict(m) for m in answer if m.get("Event") == "CoreShowChannel"]
-        now = time.time()
+        now = self.clock.time()
         for event in self.tracker.resync(channels, now):
             self._emit(event)
         snapshot, wanted = await asyncio.to_thread(self._directory_and_logins)
@@ -207,14 +208,16 @@ class TelephonyService:
 
     def _claim_callback(self, request_id: str) -> Any:
         with transaction(self.sessions) as session:
-            if not callbacks.advance(session, request_id, "requested", "holding"):
+            if not callbacks.advance(session, request_id, "requested", "holding",
+                                     now=self.clock.now()):
                 return None
             return callbacks.get(session, request_id)
 
     def _advance_callback(self, request_id: str, before: str, after: str, detail: str
                           ) -> None:
         with transaction(self.sessions) as session:
-            callbacks.advance(session, request_id, before, after, detail)
+            callbacks.advance(session, request_id, before, after, detail,
+                              now=self.clock.now())
 
     def _waiting_callbacks(self) -> list[str]:
         with self.sessions() as session:
@@ -235,7 +238,7 @@ class TelephonyService:
             self.redis.hset(SEATS_KEY, event.agent, json.dumps(seat.as_dict()))
             if event.state == seats.WRAP_UP and seat.wrap_up_until is not None:
                 asyncio.get_running_loop().call_later(
-                    max(0.0, seat.wrap_up_until - time.time()), self._end_wrap_up,
+                    max(0.0, seat.wrap_up_until - self.clock.time()), self._end_wrap_up,
                     event.agent, seat.wrap_up_until)
         self.bus.publish(event)
 
@@ -336,7 +339,7 @@ class TelephonyService:
     def _outbound_failed(self, reference: str, purpose: str, number: str) -> None:
         status = self._outbound_status.pop(reference, "")
         self._emit(OutboundCallFailed(
-            at=time.time(), purpose=purpose, reference=reference, number=number,
+            at=self.clock.time(), purpose=purpose, reference=reference, number=number,
             reason=DIAL_STATUS_REASONS.get(status, status.lower() or "not placed")))
 
     async def _cmd_outbound(self, args: dict[str, Any]) -> dict[str, Any]:

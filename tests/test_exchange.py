@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hotline.background import BackgroundLoop
+from hotline.clock import SYSTEM_CLOCK, FixedClock
 from hotline.config import Exchange
 from hotline.db import make_engine, session_factory, transaction, upgrade
 from tickets import exchange, service, workflow
@@ -155,7 +156,7 @@ def _deliver(sessions: Sessions, receiver: Receiver | None, at: datetime,
              max_attempts: int = 8, retry_seconds: int = 30) -> list[exchange.Outcome]:
     if receiver is not None:
         receiver.now = at
-    return exchange.deliver_due(sessions, SECRET, max_attempts, retry_seconds, now=at,
+    return exchange.deliver_due(sessions, SECRET, max_attempts, retry_seconds, FixedClock(at),
                                 timeout=2)
 
 
@@ -178,7 +179,8 @@ def test_an_event_exists_iff_the_move_committed(sessions: Sessions, receiver: Re
                                    role=workflow.SHIFT_CHIEF, now=T0)
         exchange.enqueue(session, order, "work_order.moved", {"action": "open"},
                          receiver.url, T0)
-        service.transition(session, number, "sign", actor="dept", role=workflow.DEPARTMENT)
+        service.transition(session, number, "sign", actor="dept", role=workflow.DEPARTMENT,
+                           now=T0)
     with transaction(sessions) as session:
         order = service.transition(session, number, "open", actor="chief",
                                    role=workflow.SHIFT_CHIEF, now=T0)
@@ -289,7 +291,7 @@ def test_a_receiver_that_does_not_answer_in_time_is_retried(
     _open(sessions, receiver.url)
     receiver.delay = 1.5
     receiver.now = T0
-    (outcome,) = exchange.deliver_due(sessions, SECRET, 8, 30, now=T0, timeout=0.5)
+    (outcome,) = exchange.deliver_due(sessions, SECRET, 8, 30, FixedClock(T0), timeout=0.5)
     assert (outcome.state, outcome.status) == ("pending", None)
     assert outcome.error == "no answer within 0.5 s"
     assert outcome.next_attempt_at == T0 + timedelta(seconds=30)
@@ -333,14 +335,14 @@ def test_a_receiver_down_is_retried_with_backoff_then_failed_then_redelivered(
 
     with transaction(sessions) as session:
         with pytest.raises(exchange.ExchangeError, match="no delivery"):
-            exchange.redeliver(session, "no-such-event")
+            exchange.redeliver(session, "no-such-event", now=at)
         with pytest.raises(exchange.ExchangeError, match="http"):
-            exchange.redeliver(session, row.event_id, url="ftp://platform/hook")
+            exchange.redeliver(session, row.event_id, now=at, url="ftp://platform/hook")
         back = exchange.redeliver(session, row.event_id, now=at, url=receiver.url)
         assert (back.state, back.attempts, back.url) == ("pending", 0, receiver.url)
     with transaction(sessions) as session, \
             pytest.raises(exchange.ExchangeError, match="only a failed one"):
-        exchange.redeliver(session, row.event_id)
+        exchange.redeliver(session, row.event_id, now=at)
     (outcome,) = _deliver(sessions, receiver, at, max_attempts=4)
     assert outcome.state == "delivered" and receiver.ids() == [row.event_id]
     with sessions() as session:
@@ -391,13 +393,15 @@ def test_a_crash_after_sending_leaves_the_event_pending_until_the_lease_ends(
 
 
 def test_the_sender_delivers_in_the_background(sessions: Sessions, receiver: Receiver) -> None:
+    # the sender signs with the machine's clock and the receiver checks against it: a real
+    # background round, whatever the day
     sender = exchange.WebhookSender(sessions, Exchange(receiver.url, SECRET, 3, 1),
-                                    interval=30)
+                                    clock=SYSTEM_CLOCK, interval=30)
     background = BackgroundLoop("exchange-test")
     try:
         stop: asyncio.Event = background.run(_new_event())
         running = asyncio.run_coroutine_threadsafe(sender.run(stop), background.loop)
-        number = _open(sessions, receiver.url, now=datetime.now(UTC))
+        number = _open(sessions, receiver.url, now=SYSTEM_CLOCK.now())
         time.sleep(0.2)  # the first round may have run before the event existed
         sender.wake()
         deadline = time.monotonic() + 10

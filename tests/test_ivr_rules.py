@@ -162,12 +162,14 @@ def _record(caller: str, started: datetime) -> dict:  # type: ignore[type-arg]
 
 
 def test_screening_blocklist_vip_expiry_and_repeat_callers(sessions) -> None:  # type: ignore[no-untyped-def]
-    now = datetime.now(UTC)
+    now = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)  # a Sunday night in Beijing
     window = timedelta(hours=24)
     with transaction(sessions) as session:
-        screening.add_entry(session, "+86 138-0013-8000", "block", now + timedelta(days=1))
-        screening.add_entry(session, "13900139000", "vip")
-        screening.add_entry(session, "13700137000", "block", now + timedelta(seconds=1))
+        screening.add_entry(session, "+86 138-0013-8000", "block", now + timedelta(days=1),
+                            now=now)
+        screening.add_entry(session, "13900139000", "vip", now=now)
+        screening.add_entry(session, "13700137000", "block", now + timedelta(seconds=1),
+                            now=now)
         for hours_ago in (1, 5, 30):
             records.store_call(session, _record("13600136000", now - timedelta(hours=hours_ago)))
     with sessions() as session:
@@ -181,7 +183,7 @@ def test_screening_blocklist_vip_expiry_and_repeat_callers(sessions) -> None:  #
     assert not later.blocked  # expired
     for number, kind in (("12", "block"), ("13800138000", "grey")):
         with pytest.raises(DirectoryError), transaction(sessions) as session:
-            screening.add_entry(session, number, kind)
+            screening.add_entry(session, number, kind, now=now)
 
 
 def test_prompt_texts_come_from_config_and_recordings_are_left_alone(tmp_path: Path) -> None:

@@ -622,9 +622,9 @@ def test_measures_refuse_a_naive_or_reversed_window(sessions) -> None:  # type: 
         with pytest.raises(MeasureError):
             call_measures(session, DAY_START.replace(tzinfo=None), DAY_END)
         with pytest.raises(MeasureError):
-            order_measures(session, DAY_END, DAY_START)
+            order_measures(session, DAY_END, DAY_START, now=NOW)
         with pytest.raises(MeasureError):
             call_measures(session, DAY_START, DAY_END, repeat_lookback=timedelta())
         with pytest.raises(MeasureError):
-            kpis.evaluate_regions(session, DAY_START, DAY_END, level="province")
+            kpis.evaluate_regions(session, DAY_START, DAY_END, level="province", now=NOW)
     assert measures.utc(datetime(2026, 1, 1)) == datetime(2026, 1, 1, tzinfo=UTC)

@@ -15,6 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from hotline.clock import FixedClock
 from hotline.db import make_engine, session_factory, transaction, upgrade
 from hotline.live import connect_redis
 from hotline.web import create_app
@@ -24,6 +25,7 @@ from tickets.models import WorkOrder, WorkOrderEvent
 from tickets.workflow import ROLES, SYSTEM
 
 DEMO_GRIDS = Path(__file__).parents[1] / "tickets" / "demo_grids.geojson"
+API_NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # the API's clock: 10:00 in Beijing
 INSIDE_GRID_01 = (45.7504, 126.6306)  # in 23010300100101 (南岗区 demo street)
 
 
@@ -36,7 +38,7 @@ def client(database_url: str, tmp_path: Path) -> Iterator[tuple[FlaskClient, Any
     with transaction(sessions) as session:
         catalogue.seed(session)
         geo.load_grids(session, geo.read_geojson(DEMO_GRIDS))
-    app = create_app(settings, sessions, connect_redis(settings))
+    app = create_app(settings, sessions, connect_redis(settings), FixedClock(API_NOW))
     yield app.test_client(), sessions
     engine.dispose()
 
@@ -46,7 +48,7 @@ def _user(sessions: Any, name: str, *roles: str, see_phone: bool = False) -> dic
 
     with transaction(sessions) as session:
         token = add_user(session, name, list(roles), see_phone,
-                         tuple(r for r in ROLES if r != SYSTEM))
+                         tuple(r for r in ROLES if r != SYSTEM), now=API_NOW)
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -200,7 +202,7 @@ def test_the_platform_signs_an_update_and_a_replay_changes_nothing(client, tmp_p
     for action, who in (("open", chief), ("dispatch", dispatcher)):
         http.post(f"/api/v1/orders/{case}/actions/{action}", json={}, headers=who)
     body = json.dumps({"case_number": case, "action": "sign", "actor": "平台:环卫局"}).encode()
-    stamp = str(int(datetime.now(UTC).timestamp()))
+    stamp = str(int(API_NOW.timestamp()))  # signed as of the API's own clock
     headers = {"Idempotency-Key": "platform-000001", "X-Hotline-Timestamp": stamp,
                "X-Hotline-Signature": exchange.sign(settings.exchange.webhook_secret, stamp,
                                                     body),

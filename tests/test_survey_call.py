@@ -39,10 +39,10 @@ def _close_order(centre: Centre, phone: str) -> str:
     with transaction(centre.sessions) as session:
         order = service.open_order(session, appeal_type="complaint", channel="phone",
                                    description="路灯不亮已经一周", actor="受理员",
-                                   citizen_phone=phone, policy=policy)
+                                   citizen_phone=phone, policy=policy, now=centre.clock.now())
         for action, role in CASE_LOOP:
             service.transition(session, order.case_number, action, actor=role, role=role,
-                               policy=policy)
+                               policy=policy, now=centre.clock.now())
         return order.case_number
 
 

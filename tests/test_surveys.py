@@ -160,7 +160,7 @@ def test_an_sms_reply_of_4_reopens_the_order_and_a_repeated_webhook_counts_once(
     at = _to_sms(sessions, case) + timedelta(hours=2)
     with transaction(sessions) as session:
         for _ in range(2):  # the gateway repeats its webhook
-            message, new = sms.receive(session, "13800138000", " ４ ", "gw-1", at)
+            message, new = sms.receive(session, "13800138000", " ４ ", "gw-1", now=at)
             if new:
                 assert surveys.sms_reply(session, message.phone, message.text, POLICY,
                                          at) == "reopened"

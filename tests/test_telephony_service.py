@@ -102,7 +102,7 @@ def test_unknown_call_is_404_and_openapi_lists_every_route(centre: Centre) -> No
     assert status == 200 and doc["openapi"].startswith("3.1")
     from hotline.web import create_app
 
-    app = create_app(centre.settings, centre.sessions, centre.bus.client)
+    app = create_app(centre.settings, centre.sessions, centre.bus.client, centre.clock)
     routes = {rule.rule.replace("<", "{").replace(">", "}") for rule in app.url_map.iter_rules()
               if rule.rule.startswith("/api/v1")}
     assert routes == set(doc["paths"])
@@ -168,7 +168,8 @@ def test_while_the_ami_link_is_down_seat_commands_are_refused_and_callbacks_wait
         status, body = _api("/api/v1/seats/8101/resume", {})
         assert status == 503 and "link" in body["detail"]
         with transaction(centre.sessions) as session:  # pressed 1 just as the link dropped
-            request = callbacks.create(session, "13300000077", "intake", 1, 0, "lost-link")
+            request = callbacks.create(session, "13300000077", "intake", 1, 0, "lost-link",
+                                       now=centre.clock.now())
             assert request is not None
             request_id = request.id
     finally:

@@ -53,10 +53,13 @@ def sessions(database_url: str):  # type: ignore[no-untyped-def]
     return session_factory(engine)
 
 
+NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # 10:00 on a Tuesday in Shanghai
+
+
 def _open(sessions, **overrides) -> str:  # type: ignore[no-untyped-def]
     fields = {"appeal_type": "complaint", "description": "人民路口暴露垃圾，三天没人清理",
               "channel": "phone", "actor": "受理员小王", "citizen_phone": "+86 138 0013 8000",
-              "now": datetime(2026, 11, 24, 2, 0, tzinfo=UTC)}
+              "now": NOW}
     with transaction(sessions) as session:
         return service.open_order(session, **{**fields, **overrides}).case_number
 
@@ -75,7 +78,7 @@ def test_a_case_runs_the_whole_loop_with_its_history(sessions) -> None:  # type:
     assert _open(sessions) == "202611240002"
     for action, role in HAPPY_PATH:
         with transaction(sessions) as session:
-            service.transition(session, number, action, actor=f"{role}-1", role=role)
+            service.transition(session, number, action, actor=f"{role}-1", role=role, now=NOW)
     with sessions() as session:
         order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == number))
         steps = service.history(session, number)
@@ -90,17 +93,18 @@ def test_a_consultation_answered_on_the_call_closes_at_once(sessions) -> None:  
     number = _open(sessions, appeal_type="enquiry")
     with transaction(sessions) as session:
         order = service.transition(session, number, "resolve_on_call", actor="小王",
-                                   role=workflow.OPERATOR)
+                                   role=workflow.OPERATOR, now=NOW)
     assert order.state == "closed" and order.first_call_resolved
 
 
 def test_a_forbidden_move_is_refused_and_writes_nothing(sessions) -> None:  # type: ignore[no-untyped-def]
     number = _open(sessions)
     with pytest.raises(WorkflowError, match="dispatch"), transaction(sessions) as session:
-        service.transition(session, number, "dispatch", actor="x", role=workflow.DISPATCHER)
+        service.transition(session, number, "dispatch", actor="x", role=workflow.DISPATCHER,
+                           now=NOW)
     with pytest.raises(WorkflowError, match="not 'operator'"), \
             transaction(sessions) as session:
-        service.transition(session, number, "open", actor="x", role=workflow.OPERATOR)
+        service.transition(session, number, "open", actor="x", role=workflow.OPERATOR, now=NOW)
     with sessions() as session:
         assert [s.action for s in service.history(session, number)] == ["create"]
 
@@ -117,7 +121,7 @@ def test_two_concurrent_moves_cannot_both_win(sessions) -> None:  # type: ignore
                     WorkOrder.case_number == number))
                 barrier.wait(5)
                 service.transition(session, number, action, actor=action,
-                                   role=workflow.SHIFT_CHIEF)
+                                   role=workflow.SHIFT_CHIEF, now=NOW)
             outcomes.append(action)
         except service.ConcurrentChange:
             outcomes.append("lost")

@@ -27,7 +27,6 @@ import logging
 import re
 import ssl
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +36,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from hotline.clock import Clock
 from hotline.config import Exchange
 from hotline.db import transaction
 from hotline.errors import HotlineError
@@ -317,46 +317,45 @@ def _finish(sessions: sessionmaker[Session], claimed: _Claimed, answer: _Answer,
 
 
 def deliver_due(sessions: sessionmaker[Session], secret: str, max_attempts: int,
-                retry_seconds: int, now: datetime | None = None, timeout: float = 5,
+                retry_seconds: int, clock: Clock, timeout: float = 5,
                 batch: int = 100) -> list[Outcome]:
     """Send every due event once, oldest first, never one ahead of a still-pending earlier
     event of the same case; an event released by its predecessor's delivery goes out in the
     same call. 2xx: delivered; 3xx and 4xx (but 408, 429): failed at once; anything else
     (5xx, timeout, refused): tried again after `backoff`, failed after `max_attempts`.
 
-    With `now` given, every time (lease, backoff, signature timestamp) is taken from it."""
+    Every time (lease, backoff, signature timestamp) is read from `clock` when it is
+    needed: a round of slow receivers does not stamp its last request with its first
+    minute."""
     if not secret:
         raise ExchangeError("exchange: no webhook secret (exchange.webhook_secret)")
     lease = timedelta(seconds=max(60.0, timeout * 4))
-
-    def clock() -> datetime:
-        return _utc(now) if now is not None else datetime.now(UTC)
-
     outcomes: list[Outcome] = []
     tried: set[int] = set()
     while True:
-        due = _due(sessions, clock(), tried, batch)
+        due = _due(sessions, clock.now(), tried, batch)
         if not due:
             return outcomes
         for delivery_id in due:
             tried.add(delivery_id)
             # The lease runs from the claim, not from the round: a round of slow receivers
             # must not hand out leases that have already run out.
-            claimed = _claim(sessions, delivery_id, clock(), lease)
+            claimed = _claim(sessions, delivery_id, clock.now(), lease)
             if claimed is None:
                 continue  # another worker has it, or an earlier event went pending again
             try:
                 answer = _post(claimed.url, claimed.body,
-                               _headers(secret, claimed.event_id, claimed.body, clock()),
+                               _headers(secret, claimed.event_id, claimed.body,
+                                        clock.now()),
                                timeout)
             except Exception as exc:  # a bad URL must not stop the other cases' events
                 log.exception("exchange: sending %s failed", claimed.event_id)
                 answer = _Answer(None, f"{type(exc).__name__}: {exc}")
-            outcomes.append(_finish(sessions, claimed, answer, clock(), max_attempts,
+            outcomes.append(_finish(sessions, claimed, answer, clock.now(), max_attempts,
                                     retry_seconds))
 
 
-def redeliver(session: Session, event_id: str, now: datetime | None = None,
+def redeliver(session: Session, event_id: str, *, now: datetime,
               url: str | None = None) -> WebhookDelivery:
     """Put a failed delivery back to pending with a fresh count (an operator's action),
     optionally to a corrected URL. Note the platform may then get it after later events of
@@ -367,7 +366,7 @@ def redeliver(session: Session, event_id: str, now: datetime | None = None,
     if url is not None:
         _check_url(url)
     changes: dict[str, Any] = {"state": PENDING, "attempts": 0,
-                               "next_attempt_at": _utc(now or datetime.now(UTC))}
+                               "next_attempt_at": _utc(now)}
     if url is not None:
         changes["url"] = url
     moved = session.execute(
@@ -397,8 +396,7 @@ class WebhookSender:
     `BackgroundLoop`); the HTTP and the database work run in a worker thread."""
 
     def __init__(self, sessions: sessionmaker[Session], exchange: Exchange, *,
-                 interval: float = 5.0, timeout: float = 5.0,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Clock, interval: float = 5.0, timeout: float = 5.0) -> None:
         self.sessions = sessions
         self.exchange = exchange
         self.interval = interval
@@ -411,7 +409,7 @@ class WebhookSender:
     def deliver_now(self) -> list[Outcome]:
         outcomes = deliver_due(self.sessions, self.exchange.webhook_secret,
                                self.exchange.max_attempts, self.exchange.retry_seconds,
-                               now=self.clock() if self.clock else None, timeout=self.timeout)
+                               self.clock, timeout=self.timeout)
         self.delivered += sum(o.state == DELIVERED for o in outcomes)
         return outcomes
 

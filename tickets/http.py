@@ -9,7 +9,7 @@ of the caller's roles, and phone numbers are masked unless the caller may see th
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request
@@ -35,6 +35,11 @@ def _sessions() -> sessionmaker[Session]:
 
 def _policy() -> Policy:
     return Policy.from_settings(current_app.extensions["hotline.settings"])
+
+
+def _now() -> datetime:
+    """The web app's clock (hotline.clock), never the wall clock directly."""
+    return current_app.extensions["hotline.clock"].now()  # type: ignore[no-any-return]
 
 
 def _who() -> Identity:
@@ -148,7 +153,7 @@ def open_order() -> Any:
                 category_kind=_text(body, "category_kind", "event"),
                 urgency=_text(body, "urgency", "normal"), address=_text(body, "address"),
                 latitude=_number(body, "latitude"), longitude=_number(body, "longitude"),
-                call_id=_text(body, "call_id"), policy=_policy())
+                call_id=_text(body, "call_id"), policy=_policy(), now=_now())
             view = _full_view(session, order, who)
     except HotlineError as exc:
         _fail(exc)
@@ -205,17 +210,19 @@ def take_action(case_number: str, action: str) -> Any:
             policy = _policy()
             if action == "merge":
                 order = service.merge(session, case_number, _text(body, "into"),
-                                      actor=who.name, role=role, note=note, policy=policy)
+                                      actor=who.name, role=role, note=note, policy=policy,
+                                      now=_now())
             elif action == "grant_extension":
                 amount = body.get("amount")
                 if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
                     abort(400, "amount: the extension, a whole number of the step's units")
                 order = service.grant_extension(session, case_number, amount, actor=who.name,
-                                                role=role, note=note, policy=policy)
+                                                role=role, note=note, policy=policy,
+                                                now=_now())
             else:
                 order = service.transition(session, case_number, action, actor=who.name,
                                            role=role, note=note, expected_version=version,
-                                           policy=policy)
+                                           policy=policy, now=_now())
             view = _full_view(session, order, who)
     except HotlineError as exc:
         _fail(exc)
@@ -236,7 +243,7 @@ def add_photo(case_number: str) -> Any:
     try:
         with transaction(_sessions()) as session:
             row = service.store_photo(session, case_number, request.get_data(cache=False),
-                                      settings.storage.data_dir / "attachments")
+                                      settings.storage.data_dir / "attachments", now=_now())
             answer = {"kind": row.kind, "sha256": row.sha256, "bytes": row.bytes}
     except HotlineError as exc:
         _fail(exc)
@@ -269,7 +276,7 @@ def survey_result(survey_id: str) -> Any:
         with transaction(_sessions()) as session:
             outcome = surveys.agent_result(session, int(survey_id), rating, actor=who.name,
                                            note=_text(body, "note")[:500], policy=_policy(),
-                                           now=datetime.now(UTC))
+                                           now=_now())
     except surveys.SurveyError as exc:
         abort(404 if "no survey" in str(exc) else 409, str(exc))
     return jsonify({"survey_id": int(survey_id), "outcome": outcome})
@@ -298,20 +305,20 @@ def read_kpis() -> Any:
         abort(400, f"bucket: one of {', '.join(KPI_BUCKETS)}")
     with _sessions()() as session:
         return jsonify(kpi_report(session, current_app.extensions["hotline.settings"],
-                                  start, end, bucket))
+                                  start, end, bucket, _now()))
 
 
 KPI_BUCKETS = ("day", "week", "month")
 
 
 def kpi_report(session: Session, settings: Any, start: datetime, end: datetime,
-               bucket: str | None) -> dict[str, Any]:
+               bucket: str | None, now: datetime) -> dict[str, Any]:
     """The hotline report and the CJ/T 292 evaluation of a window, for the API and CLI."""
     report = kpis.hotline_report(
         session, start, end, bucket=bucket, timezone=settings.calendar.timezone,
-        repeat_lookback=timedelta(hours=settings.hotline.repeat_window_hours))
-    return {"report": report.as_dict(), "evaluation": kpis.evaluate(session, start,
-                                                                    end).as_dict()}
+        repeat_lookback=timedelta(hours=settings.hotline.repeat_window_hours), now=now)
+    return {"report": report.as_dict(),
+            "evaluation": kpis.evaluate(session, start, end, now=now).as_dict()}
 
 
 @exchange_api.post("/updates")
@@ -326,7 +333,7 @@ def inbound_update() -> Any:
             session, idempotency_key=request.headers.get("Idempotency-Key", ""),
             body_bytes=body, timestamp=request.headers.get("X-Hotline-Timestamp", ""),
             signature=request.headers.get("X-Hotline-Signature", ""),
-            secret=settings.exchange.webhook_secret, now=datetime.now(UTC),
+            secret=settings.exchange.webhook_secret, now=_now(),
             policy=_policy())
     return jsonify(answer), status
 

@@ -273,11 +273,10 @@ def _done(step_column: Any, action_column: Any, steps: Iterable[str]) -> Any:
 
 
 def order_measures(session: Session, start: datetime, end: datetime, *,
-                   now: datetime | None = None) -> OrderMeasures:
-    """The work-order measures of [start, end); `now` (default: the clock) bounds what can
-    be overdue yet."""
+                   now: datetime) -> OrderMeasures:
+    """The work-order measures of [start, end); `now` bounds what can be overdue yet."""
     start, end = check_window(start, end)
-    cutoff = min(end, utc(now or datetime.now(UTC)))
+    cutoff = min(end, utc(now))
     o, d, e = WorkOrder, WorkOrderDeadline, WorkOrderEvent
 
     created = session.execute(
@@ -387,12 +386,11 @@ def hotline_report(session: Session, start: datetime, end: datetime, *,
                    timezone: str = DEFAULT_TIMEZONE, queue: str | None = None,
                    service_seconds: float = DEFAULT_SERVICE_SECONDS,
                    repeat_lookback: timedelta = DEFAULT_REPEAT_LOOKBACK,
-                   now: datetime | None = None) -> HotlineReport:
+                   now: datetime) -> HotlineReport:
     """The hotline report (热线报表) of [start, end): telephony.measures' call measures (of
     `queue`, or all) and the order measures, for the window and per `bucket` of the centre's
     time zone (see `buckets`). Every bucket is aggregated on its own, bounded by instants
     computed here, so both databases cut the days the same way."""
-    now = now or datetime.now(UTC)
 
     def part(label: str, lo: datetime, hi: datetime) -> ReportBucket:
         calls = call_measures(session, lo, hi, queue=queue, service_seconds=service_seconds,
@@ -775,7 +773,7 @@ def _area_rows(kind: str, figures: Mapping[str, Counter[str]]) -> tuple[Evaluati
 
 
 def evaluate_departments(session: Session, start: datetime, end: datetime, *,
-                         now: datetime | None = None) -> tuple[EvaluationRow, ...]:
+                         now: datetime) -> tuple[EvaluationRow, ...]:
     """The department evaluation (专业部门考核) of [start, end): opened-count score 10 % +
     closing rate 30 % + on-time handling rate 30 % + (1 - rework rate) 30 %.
 
@@ -787,21 +785,20 @@ def evaluate_departments(session: Session, start: datetime, end: datetime, *,
     events in the window / due-to-close (the component floors at 0). Opened-count score:
     orders opened (立案) in the window relative to the busiest department."""
     start, end = check_window(start, end)
-    cutoff = min(end, utc(now or datetime.now(UTC)))
+    cutoff = min(end, utc(now))
     figures = _area_figures(session, WorkOrder.department_code, start, end, cutoff)
     return _area_rows("department", {k: v for k, v in figures.items() if k})
 
 
 def evaluate_regions(session: Session, start: datetime, end: datetime, *,
-                     level: str = "county", now: datetime | None = None
-                     ) -> tuple[EvaluationRow, ...]:
+                     level: str = "county", now: datetime) -> tuple[EvaluationRow, ...]:
     """The regional evaluation (区域考核) of [start, end): the department measures over the
     orders whose grid code starts with the region's code, `level` "county" (the first 6
     digits) or "street" (the first 9). Orders without a grid code that long count nowhere."""
     if level not in REGION_LEVELS:
         raise MeasureError(f"level: one of {', '.join(REGION_LEVELS)}, got {level!r}")
     start, end = check_window(start, end)
-    cutoff = min(end, utc(now or datetime.now(UTC)))
+    cutoff = min(end, utc(now))
     width = REGION_LEVELS[level]
     regions: dict[str, Counter[str]] = defaultdict(Counter)
     # grouped by the whole grid code in SQL, folded into regions here: no SQL substring
@@ -813,7 +810,7 @@ def evaluate_regions(session: Session, start: datetime, end: datetime, *,
 
 
 def evaluate(session: Session, start: datetime, end: datetime, *,
-             now: datetime | None = None,
+             now: datetime,
              verify_dispatch_limit: timedelta = VERIFY_DISPATCH_LIMIT,
              check_dispatch_limit: timedelta = CHECK_DISPATCH_LIMIT,
              patrol_areas: Mapping[str, Sequence[str]] | None = None) -> Evaluation:

@@ -13,7 +13,7 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -110,7 +110,7 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
                category_code: str = "", category_kind: str = "event", urgency: str = "normal",
                address: str = "", latitude: float | None = None,
                longitude: float | None = None, call_id: str = "",
-               policy: Policy = DEFAULT_POLICY, now: datetime | None = None) -> WorkOrder:
+               policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
     """A new order in intake (受理), with its case number YYYYMMDDNNNN, its grid and
     responsible department derived from the location, flagged when it looks like a repeat
     of an open order nearby (疑似重复) or the caller reported recently (重复来电)."""
@@ -142,7 +142,6 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
             raise OrderError(f"location: {exc}") from None
         grid = geo.grid_at(session, latitude, longitude)
         grid_code = grid.code if grid else ""
-    now = now or datetime.now(UTC)
     department = catalogue.department_for(session, category_code, grid_code,
                                           kind=category_kind) if category_code else ""
     duplicate = _nearby_open_order(session, category_code, category_kind, latitude, longitude,
@@ -203,7 +202,7 @@ def _nearby_open_order(session: Session, category_code: str, category_kind: str,
 
 def transition(session: Session, case_number: str, action: str, *, actor: str, role: str,
                note: str = "", expected_version: int | None = None,
-               policy: Policy = DEFAULT_POLICY, now: datetime | None = None) -> WorkOrder:
+               policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
     """Take `action` on the order as `role`; WorkflowError if not allowed now. The step's
     clocks, the platform's webhook and the callback survey follow in the same transaction."""
     order = _order(session, case_number)
@@ -213,7 +212,6 @@ def transition(session: Session, case_number: str, action: str, *, actor: str, r
     note = _clean(note, "note", 2000)
     before, version = order.state, order.version
     after = workflow.apply(before, action, role)
-    now = now or datetime.now(UTC)
     changes: dict[str, object] = {"state": after, "version": version + 1, "updated_at": now}
     if action in ("rework", "reopen"):
         changes["rework_count"] = WorkOrder.rework_count + 1
@@ -256,11 +254,9 @@ def _after_move(session: Session, order: WorkOrder, action: str, policy: Policy,
 
 def grant_extension(session: Session, case_number: str, amount: int, *, actor: str,
                     role: str, note: str = "", step: str = "handle",
-                    policy: Policy = DEFAULT_POLICY, now: datetime | None = None
-                    ) -> WorkOrder:
+                    policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
     """延期: the shift chief grants the department `amount` more (in the step's own units)
     on the running clock; the due time only ever moves later."""
-    now = now or datetime.now(UTC)
     order = transition(session, case_number, "grant_extension", actor=actor, role=role,
                        note=note or f"延期 {amount}", policy=policy, now=now)
     try:
@@ -272,8 +268,7 @@ def grant_extension(session: Session, case_number: str, amount: int, *, actor: s
 
 
 def merge(session: Session, case_number: str, into: str, *, actor: str, role: str,
-          note: str = "", policy: Policy = DEFAULT_POLICY, now: datetime | None = None
-          ) -> WorkOrder:
+          note: str = "", policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
     """并单: fold a repeat report into the open order it repeats; the citizen's report stays
     readable on the merged order, which points at the surviving one."""
     if not into:
@@ -325,14 +320,14 @@ ATTACHMENT_KINDS = ("audio", "photo", "document")
 
 
 def attach(session: Session, case_number: str, kind: str, path: str, sha256: str,
-           size: int, now: datetime | None = None) -> WorkOrderAttachment:
+           size: int, *, now: datetime) -> WorkOrderAttachment:
     order = _order(session, case_number)
     if kind not in ATTACHMENT_KINDS:
         raise OrderError(f"attachment kind: one of {', '.join(ATTACHMENT_KINDS)}")
     if not re.fullmatch(r"[0-9a-f]{64}", sha256) or size <= 0:
         raise OrderError("attachment: a SHA-256 and a size above zero are needed")
     row = WorkOrderAttachment(order_id=order.id, kind=kind, path=path[:500], sha256=sha256,
-                              bytes=size, created_at=now or datetime.now(UTC))
+                              bytes=size, created_at=now)
     session.add(row)
     session.flush()
     return row
@@ -343,8 +338,8 @@ MAX_PHOTO_BYTES = 8 << 20
 _PHOTO_MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"RIFF", "webp"))
 
 
-def store_photo(session: Session, case_number: str, content: bytes, directory: Path,
-                now: datetime | None = None) -> WorkOrderAttachment:
+def store_photo(session: Session, case_number: str, content: bytes, directory: Path, *,
+                now: datetime) -> WorkOrderAttachment:
     """A photo (e.g. the department's proof of handling, 处置照片) kept with the order:
     written once under its SHA-256, so the same photo sent twice is one file."""
     order = _order(session, case_number)
@@ -355,14 +350,14 @@ def store_photo(session: Session, case_number: str, content: bytes, directory: P
     if suffix is None:
         raise OrderError("photo: a JPEG, PNG or WebP image")
     digest = hashlib.sha256(content).hexdigest()
-    now = now or datetime.now(UTC)
     target = directory / now.strftime("%Y/%m") / f"{digest}.{suffix}"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_suffix(f".{uuid.uuid4().hex}.part")
         partial.write_bytes(content)
         os.replace(partial, target)  # never a half-written photo under the final name
-    return attach(session, order.case_number, "photo", str(target), digest, len(content), now)
+    return attach(session, order.case_number, "photo", str(target), digest, len(content),
+                  now=now)
 
 
 def attachments(session: Session, case_number: str) -> list[WorkOrderAttachment]:

@@ -6,7 +6,8 @@
 - deadline warnings (yellow, red) and escalation to supervision (督办);
 - webhook deliveries to the city platform, retried until they land.
 
-Each job is a plain function over a `now`, so tests drive them one tick at a time.
+Each job is a plain function over a `now` (by default the worker's clock), so tests drive
+them one tick at a time.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from hotline.clock import Clock, FixedClock
 from hotline.config import Settings
 from hotline.db import transaction
 from hotline.errors import HotlineError
@@ -34,9 +36,9 @@ STALE_ATTEMPT = timedelta(minutes=10)  # a survey call with no outcome after thi
 
 
 class TicketsWorker:
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session], bus: EventBus
-                 ) -> None:
-        self.settings, self.sessions, self.bus = settings, sessions, bus
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], bus: EventBus,
+                 clock: Clock) -> None:
+        self.settings, self.sessions, self.bus, self.clock = settings, sessions, bus, clock
         self.policy = service.Policy.from_settings(settings)
         self._events_after = "$"
 
@@ -62,7 +64,7 @@ class TicketsWorker:
 
     def dial_surveys(self, now: datetime | None = None) -> list[str]:
         """Place the survey calls that are due; returns their attempt ids."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock.now()
         placed = []
         with self.sessions() as session:
             due = surveys.due_calls(session, now)
@@ -83,7 +85,7 @@ class TicketsWorker:
     def survey_outcomes(self, now: datetime | None = None) -> None:
         """Unanswered survey calls (from the telephony service's events) and attempts that
         never reported back."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock.now()
         for entry_id, event in self.bus.read(self._events_after, count=500):
             self._events_after = entry_id
             if event.get("type") == "outbound.failed" and event.get("purpose") == "survey":
@@ -103,13 +105,13 @@ class TicketsWorker:
 
     def expire_sms(self, now: datetime | None = None) -> int:
         with transaction(self.sessions) as session:
-            return surveys.expire_sms(session, self.policy, now or datetime.now(UTC))
+            return surveys.expire_sms(session, self.policy, now or self.clock.now())
 
     # ------------------------------------------------------------------ deadlines
 
     def sweep_deadlines(self, now: datetime | None = None) -> list[deadlines.Warning]:
         """Yellow and red warnings; a red one is escalated to supervision (督办) once."""
-        now = now or datetime.now(UTC)
+        now = now or self.clock.now()
         with transaction(self.sessions) as session:
             changed = deadlines.sweep(session, self.policy.calendar(session), now)
             for warning in changed:
@@ -134,4 +136,4 @@ class TicketsWorker:
         go out."""
         x = self.settings.exchange
         exchange.deliver_due(self.sessions, x.webhook_secret, x.max_attempts, x.retry_seconds,
-                             now=now)
+                             FixedClock(now) if now else self.clock)
