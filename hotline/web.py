@@ -16,6 +16,7 @@ from tickets import http as tickets_http
 
 ROOMS = (telephony_http, tickets_http)
 MAX_REQUEST_BYTES = 1 << 20
+RETRY_AFTER_SECONDS = "2"
 
 
 def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.Redis,
@@ -38,7 +39,10 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
-        return jsonify({"error": error.name, "detail": error.description}), error.code
+        response = jsonify({"error": error.name, "detail": error.description})
+        if error.code == 503:  # unavailable for now: say when to come back
+            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return response, error.code
 
     return app
 

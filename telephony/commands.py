@@ -3,6 +3,11 @@
 Only the telephony service writes to AMI. Others append a command to the stream and wait
 for the reply on a list of their own; the service reads the stream in a consumer group, so
 a command is handled once even if several service processes run.
+
+The wait is bounded below the Redis client's socket timeout (a longer BLPOP would end in a
+socket error, and redis-py's retries made a 5 s wait last a minute), and a command nobody
+answered, or that the service could not carry out for now (the AMI link is down, Redis is
+away), is `Unavailable`: try again later (HTTP 503), unlike a refusal (409).
 """
 
 from __future__ import annotations
@@ -23,26 +28,51 @@ REPLY_TTL = 60
 
 
 class CommandError(HotlineError):
-    """The command was refused (unknown agent, bad reason) or got no answer."""
+    """The command was refused (unknown agent, bad reason)."""
+
+
+class Unavailable(CommandError):
+    """Nobody could carry the command out now (no answer, the AMI link or Redis is down);
+    the message says why. Worth trying again."""
+
+
+MARGIN = 1.0  # seconds the wait stays below the client's socket timeout
+
+
+def wait_bound(client: redis.Redis, wanted: float) -> float:
+    """How long a blocking read on `client` may wait: `wanted`, kept below its socket
+    timeout."""
+    socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+    if socket_timeout:
+        wanted = min(wanted, float(socket_timeout) - MARGIN)
+    return max(0.1, wanted)
 
 
 def send(client: redis.Redis, name: str, args: dict[str, Any], timeout: float = 8
          ) -> dict[str, Any]:
-    """Send a command and wait for its reply; raises CommandError on refusal or silence."""
+    """Send a command and wait at most `timeout` (less when the client's socket timeout is
+    shorter) for its reply; raises CommandError when refused, Unavailable when nobody could
+    carry it out."""
+    wait = wait_bound(client, timeout)
     request_id = uuid.uuid4().hex
-    # past this moment the sender has given up: the service must not act on it any more
-    # (a survey call placed after its attempt was written off would ring twice)
-    client.xadd(STREAM, {"id": request_id, "name": name,
-                         "args": json.dumps(args, ensure_ascii=False),
-                         "expires": f"{time.time() + timeout:.3f}"},
-                maxlen=10_000, approximate=True)
-    answer = client.blpop([REPLY.format(request_id)], timeout=max(1, round(timeout)))
+    try:
+        # past this moment the sender has given up: the service must not act on it any more
+        # (a survey call placed after its attempt was written off would ring twice)
+        client.xadd(STREAM, {"id": request_id, "name": name,
+                             "args": json.dumps(args, ensure_ascii=False),
+                             "expires": f"{time.time() + wait:.3f}"},
+                    maxlen=10_000, approximate=True)
+        answer = client.blpop([REPLY.format(request_id)], timeout=wait)
+    except redis.RedisError as exc:
+        raise Unavailable(f"telephony: Redis cannot be reached ({type(exc).__name__}); "
+                          "try again") from None
     if answer is None:
-        raise CommandError(f"telephony: no answer to {name} within {timeout:.0f} s "
-                           "(is the telephony service running? 'hotline serve')")
+        raise Unavailable(f"telephony: no answer to {name} within {wait:.0f} s "
+                          "(is the telephony service running? 'hotline serve')")
     reply = json.loads(answer[1])
     if not reply.get("ok"):
-        raise CommandError(f"telephony: {name} refused: {reply.get('error')}")
+        error_class = Unavailable if reply.get("unavailable") else CommandError
+        raise error_class(f"telephony: {name} refused: {reply.get('error')}")
     result: dict[str, Any] = reply.get("result") or {}
     return result
 
@@ -80,12 +110,13 @@ def receive(client: redis.Redis, consumer: str, block_ms: int = 1000
 
 
 def reply(client: redis.Redis, entry_id: str, request_id: str, *, ok: bool,
-          result: dict[str, Any] | None = None, error: str = "") -> None:
+          result: dict[str, Any] | None = None, error: str = "",
+          unavailable: bool = False) -> None:
     if request_id:
         key = REPLY.format(request_id)
         pipe = client.pipeline()
-        pipe.rpush(key, json.dumps({"ok": ok, "result": result or {}, "error": error},
-                                   ensure_ascii=False))
+        pipe.rpush(key, json.dumps({"ok": ok, "result": result or {}, "error": error,
+                                    "unavailable": unavailable}, ensure_ascii=False))
         pipe.expire(key, REPLY_TTL)
         pipe.execute()
     client.xack(STREAM, GROUP, entry_id)

@@ -18,6 +18,9 @@ from telephony.service import SEATS_KEY
 calls_api = Blueprint("calls", __name__, url_prefix="/api/v1/calls")
 seats_api = Blueprint("seats", __name__, url_prefix="/api/v1/seats")
 SEAT_ACTIONS = ("login", "logout", "pause", "resume")
+# How long a request waits for the telephony service: a waitress thread is held meanwhile,
+# and the web server has few of them.
+WEB_COMMAND_SECONDS = 3.0
 
 _NUMBER = re.compile(r"[0-9+*#]{1,40}")
 
@@ -105,10 +108,12 @@ def seat_action(agent: str, action: str) -> Any:
             abort(400, "reason: required to pause, e.g. break")
         args["reason"] = reason[:40]
     try:
-        commands.send(current_app.extensions["hotline.redis"], f"seat.{action}", args)
+        commands.send(current_app.extensions["hotline.redis"], f"seat.{action}", args,
+                      timeout=WEB_COMMAND_SECONDS)
+    except commands.Unavailable as exc:
+        abort(503, str(exc).removeprefix("telephony: "))
     except commands.CommandError as exc:
-        status = 503 if "no answer" in str(exc) or "link" in str(exc) else 409
-        abort(status, str(exc).removeprefix("telephony: "))
+        abort(409, str(exc).removeprefix("telephony: "))
     return jsonify({"agent": agent, "done": action}), 202
 
 

@@ -292,16 +292,18 @@ class TelephonyService:
                 await asyncio.sleep(1)
                 continue
             for entry_id, request_id, name, args in batch:
-                ok, result, error = True, {}, ""
+                ok, result, error, unavailable = True, {}, "", False
                 try:
                     result = await self._command(name, args)
                 except (commands.CommandError, AmiError) as exc:
                     ok, error = False, str(exc).removeprefix("telephony: ")
+                    unavailable = isinstance(exc, commands.Unavailable | AmiError)
                 except Exception as exc:
                     log.exception("command %s failed", name)
                     ok, error = False, f"internal error ({type(exc).__name__})"
                 await asyncio.to_thread(commands.reply, self.redis, entry_id, request_id,
-                                        ok=ok, result=result, error=error)
+                                        ok=ok, result=result, error=error,
+                                        unavailable=unavailable)
 
     async def _command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         agent = str(args.get("agent", ""))
@@ -315,7 +317,7 @@ class TelephonyService:
         if args.get("__malformed__"):
             raise commands.CommandError(f"{name}: its arguments are not a JSON object")
         if self.client is None or not self.client.connected:
-            raise commands.CommandError("the AMI link to Asterisk is down; try again")
+            raise commands.Unavailable("the AMI link to Asterisk is down; try again")
         if name == "call.outbound":
             return await self._cmd_outbound(args)
         snapshot, _ = await asyncio.to_thread(self._directory_and_logins)
@@ -414,7 +416,7 @@ class TelephonyService:
                    tolerate: str = "") -> None:
         client = client or self.client
         if client is None:
-            raise commands.CommandError("the AMI link to Asterisk is down; try again")
+            raise commands.Unavailable("the AMI link to Asterisk is down; try again")
         answer = await client.action(action, timeout=5, as_list=False)
         if answer.get("Response") == "Error" and tolerate not in answer.get("Message", "~"):
             raise commands.CommandError(f"Asterisk: {answer.get('Message')}")

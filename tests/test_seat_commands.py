@@ -1,0 +1,93 @@
+"""Seat commands from the web: the wait for the telephony service is bounded and never
+holds the web server's few threads for long; nobody answering is a 503 with the reason."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from waitress.server import create_server
+
+from hotline.clock import FixedClock
+from hotline.db import make_engine, session_factory, upgrade
+from hotline.live import connect_redis
+from hotline.web import create_app
+from telephony import commands
+from tests import isolation
+from tests.conftest import REDIS_SERVER_URL, make_settings
+
+NOW = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["embedded", "server"])
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The JSON API as the centre serves it (waitress, 4 threads), with no telephony
+    service running: nobody will answer a seat command."""
+    env = {} if request.param == "embedded" else {"REDIS_URL": REDIS_SERVER_URL}
+    settings = make_settings(tmp_path, **env)
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)
+    live = connect_redis(settings)
+    app = create_app(settings, session_factory(engine), live, FixedClock(NOW))
+    port = isolation.free_port()
+    server = create_server(app, host="127.0.0.1", port=port, threads=4)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        thread.join(5)
+        engine.dispose()
+
+
+def _post(url: str) -> tuple[int, dict[str, Any], dict[str, str], float]:
+    started = time.monotonic()
+    request = urllib.request.Request(url, data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            status, body, headers = reply.status, json.loads(reply.read()), dict(reply.headers)
+    except urllib.error.HTTPError as error:
+        status, body, headers = error.code, json.loads(error.read()), dict(error.headers)
+    return status, body, headers, time.monotonic() - started
+
+
+def test_nobody_answering_is_a_quick_503_and_the_api_keeps_answering(api: str) -> None:
+    with ThreadPoolExecutor(8) as pool:
+        seats = [pool.submit(_post, f"{api}/api/v1/seats/8001/login") for _ in range(6)]
+        time.sleep(0.2)  # the seat requests hold every web thread now
+        started = time.monotonic()
+        with urllib.request.urlopen(f"{api}/api/v1/openapi.json", timeout=30) as reply:
+            assert reply.status == 200
+        other = time.monotonic() - started
+        answers = [f.result() for f in seats]
+    for status, body, headers, took in answers:
+        assert status == 503, body
+        assert "no answer to seat.login" in body["detail"]
+        assert headers.get("Retry-After") == "2"
+        assert took < 8  # two rounds of 4 threads at most, each bounded at 3 s
+    # another request waits for a free thread, never for a minute
+    assert other < 7
+
+
+def test_the_wait_stays_below_the_clients_socket_timeout() -> None:
+    impatient = redis.Redis.from_url(REDIS_SERVER_URL, socket_timeout=2)
+    started = time.monotonic()
+    with pytest.raises(commands.Unavailable, match="no answer"):
+        commands.send(impatient, "seat.login", {"agent": "8001"}, timeout=8)
+    assert 0.9 < time.monotonic() - started < 2  # waited 1 s: below the 2 s socket timeout
+    gone = redis.Redis(host="127.0.0.1", port=isolation.free_port(), socket_timeout=1,
+                       socket_connect_timeout=1)
+    with pytest.raises(commands.Unavailable, match="Redis cannot be reached"):
+        commands.send(gone, "seat.login", {"agent": "8001"})
