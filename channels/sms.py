@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from channels.models import SmsMessage
+from hotline import phones
 from hotline.errors import HotlineError
 
 MAX_TEXT = 500
@@ -22,10 +23,10 @@ class SmsError(HotlineError):
 
 
 def _phone(phone: str) -> str:
-    digits = re.sub(r"[\s()+-]", "", phone or "")
-    if not re.fullmatch(r"[0-9]{5,20}", digits):
-        raise SmsError("phone: 5-20 digits")
-    return digits
+    try:
+        return phones.normalise(phone or "")
+    except phones.PhoneError as exc:
+        raise SmsError(str(exc)) from None
 
 
 def queue(session: Session, phone: str, text: str, *, purpose: str = "", reference: str = "",

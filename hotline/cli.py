@@ -766,7 +766,7 @@ def tickets_callback_list(ctx: click.Context) -> None:
 
     with _session_factory(_settings(ctx))() as session:
         for survey, case in surveys.agent_list(session):
-            click.echo(f"{survey.id}  {case}  {service.mask_phone(survey.phone)}  "
+            click.echo(f"{survey.id}  {case}  {service.show_phone(survey.phone, False)}  "
                        f"{survey.call_attempts} calls  {survey.note}")
 
 

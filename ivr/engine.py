@@ -12,6 +12,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from hotline import phones
 from ivr.fastagi import AgiSession
 from ivr.flows import Flow, Node
 
@@ -99,8 +100,9 @@ async def _walk(session: AgiSession, flow: Flow, context: CallContext,
                     await _announce_wait(session, queue, prompt_path)
                 return Decision("queue", queue, node.priority + context.priority_bonus,
                                 node.name)
-            if node.type == "transfer":
-                return Decision("transfer", str(node.number), node=node.name)
+            if node.type == "transfer":  # 0451-12345678 is dialled as 045112345678
+                dial = phones.national(phones.normalise(str(node.number)))
+                return Decision("transfer", dial, node=node.name)
             if node.type == "message":
                 await _message(session, node, context)
             return Decision("hangup", node=node.name)

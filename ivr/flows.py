@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hotline import phones
 from hotline.config import read_yaml
 from hotline.errors import ConfigError
 
@@ -31,7 +32,6 @@ DEFAULT_FLOW = Path(__file__).with_name("default_flow.yaml")
 ENDINGS = ("queue", "transfer", "hangup", "message")
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _QUEUE = re.compile(r"[a-z0-9][a-z0-9_-]{1,39}")
-_NUMBER = re.compile(r"[0-9]{3,20}")
 
 
 @dataclass(frozen=True)
@@ -150,8 +150,8 @@ def _check(flow: Flow, prompts: set[str], fail: Any) -> None:
             if not isinstance(node.announce_wait, bool):
                 raise fail(f"node {node.name}.announce_wait", "true or false")
         elif node.type == "transfer":
-            if node.number is None or not _NUMBER.fullmatch(str(node.number)):
-                raise fail(f"node {node.name}.number", "3-20 digits")
+            if node.number is None or not phones.normalise_or_empty(str(node.number)):
+                raise fail(f"node {node.name}.number", "a number to dial, e.g. 110")
         elif node.type == "message":
             if node.prompt is None:
                 raise fail(f"node {node.name}", "needs 'prompt' (inviting the message)")

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from hotline import phones
 from hotline.background import BackgroundLoop
 from hotline.clock import SYSTEM_CLOCK, Clock
 from hotline.config import Settings
@@ -91,12 +92,11 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
         if recording is None or recording.size <= WAV_HEADER_BYTES:
             log.info("call %s left no message", unique_id)
             return
-        phone = screening.normalise(caller)
         with transaction(sessions) as session:
             order = orders.open_order(
                 session, appeal_type="report", channel="phone", actor="ivr",
                 description="非工作时间语音留言，待听取录音后补录内容。(voice message)",
-                citizen_phone=phone if re.fullmatch(r"[0-9]{3,20}", phone) else "",
+                citizen_phone=phones.normalise_or_empty(caller),
                 call_id=unique_id, policy=policy, now=now)
             orders.attach(session, order.case_number, "audio", str(recording.path),
                           recording.sha256, recording.size, now=now)
@@ -132,7 +132,7 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
         position = await session.get_variable("HOTLINE_QUEUE_LEFT_AT")
         priority = await session.get_variable("HOTLINE_PRIORITY")
         request_id = await off_loop(
-            request_callback, screening.normalise(session.caller_id), queue, position,
+            request_callback, session.caller_id, queue, position,
             priority, session.headers.get("agi_uniqueid", ""))
         if not request_id:  # no number to call back: the caller goes back to the queue
             return

@@ -6,25 +6,25 @@ once and its caller dialled once, however often a command or an event is replaye
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from hotline import phones
 from telephony.models import CallbackRequest
 
 STATES = ("requested", "holding", "dialling", "connected", "failed")
-_DIALABLE = re.compile(r"[0-9]{3,20}")
 
 
 def create(session: Session, caller: str, queue: str, position: int, priority: int,
            call_id: str, *, now: datetime) -> CallbackRequest | None:
     """A new request; None when the caller's number cannot be dialled back."""
-    if not _DIALABLE.fullmatch(caller) or not queue:
+    number = phones.normalise_or_empty(caller)
+    if not number or not queue:
         return None
-    request = CallbackRequest(id=f"cb-{uuid.uuid4().hex[:20]}", caller_number=caller,
+    request = CallbackRequest(id=f"cb-{uuid.uuid4().hex[:20]}", caller_number=number,
                               queue=queue, position=max(1, position), priority=priority,
                               call_id=call_id[:64], requested_at=now, updated_at=now)
     session.add(request)
@@ -55,10 +55,11 @@ def waiting(session: Session) -> list[str]:
 def hold_action(request: CallbackRequest, entry_number: str, wait_seconds: int
                 ) -> dict[str, str]:
     """The Originate that puts a placeholder for the caller at their place in the queue."""
+    dial = phones.national(request.caller_number)
     return {
         "Action": "Originate", "ActionID": request.id,
-        "Channel": f"Local/{request.caller_number}@hotline-callback-hold",
-        "Context": "hotline-callback-dial", "Exten": request.caller_number, "Priority": "1",
+        "Channel": f"Local/{dial}@hotline-callback-hold",
+        "Context": "hotline-callback-dial", "Exten": dial, "Priority": "1",
         "Async": "true", "Timeout": str(wait_seconds * 1000),
         "CallerID": f'"12319 回电" <{entry_number}>',
         "Variable": (f"__HOTLINE_QUEUE={request.queue},__HOTLINE_POSITION={request.position},"

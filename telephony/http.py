@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request
 
+from hotline import phones
 from telephony import commands, records
 from telephony.seats import STATES
 from telephony.service import SEATS_KEY
@@ -22,7 +23,7 @@ SEAT_ACTIONS = ("login", "logout", "pause", "resume")
 # and the web server has few of them.
 WEB_COMMAND_SECONDS = 3.0
 
-_NUMBER = re.compile(r"[0-9+*#]{1,40}")
+_AGENT = re.compile(r"[0-9+*#]{1,40}")
 
 
 def _sessions():  # type: ignore[no-untyped-def]
@@ -56,13 +57,13 @@ def _int_param(name: str, default: int, low: int, high: int) -> int:
 @calls_api.get("")
 def list_calls() -> Any:
     caller = request.args.get("caller_number") or None
-    if caller is not None and not _NUMBER.fullmatch(caller):
-        abort(400, "caller_number: digits only")
+    if caller is not None and not phones.normalise_or_empty(caller):
+        abort(400, "caller_number: a phone number, e.g. 13800138000 or 0451-88888888")
     outcome = request.args.get("outcome") or None
     if outcome is not None and outcome not in records.OUTCOMES:
         abort(400, f"outcome: one of {', '.join(records.OUTCOMES)}")
     agent = request.args.get("agent") or None
-    if agent is not None and not _NUMBER.fullmatch(agent):
+    if agent is not None and not _AGENT.fullmatch(agent):
         abort(400, "agent: an agent number")
     query = records.CallQuery(
         since=_time_param("since"), until=_time_param("until"), caller_number=caller,
@@ -96,7 +97,7 @@ def list_seats() -> Any:
 def seat_action(agent: str, action: str) -> Any:
     if action not in SEAT_ACTIONS:
         abort(404, f"no seat action {action[:20]!r}; one of {', '.join(SEAT_ACTIONS)}")
-    if not _NUMBER.fullmatch(agent):
+    if not _AGENT.fullmatch(agent):
         abort(404, "no such agent")
     body = request.get_json(silent=True) if request.data else {}
     if not isinstance(body, dict):

@@ -19,9 +19,9 @@ A call belongs to the window [start, end) by its `started_at`. Definitions:
   is the total of `wrap_up` seat intervals starting in the window; for one queue, those
   whose agent's latest answered call connected before the interval was of that queue.
 - longest wait (最长等待): the longest queue wait of an offered call.
-- repeat-call rate (重复来电率) = calls whose caller (the number with its +86 dropped) had
+- repeat-call rate (重复来电率) = calls whose caller (one number in any form, hotline.phones) had
   called before, at most `repeat_lookback` earlier (24 h by default; any queue or outcome,
-  before the window too) / calls from known numbers (3-20 digits; withheld numbers are not).
+  before the window too) / calls from known numbers (withheld or unreadable ones are not).
 - occupancy (占用率) = (talking + wrap-up) / (ready + ringing + talking + wrap-up) seat time
   of intervals starting in the window; paused time is not available time. Centre-wide:
   seat intervals carry no queue, so it is None for a single queue.
@@ -35,7 +35,6 @@ there to divide by. Timestamps are compared in UTC.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,7 +45,6 @@ from sqlalchemy.orm import Session
 from hotline.errors import HotlineError
 from telephony import seats
 from telephony.models import CallRecord, SeatInterval
-from telephony.screening import normalise
 
 DEFAULT_SERVICE_SECONDS = 15.0  # GB/T 33358: a person answers within 15 s
 DEFAULT_REPEAT_LOOKBACK = timedelta(hours=24)
@@ -57,7 +55,6 @@ SECONDS_DIGITS = 1
 SUM_DIGITS = 3
 OCCUPIED_STATES = (seats.TALKING, seats.WRAP_UP)
 AVAILABLE_STATES = (seats.READY, seats.RINGING, seats.TALKING, seats.WRAP_UP)
-_KNOWN_NUMBER = re.compile(r"[0-9]{3,20}")
 
 
 class MeasureError(HotlineError):
@@ -232,18 +229,17 @@ def _occupancy(session: Session, start: datetime, end: datetime) -> float | None
 def _repeat_calls(session: Session, start: datetime, end: datetime, queue: str | None,
                   lookback: timedelta) -> tuple[int, int]:
     """(calls from known numbers, of them repeats). The gap to the caller's previous call
-    is taken in Python: interval arithmetic in SQL differs between SQLite and PostgreSQL,
-    and one caller's number comes in more than one form (+86...)."""
+    is taken in Python: interval arithmetic in SQL differs between SQLite and PostgreSQL.
+    One caller is one stored number (hotline.phones), whatever form the network sent."""
     rows = session.execute(
-        select(CallRecord.caller_number, CallRecord.started_at, CallRecord.queue)
-        .where(CallRecord.started_at >= start - lookback, CallRecord.started_at < end)
+        select(CallRecord.citizen_number, CallRecord.started_at, CallRecord.queue)
+        .where(CallRecord.started_at >= start - lookback, CallRecord.started_at < end,
+               CallRecord.citizen_number != "")
         .order_by(CallRecord.started_at, CallRecord.id)).all()
     last_call: dict[str, datetime] = {}
     known = repeats = 0
-    for number, started, call_queue in rows:
-        caller, started = normalise(number or ""), utc(started)
-        if not _KNOWN_NUMBER.fullmatch(caller):
-            continue
+    for caller, started, call_queue in rows:
+        started = utc(started)
         previous = last_call.get(caller)
         last_call[caller] = started
         if started < start or (queue is not None and call_queue != queue):

@@ -87,7 +87,8 @@ class CallRecord(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_id: Mapped[str] = mapped_column(String(64), unique=True)
-    caller_number: Mapped[str] = mapped_column(String(40), index=True)
+    caller_number: Mapped[str] = mapped_column(String(40), index=True)  # as Asterisk gave it
+    citizen_number: Mapped[str] = mapped_column(String(24), index=True, default="")  # E.164
     caller_name: Mapped[str] = mapped_column(String(100), default="")
     entry_number: Mapped[str] = mapped_column(String(40), default="")
     started_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)

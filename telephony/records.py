@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from hotline import phones
 from recordings.catalogue import RecordingFile
 from telephony.models import CallRecord
 
@@ -38,6 +39,8 @@ def store_call(session: Session, record: dict[str, Any],
         return False
     row = CallRecord(
         call_id=record["call_id"], caller_number=record["caller_number"],
+        citizen_number=phones.normalise_or_empty(record.get("citizen_number")
+                                                 or record["caller_number"]),
         caller_name=record["caller_name"], entry_number=record["entry_number"],
         started_at=_when(record["started_at"]), ended_at=_when(record["ended_at"]),
         duration_seconds=record["duration_seconds"], outcome=record["outcome"],
@@ -63,6 +66,7 @@ def store_call(session: Session, record: dict[str, Any],
 def as_dict(row: CallRecord) -> dict[str, Any]:
     return {
         "call_id": row.call_id, "caller_number": row.caller_number,
+        "citizen_number": phones.national(row.citizen_number),
         "caller_name": row.caller_name, "entry_number": row.entry_number,
         "started_at": _epoch(row.started_at), "ended_at": _epoch(row.ended_at),
         "duration_seconds": row.duration_seconds, "outcome": row.outcome,
@@ -97,8 +101,10 @@ def find_calls(session: Session, query: CallQuery) -> tuple[int, list[dict[str, 
         conditions.append(CallRecord.started_at >= _when(query.since))
     if query.until is not None:
         conditions.append(CallRecord.started_at < _when(query.until))
-    if query.caller_number:
-        conditions.append(CallRecord.caller_number == query.caller_number)
+    if query.caller_number:  # any form of the number: +86 451 ..., 0451-...
+        citizen = phones.normalise_or_empty(query.caller_number)
+        conditions.append(CallRecord.citizen_number == citizen if citizen
+                          else CallRecord.caller_number == query.caller_number)
     if query.outcome:
         conditions.append(CallRecord.outcome == query.outcome)
     if query.agent:

@@ -6,19 +6,18 @@ priority. Entries expire; repeat callers are found in the stored call records.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from hotline import phones
 from telephony.directory import DirectoryError
 from telephony.models import CallerListEntry, CallRecord
 
 KINDS = ("block", "vip")
 VIP_PRIORITY, REPEAT_PRIORITY = 10, 5
-_NUMBER = re.compile(r"\+?[0-9]{3,20}")
 
 
 @dataclass(frozen=True)
@@ -33,35 +32,31 @@ class Screening:
         return VIP_PRIORITY if self.vip else REPEAT_PRIORITY if self.repeat else 0
 
 
-def normalise(number: str) -> str:
-    """Digits only; China's +86/0086 prefix dropped, so one caller is one number."""
-    digits = re.sub(r"[^0-9+]", "", number)
-    for prefix in ("+86", "0086"):
-        if digits.startswith(prefix):
-            digits = digits[len(prefix):]
-    return digits.lstrip("+")
-
-
 def screen(session: Session, number: str, now: datetime, repeat_window: timedelta,
            repeat_threshold: int) -> Screening:
-    caller = normalise(number)
+    """What the lists and the call records say of a caller; a withheld or unreadable caller
+    ID is on no list and never a repeat."""
+    caller = phones.normalise_or_empty(number)
+    if not caller:
+        return Screening(blocked=False, vip=False, recent_calls=0, repeat=False)
     kinds = set(session.scalars(select(CallerListEntry.kind).where(
         CallerListEntry.number == caller,
         or_(CallerListEntry.expires_at.is_(None), CallerListEntry.expires_at > now))))
     recent = session.scalar(select(func.count(CallRecord.id)).where(
-        CallRecord.caller_number.in_({caller, number}),
+        CallRecord.citizen_number == caller,
         CallRecord.started_at >= now - repeat_window)) or 0
     return Screening(blocked="block" in kinds, vip="vip" in kinds, recent_calls=recent,
-                     repeat=bool(caller) and recent >= repeat_threshold)
+                     repeat=recent >= repeat_threshold)
 
 
 def add_entry(session: Session, number: str, kind: str, expires_at: datetime | None = None,
               note: str = "", *, now: datetime) -> CallerListEntry:
-    caller = normalise(number)
     if kind not in KINDS:
         raise DirectoryError(f"list {kind!r}: one of {', '.join(KINDS)}")
-    if not _NUMBER.fullmatch(caller):
-        raise DirectoryError(f"number {number!r}: 3-20 digits")
+    try:
+        caller = phones.normalise(number)
+    except phones.PhoneError as exc:
+        raise DirectoryError(str(exc)) from None
     if expires_at is not None and expires_at <= now:
         raise DirectoryError("the expiry must be in the future")
     entry = session.scalar(select(CallerListEntry).where(
@@ -76,7 +71,8 @@ def add_entry(session: Session, number: str, kind: str, expires_at: datetime | N
 
 def remove_entry(session: Session, number: str, kind: str) -> bool:
     entry = session.scalar(select(CallerListEntry).where(
-        CallerListEntry.number == normalise(number), CallerListEntry.kind == kind))
+        CallerListEntry.number == phones.normalise_or_empty(number),
+        CallerListEntry.kind == kind))
     if entry is None:
         return False
     session.delete(entry)

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from hotline import phones
 from hotline.clock import Clock
 from hotline.config import Settings
 from hotline.db import transaction
@@ -352,8 +353,10 @@ class TelephonyService:
         reference = str(args.get("reference", ""))
         if purpose not in OUTBOUND_CONTEXTS:
             raise commands.CommandError(f"no outbound purpose {purpose[:20]!r}")
-        if not re.fullmatch(r"[0-9]{3,20}", number):
-            raise commands.CommandError("number: 3-20 digits")
+        try:
+            dial = phones.national(phones.normalise(number))
+        except phones.PhoneError as exc:
+            raise commands.CommandError(str(exc)) from None
         if not re.fullmatch(r"[A-Za-z0-9_-]{4,40}", reference) or reference in self._outbound:
             raise commands.CommandError("reference: a fresh id of 4-40 letters and digits")
         self._outbound[reference] = (purpose, number)
@@ -361,7 +364,7 @@ class TelephonyService:
         try:
             await self._ami({
                 "Action": "Originate", "ActionID": reference, "Async": "true",
-                "Channel": f"PJSIP/{number}@trunk", "Context": OUTBOUND_CONTEXTS[purpose],
+                "Channel": f"PJSIP/{dial}@trunk", "Context": OUTBOUND_CONTEXTS[purpose],
                 "Exten": "s", "Priority": "1", "Timeout": str(OUTBOUND_RING_SECONDS * 1000),
                 "CallerID": f'"12319" <{entry}>',
                 "Variable": f"HOTLINE_OUTBOUND={reference},HOTLINE_OUTBOUND_PURPOSE={purpose}"})

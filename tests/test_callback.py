@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
+from hotline import phones
 from hotline.centre import Centre
 from hotline.config import Settings
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
@@ -31,7 +32,7 @@ def agents_paused(centre: Centre) -> Iterator[Centre]:
 def _request(centre: Centre, caller: str) -> CallbackRequest | None:
     with centre.sessions() as session:
         return session.scalar(select(CallbackRequest).where(
-            CallbackRequest.caller_number == caller))
+            CallbackRequest.caller_number == phones.normalise(caller)))
 
 
 

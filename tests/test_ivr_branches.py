@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from hotline import phones
 from hotline.clock import FixedClock
 from hotline.config import Settings
 from hotline.db import make_engine, session_factory, transaction
@@ -163,7 +164,8 @@ def test_out_of_hours_a_voice_message_becomes_a_work_order_with_the_audio(
     def stored() -> bool:
         nonlocal order, files
         with sessions() as session:
-            order = session.scalar(select(WorkOrder).where(WorkOrder.citizen_phone == caller))
+            order = session.scalar(select(WorkOrder).where(
+                WorkOrder.citizen_phone == phones.normalise(caller)))
             files = orders.attachments(session, order.case_number) if order else []
         return bool(files)
 

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
+from hotline import phones
 from hotline.db import make_engine, session_factory, transaction, upgrade
 from telephony import measures
 from telephony.measures import MeasureError, call_measures, call_measures_by_queue
@@ -87,6 +88,7 @@ def _calls(session: Session) -> None:
         connected = started + timedelta(seconds=wait) if outcome == "answered" else None
         session.add(CallRecord(
             call_id=name, caller_number=caller, started_at=started, outcome=outcome,
+            citizen_number=phones.normalise_or_empty(caller),  # as the record is stored
             queue=queue, wait_seconds=wait, short_abandon=short, agent=agent,
             connected_at=connected, talk_seconds=talk, hold_seconds=hold,
             ended_at=started + timedelta(minutes=10), details={}))

@@ -64,7 +64,7 @@ def _state(sessions: sessionmaker[Session], case: str) -> str:
 def test_closing_schedules_the_survey_for_the_working_day_after_the_holiday(sessions) -> None:
     case = _closed(sessions)
     survey = _survey(sessions, case)
-    assert survey.state == "scheduled" and survey.phone == "13800138000"
+    assert survey.state == "scheduled" and survey.phone == "+8613800138000"  # E.164
     # 1-7 October are the National Day holiday: the next working day is Thursday 8 October,
     # and the first survey hour that day is 09:00
     assert survey.next_attempt_at.astimezone(BEIJING) == datetime(2026, 10, 8, 9, 0,
@@ -101,7 +101,7 @@ def test_an_attempt_is_claimed_once_even_by_two_diallers_at_once(sessions) -> No
     for t in threads:
         t.join()
     attempts = [c for c in claims if isinstance(c, surveys.Attempt)]
-    assert len(attempts) == 1 and attempts[0].phone == "13800138000"
+    assert len(attempts) == 1 and attempts[0].phone == "+8613800138000"
     assert _survey(sessions, attempts[0].case_number).call_attempts == 1
 
 
@@ -126,7 +126,7 @@ def test_unanswered_calls_are_retried_then_an_sms_then_the_agents_list(sessions)
                                    POLICY.calendar(session), retry.next_attempt_at) == "sms"
     with sessions() as session:
         [message] = sms.outbox(session)
-        assert message.phone == "13800138000" and case in message.text
+        assert message.phone == "+8613800138000" and case in message.text
         assert message.purpose == "survey"
     sent = _survey(sessions, case).sms_sent_at
     assert sent is not None
@@ -183,6 +183,14 @@ def test_a_text_that_is_not_a_rating_is_left_for_people_to_read(sessions) -> Non
                                  at) == ""
         assert surveys.sms_reply(session, "13800138000", "9", POLICY, at) == ""
     assert _survey(sessions, case).state == "sms"
+
+
+def test_a_reply_from_the_number_in_another_form_answers_its_survey(sessions) -> None:
+    case = _closed(sessions)  # the survey went to 13800138000
+    at = _to_sms(sessions, case)
+    with transaction(sessions) as session:  # a gateway that writes numbers the E.164 way
+        assert surveys.sms_reply(session, "+86 138-0013-8000", "２", POLICY, at) == "satisfied"
+    assert _survey(sessions, case).rating == 2
 
 
 def test_satisfied_ratings_evaluate_and_the_reopen_limit_ends_endless_rework(sessions

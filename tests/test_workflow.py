@@ -84,7 +84,7 @@ def test_a_case_runs_the_whole_loop_with_its_history(sessions) -> None:  # type:
         steps = service.history(session, number)
     assert order.state == "evaluated" and order.rework_count == 1
     assert order.version == len(HAPPY_PATH) + 1
-    assert order.citizen_phone == "13800138000"
+    assert order.citizen_phone == "+8613800138000"  # "+86 138 0013 8000", stored in E.164
     assert [s.action for s in steps] == ["create"] + [a for a, _ in HAPPY_PATH]
     assert all(s.to_state == t.from_state for s, t in itertools.pairwise(steps))
 

@@ -255,7 +255,7 @@ def callback_list() -> Any:
     who = _who()
     with _sessions()() as session:
         items = [{"survey_id": s.id, "case_number": case, "round": s.round,
-                  "phone": s.phone if who.see_phone else service.mask_phone(s.phone),
+                  "phone": service.show_phone(s.phone, who.see_phone),
                   "call_attempts": s.call_attempts, "note": s.note}
                  for s, case in surveys.agent_list(session)]
     return jsonify({"items": items})

@@ -21,10 +21,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from hotline import phones
 from hotline.config import Settings
 from hotline.errors import HotlineError
 from hotline.events import announce
-from telephony.screening import normalise
 from tickets import catalogue, deadlines, exchange, geo, surveys, workflow
 from tickets.events import WorkOrderMoved, WorkOrderOpened
 from tickets.models import WorkOrder, WorkOrderAttachment, WorkOrderEvent
@@ -123,9 +123,10 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
     text = _clean(description, "description", MAX_DESCRIPTION, required=True)
     name = _clean(citizen_name, "citizen_name", 50)
     place = _clean(address, "address", 200)
-    phone = normalise(citizen_phone) if citizen_phone else ""
-    if citizen_phone and not re.fullmatch(r"[0-9]{3,20}", phone):
-        raise OrderError("citizen_phone: 3-20 digits")
+    try:
+        phone = phones.normalise(citizen_phone) if citizen_phone else ""
+    except phones.PhoneError as exc:
+        raise OrderError(f"citizen_{exc}") from None
     if category_code:
         found = catalogue.category(session, category_code, kind=category_kind) \
             if re.fullmatch(r"[0-9]{2,16}", category_code) else None
@@ -366,12 +367,10 @@ def attachments(session: Session, case_number: str) -> list[WorkOrderAttachment]
         WorkOrderAttachment.order_id == order.id).order_by(WorkOrderAttachment.id)))
 
 
-def mask_phone(phone: str) -> str:
-    """138****8000: enough for a citizen to recognise, not enough to call."""
-    if len(phone) <= 4:
-        return "*" * len(phone)
-    keep = 3 if len(phone) >= 11 else 1
-    return phone[:keep] + "*" * (len(phone) - keep - 4) + phone[-4:]
+def show_phone(stored: str, see_phone: bool) -> str:
+    """A citizen's number as people see it: the national form, masked (138****8000) for
+    anyone without the privilege to see numbers."""
+    return phones.national(stored) if see_phone else phones.mask(stored)
 
 
 def order_view(order: WorkOrder, see_phone: bool) -> dict[str, object]:
@@ -381,7 +380,7 @@ def order_view(order: WorkOrder, see_phone: bool) -> dict[str, object]:
         "appeal_type": order.appeal_type, "category_code": order.category_code,
         "category_kind": order.category_kind, "urgency": order.urgency,
         "description": order.description, "channel": order.channel, "call_id": order.call_id,
-        "citizen_phone": order.citizen_phone if see_phone else mask_phone(order.citizen_phone),
+        "citizen_phone": show_phone(order.citizen_phone, see_phone),
         "citizen_name": order.citizen_name, "address": order.address,
         "latitude": order.latitude, "longitude": order.longitude,
         "grid_code": order.grid_code, "department_code": order.department_code,
@@ -419,7 +418,7 @@ def find_orders(session: Session, query: OrderQuery) -> tuple[int, list[WorkOrde
     if query.grid_prefix:
         where.append(WorkOrder.grid_code.startswith(query.grid_prefix, autoescape=True))
     if query.citizen_phone:
-        where.append(WorkOrder.citizen_phone == normalise(query.citizen_phone))
+        where.append(WorkOrder.citizen_phone == phones.normalise_or_empty(query.citizen_phone))
     if query.text:
         where.append(WorkOrder.description.contains(query.text, autoescape=True))
     if query.since:

@@ -24,6 +24,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from channels import sms
+from hotline import phones
 from hotline.errors import HotlineError
 from hotline.events import announce
 from tickets import workflow
@@ -159,7 +160,8 @@ def sms_reply(session: Session, phone: str, text: str, policy: Policy, now: date
     """A citizen's SMS: if it answers their open SMS survey with 1-5, the rating is taken.
     Returns the outcome, or "" when the message is not a survey answer."""
     survey = session.scalar(select(Survey).where(
-        Survey.phone == phone, Survey.state == "sms").order_by(Survey.id.desc()).limit(1))
+        Survey.phone == phones.normalise_or_empty(phone), Survey.state == "sms")
+        .order_by(Survey.id.desc()).limit(1))
     match = re.fullmatch(r"\s*([1-5])\s*", text.translate(_FULL_WIDTH))
     if survey is None or match is None:
         return ""

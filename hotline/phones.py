@@ -1,0 +1,85 @@
+"""Citizens' phone numbers, one way everywhere: stored in E.164, shown and dialled in the
+national form, on Google's libphonenumber data (the `phonenumbers` package), region China.
+
+    normalise("+86 451 8888 8888") == normalise("0451-88888888") == "+8645188888888"
+    normalise("138 0013 8000") == "+8613800138000";  national("+8613800138000") == "13800138000"
+
+Short numbers (110, 12319, 95598) and extensions (8001) have no E.164 form: they are kept
+as their digits, as are digit strings the numbering plan does not know (a local number
+given without its area code), so each still matches itself. Anything else (letters, a lone
+digit, a caller ID such as "anonymous") is a PhoneError.
+"""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberFormat
+
+from hotline.errors import HotlineError
+
+REGION = "CN"
+MAX_SHORT_DIGITS = 6  # 110, 12319, 95598, an extension 8001
+_SEPARATORS = re.compile(r"[\s\-().\u00a0/]")
+_DIGITS = re.compile(r"\+?[0-9]{3,20}")
+# digits typed on a Chinese keyboard come full-width
+_FULL_WIDTH = str.maketrans("０１２３４５６７８９＋－（）", "0123456789+-()")
+
+
+class PhoneError(HotlineError):
+    """Text that is not a phone number; the message quotes (a bounded part of) it."""
+
+
+def normalise(text: str) -> str:
+    """The stored form of a phone number: E.164, or the digits of a short number."""
+    if not isinstance(text, str):
+        raise PhoneError("phone: text expected")
+    compact = _SEPARATORS.sub("", text.translate(_FULL_WIDTH))
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    if not _DIGITS.fullmatch(compact):
+        raise PhoneError(f"phone: {text[:30]!r} is not a phone number")
+    if not compact.startswith("+") and len(compact) <= MAX_SHORT_DIGITS:
+        return compact
+    try:
+        number = phonenumbers.parse(compact, REGION)
+    except NumberParseException:
+        number = None
+    if number is not None and phonenumbers.is_valid_number(number):
+        return phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    if compact.startswith("+"):
+        raise PhoneError(f"phone: {text[:30]!r} is not a valid international number")
+    return compact
+
+
+def normalise_or_empty(text: str | None) -> str:
+    """The stored form, or "" for no number or something that is not one (a withheld or
+    garbled caller ID)."""
+    try:
+        return normalise(text or "")
+    except PhoneError:
+        return ""
+
+
+def national(stored: str) -> str:
+    """The digits a person reads and the trunk dials from China: 13800138000, 045188888888,
+    110; a foreign number with the international prefix, 0016502530000."""
+    if not stored.startswith("+"):
+        return stored
+    number = phonenumbers.parse(stored)
+    if number.country_code == phonenumbers.country_code_for_region(REGION):
+        formatted = phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)
+    else:
+        formatted = phonenumbers.format_out_of_country_calling_number(number, REGION)
+    return re.sub(r"[^0-9]", "", formatted)
+
+
+def mask(stored: str) -> str:
+    """138****8000: enough for a citizen to recognise, not enough to call; a short number
+    keeps only its last two digits (***19)."""
+    digits = national(stored) if stored else ""
+    if len(digits) <= 4:
+        return "*" * len(digits)
+    front, back = (3, 4) if len(digits) >= 11 else (1, 4) if len(digits) >= 8 else (0, 2)
+    return digits[:front] + "*" * (len(digits) - front - back) + digits[-back:]
