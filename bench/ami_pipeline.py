@@ -15,7 +15,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from telephony.ami import _Protocol
+from telephony.ami import _Protocol, event_fields
 from telephony.calls import CallTracker
 from telephony.seats import SeatBoard
 
@@ -58,9 +58,11 @@ class _Sink:
         self.events = self.domain = 0
 
     def dispatch(self, message: object) -> None:
-        event = {str(k): str(v) for k, v in message.items()}  # type: ignore[attr-defined]
+        event = event_fields(message)
+        received_at = message.received_at  # type: ignore[attr-defined]
         self.events += 1
-        self.domain += len(self.tracker.feed(event)) + len(self.board.feed(event))
+        self.domain += (len(self.tracker.feed(event, received_at))
+                        + len(self.board.feed(event, received_at)))
 
 
 class _Transport:

@@ -416,24 +416,28 @@ def telephony_command(ctx: click.Context) -> None:
 @click.option("--limit", default=20, show_default=True)
 @click.option("--outcome", type=click.Choice(["answered", "abandoned", "unanswered", "ivr"]))
 @click.option("--caller", "caller_number")
+@click.option("--direction", type=click.Choice(["inbound", "outbound"]))
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def calls(ctx: click.Context, limit: int, outcome: str | None, caller_number: str | None,
-          as_json: bool) -> None:
+          direction: str | None, as_json: bool) -> None:
     """Finished calls, newest first."""
     from telephony import records
 
     with _session_factory(_settings(ctx))() as session:
         total, items = records.find_calls(session, records.CallQuery(
-            outcome=outcome, caller_number=caller_number, limit=max(1, min(limit, 500))))
+            outcome=outcome, caller_number=caller_number, direction=direction,
+            limit=max(1, min(limit, 500))))
     if as_json:
         _echo_json({"total": total, "items": items})
         return
     for c in items:
         started = time.strftime("%F %T", time.localtime(c["started_at"]))
-        click.echo(f"{started}  {c['caller_number']:<14} {c['outcome']:<10} "
-                   f"queue {c['queue'] or '-':<10} agent {c['agent'] or '-':<6} "
-                   f"wait {c['wait_seconds'] or 0:>6.1f}s talk {c['talk_seconds'] or 0:>6.1f}s")
+        way = "in " if c["direction"] == "inbound" else f"out {c['purpose']}"
+        click.echo(f"{started}  {way:<12} {c['citizen_number'] or '-':<14} "
+                   f"{c['outcome']:<10} queue {c['queue'] or '-':<10} "
+                   f"agent {c['agent'] or '-':<6} wait {c['wait_seconds'] or 0:>6.1f}s "
+                   f"talk {c['talk_seconds'] or 0:>6.1f}s hung up by {c['hangup_by'] or '-'}")
     click.echo(f"({len(items)} of {total})")
 
 

@@ -8,7 +8,6 @@ in a background thread for synchronous code (the CLI demo, tests).
 from __future__ import annotations
 
 import asyncio
-import codecs
 import logging
 import threading
 import time
@@ -21,6 +20,7 @@ from panoramisk.message import Message
 from panoramisk.utils import EOL
 
 from hotline.background import BackgroundLoop
+from hotline.clock import SYSTEM_CLOCK, Clock
 from hotline.config import Settings
 from hotline.errors import HotlineError
 
@@ -31,32 +31,72 @@ class AmiError(HotlineError):
     """Asterisk's manager interface is unreachable, refused us, or did not answer in time."""
 
 
-GREETING = "Asterisk Call Manager/"
+_GREETING = b"Asterisk Call Manager/"
+_EOL = EOL.encode()
+
+
+def _decode(block: bytes) -> str:
+    """An AMI message's text. Asterisk passes caller names through as the network sent
+    them: UTF-8 mostly, GB18030 (GBK) from older carriers and PBXs; each line that is not
+    UTF-8 is read as GB18030."""
+    try:
+        return block.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    lines = []
+    for line in block.split(b"\r\n"):
+        try:
+            lines.append(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            lines.append(line.decode("gb18030", errors="replace"))
+    return "\r\n".join(lines)
+
+
+def event_fields(message: Any) -> dict[str, str]:
+    """An AMI message as plain strings. A header Asterisk repeats comes from panoramisk as a
+    list: each `NAME=value` of ChanVariable (one header per channel variable) becomes its own
+    `ChanVariable(NAME)` key; any other repeated header keeps its first value."""
+    fields: dict[str, str] = {}
+    for key, value in message.items():
+        key = str(key)
+        if not isinstance(value, list):
+            fields[key] = str(value)
+            continue
+        if key in ("ChanVariable", "DestChanVariable"):
+            for item in value:
+                name, _, item_value = str(item).partition("=")
+                fields[f"{key}({name})"] = item_value
+        fields.setdefault(key, str(value[0]) if value else "")
+    return fields
 
 
 class _Protocol(AMIProtocol):
     """panoramisk's protocol decodes each TCP chunk on its own with errors='ignore', so a
-    Chinese name split across two reads loses bytes, and one bad message can raise out of
-    data_received. Decode incrementally and survive any single message."""
+    Chinese name split across two reads loses bytes, a GBK name is lost, and one bad message
+    can raise out of data_received. Split on bytes, decode each message whole, survive any
+    single message, and stamp each with when it arrived (`received_at`: the time of an
+    event Asterisk did not stamp)."""
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = b""
         self.garbage = 0
 
     def data_received(self, data: bytes) -> None:
-        text = (self.queue.popleft() if self.queue else "") + self._decoder.decode(data)
-        if self.version is None and (text.startswith(GREETING) or GREETING.startswith(text)):
-            if EOL not in text:
-                self.queue.append(text)  # the greeting line is not complete yet
+        received_at = getattr(self.factory, "clock", SYSTEM_CLOCK).time()
+        pending = self._pending + data
+        if self.version is None and (pending.startswith(_GREETING)
+                                     or _GREETING.startswith(pending)):
+            if _EOL not in pending:
+                self._pending = pending  # the greeting line is not complete yet
                 return
-            line, _, text = text.partition(EOL)
-            self.version = line.partition("/")[2].strip()
-        blocks = text.split(EOL + EOL)
-        self.queue.append(blocks.pop(-1))
+            line, _, pending = pending.partition(_EOL)
+            self.version = line.decode(errors="replace").partition("/")[2].strip()
+        blocks = pending.split(_EOL + _EOL)
+        self._pending = blocks.pop(-1)
         for block in blocks:
             try:
-                message = Message.from_line(block.strip())
+                message = Message.from_line(_decode(block).strip())
             except Exception:
                 message = None
             if message is None or not (message.get("Event") or message.get("Response")):
@@ -64,10 +104,20 @@ class _Protocol(AMIProtocol):
                     self.garbage += 1
                     log.warning("ignoring a malformed AMI block (%d bytes)", len(block))
                 continue
+            message.received_at = received_at
             try:
                 self.handle_message(message)
             except Exception:
                 log.exception("AMI message %r could not be handled", message.get("Event"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._pending.strip():
+            # the rest of it will never come; the resync after reconnecting closes the
+            # call it was about if that call ended meanwhile
+            log.warning("AMI link lost in the middle of a message: %d bytes dropped",
+                        len(self._pending))
+            self._pending = b""
+        super().connection_lost(exc)
 
 
 class _Manager(Manager):
@@ -76,6 +126,7 @@ class _Manager(Manager):
     connection decides when and how to come back."""
 
     closed = False
+    clock: Clock = SYSTEM_CLOCK  # times the events Asterisk did not stamp
 
     def connect(self, *args: Any, **kwargs: Any) -> Any:
         return None if self.closed else super().connect(*args, **kwargs)
@@ -91,8 +142,9 @@ class _Manager(Manager):
 
 
 class AmiClient:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         pbx = settings.pbx
+        self.clock = clock
         self.address = f"{pbx.bind_address}:{pbx.ami_port}"
         self._config = dict(host=pbx.bind_address, port=pbx.ami_port, username=pbx.ami_user,
                             secret=pbx.ami_secret, ping_delay=10, ping_interval=10,
@@ -115,6 +167,7 @@ class AmiClient:
 
         self.manager = _Manager(loop=loop, on_login=on_login, on_disconnect=lost,
                                 protocol_factory=_Protocol, **self._config)
+        self.manager.clock = self.clock
         self.manager.connect()
         try:
             await asyncio.wait_for(logged_in, timeout)
@@ -173,7 +226,7 @@ class EventTap:
 
     def _record(self, _manager: Manager, event: Message) -> None:
         with self._lock:
-            self.events.append({str(k): str(v) for k, v in event.items()})
+            self.events.append(event_fields(event))
 
     def action(self, action: dict[str, str], timeout: float = 5, as_list: bool = False) -> Any:
         assert self._background is not None, "start() first"

@@ -64,5 +64,8 @@ def hold_action(request: CallbackRequest, entry_number: str, wait_seconds: int
         "CallerID": f'"12319 回电" <{entry_number}>',
         "Variable": (f"__HOTLINE_QUEUE={request.queue},__HOTLINE_POSITION={request.position},"
                      f"__HOTLINE_PRIORITY={request.priority},"
-                     f"__HOTLINE_CALLBACK_ID={request.id}"),
+                     f"__HOTLINE_CALLBACK_ID={request.id},"
+                     # the call record's direction, purpose and the citizen it serves
+                     f"__HOTLINE_OUTBOUND_PURPOSE=callback,"
+                     f"__HOTLINE_OUTBOUND_NUMBER={request.caller_number}"),
     }

@@ -2,8 +2,15 @@
 
 One call per caller, keyed by Asterisk's Linkedid, with its legs (the caller's channel, the
 agents' channels), its IVR path, its queue wait, the agents rung, talk and hold time,
-transfers, hang-up cause and recording. Times come from the events' own timestamps
-(manager.conf timestampevents), so they are Asterisk's, not ours.
+transfers, who hung up and why, and recording. Times come from the events' own timestamps
+(manager.conf timestampevents), so they are Asterisk's; an Asterisk that does not stamp its
+events is timed by when each event arrived. Intervals agree with Asterisk's own whole-second
+figures (app_queue's HoldTime, TalkTime, RingTime): where the times disagree with them by a
+second or more (a backlog delayed some events) Asterisk's figure is kept. No time of a call
+is before it began, and no interval is negative.
+
+Calls the hotline places itself (survey calls, keep-my-place callbacks) say so in channel
+variables their Originate sets: their direction, purpose and the citizen's number.
 
 Events may arrive twice (a replay after reconnect) or not at all (missed while disconnected):
 duplicates are ignored, and `resync` reconciles with the channels Asterisk really has.
@@ -12,6 +19,7 @@ duplicates are ignored, and `resync` reconciles with the channels Asterisk reall
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -28,6 +36,7 @@ from telephony.events import (
     IvrStep,
     QueueJoined,
 )
+from telephony.seats import agent_of
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,38 @@ RECENT_CALLS_KEPT = 10_000
 # Channel variables the dialplan and the IVR set on the caller's leg -> IVR path node names.
 IVR_VARIABLES = {"HOTLINE_MENU_CHOICE": "menu", "HOTLINE_IVR_NODE": "node", "HOTLINE_IVR": "ivr",
                  "HOTLINE_TRANSFER": "transfer", "HOTLINE_CASE_QUERY": "case"}
+# Who ended a call: AgentComplete's Reason, else the caller's own hang-up (a BYE, seen as
+# HangupRequest on their leg), else a transfer, else the system (IVR, queue timeout, PBX).
+HANGUP_BY = ("citizen", "agent", "transfer", "system")
+_REASONS = {"caller": "citizen", "agent": "agent", "transfer": "transfer"}
+TRUNK_CHANNEL = "PJSIP/trunk-"  # the citizen's side of a call the hotline places
+
+
+def _stamp(event: dict[str, str], received_at: float) -> float:
+    """When Asterisk says the event happened, else when it reached us."""
+    try:
+        stamp = float(event.get("Timestamp") or "nan")
+    except ValueError:
+        return received_at
+    return stamp if math.isfinite(stamp) and stamp > 0 else received_at
+
+
+def _figure(event: dict[str, str], key: str, scale: float = 1.0) -> float | None:
+    """One of Asterisk's own interval figures (whole seconds, or `scale` for milliseconds)."""
+    value = event.get(key, "")
+    return int(value) * scale if value.isdigit() and len(value) < 12 else None
+
+
+def agree(measured: float | None, figure: float | None) -> float | None:
+    """An interval as the events' times give it, unless Asterisk's own whole-second figure
+    contradicts it: the figure is the difference of two whole-second clocks, so the true
+    interval lies within a second of it; further off, the times are wrong (events that
+    arrived late, with no Timestamp) and the figure is kept."""
+    if figure is None:
+        return None if measured is None else max(0.0, round(measured, 3))
+    if measured is None or abs(measured - figure) >= 1:
+        return float(figure)
+    return max(0.0, round(measured, 3))
 
 
 def _text(value: object, limit: int = 200) -> str:
@@ -86,23 +127,37 @@ class LiveCall:
     transfers: list[dict[str, Any]] = field(default_factory=list)
     recording: str | None = None
     incomplete: bool = False
+    direction: str = "inbound"  # outbound: a call the hotline placed
+    purpose: str = ""  # of an outbound call: survey | callback
+    citizen_number: str = ""  # of an outbound call: the number dialled
+    citizen_answered: bool = False  # of an outbound call: the citizen picked up
+    hangup_by: str = ""
+    asterisk_wait: float | None = None  # app_queue's own figures, whole seconds
+    asterisk_talk: float | None = None
 
     @property
     def caller_leg(self) -> Leg | None:
         return self.legs.get(self.call_id) or next(
             (leg for leg in self.legs.values() if leg.role == "caller"), None)
 
+    def at(self, moment: float) -> float:
+        """A moment of this call: never before it began."""
+        return max(moment, self.started_at)
+
     def wait_seconds(self) -> float | None:
         if self.queue_joined_at is None:
             return None
         until = self.connected_at or self.queue_left_at or self.ended_at()
-        return None if until is None else round(until - self.queue_joined_at, 3)
+        measured = None if until is None else until - self.queue_joined_at
+        return agree(measured, self.asterisk_wait)
 
     def ended_at(self) -> float | None:
         ends = [leg.ended_at for leg in self.legs.values()]
         return None if not ends or None in ends else max(ends)  # type: ignore[type-var]
 
     def outcome(self) -> str:
+        if self.direction == "outbound" and self.queue_joined_at is None:
+            return "answered" if self.citizen_answered else "unanswered"
         if self.connected_at is not None:
             return "answered"
         if self.abandoned:
@@ -111,14 +166,28 @@ class LiveCall:
             return "unanswered"  # left the queue by timeout or with no agent at all
         return "ivr"
 
+    def talk_seconds(self) -> float | None:
+        end = self.talk_ended_at or self.ended_at()
+        if self.connected_at is None or end is None:
+            return None
+        return agree(end - self.connected_at, self.asterisk_talk)
+
+    def who_hung_up(self) -> str:
+        if self.hangup_by:
+            return self.hangup_by
+        return "transfer" if self.transfers else "system"
+
     def record(self, short_abandon_seconds: float) -> dict[str, Any]:
         ended = self.ended_at()
         caller = self.caller_leg
         wait = self.wait_seconds()
-        talk_end = self.talk_ended_at or ended
         return {
             "call_id": self.call_id,
+            "direction": self.direction,
+            "purpose": self.purpose,
             "caller_number": self.caller_number,
+            "citizen_number": self.citizen_number or (
+                self.caller_number if self.direction == "inbound" else ""),
             "caller_name": self.caller_name,
             "entry_number": self.entry_number,
             "started_at": self.started_at,
@@ -132,9 +201,9 @@ class LiveCall:
                                   and wait < short_abandon_seconds),
             "agent": self.agent,
             "connected_at": self.connected_at,
-            "talk_seconds": (None if self.connected_at is None or talk_end is None
-                             else round(talk_end - self.connected_at, 3)),
-            "hold_seconds": round(self.hold_seconds, 3),
+            "talk_seconds": self.talk_seconds(),
+            "hold_seconds": round(max(0.0, self.hold_seconds), 3),
+            "hangup_by": self.who_hung_up(),
             "hangup_cause": caller.cause if caller else None,
             "hangup_cause_text": caller.cause_text if caller else "",
             "ivr_path": self.ivr_path,
@@ -158,13 +227,13 @@ class CallTracker:
 
     # ------------------------------------------------------------------ feeding
 
-    def feed(self, event: dict[str, str]) -> list[DomainEvent]:
+    def feed(self, event: dict[str, str], received_at: float) -> list[DomainEvent]:
+        """The domain events `event` means; `received_at` times it when Asterisk did not."""
         handler = getattr(self, f"_on_{event.get('Event', '')}", None)
         if handler is None:
             return []
         try:
-            at = float(event.get("Timestamp") or 0)
-            return handler(event, at) or []
+            return handler(event, _stamp(event, received_at)) or []
         except (KeyError, ValueError, TypeError) as exc:
             self.ignored += 1
             log.warning("ignoring malformed %s event: %s", event.get("Event"), exc)
@@ -191,7 +260,7 @@ class CallTracker:
         role = "caller" if uniqueid == linkedid else "other"
         call.legs[uniqueid] = Leg(uniqueid=uniqueid, channel=_text(e.get("Channel")), role=role,
                                   number=_text(e.get("CallerIDNum"), 40),
-                                  name=_text(e.get("CallerIDName"), 100), created_at=at)
+                                  name=_text(e.get("CallerIDName"), 100), created_at=call.at(at))
         self._leg_call[uniqueid] = linkedid
         return out
 
@@ -199,14 +268,16 @@ class CallTracker:
         call = self._call_of(e)
         if call and e.get("ChannelState") == UP:
             leg = call.legs[e["Uniqueid"]]
-            leg.answered_at = leg.answered_at or at
+            leg.answered_at = leg.answered_at or call.at(at)
+            if call.direction == "outbound" and leg.channel.startswith(TRUNK_CHANNEL):
+                call.citizen_answered = True
 
     def _on_DTMFEnd(self, e: dict[str, str], at: float) -> list[DomainEvent]:
         call = self._call_of(e)
         if (call is None or e.get("Direction") != "Received"
                 or call.legs[e["Uniqueid"]].role != "caller" or call.connected_at):
             return []  # digits to an agent are conversation, not navigation
-        digit = _text(e.get("Digit"), 1)
+        at, digit = call.at(at), _text(e.get("Digit"), 1)
         call.ivr_path.append({"at": at, "node": "digit", "value": digit})
         return [IvrStep(call_id=call.call_id, at=at, node="digit", value=digit)]
 
@@ -215,10 +286,15 @@ class CallTracker:
         if call is None:
             return []
         name, value = e.get("Variable", "").lstrip("_"), _text(e.get("Value"))
-        if name == "HOTLINE_RECORDING":
-            call.recording = call.recording or value
+        if name in ("HOTLINE_RECORDING", "MIXMONITOR_FILENAME"):
+            # ours, or a recording any other dialplan started with MixMonitor
+            call.recording = call.recording or value or None
+        elif name == "HOTLINE_OUTBOUND_PURPOSE" and value:
+            call.direction, call.purpose = "outbound", value[:20]
+        elif name == "HOTLINE_OUTBOUND_NUMBER" and value:
+            call.citizen_number = value[:40]
         elif name in IVR_VARIABLES and call.legs[e["Uniqueid"]].role == "caller":
-            node = IVR_VARIABLES[name]
+            at, node = call.at(at), IVR_VARIABLES[name]
             call.ivr_path.append({"at": at, "node": node, "value": value})
             return [IvrStep(call_id=call.call_id, at=at, node=node, value=value)]
         return []
@@ -227,22 +303,24 @@ class CallTracker:
         call = self._call_of(e)
         if call is None or call.queue_joined_at is not None:
             return []
-        call.queue, call.queue_joined_at = _text(e["Queue"], 40), at
+        call.queue, call.queue_joined_at = _text(e["Queue"], 40), call.at(at)
         call.queue_position = int(e.get("Position") or 0)
-        return [QueueJoined(call_id=call.call_id, at=at, queue=call.queue,
+        return [QueueJoined(call_id=call.call_id, at=call.queue_joined_at, queue=call.queue,
                             position=call.queue_position)]
 
     def _on_QueueCallerLeave(self, e: dict[str, str], at: float) -> None:
         call = self._call_of(e)
         if call is not None and call.queue_left_at is None:
-            call.queue_left_at = at
+            call.queue_left_at = call.at(at)
 
     def _on_QueueCallerAbandon(self, e: dict[str, str], at: float) -> list[DomainEvent]:
         call = self._call_of(e)
         if call is None or call.abandoned:
             return []
+        at = call.at(at)
         call.abandoned = True
         call.queue_left_at = call.queue_left_at or at
+        call.asterisk_wait = _figure(e, "HoldTime")
         wait = call.wait_seconds() or 0.0
         return [CallAbandoned(call_id=call.call_id, at=at, queue=call.queue or "",
                               wait_seconds=wait, short=wait < self.short_abandon_seconds)]
@@ -251,7 +329,7 @@ class CallTracker:
         call = self._call_of(e)
         if call is None:
             return []
-        agent = _text(e.get("MemberName"), 40)
+        at, agent = call.at(at), agent_of(e)
         dest = call.legs.get(e.get("DestUniqueid", ""))
         if dest is not None:
             dest.role = "agent"
@@ -262,10 +340,10 @@ class CallTracker:
                              agent=agent)]
 
     def _attempt(self, call: LiveCall, e: dict[str, str]) -> dict[str, Any] | None:
-        dest = e.get("DestUniqueid")
+        dest, agent = e.get("DestUniqueid"), agent_of(e)
         for attempt in reversed(call.agent_attempts):
             if attempt["outcome"] == "ringing" and (
-                    attempt["uniqueid"] == dest or attempt["agent"] == e.get("MemberName")):
+                    attempt["uniqueid"] == dest or attempt["agent"] == agent):
                 return attempt
         return None
 
@@ -274,60 +352,74 @@ class CallTracker:
         attempt = self._attempt(call, e) if call else None
         if call is None or attempt is None:
             return []
+        at = call.at(at)
         attempt.update(outcome="no_answer", ended_at=at)
+        ring = agree(at - attempt["rang_at"], _figure(e, "RingTime", 0.001)) or 0.0
         return [AgentNoAnswer(call_id=call.call_id, at=at, queue=attempt["queue"],
-                              agent=attempt["agent"], ring_seconds=round(at - attempt["rang_at"],
-                                                                         3))]
+                              agent=attempt["agent"], ring_seconds=ring)]
 
     def _on_AgentConnect(self, e: dict[str, str], at: float) -> list[DomainEvent]:
         call = self._call_of(e)
         if call is None or call.connected_at is not None:
             return []
+        at = call.at(at)
         attempt = self._attempt(call, e)
         if attempt is not None:
             attempt.update(outcome="connected", ended_at=at)
-        call.agent, call.connected_at = _text(e.get("MemberName"), 40), at
+        call.agent, call.connected_at = agent_of(e), at
         call.queue_left_at = call.queue_left_at or at
+        call.asterisk_wait = _figure(e, "HoldTime")
         return [AgentConnected(call_id=call.call_id, at=at, queue=_text(e.get("Queue"), 40),
                                agent=call.agent, wait_seconds=call.wait_seconds() or 0.0)]
 
     def _on_AgentComplete(self, e: dict[str, str], at: float) -> None:
         call = self._call_of(e)
         if call is not None and call.talk_ended_at is None:
-            call.talk_ended_at = at
-            self._end_holds(call, at)
+            call.talk_ended_at = call.at(at)
+            call.asterisk_talk = _figure(e, "TalkTime")
+            call.hangup_by = _REASONS.get(e.get("Reason", ""), call.hangup_by)
+            self._end_holds(call, call.talk_ended_at)
+
+    def _on_HangupRequest(self, e: dict[str, str], _at: float) -> None:
+        """A hang-up the channel's far end asked for (a BYE), not the dialplan: on the
+        citizen's own leg, the citizen hung up."""
+        call = self._call_of(e)
+        if call is not None and not call.hangup_by and call.legs[e["Uniqueid"]].role == "caller":
+            call.hangup_by = "citizen"
 
     def _on_DialEnd(self, e: dict[str, str], at: float) -> None:
         call = self._call_of(e)
         attempt = self._attempt(call, e) if call else None
-        if attempt is not None and e.get("DialStatus") not in ("ANSWER", None):
-            attempt.update(outcome=e["DialStatus"].lower(), ended_at=at)
+        if call is not None and attempt is not None and e.get("DialStatus") not in (
+                "ANSWER", None):
+            attempt.update(outcome=e["DialStatus"].lower(), ended_at=call.at(at))
 
     def _on_Hold(self, e: dict[str, str], at: float) -> None:
         call = self._call_of(e)
         if call is not None:
-            call.hold_since.setdefault(e["Uniqueid"], at)
+            call.hold_since.setdefault(e["Uniqueid"], call.at(at))
 
     def _on_Unhold(self, e: dict[str, str], at: float) -> None:
         call = self._call_of(e)
         if call is not None and e["Uniqueid"] in call.hold_since:
-            call.hold_seconds += at - call.hold_since.pop(e["Uniqueid"])
+            call.hold_seconds += max(0.0, call.at(at) - call.hold_since.pop(e["Uniqueid"]))
 
     def _end_holds(self, call: LiveCall, at: float) -> None:
         for uniqueid in list(call.hold_since):
-            call.hold_seconds += at - call.hold_since.pop(uniqueid)
+            call.hold_seconds += max(0.0, at - call.hold_since.pop(uniqueid))
 
     def _on_BlindTransfer(self, e: dict[str, str], at: float) -> None:
         call = self._call_of(e, "TransfererUniqueid")
         if call is not None:
-            call.transfers.append({"at": at, "kind": "blind", "to": _text(e.get("Extension")),
+            call.transfers.append({"at": call.at(at), "kind": "blind",
+                                   "to": _text(e.get("Extension")),
                                    "context": _text(e.get("Context")),
                                    "result": _text(e.get("Result"))})
 
     def _on_AttendedTransfer(self, e: dict[str, str], at: float) -> None:
         call = self._call_of(e, "OrigTransfererUniqueid")
         if call is not None:
-            call.transfers.append({"at": at, "kind": "attended",
+            call.transfers.append({"at": call.at(at), "kind": "attended",
                                    "to": _text(e.get("SecondTransfererCallerIDNum")),
                                    "result": _text(e.get("Result"))})
 
@@ -335,6 +427,7 @@ class CallTracker:
         call = self._call_of(e)
         if call is None:
             return []
+        at = call.at(at)
         leg = call.legs[e["Uniqueid"]]
         if leg.ended_at is None:
             leg.ended_at = at
@@ -361,7 +454,8 @@ class CallTracker:
         """Match Asterisk's real channels (CoreShowChannel entries) after a reconnect.
 
         Legs we track that Asterisk no longer has ended while we were away: they end now,
-        their calls are closed and marked incomplete. Channels we never saw are adopted.
+        their calls are closed and marked incomplete. Channels we never saw are adopted,
+        dated back by the age Asterisk gives them (Duration).
         """
         out: list[DomainEvent] = []
         present = {ch.get("Uniqueid", "") for ch in active}
@@ -369,15 +463,24 @@ class CallTracker:
             gone = [leg for leg in call.legs.values()
                     if leg.ended_at is None and leg.uniqueid not in present]
             for leg in gone:
-                leg.ended_at, leg.cause_text = at, "ended while the AMI link was down"
+                leg.ended_at, leg.cause_text = call.at(at), "ended while the AMI link was down"
             if gone:
                 call.incomplete = True
                 out += self._finish_if_over(call, at)
         for channel in active:
             if channel.get("Uniqueid") and channel["Uniqueid"] not in self._leg_call:
-                adopted = {"Timestamp": str(at), **channel}
-                out += self._on_Newchannel(adopted, at)
+                began = at - _duration(channel.get("Duration", ""))
+                out += self._on_Newchannel({**channel, "Timestamp": repr(began)}, began)
                 call = self._call_of(channel)
                 if call is not None:
                     call.incomplete = True
         return out
+
+
+def _duration(text: str) -> float:
+    """Seconds in an "HH:MM:SS" Duration (CoreShowChannel); 0 when unreadable."""
+    parts = text.split(":")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return 0.0
+    hours, minutes, seconds = map(int, parts)
+    return float(hours * 3600 + minutes * 60 + seconds)

@@ -65,9 +65,13 @@ def list_calls() -> Any:
     agent = request.args.get("agent") or None
     if agent is not None and not _AGENT.fullmatch(agent):
         abort(400, "agent: an agent number")
+    direction = request.args.get("direction") or None
+    if direction is not None and direction not in records.DIRECTIONS:
+        abort(400, f"direction: one of {', '.join(records.DIRECTIONS)}")
     query = records.CallQuery(
         since=_time_param("since"), until=_time_param("until"), caller_number=caller,
-        outcome=outcome, agent=agent, limit=_int_param("limit", 50, 1, 500),
+        outcome=outcome, agent=agent, direction=direction,
+        limit=_int_param("limit", 50, 1, 500),
         offset=_int_param("offset", 0, 0, 10_000_000))
     with _sessions()() as session:
         total, items = records.find_calls(session, query)
@@ -136,7 +140,13 @@ _CALL = {
     "required": ["call_id", "caller_number", "started_at", "outcome"],
     "properties": {
         "call_id": {"type": "string", "description": "Asterisk Linkedid of the call"},
-        "caller_number": {"type": "string"},
+        "direction": {"type": "string", "enum": list(records.DIRECTIONS),
+                      "description": "outbound: a call the hotline placed"},
+        "purpose": {"type": "string", "description": "of an outbound call: survey, callback"},
+        "caller_number": {"type": "string", "description": "as Asterisk presented it"},
+        "citizen_number": {"type": "string",
+                           "description": "the citizen's number, national form; \"\" when "
+                                          "withheld"},
         "caller_name": {"type": "string"},
         "entry_number": {"type": "string", "example": "12319"},
         "started_at": {"type": "number", "description": "Unix seconds"},
@@ -151,6 +161,7 @@ _CALL = {
         "connected_at": {"type": ["number", "null"]},
         "talk_seconds": {"type": ["number", "null"]},
         "hold_seconds": {"type": "number"},
+        "hangup_by": {"type": "string", "enum": ["citizen", "agent", "transfer", "system"]},
         "hangup_cause": {"type": ["integer", "null"]},
         "hangup_cause_text": {"type": "string"},
         "recording": {"type": ["object", "null"], "properties": {
@@ -199,6 +210,8 @@ OPENAPI = {
                 {"name": "until", "in": "query", "schema": {"type": "string"}},
                 {"name": "caller_number", "in": "query", "schema": {"type": "string"}},
                 {"name": "agent", "in": "query", "schema": {"type": "string"}},
+                {"name": "direction", "in": "query",
+                 "schema": {"type": "string", "enum": list(records.DIRECTIONS)}},
                 {"name": "outcome", "in": "query",
                  "schema": {"type": "string", "enum": list(records.OUTCOMES)}},
                 {"name": "limit", "in": "query",

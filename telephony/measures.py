@@ -1,8 +1,11 @@
 """Call measures (话务指标) for a window of calls, read from the telephony room's own tables.
 
-A call belongs to the window [start, end) by its `started_at`. Definitions:
+A call belongs to the window [start, end) by its `started_at`. Every figure below is of
+inbound calls (citizens calling the hotline); the calls the hotline places itself (survey
+calls, keep-my-place callbacks) are counted apart, as `outbound_calls` placed and
+`outbound_answered` by the citizen, and change no inbound figure. Definitions:
 
-- calls (来电): every stored call, IVR-only calls included.
+- calls (来电): every stored inbound call, IVR-only calls included.
 - offered (进线排队): calls that reached a queue, less short abandons. A short abandon
   (短时放弃: the caller hung up within the tracker's short-abandon threshold, so the record
   says `short_abandon`) is a misdial or a changed mind, not a caller the centre failed: it
@@ -16,8 +19,9 @@ A call belongs to the window [start, end) by its `started_at`. Definitions:
 - AHT (平均处理时长) = (talk + wrap-up) / answered. The stored talk time runs from connect to
   the agent's hang-up with the holds inside it (telephony.calls), so hold is already in it
   and is not added a second time; `hold_seconds` is reported on its own. Wrap-up (话后整理)
-  is the total of `wrap_up` seat intervals starting in the window; for one queue, those
-  whose agent's latest answered call connected before the interval was of that queue.
+  is the total of `wrap_up` seat intervals starting in the window that follow an inbound
+  call: the agent's latest answered call connected before the interval (for one queue,
+  of that queue).
 - longest wait (最长等待): the longest queue wait of an offered call.
 - repeat-call rate (重复来电率) = calls whose caller (one number in any form, hotline.phones) had
   called before, at most `repeat_lookback` earlier (24 h by default; any queue or outcome,
@@ -128,6 +132,8 @@ class CallMeasures:
     known_number_calls: int
     repeat_calls: int
     repeat_call_rate: float | None
+    outbound_calls: int  # placed by the hotline: survey calls, callbacks
+    outbound_answered: int
     occupancy: float | None
 
     def as_dict(self) -> dict[str, Any]:
@@ -148,12 +154,13 @@ def call_measures(session: Session, start: datetime, end: datetime, *,
     where = [call.started_at >= start, call.started_at < end]
     if queue is not None:
         where.append(call.queue == queue)
-    in_queue = call.queue.is_not(None)
+    outbound = call.direction == "outbound"
+    in_queue = and_(call.direction == "inbound", call.queue.is_not(None))
     offered = and_(in_queue, call.short_abandon.is_(False))
     answered = and_(offered, call.outcome == "answered")
     wait = func.coalesce(call.wait_seconds, 0.0)
     row = session.execute(select(
-        func.count(),
+        func.count(case((call.direction == "inbound", 1))),
         func.count(case((offered, 1))),
         func.count(case((answered, 1))),
         func.count(case((and_(offered, call.outcome == "abandoned"), 1))),
@@ -164,9 +171,11 @@ def call_measures(session: Session, start: datetime, end: datetime, *,
         func.sum(case((answered, func.coalesce(call.talk_seconds, 0.0)))),
         func.sum(case((answered, call.hold_seconds))),
         func.max(case((offered, call.wait_seconds))),
+        func.count(case((outbound, 1))),
+        func.count(case((and_(outbound, call.outcome == "answered"), 1))),
     ).select_from(call).where(*where)).one()
     (calls, n_offered, n_answered, n_abandoned, n_unanswered, shorts, within,
-     wait_total, talk_total, hold_total, longest) = row
+     wait_total, talk_total, hold_total, longest, n_outbound, n_outbound_answered) = row
     wrap_total = _wrap_up_seconds(session, start, end, queue)
     talk, hold = _seconds(talk_total), _seconds(hold_total)
     known, repeats = _repeat_calls(session, start, end, queue, repeat_lookback)
@@ -183,6 +192,7 @@ def call_measures(session: Session, start: datetime, end: datetime, *,
         talk_seconds=talk, hold_seconds=hold, wrap_up_seconds=wrap_total,
         longest_wait_seconds=None if longest is None else round(float(longest), SUM_DIGITS),
         known_number_calls=known, repeat_calls=repeats, repeat_call_rate=ratio(repeats, known),
+        outbound_calls=int(n_outbound), outbound_answered=int(n_outbound_answered),
         occupancy=None if queue is not None else _occupancy(session, start, end),
     )
 
@@ -193,7 +203,7 @@ def call_measures_by_queue(session: Session, start: datetime, end: datetime,
     start, end = check_window(start, end)
     names = session.scalars(select(CallRecord.queue).distinct().where(
         CallRecord.started_at >= start, CallRecord.started_at < end,
-        CallRecord.queue.is_not(None))).all()
+        CallRecord.direction == "inbound", CallRecord.queue.is_not(None))).all()
     return {name: call_measures(session, start, end, queue=name, **options)
             for name in sorted(names)}
 
@@ -201,19 +211,22 @@ def call_measures_by_queue(session: Session, start: datetime, end: datetime,
 def _wrap_up_seconds(session: Session, start: datetime, end: datetime,
                      queue: str | None) -> float:
     interval = SeatInterval
+    # Wrap-up follows the agent's call (it starts at AgentComplete): the latest answered
+    # call that agent had connected by then.
+    def follows(column: Any) -> Any:
+        return (select(column)
+                .where(CallRecord.agent == interval.agent_number,
+                       CallRecord.outcome == "answered",
+                       CallRecord.connected_at <= interval.started_at)
+                .order_by(CallRecord.connected_at.desc(), CallRecord.id.desc())
+                .limit(1).correlate(interval).scalar_subquery())
+
+    interval = SeatInterval
     query = select(func.sum(interval.seconds)).where(
         interval.state == seats.WRAP_UP, interval.started_at >= start,
-        interval.started_at < end)
+        interval.started_at < end, follows(CallRecord.direction) == "inbound")
     if queue is not None:
-        # Wrap-up follows the agent's call (it starts at AgentComplete): the queue of the
-        # latest answered call that agent had connected by then.
-        follows = (select(CallRecord.queue)
-                   .where(CallRecord.agent == interval.agent_number,
-                          CallRecord.outcome == "answered",
-                          CallRecord.connected_at <= interval.started_at)
-                   .order_by(CallRecord.connected_at.desc(), CallRecord.id.desc())
-                   .limit(1).correlate(interval).scalar_subquery())
-        query = query.where(follows == queue)
+        query = query.where(follows(CallRecord.queue) == queue)
     return _seconds(session.scalar(query))
 
 
@@ -234,7 +247,7 @@ def _repeat_calls(session: Session, start: datetime, end: datetime, queue: str |
     rows = session.execute(
         select(CallRecord.citizen_number, CallRecord.started_at, CallRecord.queue)
         .where(CallRecord.started_at >= start - lookback, CallRecord.started_at < end,
-               CallRecord.citizen_number != "")
+               CallRecord.direction == "inbound", CallRecord.citizen_number != "")
         .order_by(CallRecord.started_at, CallRecord.id)).all()
     last_call: dict[str, datetime] = {}
     known = repeats = 0

@@ -87,6 +87,8 @@ class CallRecord(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     call_id: Mapped[str] = mapped_column(String(64), unique=True)
+    direction: Mapped[str] = mapped_column(String(10), default="inbound")  # | outbound
+    purpose: Mapped[str] = mapped_column(String(20), default="")  # outbound: survey | callback
     caller_number: Mapped[str] = mapped_column(String(40), index=True)  # as Asterisk gave it
     citizen_number: Mapped[str] = mapped_column(String(24), index=True, default="")  # E.164
     caller_name: Mapped[str] = mapped_column(String(100), default="")
@@ -103,6 +105,7 @@ class CallRecord(Base):
     connected_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     talk_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     hold_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    hangup_by: Mapped[str] = mapped_column(String(10), default="")  # citizen|agent|transfer|system
     hangup_cause: Mapped[int | None] = mapped_column(Integer, nullable=True)
     hangup_cause_text: Mapped[str] = mapped_column(String(80), default="")
     recording_path: Mapped[str | None] = mapped_column(String(500), nullable=True)

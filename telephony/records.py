@@ -15,6 +15,7 @@ from recordings.catalogue import RecordingFile
 from telephony.models import CallRecord
 
 OUTCOMES = ("answered", "abandoned", "unanswered", "ivr")
+DIRECTIONS = ("inbound", "outbound")
 _DETAIL_KEYS = ("ivr_path", "agent_attempts", "transfers", "legs")
 
 
@@ -38,7 +39,8 @@ def store_call(session: Session, record: dict[str, Any],
     if session.scalar(select(CallRecord.id).where(CallRecord.call_id == record["call_id"])):
         return False
     row = CallRecord(
-        call_id=record["call_id"], caller_number=record["caller_number"],
+        call_id=record["call_id"], direction=record.get("direction", "inbound"),
+        purpose=record.get("purpose", ""), caller_number=record["caller_number"],
         citizen_number=phones.normalise_or_empty(record.get("citizen_number")
                                                  or record["caller_number"]),
         caller_name=record["caller_name"], entry_number=record["entry_number"],
@@ -48,7 +50,8 @@ def store_call(session: Session, record: dict[str, Any],
         wait_seconds=record["wait_seconds"], short_abandon=record["short_abandon"],
         agent=record["agent"], connected_at=_when(record["connected_at"]),
         talk_seconds=record["talk_seconds"], hold_seconds=record["hold_seconds"],
-        hangup_cause=record["hangup_cause"], hangup_cause_text=record["hangup_cause_text"],
+        hangup_by=record.get("hangup_by", ""), hangup_cause=record["hangup_cause"],
+        hangup_cause_text=record["hangup_cause_text"],
         recording_path=str(recording.path) if recording else record.get("recording"),
         recording_sha256=recording.sha256 if recording else None,
         recording_bytes=recording.size if recording else None,
@@ -65,7 +68,8 @@ def store_call(session: Session, record: dict[str, Any],
 
 def as_dict(row: CallRecord) -> dict[str, Any]:
     return {
-        "call_id": row.call_id, "caller_number": row.caller_number,
+        "call_id": row.call_id, "direction": row.direction, "purpose": row.purpose,
+        "caller_number": row.caller_number,
         "citizen_number": phones.national(row.citizen_number),
         "caller_name": row.caller_name, "entry_number": row.entry_number,
         "started_at": _epoch(row.started_at), "ended_at": _epoch(row.ended_at),
@@ -74,7 +78,8 @@ def as_dict(row: CallRecord) -> dict[str, Any]:
         "wait_seconds": row.wait_seconds, "short_abandon": row.short_abandon,
         "agent": row.agent, "connected_at": _epoch(row.connected_at),
         "talk_seconds": row.talk_seconds, "hold_seconds": row.hold_seconds,
-        "hangup_cause": row.hangup_cause, "hangup_cause_text": row.hangup_cause_text,
+        "hangup_by": row.hangup_by, "hangup_cause": row.hangup_cause,
+        "hangup_cause_text": row.hangup_cause_text,
         "recording": None if row.recording_path is None else {
             "path": row.recording_path, "sha256": row.recording_sha256,
             "bytes": row.recording_bytes},
@@ -90,6 +95,7 @@ class CallQuery:
     caller_number: str | None = None
     outcome: str | None = None
     agent: str | None = None
+    direction: str | None = None
     limit: int = 50
     offset: int = 0
 
@@ -109,6 +115,8 @@ def find_calls(session: Session, query: CallQuery) -> tuple[int, list[dict[str, 
         conditions.append(CallRecord.outcome == query.outcome)
     if query.agent:
         conditions.append(CallRecord.agent == query.agent)
+    if query.direction:
+        conditions.append(CallRecord.direction == query.direction)
     total = session.scalar(select(func.count(CallRecord.id)).where(*conditions)) or 0
     rows = session.scalars(
         select(CallRecord).where(*conditions)

@@ -43,7 +43,7 @@ def screen(session: Session, number: str, now: datetime, repeat_window: timedelt
         CallerListEntry.number == caller,
         or_(CallerListEntry.expires_at.is_(None), CallerListEntry.expires_at > now))))
     recent = session.scalar(select(func.count(CallRecord.id)).where(
-        CallRecord.citizen_number == caller,
+        CallRecord.citizen_number == caller, CallRecord.direction == "inbound",
         CallRecord.started_at >= now - repeat_window)) or 0
     return Screening(blocked="block" in kinds, vip="vip" in kinds, recent_calls=recent,
                      repeat=recent >= repeat_threshold)

@@ -8,6 +8,8 @@ Asterisk (queues.conf wrapuptime); it starts at AgentComplete's timestamp and en
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +19,18 @@ LOGGED_OUT, READY, RINGING, TALKING, WRAP_UP, PAUSED = (
     "logged_out", "ready", "ringing", "talking", "wrap_up", "paused")
 STATES = (LOGGED_OUT, READY, RINGING, TALKING, WRAP_UP, PAUSED)
 AUTO_PAUSE_REASON = "no-answer"
+# A queue member's device names its agent: PJSIP/8001 is agent 8001 whether it logged in
+# (MemberName 8001) or is a static member of queues.conf with any name.
+_DEVICE = re.compile(r"(?:PJSIP|SIP|IAX2)/([0-9A-Za-z_.-]{1,40})|Local/([0-9]{2,20})@[^/]*(?:/n)?")
+
+
+def agent_of(event: dict[str, str]) -> str:
+    """The agent a queue event (or a QueueStatus member) is about."""
+    for key in ("Interface", "Location", "StateInterface"):
+        match = _DEVICE.fullmatch(event.get(key, ""))
+        if match:
+            return match.group(1) or match.group(2)
+    return re.sub(r"[\x00-\x1f\x7f]", "", event.get("MemberName") or event.get("Name") or "")[:40]
 
 
 @dataclass
@@ -68,7 +82,8 @@ class SeatBoard:
     def seat(self, agent: str) -> Seat:
         return self.seats.setdefault(agent, Seat(agent=agent))
 
-    def feed(self, event: dict[str, str]) -> list[SeatChanged]:
+    def feed(self, event: dict[str, str], received_at: float) -> list[SeatChanged]:
+        """The seat changes `event` means; `received_at` times it when Asterisk did not."""
         name = event.get("Event", "")
         if name in ("DialEnd", "Hangup"):  # a rung agent leg ends without AgentRingNoAnswer
             leg = event.get("DestUniqueid") if name == "DialEnd" else event.get("Uniqueid")
@@ -77,13 +92,15 @@ class SeatBoard:
                 return []
             name = "AgentDump"
         else:
-            agent = event.get("MemberName", "")
+            agent = agent_of(event)
         if not agent or name not in _HANDLED:
             return []
         try:
-            at = float(event.get("Timestamp") or 0)
+            at = float(event.get("Timestamp") or "nan")
         except ValueError:
-            return []
+            at = math.nan
+        if not math.isfinite(at) or at <= 0:
+            at = received_at
         seat = self.seat(agent)
         queue = event.get("Queue", "")
         if name == "QueueMemberAdded":
@@ -131,8 +148,9 @@ class SeatBoard:
         """Match Asterisk's QueueMember list after a reconnect."""
         present: dict[str, list[dict[str, str]]] = {}
         for member in members:
-            if member.get("Name"):
-                present.setdefault(member["Name"], []).append(member)
+            agent = agent_of(member)
+            if agent:
+                present.setdefault(agent, []).append(member)
         out: list[SeatChanged] = []
         for agent in set(self.seats) | set(present):
             seat = self.seat(agent)
@@ -151,7 +169,8 @@ class SeatBoard:
         if (state, reason) == (seat.state, seat.state_reason):
             return []
         previous = seat.state
-        lasted = round(max(0.0, at - seat.since), 3) if seat.since else 0.0
+        at = max(at, seat.since)  # a late event never makes a negative interval
+        lasted = round(at - seat.since, 3) if seat.since else 0.0
         if seat.since and previous != LOGGED_OUT:
             seat.totals[previous] = round(seat.totals.get(previous, 0.0) + lasted, 3)
             self.intervals.append(Interval(seat.agent, previous, seat.state_reason,

@@ -27,7 +27,7 @@ from hotline.db import transaction
 from hotline.events import EventBus
 from recordings.catalogue import fingerprint, host_path
 from telephony import callbacks, commands, directory, records, seats
-from telephony.ami import AmiClient, AmiError
+from telephony.ami import AmiClient, AmiError, event_fields
 from telephony.calls import CallTracker
 from telephony.events import CallEnded, DomainEvent, OutboundCallFailed, SeatChanged
 from telephony.models import SeatInterval, SeatLogin
@@ -67,6 +67,7 @@ class TelephonyService:
         self._outbound: dict[str, tuple[str, str]] = {}  # ActionID -> (purpose, number)
         self._outbound_legs: dict[str, str] = {}  # its channel -> ActionID
         self._outbound_status: dict[str, str] = {}  # ActionID -> DialStatus
+        self._untimed_warned = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set."""
@@ -75,7 +76,7 @@ class TelephonyService:
         command_loop = asyncio.create_task(self._serve_commands(stop))
         while not stop.is_set():
             lost = asyncio.Event()
-            client = AmiClient(self.settings)
+            client = AmiClient(self.settings, self.clock)
             try:
                 await client.connect(timeout=5, on_disconnect=lost.set)
             except AmiError as exc:
@@ -115,14 +116,14 @@ class TelephonyService:
 
     async def _resync(self, client: AmiClient) -> None:
         answer = await client.action({"Action": "CoreShowChannels"}, timeout=10, as_list=True)
-        channels = [dict(m) for m in answer if m.get("Event") == "CoreShowChannel"]
+        channels = [event_fields(m) for m in answer if m.get("Event") == "CoreShowChannel"]
         now = self.clock.time()
         for event in self.tracker.resync(channels, now):
             self._emit(event)
         snapshot, wanted = await asyncio.to_thread(self._directory_and_logins)
         self.board.wrapup_seconds = {q.name: q.wrapup_seconds for q in snapshot.queues}
         answer = await client.action({"Action": "QueueStatus"}, timeout=10, as_list=True)
-        members = [dict(m) for m in answer if m.get("Event") == "QueueMember"]
+        members = [event_fields(m) for m in answer if m.get("Event") == "QueueMember"]
         for event in self.board.resync(members, now):
             self._emit(event)
         for login in wanted:  # an Asterisk restart forgets dynamic members
@@ -142,8 +143,15 @@ class TelephonyService:
             return directory.snapshot(session), list(session.scalars(select(SeatLogin)))
 
     def _on_ami_event(self, _manager: Any, message: Any) -> None:
-        event = {str(k): str(v) for k, v in message.items()}
-        for domain_event in self.tracker.feed(event) + self.board.feed(event):
+        event = event_fields(message)
+        received_at = getattr(message, "received_at", None) or self.clock.time()
+        if "Timestamp" not in event and not self._untimed_warned:
+            self._untimed_warned = True
+            log.warning("Asterisk's AMI events carry no Timestamp: calls are timed as their "
+                        "events arrive; set timestampevents = yes in manager.conf [general] "
+                        "for Asterisk's own times ('hotline pbx render' does)")
+        for domain_event in (self.tracker.feed(event, received_at)
+                             + self.board.feed(event, received_at)):
             self._emit(domain_event)
         name = event.get("Event")
         if name == "AgentRingNoAnswer":
@@ -367,7 +375,8 @@ class TelephonyService:
                 "Channel": f"PJSIP/{dial}@trunk", "Context": OUTBOUND_CONTEXTS[purpose],
                 "Exten": "s", "Priority": "1", "Timeout": str(OUTBOUND_RING_SECONDS * 1000),
                 "CallerID": f'"12319" <{entry}>',
-                "Variable": f"HOTLINE_OUTBOUND={reference},HOTLINE_OUTBOUND_PURPOSE={purpose}"})
+                "Variable": f"HOTLINE_OUTBOUND={reference},HOTLINE_OUTBOUND_PURPOSE={purpose},"
+                            f"HOTLINE_OUTBOUND_NUMBER={phones.normalise(number)}"})
         except BaseException:
             self._outbound.pop(reference, None)
             raise

@@ -108,12 +108,17 @@ def reap_stale_runs() -> list[Path]:
     return reaped
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(kind: int = socket.SOCK_STREAM, hosts: tuple[str, ...] = ("127.0.0.1",)
               ) -> int:
     """A port free on every one of `hosts` now, outside the ranges the kit and the PBX pick
-    media ports from (20000-60000)."""
+    media ports from (20000-60000), and never one this run was given before."""
     for _ in range(200):
         port = random.randrange(10000, 19999)
+        if port in _handed_out:
+            continue
         with contextlib.ExitStack() as stack:
             try:
                 for host in hosts:
@@ -121,6 +126,7 @@ def free_port(kind: int = socket.SOCK_STREAM, hosts: tuple[str, ...] = ("127.0.0
                     probe.bind((host, port))
             except OSError:
                 continue
+            _handed_out.add(port)
             return port
     raise RuntimeError(f"no free port on {', '.join(hosts)}")
 

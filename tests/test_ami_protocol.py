@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import deque
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from telephony.ami import _Protocol
+from hotline.clock import FixedClock
+from telephony.ami import _Protocol, event_fields
 
 DATA = Path(__file__).with_name("data")
 
@@ -73,3 +76,56 @@ def test_garbage_blocks_are_counted_and_skipped() -> None:
     assert protocol.garbage == 3
     assert collector.events[-1]["CallerIDName"] == "李四"
     assert collector.events[0]["Event"].startswith("Broken")  # kept, the bad byte replaced
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 1000])
+def test_a_gbk_caller_name_reads_right_beside_utf8(chunk: int) -> None:
+    """A carrier or an older PBX sends the display name in GBK; Asterisk passes the bytes
+    on. Each line that is not UTF-8 is read as GB18030 (a superset of GBK)."""
+    wire = (b"Event: Newchannel\r\nUniqueid: 1.5\r\nCallerIDName: "
+            + "王先生".encode("gbk") + b"\r\nConnectedLineName: " + "张三".encode()
+            + b"\r\n\r\n")
+    protocol, collector = _protocol()
+    for start in range(0, len(wire), chunk):
+        protocol.data_received(wire[start:start + chunk])
+    [event] = collector.events
+    assert (event["CallerIDName"], event["ConnectedLineName"]) == ("王先生", "张三")
+
+
+def test_repeated_headers_become_plain_strings() -> None:
+    """Asterisk repeats ChanVariable (one per channel variable, manager.conf channelvars);
+    panoramisk hands a repeated header over as a list, which must never become the text
+    "['...', '...']" of a call record."""
+    wire = (b"Event: AgentConnect\r\nUniqueid: 1.6\r\nMemberName: 8001\r\n"
+            b"ChanVariable: HOTLINE_QUEUE=intake\r\nChanVariable: HOTLINE_PRIORITY=10\r\n"
+            b"Queue: intake\r\nQueue: other\r\n\r\n")
+    protocol, _collector = _protocol()
+    seen: list[dict[str, str]] = []
+    protocol.handle_message = lambda message: seen.append(event_fields(message))  # type: ignore[method-assign]
+    protocol.data_received(wire)
+    [event] = seen
+    assert event["ChanVariable(HOTLINE_QUEUE)"] == "intake"
+    assert event["ChanVariable(HOTLINE_PRIORITY)"] == "10"
+    assert event["Queue"] == "intake" and event["MemberName"] == "8001"
+    assert not any(value.startswith("[") for value in event.values())
+
+
+def test_a_message_cut_off_by_a_disconnect_is_dropped_with_one_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    protocol, collector = _protocol()
+    protocol.data_received(b"Event: Newchannel\r\nUniqueid: 1.7\r\n\r\n"
+                           b"Event: Hangup\r\nUniqueid: 1.7\r\nCau")
+    with caplog.at_level(logging.WARNING, logger="telephony.ami"):
+        protocol.connection_lost(None)
+    assert [e["Event"] for e in collector.events] == ["Newchannel"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "AMI link lost in the middle of a message: 33 bytes dropped"]  # 15 + 15 + 3
+
+
+def test_every_message_is_stamped_with_when_it_arrived() -> None:
+    protocol, _collector = _protocol()
+    protocol.factory.clock = FixedClock(datetime(2026, 11, 29, 14, 0, tzinfo=UTC))  # type: ignore[attr-defined]
+    seen: list[float] = []
+    protocol.handle_message = lambda message: seen.append(message.received_at)  # type: ignore[method-assign]
+    protocol.data_received(b"Event: Newchannel\r\nUniqueid: 1.8\r\n\r\n")
+    assert seen == [datetime(2026, 11, 29, 14, 0, tzinfo=UTC).timestamp()]

@@ -20,11 +20,15 @@ def transcript(name: str) -> list[dict[str, str]]:
     return json.loads((DATA / f"ami_{name}.json").read_text(encoding="utf-8"))
 
 
-def run(events: list[dict[str, str]], tracker: CallTracker | None = None):  # type: ignore[no-untyped-def]
+RECEIVED = 1795492100.0  # when the events reached the service, if not stamped
+
+
+def run(events: list[dict[str, str]], tracker: CallTracker | None = None,  # type: ignore[no-untyped-def]
+        received: list[float] | None = None):
     tracker = tracker or CallTracker()
     out = []
-    for event in events:
-        out += tracker.feed(event)
+    for n, event in enumerate(events):
+        out += tracker.feed(event, received[n] if received else RECEIVED)
     return tracker, out
 
 
@@ -113,3 +117,134 @@ def test_shuffled_or_damaged_streams_never_raise(rng: random.Random, damage: int
     _, out = run(events)
     ended = [e.call_id for e in out if isinstance(e, CallEnded)]
     assert len(ended) == len(set(ended))  # never two records for one call
+
+
+def _unstamped(events: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [{k: v for k, v in e.items() if k != "Timestamp"} for e in events]
+
+
+def _stamps(events: list[dict[str, str]]) -> list[float]:
+    return [float(e["Timestamp"]) for e in events]
+
+
+RECORD_TIMES = ("started_at", "ended_at", "connected_at", "duration_seconds", "wait_seconds",
+                "talk_seconds")
+
+
+@pytest.mark.parametrize("name", ["answered", "abandoned"])
+def test_without_timestamps_a_call_is_timed_as_its_events_arrive(name: str) -> None:
+    """An AMI user without timestampevents: each event is timed when it arrived, here up to
+    40 ms after Asterisk raised it, and the record matches the stamped one within 50 ms."""
+    events = transcript(name)
+    rng = random.Random(7)
+    arrived = [t + rng.uniform(0, 0.04) for t in _stamps(events)]
+    _, stamped = run(events)
+    _, unstamped = run(_unstamped(events), received=arrived)
+    want, got = stamped[-1].record, unstamped[-1].record
+    for key in RECORD_TIMES:
+        assert (want[key] is None) == (got[key] is None), key
+        if want[key] is not None:
+            assert got[key] == pytest.approx(want[key], abs=0.05), key
+    assert (got["outcome"], got["short_abandon"], got["agent"]) == (
+        want["outcome"], want["short_abandon"], want["agent"])
+
+
+def test_a_backlog_that_delays_events_leaves_asterisks_own_figures() -> None:
+    """The events from the agent's answer on arrive 3 s late (a busy service, no
+    Timestamps): the wait is Asterisk's own HoldTime (1 s), not the 4 s the arrival times
+    say; the talk time, timed by two equally late events, stays as measured."""
+    events = transcript("answered")
+    connect = next(i for i, e in enumerate(events) if e["Event"] == "AgentConnect")
+    arrived = [t + (3.0 if i >= connect else 0.0) for i, t in enumerate(_stamps(events))]
+    _, out = run(_unstamped(events), received=arrived)
+    record = out[-1].record
+    assert record["wait_seconds"] == 1.0  # AgentConnect HoldTime: 1
+    assert record["talk_seconds"] == pytest.approx(0.604, abs=0.001)  # 7.530 - 6.926
+
+
+def test_no_time_is_before_the_call_began_and_no_interval_is_negative() -> None:
+    events = transcript("answered")
+    begun = float(events[0]["Timestamp"])
+    skewed = [dict(e) for e in events]
+    for event in skewed[1:]:  # a clock stepped back by a minute after the call began
+        event["Timestamp"] = repr(float(event["Timestamp"]) - 60)
+    _, out = run(skewed)
+    record = out[-1].record
+    assert record["started_at"] == begun
+    assert record["ended_at"] == begun and record["duration_seconds"] == 0
+    assert record["connected_at"] == begun
+    assert record["wait_seconds"] == 1.0 and record["talk_seconds"] == 0.0  # Asterisk's
+    assert all(step["at"] >= begun for step in record["ivr_path"])
+    assert all(leg["created_at"] >= begun and leg["ended_at"] >= begun
+               for leg in record["legs"])
+
+
+def test_who_hung_up_is_known() -> None:
+    answered = transcript("answered")  # AgentComplete Reason: caller
+    assert run(answered)[1][-1].record["hangup_by"] == "citizen"
+    by_agent = [{**e, "Reason": "agent"} if e["Event"] == "AgentComplete" else e
+                for e in answered if e["Event"] != "HangupRequest"]
+    assert run(by_agent)[1][-1].record["hangup_by"] == "agent"
+    abandoned = transcript("abandoned")  # the caller's BYE: HangupRequest on their leg
+    assert run(abandoned)[1][-1].record["hangup_by"] == "citizen"
+    hung_up_by_the_ivr = [e for e in abandoned if e["Event"] != "HangupRequest"]
+    assert run(hung_up_by_the_ivr)[1][-1].record["hangup_by"] == "system"
+    record = run(answered)[1][-1].record
+    assert [(leg["role"], leg["cause"]) for leg in record["legs"]] == [("caller", 16),
+                                                                       ("agent", 16)]
+
+
+def test_a_static_queue_member_is_the_agent_its_device_names() -> None:
+    """queues.conf `member => PJSIP/8001,0,王芳`: its events say MemberName 王芳 and
+    Interface PJSIP/8001; the agent is 8001, as for a dynamic login."""
+    events = [{**e, "MemberName": "王芳"} if "MemberName" in e else e
+              for e in transcript("answered")]
+    _, out = run(events)
+    assert [e.agent for e in out if e.type in ("call.agent_ringing",
+                                               "call.agent_connected")] == ["8001", "8001"]
+    record = out[-1].record
+    assert record["agent"] == "8001" and record["agent_attempts"][0]["agent"] == "8001"
+
+
+def test_a_recording_any_dialplan_started_is_linked() -> None:
+    """A dialplan of the city's own (not ours) records with MixMonitor: Asterisk sets
+    MIXMONITOR_FILENAME on the channel, and the call record links that file."""
+    path = "/var/spool/asterisk/monitor/2026/11/29/city-1795492049.0.wav"
+    events = []
+    for event in transcript("answered"):
+        if event.get("Variable", "").lstrip("_") == "HOTLINE_RECORDING":
+            continue  # not recorded by our [hotline-queue]
+        events.append(event)
+        if event["Event"] == "MixMonitorStart":
+            events.append({**event, "Event": "VarSet", "Variable": "MIXMONITOR_FILENAME",
+                           "Value": path})
+    _, out = run(events)
+    assert out[-1].record["recording"] == path
+
+
+def test_a_call_the_hotline_places_is_recorded_as_outbound() -> None:
+    """A survey call (the Originate sets HOTLINE_OUTBOUND_PURPOSE and _NUMBER on the
+    citizen's channel): outbound, its purpose, the citizen's number; answered when the
+    citizen's phone picked up, whoever hung up first."""
+    leg = {"Channel": "PJSIP/trunk-00000007", "Uniqueid": "h-1.20", "Linkedid": "h-1.20",
+           "CallerIDNum": "", "CallerIDName": "", "Exten": "s"}
+    t0 = 1795500000.0
+    events = [
+        {"Event": "Newchannel", "Timestamp": repr(t0), "ChannelState": "0", **leg},
+        {"Event": "VarSet", "Timestamp": repr(t0), "Variable": "HOTLINE_OUTBOUND_PURPOSE",
+         "Value": "survey", **leg},
+        {"Event": "VarSet", "Timestamp": repr(t0), "Variable": "HOTLINE_OUTBOUND_NUMBER",
+         "Value": "+8613900139000", **leg},
+        {"Event": "Newstate", "Timestamp": repr(t0 + 4), "ChannelState": "6", **leg},
+        {"Event": "DTMFEnd", "Timestamp": repr(t0 + 9), "Digit": "2", "Direction": "Received",
+         **leg},
+        {"Event": "HangupRequest", "Timestamp": repr(t0 + 12), **leg},
+        {"Event": "Hangup", "Timestamp": repr(t0 + 12), "Cause": "16", **leg},
+    ]
+    record = run(events)[1][-1].record
+    assert (record["direction"], record["purpose"], record["citizen_number"]) == (
+        "outbound", "survey", "+8613900139000")
+    assert (record["outcome"], record["hangup_by"], record["queue"]) == (
+        "answered", "citizen", None)
+    unanswered = run([e for e in events if e["Event"] != "Newstate"])[1][-1].record
+    assert unanswered["outcome"] == "unanswered"

@@ -3,8 +3,8 @@ a placeholder keeps their place; when an agent takes it, the caller's phone is r
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -13,7 +13,7 @@ from hotline import phones
 from hotline.centre import Centre
 from hotline.config import Settings
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
-from telephony import commands
+from telephony import commands, records
 from telephony.ami import EventTap
 from telephony.models import CallbackRequest
 from tests.conftest import AGENT_PORT, agent_ip, ensure_ready, wait_until
@@ -43,7 +43,8 @@ def test_a_callback_keeps_the_callers_place_and_rings_them_once(
     # the first caller waits, then presses 1 in the queue; the second waits behind them
     run_first = kit.start_calls(Call(caller_id=first, script=(
         Wait(0.5), Dtmf("1"), Wait(4), Dtmf("1")), max_seconds=25))
-    time.sleep(1.5)
+    ami.wait_for(lambda e: e.get("Event") == "QueueCallerJoin"
+                 and e.get("CallerIDNum") == first, timeout=15)
     run_second = kit.start_calls(Call(caller_id=second, script=(
         Wait(0.5), Dtmf("1"), Wait(35), Hangup())))
     [gone] = run_first.wait()
@@ -68,3 +69,23 @@ def test_a_callback_keeps_the_callers_place_and_rings_them_once(
     served = [r.from_user for r in agent.results() if r.outcome == "answered"]
     assert served[:2] == [pbx_settings.hotline.entry_number, second]  # place kept
     assert waited.outcome == "answered"
+    # the call the hotline placed is recorded as its own, apart from the citizen's call in
+    record = _stored(centre, "outbound")
+    assert (record["purpose"], record["citizen_number"], record["outcome"]) == (
+        "callback", first, "answered")
+    assert (record["queue"], record["agent"]) == (pbx_settings.hotline.default_queue, "8101")
+    assert _stored(centre, "inbound")["hangup_by"] == "system"  # told, then let go
+
+
+def _stored(centre: Centre, direction: str) -> dict[str, Any]:
+    """The newest stored call of one direction, once the telephony service has it."""
+    found: list[dict[str, Any]] = []
+
+    def stored() -> bool:
+        with centre.sessions() as session:
+            found[:] = records.find_calls(session, records.CallQuery(
+                caller_number="13300000001", direction=direction, limit=1))[1]
+        return bool(found)
+
+    wait_until(stored, 15, f"no {direction} call record of 13300000001")
+    return found[0]

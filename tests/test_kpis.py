@@ -63,6 +63,16 @@ CALLS = [
     ("B3", "13900000003", z(11, 30, 16, 30), "general", "answered", 9, False, 45, 0, "8101"),
 ]
 
+# Calls the hotline placed in the day, counted apart from every inbound figure: a survey
+# answered, a keep-my-place callback (through the general queue, answered by 8101, with its
+# wrap-up), a survey nobody answered. Each calls a number that also called in.
+# (name, citizen, started, purpose, queue, outcome, wait, talk, agent)
+OUTBOUND = [
+    ("O1", "13800000003", z(11, 24, 2), "survey", None, "answered", None, None, None),
+    ("O2", "13800000004", z(11, 24, 5, 30), "callback", "general", "answered", 20, 60, "8101"),
+    ("O3", "13800000007", z(11, 24, 7), "survey", None, "unanswered", None, None, None),
+]
+
 # (agent, state, started, seconds). Wrap-up starts where the agent's call ends
 # (connected = started + wait; ended = connected + talk).
 SEATS = [
@@ -80,6 +90,7 @@ SEATS = [
     ("8102", "paused", z(11, 24, 5), 1000),  # lunch: not available time
     ("8102", "talking", z(11, 24, 15, 30) + timedelta(seconds=12), 90),  # A11
     ("8102", "wrap_up", z(11, 24, 15, 31) + timedelta(seconds=42), 20),  # after A11: general
+    ("8101", "wrap_up", z(11, 24, 5, 31) + timedelta(seconds=20), 15),  # after O2: outbound
 ]
 
 
@@ -92,6 +103,13 @@ def _calls(session: Session) -> None:
             queue=queue, wait_seconds=wait, short_abandon=short, agent=agent,
             connected_at=connected, talk_seconds=talk, hold_seconds=hold,
             ended_at=started + timedelta(minutes=10), details={}))
+    for name, citizen, started, purpose, queue, outcome, wait, talk, agent in OUTBOUND:
+        connected = started + timedelta(seconds=wait) if agent else None
+        session.add(CallRecord(
+            call_id=name, direction="outbound", purpose=purpose, caller_number="",
+            citizen_number=phones.normalise(citizen), started_at=started, outcome=outcome,
+            queue=queue, wait_seconds=wait, agent=agent, connected_at=connected,
+            talk_seconds=talk, ended_at=started + timedelta(minutes=3), details={}))
     for agent, state, started, seconds in SEATS:
         session.add(SeatInterval(agent_number=agent, state=state, started_at=started,
                                  ended_at=started + timedelta(seconds=seconds),
@@ -311,8 +329,11 @@ def test_call_measures_of_one_beijing_day(sessions) -> None:  # type: ignore[no-
     # Known numbers: all but A10 = 9. Repeats within 24 h: A4 (A1 9 h 50 min before, the
     # evening before), A5 (+86 13800000001 = A2's number, 4 h 30 min), A11 (A6, 10 h 30
     # min) = 3; A8 is not (A0 from the same number was 48 h before) -> 3/9 = 0.3333.
-    # Occupancy: (talking 810 + wrap-up 90) / (ready 95 + ringing 5 + 810 + 90) = 0.9;
-    # the paused 1000 s are not available time.
+    # Occupancy is of seat time, whatever the call: (talking 810 + wrap-up 90 + 15 after
+    # the callback O2) / (ready 95 + ringing 5 + 810 + 105) = 915 / 1015 = 0.9015; the
+    # paused 1000 s are not available time. O1-O3 change no inbound figure (O2 waited in
+    # the general queue; O3 called A9's number an hour after A9) and are counted apart:
+    # 3 placed, 2 answered.
     assert day.as_dict() == {
         "start": "2026-11-23T16:00:00+00:00", "end": "2026-11-24T16:00:00+00:00",
         "queue": None, "service_seconds": 15.0, "repeat_lookback": 86400.0,
@@ -321,7 +342,8 @@ def test_call_measures_of_one_beijing_day(sessions) -> None:  # type: ignore[no-
         "service_level": 0.5714, "abandon_rate": 0.1429, "asa_seconds": 14.4,
         "aht_seconds": 180.0, "talk_seconds": 810.0, "hold_seconds": 30.0,
         "wrap_up_seconds": 90.0, "longest_wait_seconds": 60.0, "known_number_calls": 9,
-        "repeat_calls": 3, "repeat_call_rate": 0.3333, "occupancy": 0.9,
+        "repeat_calls": 3, "repeat_call_rate": 0.3333, "occupancy": 0.9015,
+        "outbound_calls": 3, "outbound_answered": 2,
     }
     # general: A2 A3 A4 A6 A7 A9 A11 = 7 calls, A7 short -> 6 offered; answered A2 A3 A4
     # A11 = 4 -> 4/6; within 15 s A2 A3 A11 = 3 -> 3/6; abandoned A6 -> 1/6.

@@ -25,6 +25,9 @@ from tests.conftest import AGENT_PORT, agent_ip, api, ensure_ready, offered
 KEY_1 = (Wait(0.5), Dtmf("1"))
 
 
+RECEIVED = 10_000.0  # when events reached the service: unused while Asterisk stamps them
+
+
 def _ev(name: str, at: float, agent: str = "8001", **fields: str) -> dict[str, str]:
     return {"Event": name, "Timestamp": str(at), "MemberName": agent, "Queue": "intake",
             **fields}
@@ -37,13 +40,13 @@ def test_board_times_every_state_from_event_timestamps() -> None:
                   _ev("AgentCalled", 105, DestUniqueid="leg1"),
                   _ev("AgentConnect", 108, DestUniqueid="leg1"),
                   _ev("AgentComplete", 160)):
-        changes += board.feed(event)
+        changes += board.feed(event, RECEIVED)
     assert board.end_wrap_up("8001", 165) == []  # not yet: the queue's wrap-up is 10 s
     changes += board.end_wrap_up("8001", 170)
     for event in (_ev("QueueMemberPause", 175, Paused="1", PausedReason="meal"),
                   _ev("QueueMemberPause", 475, Paused="0"),
                   _ev("QueueMemberRemoved", 500)):
-        changes += board.feed(event)
+        changes += board.feed(event, RECEIVED)
     assert [(c.state, c.at) for c in changes] == [
         ("ready", 100), ("ringing", 105), ("talking", 108), ("wrap_up", 160), ("ready", 170),
         ("paused", 175), ("ready", 475), ("logged_out", 500)]
@@ -56,15 +59,33 @@ def test_board_times_every_state_from_event_timestamps() -> None:
 
 def test_board_counts_unanswered_rings_and_clears_a_ring_the_caller_dropped() -> None:
     board = SeatBoard()
-    board.feed(_ev("QueueMemberAdded", 1, Paused="0"))
-    board.feed(_ev("AgentCalled", 2, DestUniqueid="a"))
-    board.feed(_ev("AgentRingNoAnswer", 7, DestUniqueid="a"))
-    board.feed(_ev("AgentCalled", 8, DestUniqueid="b"))
+    board.feed(_ev("QueueMemberAdded", 1, Paused="0"), RECEIVED)
+    board.feed(_ev("AgentCalled", 2, DestUniqueid="a"), RECEIVED)
+    board.feed(_ev("AgentRingNoAnswer", 7, DestUniqueid="a"), RECEIVED)
+    board.feed(_ev("AgentCalled", 8, DestUniqueid="b"), RECEIVED)
     assert board.seats["8001"].unanswered == 1 and board.seats["8001"].state == "ringing"
     # the caller hangs up while it rings: only a DialEnd CANCEL for the agent's leg
     board.feed({"Event": "DialEnd", "Timestamp": "9", "DestUniqueid": "b",
-                "DialStatus": "CANCEL"})
+                "DialStatus": "CANCEL"}, RECEIVED)
     assert board.seats["8001"].state == "ready"
+
+
+def test_without_timestamps_seats_are_timed_as_events_arrive_never_backwards() -> None:
+    """No Timestamp (timestampevents = no): the arrival times, and a stale arrival never
+    makes a negative interval (it was minus 56 years: 0 minus the login time)."""
+    board = SeatBoard({"intake": 0})
+    unstamped = [{k: v for k, v in e.items() if k != "Timestamp"} for e in (
+        _ev("QueueMemberAdded", 0, Paused="0"), _ev("AgentCalled", 0, DestUniqueid="l1"),
+        _ev("AgentConnect", 0, DestUniqueid="l1"), _ev("AgentComplete", 0))]
+    for event, arrived in zip(unstamped, (1000.0, 1004.0, 1006.5, 1002.0), strict=True):
+        board.feed(event, arrived)
+    assert [(i.state, i.started_at, i.ended_at) for i in board.intervals] == [
+        ("ready", 1000.0, 1004.0), ("ringing", 1004.0, 1006.5),
+        ("talking", 1006.5, 1006.5)]  # the late-arriving complete: not before the answer
+    # a static member of queues.conf (any MemberName) is the agent its device names
+    board.feed({"Event": "QueueMemberPause", "Timestamp": "1010", "Interface": "PJSIP/8001",
+                "MemberName": "王芳", "Paused": "1", "PausedReason": "meal"}, RECEIVED)
+    assert board.seats["8001"].state == "paused" and "王芳" not in board.seats
 
 
 @pytest.fixture

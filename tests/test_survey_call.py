@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from hotline.centre import Centre
 from hotline.config import Settings
 from hotline.db import transaction
 from sipkit.kit import Dtmf, SipKit, Wait
+from telephony import records
 from telephony.ami import EventTap
 from tests.conftest import CASE_LOOP, WEB_PORT, wait_until
 from tickets import service
@@ -78,6 +80,11 @@ def test_the_citizen_presses_4_the_rating_is_dissatisfied_and_the_order_reopens(
         last = service.history(session, case)[-1]
     assert (last.action, last.role, last.actor) == ("reopen", "system", "survey-line")
     assert "4 不满意" in last.note
+    # the survey call is recorded as one the hotline placed, never as a citizen calling in
+    record = _call_record(survey_centre, phone)
+    assert (record["direction"], record["purpose"], record["outcome"]) == (
+        "outbound", "survey", "answered")
+    assert record["hangup_by"] == "system" and record["queue"] is None
 
 
 def test_a_busy_citizen_is_called_again_later_not_now(
@@ -111,3 +118,19 @@ def test_a_hang_up_before_rating_is_retried_later_and_the_order_stays_closed(
     assert [(c.outcome, c.hangup_by) for c in citizen.results()] == [("answered", "agent")]
     assert survey.note == "answered without a rating" and survey.rating is None
     assert state == "closed"
+    record = _call_record(survey_centre, phone)
+    assert (record["direction"], record["hangup_by"]) == ("outbound", "citizen")
+
+
+def _call_record(centre: Centre, phone: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = []
+
+    def stored() -> bool:
+        with centre.sessions() as session:
+            found[:] = records.find_calls(session, records.CallQuery(caller_number=phone))[1]
+        return bool(found)
+
+    wait_until(stored, 15, f"the call to {phone} was not recorded")
+    [record] = found
+    assert record["citizen_number"] == phone  # shown in the national form
+    return record

@@ -47,6 +47,8 @@ def test_a_call_is_stored_once_with_its_recording_and_events(
     call = page["items"][0]
     assert (call["caller_name"], call["outcome"], call["queue"]) == (
         "赵女士", "answered", "intake")
+    assert (call["direction"], call["citizen_number"], call["hangup_by"]) == (
+        "inbound", "13600000001", "citizen")  # the caller hung up first
     assert call["agent"] in ("8101", "8102")
     assert 0.9 < call["wait_seconds"] < 3
     assert 2 < call["talk_seconds"] < 8
@@ -79,6 +81,7 @@ def test_an_abandon_in_the_queue_is_recorded_with_its_wait(
     _status, page = _api("/api/v1/calls?caller_number=13600000002")
     call = page["items"][0]
     assert call["outcome"] == "abandoned" and call["agent"] is None
+    assert call["hangup_by"] == "citizen"
     assert 6 < call["wait_seconds"] < 10  # keyed 1 at 0.5 s, gave up at 9.5 s
     assert call["short_abandon"] is False
     assert all(a["outcome"] != "connected" for a in call["agent_attempts"])
