@@ -20,7 +20,7 @@ from hotline.db import make_engine, session_factory, transaction, upgrade
 from hotline.errors import HotlineError
 from hotline.events import EventBus, publish_on_commit
 from hotline.live import connect_redis
-from hotline.web import create_app
+from hotline.web import create_app, stop_web_server
 from ivr.fastagi import FastAgiServer
 from ivr.server import start as start_ivr
 from telephony.service import TelephonyService
@@ -91,10 +91,9 @@ class Centre:
         self._web_thread.start()
 
     def stop(self) -> None:
-        if self._web is not None:
-            with contextlib.suppress(Exception):
-                self._web.close()
-            self._web = None
+        if self._web is not None and self._web_thread is not None:
+            stop_web_server(self._web, self._web_thread)
+        self._web = self._web_thread = None
         if self._loop is None:
             return
         if self._stop is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import redis
 from flask import Flask, jsonify
 from sqlalchemy.orm import Session, sessionmaker
+from waitress import wasyncore
 from werkzeug.exceptions import HTTPException
 
 from hotline.clock import Clock
@@ -45,6 +47,18 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
         return response, error.code
 
     return app
+
+
+def stop_web_server(server: Any, thread: threading.Thread) -> None:
+    """Stop a waitress server running `server.run()` in `thread`: finish the requests in
+    flight, then close every socket from the server's own loop thread and wait for it.
+    Closed from another thread, the loop went on selecting on a closed descriptor, and a
+    server started next on the same port could find it still taken."""
+    server.task_dispatcher.shutdown(timeout=5)
+    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+    thread.join(5)
+    if thread.is_alive():
+        wasyncore.close_all(server._map)
 
 
 def openapi_document() -> dict[str, Any]:

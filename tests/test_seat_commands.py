@@ -21,7 +21,7 @@ from waitress.server import create_server
 from hotline.clock import FixedClock
 from hotline.db import make_engine, session_factory, upgrade
 from hotline.live import connect_redis
-from hotline.web import create_app
+from hotline.web import create_app, stop_web_server
 from telephony import commands
 from tests import isolation
 from tests.conftest import REDIS_SERVER_URL, make_settings
@@ -46,8 +46,7 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.close()
-        thread.join(5)
+        stop_web_server(server, thread)
         engine.dispose()
 
 
