@@ -14,7 +14,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event, text
+from sqlalchemy import Connection, DateTime, Engine, MetaData, create_engine, event, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -57,6 +57,8 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# The connection option `transaction()` sets: on SQLite its BEGIN takes the write lock.
+WRITE_TRANSACTION = "hotline_write_transaction"
 
 
 def make_engine(url: str) -> Engine:
@@ -64,6 +66,7 @@ def make_engine(url: str) -> Engine:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if url.startswith("postgresql:"):
         url = "postgresql+psycopg:" + url.removeprefix("postgresql:")
@@ -75,6 +78,19 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
+    # SQLAlchemy's recipe for pysqlite: the driver's own transaction handling begins only
+    # before DML, so SELECTs ran outside any transaction and SAVEPOINTs outside the
+    # enclosing one; switch it off and emit BEGIN in `_sqlite_begin` instead.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A deferred transaction that read and then writes after another writer committed is
+    # refused at once (SQLITE_BUSY_SNAPSHOT, no waiting): write transactions take the write
+    # lock at BEGIN and queue behind each other instead. Plain read sessions stay deferred:
+    # in WAL mode they never wait for a writer.
+    writes = conn.get_execution_options().get(WRITE_TRANSACTION, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
 
 
 def check_reachable(engine: Engine) -> None:
@@ -107,6 +123,9 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """One unit of work: committed on success, rolled back on any error."""
+    """One unit of work: committed on success, rolled back on any error. On SQLite it
+    holds the write lock from its start, so it never fails halfway for a writer that
+    committed meanwhile; it waits its turn (at most the engine's lock wait)."""
     with factory() as session, session.begin():
+        session.connection(execution_options={WRITE_TRANSACTION: True})
         yield session
