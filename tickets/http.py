@@ -342,8 +342,9 @@ _ORDER = {
     "type": "object",
     "required": ["case_number", "state", "version", "appeal_type", "description"],
     "properties": {
-        "case_number": {"type": "string", "pattern": "^[0-9]{12}$",
-                        "description": "案件编号 YYYYMMDDNNNN"},
+        "case_number": {"type": "string", "pattern": "^[0-9]{12,16}$",
+                        "description": "案件编号 YYYYMMDDNNNN: the local day and its count, "
+                                       "more than 4 digits after the 9,999th of a day"},
         "state": {"type": "string", "enum": list(workflow.STATES)},
         "version": {"type": "integer", "description": "for expected_version"},
         "appeal_type": {"type": "string", "enum": list(APPEAL_TYPES)},

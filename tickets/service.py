@@ -13,21 +13,28 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from hotline.config import Settings
+from hotline.db import insert_on_conflict
 from hotline.errors import HotlineError
 from hotline.events import announce
 from telephony.screening import normalise
 from tickets import catalogue, deadlines, exchange, geo, surveys, workflow
 from tickets.events import WorkOrderMoved, WorkOrderOpened
-from tickets.models import WorkOrder, WorkOrderAttachment, WorkOrderEvent
+from tickets.models import (
+    CASE_NUMBER_LENGTH,
+    CaseCounter,
+    WorkOrder,
+    WorkOrderAttachment,
+    WorkOrderEvent,
+)
 from tickets.workcalendar import WorkCalendar, load_calendar
 
 URGENCIES = ("normal", "urgent")
@@ -111,9 +118,10 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
                address: str = "", latitude: float | None = None,
                longitude: float | None = None, call_id: str = "",
                policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
-    """A new order in intake (受理), with its case number YYYYMMDDNNNN, its grid and
-    responsible department derived from the location, flagged when it looks like a repeat
-    of an open order nearby (疑似重复) or the caller reported recently (重复来电)."""
+    """A new order in intake (受理), with its case number YYYYMMDDNNNN (`next_case_number`),
+    its grid and responsible department derived from the location, flagged when it looks
+    like a repeat of an open order nearby (疑似重复) or the caller reported recently
+    (重复来电)."""
     if appeal_type not in APPEAL_TYPES:
         raise OrderError(f"appeal_type: one of {', '.join(APPEAL_TYPES)}")
     if channel not in CHANNELS:
@@ -149,34 +157,42 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
     repeat = bool(phone) and session.scalar(select(func.count(WorkOrder.id)).where(
         WorkOrder.citizen_phone == phone,
         WorkOrder.created_at >= now - timedelta(hours=policy.repeat_window_hours))) > 0
-    day = now.astimezone(ZoneInfo(policy.timezone)).strftime("%Y%m%d")
-    for _attempt in range(5):  # two intakes in the same instant may pick the same number
-        last = session.scalar(select(func.max(WorkOrder.case_number)).where(
-            WorkOrder.case_number.like(f"{day}%")))
-        number = f"{day}{(int(last[8:]) if last else 0) + 1:04d}"
-        order = WorkOrder(case_number=number, appeal_type=appeal_type,
-                          category_code=category_code,
-                          category_kind=category_kind if category_code else "",
-                          description=text, citizen_phone=phone, citizen_name=name,
-                          channel=channel, call_id=call_id[:64], state="intake", version=1,
-                          urgency=urgency, address=place, latitude=latitude,
-                          longitude=longitude, grid_code=grid_code,
-                          department_code=department, duplicate_of=duplicate,
-                          repeat_caller=repeat, created_at=now, updated_at=now)
-        try:
-            with session.begin_nested():
-                session.add(order)
-                session.flush()
-        except IntegrityError:
-            continue
-        _append(session, order, "create", "", "intake", actor, workflow.OPERATOR, "", now)
-        _after_move(session, order, "create", policy, now)
-        announce(session, WorkOrderOpened(
-            at=now.timestamp(), case_number=number, appeal_type=appeal_type, channel=channel,
-            category_code=category_code, department_code=department, duplicate_of=duplicate,
-            repeat_caller=repeat))
-        return order
-    raise OrderError("case number: could not allocate one; try again")
+    number = next_case_number(session, now.astimezone(ZoneInfo(policy.timezone)).date())
+    order = WorkOrder(case_number=number, appeal_type=appeal_type, category_code=category_code,
+                      category_kind=category_kind if category_code else "",
+                      description=text, citizen_phone=phone, citizen_name=name,
+                      channel=channel, call_id=call_id[:64], state="intake", version=1,
+                      urgency=urgency, address=place, latitude=latitude,
+                      longitude=longitude, grid_code=grid_code,
+                      department_code=department, duplicate_of=duplicate,
+                      repeat_caller=repeat, created_at=now, updated_at=now)
+    session.add(order)
+    session.flush()
+    _append(session, order, "create", "", "intake", actor, workflow.OPERATOR, "", now)
+    _after_move(session, order, "create", policy, now)
+    announce(session, WorkOrderOpened(
+        at=now.timestamp(), case_number=number, appeal_type=appeal_type, channel=channel,
+        category_code=category_code, department_code=department, duplicate_of=duplicate,
+        repeat_caller=repeat))
+    return order
+
+
+def next_case_number(session: Session, day: date) -> str:
+    """The next case number of the local `day`: YYYYMMDD and the day's count, four digits
+    for the first 9,999, five and more after. One upsert of the day's counter row in the
+    caller's transaction: concurrent openings queue on that row until each commits, so
+    every one gets its own number and none is refused; an opening rolled back gives its
+    number back."""
+    counters = CaseCounter.__table__
+    upsert = insert_on_conflict(session, counters).values(day=day, last_number=1)
+    count = session.execute(upsert.on_conflict_do_update(
+        index_elements=[counters.c.day],
+        set_={"last_number": counters.c.last_number + 1},
+    ).returning(counters.c.last_number)).scalar_one()
+    number = f"{day:%Y%m%d}{count:04d}"
+    if len(number) > CASE_NUMBER_LENGTH:  # 99,999,999 orders in one day
+        raise OrderError(f"case number: the numbers of {day} are used up")
+    return number
 
 
 def _nearby_open_order(session: Session, category_code: str, category_kind: str,
@@ -195,9 +211,11 @@ def _nearby_open_order(session: Session, category_code: str, category_kind: str,
         WorkOrder.created_at >= now - timedelta(hours=policy.duplicate_window_hours),
         WorkOrder.latitude.between(latitude - reach, latitude + reach),
         WorkOrder.longitude.between(longitude - wide, longitude + wide)))
-    near = sorted((geo.distance_m(latitude, longitude, lat, lon), number)
+    # At one distance the earlier report: by length first, "2026112910000" came after
+    # "202611299999".
+    near = sorted((geo.distance_m(latitude, longitude, lat, lon), len(number), number)
                   for number, lat, lon in candidates if lat is not None and lon is not None)
-    return near[0][1] if near and near[0][0] <= policy.duplicate_distance_m else ""
+    return near[0][2] if near and near[0][0] <= policy.duplicate_distance_m else ""
 
 
 def transition(session: Session, case_number: str, action: str, *, actor: str, role: str,
