@@ -6,16 +6,19 @@ from typing import Any
 
 import redis
 from flask import Flask, jsonify
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.exceptions import HTTPException
 
 from hotline.clock import Clock
 from hotline.config import Settings
+from hotline.db import is_busy
 from telephony import http as telephony_http
 from tickets import http as tickets_http
 
 ROOMS = (telephony_http, tickets_http)
 MAX_REQUEST_BYTES = 1 << 20
+RETRY_AFTER_SECONDS = 1
 
 
 def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.Redis,
@@ -39,6 +42,17 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
         return jsonify({"error": error.name, "detail": error.description}), error.code
+
+    @app.errorhandler(OperationalError)
+    def storage_error(error: OperationalError) -> Any:
+        """Locks held by other writers (SQLite's "database is locked"): the request's
+        transaction was rolled back whole, so the client may simply send it again."""
+        if not is_busy(error):
+            raise error  # a broken or unreachable database stays a 500
+        return (jsonify({"error": "Service Unavailable",
+                         "detail": "storage busy: other changes hold the database; nothing "
+                                   "was changed, send the request again shortly"}),
+                503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     return app
 
@@ -73,6 +87,8 @@ def openapi_document() -> dict[str, Any]:
                     ("Forbidden", "the token's user may not do this (role, privilege)"),
                     ("NotFound", "no such resource"),
                     ("Conflict", "refused in the resource's present state; detail says why"),
-                    ("Unavailable", "the telephony service or Asterisk cannot be reached"))},
+                    ("Unavailable", "the telephony service or Asterisk cannot be reached, "
+                                    "or the database is busy: nothing was changed, send "
+                                    "the request again after Retry-After seconds"))},
         },
     }

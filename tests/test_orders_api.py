@@ -6,6 +6,7 @@ written."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from hotline.clock import FixedClock
 from hotline.db import make_engine, session_factory, transaction, upgrade
@@ -21,7 +22,7 @@ from hotline.live import connect_redis
 from hotline.web import create_app
 from tests.conftest import REDIS_SERVER_URL, make_settings
 from tickets import catalogue, exchange, geo
-from tickets.models import WorkOrder, WorkOrderEvent
+from tickets.models import InboundUpdate, WorkOrder, WorkOrderEvent
 from tickets.workflow import ROLES, SYSTEM
 
 DEMO_GRIDS = Path(__file__).parents[1] / "tickets" / "demo_grids.geojson"
@@ -31,8 +32,19 @@ INSIDE_GRID_01 = (45.7504, 126.6306)  # in 23010300100101 (南岗区 demo street
 
 @pytest.fixture
 def client(database_url: str, tmp_path: Path) -> Iterator[tuple[FlaskClient, Any]]:
+    yield from _client(database_url, tmp_path)
+
+
+@pytest.fixture
+def impatient_client(database_url: str, tmp_path: Path) -> Iterator[tuple[FlaskClient, Any]]:
+    """Its database waits 0.2 s for another writer's lock, not 30."""
+    yield from _client(database_url, tmp_path, lock_wait_s=0.2)
+
+
+def _client(database_url: str, tmp_path: Path,
+            **engine_options: Any) -> Iterator[tuple[FlaskClient, Any]]:
     settings = make_settings(tmp_path, DATABASE_URL=database_url, REDIS_URL=REDIS_SERVER_URL)
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, **engine_options)
     upgrade(engine)
     sessions = session_factory(engine)
     with transaction(sessions) as session:
@@ -290,3 +302,55 @@ def test_a_department_adds_a_photo_once_and_junk_or_huge_uploads_are_refused(cli
                      headers=department).status_code == 404
     kept = http.get(f"/api/v1/orders/{case}").json["attachments"]
     assert [(a["kind"], a["bytes"]) for a in kept] == [("photo", len(photo))] * 2
+
+
+def test_a_busy_database_is_a_503_to_retry_and_changes_nothing(
+        impatient_client, database_url: str, tmp_path: Path) -> None:
+    """Another writer holds the locks longer than the app waits (SQLite: the database's
+    write lock; PostgreSQL: the order's and the day counter's rows). Intake, a move and
+    the platform's update are answered 503 with Retry-After, not "changed by someone
+    else"; nothing is written; readers still read; once the locks go, the same requests
+    go through."""
+    http, sessions = impatient_client
+    settings = make_settings(tmp_path)  # the same data dir: the same generated secret
+    operator = _user(sessions, "受理员", "operator")
+    department = _user(sessions, "环卫局", "department")
+    case = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+    for action, role in (("open", "shift_chief"), ("dispatch", "dispatcher")):
+        assert http.post(f"/api/v1/orders/{case}/actions/{action}", json={},
+                         headers=_user(sessions, role, role)).status_code == 200
+    body = json.dumps({"case_number": case, "action": "sign", "actor": "平台:环卫局"}).encode()
+    stamp = str(int(API_NOW.timestamp()))
+    signed = {"Idempotency-Key": "platform-busy-01", "X-Hotline-Timestamp": stamp,
+              "X-Hotline-Signature": exchange.sign(settings.exchange.webhook_secret, stamp,
+                                                   body),
+              "Content-Type": "application/json"}
+    before = _count(sessions)
+    if database_url.startswith("sqlite"):
+        holder: Any = sqlite3.connect(database_url.removeprefix("sqlite:///"),
+                                      isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+    else:
+        holder = make_engine(database_url).connect()
+        holder.execute(text("SELECT 1 FROM work_orders WHERE case_number = :c FOR UPDATE"),
+                       {"c": case})
+        holder.execute(text("SELECT 1 FROM case_counters FOR UPDATE"))
+    try:
+        for reply in (http.post("/api/v1/orders", json=REPORT, headers=operator),
+                      http.post(f"/api/v1/orders/{case}/actions/sign", json={},
+                                headers=department),
+                      http.post("/api/v1/exchange/updates", data=body, headers=signed)):
+            assert reply.status_code == 503, reply.json
+            assert reply.headers["Retry-After"] == "1"
+            assert "busy" in reply.json["detail"] and "again" in reply.json["detail"]
+        seen = http.get(f"/api/v1/orders/{case}")  # a reader does not wait for the writer
+        assert seen.status_code == 200 and seen.json["state"] == "dispatched"
+    finally:
+        holder.rollback()
+        holder.close()
+    assert _count(sessions) == before
+    with sessions() as session:
+        assert session.scalar(select(func.count(InboundUpdate.id))) == 0
+    again = http.post("/api/v1/exchange/updates", data=body, headers=signed)
+    assert again.status_code == 200 and again.json["state"] == "handling"
+    assert http.post("/api/v1/orders", json=REPORT, headers=operator).status_code == 201

@@ -4,6 +4,7 @@ roles, two concurrent moves on one order, and hostile input; on SQLite and Postg
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -11,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
-from hotline.db import make_engine, session_factory, transaction, upgrade
+from hotline.db import is_busy, make_engine, session_factory, transaction, upgrade
 from tickets import catalogue, deadlines, service, workflow
 from tickets.models import WorkOrder, WorkOrderEvent
 from tickets.workflow import ACTIONS, ROLES, STATES, WorkflowError
@@ -146,6 +148,33 @@ def test_two_concurrent_moves_cannot_both_win(sessions) -> None:  # type: ignore
             order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == number))
         assert len(steps) == 2 and order.version == 2
         assert order.state == {"open": "opened", "void": "voided"}[steps[1].action]
+
+
+def test_a_locked_database_is_busy_not_a_change_by_someone_else(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SQLite's "database is locked" says nothing about the order: it reaches the caller as
+    storage busy (the web layer's 503, try again), never as ConcurrentChange (409, reload
+    and decide again)."""
+    path = tmp_path / "h.db"
+    engine = make_engine(f"sqlite:///{path}", lock_wait_s=0.1)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    number = _open(sessions)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(OperationalError) as caught, sessions() as session:
+            service.transition(session, number, "open", actor="x", role=workflow.SHIFT_CHIEF,
+                               now=NOW)  # a plain session: the lock is met at the UPDATE
+        assert is_busy(caught.value)
+        with pytest.raises(OperationalError) as caught, transaction(sessions) as session:
+            service.transition(session, number, "open", actor="x", role=workflow.SHIFT_CHIEF,
+                               now=NOW)  # a write transaction: met at BEGIN
+        assert is_busy(caught.value)
+    finally:
+        holder.rollback()
+        holder.close()
+    with sessions() as session:
+        assert service.get_order(session, number).version == 1
 
 
 @pytest.mark.parametrize(("fields", "names"), [

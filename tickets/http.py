@@ -389,7 +389,7 @@ _NEW_ORDER = {
 }
 _ERRORS = {code: {"$ref": f"#/components/responses/{name}"} for code, name in (
     ("400", "BadRequest"), ("401", "Unauthorized"), ("403", "Forbidden"), ("404", "NotFound"),
-    ("409", "Conflict"))}
+    ("409", "Conflict"), ("503", "Unavailable"))}
 _CASE = {"name": "case_number", "in": "path", "required": True, "schema": {"type": "string"}}
 _JSON_ORDER = {"content": {"application/json": {"schema": {
     "$ref": "#/components/schemas/WorkOrder"}}}}

@@ -18,7 +18,6 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from hotline.config import Settings
@@ -237,16 +236,14 @@ def transition(session: Session, case_number: str, action: str, *, actor: str, r
         changes["first_call_resolved"] = True
     if after == "closed":
         changes["closed_at"] = now
-    try:
-        moved = session.execute(
-            update(WorkOrder)
-            .where(WorkOrder.id == order.id, WorkOrder.version == version,
-                   WorkOrder.state == before)
-            .values(**changes)
-            .execution_options(synchronize_session=False))
-    except OperationalError:  # SQLite: another writer committed since we read
-        raise ConcurrentChange(f"work order {case_number} was changed by someone else; "
-                               "reload it") from None
+    # A busy database (SQLite's "database is locked") is not a change by someone else: it
+    # propagates, and the web layer answers 503, try again.
+    moved = session.execute(
+        update(WorkOrder)
+        .where(WorkOrder.id == order.id, WorkOrder.version == version,
+               WorkOrder.state == before)
+        .values(**changes)
+        .execution_options(synchronize_session=False))
     if moved.rowcount != 1:
         raise ConcurrentChange(f"work order {case_number} was changed by someone else; "
                                "reload it")
