@@ -354,3 +354,46 @@ def test_a_busy_database_is_a_503_to_retry_and_changes_nothing(
     again = http.post("/api/v1/exchange/updates", data=body, headers=signed)
     assert again.status_code == 200 and again.json["state"] == "handling"
     assert http.post("/api/v1/orders", json=REPORT, headers=operator).status_code == 201
+
+
+def test_merge_and_extension_honour_expected_version_like_every_action(client) -> None:
+    """A merge or an extension decided on an old version of the order is refused with 409
+    and changes nothing; on the current version it goes through."""
+    http, sessions = client
+    operator = _user(sessions, "受理员", "operator")
+    chief = _user(sessions, "值班长", "shift_chief")
+    first = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+    second = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+    assert http.post(f"/api/v1/orders/{second}/actions/request_verification", json={},
+                     headers=operator).json["version"] == 2
+
+    def order(case: str) -> dict[str, Any]:
+        return http.get(f"/api/v1/orders/{case}").json
+
+    kept = order(second)
+    stale = http.post(f"/api/v1/orders/{second}/actions/merge",
+                      json={"into": first, "expected_version": 1}, headers=chief)
+    assert stale.status_code == 409 and "changed since version 1" in stale.json["detail"]
+    assert order(second) == kept  # still verifying, version 2, the same history
+    merged = http.post(f"/api/v1/orders/{second}/actions/merge",
+                       json={"into": first, "expected_version": 2}, headers=chief)
+    assert merged.status_code == 200 and merged.json["state"] == "merged"
+
+    for action, role in (("open", "shift_chief"), ("dispatch", "dispatcher"),
+                         ("sign", "department")):
+        assert http.post(f"/api/v1/orders/{first}/actions/{action}", json={},
+                         headers=_user(sessions, role, role)).status_code == 200
+    kept = order(first)
+    assert kept["version"] == 4
+    stale = http.post(f"/api/v1/orders/{first}/actions/grant_extension",
+                      json={"amount": 2, "expected_version": 3}, headers=chief)
+    assert stale.status_code == 409 and "changed since version 3" in stale.json["detail"]
+    assert order(first) == kept  # the handling clock was not extended
+    granted = http.post(f"/api/v1/orders/{first}/actions/grant_extension",
+                        json={"amount": 2, "expected_version": 4}, headers=chief)
+    assert granted.status_code == 200
+    handle = [d for d in granted.json["deadlines"] if d["step"] == "handle"]
+    assert handle[0]["extensions"] == 1
+    assert http.post(f"/api/v1/orders/{first}/actions/grant_extension",
+                     json={"amount": 2, "expected_version": "5"},
+                     headers=chief).status_code == 400

@@ -210,14 +210,15 @@ def take_action(case_number: str, action: str) -> Any:
             policy = _policy()
             if action == "merge":
                 order = service.merge(session, case_number, _text(body, "into"),
-                                      actor=who.name, role=role, note=note, policy=policy,
-                                      now=_now())
+                                      actor=who.name, role=role, note=note,
+                                      expected_version=version, policy=policy, now=_now())
             elif action == "grant_extension":
                 amount = body.get("amount")
                 if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
                     abort(400, "amount: the extension, a whole number of the step's units")
                 order = service.grant_extension(session, case_number, amount, actor=who.name,
-                                                role=role, note=note, policy=policy,
+                                                role=role, note=note,
+                                                expected_version=version, policy=policy,
                                                 now=_now())
             else:
                 order = service.transition(session, case_number, action, actor=who.name,

@@ -269,11 +269,13 @@ def _after_move(session: Session, order: WorkOrder, action: str, policy: Policy,
 
 def grant_extension(session: Session, case_number: str, amount: int, *, actor: str,
                     role: str, note: str = "", step: str = "handle",
-                    policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
+                    expected_version: int | None = None, policy: Policy = DEFAULT_POLICY,
+                    now: datetime) -> WorkOrder:
     """延期: the shift chief grants the department `amount` more (in the step's own units)
     on the running clock; the due time only ever moves later."""
     order = transition(session, case_number, "grant_extension", actor=actor, role=role,
-                       note=note or f"延期 {amount}", policy=policy, now=now)
+                       note=note or f"延期 {amount}", expected_version=expected_version,
+                       policy=policy, now=now)
     try:
         deadlines.extend(session, order, step, amount, now, policy.calendar(session),
                          policy.yellow_percent)
@@ -283,9 +285,11 @@ def grant_extension(session: Session, case_number: str, amount: int, *, actor: s
 
 
 def merge(session: Session, case_number: str, into: str, *, actor: str, role: str,
-          note: str = "", policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
+          note: str = "", expected_version: int | None = None,
+          policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
     """并单: fold a repeat report into the open order it repeats; the citizen's report stays
-    readable on the merged order, which points at the surviving one."""
+    readable on the merged order, which points at the surviving one. `expected_version`
+    is the merged order's."""
     if not into:
         raise OrderError("merge: 'into', the case number to merge into, is needed")
     if into == case_number:
@@ -294,7 +298,8 @@ def merge(session: Session, case_number: str, into: str, *, actor: str, role: st
     if target.state not in workflow.OPEN:
         raise OrderError(f"merge: work order {into} is {target.state}, not open")
     order = transition(session, case_number, "merge", actor=actor, role=role,
-                       note=note or f"并入 {into}", policy=policy, now=now)
+                       note=note or f"并入 {into}", expected_version=expected_version,
+                       policy=policy, now=now)
     order.merged_into = into
     session.flush()
     return order
