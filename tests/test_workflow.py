@@ -150,6 +150,64 @@ def test_two_concurrent_moves_cannot_both_win(sessions) -> None:  # type: ignore
         assert order.state == {"open": "opened", "void": "voided"}[steps[1].action]
 
 
+def test_cross_merges_at_once_leave_exactly_one_report_alive(sessions) -> None:  # type: ignore[no-untyped-def]
+    """A into B and B into A at the same moment, many rounds: exactly one merge is taken,
+    the other is refused, and the surviving order is open and points nowhere."""
+    for _ in range(10):
+        first, second = _open(sessions), _open(sessions)
+        barrier = threading.Barrier(2)
+        outcomes: dict[str, str] = {}
+
+        def merge(source: str, target: str, barrier: threading.Barrier = barrier,
+                  outcomes: dict[str, str] = outcomes) -> None:
+            try:
+                barrier.wait(5)
+                with transaction(sessions) as session:
+                    service.merge(session, source, target, actor="值班长",
+                                  role=workflow.SHIFT_CHIEF, now=NOW)
+                outcomes[source] = "merged"
+            except WorkflowError as exc:
+                outcomes[source] = "refused" if "not open" in str(exc) else repr(exc)
+            except BaseException as exc:  # reported below, not lost in the thread
+                outcomes[source] = repr(exc)
+
+        threads = [threading.Thread(target=merge, args=pair)
+                   for pair in ((first, second), (second, first))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(outcomes.values()) == ["merged", "refused"], outcomes
+        merged = next(n for n, o in outcomes.items() if o == "merged")
+        alive = first if merged == second else second
+        with sessions() as session:
+            gone, kept = service.get_order(session, merged), service.get_order(session, alive)
+            assert (gone.state, gone.merged_into) == ("merged", alive)
+            assert (kept.state, kept.merged_into, kept.version) == ("intake", "", 1)
+            assert [e.action for e in service.history(session, alive)] == ["create"]
+
+
+def test_a_merge_chain_never_closes_into_a_cycle(sessions) -> None:  # type: ignore[no-untyped-def]
+    a, b, c = _open(sessions), _open(sessions), _open(sessions)
+
+    def merge(source: str, target: str) -> None:
+        with transaction(sessions) as session:
+            service.merge(session, source, target, actor="值班长", role=workflow.SHIFT_CHIEF,
+                          now=NOW)
+
+    merge(a, b)
+    merge(b, c)  # a -> b -> c
+    for source, target in ((c, a), (c, b)):
+        with pytest.raises(WorkflowError, match=f"{target} is merged, not open"):
+            merge(source, target)
+    with pytest.raises(service.OrderNotFound, match="209912319999"):
+        merge(c, "209912319999")
+    with sessions() as session:
+        assert [(o.case_number, o.state, o.merged_into) for o in session.scalars(
+            select(WorkOrder).order_by(WorkOrder.id))] == [
+            (a, "merged", b), (b, "merged", c), (c, "intake", "")]
+
+
 def test_a_locked_database_is_busy_not_a_change_by_someone_else(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """SQLite's "database is locked" says nothing about the order: it reaches the caller as
     storage busy (the web layer's 503, try again), never as ConcurrentChange (409, reload

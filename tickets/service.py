@@ -294,15 +294,32 @@ def merge(session: Session, case_number: str, into: str, *, actor: str, role: st
         raise OrderError("merge: 'into', the case number to merge into, is needed")
     if into == case_number:
         raise OrderError("merge: an order cannot be merged into itself")
-    target = _order(session, into)
+    # Both orders locked and read afresh, or A into B and B into A at the same moment both
+    # find their target open and both reports end up merged. An open target is never
+    # merged, so a chain of merges never closes into a cycle.
+    target = _locked(session, into, case_number)[into]
     if target.state not in workflow.OPEN:
-        raise OrderError(f"merge: work order {into} is {target.state}, not open")
+        raise workflow.WorkflowError(f"merge: work order {into} is {target.state}, not open")
     order = transition(session, case_number, "merge", actor=actor, role=role,
                        note=note or f"并入 {into}", expected_version=expected_version,
                        policy=policy, now=now)
     order.merged_into = into
     session.flush()
     return order
+
+
+def _locked(session: Session, *case_numbers: str) -> dict[str, WorkOrder]:
+    """The orders, read afresh and locked until the transaction ends: SELECT ... FOR UPDATE
+    in id order on PostgreSQL, so two transactions locking the same orders cannot
+    deadlock; on SQLite the write transaction already holds the database (hotline.db)."""
+    found = {o.case_number: o for o in session.scalars(
+        select(WorkOrder).where(WorkOrder.case_number.in_(case_numbers))
+        .order_by(WorkOrder.id).with_for_update()
+        .execution_options(populate_existing=True))}
+    for number in case_numbers:
+        if number not in found:
+            raise OrderNotFound(f"no work order {number[:20]!r}")
+    return found
 
 
 def _order(session: Session, case_number: str) -> WorkOrder:
