@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from hotline.db import make_engine, session_factory, transaction, upgrade
 from hotline.live import connect_redis
 from hotline.web import create_app
 from tests.conftest import REDIS_SERVER_URL, make_settings
-from tickets import catalogue, exchange, geo
+from tickets import catalogue, exchange, geo, service
 from tickets.models import InboundUpdate, WorkOrder, WorkOrderEvent
 from tickets.workflow import ROLES, SYSTEM
 
@@ -280,16 +281,30 @@ def test_an_agent_finishes_a_survey_from_the_callback_list(client) -> None:
     assert http.get(f"/api/v1/orders/{case}").json["state"] == "handling"
 
 
+def _handling(http: FlaskClient, sessions: Any) -> str:
+    """An order signed for by the department, so the department may act on it."""
+    operator = _user(sessions, "受理员", "operator")
+    case = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+    for action, role in (("open", "shift_chief"), ("dispatch", "dispatcher"),
+                         ("sign", "department")):
+        assert http.post(f"/api/v1/orders/{case}/actions/{action}", json={},
+                         headers=_user(sessions, role, role)).status_code == 200
+    return case
+
+
+PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40  # a JPEG's start, then bytes
+
+
 def test_a_department_adds_a_photo_once_and_junk_or_huge_uploads_are_refused(client) -> None:
     http, sessions = client
-    operator = _user(sessions, "受理员", "operator")
     department = {**_user(sessions, "环卫局", "department"), "Content-Type": "image/jpeg"}
-    case = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
-    photo = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
+    case = _handling(http, sessions)
+    photo = PHOTO
     path = f"/api/v1/orders/{case}/photos"
     first = http.post(path, data=photo, headers=department)
     assert first.status_code == 201 and first.json["bytes"] == len(photo)
-    assert http.post(path, data=photo, headers=department).json == first.json
+    again = http.post(path, data=photo, headers=department)  # the same bytes: kept already
+    assert again.status_code == 200 and again.json == first.json
     assert http.post(path, data=photo, headers={
         "Content-Type": "image/jpeg"}).status_code == 401
     assert http.post(path, data=b"<svg onload=alert(1)>", headers={
@@ -301,7 +316,7 @@ def test_a_department_adds_a_photo_once_and_junk_or_huge_uploads_are_refused(cli
     assert http.post("/api/v1/orders/000000000000/photos", data=photo,
                      headers=department).status_code == 404
     kept = http.get(f"/api/v1/orders/{case}").json["attachments"]
-    assert [(a["kind"], a["bytes"]) for a in kept] == [("photo", len(photo))] * 2
+    assert [(a["kind"], a["bytes"]) for a in kept] == [("photo", len(photo))]
 
 
 def test_a_busy_database_is_a_503_to_retry_and_changes_nothing(
@@ -397,3 +412,91 @@ def test_merge_and_extension_honour_expected_version_like_every_action(client) -
     assert http.post(f"/api/v1/orders/{first}/actions/grant_extension",
                      json={"amount": 2, "expected_version": "5"},
                      headers=chief).status_code == 400
+
+
+def test_only_who_may_act_now_adds_photos_and_none_once_the_order_is_finished(
+        client, tmp_path: Path) -> None:
+    """403 for a user none of whose roles may act on the order in its present state
+    (workflow.allowed), 409 on a voided, merged, closed or evaluated order whoever asks;
+    a refused photo leaves no attachment and no file."""
+    http, sessions = client
+    operator = _user(sessions, "受理员", "operator")
+    department = _user(sessions, "环卫局", "department")
+    both = _user(sessions, "派遣兼部门", "dispatcher", "department")
+    chief = _user(sessions, "值班长", "shift_chief")
+
+    def photo(number: str, content: bytes, who: dict[str, str]) -> Any:
+        return http.post(f"/api/v1/orders/{number}/photos", data=content,
+                         headers={**who, "Content-Type": "image/jpeg"})
+
+    case = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+    for who in (department, both):  # nothing a dispatcher or a department does in intake
+        refused = photo(case, PHOTO, who)
+        assert refused.status_code == 403 and "while it is intake" in refused.json["detail"]
+    assert http.get(f"/api/v1/orders/{case}").json["attachments"] == []
+    assert not (tmp_path / "attachments").exists()
+    assert photo(case, PHOTO, operator).status_code == 201  # may send it for verification
+    http.post(f"/api/v1/orders/{case}/actions/open", json={}, headers=chief)
+    http.post(f"/api/v1/orders/{case}/actions/dispatch", json={}, headers=both)
+    other = PHOTO + b"\x01"
+    assert photo(case, other, operator).status_code == 403  # nothing to do when dispatched
+    assert photo(case, other, both).status_code == 201  # may sign for it as the department
+
+    def finished(how: list[tuple[str, str]], into: str = "") -> str:
+        number = http.post("/api/v1/orders", json=REPORT,
+                           headers=operator).json["case_number"]
+        for action, role in how:
+            reply = http.post(f"/api/v1/orders/{number}/actions/{action}",
+                              json={"into": into} if into else {},
+                              headers=_user(sessions, role, role))
+            assert reply.status_code == 200, reply.json
+        return number
+
+    loop = [("open", "shift_chief"), ("dispatch", "dispatcher"), ("sign", "department"),
+            ("feedback", "department"), ("request_check", "dispatcher"),
+            ("check_passed", "supervisor"), ("close", "shift_chief")]
+    ends = {"voided": finished([("void", "shift_chief")]),
+            "merged": finished([("merge", "shift_chief")], into=case),
+            "closed": finished(loop),
+            "evaluated": finished([*loop, ("evaluate", "operator")])}
+    for state, number in ends.items():
+        for who in (chief, operator, department):  # the chief may still reopen a closed one
+            refused = photo(number, PHOTO + b"\x02", who)
+            assert refused.status_code == 409, (state, refused.json)
+            assert f"is {state}" in refused.json["detail"]
+        assert http.get(f"/api/v1/orders/{number}").json["attachments"] == []
+    files = [p.name for p in (tmp_path / "attachments").rglob("*") if p.is_file()]
+    assert len(files) == 2 and not any(name.endswith(".part") for name in files)
+
+
+def test_the_same_photo_sent_twice_at_once_is_one_attachment(client, tmp_path: Path) -> None:
+    """Two uploads of the same bytes at the same moment (each its own transaction), five
+    rounds with a new photo each: one adds it, the other gets the one kept."""
+    http, sessions = client
+    case = _handling(http, sessions)
+    photos = [PHOTO + bytes([n]) for n in range(5)]
+    for content in photos:
+        barrier = threading.Barrier(2)
+        added: list[object] = []
+
+        def upload(content: bytes = content, barrier: threading.Barrier = barrier,
+                   added: list[object] = added) -> None:
+            try:
+                barrier.wait(5)
+                with transaction(sessions) as session:
+                    _, fresh = service.store_photo(session, case, content,
+                                                   tmp_path / "attachments",
+                                                   roles=["department"], now=API_NOW)
+                added.append(fresh)
+            except BaseException as exc:  # reported below, not lost in the thread
+                added.append(repr(exc))
+
+        threads = [threading.Thread(target=upload) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(added, key=str) == [False, True], added
+    kept = http.get(f"/api/v1/orders/{case}").json["attachments"]
+    assert [a["bytes"] for a in kept] == [len(PHOTO) + 1] * 5
+    assert len({a["sha256"] for a in kept}) == 5

@@ -233,7 +233,8 @@ def take_action(case_number: str, action: str) -> Any:
 @orders_api.post("/<case_number>/photos")
 def add_photo(case_number: str) -> Any:
     """A photo for the order (the department's feedback, 处置反馈照片): the raw image bytes,
-    Content-Type image/jpeg, image/png or image/webp."""
+    Content-Type image/jpeg, image/png or image/webp. 201 when added, 200 with the one
+    already kept when the order has these very bytes."""
     who = _who()
     if not who.name:
         abort(401, "Authorization: a bearer token is needed to add photos")
@@ -243,12 +244,13 @@ def add_photo(case_number: str) -> Any:
     settings = current_app.extensions["hotline.settings"]
     try:
         with transaction(_sessions()) as session:
-            row = service.store_photo(session, case_number, request.get_data(cache=False),
-                                      settings.storage.data_dir / "attachments", now=_now())
+            row, added = service.store_photo(
+                session, case_number, request.get_data(cache=False),
+                settings.storage.data_dir / "attachments", roles=who.roles, now=_now())
             answer = {"kind": row.kind, "sha256": row.sha256, "bytes": row.bytes}
     except HotlineError as exc:
         _fail(exc)
-    return jsonify(answer), 201
+    return jsonify(answer), 201 if added else 200
 
 
 @surveys_api.get("/callback-list")
@@ -432,12 +434,16 @@ OPENAPI: dict[str, Any] = {
             "responses": {"200": {"description": "the order after the action", **_JSON_ORDER},
                           **_ERRORS}}},
         "/api/v1/orders/{case_number}/photos": {"post": {
-            "tags": ["orders"], "summary": "Add a photo to an order (处置照片), at most 8 MiB",
+            "tags": ["orders"],
+            "summary": "Add a photo to an order (处置照片), at most 8 MiB: by a role that may "
+                       "act on the order now (403), not once it is finished (409)",
             "parameters": [_CASE],
             "requestBody": {"required": True, "content": {
                 kind: {"schema": {"type": "string", "format": "binary"}}
                 for kind in ("image/jpeg", "image/png", "image/webp")}},
             "responses": {"201": {"description": "kept: its SHA-256 and size"},
+                          "200": {"description": "these bytes were already kept with the "
+                                                 "order: that attachment, not a second"},
                           "413": {"description": "over 8 MiB"},
                           "415": {"description": "not a JPEG, PNG or WebP"}, **_ERRORS}}},
         "/api/v1/surveys/callback-list": {"get": {

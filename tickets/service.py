@@ -12,6 +12,7 @@ import math
 import os
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -376,10 +377,19 @@ _PHOTO_MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"RIFF
 
 
 def store_photo(session: Session, case_number: str, content: bytes, directory: Path, *,
-                now: datetime) -> WorkOrderAttachment:
-    """A photo (e.g. the department's proof of handling, 处置照片) kept with the order:
-    written once under its SHA-256, so the same photo sent twice is one file."""
-    order = _order(session, case_number)
+                roles: Sequence[str], now: datetime) -> tuple[WorkOrderAttachment, bool]:
+    """A photo (e.g. the department's proof of handling, 处置照片) kept with the order by
+    someone holding one of `roles` that may act on it now (workflow.allowed), never once
+    it is finished (voided, merged, closed, evaluated). Written once under its SHA-256:
+    the same photo sent twice is one file and one attachment; the bool says whether this
+    call added it."""
+    order = _locked(session, case_number)[case_number]  # a move or a twin upload waits
+    if order.state in (*workflow.FINAL, "closed", "evaluated"):
+        raise workflow.WorkflowError(f"photo: work order {case_number} is {order.state}; "
+                                     "no photos can be added any more")
+    if not any(workflow.allowed(order.state, role) for role in roles):
+        raise workflow.RoleError(f"photo: {', '.join(roles)[:60] or 'no role'} may not act "
+                                 f"on work order {case_number} while it is {order.state}")
     if not content or len(content) > MAX_PHOTO_BYTES:
         raise OrderError(f"photo: 1 byte to {MAX_PHOTO_BYTES >> 20} MiB")
     suffix = next((ext for magic, ext in _PHOTO_MAGIC if content.startswith(magic)
@@ -387,6 +397,11 @@ def store_photo(session: Session, case_number: str, content: bytes, directory: P
     if suffix is None:
         raise OrderError("photo: a JPEG, PNG or WebP image")
     digest = hashlib.sha256(content).hexdigest()
+    kept = session.scalar(select(WorkOrderAttachment).where(
+        WorkOrderAttachment.order_id == order.id, WorkOrderAttachment.kind == "photo",
+        WorkOrderAttachment.sha256 == digest).order_by(WorkOrderAttachment.id).limit(1))
+    if kept is not None:
+        return kept, False
     target = directory / now.strftime("%Y/%m") / f"{digest}.{suffix}"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -394,7 +409,7 @@ def store_photo(session: Session, case_number: str, content: bytes, directory: P
         partial.write_bytes(content)
         os.replace(partial, target)  # never a half-written photo under the final name
     return attach(session, order.case_number, "photo", str(target), digest, len(content),
-                  now=now)
+                  now=now), True
 
 
 def attachments(session: Session, case_number: str) -> list[WorkOrderAttachment]:
