@@ -242,11 +242,14 @@ def add_photo(case_number: str) -> Any:
     if request.mimetype not in ("image/jpeg", "image/png", "image/webp"):
         abort(415, "Content-Type: image/jpeg, image/png or image/webp")
     settings = current_app.extensions["hotline.settings"]
+    # Read before the transaction: on SQLite it holds the write lock from its start, and a
+    # slow upload must not keep every other writer waiting.
+    content = request.get_data(cache=False)
     try:
         with transaction(_sessions()) as session:
             row, added = service.store_photo(
-                session, case_number, request.get_data(cache=False),
-                settings.storage.data_dir / "attachments", roles=who.roles, now=_now())
+                session, case_number, content, settings.storage.data_dir / "attachments",
+                roles=who.roles, now=_now())
             answer = {"kind": row.kind, "sha256": row.sha256, "bytes": row.bytes}
     except HotlineError as exc:
         _fail(exc)
