@@ -7,18 +7,20 @@ from typing import Any
 
 import redis
 from flask import Flask, jsonify
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from waitress import wasyncore
 from werkzeug.exceptions import HTTPException
 
 from hotline.clock import Clock
 from hotline.config import Settings
+from hotline.db import is_busy
 from telephony import http as telephony_http
 from tickets import http as tickets_http
 
 ROOMS = (telephony_http, tickets_http)
 MAX_REQUEST_BYTES = 1 << 20
-RETRY_AFTER_SECONDS = "2"
+RETRY_AFTER_SECONDS = 1  # a 503's Retry-After: storage busy, the telephony service away
 
 
 def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.Redis,
@@ -43,8 +45,19 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     def http_error(error: HTTPException) -> Any:
         response = jsonify({"error": error.name, "detail": error.description})
         if error.code == 503:  # unavailable for now: say when to come back
-            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response, error.code
+
+    @app.errorhandler(OperationalError)
+    def storage_error(error: OperationalError) -> Any:
+        """Locks held by other writers (SQLite's "database is locked"): the request's
+        transaction was rolled back whole, so the client may simply send it again."""
+        if not is_busy(error):
+            raise error  # a broken or unreachable database stays a 500
+        return (jsonify({"error": "Service Unavailable",
+                         "detail": "storage busy: other changes hold the database; nothing "
+                                   "was changed, send the request again shortly"}),
+                503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
 
     return app
 
@@ -91,6 +104,8 @@ def openapi_document() -> dict[str, Any]:
                     ("Forbidden", "the token's user may not do this (role, privilege)"),
                     ("NotFound", "no such resource"),
                     ("Conflict", "refused in the resource's present state; detail says why"),
-                    ("Unavailable", "the telephony service or Asterisk cannot be reached"))},
+                    ("Unavailable", "the telephony service or Asterisk cannot be reached, "
+                                    "or the database is busy: nothing was changed, send "
+                                    "the request again after Retry-After seconds"))},
         },
     }

@@ -6,6 +6,8 @@ written."""
 from __future__ import annotations
 
 import json
+import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,15 +15,15 @@ from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from hotline.clock import FixedClock
 from hotline.db import make_engine, session_factory, transaction, upgrade
 from hotline.live import connect_redis
 from hotline.web import create_app
 from tests.conftest import REDIS_SERVER_URL, make_settings
-from tickets import catalogue, exchange, geo
-from tickets.models import WorkOrder, WorkOrderEvent
+from tickets import catalogue, exchange, geo, service
+from tickets.models import InboundUpdate, WorkOrder, WorkOrderEvent
 from tickets.workflow import ROLES, SYSTEM
 
 DEMO_GRIDS = Path(__file__).parents[1] / "tickets" / "demo_grids.geojson"
@@ -31,8 +33,19 @@ INSIDE_GRID_01 = (45.7504, 126.6306)  # in 23010300100101 (南岗区 demo street
 
 @pytest.fixture
 def client(database_url: str, tmp_path: Path) -> Iterator[tuple[FlaskClient, Any]]:
+    yield from _client(database_url, tmp_path)
+
+
+@pytest.fixture
+def impatient_client(database_url: str, tmp_path: Path) -> Iterator[tuple[FlaskClient, Any]]:
+    """Its database waits 0.2 s for another writer's lock, not 30."""
+    yield from _client(database_url, tmp_path, lock_wait_s=0.2)
+
+
+def _client(database_url: str, tmp_path: Path,
+            **engine_options: Any) -> Iterator[tuple[FlaskClient, Any]]:
     settings = make_settings(tmp_path, DATABASE_URL=database_url, REDIS_URL=REDIS_SERVER_URL)
-    engine = make_engine(database_url)
+    engine = make_engine(database_url, **engine_options)
     upgrade(engine)
     sessions = session_factory(engine)
     with transaction(sessions) as session:
@@ -268,16 +281,30 @@ def test_an_agent_finishes_a_survey_from_the_callback_list(client) -> None:
     assert http.get(f"/api/v1/orders/{case}").json["state"] == "handling"
 
 
+def _handling(http: FlaskClient, sessions: Any) -> str:
+    """An order signed for by the department, so the department may act on it."""
+    operator = _user(sessions, "受理员", "operator")
+    case = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+    for action, role in (("open", "shift_chief"), ("dispatch", "dispatcher"),
+                         ("sign", "department")):
+        assert http.post(f"/api/v1/orders/{case}/actions/{action}", json={},
+                         headers=_user(sessions, role, role)).status_code == 200
+    return case
+
+
+PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40  # a JPEG's start, then bytes
+
+
 def test_a_department_adds_a_photo_once_and_junk_or_huge_uploads_are_refused(client) -> None:
     http, sessions = client
-    operator = _user(sessions, "受理员", "operator")
     department = {**_user(sessions, "环卫局", "department"), "Content-Type": "image/jpeg"}
-    case = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
-    photo = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 40
+    case = _handling(http, sessions)
+    photo = PHOTO
     path = f"/api/v1/orders/{case}/photos"
     first = http.post(path, data=photo, headers=department)
     assert first.status_code == 201 and first.json["bytes"] == len(photo)
-    assert http.post(path, data=photo, headers=department).json == first.json
+    again = http.post(path, data=photo, headers=department)  # the same bytes: kept already
+    assert again.status_code == 200 and again.json == first.json
     assert http.post(path, data=photo, headers={
         "Content-Type": "image/jpeg"}).status_code == 401
     assert http.post(path, data=b"<svg onload=alert(1)>", headers={
@@ -289,4 +316,187 @@ def test_a_department_adds_a_photo_once_and_junk_or_huge_uploads_are_refused(cli
     assert http.post("/api/v1/orders/000000000000/photos", data=photo,
                      headers=department).status_code == 404
     kept = http.get(f"/api/v1/orders/{case}").json["attachments"]
-    assert [(a["kind"], a["bytes"]) for a in kept] == [("photo", len(photo))] * 2
+    assert [(a["kind"], a["bytes"]) for a in kept] == [("photo", len(photo))]
+
+
+def test_a_busy_database_is_a_503_to_retry_and_changes_nothing(
+        impatient_client, database_url: str, tmp_path: Path) -> None:
+    """Another writer holds the locks longer than the app waits (SQLite: the database's
+    write lock; PostgreSQL: the order's and the day counter's rows). Intake, a move and
+    the platform's update are answered 503 with Retry-After, not "changed by someone
+    else"; nothing is written; readers still read; once the locks go, the same requests
+    go through."""
+    http, sessions = impatient_client
+    settings = make_settings(tmp_path)  # the same data dir: the same generated secret
+    operator = _user(sessions, "受理员", "operator")
+    department = _user(sessions, "环卫局", "department")
+    case = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+    for action, role in (("open", "shift_chief"), ("dispatch", "dispatcher")):
+        assert http.post(f"/api/v1/orders/{case}/actions/{action}", json={},
+                         headers=_user(sessions, role, role)).status_code == 200
+    body = json.dumps({"case_number": case, "action": "sign", "actor": "平台:环卫局"}).encode()
+    stamp = str(int(API_NOW.timestamp()))
+    signed = {"Idempotency-Key": "platform-busy-01", "X-Hotline-Timestamp": stamp,
+              "X-Hotline-Signature": exchange.sign(settings.exchange.webhook_secret, stamp,
+                                                   body),
+              "Content-Type": "application/json"}
+    before = _count(sessions)
+    if database_url.startswith("sqlite"):
+        holder: Any = sqlite3.connect(database_url.removeprefix("sqlite:///"),
+                                      isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+    else:
+        holder = make_engine(database_url).connect()
+        holder.execute(text("SELECT 1 FROM work_orders WHERE case_number = :c FOR UPDATE"),
+                       {"c": case})
+        holder.execute(text("SELECT 1 FROM case_counters FOR UPDATE"))
+    try:
+        for reply in (http.post("/api/v1/orders", json=REPORT, headers=operator),
+                      http.post(f"/api/v1/orders/{case}/actions/sign", json={},
+                                headers=department),
+                      http.post("/api/v1/exchange/updates", data=body, headers=signed)):
+            assert reply.status_code == 503, reply.json
+            assert reply.headers["Retry-After"] == "1"
+            assert "busy" in reply.json["detail"] and "again" in reply.json["detail"]
+        seen = http.get(f"/api/v1/orders/{case}")  # a reader does not wait for the writer
+        assert seen.status_code == 200 and seen.json["state"] == "dispatched"
+    finally:
+        holder.rollback()
+        holder.close()
+    assert _count(sessions) == before
+    with sessions() as session:
+        assert session.scalar(select(func.count(InboundUpdate.id))) == 0
+    again = http.post("/api/v1/exchange/updates", data=body, headers=signed)
+    assert again.status_code == 200 and again.json["state"] == "handling"
+    assert http.post("/api/v1/orders", json=REPORT, headers=operator).status_code == 201
+
+
+def test_merge_and_extension_honour_expected_version_like_every_action(client) -> None:
+    """A merge or an extension decided on an old version of the order is refused with 409
+    and changes nothing; on the current version it goes through."""
+    http, sessions = client
+    operator = _user(sessions, "受理员", "operator")
+    chief = _user(sessions, "值班长", "shift_chief")
+    first = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+    second = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+    assert http.post(f"/api/v1/orders/{second}/actions/request_verification", json={},
+                     headers=operator).json["version"] == 2
+
+    def order(case: str) -> dict[str, Any]:
+        return http.get(f"/api/v1/orders/{case}").json
+
+    kept = order(second)
+    stale = http.post(f"/api/v1/orders/{second}/actions/merge",
+                      json={"into": first, "expected_version": 1}, headers=chief)
+    assert stale.status_code == 409 and "changed since version 1" in stale.json["detail"]
+    assert order(second) == kept  # still verifying, version 2, the same history
+    merged = http.post(f"/api/v1/orders/{second}/actions/merge",
+                       json={"into": first, "expected_version": 2}, headers=chief)
+    assert merged.status_code == 200 and merged.json["state"] == "merged"
+
+    for action, role in (("open", "shift_chief"), ("dispatch", "dispatcher"),
+                         ("sign", "department")):
+        assert http.post(f"/api/v1/orders/{first}/actions/{action}", json={},
+                         headers=_user(sessions, role, role)).status_code == 200
+    kept = order(first)
+    assert kept["version"] == 4
+    stale = http.post(f"/api/v1/orders/{first}/actions/grant_extension",
+                      json={"amount": 2, "expected_version": 3}, headers=chief)
+    assert stale.status_code == 409 and "changed since version 3" in stale.json["detail"]
+    assert order(first) == kept  # the handling clock was not extended
+    granted = http.post(f"/api/v1/orders/{first}/actions/grant_extension",
+                        json={"amount": 2, "expected_version": 4}, headers=chief)
+    assert granted.status_code == 200
+    handle = [d for d in granted.json["deadlines"] if d["step"] == "handle"]
+    assert handle[0]["extensions"] == 1
+    assert http.post(f"/api/v1/orders/{first}/actions/grant_extension",
+                     json={"amount": 2, "expected_version": "5"},
+                     headers=chief).status_code == 400
+
+
+def test_only_who_may_act_now_adds_photos_and_none_once_the_order_is_finished(
+        client, tmp_path: Path) -> None:
+    """403 for a user none of whose roles may act on the order in its present state
+    (workflow.allowed), 409 on a voided, merged, closed or evaluated order whoever asks;
+    a refused photo leaves no attachment and no file."""
+    http, sessions = client
+    operator = _user(sessions, "受理员", "operator")
+    department = _user(sessions, "环卫局", "department")
+    both = _user(sessions, "派遣兼部门", "dispatcher", "department")
+    chief = _user(sessions, "值班长", "shift_chief")
+
+    def photo(number: str, content: bytes, who: dict[str, str]) -> Any:
+        return http.post(f"/api/v1/orders/{number}/photos", data=content,
+                         headers={**who, "Content-Type": "image/jpeg"})
+
+    case = http.post("/api/v1/orders", json=REPORT, headers=operator).json["case_number"]
+    for who in (department, both):  # nothing a dispatcher or a department does in intake
+        refused = photo(case, PHOTO, who)
+        assert refused.status_code == 403 and "while it is intake" in refused.json["detail"]
+    assert http.get(f"/api/v1/orders/{case}").json["attachments"] == []
+    assert not (tmp_path / "attachments").exists()
+    assert photo(case, PHOTO, operator).status_code == 201  # may send it for verification
+    http.post(f"/api/v1/orders/{case}/actions/open", json={}, headers=chief)
+    http.post(f"/api/v1/orders/{case}/actions/dispatch", json={}, headers=both)
+    other = PHOTO + b"\x01"
+    assert photo(case, other, operator).status_code == 403  # nothing to do when dispatched
+    assert photo(case, other, both).status_code == 201  # may sign for it as the department
+
+    def finished(how: list[tuple[str, str]], into: str = "") -> str:
+        number = http.post("/api/v1/orders", json=REPORT,
+                           headers=operator).json["case_number"]
+        for action, role in how:
+            reply = http.post(f"/api/v1/orders/{number}/actions/{action}",
+                              json={"into": into} if into else {},
+                              headers=_user(sessions, role, role))
+            assert reply.status_code == 200, reply.json
+        return number
+
+    loop = [("open", "shift_chief"), ("dispatch", "dispatcher"), ("sign", "department"),
+            ("feedback", "department"), ("request_check", "dispatcher"),
+            ("check_passed", "supervisor"), ("close", "shift_chief")]
+    ends = {"voided": finished([("void", "shift_chief")]),
+            "merged": finished([("merge", "shift_chief")], into=case),
+            "closed": finished(loop),
+            "evaluated": finished([*loop, ("evaluate", "operator")])}
+    for state, number in ends.items():
+        for who in (chief, operator, department):  # the chief may still reopen a closed one
+            refused = photo(number, PHOTO + b"\x02", who)
+            assert refused.status_code == 409, (state, refused.json)
+            assert f"is {state}" in refused.json["detail"]
+        assert http.get(f"/api/v1/orders/{number}").json["attachments"] == []
+    files = [p.name for p in (tmp_path / "attachments").rglob("*") if p.is_file()]
+    assert len(files) == 2 and not any(name.endswith(".part") for name in files)
+
+
+def test_the_same_photo_sent_twice_at_once_is_one_attachment(client, tmp_path: Path) -> None:
+    """Two uploads of the same bytes at the same moment (each its own transaction), five
+    rounds with a new photo each: one adds it, the other gets the one kept."""
+    http, sessions = client
+    case = _handling(http, sessions)
+    photos = [PHOTO + bytes([n]) for n in range(5)]
+    for content in photos:
+        barrier = threading.Barrier(2)
+        added: list[object] = []
+
+        def upload(content: bytes = content, barrier: threading.Barrier = barrier,
+                   added: list[object] = added) -> None:
+            try:
+                barrier.wait(5)
+                with transaction(sessions) as session:
+                    _, fresh = service.store_photo(session, case, content,
+                                                   tmp_path / "attachments",
+                                                   roles=["department"], now=API_NOW)
+                added.append(fresh)
+            except BaseException as exc:  # reported below, not lost in the thread
+                added.append(repr(exc))
+
+        threads = [threading.Thread(target=upload) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(added, key=str) == [False, True], added
+    kept = http.get(f"/api/v1/orders/{case}").json["attachments"]
+    assert [a["bytes"] for a in kept] == [len(PHOTO) + 1] * 5
+    assert len({a["sha256"] for a in kept}) == 5

@@ -4,6 +4,7 @@ roles, two concurrent moves on one order, and hostile input; on SQLite and Postg
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -11,8 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
-from hotline.db import make_engine, session_factory, transaction, upgrade
+from hotline.db import is_busy, make_engine, session_factory, transaction, upgrade
 from tickets import catalogue, deadlines, service, workflow
 from tickets.models import WorkOrder, WorkOrderEvent
 from tickets.workflow import ACTIONS, ROLES, STATES, WorkflowError
@@ -110,33 +112,127 @@ def test_a_forbidden_move_is_refused_and_writes_nothing(sessions) -> None:  # ty
 
 
 def test_two_concurrent_moves_cannot_both_win(sessions) -> None:  # type: ignore[no-untyped-def]
-    number = _open(sessions)
-    barrier = threading.Barrier(2)
-    outcomes: list[str] = []
+    """Two desks decided on the same version of the order and act at the same moment:
+    exactly one move is taken, the other is told the order changed; many rounds. (Each
+    write transaction takes SQLite's write lock at BEGIN, so the loser does not fail
+    halfway on SQLite; it finds the order moved.)"""
+    for _ in range(10):
+        number = _open(sessions)
+        with sessions() as session:  # what both desks show
+            seen = service.get_order(session, number).version
+        barrier = threading.Barrier(2)
+        outcomes: list[str] = []
 
-    def move(action: str) -> None:
-        try:
-            with transaction(sessions) as session:
-                session.scalar(select(WorkOrder.version).where(
-                    WorkOrder.case_number == number))
+        def move(action: str, number: str = number, seen: int = seen,
+                 barrier: threading.Barrier = barrier, outcomes: list[str] = outcomes) -> None:
+            try:
                 barrier.wait(5)
-                service.transition(session, number, action, actor=action,
-                                   role=workflow.SHIFT_CHIEF, now=NOW)
-            outcomes.append(action)
-        except service.ConcurrentChange:
-            outcomes.append("lost")
+                with transaction(sessions) as session:
+                    service.transition(session, number, action, actor=action,
+                                       role=workflow.SHIFT_CHIEF, expected_version=seen,
+                                       now=NOW)
+                outcomes.append(action)
+            except service.ConcurrentChange:
+                outcomes.append("lost")
+            except BaseException as exc:  # reported below, not lost in the thread
+                outcomes.append(repr(exc))
 
-    threads = [threading.Thread(target=move, args=(a,)) for a in ("open", "void")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert outcomes.count("lost") == 1
+        threads = [threading.Thread(target=move, args=(a,)) for a in ("open", "void")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(outcomes) in (["lost", "open"], ["lost", "void"]), outcomes
+        with sessions() as session:
+            steps = service.history(session, number)
+            order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == number))
+        assert len(steps) == 2 and order.version == 2
+        assert order.state == {"open": "opened", "void": "voided"}[steps[1].action]
+
+
+def test_cross_merges_at_once_leave_exactly_one_report_alive(sessions) -> None:  # type: ignore[no-untyped-def]
+    """A into B and B into A at the same moment, many rounds: exactly one merge is taken,
+    the other is refused, and the surviving order is open and points nowhere."""
+    for _ in range(10):
+        first, second = _open(sessions), _open(sessions)
+        barrier = threading.Barrier(2)
+        outcomes: dict[str, str] = {}
+
+        def merge(source: str, target: str, barrier: threading.Barrier = barrier,
+                  outcomes: dict[str, str] = outcomes) -> None:
+            try:
+                barrier.wait(5)
+                with transaction(sessions) as session:
+                    service.merge(session, source, target, actor="值班长",
+                                  role=workflow.SHIFT_CHIEF, now=NOW)
+                outcomes[source] = "merged"
+            except WorkflowError as exc:
+                outcomes[source] = "refused" if "not open" in str(exc) else repr(exc)
+            except BaseException as exc:  # reported below, not lost in the thread
+                outcomes[source] = repr(exc)
+
+        threads = [threading.Thread(target=merge, args=pair)
+                   for pair in ((first, second), (second, first))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(outcomes.values()) == ["merged", "refused"], outcomes
+        merged = next(n for n, o in outcomes.items() if o == "merged")
+        alive = first if merged == second else second
+        with sessions() as session:
+            gone, kept = service.get_order(session, merged), service.get_order(session, alive)
+            assert (gone.state, gone.merged_into) == ("merged", alive)
+            assert (kept.state, kept.merged_into, kept.version) == ("intake", "", 1)
+            assert [e.action for e in service.history(session, alive)] == ["create"]
+
+
+def test_a_merge_chain_never_closes_into_a_cycle(sessions) -> None:  # type: ignore[no-untyped-def]
+    a, b, c = _open(sessions), _open(sessions), _open(sessions)
+
+    def merge(source: str, target: str) -> None:
+        with transaction(sessions) as session:
+            service.merge(session, source, target, actor="值班长", role=workflow.SHIFT_CHIEF,
+                          now=NOW)
+
+    merge(a, b)
+    merge(b, c)  # a -> b -> c
+    for source, target in ((c, a), (c, b)):
+        with pytest.raises(WorkflowError, match=f"{target} is merged, not open"):
+            merge(source, target)
+    with pytest.raises(service.OrderNotFound, match="209912319999"):
+        merge(c, "209912319999")
     with sessions() as session:
-        steps = service.history(session, number)
-        order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == number))
-    assert len(steps) == 2 and order.version == 2
-    assert order.state == {"open": "opened", "void": "voided"}[steps[1].action]
+        assert [(o.case_number, o.state, o.merged_into) for o in session.scalars(
+            select(WorkOrder).order_by(WorkOrder.id))] == [
+            (a, "merged", b), (b, "merged", c), (c, "intake", "")]
+
+
+def test_a_locked_database_is_busy_not_a_change_by_someone_else(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SQLite's "database is locked" says nothing about the order: it reaches the caller as
+    storage busy (the web layer's 503, try again), never as ConcurrentChange (409, reload
+    and decide again)."""
+    path = tmp_path / "h.db"
+    engine = make_engine(f"sqlite:///{path}", lock_wait_s=0.1)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    number = _open(sessions)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(OperationalError) as caught, sessions() as session:
+            service.transition(session, number, "open", actor="x", role=workflow.SHIFT_CHIEF,
+                               now=NOW)  # a plain session: the lock is met at the UPDATE
+        assert is_busy(caught.value)
+        with pytest.raises(OperationalError) as caught, transaction(sessions) as session:
+            service.transition(session, number, "open", actor="x", role=workflow.SHIFT_CHIEF,
+                               now=NOW)  # a write transaction: met at BEGIN
+        assert is_busy(caught.value)
+    finally:
+        holder.rollback()
+        holder.close()
+    with sessions() as session:
+        assert service.get_order(session, number).version == 1
 
 
 @pytest.mark.parametrize(("fields", "names"), [

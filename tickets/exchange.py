@@ -55,7 +55,8 @@ USER_AGENT = "hotline12319-exchange/1"
 
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_.]{0,39}")
 _IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:~+/=-]{8,80}")
-_CASE_NUMBER = re.compile(r"[0-9]{12}")
+# YYYYMMDD and the day's count: 4 digits, more after the 9,999th order of a day.
+_CASE_NUMBER = re.compile(r"[0-9]{12,16}")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # as the service drops them
 # Bidi embeddings, overrides and isolates can make a note read differently on the desk than
 # what was stored; the service already drops C0 controls.
@@ -504,7 +505,7 @@ def _parse(body: bytes) -> _Request:
                             f"{', '.join(sorted(_INBOUND_FIELDS))}")
     number = data.get("case_number")
     if not isinstance(number, str) or not _CASE_NUMBER.fullmatch(number):
-        raise _Refused(400, "case_number: the 12-digit case number expected")
+        raise _Refused(400, "case_number: the case number, 12 to 16 digits, expected")
     action = data.get("action")
     if action not in INBOUND_ACTIONS:
         raise _Refused(400, f"action: one of {', '.join(INBOUND_ACTIONS)}")

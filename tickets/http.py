@@ -210,14 +210,15 @@ def take_action(case_number: str, action: str) -> Any:
             policy = _policy()
             if action == "merge":
                 order = service.merge(session, case_number, _text(body, "into"),
-                                      actor=who.name, role=role, note=note, policy=policy,
-                                      now=_now())
+                                      actor=who.name, role=role, note=note,
+                                      expected_version=version, policy=policy, now=_now())
             elif action == "grant_extension":
                 amount = body.get("amount")
                 if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
                     abort(400, "amount: the extension, a whole number of the step's units")
                 order = service.grant_extension(session, case_number, amount, actor=who.name,
-                                                role=role, note=note, policy=policy,
+                                                role=role, note=note,
+                                                expected_version=version, policy=policy,
                                                 now=_now())
             else:
                 order = service.transition(session, case_number, action, actor=who.name,
@@ -232,7 +233,8 @@ def take_action(case_number: str, action: str) -> Any:
 @orders_api.post("/<case_number>/photos")
 def add_photo(case_number: str) -> Any:
     """A photo for the order (the department's feedback, 处置反馈照片): the raw image bytes,
-    Content-Type image/jpeg, image/png or image/webp."""
+    Content-Type image/jpeg, image/png or image/webp. 201 when added, 200 with the one
+    already kept when the order has these very bytes."""
     who = _who()
     if not who.name:
         abort(401, "Authorization: a bearer token is needed to add photos")
@@ -240,14 +242,18 @@ def add_photo(case_number: str) -> Any:
     if request.mimetype not in ("image/jpeg", "image/png", "image/webp"):
         abort(415, "Content-Type: image/jpeg, image/png or image/webp")
     settings = current_app.extensions["hotline.settings"]
+    # Read before the transaction: on SQLite it holds the write lock from its start, and a
+    # slow upload must not keep every other writer waiting.
+    content = request.get_data(cache=False)
     try:
         with transaction(_sessions()) as session:
-            row = service.store_photo(session, case_number, request.get_data(cache=False),
-                                      settings.storage.data_dir / "attachments", now=_now())
+            row, added = service.store_photo(
+                session, case_number, content, settings.storage.data_dir / "attachments",
+                roles=who.roles, now=_now())
             answer = {"kind": row.kind, "sha256": row.sha256, "bytes": row.bytes}
     except HotlineError as exc:
         _fail(exc)
-    return jsonify(answer), 201
+    return jsonify(answer), 201 if added else 200
 
 
 @surveys_api.get("/callback-list")
@@ -342,8 +348,9 @@ _ORDER = {
     "type": "object",
     "required": ["case_number", "state", "version", "appeal_type", "description"],
     "properties": {
-        "case_number": {"type": "string", "pattern": "^[0-9]{12}$",
-                        "description": "案件编号 YYYYMMDDNNNN"},
+        "case_number": {"type": "string", "pattern": "^[0-9]{12,16}$",
+                        "description": "案件编号 YYYYMMDDNNNN: the local day and its count, "
+                                       "more than 4 digits after the 9,999th of a day"},
         "state": {"type": "string", "enum": list(workflow.STATES)},
         "version": {"type": "integer", "description": "for expected_version"},
         "appeal_type": {"type": "string", "enum": list(APPEAL_TYPES)},
@@ -388,7 +395,7 @@ _NEW_ORDER = {
 }
 _ERRORS = {code: {"$ref": f"#/components/responses/{name}"} for code, name in (
     ("400", "BadRequest"), ("401", "Unauthorized"), ("403", "Forbidden"), ("404", "NotFound"),
-    ("409", "Conflict"))}
+    ("409", "Conflict"), ("503", "Unavailable"))}
 _CASE = {"name": "case_number", "in": "path", "required": True, "schema": {"type": "string"}}
 _JSON_ORDER = {"content": {"application/json": {"schema": {
     "$ref": "#/components/schemas/WorkOrder"}}}}
@@ -430,12 +437,16 @@ OPENAPI: dict[str, Any] = {
             "responses": {"200": {"description": "the order after the action", **_JSON_ORDER},
                           **_ERRORS}}},
         "/api/v1/orders/{case_number}/photos": {"post": {
-            "tags": ["orders"], "summary": "Add a photo to an order (处置照片), at most 8 MiB",
+            "tags": ["orders"],
+            "summary": "Add a photo to an order (处置照片), at most 8 MiB: by a role that may "
+                       "act on the order now (403), not once it is finished (409)",
             "parameters": [_CASE],
             "requestBody": {"required": True, "content": {
                 kind: {"schema": {"type": "string", "format": "binary"}}
                 for kind in ("image/jpeg", "image/png", "image/webp")}},
             "responses": {"201": {"description": "kept: its SHA-256 and size"},
+                          "200": {"description": "these bytes were already kept with the "
+                                                 "order: that attachment, not a second"},
                           "413": {"description": "over 8 MiB"},
                           "415": {"description": "not a JPEG, PNG or WebP"}, **_ERRORS}}},
         "/api/v1/surveys/callback-list": {"get": {

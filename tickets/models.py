@@ -32,6 +32,21 @@ class CalendarDay(Base):
     note: Mapped[str] = mapped_column(String(100), default="")
 
 
+# A case number (案件编号) is YYYYMMDD and the day's count: 4 digits for the first 9,999
+# orders of a local day, more on a day with more (a storm, a water cut).
+CASE_NUMBER_LENGTH = 16
+
+
+class CaseCounter(Base):
+    """The last case number given out on one local day: the next opening that day takes
+    the one after, by a single update of this row in its own transaction."""
+
+    __tablename__ = "case_counters"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    last_number: Mapped[int] = mapped_column(Integer)
+
+
 class WorkOrder(Base):
     """A work order (工单): one citizen's problem across every channel, with its case
     number (案件编号), running through the shared case workflow."""
@@ -39,7 +54,7 @@ class WorkOrder(Base):
     __tablename__ = "work_orders"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    case_number: Mapped[str] = mapped_column(String(12), unique=True)
+    case_number: Mapped[str] = mapped_column(String(CASE_NUMBER_LENGTH), unique=True)
     appeal_type: Mapped[str] = mapped_column(String(12))
     category_code: Mapped[str] = mapped_column(String(20), default="")
     category_kind: Mapped[str] = mapped_column(String(10), default="")  # event | component
@@ -58,8 +73,9 @@ class WorkOrder(Base):
     longitude: Mapped[float | None] = mapped_column(Float, nullable=True)
     grid_code: Mapped[str] = mapped_column(String(15), default="", index=True)
     department_code: Mapped[str] = mapped_column(String(20), default="", index=True)
-    duplicate_of: Mapped[str] = mapped_column(String(12), default="")  # suspected (疑似重复)
-    merged_into: Mapped[str] = mapped_column(String(12), default="")
+    duplicate_of: Mapped[str] = mapped_column(String(CASE_NUMBER_LENGTH),
+                                              default="")  # suspected (疑似重复)
+    merged_into: Mapped[str] = mapped_column(String(CASE_NUMBER_LENGTH), default="")
     repeat_caller: Mapped[bool] = mapped_column(Boolean, default=False)
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
@@ -231,7 +247,7 @@ class WebhookDelivery(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     event_id: Mapped[str] = mapped_column(String(40), unique=True)  # the idempotency key
     event_type: Mapped[str] = mapped_column(String(40))
-    case_number: Mapped[str] = mapped_column(String(12), index=True)
+    case_number: Mapped[str] = mapped_column(String(CASE_NUMBER_LENGTH), index=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     url: Mapped[str] = mapped_column(String(500))
     state: Mapped[str] = mapped_column(String(10), index=True)  # pending | delivered | failed
@@ -251,7 +267,7 @@ class InboundUpdate(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(80), unique=True)
-    case_number: Mapped[str] = mapped_column(String(12))
+    case_number: Mapped[str] = mapped_column(String(CASE_NUMBER_LENGTH))
     action: Mapped[str] = mapped_column(String(30))
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)

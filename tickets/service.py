@@ -12,22 +12,29 @@ import math
 import os
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from hotline import phones
 from hotline.config import Settings
+from hotline.db import insert_on_conflict
 from hotline.errors import HotlineError
 from hotline.events import announce
 from tickets import catalogue, deadlines, exchange, geo, surveys, workflow
 from tickets.events import WorkOrderMoved, WorkOrderOpened
-from tickets.models import WorkOrder, WorkOrderAttachment, WorkOrderEvent
+from tickets.models import (
+    CASE_NUMBER_LENGTH,
+    CaseCounter,
+    WorkOrder,
+    WorkOrderAttachment,
+    WorkOrderEvent,
+)
 from tickets.workcalendar import WorkCalendar, load_calendar
 
 URGENCIES = ("normal", "urgent")
@@ -111,9 +118,10 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
                address: str = "", latitude: float | None = None,
                longitude: float | None = None, call_id: str = "",
                policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
-    """A new order in intake (受理), with its case number YYYYMMDDNNNN, its grid and
-    responsible department derived from the location, flagged when it looks like a repeat
-    of an open order nearby (疑似重复) or the caller reported recently (重复来电)."""
+    """A new order in intake (受理), with its case number YYYYMMDDNNNN (`next_case_number`),
+    its grid and responsible department derived from the location, flagged when it looks
+    like a repeat of an open order nearby (疑似重复) or the caller reported recently
+    (重复来电)."""
     if appeal_type not in APPEAL_TYPES:
         raise OrderError(f"appeal_type: one of {', '.join(APPEAL_TYPES)}")
     if channel not in CHANNELS:
@@ -150,34 +158,42 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
     repeat = bool(phone) and session.scalar(select(func.count(WorkOrder.id)).where(
         WorkOrder.citizen_phone == phone,
         WorkOrder.created_at >= now - timedelta(hours=policy.repeat_window_hours))) > 0
-    day = now.astimezone(ZoneInfo(policy.timezone)).strftime("%Y%m%d")
-    for _attempt in range(5):  # two intakes in the same instant may pick the same number
-        last = session.scalar(select(func.max(WorkOrder.case_number)).where(
-            WorkOrder.case_number.like(f"{day}%")))
-        number = f"{day}{(int(last[8:]) if last else 0) + 1:04d}"
-        order = WorkOrder(case_number=number, appeal_type=appeal_type,
-                          category_code=category_code,
-                          category_kind=category_kind if category_code else "",
-                          description=text, citizen_phone=phone, citizen_name=name,
-                          channel=channel, call_id=call_id[:64], state="intake", version=1,
-                          urgency=urgency, address=place, latitude=latitude,
-                          longitude=longitude, grid_code=grid_code,
-                          department_code=department, duplicate_of=duplicate,
-                          repeat_caller=repeat, created_at=now, updated_at=now)
-        try:
-            with session.begin_nested():
-                session.add(order)
-                session.flush()
-        except IntegrityError:
-            continue
-        _append(session, order, "create", "", "intake", actor, workflow.OPERATOR, "", now)
-        _after_move(session, order, "create", policy, now)
-        announce(session, WorkOrderOpened(
-            at=now.timestamp(), case_number=number, appeal_type=appeal_type, channel=channel,
-            category_code=category_code, department_code=department, duplicate_of=duplicate,
-            repeat_caller=repeat))
-        return order
-    raise OrderError("case number: could not allocate one; try again")
+    number = next_case_number(session, now.astimezone(ZoneInfo(policy.timezone)).date())
+    order = WorkOrder(case_number=number, appeal_type=appeal_type, category_code=category_code,
+                      category_kind=category_kind if category_code else "",
+                      description=text, citizen_phone=phone, citizen_name=name,
+                      channel=channel, call_id=call_id[:64], state="intake", version=1,
+                      urgency=urgency, address=place, latitude=latitude,
+                      longitude=longitude, grid_code=grid_code,
+                      department_code=department, duplicate_of=duplicate,
+                      repeat_caller=repeat, created_at=now, updated_at=now)
+    session.add(order)
+    session.flush()
+    _append(session, order, "create", "", "intake", actor, workflow.OPERATOR, "", now)
+    _after_move(session, order, "create", policy, now)
+    announce(session, WorkOrderOpened(
+        at=now.timestamp(), case_number=number, appeal_type=appeal_type, channel=channel,
+        category_code=category_code, department_code=department, duplicate_of=duplicate,
+        repeat_caller=repeat))
+    return order
+
+
+def next_case_number(session: Session, day: date) -> str:
+    """The next case number of the local `day`: YYYYMMDD and the day's count, four digits
+    for the first 9,999, five and more after. One upsert of the day's counter row in the
+    caller's transaction: concurrent openings queue on that row until each commits, so
+    every one gets its own number and none is refused; an opening rolled back gives its
+    number back."""
+    counters = CaseCounter.__table__
+    upsert = insert_on_conflict(session, counters).values(day=day, last_number=1)
+    count = session.execute(upsert.on_conflict_do_update(
+        index_elements=[counters.c.day],
+        set_={"last_number": counters.c.last_number + 1},
+    ).returning(counters.c.last_number)).scalar_one()
+    number = f"{day:%Y%m%d}{count:04d}"
+    if len(number) > CASE_NUMBER_LENGTH:  # 99,999,999 orders in one day
+        raise OrderError(f"case number: the numbers of {day} are used up")
+    return number
 
 
 def _nearby_open_order(session: Session, category_code: str, category_kind: str,
@@ -196,9 +212,11 @@ def _nearby_open_order(session: Session, category_code: str, category_kind: str,
         WorkOrder.created_at >= now - timedelta(hours=policy.duplicate_window_hours),
         WorkOrder.latitude.between(latitude - reach, latitude + reach),
         WorkOrder.longitude.between(longitude - wide, longitude + wide)))
-    near = sorted((geo.distance_m(latitude, longitude, lat, lon), number)
+    # At one distance the earlier report: by length first, "2026112910000" came after
+    # "202611299999".
+    near = sorted((geo.distance_m(latitude, longitude, lat, lon), len(number), number)
                   for number, lat, lon in candidates if lat is not None and lon is not None)
-    return near[0][1] if near and near[0][0] <= policy.duplicate_distance_m else ""
+    return near[0][2] if near and near[0][0] <= policy.duplicate_distance_m else ""
 
 
 def transition(session: Session, case_number: str, action: str, *, actor: str, role: str,
@@ -220,16 +238,14 @@ def transition(session: Session, case_number: str, action: str, *, actor: str, r
         changes["first_call_resolved"] = True
     if after == "closed":
         changes["closed_at"] = now
-    try:
-        moved = session.execute(
-            update(WorkOrder)
-            .where(WorkOrder.id == order.id, WorkOrder.version == version,
-                   WorkOrder.state == before)
-            .values(**changes)
-            .execution_options(synchronize_session=False))
-    except OperationalError:  # SQLite: another writer committed since we read
-        raise ConcurrentChange(f"work order {case_number} was changed by someone else; "
-                               "reload it") from None
+    # A busy database (SQLite's "database is locked") is not a change by someone else: it
+    # propagates, and the web layer answers 503, try again.
+    moved = session.execute(
+        update(WorkOrder)
+        .where(WorkOrder.id == order.id, WorkOrder.version == version,
+               WorkOrder.state == before)
+        .values(**changes)
+        .execution_options(synchronize_session=False))
     if moved.rowcount != 1:
         raise ConcurrentChange(f"work order {case_number} was changed by someone else; "
                                "reload it")
@@ -255,11 +271,13 @@ def _after_move(session: Session, order: WorkOrder, action: str, policy: Policy,
 
 def grant_extension(session: Session, case_number: str, amount: int, *, actor: str,
                     role: str, note: str = "", step: str = "handle",
-                    policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
+                    expected_version: int | None = None, policy: Policy = DEFAULT_POLICY,
+                    now: datetime) -> WorkOrder:
     """延期: the shift chief grants the department `amount` more (in the step's own units)
     on the running clock; the due time only ever moves later."""
     order = transition(session, case_number, "grant_extension", actor=actor, role=role,
-                       note=note or f"延期 {amount}", policy=policy, now=now)
+                       note=note or f"延期 {amount}", expected_version=expected_version,
+                       policy=policy, now=now)
     try:
         deadlines.extend(session, order, step, amount, now, policy.calendar(session),
                          policy.yellow_percent)
@@ -269,21 +287,41 @@ def grant_extension(session: Session, case_number: str, amount: int, *, actor: s
 
 
 def merge(session: Session, case_number: str, into: str, *, actor: str, role: str,
-          note: str = "", policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
+          note: str = "", expected_version: int | None = None,
+          policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
     """并单: fold a repeat report into the open order it repeats; the citizen's report stays
-    readable on the merged order, which points at the surviving one."""
+    readable on the merged order, which points at the surviving one. `expected_version`
+    is the merged order's."""
     if not into:
         raise OrderError("merge: 'into', the case number to merge into, is needed")
     if into == case_number:
         raise OrderError("merge: an order cannot be merged into itself")
-    target = _order(session, into)
+    # Both orders locked and read afresh, or A into B and B into A at the same moment both
+    # find their target open and both reports end up merged. An open target is never
+    # merged, so a chain of merges never closes into a cycle.
+    target = _locked(session, into, case_number)[into]
     if target.state not in workflow.OPEN:
-        raise OrderError(f"merge: work order {into} is {target.state}, not open")
+        raise workflow.WorkflowError(f"merge: work order {into} is {target.state}, not open")
     order = transition(session, case_number, "merge", actor=actor, role=role,
-                       note=note or f"并入 {into}", policy=policy, now=now)
+                       note=note or f"并入 {into}", expected_version=expected_version,
+                       policy=policy, now=now)
     order.merged_into = into
     session.flush()
     return order
+
+
+def _locked(session: Session, *case_numbers: str) -> dict[str, WorkOrder]:
+    """The orders, read afresh and locked until the transaction ends: SELECT ... FOR UPDATE
+    in id order on PostgreSQL, so two transactions locking the same orders cannot
+    deadlock; on SQLite the write transaction already holds the database (hotline.db)."""
+    found = {o.case_number: o for o in session.scalars(
+        select(WorkOrder).where(WorkOrder.case_number.in_(case_numbers))
+        .order_by(WorkOrder.id).with_for_update()
+        .execution_options(populate_existing=True))}
+    for number in case_numbers:
+        if number not in found:
+            raise OrderNotFound(f"no work order {number[:20]!r}")
+    return found
 
 
 def _order(session: Session, case_number: str) -> WorkOrder:
@@ -340,10 +378,19 @@ _PHOTO_MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"RIFF
 
 
 def store_photo(session: Session, case_number: str, content: bytes, directory: Path, *,
-                now: datetime) -> WorkOrderAttachment:
-    """A photo (e.g. the department's proof of handling, 处置照片) kept with the order:
-    written once under its SHA-256, so the same photo sent twice is one file."""
-    order = _order(session, case_number)
+                roles: Sequence[str], now: datetime) -> tuple[WorkOrderAttachment, bool]:
+    """A photo (e.g. the department's proof of handling, 处置照片) kept with the order by
+    someone holding one of `roles` that may act on it now (workflow.allowed), never once
+    it is finished (voided, merged, closed, evaluated). Written once under its SHA-256:
+    the same photo sent twice is one file and one attachment; the bool says whether this
+    call added it."""
+    order = _locked(session, case_number)[case_number]  # a move or a twin upload waits
+    if order.state in (*workflow.FINAL, "closed", "evaluated"):
+        raise workflow.WorkflowError(f"photo: work order {case_number} is {order.state}; "
+                                     "no photos can be added any more")
+    if not any(workflow.allowed(order.state, role) for role in roles):
+        raise workflow.RoleError(f"photo: {', '.join(roles)[:60] or 'no role'} may not act "
+                                 f"on work order {case_number} while it is {order.state}")
     if not content or len(content) > MAX_PHOTO_BYTES:
         raise OrderError(f"photo: 1 byte to {MAX_PHOTO_BYTES >> 20} MiB")
     suffix = next((ext for magic, ext in _PHOTO_MAGIC if content.startswith(magic)
@@ -351,6 +398,11 @@ def store_photo(session: Session, case_number: str, content: bytes, directory: P
     if suffix is None:
         raise OrderError("photo: a JPEG, PNG or WebP image")
     digest = hashlib.sha256(content).hexdigest()
+    kept = session.scalar(select(WorkOrderAttachment).where(
+        WorkOrderAttachment.order_id == order.id, WorkOrderAttachment.kind == "photo",
+        WorkOrderAttachment.sha256 == digest).order_by(WorkOrderAttachment.id).limit(1))
+    if kept is not None:
+        return kept, False
     target = directory / now.strftime("%Y/%m") / f"{digest}.{suffix}"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -358,7 +410,7 @@ def store_photo(session: Session, case_number: str, content: bytes, directory: P
         partial.write_bytes(content)
         os.replace(partial, target)  # never a half-written photo under the final name
     return attach(session, order.case_number, "photo", str(target), digest, len(content),
-                  now=now)
+                  now=now), True
 
 
 def attachments(session: Session, case_number: str) -> list[WorkOrderAttachment]:

@@ -1,19 +1,40 @@
 """Alembic environment: the engine comes from the hotline settings, never from an ini file."""
 
 from alembic import context
+from sqlalchemy import Connection
 
 import channels.models  # noqa: F401  (registers the tables on Base.metadata)
 import hotline.auth  # noqa: F401
 import telephony.models  # noqa: F401
 import tickets.models  # noqa: F401
-from hotline.db import Base
+from hotline.db import WRITE_TRANSACTION, Base
+
+
+def _sqlite_foreign_keys(connection: Connection, on: bool) -> None:
+    # The pragma is a no-op inside a transaction: sent straight to the driver, which runs
+    # it in autocommit between transactions (hotline.db).
+    connection.connection.driver_connection.execute(  # type: ignore[union-attr]
+        f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
+
 
 engine = context.config.attributes["engine"]
-with engine.begin() as connection:
-    context.configure(
-        connection=connection,
-        target_metadata=Base.metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
-    )
-    with context.begin_transaction():
-        context.run_migrations()
+with engine.connect() as connection:
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # A batch migration rebuilds a SQLite table: copy, drop the old one, rename. With
+        # foreign keys on, that DROP is a DELETE cascading to every child row (an order's
+        # history, clocks, surveys): off for the migration, checked before committing.
+        _sqlite_foreign_keys(connection, on=False)
+    try:
+        connection.execution_options(**{WRITE_TRANSACTION: True})
+        with connection.begin():
+            context.configure(connection=connection, target_metadata=Base.metadata,
+                              render_as_batch=sqlite)
+            with context.begin_transaction():
+                context.run_migrations()
+            if sqlite and (broken := connection.exec_driver_sql(
+                    "PRAGMA foreign_key_check").fetchall()):
+                raise RuntimeError(f"migration left rows without their parent: {broken[:5]}")
+    finally:
+        if sqlite:
+            _sqlite_foreign_keys(connection, on=True)
