@@ -5,6 +5,7 @@ part on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -157,6 +158,113 @@ def test_a_calendar_without_working_days_is_an_error_not_a_hang() -> None:
                                          for i in range(800)})
     with pytest.raises(ValueError, match="no working day"):
         deadlines.due(never, sh(1, 1), 1, "working_hours")
+
+
+# --- long spans ------------------------------------------------------------------------------
+
+
+def test_the_rest_of_the_2026_schedule_the_long_spans_rely_on() -> None:
+    workday = chinese_calendar.is_workday
+    # New Year Jan 1-2 off, make-up Sunday Jan 4; Qingming Apr 6; Labour Day May 1, 4, 5 off,
+    # make-up Saturday May 9; Dragon Boat Jun 19. With the days above: 248 working days.
+    assert not any(workday(date(2026, m, d)) for m, d in ((1, 1), (1, 2), (4, 6), (5, 1),
+                                                          (5, 4), (5, 5), (6, 19)))
+    assert workday(date(2026, 1, 4)) and workday(date(2026, 5, 9))
+    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(365)]
+    assert sum(workday(d) for d in days) == 248
+    with pytest.raises(NotImplementedError):  # 2027 is not in the package yet
+        workday(date(2027, 1, 1))
+
+
+# Working days after Wed Feb 11 2026, counted by month from the schedule above: Feb 12-28: 8
+# (Feb 12, 13, make-up Sat 14, 24-27, make-up Sat 28), Mar 22, Apr 21 (less Apr 6), May 19
+# (less 1, 4, 5, plus Sat 9), Jun 21 (less 19), Jul 23, Aug 21, Sep 22 (less 25, plus Sun 20),
+# Oct 18 (less 1, 2, 5, 6, 7, plus Sat 10), Nov 21: 196 to Nov 30; Dec has 23 (219 in all).
+LONG = sh(2, 11, 10)
+
+
+def test_two_hundred_working_days_across_spring_festival_and_national_day() -> None:
+    # 196 to Nov 30, then the 4th working day of December (Tue 1, Wed 2, Thu 3, Fri 4), at the
+    # same position, 10:00. Yellow after 160: 8 + 22 + 21 + 19 + 21 + 23 + 21 + 22 = 157 to
+    # Sep 30, then after National Day Thu Oct 8, Fri Oct 9 and the make-up Saturday Oct 10.
+    assert deadlines.due(CAL, LONG, 200, "working_days") == sh(12, 4, 10)
+    assert deadlines.warning_point(CAL, LONG, 200, "working_days", YELLOW) == sh(10, 10, 10)
+    assert deadlines.working_time(CAL, LONG, sh(12, 4, 10)) == timedelta(hours=1500)
+
+
+def test_four_hundred_working_days_run_into_years_counted_monday_to_friday() -> None:
+    # 219 working days to the end of 2026, so the 181st Monday-Friday of 2027 (no schedule
+    # known: Monday to Friday assumed). Fri Jan 1 is the 1st; 180 more are 36 whole weeks from
+    # Mon Jan 4, ending Friday Sep 10 (Jan 4 + 35 weeks = Mon Sep 6). Yellow after 320: the
+    # 101st of 2027, Jan 1 and 20 weeks: Mon May 17, Fri May 21.
+    assert deadlines.due(CAL, LONG, 400, "working_days") == sh(9, 10, 10, year=2027)
+    assert deadlines.warning_point(CAL, LONG, 400, "working_days", YELLOW) == \
+        sh(5, 21, 10, year=2027)
+    assert deadlines.due(CAL, LONG, 400 * 7.5, "working_hours") == sh(9, 10, 10, year=2027)
+    # two more skip the weekend: Mon Sep 13, Tue Sep 14
+    assert deadlines.due(CAL, LONG, 402, "working_days") == sh(9, 14, 10, year=2027)
+    # 700: 2027 holds 261 (52 weeks and Fri Jan 1), so the 220th Monday-Friday of 2028, which
+    # begins on a Saturday: Mon Jan 3 and 43 weeks and 4 days, Mon Oct 30 -> Fri Nov 3.
+    assert deadlines.due(CAL, LONG, 700, "working_days") == sh(11, 3, 10, year=2028)
+    assert deadlines.working_time(CAL, LONG, sh(11, 3, 10, year=2028)) == \
+        timedelta(hours=5250)
+    assert deadlines.working_time(CAL, LONG, sh(9, 10, 10, year=2027)) == timedelta(hours=3000)
+    # The operator enters 2027's Spring Festival: Mon-Fri Feb 8-12 off, Saturday Feb 20 worked.
+    # Four working days fewer before September: Fri Sep 10 -> Thu Sep 16; May 21 -> May 27.
+    entered = {date(2027, 2, d): False for d in range(8, 13)} | {date(2027, 2, 20): True}
+    local = WorkCalendar(SH, CAL.hours, entered)
+    assert deadlines.due(local, LONG, 400, "working_days") == sh(9, 16, 10, year=2027)
+    assert deadlines.warning_point(local, LONG, 400, "working_days", YELLOW) == \
+        sh(5, 27, 10, year=2027)
+
+
+def test_new_years_day_2027_is_a_working_day_until_the_operator_enters_it() -> None:
+    # From Thu Dec 31 2026 10:00, two working days: Fri Jan 1 2027 (assumed), Mon Jan 4.
+    start = sh(12, 31, 10)
+    assert deadlines.due(CAL, start, 2, "working_days") == sh(1, 4, 10, year=2027)
+    holiday = WorkCalendar(SH, CAL.hours, {date(2027, 1, 1): False})
+    assert deadlines.due(holiday, start, 2, "working_days") == sh(1, 5, 10, year=2027)
+    # After hours on Fri Dec 31 2027, two working days count from Mon Jan 3 2028 08:30 and are
+    # used up at Tuesday's close, 17:30, not at Wednesday's opening.
+    evening = sh(12, 31, 20, year=2027)
+    assert deadlines.due(CAL, evening, 2, "working_days") == sh(1, 4, 17, 30, year=2028)
+
+
+def test_a_day_daylight_saving_stretches_counts_its_real_hours_in_a_year_not_known() -> None:
+    # Egypt's rule (tzdata since 2023): summer time ends at 24:00 on the last Thursday of
+    # October, so Thu Oct 28 2027 in Cairo is 25 hours long.
+    cairo = ZoneInfo("Africa/Cairo")
+    assert datetime(2027, 10, 28, 23, tzinfo=cairo).utcoffset() == timedelta(hours=3)
+    assert datetime(2027, 10, 29, 1, tzinfo=cairo).utcoffset() == timedelta(hours=2)
+    round_the_clock = WorkCalendar(cairo, parse_hours("00:00-24:00"))
+    # From Wed Oct 27 12:00, 48 working hours: 12 on Wednesday, 25 on Thursday, the last 11
+    # on Friday from midnight -> Fri Oct 29 11:00 (winter time).
+    start = datetime(2027, 10, 27, 12, tzinfo=cairo)
+    assert deadlines.due(round_the_clock, start, 48, "working_hours") == \
+        datetime(2027, 10, 29, 11, tzinfo=cairo)
+    assert deadlines.working_time(round_the_clock, start,
+                                  datetime(2027, 10, 29, tzinfo=cairo)) == timedelta(hours=37)
+
+
+def test_a_due_time_beyond_the_year_9999_is_refused_quickly() -> None:
+    # Thu Dec 30 9999 10:00: one working day is Fri Dec 31 10:00, the last the calendar holds;
+    # two would be Monday in the year 10000.
+    last = sh(12, 30, 10, year=9999)
+    assert deadlines.due(CAL, last, 1, "working_days") == sh(12, 31, 10, year=9999)
+    assert deadlines.due(CAL, last, 37, "continuous") == sh(12, 31, 23, year=9999)
+    for amount, clock in ((2, "working_days"), (38, "continuous"), (2, "calendar_days")):
+        with pytest.raises(deadlines.DeadlineError, match="beyond the year 9999"):
+            deadlines.due(CAL, last, amount, clock)
+    for amount, clock in ((10**9, "working_hours"), (10**30, "working_days"),
+                          (10**9, "continuous"), (10**100, "calendar_days")):
+        began = time.perf_counter()
+        with pytest.raises(deadlines.DeadlineError, match="beyond the year 9999"):
+            deadlines.due(CAL, LONG, amount, clock)
+        with pytest.raises(deadlines.DeadlineError, match="beyond the year 9999"):
+            deadlines.warning_point(CAL, LONG, amount, clock, 100)
+        assert time.perf_counter() - began < 0.5  # a bound on a hang, not a benchmark
+    with pytest.raises(ValueError, match="amount: a finite number"):
+        deadlines.due(CAL, LONG, float("inf"), "working_hours")
 
 
 # --- invariants ------------------------------------------------------------------------------
