@@ -48,7 +48,7 @@ def _snapshot(sessions: sessionmaker[Session]) -> dict[str, list[tuple[Any, ...]
             "rules": sorted((r.grid_prefix, r.category_prefix, r.department_code)
                             for r in session.scalars(select(DispatchRule))),
             "limits": sorted((t.step, t.category_prefix, t.appeal_type, t.urgency, t.amount,
-                              t.clock) for t in session.scalars(select(TimeLimit))),
+                              t.clock, t.unit) for t in session.scalars(select(TimeLimit))),
             "grids": sorted((g.code, g.name, json.dumps(g.geometry), g.min_lon, g.max_lon,
                              g.min_lat, g.max_lat) for g in session.scalars(select(Grid))),
         }
@@ -201,6 +201,10 @@ BAD_CATALOGUES = [
     (lambda d: d["time_limits"][0].update(amount=True), "got True"),
     (lambda d: d["time_limits"][0].update(amount=1.5), "got 1.5"),
     (lambda d: d["time_limits"][0].update(amount=10**9), "whole number 1-10000"),
+    (lambda d: d["time_limits"][0].update(clock="working_days", unit="hours"),
+     r"unit \(on the working_days clock\) 'hours' is not one of minutes, days"),
+    (lambda d: d["time_limits"][0].update(clock="continuous", unit="seconds"),
+     r"unit \(on the continuous clock\) 'seconds' is not one of minutes, hours"),
     (lambda d: d["time_limits"].append(dict(d["time_limits"][0])), "listed twice"),
     (lambda d: d.pop("time_limits"), "section 'time_limits' must be a list"),
     (lambda d: d.update(extras=[]), "unknown section 'extras'"),
@@ -284,7 +288,19 @@ def test_single_edits_check_their_input(sessions) -> None:  # type: ignore[no-un
                 and t.step == "handle"]
         assert {(t.kind, t.category_prefix, t.amount) for t in mine} \
             == {("event", "0405", 6), ("component", "01", 2)}
+        # minutes on any clock; the clock's own unit may be named and is stored as ""
+        catalogue.set_limit(session, "check", 30, "working_days", unit="minutes")
+        catalogue.set_limit(session, "close", 2, "working_hours", unit="hours")
+        units = {(t.step, t.amount, t.clock, t.unit) for t in catalogue.limits(session)
+                 if t.step in ("check", "close") and not t.category_prefix
+                 and not t.appeal_type and not t.urgency}
+        assert units == {("check", 30, "working_days", "minutes"),
+                         ("close", 2, "working_hours", "hours")}
+        assert session.scalar(select(TimeLimit.unit).where(
+            TimeLimit.step == "close", TimeLimit.category_prefix == "",
+            TimeLimit.appeal_type == "", TimeLimit.urgency == "")) == ""
         for kwargs, message in (({"clock": "weeks"}, "clock 'weeks'"),
+                                ({"unit": "days"}, "unit .* 'days' is not one of minutes"),
                                 ({"amount": 0}, "amount"),
                                 ({"step": "wait"}, "step 'wait'"),
                                 ({"urgency": "asap"}, "urgency 'asap'")):

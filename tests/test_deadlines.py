@@ -6,17 +6,27 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
 import pytest
+from alembic import command
+from flask.testing import FlaskClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text
 
-from hotline.db import make_engine, session_factory, transaction, upgrade
-from tickets import deadlines, service, workflow
+from hotline.auth import add_user
+from hotline.clock import FixedClock
+from hotline.db import alembic_config, make_engine, session_factory, transaction, upgrade
+from hotline.live import connect_redis
+from hotline.web import create_app
+from tests.conftest import REDIS_SERVER_URL, make_settings
+from tickets import catalogue, deadlines, kpis, service, workflow
 from tickets.models import Category, TimeLimit, WorkOrder, WorkOrderDeadline
 from tickets.workcalendar import WorkCalendar, parse_hours
 
@@ -103,6 +113,46 @@ def test_due_and_yellow_worked_out_by_hand(clock: str, start: datetime, amount: 
     assert got.tzinfo is UTC and got == due  # the same instant given in UTC, answered in UTC
     assert deadlines.elapsed_fraction(CAL, start, amount, clock, due) == 1.0
     assert deadlines.elapsed_fraction(CAL, start, amount, clock, yellow) == pytest.approx(0.8)
+
+
+# Limits in minutes: natural minutes on the natural clocks, minutes of working time on the
+# working ones. (clock, start, minutes, due, yellow at 80 %), Shanghai time.
+MINUTE_CASES = [
+    # The urgent 10-minute dispatch, on a Saturday night: 22:10; yellow after 8 min.
+    ("continuous", sh(11, 28, 22), 10, sh(11, 28, 22, 10), sh(11, 28, 22, 8)),
+    # 30 working minutes from 17:20 on the eve of National Day: 10 min to 17:30, Oct 1-7 off,
+    # 20 min from 08:30 on Thu Oct 8 -> 08:50. Yellow after 24 min: 10 + 14 -> 08:44.
+    ("working_hours", sh(9, 30, 17, 20), 30, sh(10, 8, 8, 50), sh(10, 8, 8, 44)),
+    # The same minutes of working time on the working-days clock, across the lunch break:
+    # 11:45 + 15 min to 12:00, 15 min from 13:30 -> 13:45; yellow after 24 min -> 13:39.
+    ("working_days", sh(11, 24, 11, 45), 30, sh(11, 24, 13, 45), sh(11, 24, 13, 39)),
+    # 90 working minutes from Friday Feb 13 17:00: 30 min, then the make-up Saturday Feb 14
+    # from 08:30 + 60 min -> 09:30; yellow after 72 min: 30 + 42 -> 09:12.
+    ("working_days", sh(2, 13, 17), 90, sh(2, 14, 9, 30), sh(2, 14, 9, 12)),
+    # Natural minutes on the calendar-days clock, through midnight into the holiday: 00:20;
+    # yellow after 24 min -> 00:14.
+    ("calendar_days", sh(9, 30, 23, 50), 30, sh(10, 1, 0, 20), sh(10, 1, 0, 14)),
+]
+
+
+@pytest.mark.parametrize(("clock", "start", "minutes", "due", "yellow"), MINUTE_CASES)
+def test_limits_in_minutes_worked_out_by_hand(clock: str, start: datetime, minutes: int,
+                                              due: datetime, yellow: datetime) -> None:
+    assert deadlines.due(CAL, start, minutes, clock, "minutes") == due
+    assert deadlines.warning_point(CAL, start, minutes, clock, YELLOW, "minutes") == yellow
+    assert deadlines.elapsed_fraction(CAL, start, minutes, clock, due, "minutes") == 1.0
+    assert deadlines.elapsed_fraction(CAL, start, minutes, clock, yellow, "minutes") == \
+        pytest.approx(0.8)
+
+
+def test_a_unit_is_minutes_or_the_clocks_own() -> None:
+    assert deadlines.due(CAL, sh(11, 24, 9), 120, "working_hours", "minutes") == \
+        deadlines.due(CAL, sh(11, 24, 9), 2, "working_hours", "") == sh(11, 24, 11)
+    assert [deadlines.unit_name(c) for c in deadlines.CLOCKS] == ["hours", "hours", "days",
+                                                                  "days"]
+    assert deadlines.unit_name("working_days", "minutes") == "minutes"
+    with pytest.raises(ValueError, match="unit: minutes, or ''"):
+        deadlines.due(CAL, sh(11, 24, 9), 2, "working_hours", "hours")
 
 
 def test_elapsed_fraction_stands_still_over_the_holiday() -> None:
@@ -530,6 +580,72 @@ def test_an_urgent_order_is_opened_on_the_continuous_clock(sessions) -> None:  #
     assert _clocks(sessions, number)[0] == ("open", 1, datetime(2026, 11, 28, 23), None)
 
 
+def _urgent_opening_in_minutes(sessions) -> None:  # type: ignore[no-untyped-def]
+    with transaction(sessions) as session:
+        row = session.scalar(select(TimeLimit).where(TimeLimit.step == "open",
+                                                     TimeLimit.urgency == "urgent"))
+        row.amount, row.unit = 10, "minutes"  # the standards' 10-minute urgent opening
+
+
+def test_an_urgent_opening_in_minutes_warns_falls_due_and_counts_late(sessions) -> None:  # type: ignore[no-untyped-def]
+    _urgent_opening_in_minutes(sessions)
+    # Saturday Nov 28 22:00: 10 natural minutes -> 22:10, yellow after 8 -> 22:08
+    early, late = (_open(sessions, utc(11, 28, 22), urgency="urgent") for _ in range(2))
+    with sessions() as session:
+        opening = next(d for d in deadlines.deadlines(session, early) if d.step == "open")
+    assert (opening.amount, opening.unit, opening.clock) == (10, "minutes", "continuous")
+    assert (opening.yellow_at, opening.due_at) == (utc(11, 28, 22, 8), utc(11, 28, 22, 10))
+    assert _sweep(sessions, utc(11, 28, 22, 7)) == []
+    assert _sweep(sessions, utc(11, 28, 22, 8)) == [("open", "yellow", False)] * 2
+    _move(sessions, early, "open", utc(11, 28, 22, 10))  # at the due time: on time
+    assert _sweep(sessions, utc(11, 28, 22, 10)) == []
+    assert _sweep(sessions, utc(11, 28, 22, 11)) == [("open", "red", True)]
+    _move(sessions, late, "open", utc(11, 28, 22, 12))
+    with sessions() as session:
+        judged = {number: next(d.on_time for d in deadlines.deadlines(session, number)
+                               if d.step == "open") for number in (early, late)}
+        staff = kpis.evaluate_staff(session, utc(11, 28), utc(11, 29))
+    assert judged == {early: True, late: False}
+    chief = next(r for r in staff["shift_chief"] if r.who == "t")
+    assert (chief.figures["open_done"], chief.figures["open_on_time"]) == (2, 1)
+    assert chief.components["on_time_open"] == 0.5
+
+
+def test_the_migration_keeps_old_limits_and_going_back_rounds_minutes_up(sessions) -> None:  # type: ignore[no-untyped-def]
+    _urgent_opening_in_minutes(sessions)
+    with transaction(sessions) as session:
+        session.add_all([  # 90 working minutes, 30 natural minutes on a days clock
+            TimeLimit(step="close", amount=90, clock="working_days", unit="minutes"),
+            TimeLimit(step="verify", urgency="urgent", amount=30, clock="calendar_days",
+                      unit="minutes")])
+    _open(sessions, utc(11, 28, 22), urgency="urgent")
+    engine = sessions.kw["bind"]
+
+    def rows() -> list[tuple]:  # type: ignore[type-arg]
+        with engine.connect() as conn:
+            limits = conn.execute(text(
+                "SELECT step, urgency, amount, clock FROM time_limits "
+                "WHERE step IN ('open', 'close', 'verify', 'handle') AND category_prefix = ''"
+                " ORDER BY step, urgency")).all()
+            clocks = conn.execute(text("SELECT step, amount, clock FROM work_order_deadlines "
+                                       "ORDER BY step")).all()
+        return [tuple(r) for r in limits + clocks]
+
+    command.downgrade(alembic_config(engine), "0009")
+    # the old schema has no minutes: whole hours of the same kind of time, rounded up
+    assert rows() == [("close", "", 2, "working_hours"), ("handle", "", 5, "working_days"),
+                      ("open", "", 1, "working_hours"), ("open", "urgent", 1, "continuous"),
+                      ("verify", "", 1, "working_hours"), ("verify", "urgent", 1, "continuous"),
+                      ("complete", 13, "working_days"), ("open", 1, "continuous")]
+    upgrade(engine)  # and back: every row counts its clock's own unit again
+    with engine.connect() as conn:
+        assert set(conn.execute(text("SELECT unit FROM time_limits UNION "
+                                     "SELECT unit FROM work_order_deadlines")).scalars()) == {""}
+    with sessions() as session:
+        assert deadlines.limit_for(session, WorkOrder(appeal_type="report", category_code="",
+                                                      urgency="normal"), "handle").unit == ""
+
+
 def test_a_repeated_call_for_one_move_changes_nothing(sessions) -> None:  # type: ignore[no-untyped-def]
     number = _open(sessions, utc(11, 24, 9))
     _move(sessions, number, "open", utc(11, 24, 9, 5))
@@ -661,3 +777,45 @@ def test_an_extension_never_moves_a_deadline_earlier_and_needs_a_running_clock(
                          CAL, YELLOW)
     with pytest.raises(deadlines.DeadlineError, match="no work order"), sessions() as session:
         deadlines.deadlines(session, "209901010001")
+
+
+# --- the API ---------------------------------------------------------------------------------
+
+API_NOW = utc(11, 24, 10)  # Tuesday 10:00 in Beijing
+
+
+@pytest.fixture
+def api(database_url: str, tmp_path: Path) -> Iterator[tuple[FlaskClient, Any]]:
+    settings = make_settings(tmp_path, DATABASE_URL=database_url, REDIS_URL=REDIS_SERVER_URL)
+    engine = make_engine(database_url)
+    upgrade(engine)
+    factory = session_factory(engine)
+    with transaction(factory) as session:
+        catalogue.seed(session)
+        catalogue.set_limit(session, "open", 10, "continuous", urgency="urgent", unit="minutes")
+    app = create_app(settings, factory, connect_redis(settings), FixedClock(API_NOW))
+    yield app.test_client(), factory
+    engine.dispose()
+
+
+def _token(factory: Any, name: str, role: str) -> dict[str, str]:
+    with transaction(factory) as session:
+        token = add_user(session, name, [role], False,
+                         tuple(r for r in workflow.ROLES if r != workflow.SYSTEM), now=API_NOW)
+    return {"Authorization": f"Bearer {token}"}
+
+
+URGENT = {"appeal_type": "help", "description": "小区门口路面塌陷，有人受伤", "channel": "phone",
+          "citizen_phone": "13800138000", "category_code": "0401", "urgency": "urgent"}
+
+
+def test_the_order_view_says_what_each_amount_counts(api) -> None:  # type: ignore[no-untyped-def]
+    http, factory = api
+    created = http.post("/api/v1/orders", json=URGENT,
+                        headers=_token(factory, "受理员", "operator"))
+    assert created.status_code == 201, created.json
+    shown = {d["step"]: d for d in created.json["deadlines"]}
+    assert {k: shown["open"][k] for k in ("amount", "unit", "clock", "due_at")} == {
+        "amount": 10, "unit": "minutes", "clock": "continuous",
+        "due_at": utc(11, 24, 10, 10).isoformat()}  # 10 natural minutes
+    assert (shown["complete"]["unit"], shown["complete"]["clock"]) == ("days", "calendar_days")

@@ -1,7 +1,8 @@
 """Time limits (时限) on the steps of a work order: the clock math, and the deadlines kept
 for each order.
 
-Clock kinds (计时方式), `amount` in hours for the first two and in days for the others:
+Clock kinds (计时方式), `amount` in the clock's own unit, hours for the first two and days
+for the others, or in minutes on any clock (unit "minutes", 分钟):
 
 - ``continuous`` (紧急工作时): natural time, holidays and nights included; due = start +
   amount hours.
@@ -21,6 +22,11 @@ Clock kinds (计时方式), `amount` in hours for the first two and in days for 
 - ``calendar_days`` (自然日): N times 24 hours of natural time; in a zone without daylight
   saving (China) that is the same local time N days later.
 
+In minutes a limit is N natural minutes on the natural clocks (continuous, calendar_days) and
+N minutes of working time on the working ones (working_hours, working_days): the standards'
+10-minute urgent dispatch is 10 natural minutes; a 30-minute check started at 17:20 on
+working time is due at 08:50 on the next working day.
+
 The yellow warning (黄灯预警) falls when `percent` % of the limit is used, measured on the
 limit's own clock: 80 % of 4 working hours is after 3.2 working hours; 80 % of 13 working
 days is after 10.4 working days of working time. Times are exact to the microsecond.
@@ -28,8 +34,9 @@ Datetimes in and out are timezone-aware; results are in UTC, the working clock i
 the calendar's zone.
 
 A deadline row (`WorkOrderDeadline`) is one round of one step's clock on one order:
-`on_transition` starts and stops them as the order moves, `extend` moves one later (延期),
-`sweep` raises the yellow and red warnings and says which reds need supervision (督办).
+`on_transition` starts and stops them as the order moves, `extend` moves one later (延期,
+in the round's own unit), `sweep` raises the yellow and red warnings and says which reds
+need supervision (督办).
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from tickets.workcalendar import WorkCalendar
 
 CLOCKS = ("continuous", "working_hours", "working_days", "calendar_days")
 _NATURAL = ("continuous", "calendar_days")
+UNITS = ("", "minutes")  # "": the clock's own unit
 
 # Steps of the case loop that carry a time limit.
 STEPS = ("verify", "open", "dispatch", "sign", "handle", "check", "close", "complete")
@@ -60,6 +68,7 @@ _US = timedelta(microseconds=1)
 _DAY = timedelta(days=1)
 _HOUR_US = 3_600_000_000
 _DAY_US = 24 * _HOUR_US
+_MINUTE_US = 60_000_000
 _MAX_IDLE_DAYS = 400  # more than a year without working time: a broken calendar, not a gap
 _LAST_DAY = date.max.toordinal()
 _DST_SLACK_US = 2 * _HOUR_US  # the most a zone's offset moves a day's working time
@@ -398,19 +407,30 @@ def working_time(calendar: WorkCalendar, start: datetime, end: datetime) -> time
     return timedelta(microseconds=overlap(first) + whole + overlap(last))
 
 
-def _length(calendar: WorkCalendar, amount: float, clock: str) -> int:
+def unit_name(clock: str, unit: str = "") -> str:
+    """What an amount on `clock` counts (计时单位): minutes, or the clock's own hours or days."""
+    if unit == "minutes":
+        return unit
+    return "hours" if clock in ("continuous", "working_hours") else "days"
+
+
+def _length(calendar: WorkCalendar, amount: float, clock: str, unit: str) -> int:
     """The limit on its own clock, in microseconds of natural time or of working time."""
     if clock not in CLOCKS:
         raise ValueError(f"clock: one of {', '.join(CLOCKS)}, got {clock!r}")
+    if unit not in UNITS:
+        raise ValueError(f"unit: minutes, or '' for the clock's own, got {unit!r}")
     try:
         exact = Fraction(amount)
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"amount: a finite number, got {amount!r}") from None
     if exact < 0:
         raise ValueError(f"amount: not below zero, got {amount!r}")
-    unit = {"continuous": _HOUR_US, "working_hours": _HOUR_US, "calendar_days": _DAY_US,
-            "working_days": working_day_length(calendar) // _US}[clock]
-    return _scale(unit, exact)
+    if unit == "minutes":
+        return _scale(_MINUTE_US, exact)
+    own = {"continuous": _HOUR_US, "working_hours": _HOUR_US, "calendar_days": _DAY_US,
+           "working_days": working_day_length(calendar) // _US}[clock]
+    return _scale(own, exact)
 
 
 def _scale(length: int, factor: Fraction) -> int:
@@ -428,28 +448,30 @@ def _advance(calendar: WorkCalendar, start: datetime, length: int, clock: str) -
     return moment
 
 
-def due(calendar: WorkCalendar, start: datetime, amount: float, clock: str) -> datetime:
-    """When a limit of `amount` on `clock` started at `start` runs out (UTC)."""
+def due(calendar: WorkCalendar, start: datetime, amount: float, clock: str,
+        unit: str = "") -> datetime:
+    """When a limit of `amount` (in `unit`, "" for the clock's own) on `clock` started at
+    `start` runs out (UTC)."""
     start = _aware(start)
-    return _advance(calendar, start, _length(calendar, amount, clock), clock)
+    return _advance(calendar, start, _length(calendar, amount, clock, unit), clock)
 
 
 def warning_point(calendar: WorkCalendar, start: datetime, amount: float, clock: str,
-                  percent: float) -> datetime:
+                  percent: float, unit: str = "") -> datetime:
     """When `percent` % of the limit is used, on the limit's own clock (the yellow warning)."""
     if not 0 <= percent <= 100:
         raise ValueError(f"percent: 0-100, got {percent!r}")
     start = _aware(start)
-    part = _scale(_length(calendar, amount, clock), Fraction(percent) / 100)
+    part = _scale(_length(calendar, amount, clock, unit), Fraction(percent) / 100)
     return _advance(calendar, start, part, clock)
 
 
 def elapsed_fraction(calendar: WorkCalendar, start: datetime, amount: float, clock: str,
-                     now: datetime) -> float:
+                     now: datetime, unit: str = "") -> float:
     """How much of the limit is used at `now`: 0 before the start, 1 at the due time, above 1
     when overdue (1.5 = half the limit again past due)."""
     start, now = _aware(start), _aware(now, "now")
-    length = _length(calendar, amount, clock)
+    length = _length(calendar, amount, clock, unit)
     used = now - start if clock in _NATURAL else working_time(calendar, start, now)
     if length <= 0:
         return 1.0 if now >= start else 0.0
@@ -538,10 +560,11 @@ def on_transition(session: Session, order: WorkOrder, action: str, now: datetime
             WorkOrderDeadline.order_id == order.id, WorkOrderDeadline.step == step)) or 0
         session.add(WorkOrderDeadline(
             order_id=order.id, step=step, round=last + 1, clock=limit.clock,
-            amount=limit.amount, started_at=now,
-            yellow_at=warning_point(calendar, now, limit.amount, limit.clock, yellow_percent),
-            due_at=due(calendar, now, limit.amount, limit.clock), extensions=0, met_at=None,
-            warning="", escalated_at=None))
+            amount=limit.amount, unit=limit.unit, started_at=now,
+            yellow_at=warning_point(calendar, now, limit.amount, limit.clock, yellow_percent,
+                                    limit.unit),
+            due_at=due(calendar, now, limit.amount, limit.clock, limit.unit), extensions=0,
+            met_at=None, warning="", escalated_at=None))
     session.flush()
 
 
@@ -563,11 +586,12 @@ def extend(session: Session, order: WorkOrder, step: str, amount: int, now: date
         raise DeadlineError(f"work order {order.case_number}: no {step!r} clock running")
     started = _stored(row.started_at)
     total = row.amount + amount
-    new_due = due(calendar, started, total, row.clock)
+    new_due = due(calendar, started, total, row.clock, row.unit)
     old_due = _stored(row.due_at)
     row.amount, row.extensions = total, row.extensions + 1
     row.due_at = max(new_due, old_due)
-    row.yellow_at = warning_point(calendar, started, total, row.clock, yellow_percent)
+    row.yellow_at = warning_point(calendar, started, total, row.clock, yellow_percent,
+                                  row.unit)
     level = "red" if row.due_at < now else "yellow" if _stored(row.yellow_at) <= now else ""
     if _LEVELS.index(level) < _LEVELS.index(row.warning or ""):
         row.warning = level
@@ -638,13 +662,15 @@ def sweep(session: Session, calendar: WorkCalendar | None, now: datetime) -> lis
 
 @dataclass(frozen=True)
 class Deadline:
-    """One round of one step's clock, as the API shows it (datetimes in UTC)."""
+    """One round of one step's clock, as the API shows it (datetimes in UTC); `unit` is
+    what `amount` counts: minutes, hours or days."""
 
     case_number: str
     step: str
     round: int
     clock: str
     amount: int
+    unit: str
     started_at: datetime
     yellow_at: datetime
     due_at: datetime
@@ -661,6 +687,7 @@ class Deadline:
 
 def _view(row: WorkOrderDeadline, case_number: str) -> Deadline:
     return Deadline(case_number, row.step, row.round, row.clock, row.amount,
+                    unit_name(row.clock, row.unit),
                     _stored(row.started_at), _stored(row.yellow_at), _stored(row.due_at),
                     row.extensions, _stored(row.met_at) if row.met_at else None,
                     row.warning, _stored(row.escalated_at) if row.escalated_at else None)
