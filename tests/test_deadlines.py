@@ -641,6 +641,8 @@ def test_the_migration_keeps_old_limits_and_going_back_rounds_minutes_up(session
     with engine.connect() as conn:
         assert set(conn.execute(text("SELECT unit FROM time_limits UNION "
                                      "SELECT unit FROM work_order_deadlines")).scalars()) == {""}
+        assert set(conn.execute(text("SELECT extended FROM work_order_deadlines")).scalars()) \
+            == {0}  # extended before: the amount in force counts as the original limit
     with sessions() as session:
         assert deadlines.limit_for(session, WorkOrder(appeal_type="report", category_code="",
                                                       urgency="normal"), "handle").unit == ""
@@ -779,6 +781,54 @@ def test_an_extension_never_moves_a_deadline_earlier_and_needs_a_running_clock(
         deadlines.deadlines(session, "209901010001")
 
 
+
+def test_one_extension_is_at_most_the_rounds_original_limit(sessions) -> None:  # type: ignore[no-untyped-def]
+    number = _handling(sessions)  # 4 working hours from Tue Nov 24 16:00, due Wed 11:00
+    for action in ("request_extension", "grant_extension"):
+        _move(sessions, number, action, utc(11, 25, 9))
+
+    def extend(amount: int) -> WorkOrderDeadline:
+        with transaction(sessions) as session:
+            return deadlines.extend(session, _order(session, number), "handle", amount,
+                                    utc(11, 25, 9), CAL, YELLOW)
+
+    with pytest.raises(deadlines.DeadlineError,
+                       match="at most the handle clock's original limit at a time, 4 hours on "
+                             "working_hours, got 5"):
+        extend(5)
+    row = extend(4)  # the whole original limit again: 8 working hours
+    assert (row.amount, row.extended, row.extensions) == (8, 4, 1)
+    # 1.5 h on Tuesday, 3.5 h Wednesday morning, 3 h from 13:30 -> Wed 16:30
+    assert _handle(sessions, number).due_at == utc(11, 25, 16, 30)
+    row = extend(4)  # each extension is measured against the original 4, not the 8
+    assert (row.amount, row.extended, row.extensions) == (12, 8, 2)
+    # 12 h: 1.5 on Tuesday, 7.5 on Wednesday, 3 h from 08:30 on Thursday -> 11:30
+    assert _handle(sessions, number).due_at == utc(11, 26, 11, 30)
+    for huge in (5, 1_000_000, 10**9, 10**30):
+        began = time.perf_counter()
+        with pytest.raises(deadlines.DeadlineError, match="original limit"):
+            extend(huge)
+        assert time.perf_counter() - began < 0.5  # refused before any calendar arithmetic
+    assert _handle(sessions, number).amount == 12  # nothing changed
+
+
+def test_a_huge_extension_is_refused_quickly_and_changes_nothing(sessions) -> None:  # type: ignore[no-untyped-def]
+    number = _handling(sessions)
+    _move(sessions, number, "request_extension", utc(11, 25, 9))
+    with sessions() as session:
+        before = (_order(session, number).version, len(service.history(session, number)))
+    for huge in (1_000_000, 10**9):
+        began = time.perf_counter()
+        with pytest.raises(service.OrderError, match="original limit at a time, 4 hours"), \
+                transaction(sessions) as session:
+            service.grant_extension(session, number, huge, actor="老李", role="shift_chief",
+                                    now=utc(11, 25, 9, 5))
+        assert time.perf_counter() - began < 0.5  # a bound on a hang, not a benchmark
+    with sessions() as session:
+        assert (_order(session, number).version,
+                len(service.history(session, number))) == before
+    assert _handle(sessions, number).due_at == utc(11, 25, 11)
+
 # --- the API ---------------------------------------------------------------------------------
 
 API_NOW = utc(11, 24, 10)  # Tuesday 10:00 in Beijing
@@ -819,3 +869,32 @@ def test_the_order_view_says_what_each_amount_counts(api) -> None:  # type: igno
         "amount": 10, "unit": "minutes", "clock": "continuous",
         "due_at": utc(11, 24, 10, 10).isoformat()}  # 10 natural minutes
     assert (shown["complete"]["unit"], shown["complete"]["clock"]) == ("days", "calendar_days")
+
+
+def test_an_extension_beyond_the_original_limit_is_a_quick_400(api) -> None:  # type: ignore[no-untyped-def]
+    http, factory = api
+    who = {role: _token(factory, role, role) for role in
+           ("operator", "shift_chief", "dispatcher", "department")}
+    case = http.post("/api/v1/orders", json={**URGENT, "urgency": "normal"},
+                     headers=who["operator"]).json["case_number"]
+    for action, role in (("open", "shift_chief"), ("dispatch", "dispatcher"),
+                         ("sign", "department"), ("request_extension", "department")):
+        moved = http.post(f"/api/v1/orders/{case}/actions/{action}", json={},
+                          headers=who[role])
+        assert moved.status_code == 200, moved.json
+    version = moved.json["version"]
+    handle = next(d for d in moved.json["deadlines"] if d["step"] == "handle")
+    for huge in (handle["amount"] + 1, 10**9, 10**30):
+        began = time.perf_counter()
+        refused = http.post(f"/api/v1/orders/{case}/actions/grant_extension",
+                            json={"amount": huge}, headers=who["shift_chief"])
+        assert time.perf_counter() - began < 0.5  # a bound on a hang, not a benchmark
+        assert refused.status_code == 400
+        assert "at most the handle clock's original limit" in refused.json["detail"]
+    assert http.get(f"/api/v1/orders/{case}").json["version"] == version
+    granted = http.post(f"/api/v1/orders/{case}/actions/grant_extension",
+                        json={"amount": handle["amount"]}, headers=who["shift_chief"])
+    assert granted.status_code == 200
+    extended = next(d for d in granted.json["deadlines"] if d["step"] == "handle")
+    assert (extended["amount"], extended["unit"], extended["extensions"]) == \
+        (2 * handle["amount"], handle["unit"], 1)

@@ -570,10 +570,16 @@ def on_transition(session: Session, order: WorkOrder, action: str, now: datetime
 
 def extend(session: Session, order: WorkOrder, step: str, amount: int, now: datetime,
            calendar: WorkCalendar, yellow_percent: float) -> WorkOrderDeadline:
-    """An extension granted (延期): the running round of `step` gets `amount` more on its own
-    clock. Its `amount` becomes the limit in force (original plus extensions), so due and
-    yellow are recomputed from the start and a deadline only ever moves later. A warning the
-    new times no longer justify is lowered; a new breach warns (and escalates) again."""
+    """An extension granted (延期): the running round of `step` gets `amount` more in its own
+    unit on its own clock (minutes, hours or days, as the round's limit counts). Its `amount`
+    becomes the limit in force (original plus extensions), so due and yellow are recomputed
+    from the start and a deadline only ever moves later. A warning the new times no longer
+    justify is lowered; a new breach warns (and escalates) again.
+
+    One extension is at most the round's original limit (延期不超过原时限): 4 working hours
+    can be extended by 1 to 4 working hours at a time, 13 working days by up to 13. A longer
+    one is a DeadlineError, refused before any calendar arithmetic; each further extension
+    needs its own request and grant."""
     now = _aware(now, "now")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise DeadlineError(f"extension: a whole amount above zero, got {amount!r}")
@@ -584,11 +590,16 @@ def extend(session: Session, order: WorkOrder, step: str, amount: int, now: date
         .limit(1).with_for_update())
     if row is None:
         raise DeadlineError(f"work order {order.case_number}: no {step!r} clock running")
+    original = row.amount - row.extended
+    if amount > original:
+        raise DeadlineError(
+            f"extension: at most the {step} clock's original limit at a time, {original} "
+            f"{unit_name(row.clock, row.unit)} on {row.clock}, got {amount}")
     started = _stored(row.started_at)
     total = row.amount + amount
     new_due = due(calendar, started, total, row.clock, row.unit)
     old_due = _stored(row.due_at)
-    row.amount, row.extensions = total, row.extensions + 1
+    row.amount, row.extended, row.extensions = total, row.extended + amount, row.extensions + 1
     row.due_at = max(new_due, old_due)
     row.yellow_at = warning_point(calendar, started, total, row.clock, yellow_percent,
                                   row.unit)

@@ -425,8 +425,11 @@ OPENAPI: dict[str, Any] = {
                     "note": {"type": "string", "maxLength": 2000},
                     "expected_version": {"type": "integer"},
                     "into": {"type": "string", "description": "merge: the surviving order"},
-                    "amount": {"type": "integer",
-                               "description": "grant_extension: how much longer"}}}}}},
+                    "amount": {"type": "integer", "minimum": 1,
+                               "description": "grant_extension: how much longer, in the "
+                                              "running clock's own unit (minutes, hours or "
+                                              "days); at most its original limit at a "
+                                              "time"}}}}}},
             "responses": {"200": {"description": "the order after the action", **_JSON_ORDER},
                           **_ERRORS}}},
         "/api/v1/orders/{case_number}/photos": {"post": {

@@ -172,7 +172,8 @@ class TimeLimit(Base):
 class WorkOrderDeadline(Base):
     """The clock on one step of one order: when it started, when the yellow and red
     warnings fall, when it was met; a rework starts the step again as a new round. `amount`
-    (with extensions) and `unit` as on TimeLimit."""
+    is the limit in force, `extended` of it granted by extensions (延期), both in `unit` as on
+    TimeLimit."""
 
     __tablename__ = "work_order_deadlines"
     __table_args__ = (UniqueConstraint("order_id", "step", "round"),)
@@ -189,6 +190,7 @@ class WorkOrderDeadline(Base):
     yellow_at: Mapped[datetime] = mapped_column(UtcDateTime())
     due_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     extensions: Mapped[int] = mapped_column(Integer, default=0)
+    extended: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     met_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     warning: Mapped[str] = mapped_column(String(8), default="")  # "" | yellow | red
     escalated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(),

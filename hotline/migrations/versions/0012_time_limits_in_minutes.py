@@ -7,6 +7,10 @@ Create Date: 2026-11-29 17:00:00.000000
 A time limit's amount, and a running clock's, counts the clock's own unit (hours on
 continuous and working_hours, days on working_days and calendar_days) when `unit` is "", or
 minutes when it is "minutes". Existing rows get "" and keep their meaning.
+
+A running clock also keeps how much of its amount extensions granted (`extended`), since one
+extension may be at most the original limit. Existing rows get 0: a clock extended before
+this counts its amount in force as its original limit.
 """
 
 import sqlalchemy as sa
@@ -24,6 +28,8 @@ def upgrade() -> None:
     for table in TABLES:
         op.add_column(table, sa.Column("unit", sa.String(length=8), nullable=False,
                                        server_default=""))
+    op.add_column("work_order_deadlines", sa.Column("extended", sa.Integer(), nullable=False,
+                                                    server_default="0"))
 
 
 def downgrade() -> None:
@@ -36,3 +42,5 @@ def downgrade() -> None:
             "ELSE 'working_hours' END WHERE unit = 'minutes'")
         with op.batch_alter_table(table) as batch_op:
             batch_op.drop_column("unit")
+            if table == "work_order_deadlines":
+                batch_op.drop_column("extended")
