@@ -509,8 +509,14 @@ _ENDS_ALL = ("closed", *workflow.FINAL)
 
 def limit_for(session: Session, order: WorkOrder, step: str) -> TimeLimit | None:
     """The most specific time limit for `step` of `order`: the longest category prefix
-    first ("" matches all), then an exact appeal type over "", then an exact urgency over "".
+    first ("" matches all), then an exact urgency over "", then an exact appeal type over "".
     None: the step has no limit for this order.
+
+    Urgency comes before the appeal type because an urgent order is urgent whatever kind of
+    appeal it is: an urgent limit beats every normal limit of its category prefix, appeal
+    types' included, so one urgent row per prefix covers them all. A category prefix with
+    limits of its own needs its own urgent limit, or its limit applies to urgent orders too
+    (which is right for a category that is quick anyway).
 
     Component prefixes are stored with a "C" in front (see tickets.catalogue), since event
     and component codes overlap; the order's category is put in the same form to match."""
@@ -524,8 +530,8 @@ def limit_for(session: Session, order: WorkOrder, step: str) -> TimeLimit | None
     matching = [r for r in rows if category.startswith(r.category_prefix or "")]
     if not matching:
         return None
-    return max(matching, key=lambda r: (len(r.category_prefix or ""), r.appeal_type != "",
-                                        r.urgency != ""))
+    return max(matching, key=lambda r: (len(r.category_prefix or ""), r.urgency != "",
+                                        r.appeal_type != ""))
 
 
 def on_transition(session: Session, order: WorkOrder, action: str, now: datetime,
