@@ -839,6 +839,116 @@ def test_a_huge_extension_is_refused_quickly_and_changes_nothing(sessions) -> No
                 len(service.history(session, number))) == before
     assert _handle(sessions, number).due_at == utc(11, 25, 11)
 
+# --- the shipped limits fit together --------------------------------------------------------
+
+LOOP = ("open", "dispatch", "sign", "handle", "check", "close")  # the case loop's clocks
+# Tuesday 10:00, Friday 16:00, the eve of National Day 16:00, a Sunday night
+CHAIN_STARTS = (sh(11, 24, 10), sh(11, 27, 16), sh(9, 30, 16), sh(11, 29, 23))
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('shipped') / 'h.db'}")
+    upgrade(engine)
+    factory = session_factory(engine)
+    with transaction(factory) as session:
+        catalogue.seed(session)
+    yield factory
+    engine.dispose()
+
+
+def _shipped_limits(session: Any, **order: str) -> dict[str, TimeLimit]:
+    probe = WorkOrder(**{"category_code": "", "category_kind": "event", "urgency": "normal",
+                         **order})
+    found = {step: deadlines.limit_for(session, probe, step) for step in (*LOOP, "complete")}
+    missing = [step for step, limit in found.items() if limit is None]
+    assert not missing, f"{order}: no limit for {missing}"
+    return found  # type: ignore[return-value]
+
+
+def _chain(limits: dict[str, TimeLimit], start: datetime) -> tuple[list[datetime], datetime]:
+    """Each step of the loop started when the one before falls due: their due times (Shanghai
+    wall time), and the appeal's own due time."""
+    at, dues = start, []
+    for step in LOOP:
+        at = deadlines.due(CAL, at, limits[step].amount, limits[step].clock, limits[step].unit)
+        dues.append(at.astimezone(SH).replace(tzinfo=None))
+    whole = limits["complete"]
+    complete = deadlines.due(CAL, start, whole.amount, whole.clock, whole.unit)
+    return dues, complete.astimezone(SH).replace(tzinfo=None)
+
+
+def test_on_time_steps_never_make_the_appeal_late_with_the_shipped_limits(shipped) -> None:  # type: ignore[no-untyped-def]
+    late = []
+    with shipped() as session:
+        codes = [("event", "")] + [(c.kind, c.code) for c in catalogue.categories(session)]
+        assert len(codes) > 80
+        for kind, code in codes:
+            for appeal in catalogue.APPEAL_TYPES:
+                for urgency in catalogue.URGENCIES:
+                    limits = _shipped_limits(session, category_kind=kind, category_code=code,
+                                             appeal_type=appeal, urgency=urgency)
+                    for start in CHAIN_STARTS:
+                        dues, complete = _chain(limits, start)
+                        day = start.astimezone(SH).replace(tzinfo=None) + timedelta(days=1)
+                        if urgency == "urgent" and complete > day:  # the centre's promise
+                            late.append(f"{kind} {code or '-'} {appeal} urgent from "
+                                        f"{start:%a %m-%d %H:%M}: complete due {complete}")
+                        if dues[-1] > complete:
+                            late.append(f"{kind} {code or '-'} {appeal} {urgency} from "
+                                        f"{start:%a %m-%d %H:%M}: close due {dues[-1]}, "
+                                        f"complete due {complete}")
+    assert late == []
+
+
+d = datetime
+HAND_WORKED_CHAINS = [
+    # A complaint on 0101 私搭乱建 on Tuesday 10:00: open 30 and dispatch 30 working minutes,
+    # sign 1 working hour -> 12:00, the end of the morning; 12 working days later at that
+    # position (Nov 25, 26, 27, 30, Dec 1-4, 7-10) -> Thu Dec 10 12:00; check 30 working
+    # minutes after lunch -> 14:00; close 1 working hour -> 15:00. The appeal: 13 working
+    # days -> Fri Dec 11 10:00.
+    ({"category_code": "0101", "appeal_type": "complaint"}, sh(11, 24, 10),
+     [d(2026, 11, 24, 10, 30), d(2026, 11, 24, 11), d(2026, 11, 24, 12), d(2026, 12, 10, 12),
+      d(2026, 12, 10, 14), d(2026, 12, 10, 15)], d(2026, 12, 11, 10)),
+    # An urgent report on 0102 on Friday 16:00, all on natural time: 10 + 10 + 30 minutes,
+    # 2 hours to handle, 30 + 30 minutes -> 19:50; the appeal: one calendar day.
+    ({"category_code": "0102", "appeal_type": "report", "urgency": "urgent"}, sh(11, 27, 16),
+     [d(2026, 11, 27, 16, 10), d(2026, 11, 27, 16, 20), d(2026, 11, 27, 16, 50),
+      d(2026, 11, 27, 18, 50), d(2026, 11, 27, 19, 20), d(2026, 11, 27, 19, 50)],
+     d(2026, 11, 28, 16)),
+    # Help on 0401 路面塌陷 at 16:00 on the eve of National Day: open 16:30, dispatch 17:00;
+    # signing has 30 minutes to 17:30, then Oct 1-7 off -> Thu Oct 8 09:00; handling one
+    # calendar day -> Fri Oct 9 09:00; check 09:30; close 10:30. The appeal: 3 working days
+    # at the same position, Oct 8, 9 and the make-up Saturday Oct 10 -> 16:00.
+    ({"category_code": "0401", "appeal_type": "help"}, sh(9, 30, 16),
+     [d(2026, 9, 30, 16, 30), d(2026, 9, 30, 17), d(2026, 10, 8, 9), d(2026, 10, 9, 9),
+      d(2026, 10, 9, 9, 30), d(2026, 10, 9, 10, 30)], d(2026, 10, 10, 16)),
+    # An enquiry without a category on Sunday night: nothing counts until Monday 08:30, open
+    # 09:00, dispatch 09:30, sign 10:30, handle 2 working days -> Wed Dec 2 10:30, check
+    # 11:00, close 12:00. The appeal: 3 working days from Monday 08:30 -> Wed Dec 2 17:30.
+    ({"appeal_type": "enquiry"}, sh(11, 29, 23),
+     [d(2026, 11, 30, 9), d(2026, 11, 30, 9, 30), d(2026, 11, 30, 10, 30), d(2026, 12, 2, 10, 30),
+      d(2026, 12, 2, 11), d(2026, 12, 2, 12)], d(2026, 12, 2, 17, 30)),
+    # A suggestion on component 0402 行道树 on Friday 16:00: open 16:30, dispatch 17:00, sign
+    # 30 minutes Friday and 30 Monday -> Mon Nov 30 09:00; 5 working days (Dec 1-4, 7) ->
+    # Mon Dec 7 09:00; check 09:30; close 10:30. The appeal: 13 working days after Friday
+    # (Nov 30, Dec 1-4, 7-11, 14-16) -> Wed Dec 16 16:00.
+    ({"category_code": "0402", "category_kind": "component", "appeal_type": "suggestion"},
+     sh(11, 27, 16),
+     [d(2026, 11, 27, 16, 30), d(2026, 11, 27, 17), d(2026, 11, 30, 9), d(2026, 12, 7, 9),
+      d(2026, 12, 7, 9, 30), d(2026, 12, 7, 10, 30)], d(2026, 12, 16, 16)),
+]
+
+
+@pytest.mark.parametrize(("order", "start", "dues", "complete"), HAND_WORKED_CHAINS)
+def test_shipped_chains_worked_out_by_hand(shipped, order: dict[str, str], start: datetime,  # type: ignore[no-untyped-def]
+                                           dues: list[datetime], complete: datetime) -> None:
+    with shipped() as session:
+        limits = _shipped_limits(session, **order)
+    assert _chain(limits, start) == (dues, complete)
+
+
 # --- the API ---------------------------------------------------------------------------------
 
 API_NOW = utc(11, 24, 10)  # Tuesday 10:00 in Beijing
