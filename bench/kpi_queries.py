@@ -182,14 +182,16 @@ class WorkingClock:
             left -= e - s
         raise AssertionError("working time beyond the day")
 
-    def point(self, start: int, amount: int, clock: str, fraction: float) -> int:
-        """`fraction` of a limit of `amount` on `clock` started at `start` (1.0: due)."""
-        if clock == "continuous":
-            return start + int(amount * 3600 * fraction)
-        if clock == "calendar_days":
-            return start + int(amount * DAY * fraction)
-        unit = 3600 if clock == "working_hours" else self.day_length
-        return self.reached(self.worked(start) + int(amount * unit * fraction))
+    def point(self, start: int, amount: int, clock: str, fraction: float,
+              unit: str = "") -> int:
+        """`fraction` of a limit of `amount` (minutes, or the clock's own unit when `unit` is
+        "") on `clock` started at `start` (1.0: due)."""
+        seconds = 60 if unit == "minutes" else {
+            "continuous": 3600, "working_hours": 3600, "calendar_days": DAY}.get(
+            clock, self.day_length)
+        if clock in ("continuous", "calendar_days"):
+            return start + int(amount * seconds * fraction)
+        return self.reached(self.worked(start) + int(amount * seconds * fraction))
 
     def next_workday(self, moment: int) -> int:
         """Local midnight of the first working day after `moment`'s day."""
@@ -207,7 +209,7 @@ class City:
     clock: WorkingClock
     leaves: list[tuple[str, str, str]]  # (kind, code, name)
     month_weights: list[list[float]]  # cumulative category weights, by month 1..12
-    limits: dict[tuple[str, str, str, str], dict[str, tuple[int, str]]]
+    limits: dict[tuple[str, str, str, str], dict[str, tuple[int, str, str]]]
     departments: dict[tuple[str, str, str], str]  # (kind, code, street) -> department
     streets: list[str]  # 9-digit street codes
     street_weights: list[float]  # cumulative
@@ -288,7 +290,7 @@ def plan_city(session: Session, orders: int, seed: int) -> City:
                 for step in deadlines.STEPS:
                     limit = deadlines.limit_for(session, probe, step)
                     if limit is not None:
-                        found[step] = (limit.amount, limit.clock)
+                        found[step] = (limit.amount, limit.clock, limit.unit)
                 limits[(kind, code, appeal, urgency)] = found
     streets, street_weights = street_codes()
     # the seeded rules go no finer than a street, so one grid per street decides
@@ -309,7 +311,7 @@ class Life:
     __slots__ = ("clock", "clocks", "events", "limits", "rng", "rounds", "running", "state",
                  "t")
 
-    def __init__(self, clock: WorkingClock, limits: dict[str, tuple[int, str]],
+    def __init__(self, clock: WorkingClock, limits: dict[str, tuple[int, str, str]],
                  rng: random.Random) -> None:
         self.clock, self.limits, self.rng = clock, limits, rng
         self.events: list[tuple[str, str, str, str, str, int]] = []
@@ -335,11 +337,11 @@ class Life:
             limit = self.limits.get(step)
             if limit is None:
                 continue
-            amount, kind = limit
+            amount, kind, unit = limit
             round_ = self.rounds[step] = self.rounds.get(step, 0) + 1
             row = [step, round_, kind, amount, moment,
-                   self.clock.point(moment, amount, kind, 0.8),
-                   self.clock.point(moment, amount, kind, 1.0), None]
+                   self.clock.point(moment, amount, kind, 0.8, unit),
+                   self.clock.point(moment, amount, kind, 1.0, unit), None, unit]
             self.clocks.append(row)
             self.running[step] = row
 
@@ -524,14 +526,15 @@ def cut(city: City, order_id: int, n: int, life: Life, survey_rows: list[tuple[A
     for seq, (action, before, after, actor, role, moment) in enumerate(events, start=1):
         out.events.append(f"{order_id}\t{seq}\t{action}\t{before}\t{after}\t{actor}\t{role}"
                           f"\t\t{ts(moment)}\n")
-    for step, round_, kind_, amount, started, yellow, due, met in life.clocks:
+    for step, round_, kind_, amount, started, yellow, due, met, unit in life.clocks:
         if started >= NOW:
             continue
         if met is not None and met >= NOW:
             met = None
         late = (met if met is not None else NOW) > due
         warning = "red" if late else "yellow" if (met or NOW) > yellow else ""
-        out.deadlines.append(f"{order_id}\t{step}\t{round_}\t{kind_}\t{amount}\t{ts(started)}"
+        out.deadlines.append(f"{order_id}\t{step}\t{round_}\t{kind_}\t{amount}\t{unit}"
+                             f"\t{ts(started)}"
                              f"\t{ts(yellow)}\t{ts(due)}\t0\t{ts(met)}\t{warning}"
                              f"\t{ts(due if late else None)}\n")
     for (round_, survey_phone, state_, attempt, attempts, sms_sent, rating, channel_, outcome,
@@ -596,7 +599,7 @@ COLUMNS = {
                    " grid_code, department_code, duplicate_of, merged_into, repeat_caller,"
                    " closed_at, created_at, updated_at",
     "work_order_events": "order_id, seq, action, from_state, to_state, actor, role, note, at",
-    "work_order_deadlines": "order_id, step, round, clock, amount, started_at, yellow_at,"
+    "work_order_deadlines": "order_id, step, round, clock, amount, unit, started_at, yellow_at,"
                             " due_at, extensions, met_at, warning, escalated_at",
     "surveys": "order_id, round, phone, state, next_attempt_at, call_attempts, attempt_id,"
                " sms_sent_at, rating, channel, outcome, note, created_at, updated_at,"

@@ -48,7 +48,7 @@ def _snapshot(sessions: sessionmaker[Session]) -> dict[str, list[tuple[Any, ...]
             "rules": sorted((r.grid_prefix, r.category_prefix, r.department_code)
                             for r in session.scalars(select(DispatchRule))),
             "limits": sorted((t.step, t.category_prefix, t.appeal_type, t.urgency, t.amount,
-                              t.clock) for t in session.scalars(select(TimeLimit))),
+                              t.clock, t.unit) for t in session.scalars(select(TimeLimit))),
             "grids": sorted((g.code, g.name, json.dumps(g.geometry), g.min_lon, g.max_lon,
                              g.min_lat, g.max_lat) for g in session.scalars(select(Grid))),
         }
@@ -84,16 +84,24 @@ def test_the_seed_loads_the_standard_catalogue(sessions) -> None:  # type: ignor
         assert catalogue.department_for(session, "0505", "23010300100101") == "demo-street"
         assert catalogue.department_for(session, "0505", "23010300200101") == "enforcement"
         limits = {(t.step, t.kind, t.category_prefix, t.appeal_type, t.urgency):
-                  (t.amount, t.clock) for t in catalogue.limits(session)}
+                  (t.amount, t.unit, t.clock) for t in catalogue.limits(session)}
     assert {step for step, *_ in limits} == set(catalogue.STEPS)
-    assert limits[("handle", "event", "0102", "", "")] == (4, "working_hours")
-    assert limits[("handle", "event", "0104", "", "")] == (2, "working_hours")
-    assert limits[("handle", "event", "0101", "", "")] == (20, "working_days")
-    assert limits[("handle", "component", "04", "", "")] == (5, "working_days")
-    assert limits[("complete", "", "", "complaint", "")] == (13, "working_days")
-    assert limits[("complete", "", "", "help", "")] == (3, "working_days")
-    assert limits[("complete", "", "", "report", "urgent")] == (1, "calendar_days")
-    assert limits[("sign", "", "", "", "")] == (1, "continuous")
+    assert limits[("handle", "event", "0102", "", "")] == (4, "hours", "working_hours")
+    assert limits[("handle", "event", "0104", "", "")] == (2, "hours", "working_hours")
+    # 0101 handled in 20 working days and components 04 in 5 for any appeal type outlasted
+    # the 13 and 3 working days the appeals complete in: now only for the slow appeal types
+    assert limits[("handle", "event", "0101", "complaint", "")] == (12, "days", "working_days")
+    assert ("handle", "event", "0101", "", "") not in limits
+    assert limits[("handle", "component", "04", "report", "")] == (5, "days", "working_days")
+    assert limits[("complete", "", "", "complaint", "")] == (13, "days", "working_days")
+    assert limits[("complete", "", "", "help", "")] == (3, "days", "working_days")
+    # one urgent limit: the urgency beats the appeal types' limits of the same prefix
+    assert limits[("complete", "", "", "", "urgent")] == (1, "days", "calendar_days")
+    # the standards' minutes; the department signs on working time
+    assert limits[("open", "", "", "", "urgent")] == (10, "minutes", "continuous")
+    assert limits[("dispatch", "", "", "", "")] == (30, "minutes", "working_hours")
+    assert limits[("check", "", "", "", "")] == (30, "minutes", "working_hours")
+    assert limits[("sign", "", "", "", "")] == (1, "hours", "working_hours")
 
 
 def test_reloading_changes_nothing_and_picks_up_a_renamed_entry(sessions) -> None:  # type: ignore[no-untyped-def]
@@ -190,8 +198,8 @@ BAD_CATALOGUES = [
     (lambda d: d["dispatch_rules"][0].update(grid_prefix="23010a"), "grid_prefix '23010a'"),
     (lambda d: d["dispatch_rules"].append({"category_prefix": "01", "department": "water"}),
      "listed twice"),
-    (lambda d: d["time_limits"][7].update(clock="hours"),
-     r"time_limits\[7\] \(handle event '0101'\): clock 'hours' is not one of continuous"),
+    (lambda d: d["time_limits"][17].update(clock="hours"),
+     r"time_limits\[17\] \(handle event '0101'\): clock 'hours' is not one of continuous"),
     (lambda d: d["time_limits"][0].update(step="fix"), r"time_limits\[0\]: step 'fix'"),
     (lambda d: d["time_limits"][0].update(appeal_type="angry"), "appeal_type 'angry'"),
     (lambda d: d["time_limits"][0].update(urgency="high"), "urgency 'high'"),
@@ -201,6 +209,10 @@ BAD_CATALOGUES = [
     (lambda d: d["time_limits"][0].update(amount=True), "got True"),
     (lambda d: d["time_limits"][0].update(amount=1.5), "got 1.5"),
     (lambda d: d["time_limits"][0].update(amount=10**9), "whole number 1-10000"),
+    (lambda d: d["time_limits"][0].update(clock="working_days", unit="hours"),
+     r"unit \(on the working_days clock\) 'hours' is not one of minutes, days"),
+    (lambda d: d["time_limits"][0].update(clock="continuous", unit="seconds"),
+     r"unit \(on the continuous clock\) 'seconds' is not one of minutes, hours"),
     (lambda d: d["time_limits"].append(dict(d["time_limits"][0])), "listed twice"),
     (lambda d: d.pop("time_limits"), "section 'time_limits' must be a list"),
     (lambda d: d.update(extras=[]), "unknown section 'extras'"),
@@ -284,7 +296,19 @@ def test_single_edits_check_their_input(sessions) -> None:  # type: ignore[no-un
                 and t.step == "handle"]
         assert {(t.kind, t.category_prefix, t.amount) for t in mine} \
             == {("event", "0405", 6), ("component", "01", 2)}
+        # minutes on any clock; the clock's own unit may be named and is stored as ""
+        catalogue.set_limit(session, "check", 30, "working_days", unit="minutes")
+        catalogue.set_limit(session, "close", 2, "working_hours", unit="hours")
+        units = {(t.step, t.amount, t.clock, t.unit) for t in catalogue.limits(session)
+                 if t.step in ("check", "close") and not t.category_prefix
+                 and not t.appeal_type and not t.urgency}
+        assert units == {("check", 30, "working_days", "minutes"),
+                         ("close", 2, "working_hours", "hours")}
+        assert session.scalar(select(TimeLimit.unit).where(
+            TimeLimit.step == "close", TimeLimit.category_prefix == "",
+            TimeLimit.appeal_type == "", TimeLimit.urgency == "")) == ""
         for kwargs, message in (({"clock": "weeks"}, "clock 'weeks'"),
+                                ({"unit": "days"}, "unit .* 'days' is not one of minutes"),
                                 ({"amount": 0}, "amount"),
                                 ({"step": "wait"}, "step 'wait'"),
                                 ({"urgency": "asap"}, "urgency 'asap'")):

@@ -37,6 +37,9 @@ PACKAGED = Path(__file__).with_name("catalogue.yaml")
 KINDS = ("event", "component")
 STEPS = ("verify", "open", "dispatch", "sign", "handle", "check", "close", "complete")
 CLOCKS = ("continuous", "working_hours", "working_days", "calendar_days")
+# A limit counts its clock's own unit unless it says minutes (stored as "" and "minutes").
+OWN_UNITS = {"continuous": "hours", "working_hours": "hours", "working_days": "days",
+             "calendar_days": "days"}
 APPEAL_TYPES = ("enquiry", "help", "complaint", "report", "suggestion", "praise")
 URGENCIES = ("normal", "urgent")
 MAX_AMOUNT = 10_000  # far beyond any real limit; stops a typo such as 1300 days going in
@@ -96,7 +99,8 @@ class Rule:
 
 @dataclass(frozen=True)
 class Limit:
-    """A time limit as the operator wrote it; kind is "" when it is for any category."""
+    """A time limit as the operator wrote it; kind is "" when it is for any category, unit
+    is what amount counts: minutes, or the clock's own hours or days."""
 
     step: str
     kind: str
@@ -105,6 +109,7 @@ class Limit:
     urgency: str
     amount: int
     clock: str
+    unit: str
 
 
 # --- loading -------------------------------------------------------------------------
@@ -140,7 +145,7 @@ class _Parsed:
     categories: dict[tuple[str, str], tuple[str, bool]] = field(default_factory=dict)
     departments: dict[str, tuple[str, bool]] = field(default_factory=dict)
     rules: dict[tuple[str, str], str] = field(default_factory=dict)
-    limits: dict[tuple[str, str, str, str], tuple[int, str]] = field(default_factory=dict)
+    limits: dict[tuple[str, str, str, str], tuple[int, str, str]] = field(default_factory=dict)
 
 
 def _parse(data: Any, source: str) -> _Parsed:
@@ -199,7 +204,7 @@ def _parse(data: Any, source: str) -> _Parsed:
     for i, entry in enumerate(data["time_limits"]):
         where = f"{source}: time_limits[{i}]"
         item = _entry(entry, where, required=("step", "amount", "clock"),
-                      optional=("kind", "category_prefix", "appeal_type", "urgency"))
+                      optional=("unit", "kind", "category_prefix", "appeal_type", "urgency"))
         step = _choice(item["step"], STEPS, "step", where)
         kind = _kind(item.get("kind", "event"), where)
         prefix = _category_prefix(item.get("category_prefix", ""), kind, where, known[kind])
@@ -210,8 +215,9 @@ def _parse(data: Any, source: str) -> _Parsed:
         if key in parsed.limits:
             raise CatalogueError(f"{where}: a limit for this step, category, appeal type and "
                                  "urgency is listed twice")
-        parsed.limits[key] = (_amount(item["amount"], where),
-                              _choice(item["clock"], CLOCKS, "clock", where))
+        clock = _choice(item["clock"], CLOCKS, "clock", where)
+        parsed.limits[key] = (_amount(item["amount"], where), clock,
+                              _unit(item.get("unit", ""), clock, where))
     return parsed
 
 
@@ -267,7 +273,8 @@ def _sync_rules(session: Session, wanted: dict[tuple[str, str], str], counts: Co
             counts.updated += 1
 
 
-def _sync_limits(session: Session, wanted: dict[tuple[str, str, str, str], tuple[int, str]],
+def _sync_limits(session: Session,
+                 wanted: dict[tuple[str, str, str, str], tuple[int, str, str]],
                  counts: Counts) -> None:
     existing = {(t.step, t.category_prefix, t.appeal_type, t.urgency): t
                 for t in session.scalars(select(TimeLimit))}
@@ -275,14 +282,14 @@ def _sync_limits(session: Session, wanted: dict[tuple[str, str, str, str], tuple
         if key not in wanted:
             session.delete(row)
             counts.retired += 1
-    for key, (amount, clock) in wanted.items():
+    for key, (amount, clock, unit) in wanted.items():
         row = existing.get(key)
         if row is None:
             session.add(TimeLimit(step=key[0], category_prefix=key[1], appeal_type=key[2],
-                                  urgency=key[3], amount=amount, clock=clock))
+                                  urgency=key[3], amount=amount, clock=clock, unit=unit))
             counts.added += 1
-        elif (row.amount, row.clock) != (amount, clock):
-            row.amount, row.clock = amount, clock
+        elif (row.amount, row.clock, row.unit) != (amount, clock, unit):
+            row.amount, row.clock, row.unit = amount, clock, unit
             counts.updated += 1
 
 
@@ -380,6 +387,14 @@ def _amount(value: Any, where: str) -> int:
     return value
 
 
+def _unit(value: Any, clock: str, where: str) -> str:
+    """A limit's unit as stored: "" for the clock's own (hours or days), or "minutes"."""
+    own = OWN_UNITS[clock]
+    if value in ("", own):
+        return ""
+    return _choice(value, ("minutes", own), f"unit (on the {clock} clock)", where)
+
+
 def _stored(kind: str, prefix: str) -> str:
     """The category prefix as rules and limits store it (see the module docstring)."""
     return _COMPONENT + prefix if kind == "component" else prefix
@@ -432,7 +447,7 @@ def limits(session: Session) -> list[Limit]:
     rows = session.scalars(select(TimeLimit).order_by(
         TimeLimit.step, TimeLimit.category_prefix, TimeLimit.appeal_type, TimeLimit.urgency))
     return [Limit(t.step, *_unstored(t.category_prefix), t.appeal_type, t.urgency, t.amount,
-                  t.clock) for t in rows]
+                  t.clock, t.unit or OWN_UNITS.get(t.clock, "")) for t in rows]
 
 
 def department_for(session: Session, category_code: str, grid_code: str = "",
@@ -530,8 +545,10 @@ def remove_rule(session: Session, grid_prefix: str, category_prefix: str,
 
 
 def set_limit(session: Session, step: str, amount: int, clock: str, category_prefix: str = "",
-              kind: str = "event", appeal_type: str = "", urgency: str = "") -> TimeLimit:
-    """Add or change the limit for one step, category prefix, appeal type and urgency.
+              kind: str = "event", appeal_type: str = "", urgency: str = "",
+              unit: str = "") -> TimeLimit:
+    """Add or change the limit for one step, category prefix, appeal type and urgency;
+    `amount` in minutes with unit "minutes", else in the clock's own hours or days.
     Orders already running keep the limit their clock started with."""
     where = f"limit {step!s:.12} {kind!s:.12} {category_prefix!s:.16}"
     step = _choice(step, STEPS, "step", where)
@@ -542,16 +559,17 @@ def set_limit(session: Session, step: str, amount: int, clock: str, category_pre
     urgency = _choice(urgency, ("", *URGENCIES), "urgency", where)
     amount = _amount(amount, where)
     clock = _choice(clock, CLOCKS, "clock", where)
+    unit = _unit(unit, clock, where)
     stored = _stored(kind, category_prefix)
     row = session.scalar(select(TimeLimit).where(
         TimeLimit.step == step, TimeLimit.category_prefix == stored,
         TimeLimit.appeal_type == appeal_type, TimeLimit.urgency == urgency))
     if row is None:
         row = TimeLimit(step=step, category_prefix=stored, appeal_type=appeal_type,
-                        urgency=urgency, amount=amount, clock=clock)
+                        urgency=urgency, amount=amount, clock=clock, unit=unit)
         session.add(row)
     else:
-        row.amount, row.clock = amount, clock
+        row.amount, row.clock, row.unit = amount, clock, unit
     session.flush()
     return row
 

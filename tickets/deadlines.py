@@ -1,7 +1,8 @@
 """Time limits (时限) on the steps of a work order: the clock math, and the deadlines kept
 for each order.
 
-Clock kinds (计时方式), `amount` in hours for the first two and in days for the others:
+Clock kinds (计时方式), `amount` in the clock's own unit, hours for the first two and days
+for the others, or in minutes on any clock (unit "minutes", 分钟):
 
 - ``continuous`` (紧急工作时): natural time, holidays and nights included; due = start +
   amount hours.
@@ -21,6 +22,11 @@ Clock kinds (计时方式), `amount` in hours for the first two and in days for 
 - ``calendar_days`` (自然日): N times 24 hours of natural time; in a zone without daylight
   saving (China) that is the same local time N days later.
 
+In minutes a limit is N natural minutes on the natural clocks (continuous, calendar_days) and
+N minutes of working time on the working ones (working_hours, working_days): the standards'
+10-minute urgent dispatch is 10 natural minutes; a 30-minute check started at 17:20 on
+working time is due at 08:50 on the next working day.
+
 The yellow warning (黄灯预警) falls when `percent` % of the limit is used, measured on the
 limit's own clock: 80 % of 4 working hours is after 3.2 working hours; 80 % of 13 working
 days is after 10.4 working days of working time. Times are exact to the microsecond.
@@ -28,15 +34,20 @@ Datetimes in and out are timezone-aware; results are in UTC, the working clock i
 the calendar's zone.
 
 A deadline row (`WorkOrderDeadline`) is one round of one step's clock on one order:
-`on_transition` starts and stops them as the order moves, `extend` moves one later (延期),
-`sweep` raises the yellow and red warnings and says which reds need supervision (督办).
+`on_transition` starts and stops them as the order moves, `extend` moves one later (延期,
+in the round's own unit), `sweep` raises the yellow and red warnings and says which reds
+need supervision (督办).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
+from functools import lru_cache
+from itertools import pairwise
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -48,13 +59,19 @@ from tickets.workcalendar import WorkCalendar
 
 CLOCKS = ("continuous", "working_hours", "working_days", "calendar_days")
 _NATURAL = ("continuous", "calendar_days")
+UNITS = ("", "minutes")  # "": the clock's own unit
 
 # Steps of the case loop that carry a time limit.
 STEPS = ("verify", "open", "dispatch", "sign", "handle", "check", "close", "complete")
 
-_HOUR = timedelta(hours=1)
+_US = timedelta(microseconds=1)
 _DAY = timedelta(days=1)
+_HOUR_US = 3_600_000_000
+_DAY_US = 24 * _HOUR_US
+_MINUTE_US = 60_000_000
 _MAX_IDLE_DAYS = 400  # more than a year without working time: a broken calendar, not a gap
+_LAST_DAY = date.max.toordinal()
+_DST_SLACK_US = 2 * _HOUR_US  # the most a zone's offset moves a day's working time
 
 
 class DeadlineError(HotlineError):
@@ -63,6 +80,13 @@ class DeadlineError(HotlineError):
 
 # ---------------------------------------------------------------------------------------------
 # Clock math
+#
+# Working time is counted a year at a time, never a day at a time, so a limit of years costs
+# what one of days does: a local year the calendar package or the operator knows is a table of
+# its working days with the working time up to each (built once, searched with bisect); a year
+# neither knows is Monday to Friday counted in whole weeks, with the few days a change of the
+# zone's UTC offset (daylight saving) cuts or stretches counted on their own. Only the first
+# and the last day of a span are looked at period by period. Beyond the year 9999 is an error.
 
 
 def _aware(moment: datetime, name: str = "start") -> datetime:
@@ -76,7 +100,24 @@ def _stored(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def _beyond(what: str) -> DeadlineError:
+    return DeadlineError(f"{what}: beyond the year 9999, past what the calendar can represent")
+
+
+def _local_day(calendar: WorkCalendar, moment: datetime) -> date:
+    try:
+        return moment.astimezone(calendar.timezone).date()
+    except OverflowError:
+        raise _beyond("time") from None
+
+
 def _spans(calendar: WorkCalendar) -> tuple[tuple[timedelta, timedelta], ...]:
+    return _merged_spans(calendar.hours)
+
+
+@lru_cache(maxsize=64)
+def _merged_spans(hours: tuple[tuple[time, time], ...]
+                  ) -> tuple[tuple[timedelta, timedelta], ...]:
     """Working spans as offsets from local midnight, sorted and merged; the parser's 24:00
     (time.max) is the end of the day."""
     def offset(t: time) -> timedelta:
@@ -86,7 +127,7 @@ def _spans(calendar: WorkCalendar) -> tuple[tuple[timedelta, timedelta], ...]:
                          microseconds=t.microsecond)
 
     merged: list[tuple[timedelta, timedelta]] = []
-    for start, end in sorted((offset(s), offset(e)) for s, e in calendar.hours):
+    for start, end in sorted((offset(s), offset(e)) for s, e in hours):
         if merged and start <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(merged[-1][1], end))
         else:
@@ -105,33 +146,247 @@ def _periods(calendar: WorkCalendar, day: date,
     if not calendar.is_workday(day):
         return []
     midnight = datetime.combine(day, time())
-    return [((midnight + s).replace(tzinfo=calendar.timezone).astimezone(UTC),
-             (midnight + e).replace(tzinfo=calendar.timezone).astimezone(UTC))
-            for s, e in spans]
+    try:
+        return [((midnight + s).replace(tzinfo=calendar.timezone).astimezone(UTC),
+                 (midnight + e).replace(tzinfo=calendar.timezone).astimezone(UTC))
+                for s, e in spans]
+    except OverflowError:
+        raise _beyond(f"working hours of {day}") from None
 
 
-def _add_working(calendar: WorkCalendar, start: datetime, length: timedelta) -> datetime:
-    """The instant when `length` of working time has passed since `start`."""
-    if length <= timedelta():
+def _weekday(ordinal: int) -> int:
+    return (ordinal - 1) % 7  # date.fromordinal(1), 1 January of year 1, was a Monday
+
+
+def _weekdays(lo: int, hi: int) -> int:
+    """How many Mondays to Fridays there are in the days [lo, hi) (ordinals)."""
+    if hi <= lo:
+        return 0
+    weeks, extra = divmod(hi - lo, 7)
+    return weeks * 5 + sum(_weekday(lo + i) < 5 for i in range(extra))
+
+
+def _nth_weekday(lo: int, n: int) -> int:
+    """The `n`-th (from 1) Monday to Friday on or after day `lo`, in whole weeks."""
+    day = lo + max(0, 7 - _weekday(lo)) if _weekday(lo) >= 5 else lo
+    weeks, rest = divmod(n - 1, 5)
+    day += weeks * 7
+    for _ in range(rest):
+        day += 3 if _weekday(day) == 4 else 1
+    return day
+
+
+@dataclass(frozen=True)
+class _Year:
+    """The working days of one local year, days [start, stop) as ordinals.
+
+    A year the calendar knows is a table: `days`, its working days, and `ends`, the working
+    time (microseconds) of the year up to the end of each. A year it does not know is Monday
+    to Friday (`days` None), each day `nominal` long except the few in `odd`, (day, working
+    time), whose working hours a change of the zone's UTC offset (daylight saving) cuts or
+    stretches."""
+
+    start: int
+    stop: int
+    nominal: int
+    days: tuple[int, ...] | None = None
+    ends: tuple[int, ...] = ()
+    odd: tuple[tuple[int, int], ...] = ()
+
+    def _before(self, day: int) -> tuple[int, int]:
+        """(working days, working time) of the year before `day`."""
+        if self.days is None:
+            count = _weekdays(self.start, day)
+            return count, count * self.nominal + sum(
+                length - self.nominal for odd, length in self.odd if odd < day)
+        count = bisect_left(self.days, day)
+        return count, self.ends[count - 1] if count else 0
+
+    def working(self, lo: int, hi: int) -> int:
+        """Working time of the days [lo, hi) within this year."""
+        return self._before(min(hi, self.stop))[1] - self._before(max(lo, self.start))[1]
+
+    def first(self, lo: int) -> int | None:
+        """The first working day on or after `lo` in this year."""
+        if self.days is None:
+            day = _nth_weekday(max(lo, self.start), 1)
+        else:
+            i = bisect_left(self.days, lo)
+            day = self.days[i] if i < len(self.days) else self.stop
+        return day if day < self.stop else None
+
+    def last(self) -> int | None:
+        if self.days is None:
+            day = self.stop - 1
+            return day - max(0, _weekday(day) - 4)
+        return self.days[-1] if self.days else None
+
+    def locate(self, lo: int, length: int) -> tuple[int, int] | None:
+        """The working day of this year on which `length` (> 0) of working time counted from
+        the start of day `lo` runs out, and how much of it is still to count on that day;
+        None when the year holds less."""
+        lo = max(lo, self.start)
+        if self.days is not None:
+            count, before = self._before(lo)
+            i = bisect_left(self.ends, before + length, lo=count)
+            if i == len(self.days):
+                return None
+            return self.days[i], before + length - (self.ends[i - 1] if i else 0)
+        for odd, odd_length in self.odd:  # whole weeks between the odd days
+            if odd < lo:
+                continue
+            found = self._locate_weekdays(lo, odd, length)
+            if found is not None:
+                return found
+            length -= _weekdays(lo, odd) * self.nominal
+            if length <= odd_length:
+                return odd, length
+            length -= odd_length
+            lo = odd + 1
+        return self._locate_weekdays(lo, self.stop, length)
+
+    def _locate_weekdays(self, lo: int, hi: int, length: int) -> tuple[int, int] | None:
+        n = -(-length // self.nominal)  # working days begun, the last one included
+        day = _nth_weekday(lo, n)
+        return (day, length - (n - 1) * self.nominal) if day < hi else None
+
+
+def _ordinal_of_new_year(year: int) -> int:
+    return date(year, 1, 1).toordinal() if year <= date.max.year else _LAST_DAY + 1
+
+
+@lru_cache(maxsize=16384)
+def _shifts(zone: ZoneInfo, year: int) -> tuple[int, ...]:
+    """The local days of `year` around a change of the zone's UTC offset (daylight saving),
+    as ordinals; none for a zone that keeps one offset through the year. Offsets are sampled
+    weekly, then each change is found to the second by bisection: daylight saving changes
+    over weeks or months, never back within days."""
+    local = [datetime(year, 1, 1, tzinfo=zone) + timedelta(weeks=w) for w in range(53)]
+    local = [moment for moment in local if moment.year == year]
+    local.append(datetime(year, 12, 31, 23, 59, 59, tzinfo=zone))
+    days: set[int] = set()
+    for before, after in pairwise(local):
+        if before.utcoffset() == after.utcoffset():
+            continue
+        try:
+            low, high = before.astimezone(UTC), after.astimezone(UTC)
+        except OverflowError:  # the first or the last day a datetime can hold
+            continue
+        offset = before.utcoffset()
+        while high - low > timedelta(seconds=1):
+            middle = low + (high - low) / 2
+            if middle.astimezone(zone).utcoffset() == offset:
+                low = middle
+            else:
+                high = middle
+        for side in (low, high):  # a working span ending at 24:00 reaches the next day
+            day = side.astimezone(zone).date().toordinal()
+            days.update((day - 1, day))
+    return tuple(sorted(days))
+
+
+@lru_cache(maxsize=16384)
+def _year(zone: ZoneInfo, hours: tuple[tuple[time, time], ...], year: int,
+          overrides: tuple[tuple[date, bool], ...]) -> _Year:
+    """One year of the calendar with these working hours and this year's operator entries."""
+    calendar = WorkCalendar(zone, hours, dict(overrides))
+    spans = _merged_spans(hours)
+    start, stop = _ordinal_of_new_year(year), _ordinal_of_new_year(year + 1)
+    nominal = sum((end - begin) // _US for begin, end in spans)
+
+    def length(day: int) -> int:
+        return sum((end - begin) // _US
+                   for begin, end in _periods(calendar, date.fromordinal(day), spans))
+
+    if not calendar.year_known(year):  # Monday to Friday
+        odd = ((day, length(day)) for day in _shifts(zone, year)
+               if start <= day < stop and _weekday(day) < 5)
+        return _Year(start, stop, nominal, odd=tuple(o for o in odd if o[1] != nominal))
+    days = tuple(day for day in range(start, stop)
+                 if calendar.is_workday(date.fromordinal(day)))
+    ends: list[int] = []
+    total = 0
+    for day in days:
+        total += length(day)
+        ends.append(total)
+    return _Year(start, stop, nominal, days, tuple(ends))
+
+
+class _Years:
+    """The calendar's working days, a year at a time."""
+
+    def __init__(self, calendar: WorkCalendar) -> None:
+        self.calendar = calendar
+        by_year: dict[int, list[tuple[date, bool]]] = {}
+        for day, works in calendar.overrides.items():
+            by_year.setdefault(day.year, []).append((day, works))
+        self.overrides = {year: tuple(sorted(items)) for year, items in by_year.items()}
+        self.nominal = working_day_length(calendar) // _US
+
+    def year(self, year: int) -> _Year:
+        return _year(self.calendar.timezone, self.calendar.hours, year,
+                     self.overrides.get(year, ()))
+
+    def working(self, lo: int, hi: int) -> int:
+        """Working time (microseconds) of the whole days [lo, hi)."""
+        total = 0
+        year = date.fromordinal(lo).year if lo <= _LAST_DAY else date.max.year + 1
+        while lo < hi:
+            part = self.year(year)
+            total += part.working(lo, hi)
+            lo, year = part.stop, year + 1
+        return total
+
+    def locate(self, lo: int, length: int, last: int) -> tuple[int, int]:
+        """The working day on or after day `lo` on which `length` (> 0) of working time runs
+        out, and what is left to count on it; `last` is the last working day seen before."""
+        # A day holds at most its nominal working time and a daylight-saving hour or two: a
+        # length no day before the year 10000 can reach is refused without counting.
+        if length > (_LAST_DAY + 1 - lo) * (self.nominal + _DST_SLACK_US):
+            raise _beyond("due time")
+        year = date.fromordinal(lo).year if lo <= _LAST_DAY else date.max.year + 1
+        while year <= date.max.year:
+            part = self.year(year)
+            first = part.first(lo)
+            idle_to = first if first is not None else part.stop
+            if idle_to - last - 1 > _MAX_IDLE_DAYS:
+                raise ValueError(f"calendar: no working day within {_MAX_IDLE_DAYS} days after "
+                                 f"{date.fromordinal(last + 1)}")
+            if first is not None:
+                found = part.locate(lo, length)
+                if found is not None:
+                    return found
+                length -= part.working(lo, part.stop)
+                last = part.last() or last  # a year with a first day has a last
+            lo, year = part.stop, year + 1
+        raise _beyond("due time")
+
+
+def _add_working(calendar: WorkCalendar, start: datetime, length: int) -> datetime:
+    """The instant when `length` microseconds of working time have passed since `start`."""
+    if length <= 0:
         return start
     spans = _spans(calendar)
     if not spans:
         raise ValueError("calendar: no working hours configured")
-    remaining = length
-    day = start.astimezone(calendar.timezone).date()
-    idle = 0
-    while idle <= _MAX_IDLE_DAYS:
-        periods = _periods(calendar, day, spans)
-        idle = 0 if periods else idle + 1
-        for begin, end in periods:
-            if end <= start:
-                continue
-            begin = max(begin, start)
-            if remaining <= end - begin:
-                return begin + remaining
-            remaining -= end - begin
-        day += _DAY
-    raise ValueError(f"calendar: no working day within {_MAX_IDLE_DAYS} days after {day}")
+    day = _local_day(calendar, start)
+    periods = _periods(calendar, day, spans)
+    for begin, end in periods:  # the rest of the first day, period by period
+        if end <= start:
+            continue
+        begin = max(begin, start)
+        part = (end - begin) // _US
+        if length <= part:
+            return begin + timedelta(microseconds=length)
+        length -= part
+    seen = day.toordinal() if periods else day.toordinal() - 1
+    found, length = _Years(calendar).locate(day.toordinal() + 1, length, seen)
+    for begin, end in _periods(calendar, date.fromordinal(found), spans):
+        part = (end - begin) // _US
+        if length <= part:
+            return begin + timedelta(microseconds=length)
+        length -= part
+    raise AssertionError("a located working day holds what is left")  # pragma: no cover
 
 
 def working_time(calendar: WorkCalendar, start: datetime, end: datetime) -> timedelta:
@@ -140,66 +395,87 @@ def working_time(calendar: WorkCalendar, start: datetime, end: datetime) -> time
     if end <= start:
         return timedelta()
     spans = _spans(calendar)
-    total = timedelta()
-    day = start.astimezone(calendar.timezone).date()
-    last = end.astimezone(calendar.timezone).date()
-    while day <= last:
-        for begin, finish in _periods(calendar, day, spans):
-            overlap = min(finish, end) - max(begin, start)
-            if overlap > timedelta():
-                total += overlap
-        day += _DAY
-    return total
+    first, last = _local_day(calendar, start), _local_day(calendar, end)
+
+    def overlap(day: date) -> int:
+        return sum(max(min(finish, end) - max(begin, start), timedelta()) // _US
+                   for begin, finish in _periods(calendar, day, spans))
+
+    if first == last:
+        return timedelta(microseconds=overlap(first))
+    whole = _Years(calendar).working(first.toordinal() + 1, last.toordinal())
+    return timedelta(microseconds=overlap(first) + whole + overlap(last))
 
 
-def _length(calendar: WorkCalendar, amount: float, clock: str) -> timedelta:
-    """The limit on its own clock: natural time, or working time."""
+def unit_name(clock: str, unit: str = "") -> str:
+    """What an amount on `clock` counts (计时单位): minutes, or the clock's own hours or days."""
+    if unit == "minutes":
+        return unit
+    return "hours" if clock in ("continuous", "working_hours") else "days"
+
+
+def _length(calendar: WorkCalendar, amount: float, clock: str, unit: str) -> int:
+    """The limit on its own clock, in microseconds of natural time or of working time."""
     if clock not in CLOCKS:
         raise ValueError(f"clock: one of {', '.join(CLOCKS)}, got {clock!r}")
-    if amount < 0:
+    if unit not in UNITS:
+        raise ValueError(f"unit: minutes, or '' for the clock's own, got {unit!r}")
+    try:
+        exact = Fraction(amount)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"amount: a finite number, got {amount!r}") from None
+    if exact < 0:
         raise ValueError(f"amount: not below zero, got {amount!r}")
-    unit = {"continuous": _HOUR, "working_hours": _HOUR, "calendar_days": _DAY,
-            "working_days": working_day_length(calendar)}[clock]
-    return _scale(unit, Fraction(amount))
+    if unit == "minutes":
+        return _scale(_MINUTE_US, exact)
+    own = {"continuous": _HOUR_US, "working_hours": _HOUR_US, "calendar_days": _DAY_US,
+           "working_days": working_day_length(calendar) // _US}[clock]
+    return _scale(own, exact)
 
 
-def _scale(length: timedelta, factor: Fraction) -> timedelta:
-    return timedelta(microseconds=round(factor * (length // timedelta(microseconds=1))))
+def _scale(length: int, factor: Fraction) -> int:
+    return round(factor * length)
 
 
-def _advance(calendar: WorkCalendar, start: datetime, length: timedelta, clock: str
-             ) -> datetime:
-    if clock in _NATURAL:
-        return start + length
-    return _add_working(calendar, start, length)
+def _advance(calendar: WorkCalendar, start: datetime, length: int, clock: str) -> datetime:
+    if clock not in _NATURAL:
+        return _add_working(calendar, start, length)
+    try:
+        moment = start + timedelta(microseconds=length)
+    except OverflowError:
+        raise _beyond("due time") from None
+    _local_day(calendar, moment)  # representable on the calendar too
+    return moment
 
 
-def due(calendar: WorkCalendar, start: datetime, amount: float, clock: str) -> datetime:
-    """When a limit of `amount` on `clock` started at `start` runs out (UTC)."""
+def due(calendar: WorkCalendar, start: datetime, amount: float, clock: str,
+        unit: str = "") -> datetime:
+    """When a limit of `amount` (in `unit`, "" for the clock's own) on `clock` started at
+    `start` runs out (UTC)."""
     start = _aware(start)
-    return _advance(calendar, start, _length(calendar, amount, clock), clock)
+    return _advance(calendar, start, _length(calendar, amount, clock, unit), clock)
 
 
 def warning_point(calendar: WorkCalendar, start: datetime, amount: float, clock: str,
-                  percent: float) -> datetime:
+                  percent: float, unit: str = "") -> datetime:
     """When `percent` % of the limit is used, on the limit's own clock (the yellow warning)."""
     if not 0 <= percent <= 100:
         raise ValueError(f"percent: 0-100, got {percent!r}")
     start = _aware(start)
-    part = _scale(_length(calendar, amount, clock), Fraction(percent) / 100)
+    part = _scale(_length(calendar, amount, clock, unit), Fraction(percent) / 100)
     return _advance(calendar, start, part, clock)
 
 
 def elapsed_fraction(calendar: WorkCalendar, start: datetime, amount: float, clock: str,
-                     now: datetime) -> float:
+                     now: datetime, unit: str = "") -> float:
     """How much of the limit is used at `now`: 0 before the start, 1 at the due time, above 1
     when overdue (1.5 = half the limit again past due)."""
     start, now = _aware(start), _aware(now, "now")
-    length = _length(calendar, amount, clock)
+    length = _length(calendar, amount, clock, unit)
     used = now - start if clock in _NATURAL else working_time(calendar, start, now)
-    if length <= timedelta():
+    if length <= 0:
         return 1.0 if now >= start else 0.0
-    return max(used, timedelta()) / length
+    return max(used, timedelta()) // _US / length
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,8 +509,14 @@ _ENDS_ALL = ("closed", *workflow.FINAL)
 
 def limit_for(session: Session, order: WorkOrder, step: str) -> TimeLimit | None:
     """The most specific time limit for `step` of `order`: the longest category prefix
-    first ("" matches all), then an exact appeal type over "", then an exact urgency over "".
+    first ("" matches all), then an exact urgency over "", then an exact appeal type over "".
     None: the step has no limit for this order.
+
+    Urgency comes before the appeal type because an urgent order is urgent whatever kind of
+    appeal it is: an urgent limit beats every normal limit of its category prefix, appeal
+    types' included, so one urgent row per prefix covers them all. A category prefix with
+    limits of its own needs its own urgent limit, or its limit applies to urgent orders too
+    (which is right for a category that is quick anyway).
 
     Component prefixes are stored with a "C" in front (see tickets.catalogue), since event
     and component codes overlap; the order's category is put in the same form to match."""
@@ -248,8 +530,8 @@ def limit_for(session: Session, order: WorkOrder, step: str) -> TimeLimit | None
     matching = [r for r in rows if category.startswith(r.category_prefix or "")]
     if not matching:
         return None
-    return max(matching, key=lambda r: (len(r.category_prefix or ""), r.appeal_type != "",
-                                        r.urgency != ""))
+    return max(matching, key=lambda r: (len(r.category_prefix or ""), r.urgency != "",
+                                        r.appeal_type != ""))
 
 
 def on_transition(session: Session, order: WorkOrder, action: str, now: datetime,
@@ -284,19 +566,26 @@ def on_transition(session: Session, order: WorkOrder, action: str, now: datetime
             WorkOrderDeadline.order_id == order.id, WorkOrderDeadline.step == step)) or 0
         session.add(WorkOrderDeadline(
             order_id=order.id, step=step, round=last + 1, clock=limit.clock,
-            amount=limit.amount, started_at=now,
-            yellow_at=warning_point(calendar, now, limit.amount, limit.clock, yellow_percent),
-            due_at=due(calendar, now, limit.amount, limit.clock), extensions=0, met_at=None,
-            warning="", escalated_at=None))
+            amount=limit.amount, unit=limit.unit, started_at=now,
+            yellow_at=warning_point(calendar, now, limit.amount, limit.clock, yellow_percent,
+                                    limit.unit),
+            due_at=due(calendar, now, limit.amount, limit.clock, limit.unit), extensions=0,
+            met_at=None, warning="", escalated_at=None))
     session.flush()
 
 
 def extend(session: Session, order: WorkOrder, step: str, amount: int, now: datetime,
            calendar: WorkCalendar, yellow_percent: float) -> WorkOrderDeadline:
-    """An extension granted (延期): the running round of `step` gets `amount` more on its own
-    clock. Its `amount` becomes the limit in force (original plus extensions), so due and
-    yellow are recomputed from the start and a deadline only ever moves later. A warning the
-    new times no longer justify is lowered; a new breach warns (and escalates) again."""
+    """An extension granted (延期): the running round of `step` gets `amount` more in its own
+    unit on its own clock (minutes, hours or days, as the round's limit counts). Its `amount`
+    becomes the limit in force (original plus extensions), so due and yellow are recomputed
+    from the start and a deadline only ever moves later. A warning the new times no longer
+    justify is lowered; a new breach warns (and escalates) again.
+
+    One extension is at most the round's original limit (延期不超过原时限): 4 working hours
+    can be extended by 1 to 4 working hours at a time, 13 working days by up to 13. A longer
+    one is a DeadlineError, refused before any calendar arithmetic; each further extension
+    needs its own request and grant."""
     now = _aware(now, "now")
     if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
         raise DeadlineError(f"extension: a whole amount above zero, got {amount!r}")
@@ -307,13 +596,19 @@ def extend(session: Session, order: WorkOrder, step: str, amount: int, now: date
         .limit(1).with_for_update())
     if row is None:
         raise DeadlineError(f"work order {order.case_number}: no {step!r} clock running")
+    original = row.amount - row.extended
+    if amount > original:
+        raise DeadlineError(
+            f"extension: at most the {step} clock's original limit at a time, {original} "
+            f"{unit_name(row.clock, row.unit)} on {row.clock}, got {amount}")
     started = _stored(row.started_at)
     total = row.amount + amount
-    new_due = due(calendar, started, total, row.clock)
+    new_due = due(calendar, started, total, row.clock, row.unit)
     old_due = _stored(row.due_at)
-    row.amount, row.extensions = total, row.extensions + 1
+    row.amount, row.extended, row.extensions = total, row.extended + amount, row.extensions + 1
     row.due_at = max(new_due, old_due)
-    row.yellow_at = warning_point(calendar, started, total, row.clock, yellow_percent)
+    row.yellow_at = warning_point(calendar, started, total, row.clock, yellow_percent,
+                                  row.unit)
     level = "red" if row.due_at < now else "yellow" if _stored(row.yellow_at) <= now else ""
     if _LEVELS.index(level) < _LEVELS.index(row.warning or ""):
         row.warning = level
@@ -384,13 +679,15 @@ def sweep(session: Session, calendar: WorkCalendar | None, now: datetime) -> lis
 
 @dataclass(frozen=True)
 class Deadline:
-    """One round of one step's clock, as the API shows it (datetimes in UTC)."""
+    """One round of one step's clock, as the API shows it (datetimes in UTC); `unit` is
+    what `amount` counts: minutes, hours or days."""
 
     case_number: str
     step: str
     round: int
     clock: str
     amount: int
+    unit: str
     started_at: datetime
     yellow_at: datetime
     due_at: datetime
@@ -407,6 +704,7 @@ class Deadline:
 
 def _view(row: WorkOrderDeadline, case_number: str) -> Deadline:
     return Deadline(case_number, row.step, row.round, row.clock, row.amount,
+                    unit_name(row.clock, row.unit),
                     _stored(row.started_at), _stored(row.yellow_at), _stored(row.due_at),
                     row.extensions, _stored(row.met_at) if row.met_at else None,
                     row.warning, _stored(row.escalated_at) if row.escalated_at else None)

@@ -121,7 +121,7 @@ def _full_view(session: Session, order: Any, who: Identity) -> dict[str, Any]:
         "actor": e.actor, "role": e.role, "note": e.note, "at": e.at.isoformat()}
         for e in service.history(session, order.case_number)]
     view["deadlines"] = [{
-        "step": d.step, "round": d.round, "clock": d.clock, "amount": d.amount,
+        "step": d.step, "round": d.round, "clock": d.clock, "amount": d.amount, "unit": d.unit,
         "started_at": d.started_at.isoformat(), "yellow_at": d.yellow_at.isoformat(),
         "due_at": d.due_at.isoformat(), "extensions": d.extensions,
         "met_at": d.met_at.isoformat() if d.met_at else None, "warning": d.warning,
@@ -432,8 +432,11 @@ OPENAPI: dict[str, Any] = {
                     "note": {"type": "string", "maxLength": 2000},
                     "expected_version": {"type": "integer"},
                     "into": {"type": "string", "description": "merge: the surviving order"},
-                    "amount": {"type": "integer",
-                               "description": "grant_extension: how much longer"}}}}}},
+                    "amount": {"type": "integer", "minimum": 1,
+                               "description": "grant_extension: how much longer, in the "
+                                              "running clock's own unit (minutes, hours or "
+                                              "days); at most its original limit at a "
+                                              "time"}}}}}},
             "responses": {"200": {"description": "the order after the action", **_JSON_ORDER},
                           **_ERRORS}}},
         "/api/v1/orders/{case_number}/photos": {"post": {

@@ -169,7 +169,8 @@ class DispatchRule(Base):
 class TimeLimit(Base):
     """A time limit (时限) for one workflow step, for orders whose category starts with
     `category_prefix` ("" for any), optionally only for one appeal type or urgency.
-    `clock` is continuous | working_hours | working_days | calendar_days."""
+    `clock` is continuous | working_hours | working_days | calendar_days; `amount` counts
+    the clock's own unit (hours or days) when `unit` is "", or minutes when it is "minutes"."""
 
     __tablename__ = "time_limits"
     __table_args__ = (UniqueConstraint("step", "category_prefix", "appeal_type", "urgency"),)
@@ -181,11 +182,14 @@ class TimeLimit(Base):
     urgency: Mapped[str] = mapped_column(String(10), default="")
     amount: Mapped[int] = mapped_column(Integer)
     clock: Mapped[str] = mapped_column(String(16))
+    unit: Mapped[str] = mapped_column(String(8), default="", server_default="")
 
 
 class WorkOrderDeadline(Base):
     """The clock on one step of one order: when it started, when the yellow and red
-    warnings fall, when it was met; a rework starts the step again as a new round."""
+    warnings fall, when it was met; a rework starts the step again as a new round. `amount`
+    is the limit in force, `extended` of it granted by extensions (延期), both in `unit` as on
+    TimeLimit."""
 
     __tablename__ = "work_order_deadlines"
     __table_args__ = (UniqueConstraint("order_id", "step", "round"),)
@@ -197,10 +201,12 @@ class WorkOrderDeadline(Base):
     round: Mapped[int] = mapped_column(Integer, default=1)
     clock: Mapped[str] = mapped_column(String(16))
     amount: Mapped[int] = mapped_column(Integer)
+    unit: Mapped[str] = mapped_column(String(8), default="", server_default="")
     started_at: Mapped[datetime] = mapped_column(UtcDateTime())
     yellow_at: Mapped[datetime] = mapped_column(UtcDateTime())
     due_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     extensions: Mapped[int] = mapped_column(Integer, default=0)
+    extended: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     met_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     warning: Mapped[str] = mapped_column(String(8), default="")  # "" | yellow | red
     escalated_at: Mapped[datetime | None] = mapped_column(UtcDateTime(),

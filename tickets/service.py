@@ -274,7 +274,8 @@ def grant_extension(session: Session, case_number: str, amount: int, *, actor: s
                     expected_version: int | None = None, policy: Policy = DEFAULT_POLICY,
                     now: datetime) -> WorkOrder:
     """延期: the shift chief grants the department `amount` more (in the step's own units)
-    on the running clock; the due time only ever moves later."""
+    on the running clock; the due time only ever moves later. One extension is at most the
+    round's original limit (tickets.deadlines.extend): a longer one is an OrderError."""
     order = transition(session, case_number, "grant_extension", actor=actor, role=role,
                        note=note or f"延期 {amount}", expected_version=expected_version,
                        policy=policy, now=now)
