@@ -640,7 +640,7 @@ def test_the_migration_keeps_old_limits_and_going_back_rounds_minutes_up(session
                                        "ORDER BY step")).all()
         return [tuple(r) for r in limits + clocks]
 
-    command.downgrade(alembic_config(engine), "0009")
+    command.downgrade(alembic_config(engine), "0013")  # the migration before minutes
     # the old schema has no minutes: whole hours of the same kind of time, rounded up
     assert rows() == [("close", "", 2, "working_hours"), ("handle", "", 5, "working_days"),
                       ("handle", "urgent", 12, "continuous"),

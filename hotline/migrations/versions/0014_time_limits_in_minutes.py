@@ -1,7 +1,7 @@
 """time limits in minutes
 
-Revision ID: 0012
-Revises: 0009
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-11-29 17:00:00.000000
 
 A time limit's amount, and a running clock's, counts the clock's own unit (hours on
@@ -16,8 +16,8 @@ this counts its amount in force as its original limit.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012"
-down_revision = "0009"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
