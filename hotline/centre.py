@@ -29,7 +29,7 @@ from tickets.worker import TicketsWorker
 
 
 class Centre:
-    def __init__(self, settings: Settings, *, web: bool = True,
+    def __init__(self, settings: Settings, *, web: bool = True, worker: bool = True,
                  clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self.clock = clock  # every "now" of the centre's processes
@@ -42,7 +42,7 @@ class Centre:
         publish_on_commit(self.sessions, self.bus)
         self.telephony = TelephonyService(settings, self.sessions, self.bus, clock)
         self.tickets = TicketsWorker(settings, self.sessions, self.bus, clock)
-        self.with_web = web
+        self.with_web, self.with_worker = web, worker
         self.ivr: FastAgiServer | None = None
         self._loop: BackgroundLoop | None = None
         self._ivr_loop: BackgroundLoop | None = None
@@ -63,8 +63,9 @@ class Centre:
             self._stop = self._loop.run(_new_event())
             self._telephony_run = asyncio.run_coroutine_threadsafe(
                 self.telephony.run(self._stop), self._loop.loop)
-            self._tickets_run = asyncio.run_coroutine_threadsafe(
-                self.tickets.run(self._stop), self._loop.loop)
+            if self.with_worker:
+                self._tickets_run = asyncio.run_coroutine_threadsafe(
+                    self.tickets.run(self._stop), self._loop.loop)
             if self.with_web:
                 self._start_web()
             self._loop.run(asyncio.wait_for(self.telephony.connected.wait(), connect_timeout))
@@ -101,7 +102,8 @@ class Centre:
             with contextlib.suppress(Exception):
                 self._telephony_run.result(15)
             with contextlib.suppress(Exception):
-                self._tickets_run.result(15)
+                if self._tickets_run is not None:
+                    self._tickets_run.result(15)
         if self.ivr is not None and self._ivr_loop is not None:
             self._ivr_loop.run(self.ivr.close(), 10)
         if self._ivr_loop is not None:

@@ -258,6 +258,12 @@ class CallTracker:
                                    caller_name=call.caller_name,
                                    entry_number=call.entry_number))
         role = "caller" if uniqueid == linkedid else "other"
+        if role == "caller" and out == []:
+            # adopted at a resync, the agent's leg may come first: the call is the caller's
+            call.caller_number = _text(e.get("CallerIDNum"), 40)
+            call.caller_name = _text(e.get("CallerIDName"), 100)
+            call.entry_number = _text(e.get("Exten"), 40)
+            call.started_at = min(call.started_at, at)
         call.legs[uniqueid] = Leg(uniqueid=uniqueid, channel=_text(e.get("Channel")), role=role,
                                   number=_text(e.get("CallerIDNum"), 40),
                                   name=_text(e.get("CallerIDName"), 100), created_at=call.at(at))
@@ -455,7 +461,9 @@ class CallTracker:
 
         Legs we track that Asterisk no longer has ended while we were away: they end now,
         their calls are closed and marked incomplete. Channels we never saw are adopted,
-        dated back by the age Asterisk gives them (Duration).
+        dated back by the age Asterisk gives them (Duration); a caller in Queue() bridged
+        to another leg is talking to the agent that leg's device names, since that leg
+        began.
         """
         out: list[DomainEvent] = []
         present = {ch.get("Uniqueid", "") for ch in active}
@@ -467,14 +475,33 @@ class CallTracker:
             if gone:
                 call.incomplete = True
                 out += self._finish_if_over(call, at)
-        for channel in active:
-            if channel.get("Uniqueid") and channel["Uniqueid"] not in self._leg_call:
-                began = at - _duration(channel.get("Duration", ""))
-                out += self._on_Newchannel({**channel, "Timestamp": repr(began)}, began)
-                call = self._call_of(channel)
-                if call is not None:
-                    call.incomplete = True
+        adopted = [ch for ch in active
+                   if ch.get("Uniqueid") and ch["Uniqueid"] not in self._leg_call]
+        for channel in adopted:
+            began = at - _duration(channel.get("Duration", ""))
+            out += self._on_Newchannel({**channel, "Timestamp": repr(began)}, began)
+            call = self._call_of(channel)
+            if call is not None:
+                call.incomplete = True
+        for channel in adopted:
+            if channel.get("Application") == "Queue" and channel.get("BridgeId"):
+                self._adopt_connection(channel, adopted)
         return out
+
+    def _adopt_connection(self, caller: dict[str, str], channels: list[dict[str, str]]
+                          ) -> None:
+        call = self._call_of(caller)
+        agent_leg = next((ch for ch in channels if ch.get("BridgeId") == caller["BridgeId"]
+                          and ch.get("Uniqueid") != caller.get("Uniqueid")), None)
+        if call is None or agent_leg is None or call.connected_at is not None:
+            return
+        leg = call.legs.get(agent_leg.get("Uniqueid", ""))
+        if leg is None:
+            return
+        device = re.sub(r"-[0-9a-f]+$", "", agent_leg.get("Channel", ""))  # PJSIP/8101-0005
+        leg.role = "agent"
+        call.queue = _text(caller.get("ApplicationData", "").split(",")[0], 40) or None
+        call.agent, call.connected_at = agent_of({"Interface": device}) or None, leg.created_at
 
 
 def _duration(text: str) -> float:

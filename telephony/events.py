@@ -2,6 +2,9 @@
 
 Each is an explicit type; consumers (wallboard, work orders, KPIs) read them from Redis.
 Times are Unix epoch seconds as Asterisk stamped the AMI event, not the moment we read it.
+An event's id (hotline.events) is what it is about: the call it started or ended, the
+agent rung at a moment, the seat's new state and since when; so the same fact seen again
+(a call adopted at a resync after a restart) is not published again.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ class CallStarted(CallEvent):
     caller_name: str = ""
     entry_number: str = ""
 
+    def identity(self) -> tuple[object, ...]:
+        return (self.call_id,)
+
 
 @dataclass(frozen=True)
 class IvrStep(CallEvent):
@@ -34,6 +40,9 @@ class IvrStep(CallEvent):
     type: ClassVar[str] = "call.ivr_step"
     node: str = ""
     value: str = ""
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.call_id, f"{self.at:.6f}", self.node, self.value)
 
 
 @dataclass(frozen=True)
@@ -44,12 +53,18 @@ class QueueJoined(CallEvent):
     queue: str = ""
     position: int = 0
 
+    def identity(self) -> tuple[object, ...]:
+        return (self.call_id, self.queue)
+
 
 @dataclass(frozen=True)
 class AgentRinging(CallEvent):
     type: ClassVar[str] = "call.agent_ringing"
     queue: str = ""
     agent: str = ""
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.call_id, self.agent, f"{self.at:.6f}")
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,9 @@ class AgentNoAnswer(CallEvent):
     queue: str = ""
     agent: str = ""
     ring_seconds: float = 0.0
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.call_id, self.agent, f"{self.at:.6f}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,9 @@ class AgentConnected(CallEvent):
     agent: str = ""
     wait_seconds: float = 0.0
 
+    def identity(self) -> tuple[object, ...]:
+        return (self.call_id,)
+
 
 @dataclass(frozen=True)
 class CallAbandoned(CallEvent):
@@ -79,6 +100,9 @@ class CallAbandoned(CallEvent):
     wait_seconds: float = 0.0
     short: bool = False
 
+    def identity(self) -> tuple[object, ...]:
+        return (self.call_id,)
+
 
 @dataclass(frozen=True)
 class CallEnded(CallEvent):
@@ -86,6 +110,9 @@ class CallEnded(CallEvent):
 
     type: ClassVar[str] = "call.ended"
     record: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.call_id,)
 
 
 @dataclass(frozen=True)
@@ -100,6 +127,9 @@ class SeatChanged(DomainEvent):
     previous_state: str = ""
     previous_seconds: float = 0.0
 
+    def identity(self) -> tuple[object, ...]:
+        return (self.agent, self.state, self.reason, f"{self.at:.6f}")
+
 
 @dataclass(frozen=True)
 class OutboundCallFailed(DomainEvent):
@@ -111,3 +141,6 @@ class OutboundCallFailed(DomainEvent):
     reference: str = ""
     number: str = ""
     reason: str = ""
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.reference,)

@@ -73,6 +73,8 @@ class TelephonyService:
         """Stay connected until `stop` is set."""
         backoff = BACKOFF_FIRST
         await asyncio.to_thread(commands.ensure_group, self.redis)
+        saved = await asyncio.to_thread(self.redis.hgetall, SEATS_KEY)
+        self.board.restore(json.loads(v) for v in saved.values())
         command_loop = asyncio.create_task(self._serve_commands(stop))
         while not stop.is_set():
             lost = asyncio.Event()

@@ -1,5 +1,6 @@
 """Domain events of the tickets room, announced inside the transaction that made them true
-and published on the event bus once it commits (`hotline.events.announce`)."""
+and published on the event bus once it commits (`hotline.events.announce`). Each event's id
+is the order and the step it records (an order's version names each of its moves)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ class WorkOrderOpened(DomainEvent):
     duplicate_of: str = ""
     repeat_caller: bool = False
 
+    def identity(self) -> tuple[object, ...]:
+        return (self.case_number,)
+
 
 @dataclass(frozen=True)
 class WorkOrderMoved(DomainEvent):
@@ -29,11 +33,15 @@ class WorkOrderMoved(DomainEvent):
 
     type: ClassVar[str] = "work_order.moved"
     case_number: str = ""
+    version: int = 0  # the order's version after the move
     action: str = ""
     from_state: str = ""
     to_state: str = ""
     actor: str = ""
     role: str = ""
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.case_number, self.version)
 
 
 @dataclass(frozen=True)
@@ -43,8 +51,12 @@ class DeadlineWarned(DomainEvent):
     type: ClassVar[str] = "work_order.deadline"
     case_number: str = ""
     step: str = ""
+    round: int = 1
     warning: str = ""
     due_at: str = ""
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.case_number, self.step, self.round, self.warning)
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,10 @@ class SurveyFinished(DomainEvent):
 
     type: ClassVar[str] = "survey.finished"
     case_number: str = ""
+    round: int = 1  # the order's survey round: a reopened order is surveyed again
     rating: int | None = None
     channel: str = ""
     outcome: str = ""
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.case_number, self.round)

@@ -253,8 +253,8 @@ def transition(session: Session, case_number: str, action: str, *, actor: str, r
     session.refresh(order)
     _after_move(session, order, action, policy, now)
     announce(session, WorkOrderMoved(at=now.timestamp(), case_number=case_number,
-                                     action=action, from_state=before, to_state=after,
-                                     actor=actor, role=role))
+                                     version=order.version, action=action, from_state=before,
+                                     to_state=after, actor=actor, role=role))
     return order
 
 

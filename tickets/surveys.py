@@ -93,7 +93,7 @@ def schedule(session: Session, order: WorkOrder, calendar: WorkCalendar, policy:
     if not order.citizen_phone:
         survey.state, survey.outcome = "done", "no_phone"
         announce(session, SurveyFinished(at=now.timestamp(), case_number=order.case_number,
-                                         outcome="no_phone"))
+                                         round=survey.round, outcome="no_phone"))
     session.add(survey)
     session.flush()
     return survey
@@ -207,7 +207,7 @@ def agent_result(session: Session, survey_id: int, rating: int | None, *, actor:
             raise SurveyError(f"survey {survey_id} is {survey.state}, not on the agents' list")
         announce(session, SurveyFinished(at=now.timestamp(), channel="agent",
                                          case_number=_case_number(session, survey),
-                                         outcome="unreachable"))
+                                         round=survey.round, outcome="unreachable"))
         return "unreachable"
     outcome = _finish(session, survey, ("agent",), rating, "agent", actor, policy, now, note)
     if not outcome:
@@ -245,7 +245,8 @@ def _finish(session: Session, survey: Survey, states: tuple[str, ...], rating: i
                            "reopen" if outcome == "reopened" else "evaluate", actor=actor,
                            role=workflow.SYSTEM, note=text, policy=policy, now=now)
     announce(session, SurveyFinished(at=now.timestamp(), case_number=order.case_number,
-                                     rating=rating, channel=channel, outcome=outcome))
+                                     round=survey.round, rating=rating, channel=channel,
+                                     outcome=outcome))
     return outcome
 
 

@@ -1,7 +1,9 @@
 """The tickets room's clockwork, run beside the telephony service (`hotline serve`):
 
 - survey calls that are due are placed through the telephony service (one process writes to
-  AMI), and unanswered ones come back as `outbound.failed` events;
+  AMI), and unanswered ones come back as `outbound.failed` events, read through the
+  worker's consumer group: one published while the worker is down is handled when it
+  returns, and one it read but did not finish is read again;
 - SMS surveys nobody answered go to the agents' callback list;
 - deadline warnings (yellow, red) and escalation to supervision (督办);
 - webhook deliveries to the city platform, retried until they land.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 1.0
 DEADLINE_EVERY = 30.0
 STALE_ATTEMPT = timedelta(minutes=10)  # a survey call with no outcome after this is retried
+EVENTS_GROUP = "tickets"  # the worker's consumer group on the event stream
 
 
 class TicketsWorker:
@@ -40,10 +44,11 @@ class TicketsWorker:
                  clock: Clock) -> None:
         self.settings, self.sessions, self.bus, self.clock = settings, sessions, bus, clock
         self.policy = service.Policy.from_settings(settings)
-        self._events_after = "$"
+        # one consumer per host: after a restart it finds what it had read but not finished
+        self.consumer = f"worker-{socket.gethostname()}"
+        bus.ensure_group(EVENTS_GROUP)  # before anything is published for it to miss
 
     async def run(self, stop: asyncio.Event) -> None:
-        self._events_after = await asyncio.to_thread(self.bus.last_id)
         last_sweep = 0.0
         loop = asyncio.get_running_loop()
         while not stop.is_set():
@@ -86,11 +91,11 @@ class TicketsWorker:
         """Unanswered survey calls (from the telephony service's events) and attempts that
         never reported back."""
         now = now or self.clock.now()
-        for entry_id, event in self.bus.read(self._events_after, count=500):
-            self._events_after = entry_id
+        for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer):
             if event.get("type") == "outbound.failed" and event.get("purpose") == "survey":
                 self._call_failed(str(event.get("reference", "")),
                                   str(event.get("reason", "")), now)
+            self.bus.ack(EVENTS_GROUP, entry_id)
         with self.sessions() as session:
             stale = surveys.stale_calls(session, now, STALE_ATTEMPT)
         for attempt_id in stale:
@@ -117,7 +122,8 @@ class TicketsWorker:
             for warning in changed:
                 announce(session, DeadlineWarned(
                     at=now.timestamp(), case_number=warning.case_number, step=warning.step,
-                    warning=warning.warning, due_at=warning.due_at.isoformat()))
+                    round=warning.round, warning=warning.warning,
+                    due_at=warning.due_at.isoformat()))
                 if warning.escalate:
                     try:
                         with session.begin_nested():
