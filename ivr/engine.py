@@ -36,7 +36,9 @@ CASE_PROMPTS = {
     "closed": "case_closed", "evaluated": "case_closed",
     "voided": "case_withdrawn", "merged": "case_withdrawn",
 }
-CASE_NUMBER_DIGITS = 12
+CASE_NUMBER_DIGITS = 12  # YYYYMMDD and the day's count; a storm day's later ones are longer
+MAX_CASE_DIGITS = 16
+MORE_DIGITS_MS = 2000  # after the 12th digit, how long a caller may take to key a 13th
 
 
 async def _no_case(_number: str) -> str | None:
@@ -125,11 +127,21 @@ async def _menu(session: AgiSession, node: Node, flow: Flow, keyed: str,
 
 async def _progress(session: AgiSession, node: Node, context: CallContext,
                     prompt_path: dict[str, str]) -> None:
-    """The caller keys a case number and hears where the case stands (办理进度查询)."""
+    """The caller keys a case number and hears where the case stands (办理进度查询).
+
+    Most numbers have 12 digits and are looked up as soon as the 12th is keyed and a
+    moment passes; a number given out after the 9,999th order of a day has more, which the
+    caller keys on without a pause (or ends with #)."""
     number = await session.get_data(prompt_path[node.prompt], node.timeout * 1000,  # type: ignore[index]
                                     CASE_NUMBER_DIGITS)
+    while CASE_NUMBER_DIGITS <= len(number) < MAX_CASE_DIGITS:
+        digit = await session.wait_for_digit(MORE_DIGITS_MS)
+        if digit is None or not digit.isdigit():  # a pause, or # to end
+            break
+        number += digit
     await session.set_variable("HOTLINE_CASE_QUERY", number)
-    state = await context.case_state(number) if len(number) == CASE_NUMBER_DIGITS else None
+    state = (await context.case_state(number)
+             if CASE_NUMBER_DIGITS <= len(number) <= MAX_CASE_DIGITS else None)
     await session.set_variable("HOTLINE_CASE_STATE", state or "unknown")
     await session.stream_file(prompt_path[CASE_PROMPTS.get(state or "", "case_unknown")])
 

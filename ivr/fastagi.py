@@ -106,6 +106,11 @@ class AgiSession:
         await self.command(f'RECORD FILE {path} wav "#" {max_ms} BEEP s={silence_seconds}',
                            timeout=max_ms / 1000 + 30)
 
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        """The next key the caller presses within `timeout_ms`; None when none is."""
+        return _digit(await self.command(f"WAIT FOR DIGIT {timeout_ms}",
+                                         timeout=timeout_ms / 1000 + 30))
+
     async def get_variable(self, name: str) -> str:
         """The channel variable's value; "" when it is not set."""
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):

@@ -26,7 +26,7 @@ PROMPTS: dict[str, str] = {
     "invalid": "您的输入有误，请重新输入。",
     "transfer": "正在为您转接，请稍候。",
     "blocked": "您的号码暂时不能呼入本热线。",
-    "ask_case": "请输入十二位案件编号。",
+    "ask_case": "请输入案件编号。",
     "case_unknown": "没有查到这个案件编号。",
     "case_accepted": "您反映的问题已受理，正在核实。",
     "case_dispatched": "您反映的问题已立案，正在派遣。",

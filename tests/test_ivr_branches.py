@@ -30,7 +30,7 @@ from telephony.ami import EventTap
 from tests.conftest import TEST_AGENTS, offered, wait_until
 from tickets import service as orders
 from tickets import workflow
-from tickets.models import WorkOrder
+from tickets.models import CaseCounter, WorkOrder
 from tickets.workcalendar import zone
 
 BEIJING = zone("Asia/Shanghai")
@@ -199,6 +199,26 @@ def test_a_case_progress_query_reads_back_a_stored_order(
     assert _caller_vars(ami, caller, "HOTLINE_CASE_STATE") == ["handling"]
     assert any(e.get("Event") == "AGIExecStart" and "case_handling" in e.get("Command", "")
                for e in ami.snapshot())
+
+
+def test_a_case_number_past_the_days_9999th_is_keyed_on_and_found(
+        ivr: FastAgiServer, kit: SipKit, ami: EventTap, pbx_settings: Settings) -> None:
+    """On a day of more than 9,999 orders (a storm, a water cut) numbers get a fifth digit:
+    the caller keys all 13 and the IVR waits for them, and a 12-digit number keyed and
+    followed by a pause is looked up as it is."""
+    caller = "13800138027"
+    storm = datetime(2026, 11, 25, 10, 0, tzinfo=BEIJING)
+    sessions = session_factory(make_engine(pbx_settings.storage.database_url))
+    with transaction(sessions) as session:
+        session.merge(CaseCounter(day=storm.date(), last_number=9999))
+    with transaction(sessions) as session:
+        number = orders.open_order(session, appeal_type="complaint", channel="phone",
+                                   description="停水", actor="受理员", now=storm).case_number
+    assert number == "2026112510000"
+    kit.call(Call(caller_id=caller, script=(Wait(1), Dtmf("4"), Wait(1.5),
+                                            Dtmf(number, gap=0.15), Wait(6), Hangup())))
+    assert _caller_vars(ami, caller, "HOTLINE_CASE_QUERY") == [number]
+    assert _caller_vars(ami, caller, "HOTLINE_CASE_STATE") == ["intake"]
 
 
 def test_a_caller_hears_how_many_wait_ahead_and_about_how_long(
