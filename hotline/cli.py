@@ -681,7 +681,8 @@ def tickets_show(ctx: click.Context, case_number: str, show_phone: bool) -> None
         view["history"] = [f"{e.at.isoformat()} {e.action} {e.from_state}->{e.to_state} "
                            f"{e.actor} ({e.role}) {e.note}"
                            for e in service.history(session, case_number)]
-        view["deadlines"] = [f"{d.step}#{d.round} due {d.due_at.isoformat()} "
+        view["deadlines"] = [f"{d.step}#{d.round} {d.amount} {d.unit} {d.clock} "
+                             f"due {d.due_at.isoformat()} "
                              f"{'met ' + d.met_at.isoformat() if d.met_at else 'running'} "
                              f"{d.warning}" for d in deadlines.deadlines(session, case_number)]
     _echo_json(view)

@@ -68,7 +68,7 @@ def _body() -> dict[str, Any]:
 
 
 def _fail(exc: HotlineError) -> Any:
-    if isinstance(exc, service.OrderNotFound | deadlines.DeadlineError):
+    if isinstance(exc, service.OrderNotFound):
         abort(404, str(exc))
     if isinstance(exc, workflow.RoleError):
         abort(403, str(exc))
