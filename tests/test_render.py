@@ -34,6 +34,8 @@ def test_every_file_is_rendered_and_bound_to_loopback(tmp_path: Path) -> None:
     assert "bindaddr = 127.0.0.1" in files["manager.conf"]
     assert f"secret = {settings.pbx.ami_secret}" in files["manager.conf"]
     assert "permit = 127.0.0.1/255.255.255.255" in files["manager.conf"]
+    # Asterisk's own times on every event: without them calls are timed as events arrive
+    assert "timestampevents = yes" in files["manager.conf"]
     assert "autoload = no" in files["modules.conf"]
     assert "0.0.0.0:" not in "".join(files.values())
 
