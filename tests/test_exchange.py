@@ -25,6 +25,7 @@ from hotline.background import BackgroundLoop
 from hotline.clock import SYSTEM_CLOCK, FixedClock
 from hotline.config import Exchange
 from hotline.db import make_engine, session_factory, transaction, upgrade
+from tests.conftest import wait_until
 from tickets import exchange, service, workflow
 from tickets.models import InboundUpdate, WebhookDelivery
 
@@ -456,16 +457,25 @@ def test_the_sender_delivers_in_the_background(sessions: Sessions, receiver: Rec
     # background round, whatever the day
     sender = exchange.WebhookSender(sessions, Exchange(receiver.url, SECRET, 3, 1),
                                     clock=SYSTEM_CLOCK, interval=30)
+    first_round = threading.Event()
+    deliver_now = sender.deliver_now
+
+    def counted() -> list[exchange.Outcome]:
+        outcomes = deliver_now()
+        first_round.set()
+        return outcomes
+
+    sender.deliver_now = counted  # type: ignore[method-assign]
     background = BackgroundLoop("exchange-test")
     try:
         stop: asyncio.Event = background.run(_new_event())
         running = asyncio.run_coroutine_threadsafe(sender.run(stop), background.loop)
+        # the event is made after the first round, so only wake() can send it before the
+        # 30 s interval is up
+        assert first_round.wait(10), "the sender's first round did not run"
         number = _open(sessions, receiver.url, now=SYSTEM_CLOCK.now())
-        time.sleep(0.2)  # the first round may have run before the event existed
         sender.wake()
-        deadline = time.monotonic() + 10
-        while not receiver.accepted and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: receiver.accepted, 10, "the woken sender delivered nothing")
         background.loop.call_soon_threadsafe(stop.set)
         running.result(10)
     finally:
@@ -644,7 +654,10 @@ def test_two_identical_requests_at_once_move_the_order_once(
 
     def slow_apply(*args: Any) -> tuple[int, dict[str, Any]]:
         applied.append(threading.current_thread().name)
-        time.sleep(0.5)  # the twin arrives while the first is still at work
+        # Holds the first request open so the twin overlaps it. Not a wait for an event:
+        # the twin's arrival at the lock cannot be seen from here (on SQLite it blocks
+        # inside BEGIN IMMEDIATE), and a twin that comes later must get the same answer.
+        time.sleep(0.5)
         return real_apply(*args)
 
     monkeypatch.setattr(exchange, "_apply", slow_apply)
