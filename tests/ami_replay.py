@@ -10,7 +10,6 @@ out, as an Asterisk without `timestampevents` would send them. Raw bytes may be 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -63,10 +62,9 @@ class Replay:
                         return
                     self.done.set()
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            pass  # the service dropped the link: the session is over
         finally:
-            with contextlib.suppress(Exception):
-                writer.close()
+            writer.close()
 
     async def _play(self, writer: asyncio.StreamWriter) -> None:
         recorded = [float(e["Timestamp"]) for e in self.events]

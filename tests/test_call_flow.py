@@ -10,19 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
 from hotline.config import Settings
-from ivr.fastagi import AgiSession, FastAgiServer
+from ivr.fastagi import AgiHangup, AgiSession, FastAgiServer
 from ivr.prompts import speak
 from ivr.server import IvrInBackground
 from recordings.audio import wav_stats
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
 from telephony.ami import EventTap
-from tests.conftest import AGENT_PORT, agent_ip, offered
+from tests.conftest import AGENT_PORT, agent_ip, offered, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +83,7 @@ def test_call_reaches_an_agent_through_the_ivr_and_is_recorded(
     # set with __ so the agent's leg inherits it
     recording = _events(ami, "VarSet", Channel=citizen, Variable="__HOTLINE_RECORDING")
     path = _host_path(pbx_settings, recording[0]["Value"])
-    deadline = time.monotonic() + 5
-    while not path.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(path.exists, 5, f"no recording at {path}")
     stats = wav_stats(path)
     assert stats.seconds > 3
     assert not stats.silent, stats
@@ -157,15 +154,18 @@ def test_ivr_survives_hangups_and_garbage_and_serves_the_next_call(
 
 def test_fastagi_session_reports_a_vanished_asterisk() -> None:
     """Asterisk closing the socket mid-command ends the flow cleanly (no spin, no crash)."""
-    async def scenario() -> list[str]:
-        outcome: list[str] = []
+    async def scenario() -> list[type[BaseException]]:
+        outcome: list[type[BaseException]] = []
+        ended = asyncio.Event()
 
         async def route(session: AgiSession) -> None:
             try:
                 await session.stream_file("welcome")
-            except Exception as exc:  # AgiHangup is what must be raised
-                outcome.append(type(exc).__name__)
+            except BaseException as exc:  # its exact type is asserted below
+                outcome.append(type(exc))
                 raise
+            finally:
+                ended.set()
 
         server = FastAgiServer({"ivr": route})
         await server.start("127.0.0.1", 0)
@@ -176,11 +176,8 @@ def test_fastagi_session_reports_a_vanished_asterisk() -> None:
         await writer.drain()
         assert (await reader.readline()).startswith(b"STREAM FILE welcome")
         writer.close()
-        for _ in range(50):
-            if outcome:
-                break
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(ended.wait(), 5)  # the route saw the socket close
         await server.close()
         return outcome
 
-    assert asyncio.run(scenario()) == ["AgiHangup"]
+    assert asyncio.run(scenario()) == [AgiHangup]

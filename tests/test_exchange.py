@@ -6,6 +6,8 @@ PostgreSQL wherever the database takes part."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import socket
 import threading
@@ -23,12 +25,52 @@ from hotline.background import BackgroundLoop
 from hotline.clock import SYSTEM_CLOCK, FixedClock
 from hotline.config import Exchange
 from hotline.db import make_engine, session_factory, transaction, upgrade
+from tests.conftest import wait_until
 from tickets import exchange, service, workflow
 from tickets.models import InboundUpdate, WebhookDelivery
 
 SECRET = "4f6b0c1e9a7d3b5f8e2a6c4d0b9f7e1a"
 T0 = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
 Sessions = sessionmaker[Session]
+
+# Pinned outside the code under test, with
+#   printf '%s' '1795492049.{"a":1}' | openssl dgst -sha256 -hmac "$SECRET"
+PINNED_AT = 1795492049
+PINNED_BODY = b'{"a":1}'
+PINNED_SIGNATURE = "sha256=2a98142f01a10a9ebd695f6880d18129047525f40f933ee94d763b64f97a6c10"
+# ... and over UTF-8 bytes, with the same command on
+#   '1795492049.{"case_number":"202611240001","note":"已签收"}'
+PINNED_UTF8_BODY = '{"case_number":"202611240001","note":"已签收"}'
+PINNED_UTF8_SIGNATURE = (
+    "sha256=54f44664f2a610ab88c8459e5b4048c5778d46d610d5fb4c6a16b3e9b3056ba3")
+
+
+def platform_signature(secret: str, timestamp: str, body: bytes) -> str:
+    """The platform's side, written from the README alone and not with tickets.exchange:
+    HMAC-SHA256 with the shared secret over `timestamp.body`, sent as sha256=<hex>. A test
+    that checks signatures with the code that makes them passes whatever that code does."""
+    message = timestamp.encode("ascii") + b"." + body
+    return "sha256=" + hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()
+
+
+def platform_accepts(headers: dict[str, str], body: bytes, now: float) -> bool:
+    """What a platform following the README accepts: our signature, at most five minutes
+    off its own clock."""
+    timestamp = headers.get("x-hotline-timestamp", "")
+    if not timestamp.isascii() or not timestamp.isdigit() or abs(now - int(timestamp)) > 300:
+        return False
+    return hmac.compare_digest(headers.get("x-hotline-signature", ""),
+                               platform_signature(SECRET, timestamp, body))
+
+
+def test_the_signature_is_the_published_hmac_of_timestamp_dot_body() -> None:
+    assert exchange.sign(SECRET, PINNED_AT, PINNED_BODY) == PINNED_SIGNATURE
+    assert exchange.sign(SECRET, str(PINNED_AT), PINNED_BODY.decode()) == PINNED_SIGNATURE
+    assert exchange.sign(SECRET, PINNED_AT, PINNED_UTF8_BODY) == PINNED_UTF8_SIGNATURE
+    assert exchange.sign(SECRET, PINNED_AT, PINNED_UTF8_BODY.encode()) == PINNED_UTF8_SIGNATURE
+    assert exchange.verify(SECRET, str(PINNED_AT), PINNED_BODY, PINNED_SIGNATURE, PINNED_AT)
+    # the helper the receiver below checks with agrees with openssl too
+    assert platform_signature(SECRET, str(PINNED_AT), PINNED_BODY) == PINNED_SIGNATURE
 
 
 def test_signatures_verify_and_refuse_tampering_strangers_and_stale_requests() -> None:
@@ -93,8 +135,7 @@ class Receiver:
     def take(self, handler: BaseHTTPRequestHandler, body: bytes) -> None:
         headers = {k.lower(): v for k, v in handler.headers.items()}
         now = self.now.timestamp() if self.now else time.time()
-        signed = exchange.verify(SECRET, headers.get("x-hotline-timestamp", ""), body,
-                                 headers.get("x-hotline-signature", ""), now)
+        signed = platform_accepts(headers, body, now)
         event = json.loads(body)
         with self.lock:
             earlier = sum(p["event"]["event_id"] == event["event_id"] for p in self.posts)
@@ -102,7 +143,7 @@ class Receiver:
                                "signed": signed, "path": handler.path})
             if signed:
                 self.accepted.setdefault(headers["idempotency-key"], event)
-        time.sleep(self.delay)
+        time.sleep(self.delay)  # a slow platform: the condition under test, not a wait
         status, text = self.respond(event, earlier) if signed else (401, "bad signature")
         payload = text.encode()
         handler.send_response(status)
@@ -230,6 +271,25 @@ def test_a_flaky_receiver_gets_the_event_once_after_two_failures(
     assert datetime.fromisoformat(event["occurred_at"]) == T0
     assert event["order"]["version"] == 1 and event["order"]["state"] == "intake"
     assert "13800138000" not in post["body"].decode() and "张三" not in post["body"].decode()
+
+
+def test_a_delivery_carries_the_pinned_signature_and_the_platform_accepts_it(
+        sessions: Sessions, receiver: Receiver) -> None:
+    # A row written directly, so the bytes sent are the pinned body (an enqueued event
+    # carries a random event id); from here on it is an ordinary delivery over HTTP.
+    at = datetime.fromtimestamp(PINNED_AT, UTC)
+    with transaction(sessions) as session:
+        session.add(WebhookDelivery(
+            event_id="evt-pinned-0001", event_type="work_order.created",
+            case_number="202611240001", payload={"a": 1}, url=receiver.url, state="pending",
+            attempts=0, next_attempt_at=at, last_error="", created_at=at))
+    (outcome,) = _deliver(sessions, receiver, at)
+    assert (outcome.state, outcome.status) == ("delivered", 200)
+    (post,) = receiver.posts
+    assert post["body"] == PINNED_BODY
+    assert post["headers"]["x-hotline-timestamp"] == str(PINNED_AT)
+    assert post["headers"]["x-hotline-signature"] == PINNED_SIGNATURE
+    assert post["signed"]  # the README's platform took it
 
 
 def test_events_of_one_case_arrive_in_order_even_when_the_first_fails(
@@ -397,16 +457,25 @@ def test_the_sender_delivers_in_the_background(sessions: Sessions, receiver: Rec
     # background round, whatever the day
     sender = exchange.WebhookSender(sessions, Exchange(receiver.url, SECRET, 3, 1),
                                     clock=SYSTEM_CLOCK, interval=30)
+    first_round = threading.Event()
+    deliver_now = sender.deliver_now
+
+    def counted() -> list[exchange.Outcome]:
+        outcomes = deliver_now()
+        first_round.set()
+        return outcomes
+
+    sender.deliver_now = counted  # type: ignore[method-assign]
     background = BackgroundLoop("exchange-test")
     try:
         stop: asyncio.Event = background.run(_new_event())
         running = asyncio.run_coroutine_threadsafe(sender.run(stop), background.loop)
+        # the event is made after the first round, so only wake() can send it before the
+        # 30 s interval is up
+        assert first_round.wait(10), "the sender's first round did not run"
         number = _open(sessions, receiver.url, now=SYSTEM_CLOCK.now())
-        time.sleep(0.2)  # the first round may have run before the event existed
         sender.wake()
-        deadline = time.monotonic() + 10
-        while not receiver.accepted and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: receiver.accepted, 10, "the woken sender delivered nothing")
         background.loop.call_soon_threadsafe(stop.set)
         running.result(10)
     finally:
@@ -439,7 +508,7 @@ def _inbound(sessions: Sessions, body: dict[str, Any] | bytes, key: str = "evt-0
              ) -> tuple[int, dict[str, Any]]:
     raw = _raw(body)
     ts = str(int(at.timestamp())) if ts is None else ts
-    signature = exchange.sign(secret, ts, raw) if signature is None else signature
+    signature = platform_signature(secret, ts, raw) if signature is None else signature
     with transaction(sessions) as session:
         return exchange.apply_inbound(session, idempotency_key=key, body_bytes=raw,
                                       timestamp=ts, signature=signature, secret=SECRET, now=at,
@@ -462,7 +531,7 @@ def test_a_bad_or_stale_signature_is_refused_and_nothing_kept(sessions: Sessions
     ts = str(int(T0.timestamp()))
     for status, answer in (
             _inbound(sessions, body, secret="not the shared secret"),
-            _inbound(sessions, body, signature=exchange.sign(SECRET, ts, b"{}")),
+            _inbound(sessions, body, signature=platform_signature(SECRET, ts, b"{}")),
             _inbound(sessions, body, signature=""),
             _inbound(sessions, body, at=T0, ts=str(int(T0.timestamp()) - 301))):
         assert status == 401 and "signature" in answer["error"]
@@ -497,7 +566,7 @@ def test_an_update_applies_once_and_a_replay_gets_the_same_answer(sessions: Sess
     # The very same signed bytes under a fresh key: a replay, not a second request.
     raw, ts = _raw(body), str(int(T0.timestamp()))
     status, answer = _inbound(sessions, raw, key="evt-00000002", ts=ts,
-                              signature=exchange.sign(SECRET, ts, raw))
+                              signature=platform_signature(SECRET, ts, raw))
     assert status == 409 and "already received" in answer["error"]
     assert _steps(sessions, number) == ["create", "open", "dispatch", "sign"]
 
@@ -585,7 +654,10 @@ def test_two_identical_requests_at_once_move_the_order_once(
 
     def slow_apply(*args: Any) -> tuple[int, dict[str, Any]]:
         applied.append(threading.current_thread().name)
-        time.sleep(0.5)  # the twin arrives while the first is still at work
+        # Holds the first request open so the twin overlaps it. Not a wait for an event:
+        # the twin's arrival at the lock cannot be seen from here (on SQLite it blocks
+        # inside BEGIN IMMEDIATE), and a twin that comes later must get the same answer.
+        time.sleep(0.5)
         return real_apply(*args)
 
     monkeypatch.setattr(exchange, "_apply", slow_apply)

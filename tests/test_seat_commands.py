@@ -24,13 +24,13 @@ from hotline.live import connect_redis
 from hotline.web import create_app, stop_web_server
 from telephony import commands
 from tests import isolation
-from tests.conftest import REDIS_SERVER_URL, make_settings
+from tests.conftest import REDIS_SERVER_URL, make_settings, wait_until
 
 NOW = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["embedded", "server"])
-def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, redis.Redis]]:
     """The JSON API as the centre serves it (waitress, 4 threads), with no telephony
     service running: nobody will answer a seat command."""
     env = {} if request.param == "embedded" else {"REDIS_URL": REDIS_SERVER_URL}
@@ -44,7 +44,7 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", live
     finally:
         stop_web_server(server, thread)
         engine.dispose()
@@ -62,12 +62,24 @@ def _post(url: str) -> tuple[int, dict[str, Any], dict[str, str], float]:
     return status, body, headers, time.monotonic() - started
 
 
-def test_nobody_answering_is_a_quick_503_and_the_api_keeps_answering(api: str) -> None:
+def _commands_after(client: redis.Redis, after: str) -> int:
+    """Commands appended to the telephony stream since the entry `after`."""
+    answer = client.xread({commands.STREAM: after}, count=1000)
+    return sum(len(entries) for _stream, entries in answer or [])
+
+
+def test_nobody_answering_is_a_quick_503_and_the_api_keeps_answering(
+        api: tuple[str, redis.Redis]) -> None:
+    url, live = api
+    last = live.xrevrange(commands.STREAM, count=1)
+    after = last[0][0] if last else "0-0"
     with ThreadPoolExecutor(8) as pool:
-        seats = [pool.submit(_post, f"{api}/api/v1/seats/8001/login") for _ in range(6)]
-        time.sleep(0.2)  # the seat requests hold every web thread now
+        seats = [pool.submit(_post, f"{url}/api/v1/seats/8001/login") for _ in range(6)]
+        # the seat requests hold every web thread (4) now: each has sent its command
+        wait_until(lambda: _commands_after(live, after) >= 4, 5,
+                   "the seat requests did not reach the telephony stream")
         started = time.monotonic()
-        with urllib.request.urlopen(f"{api}/api/v1/openapi.json", timeout=30) as reply:
+        with urllib.request.urlopen(f"{url}/api/v1/openapi.json", timeout=30) as reply:
             assert reply.status == 200
         other = time.monotonic() - started
         answers = [f.result() for f in seats]

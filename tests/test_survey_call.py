@@ -88,8 +88,19 @@ def test_the_citizen_presses_4_the_rating_is_dissatisfied_and_the_order_reopens(
 
 
 def test_a_busy_citizen_is_called_again_later_not_now(
-        survey_centre: Centre, kit: SipKit, ami: EventTap, pbx_settings: Settings) -> None:
+        survey_centre: Centre, kit: SipKit, ami: EventTap, pbx_settings: Settings,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     phone = "13912340005"
+    rounds: list[tuple[float, list[str]]] = []  # (started, attempts placed) per round
+    dial_surveys = survey_centre.tickets.dial_surveys
+
+    def watched(now: datetime | None = None) -> list[str]:
+        started = time.monotonic()
+        placed = dial_surveys(now)
+        rounds.append((started, placed))
+        return placed
+
+    monkeypatch.setattr(survey_centre.tickets, "dial_surveys", watched)
     with kit.agent_phone("citizen", pbx_settings.pbx.trunk_host,
                          port=pbx_settings.pbx.trunk_port, behaviour="refuse",
                          refuse_code=486) as citizen:
@@ -97,7 +108,12 @@ def test_a_busy_citizen_is_called_again_later_not_now(
         case = _close_order(survey_centre, phone)
         wait_until(lambda: (s := _survey_of(survey_centre, case)[0]).state == "scheduled"
               and s.call_attempts == 1, 30, "the busy call was not reported back")
-        time.sleep(2)  # nothing else is dialled meanwhile
+        rescheduled = time.monotonic()
+        # the dialler looks again after the busy report, and dials nothing
+        wait_until(lambda: any(start > rescheduled for start, _ in rounds[:]), 10,
+                   "the dialler did not run again")
+    assert all(placed == [] for start, placed in rounds if start > rescheduled)
+    assert sum(len(placed) for _start, placed in rounds) == 1  # the busy call only
     survey, state = _survey_of(survey_centre, case)
     assert [c.outcome for c in citizen.results()] == ["refused"]
     assert survey.note == "busy" and state == "closed"

@@ -111,9 +111,23 @@ def test_unknown_call_is_404_and_openapi_lists_every_route(centre: Centre) -> No
     assert routes == set(doc["paths"])
 
 
+def _queued_and_connected(centre: Centre, after: str, callers: list[str]) -> tuple[int, int]:
+    """Calls of `callers` that joined a queue, and of them those an agent answered, as the
+    telephony service announced them from Asterisk's events."""
+    events = [event for _id, event in centre.bus.read(after, count=10_000)]
+    ours = {e["call_id"] for e in events
+            if e["type"] == "call.started" and e.get("caller_number") in callers}
+    joined = {e["call_id"] for e in events
+              if e["type"] == "call.queue_joined" and e["call_id"] in ours}
+    connected = {e["call_id"] for e in events
+                 if e["type"] == "call.agent_connected" and e["call_id"] in ours}
+    return len(joined), len(connected)
+
+
 def test_asterisk_killed_under_five_live_calls_leaves_no_ghosts(
         centre: Centre, kit: SipKit, pbx: Sandbox, pbx_settings: Settings) -> None:
     before = centre.telephony.stored
+    after = centre.bus.last_id()
     callers = [f"1350000000{i}" for i in range(5)]
     with kit.agent_phone("8101", agent_ip("8101"), port=AGENT_PORT, answer_after=0.5), \
             kit.agent_phone("8102", agent_ip("8102"), port=AGENT_PORT, answer_after=0.5):
@@ -123,7 +137,9 @@ def test_asterisk_killed_under_five_live_calls_leaves_no_ghosts(
         while len(centre.telephony.live_calls()) < 5:
             assert time.monotonic() < deadline, centre.telephony.live_calls()
             time.sleep(0.2)
-        time.sleep(7)  # two talking to agents, three waiting in the queue
+        # two talking to agents, three waiting in the queue
+        wait_until(lambda: _queued_and_connected(centre, after, callers) == (5, 2), 15,
+                   "not five calls queued with two of them answered")
         pid = pbx.status().pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)  # no Hangup event will ever be sent
@@ -188,6 +204,8 @@ def test_while_the_ami_link_is_down_seat_commands_are_refused_and_callbacks_wait
     wait_until(lambda: state() == "holding", 10, "the waiting callback was not placed")
     wait_until(lambda: "hotline-callback-hold" in pbx.cli("core show channels"), 10,
                "no placeholder in the queue")
+    # A negative check, so a fixed wait: a second placement of the same request would be in
+    # the queue within these 2 s (the first one was there at once).
     time.sleep(2)
     channels = pbx.cli("core show channels")
     assert channels.count("Local/13300000077@hotline-callback-hold") == 2  # placed once
