@@ -100,6 +100,11 @@ def test_an_order_is_taken_in_with_grid_department_and_clocks_and_phones_are_mas
                     headers=clerk).status_code == 403
     found = http.get("/api/v1/orders?citizen_phone=13800138000", headers=operator).json
     assert found["total"] == 1
+    # any form of the number finds it; what is not a number is refused, never "no number"
+    plus = http.get("/api/v1/orders?citizen_phone=%2B86%20138-0013-8000", headers=operator)
+    assert plus.json["total"] == 1
+    junk = http.get("/api/v1/orders?citizen_phone=anonymous", headers=operator)
+    assert junk.status_code == 400 and "citizen_phone" in junk.json["detail"]
 
 
 def test_roles_are_enforced_and_the_whole_loop_runs_through_the_api(client) -> None:

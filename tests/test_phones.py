@@ -71,11 +71,16 @@ def test_the_same_caller_in_three_forms_is_one_caller(database_url: str) -> None
         second = service.open_order(session, appeal_type="complaint", channel="phone",
                                     description="井盖还是没补", actor="受理员",
                                     citizen_phone="045188888888", now=NOW)
+        service.open_order(session, appeal_type="complaint", channel="web",
+                           description="匿名反映", actor="受理员", now=NOW)
     with sessions() as session:
         assert screening.screen(session, "045188888888", NOW, NOW - NOW, 2).vip
         _total, found = service.find_orders(session, service.OrderQuery(
             citizen_phone="+86 451 8888 8888"))
         view = service.order_view(found[0], see_phone=True)
+        garbled, _none = service.find_orders(session, service.OrderQuery(
+            citizen_phone="anonymous"))
+    assert garbled == 0  # not the orders with no number
     assert not first.repeat_caller and second.repeat_caller  # the same citizen again
     assert sorted(o.case_number for o in found) == [first.case_number, second.case_number]
     assert view["citizen_phone"] == "045188888888"

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, abort, current_app, jsonify, request
 from sqlalchemy.orm import Session, sessionmaker
 
+from hotline import phones
 from hotline.auth import Identity, identify
 from hotline.db import transaction
 from hotline.errors import HotlineError
@@ -172,6 +173,8 @@ def find_orders() -> Any:
     phone = request.args.get("citizen_phone") or None
     if phone is not None and not who.see_phone:
         abort(403, "citizen_phone: searching by phone needs the privilege to see phones")
+    if phone is not None and not phones.normalise_or_empty(phone):
+        abort(400, "citizen_phone: a phone number, e.g. 13800138000 or 0451-88888888")
     query = OrderQuery(
         state=state, appeal_type=appeal,
         department_code=(request.args.get("department_code") or None),

@@ -18,7 +18,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import false, func, select, update
 from sqlalchemy.orm import Session
 
 from hotline import phones
@@ -471,7 +471,9 @@ def find_orders(session: Session, query: OrderQuery) -> tuple[int, list[WorkOrde
     if query.grid_prefix:
         where.append(WorkOrder.grid_code.startswith(query.grid_prefix, autoescape=True))
     if query.citizen_phone:
-        where.append(WorkOrder.citizen_phone == phones.normalise_or_empty(query.citizen_phone))
+        # any form of the number; what is not one matches no order (not the anonymous ones)
+        citizen = phones.normalise_or_empty(query.citizen_phone)
+        where.append(WorkOrder.citizen_phone == citizen if citizen else false())
     if query.text:
         where.append(WorkOrder.description.contains(query.text, autoescape=True))
     if query.since:
