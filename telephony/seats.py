@@ -8,6 +8,7 @@ Asterisk (queues.conf wrapuptime); it starts at AgentComplete's timestamp and en
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -83,26 +84,29 @@ class SeatBoard:
     def seat(self, agent: str) -> Seat:
         return self.seats.setdefault(agent, Seat(agent=agent))
 
-    def restore(self, saved: Iterable[dict[str, Any]]) -> None:
-        """Take up the seats as a previous run of the service left them (`Seat.as_dict`):
-        the resync that follows then changes only what really changed meanwhile, and a
-        seat keeps its time in state across a restart."""
-        for data in saved:
+    def restore(self, saved: Iterable[str | bytes]) -> None:
+        """Take up the seats as a previous run of the service left them (`Seat.as_dict` as
+        JSON): the resync that follows then changes only what really changed meanwhile, and
+        a seat keeps its time in state across a restart. A saved seat that cannot be read is
+        left to the resync."""
+        for raw in saved:
             try:
+                data = json.loads(raw)
                 agent, state = str(data["agent"]), str(data["state"])
-                since = float(data["since"])
-            except (KeyError, TypeError, ValueError):
+                since, reason = float(data["since"]), str(data.get("reason", ""))
+                queues = {str(q) for q in data.get("queues", [])}
+                totals = {str(k): float(v) for k, v in
+                          dict(data.get("seconds_in_state", {})).items()}
+            except (KeyError, TypeError, ValueError, AttributeError):
                 continue
             if state not in STATES:
                 continue
             seat = self.seat(agent)
-            seat.queues = {str(q) for q in data.get("queues", [])}
-            seat.state, seat.state_reason, seat.since = state, str(data.get("reason", "")), since
+            seat.queues, seat.totals = queues, totals
+            seat.state, seat.state_reason, seat.since = state, reason, since
             seat.paused = state == PAUSED
-            seat.pause_reason = seat.state_reason if seat.paused else ""
+            seat.pause_reason = reason if seat.paused else ""
             seat.activity = state if state in (RINGING, TALKING, WRAP_UP) else ""
-            seat.totals = {str(k): float(v) for k, v in
-                           dict(data.get("seconds_in_state", {})).items()}
 
     def feed(self, event: dict[str, str], received_at: float) -> list[SeatChanged]:
         """The seat changes `event` means; `received_at` times it when Asterisk did not."""

@@ -74,7 +74,7 @@ class TelephonyService:
         backoff = BACKOFF_FIRST
         await asyncio.to_thread(commands.ensure_group, self.redis)
         saved = await asyncio.to_thread(self.redis.hgetall, SEATS_KEY)
-        self.board.restore(json.loads(v) for v in saved.values())
+        self.board.restore(saved.values())
         command_loop = asyncio.create_task(self._serve_commands(stop))
         while not stop.is_set():
             lost = asyncio.Event()
@@ -364,7 +364,7 @@ class TelephonyService:
         if purpose not in OUTBOUND_CONTEXTS:
             raise commands.CommandError(f"no outbound purpose {purpose[:20]!r}")
         try:
-            dial = phones.national(phones.normalise(number))
+            stored = phones.normalise(number)
         except phones.PhoneError as exc:
             raise commands.CommandError(str(exc)) from None
         if not re.fullmatch(r"[A-Za-z0-9_-]{4,40}", reference) or reference in self._outbound:
@@ -374,11 +374,12 @@ class TelephonyService:
         try:
             await self._ami({
                 "Action": "Originate", "ActionID": reference, "Async": "true",
-                "Channel": f"PJSIP/{dial}@trunk", "Context": OUTBOUND_CONTEXTS[purpose],
+                "Channel": f"PJSIP/{phones.national(stored)}@trunk",
+                "Context": OUTBOUND_CONTEXTS[purpose],
                 "Exten": "s", "Priority": "1", "Timeout": str(OUTBOUND_RING_SECONDS * 1000),
                 "CallerID": f'"12319" <{entry}>',
                 "Variable": f"HOTLINE_OUTBOUND={reference},HOTLINE_OUTBOUND_PURPOSE={purpose},"
-                            f"HOTLINE_OUTBOUND_NUMBER={phones.normalise(number)}"})
+                            f"HOTLINE_OUTBOUND_NUMBER={stored}"})
         except BaseException:
             self._outbound.pop(reference, None)
             raise

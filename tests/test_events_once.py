@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -149,14 +150,14 @@ def test_a_restarted_telephony_service_publishes_nothing_twice(tmp_path: Path) -
              "Duration": "00:00:07"}]
     members = [{"Queue": "intake", "Name": "8001", "Location": "PJSIP/8001", "Paused": "0",
                 "InCall": "1"}]
-    saved = []
+    saved: list[str] = []
     for run in itertools.count():  # the first run, then the restarted one
         tracker, board = CallTracker(), SeatBoard()
         board.restore(saved)
         at = 1795492100.0 + run * 30
         for event in tracker.resync(live, at) + board.resync(members, at):
             bus.publish(event)
-        saved = [seat.as_dict() for seat in board.seats.values()]
+        saved = [json.dumps(seat.as_dict()) for seat in board.seats.values()]
         if run == 1:
             break
     published = [e["id"] for _id, e in bus.read()]

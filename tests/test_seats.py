@@ -209,3 +209,20 @@ def test_seat_command_from_another_process(seats_reset: Centre,
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "not one of break, callback, meal, meeting, training" in proc.stderr
+
+
+def test_seats_saved_by_a_previous_run_are_taken_up_and_unreadable_ones_skipped() -> None:
+    """What the service left in Redis (hotline:seats) is read back at its next start; a
+    value someone or something damaged must not keep the service from starting."""
+    board = SeatBoard()
+    board.restore([
+        '{"agent": "8001", "state": "paused", "reason": "meal", "since": 1795492000.5, '
+        '"queues": ["intake"], "seconds_in_state": {"ready": 60.0}}',
+        b"not json", "[1, 2]", '{"agent": "8002"}', '{"agent": "8003", "state": "asleep", '
+        '"since": 1}', '{"agent": "8004", "state": "ready", "since": 1, "queues": 5}',
+        '{"agent": "8005", "state": "ready", "since": 1, "seconds_in_state": [1]}'])
+    assert list(board.seats) == ["8001"]
+    seat = board.seats["8001"]
+    assert (seat.state, seat.state_reason, seat.since, seat.paused) == (
+        "paused", "meal", 1795492000.5, True)
+    assert seat.queues == {"intake"} and seat.totals == {"ready": 60.0}
