@@ -12,4 +12,5 @@ up: setup
 test: setup
 	@scripts/services
 	.venv/bin/ruff check .
+	.venv/bin/lint-imports --no-cache
 	.venv/bin/python -m pytest

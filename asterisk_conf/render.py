@@ -13,7 +13,7 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from hotline.config import Settings
+from core.config import Settings
 from telephony.directory import Directory
 
 TEMPLATES = Path(__file__).with_name("templates")

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asterisk_conf.render import write
-from hotline.config import Settings
-from hotline.errors import HotlineError
+from core.config import Settings
+from core.errors import HotlineError
 
 PACKAGES = ("asterisk", "asterisk-modules", "asterisk-core-sounds-en-wav",
             "asterisk-moh-opsound-wav")

@@ -79,9 +79,9 @@ from types import FrameType
 
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
+from core.config import Settings, load_settings
+from core.db import make_engine, session_factory, transaction, upgrade
 from hotline.centre import Centre
-from hotline.config import Settings, load_settings
-from hotline.db import make_engine, session_factory, transaction, upgrade
 from ivr.prompts import ensure_prompts, prompt_paths
 from sipkit.kit import AgentCallResult, AgentPhone, Call, CallResult, CallRun, Dtmf, SipKit, Wait
 from telephony import directory, seats

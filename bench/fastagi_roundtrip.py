@@ -17,8 +17,8 @@ from pathlib import Path
 
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
-from hotline.config import load_settings
-from hotline.db import make_engine, session_factory, transaction, upgrade
+from core.config import load_settings
+from core.db import make_engine, session_factory, transaction, upgrade
 from ivr import fastagi
 from ivr.prompts import ensure_prompts
 from ivr.server import IvrInBackground

@@ -24,7 +24,7 @@ schema; the tables are emptied before the service runs.
 bulk-inserted closed orders (their events, deadline rounds and surveys included) and a last
 batch goes through the service on top; the time for 100,000 is extrapolated from the two.
 
-SQLite is a temporary file (WAL, as hotline.db sets it up); PostgreSQL a fresh bench_*
+SQLite is a temporary file (WAL, as core.db sets it up); PostgreSQL a fresh bench_*
 database on --pg, dropped afterwards. If that server runs with autovacuum off, the benchmark
 ANALYZEs the tables as autovacuum would (see Analyzer), outside the timing.
 """
@@ -49,7 +49,7 @@ import psycopg
 from sqlalchemy import Engine, func, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from hotline.db import make_engine, session_factory, transaction, upgrade
+from core.db import make_engine, session_factory, transaction, upgrade
 from tickets import catalogue, deadlines, geo, service, workflow
 from tickets.models import Category, Survey, WorkOrder, WorkOrderDeadline, WorkOrderEvent
 

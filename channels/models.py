@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hotline.db import Base, UtcDateTime
+from core.db import Base, UtcDateTime
 
 
 class SmsMessage(Base):

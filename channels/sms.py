@@ -11,8 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from channels.models import SmsMessage
-from hotline import phones
-from hotline.errors import HotlineError
+from core import phones
+from core.errors import HotlineError
 
 MAX_TEXT = 500
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")

@@ -13,13 +13,13 @@ from typing import Any
 
 from waitress.server import create_server
 
-from hotline.background import BackgroundLoop
-from hotline.clock import SYSTEM_CLOCK, Clock
-from hotline.config import Settings
-from hotline.db import make_engine, session_factory, transaction, upgrade
-from hotline.errors import HotlineError
-from hotline.events import EventBus, publish_on_commit
-from hotline.live import connect_redis
+from core.background import BackgroundLoop
+from core.clock import SYSTEM_CLOCK, Clock
+from core.config import Settings
+from core.db import make_engine, session_factory, transaction, upgrade
+from core.errors import HotlineError
+from core.events import EventBus, publish_on_commit
+from core.live import connect_redis
 from hotline.web import create_app, stop_web_server
 from ivr.fastagi import FastAgiServer
 from ivr.server import start as start_ivr

@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-from hotline.clock import SYSTEM_CLOCK
-from hotline.config import Settings, load_settings
-from hotline.errors import HotlineError
+from core.clock import SYSTEM_CLOCK
+from core.config import Settings, load_settings
+from core.errors import HotlineError
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -77,7 +77,7 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Apply every pending migration."""
-    from hotline.db import make_engine, upgrade
+    from core.db import make_engine, upgrade
 
     settings = _settings(ctx)
     upgrade(make_engine(settings.storage.database_url))
@@ -85,7 +85,7 @@ def db_upgrade(ctx: click.Context) -> None:
 
 
 def _session_factory(settings: Settings):  # type: ignore[no-untyped-def]
-    from hotline.db import make_engine, session_factory, upgrade
+    from core.db import make_engine, session_factory, upgrade
 
     engine = make_engine(settings.storage.database_url)
     upgrade(engine)
@@ -95,8 +95,8 @@ def _session_factory(settings: Settings):  # type: ignore[no-untyped-def]
 def _announcing_sessions(settings: Settings):  # type: ignore[no-untyped-def]
     """Sessions whose committed changes publish their domain events, like the centre's:
     an order moved from the shell is seen by wallboards and desks too."""
-    from hotline.events import EventBus, publish_on_commit
-    from hotline.live import connect_redis
+    from core.events import EventBus, publish_on_commit
+    from core.live import connect_redis
 
     sessions = _session_factory(settings)
     publish_on_commit(sessions, EventBus(connect_redis(settings)))
@@ -120,7 +120,7 @@ def agents() -> None:
 @click.pass_context
 def agents_add(ctx: click.Context, number: str, name: str, contact: str | None,
                queues: tuple[str, ...], penalty: int) -> None:
-    from hotline.db import transaction
+    from core.db import transaction
     from telephony import directory
 
     settings = _settings(ctx)
@@ -137,7 +137,7 @@ def agents_add(ctx: click.Context, number: str, name: str, contact: str | None,
 @click.argument("number")
 @click.pass_context
 def agents_remove(ctx: click.Context, number: str) -> None:
-    from hotline.db import transaction
+    from core.db import transaction
     from telephony import directory
 
     with transaction(_session_factory(_settings(ctx))) as session:
@@ -180,7 +180,7 @@ def queues() -> None:
 @click.pass_context
 def queues_add(ctx: click.Context, name: str, title: str | None, strategy: str,
                ring_seconds: int, wrapup_seconds: int) -> None:
-    from hotline.db import transaction
+    from core.db import transaction
     from telephony import directory
 
     with transaction(_session_factory(_settings(ctx))) as session:
@@ -198,7 +198,7 @@ def pbx() -> None:
 
 def _rendered(settings: Settings) -> dict[str, str]:
     from asterisk_conf.render import render
-    from hotline.db import transaction
+    from core.db import transaction
     from telephony import directory
 
     with transaction(_session_factory(settings)) as session:
@@ -297,7 +297,7 @@ def calendar() -> None:
 @click.option("--note", default="")
 @click.pass_context
 def calendar_set(ctx: click.Context, day: Any, holiday: bool, note: str) -> None:
-    from hotline.db import transaction
+    from core.db import transaction
     from tickets.workcalendar import set_day
 
     with transaction(_session_factory(_settings(ctx))) as session:
@@ -342,7 +342,7 @@ def callers() -> None:
 @click.option("--note", default="")
 @click.pass_context
 def callers_add(ctx: click.Context, number: str, kind: str, until: Any, note: str) -> None:
-    from hotline.db import transaction
+    from core.db import transaction
     from telephony import screening
 
     settings = _settings(ctx)
@@ -363,7 +363,7 @@ def callers_add(ctx: click.Context, number: str, kind: str, until: Any, note: st
 @click.option("--list", "kind", type=click.Choice(["block", "vip"]), required=True)
 @click.pass_context
 def callers_remove(ctx: click.Context, number: str, kind: str) -> None:
-    from hotline.db import transaction
+    from core.db import transaction
     from telephony import screening
 
     with transaction(_session_factory(_settings(ctx))) as session:
@@ -394,9 +394,9 @@ def telephony_command(ctx: click.Context) -> None:
     """Run only the telephony service (AMI, call records, events) until Ctrl-C."""
     import asyncio
 
-    from hotline.db import make_engine, session_factory, upgrade
-    from hotline.events import EventBus
-    from hotline.live import connect_redis
+    from core.db import make_engine, session_factory, upgrade
+    from core.events import EventBus
+    from core.live import connect_redis
     from telephony.service import TelephonyService
 
     settings = _settings(ctx)
@@ -448,7 +448,7 @@ def calls(ctx: click.Context, limit: int, outcome: str | None, caller_number: st
 @click.pass_context
 def seat(ctx: click.Context, action: str, agent: str, reason: str | None) -> None:
     """Log an agent's seat in or out, pause it with a reason, or resume it."""
-    from hotline.live import connect_redis
+    from core.live import connect_redis
     from telephony import commands
 
     if action == "pause" and not reason:
@@ -463,8 +463,8 @@ def seat(ctx: click.Context, action: str, agent: str, reason: str | None) -> Non
 @click.pass_context
 def seats_command(ctx: click.Context, as_json: bool) -> None:
     """Every agent seat's live state, as the telephony service sees it."""
-    from hotline.live import connect_redis
-    from telephony.service import SEATS_KEY
+    from core.live import connect_redis
+    from telephony.seats import SEATS_KEY
 
     live = connect_redis(_settings(ctx)).hgetall(SEATS_KEY)
     items = sorted((json.loads(v) for v in live.values()), key=lambda s: s["agent"])
@@ -619,7 +619,7 @@ def tickets_open(ctx: click.Context, appeal_type: str, description: str, actor: 
                  urgency: str, address: str, lat: float | None, lon: float | None,
                  as_json: bool) -> None:
     """Take in a new work order."""
-    from hotline.db import transaction
+    from core.db import transaction
     from tickets import service
 
     settings = _settings(ctx)
@@ -646,7 +646,7 @@ def tickets_open(ctx: click.Context, appeal_type: str, description: str, actor: 
 def tickets_act(ctx: click.Context, case_number: str, action: str, role: str, actor: str,
                 note: str, into: str, amount: int | None) -> None:
     """Take a workflow ACTION on an order (open, dispatch, sign, feedback, close, merge ...)."""
-    from hotline.db import transaction
+    from core.db import transaction
     from tickets import service
 
     settings = _settings(ctx)
@@ -716,7 +716,7 @@ def tickets_list(ctx: click.Context, state: str | None, department: str | None, 
 def tickets_catalogue(ctx: click.Context, file: str | None) -> None:
     """Load the category catalogue, departments, dispatch rules and time limits from FILE
     (YAML; default: tickets.catalogue_file, else the packaged standard set)."""
-    from hotline.db import transaction
+    from core.db import transaction
     from tickets import catalogue
 
     settings = _settings(ctx)
@@ -731,7 +731,7 @@ def tickets_catalogue(ctx: click.Context, file: str | None) -> None:
 @click.pass_context
 def tickets_grids(ctx: click.Context, file: str) -> None:
     """Load unit grids (单元网格) from a GeoJSON FeatureCollection in WGS84."""
-    from hotline.db import transaction
+    from core.db import transaction
     from tickets import geo
 
     try:
@@ -753,13 +753,13 @@ def tickets_kpis(ctx: click.Context, start: Any, end: Any, bucket: str | None) -
     """Hotline and work-order KPIs, and the CJ/T 292 evaluation, as JSON."""
     from zoneinfo import ZoneInfo
 
-    from tickets.http import kpi_report
+    from reports.kpis import window_report
 
     settings = _settings(ctx)
     zone = ZoneInfo(settings.calendar.timezone)
     with _session_factory(settings)() as session:
-        report = kpi_report(session, settings, start.replace(tzinfo=zone),
-                            end.replace(tzinfo=zone), bucket, SYSTEM_CLOCK.now())
+        report = window_report(session, settings, start.replace(tzinfo=zone),
+                               end.replace(tzinfo=zone), bucket, SYSTEM_CLOCK.now())
     _echo_json(report)
 
 
@@ -781,7 +781,7 @@ def tickets_callback_list(ctx: click.Context) -> None:
 @click.pass_context
 def tickets_deliveries(ctx: click.Context, state: str | None, event_id: str | None) -> None:
     """Webhook deliveries to the city platform."""
-    from hotline.db import transaction
+    from core.db import transaction
     from tickets import exchange
 
     sessions = _session_factory(_settings(ctx))
@@ -809,8 +809,8 @@ def users() -> None:
 @click.pass_context
 def users_add(ctx: click.Context, name: str, roles: tuple[str, ...], see_phone: bool) -> None:
     """Create a user (or give them a new token); the token is printed once."""
-    from hotline.auth import add_user
-    from hotline.db import transaction
+    from accounts.service import add_user
+    from core.db import transaction
     from tickets.workflow import ROLES, SYSTEM
 
     with transaction(_session_factory(_settings(ctx))) as session:

@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
+from core.config import Settings
+from core.db import make_engine, session_factory, transaction, upgrade
+from core.live import connect_redis, redis_location
 from hotline.centre import Centre
-from hotline.config import Settings
-from hotline.db import make_engine, session_factory, transaction, upgrade
-from hotline.live import connect_redis, redis_location
 from ivr.prompts import ensure_prompts, speak
 from recordings.audio import wav_stats
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait

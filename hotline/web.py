@@ -12,13 +12,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from waitress import wasyncore
 from werkzeug.exceptions import HTTPException
 
-from hotline.clock import Clock
-from hotline.config import Settings
-from hotline.db import is_busy
+from core.clock import Clock
+from core.config import Settings
+from core.db import is_busy
+from reports import http as reports_http
 from telephony import http as telephony_http
 from tickets import http as tickets_http
 
-ROOMS = (telephony_http, tickets_http)
+ROOMS = (telephony_http, tickets_http, reports_http)
 MAX_REQUEST_BYTES = 1 << 20
 RETRY_AFTER_SECONDS = 1  # a 503's Retry-After: storage busy, the telephony service away
 
@@ -34,7 +35,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.extensions["hotline.clock"] = clock
     app.register_blueprint(telephony_http.calls_api)
     app.register_blueprint(telephony_http.seats_api)
-    for blueprint in tickets_http.BLUEPRINTS:
+    for blueprint in (*tickets_http.BLUEPRINTS, *reports_http.BLUEPRINTS):
         app.register_blueprint(blueprint)
 
     @app.get("/api/v1/openapi.json")

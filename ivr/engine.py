@@ -12,7 +12,7 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from hotline import phones
+from core import phones
 from ivr.fastagi import AgiSession
 from ivr.flows import Flow, Node
 

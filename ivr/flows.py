@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hotline import phones
-from hotline.config import read_yaml
-from hotline.errors import ConfigError
+from core import phones
+from core.config import read_yaml
+from core.errors import ConfigError
 
 DEFAULT_FLOW = Path(__file__).with_name("default_flow.yaml")
 ENDINGS = ("queue", "transfer", "hangup", "message")

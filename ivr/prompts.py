@@ -15,8 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from hotline.config import Settings, read_yaml
-from hotline.errors import ConfigError, HotlineError
+from core.config import Settings, read_yaml
+from core.errors import ConfigError, HotlineError
 
 PROMPTS: dict[str, str] = {
     "welcome": "您好，这里是一二三一九城市管理热线。",

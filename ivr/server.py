@@ -15,14 +15,14 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from hotline import phones
-from hotline.background import BackgroundLoop
-from hotline.clock import SYSTEM_CLOCK, Clock
-from hotline.config import Settings
-from hotline.db import make_engine, session_factory, transaction, upgrade
-from hotline.errors import HotlineError
-from hotline.events import EventBus, publish_on_commit
-from hotline.live import connect_redis
+from core import phones
+from core.background import BackgroundLoop
+from core.clock import SYSTEM_CLOCK, Clock
+from core.config import Settings
+from core.db import make_engine, session_factory, transaction, upgrade
+from core.errors import HotlineError
+from core.events import EventBus, publish_on_commit
+from core.live import connect_redis
 from ivr.engine import CallContext, run_flow
 from ivr.fastagi import AgiSession, FastAgiServer
 from ivr.flows import Flow, load_flow

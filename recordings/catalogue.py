@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hotline.config import Settings
+from core.config import Settings
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hotline.errors import HotlineError
+from core.errors import HotlineError
 from sipkit import scenarios
 from sipkit.media import RtpTimeline, alaw_from_audio
 

@@ -19,10 +19,10 @@ from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 from panoramisk.utils import EOL
 
-from hotline.background import BackgroundLoop
-from hotline.clock import SYSTEM_CLOCK, Clock
-from hotline.config import Settings
-from hotline.errors import HotlineError
+from core.background import BackgroundLoop
+from core.clock import SYSTEM_CLOCK, Clock
+from core.config import Settings
+from core.errors import HotlineError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from hotline import phones
+from core import phones
 from telephony.models import CallbackRequest
 
 STATES = ("requested", "holding", "dialling", "connected", "failed")

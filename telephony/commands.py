@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from hotline.errors import HotlineError
+from core.errors import HotlineError
 
 STREAM = "hotline:telephony:commands"
 GROUP = "telephony"

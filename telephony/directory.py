@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from hotline.errors import HotlineError
+from core.errors import HotlineError
 from telephony.models import Agent, CallQueue, QueueMember
 
 STRATEGIES = ("ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "linear", "wrandom")

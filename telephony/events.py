@@ -2,7 +2,7 @@
 
 Each is an explicit type; consumers (wallboard, work orders, KPIs) read them from Redis.
 Times are Unix epoch seconds as Asterisk stamped the AMI event, not the moment we read it.
-An event's id (hotline.events) is what it is about: the call it started or ended, the
+An event's id (core.events) is what it is about: the call it started or ended, the
 agent rung at a moment, the seat's new state and since when; so the same fact seen again
 (a call adopted at a resync after a restart) is not published again.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from hotline.events import DomainEvent
+from core.events import DomainEvent
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,9 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request
 
-from hotline import phones
+from core import phones
 from telephony import commands, records
-from telephony.seats import STATES
-from telephony.service import SEATS_KEY
+from telephony.seats import SEATS_KEY, STATES
 
 calls_api = Blueprint("calls", __name__, url_prefix="/api/v1/calls")
 seats_api = Blueprint("seats", __name__, url_prefix="/api/v1/seats")

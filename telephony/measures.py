@@ -23,7 +23,7 @@ calls, keep-my-place callbacks) are counted apart, as `outbound_calls` placed an
   call: the agent's latest answered call connected before the interval (for one queue,
   of that queue).
 - longest wait (最长等待): the longest queue wait of an offered call.
-- repeat-call rate (重复来电率) = calls whose caller (one number in any form, hotline.phones) had
+- repeat-call rate (重复来电率) = calls whose caller (one number in any form, core.phones) had
   called before, at most `repeat_lookback` earlier (24 h by default; any queue or outcome,
   before the window too) / calls from known numbers (withheld or unreadable ones are not).
 - occupancy (占用率) = (talking + wrap-up) / (ready + ringing + talking + wrap-up) seat time
@@ -46,7 +46,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
-from hotline.errors import HotlineError
+from core.errors import HotlineError
 from telephony import seats
 from telephony.models import CallRecord, SeatInterval
 
@@ -243,7 +243,7 @@ def _repeat_calls(session: Session, start: datetime, end: datetime, queue: str |
                   lookback: timedelta) -> tuple[int, int]:
     """(calls from known numbers, of them repeats). The gap to the caller's previous call
     is taken in Python: interval arithmetic in SQL differs between SQLite and PostgreSQL.
-    One caller is one stored number (hotline.phones), whatever form the network sent."""
+    One caller is one stored number (core.phones), whatever form the network sent."""
     rows = session.execute(
         select(CallRecord.citizen_number, CallRecord.started_at, CallRecord.queue)
         .where(CallRecord.started_at >= start - lookback, CallRecord.started_at < end,

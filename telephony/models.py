@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from hotline.db import Base, UtcDateTime
+from core.db import Base, UtcDateTime
 
 # When a row was written: bookkeeping the database stamps with its own clock, never read by
 # domain logic (which is given "now").

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hotline import phones
+from core import phones
 from recordings.catalogue import RecordingFile
 from telephony.models import CallRecord
 

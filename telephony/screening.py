@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from hotline import phones
+from core import phones
 from telephony.directory import DirectoryError
 from telephony.models import CallerListEntry, CallRecord
 

@@ -21,6 +21,7 @@ LOGGED_OUT, READY, RINGING, TALKING, WRAP_UP, PAUSED = (
     "logged_out", "ready", "ringing", "talking", "wrap_up", "paused")
 STATES = (LOGGED_OUT, READY, RINGING, TALKING, WRAP_UP, PAUSED)
 AUTO_PAUSE_REASON = "no-answer"
+SEATS_KEY = "hotline:seats"  # Redis hash: agent -> live seat state (JSON), for desks and wallboards
 # A queue member's device names its agent: PJSIP/8001 is agent 8001 whether it logged in
 # (MemberName 8001) or is a static member of queues.conf with any name.
 _DEVICE = re.compile(r"(?:PJSIP|SIP|IAX2)/([0-9A-Za-z_.-]{1,40})|Local/([0-9]{2,20})@[^/]*(?:/n)?")

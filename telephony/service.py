@@ -20,11 +20,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hotline import phones
-from hotline.clock import Clock
-from hotline.config import Settings
-from hotline.db import transaction
-from hotline.events import EventBus
+from core import phones
+from core.clock import Clock
+from core.config import Settings
+from core.db import transaction
+from core.events import EventBus
 from recordings.catalogue import fingerprint, host_path
 from telephony import callbacks, commands, directory, records, seats
 from telephony.ami import AmiClient, AmiError, event_fields
@@ -43,7 +43,6 @@ DIAL_STATUS_REASONS = {"BUSY": "busy", "NOANSWER": "no answer", "CONGESTION": "c
                        "User busy": "busy", "User alerting, no answer": "no answer",
                        "Call Rejected": "refused", "Normal Clearing": "no answer"}
 OUTBOUND_REASON_WAIT = 1.0
-SEATS_KEY = "hotline:seats"  # agent -> live seat state (JSON), for desks and wallboards
 
 
 class TelephonyService:
@@ -73,7 +72,7 @@ class TelephonyService:
         """Stay connected until `stop` is set."""
         backoff = BACKOFF_FIRST
         await asyncio.to_thread(commands.ensure_group, self.redis)
-        saved = await asyncio.to_thread(self.redis.hgetall, SEATS_KEY)
+        saved = await asyncio.to_thread(self.redis.hgetall, seats.SEATS_KEY)
         self.board.restore(saved.values())
         command_loop = asyncio.create_task(self._serve_commands(stop))
         while not stop.is_set():
@@ -246,7 +245,7 @@ class TelephonyService:
             return
         if isinstance(event, SeatChanged):
             seat = self.board.seat(event.agent)
-            self.redis.hset(SEATS_KEY, event.agent, json.dumps(seat.as_dict()))
+            self.redis.hset(seats.SEATS_KEY, event.agent, json.dumps(seat.as_dict()))
             if event.state == seats.WRAP_UP and seat.wrap_up_until is not None:
                 asyncio.get_running_loop().call_later(
                     max(0.0, seat.wrap_up_until - self.clock.time()), self._end_wrap_up,

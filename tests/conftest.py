@@ -27,10 +27,10 @@ from sqlalchemy import create_engine, text
 
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
+from core.config import Settings, load_settings
+from core.db import make_engine, session_factory, transaction, upgrade
+from core.live import stop_embedded
 from hotline.centre import Centre
-from hotline.config import Settings, load_settings
-from hotline.db import make_engine, session_factory, transaction, upgrade
-from hotline.live import stop_embedded
 from ivr.prompts import ensure_prompts
 from sipkit.kit import AgentCallResult, AgentPhone, SipKit
 from telephony import commands, directory, seats

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hotline.clock import FixedClock
+from core.clock import FixedClock
 from telephony.ami import _Protocol, event_fields
 
 DATA = Path(__file__).with_name("data")

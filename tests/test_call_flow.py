@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hotline.config import Settings
+from core.config import Settings
 from ivr.fastagi import AgiHangup, AgiSession, FastAgiServer
 from ivr.prompts import speak
 from ivr.server import IvrInBackground

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hotline.db import make_engine, session_factory, transaction, upgrade
+from core.db import make_engine, session_factory, transaction, upgrade
 from telephony import records
 from telephony.calls import CallTracker
 from telephony.events import CallEnded

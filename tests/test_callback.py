@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from hotline import phones
+from core import phones
+from core.config import Settings
 from hotline.centre import Centre
-from hotline.config import Settings
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
 from telephony import commands, records
 from telephony.ami import EventTap

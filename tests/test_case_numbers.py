@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
-from hotline.db import (
+from core.db import (
     UtcDateTime,
     alembic_config,
     make_engine,

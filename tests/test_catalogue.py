@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hotline.db import make_engine, session_factory, transaction, upgrade
-from hotline.errors import ConfigError
+from core.db import make_engine, session_factory, transaction, upgrade
+from core.errors import ConfigError
 from tickets import catalogue, geo
 from tickets.catalogue import CatalogueError
 from tickets.geo import GeoError

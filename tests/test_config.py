@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hotline.config import load_settings
-from hotline.errors import ConfigError
+from core.config import load_settings
+from core.errors import ConfigError
 from tests.conftest import make_settings
 
 

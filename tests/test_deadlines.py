@@ -20,13 +20,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
-from hotline.auth import add_user
-from hotline.clock import FixedClock
-from hotline.db import alembic_config, make_engine, session_factory, transaction, upgrade
-from hotline.live import connect_redis
+from accounts.service import add_user
+from core.clock import FixedClock
+from core.db import alembic_config, make_engine, session_factory, transaction, upgrade
+from core.live import connect_redis
 from hotline.web import create_app
+from reports import kpis
 from tests.conftest import REDIS_SERVER_URL, make_settings
-from tickets import catalogue, deadlines, kpis, service, workflow
+from tickets import catalogue, deadlines, service, workflow
 from tickets.models import Category, TimeLimit, WorkOrder, WorkOrderDeadline
 from tickets.workcalendar import WorkCalendar, parse_hours
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from hotline.clock import FixedClock
-from hotline.config import Settings
-from hotline.db import make_engine, session_factory, transaction, upgrade
-from hotline.events import DomainEvent, EventBus
-from hotline.live import connect_redis
+from core.clock import FixedClock
+from core.config import Settings
+from core.db import make_engine, session_factory, transaction, upgrade
+from core.events import DomainEvent, EventBus
+from core.live import connect_redis
 from telephony import events as telephony_events
 from telephony.calls import CallTracker
 from telephony.events import CallStarted, OutboundCallFailed, SeatChanged

@@ -21,10 +21,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hotline.background import BackgroundLoop
-from hotline.clock import SYSTEM_CLOCK, FixedClock
-from hotline.config import Exchange
-from hotline.db import make_engine, session_factory, transaction, upgrade
+from core.background import BackgroundLoop
+from core.clock import SYSTEM_CLOCK, FixedClock
+from core.config import Exchange
+from core.db import make_engine, session_factory, transaction, upgrade
 from tests.conftest import wait_until
 from tickets import exchange, service, workflow
 from tickets.models import InboundUpdate, WebhookDelivery

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from hotline import phones
-from hotline.clock import FixedClock
-from hotline.config import Settings
-from hotline.db import make_engine, session_factory, transaction
+from core import phones
+from core.clock import FixedClock
+from core.config import Settings
+from core.db import make_engine, session_factory, transaction
 from ivr.engine import estimated_wait_minutes, number_prompts
 from ivr.fastagi import FastAgiServer
 from ivr.prompts import speak

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hotline.db import make_engine, session_factory, transaction, upgrade
-from hotline.errors import ConfigError
+from core.db import make_engine, session_factory, transaction, upgrade
+from core.errors import ConfigError
 from ivr.flows import DEFAULT_FLOW, load_flow, parse_flow
 from ivr.prompts import PROMPTS, ensure_prompts, prompt_paths, prompt_texts
 from telephony import records, screening

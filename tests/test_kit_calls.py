@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hotline.config import Settings
+from core.config import Settings
 from sipkit.kit import Call, Hangup, SipKit, Wait
 from telephony.ami import EventTap
 from tests.conftest import AGENT_PORT, agent_ip, offered

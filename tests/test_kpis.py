@@ -16,13 +16,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from hotline import phones
-from hotline.db import make_engine, session_factory, transaction, upgrade
+from core import phones
+from core.db import make_engine, session_factory, transaction, upgrade
+from reports import kpis
+from reports.kpis import buckets, evaluate, grade, hotline_report, order_measures
 from telephony import measures
 from telephony.measures import MeasureError, call_measures, call_measures_by_queue
 from telephony.models import CallRecord, SeatInterval
-from tickets import kpis, workflow
-from tickets.kpis import buckets, evaluate, grade, hotline_report, order_measures
+from tickets import workflow
 from tickets.models import Survey, WorkOrder, WorkOrderDeadline, WorkOrderEvent
 
 SH = ZoneInfo("Asia/Shanghai")

@@ -17,9 +17,9 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, text
 
-from hotline.clock import FixedClock
-from hotline.db import make_engine, session_factory, transaction, upgrade
-from hotline.live import connect_redis
+from core.clock import FixedClock
+from core.db import make_engine, session_factory, transaction, upgrade
+from core.live import connect_redis
 from hotline.web import create_app
 from tests.conftest import REDIS_SERVER_URL, make_settings
 from tickets import catalogue, exchange, geo, service
@@ -57,7 +57,7 @@ def _client(database_url: str, tmp_path: Path,
 
 
 def _user(sessions: Any, name: str, *roles: str, see_phone: bool = False) -> dict[str, str]:
-    from hotline.auth import add_user
+    from accounts.service import add_user
 
     with transaction(sessions) as session:
         token = add_user(session, name, list(roles), see_phone,

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import text
 
-from hotline import phones
-from hotline.db import alembic_config, make_engine, session_factory, transaction, upgrade
+from core import phones
+from core.db import alembic_config, make_engine, session_factory, transaction, upgrade
 from telephony import screening
 from tickets import service
 

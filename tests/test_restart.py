@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import select
 
 from asterisk_conf.sandbox import Sandbox
+from core.config import Settings
+from core.db import transaction
 from hotline.centre import Centre
-from hotline.config import Settings
-from hotline.db import transaction
 from sipkit.kit import Call, Dtmf, SipKit, Wait
 from telephony import records
 from tests.conftest import (
@@ -60,6 +60,9 @@ def test_a_restart_mid_call_publishes_no_event_twice(
             try:
                 [result] = run.wait()
                 wait_until(lambda: bool(_stored(second)), 20, "the call was not recorded")
+                # call.ended is published after the record's transaction commits
+                wait_until(lambda: any(e["type"] == "call.ended" for _id, e in
+                                       second.bus.read(after)), 10, "no call.ended")
                 published = [e for _id, e in second.bus.read(after)]
             finally:
                 second.stop()

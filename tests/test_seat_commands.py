@@ -18,9 +18,9 @@ import pytest
 import redis
 from waitress.server import create_server
 
-from hotline.clock import FixedClock
-from hotline.db import make_engine, session_factory, upgrade
-from hotline.live import connect_redis
+from core.clock import FixedClock
+from core.db import make_engine, session_factory, upgrade
+from core.live import connect_redis
 from hotline.web import create_app, stop_web_server
 from telephony import commands
 from tests import isolation

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from core.config import Settings
 from hotline.centre import Centre
-from hotline.config import Settings
 from sipkit.kit import Call, Dtmf, SipKit, Wait
 from telephony.models import SeatInterval
 from telephony.seats import SeatBoard

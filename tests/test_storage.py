@@ -9,9 +9,9 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect
 
-from hotline.db import alembic_config, make_engine, session_factory, transaction, upgrade
-from hotline.errors import HotlineError
-from hotline.live import connect_redis
+from core.db import alembic_config, make_engine, session_factory, transaction, upgrade
+from core.errors import HotlineError
+from core.live import connect_redis
 from telephony import directory
 from tests.conftest import REDIS_SERVER_URL, make_settings
 

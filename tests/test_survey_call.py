@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from asterisk_conf.sandbox import Sandbox
+from core.config import Settings
+from core.db import transaction
 from hotline.centre import Centre
-from hotline.config import Settings
-from hotline.db import transaction
 from sipkit.kit import Dtmf, SipKit, Wait
 from telephony import records
 from telephony.ami import EventTap

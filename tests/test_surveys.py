@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from channels import sms
 from channels.models import SmsMessage
-from hotline.db import make_engine, session_factory, transaction, upgrade
+from core.db import make_engine, session_factory, transaction, upgrade
 from tests.conftest import CASE_LOOP
 from tickets import service, surveys
 from tickets.models import Survey, WorkOrder

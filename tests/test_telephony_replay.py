@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from hotline.clock import SYSTEM_CLOCK
-from hotline.config import Settings
-from hotline.db import make_engine, session_factory, upgrade
-from hotline.events import EventBus
-from hotline.live import connect_redis
+from core.clock import SYSTEM_CLOCK
+from core.config import Settings
+from core.db import make_engine, session_factory, upgrade
+from core.events import EventBus
+from core.live import connect_redis
 from telephony import records
 from telephony.service import TelephonyService
 from tests.ami_replay import Replay, wire

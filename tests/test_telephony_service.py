@@ -14,9 +14,9 @@ import pytest
 
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
+from core.config import Settings
+from core.db import transaction
 from hotline.centre import Centre
-from hotline.config import Settings
-from hotline.db import transaction
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
 from telephony import callbacks, commands, directory
 from telephony.service import remember_login

@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hotline.events import EventBus
-from hotline.live import connect_redis
+from core.events import EventBus
+from core.live import connect_redis
 from tests.conftest import make_settings
 
 GRIDS = Path(__file__).parents[1] / "tickets" / "demo_grids.geojson"

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from hotline.db import is_busy, make_engine, session_factory, transaction, upgrade
+from core.db import is_busy, make_engine, session_factory, transaction, upgrade
 from tickets import catalogue, deadlines, service, workflow
 from tickets.models import WorkOrder, WorkOrderEvent
 from tickets.workflow import ACTIONS, ROLES, STATES, WorkflowError

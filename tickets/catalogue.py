@@ -28,8 +28,8 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from hotline.config import read_yaml
-from hotline.errors import HotlineError
+from core.config import read_yaml
+from core.errors import HotlineError
 from tickets.models import Category, Department, DispatchRule, TimeLimit
 
 PACKAGED = Path(__file__).with_name("catalogue.yaml")

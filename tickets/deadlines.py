@@ -52,7 +52,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from hotline.errors import HotlineError
+from core.errors import HotlineError
 from tickets import workflow
 from tickets.models import TimeLimit, WorkOrder, WorkOrderDeadline
 from tickets.workcalendar import WorkCalendar

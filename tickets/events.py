@@ -1,5 +1,5 @@
 """Domain events of the tickets room, announced inside the transaction that made them true
-and published on the event bus once it commits (`hotline.events.announce`). Each event's id
+and published on the event bus once it commits (`core.events.announce`). Each event's id
 is the order and the step it records (an order's version names each of its moves)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from hotline.events import DomainEvent
+from core.events import DomainEvent
 
 
 @dataclass(frozen=True)

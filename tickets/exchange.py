@@ -36,10 +36,10 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from hotline.clock import Clock
-from hotline.config import Exchange
-from hotline.db import transaction
-from hotline.errors import HotlineError
+from core.clock import Clock
+from core.config import Exchange
+from core.db import transaction
+from core.errors import HotlineError
 from tickets import service, workflow
 from tickets.models import InboundUpdate, WebhookDelivery, WorkOrder
 

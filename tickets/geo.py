@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hotline.errors import HotlineError
+from core.errors import HotlineError
 from tickets.models import Grid
 
 DEMO_GRIDS = Path(__file__).with_name("demo_grids.geojson")

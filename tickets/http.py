@@ -2,32 +2,32 @@
 (/api/v1/surveys), the catalogue (/api/v1/catalogue), KPIs (/api/v1/kpis) and the city
 platform's inbound status updates (/api/v1/exchange/updates).
 
-Who is asking comes from the bearer token (hotline.auth); a workflow action is taken in one
+Who is asking comes from the bearer token (accounts.service); a workflow action is taken in one
 of the caller's roles, and phone numbers are masked unless the caller may see them.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, abort, current_app, jsonify, request
 from sqlalchemy.orm import Session, sessionmaker
 
-from hotline import phones
-from hotline.auth import Identity, identify
-from hotline.db import transaction
-from hotline.errors import HotlineError
-from tickets import catalogue, deadlines, exchange, kpis, service, surveys, workflow
+from accounts.service import Identity
+from accounts.web import current_identity
+from core import phones
+from core.db import transaction
+from core.errors import HotlineError
+from tickets import catalogue, deadlines, exchange, service, surveys, workflow
 from tickets.service import APPEAL_TYPES, OrderQuery, Policy
 
 orders_api = Blueprint("orders", __name__, url_prefix="/api/v1/orders")
 surveys_api = Blueprint("surveys", __name__, url_prefix="/api/v1/surveys")
 catalogue_api = Blueprint("catalogue", __name__, url_prefix="/api/v1/catalogue")
-kpis_api = Blueprint("kpis", __name__, url_prefix="/api/v1/kpis")
 exchange_api = Blueprint("exchange", __name__, url_prefix="/api/v1/exchange")
-BLUEPRINTS = (orders_api, surveys_api, catalogue_api, kpis_api, exchange_api)
+BLUEPRINTS = (orders_api, surveys_api, catalogue_api, exchange_api)
 
 
 def _sessions() -> sessionmaker[Session]:
@@ -39,16 +39,12 @@ def _policy() -> Policy:
 
 
 def _now() -> datetime:
-    """The web app's clock (hotline.clock), never the wall clock directly."""
+    """The web app's clock (core.clock), never the wall clock directly."""
     return current_app.extensions["hotline.clock"].now()  # type: ignore[no-any-return]
 
 
 def _who() -> Identity:
-    with _sessions()() as session:
-        found = identify(session, request.headers.get("Authorization"))
-    if found is None:
-        abort(401, "Authorization: unknown token")
-    return found
+    return current_identity()
 
 
 def _as_role(who: Identity, wanted: Any) -> str:
@@ -302,34 +298,6 @@ def read_catalogue() -> Any:
             "appeal_types": APPEAL_TYPES})
 
 
-@kpis_api.get("")
-def read_kpis() -> Any:
-    start, end = _time("from"), _time("to")
-    if start is None or end is None or end <= start:
-        abort(400, "from, to: an ISO 8601 window with zones, from before to")
-    if (end - start).days > 3660:
-        abort(400, "from, to: at most ten years")
-    bucket = request.args.get("bucket") or None
-    if bucket is not None and bucket not in KPI_BUCKETS:
-        abort(400, f"bucket: one of {', '.join(KPI_BUCKETS)}")
-    with _sessions()() as session:
-        return jsonify(kpi_report(session, current_app.extensions["hotline.settings"],
-                                  start, end, bucket, _now()))
-
-
-KPI_BUCKETS = ("day", "week", "month")
-
-
-def kpi_report(session: Session, settings: Any, start: datetime, end: datetime,
-               bucket: str | None, now: datetime) -> dict[str, Any]:
-    """The hotline report and the CJ/T 292 evaluation of a window, for the API and CLI."""
-    report = kpis.hotline_report(
-        session, start, end, bucket=bucket, timezone=settings.calendar.timezone,
-        repeat_lookback=timedelta(hours=settings.hotline.repeat_window_hours), now=now)
-    return {"report": report.as_dict(),
-            "evaluation": kpis.evaluate(session, start, end, now=now).as_dict()}
-
-
 @exchange_api.post("/updates")
 def inbound_update() -> Any:
     """A status update from the city platform, signed with the shared secret."""
@@ -472,16 +440,6 @@ OPENAPI: dict[str, Any] = {
             "tags": ["catalogue"],
             "summary": "Event and component categories, departments, appeal types",
             "responses": {"200": {"description": "the catalogue"}}}},
-        "/api/v1/kpis": {"get": {
-            "tags": ["kpis"], "summary": "Hotline and work-order KPIs over a window",
-            "parameters": [
-                {"name": "from", "in": "query", "required": True,
-                 "schema": {"type": "string", "format": "date-time"}},
-                {"name": "to", "in": "query", "required": True,
-                 "schema": {"type": "string", "format": "date-time"}},
-                {"name": "bucket", "in": "query",
-                 "schema": {"type": "string", "enum": ["day", "week", "month"]}}],
-            "responses": {"200": {"description": "the report"}, **_ERRORS}}},
         "/api/v1/exchange/updates": {"post": {
             "tags": ["exchange"],
             "summary": "A signed status update from the city platform (idempotent)",

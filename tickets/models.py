@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from hotline.db import Base, UtcDateTime
+from core.db import Base, UtcDateTime
 
 
 class CalendarDay(Base):

@@ -21,11 +21,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import false, func, select, update
 from sqlalchemy.orm import Session
 
-from hotline import phones
-from hotline.config import Settings
-from hotline.db import insert_on_conflict
-from hotline.errors import HotlineError
-from hotline.events import announce
+from core import phones
+from core.config import Settings
+from core.db import insert_on_conflict
+from core.errors import HotlineError
+from core.events import announce
 from tickets import catalogue, deadlines, exchange, geo, surveys, workflow
 from tickets.events import WorkOrderMoved, WorkOrderOpened
 from tickets.models import (
@@ -314,7 +314,7 @@ def merge(session: Session, case_number: str, into: str, *, actor: str, role: st
 def _locked(session: Session, *case_numbers: str) -> dict[str, WorkOrder]:
     """The orders, read afresh and locked until the transaction ends: SELECT ... FOR UPDATE
     in id order on PostgreSQL, so two transactions locking the same orders cannot
-    deadlock; on SQLite the write transaction already holds the database (hotline.db)."""
+    deadlock; on SQLite the write transaction already holds the database (core.db)."""
     found = {o.case_number: o for o in session.scalars(
         select(WorkOrder).where(WorkOrder.case_number.in_(case_numbers))
         .order_by(WorkOrder.id).with_for_update()

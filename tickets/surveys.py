@@ -24,9 +24,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from channels import sms
-from hotline import phones
-from hotline.errors import HotlineError
-from hotline.events import announce
+from core import phones
+from core.errors import HotlineError
+from core.events import announce
 from tickets import workflow
 from tickets.events import SurveyFinished
 from tickets.models import Survey, WorkOrder, WorkOrderEvent

@@ -8,7 +8,6 @@ Friday, and `year_known` says so, so the operator can be told to enter it.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
@@ -17,7 +16,8 @@ import chinese_calendar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hotline.errors import ConfigError
+from core.config import parse_hours
+from core.errors import ConfigError
 from tickets.models import CalendarDay
 
 
@@ -59,22 +59,6 @@ class WorkCalendar:
 
 def within(spans: tuple[tuple[time, time], ...], moment: time) -> bool:
     return any(start <= moment < end for start, end in spans)
-
-
-def parse_hours(text: str) -> tuple[tuple[time, time], ...]:
-    """"08:30-12:00,13:30-17:30" -> ((08:30, 12:00), (13:30, 17:30)); "00:00-24:00" is all day."""
-    spans = []
-    for part in re.split(r"[,\s]+", text.strip()):
-        match = re.fullmatch(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})", part)
-        if not match:
-            raise ValueError(f"{part!r} is not HH:MM-HH:MM")
-        h1, m1, h2, m2 = map(int, match.groups())
-        start = time(h1, m1)
-        end = time.max if (h2, m2) == (24, 0) else time(h2, m2)
-        if end <= start:
-            raise ValueError(f"{part!r} ends before it starts")
-        spans.append((start, end))
-    return tuple(spans)
 
 
 def zone(name: str) -> ZoneInfo:

@@ -22,11 +22,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from hotline.clock import Clock, FixedClock
-from hotline.config import Settings
-from hotline.db import transaction
-from hotline.errors import HotlineError
-from hotline.events import EventBus, announce
+from core.clock import Clock, FixedClock
+from core.config import Settings
+from core.db import transaction
+from core.errors import HotlineError
+from core.events import EventBus, announce
 from telephony import commands
 from tickets import deadlines, exchange, service, surveys, workflow
 from tickets.events import DeadlineWarned

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hotline.errors import HotlineError
+from core.errors import HotlineError
 
 # Roles (角色)
 OPERATOR = "operator"  # 受理员, hotline intake operator

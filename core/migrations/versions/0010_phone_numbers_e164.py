@@ -8,7 +8,7 @@ Create Date: 2026-11-29 18:00:00
 import sqlalchemy as sa
 from alembic import op
 
-from hotline import phones
+from core import phones
 
 revision = "0010"
 down_revision = "0009"

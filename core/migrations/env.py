@@ -3,16 +3,16 @@
 from alembic import context
 from sqlalchemy import Connection
 
+import accounts.service  # noqa: F401
 import channels.models  # noqa: F401  (registers the tables on Base.metadata)
-import hotline.auth  # noqa: F401
 import telephony.models  # noqa: F401
 import tickets.models  # noqa: F401
-from hotline.db import WRITE_TRANSACTION, Base
+from core.db import WRITE_TRANSACTION, Base
 
 
 def _sqlite_foreign_keys(connection: Connection, on: bool) -> None:
     # The pragma is a no-op inside a transaction: sent straight to the driver, which runs
-    # it in autocommit between transactions (hotline.db).
+    # it in autocommit between transactions (core.db).
     connection.connection.driver_connection.execute(  # type: ignore[union-attr]
         f"PRAGMA foreign_keys={'ON' if on else 'OFF'}")
 

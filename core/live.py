@@ -14,8 +14,8 @@ import threading
 
 import redis
 
-from hotline.config import Settings
-from hotline.errors import HotlineError
+from core.config import Settings
+from core.errors import HotlineError
 
 log = logging.getLogger(__name__)
 

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from core.config import Settings
 from telephony.measures import (
     DEFAULT_REPEAT_LOOKBACK,
     DEFAULT_SERVICE_SECONDS,
@@ -826,3 +827,13 @@ def evaluate(session: Session, start: datetime, end: datetime, *,
         evaluate_departments(session, start, end, now=now),
         evaluate_regions(session, start, end, level="county", now=now),
         evaluate_regions(session, start, end, level="street", now=now))
+
+
+def window_report(session: Session, settings: Settings, start: datetime, end: datetime,
+                  bucket: str | None, now: datetime) -> dict[str, Any]:
+    """The hotline report and the CJ/T 292 evaluation of a window, for the API and CLI."""
+    report = hotline_report(
+        session, start, end, bucket=bucket, timezone=settings.calendar.timezone,
+        repeat_lookback=timedelta(hours=settings.hotline.repeat_window_hours), now=now)
+    return {"report": report.as_dict(),
+            "evaluation": evaluate(session, start, end, now=now).as_dict()}

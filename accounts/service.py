@@ -15,8 +15,8 @@ from datetime import datetime
 from sqlalchemy import Boolean, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from hotline.db import Base, UtcDateTime
-from hotline.errors import HotlineError
+from core.db import Base, UtcDateTime
+from core.errors import HotlineError
 
 
 class ApiUser(Base):
@@ -31,12 +31,24 @@ class ApiUser(Base):
 
 @dataclass(frozen=True)
 class Identity:
+    """Who is asking, for every adapter: a person signed in or a machine client's token."""
+
     name: str
     roles: tuple[str, ...]
-    see_phone: bool
+    see_phone: bool  # may see citizens' full numbers (查看号码权限)
+    department: str | None = None  # a department handler's department code
+    agent: str | None = None  # the agent number (directory) a person works as, if any
+
+    @property
+    def known(self) -> bool:
+        return bool(self.name)
 
 
 ANONYMOUS = Identity("", (), False)
+# Roles of accounts: the workflow's human roles (tickets.workflow, same names) and two more.
+OPERATOR, SUPERVISOR, SHIFT_CHIEF = "operator", "supervisor", "shift_chief"
+DISPATCHER, DEPARTMENT, ADMIN, AUDITOR = "dispatcher", "department", "admin", "auditor"
+ROLES = (OPERATOR, SUPERVISOR, SHIFT_CHIEF, DISPATCHER, DEPARTMENT, ADMIN, AUDITOR)
 
 
 class AuthError(HotlineError):

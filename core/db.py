@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from hotline.errors import HotlineError
+from core.errors import HotlineError
 
 # Stable constraint names so migrations behave the same on SQLite and PostgreSQL.
 NAMING = {

@@ -17,7 +17,7 @@ import re
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
 
-from hotline.errors import HotlineError
+from core.errors import HotlineError
 
 REGION = "CN"
 MAX_SHORT_DIGITS = 6  # 110, 12319, 95598, an extension 8001

@@ -18,10 +18,11 @@ import secrets
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from datetime import time
 from pathlib import Path
 from typing import Any
 
-from hotline.errors import ConfigError
+from core.errors import ConfigError
 
 SECRET_KEYS = {("pbx", "ami_secret"), ("exchange", "webhook_secret")}
 
@@ -94,8 +95,6 @@ def _reasons(value: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _hours(value: Any) -> str:
-    from tickets.workcalendar import parse_hours
-
     parse_hours(_str(value))  # ValueError says which span is wrong
     return value
 
@@ -481,3 +480,19 @@ def _generated_secrets(data_dir: Path) -> dict[str, str]:
     except OSError as exc:
         raise ConfigError(f"config: cannot write generated secrets to {path}: {exc}") from None
     return stored
+
+
+def parse_hours(text: str) -> tuple[tuple[time, time], ...]:
+    """"08:30-12:00,13:30-17:30" -> ((08:30, 12:00), (13:30, 17:30)); "00:00-24:00" is all day."""
+    spans = []
+    for part in re.split(r"[,\s]+", text.strip()):
+        match = re.fullmatch(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})", part)
+        if not match:
+            raise ValueError(f"{part!r} is not HH:MM-HH:MM")
+        h1, m1, h2, m2 = map(int, match.groups())
+        start = time(h1, m1)
+        end = time.max if (h2, m2) == (24, 0) else time(h2, m2)
+        if end <= start:
+            raise ValueError(f"{part!r} ends before it starts")
+        spans.append((start, end))
+    return tuple(spans)

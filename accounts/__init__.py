@@ -1,0 +1,1 @@
+"""People and machine clients: accounts, roles, tokens and the audit log."""
