@@ -1,0 +1,52 @@
+"""Every route declares who may use it: `@requires(permission)` on the view.
+
+PERMISSIONS maps each permission to the roles that hold it; `PUBLIC` needs no account. The
+route x role test walks the app's url_map and finds every view's `access` attribute, so a
+route without a declaration fails the suite.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import abort
+
+from accounts.service import Identity
+from accounts.web import current_identity
+
+PUBLIC = "public"
+# permission -> roles that hold it; the adapters' routes name these
+PERMISSIONS: dict[str, frozenset[str]] = {}
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+def check(permission: str) -> Identity:
+    """The caller, if they hold `permission`: 401 without an account, 403 without the role."""
+    who = current_identity()
+    if permission == PUBLIC:
+        return who
+    if permission not in PERMISSIONS:
+        raise KeyError(f"undeclared permission {permission!r}")
+    if not who.known:
+        abort(401, "Authorization: sign in or send a bearer token")
+    if not PERMISSIONS[permission] & set(who.roles):
+        abort(403, f"{who.name} may not {permission}")
+    return who
+
+
+def requires(permission: str) -> Callable[[View], View]:
+    def declare(view: View) -> View:
+        @functools.wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            check(permission)
+            return view(*args, **kwargs)
+
+        guarded.access = permission  # type: ignore[attr-defined]
+        return guarded  # type: ignore[return-value]
+
+    if permission != PUBLIC and permission not in PERMISSIONS:
+        raise KeyError(f"undeclared permission {permission!r}")
+    return declare
