@@ -32,6 +32,9 @@ from tests.browser import chromium, screenshot
 from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+# The pages are visited under a name, not 127.0.0.1: Swagger UI (and others) behave
+# differently on localhost, e.g. its validator badge is only fetched for other hosts.
+HOST = "hotline.test"
 NOW = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
        "img-src 'self' data:; font-src 'self'; object-src 'none'; base-uri 'self'; "
@@ -77,7 +80,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Flask]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{port}", app
+        yield f"http://{HOST}:{port}", app
     finally:
         stop_web_server(server, thread)
         engine.dispose()
@@ -103,7 +106,7 @@ class Watched:
 
 @pytest.fixture
 def browser_page(site: tuple[str, Flask]) -> Iterator[Watched]:
-    with chromium() as browser:
+    with chromium(f"--host-resolver-rules=MAP {HOST} 127.0.0.1") as browser:
         # A browser that asks for English: the shell stays Chinese until the person chooses.
         context = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 800})
         yield Watched(context.new_page())
