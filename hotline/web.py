@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from core.clock import Clock
 from core.config import Settings
 from core.db import is_busy
+from hotline import shell
 from reports import http as reports_http
 from telephony import http as telephony_http
 from tickets import http as tickets_http
@@ -26,7 +27,7 @@ RETRY_AFTER_SECONDS = 1  # a 503's Retry-After: storage busy, the telephony serv
 
 def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.Redis,
                clock: Clock) -> Flask:
-    app = Flask("hotline")
+    app = Flask("hotline", static_folder=None)  # static files: the shell's route
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["hotline.settings"] = settings
@@ -37,6 +38,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.register_blueprint(telephony_http.seats_api)
     for blueprint in (*tickets_http.BLUEPRINTS, *reports_http.BLUEPRINTS):
         app.register_blueprint(blueprint)
+    shell.init_app(app)  # the pages' ground: static files, languages, CSP, the API docs
 
     @app.get("/api/v1/openapi.json")
     def openapi() -> Any:
