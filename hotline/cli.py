@@ -650,20 +650,10 @@ def tickets_act(ctx: click.Context, case_number: str, action: str, role: str, ac
     from tickets import service
 
     settings = _settings(ctx)
-    policy = _policy(settings)
-    now = SYSTEM_CLOCK.now()
     with transaction(_announcing_sessions(settings)) as session:
-        if action == "merge":
-            order = service.merge(session, case_number, into, actor=actor, role=role,
-                                  note=note, policy=policy, now=now)
-        elif action == "grant_extension":
-            if amount is None:
-                raise HotlineError("grant_extension needs --amount")
-            order = service.grant_extension(session, case_number, amount, actor=actor,
-                                            role=role, note=note, policy=policy, now=now)
-        else:
-            order = service.transition(session, case_number, action, actor=actor, role=role,
-                                       note=note, policy=policy, now=now)
+        order = service.act(session, case_number, action, actor=actor, role=role, note=note,
+                            into=into, amount=amount, policy=_policy(settings),
+                            now=SYSTEM_CLOCK.now())
         click.echo(f"{order.case_number}: {order.state} (version {order.version})")
 
 
