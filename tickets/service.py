@@ -35,8 +35,8 @@ from tickets.models import (
     WorkOrderAttachment,
     WorkOrderEvent,
 )
-from tickets.policy import DEFAULT_POLICY as DEFAULT_POLICY
-from tickets.policy import Policy as Policy
+from tickets.policy import DEFAULT_POLICY as DEFAULT_POLICY  # re-exported: the door's
+from tickets.policy import Policy as Policy  # callers take the policy from here too
 
 URGENCIES = ("normal", "urgent")
 APPEAL_TYPES = {"enquiry": "咨询", "help": "求助", "complaint": "投诉", "report": "举报",
