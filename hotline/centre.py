@@ -16,15 +16,12 @@ from waitress.server import create_server
 from core.background import BackgroundLoop
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
-from core.db import make_engine, session_factory, transaction, upgrade
 from core.errors import HotlineError
-from core.events import EventBus, publish_on_commit
-from core.live import connect_redis
+from hotline.compose import build
 from hotline.web import create_app, stop_web_server
 from ivr.fastagi import FastAgiServer
 from ivr.server import start as start_ivr
 from telephony.service import TelephonyService
-from tickets import catalogue
 from tickets.worker import TicketsWorker
 
 
@@ -33,15 +30,11 @@ class Centre:
                  clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self.clock = clock  # every "now" of the centre's processes
-        engine = make_engine(settings.storage.database_url)
-        upgrade(engine)
-        self.sessions = session_factory(engine)
-        with transaction(self.sessions) as session:
-            catalogue.ensure_loaded(session, settings.tickets.catalogue_file)
-        self.bus = EventBus(connect_redis(settings))
-        publish_on_commit(self.sessions, self.bus)
+        self.parts = build(settings, clock, seed_catalogue=True)
+        self.sessions, self.bus = self.parts.sessions, self.parts.bus
         self.telephony = TelephonyService(settings, self.sessions, self.bus, clock)
-        self.tickets = TicketsWorker(settings, self.sessions, self.bus, clock)
+        self.tickets = TicketsWorker(settings, self.sessions, self.bus, clock,
+                                     policy=self.parts.policy)
         self.with_web, self.with_worker = web, worker
         self.ivr: FastAgiServer | None = None
         self._loop: BackgroundLoop | None = None
@@ -58,8 +51,8 @@ class Centre:
         # waited behind bursts of AMI events, and a late prompt loses a caller's key.
         self._ivr_loop = BackgroundLoop("ivr")
         try:
-            self.ivr = self._ivr_loop.run(start_ivr(self.settings, self.sessions, self.clock),
-                                          30)
+            self.ivr = self._ivr_loop.run(
+                start_ivr(self.settings, self.sessions, self.clock, self.parts.policy), 30)
             self._stop = self._loop.run(_new_event())
             self._telephony_run = asyncio.run_coroutine_threadsafe(
                 self.telephony.run(self._stop), self._loop.loop)

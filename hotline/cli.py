@@ -77,30 +77,21 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Apply every pending migration."""
-    from core.db import make_engine, upgrade
-
-    settings = _settings(ctx)
-    upgrade(make_engine(settings.storage.database_url))
+    _parts(_settings(ctx), publish=False)  # building the parts migrates the schema
     click.echo("database schema is up to date")
 
 
+def _parts(settings: Settings, publish: bool):  # type: ignore[no-untyped-def]
+    """The centre's parts (hotline.compose), composed once for this command."""
+    from hotline.compose import build
+
+    return build(settings, SYSTEM_CLOCK, publish=publish)
+
+
 def _session_factory(settings: Settings):  # type: ignore[no-untyped-def]
-    from core.db import make_engine, session_factory, upgrade
-
-    engine = make_engine(settings.storage.database_url)
-    upgrade(engine)
-    return session_factory(engine)
+    return _parts(settings, publish=False).sessions
 
 
-def _announcing_sessions(settings: Settings):  # type: ignore[no-untyped-def]
-    """Sessions whose committed changes publish their domain events, like the centre's:
-    an order moved from the shell is seen by wallboards and desks too."""
-    from core.events import EventBus, publish_on_commit
-    from core.live import connect_redis
-
-    sessions = _session_factory(settings)
-    publish_on_commit(sessions, EventBus(connect_redis(settings)))
-    return sessions
 
 
 # ------------------------------------------------------------------------------ directory
@@ -281,9 +272,10 @@ def ivr_command(ctx: click.Context, check: bool) -> None:
             click.echo(f"  {node.name:<16} {node.type:<9} {goes}")
         return
     ensure_prompts(settings)
+    parts = _parts(settings, publish=True)
     click.echo(f"ivr: FastAGI on {settings.ivr.fastagi_host}:{settings.ivr.fastagi_port}")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(settings))
+        asyncio.run(serve_forever(settings, parts.sessions, parts.clock, parts.policy))
 
 
 @cli.group()
@@ -394,16 +386,11 @@ def telephony_command(ctx: click.Context) -> None:
     """Run only the telephony service (AMI, call records, events) until Ctrl-C."""
     import asyncio
 
-    from core.db import make_engine, session_factory, upgrade
-    from core.events import EventBus
-    from core.live import connect_redis
     from telephony.service import TelephonyService
 
     settings = _settings(ctx)
-    engine = make_engine(settings.storage.database_url)
-    upgrade(engine)
-    service = TelephonyService(settings, session_factory(engine),
-                               EventBus(connect_redis(settings)), SYSTEM_CLOCK)
+    parts = _parts(settings, publish=True)
+    service = TelephonyService(settings, parts.sessions, parts.bus, parts.clock)
 
     async def run() -> None:
         await service.run(asyncio.Event())
@@ -582,12 +569,6 @@ def tickets() -> None:
     """Work orders (工单): take in, act, search; catalogue, grids, KPIs, surveys, webhooks."""
 
 
-def _policy(settings: Settings):  # type: ignore[no-untyped-def]
-    from tickets.service import Policy
-
-    return Policy.from_settings(settings)
-
-
 def _print_order(view: dict[str, Any], as_json: bool) -> None:
     if as_json:
         _echo_json(view)
@@ -622,13 +603,13 @@ def tickets_open(ctx: click.Context, appeal_type: str, description: str, actor: 
     from core.db import transaction
     from tickets import service
 
-    settings = _settings(ctx)
-    with transaction(_announcing_sessions(settings)) as session:
+    parts = _parts(_settings(ctx), publish=True)
+    with transaction(parts.sessions) as session:
         order = service.open_order(
             session, appeal_type=appeal_type, description=description, channel=channel,
             actor=actor, citizen_phone=phone, citizen_name=citizen_name,
             category_code=category, category_kind=kind, urgency=urgency, address=address,
-            latitude=lat, longitude=lon, policy=_policy(settings), now=SYSTEM_CLOCK.now())
+            latitude=lat, longitude=lon, policy=parts.policy, now=parts.clock.now())
         view = service.order_view(order, see_phone=False)
     _print_order(view, as_json)
 
@@ -649,21 +630,11 @@ def tickets_act(ctx: click.Context, case_number: str, action: str, role: str, ac
     from core.db import transaction
     from tickets import service
 
-    settings = _settings(ctx)
-    policy = _policy(settings)
-    now = SYSTEM_CLOCK.now()
-    with transaction(_announcing_sessions(settings)) as session:
-        if action == "merge":
-            order = service.merge(session, case_number, into, actor=actor, role=role,
-                                  note=note, policy=policy, now=now)
-        elif action == "grant_extension":
-            if amount is None:
-                raise HotlineError("grant_extension needs --amount")
-            order = service.grant_extension(session, case_number, amount, actor=actor,
-                                            role=role, note=note, policy=policy, now=now)
-        else:
-            order = service.transition(session, case_number, action, actor=actor, role=role,
-                                       note=note, policy=policy, now=now)
+    parts = _parts(_settings(ctx), publish=True)
+    with transaction(parts.sessions) as session:
+        order = service.act(session, case_number, action, actor=actor, role=role, note=note,
+                            into=into, amount=amount, policy=parts.policy,
+                            now=parts.clock.now())
         click.echo(f"{order.case_number}: {order.state} (version {order.version})")
 
 

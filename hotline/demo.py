@@ -16,9 +16,10 @@ from zoneinfo import ZoneInfo
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
 from core.config import Settings
-from core.db import make_engine, session_factory, transaction, upgrade
+from core.db import transaction
 from core.live import connect_redis, redis_location
 from hotline.centre import Centre
+from hotline.compose import build
 from ivr.prompts import ensure_prompts, speak
 from recordings.audio import wav_stats
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
@@ -36,9 +37,7 @@ SHOWN_EVENTS = ("Newchannel", "DTMFEnd", "QueueCallerJoin", "AgentCalled", "Agen
 
 def prepare(settings: Settings, demo_agents: bool) -> dict[str, str]:
     """Database, default queue (and demo agents); returns the rendered PBX configuration."""
-    engine = make_engine(settings.storage.database_url)
-    upgrade(engine)
-    with transaction(session_factory(engine)) as session:
+    with transaction(build(settings, publish=False).sessions) as session:
         directory.ensure_queue(session, settings.hotline.default_queue, "综合受理")
         known = {a.number for a in directory.snapshot(session).agents}
         for number, name, ip in DEMO_AGENTS if demo_agents else ():
@@ -157,7 +156,7 @@ def run_order_loop(settings: Settings, centre: Centre, kit: SipKit, call_id: str
                    echo: Callable[[str], None]) -> None:
     """The first caller's report becomes a work order that runs the whole case loop, and
     the citizen is called back by the survey line and keys 2 (满意)."""
-    policy = orders.Policy.from_settings(settings)
+    policy = centre.parts.policy
     with transaction(centre.sessions) as session:
         order = orders.open_order(
             session, appeal_type="complaint", channel="phone", actor=DEMO_AGENTS[0][1],

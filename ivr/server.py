@@ -31,6 +31,7 @@ from recordings.catalogue import fingerprint
 from telephony import callbacks, screening
 from tickets import service as orders
 from tickets import surveys
+from tickets.policy import Policy
 from tickets.workcalendar import load_calendar
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,9 @@ def flow_of(settings: Settings) -> Flow:
 
 
 def build_server(settings: Settings, sessions: sessionmaker[Session],
-                 clock: Clock = SYSTEM_CLOCK) -> FastAgiServer:
+                 clock: Clock = SYSTEM_CLOCK, policy: Policy | None = None) -> FastAgiServer:
     """The IVR's routes; every "now" they need (working hours, screening, surveys) is read
-    from `clock`."""
+    from `clock`, and orders and surveys follow `policy` (by default the settings')."""
     flow = flow_of(settings)
     # The callers' lookups run on threads of their own: on the shared default pool they
     # queued behind back-office work (storing call records waits for recordings to
@@ -61,7 +62,7 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
 
     prompts = prompt_paths(settings)
     repeat_window = timedelta(hours=settings.hotline.repeat_window_hours)
-    policy = orders.Policy.from_settings(settings)
+    policy = policy or Policy.from_settings(settings)
 
     def context_for(caller: str, unique_id: str) -> CallContext:
         now = clock.now()
@@ -170,14 +171,11 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
                          on_close=lambda: pool.shutdown(wait=False, cancel_futures=True))
 
 
-async def start(settings: Settings, sessions: sessionmaker[Session] | None = None,
-                clock: Clock = SYSTEM_CLOCK) -> FastAgiServer:
-    if sessions is None:
-        engine = make_engine(settings.storage.database_url)
-        await asyncio.to_thread(upgrade, engine)
-        sessions = session_factory(engine)
-        publish_on_commit(sessions, EventBus(connect_redis(settings)))
-    server = build_server(settings, sessions, clock)
+async def start(settings: Settings, sessions: sessionmaker[Session], clock: Clock,
+                policy: Policy) -> FastAgiServer:
+    """The IVR listening on `ivr.fastagi_host:port`, on the parts the top composed
+    (hotline.compose): sessions that publish their events, the clock, the policy."""
+    server = build_server(settings, sessions, clock, policy)
     try:
         await server.start(settings.ivr.fastagi_host, settings.ivr.fastagi_port)
     except OSError as exc:
@@ -187,8 +185,9 @@ async def start(settings: Settings, sessions: sessionmaker[Session] | None = Non
     return server
 
 
-async def serve_forever(settings: Settings) -> None:
-    server = await start(settings)
+async def serve_forever(settings: Settings, sessions: sessionmaker[Session], clock: Clock,
+                        policy: Policy) -> None:
+    server = await start(settings, sessions, clock, policy)
     try:
         await asyncio.Event().wait()
     finally:
@@ -196,18 +195,29 @@ async def serve_forever(settings: Settings) -> None:
 
 
 class IvrInBackground:
-    """The IVR server on a background loop, for the tests and benchmarks."""
+    """The IVR server on a background loop, for the tests and benchmarks. A harness, not a
+    process of the centre: given no sessions it opens the settings' database itself, its
+    commits publishing on the settings' Redis as the centre's do (hotline.compose)."""
 
-    def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK,
+                 sessions: sessionmaker[Session] | None = None,
+                 policy: Policy | None = None) -> None:
         self.settings = settings
         self.clock = clock
+        self.sessions, self.policy = sessions, policy or Policy.from_settings(settings)
         self.server: FastAgiServer | None = None
         self._background: BackgroundLoop | None = None
 
     def __enter__(self) -> FastAgiServer:
+        if self.sessions is None:
+            engine = make_engine(self.settings.storage.database_url)
+            upgrade(engine)
+            self.sessions = session_factory(engine)
+            publish_on_commit(self.sessions, EventBus(connect_redis(self.settings)))
         self._background = BackgroundLoop("fastagi")
         try:
-            self.server = self._background.run(start(self.settings, clock=self.clock), 30)
+            self.server = self._background.run(
+                start(self.settings, self.sessions, self.clock, self.policy), 30)
         except BaseException:
             self._background.stop()
             raise

@@ -32,9 +32,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from core.config import Settings
+from core.config import Calendar, Hotline, Settings
 from telephony.measures import (
-    DEFAULT_REPEAT_LOOKBACK,
     DEFAULT_SERVICE_SECONDS,
     CallMeasures,
     MeasureError,
@@ -47,7 +46,9 @@ from telephony.measures import (
 from tickets import workflow
 from tickets.models import Survey, WorkOrder, WorkOrderDeadline, WorkOrderEvent
 
-DEFAULT_TIMEZONE = "Asia/Shanghai"
+# The settings' defaults (core.config), for reports asked for without the settings.
+DEFAULT_TIMEZONE = Calendar().timezone
+DEFAULT_REPEAT_LOOKBACK = timedelta(hours=Hotline().repeat_window_hours)
 BUCKET_UNITS = ("day", "week", "month")
 MAX_BUCKETS = 1000
 

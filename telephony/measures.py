@@ -46,12 +46,13 @@ from typing import Any
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
+from core.config import Hotline
 from core.errors import HotlineError
 from telephony import seats
 from telephony.models import CallRecord, SeatInterval
 
 DEFAULT_SERVICE_SECONDS = 15.0  # GB/T 33358: a person answers within 15 s
-DEFAULT_REPEAT_LOOKBACK = timedelta(hours=24)
+DEFAULT_REPEAT_LOOKBACK = timedelta(hours=Hotline().repeat_window_hours)  # the setting's
 RATE_DIGITS = 4  # 0.5714 = 57.14 %
 SECONDS_DIGITS = 1
 # The records keep milliseconds; sums rounded to them lose the float noise that depends on

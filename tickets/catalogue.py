@@ -470,6 +470,28 @@ def department_for(session: Session, category_code: str, grid_code: str = "",
     return max(matches)[2] if matches else ""
 
 
+def limit_for(session: Session, step: str, *, category_code: str, kind: str = "event",
+              appeal_type: str = "", urgency: str = "") -> TimeLimit | None:
+    """The time limit in force for `step` of an order of this category, appeal type and
+    urgency: the longest category prefix first ("" matches all), then an exact urgency over
+    "", then an exact appeal type over "". None: the step has no limit for such an order.
+
+    Urgency comes before the appeal type because an urgent order is urgent whatever kind of
+    appeal it is: an urgent limit beats every normal limit of its category prefix, appeal
+    types' included, so one urgent row per prefix covers them all. A category prefix with
+    limits of its own needs its own urgent limit, or its limit applies to urgent orders too
+    (which is right for a category that is quick anyway)."""
+    target = _target(category_code, kind)
+    rows = session.scalars(select(TimeLimit).where(
+        TimeLimit.step == step, TimeLimit.appeal_type.in_(("", appeal_type)),
+        TimeLimit.urgency.in_(("", urgency)))).all()
+    matching = [r for r in rows if target.startswith(r.category_prefix or "")]
+    if not matching:
+        return None
+    return max(matching, key=lambda r: (len(r.category_prefix or ""), r.urgency != "",
+                                        r.appeal_type != ""))
+
+
 # --- single edits (CLI, API) -----------------------------------------------------------
 
 

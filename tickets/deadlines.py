@@ -53,7 +53,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import HotlineError
-from tickets import workflow
+from tickets import catalogue, workflow
+from tickets.events import Move, OrderEvent
 from tickets.models import TimeLimit, WorkOrder, WorkOrderDeadline
 from tickets.workcalendar import WorkCalendar
 
@@ -508,30 +509,19 @@ _ENDS_ALL = ("closed", *workflow.FINAL)
 
 
 def limit_for(session: Session, order: WorkOrder, step: str) -> TimeLimit | None:
-    """The most specific time limit for `step` of `order`: the longest category prefix
-    first ("" matches all), then an exact urgency over "", then an exact appeal type over "".
-    None: the step has no limit for this order.
+    """The time limit in force for `step` of `order`, as the catalogue (tickets.catalogue,
+    the room's one keeper of limits) picks it: the most specific one, None for a step
+    without a limit for this order."""
+    return catalogue.limit_for(session, step, category_code=order.category_code or "",
+                               kind=order.category_kind or "event",
+                               appeal_type=order.appeal_type or "",
+                               urgency=order.urgency or "")
 
-    Urgency comes before the appeal type because an urgent order is urgent whatever kind of
-    appeal it is: an urgent limit beats every normal limit of its category prefix, appeal
-    types' included, so one urgent row per prefix covers them all. A category prefix with
-    limits of its own needs its own urgent limit, or its limit applies to urgent orders too
-    (which is right for a category that is quick anyway).
 
-    Component prefixes are stored with a "C" in front (see tickets.catalogue), since event
-    and component codes overlap; the order's category is put in the same form to match."""
-    category = order.category_code or ""
-    if category and order.category_kind == "component":
-        category = "C" + category
-    rows = session.scalars(select(TimeLimit).where(
-        TimeLimit.step == step,
-        TimeLimit.appeal_type.in_(("", order.appeal_type)),
-        TimeLimit.urgency.in_(("", order.urgency or "")))).all()
-    matching = [r for r in rows if category.startswith(r.category_prefix or "")]
-    if not matching:
-        return None
-    return max(matching, key=lambda r: (len(r.category_prefix or ""), r.urgency != "",
-                                        r.appeal_type != ""))
+def follow_move(event: OrderEvent, move: Move) -> None:
+    """Subscriber of every move (tickets.follow_ups): the clocks it stops and starts."""
+    on_transition(move.session, move.order, move.action, move.now, move.calendar,
+                  move.policy.yellow_percent)
 
 
 def on_transition(session: Session, order: WorkOrder, action: str, now: datetime,

@@ -1,13 +1,28 @@
 """Domain events of the tickets room, announced inside the transaction that made them true
 and published on the event bus once it commits (`core.events.announce`). Each event's id
-is the order and the step it records (an order's version names each of its moves)."""
+is the order and the step it records (an order's version names each of its moves).
+
+What follows a move of an order (its step clocks, the platform's webhook, the callback
+survey) subscribes here to the order's events and runs inside the move's own transaction:
+`emit` hands the event to each subscriber in the order they were wired, then announces it.
+A subscriber that fails fails the move, and nothing of it is stored. The subscribers are
+wired once, in one place: `tickets.follow_ups`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
 from typing import ClassVar
 
-from core.events import DomainEvent
+from sqlalchemy.orm import Session
+
+from core.events import DomainEvent, announce
+from tickets.models import WorkOrder
+from tickets.policy import Policy
+from tickets.workcalendar import WorkCalendar
 
 
 @dataclass(frozen=True)
@@ -72,3 +87,55 @@ class SurveyFinished(DomainEvent):
 
     def identity(self) -> tuple[object, ...]:
         return (self.case_number, self.round)
+
+
+# --- what follows a move ----------------------------------------------------------------------
+
+
+@dataclass
+class Move:
+    """What a subscriber gets with the event: the move's own transaction, the order as the
+    move left it, the action taken ("create" for an opening), the operator's rules and the
+    very instant of the move."""
+
+    session: Session
+    order: WorkOrder
+    action: str
+    policy: Policy
+    now: datetime
+
+    @cached_property
+    def calendar(self) -> WorkCalendar:
+        """The work calendar, read once for all the move's subscribers."""
+        return self.policy.calendar(self.session)
+
+
+OrderEvent = WorkOrderOpened | WorkOrderMoved
+Subscriber = Callable[[OrderEvent, Move], None]
+_subscribers: dict[type[DomainEvent], list[Subscriber]] = {}
+
+
+def subscribe(subscriber: Subscriber, *kinds: type[OrderEvent]) -> None:
+    """Have `subscriber` follow every event of `kinds`, after those wired before it. Wiring
+    the same subscriber again changes nothing: each follows a move exactly once."""
+    for kind in kinds:
+        wired = _subscribers.setdefault(kind, [])
+        if subscriber not in wired:
+            wired.append(subscriber)
+
+
+def unsubscribe(subscriber: Subscriber, *kinds: type[OrderEvent]) -> None:
+    for kind in kinds:
+        if subscriber in _subscribers.get(kind, []):
+            _subscribers[kind].remove(subscriber)
+
+
+def subscribers(kind: type[OrderEvent]) -> tuple[Subscriber, ...]:
+    return tuple(_subscribers.get(kind, ()))
+
+
+def emit(event: OrderEvent, move: Move) -> None:
+    """Run what follows `event` in the move's transaction, then announce it for the bus."""
+    for subscriber in subscribers(type(event)):
+        subscriber(event, move)
+    announce(move.session, event)

@@ -41,7 +41,9 @@ from core.config import Exchange
 from core.db import transaction
 from core.errors import HotlineError
 from tickets import service, workflow
+from tickets.events import Move, OrderEvent
 from tickets.models import InboundUpdate, WebhookDelivery, WorkOrder
+from tickets.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +166,15 @@ def enqueue(session: Session, order: WorkOrder, event_type: str, payload: dict[s
     session.add(row)
     session.flush()
     return row
+
+
+def follow_move(event: OrderEvent, move: Move) -> None:
+    """Subscriber of every move (tickets.follow_ups): with `exchange.webhook_url` set, the
+    platform hears of it, through the outbox row written in the move's transaction."""
+    if move.policy.webhook_url:
+        enqueue(move.session, move.order, f"work_order.{move.action}",
+                {"action": move.action, "state": move.order.state}, move.policy.webhook_url,
+                move.now)
 
 
 def body_of(delivery: WebhookDelivery) -> bytes:
@@ -544,7 +555,7 @@ def _same_signed_request(session: Session, request: _Request, key: str, signed_s
 
 
 def _apply(session: Session, request: _Request, now: datetime,
-           policy: service.Policy | None) -> tuple[int, dict[str, Any]]:
+           policy: Policy | None) -> tuple[int, dict[str, Any]]:
     order = session.scalar(select(WorkOrder).where(
         WorkOrder.case_number == request.case_number))
     if order is None:
@@ -574,7 +585,7 @@ def _apply(session: Session, request: _Request, now: datetime,
 
 def apply_inbound(session: Session, *, idempotency_key: str, body_bytes: bytes,
                   timestamp: str, signature: str, secret: str, now: datetime,
-                  policy: service.Policy | None = None) -> tuple[int, dict[str, Any]]:
+                  policy: Policy | None = None) -> tuple[int, dict[str, Any]]:
     """Apply one signed status update from the platform as the department, in the caller's
     transaction, and answer (HTTP status, JSON object).
 

@@ -204,25 +204,12 @@ def take_action(case_number: str, action: str) -> Any:
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
         abort(400, "expected_version: a whole number")
     note = _text(body, "note")
+    into = _text(body, "into") if action == "merge" else ""
     try:
         with transaction(_sessions()) as session:
-            policy = _policy()
-            if action == "merge":
-                order = service.merge(session, case_number, _text(body, "into"),
-                                      actor=who.name, role=role, note=note,
-                                      expected_version=version, policy=policy, now=_now())
-            elif action == "grant_extension":
-                amount = body.get("amount")
-                if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
-                    abort(400, "amount: the extension, a whole number of the step's units")
-                order = service.grant_extension(session, case_number, amount, actor=who.name,
-                                                role=role, note=note,
-                                                expected_version=version, policy=policy,
-                                                now=_now())
-            else:
-                order = service.transition(session, case_number, action, actor=who.name,
-                                           role=role, note=note, expected_version=version,
-                                           policy=policy, now=_now())
+            order = service.act(session, case_number, action, actor=who.name, role=role,
+                                note=note, expected_version=version, into=into,
+                                amount=body.get("amount"), policy=_policy(), now=_now())
             view = _full_view(session, order, who)
     except HotlineError as exc:
         _fail(exc)

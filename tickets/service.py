@@ -2,7 +2,9 @@
 
 Every move is one conditional update on the order's (state, version) plus one appended
 event, in one transaction: of two concurrent moves on one order, exactly one wins and the
-other gets a clear error; nothing is half-written.
+other gets a clear error; nothing is half-written. What follows a move (step clocks, the
+platform's webhook, the callback survey) subscribes to the order's events
+(`tickets.events.emit`, wired in `tickets.follow_ups`) and runs in the same transaction.
 """
 
 from __future__ import annotations
@@ -22,12 +24,10 @@ from sqlalchemy import false, func, select, update
 from sqlalchemy.orm import Session
 
 from core import phones
-from core.config import Settings
 from core.db import insert_on_conflict
 from core.errors import HotlineError
-from core.events import announce
-from tickets import catalogue, deadlines, exchange, geo, surveys, workflow
-from tickets.events import WorkOrderMoved, WorkOrderOpened
+from tickets import catalogue, deadlines, geo, workflow
+from tickets.events import Move, WorkOrderMoved, WorkOrderOpened, emit
 from tickets.models import (
     CASE_NUMBER_LENGTH,
     CaseCounter,
@@ -35,7 +35,8 @@ from tickets.models import (
     WorkOrderAttachment,
     WorkOrderEvent,
 )
-from tickets.workcalendar import WorkCalendar, load_calendar
+from tickets.policy import DEFAULT_POLICY as DEFAULT_POLICY  # re-exported: the door's
+from tickets.policy import Policy as Policy  # callers take the policy from here too
 
 URGENCIES = ("normal", "urgent")
 APPEAL_TYPES = {"enquiry": "咨询", "help": "求助", "complaint": "投诉", "report": "举报",
@@ -55,42 +56,6 @@ class OrderNotFound(OrderError):
 
 class ConcurrentChange(OrderError):
     """Someone else moved the order first; reload and decide again."""
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The operator's rules the work-order operations follow, from the settings."""
-
-    timezone: str = "Asia/Shanghai"
-    working_hours: str = "08:30-12:00,13:30-17:30"
-    yellow_percent: int = 80
-    duplicate_distance_m: int = 100
-    duplicate_window_hours: int = 72
-    repeat_window_hours: int = 24
-    webhook_url: str = ""
-    survey_after_workdays: int = 1
-    survey_hours: str = "09:00-12:00,14:00-20:00"
-    survey_call_attempts: int = 3
-    survey_retry_minutes: int = 120
-    survey_sms_wait_hours: int = 24
-    reopen_ratings: tuple[int, ...] = (4, 5)
-    reopen_limit: int = 2
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Policy:
-        t = settings.tickets
-        return cls(settings.calendar.timezone, settings.calendar.working_hours,
-                   t.yellow_percent, t.duplicate_distance_m, t.duplicate_window_hours,
-                   settings.hotline.repeat_window_hours, settings.exchange.webhook_url,
-                   t.survey_after_workdays, t.survey_hours, t.survey_call_attempts,
-                   t.survey_retry_minutes, t.survey_sms_wait_hours, t.reopen_ratings,
-                   t.reopen_limit)
-
-    def calendar(self, session: Session) -> WorkCalendar:
-        return load_calendar(session, self.timezone, self.working_hours)
-
-
-DEFAULT_POLICY = Policy()
 
 
 @dataclass(frozen=True)
@@ -170,11 +135,10 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
     session.add(order)
     session.flush()
     _append(session, order, "create", "", "intake", actor, workflow.OPERATOR, "", now)
-    _after_move(session, order, "create", policy, now)
-    announce(session, WorkOrderOpened(
+    emit(WorkOrderOpened(
         at=now.timestamp(), case_number=number, appeal_type=appeal_type, channel=channel,
         category_code=category_code, department_code=department, duplicate_of=duplicate,
-        repeat_caller=repeat))
+        repeat_caller=repeat), Move(session, order, "create", policy, now))
     return order
 
 
@@ -222,8 +186,9 @@ def _nearby_open_order(session: Session, category_code: str, category_kind: str,
 def transition(session: Session, case_number: str, action: str, *, actor: str, role: str,
                note: str = "", expected_version: int | None = None,
                policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
-    """Take `action` on the order as `role`; WorkflowError if not allowed now. The step's
-    clocks, the platform's webhook and the callback survey follow in the same transaction."""
+    """Take `action` on the order as `role`; WorkflowError if not allowed now. What follows
+    the move (the step's clocks, the platform's webhook, the callback survey) runs in the same
+    transaction, as subscribers of the WorkOrderMoved event (tickets.follow_ups)."""
     order = _order(session, case_number)
     if expected_version is not None and expected_version != order.version:
         raise ConcurrentChange(f"work order {case_number} changed since version "
@@ -251,22 +216,29 @@ def transition(session: Session, case_number: str, action: str, *, actor: str, r
                                "reload it")
     _append(session, order, action, before, after, actor, role, note, now)
     session.refresh(order)
-    _after_move(session, order, action, policy, now)
-    announce(session, WorkOrderMoved(at=now.timestamp(), case_number=case_number,
-                                     version=order.version, action=action, from_state=before,
-                                     to_state=after, actor=actor, role=role))
+    emit(WorkOrderMoved(at=now.timestamp(), case_number=case_number, version=order.version,
+                        action=action, from_state=before, to_state=after, actor=actor,
+                        role=role), Move(session, order, action, policy, now))
     return order
 
 
-def _after_move(session: Session, order: WorkOrder, action: str, policy: Policy,
-                now: datetime) -> None:
-    calendar = policy.calendar(session)
-    deadlines.on_transition(session, order, action, now, calendar, policy.yellow_percent)
-    if policy.webhook_url:
-        exchange.enqueue(session, order, f"work_order.{action}",
-                         {"action": action, "state": order.state}, policy.webhook_url, now)
-    if action == "close":  # the full loop ends with a callback; first-call answers do not
-        surveys.schedule(session, order, calendar, policy, now)
+def act(session: Session, case_number: str, action: str, *, actor: str, role: str,
+        note: str = "", expected_version: int | None = None, into: str = "",
+        amount: object = None, policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
+    """A person takes a workflow `action` on an order, from the shell or over HTTP: 并单
+    `merge` folds it `into` another order, 延期 `grant_extension` grants `amount` more in
+    the running clock's own unit, any other action is a plain move (`transition`)."""
+    if action == "merge":
+        return merge(session, case_number, into, actor=actor, role=role, note=note,
+                     expected_version=expected_version, policy=policy, now=now)
+    if action == "grant_extension":
+        if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
+            raise OrderError("amount: the extension, a whole number of the step's units")
+        return grant_extension(session, case_number, amount, actor=actor, role=role,
+                               note=note, expected_version=expected_version, policy=policy,
+                               now=now)
+    return transition(session, case_number, action, actor=actor, role=role, note=note,
+                      expected_version=expected_version, policy=policy, now=now)
 
 
 def grant_extension(session: Session, case_number: str, amount: int, *, actor: str,

@@ -18,7 +18,6 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -27,13 +26,11 @@ from channels import sms
 from core import phones
 from core.errors import HotlineError
 from core.events import announce
-from tickets import workflow
-from tickets.events import SurveyFinished
+from tickets import service, workflow
+from tickets.events import Move, OrderEvent, SurveyFinished
 from tickets.models import Survey, WorkOrder, WorkOrderEvent
+from tickets.policy import Policy
 from tickets.workcalendar import WorkCalendar, parse_hours
-
-if TYPE_CHECKING:
-    from tickets.service import Policy
 
 RATINGS = {1: "非常满意", 2: "满意", 3: "基本满意", 4: "不满意", 5: "非常不满意"}
 SMS_TEXT = ("【12319城市管理热线】您反映的问题（案件编号{case}）已办结。请回复数字评价："
@@ -97,6 +94,13 @@ def schedule(session: Session, order: WorkOrder, calendar: WorkCalendar, policy:
     session.add(survey)
     session.flush()
     return survey
+
+
+def follow_move(event: OrderEvent, move: Move) -> None:
+    """Subscriber of every move (tickets.follow_ups): closing an order (结案) schedules its
+    survey; the full loop ends with a callback, first-call answers do not."""
+    if move.action == "close":
+        schedule(move.session, move.order, move.calendar, move.policy, move.now)
 
 
 def due_calls(session: Session, now: datetime, limit: int = 20) -> list[int]:
@@ -217,8 +221,6 @@ def agent_result(session: Session, survey_id: int, rating: int | None, *, actor:
 
 def _finish(session: Session, survey: Survey, states: tuple[str, ...], rating: int,
             channel: str, actor: str, policy: Policy, now: datetime, note: str = "") -> str:
-    from tickets import service  # the order's own door; service imports this module
-
     if rating not in RATINGS:
         raise SurveyError("rating: 1 (very satisfied) to 5 (very dissatisfied)")
     order = session.get(WorkOrder, survey.order_id)

@@ -41,9 +41,9 @@ EVENTS_GROUP = "tickets"  # the worker's consumer group on the event stream
 
 class TicketsWorker:
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], bus: EventBus,
-                 clock: Clock) -> None:
+                 clock: Clock, policy: service.Policy | None = None) -> None:
         self.settings, self.sessions, self.bus, self.clock = settings, sessions, bus, clock
-        self.policy = service.Policy.from_settings(settings)
+        self.policy = policy or service.Policy.from_settings(settings)
         # one consumer per host: after a restart it finds what it had read but not finished
         self.consumer = f"worker-{socket.gethostname()}"
         bus.ensure_group(EVENTS_GROUP)  # before anything is published for it to miss
