@@ -146,6 +146,14 @@ def identity_of(account: Account, scope: tuple[str, ...] | None = None,
                     account.agent, account.id, token_id)
 
 
+def check_account(name: str, roles: list[str] | tuple[str, ...], department: str | None,
+                  agent: str | None) -> None:
+    """What create_account refuses without looking at the database (the CLI asks before
+    it prompts for a password)."""
+    _check_name(name)
+    _check_binding(_check_roles(roles), department, agent)
+
+
 def create_account(session: Session, name: str, roles: list[str] | tuple[str, ...], *,
                    password: str | None, see_phone: bool = False, department: str | None = None,
                    agent: str | None = None, actor: str, now: datetime,

@@ -795,6 +795,17 @@ def _check_bindings(session: Any, department: str | None, agent: str | None) -> 
                            "list')")
 
 
+def _read_password(prompt: str) -> str:
+    """Typed twice, unseen, at a terminal; else the first line of stdin (for scripts:
+    `printf '%s\n' "$PW" | hotline users passwd NAME`)."""
+    if sys.stdin.isatty():
+        return str(click.prompt(prompt, hide_input=True, confirmation_prompt=True, err=True))
+    line = sys.stdin.readline()
+    if not line:
+        raise HotlineError(f"{prompt}: none given on stdin")
+    return line.removesuffix("\n").removesuffix("\r")
+
+
 _ROLE_HELP = ("operator (话务员), supervisor, shift_chief, dispatcher, department, admin, "
               "auditor (repeatable).")
 
@@ -810,13 +821,19 @@ _ROLE_HELP = ("operator (话务员), supervisor, shift_chief, dispatcher, depart
 @click.pass_context
 def users_add(ctx: click.Context, name: str, roles: tuple[str, ...], see_phone: bool,
               department: str | None, agent: str | None, machine: bool) -> None:
-    """Create an account; a person is asked for their password (twice)."""
+    """Create an account; a person's password is asked for (twice at a terminal, else
+    read from the first line of stdin)."""
     from accounts import service
     from core.db import transaction
 
-    password = None if machine else click.prompt(
-        "password", hide_input=True, confirmation_prompt=True, err=True)
-    with transaction(_session_factory(_settings(ctx))) as session:
+    sessions = _session_factory(_settings(ctx))
+    service.check_account(name, roles, department, agent)
+    with sessions() as session:  # refused before anyone types a password
+        _check_bindings(session, department, agent)
+        if name in {a.name for a in service.accounts(session)}:
+            raise HotlineError(f"name: an account {name!r} exists already")
+    password = None if machine else _read_password("password")
+    with transaction(sessions) as session:
         _check_bindings(session, department, agent)
         service.create_account(session, name, roles, password=password, see_phone=see_phone,
                                department=department, agent=agent, actor=_cli_actor(),
@@ -832,8 +849,9 @@ def users_passwd(ctx: click.Context, name: str) -> None:
     from accounts import service
     from core.db import transaction
 
-    password = click.prompt("new password", hide_input=True, confirmation_prompt=True,
-                            err=True)
+    with _session_factory(_settings(ctx))() as session:
+        service.get_account(session, name)  # refused before anyone types a password
+    password = _read_password("new password")
     with transaction(_session_factory(_settings(ctx))) as session:
         service.set_password(session, name, password, actor=_cli_actor(),
                              now=SYSTEM_CLOCK.now())
