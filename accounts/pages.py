@@ -133,20 +133,29 @@ def no_role() -> Any:
                            logout=LogoutForm())
 
 
-@pages.errorhandler(Unauthorized)
 def to_login(_error: Unauthorized) -> Any:
     return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))
 
 
-@pages.errorhandler(Forbidden)
 def forbidden(_error: Forbidden) -> Any:
     who = current_identity()
     return render_template("accounts/message.html", title="无权访问",
                            text=f"{who.name} 无权访问此页面。", home=_home_url(who.roles)), 403
 
 
-@pages.errorhandler(CSRFError)
 def csrf_refused(error: CSRFError) -> Any:
     return render_template("accounts/message.html", title="请求已被拒绝",
                            text="表单已失效或来源不明（CSRF 校验失败），请返回重试。",
                            detail=error.description, home=url_for("pages.index")), 400
+
+
+def guard_pages(blueprint: Blueprint) -> Blueprint:
+    """A blueprint of pages (not the API): without an account the browser goes to /login,
+    a refusal or a failed CSRF check is a page, not JSON. Every surface's pages use it."""
+    blueprint.register_error_handler(Unauthorized, to_login)
+    blueprint.register_error_handler(Forbidden, forbidden)
+    blueprint.register_error_handler(CSRFError, csrf_refused)
+    return blueprint
+
+
+guard_pages(pages)
