@@ -317,7 +317,10 @@ def sign_in(session: Session, name: str, password: str, *, lockout: Lockout, now
             address: str) -> SignIn:
     """Check a person's password. Failures are counted and audited in the caller's
     transaction, which commits either way: a refused sign-in is a fact to keep."""
-    account = session.scalar(select(Account).where(Account.name == name[:50])) \
+    name = re.sub(r"[\x00-\x1f\x7f]", "\ufffd", name)[:50]  # kept as typed, but storable
+    # FOR UPDATE: two wrong passwords at once count twice (PostgreSQL; SQLite's write
+    # transaction holds the whole database already)
+    account = session.scalar(select(Account).where(Account.name == name).with_for_update()) \
         if name else None
     if account is not None and account.locked_until is not None \
             and account.locked_until > now:

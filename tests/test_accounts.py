@@ -390,6 +390,12 @@ def test_the_session_is_who_asks_unless_a_token_says_otherwise(web) -> None:
     assert http.get("/").headers["Location"] == "/home/operator"
     assert "小王" in http.get("/home/operator").text
     assert http.get("/home/auditor").status_code == 403
+    stray = app.test_client()  # a name no database can store as it is: nobody, no 500
+    reply = stray.post("/login", data={"name": "小\x00王", "password": PASSWORD,
+                                       "csrf_token": _csrf(stray.get("/login").text)})
+    assert reply.status_code == 401 and "用户名或密码错误" in reply.text
+    assert _log(sessions, action="login_failed") == [("login_failed", "小\ufffd王",
+                                                      "小\ufffd王")]
     assert http.get("/api/v1/audit").status_code == 403  # the session: an operator
     assert http.get("/api/v1/audit", headers={  # the token first
         "Authorization": f"Bearer {auditor}"}).status_code == 200
