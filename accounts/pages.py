@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 from flask_login import logout_user
 from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError
@@ -20,9 +21,15 @@ from wtforms.validators import DataRequired, Length
 
 from accounts.access import PUBLIC, requires
 from accounts.service import (
+    ADMIN,
+    AUDITOR,
+    DEPARTMENT,
+    DISPATCHER,
     MAX_PASSWORD,
-    ROLE_TITLES,
+    OPERATOR,
     ROLES,
+    SHIFT_CHIEF,
+    SUPERVISOR,
     Lockout,
     identity_of,
     session_user_id,
@@ -35,10 +42,19 @@ from core.db import transaction
 pages = Blueprint("pages", __name__, template_folder="templates")
 
 
+def titles() -> dict[str, str]:
+    """The roles' names on the pages, in the page's language (accounts.service.ROLE_TITLES
+    has them in Chinese)."""
+    return {OPERATOR: _("Hotline agent"), SUPERVISOR: _("Supervisor"),
+            SHIFT_CHIEF: _("Shift chief"), DISPATCHER: _("Dispatcher"),
+            DEPARTMENT: _("Department handler"), ADMIN: _("Administrator"),
+            AUDITOR: _("Auditor")}
+
+
 class LoginForm(FlaskForm):  # type: ignore[misc]
-    name = StringField("用户名", validators=[DataRequired("请输入用户名"), Length(max=50)])
-    password = PasswordField("密码", validators=[DataRequired("请输入密码"),
-                                                 Length(max=MAX_PASSWORD)])
+    # labels are the template's, in the page's language
+    name = StringField(validators=[DataRequired(), Length(max=50)])
+    password = PasswordField(validators=[DataRequired(), Length(max=MAX_PASSWORD)])
 
 
 class LogoutForm(FlaskForm):  # type: ignore[misc]
@@ -73,7 +89,8 @@ def index() -> Any:
 @requires(PUBLIC)
 def login() -> Any:
     form = LoginForm()
-    message = "登录已过期，请重新登录" if session.pop(EXPIRED, False) else ""
+    message = _("Your session has expired: please sign in again") \
+        if session.pop(EXPIRED, False) else ""
     status = 200
     if form.validate_on_submit():
         settings = current_app.extensions["hotline.settings"]
@@ -88,8 +105,9 @@ def login() -> Any:
             start_session(identity, user_id)
             return redirect(_safe_next(request.args.get("next")) or _home_url(identity.roles))
         status = 401
-        message = "账户已暂时锁定，请稍后再试或联系管理员" if outcome.refusal == "locked" \
-            else "用户名或密码错误"
+        message = _("This account is locked for a while: try again later or ask an "
+                    "administrator") if outcome.refusal == "locked" \
+            else _("Wrong user name or password")
     elif current_identity().known and request.method == "GET":
         return redirect(_home_url(current_identity().roles))
     return render_template("accounts/login.html", form=form, message=message), status
@@ -111,10 +129,10 @@ def _home(role: str) -> Any:
     def home() -> Any:
         who = current_identity()
         return render_template("accounts/home.html", who=who, role=role,
-                               titles=ROLE_TITLES, logout=LogoutForm())
+                               titles=titles(), logout=LogoutForm())
 
     home.__name__ = f"home_{role}"
-    home.__doc__ = f"The home page of a {role} ({ROLE_TITLES[role]})."
+    home.__doc__ = f"The home page of a {role}."
     return requires(f"home.{role}")(home)
 
 
@@ -129,7 +147,7 @@ def no_role() -> Any:
     who = current_identity()
     if not who.known:
         return redirect(url_for("pages.login"))
-    return render_template("accounts/home.html", who=who, role=None, titles=ROLE_TITLES,
+    return render_template("accounts/home.html", who=who, role=None, titles=titles(),
                            logout=LogoutForm())
 
 
@@ -139,13 +157,15 @@ def to_login(_error: Unauthorized) -> Any:
 
 def forbidden(_error: Forbidden) -> Any:
     who = current_identity()
-    return render_template("accounts/message.html", title="无权访问",
-                           text=f"{who.name} 无权访问此页面。", home=_home_url(who.roles)), 403
+    return render_template("accounts/message.html", title=_("Not allowed"),
+                           text=_("%(name)s may not see this page.", name=who.name),
+                           home=_home_url(who.roles)), 403
 
 
 def csrf_refused(error: CSRFError) -> Any:
-    return render_template("accounts/message.html", title="请求已被拒绝",
-                           text="表单已失效或来源不明（CSRF 校验失败），请返回重试。",
+    return render_template("accounts/message.html", title=_("Request refused"),
+                           text=_("The form has expired or did not come from this site "
+                                  "(CSRF check failed): go back and try again."),
                            detail=error.description, home=url_for("pages.index")), 400
 
 

@@ -112,6 +112,12 @@ def test_the_login_page_speaks_chinese_and_a_person_signs_in_and_out(
     page.wait_for_url(f"{site.url}/login")
     page.goto(f"{site.url}/home/operator")
     assert page.url.startswith(f"{site.url}/login")
+    page.get_by_role("link", name="English").click()  # the shell's switch
+    assert page.get_by_role("heading", level=2).inner_text() == "Sign in"
+    page.get_by_label("User name").fill("小王")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    assert page.locator("#role").inner_text() == "Hotline agent"
 
 
 def test_repeated_wrong_passwords_lock_the_account_for_a_while(page: Page, site: Site) -> None:
@@ -130,7 +136,7 @@ def test_repeated_wrong_passwords_lock_the_account_for_a_while(page: Page, site:
 def test_a_form_without_its_csrf_token_is_refused(page: Page, site: Site) -> None:
     _sign_in(page, site, "小张")
     assert page.url == f"{site.url}/home/operator"
-    page.locator("form.logout input[name=csrf_token]").evaluate(
+    page.locator("form[action='/logout'] input[name=csrf_token]").evaluate(
         "field => field.value = 'forged-by-another-site'")
     with page.expect_response(f"{site.url}/logout") as answer:
         page.get_by_role("button", name="退出登录").click()
