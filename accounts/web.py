@@ -83,9 +83,9 @@ def audit(session: Session, action: str, *, target: str = "",
 def phones_shown(session: Session, targets: Iterable[str], *, what: str = "") -> None:
     """A citizen's number was shown unmasked to this request's caller, once per target (a
     case number, a call id): call it only where the caller's see_phone unmasked one."""
-    for target in dict.fromkeys(targets):
-        audit(session, audit_log.PHONE_SHOWN, target=target, detail={"what": what}
-              if what else None)
+    detail = {"what": what} if what else None
+    for target in dict.fromkeys(targets):  # once each, in the order shown
+        audit(session, audit_log.PHONE_SHOWN, target=target, detail=detail)
 
 
 # ------------------------------------------------------------------------------ sessions

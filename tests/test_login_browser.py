@@ -188,3 +188,13 @@ def test_a_session_cookie_replayed_after_signing_out_is_nobody(page: Page, site:
     stolen.goto(f"{site.url}/home/operator")
     assert stolen.url.startswith(f"{site.url}/login")
     thief.close()
+
+
+def test_the_pages_htmx_requests_carry_the_csrf_token(page: Page, site: Site) -> None:
+    _sign_in(page, site, "小张")
+    page.wait_for_function("() => window.htmx !== undefined")
+    with page.expect_response(f"{site.url}/logout") as answer:  # htmx, as a page would
+        page.evaluate("() => htmx.ajax('POST', '/logout', {source: document.body})")
+    assert answer.value.status == 302 and answer.value.request.headers["x-csrftoken"]
+    page.goto(f"{site.url}/home/operator")
+    assert page.url.startswith(f"{site.url}/login")  # signed out by it
