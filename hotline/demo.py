@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 from accounts.service import ensure_first_admin
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
-from core.clock import SYSTEM_CLOCK
 from core.config import Settings
 from core.db import transaction
 from core.live import connect_redis, redis_location
@@ -61,8 +60,9 @@ def run_centre(settings: Settings, *, demo: bool, serve: bool, echo: Callable[[s
         sandbox.preflight()
     files = prepare(settings, demo_agents=demo)
     echo(f"database: {settings.as_dict()['storage']['database_url']} (migrated)")
-    with transaction(session_factory(make_engine(settings.storage.database_url))) as session:
-        first_admin = ensure_first_admin(session, now=SYSTEM_CLOCK.now())
+    parts = build(settings, publish=False)
+    with transaction(parts.sessions) as session:
+        first_admin = ensure_first_admin(session, now=parts.clock.now())
     if first_admin:
         name, password = first_admin
         echo(f"accounts: first administrator {name}, password {password} (shown once; "
