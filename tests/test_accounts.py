@@ -449,3 +449,14 @@ def test_csrf_guards_what_a_session_changes_but_not_a_bearer_token(web) -> None:
     assert http.post("/logout", data={"csrf_token": page_token}).headers["Location"] == \
         "/login"
     assert http.get("/home/operator").status_code == 302
+
+
+@pytest.mark.parametrize("key", ["LOCKOUT_ATTEMPTS", "LOCKOUT_MINUTES", "SESSION_HOURS",
+                                 "IDLE_MINUTES"])
+def test_the_accounts_settings_refuse_zero_naming_the_key(tmp_path: Path, key: str) -> None:
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"config: accounts.{key.lower()} "):
+        make_settings(tmp_path, **{f"HOTLINE_ACCOUNTS_{key}": "0"})
+    secret = make_settings(tmp_path).accounts.session_secret
+    assert len(secret) == 64 and make_settings(tmp_path).accounts.session_secret == secret
