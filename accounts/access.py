@@ -13,12 +13,16 @@ from typing import Any, TypeVar
 
 from flask import abort
 
-from accounts.service import Identity
+from accounts.service import AUDITOR, ROLES, Identity
 from accounts.web import current_identity
 
 PUBLIC = "public"
 # permission -> roles that hold it; the adapters' routes name these
-PERMISSIONS: dict[str, frozenset[str]] = {}
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "audit.read": frozenset({AUDITOR}),  # the audit log (accounts.http)
+    # each role's home page (accounts.pages): only for those who hold the role
+    **{f"home.{role}": frozenset({role}) for role in ROLES},
+}
 
 View = TypeVar("View", bound=Callable[..., Any])
 

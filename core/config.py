@@ -38,7 +38,8 @@ from pydantic.dataclasses import dataclass
 
 from core.errors import ConfigError
 
-SECRET_KEYS = {("pbx", "ami_secret"), ("exchange", "webhook_secret")}
+SECRET_KEYS = {("pbx", "ami_secret"), ("exchange", "webhook_secret"),
+               ("accounts", "session_secret")}
 
 
 def _int(value: Any) -> int:
@@ -288,9 +289,20 @@ class Exchange:
     retry_seconds: Positive = 30
 
 
+@section
+class Accounts:
+    lockout_attempts: Positive = 5  # wrong passwords in a row that lock an account ...
+    lockout_minutes: Positive = 15  # ... for this long
+    session_hours: Positive = 12  # a sign-in lasts at most this long ...
+    idle_minutes: Positive = 60  # ... and ends after this long without a request
+    session_secret: Text = Field(
+        "", description="signs the session cookie; empty: generated once into secrets.toml")
+
+
 SECTIONS: dict[str, type[Any]] = {
     "storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr, "calendar": Calendar,
-    "seats": Seats, "web": Web, "tickets": Tickets, "exchange": Exchange}
+    "seats": Seats, "web": Web, "tickets": Tickets, "exchange": Exchange,
+    "accounts": Accounts}
 _MAPPINGS = {"pause_reasons"}
 
 
@@ -306,6 +318,7 @@ class Settings:
     web: Web
     tickets: Tickets
     exchange: Exchange
+    accounts: Accounts
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -400,6 +413,10 @@ def load_settings(
                              ami_secret=pbx.ami_secret or generated["ami_secret"])
     checked["exchange"] = replace(
         exchange, webhook_secret=exchange.webhook_secret or generated["webhook_secret"])
+    accounts = checked["accounts"]
+    assert isinstance(accounts, Accounts)
+    checked["accounts"] = replace(
+        accounts, session_secret=accounts.session_secret or generated["session_secret"])
     return Settings(source=str(file_path) if file_path else "defaults", **checked)
 
 
@@ -443,7 +460,7 @@ def _generated_secrets(data_dir: Path) -> dict[str, str]:
         stored = {}
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config: cannot read generated secrets {path}: {exc}") from None
-    wanted = {"ami_secret": 24, "webhook_secret": 32}
+    wanted = {"ami_secret": 24, "webhook_secret": 32, "session_secret": 32}
     if all(isinstance(stored.get(k), str) and stored[k] for k in wanted):
         return stored
     for key, size in wanted.items():

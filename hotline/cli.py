@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -769,25 +770,225 @@ def tickets_deliveries(ctx: click.Context, state: str | None, event_id: str | No
 
 @cli.group()
 def users() -> None:
-    """API users: bearer tokens, workflow roles, the privilege to see phone numbers."""
+    """Accounts: people (password, roles, the privilege to see phone numbers) and machine
+    clients (bearer tokens, each with a scope)."""
+
+
+def _cli_actor() -> str:
+    """Who acts from the shell, as the audit log names them."""
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+def _check_bindings(session: Any, department: str | None, agent: str | None) -> None:
+    """A department code the catalogue knows, an agent the directory knows."""
+    from telephony import directory
+    from tickets import catalogue
+
+    if department and department not in {d.code for d in catalogue.departments(
+            session, active_only=False)}:
+        raise HotlineError(f"department: no department {department!r} in the catalogue "
+                           "('hotline tickets catalogue' lists and loads them)")
+    if agent and agent not in {a.number for a in directory.snapshot(session).agents}:
+        raise HotlineError(f"agent: no agent {agent!r} in the directory ('hotline agents "
+                           "list')")
+
+
+def _read_password(prompt: str) -> str:
+    """Typed twice, unseen, at a terminal; else the first line of stdin (for scripts:
+    `printf '%s\n' "$PW" | hotline users passwd NAME`)."""
+    if sys.stdin.isatty():
+        return str(click.prompt(prompt, hide_input=True, confirmation_prompt=True, err=True))
+    line = sys.stdin.readline()
+    if not line:
+        raise HotlineError(f"{prompt}: none given on stdin")
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+_ROLE_HELP = ("operator (话务员), supervisor, shift_chief, dispatcher, department, admin, "
+              "auditor (repeatable).")
 
 
 @users.command("add")
 @click.argument("name")
-@click.option("--role", "roles", multiple=True, required=True,
-              help="operator, supervisor, shift_chief, dispatcher, department (repeatable).")
+@click.option("--role", "roles", multiple=True, required=True, help=_ROLE_HELP)
 @click.option("--see-phone", is_flag=True, help="May see citizens' numbers unmasked.")
+@click.option("--department", help="A department handler's department code.")
+@click.option("--agent", help="The directory agent number the person works as.")
+@click.option("--machine", is_flag=True, help="A machine client: no password, signs in "
+              "only with tokens ('hotline users token').")
 @click.pass_context
-def users_add(ctx: click.Context, name: str, roles: tuple[str, ...], see_phone: bool) -> None:
-    """Create a user (or give them a new token); the token is printed once."""
-    from accounts.service import add_user
+def users_add(ctx: click.Context, name: str, roles: tuple[str, ...], see_phone: bool,
+              department: str | None, agent: str | None, machine: bool) -> None:
+    """Create an account; a person's password is asked for (twice at a terminal, else
+    read from the first line of stdin)."""
+    from accounts import service
     from core.db import transaction
-    from tickets.workflow import ROLES, SYSTEM
+
+    sessions = _session_factory(_settings(ctx))
+    service.check_account(name, roles, department, agent)
+    with sessions() as session:  # refused before anyone types a password
+        _check_bindings(session, department, agent)
+        if name in {a.name for a in service.accounts(session)}:
+            raise HotlineError(f"name: an account {name!r} exists already")
+    password = None if machine else _read_password("password")
+    with transaction(sessions) as session:
+        _check_bindings(session, department, agent)
+        service.create_account(session, name, roles, password=password, see_phone=see_phone,
+                               department=department, agent=agent, actor=_cli_actor(),
+                               now=SYSTEM_CLOCK.now())
+    click.echo(f"account {name} added ({', '.join(roles)})")
+
+
+@users.command("passwd")
+@click.argument("name")
+@click.pass_context
+def users_passwd(ctx: click.Context, name: str) -> None:
+    """Set a person's password (it also lifts a lockout and ends their sessions)."""
+    from accounts import service
+    from core.db import transaction
+
+    with _session_factory(_settings(ctx))() as session:
+        service.get_account(session, name)  # refused before anyone types a password
+    password = _read_password("new password")
+    with transaction(_session_factory(_settings(ctx))) as session:
+        service.set_password(session, name, password, actor=_cli_actor(),
+                             now=SYSTEM_CLOCK.now())
+    click.echo(f"password of {name} changed")
+
+
+@users.command("disable")
+@click.argument("name")
+@click.option("--enable", is_flag=True, help="Enable the account again instead.")
+@click.pass_context
+def users_disable(ctx: click.Context, name: str, enable: bool) -> None:
+    """Disable an account: no sign-in, its sessions end, its tokens are refused."""
+    from accounts import service
+    from core.db import transaction
 
     with transaction(_session_factory(_settings(ctx))) as session:
-        token = add_user(session, name, list(roles), see_phone,
-                         tuple(r for r in ROLES if r != SYSTEM), now=SYSTEM_CLOCK.now())
+        service.set_disabled(session, name, not enable, actor=_cli_actor(),
+                             now=SYSTEM_CLOCK.now())
+    click.echo(f"account {name} {'enabled' if enable else 'disabled'}")
+
+
+@users.command("roles")
+@click.argument("name")
+@click.option("--role", "roles", multiple=True, required=True, help=_ROLE_HELP)
+@click.option("--see-phone/--no-see-phone", default=None,
+              help="Grant or withdraw the privilege (default: unchanged).")
+@click.option("--department", help="A department handler's department code.")
+@click.option("--agent", help="The directory agent number (default: unchanged).")
+@click.pass_context
+def users_roles(ctx: click.Context, name: str, roles: tuple[str, ...],
+                see_phone: bool | None, department: str | None, agent: str | None) -> None:
+    """Replace an account's roles (and privilege, department, agent)."""
+    from accounts import service
+    from core.db import transaction
+
+    with transaction(_session_factory(_settings(ctx))) as session:
+        account = service.get_account(session, name)
+        _check_bindings(session, department, agent)
+        if department is None and "department" in roles:
+            department = account.department
+        service.set_roles(session, name, roles,
+                          see_phone=account.see_phone if see_phone is None else see_phone,
+                          department=department, agent=agent or account.agent,
+                          actor=_cli_actor(), now=SYSTEM_CLOCK.now())
+        shown = service.roles_of(account)
+    click.echo(f"{name}: {', '.join(shown)}")
+
+
+@users.command("token")
+@click.argument("name")
+@click.option("--scope", "scope", multiple=True, help="A role the token acts in "
+              "(repeatable; default: all the account's roles).")
+@click.option("--revoke", "token_id", help="Revoke this token id instead.")
+@click.pass_context
+def users_token(ctx: click.Context, name: str, scope: tuple[str, ...],
+                token_id: str | None) -> None:
+    """Issue a bearer token for an account; it is printed once, only its hash is kept."""
+    from accounts import service
+    from core.db import transaction
+
+    with transaction(_session_factory(_settings(ctx))) as session:
+        if token_id:
+            if token_id not in {t.id for t in service.tokens_of(session, name)}:
+                raise HotlineError(f"no token {token_id!r} of {name}")
+            service.revoke_token(session, token_id, actor=_cli_actor(),
+                                 now=SYSTEM_CLOCK.now())
+            click.echo(f"token {token_id} revoked")
+            return
+        token = service.issue_token(session, name, scope or None, actor=_cli_actor(),
+                                    now=SYSTEM_CLOCK.now())
     click.echo(token)
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def users_list(ctx: click.Context, as_json: bool) -> None:
+    """Every account with its roles and tokens (ids only)."""
+    from accounts import service
+
+    with _session_factory(_settings(ctx))() as session:
+        rows = [{"name": a.name, "roles": list(service.roles_of(a)), "see_phone": a.see_phone,
+                 "department": a.department, "agent": a.agent, "disabled": a.disabled,
+                 "machine": a.password_hash is None,
+                 "tokens": [{"id": t.id, "scope": t.scope.split(","),
+                             "revoked": t.revoked_at is not None}
+                            for t in service.tokens_of(session, a.name)]}
+                for a in service.accounts(session)]
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        tokens = ",".join(t["id"] for t in row["tokens"] if not t["revoked"]) or "-"
+        click.echo(f"{row['name']:<16} {','.join(row['roles']):<28} "
+                   f"{'see-phone ' if row['see_phone'] else ''}"
+                   f"{'disabled ' if row['disabled'] else ''}"
+                   f"{'machine ' if row['machine'] else ''}tokens {tokens}")
+
+
+@cli.command("audit")
+@click.option("--actor")
+@click.option("--action")
+@click.option("--target")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+              help="From (local time).")
+@click.option("--until", type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M"]),
+              help="Before (local time).")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--offset", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def audit_command(ctx: click.Context, actor: str | None, action: str | None,
+                  target: str | None, since: Any, until: Any, limit: int, offset: int,
+                  as_json: bool) -> None:
+    """The audit log (审计日志), newest first."""
+    from zoneinfo import ZoneInfo
+
+    from accounts import audit
+
+    settings = _settings(ctx)
+    zone = ZoneInfo(settings.calendar.timezone)
+    query = audit.AuditQuery(actor=actor, action=action, target=target,
+                             since=since and since.replace(tzinfo=zone),
+                             until=until and until.replace(tzinfo=zone),
+                             limit=limit, offset=offset)
+    with _session_factory(settings)() as session:
+        total, entries = audit.find(session, query)
+        views = [audit.entry_view(e) for e in entries]
+    if as_json:
+        _echo_json({"total": total, "items": views})
+        return
+    for view in views:
+        at = datetime.fromisoformat(view["at"]).astimezone(zone).isoformat(timespec="seconds")
+        detail = json.dumps(view["detail"], ensure_ascii=False) if view["detail"] else ""
+        click.echo(f"{at}  {view['action']:<20} {view['actor'] or '-':<16} "
+                   f"{view['target'] or '-':<16} {view['address'] or '-'}  {detail}")
+    click.echo(f"({len(views)} of {total})", err=True)
 
 
 @cli.command("up")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from accounts.service import ensure_first_admin
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
 from core.config import Settings
@@ -59,6 +60,13 @@ def run_centre(settings: Settings, *, demo: bool, serve: bool, echo: Callable[[s
         sandbox.preflight()
     files = prepare(settings, demo_agents=demo)
     echo(f"database: {settings.as_dict()['storage']['database_url']} (migrated)")
+    parts = build(settings, publish=False)
+    with transaction(parts.sessions) as session:
+        first_admin = ensure_first_admin(session, now=parts.clock.now())
+    if first_admin:
+        name, password = first_admin
+        echo(f"accounts: first administrator {name}, password {password} (shown once; "
+             f"change it with 'hotline users passwd {name}')")
     connect_redis(settings)
     echo(f"redis: {redis_location(settings)} (answering)")
     made = ensure_prompts(settings)

@@ -12,6 +12,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from waitress import wasyncore
 from werkzeug.exceptions import HTTPException
 
+from accounts import http as accounts_http
+from accounts import pages as accounts_pages
+from accounts import web as accounts_web
 from core.clock import Clock
 from core.config import Settings
 from core.db import is_busy
@@ -20,7 +23,7 @@ from reports import http as reports_http
 from telephony import http as telephony_http
 from tickets import http as tickets_http
 
-ROOMS = (telephony_http, tickets_http, reports_http)
+ROOMS = (telephony_http, tickets_http, reports_http, accounts_http)
 MAX_REQUEST_BYTES = 1 << 20
 RETRY_AFTER_SECONDS = 1  # a 503's Retry-After: storage busy, the telephony service away
 
@@ -34,9 +37,12 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.extensions["hotline.sessions"] = sessions
     app.extensions["hotline.redis"] = live
     app.extensions["hotline.clock"] = clock
+    accounts_web.init_app(app, settings)  # sign-in sessions, CSRF
+    app.register_blueprint(accounts_pages.pages)
     app.register_blueprint(telephony_http.calls_api)
     app.register_blueprint(telephony_http.seats_api)
-    for blueprint in (*tickets_http.BLUEPRINTS, *reports_http.BLUEPRINTS):
+    for blueprint in (*tickets_http.BLUEPRINTS, *reports_http.BLUEPRINTS,
+                      *accounts_http.BLUEPRINTS):
         app.register_blueprint(blueprint)
     shell.init_app(app)  # the pages' ground: static files, languages, CSP, the API docs
 

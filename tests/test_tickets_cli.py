@@ -1,4 +1,4 @@
-"""`hotline tickets ...` and `hotline users add` as an operator runs them: the catalogue and
+"""`hotline tickets ...` as an operator runs them: the catalogue and
 grids loaded, an order taken in and moved, its events on the Redis stream like the centre's,
 phones masked unless asked, and operator mistakes as one line and a non-zero exit."""
 
@@ -55,11 +55,8 @@ def test_an_order_taken_in_and_moved_from_the_shell(tmp_path: Path) -> None:
     assert published == [("work_order.opened", None), ("work_order.moved", "open")]
 
 
-def test_a_user_gets_a_token_once_and_a_bad_role_is_refused(tmp_path: Path) -> None:
-    made = _hotline(tmp_path, "users", "add", "小王", "--role", "operator", "--see-phone")
-    assert made.returncode == 0 and len(made.stdout.strip()) >= 30
-    bad = _hotline(tmp_path, "users", "add", "老李", "--role", "admin")
-    assert bad.returncode != 0 and "roles: one or more of operator" in bad.stderr
+def test_an_order_nobody_took_in_is_one_line_and_a_non_zero_exit(tmp_path: Path) -> None:
+    # (`hotline users ...` is tested with the accounts: tests/test_accounts_cli.py)
     missing = _hotline(tmp_path, "tickets", "show", "209901010001")
     assert missing.returncode != 0
     assert missing.stderr.strip() == "hotline: no work order '209901010001'"
