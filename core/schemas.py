@@ -25,7 +25,9 @@ from pydantic import (
     Field,
     Strict,
     StringConstraints,
+    WithJsonSchema,
 )
+from pydantic.functional_serializers import PlainSerializer
 
 MIN_YEAR, MAX_YEAR = 1970, 2200  # before: no hotline; after: a typo, not a plan
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -96,6 +98,11 @@ def _sane_year(value: datetime) -> datetime:
 
 Time = Annotated[AwareDatetime, BeforeValidator(_iso_only), AfterValidator(_sane_year)]
 """A moment in ISO 8601 with its zone (Z or +08:00), years 1970-2200; no Unix seconds."""
+
+
+Moment = Annotated[datetime, PlainSerializer(lambda moment: moment.isoformat(), return_type=str),
+                   WithJsonSchema({"type": "string", "format": "date-time"})]
+"""A moment in a response: ISO 8601 with its offset (2026-11-24T02:00:00+00:00)."""
 
 
 class Query(BaseModel):

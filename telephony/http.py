@@ -5,10 +5,9 @@ talks to Asterisk itself. Inputs and outputs are the declared schemas below (cor
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any, Literal
 
-from flask import abort, current_app
+from flask import abort, current_app, request
 from flask_openapi3 import APIBlueprint, Tag
 from pydantic import Field, model_validator
 
@@ -16,7 +15,7 @@ from accounts.access import SEAT_COMMANDERS, requires
 from accounts.web import current_identity
 from core import phones
 from core.errors import NotFound
-from core.schemas import Body, ErrorBody, Out, Path, Query, QueryInt, Text, Time
+from core.schemas import Body, ErrorBody, Moment, Out, Path, Query, QueryInt, Text, Time
 from telephony import commands, records
 from telephony.seats import SEATS_KEY, STATES
 
@@ -68,8 +67,8 @@ class Call(Out):
                                             "without the privilege")
     caller_name: str
     entry_number: str = Field(examples=["12319"])
-    started_at: datetime
-    ended_at: datetime | None
+    started_at: Moment
+    ended_at: Moment | None
     duration_seconds: float | None
     outcome: Literal[records.OUTCOMES]  # type: ignore[valid-type]
     queue: str | None
@@ -77,7 +76,7 @@ class Call(Out):
     wait_seconds: float | None
     short_abandon: bool
     agent: str | None
-    connected_at: datetime | None
+    connected_at: Moment | None
     talk_seconds: float | None
     hold_seconds: float
     hangup_by: str = Field(description="citizen, agent, transfer or system")
@@ -146,7 +145,7 @@ class Seat(Out):
     agent: str
     state: Literal[STATES]  # type: ignore[valid-type]
     reason: str = Field("", description="pause reason code while paused")
-    since: datetime = Field(description="when the seat entered its state")
+    since: Moment = Field(description="when the seat entered its state")
     queues: list[str]
     unanswered_in_a_row: int
     seconds_in_state: dict[str, float]
@@ -180,7 +179,8 @@ class SeatCommand(Body):
     @model_validator(mode="before")
     @classmethod
     def _no_body_is_empty(cls, data: Any) -> Any:
-        return {} if data is None else data
+        """No body at all is an empty command; a body that is not JSON stays an error."""
+        return {} if data is None and not request.get_data(cache=True) else data
 
 
 class SeatDone(Out):

@@ -103,6 +103,8 @@ def _wait_state(centre: Centre, agent: str, state: str, timeout: float = 10,
     while True:
         _status, body = api("/api/v1/seats")
         seat = next((s for s in body["items"] if s["agent"] == agent), None)
+        if seat is not None:  # the API says when in ISO 8601; compared here in seconds
+            seat["since"] = datetime.fromisoformat(seat["since"]).timestamp()
         if seat is not None and seat["state"] == state and (
                 since_after is None or seat["since"] > since_after):
             return seat

@@ -29,6 +29,7 @@ from core.schemas import (
     ErrorBody,
     Latitude,
     Longitude,
+    Moment,
     Out,
     Path,
     Query,
@@ -130,9 +131,9 @@ class OrderSummary(Out):
     repeat_caller: bool
     rework_count: int
     first_call_resolved: bool
-    created_at: datetime
-    updated_at: datetime
-    closed_at: datetime | None
+    created_at: Moment
+    updated_at: Moment
+    closed_at: Moment | None
 
 
 class HistoryEntry(Out):
@@ -143,7 +144,7 @@ class HistoryEntry(Out):
     actor: str
     role: str
     note: str
-    at: datetime
+    at: Moment
 
 
 class DeadlineView(Out):
@@ -152,11 +153,11 @@ class DeadlineView(Out):
     clock: str
     amount: int
     unit: str
-    started_at: datetime
-    yellow_at: datetime
-    due_at: datetime
+    started_at: Moment
+    yellow_at: Moment
+    due_at: Moment
     extensions: int
-    met_at: datetime | None
+    met_at: Moment | None
     warning: str = Field(description="\"\", yellow or red (预警, 超时)")
     on_time: bool | None
 
@@ -318,7 +319,7 @@ class ActionBody(Body):
     expected_version: BodyInt(1, 2_000_000_000) | None = Field(
         None, description="refuse (409) if the order changed since this version")
     into: Text(20) = Field("", description="merge: the surviving order")
-    amount: BodyInt(1, 100_000) | None = Field(
+    amount: BodyInt(1, 1_000_000_000) | None = Field(
         None, description="grant_extension: how much longer, in the running clock's own "
                           "unit (minutes, hours or days); at most its original limit at a time")
 
