@@ -190,7 +190,7 @@ def test_logout_and_login_again(seats_reset: Centre, kit: SipKit) -> None:
     ("/api/v1/seats/8101/pause", {"reason": "nap"}, 409, "not one of"),
     ("/api/v1/seats/8101/pause", {}, 400, "reason"),
     ("/api/v1/seats/9999/pause", {"reason": "meal"}, 409, "no agent"),
-    ("/api/v1/seats/8101/dance", {}, 404, "no seat action"),
+    ("/api/v1/seats/8101/dance", {}, 404, "action: one of login"),
 ])
 def test_bad_seat_requests_are_refused_clearly(seats_reset: Centre, path: str, body: dict,
                                                status: int, says: str) -> None:
