@@ -66,7 +66,7 @@ def _digits_only(value: Any) -> Any:
 
 
 def QueryInt(low: int, high: int) -> Any:
-    """A whole number given as a query parameter: digits only, low..high."""
+    """A whole number given as text (a query or path parameter): ASCII digits, low..high."""
     return Annotated[int, BeforeValidator(_digits_only), Field(ge=low, le=high)]
 
 

@@ -167,7 +167,9 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
         return error_response(503, "storage busy: other changes hold the database; nothing "
                                    "was changed, send the request again shortly")
 
-    @app.get(OPENAPI_PATH, summary="This document (OpenAPI 3.1)", doc_ui=True)
+    @app.get(OPENAPI_PATH, summary="This document (OpenAPI 3.1)", responses={200: {
+        "description": "the OpenAPI 3.1 document of this API",
+        "content": {"application/json": {"schema": {"type": "object"}}}}})
     @requires(PUBLIC)
     def openapi() -> Any:
         return jsonify(current_app.api_doc)  # type: ignore[attr-defined]

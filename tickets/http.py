@@ -55,6 +55,7 @@ exchange_api = APIBlueprint("exchange", __name__, url_prefix="/api/v1/exchange",
                             abp_tags=[Tag(name="exchange")])
 BLUEPRINTS = (orders_api, surveys_api, catalogue_api, exchange_api)
 CASE_PATTERN = r"^[0-9]{1,20}$"
+MAX_ROW_ID = 2**31 - 1  # a row id is a PostgreSQL integer
 PEOPLES_ROLES = tuple(r for r in workflow.ROLES if r != workflow.SYSTEM)
 
 
@@ -415,7 +416,7 @@ def callback_list() -> Any:
 
 
 class SurveyPath(Path):
-    survey_id: Text(12, pattern=r"^[0-9]{1,12}$")
+    survey_id: QueryInt(1, MAX_ROW_ID)
 
 
 class SurveyResult(Body):
@@ -438,10 +439,10 @@ def survey_result(path: SurveyPath, body: SurveyResult) -> Any:
     who = _who()
     _as_role(who, workflow.OPERATOR)
     with transaction(_sessions()) as session:
-        outcome = surveys.agent_result(session, int(path.survey_id), body.rating,
+        outcome = surveys.agent_result(session, path.survey_id, body.rating,
                                        actor=who.name, note=body.note, policy=_policy(),
                                        now=_now())
-    return {"survey_id": int(path.survey_id), "outcome": outcome}
+    return {"survey_id": path.survey_id, "outcome": outcome}
 
 
 # --- catalogue --------------------------------------------------------------------------------
