@@ -107,9 +107,13 @@ def _call_view(call: dict[str, Any], see_phone: bool) -> dict[str, Any]:
     for moment in ("started_at", "ended_at", "connected_at"):
         if view.get(moment) is not None:
             view[moment] = records.as_time(view[moment])
-    if not see_phone:
+    if not see_phone:  # every number of the call: its legs' and a transfer's target too
         view["caller_number"] = phones.mask(view["caller_number"])
         view["citizen_number"] = phones.mask(view["citizen_number"])
+        view["legs"] = [{**leg, "number": phones.mask_in_text(str(leg.get("number") or ""))}
+                        for leg in view["legs"]]
+        view["transfers"] = [{**t, "to": phones.mask_in_text(str(t.get("to") or ""))}
+                             for t in view["transfers"]]
     return Call.model_validate(view).model_dump(mode="json")
 
 

@@ -28,6 +28,7 @@ DEMO_GRIDS = Path(__file__).parents[1] / "tickets" / "demo_grids.geojson"
 PHONE, NAME = "13812345678", "欧阳秀英"
 TYPED_PHONE = "13987654321"  # typed into the description by the citizen
 CALLER = "13566667777"
+TRANSFERRED_TO = "045155556666"  # a transfer out of the hotline
 AS_HEADER = "X-Test-As"  # the seam: the name of an identity in World.identities
 
 
@@ -90,7 +91,10 @@ def build(database_url: str, tmp_path: Path) -> World:
             "queue_position": 1, "wait_seconds": 3, "short_abandon": False, "agent": "8001",
             "connected_at": epoch + 3, "talk_seconds": 57, "hold_seconds": 0,
             "hangup_cause": 16, "hangup_cause_text": "", "ivr_path": [], "agent_attempts": [],
-            "transfers": [], "legs": [], "recording": str(world.recording),
+            "transfers": [{"at": 20.0, "kind": "blind", "to": TRANSFERRED_TO, "result": ""}],
+            "legs": [{"uniqueid": world.call_id, "channel": "PJSIP/trunk-00000001",
+                      "role": "caller", "number": CALLER, "name": NAME, "created_at": epoch}],
+            "recording": str(world.recording),
             "incomplete": False})
     assert order.department_code == "sanitation" and other.department_code == ""
     return world

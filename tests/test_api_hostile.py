@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests import api_world
-from tests.api_world import CALLER, NAME, PHONE, TYPED_PHONE, World
+from tests.api_world import CALLER, NAME, PHONE, TRANSFERRED_TO, TYPED_PHONE, World
 from tickets.models import WorkOrder, WorkOrderEvent
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -160,7 +160,7 @@ def test_error_answers_keep_their_headers(world) -> None:
 
 
 def _secrets(world: World) -> list[str]:
-    return [PHONE, TYPED_PHONE, CALLER, NAME, str(world.recording),
+    return [PHONE, TYPED_PHONE, CALLER, TRANSFERRED_TO, NAME, str(world.recording),
             str(world.recording.parent.parent)]
 
 
@@ -184,13 +184,16 @@ def test_staff_without_the_privilege_see_no_full_number_nor_a_path(world) -> Non
         reply = world.client.get(url, headers=auditor)
         assert reply.status_code == 200, reply.json
         text = reply.get_data(as_text=True)
-        assert not [s for s in (PHONE, TYPED_PHONE, CALLER, str(world.recording)) if s in text]
+        assert not [s for s in (PHONE, TYPED_PHONE, CALLER, TRANSFERRED_TO,
+                                str(world.recording)) if s in text], text
     order = world.client.get(f"/api/v1/orders/{world.case}", headers=auditor).json
     assert order["citizen_phone"] == "138****5678"
     assert order["description"] == "垃圾没人清，请回电 139****4321"
     call = world.client.get(f"/api/v1/calls/{world.call_id}", headers=auditor).json
     assert (call["caller_number"], call["citizen_number"]) == ("135****7777", "135****7777")
     assert call["caller_name"] == NAME  # an account may know who called, not their number
+    assert [leg["number"] for leg in call["legs"]] == ["135****7777"]
+    assert [t["to"] for t in call["transfers"]] == ["045*****6666"]
     seeing = world.client.get(f"/api/v1/orders/{world.case}",
                               headers=world.tokens["sees_phone"]).json
     assert (seeing["citizen_phone"], seeing["description"]) == (
