@@ -259,6 +259,13 @@ def test_the_openapi_document_describes_the_order_routes(client) -> None:
         assert path in document["paths"], path
     assert "WorkOrder" in document["components"]["schemas"]
     assert "bearer" in document["components"]["securitySchemes"]
+    # one vocabulary: pages are whole numbers, times ISO 8601, on orders and calls alike
+    for path in ("/api/v1/orders", "/api/v1/calls"):
+        declared = {p["name"]: p["schema"] for p in document["paths"][path]["get"]["parameters"]}
+        assert {k: declared["limit"].get(k) for k in ("type", "minimum", "maximum")} == {
+            "type": "integer", "minimum": 1, "maximum": 500}, path
+        assert (declared["offset"]["type"], declared["offset"]["minimum"]) == ("integer", 0)
+        assert {"format": "date-time", "type": "string"} in declared["since"]["anyOf"]
 
 
 def test_an_agent_finishes_a_survey_from_the_callback_list(client) -> None:
