@@ -13,12 +13,37 @@ from typing import Any, TypeVar
 
 from flask import abort
 
-from accounts.service import AUDITOR, ROLES, Identity
+from accounts.service import (
+    ADMIN,
+    AUDITOR,
+    DEPARTMENT,
+    DISPATCHER,
+    OPERATOR,
+    ROLES,
+    SHIFT_CHIEF,
+    SUPERVISOR,
+    Identity,
+)
 from accounts.web import current_identity
 
 PUBLIC = "public"
-# permission -> roles that hold it; the adapters' routes name these
+_STAFF = frozenset({OPERATOR, SUPERVISOR, SHIFT_CHIEF, DISPATCHER, ADMIN, AUDITOR})
+_WORKFLOW = frozenset({OPERATOR, SUPERVISOR, SHIFT_CHIEF, DISPATCHER, DEPARTMENT})
+# Who may command any seat, not only their own (Identity.agent).
+SEAT_COMMANDERS = frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN})
+# permission -> roles that hold it; the adapters' routes name these. A department handler
+# reads only their own department's orders (tickets.http); workflow actions are further
+# limited by tickets.workflow to the role each step belongs to.
 PERMISSIONS: dict[str, frozenset[str]] = {
+    "calls.read": _STAFF,  # callers' numbers and names: personal data
+    "seats.read": _STAFF,
+    "seats.command": frozenset({OPERATOR}) | SEAT_COMMANDERS,
+    "orders.read": _STAFF | {DEPARTMENT},
+    "orders.open": frozenset({OPERATOR}),
+    "orders.act": _WORKFLOW,
+    "surveys.read": frozenset({OPERATOR, SUPERVISOR, SHIFT_CHIEF, ADMIN, AUDITOR}),
+    "surveys.record": frozenset({OPERATOR}),
+    "kpis.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN, AUDITOR}),  # per-staff grades
     "audit.read": frozenset({AUDITOR}),  # the audit log (accounts.http)
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
@@ -45,7 +70,8 @@ def requires(permission: str) -> Callable[[View], View]:
     def declare(view: View) -> View:
         @functools.wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            check(permission)
+            if permission != PUBLIC:  # a public route never looks at who is asking
+                check(permission)
             return view(*args, **kwargs)
 
         guarded.access = permission  # type: ignore[attr-defined]

@@ -2,103 +2,60 @@
 
 from __future__ import annotations
 
-import re
-from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from flask import Blueprint, abort, current_app, jsonify, request
+from flask import current_app
+from flask_openapi3 import APIBlueprint, Tag
+from pydantic import Field
 
 from accounts import audit
 from accounts.access import requires
+from core.schemas import ErrorBody, Moment, Out, Query, QueryInt, Text, Time
 
-audit_api = Blueprint("audit", __name__, url_prefix="/api/v1/audit")
-BLUEPRINTS = (audit_api,)
 MAX_OFFSET = 10**9
+audit_api = APIBlueprint("audit", __name__, url_prefix="/api/v1/audit",
+                         abp_tags=[Tag(name="audit")], abp_security=[{"bearer": []}],
+                         abp_responses={400: ErrorBody, 401: ErrorBody, 403: ErrorBody})
+BLUEPRINTS = (audit_api,)
 
 
-def _text(name: str, limit: int) -> str | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    if len(raw) > limit or re.search(r"[\x00-\x1f\x7f]", raw):
-        abort(400, f"{name}: at most {limit} printable characters")
-    return raw
+class AuditLogQuery(Query):
+    actor: Text(64) | None = Field(None, description="account name")
+    action: Literal[audit.ACTIONS] | None = None  # type: ignore[valid-type]
+    target: Text(200) | None = Field(None, description="an account, a case number, a call id")
+    since: Time | None = None
+    until: Time | None = None
+    limit: QueryInt(1, audit.MAX_PAGE) = 100
+    offset: QueryInt(0, MAX_OFFSET) = 0
 
 
-def _time(name: str) -> datetime | None:
-    raw = request.args.get(name)
-    if raw is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00")) if len(raw) <= 40 else None
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None or not 1970 <= moment.year <= 9998:
-        abort(400, f"{name}: an ISO 8601 time with its offset, e.g. 2026-11-24T08:00:00+08:00")
-    return moment
+class AuditEntryOut(Out):
+    id: int
+    at: Moment
+    actor: str = Field(description="account name; empty: anonymous")
+    action: Literal[audit.ACTIONS]  # type: ignore[valid-type]
+    target: str = Field(description="whose or what: an account, a case number, a call id")
+    address: str = Field(description="the client's address")
+    detail: dict[str, Any]
 
 
-def _int(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name, str(default))
-    if not re.fullmatch(r"[0-9]{1,10}", raw) or not low <= int(raw) <= high:
-        abort(400, f"{name}: a whole number from {low} to {high}")
-    return int(raw)
+class AuditPage(Out):
+    total: int
+    limit: int
+    offset: int
+    items: list[AuditEntryOut]
 
 
-@audit_api.get("")
+@audit_api.get("", summary="The audit log, newest first (auditors)",
+               responses={200: AuditPage})
 @requires("audit.read")
-def read_log() -> Any:
-    """The audit log, newest first: filters actor, action, target, since, until; pages
-    with limit and offset."""
-    action = _text("action", 32)
-    if action is not None and action not in audit.ACTIONS:
-        abort(400, f"action: one of {', '.join(audit.ACTIONS)}")
-    query = audit.AuditQuery(
-        actor=_text("actor", 64), action=action, target=_text("target", 200),
-        since=_time("since"), until=_time("until"),
-        limit=_int("limit", 100, 1, audit.MAX_PAGE), offset=_int("offset", 0, 0, MAX_OFFSET))
+def read_log(query: AuditLogQuery) -> Any:
+    found = audit.AuditQuery(actor=query.actor, action=query.action, target=query.target,
+                             since=query.since, until=query.until, limit=query.limit,
+                             offset=query.offset)
     with current_app.extensions["hotline.sessions"]() as session:
-        total, entries = audit.find(session, query)
+        total, entries = audit.find(session, found)
         items = [audit.entry_view(e) for e in entries]
-    return jsonify({"total": total, "limit": query.limit, "offset": query.offset,
-                    "items": items})
-
-
-_ERRORS = {code: {"$ref": f"#/components/responses/{name}"} for code, name in (
-    ("400", "BadRequest"), ("401", "Unauthorized"), ("403", "Forbidden"))}
-_ENTRY = {"type": "object",
-          "required": ["id", "at", "actor", "action", "target", "address", "detail"],
-          "properties": {
-              "id": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
-              "actor": {"type": "string", "description": "account name; empty: anonymous"},
-              "action": {"type": "string", "enum": list(audit.ACTIONS)},
-              "target": {"type": "string", "description": "whose or what: an account, a "
-                                                          "case number, a call id"},
-              "address": {"type": "string", "description": "the client's address"},
-              "detail": {"type": "object"}}}
-OPENAPI: dict[str, Any] = {
-    "schemas": {"AuditEntry": _ENTRY},
-    "paths": {"/api/v1/audit": {"get": {
-        "tags": ["audit"], "summary": "The audit log (审计日志), newest first; auditors only",
-        "parameters": [
-            *({"name": n, "in": "query", "schema": {"type": "string", "maxLength": m}}
-              for n, m in (("actor", 64), ("target", 200))),
-            {"name": "action", "in": "query",
-             "schema": {"type": "string", "enum": list(audit.ACTIONS)}},
-            *({"name": n, "in": "query", "schema": {"type": "string", "format": "date-time"}}
-              for n in ("since", "until")),
-            {"name": "limit", "in": "query",
-             "schema": {"type": "integer", "minimum": 1, "maximum": audit.MAX_PAGE,
-                        "default": 100}},
-            {"name": "offset", "in": "query",
-             "schema": {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET,
-                        "default": 0}}],
-        "responses": {"200": {"description": "one page of entries", "content": {
-            "application/json": {"schema": {
-                "type": "object", "required": ["total", "limit", "offset", "items"],
-                "properties": {"total": {"type": "integer"}, "limit": {"type": "integer"},
-                               "offset": {"type": "integer"},
-                               "items": {"type": "array", "items": {
-                                   "$ref": "#/components/schemas/AuditEntry"}}}}}}},
-            **_ERRORS}}}},
-}
+    return AuditPage.model_validate({"total": total, "limit": query.limit,
+                                     "offset": query.offset, "items": items}).model_dump(
+                                         mode="json")

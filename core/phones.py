@@ -83,3 +83,24 @@ def mask(stored: str) -> str:
         return "*" * len(digits)
     front, back = (3, 4) if len(digits) >= 11 else (1, 4) if len(digits) >= 8 else (0, 2)
     return digits[:front] + "*" * (len(digits) - front - back) + digits[-back:]
+
+
+# A run of digits a person may have typed as a number: 5 or more digits, maybe split by
+# spaces, dashes or dots, maybe with a leading + (full-width digits too).
+_TYPED_NUMBER = re.compile(r"\+?[0-9０-９](?:[\s\-.]?[0-9０-９]){4,}")
+# A case number (案件编号 YYYYMMDDNNNN) names an order, not a person: it stays readable.
+_CASE_NUMBER = re.compile(r"20[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])[0-9]{4,8}")
+
+
+def mask_in_text(text: str) -> str:
+    """Free text (a description, a note) with every number typed into it masked like a
+    stored one: "请回电 13800138000" -> "请回电 138****8000"; short numbers (5-6 digits)
+    keep only their last two."""
+
+    def hide(match: re.Match[str]) -> str:
+        digits = re.sub(r"[^0-9]", "", match.group().translate(_FULL_WIDTH))
+        if _CASE_NUMBER.fullmatch(digits):
+            return match.group()
+        return mask(normalise_or_empty(digits) or digits)
+
+    return _TYPED_NUMBER.sub(hide, text)

@@ -1,4 +1,11 @@
-"""The web application: every room's HTTP adapter under /api/v1, one OpenAPI document."""
+"""The web application: every room's HTTP adapter under /api/v1, one OpenAPI document.
+
+Schema-first with flask-openapi3 (pydantic v2, OpenAPI 3.1): each route declares its path,
+query, header and body models and its responses, the library validates them before the view
+runs and builds /api/v1/openapi.json from the same models. Its docs UI is off (the web shell
+serves a local one). Who may call a route (`accounts.access.requires`) is checked before
+anything of the request is validated or parsed.
+"""
 
 from __future__ import annotations
 
@@ -6,56 +13,157 @@ import threading
 from typing import Any
 
 import redis
-from flask import Flask, jsonify
+from flask import current_app, jsonify, request
+from flask.json.provider import DefaultJSONProvider
+from flask_openapi3 import Info, OpenAPI
+from pydantic import ValidationError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from waitress import wasyncore
 from werkzeug.exceptions import HTTPException
+from werkzeug.http import HTTP_STATUS_CODES
 
 from accounts import http as accounts_http
 from accounts import pages as accounts_pages
 from accounts import web as accounts_web
+from accounts.access import PUBLIC, check, requires
 from core.clock import Clock
 from core.config import Settings
 from core.db import is_busy
+from core.errors import HotlineError
+from core.schemas import ErrorBody, parse_json
 from hotline import shell
 from reports import http as reports_http
 from telephony import http as telephony_http
 from tickets import http as tickets_http
 
-ROOMS = (telephony_http, tickets_http, reports_http, accounts_http)
 MAX_REQUEST_BYTES = 1 << 20
 RETRY_AFTER_SECONDS = 1  # a 503's Retry-After: storage busy, the telephony service away
+OPENAPI_PATH = "/api/v1/openapi.json"
+BEARER = {"bearer": {"type": "http", "scheme": "bearer",
+                     "description": "a token from `hotline users add` (or a signed-in "
+                                    "session); phone numbers stay masked without the "
+                                    "privilege to see them"}}
+
+
+class _JsonProvider(DefaultJSONProvider):
+    """Request bodies parsed by pydantic-core: nesting past its limit, NaN or Infinity are
+    a ValueError (so a 400), never a RecursionError deep in the standard library."""
+
+    ensure_ascii = False
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return parse_json(s)
+
+
+class _HotlineOpenAPI(OpenAPI):
+    json_provider_class = _JsonProvider
+
+
+# pydantic's messages for the common cases, in the words the API's documentation uses
+_WORDS: dict[str, Any] = {
+    "int_type": lambda _: "a whole number", "int_parsing": lambda _: "a whole number",
+    "int_from_float": lambda _: "a whole number",
+    "float_type": lambda _: "a number", "float_parsing": lambda _: "a number",
+    "finite_number": lambda _: "a finite number",
+    "string_type": lambda _: "text",
+    "string_too_long": lambda c: f"at most {c.get('max_length')} characters",
+    "string_too_short": lambda c: ("required" if c.get("min_length") == 1
+                                   else f"at least {c.get('min_length')} characters"),
+    "less_than_equal": lambda c: f"at most {c.get('le')}",
+    "greater_than_equal": lambda c: f"at least {c.get('ge')}",
+    "literal_error": lambda c: "one of " + str(c.get("expected", "")).replace("'", ""),
+    "timezone_aware": lambda _: "the time needs a zone, e.g. 2026-11-24T08:00:00+08:00",
+    "missing": lambda _: "required",
+}
+
+
+def _problem(error: dict[str, Any]) -> str:
+    """One pydantic error as "field: what is wrong" (a whole-model error names its fields
+    in its own message)."""
+    names = [str(part) for part in error.get("loc", ()) if not isinstance(part, int)]
+    kind = error.get("type")
+    text = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if kind in ("model_attributes_type", "dict_type", "model_type"):
+        text = "a JSON object"
+    elif kind == "extra_forbidden":
+        text = "not a field of this request"
+    elif kind in _WORDS:
+        text = _WORDS[kind](error.get("ctx") or {})
+    else:
+        text = text[:1].lower() + text[1:]
+    if not names:
+        if text != "a JSON object":
+            return text
+        if request.get_data(cache=True) and request.get_json(silent=True) is None:
+            return "body: a JSON object (this is not JSON, or nests deeper than 200 levels)"
+        return "body: a JSON object"
+    return f"{'.'.join(names)}: {text}"
+
+
+def validation_error(error: ValidationError) -> Any:
+    """400 naming the first wrong field (every wrong field follows); a path parameter
+    that fails its schema names nothing that exists: 404."""
+    problems = error.errors(include_url=False, include_input=False)
+    detail = "; ".join(_problem(p) for p in problems[:5])
+    status = 404 if error.title.endswith("Path") else 400
+    response = jsonify({"error": HTTP_STATUS_CODES[status], "detail": detail})
+    response.status_code = status
+    return response
+
+
+def error_response(status: int, detail: str, headers: dict[str, str] | None = None) -> Any:
+    response = jsonify({"error": HTTP_STATUS_CODES.get(status, "Error"), "detail": detail})
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    if status == 401:
+        response.headers.setdefault("WWW-Authenticate", 'Bearer realm="hotline"')
+    if status == 503:  # unavailable for now: say when to come back
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
 
 
 def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.Redis,
-               clock: Clock) -> Flask:
-    app = Flask("hotline", static_folder=None)  # static files: the shell's route
+               clock: Clock) -> OpenAPI:
+    app = _HotlineOpenAPI(
+        "hotline", static_folder=None, info=Info(title="12319 hotline API", version="1",
+                             description="城市管理服务热线 · the city-service hotline's JSON API"),
+        security_schemes=BEARER, doc_ui=False, validation_error_status=400,
+        validation_error_model=ErrorBody, validation_error_callback=validation_error)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions["hotline.settings"] = settings
     app.extensions["hotline.sessions"] = sessions
     app.extensions["hotline.redis"] = live
     app.extensions["hotline.clock"] = clock
     accounts_web.init_app(app, settings)  # sign-in sessions, CSRF
     app.register_blueprint(accounts_pages.pages)
-    app.register_blueprint(telephony_http.calls_api)
-    app.register_blueprint(telephony_http.seats_api)
-    for blueprint in (*tickets_http.BLUEPRINTS, *reports_http.BLUEPRINTS,
-                      *accounts_http.BLUEPRINTS):
-        app.register_blueprint(blueprint)
+    for blueprint in (*telephony_http.BLUEPRINTS, *tickets_http.BLUEPRINTS,
+                      *reports_http.BLUEPRINTS, *accounts_http.BLUEPRINTS):
+        app.register_api(blueprint)
     shell.init_app(app)  # the pages' ground: static files, languages, CSP, the API docs
 
-    @app.get("/api/v1/openapi.json")
-    def openapi() -> Any:
-        return jsonify(openapi_document())
+    @app.before_request
+    def who_may() -> None:
+        """The route's declared permission, before its body or parameters are read."""
+        view = app.view_functions.get(request.endpoint or "")
+        access = getattr(view, "access", None)
+        if access is not None and access != PUBLIC:
+            check(access)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
-        response = jsonify({"error": error.name, "detail": error.description})
-        if error.code == 503:  # unavailable for now: say when to come back
-            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
-        return response, error.code
+        if error.response is not None:  # a response already made (validation_error)
+            return error.response
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        return error_response(error.code or 500, error.description or "", headers)
+
+    @app.errorhandler(HotlineError)
+    def domain_error(error: HotlineError) -> Any:
+        """Every room's refusals: the error's own status, its message as the detail."""
+        if error.status >= 500 and error.status != 503:
+            raise error
+        return error_response(error.status, str(error))
 
     @app.errorhandler(OperationalError)
     def storage_error(error: OperationalError) -> Any:
@@ -63,10 +171,15 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
         transaction was rolled back whole, so the client may simply send it again."""
         if not is_busy(error):
             raise error  # a broken or unreachable database stays a 500
-        return (jsonify({"error": "Service Unavailable",
-                         "detail": "storage busy: other changes hold the database; nothing "
-                                   "was changed, send the request again shortly"}),
-                503, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return error_response(503, "storage busy: other changes hold the database; nothing "
+                                   "was changed, send the request again shortly")
+
+    @app.get(OPENAPI_PATH, summary="This document (OpenAPI 3.1)", responses={200: {
+        "description": "the OpenAPI 3.1 document of this API",
+        "content": {"application/json": {"schema": {"type": "object"}}}}})
+    @requires(PUBLIC)
+    def openapi() -> Any:
+        return jsonify(current_app.api_doc)  # type: ignore[attr-defined]
 
     return app
 
@@ -81,40 +194,3 @@ def stop_web_server(server: Any, thread: threading.Thread) -> None:
     thread.join(5)
     if thread.is_alive():
         wasyncore.close_all(server._map)
-
-
-def openapi_document() -> dict[str, Any]:
-    schemas: dict[str, Any] = {}
-    paths: dict[str, Any] = {}
-    for room in ROOMS:
-        schemas.update(room.OPENAPI["schemas"])
-        paths.update(room.OPENAPI["paths"])
-    error = {"type": "object", "required": ["error", "detail"],
-             "properties": {"error": {"type": "string"}, "detail": {"type": "string"}}}
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "12319 hotline API", "version": "1",
-                 "description": "城市管理服务热线 · the city-service hotline's JSON API"},
-        "security": [{}, {"bearer": []}],
-        "paths": {**paths, "/api/v1/openapi.json": {"get": {
-            "summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}}},
-        "components": {
-            "schemas": {**schemas, "Error": error},
-            "securitySchemes": {"bearer": {
-                "type": "http", "scheme": "bearer",
-                "description": "a token from `hotline users add`; reads without one see "
-                               "masked phone numbers"}},
-            "responses": {
-                name: {"description": text, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/Error"}}}}
-                for name, text in (
-                    ("BadRequest", "a parameter is wrong; detail names it"),
-                    ("Unauthorized", "no token, or a token nobody holds"),
-                    ("Forbidden", "the token's user may not do this (role, privilege)"),
-                    ("NotFound", "no such resource"),
-                    ("Conflict", "refused in the resource's present state; detail says why"),
-                    ("Unavailable", "the telephony service or Asterisk cannot be reached, "
-                                    "or the database is busy: nothing was changed, send "
-                                    "the request again after Retry-After seconds"))},
-        },
-    }

@@ -30,10 +30,14 @@ REPLY_TTL = 60
 class CommandError(HotlineError):
     """The command was refused (unknown agent, bad reason)."""
 
+    status = 409
+
 
 class Unavailable(CommandError):
     """Nobody could carry the command out now (no answer, the AMI link or Redis is down);
     the message says why. Worth trying again."""
+
+    status = 503
 
 
 MARGIN = 1.0  # seconds the wait stays below the client's socket timeout

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
+from accounts.service import ROLES, SHIFT_CHIEF, SUPERVISOR, add_user
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
 from core.config import Settings, load_settings
@@ -211,9 +212,14 @@ WEB_PORT = isolation.free_port()
 
 @pytest.fixture(scope="module")
 def centre(pbx: Sandbox, pbx_settings: Settings) -> Iterator[Centre]:
-    """IVR, telephony service and API against the test PBX (API on WEB_PORT)."""
+    """IVR, telephony service and API against the test PBX (API on WEB_PORT). `api()`
+    calls it as a shift chief and supervisor who may see phone numbers."""
     settings = replace(pbx_settings, web=replace(pbx_settings.web, port=WEB_PORT))
     with Centre(settings) as running:
+        with transaction(running.sessions) as session:
+            token = add_user(session, "测试值班长", [SHIFT_CHIEF, SUPERVISOR], True, ROLES,
+                             now=running.clock.now())
+        API_HEADERS["Authorization"] = f"Bearer {token}"
         yield running
 
 
@@ -232,11 +238,16 @@ def ensure_ready(centre: Centre, agents: tuple[str, ...] = tuple(TEST_AGENTS)) -
         time.sleep(0.1)
 
 
-def api(path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """(status, JSON) of a GET, or of a POST when `body` is given."""
+API_HEADERS: dict[str, str] = {}  # the centre fixture's account
+
+
+def api(path: str, body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    """(status, JSON) of a GET, or of a POST when `body` is given; as the centre fixture's
+    account unless `headers` says otherwise ({} for anonymous)."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{WEB_PORT}{path}", data=data,
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(f"http://127.0.0.1:{WEB_PORT}{path}", data=data, headers={
+        "Content-Type": "application/json", **(API_HEADERS if headers is None else headers)})
     try:
         with urllib.request.urlopen(request, timeout=15) as reply:
             return reply.status, json.loads(reply.read())

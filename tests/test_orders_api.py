@@ -57,12 +57,18 @@ def _client(database_url: str, tmp_path: Path,
 
 
 def _user(sessions: Any, name: str, *roles: str, see_phone: bool = False) -> dict[str, str]:
+    from accounts.service import ROLES as ACCOUNT_ROLES
     from accounts.service import add_user
 
+    assert set(ROLES) - {SYSTEM} <= set(ACCOUNT_ROLES)
     with transaction(sessions) as session:
-        token = add_user(session, name, list(roles), see_phone,
-                         tuple(r for r in ROLES if r != SYSTEM), now=API_NOW)
+        token = add_user(session, name, list(roles), see_phone, ACCOUNT_ROLES, now=API_NOW)
     return {"Authorization": f"Bearer {token}"}
+
+
+def _reader(sessions: Any) -> dict[str, str]:
+    """An auditor: reads every order, acts on none, sees numbers masked."""
+    return _user(sessions, "审计员", "auditor")
 
 
 def _count(sessions: Any) -> tuple[int, int]:
@@ -90,10 +96,14 @@ def test_an_order_is_taken_in_with_grid_department_and_clocks_and_phones_are_mas
     steps = {d["step"]: d for d in order["deadlines"]}
     assert set(steps) == {"open", "complete"}  # 立案 and the appeal's own limit
     assert steps["complete"]["clock"] == "working_days" and steps["complete"]["amount"] == 13
-    # anonymous readers and users without the privilege see a masked number
+    # nobody reads an order anonymously; users without the privilege see a masked number
     case = order["case_number"]
-    assert http.get(f"/api/v1/orders/{case}").json["citizen_phone"] == "138****8000"
+    anonymous = http.get(f"/api/v1/orders/{case}")
+    assert anonymous.status_code == 401 and "13800138000" not in anonymous.text
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
     clerk = _user(sessions, "派遣员老张", "dispatcher")
+    assert http.get(f"/api/v1/orders/{case}",
+                    headers=clerk).json["citizen_phone"] == "138****8000"
     listed = http.get("/api/v1/orders?state=intake", headers=clerk).json
     assert [o["citizen_phone"] for o in listed["items"]] == ["138****8000"]
     assert http.get("/api/v1/orders?citizen_phone=13800138000",
@@ -133,13 +143,13 @@ def test_roles_are_enforced_and_the_whole_loop_runs_through_the_api(client) -> N
     stale = act("feedback", department, expected_version=1)
     assert stale.status_code == 409 and "changed since version 1" in stale.json["detail"]
     assert act("grant_extension", chief, amount=2).status_code == 200
-    handle = [d for d in http.get(f"/api/v1/orders/{case}").json["deadlines"]
-              if d["step"] == "handle"]
+    seen = http.get(f"/api/v1/orders/{case}", headers=_reader(sessions)).json
+    handle = [d for d in seen["deadlines"] if d["step"] == "handle"]
     assert handle[0]["amount"] == 6 and handle[0]["extensions"] == 1  # 4 h + 2 h
     for action, who in (("feedback", department), ("request_check", dispatcher),
                         ("check_passed", supervisor), ("close", chief)):
         assert act(action, who).status_code == 200, action
-    final = http.get(f"/api/v1/orders/{case}").json
+    final = http.get(f"/api/v1/orders/{case}", headers=_reader(sessions)).json
     assert final["state"] == "closed" and final["closed_at"]
     assert [s["state"] for s in final["surveys"]] == ["scheduled"]  # the callback survey
     assert [h["action"] for h in final["history"]][-1] == "close"
@@ -168,15 +178,18 @@ def test_a_repeat_report_nearby_is_flagged_and_merged_into_the_first(client) -> 
 
 @pytest.mark.parametrize("change, detail", [
     ({"description": "垃圾" * 2001}, "description: at most 4000"),
-    ({"description": " \x00\x01 "}, "description: required"),
-    ({"latitude": 200}, "location"),
+    ({"description": " \x00\x01 "}, "description: no NUL"),
+    ({"description": " \x01\u200b "}, "description: only invisible characters"),
+    ({"description": "\u202egnp.exe"}, "description: no bidi override"),
+    ({"latitude": 200}, "latitude: at most 90"),
     ({"latitude": "45.75"}, "latitude: a number"),
     ({"latitude": True}, "latitude: a number"),
     ({"longitude": None}, "latitude and longitude"),
     ({"category_code": "9999"}, "category_code: no active event category '9999'"),
     ({"category_code": "<script>"}, "category_code"),
     ({"appeal_type": "insult"}, "appeal_type: one of"),
-    ({"urgency": 3}, "urgency: text"),
+    ({"urgency": 3}, "urgency: one of normal or urgent"),
+    ({"citizen_name": ["李"]}, "citizen_name: text"),
     ({"citizen_phone": "call me maybe"}, "citizen_phone"),
 ])
 def test_hostile_input_gets_a_clear_400_and_nothing_is_written(client, change, detail
@@ -194,9 +207,9 @@ def test_markup_is_kept_as_text_and_bodies_that_are_not_objects_or_too_big_are_r
         client) -> None:
     http, sessions = client
     operator = _user(sessions, "受理员", "operator")
-    markup = {**REPORT, "description": "<img src=x onerror=alert(1)>\u202e垃圾\x07"}
+    markup = {**REPORT, "description": "<img src=x onerror=alert(1)>垃圾\x07"}
     kept = http.post("/api/v1/orders", json=markup, headers=operator).json
-    assert kept["description"] == "<img src=x onerror=alert(1)>\u202e垃圾"  # data, not HTML
+    assert kept["description"] == "<img src=x onerror=alert(1)>垃圾"  # data, not HTML
     before = _count(sessions)
     assert http.post("/api/v1/orders", json=[REPORT], headers=operator).status_code == 400
     assert http.post("/api/v1/orders", data=b"{not json", headers={
@@ -204,9 +217,10 @@ def test_markup_is_kept_as_text_and_bodies_that_are_not_objects_or_too_big_are_r
     huge = http.post("/api/v1/orders", data=b"{" + b" " * (2 << 20) + b"}",
                      headers={**operator, "Content-Type": "application/json"})
     assert huge.status_code == 413
-    assert http.get("/api/v1/orders/9999").status_code == 404
-    assert http.get("/api/v1/orders?state=lost").status_code == 400
-    assert http.get("/api/v1/orders?since=2026-11-01T00:00:00").status_code == 400  # no zone
+    assert http.get("/api/v1/orders/9999", headers=operator).status_code == 404
+    assert http.get("/api/v1/orders?state=lost", headers=operator).status_code == 400
+    assert http.get("/api/v1/orders?since=2026-11-01T00:00:00",
+                    headers=operator).status_code == 400  # no zone
     assert _count(sessions) == before
 
 
@@ -232,7 +246,7 @@ def test_the_platform_signs_an_update_and_a_replay_changes_nothing(client, tmp_p
     again = http.post("/api/v1/exchange/updates", data=body, headers=headers)
     assert first.status_code == again.status_code == 200
     assert first.json == again.json
-    history = http.get(f"/api/v1/orders/{case}").json["history"]
+    history = http.get(f"/api/v1/orders/{case}", headers=_reader(sessions)).json["history"]
     assert [h["action"] for h in history].count("sign") == 1
 
 
@@ -245,6 +259,13 @@ def test_the_openapi_document_describes_the_order_routes(client) -> None:
         assert path in document["paths"], path
     assert "WorkOrder" in document["components"]["schemas"]
     assert "bearer" in document["components"]["securitySchemes"]
+    # one vocabulary: pages are whole numbers, times ISO 8601, on orders and calls alike
+    for path in ("/api/v1/orders", "/api/v1/calls"):
+        declared = {p["name"]: p["schema"] for p in document["paths"][path]["get"]["parameters"]}
+        assert {k: declared["limit"].get(k) for k in ("type", "minimum", "maximum")} == {
+            "type": "integer", "minimum": 1, "maximum": 500}, path
+        assert (declared["offset"]["type"], declared["offset"]["minimum"]) == ("integer", 0)
+        assert {"format": "date-time", "type": "string"} in declared["since"]["anyOf"]
 
 
 def test_an_agent_finishes_a_survey_from_the_callback_list(client) -> None:
@@ -273,7 +294,8 @@ def test_an_agent_finishes_a_survey_from_the_callback_list(client) -> None:
         surveys.call_failed(session, attempt.attempt_id, "no answer", once,
                             once.calendar(session), due)
         surveys.expire_sms(session, once, due + timedelta(hours=2))
-    [listed] = http.get("/api/v1/surveys/callback-list").json["items"]
+    assert http.get("/api/v1/surveys/callback-list").status_code == 401
+    [listed] = http.get("/api/v1/surveys/callback-list", headers=operator).json["items"]
     assert listed["case_number"] == case and listed["phone"] == "138****8000"
     path = f"/api/v1/surveys/{listed['survey_id']}/result"
     assert http.post(path, json={"rating": 5}).status_code == 401
@@ -283,7 +305,7 @@ def test_an_agent_finishes_a_survey_from_the_callback_list(client) -> None:
     assert http.post(path, json={"rating": 1}, headers=operator).status_code == 409
     assert http.post("/api/v1/surveys/77/result", json={"rating": 1},
                      headers=operator).status_code == 404
-    assert http.get(f"/api/v1/orders/{case}").json["state"] == "handling"
+    assert http.get(f"/api/v1/orders/{case}", headers=_reader(sessions)).json["state"] == "handling"
 
 
 def _handling(http: FlaskClient, sessions: Any) -> str:
@@ -320,7 +342,7 @@ def test_a_department_adds_a_photo_once_and_junk_or_huge_uploads_are_refused(cli
     assert huge.status_code == 413
     assert http.post("/api/v1/orders/000000000000/photos", data=photo,
                      headers=department).status_code == 404
-    kept = http.get(f"/api/v1/orders/{case}").json["attachments"]
+    kept = http.get(f"/api/v1/orders/{case}", headers=_reader(sessions)).json["attachments"]
     assert [(a["kind"], a["bytes"]) for a in kept] == [("photo", len(photo))]
 
 
@@ -345,6 +367,7 @@ def test_a_busy_database_is_a_503_to_retry_and_changes_nothing(
               "X-Hotline-Signature": exchange.sign(settings.exchange.webhook_secret, stamp,
                                                    body),
               "Content-Type": "application/json"}
+    reader = _reader(sessions)
     before = _count(sessions)
     if database_url.startswith("sqlite"):
         holder: Any = sqlite3.connect(database_url.removeprefix("sqlite:///"),
@@ -363,7 +386,7 @@ def test_a_busy_database_is_a_503_to_retry_and_changes_nothing(
             assert reply.status_code == 503, reply.json
             assert reply.headers["Retry-After"] == "1"
             assert "busy" in reply.json["detail"] and "again" in reply.json["detail"]
-        seen = http.get(f"/api/v1/orders/{case}")  # a reader does not wait for the writer
+        seen = http.get(f"/api/v1/orders/{case}", headers=reader)  # a reader does not wait
         assert seen.status_code == 200 and seen.json["state"] == "dispatched"
     finally:
         holder.rollback()
@@ -388,7 +411,7 @@ def test_merge_and_extension_honour_expected_version_like_every_action(client) -
                      headers=operator).json["version"] == 2
 
     def order(case: str) -> dict[str, Any]:
-        return http.get(f"/api/v1/orders/{case}").json
+        return http.get(f"/api/v1/orders/{case}", headers=_reader(sessions)).json
 
     kept = order(second)
     stale = http.post(f"/api/v1/orders/{second}/actions/merge",
@@ -438,7 +461,7 @@ def test_only_who_may_act_now_adds_photos_and_none_once_the_order_is_finished(
     for who in (department, both):  # nothing a dispatcher or a department does in intake
         refused = photo(case, PHOTO, who)
         assert refused.status_code == 403 and "while it is intake" in refused.json["detail"]
-    assert http.get(f"/api/v1/orders/{case}").json["attachments"] == []
+    assert http.get(f"/api/v1/orders/{case}", headers=_reader(sessions)).json["attachments"] == []
     assert not (tmp_path / "attachments").exists()
     assert photo(case, PHOTO, operator).status_code == 201  # may send it for verification
     http.post(f"/api/v1/orders/{case}/actions/open", json={}, headers=chief)
@@ -469,7 +492,8 @@ def test_only_who_may_act_now_adds_photos_and_none_once_the_order_is_finished(
             refused = photo(number, PHOTO + b"\x02", who)
             assert refused.status_code == 409, (state, refused.json)
             assert f"is {state}" in refused.json["detail"]
-        assert http.get(f"/api/v1/orders/{number}").json["attachments"] == []
+        seen = http.get(f"/api/v1/orders/{number}", headers=_reader(sessions)).json
+        assert seen["attachments"] == []
     files = [p.name for p in (tmp_path / "attachments").rglob("*") if p.is_file()]
     assert len(files) == 2 and not any(name.endswith(".part") for name in files)
 
@@ -502,6 +526,6 @@ def test_the_same_photo_sent_twice_at_once_is_one_attachment(client, tmp_path: P
         for t in threads:
             t.join(30)
         assert sorted(added, key=str) == [False, True], added
-    kept = http.get(f"/api/v1/orders/{case}").json["attachments"]
+    kept = http.get(f"/api/v1/orders/{case}", headers=_reader(sessions)).json["attachments"]
     assert [a["bytes"] for a in kept] == [len(PHOTO) + 1] * 5
     assert len({a["sha256"] for a in kept}) == 5

@@ -1,5 +1,6 @@
-"""Seat commands from the web: the wait for the telephony service is bounded and never
-holds the web server's few threads for long; nobody answering is a 503 with the reason."""
+"""Seat commands from the web: only an account may send one (the token checked before the
+body is read); the wait for the telephony service is bounded and never holds the web
+server's few threads for long; nobody answering is a 503 with the reason."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import pytest
 import redis
 from waitress.server import create_server
 
+from accounts.service import ROLES, add_user
 from core.clock import FixedClock
-from core.db import make_engine, session_factory, upgrade
+from core.db import make_engine, session_factory, transaction, upgrade
 from core.live import connect_redis
 from hotline.web import create_app, stop_web_server
 from telephony import commands
@@ -32,13 +34,18 @@ NOW = datetime(2026, 11, 29, 14, 0, tzinfo=UTC)
 @pytest.fixture(params=["embedded", "server"])
 def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, redis.Redis]]:
     """The JSON API as the centre serves it (waitress, 4 threads), with no telephony
-    service running: nobody will answer a seat command."""
+    service running: nobody will answer a seat command. A shift chief's token (may command
+    any seat) is in SHIFT_CHIEF."""
     env = {} if request.param == "embedded" else {"REDIS_URL": REDIS_SERVER_URL}
     settings = make_settings(tmp_path, **env)
     engine = make_engine(settings.storage.database_url)
     upgrade(engine)
     live = connect_redis(settings)
-    app = create_app(settings, session_factory(engine), live, FixedClock(NOW))
+    sessions = session_factory(engine)
+    with transaction(sessions) as session:
+        token = add_user(session, "值班长", ["shift_chief"], False, ROLES, now=NOW)
+    SHIFT_CHIEF["Authorization"] = f"Bearer {token}"
+    app = create_app(settings, sessions, live, FixedClock(NOW))
     port = isolation.free_port()
     server = create_server(app, host="127.0.0.1", port=port, threads=4)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -50,10 +57,14 @@ def api(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, r
         engine.dispose()
 
 
-def _post(url: str) -> tuple[int, dict[str, Any], dict[str, str], float]:
+SHIFT_CHIEF: dict[str, str] = {}
+
+
+def _post(url: str, headers: dict[str, str] | None = None, body: bytes = b"{}"
+          ) -> tuple[int, dict[str, Any], dict[str, str], float]:
     started = time.monotonic()
-    request = urllib.request.Request(url, data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", **(SHIFT_CHIEF if headers is None else headers)})
     try:
         with urllib.request.urlopen(request, timeout=30) as reply:
             status, body, headers = reply.status, json.loads(reply.read()), dict(reply.headers)
@@ -102,3 +113,21 @@ def test_the_wait_stays_below_the_clients_socket_timeout() -> None:
                        socket_connect_timeout=1)
     with pytest.raises(commands.Unavailable, match="Redis cannot be reached"):
         commands.send(gone, "seat.login", {"agent": "8001"})
+
+
+def test_a_seat_command_without_an_account_is_a_401_and_reaches_nobody(
+        api: tuple[str, redis.Redis]) -> None:
+    url, live = api
+    last = live.xrevrange(commands.STREAM, count=1)
+    after = last[0][0] if last else "0-0"
+    for headers in ({}, {"Authorization": "Bearer nobody-holds-this"}):
+        for action in ("login", "logout", "pause", "resume"):
+            # bodies that would be a 400 if they were read: the token is checked first
+            for sent in (b"[" * 100_000, b'{"reason": 5}'):
+                status, body, answer_headers, _took = _post(
+                    f"{url}/api/v1/seats/8001/{action}", headers, body=sent)
+                assert status == 401, body
+                named = {k.lower(): v for k, v in answer_headers.items()}
+                assert named.get("www-authenticate", "").startswith("Bearer")
+                assert body["error"] == "Unauthorized" and "Authorization" in body["detail"]
+    assert _commands_after(live, after) == 0

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
@@ -19,6 +20,7 @@ from core.db import transaction
 from hotline.centre import Centre
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
 from telephony import callbacks, commands, directory
+from telephony.models import CallRecord
 from telephony.service import remember_login
 from tests.conftest import AGENT_PORT, TEST_AGENTS, agent_ip, ensure_ready, wait_until
 from tests.conftest import api as _api
@@ -56,7 +58,11 @@ def test_a_call_is_stored_once_with_its_recording_and_events(
         "hours", "welcome", "menu", "report"]
     assert ("digit", "1") in [(s["node"], s["value"]) for s in call["ivr_path"]]
     recording = call["recording"]
-    data = Path(recording["path"]).read_bytes()
+    assert set(recording) == {"sha256", "bytes"}  # where it lies on disk is never shown
+    with centre.sessions() as session:
+        stored = session.scalar(select(CallRecord.recording_path).where(
+            CallRecord.call_id == call["call_id"]))
+    data = Path(stored).read_bytes()
     assert hashlib.sha256(data).hexdigest() == recording["sha256"]
     assert len(data) == recording["bytes"] > 44
 

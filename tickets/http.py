@@ -1,33 +1,62 @@
 """HTTP adapter of the tickets room: work orders (/api/v1/orders), the survey callback list
-(/api/v1/surveys), the catalogue (/api/v1/catalogue), KPIs (/api/v1/kpis) and the city
-platform's inbound status updates (/api/v1/exchange/updates).
+(/api/v1/surveys), the catalogue (/api/v1/catalogue) and the city platform's inbound status
+updates (/api/v1/exchange/updates). Inputs and outputs are the declared schemas below.
 
-Who is asking comes from the bearer token (accounts.service); a workflow action is taken in one
-of the caller's roles, and phone numbers are masked unless the caller may see them.
+Who is asking comes from accounts.web; a workflow action is taken in one of the caller's
+roles; phone numbers (typed into text too) are masked unless the caller may see them; a
+department handler (处置部门) sees only their own department's orders.
 """
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from flask import Blueprint, abort, current_app, jsonify, request
+from flask import abort, current_app, request
+from flask_openapi3 import APIBlueprint, Tag
+from flask_openapi3.models import RawModel
+from pydantic import Field
 from sqlalchemy.orm import Session, sessionmaker
 
-from accounts.service import Identity
+from accounts.access import requires
+from accounts.service import DEPARTMENT, Identity
 from accounts.web import current_identity
 from core import phones
 from core.db import transaction
-from core.errors import HotlineError
+from core.schemas import (
+    Body,
+    BodyInt,
+    ErrorBody,
+    Latitude,
+    Longitude,
+    Moment,
+    Out,
+    Path,
+    Query,
+    QueryInt,
+    Text,
+    Time,
+)
 from tickets import catalogue, deadlines, exchange, service, surveys, workflow
 from tickets.service import APPEAL_TYPES, OrderQuery, Policy
 
-orders_api = Blueprint("orders", __name__, url_prefix="/api/v1/orders")
-surveys_api = Blueprint("surveys", __name__, url_prefix="/api/v1/surveys")
-catalogue_api = Blueprint("catalogue", __name__, url_prefix="/api/v1/catalogue")
-exchange_api = Blueprint("exchange", __name__, url_prefix="/api/v1/exchange")
+_SECURED = [{"bearer": []}]
+_ERRORS: dict[int, Any] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody,
+                           409: ErrorBody, 503: ErrorBody}
+orders_api = APIBlueprint("orders", __name__, url_prefix="/api/v1/orders",
+                          abp_tags=[Tag(name="orders")], abp_security=_SECURED,
+                          abp_responses=_ERRORS)
+surveys_api = APIBlueprint("surveys", __name__, url_prefix="/api/v1/surveys",
+                           abp_tags=[Tag(name="surveys")], abp_security=_SECURED,
+                           abp_responses=_ERRORS)
+catalogue_api = APIBlueprint("catalogue", __name__, url_prefix="/api/v1/catalogue",
+                             abp_tags=[Tag(name="catalogue")])
+exchange_api = APIBlueprint("exchange", __name__, url_prefix="/api/v1/exchange",
+                            abp_tags=[Tag(name="exchange")])
 BLUEPRINTS = (orders_api, surveys_api, catalogue_api, exchange_api)
+CASE_PATTERN = r"^[0-9]{1,20}$"
+MAX_ROW_ID = 2**31 - 1  # a row id is a PostgreSQL integer
+PEOPLES_ROLES = tuple(r for r in workflow.ROLES if r != workflow.SYSTEM)
 
 
 def _sessions() -> sessionmaker[Session]:
@@ -47,81 +76,139 @@ def _who() -> Identity:
     return current_identity()
 
 
-def _as_role(who: Identity, wanted: Any) -> str:
+def _as_role(who: Identity, wanted: str | None) -> str:
     """The role an action is taken in: the one asked for, which the caller must hold."""
-    if not who.name:
-        abort(401, "Authorization: a bearer token is needed to change work orders")
-    role = wanted if isinstance(wanted, str) and wanted else (who.roles[0] if who.roles else "")
+    role = wanted or (who.roles[0] if who.roles else "")
     if role not in who.roles:
-        abort(403, f"role: {who.name} does not act as {str(role)[:20]!r}")
+        abort(403, f"role: {who.name} does not act as {role!r}")
     return role
 
 
-def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        abort(400, "body: a JSON object")
-    return body
+def _department_scope(who: Identity) -> str | None:
+    """The one department whose orders a department handler (and nobody else) may see and
+    act on: the department their account is bound to. None: no such limit. (A bearer token
+    bound to no department is limited by the workflow's roles alone; accounts bind every
+    department handler's login to one.)"""
+    if who.department and DEPARTMENT in who.roles and set(who.roles) <= {DEPARTMENT}:
+        return who.department
+    return None
 
 
-def _fail(exc: HotlineError) -> Any:
-    if isinstance(exc, service.OrderNotFound):
-        abort(404, str(exc))
-    if isinstance(exc, workflow.RoleError):
-        abort(403, str(exc))
-    if isinstance(exc, workflow.WorkflowError | service.ConcurrentChange):
-        abort(409, str(exc))
-    abort(400, str(exc))
+def _may_see(who: Identity, order: Any) -> None:
+    scope = _department_scope(who)
+    if scope is not None and order.department_code != scope:
+        abort(403, f"case_number: {order.case_number} is not an order of your department")
 
 
-def _number(body: dict[str, Any], name: str) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(
-            value):
-        abort(400, f"{name}: a number")
-    return float(value)
+def _text(text: str, who: Identity) -> str:
+    return text if who.see_phone else phones.mask_in_text(text)
 
 
-def _text(body: dict[str, Any], name: str, default: str = "") -> str:
-    value = body.get(name, default)
-    if not isinstance(value, str):
-        abort(400, f"{name}: text")
-    return value
+# --- shapes -----------------------------------------------------------------------------------
 
 
-def _time(name: str) -> datetime | None:
-    raw = request.args.get(name)
-    if not raw:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        abort(400, f"{name}: an ISO 8601 time with zone")
-    if moment.tzinfo is None:
-        abort(400, f"{name}: the time needs a zone, e.g. 2026-11-24T08:00:00+08:00")
-    return moment
+class OrderSummary(Out):
+    case_number: str = Field(description="案件编号 YYYYMMDDNNNN: the local day and its count, "
+                                         "more than 4 digits after the 9,999th of a day")
+    state: Literal[workflow.STATES]  # type: ignore[valid-type]
+    version: int = Field(description="for expected_version")
+    appeal_type: Literal[tuple(APPEAL_TYPES)]  # type: ignore[valid-type]
+    category_code: str
+    category_kind: str
+    urgency: Literal[service.URGENCIES]  # type: ignore[valid-type]
+    description: str = Field(description="numbers typed into it are masked without the "
+                                         "privilege to see phones")
+    channel: str
+    call_id: str
+    citizen_phone: str = Field(description="masked (138****8000) without the privilege")
+    citizen_name: str
+    address: str
+    latitude: float | None = Field(description="WGS84")
+    longitude: float | None
+    grid_code: str = Field(description="单元网格 code")
+    department_code: str
+    duplicate_of: str = Field(description="a suspected repeat of this order")
+    merged_into: str
+    repeat_caller: bool
+    rework_count: int
+    first_call_resolved: bool
+    created_at: Moment
+    updated_at: Moment
+    closed_at: Moment | None
 
 
-def _int(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name, str(default))
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        abort(400, f"{name}: a whole number from {low} to {high}")
-    return int(raw)
+class HistoryEntry(Out):
+    seq: int
+    action: str
+    from_state: str = Field(alias="from")
+    to: str
+    actor: str
+    role: str
+    note: str
+    at: Moment
+
+
+class DeadlineView(Out):
+    step: str
+    round: int
+    clock: str
+    amount: int
+    unit: str
+    started_at: Moment
+    yellow_at: Moment
+    due_at: Moment
+    extensions: int
+    met_at: Moment | None
+    warning: str = Field(description="\"\", yellow or red (预警, 超时)")
+    on_time: bool | None
+
+
+class Attachment(Out):
+    kind: str
+    sha256: str
+    bytes: int
+
+
+class SurveyView(Out):
+    round: int
+    state: str
+    rating: int | None
+    channel: str | None
+    outcome: str | None
+    call_attempts: int
+
+
+class WorkOrder(OrderSummary):
+    history: list[HistoryEntry]
+    deadlines: list[DeadlineView]
+    attachments: list[Attachment]
+    surveys: list[SurveyView]
+    allowed_actions: list[str]
+
+
+class OrderPage(Out):
+    total: int
+    limit: int
+    offset: int
+    items: list[OrderSummary]
+
+
+def _summary(order: Any, who: Identity) -> dict[str, Any]:
+    view = service.order_view(order, who.see_phone)
+    view["description"] = _text(order.description, who)
+    return view
 
 
 def _full_view(session: Session, order: Any, who: Identity) -> dict[str, Any]:
-    view = service.order_view(order, who.see_phone)
+    view = _summary(order, who)
     view["history"] = [{
         "seq": e.seq, "action": e.action, "from": e.from_state, "to": e.to_state,
-        "actor": e.actor, "role": e.role, "note": e.note, "at": e.at.isoformat()}
+        "actor": e.actor, "role": e.role, "note": _text(e.note, who), "at": e.at}
         for e in service.history(session, order.case_number)]
     view["deadlines"] = [{
         "step": d.step, "round": d.round, "clock": d.clock, "amount": d.amount, "unit": d.unit,
-        "started_at": d.started_at.isoformat(), "yellow_at": d.yellow_at.isoformat(),
-        "due_at": d.due_at.isoformat(), "extensions": d.extensions,
-        "met_at": d.met_at.isoformat() if d.met_at else None, "warning": d.warning,
+        "started_at": d.started_at, "yellow_at": d.yellow_at, "due_at": d.due_at,
+        "extensions": d.extensions, "met_at": d.met_at, "warning": d.warning,
         "on_time": d.on_time} for d in deadlines.deadlines(session, order.case_number)]
     view["attachments"] = [{"kind": a.kind, "sha256": a.sha256, "bytes": a.bytes}
                            for a in service.attachments(session, order.case_number)]
@@ -131,162 +218,290 @@ def _full_view(session: Session, order: Any, who: Identity) -> dict[str, Any]:
                        for s in surveys.surveys_of(session, order.id)]
     view["allowed_actions"] = sorted({a for role in who.roles
                                       for a in workflow.allowed(order.state, role)})
+    return WorkOrder.model_validate(view).model_dump(mode="json", by_alias=True)
+
+
+# --- orders -----------------------------------------------------------------------------------
+
+
+class NewOrder(Body):
+    appeal_type: Literal[tuple(APPEAL_TYPES)]  # type: ignore[valid-type]
+    description: Text(service.MAX_DESCRIPTION, min_length=1)
+    channel: Literal[service.CHANNELS] = "web"  # type: ignore[valid-type]
+    citizen_phone: Text(40) = ""
+    citizen_name: Text(50) = ""
+    category_code: Text(10) = ""
+    category_kind: Literal["event", "component"] = "event"
+    urgency: Literal[service.URGENCIES] = "normal"  # type: ignore[valid-type]
+    address: Text(200) = ""
+    latitude: Latitude | None = None
+    longitude: Longitude | None = None
+    call_id: Text(64) = ""
+
+
+@orders_api.post("", summary="Take in a work order (受理)", responses={201: WorkOrder})
+@requires("orders.open")
+def open_order(body: NewOrder) -> Any:
+    who = _who()
+    _as_role(who, workflow.OPERATOR)
+    with transaction(_sessions()) as session:
+        order = service.open_order(
+            session, **body.model_dump(exclude={"latitude", "longitude"}),
+            latitude=body.latitude, longitude=body.longitude, actor=who.name,
+            policy=_policy(), now=_now())
+        view = _full_view(session, order, who)
+    return view, 201
+
+
+class OrdersQuery(Query):
+    state: Literal[workflow.STATES] | None = None  # type: ignore[valid-type]
+    appeal_type: Literal[tuple(APPEAL_TYPES)] | None = None  # type: ignore[valid-type]
+    department_code: Text(20) | None = None
+    grid_prefix: Text(15) | None = None
+    citizen_phone: Text(40) | None = Field(
+        None, description="any form of the number; needs the privilege to see phones")
+    q: Text(100) | None = Field(None, description="text in the description")
+    since: Time | None = Field(None, description="taken in at or after this moment")
+    until: Time | None = Field(None, description="taken in before this moment")
+    limit: QueryInt(1, 500) = 50
+    offset: QueryInt(0, 10_000_000) = 0
+
+
+@orders_api.get("", summary="Search work orders, newest first", responses={200: OrderPage})
+@requires("orders.read")
+def find_orders(query: OrdersQuery) -> Any:
+    who = _who()
+    if query.citizen_phone is not None and not who.see_phone:
+        abort(403, "citizen_phone: searching by phone needs the privilege to see phones")
+    if query.citizen_phone is not None and not phones.normalise_or_empty(query.citizen_phone):
+        abort(400, "citizen_phone: a phone number, e.g. 13800138000 or 0451-88888888")
+    department = query.department_code
+    scope = _department_scope(who)
+    if scope is not None:
+        if department is not None and department != scope:
+            abort(403, "department_code: a department handler sees only their department")
+        department = scope
+    search = OrderQuery(
+        state=query.state, appeal_type=query.appeal_type, department_code=department,
+        grid_prefix=query.grid_prefix, citizen_phone=query.citizen_phone, text=query.q,
+        since=query.since, until=query.until, limit=query.limit, offset=query.offset)
+    with _sessions()() as session:
+        total, found = service.find_orders(session, search)
+        items = [_summary(o, who) for o in found]
+    return OrderPage.model_validate({"total": total, "limit": search.limit,
+                                     "offset": search.offset, "items": items}).model_dump(
+        mode="json")
+
+
+class OrderPath(Path):
+    case_number: Text(20, pattern=CASE_PATTERN)
+
+
+@orders_api.get("/<case_number>", summary="One order with its history, clocks and surveys",
+                responses={200: WorkOrder})
+@requires("orders.read")
+def get_order(path: OrderPath) -> Any:
+    who = _who()
+    with _sessions()() as session:
+        order = service.get_order(session, path.case_number)
+        _may_see(who, order)
+        return _full_view(session, order, who)
+
+
+class ActionPath(Path):
+    case_number: Text(20, pattern=CASE_PATTERN)
+    action: Literal[tuple(workflow.ACTIONS)]  # type: ignore[valid-type]
+
+
+class ActionBody(Body):
+    role: Literal[PEOPLES_ROLES] | None = Field(  # type: ignore[valid-type]
+        None, description="the role to act in; the caller's first role when not given")
+    note: Text(2000) = ""
+    expected_version: BodyInt(1, 2_000_000_000) | None = Field(
+        None, description="refuse (409) if the order changed since this version")
+    into: Text(20) = Field("", description="merge: the surviving order")
+    amount: BodyInt(1, 1_000_000_000) | None = Field(
+        None, description="grant_extension: how much longer, in the running clock's own "
+                          "unit (minutes, hours or days); at most its original limit at a time")
+
+
+@orders_api.post("/<case_number>/actions/<action>",
+                 summary="Take a workflow action (立案, 派遣, 签收, 反馈, 结案, 并单, 延期 ...)",
+                 responses={200: WorkOrder})
+@requires("orders.act")
+def take_action(path: ActionPath, body: ActionBody) -> Any:
+    case_number, action, who = path.case_number, path.action, _who()
+    role = _as_role(who, body.role)
+    version, note = body.expected_version, body.note
+    with transaction(_sessions()) as session:
+        _may_see(who, service.get_order(session, case_number))
+        order = service.act(session, case_number, action, actor=who.name, role=role,
+                            note=note, expected_version=version, into=body.into,
+                            amount=body.amount, policy=_policy(), now=_now())
+        view = _full_view(session, order, who)
     return view
 
 
-@orders_api.post("")
-def open_order() -> Any:
-    who = _who()
-    body = _body()
-    _as_role(who, workflow.OPERATOR)
-    try:
-        with transaction(_sessions()) as session:
-            order = service.open_order(
-                session, appeal_type=_text(body, "appeal_type"),
-                description=_text(body, "description"), channel=_text(body, "channel", "web"),
-                actor=who.name, citizen_phone=_text(body, "citizen_phone"),
-                citizen_name=_text(body, "citizen_name"),
-                category_code=_text(body, "category_code"),
-                category_kind=_text(body, "category_kind", "event"),
-                urgency=_text(body, "urgency", "normal"), address=_text(body, "address"),
-                latitude=_number(body, "latitude"), longitude=_number(body, "longitude"),
-                call_id=_text(body, "call_id"), policy=_policy(), now=_now())
-            view = _full_view(session, order, who)
-    except HotlineError as exc:
-        _fail(exc)
-    return jsonify(view), 201
+class PhotoBytes(RawModel):
+    mimetypes = ["image/jpeg", "image/png", "image/webp"]  # noqa: RUF012
 
 
-@orders_api.get("")
-def find_orders() -> Any:
-    who = _who()
-    state = request.args.get("state") or None
-    if state is not None and state not in workflow.STATES:
-        abort(400, f"state: one of {', '.join(workflow.STATES)}")
-    appeal = request.args.get("appeal_type") or None
-    if appeal is not None and appeal not in APPEAL_TYPES:
-        abort(400, f"appeal_type: one of {', '.join(APPEAL_TYPES)}")
-    phone = request.args.get("citizen_phone") or None
-    if phone is not None and not who.see_phone:
-        abort(403, "citizen_phone: searching by phone needs the privilege to see phones")
-    if phone is not None and not phones.normalise_or_empty(phone):
-        abort(400, "citizen_phone: a phone number, e.g. 13800138000 or 0451-88888888")
-    query = OrderQuery(
-        state=state, appeal_type=appeal,
-        department_code=(request.args.get("department_code") or None),
-        grid_prefix=(request.args.get("grid_prefix") or "")[:15] or None,
-        citizen_phone=phone, text=(request.args.get("q") or "")[:100] or None,
-        since=_time("since"), until=_time("until"), limit=_int("limit", 50, 1, 500),
-        offset=_int("offset", 0, 0, 10_000_000))
-    with _sessions()() as session:
-        total, found = service.find_orders(session, query)
-        items = [service.order_view(o, who.see_phone) for o in found]
-    return jsonify({"total": total, "limit": query.limit, "offset": query.offset,
-                    "items": items})
-
-
-@orders_api.get("/<case_number>")
-def get_order(case_number: str) -> Any:
-    who = _who()
-    try:
-        with _sessions()() as session:
-            return jsonify(_full_view(session, service.get_order(session, case_number), who))
-    except HotlineError as exc:
-        _fail(exc)
-
-
-@orders_api.post("/<case_number>/actions/<action>")
-def take_action(case_number: str, action: str) -> Any:
-    who = _who()
-    body = _body()
-    role = _as_role(who, body.get("role"))
-    version = body.get("expected_version")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-        abort(400, "expected_version: a whole number")
-    note = _text(body, "note")
-    into = _text(body, "into") if action == "merge" else ""
-    try:
-        with transaction(_sessions()) as session:
-            order = service.act(session, case_number, action, actor=who.name, role=role,
-                                note=note, expected_version=version, into=into,
-                                amount=body.get("amount"), policy=_policy(), now=_now())
-            view = _full_view(session, order, who)
-    except HotlineError as exc:
-        _fail(exc)
-    return jsonify(view)
-
-
-@orders_api.post("/<case_number>/photos")
-def add_photo(case_number: str) -> Any:
+@orders_api.post("/<case_number>/photos",
+                 summary="Add a photo to an order (处置照片), at most 8 MiB: by a role that may "
+                         "act on the order now (403), not once it is finished (409)",
+                 responses={201: Attachment, 200: Attachment, 413: ErrorBody, 415: ErrorBody})
+@requires("orders.act")
+def add_photo(path: OrderPath, raw: PhotoBytes) -> Any:
     """A photo for the order (the department's feedback, 处置反馈照片): the raw image bytes,
     Content-Type image/jpeg, image/png or image/webp. 201 when added, 200 with the one
     already kept when the order has these very bytes."""
     who = _who()
-    if not who.name:
-        abort(401, "Authorization: a bearer token is needed to add photos")
     request.max_content_length = service.MAX_PHOTO_BYTES
-    if request.mimetype not in ("image/jpeg", "image/png", "image/webp"):
+    if request.mimetype not in PhotoBytes.mimetypes:
         abort(415, "Content-Type: image/jpeg, image/png or image/webp")
     settings = current_app.extensions["hotline.settings"]
     # Read before the transaction: on SQLite it holds the write lock from its start, and a
     # slow upload must not keep every other writer waiting.
     content = request.get_data(cache=False)
-    try:
-        with transaction(_sessions()) as session:
-            row, added = service.store_photo(
-                session, case_number, content, settings.storage.data_dir / "attachments",
-                roles=who.roles, now=_now())
-            answer = {"kind": row.kind, "sha256": row.sha256, "bytes": row.bytes}
-    except HotlineError as exc:
-        _fail(exc)
-    return jsonify(answer), 201 if added else 200
+    with transaction(_sessions()) as session:
+        _may_see(who, service.get_order(session, path.case_number))
+        row, added = service.store_photo(
+            session, path.case_number, content, settings.storage.data_dir / "attachments",
+            roles=who.roles, now=_now())
+        answer = {"kind": row.kind, "sha256": row.sha256, "bytes": row.bytes}
+    return answer, 201 if added else 200
 
 
-@surveys_api.get("/callback-list")
+# --- surveys ----------------------------------------------------------------------------------
+
+
+class CallbackItem(Out):
+    survey_id: int
+    case_number: str
+    round: int
+    phone: str = Field(description="masked without the privilege to see phones")
+    call_attempts: int
+    note: str
+
+
+class CallbackList(Out):
+    items: list[CallbackItem]
+
+
+@surveys_api.get("/callback-list",
+                 summary="Surveys the survey line and SMS could not finish (人工回访)",
+                 responses={200: CallbackList})
+@requires("surveys.read")
 def callback_list() -> Any:
     who = _who()
     with _sessions()() as session:
         items = [{"survey_id": s.id, "case_number": case, "round": s.round,
                   "phone": service.show_phone(s.phone, who.see_phone),
-                  "call_attempts": s.call_attempts, "note": s.note}
+                  "call_attempts": s.call_attempts, "note": _text(s.note or "", who)}
                  for s, case in surveys.agent_list(session)]
-    return jsonify({"items": items})
+    return CallbackList.model_validate({"items": items}).model_dump(mode="json")
 
 
-@surveys_api.post("/<survey_id>/result")
-def survey_result(survey_id: str) -> Any:
-    if not survey_id.isdigit() or len(survey_id) > 12:
-        abort(404, "no such survey")
+class SurveyPath(Path):
+    survey_id: QueryInt(1, MAX_ROW_ID)
+
+
+class SurveyResult(Body):
+    rating: BodyInt(min(surveys.RATINGS), max(surveys.RATINGS)) | None = Field(
+        None, description="1 (very satisfied) to 5 (very dissatisfied), or null if the "
+                          "citizen could not be reached")
+    note: Text(500) = ""
+
+
+class SurveyOutcome(Out):
+    survey_id: int
+    outcome: str
+
+
+@surveys_api.post("/<survey_id>/result",
+                  summary="An agent's callback: the rating, or unreachable",
+                  responses={200: SurveyOutcome})
+@requires("surveys.record")
+def survey_result(path: SurveyPath, body: SurveyResult) -> Any:
     who = _who()
-    body = _body()
     _as_role(who, workflow.OPERATOR)
-    rating = body.get("rating")
-    if rating is not None and (isinstance(rating, bool) or rating not in surveys.RATINGS):
-        abort(400, "rating: 1 (very satisfied) to 5 (very dissatisfied), or null if the "
-                   "citizen could not be reached")
-    try:
-        with transaction(_sessions()) as session:
-            outcome = surveys.agent_result(session, int(survey_id), rating, actor=who.name,
-                                           note=_text(body, "note")[:500], policy=_policy(),
-                                           now=_now())
-    except surveys.SurveyError as exc:
-        abort(404 if "no survey" in str(exc) else 409, str(exc))
-    return jsonify({"survey_id": int(survey_id), "outcome": outcome})
+    with transaction(_sessions()) as session:
+        outcome = surveys.agent_result(session, path.survey_id, body.rating,
+                                       actor=who.name, note=body.note, policy=_policy(),
+                                       now=_now())
+    return {"survey_id": path.survey_id, "outcome": outcome}
 
 
-@catalogue_api.get("")
+# --- catalogue --------------------------------------------------------------------------------
+
+
+class Category(Out):
+    code: str
+    kind: str
+    name: str
+
+
+class Department(Out):
+    code: str
+    name: str
+
+
+class Catalogue(Out):
+    categories: list[Category]
+    departments: list[Department]
+    appeal_types: list[str]
+
+
+@catalogue_api.get("", summary="Event and component categories, departments, appeal types",
+                   responses={200: Catalogue})
+@requires("public")
 def read_catalogue() -> Any:
     with _sessions()() as session:
-        return jsonify({
+        return Catalogue.model_validate({
             "categories": [{"code": c.code, "kind": c.kind, "name": c.name}
                            for c in catalogue.categories(session)],
             "departments": [{"code": d.code, "name": d.name}
                             for d in catalogue.departments(session)],
-            "appeal_types": APPEAL_TYPES})
+            "appeal_types": list(APPEAL_TYPES)}).model_dump(mode="json")
 
 
-@exchange_api.post("/updates")
-def inbound_update() -> Any:
+# --- the city platform ------------------------------------------------------------------------
+
+
+class SignedHeaders(Query):
+    idempotency_key: Text(200) = Field("", alias="Idempotency-Key",
+                                       description="8-80 characters: one per update")
+    timestamp: Text(40) = Field("", alias="X-Hotline-Timestamp",
+                                description="Unix seconds when signed")
+    signature: Text(200) = Field("", alias="X-Hotline-Signature",
+                                 description="sha256=<hex HMAC of timestamp.body>")
+
+
+class SignedUpdate(RawModel):
+    mimetypes = ["application/json"]  # noqa: RUF012
+
+
+class ExchangeAnswer(Out):
+    ok: bool
+    case_number: str
+    action: str
+    state: str
+    version: int
+
+
+class ExchangeRefusal(ErrorBody):
+    ok: bool = False
+    retry: bool | None = Field(None, description="true: a race; send it again")
+    state: str | None = None
+    version: int | None = None
+
+
+@exchange_api.post("/updates",
+                   summary="A signed status update from the city platform (idempotent)",
+                   responses={200: ExchangeAnswer, **{code: ExchangeRefusal for code in (
+                       400, 401, 404, 409, 413, 422)}, 503: ErrorBody})
+@requires("public")  # signed with the platform's shared secret: exchange checks it
+def inbound_update(header: SignedHeaders, raw: SignedUpdate) -> Any:
     """A status update from the city platform, signed with the shared secret."""
     settings = current_app.extensions["hotline.settings"]
     if (request.content_length or 0) > exchange.MAX_INBOUND_BYTES:
@@ -294,150 +509,16 @@ def inbound_update() -> Any:
     body = request.stream.read(exchange.MAX_INBOUND_BYTES + 1)  # chunked: stop one past
     with transaction(_sessions()) as session:
         status, answer = exchange.apply_inbound(
-            session, idempotency_key=request.headers.get("Idempotency-Key", ""),
-            body_bytes=body, timestamp=request.headers.get("X-Hotline-Timestamp", ""),
-            signature=request.headers.get("X-Hotline-Signature", ""),
-            secret=settings.exchange.webhook_secret, now=_now(),
-            policy=_policy())
-    return jsonify(answer), status
+            session, idempotency_key=header.idempotency_key, body_bytes=body,
+            timestamp=header.timestamp, signature=header.signature,
+            secret=settings.exchange.webhook_secret, now=_now(), policy=_policy())
+    if status < 400:
+        return ExchangeAnswer.model_validate(answer).model_dump(mode="json"), status
+    refusal = {**answer, "detail": answer["error"], "error": _REASONS.get(status, "Error")}
+    headers = {"WWW-Authenticate": 'Signature realm="exchange"'} if status == 401 else {}
+    return ExchangeRefusal.model_validate(refusal).model_dump(mode="json",
+                                                              exclude_none=True), status, headers
 
 
-_ORDER = {
-    "type": "object",
-    "required": ["case_number", "state", "version", "appeal_type", "description"],
-    "properties": {
-        "case_number": {"type": "string", "pattern": "^[0-9]{12,16}$",
-                        "description": "案件编号 YYYYMMDDNNNN: the local day and its count, "
-                                       "more than 4 digits after the 9,999th of a day"},
-        "state": {"type": "string", "enum": list(workflow.STATES)},
-        "version": {"type": "integer", "description": "for expected_version"},
-        "appeal_type": {"type": "string", "enum": list(APPEAL_TYPES)},
-        "category_code": {"type": "string"}, "category_kind": {"type": "string"},
-        "urgency": {"type": "string", "enum": list(service.URGENCIES)},
-        "description": {"type": "string"}, "channel": {"type": "string"},
-        "citizen_phone": {"type": "string",
-                          "description": "masked (138****8000) without the privilege"},
-        "citizen_name": {"type": "string"}, "address": {"type": "string"},
-        "latitude": {"type": ["number", "null"], "description": "WGS84"},
-        "longitude": {"type": ["number", "null"]},
-        "grid_code": {"type": "string", "description": "单元网格 code"},
-        "department_code": {"type": "string"},
-        "duplicate_of": {"type": "string", "description": "a suspected repeat of this order"},
-        "merged_into": {"type": "string"}, "repeat_caller": {"type": "boolean"},
-        "rework_count": {"type": "integer"}, "first_call_resolved": {"type": "boolean"},
-        "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
-        "closed_at": {"type": ["string", "null"], "format": "date-time"},
-        "history": {"type": "array", "items": {"type": "object"}},
-        "deadlines": {"type": "array", "items": {"type": "object"}},
-        "attachments": {"type": "array", "items": {"type": "object"}},
-        "surveys": {"type": "array", "items": {"type": "object"}},
-        "allowed_actions": {"type": "array", "items": {"type": "string"}},
-    },
-}
-_NEW_ORDER = {
-    "type": "object", "required": ["appeal_type", "description"],
-    "properties": {
-        "appeal_type": {"type": "string", "enum": list(APPEAL_TYPES)},
-        "description": {"type": "string", "maxLength": service.MAX_DESCRIPTION},
-        "channel": {"type": "string", "enum": list(service.CHANNELS), "default": "web"},
-        "citizen_phone": {"type": "string"}, "citizen_name": {"type": "string"},
-        "category_code": {"type": "string"},
-        "category_kind": {"type": "string", "enum": ["event", "component"]},
-        "urgency": {"type": "string", "enum": list(service.URGENCIES)},
-        "address": {"type": "string", "maxLength": 200},
-        "latitude": {"type": "number", "minimum": -90, "maximum": 90},
-        "longitude": {"type": "number", "minimum": -180, "maximum": 180},
-        "call_id": {"type": "string"},
-    },
-}
-_ERRORS = {code: {"$ref": f"#/components/responses/{name}"} for code, name in (
-    ("400", "BadRequest"), ("401", "Unauthorized"), ("403", "Forbidden"), ("404", "NotFound"),
-    ("409", "Conflict"), ("503", "Unavailable"))}
-_CASE = {"name": "case_number", "in": "path", "required": True, "schema": {"type": "string"}}
-_JSON_ORDER = {"content": {"application/json": {"schema": {
-    "$ref": "#/components/schemas/WorkOrder"}}}}
-
-OPENAPI: dict[str, Any] = {
-    "schemas": {"WorkOrder": _ORDER, "NewWorkOrder": _NEW_ORDER},
-    "paths": {
-        "/api/v1/orders": {
-            "post": {"tags": ["orders"], "summary": "Take in a work order (受理)",
-                     "requestBody": {"required": True, "content": {"application/json": {
-                         "schema": {"$ref": "#/components/schemas/NewWorkOrder"}}}},
-                     "responses": {"201": {"description": "the new order", **_JSON_ORDER},
-                                   **_ERRORS}},
-            "get": {"tags": ["orders"], "summary": "Search work orders, newest first",
-                    "parameters": [
-                        {"name": n, "in": "query", "schema": {"type": "string"}}
-                        for n in ("state", "appeal_type", "department_code", "grid_prefix",
-                                  "citizen_phone", "q", "since", "until", "limit", "offset")],
-                    "responses": {"200": {"description": "a page of orders"}, **_ERRORS}},
-        },
-        "/api/v1/orders/{case_number}": {"get": {
-            "tags": ["orders"], "summary": "One order with its history, clocks and surveys",
-            "parameters": [_CASE],
-            "responses": {"200": {"description": "the order", **_JSON_ORDER}, **_ERRORS}}},
-        "/api/v1/orders/{case_number}/actions/{action}": {"post": {
-            "tags": ["orders"],
-            "summary": "Take a workflow action (立案, 派遣, 签收, 反馈, 结案, 并单, 延期 ...)",
-            "parameters": [_CASE, {"name": "action", "in": "path", "required": True,
-                                   "schema": {"type": "string",
-                                              "enum": list(workflow.ACTIONS)}}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {
-                    "role": {"type": "string", "enum": list(workflow.ROLES)},
-                    "note": {"type": "string", "maxLength": 2000},
-                    "expected_version": {"type": "integer"},
-                    "into": {"type": "string", "description": "merge: the surviving order"},
-                    "amount": {"type": "integer", "minimum": 1,
-                               "description": "grant_extension: how much longer, in the "
-                                              "running clock's own unit (minutes, hours or "
-                                              "days); at most its original limit at a "
-                                              "time"}}}}}},
-            "responses": {"200": {"description": "the order after the action", **_JSON_ORDER},
-                          **_ERRORS}}},
-        "/api/v1/orders/{case_number}/photos": {"post": {
-            "tags": ["orders"],
-            "summary": "Add a photo to an order (处置照片), at most 8 MiB: by a role that may "
-                       "act on the order now (403), not once it is finished (409)",
-            "parameters": [_CASE],
-            "requestBody": {"required": True, "content": {
-                kind: {"schema": {"type": "string", "format": "binary"}}
-                for kind in ("image/jpeg", "image/png", "image/webp")}},
-            "responses": {"201": {"description": "kept: its SHA-256 and size"},
-                          "200": {"description": "these bytes were already kept with the "
-                                                 "order: that attachment, not a second"},
-                          "413": {"description": "over 8 MiB"},
-                          "415": {"description": "not a JPEG, PNG or WebP"}, **_ERRORS}}},
-        "/api/v1/surveys/callback-list": {"get": {
-            "tags": ["surveys"],
-            "summary": "Surveys the survey line and SMS could not finish (人工回访)",
-            "responses": {"200": {"description": "the list"}}}},
-        "/api/v1/surveys/{survey_id}/result": {"post": {
-            "tags": ["surveys"], "summary": "An agent's callback: the rating, or unreachable",
-            "parameters": [{"name": "survey_id", "in": "path", "required": True,
-                            "schema": {"type": "integer"}}],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {
-                    "rating": {"type": ["integer", "null"], "minimum": 1, "maximum": 5},
-                    "note": {"type": "string"}}}}}},
-            "responses": {"200": {"description": "the outcome"}, **_ERRORS}}},
-        "/api/v1/catalogue": {"get": {
-            "tags": ["catalogue"],
-            "summary": "Event and component categories, departments, appeal types",
-            "responses": {"200": {"description": "the catalogue"}}}},
-        "/api/v1/exchange/updates": {"post": {
-            "tags": ["exchange"],
-            "summary": "A signed status update from the city platform (idempotent)",
-            "parameters": [
-                {"name": "Idempotency-Key", "in": "header", "required": True,
-                 "schema": {"type": "string"}},
-                {"name": "X-Hotline-Timestamp", "in": "header", "required": True,
-                 "schema": {"type": "string"}},
-                {"name": "X-Hotline-Signature", "in": "header", "required": True,
-                 "schema": {"type": "string", "description": "sha256=<hex HMAC>"}}],
-            "responses": {"200": {"description": "applied (or the first answer, replayed)"},
-                          **_ERRORS}}},
-    },
-}
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict",
+            413: "Content Too Large", 422: "Unprocessable Content"}

@@ -53,9 +53,13 @@ class OrderError(HotlineError):
 class OrderNotFound(OrderError):
     """No order has that case number."""
 
+    status = 404
+
 
 class ConcurrentChange(OrderError):
     """Someone else moved the order first; reload and decide again."""
+
+    status = 409
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,12 @@ _FULL_WIDTH = str.maketrans("１２３４５", "12345")
 class SurveyError(HotlineError):
     """A survey answer that cannot be taken; says why."""
 
+    status = 409
+
+
+class SurveyNotFound(SurveyError):
+    status = 404
+
 
 @dataclass(frozen=True)
 class Attempt:
@@ -201,7 +207,7 @@ def agent_result(session: Session, survey_id: int, rating: int | None, *, actor:
     """An agent called the citizen: a rating, or None when they could not be reached."""
     survey = session.get(Survey, survey_id)
     if survey is None:
-        raise SurveyError(f"no survey {survey_id}")
+        raise SurveyNotFound(f"no survey {survey_id}")
     if rating is None:
         moved = session.execute(update(Survey).where(
             Survey.id == survey_id, Survey.state == "agent").values(

@@ -37,9 +37,13 @@ OPEN = tuple(s for s in STATES if s not in (*FINAL, "closed", "evaluated"))
 class WorkflowError(HotlineError):
     """A forbidden transition or a role that may not take the action; says which."""
 
+    status = 409
+
 
 class RoleError(WorkflowError):
     """The action exists but is not this role's to take."""
+
+    status = 403
 
 
 @dataclass(frozen=True)
