@@ -19,8 +19,9 @@ session (Flask-Login). Adapters ask here and never read accounts' tables themsel
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,13 +30,14 @@ from flask import Flask, current_app, g, request, session
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import LoginManager, UserMixin, current_user
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Unauthorized
 
 from accounts import audit as audit_log
 from accounts.service import ANONYMOUS, Identity, identify, session_identity
 from core.config import Settings
+from core.db import transaction
 
 SIGNED_IN_AT, SEEN_AT, EXPIRED = "hotline_signed_in_at", "hotline_seen_at", "hotline_expired"
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data", "text/plain")
@@ -80,9 +82,24 @@ def audit(session: Session, action: str, *, target: str = "",
                      address=client_address(), detail={**(detail or {}), **extra})
 
 
+@contextlib.contextmanager
+def reading_personal_data(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A session to read citizens' data in. For a caller who sees numbers unmasked it is a
+    transaction, so the audit rows of what they were shown (`phones_shown`) commit with the
+    read or not at all; for everyone else a plain read."""
+    if current_identity().see_phone:
+        with transaction(sessions) as session:
+            yield session
+    else:
+        with sessions() as session:
+            yield session
+
+
 def phones_shown(session: Session, targets: Iterable[str], *, what: str = "") -> None:
     """A citizen's number was shown unmasked to this request's caller, once per target (a
-    case number, a call id): call it only where the caller's see_phone unmasked one."""
+    case number, a call id). Nothing is written for a caller who saw them masked."""
+    if not current_identity().see_phone:
+        return
     detail = {"what": what} if what else None
     for target in dict.fromkeys(targets):  # once each, in the order shown
         audit(session, audit_log.PHONE_SHOWN, target=target, detail=detail)

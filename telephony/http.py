@@ -12,7 +12,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import Field, model_validator
 
 from accounts.access import SEAT_COMMANDERS, requires
-from accounts.web import current_identity
+from accounts.web import current_identity, phones_shown, reading_personal_data
 from core import phones
 from core.errors import NotFound
 from core.schemas import Body, ErrorBody, Moment, Out, Path, Query, QueryInt, Text, Time
@@ -129,8 +129,9 @@ def list_calls(query: CallsQuery) -> Any:
         until=query.until.timestamp() if query.until else None,
         caller_number=query.caller_number, outcome=query.outcome, agent=query.agent,
         direction=query.direction, limit=query.limit, offset=query.offset)
-    with _sessions()() as session:
+    with reading_personal_data(_sessions()) as session:
         total, items = records.find_calls(session, search)
+        phones_shown(session, [c["call_id"] for c in items], what="call")
     return {"total": total, "limit": search.limit, "offset": search.offset,
             "items": [_call_view(c, who.see_phone) for c in items]}
 
@@ -138,10 +139,11 @@ def list_calls(query: CallsQuery) -> Any:
 @calls_api.get("/<call_id>", summary="One finished call", responses={200: Call, 404: ErrorBody})
 @requires("calls.read")
 def get_call(path: CallPath) -> Any:
-    with _sessions()() as session:
+    with reading_personal_data(_sessions()) as session:
         call = records.get_call(session, path.call_id)
-    if call is None:
-        raise NotFound("no such call")
+        if call is None:
+            raise NotFound("no such call")
+        phones_shown(session, [call["call_id"]], what="call")
     return _call_view(call, current_identity().see_phone)
 
 

@@ -42,6 +42,18 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
                                                          "shift_chief", "admin", "auditor"}),
     ("POST", "/api/v1/surveys/<survey_id>/result"): frozenset({"operator"}),
     ("GET", "/api/v1/kpis"): frozenset({"supervisor", "shift_chief", "admin", "auditor"}),
+    ("GET", "/api/v1/audit"): frozenset({"auditor"}),
+    ("GET", "/api/v1/docs"): PUBLIC,
+    # the pages: signing in and out, the shell's files and language switch
+    ("GET", "/"): PUBLIC,  # a redirect: to /login, or to the person's home
+    ("GET", "/home"): PUBLIC,
+    ("GET", "/login"): PUBLIC,
+    ("POST", "/login"): PUBLIC,
+    ("POST", "/logout"): PUBLIC,
+    ("GET", "/static/<path:filename>"): PUBLIC,
+    ("GET", "/lang/<choice>"): PUBLIC,
+    # each role's home page: that role only
+    **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }
 
 
@@ -65,7 +77,8 @@ def _call(world: World, method: str, route: str, headers: dict[str, str]) -> Any
     with: real path values, a body of the right shape."""
     path = (route.replace("<call_id>", world.call_id).replace("<agent>", "8001")
             .replace("<case_number>", world.case).replace("<survey_id>", "77")
-            .replace("<action>", "login" if "/seats/" in route else "open"))
+            .replace("<action>", "login" if "/seats/" in route else "open")
+            .replace("<path:filename>", "shell.css").replace("<choice>", "en"))
     if route == "/api/v1/kpis":
         path += "?from=2026-11-01T00:00:00%2B08:00&to=2026-11-24T00:00:00%2B08:00"
     if route.endswith("/photos"):
@@ -103,14 +116,23 @@ def test_every_route_times_every_role_and_anonymous(world) -> None:
             if anonymous.status_code in (401, 403):
                 wrong.append((method, route, "anonymous", anonymous.status_code))
             continue
-        if anonymous.status_code != 401 or not anonymous.headers.get(
+        page = not route.startswith("/api/")
+        if page:  # a page sends the anonymous to sign in first
+            if anonymous.status_code != 302 or not anonymous.headers.get(
+                    "Location", "").startswith("/login"):
+                wrong.append((method, route, "anonymous", anonymous.status_code))
+        elif anonymous.status_code != 401 or not anonymous.headers.get(
                 "WWW-Authenticate", "").startswith("Bearer"):
             wrong.append((method, route, "anonymous", anonymous.status_code))
         for role in ROLES:
             reply = _call(world, method, route, world.tokens[role])
             # refused by the route's access (or the own-seat rule), not by the workflow
-            detail = reply.json["detail"] if reply.status_code == 403 else ""
-            denied = detail.endswith(f"may not {view.access}") or detail.startswith("agent:")
+            if page:
+                denied = reply.status_code == 403
+            else:
+                detail = reply.json["detail"] if reply.status_code == 403 else ""
+                denied = (detail.endswith(f"may not {view.access}")
+                          or detail.startswith("agent:"))
             if (role in allowed) == denied or reply.status_code == 401:
                 wrong.append((method, route, role, reply.status_code, reply.json))
     assert wrong == []

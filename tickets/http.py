@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accounts.access import requires
 from accounts.service import DEPARTMENT, Identity
-from accounts.web import current_identity
+from accounts.web import current_identity, phones_shown, reading_personal_data
 from core import phones
 from core.db import transaction
 from core.schemas import (
@@ -250,6 +250,7 @@ def open_order(body: NewOrder) -> Any:
             latitude=body.latitude, longitude=body.longitude, actor=who.name,
             policy=_policy(), now=_now())
         view = _full_view(session, order, who)
+        phones_shown(session, [order.case_number], what="order")
     return view, 201
 
 
@@ -285,9 +286,10 @@ def find_orders(query: OrdersQuery) -> Any:
         state=query.state, appeal_type=query.appeal_type, department_code=department,
         grid_prefix=query.grid_prefix, citizen_phone=query.citizen_phone, text=query.q,
         since=query.since, until=query.until, limit=query.limit, offset=query.offset)
-    with _sessions()() as session:
+    with reading_personal_data(_sessions()) as session:
         total, found = service.find_orders(session, search)
         items = [_summary(o, who) for o in found]
+        phones_shown(session, [o.case_number for o in found], what="order")
     return OrderPage.model_validate({"total": total, "limit": search.limit,
                                      "offset": search.offset, "items": items}).model_dump(
         mode="json")
@@ -302,9 +304,10 @@ class OrderPath(Path):
 @requires("orders.read")
 def get_order(path: OrderPath) -> Any:
     who = _who()
-    with _sessions()() as session:
+    with reading_personal_data(_sessions()) as session:
         order = service.get_order(session, path.case_number)
         _may_see(who, order)
+        phones_shown(session, [order.case_number], what="order")
         return _full_view(session, order, who)
 
 
@@ -339,6 +342,7 @@ def take_action(path: ActionPath, body: ActionBody) -> Any:
                             note=note, expected_version=version, into=body.into,
                             amount=body.amount, policy=_policy(), now=_now())
         view = _full_view(session, order, who)
+        phones_shown(session, [order.case_number], what="order")
     return view
 
 
@@ -394,11 +398,12 @@ class CallbackList(Out):
 @requires("surveys.read")
 def callback_list() -> Any:
     who = _who()
-    with _sessions()() as session:
+    with reading_personal_data(_sessions()) as session:
         items = [{"survey_id": s.id, "case_number": case, "round": s.round,
                   "phone": service.show_phone(s.phone, who.see_phone),
                   "call_attempts": s.call_attempts, "note": _text(s.note or "", who)}
                  for s, case in surveys.agent_list(session)]
+        phones_shown(session, [i["case_number"] for i in items], what="survey")
     return CallbackList.model_validate({"items": items}).model_dump(mode="json")
 
 
