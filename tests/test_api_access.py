@@ -169,6 +169,13 @@ def test_a_department_sees_and_acts_on_only_its_own_orders(world) -> None:
     assert world.client.get("/api/v1/orders", headers=parks).json["items"] == []
     asked = world.client.get("/api/v1/orders?department_code=parks", headers=sanitation)
     assert asked.status_code == 403 and "department_code" in asked.json["detail"]
+    # a department handler bound to no department sees no order, not every order
+    unbound = world.tokens["department"]
+    for path in ("/api/v1/orders", f"/api/v1/orders/{world.case}",
+                 f"/api/v1/orders/{world.other_case}"):
+        refused = world.client.get(path, headers=unbound)
+        assert refused.status_code == 403, (path, refused.json)
+        assert refused.json["detail"].startswith("department:")
     # everyone else reads every order
     everyone = world.client.get("/api/v1/orders", headers=world.tokens["dispatcher"]).json
     assert everyone["total"] == 2

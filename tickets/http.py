@@ -86,12 +86,15 @@ def _as_role(who: Identity, wanted: str | None) -> str:
 
 def _department_scope(who: Identity) -> str | None:
     """The one department whose orders a department handler (and nobody else) may see and
-    act on: the department their account is bound to. None: no such limit. (A bearer token
-    bound to no department is limited by the workflow's roles alone; accounts bind every
-    department handler's login to one.)"""
-    if who.department and DEPARTMENT in who.roles and set(who.roles) <= {DEPARTMENT}:
-        return who.department
-    return None
+    act on: the department their account is bound to. None: no such limit. A department
+    handler bound to no department (a token made by a script, an old api user) sees no
+    order at all rather than every order."""
+    if DEPARTMENT not in who.roles or not set(who.roles) <= {DEPARTMENT}:
+        return None
+    if not who.department:
+        abort(403, "department: this account is bound to no department; an administrator "
+                   "binds it with `hotline users roles NAME --role department --department CODE`")
+    return who.department
 
 
 def _may_see(who: Identity, order: Any) -> None:
