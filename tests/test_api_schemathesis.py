@@ -24,6 +24,7 @@ from core.db import transaction
 from hotline.web import create_app
 from telephony import http as telephony_http
 from tests import api_world
+from tests.conftest import RUN_DIR, make_settings
 
 EXAMPLES = 12  # per route and way of calling: with 15 routes, about a minute per database
 SEAT_COMMAND = "POST /api/v1/seats/{agent}/{action}"
@@ -62,8 +63,9 @@ def world(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 
 # The document does not depend on the database: read it once, from an app with none.
-_DOCUMENT = create_app(None, None, None, None).test_client().get(  # type: ignore[arg-type]
-    "/api/v1/openapi.json").json
+_APP = create_app(make_settings(RUN_DIR / "openapi-document"),
+                  None, None, None)  # type: ignore[arg-type]
+_DOCUMENT = _APP.test_client().get("/api/v1/openapi.json").json
 schema = schemathesis.openapi.from_dict(_DOCUMENT)
 
 
