@@ -970,9 +970,12 @@ def api(database_url: str, tmp_path: Path) -> Iterator[tuple[FlaskClient, Any]]:
 
 
 def _token(factory: Any, name: str, role: str) -> dict[str, str]:
+    """A token for `role`; a department handler works for municipal, the department the
+    road-collapse orders these tests take in (category 0401) are dispatched to."""
     with transaction(factory) as session:
         token = add_user(session, name, [role], False,
-                         tuple(r for r in workflow.ROLES if r != workflow.SYSTEM), now=API_NOW)
+                         tuple(r for r in workflow.ROLES if r != workflow.SYSTEM), now=API_NOW,
+                         department="municipal" if role == "department" else None)
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -57,12 +57,16 @@ def _client(database_url: str, tmp_path: Path,
 
 
 def _user(sessions: Any, name: str, *roles: str, see_phone: bool = False) -> dict[str, str]:
+    """A token for `roles`; a department handler works for sanitation, the department the
+    orders these tests take in (category 0102) are dispatched to."""
     from accounts.service import ROLES as ACCOUNT_ROLES
     from accounts.service import add_user
 
     assert set(ROLES) - {SYSTEM} <= set(ACCOUNT_ROLES)
+    department = "sanitation" if "department" in roles else None
     with transaction(sessions) as session:
-        token = add_user(session, name, list(roles), see_phone, ACCOUNT_ROLES, now=API_NOW)
+        token = add_user(session, name, list(roles), see_phone, ACCOUNT_ROLES, now=API_NOW,
+                         department=department)
     return {"Authorization": f"Bearer {token}"}
 
 
