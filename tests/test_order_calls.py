@@ -8,6 +8,7 @@ free-text call ids into links."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,7 @@ from recordings.catalogue import RecordingFile, recordings_of_case
 from telephony import records
 from telephony.events import CallEnded, CallStarted
 from telephony.models import CallRecord
+from tests import api_world
 from tests.conftest import REDIS_SERVER_URL, make_settings
 from tickets import service
 from tickets.models import WorkOrder, WorkOrderCall
@@ -273,3 +275,36 @@ def test_the_migration_links_old_call_ids_that_name_a_stored_call(database_url: 
     with engine.connect() as conn:
         assert "work_order_calls" not in sa.inspect(conn).get_table_names()
     engine.dispose()
+
+
+def test_the_api_adds_a_later_call_and_shows_both_directions(database_url: str,
+                                                              tmp_path: Path) -> None:
+    world = api_world.build(database_url, tmp_path)
+    http, operator = world.client, world.tokens["operator"]
+    url = f"/api/v1/orders/{world.case}/calls"
+    added = http.post(url, json={"call_id": world.call_id}, headers=operator)
+    assert added.status_code == 201, added.json
+    assert added.json == {
+        "call_id": "1732400000.42", "how": "agent", "linked_at": "2026-11-24T02:00:00+00:00",
+        "pending": False, "started_at": "2026-11-24T01:00:00+00:00", "agent": "8001",
+        "outcome": "answered", "talk_seconds": 57.0,
+        "recording": {"sha256": None, "bytes": None}}
+    again = http.post(url, json={"call_id": world.call_id}, headers=operator)
+    assert again.status_code == 200 and again.json == added.json
+    taken = http.post(f"/api/v1/orders/{world.other_case}/calls",
+                      json={"call_id": world.call_id}, headers=operator)
+    assert taken.status_code == 409
+    assert taken.json["detail"] == f"call_id: call 1732400000.42 belongs to work order {world.case}"
+    unknown = http.post(url, json={"call_id": "1732400000.43"}, headers=operator)
+    assert unknown.status_code == 400 and "no call '1732400000.43'" in unknown.json["detail"]
+    assert http.post(url, json={"call_id": "1732400000.42"},
+                     headers=world.tokens["dispatcher"]).status_code == 403
+    order = http.get(f"/api/v1/orders/{world.case}", headers=operator).json
+    assert [c["call_id"] for c in order["calls"]] == ["1732400000.42"]
+    assert "path" not in json.dumps(order["calls"])
+    call = http.get(f"/api/v1/calls/{world.call_id}", headers=operator).json
+    assert call["case_number"] == world.case
+    opened = http.post("/api/v1/orders", headers=operator, json={
+        "appeal_type": "help", "description": "井盖缺失", "call_id": "1732400000.44"})
+    assert opened.status_code == 400 and "call_id: no call" in opened.json["detail"]
+    world.engine.dispose()

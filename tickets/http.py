@@ -379,6 +379,34 @@ def take_action(path: ActionPath, body: ActionBody) -> Any:
     return view
 
 
+class CallLink(Body):
+    call_id: Text(64, min_length=1) = Field(
+        description="the call's id (Asterisk Linkedid): a finished call, or one still up "
+                    "whose record follows when it ends")
+
+
+@orders_api.post("/<case_number>/calls",
+                 summary="Add a later call about the same case to the order (a call belongs "
+                         "to at most one order: 409 if another has it)",
+                 responses={201: OrderCall, 200: OrderCall})
+@requires("orders.open")
+def link_call(path: OrderPath, body: CallLink) -> Any:
+    """201 when linked, 200 when the call was this order's already."""
+    who = _who()
+    _as_role(who, workflow.OPERATOR)
+    bus = EventBus(current_app.extensions["hotline.redis"])
+    recordings_dir = current_app.extensions["hotline.settings"].storage.recordings_dir
+    with transaction(_sessions()) as session:
+        _may_see(who, service.get_order(session, path.case_number))
+        before = {c["call_id"] for c in service.calls_of_order(session, path.case_number)}
+        link = service.link_call(session, path.case_number, body.call_id, actor=who.name,
+                                 bus=bus, recordings_dir=recordings_dir, now=_now())
+        view = next(c for c in service.calls_of_order(session, path.case_number)
+                    if c["call_id"] == link.call_id)
+    answer = OrderCall.model_validate(view).model_dump(mode="json")
+    return answer, 200 if link.call_id in before else 201
+
+
 class PhotoBytes(RawModel):
     mimetypes = ["image/jpeg", "image/png", "image/webp"]  # noqa: RUF012
 
