@@ -102,6 +102,10 @@ class EventBus:
             return None
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
+    def published(self, event_id: str) -> bool:
+        """Whether an event with this id was published (within the last SEEN_SECONDS)."""
+        return bool(self.client.exists(f"{self.stream}:seen:{event_id}"))
+
     def read(self, after: str = "0-0", count: int = 500, block_ms: int | None = None
              ) -> list[tuple[str, dict[str, Any]]]:
         """Events after the id `after`, oldest first."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,3 +53,51 @@ def fingerprint(path: Path, settle_seconds: float = 3.0) -> RecordingFile | None
         for block in iter(lambda: audio.read(1 << 16), b""):
             digest.update(block)
     return RecordingFile(path=path, sha256=digest.hexdigest(), size=path.stat().st_size)
+
+
+# Each recording that belongs to a work order is found by its case number (案件编号) under
+# cases/<case number>/<call id><suffix>: a relative symlink to the recording where
+# MixMonitor left it, so the catalogue of a case is a directory listing and survives the
+# recordings directory being moved whole.
+CASES_DIR = "cases"
+_CASE = re.compile(r"[0-9]{12,16}")
+_CALL = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z._-]{0,63}")
+
+
+def file_under_case(recordings_dir: Path, recording: Path, case_number: str,
+                    call_id: str) -> Path | None:
+    """Name `recording` (of call `call_id`) under its case number; the link's path, or None
+    when the recording lies outside `recordings_dir` or is gone. Filing it again changes
+    nothing; a call's recording is filed under one case only, the one given last."""
+    if not _CASE.fullmatch(case_number) or not _CALL.fullmatch(call_id):
+        raise ValueError(f"case {case_number[:20]!r} / call {call_id[:64]!r}: not a name")
+    root = recordings_dir.resolve()
+    target = recording.resolve()
+    if not target.is_relative_to(root) or not target.is_file():
+        return None
+    folder = root / CASES_DIR / case_number
+    link = folder / f"{call_id}{target.suffix}"
+    relative = os.path.relpath(target, folder)
+    if link.is_symlink() and os.readlink(link) == relative:
+        return link
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in (root / CASES_DIR).glob(f"*/{call_id}{target.suffix}"):
+        if old != link:  # the call moved to another order
+            old.unlink(missing_ok=True)
+    partial = folder / f".{call_id}.{os.getpid()}.part"
+    partial.unlink(missing_ok=True)
+    partial.symlink_to(relative)
+    os.replace(partial, link)  # never a half-made name, even with two fileing at once
+    return link
+
+
+def recordings_of_case(recordings_dir: Path, case_number: str) -> list[Path]:
+    """The recordings filed under a case number, each as the recording's own path."""
+    if not _CASE.fullmatch(case_number):
+        return []
+    folder = recordings_dir.resolve() / CASES_DIR / case_number
+    if not folder.is_dir():
+        return []
+    return sorted(link.resolve() for link in folder.iterdir()
+                  if link.is_symlink() and not link.name.startswith(".")
+                  and link.resolve().is_file())

@@ -85,6 +85,8 @@ class Call(Out):
     recording: Recording | None
     incomplete: bool = Field(description="part of the call happened while the AMI link "
                                          "was down")
+    case_number: str | None = Field(description="案件编号 of the work order the call belongs "
+                                                "to; null while it belongs to none")
     ivr_path: list[dict[str, Any]]
     agent_attempts: list[dict[str, Any]]
     transfers: list[dict[str, Any]]

@@ -113,6 +113,9 @@ class CallRecord(Base):
     recording_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     incomplete: Mapped[bool] = mapped_column(Boolean, default=False)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The case number (案件编号) of the work order this call belongs to, written by the
+    # tickets room through this room's door (records.mark_case) when it links the call.
+    case_number: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
     stored_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
 
 

@@ -6,12 +6,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import phones
+from core.events import EventBus
 from recordings.catalogue import RecordingFile
+from telephony.events import CallStarted
 from telephony.models import CallRecord
 
 OUTCOMES = ("answered", "abandoned", "unanswered", "ivr")
@@ -83,7 +85,7 @@ def as_dict(row: CallRecord) -> dict[str, Any]:
         "recording": None if row.recording_path is None else {
             "path": row.recording_path, "sha256": row.recording_sha256,
             "bytes": row.recording_bytes},
-        "incomplete": row.incomplete,
+        "incomplete": row.incomplete, "case_number": row.case_number,
         **{key: (row.details or {}).get(key, []) for key in _DETAIL_KEYS},
     }
 
@@ -129,3 +131,37 @@ def find_calls(session: Session, query: CallQuery) -> tuple[int, list[dict[str, 
 def get_call(session: Session, call_id: str) -> dict[str, Any] | None:
     row = session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
     return None if row is None else as_dict(row)
+
+
+# --- the door the rooms above use to bind a call to what it was about ----------------------
+
+
+def stored_ids(session: Session, call_ids: list[str]) -> dict[str, int]:
+    """The record row id of each of `call_ids` that is stored (its call has ended)."""
+    if not call_ids:
+        return {}
+    rows = session.execute(select(CallRecord.call_id, CallRecord.id).where(
+        CallRecord.call_id.in_(call_ids)))
+    return {call_id: row_id for call_id, row_id in rows}
+
+
+def call_started(bus: EventBus | None, call_id: str) -> bool:
+    """Whether this service announced the call's start (`call.started`): a call still up,
+    or one whose record is about to be stored. Without a bus nothing is known of live
+    calls."""
+    return bus is not None and bus.published(CallStarted(at=0.0, call_id=call_id).id)
+
+
+def mark_case(session: Session, call_id: str, case_number: str) -> None:
+    """The call record shows the case number of the work order it belongs to."""
+    session.execute(update(CallRecord).where(CallRecord.call_id == call_id)
+                    .values(case_number=case_number)
+                    .execution_options(synchronize_session=False))
+
+
+def calls_of(session: Session, record_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The stored calls with these row ids, as `as_dict` shows them."""
+    if not record_ids:
+        return {}
+    rows = session.scalars(select(CallRecord).where(CallRecord.id.in_(record_ids)))
+    return {row.id: as_dict(row) for row in rows}

@@ -38,6 +38,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/api/v1/orders/<case_number>"): EVERYONE,
     ("POST", "/api/v1/orders/<case_number>/actions/<action>"): WORKFLOW,
     ("POST", "/api/v1/orders/<case_number>/photos"): WORKFLOW,
+    ("POST", "/api/v1/orders/<case_number>/calls"): frozenset({"operator"}),
     ("GET", "/api/v1/surveys/callback-list"): frozenset({"operator", "supervisor",
                                                          "shift_chief", "admin", "auditor"}),
     ("POST", "/api/v1/surveys/<survey_id>/result"): frozenset({"operator"}),

@@ -23,6 +23,7 @@ from accounts.service import DEPARTMENT, Identity
 from accounts.web import current_identity, phones_shown, reading_personal_data
 from core import phones
 from core.db import transaction
+from core.events import EventBus
 from core.schemas import (
     Body,
     BodyInt,
@@ -181,10 +182,32 @@ class SurveyView(Out):
     call_attempts: int
 
 
+class CallRecording(Out):
+    """The recording's fingerprint; where it lies on disk is never shown."""
+
+    sha256: str | None
+    bytes: int | None
+
+
+class OrderCall(Out):
+    call_id: str = Field(description="the call's id (Asterisk Linkedid), as /api/v1/calls has it")
+    how: Literal[service.LINK_KINDS] = Field(  # type: ignore[valid-type]
+        description="intake: the order was taken in on it; agent: added later; ivr: the "
+                    "citizen keyed the case number calling again; migrated: from before")
+    linked_at: Moment
+    pending: bool = Field(description="the call is still up: its record follows when it ends")
+    started_at: Moment | None
+    agent: str | None
+    outcome: str | None
+    talk_seconds: float | None
+    recording: CallRecording | None
+
+
 class WorkOrder(OrderSummary):
     history: list[HistoryEntry]
     deadlines: list[DeadlineView]
     attachments: list[Attachment]
+    calls: list[OrderCall]
     surveys: list[SurveyView]
     allowed_actions: list[str]
 
@@ -215,6 +238,7 @@ def _full_view(session: Session, order: Any, who: Identity) -> dict[str, Any]:
         "on_time": d.on_time} for d in deadlines.deadlines(session, order.case_number)]
     view["attachments"] = [{"kind": a.kind, "sha256": a.sha256, "bytes": a.bytes}
                            for a in service.attachments(session, order.case_number)]
+    view["calls"] = service.calls_of_order(session, order.case_number)
     view["surveys"] = [{"round": s.round, "state": s.state, "rating": s.rating,
                         "channel": s.channel, "outcome": s.outcome,
                         "call_attempts": s.call_attempts}
@@ -247,11 +271,17 @@ class NewOrder(Body):
 def open_order(body: NewOrder) -> Any:
     who = _who()
     _as_role(who, workflow.OPERATOR)
+    bus = EventBus(current_app.extensions["hotline.redis"])  # is the call_id a live call?
+    recordings_dir = current_app.extensions["hotline.settings"].storage.recordings_dir
     with transaction(_sessions()) as session:
         order = service.open_order(
             session, **body.model_dump(exclude={"latitude", "longitude"}),
-            latitude=body.latitude, longitude=body.longitude, actor=who.name,
+            latitude=body.latitude, longitude=body.longitude, actor=who.name, bus=bus,
             policy=_policy(), now=_now())
+        if body.call_id:  # a call that has ended already: its recording under the case now
+            service.link_call(session, order.case_number, body.call_id, actor=who.name,
+                              how="intake", bus=bus, recordings_dir=recordings_dir,
+                              now=_now())
         view = _full_view(session, order, who)
         phones_shown(session, [order.case_number], what="order")
     return view, 201
@@ -347,6 +377,34 @@ def take_action(path: ActionPath, body: ActionBody) -> Any:
         view = _full_view(session, order, who)
         phones_shown(session, [order.case_number], what="order")
     return view
+
+
+class CallLink(Body):
+    call_id: Text(64, min_length=1) = Field(
+        description="the call's id (Asterisk Linkedid): a finished call, or one still up "
+                    "whose record follows when it ends")
+
+
+@orders_api.post("/<case_number>/calls",
+                 summary="Add a later call about the same case to the order (a call belongs "
+                         "to at most one order: 409 if another has it)",
+                 responses={201: OrderCall, 200: OrderCall})
+@requires("orders.open")
+def link_call(path: OrderPath, body: CallLink) -> Any:
+    """201 when linked, 200 when the call was this order's already."""
+    who = _who()
+    _as_role(who, workflow.OPERATOR)
+    bus = EventBus(current_app.extensions["hotline.redis"])
+    recordings_dir = current_app.extensions["hotline.settings"].storage.recordings_dir
+    with transaction(_sessions()) as session:
+        _may_see(who, service.get_order(session, path.case_number))
+        before = {c["call_id"] for c in service.calls_of_order(session, path.case_number)}
+        link = service.link_call(session, path.case_number, body.call_id, actor=who.name,
+                                 bus=bus, recordings_dir=recordings_dir, now=_now())
+        view = next(c for c in service.calls_of_order(session, path.case_number)
+                    if c["call_id"] == link.call_id)
+    answer = OrderCall.model_validate(view).model_dump(mode="json")
+    return answer, 200 if link.call_id in before else 201
 
 
 class PhotoBytes(RawModel):

@@ -19,6 +19,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UtcDateTime
+from telephony.models import CallRecord
 
 
 class CalendarDay(Base):
@@ -99,6 +100,28 @@ class WorkOrderEvent(Base):
     role: Mapped[str] = mapped_column(String(20))
     note: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class WorkOrderCall(Base):
+    """A call (通话) that belongs to an order: the one it was taken in on, a later one an
+    agent added, or a citizen calling again who keyed its case number in the IVR. An order
+    has many calls, a call belongs to at most one order (`call_id` is unique).
+
+    `call_id` is the call's Asterisk Linkedid, known while the call is still up; its record
+    is stored only when the last leg hangs up, so `call_record_id` stays empty (a pending
+    link) until then and is filled once the record exists (tickets.service.resolve_links)."""
+
+    __tablename__ = "work_order_calls"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("work_orders.id", ondelete="CASCADE"),
+                                          index=True)
+    call_id: Mapped[str] = mapped_column(String(64), unique=True)
+    call_record_id: Mapped[int | None] = mapped_column(
+        ForeignKey(CallRecord.id, ondelete="SET NULL"), unique=True, nullable=True)
+    how: Mapped[str] = mapped_column(String(10))  # intake | agent | ivr | migrated
+    actor: Mapped[str] = mapped_column(String(50), default="")
+    linked_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class WorkOrderAttachment(Base):

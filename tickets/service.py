@@ -21,11 +21,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import false, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import phones
 from core.db import insert_on_conflict
 from core.errors import HotlineError
+from core.events import EventBus
+from recordings import catalogue as recordings
+from telephony import records as call_records
 from tickets import catalogue, deadlines, geo, workflow
 from tickets.events import Move, WorkOrderMoved, WorkOrderOpened, emit
 from tickets.models import (
@@ -33,6 +37,7 @@ from tickets.models import (
     CaseCounter,
     WorkOrder,
     WorkOrderAttachment,
+    WorkOrderCall,
     WorkOrderEvent,
 )
 from tickets.policy import DEFAULT_POLICY as DEFAULT_POLICY  # re-exported: the door's
@@ -54,6 +59,12 @@ class OrderNotFound(OrderError):
     """No order has that case number."""
 
     status = 404
+
+
+class CallTaken(OrderError):
+    """The call belongs to another order already: a call belongs to at most one."""
+
+    status = 409
 
 
 class ConcurrentChange(OrderError):
@@ -86,11 +97,14 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
                category_code: str = "", category_kind: str = "event", urgency: str = "normal",
                address: str = "", latitude: float | None = None,
                longitude: float | None = None, call_id: str = "",
-               policy: Policy = DEFAULT_POLICY, now: datetime) -> WorkOrder:
+               bus: EventBus | None = None, policy: Policy = DEFAULT_POLICY,
+               now: datetime) -> WorkOrder:
     """A new order in intake (受理), with its case number YYYYMMDDNNNN (`next_case_number`),
     its grid and responsible department derived from the location, flagged when it looks
     like a repeat of an open order nearby (疑似重复) or the caller reported recently
-    (重复来电)."""
+    (重复来电). Taken in on call `call_id`, the order is linked to that call (`link_call`):
+    often while the call is still up, the record to follow when it ends."""
+    call_id = _call_id(call_id) if call_id else ""
     if appeal_type not in APPEAL_TYPES:
         raise OrderError(f"appeal_type: one of {', '.join(APPEAL_TYPES)}")
     if channel not in CHANNELS:
@@ -131,7 +145,7 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
     order = WorkOrder(case_number=number, appeal_type=appeal_type, category_code=category_code,
                       category_kind=category_kind if category_code else "",
                       description=text, citizen_phone=phone, citizen_name=name,
-                      channel=channel, call_id=call_id[:64], state="intake", version=1,
+                      channel=channel, call_id=call_id, state="intake", version=1,
                       urgency=urgency, address=place, latitude=latitude,
                       longitude=longitude, grid_code=grid_code,
                       department_code=department, duplicate_of=duplicate,
@@ -139,6 +153,8 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
     session.add(order)
     session.flush()
     _append(session, order, "create", "", "intake", actor, workflow.OPERATOR, "", now)
+    if call_id:
+        _link(session, order, call_id, how="intake", actor=actor, bus=bus, now=now)
     emit(WorkOrderOpened(
         at=now.timestamp(), case_number=number, appeal_type=appeal_type, channel=channel,
         category_code=category_code, department_code=department, duplicate_of=duplicate,
@@ -465,3 +481,199 @@ def find_orders(session: Session, query: OrderQuery) -> tuple[int, list[WorkOrde
 
 def get_order(session: Session, case_number: str) -> WorkOrder:
     return _order(session, case_number)
+
+
+# --- the calls of an order (通话) --------------------------------------------------------------
+
+LINK_KINDS = ("intake", "agent", "ivr", "migrated")  # how a call came to belong to an order
+# An Asterisk Linkedid ("1764400000.12"), or a test kit's id: no path, no markup.
+_CALL_ID = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z._-]{0,63}")
+PENDING_DAYS = 2  # a pending link whose call never got a record is looked at this long
+
+
+def _call_id(text: str) -> str:
+    call_id = text.strip() if isinstance(text, str) else ""
+    if not _CALL_ID.fullmatch(call_id):
+        raise OrderError("call_id: a call's id as the telephony service gives it, "
+                         "e.g. 1764400000.12")
+    return call_id
+
+
+def link_call(session: Session, case_number: str, call_id: str, *, actor: str,
+              how: str = "agent", bus: EventBus | None = None,
+              recordings_dir: Path | None = None, now: datetime) -> WorkOrderCall:
+    """Add call `call_id` to the order: a later call about the same case, or the one it was
+    taken in on. Linking a call to its own order again changes nothing; a call belongs to
+    at most one order (CallTaken, 409, if another has it).
+
+    A stored call is linked at once and its record shows the case number. A call still up
+    has no record yet: with `bus`, a call the telephony service announced is linked pending
+    and resolved when its record is stored (`call_ended`, `resolve_links`); an id that is
+    neither is refused. Without a bus (the IVR's own voice messages, opened on the very
+    call they name) the id is taken as it is. With `recordings_dir` a stored call's
+    recording is filed under the case number at once."""
+    if how not in LINK_KINDS:
+        raise OrderError(f"how: one of {', '.join(LINK_KINDS)}")
+    order = _order(session, case_number)
+    link = _link(session, order, _call_id(call_id), how=how, actor=actor, bus=bus, now=now)
+    if recordings_dir is not None and link.call_record_id is not None:
+        call = call_records.calls_of(session, [link.call_record_id])[link.call_record_id]
+        file_recording(recordings_dir, order.case_number, call)
+    return link
+
+
+def _link(session: Session, order: WorkOrder, call_id: str, *, how: str, actor: str,
+          bus: EventBus | None, now: datetime) -> WorkOrderCall:
+    owner = _owner(session, call_id)
+    if owner is not None:
+        return _same_order(owner, order, call_id)
+    record_id = call_records.stored_ids(session, [call_id]).get(call_id)
+    if record_id is None and bus is not None and not call_records.call_started(bus, call_id):
+        raise OrderError(f"call_id: no call {call_id!r}: neither a finished call nor one "
+                         "under way")
+    link = WorkOrderCall(order_id=order.id, call_id=call_id, call_record_id=record_id,
+                         how=how, actor=_clean(actor, "actor", 50), linked_at=now)
+    try:
+        with session.begin_nested():  # two desks linking one call at once: one wins
+            session.add(link)
+    except IntegrityError:
+        owner = _owner(session, call_id)
+        if owner is None:
+            raise
+        return _same_order(owner, order, call_id)
+    if record_id is not None:
+        call_records.mark_case(session, call_id, order.case_number)
+    return link
+
+
+def _owner(session: Session, call_id: str) -> tuple[WorkOrderCall, str] | None:
+    found = session.execute(select(WorkOrderCall, WorkOrder.case_number)
+                            .join(WorkOrder, WorkOrder.id == WorkOrderCall.order_id)
+                            .where(WorkOrderCall.call_id == call_id)).first()
+    return None if found is None else (found[0], found[1])
+
+
+def _same_order(owner: tuple[WorkOrderCall, str], order: WorkOrder,
+                call_id: str) -> WorkOrderCall:
+    link, case_number = owner
+    if link.order_id != order.id:
+        raise CallTaken(f"call_id: call {call_id} belongs to work order {case_number}")
+    return link
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A link whose call record now exists: file its recording under the case number."""
+
+    case_number: str
+    call: dict[str, object]
+
+
+def resolve_links(session: Session, call_ids: Sequence[str] | None = None, *,
+                  now: datetime) -> list[Resolved]:
+    """Give pending links (calls linked while still up) their stored record, and the
+    record the case number: those of `call_ids`, or every one of the last PENDING_DAYS.
+    Resolving again changes nothing."""
+    where = [WorkOrderCall.call_record_id.is_(None)]
+    if call_ids is not None:
+        where.append(WorkOrderCall.call_id.in_(list(call_ids)))
+    else:
+        where.append(WorkOrderCall.linked_at >= now - timedelta(days=PENDING_DAYS))
+    pending = session.execute(select(WorkOrderCall, WorkOrder.case_number)
+                              .join(WorkOrder, WorkOrder.id == WorkOrderCall.order_id)
+                              .where(*where)).all()
+    stored = call_records.stored_ids(session, [link.call_id for link, _ in pending])
+    done = [(link, case) for link, case in pending if link.call_id in stored]
+    for link, case_number in done:
+        link.call_record_id = stored[link.call_id]
+        call_records.mark_case(session, link.call_id, case_number)
+    session.flush()
+    calls = call_records.calls_of(session, [link.call_record_id for link, _ in done
+                                            if link.call_record_id is not None])
+    return [Resolved(case, calls[link.call_record_id]) for link, case in done
+            if link.call_record_id in calls]
+
+
+def call_ended(session: Session, record: dict[str, object], *,
+               now: datetime) -> Resolved | None:
+    """The tickets side of a finished call (`call.ended`, its stored `record`): a pending
+    link gets its record; a call that belongs to no order yet, whose caller keyed the case
+    number of an order in the IVR (办理进度查询), is added to that order (to the surviving
+    one of a merged order). Idempotent: the bus may deliver the call twice."""
+    call_id = str(record.get("call_id") or "")
+    if not _CALL_ID.fullmatch(call_id):
+        return None
+    resolved = resolve_links(session, [call_id], now=now)
+    if resolved:
+        return resolved[0]
+    owner = _owner(session, call_id)
+    if owner is not None:
+        link, case_number = owner
+        calls = call_records.calls_of(session, [link.call_record_id] if link.call_record_id
+                                      else [])
+        return Resolved(case_number, calls[link.call_record_id]) \
+            if link.call_record_id in calls else None
+    order = _keyed_order(session, record.get("ivr_path"))
+    if order is None:
+        return None
+    link = _link(session, order, call_id, how="ivr", actor="ivr", bus=None, now=now)
+    if link.call_record_id is None:  # not stored after all: resolved by the next sweep
+        return None
+    calls = call_records.calls_of(session, [link.call_record_id])
+    return Resolved(order.case_number, calls[link.call_record_id])
+
+
+def _keyed_order(session: Session, ivr_path: object) -> WorkOrder | None:
+    """The order whose case number the caller keyed last (of those that exist)."""
+    keyed = [str(step.get("value") or "") for step in ivr_path or []
+             if isinstance(step, dict) and step.get("node") == "case"] \
+        if isinstance(ivr_path, list) else []
+    for number in reversed(keyed):
+        if not re.fullmatch(r"[0-9]{12,16}", number):
+            continue
+        order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == number))
+        if order is not None and order.merged_into:
+            order = session.scalar(select(WorkOrder).where(
+                WorkOrder.case_number == order.merged_into)) or order
+        if order is not None:
+            return order
+    return None
+
+
+def file_recording(recordings_dir: Path, case_number: str,
+                   call: dict[str, object]) -> Path | None:
+    """File the call's recording under the case number in the recordings catalogue
+    (recordings/cases/<case number>/<call id>.wav); None if it has none on this host."""
+    recording = call.get("recording")
+    path = recording.get("path") if isinstance(recording, dict) else None
+    if not path:
+        return None
+    return recordings.file_under_case(recordings_dir, Path(str(path)), case_number,
+                                      str(call["call_id"]))
+
+
+def calls_of_order(session: Session, case_number: str) -> list[dict[str, object]]:
+    """The order's calls, first linked first: when, who answered, how it ended, how long
+    they talked and the recording's fingerprint; `pending` while the call is still up."""
+    order = _order(session, case_number)
+    links = list(session.scalars(select(WorkOrderCall).where(
+        WorkOrderCall.order_id == order.id).order_by(WorkOrderCall.linked_at,
+                                                     WorkOrderCall.id)))
+    calls = call_records.calls_of(session, [link.call_record_id for link in links
+                                            if link.call_record_id is not None])
+    out: list[dict[str, object]] = []
+    for link in links:
+        call = calls.get(link.call_record_id) if link.call_record_id else None
+        recording = call.get("recording") if call else None
+        started = call.get("started_at") if call else None
+        out.append({
+            "call_id": link.call_id, "how": link.how, "linked_at": link.linked_at,
+            "pending": call is None,
+            "started_at": call_records.as_time(float(started))  # type: ignore[arg-type]
+            if started is not None else None,
+            "agent": call.get("agent") if call else None,
+            "outcome": call.get("outcome") if call else None,
+            "talk_seconds": call.get("talk_seconds") if call else None,
+            "recording": {"sha256": recording.get("sha256"), "bytes": recording.get("bytes")}
+            if isinstance(recording, dict) else None})
+    return out

@@ -5,6 +5,9 @@
   worker's consumer group: one published while the worker is down is handled when it
   returns, and one it read but did not finish is read again;
 - SMS surveys nobody answered go to the agents' callback list;
+- finished calls (`call.ended`) are bound to their orders: a call an order was opened on
+  while it was up gets its record, a caller who keyed a case number in the IVR has the call
+  added to that order, and the recording is filed under the case number;
 - deadline warnings (yellow, red) and escalation to supervision (督办);
 - webhook deliveries to the city platform, retried until they land.
 
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
 DEADLINE_EVERY = 30.0
+PENDING_EVERY = 30.0  # pending call links whose call.ended came before the order committed
 STALE_ATTEMPT = timedelta(minutes=10)  # a survey call with no outcome after this is retried
 EVENTS_GROUP = "tickets"  # the worker's consumer group on the event stream
 
@@ -49,7 +53,7 @@ class TicketsWorker:
         bus.ensure_group(EVENTS_GROUP)  # before anything is published for it to miss
 
     async def run(self, stop: asyncio.Event) -> None:
-        last_sweep = 0.0
+        last_sweep = last_links = 0.0
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             jobs = [self.survey_outcomes, self.dial_surveys, self.expire_sms,
@@ -57,6 +61,9 @@ class TicketsWorker:
             if loop.time() - last_sweep >= DEADLINE_EVERY:
                 jobs.append(self.sweep_deadlines)
                 last_sweep = loop.time()
+            if loop.time() - last_links >= PENDING_EVERY:
+                jobs.append(self.resolve_pending_calls)
+                last_links = loop.time()
             for job in jobs:
                 try:
                     await asyncio.to_thread(job)
@@ -88,18 +95,64 @@ class TicketsWorker:
         return placed
 
     def survey_outcomes(self, now: datetime | None = None) -> None:
-        """Unanswered survey calls (from the telephony service's events) and attempts that
+        """The events the worker follows (`handle_events`), then survey attempts that
         never reported back."""
+        now = now or self.clock.now()
+        self.handle_events(now)
+        with self.sessions() as session:
+            stale = surveys.stale_calls(session, now, STALE_ATTEMPT)
+        for attempt_id in stale:
+            self._call_failed(attempt_id, "no outcome reported", now)
+
+    def handle_events(self, now: datetime | None = None) -> None:
+        """The telephony service's events, through the worker's consumer group: unanswered
+        survey calls (`outbound.failed`) and finished calls (`call.ended`). An event is
+        acknowledged once handled; one whose handling failed (the database busy) comes
+        again at the next tick."""
         now = now or self.clock.now()
         for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer):
             if event.get("type") == "outbound.failed" and event.get("purpose") == "survey":
                 self._call_failed(str(event.get("reference", "")),
                                   str(event.get("reason", "")), now)
+            elif event.get("type") == "call.ended" and isinstance(event.get("record"), dict):
+                self.call_ended(event["record"], now)
             self.bus.ack(EVENTS_GROUP, entry_id)
-        with self.sessions() as session:
-            stale = surveys.stale_calls(session, now, STALE_ATTEMPT)
-        for attempt_id in stale:
-            self._call_failed(attempt_id, "no outcome reported", now)
+
+    # ------------------------------------------------------------------ calls of orders
+
+    def call_ended(self, record: dict[str, object], now: datetime | None = None) -> str:
+        """Bind a finished call to its order (tickets.service.call_ended) and file its
+        recording under the case number; the case number, or "" if it belongs to none."""
+        now = now or self.clock.now()
+        try:
+            with transaction(self.sessions) as session:
+                resolved = service.call_ended(session, record, now=now)
+        except HotlineError as exc:  # e.g. linked to another order meanwhile: nothing to do
+            log.info("call %s not linked: %s", record.get("call_id"), exc)
+            return ""
+        if resolved is None:
+            return ""
+        self._file(resolved)
+        log.info("call %s belongs to work order %s", record.get("call_id"),
+                 resolved.case_number)
+        return resolved.case_number
+
+    def resolve_pending_calls(self, now: datetime | None = None) -> list[str]:
+        """Pending links whose call ended while the order was being saved (its call.ended
+        was handled before the order committed); the call ids resolved."""
+        with transaction(self.sessions) as session:
+            resolved = service.resolve_links(session, now=now or self.clock.now())
+        for item in resolved:
+            self._file(item)
+        return [str(item.call["call_id"]) for item in resolved]
+
+    def _file(self, resolved: service.Resolved) -> None:
+        try:
+            service.file_recording(self.settings.storage.recordings_dir,
+                                   resolved.case_number, resolved.call)
+        except (OSError, ValueError) as exc:  # the link is kept; the catalogue name is not
+            log.warning("recording of call %s not filed under %s: %s",
+                        resolved.call.get("call_id"), resolved.case_number, exc)
 
     def _call_failed(self, attempt_id: str, reason: str, now: datetime) -> None:
         with transaction(self.sessions) as session:
