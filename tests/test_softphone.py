@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from accounts.service import OPERATOR, create_account
+from accounts.service import OPERATOR, Identity, create_account
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
 from core.config import Settings
@@ -27,6 +27,7 @@ from recordings.catalogue import host_path
 from sipkit.kit import Call, Dtmf, Say, SipKit, Wait
 from telephony import commands, directory
 from telephony.ami import EventTap
+from tests import api_world
 from tests.browser import MEDIA_FLAGS, chromium, screenshot
 from tests.conftest import TEST_AGENTS, WEB_PORT, api, wait_until
 
@@ -164,3 +165,40 @@ def test_an_agent_answers_a_citizen_in_the_browser(
     quiet_band = _band_rms(recording, 2600, 3000, tmp_path)  # neither side's tone
     assert caller_band > 10 * quiet_band and caller_band > 300, (caller_band, quiet_band)
     assert browser_band > 10 * quiet_band and browser_band > 300, (browser_band, quiet_band)
+
+
+def test_the_desk_hands_out_only_the_signed_in_agents_own_softphone(
+        database_url: str, tmp_path: Path) -> None:
+    world = api_world.build(database_url, tmp_path)
+    try:
+        with transaction(world.sessions) as session:
+            directory.ensure_queue(session, "intake")
+            directory.add_agent(session, "8001", "王芳", queues=("intake",))
+            directory.add_agent(session, "8002", "李四", queues=("intake",))
+            passwords = {a.number: a.sip_password for a in directory.snapshot(session).agents}
+        own = api_world.as_identity(world, Identity("坐席8001", ("operator",), False,
+                                                    agent="8001"))
+        reply = world.client.get("/desk/softphone", headers=own)
+        assert reply.status_code == 200
+        assert reply.headers["Cache-Control"] == "no-store"
+        port = world.app.extensions["hotline.settings"].pbx.webrtc_port
+        assert reply.json == {"agent": "8001", "display_name": "王芳",
+                              "uri": "sip:8001-webrtc@127.0.0.1",
+                              "authorization_user": "8001-webrtc",
+                              "password": passwords["8001"],
+                              "websocket": f"wss://127.0.0.1:{port}/ws"}
+        assert passwords["8002"] not in reply.get_data(as_text=True)
+        nobody = api_world.as_identity(world, Identity("无坐席", ("supervisor",), False))
+        assert world.client.get("/desk/softphone", headers=nobody).status_code == 404
+        unknown = api_world.as_identity(world, Identity("坐席9009", ("operator",), False,
+                                                        agent="9009"))
+        assert world.client.get("/desk/softphone", headers=unknown).status_code == 404
+        # only the desk page may connect to Asterisk's WSS; every other page keeps 'self'
+        page = world.client.get("/desk", headers=own)
+        assert page.status_code == 200
+        assert (f"connect-src 'self' wss://127.0.0.1:{port}/ws;"
+                in page.headers["Content-Security-Policy"])
+        home = world.client.get("/home/operator", headers=own)
+        assert "connect-src 'self';" in home.headers["Content-Security-Policy"]
+    finally:
+        world.engine.dispose()
