@@ -15,7 +15,7 @@ from accounts.access import requires
 from accounts.pages import guard_pages
 from accounts.web import current_identity
 from telephony import directory
-from telephony.seats import BROWSER_SUFFIX
+from telephony.directory import BROWSER_SUFFIX
 
 desk = guard_pages(Blueprint("desk", __name__, template_folder="templates"))
 

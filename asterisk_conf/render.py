@@ -15,8 +15,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from core.config import Settings
-from telephony.directory import Directory
-from telephony.seats import BROWSER_SUFFIX
+from telephony.directory import BROWSER_SUFFIX, Directory
 
 TEMPLATES = Path(__file__).with_name("templates")
 # The HTTPS server's certificate and key, inside Asterisk's root (the sandbox generates them;

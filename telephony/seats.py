@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from telephony.directory import BROWSER_SUFFIX
 from telephony.events import SeatChanged
 
 LOGGED_OUT, READY, RINGING, TALKING, WRAP_UP, PAUSED = (
@@ -26,11 +27,11 @@ SEATS_KEY = "hotline:seats"  # Redis hash: agent -> live seat state (JSON), for 
 # agent's WebRTC endpoint PJSIP/8001-webrtc; the seat logs in with the one the agent chose.
 PHONE, BROWSER = "phone", "browser"
 DEVICES = (PHONE, BROWSER)
-BROWSER_SUFFIX = "-webrtc"
 # A queue member's device names its agent: PJSIP/8001 (or its softphone PJSIP/8001-webrtc)
 # is agent 8001 whether it logged in (MemberName 8001) or is a static member of queues.conf
 # with any name.
-_DEVICE = re.compile(r"(?:PJSIP|SIP|IAX2)/([0-9A-Za-z_.-]{1,40}?)(?:-webrtc)?"
+_DEVICE = re.compile(r"(?:PJSIP|SIP|IAX2)/([0-9A-Za-z_.-]{1,40}?)"
+                     rf"(?:{re.escape(BROWSER_SUFFIX)})?"
                      r"|Local/([0-9]{2,20})@[^/]*(?:/n)?")
 
 
@@ -196,6 +197,10 @@ class SeatBoard:
             seat.paused = any(row.get("Paused") == "1" for row in rows)
             seat.pause_reason = next((row.get("PausedReason", "") for row in rows
                                       if row.get("Paused") == "1"), "")
+            if rows:  # what the seat is logged in with, for a pause or a login again
+                seat.device = BROWSER if any(
+                    (row.get("Location") or row.get("Interface", "")).endswith(BROWSER_SUFFIX)
+                    for row in rows) else PHONE
             in_call = any(row.get("InCall") == "1" for row in rows)
             seat.activity = TALKING if in_call else ""
             out += self._settle(seat, at)

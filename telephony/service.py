@@ -130,8 +130,10 @@ class TelephonyService:
         for login in wanted:  # an Asterisk restart forgets dynamic members
             if not self.board.seat(login.agent_number).queues:
                 try:
+                    # on the device it last used: an Asterisk restart keeps the browser
                     await self._login(client, snapshot, login.agent_number, login.paused,
-                                      login.pause_reason)
+                                      login.pause_reason,
+                                      self.board.seat(login.agent_number).device)
                 except commands.CommandError as exc:
                     log.warning("cannot log %s in again: %s", login.agent_number, exc)
         for request_id in await asyncio.to_thread(self._waiting_callbacks):
