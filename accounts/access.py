@@ -45,6 +45,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "surveys.record": frozenset({OPERATOR}),
     "kpis.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN, AUDITOR}),  # per-staff grades
     "audit.read": frozenset({AUDITOR}),  # the audit log (accounts.http)
+    "desk.use": frozenset({OPERATOR, SUPERVISOR}),  # the agent desk and its softphone
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
 }

@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import tempfile
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from core.config import Settings
-from telephony.directory import Directory
+from telephony.directory import BROWSER_SUFFIX, Directory
 
 TEMPLATES = Path(__file__).with_name("templates")
+# The HTTPS server's certificate and key, inside Asterisk's root (the sandbox generates them;
+# an existing Asterisk puts its own there).
+TLS_DIR = "/etc/asterisk/keys"
+TLS_CERT, TLS_KEY = f"{TLS_DIR}/hotline-https.crt", f"{TLS_DIR}/hotline-https.key"
 MODULE_DIR = "/usr/lib/x86_64-linux-gnu/asterisk/modules"
 
 MODULES = (
@@ -32,6 +37,9 @@ MODULES = (
     "res_pjsip_dtmf_info.so", "res_pjsip_nat.so", "res_pjsip_rfc3326.so",
     "res_pjsip_diversion.so", "res_pjsip_logger.so", "res_pjsip_pubsub.so",
     "res_pjsip_refer.so", "res_pjsip_header_funcs.so",
+    # the desk page's softphone: SIP over WSS on the HTTPS server, DTLS-SRTP, opus
+    "res_http_websocket.so", "res_pjsip_transport_websocket.so", "res_srtp.so",
+    "codec_opus_open_source.so",
     # media
     "codec_alaw.so", "codec_ulaw.so", "codec_a_mu.so", "codec_resample.so", "codec_gsm.so",
     "format_wav.so", "format_pcm.so", "format_gsm.so", "format_sln.so", "format_wav_gsm.so",
@@ -47,7 +55,7 @@ MODULES = (
     "func_timeout.so", "func_db.so", "func_shell.so",
 )
 
-FILES = ("asterisk.conf", "modules.conf", "logger.conf", "manager.conf", "rtp.conf",
+FILES = ("asterisk.conf", "http.conf", "modules.conf", "logger.conf", "manager.conf", "rtp.conf",
          "musiconhold.conf", "pjsip.conf", "queues.conf", "extensions.conf", "indications.conf",
          "features.conf", "cdr.conf", "cel.conf", "acl.conf", "udptl.conf", "pjproject.conf",
          "ccss.conf", "stasis.conf")
@@ -85,8 +93,24 @@ def render(settings: Settings, directory: Directory) -> dict[str, str]:
         "directory": directory,
         "modules": MODULES,
         "module_dir": MODULE_DIR,
+        "browser_suffix": BROWSER_SUFFIX,
+        "tls_cert": TLS_CERT,
+        "tls_key": TLS_KEY,
+        "host_addresses": host_addresses(),
     }
     return {name: env.get_template(f"{name}.tmpl").render(context) for name in FILES}
+
+
+def host_addresses() -> list[str]:
+    """This host's own IPv4 addresses other than loopback: Asterisk offers them as ICE
+    candidates, and rtp.conf maps them to loopback, where the sandbox's media lives."""
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True,
+                             text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    found = re.findall(r"\binet ([0-9.]+)/", out)
+    return sorted({a for a in found if not a.startswith("127.")})
 
 
 def write(files: dict[str, str], out_dir: Path) -> list[Path]:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from asterisk_conf.render import write
+from asterisk_conf.render import TLS_CERT, TLS_KEY, write
 from core.config import Settings
 from core.errors import HotlineError
 
@@ -69,6 +69,8 @@ class Sandbox:
         self.root = self.instance / "root"
         self.log_file = self.instance / "asterisk.out"
         self.pid_file = self.instance / "asterisk.pid"
+        # generated once and kept: a browser that trusted it once keeps trusting it
+        self.tls_dir = settings.storage.data_dir / "pbx-tls"
 
     # ----------------------------------------------------------------- public operations
 
@@ -261,6 +263,31 @@ class Sandbox:
         etc = self.root / "etc/asterisk"
         shutil.rmtree(etc)  # no stock sample config is ever read
         write(config_files, etc)
+        cert, key = self.ensure_certificate()
+        for source, inside in ((cert, TLS_CERT), (key, TLS_KEY)):
+            target = self.root / inside.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            target.chmod(0o600)
+
+    def ensure_certificate(self) -> tuple[Path, Path]:
+        """The HTTPS server's self-signed certificate for 127.0.0.1 (the softphone's WSS),
+        made once with the openssl command: it is on every Debian machine, so the sandbox
+        needs no extra Python package for it."""
+        cert, key = self.tls_dir / "https.crt", self.tls_dir / "https.key"
+        if cert.exists() and key.exists():
+            return cert, key
+        self.tls_dir.mkdir(parents=True, exist_ok=True)
+        address = self.settings.pbx.bind_address
+        _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
+              "-subj", f"/O=12319 hotline sandbox/CN={address}",
+              "-addext", f"subjectAltName=IP:{address}",
+              "-keyout", str(key) + ".new", "-out", str(cert) + ".new"],
+             "generate the HTTPS certificate")
+        os.chmod(str(key) + ".new", 0o600)
+        os.replace(str(key) + ".new", key)
+        os.replace(str(cert) + ".new", cert)
+        return cert, key
 
     def _our_mounts(self) -> list[str]:
         prefix = str(self.root)
@@ -320,7 +347,8 @@ class Sandbox:
     def _check_ports_free(self) -> None:
         pbx = self.settings.pbx
         for kind, port, key in ((socket.SOCK_DGRAM, pbx.sip_port, "pbx.sip_port"),
-                                (socket.SOCK_STREAM, pbx.ami_port, "pbx.ami_port")):
+                                (socket.SOCK_STREAM, pbx.ami_port, "pbx.ami_port"),
+                                (socket.SOCK_STREAM, pbx.webrtc_port, "pbx.webrtc_port")):
             with socket.socket(socket.AF_INET, kind) as probe:
                 if kind == socket.SOCK_STREAM:
                     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -209,6 +209,9 @@ class Pbx:
     rtp_port_start: Port = 10000
     rtp_port_end: Port = 10999
     ami_port: Port = 5038
+    # Asterisk's HTTPS server on bind_address: the desk page's softphone connects to its
+    # WebSocket (wss://bind_address:webrtc_port/ws)
+    webrtc_port: Port = 8089
     ami_user: Text = "hotline"
     ami_secret: Text = Field("", description="empty: generated once into secrets.toml")
     caller_networks: Networks = ("127.0.0.2/32",)

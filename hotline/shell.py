@@ -17,6 +17,7 @@ from flask import (
     Flask,
     Response,
     abort,
+    g,
     redirect,
     render_template,
     request,
@@ -71,7 +72,13 @@ def page_language() -> dict[str, Any]:
 
 @shell.after_app_request
 def content_security_policy(response: Response) -> Response:
-    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    """The policy; a page that must connect elsewhere (the desk's softphone to Asterisk's
+    WSS) names those origins in `g.csp_connect_src`, and only its own response allows them."""
+    policy = CONTENT_SECURITY_POLICY
+    extra = " ".join(g.get("csp_connect_src", ()))
+    if extra:
+        policy = policy.replace("connect-src 'self'", f"connect-src 'self' {extra}")
+    response.headers.setdefault("Content-Security-Policy", policy)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response
 

@@ -18,6 +18,8 @@ from telephony.models import Agent, CallQueue, QueueMember
 STRATEGIES = ("ringall", "leastrecent", "fewestcalls", "random", "rrmemory", "linear", "wrandom")
 _NUMBER = re.compile(r"[0-9]{2,20}")
 _QUEUE = re.compile(r"[a-z0-9][a-z0-9_-]{1,39}")
+# Each agent's second endpoint, the desk page's softphone (WebRTC): <number>-webrtc.
+BROWSER_SUFFIX = "-webrtc"
 _CONTACT = re.compile(r"sip:[0-9A-Za-z._-]+@[0-9A-Za-z.\[\]:-]+")
 
 

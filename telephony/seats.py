@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from telephony.directory import BROWSER_SUFFIX
 from telephony.events import SeatChanged
 
 LOGGED_OUT, READY, RINGING, TALKING, WRAP_UP, PAUSED = (
@@ -22,9 +23,16 @@ LOGGED_OUT, READY, RINGING, TALKING, WRAP_UP, PAUSED = (
 STATES = (LOGGED_OUT, READY, RINGING, TALKING, WRAP_UP, PAUSED)
 AUTO_PAUSE_REASON = "no-answer"
 SEATS_KEY = "hotline:seats"  # Redis hash: agent -> live seat state (JSON), for desks and wallboards
-# A queue member's device names its agent: PJSIP/8001 is agent 8001 whether it logged in
-# (MemberName 8001) or is a static member of queues.conf with any name.
-_DEVICE = re.compile(r"(?:PJSIP|SIP|IAX2)/([0-9A-Za-z_.-]{1,40})|Local/([0-9]{2,20})@[^/]*(?:/n)?")
+# An agent answers on the desk phone (PJSIP/8001) or on the desk page's softphone, the
+# agent's WebRTC endpoint PJSIP/8001-webrtc; the seat logs in with the one the agent chose.
+PHONE, BROWSER = "phone", "browser"
+DEVICES = (PHONE, BROWSER)
+# A queue member's device names its agent: PJSIP/8001 (or its softphone PJSIP/8001-webrtc)
+# is agent 8001 whether it logged in (MemberName 8001) or is a static member of queues.conf
+# with any name.
+_DEVICE = re.compile(r"(?:PJSIP|SIP|IAX2)/([0-9A-Za-z_.-]{1,40}?)"
+                     rf"(?:{re.escape(BROWSER_SUFFIX)})?"
+                     r"|Local/([0-9]{2,20})@[^/]*(?:/n)?")
 
 
 def agent_of(event: dict[str, str]) -> str:
@@ -42,6 +50,7 @@ class Seat:
     queues: set[str] = field(default_factory=set)
     paused: bool = False
     pause_reason: str = ""
+    device: str = PHONE  # what the seat logged in with: the queue rings it
     activity: str = ""  # "", ringing, talking, wrap_up
     wrap_up_until: float | None = None
     unanswered: int = 0  # rings unanswered in a row
@@ -132,6 +141,8 @@ class SeatBoard:
         queue = event.get("Queue", "")
         if name == "QueueMemberAdded":
             seat.queues.add(queue)
+            seat.device = BROWSER if event.get("Interface", "").endswith(BROWSER_SUFFIX) \
+                else PHONE
             seat.paused, seat.pause_reason = event.get("Paused") == "1", event.get(
                 "PausedReason", "")
         elif name == "QueueMemberRemoved":
@@ -186,6 +197,10 @@ class SeatBoard:
             seat.paused = any(row.get("Paused") == "1" for row in rows)
             seat.pause_reason = next((row.get("PausedReason", "") for row in rows
                                       if row.get("Paused") == "1"), "")
+            if rows:  # what the seat is logged in with, for a pause or a login again
+                seat.device = BROWSER if any(
+                    (row.get("Location") or row.get("Interface", "")).endswith(BROWSER_SUFFIX)
+                    for row in rows) else PHONE
             in_call = any(row.get("InCall") == "1" for row in rows)
             seat.activity = TALKING if in_call else ""
             out += self._settle(seat, at)
@@ -211,25 +226,28 @@ _HANDLED = {"QueueMemberAdded", "QueueMemberRemoved", "QueueMemberPause", "Agent
             "AgentRingNoAnswer", "AgentConnect", "AgentComplete", "AgentDump"}
 
 
-def interface(agent: str) -> str:
-    return f"PJSIP/{agent}"
+def interface(agent: str, device: str = PHONE) -> str:
+    """The PJSIP endpoint the queue rings: the desk phone, or the desk page's softphone."""
+    return f"PJSIP/{agent}{BROWSER_SUFFIX if device == BROWSER else ''}"
 
 
 def login_actions(agent: str, queues: list[tuple[str, int]], paused: bool = False,
-                  reason: str = "") -> list[dict[str, str]]:
-    """QueueAdd for each (queue, penalty) the agent answers."""
-    return [{"Action": "QueueAdd", "Queue": queue, "Interface": interface(agent),
-             "Penalty": str(penalty), "MemberName": agent, "StateInterface": interface(agent),
+                  reason: str = "", device: str = PHONE) -> list[dict[str, str]]:
+    """QueueAdd for each (queue, penalty) the agent answers, on the device they chose."""
+    return [{"Action": "QueueAdd", "Queue": queue, "Interface": interface(agent, device),
+             "Penalty": str(penalty), "MemberName": agent,
+             "StateInterface": interface(agent, device),
              "Paused": "true" if paused else "false", "Reason": reason}
             for queue, penalty in queues]
 
 
-def logout_actions(agent: str, queues: list[str]) -> list[dict[str, str]]:
-    return [{"Action": "QueueRemove", "Queue": queue, "Interface": interface(agent)}
+def logout_actions(agent: str, queues: list[str], device: str = PHONE) -> list[dict[str, str]]:
+    return [{"Action": "QueueRemove", "Queue": queue, "Interface": interface(agent, device)}
             for queue in queues]
 
 
-def pause_action(agent: str, paused: bool, reason: str = "") -> dict[str, str]:
+def pause_action(agent: str, paused: bool, reason: str = "",
+                 device: str = PHONE) -> dict[str, str]:
     """Pause or resume the agent in every queue at once."""
-    return {"Action": "QueuePause", "Interface": interface(agent),
+    return {"Action": "QueuePause", "Interface": interface(agent, device),
             "Paused": "true" if paused else "false", "Reason": reason}

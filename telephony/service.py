@@ -130,8 +130,10 @@ class TelephonyService:
         for login in wanted:  # an Asterisk restart forgets dynamic members
             if not self.board.seat(login.agent_number).queues:
                 try:
+                    # on the device it last used: an Asterisk restart keeps the browser
                     await self._login(client, snapshot, login.agent_number, login.paused,
-                                      login.pause_reason)
+                                      login.pause_reason,
+                                      self.board.seat(login.agent_number).device)
                 except commands.CommandError as exc:
                     log.warning("cannot log %s in again: %s", login.agent_number, exc)
         for request_id in await asyncio.to_thread(self._waiting_callbacks):
@@ -385,17 +387,21 @@ class TelephonyService:
         return {"reference": reference, "state": "dialling"}
 
     async def _cmd_login(self, snapshot: directory.Directory, agent: str,
-                         _args: dict[str, Any]) -> None:
+                         args: dict[str, Any]) -> None:
+        device = str(args.get("device") or seats.PHONE)
+        if device not in seats.DEVICES:
+            raise commands.CommandError(
+                f"device {device[:20]!r} is not one of {', '.join(seats.DEVICES)}")
         await asyncio.to_thread(remember_login, self.sessions, agent, True, False, "")
         assert self.client is not None
-        await self._login(self.client, snapshot, agent, False, "")
+        await self._login(self.client, snapshot, agent, False, "", device)
 
     async def _cmd_logout(self, snapshot: directory.Directory, agent: str,
                           _args: dict[str, Any]) -> None:
         await asyncio.to_thread(remember_login, self.sessions, agent, False, False, "")
         queues = sorted(self.board.seat(agent).queues) or [
             q.name for q in snapshot.queues if any(m[0] == agent for m in q.members)]
-        for action in seats.logout_actions(agent, queues):
+        for action in seats.logout_actions(agent, queues, self.board.seat(agent).device):
             await self._ami(action)
 
     async def _cmd_pause(self, _snapshot: directory.Directory, agent: str,
@@ -412,19 +418,19 @@ class TelephonyService:
         await self._pause(agent, False, "")
 
     async def _login(self, client: AmiClient, snapshot: directory.Directory, agent: str,
-                     paused: bool, reason: str) -> None:
+                     paused: bool, reason: str, device: str = seats.PHONE) -> None:
         queues = [(q.name, dict(q.members)[agent]) for q in snapshot.queues
                   if agent in dict(q.members)]
         if not queues:
             raise commands.CommandError(f"agent {agent} answers no queue")
-        for action in seats.login_actions(agent, queues, paused, reason):
+        for action in seats.login_actions(agent, queues, paused, reason, device):
             await self._ami(action, client, tolerate="Already there")
 
     async def _pause(self, agent: str, paused: bool, reason: str) -> None:
         if not self.board.seat(agent).queues:
             raise commands.CommandError(f"agent {agent} is not logged in")
         await asyncio.to_thread(remember_login, self.sessions, agent, None, paused, reason)
-        await self._ami(seats.pause_action(agent, paused, reason))
+        await self._ami(seats.pause_action(agent, paused, reason, self.board.seat(agent).device))
 
     async def _ami(self, action: dict[str, str], client: AmiClient | None = None,
                    tolerate: str = "") -> None:

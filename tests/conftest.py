@@ -63,6 +63,7 @@ CASE_LOOP = [("open", "shift_chief"), ("dispatch", "dispatcher"), ("sign", "depa
 TEST_PBX_ENV = {
     "HOTLINE_PBX_SIP_PORT": str(isolation.free_port(socket.SOCK_DGRAM)),
     "HOTLINE_PBX_AMI_PORT": str(isolation.free_port()),
+    "HOTLINE_PBX_WEBRTC_PORT": str(isolation.free_port()),
     "HOTLINE_PBX_RTP_PORT_START": str(RTP_START),
     "HOTLINE_PBX_RTP_PORT_END": str(RTP_END),
     "HOTLINE_PBX_TRUNK_HOST": TRUNK_HOST,

@@ -53,6 +53,9 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/logout"): PUBLIC,
     ("GET", "/static/<path:filename>"): PUBLIC,
     ("GET", "/lang/<choice>"): PUBLIC,
+    # the agent desk and its softphone's own SIP credentials
+    ("GET", "/desk"): frozenset({"operator", "supervisor"}),
+    ("GET", "/desk/softphone"): frozenset({"operator", "supervisor"}),
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }

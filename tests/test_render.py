@@ -77,3 +77,40 @@ def test_cli_renders_for_an_existing_asterisk(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
     assert "[intake]" in (out / "queues.conf").read_text()
+
+
+def test_every_agent_also_has_a_webrtc_endpoint_for_the_desk_page(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, HOTLINE_PBX_WEBRTC_PORT="18089")
+    files = render(settings, _directory())
+    pjsip = files["pjsip.conf"]
+    sections = _sections(pjsip)
+    for number in ("8001", "8002"):  # registering or static desk phone, each has one
+        assert sections.count(f"{number}-webrtc") == 2  # endpoint and aor
+        assert f"{number}-webrtc-auth" in sections
+        endpoint = pjsip.split(f"[{number}-webrtc]\ntype = endpoint\n", 1)[1].split("\n\n")[0]
+        for line in ("webrtc = yes", "dtls_auto_generate_cert = yes", "allow = opus,ulaw,alaw",
+                     "direct_media = no", "media_address = 127.0.0.1",
+                     "bind_rtp_to_media_address = yes", "context = from-agents"):
+            assert line in endpoint, (number, line)
+        aor = pjsip.split(f"[{number}-webrtc]\ntype = aor\n", 1)[1].split("\n\n")[0]
+        assert "max_contacts = 1" in aor and "remove_existing = yes" in aor
+        assert f"username = {number}-webrtc\npassword = pw-{number}" in pjsip
+    assert "[transport-wss]\ntype = transport\nprotocol = wss\n" in pjsip
+    http = files["http.conf"]
+    assert "tlsenable = yes" in http and "tlsbindaddr = 127.0.0.1:18089" in http
+    assert "bindaddr = " not in http.replace("tlsbindaddr", "")  # no plain HTTP at all
+    assert "icesupport = yes" in files["rtp.conf"]
+    for module in ("res_http_websocket.so", "res_pjsip_transport_websocket.so", "res_srtp.so",
+                   "codec_opus_open_source.so", "res_pjsip_pubsub.so"):
+        assert f"load = {module}" in files["modules.conf"]
+    # a blind transfer to an agent rings whichever of their devices is there
+    assert "exten => 8001,1,Dial(PJSIP/8001&PJSIP/8001-webrtc,30)" in files["extensions.conf"]
+
+
+def test_only_the_sandbox_maps_host_addresses_to_loopback_for_ice(tmp_path: Path,
+                                                                  monkeypatch) -> None:
+    monkeypatch.setattr("asterisk_conf.render.host_addresses", lambda: ["192.0.2.7"])
+    sandbox = render(make_settings(tmp_path), _directory())["rtp.conf"]
+    assert "[ice_host_candidates]\n" in sandbox and "192.0.2.7 => 127.0.0.1" in sandbox
+    external = render(make_settings(tmp_path, HOTLINE_PBX_MODE="external"), _directory())
+    assert "ice_host_candidates" not in external["rtp.conf"]

@@ -22,6 +22,7 @@ from tests.conftest import make_settings
 _RTP = isolation.rtp_range(100)
 INSTANCE_PORTS = {"HOTLINE_PBX_SIP_PORT": str(isolation.free_port(socket.SOCK_DGRAM)),
                   "HOTLINE_PBX_AMI_PORT": str(isolation.free_port()),
+                  "HOTLINE_PBX_WEBRTC_PORT": str(isolation.free_port()),
                   "HOTLINE_PBX_RTP_PORT_START": str(_RTP[0]),
                   "HOTLINE_PBX_RTP_PORT_END": str(_RTP[1])}
 

@@ -18,7 +18,7 @@ from core.config import Settings
 from hotline.centre import Centre
 from sipkit.kit import Call, Dtmf, SipKit, Wait
 from telephony.models import SeatInterval
-from telephony.seats import SeatBoard
+from telephony.seats import SeatBoard, login_actions, logout_actions, pause_action
 from tests.conftest import AGENT_PORT, agent_ip, api, ensure_ready, offered
 
 # The centre's IVR runs here: callers key 1 during the welcome to reach the queue.
@@ -228,3 +228,23 @@ def test_seats_saved_by_a_previous_run_are_taken_up_and_unreadable_ones_skipped(
     assert (seat.state, seat.state_reason, seat.since, seat.paused) == (
         "paused", "meal", 1795492000.5, True)
     assert seat.queues == {"intake"} and seat.totals == {"ready": 60.0}
+
+
+def test_a_seat_on_the_browser_is_paused_and_logged_out_on_the_browser() -> None:
+    """The desk page's softphone is the member PJSIP/8001-webrtc: the seat is agent 8001's,
+    and its pause and logout name that device, not the desk phone."""
+    board = SeatBoard()
+    board.feed({"Event": "QueueMemberAdded", "Timestamp": "1000", "Queue": "intake",
+                "Interface": "PJSIP/8001-webrtc", "MemberName": "8001", "Paused": "0"}, 0)
+    seat = board.seat("8001")
+    assert (seat.state, seat.device) == ("ready", "browser")
+    assert "8001-webrtc" not in board.seats
+    assert pause_action("8001", True, "meal", seat.device)["Interface"] == "PJSIP/8001-webrtc"
+    assert logout_actions("8001", ["intake"], seat.device)[0]["Interface"] == \
+        "PJSIP/8001-webrtc"
+    assert login_actions("8001", [("intake", 0)])[0]["Interface"] == "PJSIP/8001"
+    # after a reconnect Asterisk's member list says which device the seat is on
+    other = SeatBoard()
+    other.resync([{"Queue": "intake", "Name": "8001", "Location": "PJSIP/8001-webrtc",
+                   "StateInterface": "PJSIP/8001-webrtc", "Paused": "0", "InCall": "0"}], 5)
+    assert other.seat("8001").device == "browser" and other.seat("8001").queues == {"intake"}
