@@ -81,7 +81,9 @@ def run_centre(settings: Settings, *, demo: bool, serve: bool, echo: Callable[[s
         with Centre(settings) as centre:
             echo(f"ivr: FastAGI on {settings.ivr.fastagi_host}:{settings.ivr.fastagi_port}")
             echo("telephony: AMI connected; call records and events flowing")
-            echo(f"web: http://{settings.web.host}:{settings.web.port}/api/v1/calls "
+            site = f"http://{settings.web.host}:{settings.web.port}"
+            echo(f"web: sign in at {site}/login (each role has its home page); the agent's "
+                 f"desk at {site}/desk; the API's docs at {site}/api/v1/docs "
                  f"(OpenAPI at /api/v1/openapi.json)")
             if demo and sandbox is not None:
                 run_demo(settings, centre, echo)
