@@ -43,8 +43,8 @@ pages = Blueprint("pages", __name__, template_folder="templates")
 
 
 def titles() -> dict[str, str]:
-    """The roles' names on the pages, in the page's language (accounts.service.ROLE_TITLES
-    has them in Chinese)."""
+    """The roles' names on the pages, in the page's language (the Chinese ones, 话务员,
+    值班长 ..., are in the translations)."""
     return {OPERATOR: _("Hotline agent"), SUPERVISOR: _("Supervisor"),
             SHIFT_CHIEF: _("Shift chief"), DISPATCHER: _("Dispatcher"),
             DEPARTMENT: _("Department handler"), ADMIN: _("Administrator"),

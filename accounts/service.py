@@ -52,9 +52,6 @@ ANONYMOUS = Identity("", (), False)
 OPERATOR, SUPERVISOR, SHIFT_CHIEF = "operator", "supervisor", "shift_chief"
 DISPATCHER, DEPARTMENT, ADMIN, AUDITOR = "dispatcher", "department", "admin", "auditor"
 ROLES = (OPERATOR, SUPERVISOR, SHIFT_CHIEF, DISPATCHER, DEPARTMENT, ADMIN, AUDITOR)
-ROLE_TITLES = {OPERATOR: "话务员", SUPERVISOR: "监督员", SHIFT_CHIEF: "值班长",
-               DISPATCHER: "派遣员", DEPARTMENT: "处置部门", ADMIN: "系统管理员",
-               AUDITOR: "审计员"}
 MIN_PASSWORD, MAX_PASSWORD = 10, 256
 
 

@@ -158,7 +158,6 @@ def _path_or_none(value: Any) -> Path | None:
 
 
 # The kinds of value settings take; each check's ValueError says what is wrong.
-Int = Annotated[int, BeforeValidator(_no_bool)]
 Count = Annotated[int, BeforeValidator(_no_bool), Field(ge=0)]
 Positive = Annotated[int, BeforeValidator(_no_bool), Field(ge=1)]
 Port = Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=65535)]

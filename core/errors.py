@@ -19,12 +19,6 @@ class Forbidden(HotlineError):
     status = 403
 
 
-class Conflict(HotlineError):
-    """Refused in the resource's present state; the message says why."""
-
-    status = 409
-
-
 class Unavailable(HotlineError):
     """A service the request needs cannot answer now; nothing was changed."""
 
