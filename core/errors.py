@@ -15,16 +15,6 @@ class NotFound(HotlineError):
     status = 404
 
 
-class Forbidden(HotlineError):
-    status = 403
-
-
-class Unavailable(HotlineError):
-    """A service the request needs cannot answer now; nothing was changed."""
-
-    status = 503
-
-
 class ConfigError(HotlineError):
     """A wrong or missing setting; the message names the key."""
 
