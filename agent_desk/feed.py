@@ -1,0 +1,32 @@
+"""The desk feed (坐席推送): what the server pushes to agents' desks, on one Redis stream.
+
+Loops that follow the event bus turn what concerns a desk (its seat changed, a call rings it:
+the screen pop) into entries here; the push server reads this one stream and sends each entry
+to the open desks it is for, with the entry's stream id as the SSE event id, so a page that
+reconnects (sending Last-Event-ID) misses nothing.
+
+An entry: `agent` (the agent number it is for, or EVERY_DESK), `kind` (the page hears it as the
+DOM event "desk:<kind>"), `data` (JSON). What only a viewer allowed to see phone numbers may
+see goes under data["private"]: the push server drops it for everyone else and audits its
+showing for those who may.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+
+DESK_STREAM = "hotline:desk"
+EVERY_DESK = "*"
+PRIVATE = "private"
+MAXLEN = 100_000  # about a day of a busy centre's pops and seat changes
+
+
+def publish(client: redis.Redis, agent: str, kind: str, data: dict[str, Any]) -> str:
+    """Append an entry for `agent`'s desk (EVERY_DESK: all of them); its stream id."""
+    entry_id = client.xadd(DESK_STREAM, {"agent": agent, "kind": kind,
+                                         "data": json.dumps(data, ensure_ascii=False)},
+                           maxlen=MAXLEN, approximate=True)
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
