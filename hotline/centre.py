@@ -1,4 +1,5 @@
-"""The hotline's own processes on one machine: FastAGI IVR, telephony service, JSON API.
+"""The hotline's own processes on one machine: FastAGI IVR, telephony service, JSON API,
+the tickets worker and the desks' screen pop.
 
 `Centre` runs them on one background event loop (and the web server in its own thread), for
 `hotline serve`, `hotline up` and the tests. Asterisk itself is the sandbox's business.
@@ -13,6 +14,7 @@ from typing import Any
 
 from waitress.server import create_server
 
+from agent_desk.pop import ScreenPop
 from core.background import BackgroundLoop
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
@@ -35,6 +37,8 @@ class Centre:
         self.telephony = TelephonyService(settings, self.sessions, self.bus, clock)
         self.tickets = TicketsWorker(settings, self.sessions, self.bus, clock,
                                      policy=self.parts.policy)
+        # the screen pop (来电弹屏): rings on the bus -> pops on the desks' feed
+        self.pop = ScreenPop(settings, self.sessions, self.bus, clock)
         self.with_web, self.with_worker = web, worker
         self.ivr: FastAgiServer | None = None
         self._loop: BackgroundLoop | None = None
@@ -42,6 +46,7 @@ class Centre:
         self._stop: asyncio.Event | None = None
         self._telephony_run: Any = None
         self._tickets_run: Any = None
+        self._pop_run: Any = None
         self._web: Any = None
         self._web_thread: threading.Thread | None = None
 
@@ -56,6 +61,8 @@ class Centre:
             self._stop = self._loop.run(_new_event())
             self._telephony_run = asyncio.run_coroutine_threadsafe(
                 self.telephony.run(self._stop), self._loop.loop)
+            self._pop_run = asyncio.run_coroutine_threadsafe(
+                self.pop.run(self._stop), self._loop.loop)
             if self.with_worker:
                 self._tickets_run = asyncio.run_coroutine_threadsafe(
                     self.tickets.run(self._stop), self._loop.loop)
@@ -97,6 +104,9 @@ class Centre:
             with contextlib.suppress(Exception):
                 if self._tickets_run is not None:
                     self._tickets_run.result(15)
+            with contextlib.suppress(Exception):
+                if self._pop_run is not None:
+                    self._pop_run.result(15)
         if self.ivr is not None and self._ivr_loop is not None:
             self._ivr_loop.run(self.ivr.close(), 10)
         if self._ivr_loop is not None:
