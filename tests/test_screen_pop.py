@@ -9,8 +9,6 @@ DOM event (hostile text stays text), its screenshot kept as an artefact."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,11 +18,8 @@ from typing import Any
 
 import pytest
 import redis
-from playwright.sync_api import Page, expect
 from sqlalchemy.orm import Session, sessionmaker
-from waitress.server import create_server
 
-from accounts.service import OPERATOR, create_account
 from agent_desk import feed
 from agent_desk.pop import ScreenPop
 from core.clock import FixedClock
@@ -32,12 +27,9 @@ from core.db import make_engine, session_factory, transaction, upgrade
 from core.events import EventBus
 from core.live import connect_redis
 from hotline.centre import Centre
-from hotline.web import create_app, stop_web_server
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
 from telephony import records, screening
 from telephony.events import AgentRinging, CallEnded, CallStarted, IvrStep, QueueJoined
-from tests import isolation
-from tests.browser import chromium, screenshot
 from tests.conftest import (
     AGENT_PORT,
     CASE_LOOP,
@@ -305,3 +297,40 @@ def test_composing_is_fast_for_a_caller_with_a_long_history(desk: Desk) -> None:
     slowest = max(desk.pop.composed)
     print(f"\ncomposing a pop took at most {slowest * 1000:.1f} ms")
     assert slowest < 0.25
+
+
+# ---------------------------------------------------------------------- through Asterisk
+
+def test_a_kit_call_pops_on_the_rung_agents_desk_within_a_second(
+        centre: Centre, kit: SipKit) -> None:
+    ensure_ready(centre)
+    caller = "13600000083"
+    after = centre.bus.last_id()
+    client = centre.bus.client
+    with kit.agent_phone("8101", agent_ip("8101"), port=AGENT_PORT, answer_after=2.0), \
+            kit.agent_phone("8102", agent_ip("8102"), port=AGENT_PORT, answer_after=2.0):
+        [result] = kit.calls(Call(caller_id=caller, script=(
+            Wait(1.0), Dtmf("1"), Wait(6.0), Hangup())))
+    assert result.outcome == "answered"
+
+    def ringing() -> dict[str, Any] | None:
+        events = [e for _id, e in centre.bus.read(after, count=10_000)]
+        started = next((e for e in events if e["type"] == "call.started"
+                        and e["caller_number"] == caller), None)
+        return None if started is None else next(
+            (e for e in events if e["type"] == "call.agent_ringing"
+             and e["call_id"] == started["call_id"]), None)
+
+    wait_until(lambda: ringing() is not None, 10, "the call never rang an agent")
+    rang = ringing()
+    assert rang is not None and rang["agent"] in TEST_AGENTS
+    wait_until(lambda: pops(client, rang["call_id"]), 5, "no pop on the desk feed")
+    pop = pops(client, rang["call_id"])[0]
+    pushed_at = int(pop["id"].split("-")[0]) / 1000  # the feed entry's own time (ms)
+    print(f"\npop on the feed {(pushed_at - rang['at']) * 1000:.0f} ms after the ring")
+    assert 0 <= pushed_at - rang["at"] < 1.0
+    data = pop["data"]
+    assert pop["agent"] == rang["agent"]
+    assert (data["caller_number"], data[feed.PRIVATE], data["queue"], data["ivr_keys"]) == (
+        "136****0083", {"caller_number": "13600000083"}, "intake", ["1"])
+    assert data["caller_known"] is True
