@@ -40,7 +40,7 @@ from core import phones
 from core.clock import Clock
 from core.config import Settings
 from core.events import EventBus
-from telephony import records, screening
+from telephony import directory, records, screening
 from tickets import service as orders
 from tickets import workflow
 
@@ -118,10 +118,12 @@ def compose(session: Session, call: CallSoFar, *, agent: str, queue: str, rang_a
             now: datetime, marks: Marks, timezone: ZoneInfo) -> dict[str, Any]:
     """The pop for `agent` of the call ringing them; full numbers only under "private"."""
     citizen = phones.normalise_or_empty(call.caller_number)
+    queue = queue or call.queue
     steps = [{"node": s["node"], "value": phones.mask_in_text(s["value"]), "at": s["at"]}
              for s in call.ivr]
     pop: dict[str, Any] = {
-        "call_id": call.call_id, "agent": agent, "queue": queue or call.queue,
+        "call_id": call.call_id, "agent": agent, "queue": queue,
+        "queue_title": directory.queue_title(session, queue),
         "rang_at": _iso(rang_at, timezone), "composed_at": now.astimezone(timezone).isoformat(),
         "caller_known": bool(citizen),
         "caller_number": phones.mask(citizen) if citizen else "",

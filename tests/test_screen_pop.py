@@ -9,6 +9,7 @@ DOM event (hostile text stays text), its screenshot kept as an artefact."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +19,11 @@ from typing import Any
 
 import pytest
 import redis
+from playwright.sync_api import Page, expect
 from sqlalchemy.orm import Session, sessionmaker
+from waitress.server import create_server
 
+from accounts.service import OPERATOR, create_account
 from agent_desk import feed
 from agent_desk.pop import ScreenPop
 from core.clock import FixedClock
@@ -27,9 +31,12 @@ from core.db import make_engine, session_factory, transaction, upgrade
 from core.events import EventBus
 from core.live import connect_redis
 from hotline.centre import Centre
+from hotline.web import create_app, stop_web_server
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
-from telephony import records, screening
+from telephony import directory, records, screening
 from telephony.events import AgentRinging, CallEnded, CallStarted, IvrStep, QueueJoined
+from tests import isolation
+from tests.browser import chromium, screenshot
 from tests.conftest import (
     AGENT_PORT,
     CASE_LOOP,
@@ -138,6 +145,7 @@ def _public(data: dict[str, Any]) -> str:
 def test_a_known_caller_pops_with_marks_calls_and_orders(desk: Desk) -> None:
     with transaction(desk.sessions) as session:
         screening.add_entry(session, CALLER, "vip", note="人大代表", now=NOW)
+        directory.ensure_queue(session, "intake", "综合受理")
         closed = _order(session, CALLER, NOW - timedelta(days=20), "路灯不亮")
         for action, role in CASE_LOOP:
             service.transition(session, closed, action, actor=role, role=role,
@@ -162,8 +170,8 @@ def test_a_known_caller_pops_with_marks_calls_and_orders(desk: Desk) -> None:
     assert pop["agent"] == "8101"
     data = pop["data"]
     assert data[feed.PRIVATE] == {"caller_number": "13800138000"}
-    assert (data["caller_known"], data["caller_number"], data["queue"]) == (
-        True, "138****8000", "intake")
+    assert (data["caller_known"], data["caller_number"], data["queue"],
+            data["queue_title"]) == (True, "138****8000", "intake", "综合受理")
     assert (data["ivr_keys"], data["case_keyed"]) == (["1"], "")
     assert [(s["node"], s["value"]) for s in data["ivr"]] == [
         ("node", "welcome"), ("menu", "1"), ("node", "report")]
@@ -331,6 +339,153 @@ def test_a_kit_call_pops_on_the_rung_agents_desk_within_a_second(
     assert 0 <= pushed_at - rang["at"] < 1.0
     data = pop["data"]
     assert pop["agent"] == rang["agent"]
-    assert (data["caller_number"], data[feed.PRIVATE], data["queue"], data["ivr_keys"]) == (
-        "136****0083", {"caller_number": "13600000083"}, "intake", ["1"])
+    assert (data["caller_number"], data[feed.PRIVATE], data["queue"], data["queue_title"],
+            data["ivr_keys"]) == (
+        "136****0083", {"caller_number": "13600000083"}, "intake", "综合受理", ["1"])
     assert data["caller_known"] is True
+
+
+# ---------------------------------------------------------------------- the panel
+
+PASSWORD = "弹屏测试-密码-2026"
+HOSTILE = '<img src=x onerror="document.body.dataset.owned=1">王<script>x()</script>'
+
+
+@pytest.fixture(scope="module")
+def desk_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The web app alone on a free port, with an operator who is agent 8101."""
+    data = tmp_path_factory.mktemp("pop-web")
+    settings = make_settings(data)
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    with transaction(sessions) as session:
+        create_account(session, "弹屏坐席", [OPERATOR], password=PASSWORD, agent="8101",
+                       actor="测试", now=NOW)
+    app = create_app(settings, sessions, connect_redis(settings), FixedClock(NOW))
+    port = isolation.free_port()
+    server = create_server(app, host="127.0.0.1", port=port, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True, name="pop-web")
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_web_server(server, thread)
+        engine.dispose()
+
+
+@pytest.fixture
+def desk_page(desk_site: str) -> Iterator[Page]:
+    with chromium() as browser:
+        context = browser.new_context(locale="zh-CN", viewport={"width": 1366, "height": 768})
+        page = context.new_page()
+        page.goto(f"{desk_site}/login?next=/desk")
+        page.get_by_label("用户名").fill("弹屏坐席")
+        page.get_by_label("密码").fill(PASSWORD)
+        page.get_by_role("button", name="登录").click()
+        page.wait_for_url(f"{desk_site}/desk")
+        try:
+            yield page
+        finally:
+            context.close()
+
+
+def _dispatch(page: Page, kind: str, detail: dict[str, Any]) -> None:
+    page.evaluate("([kind, detail]) => document.dispatchEvent("
+                  "new CustomEvent('desk:' + kind, {detail}))", [kind, detail])
+
+
+POP = {
+    "call_id": "1795480000.77", "agent": "8101", "queue": "intake", "queue_title": "综合受理",
+    "rang_at": "2026-11-24T09:59:58.250000+08:00", "caller_known": True,
+    "caller_number": "138****8000", "caller_name": HOSTILE,
+    "ivr": [{"node": "menu", "value": "4", "at": 1.0}, {"node": "case", "value":
+            "202611210001", "at": 2.0}, {"node": "menu", "value": "1", "at": 3.0}],
+    "ivr_keys": ["4", "1"], "case_keyed": "202611210001",
+    "case_order": {"case_number": "202611210001", "state": "handling", "open": True},
+    "marks": {"vip": True, "blocked": False, "repeat": True, "recent_calls": 3,
+              "repeat_window_hours": 24},
+    "calls": [{"call_id": "old-6", "started_at": "2026-11-24T09:30:00+08:00",
+               "outcome": "abandoned", "queue": "intake", "agent": "", "talk_seconds": None,
+               "case_number": "", "ivr_keys": []},
+              {"call_id": "old-5", "started_at": "2026-11-24T05:00:00+08:00",
+               "outcome": "answered", "queue": "intake", "agent": "8102",
+               "talk_seconds": 80, "case_number": "202611240001", "ivr_keys": ["1"]}],
+    "calls_total": 7,
+    "orders": [{"case_number": "202611240001", "state": "intake", "open": True,
+                "appeal_type": "complaint", "category_code": "0102",
+                "summary": "噪音扰民", "created_at": "2026-11-24T05:00:00+08:00"},
+               {"case_number": "202611040001", "state": "closed", "open": False,
+                "appeal_type": "complaint", "category_code": "0102",
+                "summary": "<b>路灯</b>不亮", "created_at": "2026-11-04T10:00:00+08:00"}],
+    "orders_total": 3,
+    "open_orders": [{"case_number": "202611240001", "state": "intake", "open": True,
+                     "appeal_type": "complaint", "category_code": "0102",
+                     "summary": "噪音扰民", "created_at": "2026-11-24T05:00:00+08:00"},
+                    {"case_number": "202611210001", "state": "handling", "open": True,
+                     "appeal_type": "complaint", "category_code": "0102",
+                     "summary": "人民路口暴露垃圾，请回电 139****5678",
+                     "created_at": "2026-11-21T10:00:00+08:00"}],
+}
+
+
+def test_the_panel_shows_a_pop_as_text_and_greys_it_when_the_call_ends(
+        desk_page: Page) -> None:
+    page = desk_page
+    panel = page.locator("#pop")
+    expect(panel).to_have_attribute("data-state", "empty")
+    expect(page.locator("#pop-empty")).to_have_text("暂无来电振铃。")
+    _dispatch(page, "pop", POP)  # a viewer who may not see numbers: no private part
+    expect(panel).to_have_attribute("data-state", "ringing")
+    expect(page.locator("#pop-status")).to_have_text("振铃")
+    expect(page.locator("#pop-number")).to_have_text("138****8000")
+    expect(page.locator("#pop-name")).to_have_text(HOSTILE)  # shown as the text it is
+    assert page.locator("#pop img, #pop script:not([type])").count() == 0
+    assert page.evaluate("document.body.dataset.owned") is None
+    assert page.locator("#pop-marks .pop-badge").all_inner_texts() == [
+        "重点关注", "重复来电 · 24小时内来电3次"]
+    expect(page.locator("#pop-queue")).to_have_text("综合受理")
+    expect(page.locator("#pop-keys")).to_have_text("4 → 1")
+    expect(page.locator("#pop-case")).to_have_text("202611210001 处置")
+    expect(page.locator("#pop-rang")).to_have_text("09:59:58")
+    rows = page.locator("#pop-orders tbody tr")
+    assert [rows.nth(i).inner_text().split("\t") for i in range(rows.count())] == [
+        ["202611240001", "受理", "噪音扰民", "11-24 05:00"],
+        ["202611210001", "处置", "人民路口暴露垃圾，请回电 139****5678", "11-21 10:00"],
+        ["202611040001", "结案", "<b>路灯</b>不亮", "11-04 10:00"]]
+    assert page.locator("#pop-orders tr.pop-order-open").evaluate_all(
+        "rows => rows.map(r => r.dataset.case)") == ["202611240001", "202611210001"]
+    expect(page.locator("#pop-orders-count")).to_have_text("共3条")
+    calls = page.locator("#pop-calls tbody tr")
+    assert [calls.nth(i).inner_text().split("\t") for i in range(calls.count())] == [
+        ["11-24 09:30", "放弃", "", ""], ["11-24 05:00", "已接听", "8102", "202611240001"]]
+    expect(page.locator("#pop-calls-count")).to_have_text("共7条")
+    # the panel fits the desk at 1366x768: nothing sticks out of its column
+    box = panel.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 1366
+    screenshot(page, "desk-pop-ringing")
+
+    # a privileged viewer's pop carries the full number: shown in full
+    _dispatch(page, "pop", {**POP, "private": {"caller_number": "13800138000"}})
+    expect(page.locator("#pop-number")).to_have_text("13800138000")
+    _dispatch(page, "call", {"call_id": "another-call", "event": "ended"})
+    expect(panel).to_have_attribute("data-state", "ringing")  # not this pop's call
+    _dispatch(page, "call", {"call_id": POP["call_id"], "event": "connected"})
+    expect(panel).to_have_attribute("data-state", "connected")
+    _dispatch(page, "call", {"call_id": POP["call_id"], "event": "ended"})
+    expect(panel).to_have_attribute("data-state", "ended")
+    expect(page.locator("#pop-status")).to_have_text("已结束")
+    screenshot(page, "desk-pop-ended")
+
+    # a withheld number: a pop that says there is no history
+    _dispatch(page, "pop", {"call_id": "anon-1", "agent": "8101", "queue": "intake",
+                            "caller_known": False, "caller_number": "", "caller_name": "",
+                            "ivr": [], "ivr_keys": [], "case_keyed": "", "case_order": None,
+                            "marks": {}, "calls": [], "calls_total": 0, "orders": [],
+                            "orders_total": 0, "open_orders": []})
+    expect(panel).to_have_attribute("data-state", "ringing")
+    expect(page.locator("#pop-number")).to_have_text("无")
+    expect(page.locator("#pop-unknown")).to_be_visible()
+    expect(page.locator("#pop-orders tbody")).to_have_text("没有工单。")
+    expect(page.locator("#pop-calls tbody")).to_have_text("没有历史来电。")
+    assert page.locator("#pop-marks .pop-badge").count() == 0
