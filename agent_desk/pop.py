@@ -124,7 +124,7 @@ def compose(session: Session, call: CallSoFar, *, agent: str, queue: str, rang_a
     pop: dict[str, Any] = {
         "call_id": call.call_id, "agent": agent, "queue": queue,
         "queue_title": directory.queue_title(session, queue),
-        "rang_at": _iso(rang_at, timezone), "composed_at": now.astimezone(timezone).isoformat(),
+        "at": rang_at, "rang_at": _iso(rang_at, timezone), "composed_at": now.astimezone(timezone).isoformat(),
         "caller_known": bool(citizen),
         "caller_number": phones.mask(citizen) if citizen else "",
         "caller_name": phones.mask_in_text(call.caller_name),

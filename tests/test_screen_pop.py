@@ -33,7 +33,7 @@ from core.live import connect_redis
 from hotline.centre import Centre
 from hotline.web import create_app, stop_web_server
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
-from telephony import directory, records, screening
+from telephony import commands, directory, records, screening
 from telephony.events import AgentRinging, CallEnded, CallStarted, IvrStep, QueueJoined
 from tests import isolation
 from tests.browser import chromium, screenshot
@@ -41,6 +41,7 @@ from tests.conftest import (
     AGENT_PORT,
     CASE_LOOP,
     TEST_AGENTS,
+    WEB_PORT,
     agent_ip,
     ensure_ready,
     make_settings,
@@ -193,7 +194,8 @@ def test_a_known_caller_pops_with_marks_calls_and_orders(desk: Desk) -> None:
     public = _public(data)
     for secret in (CALLER, "8613800138000", TYPED):
         assert secret not in public
-    assert data["rang_at"] == "2026-11-24T09:59:59.500000+08:00"
+    assert (data["rang_at"], data["at"]) == ("2026-11-24T09:59:59.500000+08:00",
+                                             NOW.timestamp() - 0.5)
 
 
 def test_a_withheld_number_pops_with_no_history(desk: Desk) -> None:
@@ -397,7 +399,7 @@ def _dispatch(page: Page, kind: str, detail: dict[str, Any]) -> None:
 
 POP = {
     "call_id": "1795480000.77", "agent": "8101", "queue": "intake", "queue_title": "综合受理",
-    "rang_at": "2026-11-24T09:59:58.250000+08:00", "caller_known": True,
+    "at": 1795485598.25, "rang_at": "2026-11-24T09:59:58.250000+08:00", "caller_known": True,
     "caller_number": "138****8000", "caller_name": HOSTILE,
     "ivr": [{"node": "menu", "value": "4", "at": 1.0}, {"node": "case", "value":
             "202611210001", "at": 2.0}, {"node": "menu", "value": "1", "at": 3.0}],
@@ -479,6 +481,7 @@ def test_the_panel_shows_a_pop_as_text_and_greys_it_when_the_call_ends(
 
     # a withheld number: a pop that says there is no history
     _dispatch(page, "pop", {"call_id": "anon-1", "agent": "8101", "queue": "intake",
+                            "at": 1795485700.0,
                             "caller_known": False, "caller_number": "", "caller_name": "",
                             "ivr": [], "ivr_keys": [], "case_keyed": "", "case_order": None,
                             "marks": {}, "calls": [], "calls_total": 0, "orders": [],
@@ -489,3 +492,54 @@ def test_the_panel_shows_a_pop_as_text_and_greys_it_when_the_call_ends(
     expect(page.locator("#pop-orders tbody")).to_have_text("没有工单。")
     expect(page.locator("#pop-calls tbody")).to_have_text("没有历史来电。")
     assert page.locator("#pop-marks .pop-badge").count() == 0
+    # another agent answered it: this seat went back to ready after the ring began
+    _dispatch(page, "seat", {"agent": "8101", "state": "ready", "since": 1795485650.0})
+    expect(panel).to_have_attribute("data-state", "ringing")  # that was before this ring
+    _dispatch(page, "seat", {"agent": "8101", "state": "ready", "since": 1795485705.0})
+    expect(panel).to_have_attribute("data-state", "ended")
+
+
+# ---------------------------------------------------------------------- end to end
+
+E2E_AGENT, E2E_NAME = "8101", "弹屏坐席甲"
+
+
+def test_a_kit_call_pops_on_the_open_desk_page(centre: Centre, kit: SipKit) -> None:
+    """Kit call keys 1 -> rings 8101 -> composer -> desk feed -> push server -> the page."""
+    with transaction(centre.sessions) as session:
+        create_account(session, E2E_NAME, [OPERATOR], password=PASSWORD, agent=E2E_AGENT,
+                       actor="test", now=centre.clock.now())
+    ensure_ready(centre)
+    commands.send(centre.bus.client, "seat.pause", {"agent": "8102", "reason": "meal"})
+    caller = "13600000084"
+    site = f"http://127.0.0.1:{WEB_PORT}"
+    try:
+        wait_until(lambda: centre.telephony.board.seat("8102").state == "paused", 10,
+                   "8102 is not paused")
+        with chromium() as browser:
+            context = browser.new_context(locale="zh-CN",
+                                          viewport={"width": 1366, "height": 768})
+            page = context.new_page()
+            page.goto(f"{site}/login?next=/desk")
+            page.get_by_label("用户名").fill(E2E_NAME)
+            page.get_by_label("密码").fill(PASSWORD)
+            page.get_by_role("button", name="登录").click()
+            page.wait_for_url(f"{site}/desk")
+            expect(page.locator("#push-state")).to_have_attribute("data-state", "open",
+                                                                  timeout=10_000)
+            with kit.agent_phone(E2E_AGENT, agent_ip(E2E_AGENT), port=AGENT_PORT,
+                                 answer_after=3.0):
+                run = kit.start_calls(Call(caller_id=caller, script=(
+                    Wait(1.0), Dtmf("1"), Wait(8.0), Hangup())))
+                panel = page.locator("#pop")
+                expect(panel).to_have_attribute("data-state", "ringing", timeout=25_000)
+                expect(page.locator("#pop-number")).to_have_text("136****0084")
+                expect(page.locator("#pop-keys")).to_have_text("1")
+                expect(page.locator("#pop-queue")).to_have_text("综合受理")
+                screenshot(page, "desk-pop-live-ringing")
+                [result] = run.wait()
+            assert result.outcome == "answered"
+            expect(panel).to_have_attribute("data-state", "ended", timeout=20_000)
+            context.close()
+    finally:
+        commands.send(centre.bus.client, "seat.resume", {"agent": "8102"})

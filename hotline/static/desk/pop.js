@@ -9,6 +9,7 @@
   const words = JSON.parse(document.getElementById("pop-words").textContent);
   const el = (id) => document.getElementById(id);
   let current = null; // the call id on show
+  let rangAt = 0; // when it rang this agent (Unix seconds)
 
   const text = (value) => (value === null || value === undefined ? "" : String(value));
   const fill = (template, values) =>
@@ -109,6 +110,7 @@
   function show(pop) {
     if (!pop || typeof pop !== "object") return;
     current = text(pop.call_id);
+    rangAt = Number(pop.at) || 0;
     root.dataset.call = current;
     const full = pop.private && pop.private.caller_number;
     const number = el("pop-number");
@@ -143,5 +145,12 @@
     if (!current || text(call.call_id) !== current) return;
     if (call.event === "ended") status("ended");
     else if (call.event === "connected") status("connected");
+  });
+  // A ring this agent never answered (another agent took it, the caller gave up): the seat
+  // leaves "ringing" for a state that is not a call, after the ring began.
+  document.addEventListener("desk:seat", (event) => {
+    const seat = event.detail || {};
+    if (root.dataset.state !== "ringing" || !(Number(seat.since) > rangAt)) return;
+    if (["ready", "paused", "logged_out"].includes(seat.state)) status("ended");
   });
 })();
