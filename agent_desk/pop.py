@@ -53,6 +53,7 @@ RECENT_CALLS = 5  # the caller's earlier calls shown, newest first
 RECENT_ORDERS = 5  # ... and their orders
 OPEN_ORDERS = 10  # every open order, up to this many
 STALE_SECONDS = 60.0  # a ringing older than this (read after a restart) pops nothing
+REUSE_SECONDS = 10.0  # agents rung at once (ringall) or again soon get the same pop
 LOOK_BACK = 5_000  # bus entries searched backwards for a call started before the loop
 DESCRIPTION_CHARS = 60
 _IVR_NODES = ("node", "menu", "case", "transfer", "ivr")  # a "digit" repeats a key
@@ -68,6 +69,8 @@ class CallSoFar:
     queue: str = ""
     ivr: list[dict[str, Any]] = field(default_factory=list)
     started: bool = False
+    pop: dict[str, Any] | None = None  # the last pop composed, for the next agent rung
+    pop_at: float = 0.0
 
     def hear(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -124,7 +127,8 @@ def compose(session: Session, call: CallSoFar, *, agent: str, queue: str, rang_a
     pop: dict[str, Any] = {
         "call_id": call.call_id, "agent": agent, "queue": queue,
         "queue_title": directory.queue_title(session, queue),
-        "at": rang_at, "rang_at": _iso(rang_at, timezone), "composed_at": now.astimezone(timezone).isoformat(),
+        "at": rang_at, "rang_at": _iso(rang_at, timezone),
+        "composed_at": now.astimezone(timezone).isoformat(),
         "caller_known": bool(citizen),
         "caller_number": phones.mask(citizen) if citizen else "",
         "caller_name": phones.mask_in_text(call.caller_name),
@@ -245,11 +249,18 @@ class ScreenPop:
         call = self.calls.get(event["call_id"])
         if call is None or not call.started:
             call = self._recall(entry_id, event["call_id"])
-        began = time.perf_counter()
-        with self.sessions() as session:
-            pop = compose(session, call, agent=agent, queue=_text(event.get("queue"), 40),
-                          rang_at=rang_at, now=now, marks=self.marks, timezone=self.timezone)
-        self.composed = [*self.composed[-99:], time.perf_counter() - began]
+        queue = _text(event.get("queue"), 40) or call.queue
+        if (call.pop is not None and call.pop["queue"] == queue
+                and 0 <= now.timestamp() - call.pop_at < REUSE_SECONDS):
+            pop = {**call.pop, "agent": agent, "at": rang_at,
+                   "rang_at": _iso(rang_at, self.timezone)}
+        else:
+            began = time.perf_counter()
+            with self.sessions() as session:
+                pop = compose(session, call, agent=agent, queue=queue, rang_at=rang_at,
+                              now=now, marks=self.marks, timezone=self.timezone)
+            self.composed = [*self.composed[-99:], time.perf_counter() - began]
+            call.pop, call.pop_at = pop, now.timestamp()
         return feed.publish(self.bus.client, agent, "pop", pop)
 
     def _call(self, call_id: str) -> CallSoFar:

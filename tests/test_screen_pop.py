@@ -242,10 +242,11 @@ def test_every_agent_rung_gets_the_pop_and_a_call_seen_before_the_loop_is_found(
                                       agent=agent))
     later.tick()
     found = pops(desk.bus.client, "early-1")
-    assert [(p["agent"], p["data"]["caller_number"], p["data"]["ivr_keys"],
-             p["data"]["queue"]) for p in found] == [
-        ("8101", "137****7000", ["2"], "aftercall"),
-        ("8102", "137****7000", ["2"], "aftercall")]
+    assert [(p["agent"], p["data"]["agent"], p["data"]["caller_number"], p["data"]["ivr_keys"],
+             p["data"]["queue"], p["data"]["queue_title"]) for p in found] == [
+        ("8101", "8101", "137****7000", ["2"], "aftercall", "aftercall"),
+        ("8102", "8102", "137****7000", ["2"], "aftercall", "aftercall")]
+    assert len(later.composed) == 1  # composed once for both agents rung at once
 
 
 def test_bad_events_and_stale_rings_never_stop_the_loop(desk: Desk) -> None:
@@ -304,6 +305,7 @@ def test_composing_is_fast_for_a_caller_with_a_long_history(desk: Desk) -> None:
     assert (pop["data"]["calls_total"], pop["data"]["orders_total"]) == (300, 60)
     for n in range(5):
         _ring(desk, f"live-fast-{n}", CALLER, ("menu", "1"))
+    assert len(desk.pop.composed) == 6
     slowest = max(desk.pop.composed)
     print(f"\ncomposing a pop took at most {slowest * 1000:.1f} ms")
     assert slowest < 0.25
