@@ -98,7 +98,7 @@ def _number(value: object) -> float | None:
 
 def ivr_keys(steps: list[dict[str, Any]]) -> list[str]:
     """The menu keys the caller pressed, in order (a menu left silent is no key)."""
-    return [s["value"] for s in steps if s["node"] == "menu" and s["value"].isdigit()]
+    return [s["value"] for s in steps if s.get("node") == "menu" and s["value"].isdigit()]
 
 
 def keyed_case(steps: list[dict[str, Any]]) -> str:
