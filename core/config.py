@@ -180,6 +180,7 @@ DatabaseUrl = _url_type("sqlite:", "postgresql:", "postgresql+psycopg:")
 RedisUrl = _url_type("redis://", "rediss://", "unix://")
 MirrorUrl = _url_type("http://", "https://", "file:")
 WebhookUrl = _url_type("http://", "https://")
+PushUrl = _url_type("http://", "https://")
 
 
 # A section of the settings file: a dataclass checked by pydantic whenever one is made (so
@@ -266,6 +267,11 @@ class Seats:
 class Web:
     host: Address = "127.0.0.1"
     port: Port = 8319
+    # The desk push server (agent_desk.push, Server-Sent Events) listens on web.host at its
+    # own port; the desk page connects to push_url, empty: the page's own host at push_port
+    # (behind a TLS proxy, the public https:// address the proxy forwards to push_port).
+    push_port: Port = 8320
+    push_url: PushUrl = ""
 
 
 @section

@@ -377,7 +377,8 @@ def serve(ctx: click.Context) -> None:
     ensure_prompts(settings)
     with Centre(settings):
         click.echo(f"serving: FastAGI :{settings.ivr.fastagi_port}, AMI client, "
-                   f"http://{settings.web.host}:{settings.web.port}/api/v1/")
+                   f"http://{settings.web.host}:{settings.web.port}/api/v1/, desk push "
+                   f"http://{settings.web.host}:{settings.web.push_port}/desk/push")
         _sleep_until_interrupted(None)
 
 

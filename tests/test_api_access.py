@@ -56,6 +56,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     # the agent desk and its softphone's own SIP credentials
     ("GET", "/desk"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/softphone"): frozenset({"operator", "supervisor"}),
+    ("GET", "/desk/push-ticket"): frozenset({"operator", "supervisor"}),  # the push stream's
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }
