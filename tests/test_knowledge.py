@@ -110,7 +110,7 @@ def test_changed_and_withdrawn_articles_are_searched_as_they_are_now(world: Worl
     with transaction(world.sessions) as session:
         knowledge.save_article(session, article_id=article_id, title="共享单车乱停放",
                                body="单车堆积请拨打运营企业电话。", category="市容秩序",
-                               active=False, actor="老李", now=NOW)
+                               keywords="电动自行车", active=False, actor="老李", now=NOW)
     assert _titles(world, "电动自行车") == []
 
 

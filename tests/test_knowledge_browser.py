@@ -156,4 +156,10 @@ def test_an_agent_finds_the_answer_and_closes_the_consultation_on_the_call(
     _event(desk, "desk:softphone", {"state": "idle"})
     expect(desk.locator("#knowledge-answer-why")).to_have_text(
         "当前没有通话：此按钮用于在通话中直接办结来电人的咨询。")
+    expect(answer).to_be_disabled()
+    # the next call is never bound to the last call's id: it waits for its own screen pop
+    _event(desk, "desk:softphone", {"state": "talking", "caller": "139****0000"})
+    expect(desk.locator("#knowledge-answer-why")).to_have_text(
+        "正在等待来电信息（弹屏），之后才能将咨询关联到本次通话。")
+    expect(answer).to_be_disabled()
 
