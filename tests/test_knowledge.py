@@ -6,6 +6,7 @@ fails nothing of it stays."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -289,3 +290,50 @@ def test_an_answer_that_fails_leaves_nothing(world: World, monkeypatch: pytest.M
         reply = world.client.post(path, json=body, headers=world.tokens[who])
         assert reply.status_code == status, (path, body, who, reply.json)
     assert _orders(world) == before
+
+
+def test_answered_while_the_call_is_still_up_the_record_joins_when_it_ends(
+        world: World) -> None:
+    """The telephony service announced the call (call.started) and no record exists yet:
+    the consultation is closed on it at once, the link pending; when the call ends and its
+    record is stored, the record shows the case number."""
+    from core.events import EventBus
+    from telephony.events import CallStarted
+
+    call_id = f"1764400{uuid.uuid4().int % 1000:03d}.{uuid.uuid4().int % 10_000}"
+    EventBus(world.app.extensions["hotline.redis"]).publish(
+        CallStarted(at=NOW.timestamp(), call_id=call_id, caller_number="13700001111"))
+    article = _article_id(world, "渣土车运输时间和管理")
+    reply = world.client.post(f"/api/v1/knowledge/{article}/answers", json={"call_id": call_id},
+                              headers=world.tokens["operator"])
+    assert reply.status_code == 201, reply.json
+    case = reply.json["case_number"]
+    order = world.client.get(f"/api/v1/orders/{case}", headers=world.tokens["operator"]).json
+    assert (order["state"], order["first_call_resolved"], order["call_id"]) == (
+        "closed", True, call_id)
+    assert [(c["call_id"], c["how"], c["pending"]) for c in order["calls"]] == [
+        (call_id, "intake", True)]
+    _store_call(world, call_id)
+    with transaction(world.sessions) as session:
+        service.call_ended(session, {"call_id": call_id}, now=NOW)
+    order = world.client.get(f"/api/v1/orders/{case}", headers=world.tokens["operator"]).json
+    assert [(c["call_id"], c["pending"], c["outcome"]) for c in order["calls"]] == [
+        (call_id, False, "answered")]
+    call = world.client.get(f"/api/v1/calls/{call_id}", headers=world.tokens["operator"]).json
+    assert call["case_number"] == case
+
+
+def test_the_demo_loads_the_articles_once(tmp_path: Path) -> None:
+    from core.db import make_engine, session_factory
+    from hotline.demo import prepare
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    prepare(settings, demo_agents=True)
+    prepare(settings, demo_agents=True)  # a second `hotline up` adds nothing
+    engine = make_engine(settings.storage.database_url)
+    with session_factory(engine)() as session:
+        titles = list(session.scalars(select(KnowledgeArticle.title)))
+        editors = set(session.scalars(select(KnowledgeArticle.updated_by)))
+    engine.dispose()
+    assert len(titles) == 12 and "占道经营的管理规定" in titles and editors == {"demo"}
