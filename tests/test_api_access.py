@@ -40,6 +40,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/api/v1/orders/<case_number>/photos"): WORKFLOW,
     ("POST", "/api/v1/orders/<case_number>/calls"): frozenset({"operator"}),
     ("GET", "/api/v1/knowledge"): STAFF,
+    ("POST", "/api/v1/knowledge"): frozenset({"admin"}),
     ("GET", "/api/v1/knowledge/<article_id>"): STAFF,
     ("POST", "/api/v1/knowledge/<article_id>/answers"): frozenset({"operator"}),
     ("GET", "/api/v1/surveys/callback-list"): frozenset({"operator", "supervisor",

@@ -337,3 +337,27 @@ def test_the_demo_loads_the_articles_once(tmp_path: Path) -> None:
         editors = set(session.scalars(select(KnowledgeArticle.updated_by)))
     engine.dispose()
     assert len(titles) == 12 and "占道经营的管理规定" in titles and editors == {"demo"}
+
+
+def test_an_administrator_writes_articles_over_http(world: World) -> None:
+    admin = world.tokens["admin"]
+    new = {"title": "噪音扰民", "body": "夜间施工噪音请拨打 12319 反映。", "category": "市容秩序",
+           "keywords": "吵 施工 半夜"}
+    added = world.client.post("/api/v1/knowledge", json=new, headers=admin)
+    assert added.status_code == 201, added.json
+    assert (added.json["title"], added.json["version"], added.json["updated_by"],
+            added.json["updated_at"]) == ("噪音扰民", 1, "admin-account",
+                                          "2026-11-24T02:00:00+00:00")
+    assert _titles(world, "半夜施工太吵")[:1] == ["噪音扰民"]
+    changed = world.client.post("/api/v1/knowledge", json={**new, "active": False},
+                                headers=admin)
+    assert changed.status_code == 200 and changed.json["version"] == 2
+    assert changed.json["id"] == added.json["id"]
+    assert _titles(world, "半夜施工太吵")[:1] != ["噪音扰民"]
+    for wrong in ({**new, "title": ""}, {**new, "body": "长" * 20_001},
+                  {**new, "category": None}, {**new, "author": "x"}):
+        refused = world.client.post("/api/v1/knowledge", json=wrong, headers=admin)
+        assert refused.status_code == 400, (wrong, refused.json)
+    operator = world.client.post("/api/v1/knowledge", json=new,
+                                 headers=world.tokens["operator"])
+    assert operator.status_code == 403

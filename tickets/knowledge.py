@@ -73,6 +73,8 @@ def _segmenter() -> jieba.Tokenizer:
     """jieba's tokenizer, initialised once per process, quietly (its dictionary cache in the
     temporary directory), with the domain's words (占道经营, 渣土车 ...) added."""
     global _tokenizer
+    if _tokenizer is not None:
+        return _tokenizer
     with _tokenizer_lock:
         if _tokenizer is None:
             jieba.setLogLevel(logging.WARNING)  # no "Building prefix dict" on stderr

@@ -110,6 +110,31 @@ def read_article(path: ArticlePath) -> Any:
         return Article.model_validate(knowledge.article_view(article)).model_dump(mode="json")
 
 
+class ArticleBody(Body):
+    title: Text(knowledge.MAX_TITLE, min_length=1) = Field(
+        description="an article with this title is changed, else one is added")
+    body: Text(knowledge.MAX_BODY, min_length=1) = Field(description="the answer")
+    category: Text(knowledge.MAX_CATEGORY, min_length=1) = Field(
+        description="the article category, e.g. 垃圾分类")
+    keywords: Text(knowledge.MAX_KEYWORDS) = Field(
+        "", description="words callers use, space-separated (倒垃圾 扔垃圾)")
+    active: bool = Field(True, description="false: kept, but not shown to agents")
+
+
+@knowledge_api.post("", summary="Add an article, or change the one with this title",
+                    responses={201: Article, 200: Article})
+@requires("knowledge.write")
+def save_article(body: ArticleBody) -> Any:
+    """201 when added, 200 when the article with this title was changed."""
+    who = current_identity()
+    with transaction(_sessions()) as session:
+        article, created = knowledge.save_article(
+            session, title=body.title, body=body.body, category=body.category,
+            keywords=body.keywords, active=body.active, actor=who.name, now=_now())
+        view = Article.model_validate(knowledge.article_view(article)).model_dump(mode="json")
+    return view, 201 if created else 200
+
+
 class AnswerBody(Body):
     call_id: Text(64, min_length=1) = Field(
         description="the live call (Asterisk Linkedid) the consultation was answered on")
