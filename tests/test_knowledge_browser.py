@@ -6,6 +6,7 @@ order is in the database, closed, with the call. Kept as screenshots."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +30,7 @@ from tickets import catalogue, knowledge, service
 from tickets.models import WorkOrder
 
 NAME, PASSWORD = "知识库坐席", "knowledge-desk-密码-1"
+SUPERVISOR = "知识库班长"
 CALL_ID = "1764400000.31"
 
 
@@ -49,6 +51,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         knowledge.load_file(session, knowledge.DEMO_ARTICLES, actor="知识管理员", now=NOW)
         accounts.create_account(session, NAME, ["operator"], password=PASSWORD, agent="8001",
                                 actor="测试", now=NOW)
+        accounts.create_account(session, SUPERVISOR, ["supervisor"], password=PASSWORD,
+                                agent="8002", actor="测试", now=NOW)
         records.store_call(session, {
             "call_id": CALL_ID, "caller_number": "13700002222", "caller_name": "",
             "entry_number": "12319", "started_at": epoch, "ended_at": epoch + 60,
@@ -73,20 +77,26 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         engine.dispose()
 
 
-@pytest.fixture
-def desk(site: Site) -> Iterator[Page]:
+@contextlib.contextmanager
+def _open_desk(site: Site, name: str) -> Iterator[Page]:
     with chromium() as browser:
         context = browser.new_context(locale="zh-CN", viewport={"width": 1366, "height": 900})
         try:
             page = context.new_page()
             page.goto(f"{site.url}/login?next=/desk")
-            page.get_by_label("用户名").fill(NAME)
+            page.get_by_label("用户名").fill(name)
             page.get_by_label("密码").fill(PASSWORD)
             page.get_by_role("button", name="登录").click()
             page.wait_for_url(f"{site.url}/desk")
             yield page
         finally:
             context.close()
+
+
+@pytest.fixture
+def desk(site: Site) -> Iterator[Page]:
+    with _open_desk(site, NAME) as page:
+        yield page
 
 
 def _event(page: Page, kind: str, detail: dict[str, Any]) -> None:
@@ -163,3 +173,17 @@ def test_an_agent_finds_the_answer_and_closes_the_consultation_on_the_call(
         "正在等待来电信息（弹屏），之后才能将咨询关联到本次通话。")
     expect(answer).to_be_disabled()
 
+
+
+def test_a_supervisor_reads_articles_but_the_answer_is_an_operators(site: Site) -> None:
+    with _open_desk(site, SUPERVISOR) as desk:
+        desk.get_by_label("搜索知识库").fill("养狗要办证吗")
+        first = desk.locator("#knowledge-results li button").first
+        expect(first.locator("strong")).to_have_text("养犬登记和犬证办理")
+        first.click()
+        expect(desk.locator("#knowledge-article h3")).to_have_text("养犬登记和犬证办理")
+        _event(desk, "desk:softphone", {"state": "talking", "caller": "137****2222"})
+        _event(desk, "desk:pop", {"call_id": "1764400000.32", "queue": "intake", "ivr": []})
+        expect(desk.get_by_role("button", name="已按此条答复（直接办结）")).to_be_disabled()
+        expect(desk.locator("#knowledge-answer-why")).to_have_text(
+            "只有受理员可以受理并办结咨询。")

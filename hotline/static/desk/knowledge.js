@@ -124,7 +124,8 @@
   // Whether the button may close a consultation now, and if not, why not.
   function update() {
     let reason = "";
-    if (call.state === "ringing") reason = "ringing";
+    if (root.dataset.mayAnswer !== "yes") reason = "not_operator";
+    else if (call.state === "ringing") reason = "ringing";
     else if (call.state !== "talking" && call.state !== "held") reason = "no_call";
     else if (!call.id) reason = "no_call_id";
     else if (call.answered === call.id) reason = "answered_call";
