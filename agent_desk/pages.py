@@ -31,7 +31,9 @@ def _websocket_url() -> str:
 def page() -> str:
     who = current_identity()
     g.csp_connect_src = (_websocket_url(),)  # the softphone's only connection elsewhere
-    return render_template("agent_desk/desk.html", who=who)
+    # the seat panel's lists: pause reasons, dispositions, the wrap-up extension
+    return render_template("agent_desk/desk.html", who=who,
+                           config_seats=current_app.extensions["hotline.settings"].seats)
 
 
 @desk.get("/desk/softphone")
