@@ -228,7 +228,7 @@ def test_the_seat_panel_logs_in_counts_wrap_up_extends_it_once_and_disposes(
     with centre.sessions() as session:
         stretches = session.scalars(select(SeatInterval).where(
             SeatInterval.agent_number == AGENT, SeatInterval.started_at >= datetime.fromtimestamp(
-                live["since"] - 0.01, UTC)).order_by(SeatInterval.id)).all()
+                live["since"] - 0.01, UTC)).order_by(SeatInterval.started_at)).all()
     assert [(s.state, s.reason) for s in stretches][:2] == [("wrap_up", ""), ("ready", "")]
     assert stretches[0].seconds == pytest.approx(WRAP_UP + EXTRA, abs=0.5)
 
