@@ -29,7 +29,13 @@ from recordings.catalogue import fingerprint, host_path
 from telephony import callbacks, commands, directory, records, seats
 from telephony.ami import AmiClient, AmiError, event_fields
 from telephony.calls import CallTracker
-from telephony.events import CallEnded, DomainEvent, OutboundCallFailed, SeatChanged
+from telephony.events import (
+    CallEnded,
+    DomainEvent,
+    OutboundCallFailed,
+    SeatChanged,
+    WrapUpExtended,
+)
 from telephony.models import SeatInterval, SeatLogin
 
 log = logging.getLogger(__name__)
@@ -447,6 +453,7 @@ class TelephonyService:
             seat.wrap_up_until, seat.wrap_up_extended = until - extra, False
             raise
         self.redis.hset(seats.SEATS_KEY, agent, json.dumps(seat.as_dict()))
+        self.bus.publish(WrapUpExtended(at=self.clock.time(), agent=agent, wrap_up_until=until))
         asyncio.get_running_loop().call_later(
             max(0.0, until - self.clock.time()), self._spawn,
             self._end_extended_wrap_up(agent, until))

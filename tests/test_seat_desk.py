@@ -192,6 +192,8 @@ def test_the_seat_panel_logs_in_counts_wrap_up_extends_it_once_and_disposes(
         screenshot(desk, "desk-seat-wrap-up-extended")
         status, body = api(f"/api/v1/seats/{AGENT}/extend_wrap_up", {})
         assert status == 409 and "already" in body["detail"], body
+        extended = _bus_event(centre, after, "seat.wrap_up_extended", agent=AGENT)
+        assert extended["wrap_up_until"] == pytest.approx(until, abs=0.001)
         status, seats = api("/api/v1/seats")
         mine = next(s for s in seats["items"] if s["agent"] == AGENT)
         assert mine["state"] == "wrap_up" and mine["wrap_up_extended"] is True

@@ -5,10 +5,16 @@ its end moves by the extra time, and a second extension or one outside wrap-up i
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from accounts.service import Identity
+from telephony import http as telephony_http
 from telephony.seats import WRAP_UP_PAUSE_REASON, SeatBoard, WrapUpRefused
+from tests import api_world
+from tests.api_world import World
 
 RECEIVED = 50_000.0
 
@@ -81,3 +87,28 @@ def test_a_restart_during_the_extension_keeps_its_end() -> None:
     assert again.resync([{"Queue": "aftercall", "Name": "8001", "Location": "PJSIP/8001",
                           "Paused": "1", "PausedReason": WRAP_UP_PAUSE_REASON}], 170) == []
     assert seat.state == "wrap_up"
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+          ) -> Iterator[World]:
+    monkeypatch.setattr(telephony_http, "WEB_COMMAND_SECONDS", 0.2)  # nobody answers
+    built = api_world.build(database_url, tmp_path)
+    yield built
+    built.engine.dispose()
+
+
+def test_an_agent_extends_only_their_own_wrap_up_and_a_device_is_only_for_login(
+        world: World) -> None:
+    own = api_world.as_identity(world, Identity("坐席8001", ("operator",), False, agent="8001"))
+    mine = world.client.post("/api/v1/seats/8001/extend_wrap_up", json={}, headers=own)
+    assert mine.status_code == 503, mine.json  # let through; no telephony service here
+    other = world.client.post("/api/v1/seats/8002/extend_wrap_up", json={}, headers=own)
+    assert other.status_code == 403 and other.json["detail"].startswith("agent:")
+    for action, device, status in (("login", "browser", 503), ("login", "phone", 503),
+                                   ("login", "fax", 400), ("pause", "browser", 400),
+                                   ("extend_wrap_up", "phone", 400)):
+        reply = world.client.post(f"/api/v1/seats/8001/{action}",
+                                  json={"device": device, "reason": "meal"}, headers=own)
+        assert reply.status_code == status, (action, device, reply.json)
+        assert status == 503 or "device" in reply.json["detail"]

@@ -64,11 +64,15 @@
 
   function show(live) {
     if (!live || (live.agent && String(live.agent) !== agent)) return;
-    seat.state = live.state || "unknown";
+    const state = live.state || "unknown";
+    const since = seconds(live.since);
+    const sameWrapUp = state === "wrap_up" && seat.state === "wrap_up" && since === seat.since;
+    seat.extended = "wrap_up_extended" in live ? Boolean(live.wrap_up_extended)
+      : sameWrapUp && seat.extended;  // a push that does not say keeps what the page knows
+    seat.state = state;
     seat.reason = live.reason || "";
-    seat.since = seconds(live.since);
+    seat.since = since;
     seat.until = seconds(live.wrap_up_until);
-    seat.extended = Boolean(live.wrap_up_extended);
     const node = el("seat-state");
     node.dataset.state = seat.state;
     node.textContent = words[seat.state] || seat.state;
