@@ -11,11 +11,13 @@ import pytest
 
 from accounts.service import Identity
 from core.db import transaction
+from core.errors import ConfigError
 from core.events import EventBus
 from telephony import records
 from telephony.events import CallStarted
 from tests import api_world
 from tests.api_world import World
+from tests.conftest import make_settings
 
 
 @pytest.fixture
@@ -104,3 +106,15 @@ def test_a_choice_before_the_record_is_stored_is_kept_and_applied_to_the_right_a
     nobody = api_world.as_identity(world, Identity("无坐席", ("operator",), False))
     bus.publish(CallStarted(at=epoch, call_id="1732409001.1", caller_number="13900001111"))
     assert _choose(world, "1732409001.1", "order", nobody)[0] == 403
+
+
+def test_the_dispositions_and_the_extension_are_settings(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, HOTLINE_SEATS_DISPOSITIONS="order=已受理工单,other=其他",
+                             HOTLINE_SEATS_WRAP_UP_EXTEND_SECONDS="45")
+    assert settings.seats.dispositions == (("order", "已受理工单"), ("other", "其他"))
+    assert settings.seats.wrap_up_extend_seconds == 45
+    for env, key in (({"HOTLINE_SEATS_WRAP_UP_EXTEND_SECONDS": "0"},
+                      "seats.wrap_up_extend_seconds"),
+                     ({"HOTLINE_SEATS_DISPOSITIONS": "Order=x"}, "seats.dispositions")):
+        with pytest.raises(ConfigError, match=rf"^config: {key} "):
+            make_settings(tmp_path, **env)
