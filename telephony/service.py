@@ -136,9 +136,7 @@ class TelephonyService:
         for seat in list(self.board.seats.values()):  # an extension a restart stopped timing
             if seat.paused and seat.pause_reason == seats.WRAP_UP_PAUSE_REASON:
                 until = seat.wrap_up_until or now
-                asyncio.get_running_loop().call_later(
-                    max(0.0, until - now), self._spawn,
-                    self._end_extended_wrap_up(seat.agent, until))
+                self._later(until - now, seat.agent, until)
         for login in wanted:  # an Asterisk restart forgets dynamic members
             if not self.board.seat(login.agent_number).queues:
                 try:
@@ -454,10 +452,13 @@ class TelephonyService:
             raise
         self.redis.hset(seats.SEATS_KEY, agent, json.dumps(seat.as_dict()))
         self.bus.publish(WrapUpExtended(at=self.clock.time(), agent=agent, wrap_up_until=until))
-        asyncio.get_running_loop().call_later(
-            max(0.0, until - self.clock.time()), self._spawn,
-            self._end_extended_wrap_up(agent, until))
+        self._later(until - self.clock.time(), agent, until)
         return {"wrap_up_until": until}
+
+    def _later(self, delay: float, agent: str, until: float) -> None:
+        """End the extended wrap-up of `agent` at `until`, `delay` seconds from now."""
+        asyncio.get_running_loop().call_later(
+            max(0.0, delay), lambda: self._spawn(self._end_extended_wrap_up(agent, until)))
 
     async def _end_extended_wrap_up(self, agent: str, until: float) -> None:
         """The extension is over: unpause the member (unless the agent paused or left
