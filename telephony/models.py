@@ -118,7 +118,8 @@ class CallRecord(Base):
     case_number: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
     # What the call was (话后小结): a code of settings seats.dispositions, and who chose it.
     disposition: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    disposition_by: Mapped[str] = mapped_column(String(50), default="", server_default="")
+    # the database's default only: a Core insert written for an older schema stays valid
+    disposition_by: Mapped[str] = mapped_column(String(50), server_default="")
     stored_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
 
 
