@@ -97,7 +97,10 @@ def _reasons(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict) or not value:
         raise ValueError("must map reason codes to labels")
     for code, label in value.items():
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", str(code)) or code == "no-answer":
+        # no-answer and wrap-up are the telephony service's own pauses (auto-pause, an
+        # extended wrap-up): no person pauses with them
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", str(code)) or code in ("no-answer",
+                                                                           "wrap-up"):
             raise ValueError(f"reason code {code!r}: lower-case letters, digits, '-'")
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"reason {code!r} needs a label")

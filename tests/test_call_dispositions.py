@@ -115,6 +115,8 @@ def test_the_dispositions_and_the_extension_are_settings(tmp_path: Path) -> None
     assert settings.seats.wrap_up_extend_seconds == 45
     for env, key in (({"HOTLINE_SEATS_WRAP_UP_EXTEND_SECONDS": "0"},
                       "seats.wrap_up_extend_seconds"),
-                     ({"HOTLINE_SEATS_DISPOSITIONS": "Order=x"}, "seats.dispositions")):
+                     ({"HOTLINE_SEATS_DISPOSITIONS": "Order=x"}, "seats.dispositions"),
+                     # the extended wrap-up's own pause: no agent pauses with it
+                     ({"HOTLINE_SEATS_PAUSE_REASONS": "wrap-up=整理"}, "seats.pause_reasons")):
         with pytest.raises(ConfigError, match=rf"^config: {key} "):
             make_settings(tmp_path, **env)
