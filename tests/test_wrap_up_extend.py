@@ -5,6 +5,9 @@ its end moves by the extra time, and a second extension or one outside wrap-up i
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,3 +115,11 @@ def test_an_agent_extends_only_their_own_wrap_up_and_a_device_is_only_for_login(
                                   json={"device": device, "reason": "meal"}, headers=own)
         assert reply.status_code == status, (action, device, reply.json)
         assert status == 503 or "device" in reply.json["detail"]
+
+
+def test_the_shell_sends_a_device_only_with_a_login(tmp_path: Path) -> None:
+    ran = subprocess.run([sys.executable, "-m", "hotline", "seat", "extend_wrap_up", "8001",
+                          "--device", "browser"], capture_output=True, text=True,
+                         env={**os.environ, "HOTLINE_STORAGE_DATA_DIR": str(tmp_path)},
+                         timeout=60)
+    assert ran.returncode == 2 and "--device is only for login" in ran.stderr
