@@ -431,18 +431,26 @@ def calls(ctx: click.Context, limit: int, outcome: str | None, caller_number: st
 
 
 @cli.command("seat")
-@click.argument("action", type=click.Choice(["login", "logout", "pause", "resume"]))
+@click.argument("action", type=click.Choice(["login", "logout", "pause", "resume",
+                                             "extend_wrap_up"]))
 @click.argument("agent")
 @click.option("--reason", help="Pause reason code (see seats.pause_reasons).")
+@click.option("--device", type=click.Choice(["phone", "browser"]),
+              help="To log in: the desk phone (default) or the desk page's softphone.")
 @click.pass_context
-def seat(ctx: click.Context, action: str, agent: str, reason: str | None) -> None:
-    """Log an agent's seat in or out, pause it with a reason, or resume it."""
+def seat(ctx: click.Context, action: str, agent: str, reason: str | None,
+         device: str | None) -> None:
+    """Log an agent's seat in or out, pause it with a reason, resume it, or extend its
+    wrap-up once."""
     from core.live import connect_redis
     from telephony import commands
 
     if action == "pause" and not reason:
         raise click.UsageError("pause needs --reason")
-    args = {"agent": agent, **({"reason": reason} if reason else {})}
+    if device and action != "login":
+        raise click.UsageError("--device is only for login")
+    args = {"agent": agent, **({"reason": reason} if reason else {}),
+            **({"device": device} if device else {})}
     commands.send(connect_redis(_settings(ctx)), f"seat.{action}", args)
     click.echo(f"seat {agent}: {action} done")
 

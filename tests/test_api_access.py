@@ -30,6 +30,9 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/api/v1/calls"): STAFF,
     ("GET", "/api/v1/calls/<call_id>"): STAFF,
     ("GET", "/api/v1/seats"): STAFF,
+    # an operator only on a call they took as its agent (tests/test_call_dispositions.py)
+    ("POST", "/api/v1/calls/<call_id>/disposition"): frozenset({"supervisor", "shift_chief",
+                                                                "admin"}),
     # another agent's seat: an operator may command only their own (below)
     ("POST", "/api/v1/seats/<agent>/<action>"): frozenset({"supervisor", "shift_chief",
                                                            "admin"}),
@@ -105,7 +108,8 @@ def _call(world: World, method: str, route: str, headers: dict[str, str]) -> Any
             "X-Hotline-Signature": exchange.sign(secret, stamp, body)})
     if method == "POST":
         body = ({"appeal_type": "enquiry", "description": "井盖缺失"}
-                if route == "/api/v1/orders" else {})
+                if route == "/api/v1/orders" else
+                {"code": "answered"} if route.endswith("/disposition") else {})
         return world.client.post(path, json=body, headers=headers)
     return world.client.get(path, headers=headers)
 
