@@ -1,7 +1,7 @@
 """the knowledge base (知识库): articles and their segmented words
 
 Revision ID: 0018
-Revises: 0016
+Revises: 0017
 Create Date: 2026-11-29 22:00:00.000000
 
 `knowledge_articles` holds the answers agents give to consultations (咨询); each article's
