@@ -297,3 +297,26 @@ def _ring(ring: Any, where: str, budget: list[int]) -> list[list[float]]:
 
 def grid_count(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Grid)) or 0
+
+
+def city_extent(session: Session) -> tuple[float, float, float, float] | None:
+    """(min_lat, min_lon, max_lat, max_lon) around every loaded grid: the city as the
+    centre knows it; None before any grid is loaded."""
+    row = session.execute(select(func.min(Grid.min_lat), func.min(Grid.min_lon),
+                                 func.max(Grid.max_lat), func.max(Grid.max_lon))).one()
+    return None if row[0] is None else (row[0], row[1], row[2], row[3])
+
+
+def in_city(session: Session, lat: float, lon: float) -> bool:
+    """Whether a checked WGS84 point lies in China and within the city's grids' extent (any
+    point in China while no grid is loaded)."""
+    if out_of_china(lat, lon):
+        return False
+    extent = city_extent(session)
+    return extent is None or (extent[0] <= lat <= extent[2] and extent[1] <= lon <= extent[3])
+
+
+def grid_outlines(session: Session, limit: int = 5_000) -> list[tuple[str, str, dict[str, Any]]]:
+    """(code, name, GeoJSON geometry in WGS84) of the loaded grids, by code: for drawing."""
+    return [(g.code, g.name, g.geometry) for g in session.scalars(
+        select(Grid).order_by(Grid.code).limit(limit))]
