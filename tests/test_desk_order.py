@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 from sqlalchemy import func, select
 
 from accounts.service import OPERATOR, ROLES, add_user, create_account
@@ -113,8 +113,11 @@ def test_a_category_is_found_by_code_name_and_pinyin_initials(form: Page) -> Non
     # names starting with 垃圾 (components 垃圾间, 垃圾箱) before names holding it (events
     # 暴露垃圾, 积存垃圾渣土)
     assert _search(form, "垃圾") == ["0302", "0303", "0102", "0103"]
-    assert _search(form, "bljl") == ["0102"]          # 暴露垃圾: bao lu la ji
-    assert _search(form, "LJX") == ["0303"]           # 垃圾箱, any case
+    assert _search(form, "bllj") == ["0102"]          # 暴露垃圾: bao lu la ji
+    # any case; initials from the start (垃圾箱 ljx) before initials inside (道路积雪结冰
+    # dljxjb, the event 0407)
+    assert _search(form, "LJX") == ["0303", "0407"]
+    expect(form.locator("#order-category-list li").nth(1)).to_contain_text("道路积雪结冰")
     assert _search(form, "zsrm") == ["0602"]          # 噪声扰民: zao sheng rao min
     assert _search(form, "xqzz") == ["没有匹配的分类"]  # nothing: said so
     _choose(form, "jcljzt", "0103")
@@ -154,7 +157,7 @@ def test_a_repeat_nearby_is_shown_but_not_a_far_one_or_another_category(
     assert status == 201, first
     case = first["case_number"]
     _choose(form, "fqjjsb", "0107")  # 废弃家具设备
-    _pin(form, GRID_04[0] + 0.0002, GRID_04[1] + 0.0002)  # about 27 m away
+    _pin(form, round(GRID_04[0] + 0.0002, 6), round(GRID_04[1] + 0.0002, 6))  # about 27 m away
     warning = form.locator("#order-duplicate")
     expect(warning).to_be_visible()
     expect(warning).to_have_attribute("data-case", case)
@@ -166,7 +169,7 @@ def test_a_repeat_nearby_is_shown_but_not_a_far_one_or_another_category(
     screenshot(form, "desk-order-duplicate-warning")
     _pin(form, *GRID_01)  # about 190 m away: beyond tickets.duplicate_distance_m (100)
     expect(warning).to_be_hidden()
-    _pin(form, GRID_04[0] + 0.0002, GRID_04[1] + 0.0002)
+    _pin(form, round(GRID_04[0] + 0.0002, 6), round(GRID_04[1] + 0.0002, 6))
     expect(warning).to_be_visible()
     _choose(form, "fqcl", "0108")  # 废弃车辆: another category at the same place
     expect(warning).to_be_hidden()
@@ -246,7 +249,9 @@ def _post(page: Page, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 def test_hostile_input_is_refused_next_to_its_field_and_stores_nothing(
         centre: Centre, form: Page) -> None:
     before = _counts(centre)
-    error = form.locator(".order-error[data-field='{}']".format)
+    def error(field: str) -> Locator:
+        return form.locator(f".order-error[data-field='{field}']")
+
     # missing fields: said next to each, at once
     form.locator("#order-save").click()
     for field in ("appeal_type", "category_code", "description"):

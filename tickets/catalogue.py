@@ -652,9 +652,9 @@ def _initials(name: str) -> str:
 
 def _search_index(session: Session) -> list[Found]:
     global _index
-    rows = tuple(session.execute(select(Category.kind, Category.code, Category.name)
-                                 .where(Category.active.is_(True))
-                                 .order_by(Category.kind.desc(), Category.code)).tuples())
+    rows = tuple((kind, code, name) for kind, code, name in session.execute(
+        select(Category.kind, Category.code, Category.name).where(Category.active.is_(True))
+        .order_by(Category.kind.desc(), Category.code)))
     with _index_lock:
         if _index[0] != rows:
             _index = (rows, [Found(kind, code, name, _initials(name))
