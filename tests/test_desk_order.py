@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +24,7 @@ from accounts.service import OPERATOR, ROLES, add_user, create_account
 from core.db import transaction
 from hotline.centre import Centre
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
+from tests import api_world
 from tests.browser import chromium, screenshot
 from tests.conftest import AGENT_PORT, WEB_PORT, agent_ip, api, ensure_ready
 from tickets import geo
@@ -73,6 +76,8 @@ def form(desk: tuple[Page, list[str]]) -> Page:
     page = desk[0]
     page.locator("#order-reset").click()
     page.locator("#order-result").evaluate("node => { node.textContent = '' }")
+    page.evaluate("""() => { document.getElementById('order-call-id').value = '';
+                             document.getElementById('order-call').dataset.callId = ''; }""")
     return page
 
 
@@ -234,6 +239,30 @@ def test_an_order_saved_during_the_call_is_linked_to_it(centre: Centre, kit: Sip
             WorkOrderCall.call_id == call_id, WorkOrder.case_number == case)) is not None
 
 
+def _announce(page: Page, kind: str, detail: dict[str, Any]) -> None:
+    page.evaluate("([kind, detail]) => document.dispatchEvent(new CustomEvent(kind, "
+                  "{detail: detail}))", [kind, detail])
+
+
+def test_the_softphone_binds_the_call_and_its_end_keeps_it(form: Page) -> None:
+    call = form.locator("#order-call")
+    _announce(form, "desk:softphone", {"state": "ringing", "caller": "138****8000"})
+    expect(call).to_have_attribute("data-call-id", "")  # no call id yet: nothing to bind
+    _announce(form, "desk:softphone", {"state": "talking", "caller": "138****8000",
+                                       "call_id": "1764400000.31"})
+    expect(call).to_have_attribute("data-call-id", "1764400000.31")
+    expect(call).to_contain_text("138****8000")
+    expect(form.locator("#order-phone")).to_have_value("")  # a masked number is not typed in
+    _announce(form, "desk:softphone", {"state": "idle", "caller": ""})
+    _choose(form, "0102", "0102")
+    form.locator("#order-reset").click()  # clearing the form keeps its call
+    expect(form.locator("#order-category-chosen")).to_have_text("")  # the form is cleared
+    expect(call).to_have_attribute("data-call-id", "1764400000.31")
+    expect(form.locator("#order-call-id")).to_have_value("1764400000.31")
+    _announce(form, "desk:pop", {"call_id": "1764400000.32", "caller_number": "138****8001"})
+    expect(call).to_have_attribute("data-call-id", "1764400000.32")
+
+
 def _post(page: Page, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """A save sent as the page sends it (the session's cookie and CSRF token), bypassing
     the page's own checks: what the server itself refuses."""
@@ -308,3 +337,44 @@ def test_the_desk_needs_no_tiles(desk: tuple[Page, list[str]], form: Page) -> No
     assert form.locator(".order-grid").count() == 4  # the city's grids are the ground
     assert form.locator(".leaflet-tile").count() == 0
     assert set(hosts) == {f"127.0.0.1:{WEB_PORT}"}  # nothing asked of any other site
+
+
+# GRID_01 as a Chinese web map (GCJ-02) draws it, by the public formulae that
+# tests/test_catalogue.py checks: about 640 m east and 260 m north of the WGS84 point
+GRID_01_GCJ02 = (45.75233572854471, 126.63644339292625)
+
+
+def test_pins_from_gcj02_tiles_are_stored_as_wgs84(database_url: str, tmp_path: Path) -> None:
+    world = api_world.build(database_url, tmp_path)
+    try:
+        operator = world.tokens["operator"]
+        query = f"lat={GRID_01_GCJ02[0]}&lon={GRID_01_GCJ02[1]}&category_code=0102"
+        # read as WGS84 the GCJ-02 point lies east of every grid
+        reply = world.client.get(f"/desk/orders/place?{query}", headers=operator)
+        assert reply.status_code == 400
+        assert reply.json["detail"].startswith("location: ") and \
+            "outside the city's grids" in reply.json["detail"]
+        settings = world.app.extensions["hotline.settings"]
+        world.app.extensions["hotline.settings"] = replace(settings, web=replace(
+            settings.web, map_coordinates="gcj02",
+            map_tile_url="https://tiles.example.cn/{z}/{x}/{y}.png"))
+        reply = world.client.get(f"/desk/orders/place?{query}", headers=operator)
+        assert reply.status_code == 200, reply.json
+        assert (reply.json["grid_code"], reply.json["department_code"]) == (
+            "23010300100101", "sanitation")
+        assert reply.json["latitude"] == pytest.approx(45.7504, abs=1e-6)
+        assert reply.json["longitude"] == pytest.approx(126.6305, abs=1e-6)
+        # the grids come drawn in the tiles' datum: grid 01's south-west corner moves too
+        grids = world.client.get("/desk/orders/grids", headers=operator).json
+        corner = grids["features"][0]["geometry"]["coordinates"][0][0][0]
+        assert corner == pytest.approx([126.63594239, 45.75193520], abs=1e-6)
+        # the desk page lets the tiles' site show images, and only that one
+        page = world.client.get("/desk", headers=operator)
+        assert page.status_code == 200
+        assert "img-src 'self' data: https://tiles.example.cn;" in \
+            page.headers["Content-Security-Policy"]
+        assert 'data-tiles="https://tiles.example.cn/{z}/{x}/{y}.png"' in page.text
+        assert "img-src 'self' data:;" in world.client.get(
+            "/login").headers["Content-Security-Policy"]
+    finally:
+        world.engine.dispose()
