@@ -88,11 +88,11 @@ def _counts(centre: Centre) -> tuple[int, int, int]:
 
 
 def _search(page: Page, text: str) -> list[str]:
-    box = page.locator("#order-category-search")
-    box.fill(text)
+    page.locator("#order-category-search").fill(text)
+    # the debounced search has answered for this very text
+    expect(page.locator("#order-category-list")).to_have_attribute("data-query", text)
     options = page.locator("#order-category-list li")
     expect(options.first).to_be_visible()
-    page.wait_for_timeout(400)  # the debounced search has answered for the last text
     return [o.get_attribute("data-code") or o.inner_text() for o in options.all()]
 
 
@@ -277,7 +277,7 @@ def _post(page: Page, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 
 def test_hostile_input_is_refused_next_to_its_field_and_stores_nothing(
         centre: Centre, form: Page) -> None:
-    before = _counts(centre)
+    before, bus_mark = _counts(centre), centre.bus.last_id()
     def error(field: str) -> Locator:
         return form.locator(f".order-error[data-field='{field}']")
 
@@ -329,6 +329,8 @@ def test_hostile_input_is_refused_next_to_its_field_and_stores_nothing(
     assert form.title() != "pwned"
     assert form.locator("#order-result").inner_text() == ""
     assert _counts(centre) == before  # no order, no link, no event
+    assert [e["type"] for _id, e in centre.bus.read(bus_mark, count=10_000)
+            if e.get("type", "").startswith("work_order.")] == []  # none published either
 
 
 def test_the_desk_needs_no_tiles(desk: tuple[Page, list[str]], form: Page) -> None:

@@ -103,12 +103,12 @@
 
   const lookUp = debounce(async () => {
     const text = search.value.trim();
-    list.replaceChildren();
     if (!text) { list.hidden = true; return; }
     const reply = await getJson(root.dataset.categories, {q: text});
     if (search.value.trim() !== text) return;  // typed on meanwhile
     list.replaceChildren();
-    const items = reply.ok ? reply.body.items : [];
+    list.dataset.query = text;  // what these matches answer
+    const items = reply.ok && Array.isArray(reply.body.items) ? reply.body.items : [];
     for (const item of items) {
       const option = document.createElement("li");
       option.setAttribute("role", "option");
@@ -130,7 +130,12 @@
     list.hidden = false;
     search.setAttribute("aria-expanded", "true");
   }, 200);
-  search.addEventListener("input", lookUp);
+  search.addEventListener("input", () => {  // old matches go at once, new ones follow
+    list.replaceChildren();
+    list.hidden = true;
+    list.dataset.query = "";
+    lookUp();
+  });
   search.addEventListener("keydown", (e) => {
     if (e.key === "Enter") {  // the first match, without leaving the keyboard
       e.preventDefault();
@@ -150,7 +155,7 @@
       L.tileLayer(root.dataset.tiles, {maxZoom: 19}).addTo(map);
     }
     getJson(root.dataset.grids, {}).then((reply) => {
-      if (!reply.ok || !reply.body.features.length) return;
+      if (!reply.ok || !Array.isArray(reply.body.features) || !reply.body.features.length) return;
       const layer = L.geoJSON(reply.body, {
         style: (f) => ({className: "order-grid order-grid-" + f.properties.code,
                         weight: 1, fillOpacity: 0.08}),
@@ -206,7 +211,11 @@
     if (el("order-category-code").value) params.category_code = el("order-category-code").value;
     const reply = await getJson(root.dataset.place, params);
     if (asked !== placeAsked) return;  // the pin moved on meanwhile
-    if (!reply.ok) { resolved(null, null); showProblem(reply.status, reply.body.detail); return; }
+    if (!reply.ok || !("grid_code" in reply.body)) {
+      resolved(null, null);
+      showProblem(reply.status, reply.body.detail);
+      return;
+    }
     const b = reply.body;
     resolved({code: b.grid_code, name: b.grid_name},
              el("order-category-code").value ? {code: b.department_code, name: b.department_name}
@@ -241,7 +250,7 @@
     const reply = await getJson(root.dataset.duplicate, {
       lat: p.lat, lon: p.lon, category_code: code, category_kind: el("order-category-kind").value});
     if (asked !== duplicateAsked) return;
-    const found = reply.ok ? reply.body.duplicate : null;
+    const found = reply.ok ? reply.body.duplicate || null : null;
     box.hidden = !found;
     box.dataset.case = found ? found.case_number : "";
     box.textContent = found ? words.duplicate + " " + found.case_number + " · " +
@@ -294,7 +303,8 @@
                   "X-CSRFToken": csrf},
         body: JSON.stringify(data)});
       const answer = await reply.json().catch(() => ({}));
-      if (!reply.ok) { showProblem(reply.status, answer.detail); return; }
+      // signed out meanwhile, the CSRF token refused: a page comes back, not the order
+      if (!reply.ok || !answer.case_number) { showProblem(reply.status, answer.detail); return; }
       form.reset();
       clearForm(false);
       el("order-result").dataset.case = answer.case_number;
