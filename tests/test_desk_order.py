@@ -21,13 +21,13 @@ from playwright.sync_api import Locator, Page, expect
 from sqlalchemy import func, select
 
 from accounts.service import OPERATOR, ROLES, add_user, create_account
-from core.db import transaction
+from core.db import make_engine, session_factory, transaction, upgrade
 from hotline.centre import Centre
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
 from tests import api_world
 from tests.browser import chromium, screenshot
 from tests.conftest import AGENT_PORT, WEB_PORT, agent_ip, api, ensure_ready
-from tickets import geo
+from tickets import catalogue, geo
 from tickets.models import WorkOrder, WorkOrderCall, WorkOrderEvent
 
 NAME, PASSWORD = "受理坐席小周", "order-form-测试-密码-1"
@@ -380,3 +380,33 @@ def test_pins_from_gcj02_tiles_are_stored_as_wgs84(database_url: str, tmp_path: 
             "/login").headers["Content-Security-Policy"]
     finally:
         world.engine.dispose()
+
+
+def test_pinyin_is_worked_out_once_per_catalogue_not_per_keystroke(
+        database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    worked: list[str] = []
+    real = catalogue.lazy_pinyin
+    monkeypatch.setattr(catalogue, "lazy_pinyin",
+                        lambda name, **kw: worked.append(name) or real(name, **kw))
+    monkeypatch.setattr(catalogue, "_index", ((), []))  # no index of an earlier catalogue
+    try:
+        with transaction(sessions) as session:
+            catalogue.seed(session)
+        with sessions() as session:
+            for typed in ("l", "lj", "ljx"):
+                catalogue.search_categories(session, typed)
+        assert len(worked) == 83  # each active category's name once: 42 events, 41 parts
+        assert "垃圾箱" in worked
+        worked.clear()
+        with transaction(sessions) as session:  # the catalogue changes: worked out again
+            catalogue.set_category(session, "0303", "component", "果皮箱")
+        with sessions() as session:
+            assert [f.code for f in catalogue.search_categories(session, "gpx")] == ["0303"]
+            assert catalogue.search_categories(session, "ljx")[0].name == "道路积雪结冰"
+            catalogue.search_categories(session, "gpx")
+        assert len(worked) == 83
+    finally:
+        engine.dispose()
