@@ -378,6 +378,11 @@ def test_pins_from_gcj02_tiles_are_stored_as_wgs84(database_url: str, tmp_path: 
         assert 'data-tiles="https://tiles.example.cn/{z}/{x}/{y}.png"' in page.text
         assert "img-src 'self' data:;" in world.client.get(
             "/login").headers["Content-Security-Policy"]
+        # a supervisor's desk has no form: orders are taken in by operators
+        page = world.client.get("/desk", headers=world.tokens["supervisor"])
+        assert page.status_code == 200
+        assert "工单由受理员受理。" in page.text and 'id="order-form"' not in page.text
+        assert 'id="order-form"' in world.client.get("/desk", headers=operator).text
     finally:
         world.engine.dispose()
 
