@@ -181,6 +181,7 @@ RedisUrl = _url_type("redis://", "rediss://", "unix://")
 MirrorUrl = _url_type("http://", "https://", "file:")
 WebhookUrl = _url_type("http://", "https://")
 TileUrl = _url_type("http://", "https://", "/")
+PushUrl = _url_type("http://", "https://")
 
 
 # A section of the settings file: a dataclass checked by pydantic whenever one is made (so
@@ -273,6 +274,11 @@ class Web:
     # The datum of those tiles: Chinese web maps (高德, 腾讯) draw GCJ-02, OpenStreetMap WGS84;
     # the desk converts at the edge, everything stored stays WGS84.
     map_coordinates: Literal["wgs84", "gcj02"] = "wgs84"
+    # The desk push server (agent_desk.push, Server-Sent Events) listens on web.host at its
+    # own port; the desk page connects to push_url, empty: the page's own host at push_port
+    # (behind a TLS proxy, the public https:// address the proxy forwards to push_port).
+    push_port: Port = 8320
+    push_url: PushUrl = ""
 
 
 @section

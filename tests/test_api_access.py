@@ -39,6 +39,10 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/api/v1/orders/<case_number>/actions/<action>"): WORKFLOW,
     ("POST", "/api/v1/orders/<case_number>/photos"): WORKFLOW,
     ("POST", "/api/v1/orders/<case_number>/calls"): frozenset({"operator"}),
+    ("GET", "/api/v1/knowledge"): STAFF,
+    ("POST", "/api/v1/knowledge"): frozenset({"admin"}),
+    ("GET", "/api/v1/knowledge/<article_id>"): STAFF,
+    ("POST", "/api/v1/knowledge/<article_id>/answers"): frozenset({"operator"}),
     ("GET", "/api/v1/surveys/callback-list"): frozenset({"operator", "supervisor",
                                                          "shift_chief", "admin", "auditor"}),
     ("POST", "/api/v1/surveys/<survey_id>/result"): frozenset({"operator"}),
@@ -62,6 +66,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/desk/orders/duplicate"): frozenset({"operator"}),
     ("GET", "/desk/orders/grids"): frozenset({"operator"}),
     ("POST", "/desk/orders"): frozenset({"operator"}),
+    ("GET", "/desk/push-ticket"): frozenset({"operator", "supervisor"}),  # the push stream's
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }
@@ -87,6 +92,7 @@ def _call(world: World, method: str, route: str, headers: dict[str, str]) -> Any
     with: real path values, a body of the right shape."""
     path = (route.replace("<call_id>", world.call_id).replace("<agent>", "8001")
             .replace("<case_number>", world.case).replace("<survey_id>", "77")
+            .replace("<article_id>", "1")
             .replace("<action>", "login" if "/seats/" in route else "open")
             .replace("<path:filename>", "shell.css").replace("<choice>", "en"))
     if route == "/api/v1/kpis":

@@ -76,7 +76,10 @@
 
   document.addEventListener("desk:pop", (event) => {
     const d = event.detail || {};
-    bindCall(d.call_id, d.caller_number);
+    // the full number comes in the pop's private part, to viewers who may see numbers
+    const full = d.private && typeof d.private.caller_number === "string" ?
+      d.private.caller_number : "";
+    bindCall(d.call_id, full || d.caller_number);
   });
   document.addEventListener("desk:softphone", (event) => {
     const d = event.detail || {};
