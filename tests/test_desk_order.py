@@ -24,13 +24,15 @@ from accounts.service import OPERATOR, ROLES, add_user, create_account
 from core.db import make_engine, session_factory, transaction, upgrade
 from hotline.centre import Centre
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
+from telephony import commands
 from tests import api_world
 from tests.browser import chromium, screenshot
-from tests.conftest import AGENT_PORT, WEB_PORT, agent_ip, api, ensure_ready
+from tests.conftest import AGENT_PORT, WEB_PORT, agent_ip, api, ensure_ready, wait_until
 from tickets import catalogue, geo
 from tickets.models import WorkOrder, WorkOrderCall, WorkOrderEvent
 
 NAME, PASSWORD = "受理坐席小周", "order-form-测试-密码-1"
+DESK_AGENT, OTHER_AGENT = "8101", "8102"  # the form's agent answers at a kit desk phone
 SITE = f"http://127.0.0.1:{WEB_PORT}"
 # Demo grids (tickets/demo_grids.geojson): four 0.0013° x 0.0009° squares from 126.63, 45.75
 GRID_01 = (45.7504, 126.6305)   # south-west: 23010300100101
@@ -41,11 +43,11 @@ OUTSIDE_CHINA = (51.5, -0.12)   # London
 
 @pytest.fixture(scope="module")
 def operator(centre: Centre) -> dict[str, str]:
-    """An operator who signs in with a password, with no agent number of their own (the
-    pop's call id comes to the form as a DOM event), and the demo grids loaded."""
+    """An operator who signs in with a password, agent 8101 at a desk phone (so the
+    centre's screen pop reaches this desk) who may see numbers, and the demo grids loaded."""
     with transaction(centre.sessions) as session:
-        create_account(session, NAME, [OPERATOR], password=PASSWORD, actor="test",
-                       now=centre.clock.now())
+        create_account(session, NAME, [OPERATOR], password=PASSWORD, agent=DESK_AGENT,
+                       see_phone=True, actor="test", now=centre.clock.now())
         token = add_user(session, "受理接口", [OPERATOR], True, ROLES, now=centre.clock.now())
         geo.load_grids(session, geo.read_geojson(geo.DEMO_GRIDS))
     return {"Authorization": f"Bearer {token}"}
@@ -194,44 +196,58 @@ def _wait_event(centre: Centre, after: str, kind: str, timeout: float,
 def test_an_order_saved_during_the_call_is_linked_to_it(centre: Centre, kit: SipKit,
                                                         form: Page) -> None:
     ensure_ready(centre)
+    commands.send(centre.bus.client, "seat.pause", {"agent": OTHER_AGENT, "reason": "meal"})
+    wait_until(lambda: centre.telephony.board.seat(OTHER_AGENT).state == "paused", 10,
+               f"{OTHER_AGENT} is not paused")
     caller = "13600000082"
     after = centre.bus.last_id()
-    with kit.agent_phone("8101", agent_ip("8101"), port=AGENT_PORT, answer_after=1.0), \
-            kit.agent_phone("8102", agent_ip("8102"), port=AGENT_PORT, answer_after=1.0):
-        run = kit.start_calls(Call(caller_id=caller, script=(
-            Wait(1.0), Dtmf("1"), Wait(14.0), Hangup())))
-        started = _wait_event(centre, after, "call.started", 15, caller_number=caller)
-        call_id = started["call_id"]
-        _wait_event(centre, after, "call.agent_connected", 15, call_id=call_id)
-        # the desk-phone agent's pop reaches the form as the desk's event
-        # (agent_desk.pop's shape: the number masked, in full in the private part)
-        _announce(form, "desk:pop", {"call_id": call_id, "caller_number": "136****0082",
-                                     "queue": "intake", "ivr": [],
-                                     "private": {"caller_number": caller}})
-        expect(form.locator("#order-call")).to_have_attribute("data-call-id", call_id)
-        expect(form.locator("#order-phone")).to_have_value(caller)
-        form.locator("#order-appeal-type").select_option("complaint")
-        _choose(form, "dlbj", "0104")  # 道路不洁
-        form.locator("#order-address").fill("示范街与人民路交口")
-        _pin(form, *GRID_01)
-        expect(form.locator("#order-grid")).to_have_attribute("data-code", "23010300100101")
-        form.locator("#order-description").fill("路面油污一大片，行人滑倒")
-        screenshot(form, "desk-order-half-filled-on-a-call")
-        form.locator("#order-save").click()
-        result = form.locator("#order-result")
-        expect(result).to_contain_text("已保存")
-        case = result.get_attribute("data-case") or ""
-        assert len(case) == 12 and case.isdigit()
-        expect(result).to_contain_text(case)
-        assert centre.telephony.live_calls() == [call_id]  # saved while the call was up
-        expect(form.locator("#order-call")).to_have_attribute("data-call-id", "")
-        [finished] = run.wait()
+    try:
+        with kit.agent_phone(DESK_AGENT, agent_ip(DESK_AGENT), port=AGENT_PORT,
+                             answer_after=1.0):
+            run = kit.start_calls(Call(caller_id=caller, script=(
+                Wait(1.0), Dtmf("1"), Wait(16.0), Hangup())))
+            started = _wait_event(centre, after, "call.started", 15, caller_number=caller)
+            call_id = started["call_id"]
+            # the centre's screen pop reaches this desk through the push server, and the
+            # form takes the call from it: the number in full, this agent may see it
+            expect(form.locator("#order-call")).to_have_attribute("data-call-id", call_id,
+                                                                  timeout=15_000)
+            expect(form.locator("#order-phone")).to_have_value(caller)
+            _wait_event(centre, after, "call.agent_connected", 15, call_id=call_id)
+            case = _fill_and_save(centre, form, call_id)
+            [finished] = run.wait()
+    finally:
+        commands.send(centre.bus.client, "seat.resume", {"agent": OTHER_AGENT})
     assert finished.outcome == "answered"
+    _check_saved(case, call_id, caller, centre)
+
+
+def _fill_and_save(centre: Centre, form: Page, call_id: str) -> str:
+    """Fill the form while the call is up and save it: the case number the page shows."""
+    form.locator("#order-appeal-type").select_option("complaint")
+    _choose(form, "dlbj", "0104")  # 道路不洁
+    form.locator("#order-address").fill("示范街与人民路交口")
+    _pin(form, *GRID_01)
+    expect(form.locator("#order-grid")).to_have_attribute("data-code", "23010300100101")
+    form.locator("#order-description").fill("路面油污一大片，行人滑倒")
+    screenshot(form, "desk-order-half-filled-on-a-call")
+    form.locator("#order-save").click()
+    result = form.locator("#order-result")
+    expect(result).to_contain_text("已保存")
+    case = result.get_attribute("data-case") or ""
+    assert len(case) == 12 and case.isdigit()
+    expect(result).to_contain_text(case)
+    assert centre.telephony.live_calls() == [call_id]  # saved while the call was up
+    expect(form.locator("#order-call")).to_have_attribute("data-call-id", "")
+    return case
+
+
+def _check_saved(case: str, call_id: str, caller: str, centre: Centre) -> None:
     status, order = api(f"/api/v1/orders/{case}")
     assert status == 200
     assert (order["call_id"], order["channel"], order["category_code"], order["grid_code"],
             order["department_code"], order["citizen_phone"], order["address"]) == (
-        call_id, "phone", "0104", "23010300100101", "sanitation", "13600000082",
+        call_id, "phone", "0104", "23010300100101", "sanitation", caller,
         "示范街与人民路交口")
     assert [(c["call_id"], c["how"]) for c in order["calls"]] == [(call_id, "intake")]
     with centre.sessions() as session:
