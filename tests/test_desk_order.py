@@ -1,8 +1,9 @@
 """The desk's order form (工单受理) bound to the live call, in Debian's Chromium against the
 real centre: the category searched by code, name and pinyin initials; a pin resolving to
-the grid and the department; a repeat of an open order nearby shown while typing; the
-order saved on a live kit call and linked to it; hostile input refused next to its field
-with nothing stored; all of it on a map with no tiles.
+the grid and the department; a repeat of an open order nearby shown while typing; a live
+kit call ringing the form's agent at a desk phone, whose screen pop binds the form, and the
+order saved on it and linked to it; hostile input refused next to its field with nothing
+stored; all of it on a map with no tiles (and pins from GCJ-02 tiles stored as WGS84).
 
 Expectations are written by hand from tickets/catalogue.yaml and tickets/demo_grids.geojson.
 """
