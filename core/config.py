@@ -183,6 +183,7 @@ DatabaseUrl = _url_type("sqlite:", "postgresql:", "postgresql+psycopg:")
 RedisUrl = _url_type("redis://", "rediss://", "unix://")
 MirrorUrl = _url_type("http://", "https://", "file:")
 WebhookUrl = _url_type("http://", "https://")
+TileUrl = _url_type("http://", "https://", "/")
 PushUrl = _url_type("http://", "https://")
 
 
@@ -278,6 +279,12 @@ class Seats:
 class Web:
     host: Address = "127.0.0.1"
     port: Port = 8319
+    # The desk's map: a tile URL template ({z}/{x}/{y}); empty, the map draws only the city's
+    # grids on a blank ground (no tiles needed, nothing fetched elsewhere).
+    map_tile_url: TileUrl = ""
+    # The datum of those tiles: Chinese web maps (高德, 腾讯) draw GCJ-02, OpenStreetMap WGS84;
+    # the desk converts at the edge, everything stored stays WGS84.
+    map_coordinates: Literal["wgs84", "gcj02"] = "wgs84"
     # The desk push server (agent_desk.push, Server-Sent Events) listens on web.host at its
     # own port; the desk page connects to push_url, empty: the page's own host at push_port
     # (behind a TLS proxy, the public https:// address the proxy forwards to push_port).

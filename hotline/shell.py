@@ -73,11 +73,15 @@ def page_language() -> dict[str, Any]:
 @shell.after_app_request
 def content_security_policy(response: Response) -> Response:
     """The policy; a page that must connect elsewhere (the desk's softphone to Asterisk's
-    WSS) names those origins in `g.csp_connect_src`, and only its own response allows them."""
+    WSS) names those origins in `g.csp_connect_src`, one that shows images from elsewhere
+    (the desk map's tiles) in `g.csp_img_src`, and only its own response allows them."""
     policy = CONTENT_SECURITY_POLICY
     extra = " ".join(g.get("csp_connect_src", ()))
     if extra:
         policy = policy.replace("connect-src 'self'", f"connect-src 'self' {extra}")
+    images = " ".join(g.get("csp_img_src", ()))  # the desk map's tiles, when configured
+    if images:
+        policy = policy.replace("img-src 'self' data:", f"img-src 'self' data: {images}")
     response.headers.setdefault("Content-Security-Policy", policy)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     return response

@@ -63,6 +63,12 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     # the agent desk and its softphone's own SIP credentials
     ("GET", "/desk"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/softphone"): frozenset({"operator", "supervisor"}),
+    # the desk's order form: the operator takes orders in (orders.open)
+    ("GET", "/desk/orders/categories"): frozenset({"operator"}),
+    ("GET", "/desk/orders/place"): frozenset({"operator"}),
+    ("GET", "/desk/orders/duplicate"): frozenset({"operator"}),
+    ("GET", "/desk/orders/grids"): frozenset({"operator"}),
+    ("POST", "/desk/orders"): frozenset({"operator"}),
     ("GET", "/desk/push-ticket"): frozenset({"operator", "supervisor"}),  # the push stream's
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},

@@ -20,11 +20,13 @@ Callers never see the mark: every function here takes `kind` and a bare code.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pypinyin import Style, lazy_pinyin
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
@@ -619,3 +621,65 @@ def ensure_loaded(session: Session, path: str = "") -> LoadSummary | None:
     if session.scalar(select(func.count()).select_from(Category)):
         return None
     return load_file(session, path) if path else seed(session)
+
+
+# --- search (分类检索: by code, name or pinyin initials) ------------------------------------
+
+
+@dataclass(frozen=True)
+class Found:
+    """A category a search found: its code, name and the initials of its name's pinyin
+    (拼音首字母, 垃圾堆放 -> ljdf)."""
+
+    kind: str
+    code: str
+    name: str
+    initials: str
+
+
+# The pinyin of every active category's name, worked out once per catalogue content: a
+# search compares the rows' (kind, code, name) with what the index was built from and
+# rebuilds only when the catalogue changed (a load, an edit), never per keystroke.
+_index: tuple[tuple[tuple[str, str, str], ...], list[Found]] = ((), [])
+_index_lock = threading.Lock()
+MAX_QUERY = 20
+
+
+def _initials(name: str) -> str:
+    letters = lazy_pinyin(name, style=Style.FIRST_LETTER, errors="ignore")
+    return "".join(letters).lower()
+
+
+def _search_index(session: Session) -> list[Found]:
+    global _index
+    rows = tuple((kind, code, name) for kind, code, name in session.execute(
+        select(Category.kind, Category.code, Category.name).where(Category.active.is_(True))
+        .order_by(Category.kind.desc(), Category.code)))
+    with _index_lock:
+        if _index[0] != rows:
+            _index = (rows, [Found(kind, code, name, _initials(name))
+                             for kind, code, name in rows])
+        return _index[1]
+
+
+def search_categories(session: Session, text: str, limit: int = 8) -> list[Found]:
+    """Active categories whose code starts with `text` (0102), whose name holds it (垃圾),
+    or whose name's pinyin initials hold it (ljdf, any case): the closest first (a code or
+    initials from the start before a match inside), events before components, by code."""
+    wanted = (text or "").strip()[:MAX_QUERY]
+    if not wanted:
+        return []
+    letters = wanted.lower()
+    ranked = []
+    for found in _search_index(session):
+        if found.code.startswith(wanted) or found.name.startswith(wanted) \
+                or (letters.isascii() and found.initials.startswith(letters)):
+            rank = 0
+        elif wanted in found.name or (letters.isascii() and letters.isalpha()
+                                      and letters in found.initials):
+            rank = 1
+        else:
+            continue
+        ranked.append((rank, found.kind != "event", found.code, found))
+    ranked.sort(key=lambda r: r[:3])
+    return [r[3] for r in ranked[:max(0, limit)]]

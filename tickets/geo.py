@@ -14,6 +14,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import shapely
+import shapely.geometry
+from shapely.geometry.base import BaseGeometry
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -174,25 +177,25 @@ def grid_at(session: Session, lat: float, lon: float) -> Grid | None:
 
 
 def contains(geometry: dict[str, Any], lat: float, lon: float) -> bool:
-    """Whether a checked Polygon or MultiPolygon holds the point (holes excluded)."""
-    polygons = (geometry["coordinates"] if geometry["type"] == "MultiPolygon"
-                else [geometry["coordinates"]])
-    return any(_in_ring(rings[0], lon, lat) and not any(_in_ring(h, lon, lat)
-                                                        for h in rings[1:])
-               for rings in polygons)
+    """Whether a checked Polygon or MultiPolygon holds the point (holes excluded), by
+    shapely. A point on the outline is held only if a point a hair (about 0.1 mm) east and
+    north of it is inside: so of two grids sharing an edge or a corner exactly one claims
+    it, the eastern or northern one, and the grids tile the city without overlap."""
+    shape = _shape(geometry)
+    point = shapely.Point(lon, lat)
+    if shape.contains(point):
+        return True
+    if not shape.touches(point):
+        return False
+    return bool(shape.contains(shapely.Point(lon + _NUDGE, lat + _NUDGE * _NUDGE_SLOPE)))
 
 
-def _in_ring(ring: list[list[float]], x: float, y: float) -> bool:
-    # Ray casting, half-open in y so a vertex is counted once; each edge is taken bottom-up
-    # so two grids sharing an edge compute the same crossing and never both claim a point.
-    inside = False
-    for (x1, y1), (x2, y2) in pairwise(ring):
-        if (y1 > y) != (y2 > y):
-            if y1 > y2:
-                x1, y1, x2, y2 = x2, y2, x1, y1
-            if x < x1 + (y - y1) * (x2 - x1) / (y2 - y1):
-                inside = not inside
-    return inside
+_NUDGE = 1e-9  # degrees: ~0.1 mm, far below any survey and far above a double's spacing
+_NUDGE_SLOPE = 0.6180339887  # an irrational-like slope, so the nudge runs along no edge
+
+
+def _shape(geometry: dict[str, Any]) -> BaseGeometry:
+    return shapely.geometry.shape(geometry)
 
 
 def _bbox(geometry: dict[str, Any]) -> tuple[float, float, float, float]:
@@ -294,3 +297,26 @@ def _ring(ring: Any, where: str, budget: list[int]) -> list[list[float]]:
 
 def grid_count(session: Session) -> int:
     return session.scalar(select(func.count()).select_from(Grid)) or 0
+
+
+def city_extent(session: Session) -> tuple[float, float, float, float] | None:
+    """(min_lat, min_lon, max_lat, max_lon) around every loaded grid: the city as the
+    centre knows it; None before any grid is loaded."""
+    row = session.execute(select(func.min(Grid.min_lat), func.min(Grid.min_lon),
+                                 func.max(Grid.max_lat), func.max(Grid.max_lon))).one()
+    return None if row[0] is None else (row[0], row[1], row[2], row[3])
+
+
+def in_city(session: Session, lat: float, lon: float) -> bool:
+    """Whether a checked WGS84 point lies in China and within the city's grids' extent (any
+    point in China while no grid is loaded)."""
+    if out_of_china(lat, lon):
+        return False
+    extent = city_extent(session)
+    return extent is None or (extent[0] <= lat <= extent[2] and extent[1] <= lon <= extent[3])
+
+
+def grid_outlines(session: Session, limit: int = 5_000) -> list[tuple[str, str, dict[str, Any]]]:
+    """(code, name, GeoJSON geometry in WGS84) of the loaded grids, by code: for drawing."""
+    return [(g.code, g.name, g.geometry) for g in session.scalars(
+        select(Grid).order_by(Grid.code).limit(limit))]

@@ -180,6 +180,39 @@ def next_case_number(session: Session, day: date) -> str:
     return number
 
 
+@dataclass(frozen=True)
+class Nearby:
+    """An open order that a new one would repeat (疑似重复): its case number, where it is
+    and how far from the new one's place."""
+
+    case_number: str
+    address: str
+    distance_m: float
+    created_at: datetime
+
+
+def nearby_open_order(session: Session, category_code: str, category_kind: str,
+                      latitude: float, longitude: float, *, policy: Policy = DEFAULT_POLICY,
+                      now: datetime) -> Nearby | None:
+    """The open order of the same category within tickets.duplicate_distance_m of the
+    place, taken in within tickets.duplicate_window_hours, that `open_order` would flag
+    the new one a repeat of; None if there is none (or no category or place yet)."""
+    if category_kind not in catalogue.KINDS:
+        raise OrderError(f"category_kind: one of {', '.join(catalogue.KINDS)}")
+    try:
+        latitude, longitude = geo.check_point(latitude, longitude)
+    except geo.GeoError as exc:
+        raise OrderError(f"location: {exc}") from None
+    number = _nearby_open_order(session, category_code, category_kind, latitude, longitude,
+                                policy, now)
+    if not number:
+        return None
+    order = _order(session, number)
+    distance = geo.distance_m(latitude, longitude, order.latitude or 0.0,
+                              order.longitude or 0.0)
+    return Nearby(number, order.address, round(distance, 1), order.created_at)
+
+
 def _nearby_open_order(session: Session, category_code: str, category_kind: str,
                        latitude: float | None, longitude: float | None, policy: Policy,
                        now: datetime) -> str:
