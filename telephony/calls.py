@@ -425,8 +425,12 @@ class CallTracker:
     def _on_AttendedTransfer(self, e: dict[str, str], at: float) -> None:
         call = self._call_of(e, "OrigTransfererUniqueid")
         if call is not None:
+            # the target is who the transferer consulted (TransferTarget); the second
+            # transferer is the agent's own consultation leg, whose number is the agent's
+            to = (e.get("TransferTargetCallerIDNum")
+                  or e.get("SecondTransfererConnectedLineNum"))
             call.transfers.append({"at": call.at(at), "kind": "attended",
-                                   "to": _text(e.get("SecondTransfererCallerIDNum")),
+                                   "to": _text(to),
                                    "result": _text(e.get("Result"))})
 
     def _on_Hangup(self, e: dict[str, str], at: float) -> list[DomainEvent]:
