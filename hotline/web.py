@@ -27,6 +27,7 @@ from accounts import http as accounts_http
 from accounts import pages as accounts_pages
 from accounts import web as accounts_web
 from accounts.access import PUBLIC, check, requires
+from agent_desk import lists as desk_lists
 from agent_desk import pages as desk_pages
 from core.clock import Clock
 from core.config import Settings
@@ -140,6 +141,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     accounts_web.init_app(app, settings)  # sign-in sessions, CSRF
     app.register_blueprint(accounts_pages.pages)
     app.register_blueprint(desk_pages.desk)
+    app.register_api(desk_lists.desk_lists)  # the agent's own lists (no API document)
     for blueprint in (*telephony_http.BLUEPRINTS, *tickets_http.BLUEPRINTS,
                       *reports_http.BLUEPRINTS, *accounts_http.BLUEPRINTS):
         app.register_api(blueprint)

@@ -56,6 +56,11 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     # the agent desk and its softphone's own SIP credentials
     ("GET", "/desk"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/softphone"): frozenset({"operator", "supervisor"}),
+    # the agent's own lists: surveys to call back (and the call), returned orders, today
+    ("GET", "/desk/lists/surveys"): frozenset({"operator", "supervisor"}),
+    ("POST", "/desk/lists/surveys/<survey_id>/call"): frozenset({"operator", "supervisor"}),
+    ("GET", "/desk/lists/returned"): frozenset({"operator", "supervisor"}),
+    ("GET", "/desk/lists/today"): frozenset({"operator", "supervisor"}),
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }
