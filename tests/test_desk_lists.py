@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from playwright.sync_api import BrowserContext, Page, expect
 from sqlalchemy import select, update
 
-from accounts.service import ROLES, Identity, add_user
+from accounts.service import OPERATOR, Identity, create_account
 from asterisk_conf.sandbox import Sandbox
 from core.config import Settings
 from core.db import transaction
@@ -23,12 +24,14 @@ from telephony.ami import EventTap
 from telephony.models import SeatInterval
 from telephony.records import store_call
 from tests import api_world
-from tests.conftest import AGENT_PORT, CASE_LOOP, agent_ip, api, wait_until
+from tests.browser import MEDIA_FLAGS, chromium, screenshot
+from tests.conftest import AGENT_PORT, CASE_LOOP, WEB_PORT, agent_ip, api, wait_until
 from tickets import service
 from tickets.models import Survey, WorkOrder
 
 AGENT, NAME = "8301", "坐席8301"
 ME = Identity(NAME, ("operator",), False, agent=AGENT)
+CALLING_AGENT, CALLING_PASSWORD = "回访坐席8101", "lists-test-密码-1"
 
 
 def _at(text: str) -> datetime:
@@ -145,14 +148,25 @@ def test_the_agents_own_lists_and_todays_figures(database_url: str, tmp_path: Pa
         world.engine.dispose()
 
 
+def _desk(context: BrowserContext) -> Page:
+    site = f"http://127.0.0.1:{WEB_PORT}"
+    page = context.new_page()
+    page.goto(f"{site}/login?next=/desk")
+    page.get_by_label("用户名").fill(CALLING_AGENT)
+    page.get_by_label("密码").fill(CALLING_PASSWORD)
+    page.get_by_role("button", name="登录").click()
+    page.wait_for_url(f"{site}/desk")
+    return page
+
+
 def test_click_to_call_dials_the_citizen_once_then_rings_the_agent(
         centre: Centre, pbx: Sandbox, pbx_settings: Settings, kit: SipKit,
         ami: EventTap) -> None:
     phone = "13912340077"
     policy = service.Policy.from_settings(centre.settings)
     with transaction(centre.sessions) as session:
-        token = add_user(session, "回访坐席8101", ["operator"], False, ROLES,
-                         now=centre.clock.now(), agent="8101")
+        create_account(session, CALLING_AGENT, [OPERATOR], password=CALLING_PASSWORD,
+                       agent="8101", actor="test", now=centre.clock.now())
         order = service.open_order(session, appeal_type="complaint", channel="phone",
                                    description="路灯不亮", actor="受理员", citizen_phone=phone,
                                    policy=policy, now=centre.clock.now())
@@ -162,36 +176,47 @@ def test_click_to_call_dials_the_citizen_once_then_rings_the_agent(
         session.execute(update(Survey).where(Survey.order_id == order.id).values(
             state="agent"))  # the line and the SMS gave up: an agent calls
         survey_id = session.scalar(select(Survey.id).where(Survey.order_id == order.id))
-    agent = {"Authorization": f"Bearer {token}"}
+        case = order.case_number
 
-    status, listed = api("/desk/lists/surveys", headers=agent)
-    assert status == 200
-    assert [i["case_number"] for i in listed["items"] if i["survey_id"] == survey_id] == [
-        order.case_number]
-    with kit.agent_phone("citizen", pbx_settings.pbx.trunk_host,
-                         port=pbx_settings.pbx.trunk_port, answer_after=1.0,
-                         talk_seconds=12) as citizen, \
-            kit.agent_phone("8101", agent_ip("8101"), port=AGENT_PORT,
-                            answer_after=1.0) as desk_phone:
-        status, dialling = api(f"/desk/lists/surveys/{survey_id}/call", {}, agent)
-        assert status == 202, dialling
-        assert dialling == {"survey_id": survey_id, "reference": f"desk-survey-{survey_id}",
-                            "state": "dialling"}
-        status, refused = api(f"/desk/lists/surveys/{survey_id}/call", {}, agent)
-        assert status == 409, refused  # the double click: still dialling
-        wait_until(lambda: any(r.answered_at for r in desk_phone.results()
-                               if r.from_user == "12319"), 20, "the agent's phone never rang")
-        status, refused = api(f"/desk/lists/surveys/{survey_id}/call", {}, agent)
-        assert status == 409, refused  # another tab while they talk
-        wait_until(lambda: any(r.ended_at for r in citizen.results()), 30,
-                   "the call did not end")
+    posts: list[str] = []
+    with chromium(*MEDIA_FLAGS) as browser:
+        context = browser.new_context(ignore_https_errors=True, locale="zh-CN",
+                                      viewport={"width": 1366, "height": 900})
+        context.on("request", lambda r: posts.append(r.url) if r.method == "POST"
+                   and r.url.endswith(f"/desk/lists/surveys/{survey_id}/call") else None)
+        first = _desk(context)
+        second = context.new_page()  # a second tab of the same signed-in agent
+        second.goto(f"http://127.0.0.1:{WEB_PORT}/desk")
+        row = f"#surveys li[data-survey='{survey_id}']"
+        for tab in (first, second):
+            expect(tab.locator(row)).to_contain_text(case)
+            expect(tab.locator(row)).to_contain_text("139****0077")  # masked: no privilege
+        screenshot(first, "desk-lists")
+        with kit.agent_phone("citizen", pbx_settings.pbx.trunk_host,
+                             port=pbx_settings.pbx.trunk_port, answer_after=1.0,
+                             talk_seconds=12) as citizen, \
+                kit.agent_phone("8101", agent_ip("8101"), port=AGENT_PORT,
+                                answer_after=1.0) as desk_phone:
+            first.locator(f"{row} button").dblclick()
+            expect(first.locator(f"{row} button")).to_have_text("正在拨打…")
+            expect(first.locator(f"{row} button")).to_be_disabled()
+            wait_until(lambda: any(r.answered_at for r in desk_phone.results()
+                                   if r.from_user == "12319"), 20,
+                       "the agent's phone never rang")
+            second.locator(f"{row} button").click()  # the other tab, while they talk
+            expect(second.locator("#lists-error")).to_contain_text("未拨打")
+            expect(second.locator("#lists-error")).to_contain_text("still up")
+            wait_until(lambda: any(r.ended_at for r in citizen.results()), 30,
+                       "the call did not end")
+        context.close()
+    assert len(posts) == 2  # the double click sent one request, the other tab one
     calls = citizen.results()
     assert [(c.to_user, c.outcome) for c in calls] == [(phone, "answered")], calls  # once
     rang = [r for r in desk_phone.results() if r.from_user == "12319"]
     assert [r.outcome for r in rang] == ["answered"]
-    hello = ami.wait_for(lambda e: e.get("Event") == "OriginateResponse"
-                         and e.get("ActionID") == f"desk-survey-{survey_id}", 5)
-    assert hello["Response"] == "Success"
+    placed = [e for e in ami.snapshot() if e.get("Event") == "OriginateResponse"
+              and e.get("ActionID") == f"desk-survey-{survey_id}"]
+    assert [e["Response"] for e in placed] == ["Success"]
 
     def record() -> dict[str, Any] | None:
         status, page = api("/api/v1/calls?direction=outbound&limit=50")

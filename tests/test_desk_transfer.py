@@ -222,3 +222,60 @@ def test_an_agent_consults_a_colleague_then_hands_the_citizen_over(
     second_band = _band_rms(recording, SECOND_HZ - 100, SECOND_HZ + 100, tmp_path)
     quiet_band = _band_rms(recording, 3200, 3600, tmp_path)
     assert second_band > 10 * quiet_band and second_band > 300, (second_band, quiet_band)
+
+
+def test_an_agent_consults_an_outside_number_then_goes_back_to_the_citizen(
+        centre: Centre, pbx: Sandbox, pbx_settings: Settings, kit: SipKit, ami: EventTap,
+        browser_agents: None, desks: tuple[Page, Page], tmp_path: Path) -> None:
+    """The consultation goes over the trunk to a department's line; the agent cancels it:
+    the department's phone is hung up and the citizen is taken off hold."""
+    first, _second = desks
+    caller, department = "13800138094", "045155550123"
+    commands.send(centre.bus.client, "seat.login", {"agent": FIRST, "device": "browser"})
+    wait_until(lambda: centre.telephony.board.seat(FIRST).state == "ready", 10,
+               "agent A is not ready")
+    voice = _tone(tmp_path / "caller.wav", CALLER_HZ, 30, 8000)
+    with kit.agent_phone("department", pbx_settings.pbx.trunk_host,
+                         port=pbx_settings.pbx.trunk_port, answer_after=1.0) as line:
+        run = kit.start_calls(Call(caller_id=caller, max_seconds=60, script=(
+            Wait(1.0), Dtmf("1"), Wait(4.0), Say(voice), Wait(20))))
+        try:
+            expect(first.locator("#call-state")).to_have_attribute("data-state", "ringing",
+                                                                   timeout=25_000)
+            first.locator("#answer").click()
+            expect(first.locator("#call-state")).to_have_attribute("data-state", "talking",
+                                                                   timeout=10_000)
+            first.locator("#transfer-to").fill(department)
+            first.locator("#consult").click()
+            ami.wait_for(lambda e: e.get("Event") == "Hold"
+                         and e.get("Channel", "").startswith(f"PJSIP/{FIRST}-webrtc-"), 10)
+            expect(first.locator("#consult-state")).to_have_attribute(
+                "data-state", "talking", timeout=15_000)  # the department answered
+            expect(first.locator("#hangup")).to_be_disabled()  # complete or cancel first
+            first.locator("#consult-cancel").click()
+            unhold = ami.wait_for(lambda e: e.get("Event") == "Unhold" and e.get(
+                "Channel", "").startswith(f"PJSIP/{FIRST}-webrtc-"), 10)
+            assert unhold["ConnectedLineNum"] == caller
+            expect(first.locator("#call-state")).to_have_attribute("data-state", "talking")
+            expect(first.locator("#consult-box")).to_be_hidden()
+            wait_until(lambda: any(r.ended_at for r in line.results()), 10,
+                       "the department's line was not hung up")
+            first.locator("#hangup").click()
+            expect(first.locator("#call-state")).to_have_attribute("data-state", "idle",
+                                                                   timeout=10_000)
+            [result] = run.wait()
+        except BaseException:
+            pbx.cli("channel request hangup all")
+            run.wait()
+            raise
+    assert result.outcome == "answered" and result.hangup_by == "far_end"
+    [consulted] = line.results()
+    assert (consulted.to_user, consulted.outcome, consulted.hangup_by) == (
+        department, "answered", "far_end")
+    assert not any(e.get("Event") in ("AttendedTransfer", "BlindTransfer")
+                   for e in ami.snapshot())  # nothing was transferred
+    wait_until(lambda: _record(caller) is not None, 15, "no call record")
+    record = _record(caller)
+    assert record is not None
+    assert record["agent"] == FIRST and record["transfers"] == []
+    assert record["hangup_by"] == "agent" and record["hold_seconds"] > 0

@@ -54,18 +54,22 @@
     document.dispatchEvent(new CustomEvent("desk:softphone", { detail }));
   }
 
+  function active() {  // the call the agent is talking on: the consultation, while it is up
+    return live(consult) && consult.isEstablished() ? consult : session;
+  }
+
   function buttons() {
     const up = live(session);
     const established = up && session.isEstablished();
     const consulting = live(consult);
     el("answer").disabled = !(up && session.direction === "incoming" && !established);
-    el("hangup").disabled = !up;
+    el("hangup").disabled = !up || consulting;  // while consulting: complete or cancel
     el("mute").disabled = !established;
     el("hold").disabled = !established || consulting;
     el("transfer").disabled = !established || consulting;
     el("consult").disabled = !established || consulting;
     for (const key of document.querySelectorAll(".dtmf")) key.disabled = !established;
-    el("mute").setAttribute("aria-pressed", String(established && session.isMuted().audio));
+    el("mute").setAttribute("aria-pressed", String(established && active().isMuted().audio));
     el("hold").setAttribute("aria-pressed", String(established && session.isOnHold().local));
     const talking = consulting && consult.isEstablished();
     el("consult-box").hidden = !consulting;
@@ -164,6 +168,8 @@
           eventHandlers: {
             progress: () => showConsult("ringing"),
             confirmed: () => { showConsult("talking"); hear(consult); buttons(); },
+            muted: () => buttons(),
+            unmuted: () => buttons(),
             ended: () => consultEnded(""),
             failed: (e) => consultEnded(e.cause),
           },
@@ -193,8 +199,9 @@
   });
   el("mute").addEventListener("click", () => {
     if (!session) return;
-    if (session.isMuted().audio) session.unmute({ audio: true });
-    else session.mute({ audio: true });
+    const talkingOn = active();
+    if (talkingOn.isMuted().audio) talkingOn.unmute({ audio: true });
+    else talkingOn.mute({ audio: true });
   });
   el("hold").addEventListener("click", () => {
     if (!session) return;
@@ -203,7 +210,7 @@
   });
   for (const key of document.querySelectorAll(".dtmf")) {
     key.addEventListener("click", () => {
-      if (session) session.sendDTMF(key.dataset.key, { transportType: "RFC2833" });
+      if (session) active().sendDTMF(key.dataset.key, { transportType: "RFC2833" });
     });
   }
   el("transfer-form").addEventListener("submit", (e) => {
