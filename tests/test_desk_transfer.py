@@ -120,6 +120,14 @@ def _record(caller: str) -> dict[str, Any] | None:
     return page["items"][0] if page["total"] else None
 
 
+def _consultations(agent: str, citizens: dict[str, Any]) -> list[dict[str, Any]]:
+    """Calls agent `agent`'s own phone placed during the citizen's call `citizens`."""
+    status, page = api("/api/v1/calls?limit=50")
+    assert status == 200
+    return [c for c in page["items"] if c["caller_number"] == agent
+            and citizens["started_at"] < c["started_at"] < citizens["ended_at"]]
+
+
 def _states(page: Page) -> list[dict[str, Any]]:
     return page.evaluate("() => window.softphoneStates")
 
@@ -200,6 +208,11 @@ def test_an_agent_consults_a_colleague_then_hands_the_citizen_over(
     channels = [leg["channel"] for leg in record["legs"]]
     assert any(c.startswith(f"PJSIP/{FIRST}-webrtc-") for c in channels), channels
 
+    # A's consultation is the centre's own call, counted apart from citizens' calls
+    wait_until(lambda: _consultations(FIRST, record), 15, "no record of the consultation")
+    [consultation] = _consultations(FIRST, record)
+    assert (consultation["direction"], consultation["purpose"]) == ("outbound", "consult")
+
     # both pages told the other panels, with the citizen's call id (X-Hotline-Call-Id)
     call_id = record["call_id"]
     a_states = [(s["state"], s.get("call_id"), s["consulting"]) for s in _states(first)]
@@ -279,3 +292,7 @@ def test_an_agent_consults_an_outside_number_then_goes_back_to_the_citizen(
     assert record is not None
     assert record["agent"] == FIRST and record["transfers"] == []
     assert record["hangup_by"] == "agent" and record["hold_seconds"] > 0
+    wait_until(lambda: _consultations(FIRST, record), 15, "no record of the consultation")
+    [consultation] = _consultations(FIRST, record)
+    assert (consultation["direction"], consultation["purpose"], consultation["outcome"],
+            consultation["citizen_number"]) == ("outbound", "consult", "answered", department)
