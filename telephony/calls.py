@@ -128,7 +128,7 @@ class LiveCall:
     recording: str | None = None
     incomplete: bool = False
     direction: str = "inbound"  # outbound: a call the hotline placed
-    purpose: str = ""  # of an outbound call: survey | callback
+    purpose: str = ""  # of an outbound call: survey | callback | desk | consult | agent
     citizen_number: str = ""  # of an outbound call: the number dialled
     citizen_answered: bool = False  # of an outbound call: the citizen picked up
     hangup_by: str = ""

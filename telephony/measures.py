@@ -133,7 +133,7 @@ class CallMeasures:
     known_number_calls: int
     repeat_calls: int
     repeat_call_rate: float | None
-    outbound_calls: int  # placed by the hotline: survey calls, callbacks
+    outbound_calls: int  # placed by the hotline: survey calls, callbacks, agents' own calls
     outbound_answered: int
     occupancy: float | None
 
