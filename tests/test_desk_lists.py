@@ -197,19 +197,30 @@ def test_click_to_call_dials_the_citizen_once_then_rings_the_agent(
                              talk_seconds=12) as citizen, \
                 kit.agent_phone("8101", agent_ip("8101"), port=AGENT_PORT,
                                 answer_after=1.0) as desk_phone:
-            first.locator(f"{row} button").dblclick()
-            expect(first.locator(f"{row} button")).to_have_text("正在拨打…")
-            expect(first.locator(f"{row} button")).to_be_disabled()
+            dial = first.locator(f"{row} button.lists-call")
+            dial.dblclick()
+            expect(dial).to_have_text("正在拨打…")
+            expect(dial).to_be_disabled()
             wait_until(lambda: any(r.answered_at for r in desk_phone.results()
                                    if r.from_user == "12319"), 20,
                        "the agent's phone never rang")
-            second.locator(f"{row} button").click()  # the other tab, while they talk
+            second.locator(f"{row} button.lists-call").click()  # the other tab, while they talk
             expect(second.locator("#lists-error")).to_contain_text("未拨打")
             expect(second.locator("#lists-error")).to_contain_text("still up")
             wait_until(lambda: any(r.ended_at for r in citizen.results()), 30,
                        "the call did not end")
+        # the citizen rated the service on the call: the agent saves it from the list
+        first.locator(f"{row} select").select_option("2")
+        first.locator(f"{row} button", has_text="保存回访结果").click()
+        expect(first.locator(row)).to_have_count(0)
         context.close()
     assert len(posts) == 2  # the double click sent one request, the other tab one
+    with centre.sessions() as session:
+        survey = session.get(Survey, survey_id)
+        assert survey is not None
+        assert (survey.state, survey.rating, survey.channel, survey.outcome) == (
+            "done", 2, "agent", "satisfied")
+        assert service.get_order(session, case).state == "evaluated"
     calls = citizen.results()
     assert [(c.to_user, c.outcome) for c in calls] == [(phone, "answered")], calls  # once
     rang = [r for r in desk_phone.results() if r.from_user == "12319"]

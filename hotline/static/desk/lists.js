@@ -54,8 +54,44 @@
     button.className = "lists-call";
     button.disabled = dialling.has(item.survey_id);
     button.addEventListener("click", () => call(item.survey_id, button));
-    li.append(button);
+    li.append(button, resultForm(item));
     return li;
+  }
+
+  function resultForm(item) {  // after the call: the citizen's rating, or unreachable
+    const form = node("form", undefined, "lists-result");
+    const choice = node("select");
+    choice.name = "rating";
+    choice.setAttribute("aria-label", words.choose);
+    choice.append(new Option(words.choose, ""));
+    for (const [value, label] of Object.entries(words.ratings)) {
+      choice.append(new Option(label, value));
+    }
+    choice.append(new Option(words.unreachable, "unreachable"));
+    const save = node("button", words.save);
+    save.type = "submit";
+    form.append(choice, save);
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      if (!choice.value || save.disabled) return;
+      save.disabled = true;
+      const rating = choice.value === "unreachable" ? null : Number(choice.value);
+      try {
+        const reply = await fetch(root.dataset.result.replace("/0/", `/${item.survey_id}/`), {
+          method: "POST", credentials: "same-origin",
+          headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+          body: JSON.stringify({ rating }) });
+        if (!reply.ok) {
+          const body = await reply.json().catch(() => ({}));
+          el("lists-error").dataset.kind = "call";
+          el("lists-error").textContent = `${words.not_saved} ${body.detail || reply.status}`;
+        }
+      } finally {
+        save.disabled = false;
+        refresh();
+      }
+    });
+    return form;
   }
 
   function returnedRow(item) {
