@@ -6,7 +6,10 @@ desk/lists.js, each calling a room's door.
   stream. The survey's id is the call's key: while its call is being dialled or is up, a
   second click (a double click, another tab, a colleague) is refused with 409, so the
   citizen is dialled once. The citizen's phone rings first; when they answer, the agent's
-  own phones ring.
+  own phones ring. The result is saved through the surveys API.
+- callbacks: callers who pressed 1 to be called back (预约回电) and whom the centre failed
+  to reach, with the same click-to-call (keyed by the request) and a "done" that takes the
+  request off the list once an agent has called them back.
 - returned: the orders this person took in that came back to intake for more information
   (退回补充, tickets.intake).
 - today: this agent's figures for today in the centre's time zone (calls answered, average
@@ -27,8 +30,9 @@ from accounts.access import requires
 from accounts.pages import guard_pages
 from accounts.web import current_identity, phones_shown, reading_personal_data
 from core import phones
-from core.schemas import Out, Path, QueryInt
-from telephony import commands, measures
+from core.db import transaction
+from core.schemas import Out, Path, QueryInt, Text
+from telephony import callbacks, commands, measures
 from tickets import intake, service, surveys
 from tickets.models import Survey
 
@@ -104,6 +108,26 @@ class Dialling(Out):
     state: str
 
 
+class CallbackDialling(Out):
+    request_id: str
+    reference: str
+    state: str
+
+
+def _dial(reference: str, number: str, agent: str) -> str:
+    """Ask the telephony service to dial `number`, then ring `agent`; the reference is the
+    call's key: refused (409) while a call under it is being dialled or is up."""
+    try:
+        commands.send(current_app.extensions["hotline.redis"], "call.outbound", {
+            "purpose": "desk", "reference": reference, "number": number, "agent": agent},
+            timeout=COMMAND_SECONDS)
+    except commands.Unavailable as exc:
+        abort(503, str(exc).removeprefix("telephony: "))
+    except commands.CommandError as exc:
+        abort(409, str(exc).removeprefix("telephony: "))
+    return reference
+
+
 @desk_lists.post("/surveys/<survey_id>/call", responses={202: Dialling})
 @requires("desk.use")
 def call_survey(path: SurveyPath) -> Any:
@@ -116,17 +140,74 @@ def call_survey(path: SurveyPath) -> Any:
         if survey.state != "agent":
             abort(409, f"survey {path.survey_id} is {survey.state}, not on the agents' list")
         number = survey.phone
-    reference = f"desk-survey-{path.survey_id}"
-    try:
-        commands.send(current_app.extensions["hotline.redis"], "call.outbound", {
-            "purpose": "desk", "reference": reference, "number": number, "agent": agent},
-            timeout=COMMAND_SECONDS)
-    except commands.Unavailable as exc:
-        abort(503, str(exc).removeprefix("telephony: "))
-    except commands.CommandError as exc:
-        abort(409, str(exc).removeprefix("telephony: "))
+    reference = _dial(f"desk-survey-{path.survey_id}", number, agent)
     body = {"survey_id": path.survey_id, "reference": reference, "state": "dialling"}
     return Dialling.model_validate(body).model_dump(mode="json"), 202
+
+
+class CallbackItem(Out):
+    request_id: str
+    phone: str
+    queue: str
+    requested_at: datetime
+    detail: str
+
+
+class CallbackList(Out):
+    items: list[CallbackItem]
+
+
+class CallbackPath(Path):
+    request_id: Text(40, 4, r"^cb-[0-9a-f]{1,37}$")
+
+
+@desk_lists.get("/callbacks", responses={200: CallbackList})
+@requires("desk.use")
+def callback_list() -> Any:
+    """Callers who asked to be called back (预约回电) and whom the centre failed to reach."""
+    who = current_identity()
+    with reading_personal_data(_sessions()) as session:
+        items = [{"request_id": r.id, "queue": r.queue, "requested_at": r.requested_at,
+                  "phone": service.show_phone(r.caller_number, who.see_phone),
+                  "detail": r.detail} for r in callbacks.unreached(session)]
+        phones_shown(session, [i["request_id"] for i in items], what="callback")
+    return CallbackList.model_validate({"items": items}).model_dump(mode="json")
+
+
+@desk_lists.post("/callbacks/<request_id>/call", responses={202: Dialling})
+@requires("desk.use")
+def call_callback(path: CallbackPath) -> Any:
+    """Dial the caller back, then ring this agent; once per request while it is up."""
+    agent = _agent()
+    with _sessions()() as session:
+        request = callbacks.get(session, path.request_id)
+        if request is None:
+            abort(404, f"no callback request {path.request_id}")
+        if request.state != "failed":
+            abort(409, f"callback {path.request_id} is {request.state}, not waiting for an "
+                       "agent")
+        number = request.caller_number
+    reference = _dial(f"desk-{path.request_id}", number, agent)
+    body = {"request_id": path.request_id, "reference": reference, "state": "dialling"}
+    return CallbackDialling.model_validate(body).model_dump(mode="json"), 202
+
+
+class CallbackDone(Out):
+    request_id: str
+    state: str
+
+
+@desk_lists.post("/callbacks/<request_id>/done", responses={200: CallbackDone})
+@requires("desk.use")
+def callback_done(path: CallbackPath) -> Any:
+    """This agent called the caller back: the request leaves the list."""
+    agent = _agent()
+    with transaction(_sessions()) as session:
+        if callbacks.get(session, path.request_id) is None:
+            abort(404, f"no callback request {path.request_id}")
+        if not callbacks.called_by_agent(session, path.request_id, agent, now=_now()):
+            abort(409, f"callback {path.request_id} is not waiting for an agent")
+    return CallbackDone(request_id=path.request_id, state="agent").model_dump(mode="json")
 
 
 class ReturnedItem(Out):

@@ -59,6 +59,9 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     # the agent's own lists: surveys to call back (and the call), returned orders, today
     ("GET", "/desk/lists/surveys"): frozenset({"operator", "supervisor"}),
     ("POST", "/desk/lists/surveys/<survey_id>/call"): frozenset({"operator", "supervisor"}),
+    ("GET", "/desk/lists/callbacks"): frozenset({"operator", "supervisor"}),
+    ("POST", "/desk/lists/callbacks/<request_id>/call"): frozenset({"operator", "supervisor"}),
+    ("POST", "/desk/lists/callbacks/<request_id>/done"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/lists/returned"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/lists/today"): frozenset({"operator", "supervisor"}),
     # each role's home page: that role only

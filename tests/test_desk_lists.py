@@ -20,6 +20,7 @@ from core.config import Settings
 from core.db import transaction
 from hotline.centre import Centre
 from sipkit.kit import SipKit
+from telephony import callbacks
 from telephony.ami import EventTap
 from telephony.models import SeatInterval
 from telephony.records import store_call
@@ -112,6 +113,19 @@ def test_the_agents_own_lists_and_todays_figures(database_url: str, tmp_path: Pa
                 state="agent", phone="+8613912345670", call_attempts=3,
                 updated_at=_at("2026-11-23T03:00:00")))
             survey_id = session.scalar(select(Survey.id).where(Survey.order_id == order_id))
+            # callers who pressed 1 to be called back: one the centre failed to reach, one
+            # it reached, one still holding its place
+            asked = {}
+            for number, state in (("13811110001", "failed"), ("13811110002", "connected"),
+                                  ("13811110003", "holding")):
+                request = callbacks.create(session, number, "intake", 3, 0, f"call-{number}",
+                                           now=_at("2026-11-24T00:30:00"))
+                assert request is not None
+                asked[state] = request.id
+                if state != "holding":
+                    callbacks.advance(session, request.id, "requested", state,
+                                      "no answer" if state == "failed" else "",
+                                      now=_at("2026-11-24T00:40:00"))
         me = api_world.as_identity(world, ME)
 
         reply = world.client.get("/desk/lists/today", headers=me)
@@ -134,6 +148,29 @@ def test_the_agents_own_lists_and_todays_figures(database_url: str, tmp_path: Pa
             "survey_id": survey_id, "case_number": closed, "round": 1,
             "phone": "139****5670", "call_attempts": 3,
             "waiting_since": "2026-11-23T03:00:00Z"}]}
+
+        reply = world.client.get("/desk/lists/callbacks", headers=me)
+        assert reply.status_code == 200, reply.json
+        assert reply.json == {"items": [{
+            "request_id": asked["failed"], "phone": "138****0001", "queue": "intake",
+            "requested_at": "2026-11-24T00:30:00Z", "detail": "no answer"}]}
+        done = f"/desk/lists/callbacks/{asked['failed']}/done"
+        reply = world.client.post(done, headers=me)
+        assert reply.status_code == 200, reply.json
+        assert reply.json == {"request_id": asked["failed"], "state": "agent"}
+        assert world.client.get("/desk/lists/callbacks", headers=me).json == {"items": []}
+        assert world.client.post(done, headers=me).status_code == 409  # done already
+        for state in ("connected", "holding"):  # not the agents' to call back
+            assert world.client.post(f"/desk/lists/callbacks/{asked[state]}/call",
+                                     headers=me).status_code == 409
+        with world.sessions() as session:
+            request = callbacks.get(session, asked["failed"])
+            assert request is not None
+            assert (request.state, request.detail) == ("agent", f"called back by agent {AGENT}")
+        assert world.client.post("/desk/lists/callbacks/cb-ffff/done",
+                                 headers=me).status_code == 404
+        assert world.client.post("/desk/lists/callbacks/nonsense!/call",
+                                 headers=me).status_code == 404
 
         # a person with no seat has no figures and places no calls
         nobody = api_world.as_identity(world, Identity("无坐席", ("operator",), False))

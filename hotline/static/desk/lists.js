@@ -53,7 +53,8 @@
     button.type = "button";
     button.className = "lists-call";
     button.disabled = dialling.has(item.survey_id);
-    button.addEventListener("click", () => call(item.survey_id, button));
+    button.addEventListener("click", () => call(item.survey_id, button,
+      root.dataset.call.replace("/0/", `/${item.survey_id}/`)));
     li.append(button, resultForm(item));
     return li;
   }
@@ -103,14 +104,55 @@
     return li;
   }
 
-  async function call(surveyId, button) {
-    if (dialling.has(surveyId)) return;  // a double click: one request only
-    dialling.add(surveyId);
+  function callbackRow(item) {
+    const li = node("li");
+    li.dataset.callback = item.request_id;
+    li.append(node("strong", item.phone), node("span", item.queue),
+              node("span", localTime(item.requested_at)),
+              node("span", item.detail, "lists-note"));
+    const key = item.request_id;
+    const button = node("button", dialling.has(key) ? words.dialling : words.call);
+    button.type = "button";
+    button.className = "lists-call";
+    button.disabled = dialling.has(key);
+    button.addEventListener("click", () => call(key, button,
+      root.dataset.callbackCall.replace("/cb-0/", `/${key}/`)));
+    const done = node("button", words.done);
+    done.type = "button";
+    done.className = "lists-done";
+    done.addEventListener("click", async () => {
+      done.disabled = true;
+      try {
+        await post(root.dataset.callbackDone.replace("/cb-0/", `/${key}/`), words.not_saved);
+      } finally {
+        refresh();
+      }
+    });
+    li.append(button, done);
+    return li;
+  }
+
+  async function post(url, failedWord, body) {
+    const reply = await fetch(url, {
+      method: "POST", credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: JSON.stringify(body || {}) });
+    if (!reply.ok) {
+      const answer = await reply.json().catch(() => ({}));
+      el("lists-error").dataset.kind = "call";
+      el("lists-error").textContent = `${failedWord} ${answer.detail || reply.status}`;
+    }
+    return reply.ok;
+  }
+
+  async function call(key, button, url) {
+    if (dialling.has(key)) return;  // a double click: one request only
+    dialling.add(key);
     button.disabled = true;
     button.textContent = words.dialling;
     el("lists-error").textContent = "";
     try {
-      const reply = await fetch(root.dataset.call.replace("/0/", `/${surveyId}/`), {
+      const reply = await fetch(url, {
         method: "POST", credentials: "same-origin",
         headers: { "Content-Type": "application/json", "X-CSRFToken": csrf }, body: "{}" });
       if (!reply.ok) {
@@ -124,15 +166,15 @@
     } finally {
       // the server keeps a second dial out while the call is up; the button comes back
       // for a later try (busy, no answer) after a short pause
-      setTimeout(() => { dialling.delete(surveyId); refresh(); }, 10_000);
+      setTimeout(() => { dialling.delete(key); refresh(); }, 10_000);
     }
   }
 
   async function refresh() {
     try {
-      const [today, surveys, returned] = await Promise.all([
+      const [today, surveys, callbacks, returned] = await Promise.all([
         read(root.dataset.today).catch(() => null), read(root.dataset.surveys),
-        read(root.dataset.returned)]);
+        read(root.dataset.callbacks), read(root.dataset.returned)]);
       if (today) {
         el("lists-day").textContent = today.day;
         el("today-answered").textContent = String(today.calls_answered);
@@ -141,6 +183,7 @@
         el("today-paused").textContent = duration(today.pause_seconds);
       }
       fill(el("surveys"), "surveys-count", surveys.items, surveyRow);
+      fill(el("callbacks"), "callbacks-count", callbacks.items, callbackRow);
       fill(el("returned"), "returned-count", returned.items, returnedRow);
       root.dataset.state = "ready";
       if (el("lists-error").dataset.kind === "load") el("lists-error").textContent = "";
