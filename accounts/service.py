@@ -383,6 +383,16 @@ def session_identity(session: Session, user_id: str) -> Identity | None:
     return identity_of(account)
 
 
+def account_identity(session: Session, account_id: int) -> Identity | None:
+    """The account's identity as it stands now (its roles, agent number, privilege to see
+    numbers), or None if it is gone or disabled: for a connection that outlives the request
+    that allowed it (the desk push), checked again when it connects."""
+    account = session.get(Account, account_id)
+    if account is None or account.disabled:
+        return None
+    return identity_of(account)
+
+
 FIRST_ADMIN = "admin"
 
 

@@ -97,7 +97,10 @@ def _reasons(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict) or not value:
         raise ValueError("must map reason codes to labels")
     for code, label in value.items():
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", str(code)) or code == "no-answer":
+        # no-answer and wrap-up are the telephony service's own pauses (auto-pause, an
+        # extended wrap-up): no person pauses with them
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", str(code)) or code in ("no-answer",
+                                                                           "wrap-up"):
             raise ValueError(f"reason code {code!r}: lower-case letters, digits, '-'")
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"reason {code!r} needs a label")
@@ -180,6 +183,7 @@ DatabaseUrl = _url_type("sqlite:", "postgresql:", "postgresql+psycopg:")
 RedisUrl = _url_type("redis://", "rediss://", "unix://")
 MirrorUrl = _url_type("http://", "https://", "file:")
 WebhookUrl = _url_type("http://", "https://")
+PushUrl = _url_type("http://", "https://")
 
 
 # A section of the settings file: a dataclass checked by pydantic whenever one is made (so
@@ -260,12 +264,25 @@ class Seats:
     pause_reasons: Reasons = (("break", "小休"), ("callback", "回访外呼"), ("meal", "用餐"),
                               ("meeting", "会议"), ("training", "培训"))
     auto_pause_after_unanswered: Count = 2
+    # how much longer an agent may extend one wrap-up (延长话后整理), once per call
+    wrap_up_extend_seconds: Annotated[int, BeforeValidator(_no_bool),
+                                      Field(ge=1, le=3600)] = 60
+    # what the call was (话后小结), chosen by the agent in wrap-up: code -> label
+    dispositions: Reasons = (("answered", "咨询已解答"), ("order", "已受理工单"),
+                             ("transferred", "已转办"), ("callback", "需回电"),
+                             ("wrong-number", "打错电话"), ("silent", "无声来电"),
+                             ("nuisance", "骚扰电话"), ("other", "其他"))
 
 
 @section
 class Web:
     host: Address = "127.0.0.1"
     port: Port = 8319
+    # The desk push server (agent_desk.push, Server-Sent Events) listens on web.host at its
+    # own port; the desk page connects to push_url, empty: the page's own host at push_port
+    # (behind a TLS proxy, the public https:// address the proxy forwards to push_port).
+    push_port: Port = 8320
+    push_url: PushUrl = ""
 
 
 @section
@@ -305,7 +322,7 @@ SECTIONS: dict[str, type[Any]] = {
     "storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr, "calendar": Calendar,
     "seats": Seats, "web": Web, "tickets": Tickets, "exchange": Exchange,
     "accounts": Accounts}
-_MAPPINGS = {"pause_reasons"}
+_MAPPINGS = {"pause_reasons", "dispositions"}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
-"""The hotline's own processes on one machine: FastAGI IVR, telephony service, JSON API.
+"""The hotline's own processes on one machine: FastAGI IVR, telephony service, JSON API,
+the tickets worker, the desks' screen pop, the desk relay and the desk push server.
 
-`Centre` runs them on one background event loop (and the web server in its own thread), for
-`hotline serve`, `hotline up` and the tests. Asterisk itself is the sandbox's business.
+`Centre` runs them on one background event loop (and the web server in its own thread, the
+desk push server on a loop of its own: an open desk holds its stream all shift, which the
+web server's few threads must not), for `hotline serve`, `hotline up` and the tests.
+Asterisk itself is the sandbox's business.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from typing import Any
 
 from waitress.server import create_server
 
+from agent_desk.pop import ScreenPop
+from agent_desk.push import PushServer
+from agent_desk.relay import DeskRelay
 from core.background import BackgroundLoop
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
@@ -35,13 +41,20 @@ class Centre:
         self.telephony = TelephonyService(settings, self.sessions, self.bus, clock)
         self.tickets = TicketsWorker(settings, self.sessions, self.bus, clock,
                                      policy=self.parts.policy)
+        # the screen pop (来电弹屏): rings on the bus -> pops on the desks' feed
+        self.pop = ScreenPop(settings, self.sessions, self.bus, clock)
+        self.desk_relay = DeskRelay(self.bus)
         self.with_web, self.with_worker = web, worker
+        self.push: PushServer | None = None
+        self._push_loop: BackgroundLoop | None = None
+        self._relay_run: Any = None
         self.ivr: FastAgiServer | None = None
         self._loop: BackgroundLoop | None = None
         self._ivr_loop: BackgroundLoop | None = None
         self._stop: asyncio.Event | None = None
         self._telephony_run: Any = None
         self._tickets_run: Any = None
+        self._pop_run: Any = None
         self._web: Any = None
         self._web_thread: threading.Thread | None = None
 
@@ -56,11 +69,16 @@ class Centre:
             self._stop = self._loop.run(_new_event())
             self._telephony_run = asyncio.run_coroutine_threadsafe(
                 self.telephony.run(self._stop), self._loop.loop)
+            self._pop_run = asyncio.run_coroutine_threadsafe(
+                self.pop.run(self._stop), self._loop.loop)
             if self.with_worker:
                 self._tickets_run = asyncio.run_coroutine_threadsafe(
                     self.tickets.run(self._stop), self._loop.loop)
+            self._relay_run = asyncio.run_coroutine_threadsafe(
+                self.desk_relay.run(self._stop), self._loop.loop)
             if self.with_web:
                 self._start_web()
+                self._start_push()
             self._loop.run(asyncio.wait_for(self.telephony.connected.wait(), connect_timeout))
         except TimeoutError:
             self.stop()
@@ -84,10 +102,21 @@ class Centre:
         self._web_thread = threading.Thread(target=self._web.run, daemon=True, name="web")
         self._web_thread.start()
 
+    def _start_push(self) -> None:
+        self._push_loop = BackgroundLoop("desk-push")
+        self.push = PushServer(self.settings, self.sessions, self.bus.client, self.clock)
+        self._push_loop.run(self.push.start(), 15)
+
     def stop(self) -> None:
         if self._web is not None and self._web_thread is not None:
             stop_web_server(self._web, self._web_thread)
         self._web = self._web_thread = None
+        if self._push_loop is not None:
+            if self.push is not None:
+                with contextlib.suppress(Exception):
+                    self._push_loop.run(self.push.close(), 10)
+            self._push_loop.stop()
+        self._push_loop = self.push = None
         if self._loop is None:
             return
         if self._stop is not None:
@@ -97,6 +126,12 @@ class Centre:
             with contextlib.suppress(Exception):
                 if self._tickets_run is not None:
                     self._tickets_run.result(15)
+            with contextlib.suppress(Exception):
+                if self._pop_run is not None:
+                    self._pop_run.result(15)
+            with contextlib.suppress(Exception):
+                if self._relay_run is not None:
+                    self._relay_run.result(15)
         if self.ivr is not None and self._ivr_loop is not None:
             self._ivr_loop.run(self.ivr.close(), 10)
         if self._ivr_loop is not None:

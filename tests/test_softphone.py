@@ -204,10 +204,12 @@ def test_the_desk_hands_out_only_the_signed_in_agents_own_softphone(
         unknown = api_world.as_identity(world, Identity("坐席9009", ("operator",), False,
                                                         agent="9009"))
         assert world.client.get("/desk/softphone", headers=unknown).status_code == 404
-        # only the desk page may connect to Asterisk's WSS; every other page keeps 'self'
+        # only the desk page may connect to Asterisk's WSS (and to the desk push server);
+        # every other page keeps 'self'
         page = world.client.get("/desk", headers=own)
         assert page.status_code == 200
-        assert (f"connect-src 'self' wss://127.0.0.1:{port}/ws;"
+        push_port = world.app.extensions["hotline.settings"].web.push_port
+        assert (f"connect-src 'self' wss://127.0.0.1:{port}/ws http://localhost:{push_port};"
                 in page.headers["Content-Security-Policy"])
         home = world.client.get("/home/operator", headers=own)
         assert "connect-src 'self';" in home.headers["Content-Security-Policy"]

@@ -1,0 +1,106 @@
+"""The desk relay (坐席状态转发): telephony's events on the bus become desk feed entries.
+
+It follows the event bus (hotline:events) through its own consumer group, so what is
+published while the centre is down is relayed when it returns, and turns:
+- `seat.changed` into a "seat" entry for that agent with the seat's live state, as the
+  telephony service keeps it (telephony.seats.SEATS_KEY): agent, state, reason, since,
+  queues, and wrap_up_until when the seat has one;
+- `call.agent_connected` and `call.ended` into a "call" entry for the agent concerned:
+  {call_id, event: "connected"|"ended", ...}; the caller's full number goes under
+  data["private"], the masked one in the open.
+
+The screen pop ("pop") is another loop's (agent_desk's pop composer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from typing import Any
+
+from agent_desk import feed
+from core.events import EventBus
+from core.phones import mask
+from telephony.seats import SEATS_KEY
+
+log = logging.getLogger(__name__)
+
+EVENTS_GROUP = "desk-relay"  # the relay's consumer group on the event stream
+BLOCK_MS = 1_000  # how long one read waits for events (so a stop is seen within it)
+SEAT_FIELDS = ("agent", "state", "reason", "since", "queues", "wrap_up_until")
+
+
+def _masked(number: str) -> str:
+    try:
+        return mask(number)
+    except Exception:  # not a number phonenumbers can read: show none of it
+        return "*" * len(number)
+
+
+class DeskRelay:
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        # one consumer per host: after a restart it finds what it had read but not relayed
+        self.consumer = f"desk-relay-{socket.gethostname()}"
+        bus.ensure_group(EVENTS_GROUP)  # before anything is published for it to miss
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.relay, BLOCK_MS)
+            except Exception:  # Redis away for a moment: the group keeps the events
+                log.exception("desk relay failed; trying again")
+                await asyncio.sleep(1.0)
+
+    def relay(self, block_ms: int | None = None) -> list[str]:
+        """Relay what the bus has for the desks (waiting up to `block_ms` for it); the
+        desk feed ids written. Each event is acknowledged once relayed."""
+        written = []
+        for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer, block_ms=block_ms):
+            made = self.entry_for(event)
+            if made is not None:
+                agent, kind, data = made
+                written.append(feed.publish(self.bus.client, agent, kind, data))
+            self.bus.ack(EVENTS_GROUP, entry_id)
+        return written
+
+    def entry_for(self, event: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+        """(agent, kind, data) of the desk entry an event makes, or None."""
+        kind = event.get("type")
+        if kind == "seat.changed" and event.get("agent"):
+            return str(event["agent"]), "seat", self.seat_state(event)
+        if kind == "call.agent_connected" and event.get("agent"):
+            return str(event["agent"]), "call", {
+                "call_id": event.get("call_id", ""), "event": "connected",
+                "queue": event.get("queue", ""), "wait_seconds": event.get("wait_seconds"),
+                "at": event.get("at")}
+        if kind == "call.ended":
+            record = event.get("record") or {}
+            if not isinstance(record, dict) or not record.get("agent"):
+                return None  # nobody answered it: no desk had it
+            caller = str(record.get("caller_number") or "")
+            return str(record["agent"]), "call", {
+                "call_id": event.get("call_id") or record.get("call_id", ""),
+                "event": "ended", "queue": record.get("queue", ""),
+                "outcome": record.get("outcome", ""),
+                "talk_seconds": record.get("talk_seconds"),
+                "hangup_by": record.get("hangup_by", ""), "at": record.get("ended_at"),
+                "caller_number": _masked(caller),
+                feed.PRIVATE: {"caller_number": caller}}
+        return None
+
+    def seat_state(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The seat as the telephony service keeps it now (it writes the live state before
+        it publishes the change); from the event itself if it keeps none."""
+        raw = self.bus.client.hget(SEATS_KEY, str(event["agent"]))
+        try:
+            live = json.loads(raw) if raw else None
+        except ValueError:
+            live = None
+        if not isinstance(live, dict):
+            live = {"agent": event["agent"], "state": event.get("state", ""),
+                    "reason": event.get("reason", ""), "since": event.get("at"),
+                    "queues": []}
+        return {key: live[key] for key in SEAT_FIELDS if key in live}

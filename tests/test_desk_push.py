@@ -1,0 +1,258 @@
+"""The desk push path, end to end (issue 10, item 3): the real centre (its push server on a
+port of its own, its relay following the bus) and Chromium with desk pages open.
+
+An entry on the desk feed reaches the agent's open page as the DOM event "desk:<kind>" and
+never another agent's page; a page whose stream dropped (the push server restarted) gets
+what was published meanwhile once, and nothing twice; the private part of an entry is
+dropped for a viewer who may not see numbers and shown, audited, to one who may; a bad,
+expired, forged or other agent's ticket, or a disabled account, is refused; a real seat
+change and a real call, through Asterisk, reach the page as desk:seat and desk:call."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from accounts import audit
+from accounts.service import OPERATOR, create_account, get_account, set_disabled
+from agent_desk import feed, push_ticket
+from agent_desk.push import PushServer
+from asterisk_conf.sandbox import Sandbox
+from core.clock import FixedClock
+from core.config import Settings
+from core.db import transaction
+from hotline.centre import Centre
+from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
+from telephony import commands
+from telephony.ami import EventTap
+from tests.browser import chromium, screenshot
+from tests.conftest import AGENT_PORT, PUSH_PORT, WEB_PORT, agent_ip, ensure_ready, wait_until
+
+SITE = f"http://127.0.0.1:{WEB_PORT}"
+PUSH = f"http://127.0.0.1:{PUSH_PORT}/desk/push"
+PASSWORD = "desk-push-测试-密码"
+MASKED, SEEING = "推送坐席甲", "推送坐席乙"  # agent 8101 sees numbers masked; 8102 in full
+# Every desk:<kind> event the page hears, in order (an init script: CDP, not the page's CSP).
+COLLECT = """
+window.deskHeard = [];
+for (const kind of ["seat", "call", "pop", "notice"]) {
+  document.addEventListener("desk:" + kind,
+                            (e) => window.deskHeard.push({kind, detail: e.detail}));
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def desk_accounts(centre: Centre) -> dict[str, str]:
+    with transaction(centre.sessions) as session:
+        create_account(session, MASKED, [OPERATOR], password=PASSWORD, agent="8101",
+                       actor="test", now=centre.clock.now())
+        create_account(session, SEEING, [OPERATOR], password=PASSWORD, agent="8102",
+                       see_phone=True, actor="test", now=centre.clock.now())
+    return {MASKED: "8101", SEEING: "8102"}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium() as running:
+        yield running
+
+
+@pytest.fixture
+def desks(browser: Browser, desk_accounts: dict[str, str]) -> Iterator[Any]:
+    """Opens a desk page signed in as a name; every page is closed after the test."""
+    with ExitStack() as stack:
+        def open_desk(name: str) -> Page:
+            context = browser.new_context(locale="zh-CN", viewport={"width": 1366,
+                                                                    "height": 768})
+            stack.callback(context.close)
+            page = context.new_page()
+            page.add_init_script(COLLECT)
+            page.goto(f"{SITE}/login?next=/desk")
+            page.get_by_label("用户名").fill(name)
+            page.get_by_label("密码").fill(PASSWORD)
+            page.get_by_role("button", name="登录").click()
+            page.wait_for_url(f"{SITE}/desk")
+            expect(page.locator("#push-state")).to_have_attribute("data-state", "open",
+                                                                  timeout=10_000)
+            return page
+
+        yield open_desk
+
+
+def heard(page: Page) -> list[dict[str, Any]]:
+    return page.evaluate("window.deskHeard")  # type: ignore[no-any-return]
+
+
+def wait_heard(page: Page, predicate: Any, what: str, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in heard(page) if predicate(e)]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"{what}: the page heard {heard(page)}"
+        time.sleep(0.1)
+
+
+def status_of(url: str, origin: str = SITE) -> tuple[int, dict[str, str]]:
+    request = urllib.request.Request(url, headers={"Origin": origin})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status, dict(reply.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers)
+
+
+def audit_rows(centre: Centre, actor: str) -> list[audit.AuditEntry]:
+    with centre.sessions() as session:
+        _total, rows = audit.find(session, audit.AuditQuery(actor=actor,
+                                                            action=audit.PHONE_SHOWN))
+    return rows
+
+
+def test_an_entry_reaches_its_own_desk_only_with_the_private_part_as_the_viewer_may(
+        centre: Centre, desks: Any) -> None:
+    masked, seeing = desks(MASKED), desks(SEEING)
+    expect(masked.locator("#push-state")).to_have_text("实时推送：已连接")
+    client = centre.bus.client
+    feed.publish(client, "8101", "notice", {"text": "给8101的", "n": 1})
+    feed.publish(client, "8102", "notice", {"text": "给8102的", "n": 2})
+    feed.publish(client, feed.EVERY_DESK, "notice", {"text": "全体", "n": 3})
+    pop = {"call_id": "push-call-1", "caller_number": "138****8000",
+           feed.PRIVATE: {"caller_number": "13800138000"}}
+    feed.publish(client, "8101", "pop", pop)
+    feed.publish(client, "8102", "pop", {**pop, "call_id": "push-call-2"})
+    wait_heard(masked, lambda e: e["kind"] == "pop", "no pop on 8101's desk")
+    wait_heard(seeing, lambda e: e["kind"] == "pop", "no pop on 8102's desk")
+    time.sleep(0.5)  # anything else on its way arrives too
+    assert heard(masked) == [
+        {"kind": "notice", "detail": {"text": "给8101的", "n": 1}},
+        {"kind": "notice", "detail": {"text": "全体", "n": 3}},
+        {"kind": "pop", "detail": {"call_id": "push-call-1", "caller_number": "138****8000"}}]
+    assert heard(seeing) == [
+        {"kind": "notice", "detail": {"text": "给8102的", "n": 2}},
+        {"kind": "notice", "detail": {"text": "全体", "n": 3}},
+        {"kind": "pop", "detail": {"call_id": "push-call-2", "caller_number": "138****8000",
+                                   "private": {"caller_number": "13800138000"}}}]
+    assert "13800138000" not in masked.content()
+    assert audit_rows(centre, MASKED) == []
+    [shown] = audit_rows(centre, SEEING)
+    assert (shown.target, json.loads(shown.detail)["what"]) == ("push-call-2", "desk:pop")
+    assert shown.address == "127.0.0.1"
+    screenshot(masked, "desk-push-open")
+
+
+def test_a_dropped_stream_gets_what_it_missed_once(centre: Centre, desks: Any) -> None:
+    page = desks(MASKED)
+    client = centre.bus.client
+    feed.publish(client, "8101", "notice", {"n": 1})
+    wait_heard(page, lambda e: e["detail"] == {"n": 1}, "the first entry never came")
+    # the push server goes away (a restart): the page's stream drops ...
+    centre._push_loop.run(centre.push.close(), 10)  # type: ignore[union-attr]
+    expect(page.locator("#push-state")).to_have_attribute("data-state", "reconnecting",
+                                                          timeout=10_000)
+    screenshot(page, "desk-push-reconnecting")
+    # ... what is published meanwhile waits on the feed ...
+    feed.publish(client, "8101", "notice", {"n": 2})
+    feed.publish(client, "8102", "notice", {"n": 99})
+    feed.publish(client, "8101", "notice", {"n": 3})
+    time.sleep(1)
+    centre.push = PushServer(centre.settings, centre.sessions, client, centre.clock)
+    centre._push_loop.run(centre.push.start(), 15)  # type: ignore[union-attr]
+    # ... and arrives once the browser is back with Last-Event-ID, each entry once
+    expect(page.locator("#push-state")).to_have_attribute("data-state", "open",
+                                                          timeout=15_000)
+    wait_heard(page, lambda e: e["detail"] == {"n": 3}, "what was missed never came")
+    feed.publish(client, "8101", "notice", {"n": 4})
+    wait_heard(page, lambda e: e["detail"] == {"n": 4}, "the stream after the resume")
+    time.sleep(0.5)
+    assert [e["detail"] for e in heard(page)] == [{"n": 1}, {"n": 2}, {"n": 3}, {"n": 4}]
+
+
+def test_bad_tickets_and_another_agents_desk_are_refused(
+        centre: Centre, desks: Any, desk_accounts: dict[str, str]) -> None:
+    page = desks(MASKED)
+    ticket = page.locator("#push-state").get_attribute("data-ticket")
+    assert ticket
+    status, headers = status_of(f"{PUSH}?agent=8101&ticket={ticket}")
+    assert status == 200 and headers["Content-Type"] == "text/event-stream"
+    assert headers["Access-Control-Allow-Origin"] == SITE
+    _, elsewhere = status_of(f"{PUSH}?agent=8101&ticket={ticket}", "http://evil.example")
+    assert "Access-Control-Allow-Origin" not in elsewhere
+    assert status_of(f"{PUSH}?agent=8101&ticket=garbage")[0] == 401
+    assert status_of(f"{PUSH}?agent=8101")[0] == 401
+    assert status_of(f"{PUSH}?agent=8102&ticket={ticket}")[0] == 403  # 8102's desk
+    secret = centre.settings.accounts.session_secret
+    with centre.sessions() as session:
+        account_id = get_account(session, MASKED).id
+    forged = push_ticket.issue("not-the-secret", centre.clock, account_id=account_id,
+                               session_user="", agent="8101", see_phone=True, origin=SITE)
+    assert status_of(f"{PUSH}?agent=8101&ticket={forged}")[0] == 401
+    stale_clock = FixedClock(centre.clock.now() - timedelta(minutes=10))
+    stale = push_ticket.issue(secret, stale_clock, account_id=account_id, session_user="",
+                              agent="8101", see_phone=False, origin=SITE)
+    assert status_of(f"{PUSH}?agent=8101&ticket={stale}")[0] == 401
+    with transaction(centre.sessions) as session:
+        set_disabled(session, MASKED, True, actor="test", now=centre.clock.now())
+    try:
+        assert status_of(f"{PUSH}?agent=8101&ticket={ticket}")[0] == 403
+    finally:
+        with transaction(centre.sessions) as session:
+            set_disabled(session, MASKED, False, actor="test", now=centre.clock.now())
+
+
+def test_a_real_seat_change_reaches_the_desk(
+        centre: Centre, pbx: Sandbox, pbx_settings: Settings, desks: Any) -> None:
+    ensure_ready(centre, ("8101",))
+    page = desks(MASKED)
+    commands.send(centre.bus.client, "seat.pause", {"agent": "8101", "reason": "meal"})
+    try:
+        seat = wait_heard(page, lambda e: e["kind"] == "seat"
+                          and e["detail"]["state"] == "paused", "no desk:seat paused")
+    finally:
+        commands.send(centre.bus.client, "seat.resume", {"agent": "8101"})
+    detail = seat["detail"]
+    assert (detail["agent"], detail["reason"]) == ("8101", "meal")
+    assert detail["queues"] == sorted([pbx_settings.hotline.default_queue, "aftercall"])
+    assert abs(detail["since"] - time.time()) < 30
+    wait_heard(page, lambda e: e["kind"] == "seat" and e["detail"]["state"] == "ready",
+               "no desk:seat ready after the resume")
+    assert all(e["detail"]["agent"] == "8101" for e in heard(page) if e["kind"] == "seat")
+
+
+def test_a_real_call_reaches_the_answering_agents_desk(
+        centre: Centre, kit: SipKit, ami: EventTap, desks: Any) -> None:
+    ensure_ready(centre, ("8101",))
+    commands.send(centre.bus.client, "seat.pause", {"agent": "8102", "reason": "meal"})
+    wait_until(lambda: centre.telephony.board.seat("8102").state == "paused", 10,
+               "8102 is not paused")
+    page, other = desks(MASKED), desks(SEEING)
+    caller = "13600000072"
+    try:
+        with kit.agent_phone("8101", agent_ip("8101"), port=AGENT_PORT, answer_after=1.0):
+            run = kit.start_calls(Call(caller_id=caller, script=(
+                Wait(1.0), Dtmf("1"), Wait(8.0), Hangup())))
+            connected = wait_heard(page, lambda e: e["kind"] == "call"
+                                   and e["detail"]["event"] == "connected",
+                                   "no desk:call connected", 25)
+            [result] = run.wait()
+        assert result.outcome == "answered"
+        ended = wait_heard(page, lambda e: e["kind"] == "call"
+                           and e["detail"]["event"] == "ended", "no desk:call ended", 20)
+    finally:
+        commands.send(centre.bus.client, "seat.resume", {"agent": "8102"})
+    call_id = connected["detail"]["call_id"]
+    assert ended["detail"]["call_id"] == call_id
+    assert ended["detail"]["outcome"] == "answered"
+    assert ended["detail"]["caller_number"] == "136****0072"
+    assert "private" not in ended["detail"]  # 8101 sees numbers masked
+    assert [e for e in heard(other) if e["kind"] == "call"] == []
