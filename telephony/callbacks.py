@@ -15,7 +15,8 @@ from sqlalchemy.orm import Session
 from core import phones
 from telephony.models import CallbackRequest
 
-STATES = ("requested", "holding", "dialling", "connected", "failed")
+STATES = ("requested", "holding", "dialling", "connected", "failed", "agent")
+# failed -> agent: an agent called the citizen back by hand from the desk and said so
 
 
 def create(session: Session, caller: str, queue: str, position: int, priority: int,
@@ -69,3 +70,17 @@ def hold_action(request: CallbackRequest, entry_number: str, wait_seconds: int
                      f"__HOTLINE_OUTBOUND_PURPOSE=callback,"
                      f"__HOTLINE_OUTBOUND_NUMBER={request.caller_number}"),
     }
+
+
+def unreached(session: Session, limit: int = 100) -> list[CallbackRequest]:
+    """Callers the centre failed to call back, for the agents to call by hand (回电失败),
+    the longest waiting first."""
+    return list(session.scalars(select(CallbackRequest).where(
+        CallbackRequest.state == "failed").order_by(CallbackRequest.requested_at).limit(limit)))
+
+
+def called_by_agent(session: Session, request_id: str, agent: str, *, now: datetime) -> bool:
+    """An agent called the failed request's caller back by hand; False if it is not (or no
+    longer) waiting for that."""
+    return advance(session, request_id, "failed", "agent", f"called back by agent {agent}",
+                   now=now)

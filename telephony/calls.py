@@ -128,7 +128,7 @@ class LiveCall:
     recording: str | None = None
     incomplete: bool = False
     direction: str = "inbound"  # outbound: a call the hotline placed
-    purpose: str = ""  # of an outbound call: survey | callback
+    purpose: str = ""  # of an outbound call: survey | callback | desk | consult | agent
     citizen_number: str = ""  # of an outbound call: the number dialled
     citizen_answered: bool = False  # of an outbound call: the citizen picked up
     hangup_by: str = ""
@@ -425,8 +425,12 @@ class CallTracker:
     def _on_AttendedTransfer(self, e: dict[str, str], at: float) -> None:
         call = self._call_of(e, "OrigTransfererUniqueid")
         if call is not None:
+            # the target is who the transferer consulted (TransferTarget); the second
+            # transferer is the agent's own consultation leg, whose number is the agent's
+            to = (e.get("TransferTargetCallerIDNum")
+                  or e.get("SecondTransfererConnectedLineNum"))
             call.transfers.append({"at": call.at(at), "kind": "attended",
-                                   "to": _text(e.get("SecondTransfererCallerIDNum")),
+                                   "to": _text(to),
                                    "result": _text(e.get("Result"))})
 
     def _on_Hangup(self, e: dict[str, str], at: float) -> list[DomainEvent]:

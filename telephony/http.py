@@ -62,7 +62,9 @@ class Recording(Out):
 class Call(Out):
     call_id: str = Field(description="Asterisk Linkedid of the call")
     direction: Literal[records.DIRECTIONS]  # type: ignore[valid-type]
-    purpose: str = Field(description="of an outbound call: survey, callback")
+    purpose: str = Field(description="of an outbound call: survey, callback, desk "
+                                     "(an agent's click-to-call), consult (an agent's "
+                                     "consultation), agent (an agent's own outside call)")
     caller_number: str = Field(description="as Asterisk presented it; masked without the "
                                            "privilege to see phones")
     citizen_number: str = Field(description="national form, \"\" when withheld; masked "

@@ -133,7 +133,7 @@ class CallMeasures:
     known_number_calls: int
     repeat_calls: int
     repeat_call_rate: float | None
-    outbound_calls: int  # placed by the hotline: survey calls, callbacks
+    outbound_calls: int  # placed by the hotline: survey calls, callbacks, agents' own calls
     outbound_answered: int
     occupancy: float | None
 
@@ -262,3 +262,35 @@ def _repeat_calls(session: Session, start: datetime, end: datetime, queue: str |
         if previous is not None and started - previous <= lookback:
             repeats += 1
     return known, repeats
+
+
+@dataclass(frozen=True)
+class AgentDay:
+    """One agent's own figures in a window (坐席当日数据), for the agent's desk: citizens'
+    calls answered (not the calls the hotline placed), their talk time, and time paused
+    (stored pause intervals, clipped to the window; a pause still going is not stored yet)."""
+
+    answered: int
+    talk_seconds: float
+    average_talk_seconds: float | None
+    pause_seconds: float
+
+
+def agent_day(session: Session, agent: str, start: datetime, end: datetime) -> AgentDay:
+    start, end = check_window(start, end)
+    answered, talk = session.execute(
+        select(func.count(CallRecord.id), func.sum(CallRecord.talk_seconds)).where(
+            CallRecord.agent == agent, CallRecord.outcome == "answered",
+            CallRecord.direction == "inbound",
+            CallRecord.connected_at >= start, CallRecord.connected_at < end)).one()
+    paused = 0.0
+    for began, ended in session.execute(
+            select(SeatInterval.started_at, SeatInterval.ended_at).where(
+                SeatInterval.agent_number == agent, SeatInterval.state == seats.PAUSED,
+                SeatInterval.started_at < end, SeatInterval.ended_at > start)):
+        paused += max(0.0, (min(utc(ended), end) - max(utc(began), start)).total_seconds())
+    talk_seconds = _seconds(talk)
+    return AgentDay(answered=int(answered or 0), talk_seconds=talk_seconds,
+                    average_talk_seconds=None if not answered
+                    else round(talk_seconds / answered, 1),
+                    pause_seconds=_seconds(paused))

@@ -181,7 +181,8 @@ class CallbackRequest(Base):
     """A caller who pressed 1 in the queue to be called back and keep their place (预约回电).
 
     requested -> holding (a placeholder waits in the queue at the caller's place) ->
-    dialling (an agent took the placeholder; the caller's phone rings) -> connected | failed
+    dialling (an agent took the placeholder; the caller's phone rings) -> connected | failed;
+    failed -> agent (an agent called the caller back by hand from the desk)
     """
 
     __tablename__ = "callback_requests"

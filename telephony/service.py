@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0
 # Calls the hotline places, by purpose: the dialplan context that serves the answered call.
-OUTBOUND_CONTEXTS = {"survey": "hotline-survey"}
+# "desk": an agent's click-to-call from the desk (坐席外呼): the citizen is dialled, and
+# when they answer the agent's own phones ring (Exten is the agent's number).
+OUTBOUND_CONTEXTS = {"survey": "hotline-survey", "desk": "hotline-desk-call"}
 OUTBOUND_RING_SECONDS = 40
 DIAL_STATUS_REASONS = {"BUSY": "busy", "NOANSWER": "no answer", "CONGESTION": "congestion",
                        "CHANUNAVAIL": "unreachable", "CANCEL": "no answer",
@@ -369,19 +371,31 @@ class TelephonyService:
             reason=DIAL_STATUS_REASONS.get(status, status.lower() or "not placed")))
 
     async def _cmd_outbound(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Place a call the hotline makes (a survey), once: the caller's `reference` is the
-        Originate's ActionID, and a call that is not answered comes back as an
-        OutboundCallFailed event with that reference."""
+        """Place a call the hotline makes (a survey, an agent's click-to-call), once: the
+        caller's `reference` is the Originate's ActionID, and a call that is not answered
+        comes back as an OutboundCallFailed event with that reference. A reference whose
+        call is still being dialled or still up is refused (409), so a key such as the
+        survey's id dials once however often the agent clicks."""
         purpose, number = str(args.get("purpose", "")), str(args.get("number", ""))
-        reference = str(args.get("reference", ""))
+        reference, agent = str(args.get("reference", "")), str(args.get("agent", ""))
         if purpose not in OUTBOUND_CONTEXTS:
             raise commands.CommandError(f"no outbound purpose {purpose[:20]!r}")
         try:
             stored = phones.normalise(number)
         except phones.PhoneError as exc:
             raise commands.CommandError(str(exc)) from None
-        if not re.fullmatch(r"[A-Za-z0-9_-]{4,40}", reference) or reference in self._outbound:
-            raise commands.CommandError("reference: a fresh id of 4-40 letters and digits")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{4,40}", reference):
+            raise commands.CommandError("reference: an id of 4-40 letters and digits")
+        if reference in self._outbound or reference in self._outbound_legs.values():
+            raise commands.CommandError(f"{reference} is being dialled or still up")
+        exten = "s"
+        if purpose == "desk":
+            snapshot, _ = await asyncio.to_thread(self._directory_and_logins)
+            if agent not in {a.number for a in snapshot.agents}:
+                raise commands.CommandError(f"no agent {agent[:20]!r} in the directory")
+            exten = agent
+            if reference in self._outbound:  # another command got in while we looked
+                raise commands.CommandError(f"{reference} is being dialled or still up")
         self._outbound[reference] = (purpose, number)
         entry = self.settings.hotline.entry_number
         try:
@@ -389,7 +403,8 @@ class TelephonyService:
                 "Action": "Originate", "ActionID": reference, "Async": "true",
                 "Channel": f"PJSIP/{phones.national(stored)}@trunk",
                 "Context": OUTBOUND_CONTEXTS[purpose],
-                "Exten": "s", "Priority": "1", "Timeout": str(OUTBOUND_RING_SECONDS * 1000),
+                "Exten": exten, "Priority": "1",
+                "Timeout": str(OUTBOUND_RING_SECONDS * 1000),
                 "CallerID": f'"12319" <{entry}>',
                 "Variable": f"HOTLINE_OUTBOUND={reference},HOTLINE_OUTBOUND_PURPOSE={purpose},"
                             f"HOTLINE_OUTBOUND_NUMBER={stored}"})

@@ -69,6 +69,14 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/desk/orders/duplicate"): frozenset({"operator"}),
     ("GET", "/desk/orders/grids"): frozenset({"operator"}),
     ("POST", "/desk/orders"): frozenset({"operator"}),
+    # the agent's own lists: surveys to call back (and the call), returned orders, today
+    ("GET", "/desk/lists/surveys"): frozenset({"operator", "supervisor"}),
+    ("POST", "/desk/lists/surveys/<survey_id>/call"): frozenset({"operator", "supervisor"}),
+    ("GET", "/desk/lists/callbacks"): frozenset({"operator", "supervisor"}),
+    ("POST", "/desk/lists/callbacks/<request_id>/call"): frozenset({"operator", "supervisor"}),
+    ("POST", "/desk/lists/callbacks/<request_id>/done"): frozenset({"operator", "supervisor"}),
+    ("GET", "/desk/lists/returned"): frozenset({"operator", "supervisor"}),
+    ("GET", "/desk/lists/today"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/push-ticket"): frozenset({"operator", "supervisor"}),  # the push stream's
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},

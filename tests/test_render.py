@@ -104,7 +104,10 @@ def test_every_agent_also_has_a_webrtc_endpoint_for_the_desk_page(tmp_path: Path
                    "codec_opus_open_source.so", "res_pjsip_pubsub.so"):
         assert f"load = {module}" in files["modules.conf"]
     # a blind transfer to an agent rings whichever of their devices is there
-    assert "exten => 8001,1,Dial(PJSIP/8001&PJSIP/8001-webrtc,30)" in files["extensions.conf"]
+    # and its INVITE names the call (X-Hotline-Call-Id) through the pre-dial handler
+    assert (" same => n,Dial(PJSIP/8001&PJSIP/8001-webrtc,30,b(hotline-agent-leg^s^1))"
+            in files["extensions.conf"])
+    assert "Set(PJSIP_HEADER(add,X-Hotline-Call-Id)=" in files["extensions.conf"]
 
 
 def test_only_the_sandbox_maps_host_addresses_to_loopback_for_ice(tmp_path: Path,
