@@ -41,7 +41,7 @@ from tests.test_softphone import _band_rms, _tone
 from tickets import geo, service
 
 SITE = f"http://127.0.0.1:{WEB_PORT}"
-BROWSER_AGENT = "8105"  # answers on the page's softphone
+BROWSER_AGENT = "8107"  # answers on the page's softphone
 PHONE_AGENT = "8102"  # answers on a kit desk phone
 PASSWORD = "desk-loop-测试-密码-1"
 CALLER_HZ, BROWSER_HZ = 440, 1500
@@ -164,7 +164,7 @@ def _filed(centre: Centre, case: str, call_id: str, agent: str) -> Path:
 
 @pytest.fixture
 def browser_seat(centre: Centre, pbx: Sandbox, pbx_settings: Settings) -> Iterator[str]:
-    """Agent 8105 in the directory (Asterisk renders its WebRTC endpoint) with an account;
+    """Agent 8107 in the directory (Asterisk renders its WebRTC endpoint) with an account;
     the desk-phone agents paused, so the queue offers the call to the page."""
     with transaction(centre.sessions) as session:
         directory.add_agent(session, BROWSER_AGENT, "全流程网页坐席",
@@ -184,7 +184,7 @@ def browser_seat(centre: Centre, pbx: Sandbox, pbx_settings: Settings) -> Iterat
 
 def test_the_whole_loop_on_the_browser_softphone(
         centre: Centre, pbx: Sandbox, kit: SipKit, browser_seat: str, tmp_path: Path) -> None:
-    caller = "13800138105"
+    caller = "13800138107"
     earlier = _earlier_order(centre, caller)
     microphone = _tone(tmp_path / "microphone.wav", BROWSER_HZ, 4, 48000)
     voice = _tone(tmp_path / "caller.wav", CALLER_HZ, 14, 8000)
