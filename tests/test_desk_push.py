@@ -256,3 +256,57 @@ def test_a_real_call_reaches_the_answering_agents_desk(
     assert ended["detail"]["caller_number"] == "136****0072"
     assert "private" not in ended["detail"]  # 8101 sees numbers masked
     assert [e for e in heard(other) if e["kind"] == "call"] == []
+
+
+def test_the_page_renews_its_ticket_and_carries_on_where_it_was(
+        centre: Centre, desks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(push_ticket, "TICKET_SECONDS", 4)  # the page renews after 2.4 s
+    page = desks(MASKED)
+    renewals: list[str] = []
+    page.on("request", lambda r: renewals.append(r.url) if "/desk/push-ticket" in r.url
+            else None)
+    client = centre.bus.client
+    for n in range(1, 11):  # 10 s: past two tickets' lives; each stream ends with its ticket
+        feed.publish(client, "8101", "notice", {"n": n})
+        time.sleep(1.0)
+    wait_heard(page, lambda e: e["detail"] == {"n": 10}, "the last entry never came")
+    time.sleep(0.5)
+    assert [e["detail"]["n"] for e in heard(page)] == list(range(1, 11))
+    assert len(renewals) >= 3
+    expect(page.locator("#push-state")).to_have_attribute("data-state", "open")
+    # an old page's ticket, past its life, opens nothing
+    ticket = page.locator("#push-state").get_attribute("data-ticket")
+    time.sleep(4.5)
+    assert status_of(f"{PUSH}?agent=8101&ticket={ticket}")[0] == 401
+
+
+def test_the_desk_page_hands_out_push_tickets_for_its_own_desk(
+        database_url: str, tmp_path: Any) -> None:
+    from tests import api_world
+
+    world = api_world.build(database_url, tmp_path)
+    try:
+        operator = world.tokens["operator"]
+        reply = world.client.get("/desk/push-ticket", headers=operator)
+        assert reply.status_code == 200
+        assert reply.headers["Cache-Control"] == "no-store"
+        settings = world.app.extensions["hotline.settings"]
+        assert reply.json["url"] == f"http://localhost:{settings.web.push_port}/desk/push"
+        assert reply.json["expires_in"] == 300
+        ticket = push_ticket.verify(settings.accounts.session_secret,
+                                    world.app.extensions["hotline.clock"],
+                                    reply.json["ticket"])
+        with world.sessions() as session:
+            assert ticket.account_id == get_account(session, "operator-account").id
+        assert (ticket.agent, ticket.see_phone, ticket.session_user, ticket.origin) == (
+            "", False, "", "http://localhost")
+        page = world.client.get("/desk", headers=operator)
+        assert f"http://localhost:{settings.web.push_port};" in \
+            page.headers["Content-Security-Policy"]
+        assert 'data-ticket="' in page.get_data(as_text=True)
+        anonymous = world.client.get("/desk/push-ticket")  # a page's: to the sign-in
+        assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
+        assert world.client.get("/desk/push-ticket",
+                                headers=world.tokens["dispatcher"]).status_code == 403
+    finally:
+        world.engine.dispose()
