@@ -25,6 +25,7 @@ from playwright.sync_api import Browser, Page, expect
 from accounts import audit
 from accounts.service import OPERATOR, create_account, get_account, set_disabled
 from agent_desk import feed, push_ticket
+from agent_desk import push as push_module
 from agent_desk.push import PushServer
 from asterisk_conf.sandbox import Sandbox
 from core.clock import FixedClock
@@ -310,3 +311,27 @@ def test_the_desk_page_hands_out_push_tickets_for_its_own_desk(
                                 headers=world.tokens["dispatcher"]).status_code == 403
     finally:
         world.engine.dispose()
+
+
+def test_the_stream_on_the_wire(centre: Centre, desk_accounts: dict[str, str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an EventSource reads: retry, then each entry as id/event/data, and heartbeat
+    comments while nothing happens."""
+    monkeypatch.setattr(push_module, "HEARTBEAT_SECONDS", 0.5)
+    with centre.sessions() as session:
+        account_id = get_account(session, MASKED).id
+    ticket = push_ticket.issue(centre.settings.accounts.session_secret, centre.clock,
+                               account_id=account_id, session_user="", agent="8101",
+                               see_phone=False, origin=SITE)
+    with urllib.request.urlopen(f"{PUSH}?agent=8101&ticket={ticket}", timeout=10) as stream:
+        assert stream.readline() == b"retry: 2000\n"
+        assert stream.readline() == b"\n"
+        assert stream.readline() == b": heartbeat\n"  # nothing yet: a comment in 0.5 s
+        assert stream.readline() == b"\n"
+        entry_id = feed.publish(centre.bus.client, "8101", "notice",
+                                {"text": "两行\n文字", feed.PRIVATE: {"x": 1}})
+        lines = [stream.readline() for _ in range(4)]
+        while lines[0] == b": heartbeat\n":
+            lines = [*lines[2:], stream.readline(), stream.readline()]
+    assert lines == [f"id: {entry_id}\n".encode(), b"event: notice\n",
+                     'data: {"text":"两行\\n文字"}\n'.encode(), b"\n"]
