@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from accounts import audit
-from accounts.service import OPERATOR, create_account, get_account, set_disabled
+from accounts.service import OPERATOR, create_account, get_account, set_disabled, sign_out
 from agent_desk import feed, push_ticket
 from agent_desk import push as push_module
 from agent_desk.push import PushServer
@@ -209,6 +209,14 @@ def test_bad_tickets_and_another_agents_desk_are_refused(
     finally:
         with transaction(centre.sessions) as session:
             set_disabled(session, MASKED, False, actor="test", now=centre.clock.now())
+    # the page's ticket came from its sign-in session, which disabling ended for good
+    assert status_of(f"{PUSH}?agent=8101&ticket={ticket}")[0] == 403
+    # signing out ends a session's tickets too
+    again = desks(MASKED).locator("#push-state").get_attribute("data-ticket")
+    assert status_of(f"{PUSH}?agent=8101&ticket={again}")[0] == 200
+    with transaction(centre.sessions) as session:
+        sign_out(session, account_id, now=centre.clock.now(), address="127.0.0.1")
+    assert status_of(f"{PUSH}?agent=8101&ticket={again}")[0] == 403
 
 
 def test_a_real_seat_change_reaches_the_desk(
