@@ -27,6 +27,7 @@ from accounts.service import OPERATOR, create_account, get_account, set_disabled
 from agent_desk import feed, push_ticket
 from agent_desk import push as push_module
 from agent_desk.push import PushServer
+from agent_desk.relay import DeskRelay
 from asterisk_conf.sandbox import Sandbox
 from core.clock import FixedClock
 from core.config import Settings
@@ -343,3 +344,52 @@ def test_the_stream_on_the_wire(centre: Centre, desk_accounts: dict[str, str],
             lines = [*lines[2:], stream.readline(), stream.readline()]
     assert lines == [f"id: {entry_id}\n".encode(), b"event: notice\n",
                      'data: {"text":"两行\\n文字"}\n'.encode(), b"\n"]
+
+
+def test_the_relay_turns_telephony_events_into_desk_entries() -> None:
+    """Without a centre: what each bus event becomes (the seat's live state as the
+    telephony service keeps it, the call's end with the caller masked in the open)."""
+    import redis as redis_client
+
+    from core.events import EventBus
+    from telephony.seats import SEATS_KEY
+    from tests.conftest import REDIS_SERVER_URL
+
+    client = redis_client.Redis.from_url(REDIS_SERVER_URL)
+    relay = DeskRelay(EventBus(client, stream=f"test-relay-{time.monotonic_ns()}"))
+    try:
+        client.hset(SEATS_KEY, "7991", json.dumps({
+            "agent": "7991", "state": "wrap_up", "reason": "", "since": 1000.5,
+            "queues": ["intake"], "unanswered_in_a_row": 0, "seconds_in_state": {},
+            "wrap_up_until": 1030.5}))
+        assert relay.entry_for({"type": "seat.changed", "agent": "7991", "state": "wrap_up",
+                                "at": 1000.5}) == ("7991", "seat", {
+            "agent": "7991", "state": "wrap_up", "reason": "", "since": 1000.5,
+            "queues": ["intake"], "wrap_up_until": 1030.5})
+        # a seat the service keeps nothing of yet: what the event says
+        assert relay.entry_for({"type": "seat.changed", "agent": "7992", "state": "paused",
+                                "reason": "meal", "at": 2000.0}) == ("7992", "seat", {
+            "agent": "7992", "state": "paused", "reason": "meal", "since": 2000.0,
+            "queues": []})
+        assert relay.entry_for({"type": "call.agent_connected", "call_id": "c-1",
+                                "agent": "7991", "queue": "intake", "wait_seconds": 3.5,
+                                "at": 1001.0}) == ("7991", "call", {
+            "call_id": "c-1", "event": "connected", "queue": "intake", "wait_seconds": 3.5,
+            "at": 1001.0})
+        ended = {"type": "call.ended", "call_id": "c-1", "record": {
+            "call_id": "c-1", "agent": "7991", "caller_number": "13800138000",
+            "queue": "intake", "outcome": "answered", "talk_seconds": 42.0,
+            "hangup_by": "citizen", "ended_at": 1050.0}}
+        assert relay.entry_for(ended) == ("7991", "call", {
+            "call_id": "c-1", "event": "ended", "queue": "intake", "outcome": "answered",
+            "talk_seconds": 42.0, "hangup_by": "citizen", "at": 1050.0,
+            "caller_number": "138****8000", "private": {"caller_number": "13800138000"}})
+        abandoned = {"type": "call.ended", "call_id": "c-2", "record": {
+            "call_id": "c-2", "agent": None, "caller_number": "13800138000"}}
+        assert relay.entry_for(abandoned) is None  # no desk had it
+        assert relay.entry_for({"type": "call.agent_ringing", "call_id": "c-3",
+                                "agent": "7991"}) is None  # the pop's, not the relay's
+    finally:
+        client.hdel(SEATS_KEY, "7991")
+        client.delete(relay.bus.stream)
+        client.close()
