@@ -41,6 +41,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "orders.read": _STAFF | {DEPARTMENT},
     "orders.open": frozenset({OPERATOR}),
     "orders.act": _WORKFLOW,
+    "knowledge.read": _STAFF,  # the knowledge base (知识库)
+    "knowledge.write": frozenset({ADMIN}),  # its articles (and from the shell: `hotline kb`)
     "surveys.read": frozenset({OPERATOR, SUPERVISOR, SHIFT_CHIEF, ADMIN, AUDITOR}),
     "surveys.record": frozenset({OPERATOR}),
     "kpis.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN, AUDITOR}),  # per-staff grades

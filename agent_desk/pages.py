@@ -69,7 +69,9 @@ def page() -> str:
     g.csp_connect_src = (_websocket_url(), origin)
     return render_template("agent_desk/desk.html", who=who, push_url=push_url,
                            push_ticket=_push_ticket(who),
-                           push_ticket_seconds=push_ticket.TICKET_SECONDS)
+                           push_ticket_seconds=push_ticket.TICKET_SECONDS,
+                           # the seat panel's lists: pause reasons, dispositions, the extension
+                           config_seats=current_app.extensions["hotline.settings"].seats)
 
 
 @desk.get("/desk/push-ticket")

@@ -97,7 +97,10 @@ def _reasons(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, dict) or not value:
         raise ValueError("must map reason codes to labels")
     for code, label in value.items():
-        if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", str(code)) or code == "no-answer":
+        # no-answer and wrap-up are the telephony service's own pauses (auto-pause, an
+        # extended wrap-up): no person pauses with them
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,39}", str(code)) or code in ("no-answer",
+                                                                           "wrap-up"):
             raise ValueError(f"reason code {code!r}: lower-case letters, digits, '-'")
         if not isinstance(label, str) or not label.strip():
             raise ValueError(f"reason {code!r} needs a label")
@@ -261,6 +264,14 @@ class Seats:
     pause_reasons: Reasons = (("break", "小休"), ("callback", "回访外呼"), ("meal", "用餐"),
                               ("meeting", "会议"), ("training", "培训"))
     auto_pause_after_unanswered: Count = 2
+    # how much longer an agent may extend one wrap-up (延长话后整理), once per call
+    wrap_up_extend_seconds: Annotated[int, BeforeValidator(_no_bool),
+                                      Field(ge=1, le=3600)] = 60
+    # what the call was (话后小结), chosen by the agent in wrap-up: code -> label
+    dispositions: Reasons = (("answered", "咨询已解答"), ("order", "已受理工单"),
+                             ("transferred", "已转办"), ("callback", "需回电"),
+                             ("wrong-number", "打错电话"), ("silent", "无声来电"),
+                             ("nuisance", "骚扰电话"), ("other", "其他"))
 
 
 @section
@@ -311,7 +322,7 @@ SECTIONS: dict[str, type[Any]] = {
     "storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr, "calendar": Calendar,
     "seats": Seats, "web": Web, "tickets": Tickets, "exchange": Exchange,
     "accounts": Accounts}
-_MAPPINGS = {"pause_reasons"}
+_MAPPINGS = {"pause_reasons", "dispositions"}
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The hotline's own processes on one machine: FastAGI IVR, telephony service, JSON API,
-the desk relay and the desk push server.
+the tickets worker, the desks' screen pop, the desk relay and the desk push server.
 
 `Centre` runs them on one background event loop (and the web server in its own thread, the
 desk push server on a loop of its own: an open desk holds its stream all shift, which the
@@ -16,6 +16,7 @@ from typing import Any
 
 from waitress.server import create_server
 
+from agent_desk.pop import ScreenPop
 from agent_desk.push import PushServer
 from agent_desk.relay import DeskRelay
 from core.background import BackgroundLoop
@@ -40,6 +41,8 @@ class Centre:
         self.telephony = TelephonyService(settings, self.sessions, self.bus, clock)
         self.tickets = TicketsWorker(settings, self.sessions, self.bus, clock,
                                      policy=self.parts.policy)
+        # the screen pop (来电弹屏): rings on the bus -> pops on the desks' feed
+        self.pop = ScreenPop(settings, self.sessions, self.bus, clock)
         self.desk_relay = DeskRelay(self.bus)
         self.with_web, self.with_worker = web, worker
         self.push: PushServer | None = None
@@ -51,6 +54,7 @@ class Centre:
         self._stop: asyncio.Event | None = None
         self._telephony_run: Any = None
         self._tickets_run: Any = None
+        self._pop_run: Any = None
         self._web: Any = None
         self._web_thread: threading.Thread | None = None
 
@@ -65,6 +69,8 @@ class Centre:
             self._stop = self._loop.run(_new_event())
             self._telephony_run = asyncio.run_coroutine_threadsafe(
                 self.telephony.run(self._stop), self._loop.loop)
+            self._pop_run = asyncio.run_coroutine_threadsafe(
+                self.pop.run(self._stop), self._loop.loop)
             if self.with_worker:
                 self._tickets_run = asyncio.run_coroutine_threadsafe(
                     self.tickets.run(self._stop), self._loop.loop)
@@ -120,6 +126,9 @@ class Centre:
             with contextlib.suppress(Exception):
                 if self._tickets_run is not None:
                     self._tickets_run.result(15)
+            with contextlib.suppress(Exception):
+                if self._pop_run is not None:
+                    self._pop_run.result(15)
             with contextlib.suppress(Exception):
                 if self._relay_run is not None:
                     self._relay_run.result(15)

@@ -431,18 +431,26 @@ def calls(ctx: click.Context, limit: int, outcome: str | None, caller_number: st
 
 
 @cli.command("seat")
-@click.argument("action", type=click.Choice(["login", "logout", "pause", "resume"]))
+@click.argument("action", type=click.Choice(["login", "logout", "pause", "resume",
+                                             "extend_wrap_up"]))
 @click.argument("agent")
 @click.option("--reason", help="Pause reason code (see seats.pause_reasons).")
+@click.option("--device", type=click.Choice(["phone", "browser"]),
+              help="To log in: the desk phone (default) or the desk page's softphone.")
 @click.pass_context
-def seat(ctx: click.Context, action: str, agent: str, reason: str | None) -> None:
-    """Log an agent's seat in or out, pause it with a reason, or resume it."""
+def seat(ctx: click.Context, action: str, agent: str, reason: str | None,
+         device: str | None) -> None:
+    """Log an agent's seat in or out, pause it with a reason, resume it, or extend its
+    wrap-up once."""
     from core.live import connect_redis
     from telephony import commands
 
     if action == "pause" and not reason:
         raise click.UsageError("pause needs --reason")
-    args = {"agent": agent, **({"reason": reason} if reason else {})}
+    if device and action != "login":
+        raise click.UsageError("--device is only for login")
+    args = {"agent": agent, **({"reason": reason} if reason else {}),
+            **({"device": device} if device else {})}
     commands.send(connect_redis(_settings(ctx)), f"seat.{action}", args)
     click.echo(f"seat {agent}: {action} done")
 
@@ -767,6 +775,77 @@ def tickets_deliveries(ctx: click.Context, state: str | None, event_id: str | No
         for d in exchange.deliveries(session, state=state):
             click.echo(f"{d.event_id}  {d.case_number}  {d.event_type}  {d.state}  "
                        f"{d.attempts} attempts  {d.last_error}")
+
+
+# ------------------------------------------------------------------------------ knowledge base
+
+@cli.group()
+def kb() -> None:
+    """The knowledge base (知识库) agents answer consultations from: import, add, search."""
+
+
+@kb.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True))
+@click.option("--actor", default=None, help="Who edits (default: the shell's user).")
+@click.pass_context
+def kb_import(ctx: click.Context, file: str, actor: str | None) -> None:
+    """Add or change articles from FILE (YAML: articles: [{title, body, category, keywords,
+    active}]); an article with an existing title is changed. All or nothing."""
+    from core.db import transaction
+    from tickets import knowledge
+
+    parts = _parts(_settings(ctx), publish=False)
+    with transaction(parts.sessions) as session:
+        done = knowledge.load_file(session, file, actor=actor or _cli_actor(),
+                                   now=parts.clock.now())
+    click.echo(str(done))
+
+
+@kb.command("add")
+@click.option("--title", required=True)
+@click.option("--body", required=True, help="The answer agents read out.")
+@click.option("--category", required=True, help="Article category, e.g. 垃圾分类.")
+@click.option("--keywords", default="", help="Words callers use, space-separated.")
+@click.option("--inactive", is_flag=True, help="Keep it, but do not show it to agents.")
+@click.option("--actor", default=None, help="Who edits (default: the shell's user).")
+@click.pass_context
+def kb_add(ctx: click.Context, title: str, body: str, category: str, keywords: str,
+           inactive: bool, actor: str | None) -> None:
+    """Add an article, or change the one with this title."""
+    from core.db import transaction
+    from tickets import knowledge
+
+    parts = _parts(_settings(ctx), publish=False)
+    with transaction(parts.sessions) as session:
+        article, created = knowledge.save_article(
+            session, title=title, body=body, category=category, keywords=keywords,
+            active=not inactive, actor=actor or _cli_actor(), now=parts.clock.now())
+        click.echo(f"{article.id}  {article.title}  "
+                   f"{'added' if created else f'changed (version {article.version})'}")
+
+
+@kb.command("search")
+@click.argument("query", default="")
+@click.option("--category", default="")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def kb_search(ctx: click.Context, query: str, category: str, limit: int,
+              as_json: bool) -> None:
+    """Articles for QUERY (in the caller's words), best first; no QUERY: every article."""
+    from tickets import knowledge
+
+    with _session_factory(_settings(ctx))() as session:
+        total, hits = knowledge.search(session, query, category=category, limit=limit)
+        rows = [{"id": h.article.id, "title": h.article.title,
+                 "category": h.article.category, "score": h.score,
+                 "matched": list(h.matched)} for h in hits]
+    if as_json:
+        _echo_json({"total": total, "words": knowledge.words(query), "items": rows})
+        return
+    for row in rows:
+        click.echo(f"{row['id']:>4}  {row['score']:>8.3f}  [{row['category']}] {row['title']}")
+    click.echo(f"{total} found")
 
 
 @cli.group()

@@ -26,7 +26,7 @@ from recordings.audio import wav_stats
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
 from telephony import commands, directory, records
 from telephony.ami import EventTap
-from tickets import catalogue, geo, surveys
+from tickets import catalogue, geo, knowledge, surveys
 from tickets import service as orders
 
 DEMO_GRIDS = Path(catalogue.__file__).with_name("demo_grids.geojson")
@@ -38,7 +38,8 @@ SHOWN_EVENTS = ("Newchannel", "DTMFEnd", "QueueCallerJoin", "AgentCalled", "Agen
 
 def prepare(settings: Settings, demo_agents: bool) -> dict[str, str]:
     """Database, default queue (and demo agents); returns the rendered PBX configuration."""
-    with transaction(build(settings, publish=False).sessions) as session:
+    parts = build(settings, publish=False)
+    with transaction(parts.sessions) as session:
         directory.ensure_queue(session, settings.hotline.default_queue, "综合受理")
         known = {a.number for a in directory.snapshot(session).agents}
         for number, name, ip in DEMO_AGENTS if demo_agents else ():
@@ -49,6 +50,8 @@ def prepare(settings: Settings, demo_agents: bool) -> dict[str, str]:
         snapshot = directory.snapshot(session)
         if demo_agents and not geo.grid_count(session):
             geo.load_grids(session, geo.read_geojson(DEMO_GRIDS))
+        if demo_agents:  # the knowledge base's demo articles (知识库), on an empty one
+            knowledge.ensure_demo(session, now=parts.clock.now())
     return render(settings, snapshot)
 
 

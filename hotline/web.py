@@ -37,6 +37,7 @@ from hotline import shell
 from reports import http as reports_http
 from telephony import http as telephony_http
 from tickets import http as tickets_http
+from tickets import knowledge_http
 
 MAX_REQUEST_BYTES = 1 << 20
 RETRY_AFTER_SECONDS = 1  # a 503's Retry-After: storage busy, the telephony service away
@@ -141,6 +142,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.register_blueprint(accounts_pages.pages)
     app.register_blueprint(desk_pages.desk)
     for blueprint in (*telephony_http.BLUEPRINTS, *tickets_http.BLUEPRINTS,
+                      *knowledge_http.BLUEPRINTS,
                       *reports_http.BLUEPRINTS, *accounts_http.BLUEPRINTS):
         app.register_api(blueprint)
     shell.init_app(app)  # the pages' ground: static files, languages, CSP, the API docs

@@ -110,6 +110,12 @@ def remove_agent(session: Session, number: str) -> None:
     session.flush()
 
 
+def queue_title(session: Session, name: str) -> str:
+    """A queue's title as people read it (综合受理), or its name if there is no such queue."""
+    title = session.scalar(select(CallQueue.title).where(CallQueue.name == name)) if name else None
+    return title or name
+
+
 def snapshot(session: Session) -> Directory:
     """Everything the PBX configuration needs, in a stable order."""
     queues = session.scalars(

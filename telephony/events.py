@@ -132,6 +132,19 @@ class SeatChanged(DomainEvent):
 
 
 @dataclass(frozen=True)
+class WrapUpExtended(DomainEvent):
+    """An agent extended their wrap-up (延长话后整理), once for the call: the seat stays
+    wrap_up until `wrap_up_until`, and its live state (SEATS_KEY) says so."""
+
+    type: ClassVar[str] = "seat.wrap_up_extended"
+    agent: str = ""
+    wrap_up_until: float = 0.0
+
+    def identity(self) -> tuple[object, ...]:
+        return (self.agent, f"{self.wrap_up_until:.6f}")
+
+
+@dataclass(frozen=True)
 class OutboundCallFailed(DomainEvent):
     """A call the hotline placed (a survey, a callback) was not answered: busy, no answer,
     congestion, or it could not be placed; `reference` is the caller's own id for it."""

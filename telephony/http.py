@@ -14,10 +14,12 @@ from pydantic import Field, model_validator
 from accounts.access import SEAT_COMMANDERS, requires
 from accounts.web import current_identity, phones_shown, reading_personal_data
 from core import phones
+from core.db import transaction
 from core.errors import NotFound
+from core.events import EventBus
 from core.schemas import Body, ErrorBody, Moment, Out, Path, Query, QueryInt, Text, Time
 from telephony import commands, records
-from telephony.seats import SEATS_KEY, STATES
+from telephony.seats import DEVICES, SEATS_KEY, STATES
 
 _SECURED = [{"bearer": []}]
 _ERRORS: dict[int, Any] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody}
@@ -28,7 +30,7 @@ seats_api = APIBlueprint("seats", __name__, url_prefix="/api/v1/seats",
                          abp_tags=[Tag(name="seats")], abp_security=_SECURED,
                          abp_responses=_ERRORS)
 BLUEPRINTS = (calls_api, seats_api)
-SEAT_ACTIONS = ("login", "logout", "pause", "resume")
+SEAT_ACTIONS = ("login", "logout", "pause", "resume", "extend_wrap_up")
 # How long a request waits for the telephony service: a waitress thread is held meanwhile,
 # and the web server has few of them.
 WEB_COMMAND_SECONDS = 3.0
@@ -87,6 +89,9 @@ class Call(Out):
                                          "was down")
     case_number: str | None = Field(description="案件编号 of the work order the call belongs "
                                                 "to; null while it belongs to none")
+    disposition: str | None = Field(None, description="话后小结: what the agent said the call "
+                                                      "was, a code of settings "
+                                                      "seats.dispositions; null until chosen")
     ivr_path: list[dict[str, Any]]
     agent_attempts: list[dict[str, Any]]
     transfers: list[dict[str, Any]]
@@ -154,6 +159,9 @@ class Seat(Out):
     state: Literal[STATES]  # type: ignore[valid-type]
     reason: str = Field("", description="pause reason code while paused")
     since: Moment = Field(description="when the seat entered its state")
+    wrap_up_until: Moment | None = Field(
+        None, description="while wrapping up: when the wrap-up ends (extended or not)")
+    wrap_up_extended: bool = Field(False, description="this wrap-up was extended (once only)")
     queues: list[str]
     unanswered_in_a_row: int
     seconds_in_state: dict[str, float]
@@ -171,6 +179,10 @@ def list_seats() -> Any:
     seats = sorted((json.loads(v) for v in live.values()), key=lambda s: s["agent"])
     for seat in seats:
         seat["since"] = records.as_time(seat.get("since") or 0)
+        if seat.get("wrap_up_until") is not None and seat.get("state") == "wrap_up":
+            seat["wrap_up_until"] = records.as_time(seat["wrap_up_until"])
+        else:
+            seat["wrap_up_until"] = None
     return SeatList.model_validate({"items": seats}).model_dump(mode="json")
 
 
@@ -183,6 +195,9 @@ class SeatPath(Path):
 class SeatCommand(Body):
     reason: Text(40, min_length=1) | None = Field(
         None, description="required to pause: a pause reason code, e.g. break")
+    device: Literal[DEVICES] | None = Field(  # type: ignore[valid-type]
+        None, description="to log in: the desk phone (phone, the default) or the desk page's "
+                          "softphone (browser)")
 
     @model_validator(mode="before")
     @classmethod
@@ -194,11 +209,14 @@ class SeatCommand(Body):
 class SeatDone(Out):
     agent: str
     done: Literal[SEAT_ACTIONS]  # type: ignore[valid-type]
+    wrap_up_until: Moment | None = Field(
+        None, description="extend_wrap_up: when the extended wrap-up ends")
 
 
 @seats_api.post("/<agent>/<action>",
-                summary="Log a seat in or out, pause it with a reason, or resume it: an agent "
-                        "their own seat, a supervisor, shift chief or admin any seat",
+                summary="Log a seat in or out (on the phone or the browser), pause it with "
+                        "a reason, resume it, or extend its wrap-up once (延长话后整理): an "
+                        "agent their own seat, a supervisor, shift chief or admin any seat",
                 responses={202: SeatDone, 404: ErrorBody, 409: ErrorBody, 503: ErrorBody})
 @requires("seats.command")
 def seat_action(path: SeatPath, body: SeatCommand) -> Any:
@@ -210,11 +228,53 @@ def seat_action(path: SeatPath, body: SeatCommand) -> Any:
         if body.reason is None:
             abort(400, "reason: required to pause, e.g. break")
         args["reason"] = body.reason
+    if body.device is not None:
+        if path.action != "login":
+            abort(400, "device: only to log in")
+        args["device"] = body.device
     try:
-        commands.send(current_app.extensions["hotline.redis"], f"seat.{path.action}", args,
-                      timeout=WEB_COMMAND_SECONDS)
+        result = commands.send(current_app.extensions["hotline.redis"],
+                               f"seat.{path.action}", args, timeout=WEB_COMMAND_SECONDS)
     except commands.Unavailable as exc:
         abort(503, str(exc).removeprefix("telephony: "))
     except commands.CommandError as exc:
         abort(409, str(exc).removeprefix("telephony: "))
-    return {"agent": path.agent, "done": path.action}, 202
+    done: dict[str, Any] = {"agent": path.agent, "done": path.action}
+    if result.get("wrap_up_until") is not None:
+        done["wrap_up_until"] = records.as_time(float(result["wrap_up_until"]))
+    return SeatDone.model_validate(done).model_dump(mode="json"), 202
+
+
+class DispositionBody(Body):
+    code: Text(40, min_length=1) = Field(description="a code of settings seats.dispositions")
+
+
+class DispositionDone(Out):
+    call_id: str
+    disposition: str
+    pending: bool = Field(description="true: the call's record is not stored yet; the "
+                                      "disposition is applied when it is")
+
+
+@calls_api.post("/<call_id>/disposition",
+                summary="Say what the call was (话后小结): the agent who took it, or a "
+                        "supervisor, shift chief or admin",
+                responses={200: DispositionDone, 404: ErrorBody})
+@requires("seats.command")
+def choose_disposition(path: CallPath, body: DispositionBody) -> Any:
+    who = current_identity()
+    allowed = dict(current_app.extensions["hotline.settings"].seats.dispositions)
+    if body.code not in allowed:
+        abort(400, f"code: not one of {', '.join(allowed)}")
+    started = records.call_started(EventBus(current_app.extensions["hotline.redis"]),
+                                   path.call_id)
+    sessions = _sessions()
+    with transaction(sessions) as session:
+        stored = records.choose_disposition(
+            session, path.call_id, body.code, agent=who.agent or "", chosen_by=who.name,
+            supervisor=bool(SEAT_COMMANDERS & set(who.roles)), started=started,
+            now=current_app.extensions["hotline.clock"].now())
+    if not stored:  # the record may have been stored meanwhile: whoever is second applies
+        with transaction(sessions) as session:
+            stored = records.apply_pending_disposition(session, path.call_id)
+    return {"call_id": path.call_id, "disposition": body.code, "pending": not stored}

@@ -116,7 +116,25 @@ class CallRecord(Base):
     # The case number (案件编号) of the work order this call belongs to, written by the
     # tickets room through this room's door (records.mark_case) when it links the call.
     case_number: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    # What the call was (话后小结): a code of settings seats.dispositions, and who chose it.
+    disposition: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # the database's default only: a Core insert written for an older schema stays valid
+    disposition_by: Mapped[str] = mapped_column(String(50), server_default="")
     stored_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
+
+
+class PendingCallDisposition(Base):
+    """A disposition chosen before its call's record was stored; applied when it is, if
+    `agent` took the call ("" when a supervisor chose it)."""
+
+    __tablename__ = "pending_call_dispositions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(64), unique=True)
+    code: Mapped[str] = mapped_column(String(40))
+    agent: Mapped[str] = mapped_column(String(40))
+    chosen_by: Mapped[str] = mapped_column(String(50))
+    chosen_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class SeatLogin(Base):

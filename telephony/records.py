@@ -6,15 +6,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import phones
+from core.errors import HotlineError, NotFound
 from core.events import EventBus
 from recordings.catalogue import RecordingFile
 from telephony.events import CallStarted
-from telephony.models import CallRecord
+from telephony.models import CallRecord, PendingCallDisposition
 
 OUTCOMES = ("answered", "abandoned", "unanswered", "ivr")
 DIRECTIONS = ("inbound", "outbound")
@@ -86,6 +87,7 @@ def as_dict(row: CallRecord) -> dict[str, Any]:
             "path": row.recording_path, "sha256": row.recording_sha256,
             "bytes": row.recording_bytes},
         "incomplete": row.incomplete, "case_number": row.case_number,
+        "disposition": row.disposition,
         **{key: (row.details or {}).get(key, []) for key in _DETAIL_KEYS},
     }
 
@@ -165,3 +167,58 @@ def calls_of(session: Session, record_ids: list[int]) -> dict[int, dict[str, Any
         return {}
     rows = session.scalars(select(CallRecord).where(CallRecord.id.in_(record_ids)))
     return {row.id: as_dict(row) for row in rows}
+
+
+# --- dispositions (话后小结): what the agent says the call was -------------------------------
+
+
+class NotYourCall(HotlineError):
+    """Only the agent who took the call, or a supervisor, may say what it was."""
+
+    status = 403
+
+
+def choose_disposition(session: Session, call_id: str, code: str, *, agent: str,
+                       chosen_by: str, supervisor: bool, started: bool, now: datetime
+                       ) -> bool:
+    """Set the call's disposition `code` (checked against the settings by the caller): True
+    if set on the stored record, False if kept pending until the record is stored (the
+    call is still up, or its record is being written), when `started` says the call is
+    known. `agent` is the chooser's agent number ("" for none); a supervisor may choose for
+    any call. The pending choice of an agent is applied only if that agent took the call."""
+    row = session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+    if row is not None:
+        if not supervisor and (not agent or row.agent != agent):
+            raise NotYourCall(f"agent: {chosen_by} did not take call {call_id}")
+        row.disposition, row.disposition_by = code, chosen_by
+        return True
+    if not started:
+        raise NotFound(f"call_id: no call {call_id}")
+    if not supervisor and not agent:
+        raise NotYourCall(f"agent: {chosen_by} has no agent number and took no call")
+    pending = session.scalar(select(PendingCallDisposition).where(
+        PendingCallDisposition.call_id == call_id))
+    if pending is None:
+        pending = PendingCallDisposition(call_id=call_id)
+        session.add(pending)
+    pending.code, pending.chosen_by, pending.chosen_at = code, chosen_by, now
+    pending.agent = "" if supervisor else agent
+    return False
+
+
+def apply_pending_disposition(session: Session, call_id: str) -> bool:
+    """Move a pending disposition onto the call's stored record (dropped if the agent who
+    chose it did not take the call); whether one was applied. The writer of the record and
+    the chooser each call this after their own commit, so whichever comes second applies."""
+    pending = session.scalar(select(PendingCallDisposition).where(
+        PendingCallDisposition.call_id == call_id))
+    row = session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+    if pending is None or row is None:
+        return False
+    applies = pending.agent in ("", row.agent)
+    if applies:
+        row.disposition, row.disposition_by = pending.code, pending.chosen_by
+    # by id, not session.delete: the other side may have applied and removed it meanwhile
+    session.execute(delete(PendingCallDisposition).where(
+        PendingCallDisposition.id == pending.id).execution_options(synchronize_session=False))
+    return applies

@@ -22,6 +22,10 @@ LOGGED_OUT, READY, RINGING, TALKING, WRAP_UP, PAUSED = (
     "logged_out", "ready", "ringing", "talking", "wrap_up", "paused")
 STATES = (LOGGED_OUT, READY, RINGING, TALKING, WRAP_UP, PAUSED)
 AUTO_PAUSE_REASON = "no-answer"
+# An extended wrap-up keeps the agent out of the queue by pausing the member with this reason
+# until the extended end: the seat stays wrap_up meanwhile (never paused), and the reason is
+# not one an agent may pause with (settings seats.pause_reasons refuse it).
+WRAP_UP_PAUSE_REASON = "wrap-up"
 SEATS_KEY = "hotline:seats"  # Redis hash: agent -> live seat state (JSON), for desks and wallboards
 # An agent answers on the desk phone (PJSIP/8001) or on the desk page's softphone, the
 # agent's WebRTC endpoint PJSIP/8001-webrtc; the seat logs in with the one the agent chose.
@@ -53,6 +57,7 @@ class Seat:
     device: str = PHONE  # what the seat logged in with: the queue rings it
     activity: str = ""  # "", ringing, talking, wrap_up
     wrap_up_until: float | None = None
+    wrap_up_extended: bool = False  # once per wrap-up
     unanswered: int = 0  # rings unanswered in a row
     state: str = LOGGED_OUT
     state_reason: str = ""  # the pause reason while paused
@@ -64,13 +69,20 @@ class Seat:
             return LOGGED_OUT, ""
         if self.activity:
             return self.activity, ""
+        if self.paused and self.pause_reason == WRAP_UP_PAUSE_REASON:
+            return WRAP_UP, ""  # an extended wrap-up until its unpause arrives
         return (PAUSED, self.pause_reason) if self.paused else (READY, "")
 
     def as_dict(self) -> dict[str, Any]:
         return {"agent": self.agent, "state": self.state, "reason": self.state_reason,
-                "since": self.since,
+                "since": self.since, "wrap_up_until": self.wrap_up_until,
+                "wrap_up_extended": self.wrap_up_extended,
                 "queues": sorted(self.queues), "unanswered_in_a_row": self.unanswered,
                 "seconds_in_state": dict(self.totals)}
+
+
+class WrapUpRefused(ValueError):
+    """The wrap-up cannot be extended: none is running, or it was extended already."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,8 @@ class SeatBoard:
                 queues = {str(q) for q in data.get("queues", [])}
                 totals = {str(k): float(v) for k, v in
                           dict(data.get("seconds_in_state", {})).items()}
+                until = data.get("wrap_up_until")
+                until = None if until is None else float(until)
             except (KeyError, TypeError, ValueError, AttributeError):
                 continue
             if state not in STATES:
@@ -117,6 +131,9 @@ class SeatBoard:
             seat.paused = state == PAUSED
             seat.pause_reason = reason if seat.paused else ""
             seat.activity = state if state in (RINGING, TALKING, WRAP_UP) else ""
+            if state == WRAP_UP and until is not None:
+                seat.wrap_up_until = until
+                seat.wrap_up_extended = bool(data.get("wrap_up_extended"))
 
     def feed(self, event: dict[str, str], received_at: float) -> list[SeatChanged]:
         """The seat changes `event` means; `received_at` times it when Asterisk did not."""
@@ -169,6 +186,7 @@ class SeatBoard:
             wrap = self.wrapup_seconds.get(queue, 0)
             seat.activity = WRAP_UP if wrap > 0 else ""
             seat.wrap_up_until = at + wrap if wrap > 0 else None
+            seat.wrap_up_extended = False
         elif name == "AgentDump" and seat.activity == RINGING:  # caller hung up while it rang
             seat.activity = ""
         return self._settle(seat, at)
@@ -179,8 +197,21 @@ class SeatBoard:
             return []
         if at < seat.wrap_up_until:
             return []
-        seat.activity, seat.wrap_up_until = "", None
-        return self._settle(seat, seat.wrap_up_until or at)
+        seat.activity, seat.wrap_up_until, seat.wrap_up_extended = "", None, False
+        return self._settle(seat, at)
+
+    def extend_wrap_up(self, agent: str, seconds: float) -> float:
+        """Lengthen the seat's wrap-up (延长话后整理) by `seconds`, once; its new end.
+        WrapUpRefused outside wrap-up or for a second time. Keeping the agent out of the
+        queue meanwhile is the service's (it pauses the member with WRAP_UP_PAUSE_REASON)."""
+        seat = self.seats.get(agent)
+        if seat is None or seat.state != WRAP_UP or seat.wrap_up_until is None:
+            raise WrapUpRefused(f"agent {agent} is not wrapping up a call")
+        if seat.wrap_up_extended:
+            raise WrapUpRefused(f"agent {agent} has extended this wrap-up already")
+        seat.wrap_up_until += seconds
+        seat.wrap_up_extended = True
+        return seat.wrap_up_until
 
     def resync(self, members: list[dict[str, str]], at: float) -> list[SeatChanged]:
         """Match Asterisk's QueueMember list after a reconnect."""

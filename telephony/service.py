@@ -29,7 +29,13 @@ from recordings.catalogue import fingerprint, host_path
 from telephony import callbacks, commands, directory, records, seats
 from telephony.ami import AmiClient, AmiError, event_fields
 from telephony.calls import CallTracker
-from telephony.events import CallEnded, DomainEvent, OutboundCallFailed, SeatChanged
+from telephony.events import (
+    CallEnded,
+    DomainEvent,
+    OutboundCallFailed,
+    SeatChanged,
+    WrapUpExtended,
+)
 from telephony.models import SeatInterval, SeatLogin
 
 log = logging.getLogger(__name__)
@@ -127,6 +133,10 @@ class TelephonyService:
         members = [event_fields(m) for m in answer if m.get("Event") == "QueueMember"]
         for event in self.board.resync(members, now):
             self._emit(event)
+        for seat in list(self.board.seats.values()):  # an extension a restart stopped timing
+            if seat.paused and seat.pause_reason == seats.WRAP_UP_PAUSE_REASON:
+                until = seat.wrap_up_until or now
+                self._later(until - now, seat.agent, until)
         for login in wanted:  # an Asterisk restart forgets dynamic members
             if not self.board.seat(login.agent_number).queues:
                 try:
@@ -282,6 +292,8 @@ class TelephonyService:
             recording = fingerprint(path) if path is not None else None
         with transaction(self.sessions) as session:
             new = records.store_call(session, record, recording)
+        with transaction(self.sessions) as session:  # after the commit: see records
+            records.apply_pending_disposition(session, record["call_id"])
             stored = records.get_call(session, record["call_id"])
         return stored or record, new
 
@@ -320,7 +332,8 @@ class TelephonyService:
     async def _command(self, name: str, args: dict[str, Any]) -> dict[str, Any]:
         agent = str(args.get("agent", ""))
         handlers = {"seat.login": self._cmd_login, "seat.logout": self._cmd_logout,
-                    "seat.pause": self._cmd_pause, "seat.resume": self._cmd_resume}
+                    "seat.pause": self._cmd_pause, "seat.resume": self._cmd_resume,
+                    "seat.extend_wrap_up": self._cmd_extend_wrap_up}
         if name not in handlers and name != "call.outbound":
             raise commands.CommandError(f"unknown command {name[:40]!r}")
         if args.get("__expired__"):
@@ -335,8 +348,7 @@ class TelephonyService:
         snapshot, _ = await asyncio.to_thread(self._directory_and_logins)
         if agent not in {a.number for a in snapshot.agents}:
             raise commands.CommandError(f"no agent {agent[:20]!r} in the directory")
-        await handlers[name](snapshot, agent, args)
-        return {"agent": agent}
+        return {"agent": agent, **(await handlers[name](snapshot, agent, args) or {})}
 
     def _outbound_answered(self, event: dict[str, str]) -> None:
         """Asterisk's verdict on a call we placed. Its Reason is 0 for every refusal in
@@ -416,6 +428,50 @@ class TelephonyService:
     async def _cmd_resume(self, _snapshot: directory.Directory, agent: str,
                           _args: dict[str, Any]) -> None:
         await self._pause(agent, False, "")
+
+    async def _cmd_extend_wrap_up(self, _snapshot: directory.Directory, agent: str,
+                                  _args: dict[str, Any]) -> dict[str, Any]:
+        """Keep the agent out of the queue `seats.wrap_up_extend_seconds` longer, once per
+        wrap-up. Asterisk's own wrap-up (queues.conf wrapuptime) cannot be lengthened for one
+        member, so the member is paused with the wrap-up reason until the extended end and
+        then unpaused; the seat stays wrap_up all along (seats.WRAP_UP_PAUSE_REASON)."""
+        seat = self.board.seat(agent)
+        if seat.paused and seat.pause_reason != seats.WRAP_UP_PAUSE_REASON:
+            raise commands.CommandError(f"agent {agent} is paused ({seat.pause_reason}); "
+                                        "no wrap-up to extend")
+        extra = self.settings.seats.wrap_up_extend_seconds
+        try:
+            until = self.board.extend_wrap_up(agent, extra)
+        except seats.WrapUpRefused as exc:
+            raise commands.CommandError(str(exc)) from None
+        try:
+            await self._ami(seats.pause_action(agent, True, seats.WRAP_UP_PAUSE_REASON,
+                                               seat.device))
+        except BaseException:
+            seat.wrap_up_until, seat.wrap_up_extended = until - extra, False
+            raise
+        self.redis.hset(seats.SEATS_KEY, agent, json.dumps(seat.as_dict()))
+        self.bus.publish(WrapUpExtended(at=self.clock.time(), agent=agent, wrap_up_until=until))
+        self._later(until - self.clock.time(), agent, until)
+        return {"wrap_up_until": until}
+
+    def _later(self, delay: float, agent: str, until: float) -> None:
+        """End the extended wrap-up of `agent` at `until`, `delay` seconds from now."""
+        asyncio.get_running_loop().call_later(
+            max(0.0, delay), lambda: self._spawn(self._end_extended_wrap_up(agent, until)))
+
+    async def _end_extended_wrap_up(self, agent: str, until: float) -> None:
+        """The extension is over: unpause the member (unless the agent paused or left
+        meanwhile), and the seat is ready once Asterisk confirms it."""
+        seat = self.board.seats.get(agent)
+        if seat is None or (seat.wrap_up_until is not None and seat.wrap_up_until > until):
+            return
+        if seat.queues and seat.paused and seat.pause_reason == seats.WRAP_UP_PAUSE_REASON:
+            try:
+                await self._ami(seats.pause_action(agent, False, "", seat.device))
+            except (commands.CommandError, AmiError) as exc:
+                log.warning("cannot end %s's extended wrap-up: %s", agent, exc)
+        self._end_wrap_up(agent, until)
 
     async def _login(self, client: AmiClient, snapshot: directory.Directory, agent: str,
                      paused: bool, reason: str, device: str = seats.PHONE) -> None:

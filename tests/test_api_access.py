@@ -30,6 +30,9 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/api/v1/calls"): STAFF,
     ("GET", "/api/v1/calls/<call_id>"): STAFF,
     ("GET", "/api/v1/seats"): STAFF,
+    # an operator only on a call they took as its agent (tests/test_call_dispositions.py)
+    ("POST", "/api/v1/calls/<call_id>/disposition"): frozenset({"supervisor", "shift_chief",
+                                                                "admin"}),
     # another agent's seat: an operator may command only their own (below)
     ("POST", "/api/v1/seats/<agent>/<action>"): frozenset({"supervisor", "shift_chief",
                                                            "admin"}),
@@ -39,6 +42,10 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/api/v1/orders/<case_number>/actions/<action>"): WORKFLOW,
     ("POST", "/api/v1/orders/<case_number>/photos"): WORKFLOW,
     ("POST", "/api/v1/orders/<case_number>/calls"): frozenset({"operator"}),
+    ("GET", "/api/v1/knowledge"): STAFF,
+    ("POST", "/api/v1/knowledge"): frozenset({"admin"}),
+    ("GET", "/api/v1/knowledge/<article_id>"): STAFF,
+    ("POST", "/api/v1/knowledge/<article_id>/answers"): frozenset({"operator"}),
     ("GET", "/api/v1/surveys/callback-list"): frozenset({"operator", "supervisor",
                                                          "shift_chief", "admin", "auditor"}),
     ("POST", "/api/v1/surveys/<survey_id>/result"): frozenset({"operator"}),
@@ -82,6 +89,7 @@ def _call(world: World, method: str, route: str, headers: dict[str, str]) -> Any
     with: real path values, a body of the right shape."""
     path = (route.replace("<call_id>", world.call_id).replace("<agent>", "8001")
             .replace("<case_number>", world.case).replace("<survey_id>", "77")
+            .replace("<article_id>", "1")
             .replace("<action>", "login" if "/seats/" in route else "open")
             .replace("<path:filename>", "shell.css").replace("<choice>", "en"))
     if route == "/api/v1/kpis":
@@ -100,7 +108,8 @@ def _call(world: World, method: str, route: str, headers: dict[str, str]) -> Any
             "X-Hotline-Signature": exchange.sign(secret, stamp, body)})
     if method == "POST":
         body = ({"appeal_type": "enquiry", "description": "井盖缺失"}
-                if route == "/api/v1/orders" else {})
+                if route == "/api/v1/orders" else
+                {"code": "answered"} if route.endswith("/disposition") else {})
         return world.client.post(path, json=body, headers=headers)
     return world.client.get(path, headers=headers)
 

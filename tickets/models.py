@@ -301,3 +301,38 @@ class InboundUpdate(Base):
     status_code: Mapped[int] = mapped_column(Integer)
     response: Mapped[dict[str, Any]] = mapped_column(JSON)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class KnowledgeArticle(Base):
+    """An article of the knowledge base (知识库) agents answer consultations (咨询) from:
+    its title, the answer, the article category it is filed under, extra search keywords
+    (the words callers use: 倒垃圾 for 投放), whether agents see it, and who edited it last."""
+
+    __tablename__ = "knowledge_articles"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(200), unique=True)
+    body: Mapped[str] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(String(40), index=True)
+    keywords: Mapped[str] = mapped_column(String(300), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    updated_by: Mapped[str] = mapped_column(String(50))
+
+
+class KnowledgeTerm(Base):
+    """One word of an article's title, keywords or body as the segmenter (jieba) cut it,
+    with how often it occurs there: the search matches a query's words against these, the
+    same on SQLite and PostgreSQL."""
+
+    __tablename__ = "knowledge_terms"
+    __table_args__ = (UniqueConstraint("article_id", "field", "term"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    article_id: Mapped[int] = mapped_column(
+        ForeignKey("knowledge_articles.id", ondelete="CASCADE"), index=True)
+    field: Mapped[str] = mapped_column(String(8))  # title | keywords | body
+    term: Mapped[str] = mapped_column(String(40), index=True)
+    hits: Mapped[int] = mapped_column(Integer, default=1)

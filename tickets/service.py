@@ -479,6 +479,19 @@ def find_orders(session: Session, query: OrderQuery) -> tuple[int, list[WorkOrde
     return total, list(rows)
 
 
+def open_orders_of(session: Session, citizen_phone: str, limit: int = 10) -> list[WorkOrder]:
+    """A citizen's orders still being worked on (not closed, evaluated, voided or merged),
+    newest first: what the desk's screen pop shows an agent before they answer. Any form of
+    the number; what is not one has none."""
+    citizen = phones.normalise_or_empty(citizen_phone)
+    if not citizen:
+        return []
+    return list(session.scalars(
+        select(WorkOrder).where(WorkOrder.citizen_phone == citizen,
+                                WorkOrder.state.in_(workflow.OPEN))
+        .order_by(WorkOrder.created_at.desc(), WorkOrder.id.desc()).limit(limit)))
+
+
 def get_order(session: Session, case_number: str) -> WorkOrder:
     return _order(session, case_number)
 
