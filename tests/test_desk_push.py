@@ -361,11 +361,11 @@ def test_the_relay_turns_telephony_events_into_desk_entries() -> None:
         client.hset(SEATS_KEY, "7991", json.dumps({
             "agent": "7991", "state": "wrap_up", "reason": "", "since": 1000.5,
             "queues": ["intake"], "unanswered_in_a_row": 0, "seconds_in_state": {},
-            "wrap_up_until": 1030.5}))
+            "wrap_up_until": 1030.5, "wrap_up_extended": False}))
         assert relay.entry_for({"type": "seat.changed", "agent": "7991", "state": "wrap_up",
                                 "at": 1000.5}) == ("7991", "seat", {
             "agent": "7991", "state": "wrap_up", "reason": "", "since": 1000.5,
-            "queues": ["intake"], "wrap_up_until": 1030.5})
+            "queues": ["intake"], "wrap_up_until": 1030.5, "wrap_up_extended": False})
         # a seat the service keeps nothing of yet: what the event says
         assert relay.entry_for({"type": "seat.changed", "agent": "7992", "state": "paused",
                                 "reason": "meal", "at": 2000.0}) == ("7992", "seat", {
