@@ -28,7 +28,6 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,8 +143,6 @@ class PushServer:
         self._runner: web.AppRunner | None = None
         self._reader: asyncio.Task[None] | None = None
         self._last = "0-0"
-        self.ready = asyncio.Event()  # set once the reader follows the stream
-        self.listeners: list[Callable[[Entry], None]] = []  # for the benchmark's clock
 
     @property
     def open_desks(self) -> int:
@@ -192,7 +189,6 @@ class PushServer:
 
     async def _read(self) -> None:
         assert self._redis is not None
-        self.ready.set()
         while True:
             try:
                 answer = await self._redis.xread({DESK_STREAM: self._last}, count=500,
@@ -211,10 +207,10 @@ class PushServer:
                         self._fan_out(entry)
 
     def _fan_out(self, entry: Entry) -> None:
-        for listener in self.listeners:
-            listener(entry)
         if entry.agent == EVERY_DESK:
             desks = [d for group in self._desks.values() for d in group]
+        elif not entry.agent:
+            return  # for nobody's desk
         else:
             desks = list(self._desks.get(entry.agent, ()))
         for desk in desks:

@@ -49,11 +49,13 @@ def issue(secret: str, clock: Clock, *, account_id: int, session_user: str, agen
         {"a": account_id, "s": session_user, "g": agent, "p": see_phone, "o": origin}))
 
 
-def verify(secret: str, clock: Clock, ticket: str, max_age: int = TICKET_SECONDS) -> Ticket:
-    """The ticket's content if we signed it for the desk push less than `max_age` ago."""
+def verify(secret: str, clock: Clock, ticket: str, max_age: int | None = None) -> Ticket:
+    """The ticket's content if we signed it for the desk push less than `max_age` (by
+    default TICKET_SECONDS) ago."""
     try:
-        body, issued = _serializer(secret, clock).loads(ticket, max_age=max_age,
-                                                         return_timestamp=True)
+        body, issued = _serializer(secret, clock).loads(
+            ticket, max_age=TICKET_SECONDS if max_age is None else max_age,
+            return_timestamp=True)
     except SignatureExpired:
         raise TicketError("the push ticket has expired") from None
     except BadSignature:

@@ -4,7 +4,8 @@ It follows the event bus (hotline:events) through its own consumer group, so wha
 published while the centre is down is relayed when it returns, and turns:
 - `seat.changed` into a "seat" entry for that agent with the seat's live state, as the
   telephony service keeps it (telephony.seats.SEATS_KEY): agent, state, reason, since,
-  queues, and wrap_up_until when the seat has one;
+  queues, and wrap_up_until and wrap_up_extended (the seat panel's countdown and its one
+  extension) as the service keeps them;
 - `call.agent_connected` and `call.ended` into a "call" entry for the agent concerned:
   {call_id, event: "connected"|"ended", ...}; the caller's full number goes under
   data["private"], the masked one in the open.
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 
 EVENTS_GROUP = "desk-relay"  # the relay's consumer group on the event stream
 BLOCK_MS = 1_000  # how long one read waits for events (so a stop is seen within it)
-SEAT_FIELDS = ("agent", "state", "reason", "since", "queues", "wrap_up_until")
+SEAT_FIELDS = ("agent", "state", "reason", "since", "queues", "wrap_up_until",
+               "wrap_up_extended")
 
 
 def _masked(number: str) -> str:

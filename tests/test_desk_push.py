@@ -23,9 +23,11 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from accounts import audit
-from accounts.service import OPERATOR, create_account, get_account, set_disabled
+from accounts.service import OPERATOR, create_account, get_account, set_disabled, sign_out
 from agent_desk import feed, push_ticket
+from agent_desk import push as push_module
 from agent_desk.push import PushServer
+from agent_desk.relay import DeskRelay
 from asterisk_conf.sandbox import Sandbox
 from core.clock import FixedClock
 from core.config import Settings
@@ -208,6 +210,14 @@ def test_bad_tickets_and_another_agents_desk_are_refused(
     finally:
         with transaction(centre.sessions) as session:
             set_disabled(session, MASKED, False, actor="test", now=centre.clock.now())
+    # the page's ticket came from its sign-in session, which disabling ended for good
+    assert status_of(f"{PUSH}?agent=8101&ticket={ticket}")[0] == 403
+    # signing out ends a session's tickets too
+    again = desks(MASKED).locator("#push-state").get_attribute("data-ticket")
+    assert status_of(f"{PUSH}?agent=8101&ticket={again}")[0] == 200
+    with transaction(centre.sessions) as session:
+        sign_out(session, account_id, now=centre.clock.now(), address="127.0.0.1")
+    assert status_of(f"{PUSH}?agent=8101&ticket={again}")[0] == 403
 
 
 def test_a_real_seat_change_reaches_the_desk(
@@ -256,3 +266,130 @@ def test_a_real_call_reaches_the_answering_agents_desk(
     assert ended["detail"]["caller_number"] == "136****0072"
     assert "private" not in ended["detail"]  # 8101 sees numbers masked
     assert [e for e in heard(other) if e["kind"] == "call"] == []
+
+
+def test_the_page_renews_its_ticket_and_carries_on_where_it_was(
+        centre: Centre, desks: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(push_ticket, "TICKET_SECONDS", 4)  # the page renews after 2.4 s
+    page = desks(MASKED)
+    renewals: list[str] = []
+    page.on("request", lambda r: renewals.append(r.url) if "/desk/push-ticket" in r.url
+            else None)
+    client = centre.bus.client
+    for n in range(1, 11):  # 10 s: past two tickets' lives; each stream ends with its ticket
+        feed.publish(client, "8101", "notice", {"n": n})
+        time.sleep(1.0)
+    wait_heard(page, lambda e: e["detail"] == {"n": 10}, "the last entry never came")
+    time.sleep(0.5)
+    assert [e["detail"]["n"] for e in heard(page)] == list(range(1, 11))
+    assert len(renewals) >= 3
+    expect(page.locator("#push-state")).to_have_attribute("data-state", "open")
+    # an old page's ticket, past its life, opens nothing
+    ticket = page.locator("#push-state").get_attribute("data-ticket")
+    time.sleep(4.5)
+    assert status_of(f"{PUSH}?agent=8101&ticket={ticket}")[0] == 401
+
+
+def test_the_desk_page_hands_out_push_tickets_for_its_own_desk(
+        database_url: str, tmp_path: Any) -> None:
+    from tests import api_world
+
+    world = api_world.build(database_url, tmp_path)
+    try:
+        operator = world.tokens["operator"]
+        reply = world.client.get("/desk/push-ticket", headers=operator)
+        assert reply.status_code == 200
+        assert reply.headers["Cache-Control"] == "no-store"
+        settings = world.app.extensions["hotline.settings"]
+        assert reply.json["url"] == f"http://localhost:{settings.web.push_port}/desk/push"
+        assert reply.json["expires_in"] == 300
+        ticket = push_ticket.verify(settings.accounts.session_secret,
+                                    world.app.extensions["hotline.clock"],
+                                    reply.json["ticket"])
+        with world.sessions() as session:
+            assert ticket.account_id == get_account(session, "operator-account").id
+        assert (ticket.agent, ticket.see_phone, ticket.session_user, ticket.origin) == (
+            "", False, "", "http://localhost")
+        page = world.client.get("/desk", headers=operator)
+        assert f"http://localhost:{settings.web.push_port};" in \
+            page.headers["Content-Security-Policy"]
+        assert 'data-ticket="' in page.get_data(as_text=True)
+        anonymous = world.client.get("/desk/push-ticket")  # a page's: to the sign-in
+        assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
+        assert world.client.get("/desk/push-ticket",
+                                headers=world.tokens["dispatcher"]).status_code == 403
+    finally:
+        world.engine.dispose()
+
+
+def test_the_stream_on_the_wire(centre: Centre, desk_accounts: dict[str, str],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """What an EventSource reads: retry, then each entry as id/event/data, and heartbeat
+    comments while nothing happens."""
+    monkeypatch.setattr(push_module, "HEARTBEAT_SECONDS", 0.5)
+    with centre.sessions() as session:
+        account_id = get_account(session, MASKED).id
+    ticket = push_ticket.issue(centre.settings.accounts.session_secret, centre.clock,
+                               account_id=account_id, session_user="", agent="8101",
+                               see_phone=False, origin=SITE)
+    with urllib.request.urlopen(f"{PUSH}?agent=8101&ticket={ticket}", timeout=10) as stream:
+        assert stream.readline() == b"retry: 2000\n"
+        assert stream.readline() == b"\n"
+        assert stream.readline() == b": heartbeat\n"  # nothing yet: a comment in 0.5 s
+        assert stream.readline() == b"\n"
+        entry_id = feed.publish(centre.bus.client, "8101", "notice",
+                                {"text": "两行\n文字", feed.PRIVATE: {"x": 1}})
+        lines = [stream.readline() for _ in range(4)]
+        while lines[0] == b": heartbeat\n":
+            lines = [*lines[2:], stream.readline(), stream.readline()]
+    assert lines == [f"id: {entry_id}\n".encode(), b"event: notice\n",
+                     'data: {"text":"两行\\n文字"}\n'.encode(), b"\n"]
+
+
+def test_the_relay_turns_telephony_events_into_desk_entries() -> None:
+    """Without a centre: what each bus event becomes (the seat's live state as the
+    telephony service keeps it, the call's end with the caller masked in the open)."""
+    import redis as redis_client
+
+    from core.events import EventBus
+    from telephony.seats import SEATS_KEY
+    from tests.conftest import REDIS_SERVER_URL
+
+    client = redis_client.Redis.from_url(REDIS_SERVER_URL)
+    relay = DeskRelay(EventBus(client, stream=f"test-relay-{time.monotonic_ns()}"))
+    try:
+        client.hset(SEATS_KEY, "7991", json.dumps({
+            "agent": "7991", "state": "wrap_up", "reason": "", "since": 1000.5,
+            "queues": ["intake"], "unanswered_in_a_row": 0, "seconds_in_state": {},
+            "wrap_up_until": 1030.5, "wrap_up_extended": False}))
+        assert relay.entry_for({"type": "seat.changed", "agent": "7991", "state": "wrap_up",
+                                "at": 1000.5}) == ("7991", "seat", {
+            "agent": "7991", "state": "wrap_up", "reason": "", "since": 1000.5,
+            "queues": ["intake"], "wrap_up_until": 1030.5, "wrap_up_extended": False})
+        # a seat the service keeps nothing of yet: what the event says
+        assert relay.entry_for({"type": "seat.changed", "agent": "7992", "state": "paused",
+                                "reason": "meal", "at": 2000.0}) == ("7992", "seat", {
+            "agent": "7992", "state": "paused", "reason": "meal", "since": 2000.0,
+            "queues": []})
+        assert relay.entry_for({"type": "call.agent_connected", "call_id": "c-1",
+                                "agent": "7991", "queue": "intake", "wait_seconds": 3.5,
+                                "at": 1001.0}) == ("7991", "call", {
+            "call_id": "c-1", "event": "connected", "queue": "intake", "wait_seconds": 3.5,
+            "at": 1001.0})
+        ended = {"type": "call.ended", "call_id": "c-1", "record": {
+            "call_id": "c-1", "agent": "7991", "caller_number": "13800138000",
+            "queue": "intake", "outcome": "answered", "talk_seconds": 42.0,
+            "hangup_by": "citizen", "ended_at": 1050.0}}
+        assert relay.entry_for(ended) == ("7991", "call", {
+            "call_id": "c-1", "event": "ended", "queue": "intake", "outcome": "answered",
+            "talk_seconds": 42.0, "hangup_by": "citizen", "at": 1050.0,
+            "caller_number": "138****8000", "private": {"caller_number": "13800138000"}})
+        abandoned = {"type": "call.ended", "call_id": "c-2", "record": {
+            "call_id": "c-2", "agent": None, "caller_number": "13800138000"}}
+        assert relay.entry_for(abandoned) is None  # no desk had it
+        assert relay.entry_for({"type": "call.agent_ringing", "call_id": "c-3",
+                                "agent": "7991"}) is None  # the pop's, not the relay's
+    finally:
+        client.hdel(SEATS_KEY, "7991")
+        client.delete(relay.bus.stream)
+        client.close()
