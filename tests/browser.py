@@ -39,3 +39,12 @@ def screenshot(page: Page, name: str) -> Path:
     path = ARTEFACTS / f"{re.sub(r'[^A-Za-z0-9_.-]', '-', name)}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def sign_in(page: Page, site: str, name: str, password: str, then: str = "/desk") -> None:
+    """Sign in on the login page as a person would, and wait for the page `then`."""
+    page.goto(f"{site}/login?next={then}")
+    page.get_by_label("用户名").fill(name)
+    page.get_by_label("密码").fill(password)
+    page.get_by_role("button", name="登录").click()
+    page.wait_for_url(f"{site}{then}")

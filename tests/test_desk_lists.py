@@ -25,7 +25,7 @@ from telephony.ami import EventTap
 from telephony.models import SeatInterval
 from telephony.records import store_call
 from tests import api_world
-from tests.browser import MEDIA_FLAGS, chromium, screenshot
+from tests.browser import MEDIA_FLAGS, chromium, screenshot, sign_in
 from tests.conftest import AGENT_PORT, CASE_LOOP, WEB_PORT, agent_ip, api, wait_until
 from tickets import service
 from tickets.models import Survey, WorkOrder
@@ -188,11 +188,7 @@ def test_the_agents_own_lists_and_todays_figures(database_url: str, tmp_path: Pa
 def _desk(context: BrowserContext) -> Page:
     site = f"http://127.0.0.1:{WEB_PORT}"
     page = context.new_page()
-    page.goto(f"{site}/login?next=/desk")
-    page.get_by_label("用户名").fill(CALLING_AGENT)
-    page.get_by_label("密码").fill(CALLING_PASSWORD)
-    page.get_by_role("button", name="登录").click()
-    page.wait_for_url(f"{site}/desk")
+    sign_in(page, site, CALLING_AGENT, CALLING_PASSWORD)
     return page
 
 

@@ -34,10 +34,10 @@ from recordings.catalogue import recordings_of_case
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
 from telephony import commands, directory
 from telephony.models import CallRecord
-from tests.browser import MEDIA_FLAGS, chromium, screenshot
+from tests.audio import band_rms, tone
+from tests.browser import MEDIA_FLAGS, chromium, screenshot, sign_in
 from tests.conftest import AGENT_PORT, TEST_AGENTS, WEB_PORT, agent_ip, api, wait_until
 from tests.test_desk_order import GRID_01, _choose, _pin
-from tests.test_softphone import _band_rms, _tone
 from tickets import geo, service
 
 SITE = f"http://127.0.0.1:{WEB_PORT}"
@@ -65,11 +65,7 @@ def _account(centre: Centre, name: str, agent: str) -> None:
 
 
 def _sign_in(page: Page, name: str) -> None:
-    page.goto(f"{SITE}/login?next=/desk")
-    page.get_by_label("用户名").fill(name)
-    page.get_by_label("密码").fill(PASSWORD)
-    page.get_by_role("button", name="登录").click()
-    page.wait_for_url(f"{SITE}/desk")
+    sign_in(page, SITE, name, PASSWORD)
 
 
 def _log_seat_in(page: Page, centre: Centre, agent: str, device: str) -> None:
@@ -186,8 +182,8 @@ def test_the_whole_loop_on_the_browser_softphone(
         centre: Centre, pbx: Sandbox, kit: SipKit, browser_seat: str, tmp_path: Path) -> None:
     caller = "13800138107"
     earlier = _earlier_order(centre, caller)
-    microphone = _tone(tmp_path / "microphone.wav", BROWSER_HZ, 4, 48000)
-    voice = _tone(tmp_path / "caller.wav", CALLER_HZ, 14, 8000)
+    microphone = tone(tmp_path / "microphone.wav", BROWSER_HZ, 4, 48000)
+    voice = tone(tmp_path / "caller.wav", CALLER_HZ, 14, 8000)
     with chromium(*MEDIA_FLAGS, f"--use-file-for-fake-audio-capture={microphone}") as browser:
         context = browser.new_context(ignore_https_errors=True, locale="zh-CN",
                                       viewport={"width": 1366, "height": 768})
@@ -227,9 +223,9 @@ def test_the_whole_loop_on_the_browser_softphone(
     recording = _filed(centre, case, call_id, BROWSER_AGENT)
     # audio flowed both ways: the caller's tone and the browser's microphone, each audible
     assert wav_stats(recording).seconds > 5
-    quiet = _band_rms(recording, 2600, 3000, tmp_path)
-    caller_band = _band_rms(recording, CALLER_HZ - 60, CALLER_HZ + 60, tmp_path)
-    browser_band = _band_rms(recording, BROWSER_HZ - 100, BROWSER_HZ + 100, tmp_path)
+    quiet = band_rms(recording, 2600, 3000, tmp_path)
+    caller_band = band_rms(recording, CALLER_HZ - 60, CALLER_HZ + 60, tmp_path)
+    browser_band = band_rms(recording, BROWSER_HZ - 100, BROWSER_HZ + 100, tmp_path)
     assert caller_band > 10 * quiet and caller_band > 300, (caller_band, quiet)
     assert browser_band > 10 * quiet and browser_band > 300, (browser_band, quiet)
 

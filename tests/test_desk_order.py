@@ -27,7 +27,7 @@ from hotline.centre import Centre
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
 from telephony import commands
 from tests import api_world
-from tests.browser import chromium, screenshot
+from tests.browser import chromium, screenshot, sign_in
 from tests.conftest import AGENT_PORT, WEB_PORT, agent_ip, api, ensure_ready, wait_until
 from tickets import catalogue, geo
 from tickets.models import WorkOrder, WorkOrderCall, WorkOrderEvent
@@ -62,11 +62,7 @@ def desk(centre: Centre, operator: dict[str, str]) -> Iterator[tuple[Page, list[
         page = context.new_page()
         hosts: list[str] = []
         page.on("request", lambda r: hosts.append(r.url.split("/")[2]))
-        page.goto(f"{SITE}/login?next=/desk")
-        page.get_by_label("用户名").fill(NAME)
-        page.get_by_label("密码").fill(PASSWORD)
-        page.get_by_role("button", name="登录").click()
-        page.wait_for_url(f"{SITE}/desk")
+        sign_in(page, SITE, NAME, PASSWORD)
         expect(page.locator("#order")).to_have_attribute("data-grids-shown", "4")
         try:
             yield page, hosts

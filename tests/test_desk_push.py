@@ -36,7 +36,7 @@ from hotline.centre import Centre
 from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
 from telephony import commands
 from telephony.ami import EventTap
-from tests.browser import chromium, screenshot
+from tests.browser import chromium, screenshot, sign_in
 from tests.conftest import AGENT_PORT, PUSH_PORT, WEB_PORT, agent_ip, ensure_ready, wait_until
 
 SITE = f"http://127.0.0.1:{WEB_PORT}"
@@ -79,11 +79,7 @@ def desks(browser: Browser, desk_accounts: dict[str, str]) -> Iterator[Any]:
             stack.callback(context.close)
             page = context.new_page()
             page.add_init_script(COLLECT)
-            page.goto(f"{SITE}/login?next=/desk")
-            page.get_by_label("用户名").fill(name)
-            page.get_by_label("密码").fill(PASSWORD)
-            page.get_by_role("button", name="登录").click()
-            page.wait_for_url(f"{SITE}/desk")
+            sign_in(page, SITE, name, PASSWORD)
             expect(page.locator("#push-state")).to_have_attribute("data-state", "open",
                                                                   timeout=10_000)
             return page

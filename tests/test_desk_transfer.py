@@ -9,7 +9,6 @@ the citizen's call id, through the "desk:softphone" DOM event."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +23,12 @@ from asterisk_conf.sandbox import Sandbox
 from core.config import Settings
 from core.db import transaction
 from hotline.centre import Centre
-from recordings.audio import wav_stats
 from recordings.catalogue import host_path
 from sipkit.kit import Call, Dtmf, Say, SipKit, Wait
 from telephony import commands, directory
 from telephony.ami import EventTap
-from tests.browser import CHROMIUM, FLAGS, MEDIA_FLAGS, chromium, screenshot
+from tests.audio import band_rms, tone
+from tests.browser import CHROMIUM, FLAGS, MEDIA_FLAGS, chromium, screenshot, sign_in
 from tests.conftest import TEST_AGENTS, WEB_PORT, api, wait_until
 
 FIRST, SECOND = "8105", "8106"  # agent A answers, agent B is consulted and takes the call
@@ -43,17 +42,6 @@ LISTEN = """
 """  # the other panels' side of the contract, in place before the page's own scripts
 
 
-def _tone(path: Path, hz: int, seconds: float, rate: int) -> Path:
-    subprocess.run(["sox", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(path),
-                    "synth", str(seconds), "sine", str(hz), "vol", "0.5"], check=True)
-    return path
-
-
-def _band_rms(recording: Path, low: int, high: int, tmp: Path) -> float:
-    out = tmp / f"band-{low}-{high}.wav"
-    subprocess.run(["sox", str(recording), "-b", "16", str(out), "sinc", f"{low}-{high}"],
-                   check=True)
-    return wav_stats(out).rms
 
 
 @pytest.fixture
@@ -88,12 +76,7 @@ def _desk(browser: Browser, number: str) -> Page:
                                   viewport={"width": 1366, "height": 900})
     context.add_init_script(LISTEN)
     page = context.new_page()
-    page.goto(f"{site}/login?next=/desk")
-    name, password = ACCOUNTS[number]
-    page.get_by_label("用户名").fill(name)
-    page.get_by_label("密码").fill(password)
-    page.get_by_role("button", name="登录").click()
-    page.wait_for_url(f"{site}/desk")
+    sign_in(page, site, *ACCOUNTS[number])
     expect(page.locator("#registration")).to_have_attribute("data-state", "registered",
                                                             timeout=15_000)
     return page
@@ -102,8 +85,8 @@ def _desk(browser: Browser, number: str) -> Page:
 @pytest.fixture
 def desks(tmp_path: Path) -> Iterator[tuple[Page, Page]]:
     """A's and B's desks, each in its own Chromium with its own microphone tone."""
-    first_mic = _tone(tmp_path / "first.wav", FIRST_HZ, 4, 48000)
-    second_mic = _tone(tmp_path / "second.wav", SECOND_HZ, 4, 48000)
+    first_mic = tone(tmp_path / "first.wav", FIRST_HZ, 4, 48000)
+    second_mic = tone(tmp_path / "second.wav", SECOND_HZ, 4, 48000)
     with chromium(*MEDIA_FLAGS, f"--use-file-for-fake-audio-capture={first_mic}") as one:
         # a second browser of the same Playwright (one Playwright per thread)
         two = one.browser_type.launch(executable_path=CHROMIUM, headless=True, args=[
@@ -143,7 +126,7 @@ def test_an_agent_consults_a_colleague_then_hands_the_citizen_over(
                            for a in TEST_AGENTS), 10, "the desk-phone agents are not paused")
     assert not centre.telephony.board.seat(SECOND).queues  # B is reached only by A's call
 
-    voice = _tone(tmp_path / "caller.wav", CALLER_HZ, 40, 8000)
+    voice = tone(tmp_path / "caller.wav", CALLER_HZ, 40, 8000)
     run = kit.start_calls(Call(caller_id=CALLER, max_seconds=90, script=(
         Wait(1.0), Dtmf("1"), Wait(4.0), Say(voice), Wait(30))))
     try:
@@ -233,8 +216,8 @@ def test_an_agent_consults_a_colleague_then_hands_the_citizen_over(
                               and e.get("CallerIDNum") == CALLER)
     recording = host_path(pbx_settings, caller_leg["Value"])
     assert recording is not None and recording.exists()
-    second_band = _band_rms(recording, SECOND_HZ - 100, SECOND_HZ + 100, tmp_path)
-    quiet_band = _band_rms(recording, 3200, 3600, tmp_path)
+    second_band = band_rms(recording, SECOND_HZ - 100, SECOND_HZ + 100, tmp_path)
+    quiet_band = band_rms(recording, 3200, 3600, tmp_path)
     assert second_band > 10 * quiet_band and second_band > 300, (second_band, quiet_band)
 
 
@@ -248,7 +231,7 @@ def test_an_agent_consults_an_outside_number_then_goes_back_to_the_citizen(
     commands.send(centre.bus.client, "seat.login", {"agent": FIRST, "device": "browser"})
     wait_until(lambda: centre.telephony.board.seat(FIRST).state == "ready", 10,
                "agent A is not ready")
-    voice = _tone(tmp_path / "caller.wav", CALLER_HZ, 30, 8000)
+    voice = tone(tmp_path / "caller.wav", CALLER_HZ, 30, 8000)
     with kit.agent_phone("department", pbx_settings.pbx.trunk_host,
                          port=pbx_settings.pbx.trunk_port, answer_after=1.0) as line:
         run = kit.start_calls(Call(caller_id=caller, max_seconds=60, script=(

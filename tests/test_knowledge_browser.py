@@ -24,7 +24,7 @@ from hotline.web import create_app, stop_web_server
 from telephony import records
 from tests import isolation
 from tests.api_world import NOW
-from tests.browser import chromium, screenshot
+from tests.browser import chromium, screenshot, sign_in
 from tests.conftest import REDIS_SERVER_URL, make_settings
 from tickets import catalogue, knowledge, service
 from tickets.models import WorkOrder
@@ -83,11 +83,7 @@ def _open_desk(site: Site, name: str) -> Iterator[Page]:
         context = browser.new_context(locale="zh-CN", viewport={"width": 1366, "height": 900})
         try:
             page = context.new_page()
-            page.goto(f"{site.url}/login?next=/desk")
-            page.get_by_label("用户名").fill(name)
-            page.get_by_label("密码").fill(PASSWORD)
-            page.get_by_role("button", name="登录").click()
-            page.wait_for_url(f"{site.url}/desk")
+            sign_in(page, site.url, name, PASSWORD)
             yield page
         finally:
             context.close()

@@ -36,7 +36,7 @@ from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
 from telephony import commands, directory, records, screening
 from telephony.events import AgentRinging, CallEnded, CallStarted, IvrStep, QueueJoined
 from tests import isolation
-from tests.browser import chromium, screenshot
+from tests.browser import chromium, screenshot, sign_in
 from tests.conftest import (
     AGENT_PORT,
     CASE_LOOP,
@@ -383,11 +383,7 @@ def desk_page(desk_site: str) -> Iterator[Page]:
     with chromium() as browser:
         context = browser.new_context(locale="zh-CN", viewport={"width": 1366, "height": 768})
         page = context.new_page()
-        page.goto(f"{desk_site}/login?next=/desk")
-        page.get_by_label("用户名").fill("弹屏坐席")
-        page.get_by_label("密码").fill(PASSWORD)
-        page.get_by_role("button", name="登录").click()
-        page.wait_for_url(f"{desk_site}/desk")
+        sign_in(page, desk_site, "弹屏坐席", PASSWORD)
         try:
             yield page
         finally:
@@ -522,11 +518,7 @@ def test_a_kit_call_pops_on_the_open_desk_page(centre: Centre, kit: SipKit) -> N
             context = browser.new_context(locale="zh-CN",
                                           viewport={"width": 1366, "height": 768})
             page = context.new_page()
-            page.goto(f"{site}/login?next=/desk")
-            page.get_by_label("用户名").fill(E2E_NAME)
-            page.get_by_label("密码").fill(PASSWORD)
-            page.get_by_role("button", name="登录").click()
-            page.wait_for_url(f"{site}/desk")
+            sign_in(page, site, E2E_NAME, PASSWORD)
             expect(page.locator("#push-state")).to_have_attribute("data-state", "open",
                                                                   timeout=10_000)
             with kit.agent_phone(E2E_AGENT, agent_ip(E2E_AGENT), port=AGENT_PORT,

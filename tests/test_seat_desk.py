@@ -36,7 +36,7 @@ from telephony.ami import EventTap
 from telephony.models import SeatInterval
 from telephony.seats import SEATS_KEY
 from tests import conftest
-from tests.browser import MEDIA_FLAGS, chromium, screenshot
+from tests.browser import MEDIA_FLAGS, chromium, screenshot, sign_in
 from tests.conftest import TEST_AGENTS, WEB_PORT, api, wait_until
 
 AGENT = "8104"
@@ -124,11 +124,7 @@ def test_the_seat_panel_logs_in_counts_wrap_up_extends_it_once_and_disposes(
         centre: Centre, pbx: Sandbox, kit: SipKit, ami: EventTap, seat_agent: str,
         desk: Page) -> None:
     site = f"http://127.0.0.1:{WEB_PORT}"
-    desk.goto(f"{site}/login?next=/desk")
-    desk.get_by_label("用户名").fill(NAME)
-    desk.get_by_label("密码").fill(PASSWORD)
-    desk.get_by_role("button", name="登录").click()
-    desk.wait_for_url(f"{site}/desk")
+    sign_in(desk, site, NAME, PASSWORD)
     expect(desk.locator("#registration")).to_have_attribute("data-state", "registered",
                                                             timeout=15_000)
     seat = desk.locator("#seat-state")

@@ -8,7 +8,6 @@ call, whose record says that agent answered and the agent hung up."""
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,8 @@ from sipkit.kit import Call, Dtmf, Say, SipKit, Wait
 from telephony import commands, directory
 from telephony.ami import EventTap
 from tests import api_world
-from tests.browser import MEDIA_FLAGS, chromium, screenshot
+from tests.audio import band_rms, tone
+from tests.browser import MEDIA_FLAGS, chromium, screenshot, sign_in
 from tests.conftest import TEST_AGENTS, WEB_PORT, api, wait_until
 
 AGENT = "8103"
@@ -37,18 +37,6 @@ CALLER = "13800138091"
 CALLER_HZ, BROWSER_HZ = 440, 1500  # each side's tone: told apart in the mixed recording
 
 
-def _tone(path: Path, hz: int, seconds: float, rate: int) -> Path:
-    subprocess.run(["sox", "-n", "-r", str(rate), "-c", "1", "-b", "16", str(path),
-                    "synth", str(seconds), "sine", str(hz), "vol", "0.5"], check=True)
-    return path
-
-
-def _band_rms(recording: Path, low: int, high: int, tmp: Path) -> float:
-    """The recording's loudness between `low` and `high` Hz (sox's band-pass filter)."""
-    out = tmp / f"band-{low}-{high}.wav"
-    subprocess.run(["sox", str(recording), "-b", "16", str(out), "sinc", f"{low}-{high}"],
-                   check=True)
-    return wav_stats(out).rms
 
 
 @pytest.fixture
@@ -76,7 +64,7 @@ def browser_agent(centre: Centre, pbx: Sandbox, pbx_settings: Settings) -> Itera
 
 @pytest.fixture
 def desk(tmp_path: Path) -> Iterator[Page]:
-    microphone = _tone(tmp_path / "microphone.wav", BROWSER_HZ, 4, 48000)
+    microphone = tone(tmp_path / "microphone.wav", BROWSER_HZ, 4, 48000)
     with chromium(*MEDIA_FLAGS, f"--use-file-for-fake-audio-capture={microphone}") as browser:
         # the sandbox's certificate is self-signed: without this the WSS fails silently
         context = browser.new_context(ignore_https_errors=True, locale="zh-CN",
@@ -97,11 +85,7 @@ def test_an_agent_answers_a_citizen_in_the_browser(
         centre: Centre, pbx: Sandbox, pbx_settings: Settings, kit: SipKit, ami: EventTap,
         browser_agent: str, desk: Page, tmp_path: Path) -> None:
     site = f"http://127.0.0.1:{WEB_PORT}"
-    desk.goto(f"{site}/login?next=/desk")
-    desk.get_by_label("用户名").fill(NAME)
-    desk.get_by_label("密码").fill(PASSWORD)
-    desk.get_by_role("button", name="登录").click()
-    desk.wait_for_url(f"{site}/desk")
+    sign_in(desk, site, NAME, PASSWORD)
     expect(desk.locator("#registration")).to_have_attribute("data-state", "registered",
                                                             timeout=15_000)
     contacts = pbx.cli("pjsip show contacts")
@@ -117,7 +101,7 @@ def test_an_agent_answers_a_citizen_in_the_browser(
         f"queue show {pbx_settings.hotline.default_queue}")
     screenshot(desk, "desk-softphone-idle")
 
-    voice = _tone(tmp_path / "caller.wav", CALLER_HZ, 12, 8000)
+    voice = tone(tmp_path / "caller.wav", CALLER_HZ, 12, 8000)
     run = kit.start_calls(Call(caller_id=CALLER, max_seconds=60, script=(
         Wait(1.0), Dtmf("1"), Wait(5.0), Say(voice), Wait(40))))
     try:
@@ -171,9 +155,9 @@ def test_an_agent_answers_a_citizen_in_the_browser(
     assert recording is not None and recording.exists()
     assert record["recording"]["sha256"] == hashlib.sha256(recording.read_bytes()).hexdigest()
     assert wav_stats(recording).seconds > 5
-    caller_band = _band_rms(recording, CALLER_HZ - 60, CALLER_HZ + 60, tmp_path)
-    browser_band = _band_rms(recording, BROWSER_HZ - 100, BROWSER_HZ + 100, tmp_path)
-    quiet_band = _band_rms(recording, 2600, 3000, tmp_path)  # neither side's tone
+    caller_band = band_rms(recording, CALLER_HZ - 60, CALLER_HZ + 60, tmp_path)
+    browser_band = band_rms(recording, BROWSER_HZ - 100, BROWSER_HZ + 100, tmp_path)
+    quiet_band = band_rms(recording, 2600, 3000, tmp_path)  # neither side's tone
     assert caller_band > 10 * quiet_band and caller_band > 300, (caller_band, quiet_band)
     assert browser_band > 10 * quiet_band and browser_band > 300, (browser_band, quiet_band)
 
