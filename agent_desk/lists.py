@@ -34,7 +34,6 @@ from core.db import transaction
 from core.schemas import Out, Path, QueryInt, Text
 from telephony import callbacks, commands, measures
 from tickets import intake, service, surveys
-from tickets.models import Survey
 
 desk_lists = guard_pages(APIBlueprint("desk_lists", __name__, url_prefix="/desk/lists",
                                       doc_ui=False))
@@ -134,12 +133,12 @@ def call_survey(path: SurveyPath) -> Any:
     """Dial the survey's citizen, then ring this agent; once per survey while it is up."""
     agent = _agent()
     with _sessions()() as session:
-        survey = session.get(Survey, path.survey_id)
-        if survey is None:
-            abort(404, f"no survey {path.survey_id}")
-        if survey.state != "agent":
-            abort(409, f"survey {path.survey_id} is {survey.state}, not on the agents' list")
-        number = survey.phone
+        found = surveys.state_and_phone(session, path.survey_id)
+    if found is None:
+        abort(404, f"no survey {path.survey_id}")
+    state, number = found
+    if state != "agent":
+        abort(409, f"survey {path.survey_id} is {state}, not on the agents' list")
     reference = _dial(f"desk-survey-{path.survey_id}", number, agent)
     body = {"survey_id": path.survey_id, "reference": reference, "state": "dialling"}
     return Dialling.model_validate(body).model_dump(mode="json"), 202

@@ -202,6 +202,13 @@ def agent_list(session: Session, limit: int = 200) -> list[tuple[Survey, str]]:
     return [(survey, case) for survey, case in rows]
 
 
+def state_and_phone(session: Session, survey_id: int) -> tuple[str, str] | None:
+    """A survey's state and the citizen's number to dial, or None when there is no such
+    survey: what an agent's click-to-call checks before dialling."""
+    survey = session.get(Survey, survey_id)
+    return None if survey is None else (survey.state, survey.phone)
+
+
 def agent_result(session: Session, survey_id: int, rating: int | None, *, actor: str,
                  note: str, policy: Policy, now: datetime) -> str:
     """An agent called the citizen: a rating, or None when they could not be reached."""
