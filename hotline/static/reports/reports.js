@@ -16,7 +16,7 @@
     calls.setOption({
       animation: false,
       tooltip: { trigger: "axis" },
-      legend: { data: [labels.labelCallsDay, labels.labelCallsBefore] },
+      legend: { top: 0, data: [labels.labelCallsDay, labels.labelCallsBefore] },
       grid: { left: 40, right: 16, top: 36, bottom: 28 },
       xAxis: { type: "category", data: data.hours },
       yAxis: { type: "value", minInterval: 1 },
@@ -31,7 +31,7 @@
     rate.setOption({
       animation: false,
       tooltip: { trigger: "axis", valueFormatter: (v) => (v === null ? "—" : v + "%") },
-      legend: { data: [labels.labelRate] },
+      legend: { top: 0, data: [labels.labelRate] },
       grid: { left: 44, right: 16, top: 36, bottom: 28 },
       xAxis: { type: "category", data: data.hours },
       yAxis: { type: "value", min: 0, max: 100, axisLabel: { formatter: "{value}%" } },
