@@ -55,6 +55,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,6 +71,8 @@ from core.clock import FixedClock
 from core.db import make_engine, session_factory, transaction, upgrade
 from core.live import connect_redis
 from hotline.web import create_app, stop_web_server
+from reports import exports
+from reports.exports import Column, Section
 from telephony.models import CallRecord
 from tests import isolation
 from tests.browser import chromium, screenshot
@@ -163,9 +166,8 @@ class Site:
     headers: dict[str, str]
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    settings = make_settings(tmp_path_factory.mktemp("reports"), REDIS_URL=REDIS_SERVER_URL)
+def _build(settings: Any) -> tuple[Any, Any, str]:
+    """(app, engine, a supervisor's token) over the hand-built week."""
     engine = make_engine(settings.storage.database_url)
     upgrade(engine)
     sessions = session_factory(engine)
@@ -174,7 +176,13 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         accounts.create_account(session, NAME, ["shift_chief"], password=PASSWORD,
                                 actor="测试", now=NOW)
         token = add_user(session, "reports-supervisor", ["supervisor"], False, ROLES, now=NOW)
-    app = create_app(settings, sessions, connect_redis(settings), FixedClock(NOW))
+    return create_app(settings, sessions, connect_redis(settings), FixedClock(NOW)), engine, token
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    settings = make_settings(tmp_path_factory.mktemp("reports"), REDIS_URL=REDIS_SERVER_URL)
+    app, engine, token = _build(settings)
     port = isolation.free_port()
     server = create_server(app, host="127.0.0.1", port=port, threads=2)
     thread = threading.Thread(target=server.run, daemon=True, name="reports-web")
@@ -336,6 +344,20 @@ def test_today_by_hour_and_the_month(site: Site) -> None:
     assert _row(month.tables["kpis"], "2026-11-22")[1:4] == ["1", "1", "1"]  # S1 only
 
 
+def test_the_week_is_the_same_on_both_databases(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, DATABASE_URL=database_url, REDIS_URL=REDIS_SERVER_URL)
+    app, engine, token = _build(settings)
+    try:
+        site = Site("", app, {"Authorization": f"Bearer {token}"})
+        page = _page(site, "unit=week&day=2026-11-29")  # a Sunday: still week 48
+        assert _row(page.tables["kpis"], "合计") == WEEK_TOTAL
+        table = _csv_sections(app.test_client().get(
+            "/reports/export.csv?unit=week&day=2026-11-23", headers=site.headers).data)
+        assert _row(table["热线指标"], "合计") == WEEK_TOTAL
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("query", [
     "unit=year", "unit=", "unit=day%00", "day=2026-13-01", "day=2026-02-30", "day=1",
     "day=20261124", "day=2026-11-24T00:00:00%2B08:00", "day=0001-01-01", "day=9999-12-31",
@@ -398,3 +420,14 @@ def test_the_charts_are_drawn_in_chromium(site: Site) -> None:
             assert download.value.suggested_filename == "report-week-2026-W49.csv"
         finally:
             context.close()
+
+
+def test_the_exports_write_no_formula_from_a_name() -> None:
+    """A name typed as a formula (an actor, a department code) stays text in both files."""
+    section = Section("evil", "名单", (Column("名称"), Column("得分", "score")),
+                      (("=HYPERLINK(\"http://x\")", 12.5), ("@SUM(A1)", None)))
+    rows = list(csv.reader(io.StringIO(exports.to_csv(["标题"], [section]).decode("utf-8-sig"))))
+    assert rows[-3:-1] == [["'=HYPERLINK(\"http://x\")", "12.50"], ["'@SUM(A1)", "—"]]
+    sheet = load_workbook(io.BytesIO(exports.to_xlsx(["标题"], [section])))["名单"]
+    assert [[c.value for c in row] for row in sheet.iter_rows(min_row=4)] == [
+        ["'=HYPERLINK(\"http://x\")", 12.5], ["'@SUM(A1)", None]]
