@@ -37,6 +37,7 @@ from core.errors import HotlineError
 from core.schemas import ErrorBody, parse_json
 from hotline import shell
 from reports import http as reports_http
+from reports import pages as reports_pages
 from telephony import http as telephony_http
 from tickets import http as tickets_http
 from tickets import knowledge_http
@@ -145,6 +146,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.register_blueprint(desk_pages.desk)
     app.register_api(desk_orders.desk_orders)  # the desk's order form (no API document)
     app.register_api(desk_lists.desk_lists)  # the agent's own lists (no API document)
+    app.register_api(reports_pages.report_pages)  # the reports page and exports (no API doc)
     for blueprint in (*telephony_http.BLUEPRINTS, *tickets_http.BLUEPRINTS,
                       *knowledge_http.BLUEPRINTS,
                       *reports_http.BLUEPRINTS, *accounts_http.BLUEPRINTS):

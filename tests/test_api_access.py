@@ -78,6 +78,12 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/desk/lists/returned"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/lists/today"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/push-ticket"): frozenset({"operator", "supervisor"}),  # the push stream's
+    # the reports page and its exports (kpis.read: the evaluation grades staff by name)
+    ("GET", "/reports"): frozenset({"supervisor", "shift_chief", "admin", "auditor"}),
+    ("GET", "/reports/export.xlsx"): frozenset({"supervisor", "shift_chief", "admin",
+                                                "auditor"}),
+    ("GET", "/reports/export.csv"): frozenset({"supervisor", "shift_chief", "admin",
+                                               "auditor"}),
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }

@@ -271,6 +271,9 @@ def test_the_wheel_carries_the_pages_and_their_front_end(tmp_path: Path) -> None
         "hotline/static/vendor/swagger-ui-dist/swagger-ui.css",
         "hotline/static/vendor/swagger-ui-dist/LICENSE",
         "hotline/translations/zh_Hans_CN/LC_MESSAGES/messages.po",
+        # the reports page (reports.pages) and its charts' script
+        "reports/templates/reports/reports.html", "hotline/static/reports/reports.js",
+        "hotline/static/reports/reports.css",
     }
     assert expected - names == set()
     assert not [name for name in names if "node_modules" in name]
