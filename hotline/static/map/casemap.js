@@ -104,6 +104,7 @@
     }
     drawOrders(orders.body);
     drawHotspots(spots.body);
+    root.dataset.shown = el("casemap-category").value;  // what is drawn: "" all, kind:code
     root.dataset.loaded = String(mine);
   }
 
