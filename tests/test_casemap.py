@@ -180,3 +180,12 @@ def test_hotspots_count_the_open_orders_of_the_window(sessions) -> None:
                                 department="parks") == []
         assert casemap.hotspots(session, NOW, radius_m=100, window_hours=72, min_count=3,
                                 category=("event", "0104")) == []
+
+
+def test_near_the_radius_the_great_circle_decides() -> None:
+    # 99.5 m north of the base is within a 100 m radius of it; 100.8 m is not
+    base, inside, outside = (point("202611240031", 0, 0), point("202611240032", 99.5, 0),
+                             point("202611240033", 100.8, 0))
+    found = casemap.find_hotspots([base, inside], radius_m=100, min_count=2)
+    assert [s.case_numbers for s in found] == [("202611240031", "202611240032")]
+    assert casemap.find_hotspots([base, outside], radius_m=100, min_count=2) == []

@@ -16,12 +16,14 @@ STRtree finds the candidate neighbours on a local metric projection.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import shapely
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -170,51 +172,82 @@ def categories_on_map(session: Session, department: str | None = None
 # --- hotspots ------------------------------------------------------------------------------
 
 
-def _projected(points: Sequence[Point]) -> list[shapely.Point]:
-    """Points on a local equirectangular plane in metres, around their mean: within a city
-    its error is far below the radii asked for; members are confirmed by great-circle
-    distance."""
-    lat0 = sum(p.latitude for p in points) / len(points)
-    lon0 = sum(p.longitude for p in points) / len(points)
+def _projected(points: Sequence[Point]) -> np.ndarray:
+    """Points on a local equirectangular plane in metres, around their mean, as an (n, 2)
+    array: within a city its error is far below the radii asked for; near the radius,
+    members are confirmed by great-circle distance."""
+    lat = np.array([p.latitude for p in points])
+    lon = np.array([p.longitude for p in points])
     scale = math.radians(1) * geo.EARTH_RADIUS_M
-    across = scale * math.cos(math.radians(lat0))
-    return [shapely.Point((p.longitude - lon0) * across, (p.latitude - lat0) * scale)
-            for p in points]
+    across = scale * math.cos(math.radians(float(lat.mean())))
+    return np.column_stack(((lon - lon.mean()) * across, (lat - lat.mean()) * scale))
+
+
+def _great_circle_m(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray,
+                    lon2: np.ndarray) -> np.ndarray:
+    """tickets.geo.distance_m over arrays (haversine on the mean sphere)."""
+    p1, p2 = np.radians(lat1), np.radians(lat2)
+    h = (np.sin((p2 - p1) / 2) ** 2
+         + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) / 2) ** 2)
+    return 2 * geo.EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(h)))
 
 
 def _order_key(case_number: str) -> tuple[int, str]:
     return len(case_number), case_number  # "202611299999" came before "2026112910000"
 
 
+def _neighbours(points: Sequence[Point], radius_m: float) -> list[np.ndarray]:
+    """For each point, the indexes of the points within `radius_m` of it (itself too):
+    candidates from shapely's STRtree on the plane with a little slack, those in the slack
+    band confirmed on the sphere."""
+    xy = _projected(points)
+    tree = shapely.STRtree(shapely.points(xy))
+    left, right = tree.query(shapely.points(xy), predicate="dwithin",
+                             distance=radius_m * 1.01 + 1)
+    planar = np.hypot(*(xy[left] - xy[right]).T)
+    keep = planar <= radius_m * 0.99
+    band = ~keep
+    if band.any():
+        lat = np.array([p.latitude for p in points])
+        lon = np.array([p.longitude for p in points])
+        keep[band] = _great_circle_m(lat[left[band]], lon[left[band]], lat[right[band]],
+                                     lon[right[band]]) <= radius_m
+    keep |= left == right
+    left, right = left[keep], right[keep]
+    order = np.argsort(left, kind="stable")
+    left, right = left[order], right[order]
+    bounds = np.searchsorted(left, np.arange(len(points) + 1))
+    return [right[bounds[i]:bounds[i + 1]] for i in range(len(points))]
+
+
 def _cluster(points: Sequence[Point], radius_m: float, min_count: int) -> list[Hotspot]:
-    """The hotspots of points of one category (see the module's docstring)."""
-    shapes = _projected(points)
-    tree = shapely.STRtree(shapes)
-    # candidates on the plane with a little slack; kept if within the radius on the sphere
-    left, right = tree.query(shapes, predicate="dwithin", distance=radius_m * 1.01 + 1)
-    near: dict[int, set[int]] = defaultdict(set)
-    for i, j in zip(left.tolist(), right.tolist(), strict=True):
-        a, b = points[i], points[j]
-        if i == j or geo.distance_m(a.latitude, a.longitude, b.latitude, b.longitude) <= radius_m:
-            near[i].add(j)
-    remaining = set(range(len(points)))
+    """The hotspots of points of one category (see the module's docstring): greedily the
+    order with the most neighbours still free (at a tie the earlier case number), its free
+    neighbours its members, until none has `min_count`. Neighbour counts only fall, so a
+    heap of stale counts finds each next centre without recounting every order."""
+    near = _neighbours(points, radius_m)
+    free = np.ones(len(points), dtype=bool)
+    heap = [(-len(near[i]), _order_key(points[i].case_number), i) for i in range(len(points))]
+    heapq.heapify(heap)
     found: list[Hotspot] = []
-    while remaining:
-        # the order with the most neighbours left; at a tie the earlier case number
-        centre = min(remaining, key=lambda i: (-len(near[i] & remaining),
-                                               _order_key(points[i].case_number)))
-        members = sorted(near[centre] & remaining)
+    while heap:
+        stale, key, centre = heapq.heappop(heap)
+        if not free[centre]:
+            continue
+        members = near[centre][free[near[centre]]]
+        if len(members) != -stale:  # fewer free now: back in line with its true count
+            heapq.heappush(heap, (-len(members), key, centre))
+            continue
         if len(members) < min_count:
             break
-        remaining -= set(members)
-        lat = sum(points[m].latitude for m in members) / len(members)
-        lon = sum(points[m].longitude for m in members) / len(members)
-        reach = max(geo.distance_m(lat, lon, points[m].latitude, points[m].longitude)
-                    for m in members)
+        free[members] = False
+        chosen = [points[m] for m in members.tolist()]
+        lat = sum(p.latitude for p in chosen) / len(chosen)
+        lon = sum(p.longitude for p in chosen) / len(chosen)
+        reach = max(geo.distance_m(lat, lon, p.latitude, p.longitude) for p in chosen)
         found.append(Hotspot(points[centre].category_code, points[centre].category_kind,
-                             len(members), lat, lon, round(reach, 1),
-                             tuple(sorted((points[m].case_number for m in members),
-                                          key=_order_key))))
+                             len(chosen), lat, lon, round(reach, 1),
+                             tuple(sorted((p.case_number for p in chosen), key=_order_key))))
     return found
 
 
