@@ -48,6 +48,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "kpis.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN, AUDITOR}),  # per-staff grades
     "audit.read": frozenset({AUDITOR}),  # the audit log (accounts.http)
     "desk.use": frozenset({OPERATOR, SUPERVISOR}),  # the agent desk and its softphone
+    # the case map (案件地图); a department handler sees only their department's orders
+    "map.read": frozenset({SHIFT_CHIEF, DISPATCHER, SUPERVISOR, ADMIN, DEPARTMENT}),
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
 }

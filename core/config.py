@@ -298,6 +298,12 @@ class Tickets:
     yellow_percent: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=99)] = 80
     duplicate_distance_m: Count = 100
     duplicate_window_hours: Count = 72
+    # The case map's hotspots (热点): at least hotspot_min_count open orders of one category
+    # within hotspot_radius_m metres of one of them, taken in over the last
+    # hotspot_window_hours.
+    hotspot_radius_m: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=10_000)] = 100
+    hotspot_window_hours: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=8_760)] = 72
+    hotspot_min_count: Annotated[int, BeforeValidator(_no_bool), Field(ge=2, le=1_000)] = 3
     survey_after_workdays: Count = 1
     survey_hours: Hours = "09:00-12:00,14:00-20:00"
     survey_call_attempts: Positive = 3

@@ -27,6 +27,7 @@ from accounts import http as accounts_http
 from accounts import pages as accounts_pages
 from accounts import web as accounts_web
 from accounts.access import PUBLIC, check, requires
+from agent_desk import casemap as desk_map
 from agent_desk import lists as desk_lists
 from agent_desk import orders as desk_orders
 from agent_desk import pages as desk_pages
@@ -147,6 +148,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.register_api(desk_orders.desk_orders)  # the desk's order form (no API document)
     app.register_api(desk_lists.desk_lists)  # the agent's own lists (no API document)
     app.register_api(reports_pages.report_pages)  # the reports page and exports (no API doc)
+    app.register_blueprint(desk_map.map_page)  # the case map (案件地图) ...
+    app.register_api(desk_map.map_data)  # ... and its data (no API document)
     for blueprint in (*telephony_http.BLUEPRINTS, *tickets_http.BLUEPRINTS,
                       *knowledge_http.BLUEPRINTS,
                       *reports_http.BLUEPRINTS, *accounts_http.BLUEPRINTS):

@@ -84,6 +84,10 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
                                                 "auditor"}),
     ("GET", "/reports/export.csv"): frozenset({"supervisor", "shift_chief", "admin",
                                                "auditor"}),
+    # the case map (案件地图): a department handler sees their own department's orders only
+    **{("GET", route): frozenset({"shift_chief", "dispatcher", "supervisor", "admin",
+                                  "department"})
+       for route in ("/map", "/map/orders", "/map/hotspots", "/map/grids")},
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }
