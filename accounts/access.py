@@ -48,6 +48,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "kpis.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN, AUDITOR}),  # per-staff grades
     "audit.read": frozenset({AUDITOR}),  # the audit log (accounts.http)
     "desk.use": frozenset({OPERATOR, SUPERVISOR}),  # the agent desk and its softphone
+    # the case workspaces (案件工作台): the queues of the workflow's back-office roles
+    "work.use": frozenset({SHIFT_CHIEF, DISPATCHER, DEPARTMENT, SUPERVISOR}),
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
 }
