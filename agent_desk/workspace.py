@@ -128,7 +128,8 @@ def _order_page(session: Session, who: Identity, order: Any, *, refusal: str = "
         description=_text(order.description, who),
         history=[{"at": e.at, "actor": e.actor, "role": e.role, "action": e.action,
                   "title": workflow.ACTIONS[e.action].title if e.action in workflow.ACTIONS
-                  else _("taken in") if e.action == "create" else e.action, "from": e.from_state, "to": e.to_state,
+                  else _("taken in") if e.action == "create" else e.action,
+                  "from": e.from_state, "to": e.to_state,
                   "note": _text(e.note, who)} for e in service.history(session, case)],
         clocks=deadlines.deadlines(session, case), due_at=due_at, colour=colour,
         calls=calls, photos=photos,

@@ -1,0 +1,115 @@
+"""The workspace pages' edges, through the app (no browser): a department handler reads only
+their own department's order pages and queue; a form naming a role the person does not hold,
+an action that does not exist or a department that does not exist is refused with its
+reason and changes nothing; the recording is served only for a call of the order, whole or
+in part (HTTP Range), and only a play from its start is audited."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from accounts.audit import AuditEntry
+from accounts.service import Identity
+from core.db import transaction
+from tests import api_world
+from tests.api_world import NOW, World
+from tickets import service
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path: Path) -> Iterator[World]:
+    built = api_world.build(database_url, tmp_path)
+    yield built
+    built.engine.dispose()
+
+
+def _as(world: World, identity: Identity, token_role: str) -> dict[str, str]:
+    """That identity, with a bearer token (so forms need no CSRF token, as for a script)."""
+    return {**world.tokens[token_role], **api_world.as_identity(world, identity)}
+
+
+def _state(world: World) -> tuple[str, int, str]:
+    with world.sessions() as session:
+        order = service.get_order(session, world.case)
+        return order.state, order.version, order.department_code
+
+
+def test_a_department_handler_sees_only_their_departments_orders(world: World) -> None:
+    sanitation = _as(world, Identity("环卫局小李", ("department",), False,
+                                     department="sanitation"), "department")
+    parks = _as(world, Identity("园林局小赵", ("department",), False,
+                                department="landscape"), "department")
+    assert world.client.get(f"/orders/{world.case}", headers=sanitation).status_code == 200
+    assert world.client.get(f"/orders/{world.case}", headers=parks).status_code == 403
+    assert world.client.get(f"/orders/{world.other_case}",
+                            headers=sanitation).status_code == 403
+    refused = world.client.post(f"/orders/{world.case}/act", headers=parks,
+                                data={"action": "sign", "role": "department"})
+    assert refused.status_code == 403
+    assert world.client.get("/orders/209901010001", headers=sanitation).status_code == 404
+    assert world.client.get("/orders/not-a-case", headers=sanitation).status_code == 404
+    with transaction(world.sessions) as session:  # opened and dispatched: the queue has it
+        service.transition(session, world.case, "open", actor="老李", role="shift_chief",
+                           now=NOW)
+        service.transition(session, world.case, "dispatch", actor="小张", role="dispatcher",
+                           now=NOW)
+    mine = world.client.get("/work", headers=sanitation).get_data(as_text=True)
+    theirs = world.client.get("/work", headers=parks).get_data(as_text=True)
+    assert f'data-case="{world.case}"' in mine
+    assert 'data-case="' not in theirs
+
+
+def test_forms_the_workflow_refuses_change_nothing(world: World) -> None:
+    with transaction(world.sessions) as session:
+        service.transition(session, world.case, "open", actor="老李", role="shift_chief",
+                           now=NOW)
+    dispatcher = world.tokens["dispatcher"]
+    url = f"/orders/{world.case}/act"
+    for form, status, reason in (
+            ({"action": "close", "role": "shift_chief"}, 403,
+             "role: dispatcher-account does not act as &#39;shift_chief&#39;"),
+            ({"action": "fly", "role": "dispatcher"}, 409, "workflow: no action &#39;fly&#39;"),
+            ({"action": "dispatch", "role": "dispatcher", "department": "nowhere"}, 400,
+             "department_code: no active department &#39;nowhere&#39;"),
+            ({"action": "dispatch", "role": "dispatcher", "expected_version": "1"}, 409,
+             "changed since version 1 (now 2)"),
+            ({"action": "sign", "role": "dispatcher"}, 403,
+             "workflow: sign (签收) is for department, not &#39;dispatcher&#39;")):
+        reply = world.client.post(url, headers=dispatcher, data=form)
+        assert (reply.status_code, reason in reply.get_data(as_text=True)) == (status, True), \
+            (form, reply.get_data(as_text=True)[-2000:])
+        assert _state(world) == ("opened", 2, "sanitation")
+    moved = world.client.post(url, headers=dispatcher, data={
+        "action": "dispatch", "role": "dispatcher", "department": "enforcement",
+        "expected_version": "2", "note": "占道问题，转执法局"})
+    assert moved.status_code == 302
+    assert _state(world) == ("dispatched", 3, "enforcement")
+
+
+def test_the_recording_is_served_in_parts_and_each_play_audited_once(world: World) -> None:
+    supervisor = world.tokens["supervisor"]
+    url = f"/orders/{world.case}/calls/{world.call_id}/recording"
+    assert world.client.get(url, headers=supervisor).status_code == 404  # not its call yet
+    with transaction(world.sessions) as session:
+        service.link_call(session, world.case, world.call_id, actor="operator-account",
+                          now=NOW)
+    whole = world.client.get(url, headers=supervisor)
+    assert (whole.status_code, whole.data, whole.mimetype) == (200, b"RIFF....WAVE",
+                                                              "audio/wav")
+    first = world.client.get(url, headers={**supervisor, "Range": "bytes=0-3"})
+    assert (first.status_code, first.data) == (206, b"RIFF")
+    assert first.headers["Content-Range"] == "bytes 0-3/12"
+    part = world.client.get(url, headers={**supervisor, "Range": "bytes=8-"})
+    assert (part.status_code, part.data) == (206, b"WAVE")
+    with world.sessions() as session:
+        rows = session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "recording_played").order_by(AuditEntry.id)).all()
+        assert [(r.actor, r.target, json.loads(r.detail)["case_number"]) for r in rows] == [
+            ("supervisor-account", world.call_id, world.case)] * 2  # the whole, from 0-3
+    other = f"/orders/{world.other_case}/calls/{world.call_id}/recording"
+    assert world.client.get(other, headers=supervisor).status_code == 404
