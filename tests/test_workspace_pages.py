@@ -113,3 +113,31 @@ def test_the_recording_is_served_in_parts_and_each_play_audited_once(world: Worl
             ("supervisor-account", world.call_id, world.case)] * 2  # the whole, from 0-3
     other = f"/orders/{world.other_case}/calls/{world.call_id}/recording"
     assert world.client.get(other, headers=supervisor).status_code == 404
+
+
+def test_a_departments_request_for_more_time_waits_in_the_chiefs_queue(world: World) -> None:
+    """Signed at 10:00 on a working Tuesday, 0102's handling has 4 working hours: due 15:30
+    (two before noon, two from 13:30). The chief grants 2 more: due 17:30."""
+    with transaction(world.sessions) as session:
+        for action, role in (("open", "shift_chief"), ("dispatch", "dispatcher"),
+                             ("sign", "department")):
+            service.transition(session, world.case, action, actor=role, role=role, now=NOW)
+    chief = world.tokens["shift_chief"]
+    sanitation = _as(world, Identity("环卫局小李", ("department",), False,
+                                     department="sanitation"), "department")
+    assert f'data-case="{world.case}"' not in world.client.get(
+        "/work", headers=chief).get_data(as_text=True)  # the department is working on it
+    asked = world.client.post(f"/orders/{world.case}/act", headers=sanitation, data={
+        "action": "request_extension", "role": "department", "note": "需协调吊车"})
+    assert asked.status_code == 302
+    queue = world.client.get("/work", headers=chief).get_data(as_text=True)
+    assert f'data-case="{world.case}"' in queue and "申请延期中" in queue
+    page = world.client.get(f"/orders/{world.case}", headers=chief).get_data(as_text=True)
+    assert "2026-11-24 15:30" in page and 'data-action="grant_extension"' in page
+    granted = world.client.post(f"/orders/{world.case}/act", headers=chief, data={
+        "action": "grant_extension", "role": "shift_chief", "amount": "2"})
+    assert granted.status_code == 302
+    page = world.client.get(f"/orders/{world.case}", headers=chief).get_data(as_text=True)
+    assert "2026-11-24 17:30" in page and "2026-11-24 15:30" not in page
+    assert f'data-case="{world.case}"' not in world.client.get(
+        "/work", headers=chief).get_data(as_text=True)
