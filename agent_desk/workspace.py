@@ -57,7 +57,7 @@ QUEUE_ROLES = (workflow.SHIFT_CHIEF, workflow.DISPATCHER, workflow.DEPARTMENT,
                workflow.SUPERVISOR)
 # Actions that ask for more than a note on the page
 NEEDS = {"grant_extension": "amount", "merge": "into", "dispatch": "department",
-         "feedback": "photo"}
+         "feedback": "photo", "return": "note", "rework": "note", "void": "note"}
 
 
 def _sessions() -> sessionmaker[Session]:
@@ -282,9 +282,10 @@ def work() -> Any:
                 continue
             items = queues.queue(session, role, now=now, department_code=who.department)
             sections.append({"role": role, "unbound": False, "items": [
-                {"item": item, "actions": [workflow.ACTIONS[a].title
-                                           for a in workflow.allowed(item.state, role)
-                                           if a != "supervise" or item.colour == "red"]}
+                {"item": item, "actions": [
+                    {"name": a, "title": workflow.ACTIONS[a].title, "needs": NEEDS.get(a, "")}
+                    for a in workflow.allowed(item.state, role)
+                    if a != "supervise" or item.colour == "red"]}
                 for item in items]})
     return render_template("agent_desk/work.html", who=who, titles=titles(),
                            sections=sections, zone=_zone(),

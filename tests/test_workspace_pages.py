@@ -141,3 +141,23 @@ def test_a_departments_request_for_more_time_waits_in_the_chiefs_queue(world: Wo
     assert "2026-11-24 17:30" in page and "2026-11-24 15:30" not in page
     assert f'data-case="{world.case}"' not in world.client.get(
         "/work", headers=chief).get_data(as_text=True)
+
+
+def test_a_step_taken_from_the_queue_comes_back_to_the_queue(world: World) -> None:
+    with transaction(world.sessions) as session:
+        for action, role in (("open", "shift_chief"), ("dispatch", "dispatcher")):
+            service.transition(session, world.case, action, actor=role, role=role, now=NOW)
+    sanitation = _as(world, Identity("环卫局小李", ("department",), False,
+                                     department="sanitation"), "department")
+    queue = world.client.get("/work", headers=sanitation).get_data(as_text=True)
+    # 签收 is one click in the row; 回退 needs its reason, written on the order's page
+    assert queue.count('class="work-act"') == 1 and 'data-action="sign"' in queue
+    assert f'href="/orders/{world.case}#actions">回退</a>' in queue
+    signed = world.client.post(f"/orders/{world.case}/act", headers=sanitation, data={
+        "action": "sign", "role": "department", "expected_version": "3", "next": "work"})
+    assert (signed.status_code, signed.headers["Location"]) == (302, "/work")
+    assert _state(world) == ("handling", 4, "sanitation")
+    late = world.client.post(f"/orders/{world.case}/act", headers=sanitation, data={
+        "action": "sign", "role": "department", "expected_version": "3", "next": "work"})
+    assert late.status_code == 409 and "changed since version 3 (now 4)" in late.get_data(
+        as_text=True)
