@@ -14,6 +14,7 @@ has 30 working minutes and turns yellow at 80% (24 minutes), as tickets/catalogu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import struct
@@ -326,4 +327,4 @@ def test_four_people_take_an_order_from_the_call_to_closed(site: Site) -> None:
             ("check_passed", SUPERVISOR), ("close", CHIEF)]
         photos = [a for a in service.attachments(session, site.case) if a.kind == "photo"]
         assert [(p.bytes, p.sha256) for p in photos] == [
-            (len(_png()), __import__("hashlib").sha256(_png()).hexdigest())]
+            (len(_png()), hashlib.sha256(_png()).hexdigest())]

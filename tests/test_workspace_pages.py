@@ -6,19 +6,25 @@ in part (HTTP Range), and only a play from its start is audited."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
+from accounts import service as accounts
 from accounts.audit import AuditEntry
 from accounts.service import Identity
 from core.db import transaction
 from tests import api_world
 from tests.api_world import NOW, World
 from tickets import service
+
+PASSWORD = "workspace-页面-密码-1"
 
 
 @pytest.fixture
@@ -161,3 +167,44 @@ def test_a_step_taken_from_the_queue_comes_back_to_the_queue(world: World) -> No
         "action": "sign", "role": "department", "expected_version": "3", "next": "work"})
     assert late.status_code == 409 and "changed since version 3 (now 4)" in late.get_data(
         as_text=True)
+
+
+def _csrf(page: str) -> str:
+    found = re.search(r'<input[^>]*name="csrf_token"[^>]*value="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+def test_feedback_carries_a_photo_of_up_to_8_mib(world: World) -> None:
+    """Signed in with a password, as in the browser: the form's CSRF token is read before
+    the view runs, and the form may still carry 8 MiB."""
+    with transaction(world.sessions) as session:
+        accounts.create_account(session, "环卫局小李", ["department"], password=PASSWORD,
+                                department="sanitation", actor="测试", now=NOW)
+        for action, role in (("open", "shift_chief"), ("dispatch", "dispatcher"),
+                             ("sign", "department")):
+            service.transition(session, world.case, action, actor=role, role=role, now=NOW)
+    client = world.app.test_client()
+    login = client.get("/login").get_data(as_text=True)
+    signed_in = client.post("/login", data={"name": "环卫局小李", "password": PASSWORD,
+                                            "csrf_token": _csrf(login)})
+    assert signed_in.status_code == 302
+    token = _csrf(client.get(f"/orders/{world.case}").get_data(as_text=True))
+    url = f"/orders/{world.case}/act"
+    png = b"\x89PNG\r\n\x1a\n"
+
+    def feedback(photo: bytes) -> Any:
+        return client.post(url, data={
+            "csrf_token": token, "action": "feedback", "role": "department", "note": "已清运",
+            "photo": (io.BytesIO(photo), "cleared.png", "image/png")})
+
+    refused = feedback(png + b"\x00" * (8 * 1024 * 1024))  # 8 MiB and 8 bytes
+    assert refused.status_code == 400
+    assert "photo: 1 byte to 8 MiB" in refused.get_data(as_text=True)
+    assert feedback(png + b"\x00" * (9 * 1024 * 1024)).status_code == 413  # past the form's
+    assert _state(world) == ("handling", 4, "sanitation")
+    assert feedback(png + b"\x01" * (3 * 1024 * 1024)).status_code == 302
+    assert _state(world) == ("reported", 5, "sanitation")
+    with world.sessions() as session:
+        assert [(a.kind, a.bytes) for a in service.attachments(session, world.case)] == [
+            ("photo", 3 * 1024 * 1024 + 8)]
