@@ -265,12 +265,17 @@ def test_four_people_take_an_order_from_the_call_to_closed(site: Site) -> None:
         assert refused.status == 403
         assert "request_check (转核查) is for dispatcher" in refused.text()
 
-        # 10:08 the dispatcher sends it to check
+        # 10:08 the dispatcher sends it to check with one click in the queue's row
         site.clock.advance(2 * MINUTE)
         dispatcher.reload()
         assert _offered(dispatcher) == ["request_check"]
-        _take(dispatcher, "request_check")
-        expect(dispatcher.locator("#order-state")).to_have_text("核查中")
+        dispatcher.goto(f"{site.url}/work")
+        row = dispatcher.locator(f"#queue-dispatcher tr[data-case='{site.case}']")
+        expect(row.locator("td.work-actions button")).to_have_text(["转核查"])
+        row.get_by_role("button", name="转核查").click()
+        expect(dispatcher.locator("#queue-dispatcher tbody tr")).to_have_count(2)
+        assert dispatcher.url == f"{site.url}/work"
+        assert _state(site) == "checking"
 
         # 10:10 the supervisor listens to the call and passes the check
         site.clock.advance(2 * MINUTE)
