@@ -208,3 +208,18 @@ def test_feedback_carries_a_photo_of_up_to_8_mib(world: World) -> None:
     with world.sessions() as session:
         assert [(a.kind, a.bytes) for a in service.attachments(session, world.case)] == [
             ("photo", 3 * 1024 * 1024 + 8)]
+
+
+def test_a_number_is_shown_whole_only_to_who_may_see_it_and_that_is_audited(
+        world: World) -> None:
+    masked = world.client.get(f"/orders/{world.case}", headers=world.tokens["dispatcher"])
+    text = masked.get_data(as_text=True)
+    assert "138****5678" in text and "13812345678" not in text
+    assert "139****4321" in text and "13987654321" not in text  # typed into the description
+    whole = world.client.get(f"/orders/{world.case}", headers=world.tokens["sees_phone"])
+    text = whole.get_data(as_text=True)
+    assert "13812345678" in text and "13987654321" in text
+    with world.sessions() as session:
+        shown = session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "phone_shown")).all()
+        assert [(e.actor, e.target) for e in shown] == [("sees-phones", world.case)]
