@@ -139,7 +139,14 @@ def _order_page(session: Session, who: Identity, order: Any, *, refusal: str = "
         surveys=surveys.surveys_of(session, order.id),
         actions=_offered(order.state, who),
         departments=catalogue.departments(session),
+        department_names=_department_names(session),
+        category=catalogue.category(session, order.category_code, order.category_kind or
+                                    "event") if order.category_code else None,
         request_pending=queues.pending_request(session, order.id))
+
+
+def _department_names(session: Session) -> dict[str, str]:
+    return {d.code: d.name for d in catalogue.departments(session, active_only=False)}
 
 
 @workspace.app_template_filter("local_time")
@@ -287,8 +294,9 @@ def work() -> Any:
                     for a in workflow.allowed(item.state, role)
                     if a != "supervise" or item.colour == "red"]}
                 for item in items]})
+        names = _department_names(session)
     return render_template("agent_desk/work.html", who=who, titles=titles(),
-                           sections=sections, zone=_zone(),
+                           sections=sections, zone=_zone(), department_names=names,
                            states=_state_names())
 
 

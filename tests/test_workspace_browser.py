@@ -233,7 +233,7 @@ def test_four_people_take_an_order_from_the_call_to_closed(site: Site) -> None:
             "sanitation")
         _take(dispatcher, "dispatch")
         expect(dispatcher.locator("#order-state")).to_have_text("已派遣")
-        expect(dispatcher.locator("#order-department")).to_have_text("sanitation")
+        expect(dispatcher.locator("#order-department")).to_have_text("市容环卫局")
         expect(dispatcher.locator("#no-actions")).to_be_visible()
 
         # a handler of another department sees neither the order nor it in their queue
