@@ -120,7 +120,8 @@ def _order_page(session: Session, who: Identity, order: Any, *, refusal: str = "
     case = order.case_number
     calls = service.calls_of_order(session, case)
     due_at, colour = queues.running_clock(session, case, _now())
-    photos = [a for a in service.attachments(session, case) if a.kind == "photo"]
+    kept = service.attachments(session, case)
+    photos = [a for a in kept if a.kind == "photo"]
     return render_template(
         "agent_desk/order_page.html", who=who, order=order, titles=titles(),
         zone=_zone(), refusal=refusal, done=done,
@@ -133,7 +134,7 @@ def _order_page(session: Session, who: Identity, order: Any, *, refusal: str = "
                   "from": e.from_state, "to": e.to_state,
                   "note": _text(e.note, who)} for e in service.history(session, case)],
         clocks=deadlines.deadlines(session, case), due_at=due_at, colour=colour,
-        calls=calls, photos=photos,
+        calls=calls, photos=photos, voice=[a for a in kept if a.kind == "audio"],
         messages=[{"at": m.created_at, "direction": m.direction, "text": _text(m.text, who),
                    "state": m.state, "purpose": m.purpose} for m in sms.about(session, case)],
         surveys=surveys.surveys_of(session, order.id),
@@ -245,9 +246,7 @@ def recording(case_number: str, call_id: str) -> Any:
                                      case_number, call_id)
         if path is None:
             abort(404, f"no recording of call {call_id} on work order {case_number}")
-        ranged = request.range
-        start = ranged.ranges[0][0] if ranged and ranged.ranges else 0
-        if start == 0:
+        if _from_the_start():
             audit(session, audit_log.RECORDING_PLAYED, target=call_id,
                   detail={"case_number": case_number})
     response = send_file(path, mimetype="audio/wav", conditional=True,
@@ -256,21 +255,35 @@ def recording(case_number: str, call_id: str) -> Any:
     return response
 
 
-@workspace.get("/orders/<case_number>/photos/<sha256>")
+@workspace.get("/orders/<case_number>/attachments/<sha256>")
 @requires("orders.read")
-def photo(case_number: str, sha256: str) -> Any:
+def attachment(case_number: str, sha256: str) -> Any:
+    """A photo of the order, or its voice message (语音留言, audio: played in the page with
+    HTTP Range, each play from the start audited like a call's recording)."""
     who = current_identity()
-    with _sessions()() as session:
+    with transaction(_sessions()) as session:
         _visible(session, who, case_number)
         if not SHA256.fullmatch(sha256):
-            abort(404, "no such photo")
+            abort(404, "no such attachment")
         kept = next((a for a in service.attachments(session, case_number)
-                     if a.kind == "photo" and a.sha256 == sha256), None)
-    if kept is None:
-        abort(404, "no such photo on this order")
-    response = send_file(kept.path, conditional=True, max_age=0)
+                     if a.sha256 == sha256), None)
+        if kept is None:
+            abort(404, "no such attachment on this order")
+        if kept.kind == "audio" and _from_the_start():
+            audit(session, audit_log.RECORDING_PLAYED, target=f"{case_number}/{sha256[:16]}",
+                  detail={"case_number": case_number, "attachment": sha256})
+        path, kind = kept.path, kept.kind
+    response = send_file(path, conditional=True, max_age=0,
+                         mimetype="audio/wav" if kind == "audio" else None,
+                         as_attachment=kind == "document")
     response.headers["Cache-Control"] = "private, no-store"
     return response
+
+
+def _from_the_start() -> bool:
+    """A request for the file from its first byte: a play, not a later part of one."""
+    ranged = request.range
+    return not (ranged and ranged.ranges and ranged.ranges[0][0] != 0)
 
 
 @workspace.get("/work")

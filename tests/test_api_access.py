@@ -85,7 +85,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/orders/<case_number>"): STAFF,
     ("POST", "/orders/<case_number>/act"): WORKFLOW - {"department"},
     ("GET", "/orders/<case_number>/calls/<call_id>/recording"): STAFF,
-    ("GET", "/orders/<case_number>/photos/<sha256>"): STAFF,
+    ("GET", "/orders/<case_number>/attachments/<sha256>"): STAFF,
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }

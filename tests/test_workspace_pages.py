@@ -223,3 +223,29 @@ def test_a_number_is_shown_whole_only_to_who_may_see_it_and_that_is_audited(
         shown = session.scalars(select(AuditEntry).where(
             AuditEntry.action == "phone_shown")).all()
         assert [(e.actor, e.target) for e in shown] == [("sees-phones", world.case)]
+
+
+def test_a_voice_message_plays_in_parts_and_each_play_is_audited(world: World,
+                                                                 tmp_path: Path) -> None:
+    message = tmp_path / "recordings" / "message-1.wav"
+    message.write_bytes(b"RIFF$\x00\x00\x00WAVEfmt ")
+    digest = "5" * 64  # the page names it by its fingerprint, whatever the file holds
+    with transaction(world.sessions) as session:
+        service.attach(session, world.case, "audio", str(message), digest, 16, now=NOW)
+    dispatcher = world.tokens["dispatcher"]
+    page = world.client.get(f"/orders/{world.case}", headers=dispatcher).get_data(as_text=True)
+    url = f"/orders/{world.case}/attachments/{digest}"
+    assert f'src="{url}"' in page and "语音留言" in page
+    first = world.client.get(url, headers={**dispatcher, "Range": "bytes=0-3"})
+    assert (first.status_code, first.data, first.mimetype) == (206, b"RIFF", "audio/wav")
+    rest = world.client.get(url, headers={**dispatcher, "Range": "bytes=8-11"})
+    assert (rest.status_code, rest.data) == (206, b"WAVE")
+    assert world.client.get(f"/orders/{world.case}/attachments/{'6' * 64}",
+                            headers=dispatcher).status_code == 404
+    assert world.client.get(f"/orders/{world.other_case}/attachments/{digest}",
+                            headers=dispatcher).status_code == 404
+    with world.sessions() as session:
+        rows = session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "recording_played")).all()
+        assert [(r.actor, json.loads(r.detail)["attachment"]) for r in rows] == [
+            ("dispatcher-account", digest)]
