@@ -50,6 +50,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "desk.use": frozenset({OPERATOR, SUPERVISOR}),  # the agent desk and its softphone
     # the case map (案件地图); a department handler sees only their department's orders
     "map.read": frozenset({SHIFT_CHIEF, DISPATCHER, SUPERVISOR, ADMIN, DEPARTMENT}),
+    # the case workspaces (案件工作台): the queues of the workflow's back-office roles
+    "work.use": frozenset({SHIFT_CHIEF, DISPATCHER, DEPARTMENT, SUPERVISOR}),
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
 }

@@ -78,3 +78,12 @@ def mark_sent(session: Session, message_id: int, ok: bool, *, now: datetime) -> 
         SmsMessage.id == message_id, SmsMessage.state == "queued").values(
         state="sent" if ok else "failed", sent_at=now))
     return bool(result.rowcount)
+
+
+def about(session: Session, reference: str, limit: int = 50) -> list[SmsMessage]:
+    """The messages sent about `reference` (e.g. a case number: its survey's text), oldest
+    first; none for an empty reference."""
+    if not reference:
+        return []
+    return list(session.scalars(select(SmsMessage).where(SmsMessage.reference == reference)
+                                .order_by(SmsMessage.created_at, SmsMessage.id).limit(limit)))

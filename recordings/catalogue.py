@@ -101,3 +101,21 @@ def recordings_of_case(recordings_dir: Path, case_number: str) -> list[Path]:
     return sorted(link.resolve() for link in folder.iterdir()
                   if link.is_symlink() and not link.name.startswith(".")
                   and link.resolve().is_file())
+
+
+def filed_recording(recordings_dir: Path, case_number: str, call_id: str) -> Path | None:
+    """The recording of call `call_id` filed under `case_number` (the recording's own path),
+    or None when none is filed, it is gone, or the name leads outside `recordings_dir`."""
+    if not _CASE.fullmatch(case_number) or not _CALL.fullmatch(call_id):
+        return None
+    root = recordings_dir.resolve()
+    folder = root / CASES_DIR / case_number
+    if not folder.is_dir():
+        return None
+    for link in sorted(folder.glob(f"{call_id}.*")):
+        if link.name.startswith(".") or link.stem != call_id:
+            continue
+        target = link.resolve()
+        if target.is_relative_to(root) and target.is_file():
+            return target
+    return None

@@ -88,6 +88,14 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     **{("GET", route): frozenset({"shift_chief", "dispatcher", "supervisor", "admin",
                                   "department"})
        for route in ("/map", "/map/orders", "/map/hotspots", "/map/grids")},
+    # the case workspaces: the back office's queues; an order's page, its recordings and
+    # photos (orders.read), its actions (orders.act). This world's department account is
+    # bound to no department, so it sees no order at all (403 on every order's page).
+    ("GET", "/work"): frozenset({"shift_chief", "dispatcher", "department", "supervisor"}),
+    ("GET", "/orders/<case_number>"): STAFF,
+    ("POST", "/orders/<case_number>/act"): WORKFLOW - {"department"},
+    ("GET", "/orders/<case_number>/calls/<call_id>/recording"): STAFF,
+    ("GET", "/orders/<case_number>/attachments/<sha256>"): STAFF,
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }
