@@ -48,6 +48,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "kpis.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN, AUDITOR}),  # per-staff grades
     "audit.read": frozenset({AUDITOR}),  # the audit log (accounts.http)
     "desk.use": frozenset({OPERATOR, SUPERVISOR}),  # the agent desk and its softphone
+    # the staffing forecast (排班预测), and switching surge mode (突发事件模式) on and off
+    "staffing.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN}),
+    "surge.switch": frozenset({SUPERVISOR}),
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
 }

@@ -77,6 +77,10 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/desk/lists/callbacks/<request_id>/done"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/lists/returned"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/lists/today"): frozenset({"operator", "supervisor"}),
+    # the staffing forecast; surge mode switched by supervisors only
+    ("GET", "/staffing"): frozenset({"supervisor", "shift_chief", "admin"}),
+    ("POST", "/staffing/surge"): frozenset({"supervisor"}),
+    ("POST", "/staffing/surge/off"): frozenset({"supervisor"}),
     ("GET", "/desk/push-ticket"): frozenset({"operator", "supervisor"}),  # the push stream's
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
