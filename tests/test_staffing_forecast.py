@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import make_engine, session_factory, transaction, upgrade
 from reports import erlang
 from reports.staffing import StaffingError, forecast, parse_schedule
-from telephony import seats
+from telephony import seats, surge
 from telephony.models import CallRecord, SeatInterval
 
 
@@ -178,3 +178,32 @@ def test_a_wrong_schedule_is_refused_by_name(text: str) -> None:
 def test_schedule_covers_the_whole_day() -> None:
     assert parse_schedule("00:00-24:00=3") == [3] * 48
     assert parse_schedule("") is None
+
+
+# ------------------------------------------------------------------- a surge's calls apart
+# A surge on from 10:00 to 11:00 BJT on 11-24. Calls (their IVR steps, as calls.py records
+# HOTLINE_IVR_NODE visits): c1 surge -> menu (heard); c2 surge, surge_repeat, menu (heard,
+# heard again); c3 surge, surge_leave (heard, left); c4 before the surge began, c5 after it
+# ended (both with a surge step from another surge: not this one's); c6 in the window
+# without the step (an IVR that had not read the switch yet); c7 outbound. Heard 3, again 1,
+# left 1.
+def _path(*steps: str) -> list[dict[str, object]]:
+    return [{"at": 0.0, "node": "node", "value": step} for step in steps]
+
+
+def test_a_surges_calls_are_counted_apart(history: sessionmaker[Session]) -> None:
+    calls = [("c1", bj(24, 10, 5), ("surge", "hours", "menu"), "inbound"),
+             ("c2", bj(24, 10, 6), ("surge", "surge_repeat", "hours", "menu"), "inbound"),
+             ("c3", bj(24, 10, 30), ("surge", "surge_leave"), "inbound"),
+             ("c4", bj(24, 9, 59), ("surge", "hours"), "inbound"),
+             ("c5", bj(24, 11, 0), ("surge", "hours"), "inbound"),
+             ("c6", bj(24, 10, 1), ("hours", "menu"), "inbound"),
+             ("c7", bj(24, 10, 2), ("surge",), "outbound")]
+    with transaction(history) as session:
+        for name, started, steps, direction in calls:
+            session.add(CallRecord(call_id=name, direction=direction, caller_number="1",
+                                   started_at=started, outcome="ivr",
+                                   details={"ivr_path": _path(*steps)}))
+        mode = surge.start(session, title="停水", sound="s", actor="班长", now=bj(24, 10, 0))
+        surge.stop(session, actor="班长", now=bj(24, 11, 0))
+        assert surge.calls_of(session, mode, bj(24, 12, 0)) == surge.SurgeCalls(3, 1, 1)
