@@ -44,6 +44,7 @@ class SurgeForm(Body):
     csrf_token: Text(200) = ""
     title: Text(surge.MAX_TITLE, 1)
     text: Text(surge.MAX_TEXT) = ""
+    reuse: Text(9, pattern=r"^[0-9]*$") = ""  # an earlier surge whose announcement to play
 
 
 def _sessions() -> sessionmaker[Session]:
@@ -118,21 +119,26 @@ def surge_on() -> Any:
     settings = current_app.extensions["hotline.settings"]
     prompts_dir: Path = settings.storage.prompts_dir
     who, now = current_identity(), _now()
-    sound = ""
+    sound = ""  # an announcement stored by this request (removed again if refused)
     try:
-        if bool(data) == bool(form.text.strip()):
-            raise HotlineError("announcement: upload a recording or type a text, one of them")
+        if [bool(data), bool(form.text.strip()), bool(form.reuse)].count(True) != 1:
+            raise HotlineError("announcement: upload a recording, type a text or choose an "
+                               "earlier one, one of them")
         if len(data) > MAX_UPLOAD_BYTES:
             raise HotlineError("recording: at most 1 MiB")
         with _sessions()() as session:
             if (on := surge.current(session)) is not None:
                 raise surge.SurgeConflict(f"surge mode is already on ({on.title}); "
                                           f"switch it off first")
+            earlier = surge.announcement_of(session, prompts_dir, int(form.reuse)) \
+                if form.reuse else None
         speak: Callable[[str, Path], Path] = current_app.extensions["hotline.speak"]
-        sound = (surge.store_recording(prompts_dir, data) if data
-                 else surge.store_spoken(prompts_dir, form.text, speak))
+        if earlier is None:
+            sound = (surge.store_recording(prompts_dir, data) if data
+                     else surge.store_spoken(prompts_dir, form.text, speak))
+        played, text = earlier or (sound, form.text.strip())
         with transaction(_sessions()) as session:
-            mode = surge.start(session, title=form.title, text=form.text.strip(), sound=sound,
+            mode = surge.start(session, title=form.title, text=text, sound=played,
                                actor=who.name, now=now)
             audit.record(session, audit.SURGE_ON, actor=who.name, now=now,
                          target=f"surge:{mode.id}", address=client_address(),

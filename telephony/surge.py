@@ -79,6 +79,17 @@ def _new_sound(prompts_dir: Path) -> tuple[str, Path]:
     return name, folder / f"{name}.wav"
 
 
+def announcement_of(session: Session, prompts_dir: Path, surge_id: int) -> tuple[str, str]:
+    """(sound, text) of an earlier surge's announcement, to play it again; 404 when that
+    surge or its file is gone."""
+    earlier = session.get(SurgeMode, surge_id)
+    if earlier is None:
+        raise NotFound(f"reuse: no surge {surge_id}")
+    if not (prompts_dir / SURGE_DIR / f"{earlier.sound}.wav").is_file():
+        raise NotFound(f"reuse: the announcement of surge {surge_id} is no longer there")
+    return earlier.sound, earlier.text
+
+
 def store_recording(prompts_dir: Path, data: bytes) -> str:
     """An uploaded WAV as an announcement (8 kHz 16-bit mono); returns its sound name."""
     try:

@@ -157,9 +157,20 @@ def test_a_supervisor_reads_the_forecast_and_switches_surge_mode(
         expect(page.locator("#surge-on")).to_contain_text("暴雪")
         page.get_by_role("button", name="关闭突发事件模式").click()
         expect(page.locator("#surge")).to_have_attribute("data-state", "off")
-    assert _audit(site) == [("surge_on", SUPERVISOR), ("surge_off", SUPERVISOR),
-                            ("surge_on", SUPERVISOR), ("surge_off", SUPERVISOR)]
+
+        # the water cut again: its earlier announcement played once more, no new file
+        page.get_by_role("textbox", name="突发事件", exact=True).fill("道里区停水（续）")
+        page.select_option("#surge-reuse", label="道里区停水 · 11-24 10:00")
+        page.get_by_role("button", name="开启突发事件模式").click()
+        expect(page.locator("#surge-on")).to_contain_text("道里区停水（续）")
+        expect(page.locator("#surge-text")).to_have_text("因供水管道抢修，道里区今日停水至十八点。")
+        page.get_by_role("button", name="关闭突发事件模式").click()
+        expect(page.locator("#surge-history tbody tr")).to_have_count(3)
+    assert _audit(site) == [("surge_on", SUPERVISOR), ("surge_off", SUPERVISOR)] * 3
     assert len(_sounds(site)) == 2
+    with site.sessions() as session:
+        first, _, again = session.scalars(select(SurgeMode).order_by(SurgeMode.id)).all()
+        assert again.sound == first.sound
 
 
 def test_hostile_input_is_refused_and_stores_nothing(site: Site) -> None:
@@ -186,6 +197,10 @@ def test_hostile_input_is_refused_and_stores_nothing(site: Site) -> None:
         assert post("/staffing/surge", {"title": "停水", "recording": wav}) == 400  # not a WAV
         assert post("/staffing/surge", {"title": "停水", "text": "x", "extra": "1"}) == 400
         assert post("/staffing/surge/off", {}) == 404  # not on
+        assert post("/staffing/surge", {"title": "停水", "reuse": "99999"}) == 404
+        assert post("/staffing/surge", {"title": "停水", "reuse": "1x"}) == 400
+        assert post("/staffing/surge", {"title": "停水", "reuse": "1", "text": "通告"}) == 400
+        assert post("/staffing/surge", {"title": "停水", "reuse": "1" * 12}) == 400
         # a control character the form lets through, refused by the surge itself after the
         # announcement was spoken: the spoken file is removed again
         assert post("/staffing/surge", {"title": "停\x01水", "text": "通告"}) == 400
