@@ -1,5 +1,5 @@
 """The staffing page for supervisors (排班预测与突发事件模式): the Erlang C forecast of the
-agents each half-hour of a day needs against the agents scheduled (reports.staffing), and
+agents each half-hour of a day needs against the agents scheduled (telephony.forecast), and
 the surge mode switch (telephony.surge): on with a recorded or typed announcement, off with
 one click, each switch audited.
 
@@ -29,7 +29,7 @@ from accounts.web import client_address, current_identity
 from core.db import transaction
 from core.errors import HotlineError
 from core.schemas import Body, Query, Text
-from reports import staffing as forecasting
+from telephony import forecast as forecasting
 from telephony import surge
 
 staffing = guard_pages(Blueprint("staffing", __name__, template_folder="templates"))

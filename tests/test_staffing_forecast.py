@@ -32,9 +32,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, session_factory, transaction, upgrade
-from reports import erlang
-from reports.staffing import StaffingError, forecast, parse_schedule
-from telephony import seats, surge
+from telephony import erlang, seats, surge
+from telephony.forecast import StaffingError, forecast, parse_schedule
 from telephony.models import CallRecord, SeatInterval
 
 

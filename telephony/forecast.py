@@ -5,7 +5,7 @@ scheduled.
   last `weeks` same weekdays, counted per half-hour of the centre's local day and averaged.
 - Handle time: the AHT (talk + wrap-up per answered call) of every call of those weeks
   (telephony.measures.call_measures), one figure for the day.
-- Needed: Erlang C (reports.erlang) for 80 % answered within 15 s.
+- Needed: Erlang C (telephony.erlang) for 80 % answered within 15 s.
 - Scheduled: the setting `hotline.staffing_schedule` ("08:00-12:00=6,13:30-17:30=5", the
   same every day); without one, the agents logged in on those same weekdays, averaged
   (seat intervals, telephony.measures.seat_stretches).
@@ -21,8 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.orm import Session
 
 from core.errors import HotlineError
-from reports import erlang
-from telephony import measures
+from telephony import erlang, measures
 
 SLOTS = 48  # half-hours in a day
 MAX_WEEKS = 12
