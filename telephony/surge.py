@@ -149,13 +149,16 @@ def start(session: Session, *, title: str, sound: str, text: str = "", actor: st
 
 
 def stop(session: Session, *, actor: str, now: datetime) -> SurgeMode:
-    """Switch surge mode off; 404 when it is not on."""
-    on = current(session)
-    if on is None:
+    """Switch surge mode off (every row still on: two switched on at the same instant
+    leave no second one behind); returns the latest; 404 when it is not on."""
+    on = list(session.scalars(select(SurgeMode).where(SurgeMode.ended_at.is_(None))
+                              .order_by(SurgeMode.id.desc())))
+    if not on:
         raise NotFound("surge mode is not on")
-    on.ended_at, on.ended_by = now, actor
+    for mode in on:
+        mode.ended_at, mode.ended_by = now, actor
     session.flush()
-    return on
+    return on[0]
 
 
 @dataclass(frozen=True)
