@@ -32,9 +32,10 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, session_factory, transaction, upgrade
+from core.errors import NotFound
 from telephony import erlang, seats, surge
 from telephony.forecast import StaffingError, forecast, parse_schedule
-from telephony.models import CallRecord, SeatInterval
+from telephony.models import CallRecord, SeatInterval, SurgeMode
 
 
 def test_erlang_c_matches_the_hand_worked_figures() -> None:
@@ -206,3 +207,15 @@ def test_a_surges_calls_are_counted_apart(history: sessionmaker[Session]) -> Non
         mode = surge.start(session, title="停水", sound="s", actor="班长", now=bj(24, 10, 0))
         surge.stop(session, actor="班长", now=bj(24, 11, 0))
         assert surge.calls_of(session, mode, bj(24, 12, 0)) == surge.SurgeCalls(3, 1, 1)
+
+
+def test_switching_off_ends_every_surge_still_on(history: sessionmaker[Session]) -> None:
+    with transaction(history) as session:  # two switched on at one instant, past the check
+        for title in ("停水", "暴雨"):
+            session.add(SurgeMode(title=title, sound="s", started_at=bj(24, 10, 0),
+                                  started_by="班长", ended_by=""))
+    with transaction(history) as session:
+        assert surge.stop(session, actor="值班长", now=bj(24, 11, 0)).title == "暴雨"
+        assert surge.current(session) is None
+    with transaction(history) as session, pytest.raises(NotFound):
+        surge.stop(session, actor="值班长", now=bj(24, 11, 5))
