@@ -52,6 +52,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "map.read": frozenset({SHIFT_CHIEF, DISPATCHER, SUPERVISOR, ADMIN, DEPARTMENT}),
     # the case workspaces (案件工作台): the queues of the workflow's back-office roles
     "work.use": frozenset({SHIFT_CHIEF, DISPATCHER, DEPARTMENT, SUPERVISOR}),
+    # the staffing forecast (排班预测), and switching surge mode (突发事件模式) on and off
+    "staffing.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN}),
+    "surge.switch": frozenset({SUPERVISOR}),
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
 }

@@ -30,9 +30,11 @@ TOKEN_ISSUED, TOKEN_REVOKED = "token_issued", "token_revoked"
 PHONE_SHOWN = "phone_shown"  # a citizen's number shown unmasked
 RECORDING_PLAYED, RECORDING_DOWNLOADED = "recording_played", "recording_downloaded"
 EXPORT = "export"
+# ... and switches of the centre: surge mode (突发事件模式) on and off
+SURGE_ON, SURGE_OFF = "surge_on", "surge_off"
 ACTIONS = (LOGIN, LOGIN_FAILED, LOGOUT, ACCOUNT_CREATED, ACCOUNT_DISABLED, ACCOUNT_ENABLED,
            ROLES_CHANGED, PASSWORD_CHANGED, TOKEN_ISSUED, TOKEN_REVOKED, PHONE_SHOWN,
-           RECORDING_PLAYED, RECORDING_DOWNLOADED, EXPORT)
+           RECORDING_PLAYED, RECORDING_DOWNLOADED, EXPORT, SURGE_ON, SURGE_OFF)
 MAX_PAGE = 500
 
 

@@ -241,6 +241,10 @@ class Hotline:
     repeat_window_hours: Positive = 24
     repeat_threshold: Positive = 2
     callback_offer_seconds: Count = 30
+    # agents scheduled per half-hour, the same every day (排班): "08:00-12:00=6,13:30-17:30=5";
+    # empty: the staffing page shows the agents logged in on the same weekdays instead
+    staffing_schedule: Text = ""
+    staffing_weeks: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=12)] = 4
 
 
 @section

@@ -31,6 +31,7 @@ from agent_desk import casemap as desk_map
 from agent_desk import lists as desk_lists
 from agent_desk import orders as desk_orders
 from agent_desk import pages as desk_pages
+from agent_desk import staffing as desk_staffing
 from agent_desk import workspace as desk_workspace
 from core.clock import Clock
 from core.config import Settings
@@ -38,6 +39,7 @@ from core.db import is_busy
 from core.errors import HotlineError
 from core.schemas import ErrorBody, parse_json
 from hotline import shell
+from ivr.prompts import speak
 from reports import http as reports_http
 from reports import pages as reports_pages
 from telephony import http as telephony_http
@@ -143,10 +145,12 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.extensions["hotline.sessions"] = sessions
     app.extensions["hotline.redis"] = live
     app.extensions["hotline.clock"] = clock
+    app.extensions["hotline.speak"] = speak  # surge announcements typed as text (espeak-ng)
     accounts_web.init_app(app, settings)  # sign-in sessions, CSRF
     app.register_blueprint(accounts_pages.pages)
     app.register_blueprint(desk_pages.desk)
     app.register_blueprint(desk_workspace.workspace)  # case workspaces, order pages
+    app.register_blueprint(desk_staffing.staffing)  # the staffing forecast, surge mode
     app.register_api(desk_orders.desk_orders)  # the desk's order form (no API document)
     app.register_api(desk_lists.desk_lists)  # the agent's own lists (no API document)
     app.register_api(reports_pages.report_pages)  # the reports page and exports (no API doc)

@@ -59,6 +59,14 @@ class CallContext:
     case_state: Callable[[str], Awaitable[str | None]] = _no_case
     message_path: str = ""  # where, inside the PBX, a voice message of this call is recorded
     message_left: Callable[[], Awaitable[None]] = _no_message
+    surge: str = ""  # the surge announcement on now (inside the PBX), "" when none
+
+
+# Surge mode (突发事件模式): the announcement before the menu, its keys and how often it
+# may be heard again; the step names are what the call's IVR path records.
+SURGE_REPEAT_KEY, SURGE_LEAVE_KEY = "*", "#"
+SURGE_KEYS_WAIT_MS = 3000
+SURGE_MAX_HEARD = 4
 
 
 async def run_flow(session: AgiSession, flow: Flow, context: CallContext,
@@ -68,7 +76,8 @@ async def run_flow(session: AgiSession, flow: Flow, context: CallContext,
         await _visit(session, "blocked")
         await session.stream_file(prompt_path["blocked"])
     else:
-        decision = await _walk(session, flow, context, prompt_path, default_queue)
+        left = await _surge(session, context.surge, prompt_path) if context.surge else None
+        decision = left or await _walk(session, flow, context, prompt_path, default_queue)
     await _decide(session, decision)
     return decision
 
@@ -109,6 +118,27 @@ async def _walk(session: AgiSession, flow: Flow, context: CallContext,
                 await _message(session, node, context)
             return Decision("hangup", node=node.name)
     return Decision("queue", default_queue, context.priority_bonus, "loop-guard")
+
+
+async def _surge(session: AgiSession, announcement: str,
+                 prompt_path: dict[str, str]) -> Decision | None:
+    """The incident's announcement, then how to hear it again (*) or leave (#); any other
+    key or none goes on to the menu. A caller who leaves hears goodbye and is hung up on."""
+    keys = SURGE_REPEAT_KEY + SURGE_LEAVE_KEY
+    for heard in range(SURGE_MAX_HEARD):
+        await _visit(session, "surge" if heard == 0 else "surge_repeat")
+        digit = await session.stream_file(announcement, keys)
+        if digit is None:
+            digit = await session.stream_file(prompt_path["surge_keys"], keys)
+        if digit is None:
+            digit = await session.wait_for_digit(SURGE_KEYS_WAIT_MS)
+        if digit == SURGE_LEAVE_KEY:
+            await _visit(session, "surge_leave")
+            await session.stream_file(prompt_path["surge_bye"])
+            return Decision("hangup", node="surge_leave")
+        if digit != SURGE_REPEAT_KEY:
+            return None
+    return None
 
 
 async def _menu(session: AgiSession, node: Node, flow: Flow, keyed: str,

@@ -44,6 +44,8 @@ PROMPTS: dict[str, str] = {
     "queue_ahead_callers": "位来电。",
     "queue_wait": "预计等待",
     "queue_wait_minutes": "分钟。",
+    "surge_keys": "重听请按星号键，结束通话请按井号键，其他事项请稍候。",
+    "surge_bye": "感谢您的来电，再见。",
     "num_liang": "两",
     **{f"num_{n}": "零一二三四五六七八九十"[n] for n in range(11)},
 }

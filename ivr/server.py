@@ -28,7 +28,7 @@ from ivr.fastagi import AgiSession, FastAgiServer
 from ivr.flows import Flow, load_flow
 from ivr.prompts import prompt_paths, prompt_texts
 from recordings.catalogue import fingerprint
-from telephony import callbacks, screening
+from telephony import callbacks, screening, surge
 from tickets import service as orders
 from tickets import surveys
 from tickets.policy import Policy
@@ -81,10 +81,13 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
                                      settings.calendar.working_hours)
             seen = screening.screen(session, caller, now, repeat_window,
                                     settings.hotline.repeat_threshold)
+            on = surge.current(session)
         return CallContext(working_time=calendar.is_staffed(now, settings.ivr.staffed_hours),
                            blocked=seen.blocked,
                            priority_bonus=seen.priority_bonus, case_state=case_state,
-                           message_path=message_pbx, message_left=message_left)
+                           message_path=message_pbx, message_left=message_left,
+                           surge="" if on is None else surge.sound_in_pbx(
+                               on, settings.pbx.prompts_path_in_pbx))
 
     def order_from_message(caller: str, unique_id: str, audio: Path) -> None:
         """A voice message left out of hours becomes a work order with the audio attached."""

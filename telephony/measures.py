@@ -294,3 +294,24 @@ def agent_day(session: Session, agent: str, start: datetime, end: datetime) -> A
                     average_talk_seconds=None if not answered
                     else round(talk_seconds / answered, 1),
                     pause_seconds=_seconds(paused))
+
+
+def offered_arrivals(session: Session, start: datetime, end: datetime) -> list[datetime]:
+    """When each offered inbound call of [start, end) began (UTC), for staffing forecasts
+    (排班预测): calls that reached a queue, short abandons apart."""
+    start, end = check_window(start, end)
+    return [utc(at) for at in session.scalars(
+        select(CallRecord.started_at).where(
+            CallRecord.started_at >= start, CallRecord.started_at < end,
+            CallRecord.direction == "inbound", CallRecord.queue.is_not(None),
+            CallRecord.short_abandon.is_(False)).order_by(CallRecord.started_at))]
+
+
+def seat_stretches(session: Session, start: datetime, end: datetime
+                   ) -> list[tuple[datetime, datetime]]:
+    """(began, ended) of every stored seat interval overlapping [start, end), any state
+    (paused too: a seat logged in), clipped to the window: who was logged in, when."""
+    start, end = check_window(start, end)
+    return [(max(utc(began), start), min(utc(ended), end)) for began, ended in session.execute(
+        select(SeatInterval.started_at, SeatInterval.ended_at).where(
+            SeatInterval.started_at < end, SeatInterval.ended_at > start))]

@@ -197,3 +197,20 @@ class CallbackRequest(Base):
     detail: Mapped[str] = mapped_column(String(200), default="")
     requested_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
+
+
+class SurgeMode(Base):
+    """An incident's surge mode (突发事件模式): while a row has no `ended_at`, every caller
+    hears its announcement before the menu. `sound` names the announcement's WAV under the
+    prompts folder's surge/ (a recording uploaded, or the typed `text` spoken)."""
+
+    __tablename__ = "surge_modes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(100))
+    text: Mapped[str] = mapped_column(String(500), default="")  # "" for a recording
+    sound: Mapped[str] = mapped_column(String(80))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    started_by: Mapped[str] = mapped_column(String(64))
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True, index=True)
+    ended_by: Mapped[str] = mapped_column(String(64), default="")

@@ -77,6 +77,10 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/desk/lists/callbacks/<request_id>/done"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/lists/returned"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/lists/today"): frozenset({"operator", "supervisor"}),
+    # the staffing forecast; surge mode switched by supervisors only
+    ("GET", "/staffing"): frozenset({"supervisor", "shift_chief", "admin"}),
+    ("POST", "/staffing/surge"): frozenset({"supervisor"}),
+    ("POST", "/staffing/surge/off"): frozenset({"supervisor"}),
     ("GET", "/desk/push-ticket"): frozenset({"operator", "supervisor"}),  # the push stream's
     # the reports page and its exports (kpis.read: the evaluation grades staff by name)
     ("GET", "/reports"): frozenset({"supervisor", "shift_chief", "admin", "auditor"}),
