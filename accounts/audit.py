@@ -30,9 +30,12 @@ TOKEN_ISSUED, TOKEN_REVOKED = "token_issued", "token_revoked"
 PHONE_SHOWN = "phone_shown"  # a citizen's number shown unmasked
 RECORDING_PLAYED, RECORDING_DOWNLOADED = "recording_played", "recording_downloaded"
 EXPORT = "export"
+# ... and a supervisor listening, whispering or barging in on an agent's call (监听 / 耳语 /
+# 强插): the target is the agent, the detail the call and the mode.
+CALL_SPIED = "call_spied"
 ACTIONS = (LOGIN, LOGIN_FAILED, LOGOUT, ACCOUNT_CREATED, ACCOUNT_DISABLED, ACCOUNT_ENABLED,
            ROLES_CHANGED, PASSWORD_CHANGED, TOKEN_ISSUED, TOKEN_REVOKED, PHONE_SHOWN,
-           RECORDING_PLAYED, RECORDING_DOWNLOADED, EXPORT)
+           RECORDING_PLAYED, RECORDING_DOWNLOADED, EXPORT, CALL_SPIED)
 MAX_PAGE = 500
 
 
