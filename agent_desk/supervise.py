@@ -12,8 +12,7 @@ from flask import Blueprint, current_app, render_template
 from accounts.access import requires
 from accounts.pages import guard_pages
 from accounts.web import current_identity
-from telephony import spy
-from telephony.seats import DEVICES, SEATS_KEY
+from telephony.seats import SEATS_KEY
 
 supervise = guard_pages(Blueprint("supervise", __name__, template_folder="templates"))
 
@@ -24,4 +23,6 @@ def seats() -> str:
     live = current_app.extensions["hotline.redis"].hgetall(SEATS_KEY)
     rows = sorted((json.loads(v) for v in live.values()), key=lambda s: s["agent"])
     return render_template("agent_desk/supervise_seats.html", who=current_identity(),
-                           seats=rows, modes=spy.MODES, devices=DEVICES)
+                           seats=rows,
+                           reasons=dict(current_app.extensions["hotline.settings"]
+                                        .seats.pause_reasons))

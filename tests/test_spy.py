@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from accounts import audit
-from accounts.service import OPERATOR, ROLES, SUPERVISOR, add_user
+from accounts.service import OPERATOR, ROLES, SUPERVISOR, add_user, create_account
 from asterisk_conf.render import render
 from asterisk_conf.sandbox import Sandbox
 from core.config import Settings
@@ -31,7 +32,8 @@ from recordings.audio import wav_stats
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait, free_port
 from telephony import commands, directory
 from telephony.ami import EventTap
-from tests.conftest import AGENT_PORT, agent_ip, api, ensure_ready, wait_until
+from tests.browser import chromium, screenshot
+from tests.conftest import AGENT_PORT, WEB_PORT, agent_ip, api, ensure_ready, wait_until
 
 AGENT, IDLE_AGENT = "8101", "8102"
 SUPERVISOR_PHONE, SUPERVISOR_IP = "8119", "127.0.0.29"
@@ -237,3 +239,59 @@ def test_whisper_reaches_the_agent_only_barge_both_listen_neither(
           "device": "phone", "token": rows[0]["detail"]["token"]})
         for mode in ("whisper", "barge", "listen")]
     assert rows[0]["address"] == "127.0.0.1"
+
+
+def test_a_supervisor_whispers_from_the_seats_page(
+        centre: Centre, kit: SipKit, ami: EventTap, supervisor: dict[str, Any],
+        tmp_path: Path) -> None:
+    """Chromium: the supervisor signs in, the seats page shows 8101 talking (its buttons
+    on) and the paused 8102 (its buttons off); 耳语 rings the supervisor's desk phone, which
+    answers and joins the call; the page says so and the audit log names the person."""
+    name, password = "网页监听班长", "spy-page-测试-密码-1"
+    with transaction(centre.sessions) as session:
+        create_account(session, name, [SUPERVISOR], password=password,
+                       agent=SUPERVISOR_PHONE, actor="test", now=centre.clock.now())
+    before = len(_spied_rows(centre))
+    after = centre.bus.last_id()
+    site = f"http://127.0.0.1:{WEB_PORT}"
+    with kit.agent_phone(AGENT, agent_ip(AGENT), port=AGENT_PORT, answer_after=0.5), \
+            kit.agent_phone(SUPERVISOR_PHONE, SUPERVISOR_IP, port=supervisor["port"],
+                            answer_after=0.5, talk_seconds=3.0) as phone, \
+            chromium() as browser:
+        run = kit.start_calls(Call(caller_id=CALLER, script=(
+            Wait(1.0), Dtmf("1"), Wait(20.0), Hangup()), max_seconds=60))
+        wait_until(lambda: _connected(centre, after, CALLER) is not None, 20,
+                   "the call never reached agent 8101")
+        call_id = _connected(centre, after, CALLER)
+        wait_until(lambda: centre.telephony.board.seat(AGENT).state == "talking", 5,
+                   "agent 8101 never seen talking")
+        page = browser.new_page(locale="zh-CN")
+        page.goto(f"{site}/login?next=/supervise/seats")
+        page.get_by_label("用户名").fill(name)
+        page.get_by_label("密码").fill(password)
+        page.get_by_role("button", name="登录").click()
+        page.wait_for_url(f"{site}/supervise/seats")
+        expect(page.locator("h1")).to_have_text("坐席监控")
+        talking = page.locator(f"tr[data-agent='{AGENT}']")
+        paused = page.locator(f"tr[data-agent='{IDLE_AGENT}']")
+        expect(talking).to_have_attribute("data-state", "talking")
+        expect(paused).to_have_attribute("data-state", "paused")
+        expect(talking.locator(".supervise-state")).to_have_text("通话中")
+        expect(paused.locator(".supervise-state")).to_have_text("示忙 (用餐)")
+        for mode in ("监听", "耳语", "强插"):
+            expect(talking.get_by_role("button", name=mode)).to_be_enabled()
+            expect(paused.get_by_role("button", name=mode)).to_be_disabled()
+        talking.get_by_role("button", name="耳语").click()
+        status = page.locator("#spy-status")
+        expect(status).to_have_attribute("data-state", "calling", timeout=5_000)
+        expect(status).to_have_attribute("data-call-id", call_id)
+        expect(status).to_contain_text("您的电话正在振铃")
+        screenshot(page, "supervise-seats-whisper")
+        wait_until(lambda: any(r.outcome == "answered" for r in phone.results()), 10,
+                   "the supervisor's phone never answered")
+        [result] = run.wait()
+    assert result.outcome == "answered"
+    [row] = _spied_rows(centre)[before:]
+    assert (row["actor"], row["target"], row["detail"]) == (
+        name, AGENT, {"agent": AGENT, "mode": "whisper", "call_id": call_id,
+                      "supervisor": SUPERVISOR_PHONE, "device": "phone"})
