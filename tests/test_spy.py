@@ -32,6 +32,7 @@ from recordings.audio import wav_stats
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait, free_port
 from telephony import commands, directory
 from telephony.ami import EventTap
+from telephony.service import spied_channel
 from tests.browser import chromium, screenshot
 from tests.conftest import AGENT_PORT, WEB_PORT, agent_ip, api, ensure_ready, wait_until
 
@@ -295,3 +296,24 @@ def test_a_supervisor_whispers_from_the_seats_page(
     assert (row["actor"], row["target"], row["detail"]) == (
         name, AGENT, {"agent": AGENT, "mode": "whisper", "call_id": call_id,
                       "supervisor": SUPERVISOR_PHONE, "device": "phone"})
+
+
+def test_the_spied_channel_is_the_agents_answered_bridged_leg() -> None:
+    """Which of Asterisk's channels (CoreShowChannel rows, written by hand) is the agent's
+    call: the desk phone or the softphone, answered and in a bridge; never another agent
+    whose number starts with the same digits."""
+    def row(channel: str, state: str = "6", bridge: str = "b-1", linkedid: str = "111.1"
+            ) -> dict[str, str]:
+        return {"Channel": channel, "ChannelState": state, "BridgeId": bridge,
+                "Linkedid": linkedid, "Uniqueid": "222.2"}
+
+    assert spied_channel("8101", [row("PJSIP/81011-0000000a", linkedid="9.9"),
+                                  row("PJSIP/8101-0000000b", state="5"),  # still ringing
+                                  row("PJSIP/8101-0000000c", bridge=""),  # not bridged
+                                  row("PJSIP/8101-0000000d")]) == ("PJSIP/8101-0000000d",
+                                                                   "111.1")
+    assert spied_channel("8101", [row("PJSIP/8101-webrtc-0000001f", linkedid="5.5")]) == (
+        "PJSIP/8101-webrtc-0000001f", "5.5")
+    assert spied_channel("8101", [row("PJSIP/trunk-00000001"), row("Local/8101@x-1;1")]) \
+        is None
+    assert spied_channel("8101", []) is None
