@@ -317,3 +317,54 @@ def test_the_spied_channel_is_the_agents_answered_bridged_leg() -> None:
     assert spied_channel("8101", [row("PJSIP/trunk-00000001"), row("Local/8101@x-1;1")]) \
         is None
     assert spied_channel("8101", []) is None
+
+
+def test_keys_4_5_6_switch_the_mode_during_a_session(
+        centre: Centre, kit: SipKit, ami: EventTap, supervisor: dict[str, Any],
+        pbx_settings: Settings, tmp_path: Path) -> None:
+    """One whisper session: the supervisor keys 6 (barge) after 4 s, then 4 (listen) after
+    4 s more; what each leg hears follows the keys."""
+    caller_tone = _tone(tmp_path / "caller.wav", CALLER_HZ, 30)
+    agent_tone = _tone(tmp_path / "agent.wav", AGENT_HZ, 45)
+    part = _tone(tmp_path / "supervisor.wav", SUPERVISOR_HZ, 4)
+    heard = Heard(pbx_settings.pbx.bind_address, (CALLER_IP, agent_ip(AGENT)))
+    after = centre.bus.last_id()
+    try:
+        with kit.agent_phone(AGENT, agent_ip(AGENT), port=AGENT_PORT, answer_after=0.5,
+                             script=(Say(agent_tone),)), \
+                kit.agent_phone(SUPERVISOR_PHONE, SUPERVISOR_IP, port=supervisor["port"],
+                                answer_after=0.5, talk_seconds=13.5,
+                                script=(Say(part), Dtmf("6"), Say(part), Dtmf("4"),
+                                        Say(part))) as phone:
+            run = kit.start_calls(Call(caller_id=CALLER, script=(
+                Wait(1.0), Dtmf("1"), Say(caller_tone), Hangup()), max_seconds=90))
+            wait_until(lambda: _connected(centre, after, CALLER) is not None, 20,
+                       "the call never reached agent 8101")
+            time.sleep(1.0)
+            status, body = api(f"/api/v1/seats/{AGENT}/spy", {"mode": "whisper"},
+                               supervisor["headers"])
+            assert status == 202, body
+            wait_until(lambda: any(r.ended_at for r in phone.results()), 25,
+                       "the supervisor's call never ended")
+            [session] = phone.results()
+            [result] = run.wait()
+    finally:
+        heard.stop()
+    assert result.outcome == "answered" and session.answered_at is not None
+    # the keys come 4.0 s and 8.5 s into the supervisor's audio
+    windows = {"whisper": (1.5, 3.8), "barge": (5.5, 8.3), "listen": (10.0, 12.8)}
+    hears = {("whisper", agent_ip(AGENT)), ("barge", agent_ip(AGENT)), ("barge", CALLER_IP)}
+    found = {}
+    for mode, (start, end) in windows.items():
+        for listener, other_side in ((CALLER_IP, AGENT_HZ), (agent_ip(AGENT), CALLER_HZ)):
+            span = (session.answered_at + start, session.answered_at + end)
+            found[(mode, listener)] = (
+                heard.band_rms(listener, *span, other_side - 80, other_side + 80, tmp_path),
+                heard.band_rms(listener, *span, SUPERVISOR_HZ - 80, SUPERVISOR_HZ + 80,
+                               tmp_path))
+    for (mode, listener), (other, supervisor_band) in found.items():
+        assert other > 3000, (mode, listener, found)
+        if (mode, listener) in hears:
+            assert supervisor_band > 0.5 * other, (mode, listener, found)
+        else:
+            assert supervisor_band < 0.05 * other, (mode, listener, found)
