@@ -34,7 +34,16 @@ from telephony import commands, directory
 from telephony.ami import EventTap
 from telephony.service import spied_channel
 from tests.browser import chromium, screenshot
-from tests.conftest import AGENT_PORT, WEB_PORT, agent_ip, api, ensure_ready, wait_until
+from tests.conftest import (
+    AGENT_PORT,
+    RTP_END,
+    RTP_START,
+    WEB_PORT,
+    agent_ip,
+    api,
+    ensure_ready,
+    wait_until,
+)
 
 AGENT, IDLE_AGENT = "8101", "8102"
 SUPERVISOR_PHONE, SUPERVISOR_IP = "8119", "127.0.0.29"
@@ -50,8 +59,9 @@ def _tone(path: Path, hz: int, seconds: float) -> Path:
 
 
 class Heard:
-    """The RTP Asterisk sends to each kit address (what that phone hears), as
-    (arrival time, payload type, payload), captured off the loopback interface."""
+    """The RTP this run's Asterisk (its address, its RTP ports) sends to each kit address
+    (what that phone hears), as (arrival time, payload type, payload), captured off the
+    loopback interface."""
 
     def __init__(self, pbx_ip: str, listeners: tuple[str, ...]) -> None:
         self.pbx_ip = socket.inet_aton(pbx_ip)
@@ -59,6 +69,7 @@ class Heard:
         self.packets: dict[str, list[tuple[float, int, bytes]]] = {ip: [] for ip in listeners}
         self._stop = threading.Event()
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         self._sock.bind(("lo", 0))
         self._sock.settimeout(0.2)
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -75,10 +86,13 @@ class Heard:
             ip = frame[14:]
             if len(ip) < 20 or ip[9] != 17 or ip[12:16] != self.pbx_ip:
                 continue
+            header = (ip[0] & 0x0F) * 4
+            if not RTP_START <= struct.unpack("!H", ip[header:header + 2])[0] <= RTP_END:
+                continue  # not this run's Asterisk (other runs' kits use these addresses)
             listener = self.listeners.get(ip[16:20])
             if listener is None:
                 continue
-            rtp = ip[(ip[0] & 0x0F) * 4 + 8:]
+            rtp = ip[header + 8:]
             if len(rtp) < 12 or rtp[0] >> 6 != 2 or rtp[1] & 0x7F not in (0, 8):
                 continue  # SIP, RTCP, telephone-events
             start = 12 + 4 * (rtp[0] & 0x0F)
@@ -96,7 +110,8 @@ class Heard:
         """How loud `listener` heard the band `low`-`high` Hz between `start` and `end`."""
         packets = [(kind, payload) for at, kind, payload in self.packets[listener]
                    if start <= at <= end]
-        assert len(packets) > 25 * (end - start), f"{listener} heard no stream then"
+        # one stream, 50 packets a second
+        assert 40 * (end - start) < len(packets) < 60 * (end - start), (listener, len(packets))
         kinds = {kind for kind, _ in packets}
         assert len(kinds) == 1, kinds
         raw = tmp / f"heard-{listener}-{start:.1f}.raw"
@@ -223,14 +238,13 @@ def test_whisper_reaches_the_agent_only_barge_both_listen_neither(
         assert loudness(SUPERVISOR_IP, window, AGENT_HZ) > 300, found
     hears = {("whisper", agent_ip_), ("barge", agent_ip_), ("barge", CALLER_IP)}
     # Heard: the supervisor's tone about as loud as the other side's (mixed at full level);
-    # not heard: what leaks into its band from the other side's tone, a few per cent at most
-    # when the machine is loaded (line hiss alone is well under 1 %).
+    # not heard: only what leaks into its band from the other side's tone (well under 1 %).
     for (window, listener), bands in found.items():
         assert bands["other"] > 3000, (window, listener, found)  # the conversation goes on
         if (window, listener) in hears:
             assert bands["supervisor"] > 0.5 * bands["other"], (window, listener, found)
         else:
-            assert bands["supervisor"] < 0.05 * bands["other"], (window, listener, found)
+            assert bands["supervisor"] < 0.02 * bands["other"], (window, listener, found)
 
     # one audit row per session started, none for the refusals
     rows = _spied_rows(centre)[len(before):]
@@ -367,4 +381,4 @@ def test_keys_4_5_6_switch_the_mode_during_a_session(
         if (mode, listener) in hears:
             assert supervisor_band > 0.5 * other, (mode, listener, found)
         else:
-            assert supervisor_band < 0.05 * other, (mode, listener, found)
+            assert supervisor_band < 0.02 * other, (mode, listener, found)
