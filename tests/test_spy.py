@@ -9,12 +9,14 @@ refusals (no live call, no phone, not a supervisor) start nothing and write noth
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +60,26 @@ def _tone(path: Path, hz: int, seconds: float) -> Path:
     return path
 
 
+def media_port(workdir: Path) -> int:
+    """The RTP port a kit phone or caller (its SIPp work directory) offered in its SDP."""
+    text = (workdir / "messages.log").read_text(errors="replace")
+    for block in re.split(r"^-{20,} .*$", text, flags=re.MULTILINE):
+        if "message sent" in block.strip().partition("\n")[0] and (
+                found := re.search(r"^m=audio (\d+) ", block, re.MULTILINE)):
+            return int(found.group(1))
+    raise AssertionError(f"no SDP sent in {workdir}")
+
+
 class Heard:
-    """The RTP this run's Asterisk (its address, its RTP ports) sends to each kit address
-    (what that phone hears), as (arrival time, payload type, payload), captured off the
-    loopback interface."""
+    """The RTP this run's Asterisk sends to the kit phones on these addresses (what each
+    hears), as (arrival time, their media port, payload type, payload), captured off the
+    loopback interface. Other test runs' kits share the addresses, never the ports."""
 
     def __init__(self, pbx_ip: str, listeners: tuple[str, ...]) -> None:
         self.pbx_ip = socket.inet_aton(pbx_ip)
         self.listeners = {socket.inet_aton(ip): ip for ip in listeners}
-        self.packets: dict[str, list[tuple[float, int, bytes]]] = {ip: [] for ip in listeners}
+        self.packets: dict[str, list[tuple[float, int, int, bytes]]] = {
+            ip: [] for ip in listeners}
         self._stop = threading.Event()
         self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -86,30 +99,32 @@ class Heard:
             ip = frame[14:]
             if len(ip) < 20 or ip[9] != 17 or ip[12:16] != self.pbx_ip:
                 continue
-            header = (ip[0] & 0x0F) * 4
-            if not RTP_START <= struct.unpack("!H", ip[header:header + 2])[0] <= RTP_END:
-                continue  # not this run's Asterisk (other runs' kits use these addresses)
             listener = self.listeners.get(ip[16:20])
             if listener is None:
                 continue
+            header = (ip[0] & 0x0F) * 4
+            source, port = struct.unpack("!HH", ip[header:header + 4])
+            if not RTP_START <= source <= RTP_END:
+                continue  # not this run's Asterisk
             rtp = ip[header + 8:]
             if len(rtp) < 12 or rtp[0] >> 6 != 2 or rtp[1] & 0x7F not in (0, 8):
                 continue  # SIP, RTCP, telephone-events
             start = 12 + 4 * (rtp[0] & 0x0F)
             if rtp[0] & 0x10:  # a header extension
                 start += 4 + 4 * struct.unpack("!H", rtp[start + 2:start + 4])[0]
-            self.packets[listener].append((time.time(), rtp[1] & 0x7F, rtp[start:]))
+            self.packets[listener].append((time.time(), port, rtp[1] & 0x7F, rtp[start:]))
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=2)
         self._sock.close()
 
-    def band_rms(self, listener: str, start: float, end: float, low: int, high: int,
-                 tmp: Path) -> float:
-        """How loud `listener` heard the band `low`-`high` Hz between `start` and `end`."""
-        packets = [(kind, payload) for at, kind, payload in self.packets[listener]
-                   if start <= at <= end]
+    def band_rms(self, listener: str, port: int, start: float, end: float, low: int,
+                 high: int, tmp: Path) -> float:
+        """How loud the phone at `listener`:`port` heard the band `low`-`high` Hz between
+        `start` and `end`."""
+        packets = [(kind, payload) for at, to, kind, payload in self.packets[listener]
+                   if start <= at <= end and to == port]
         # one stream, 50 packets a second
         assert 40 * (end - start) < len(packets) < 60 * (end - start), (listener, len(packets))
         kinds = {kind for kind, _ in packets}
@@ -189,11 +204,11 @@ def test_whisper_reaches_the_agent_only_barge_both_listen_neither(
     sessions: dict[str, tuple[float, float]] = {}
     try:
         with kit.agent_phone(AGENT, agent_ip(AGENT), port=AGENT_PORT, answer_after=0.5,
-                             script=(Say(agent_tone),)), \
+                             script=(Say(agent_tone),)) as agent_phone, \
                 kit.agent_phone(SUPERVISOR_PHONE, SUPERVISOR_IP, port=supervisor["port"],
                                 answer_after=0.5, talk_seconds=SPY_SECONDS,
                                 script=(Say(supervisor_tone),)) as phone:
-            run = kit.start_calls(Call(caller_id=CALLER, script=(
+            run = replace(kit, keep_files=True).start_calls(Call(caller_id=CALLER, script=(
                 Wait(1.0), Dtmf("1"), Say(caller_tone), Hangup()), max_seconds=90))
             wait_until(lambda: _connected(centre, after, CALLER) is not None, 20,
                        "the call never reached agent 8101")
@@ -220,10 +235,13 @@ def test_whisper_reaches_the_agent_only_barge_both_listen_neither(
     finally:
         heard.stop()
     assert result.outcome == "answered"
+    ports = {CALLER_IP: media_port(run.workdir), agent_ip(AGENT): media_port(
+        agent_phone.workdir), SUPERVISOR_IP: media_port(phone.workdir)}
 
     def loudness(listener: str, window: str, hz: int) -> float:
         start, end = sessions[window]
-        return heard.band_rms(listener, start, end, hz - 80, hz + 80, tmp_path)
+        return heard.band_rms(listener, ports[listener], start, end, hz - 80, hz + 80,
+                              tmp_path)
 
     agent_ip_ = agent_ip(AGENT)
     found: dict[tuple[str, str], dict[str, float]] = {}
@@ -254,6 +272,16 @@ def test_whisper_reaches_the_agent_only_barge_both_listen_neither(
           "device": "phone", "token": rows[0]["detail"]["token"]})
         for mode in ("whisper", "barge", "listen")]
     assert rows[0]["address"] == "127.0.0.1"
+
+    # the supervisor's calls are the centre's own (outbound, purpose spy), not citizens'
+    def spy_calls() -> list[dict[str, Any]]:
+        status, page = api("/api/v1/calls?direction=outbound&limit=500")
+        return [c for c in page["items"] if c["purpose"] == "spy"
+                and c["started_at"] >= rows[0]["at"][:19]] if status == 200 else []
+
+    wait_until(lambda: len(spy_calls()) == 3, 20, "the supervisor's calls were not stored")
+    status, page = api(f"/api/v1/calls?caller_number={CALLER}&direction=inbound")
+    assert status == 200 and [c["call_id"] for c in page["items"]] == [call_id]
 
 
 def test_a_supervisor_whispers_from_the_seats_page(
@@ -345,12 +373,12 @@ def test_keys_4_5_6_switch_the_mode_during_a_session(
     after = centre.bus.last_id()
     try:
         with kit.agent_phone(AGENT, agent_ip(AGENT), port=AGENT_PORT, answer_after=0.5,
-                             script=(Say(agent_tone),)), \
+                             script=(Say(agent_tone),)) as agent_phone, \
                 kit.agent_phone(SUPERVISOR_PHONE, SUPERVISOR_IP, port=supervisor["port"],
                                 answer_after=0.5, talk_seconds=13.5,
                                 script=(Say(part), Dtmf("6"), Say(part), Dtmf("4"),
                                         Say(part))) as phone:
-            run = kit.start_calls(Call(caller_id=CALLER, script=(
+            run = replace(kit, keep_files=True).start_calls(Call(caller_id=CALLER, script=(
                 Wait(1.0), Dtmf("1"), Say(caller_tone), Hangup()), max_seconds=90))
             wait_until(lambda: _connected(centre, after, CALLER) is not None, 20,
                        "the call never reached agent 8101")
@@ -365,6 +393,8 @@ def test_keys_4_5_6_switch_the_mode_during_a_session(
     finally:
         heard.stop()
     assert result.outcome == "answered" and session.answered_at is not None
+    ports = {CALLER_IP: media_port(run.workdir), agent_ip(AGENT): media_port(
+        agent_phone.workdir)}
     # the keys come 4.0 s and 8.5 s into the supervisor's audio
     windows = {"whisper": (1.5, 3.8), "barge": (5.5, 8.3), "listen": (10.0, 12.8)}
     hears = {("whisper", agent_ip(AGENT)), ("barge", agent_ip(AGENT)), ("barge", CALLER_IP)}
@@ -373,9 +403,10 @@ def test_keys_4_5_6_switch_the_mode_during_a_session(
         for listener, other_side in ((CALLER_IP, AGENT_HZ), (agent_ip(AGENT), CALLER_HZ)):
             span = (session.answered_at + start, session.answered_at + end)
             found[(mode, listener)] = (
-                heard.band_rms(listener, *span, other_side - 80, other_side + 80, tmp_path),
-                heard.band_rms(listener, *span, SUPERVISOR_HZ - 80, SUPERVISOR_HZ + 80,
-                               tmp_path))
+                heard.band_rms(listener, ports[listener], *span, other_side - 80,
+                               other_side + 80, tmp_path),
+                heard.band_rms(listener, ports[listener], *span, SUPERVISOR_HZ - 80,
+                               SUPERVISOR_HZ + 80, tmp_path))
     for (mode, listener), (other, supervisor_band) in found.items():
         assert other > 3000, (mode, listener, found)
         if (mode, listener) in hears:
