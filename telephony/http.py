@@ -276,7 +276,7 @@ class SpyStarted(Out):
 @seats_api.post("/<agent>/spy",
                 summary="Listen, whisper or barge in (监听 / 耳语 / 强插) on the agent's live "
                         "call: your own phone rings and joins it; audited",
-                responses={202: SpyStarted, 409: ErrorBody, 503: ErrorBody})
+                responses={202: SpyStarted, 404: ErrorBody, 409: ErrorBody, 503: ErrorBody})
 @requires("spy.use")
 def spy_on_seat(path: SpyPath, body: SpyBody) -> Any:
     who = current_identity()
