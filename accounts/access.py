@@ -55,6 +55,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # the staffing forecast (排班预测), and switching surge mode (突发事件模式) on and off
     "staffing.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN}),
     "surge.switch": frozenset({SUPERVISOR}),
+    # listen / whisper / barge on an agent's live call (监听 / 耳语 / 强插), each audited
+    "spy.use": frozenset({SUPERVISOR, SHIFT_CHIEF}),
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
 }

@@ -32,9 +32,12 @@ RECORDING_PLAYED, RECORDING_DOWNLOADED = "recording_played", "recording_download
 EXPORT = "export"
 # ... and switches of the centre: surge mode (突发事件模式) on and off
 SURGE_ON, SURGE_OFF = "surge_on", "surge_off"
+# ... and a supervisor listening, whispering or barging in on an agent's call (监听 / 耳语 /
+# 强插): the target is the agent, the detail the call and the mode.
+CALL_SPIED = "call_spied"
 ACTIONS = (LOGIN, LOGIN_FAILED, LOGOUT, ACCOUNT_CREATED, ACCOUNT_DISABLED, ACCOUNT_ENABLED,
            ROLES_CHANGED, PASSWORD_CHANGED, TOKEN_ISSUED, TOKEN_REVOKED, PHONE_SHOWN,
-           RECORDING_PLAYED, RECORDING_DOWNLOADED, EXPORT, SURGE_ON, SURGE_OFF)
+           RECORDING_PLAYED, RECORDING_DOWNLOADED, EXPORT, SURGE_ON, SURGE_OFF, CALL_SPIED)
 MAX_PAGE = 500
 
 

@@ -32,6 +32,7 @@ from agent_desk import lists as desk_lists
 from agent_desk import orders as desk_orders
 from agent_desk import pages as desk_pages
 from agent_desk import staffing as desk_staffing
+from agent_desk import supervise as desk_supervise
 from agent_desk import workspace as desk_workspace
 from core.clock import Clock
 from core.config import Settings
@@ -151,6 +152,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.register_blueprint(desk_pages.desk)
     app.register_blueprint(desk_workspace.workspace)  # case workspaces, order pages
     app.register_blueprint(desk_staffing.staffing)  # the staffing forecast, surge mode
+    app.register_blueprint(desk_supervise.supervise)  # listen / whisper / barge
     app.register_api(desk_orders.desk_orders)  # the desk's order form (no API document)
     app.register_api(desk_lists.desk_lists)  # the agent's own lists (no API document)
     app.register_api(reports_pages.report_pages)  # the reports page and exports (no API doc)

@@ -12,13 +12,18 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import Field, model_validator
 
 from accounts.access import SEAT_COMMANDERS, requires
-from accounts.web import current_identity, phones_shown, reading_personal_data
+from accounts.web import (
+    client_address,
+    current_identity,
+    phones_shown,
+    reading_personal_data,
+)
 from core import phones
 from core.db import transaction
 from core.errors import NotFound
 from core.events import EventBus
 from core.schemas import Body, ErrorBody, Moment, Out, Path, Query, QueryInt, Text, Time
-from telephony import commands, records
+from telephony import commands, records, spy
 from telephony.seats import DEVICES, SEATS_KEY, STATES
 
 _SECURED = [{"bearer": []}]
@@ -245,6 +250,51 @@ def seat_action(path: SeatPath, body: SeatCommand) -> Any:
     if result.get("wrap_up_until") is not None:
         done["wrap_up_until"] = records.as_time(float(result["wrap_up_until"]))
     return SeatDone.model_validate(done).model_dump(mode="json"), 202
+
+
+class SpyPath(Path):
+    agent: Text(40, pattern=AGENT_PATTERN)
+
+
+class SpyBody(Body):
+    mode: Literal[spy.MODES] = Field(  # type: ignore[valid-type]
+        description="listen (监听: hear both sides, unheard), whisper (耳语: the agent hears "
+                    "you, the citizen does not), barge (强插: both hear you)")
+    device: Literal[DEVICES] | None = Field(  # type: ignore[valid-type]
+        None, description="which of your phones is called: your desk phone (phone, the "
+                          "default) or the desk page's softphone (browser)")
+
+
+class SpyStarted(Out):
+    agent: str
+    mode: Literal[spy.MODES]  # type: ignore[valid-type]
+    call_id: str = Field(description="the agent's call (Asterisk Linkedid)")
+    supervisor: str = Field(description="the agent number whose phone is being called")
+    device: Literal[DEVICES]  # type: ignore[valid-type]
+
+
+@seats_api.post("/<agent>/spy",
+                summary="Listen, whisper or barge in (监听 / 耳语 / 强插) on the agent's live "
+                        "call: your own phone rings and joins it; audited",
+                responses={202: SpyStarted, 404: ErrorBody, 409: ErrorBody, 503: ErrorBody})
+@requires("spy.use")
+def spy_on_seat(path: SpyPath, body: SpyBody) -> Any:
+    who = current_identity()
+    device = body.device or DEVICES[0]
+    try:
+        result = spy.start(
+            current_app.extensions["hotline.redis"], _sessions(), agent=path.agent,
+            mode=body.mode, supervisor=who.agent, device=device, actor=who.name,
+            now=current_app.extensions["hotline.clock"].now(), address=client_address(),
+            detail={"token": who.token_id} if who.token_id else None,
+            timeout=WEB_COMMAND_SECONDS)
+    except commands.Unavailable as exc:
+        abort(503, str(exc).removeprefix("telephony: "))
+    except commands.CommandError as exc:
+        abort(409, str(exc).removeprefix("telephony: "))
+    return SpyStarted.model_validate({
+        "agent": path.agent, "mode": body.mode, "call_id": result.get("call_id", ""),
+        "supervisor": who.agent, "device": device}).model_dump(mode="json"), 202
 
 
 class DispositionBody(Body):

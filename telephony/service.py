@@ -51,6 +51,11 @@ DIAL_STATUS_REASONS = {"BUSY": "busy", "NOANSWER": "no answer", "CONGESTION": "c
                        "User busy": "busy", "User alerting, no answer": "no answer",
                        "Call Rejected": "refused", "Normal Clearing": "no answer"}
 OUTBOUND_REASON_WAIT = 1.0
+# A supervisor's listen / whisper / barge (监听 / 耳语 / 强插): the call placed to the
+# supervisor's phone runs ChanSpy on the agent's channel (extensions.conf [hotline-spy]).
+SPY_MODES = ("listen", "whisper", "barge")
+SPY_CONTEXT = "hotline-spy"
+SPY_RING_SECONDS = 30
 
 
 class TelephonyService:
@@ -335,7 +340,8 @@ class TelephonyService:
         agent = str(args.get("agent", ""))
         handlers = {"seat.login": self._cmd_login, "seat.logout": self._cmd_logout,
                     "seat.pause": self._cmd_pause, "seat.resume": self._cmd_resume,
-                    "seat.extend_wrap_up": self._cmd_extend_wrap_up}
+                    "seat.extend_wrap_up": self._cmd_extend_wrap_up,
+                    "seat.spy": self._cmd_spy}
         if name not in handlers and name != "call.outbound":
             raise commands.CommandError(f"unknown command {name[:40]!r}")
         if args.get("__expired__"):
@@ -412,6 +418,45 @@ class TelephonyService:
             self._outbound.pop(reference, None)
             raise
         return {"reference": reference, "state": "dialling"}
+
+    async def _cmd_spy(self, snapshot: directory.Directory, agent: str,
+                       args: dict[str, Any]) -> dict[str, Any]:
+        """Listen, whisper or barge (监听 / 耳语 / 强插) on `agent`'s live call: the
+        supervisor's own phone (their desk phone, or the desk page's softphone when `device`
+        is browser) is called, and when they answer ChanSpy joins the agent's channel in
+        that mode (keys 4, 5, 6 switch between the modes during the session). Refused when
+        the agent is on no call."""
+        mode, supervisor = str(args.get("mode", "")), str(args.get("supervisor", ""))
+        device = str(args.get("device") or seats.PHONE)
+        if mode not in SPY_MODES:
+            raise commands.CommandError(f"mode {mode[:20]!r} is not one of "
+                                        f"{', '.join(SPY_MODES)}")
+        if device not in seats.DEVICES:
+            raise commands.CommandError(
+                f"device {device[:20]!r} is not one of {', '.join(seats.DEVICES)}")
+        if supervisor not in {a.number for a in snapshot.agents}:
+            raise commands.CommandError(f"no supervisor phone {supervisor[:20]!r} in the "
+                                        "directory")
+        if supervisor == agent:
+            raise commands.CommandError("a supervisor cannot listen to their own call")
+        assert self.client is not None
+        answer = await self.client.action({"Action": "CoreShowChannels"}, timeout=5,
+                                          as_list=True)
+        live = spied_channel(agent, [event_fields(m) for m in answer
+                                     if m.get("Event") == "CoreShowChannel"])
+        if live is None:
+            raise commands.CommandError(f"agent {agent} has no live call")
+        channel, call_id = live
+        await self._ami({
+            "Action": "Originate", "Async": "true",
+            "Channel": seats.interface(supervisor, device),
+            "Context": SPY_CONTEXT, "Exten": mode, "Priority": "1",
+            "Timeout": str(SPY_RING_SECONDS * 1000),
+            "CallerID": f'"{mode} {agent}" <{agent}>',
+            # counted apart from citizens' calls, like every call the centre places
+            "Variable": f"HOTLINE_SPY_CHANNEL={channel},HOTLINE_OUTBOUND_PURPOSE=spy"})
+        return {"mode": mode, "call_id": call_id, "channel": channel,
+                "supervisor": supervisor, "device": device}
 
     async def _cmd_login(self, snapshot: directory.Directory, agent: str,
                          args: dict[str, Any]) -> None:
@@ -512,6 +557,18 @@ class TelephonyService:
         if answer.get("Response") == "Error" and tolerate not in answer.get("Message", "~"):
             raise commands.CommandError(f"Asterisk: {answer.get('Message')}")
 
+
+
+def spied_channel(agent: str, channels: list[dict[str, str]]) -> tuple[str, str] | None:
+    """(channel name, call id) of `agent`'s answered, bridged channel on their desk phone
+    or their browser softphone, from CoreShowChannel rows; None when they are on no call."""
+    pattern = re.compile(rf"PJSIP/{re.escape(agent)}(?:{re.escape(directory.BROWSER_SUFFIX)})?"
+                         r"-[0-9a-f]{8}")
+    for row in channels:
+        if (pattern.fullmatch(row.get("Channel", "")) and row.get("ChannelState") == "6"
+                and row.get("BridgeId")):
+            return row["Channel"], row.get("Linkedid") or row.get("Uniqueid", "")
+    return None
 
 
 def remember_login(sessions: sessionmaker[Session], agent: str, logged_in: bool | None,

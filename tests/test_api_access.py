@@ -36,6 +36,9 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     # another agent's seat: an operator may command only their own (below)
     ("POST", "/api/v1/seats/<agent>/<action>"): frozenset({"supervisor", "shift_chief",
                                                            "admin"}),
+    # listen / whisper / barge on an agent's call (监听 / 耳语 / 强插), and its page
+    ("POST", "/api/v1/seats/<agent>/spy"): frozenset({"supervisor", "shift_chief"}),
+    ("GET", "/supervise/seats"): frozenset({"supervisor", "shift_chief"}),
     ("GET", "/api/v1/orders"): EVERYONE,
     ("POST", "/api/v1/orders"): frozenset({"operator"}),
     ("GET", "/api/v1/orders/<case_number>"): EVERYONE,
@@ -145,7 +148,8 @@ def _call(world: World, method: str, route: str, headers: dict[str, str]) -> Any
     if method == "POST":
         body = ({"appeal_type": "enquiry", "description": "井盖缺失"}
                 if route == "/api/v1/orders" else
-                {"code": "answered"} if route.endswith("/disposition") else {})
+                {"code": "answered"} if route.endswith("/disposition") else
+                {"mode": "listen"} if route.endswith("/spy") else {})
         return world.client.post(path, json=body, headers=headers)
     return world.client.get(path, headers=headers)
 
