@@ -48,6 +48,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "kpis.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN, AUDITOR}),  # per-staff grades
     "audit.read": frozenset({AUDITOR}),  # the audit log (accounts.http)
     "desk.use": frozenset({OPERATOR, SUPERVISOR}),  # the agent desk and its softphone
+    "board.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN}),  # the live wallboard
+    "board.display": frozenset({ADMIN}),  # display tokens for the wall (大屏令牌)
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
 }

@@ -27,6 +27,7 @@ from accounts import http as accounts_http
 from accounts import pages as accounts_pages
 from accounts import web as accounts_web
 from accounts.access import PUBLIC, check, requires
+from agent_desk import board_pages
 from agent_desk import lists as desk_lists
 from agent_desk import orders as desk_orders
 from agent_desk import pages as desk_pages
@@ -143,6 +144,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     accounts_web.init_app(app, settings)  # sign-in sessions, CSRF
     app.register_blueprint(accounts_pages.pages)
     app.register_blueprint(desk_pages.desk)
+    app.register_blueprint(board_pages.board_pages)  # the live wallboard (监控大屏)
     app.register_api(desk_orders.desk_orders)  # the desk's order form (no API document)
     app.register_api(desk_lists.desk_lists)  # the agent's own lists (no API document)
     for blueprint in (*telephony_http.BLUEPRINTS, *tickets_http.BLUEPRINTS,

@@ -78,6 +78,12 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/desk/lists/returned"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/lists/today"): frozenset({"operator", "supervisor"}),
     ("GET", "/desk/push-ticket"): frozenset({"operator", "supervisor"}),  # the push stream's
+    # the live wallboard (监控大屏): supervisors, shift chiefs, admins; the display wall's
+    # page and its ticket renewal check a display token of their own (no account)
+    ("GET", "/board"): frozenset({"supervisor", "shift_chief", "admin"}),
+    ("GET", "/board/push-ticket"): frozenset({"supervisor", "shift_chief", "admin"}),
+    ("GET", "/board/wall"): PUBLIC,
+    ("GET", "/board/wall/push-ticket"): PUBLIC,
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }

@@ -1,0 +1,224 @@
+"""The wallboard's door into the telephony room (监控大屏数据): live calls and window figures.
+
+Two things a board is made of, both read here so the board's room (agent_desk) never touches
+this room's tables or keys:
+
+- Live calls now (实时话务): the telephony service keeps every inbound call that has joined
+  a queue and not yet ended in the Redis hash LIVE_CALLS_KEY (call id -> JSON: queue, the
+  caller's number, when it joined the queue, the agent and when they answered). It is
+  rewritten from the service's own call tracker and Asterisk's QueueStatus whenever the AMI
+  link is (re)established, so a restart of either leaves no stale caller and misses none.
+  `live_calls(client)` reads it.
+- Window figures (时段指标) from the stored call records, for sliding windows ending now:
+  `window_figures(session, now, windows)` makes ONE aggregate query over the widest window
+  (the started_at index bounds it), with a CASE column per window and figure, grouped by
+  queue; the centre's figures are the queues' summed. It is what makes a 24-hour window of
+  20,000 calls cheap enough to recompute on every call or seat event (bench/wallboard.py).
+
+Definitions are telephony.measures' (offered excludes short abandons, which are reported
+apart; service level = answered within T s / offered; ASA = wait of answered / answered),
+with one simplification for the board: AHT (平均处理时长) = (talk + wrap-up) / answered, where
+the wrap-up is the centre's wrap-up seat intervals starting in the window; a queue's AHT is
+its own talk per answered call plus the centre's wrap-up per answered call (seat intervals
+carry no queue; telephony.measures attributes them per call, too slowly for a board).
+Inbound calls only; the calls the hotline places itself are not the board's.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import redis
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.orm import Session
+
+from telephony import seats
+from telephony.measures import SECONDS_DIGITS, check_window, ratio
+from telephony.models import CallbackRequest, CallRecord, SeatInterval
+
+LIVE_CALLS_KEY = "hotline:live-calls"  # Redis hash: call id -> live call (JSON)
+CENTRE = ""  # the key of the whole centre's figures
+PENDING_CALLBACKS = ("requested", "holding", "dialling", "failed")  # not yet reached
+
+
+@dataclass(frozen=True)
+class LiveCall:
+    """A caller in a queue now: waiting (agent None) or talking to `agent`."""
+
+    call_id: str
+    queue: str
+    caller: str  # the number as Asterisk gave it: mask it before showing it
+    joined_at: float  # Unix seconds
+    agent: str | None = None
+    connected_at: float | None = None
+
+    def as_json(self) -> str:
+        return json.dumps({"queue": self.queue, "caller": self.caller,
+                           "joined_at": self.joined_at, "agent": self.agent,
+                           "connected_at": self.connected_at})
+
+
+def live_calls(client: redis.Redis) -> list[LiveCall]:
+    """Every call in a queue now, waiting or answered, oldest first."""
+    found = []
+    for key, raw in client.hgetall(LIVE_CALLS_KEY).items():
+        try:
+            data = json.loads(raw)
+            found.append(LiveCall(
+                key.decode() if isinstance(key, bytes) else str(key), str(data["queue"]),
+                str(data.get("caller") or ""), float(data["joined_at"]),
+                data.get("agent") or None,
+                None if data.get("connected_at") is None else float(data["connected_at"])))
+        except (ValueError, KeyError, TypeError):
+            continue  # not one of ours
+    return sorted(found, key=lambda call: (call.joined_at, call.call_id))
+
+
+def put_live_call(client: redis.Redis, call: LiveCall) -> None:
+    client.hset(LIVE_CALLS_KEY, call.call_id, call.as_json())
+
+
+def drop_live_call(client: redis.Redis, call_id: str) -> None:
+    client.hdel(LIVE_CALLS_KEY, call_id)
+
+
+def replace_live_calls(client: redis.Redis, calls: list[LiveCall]) -> None:
+    """The whole hash at once (after a resync): what is not here is gone."""
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(LIVE_CALLS_KEY)
+    if calls:
+        pipe.hset(LIVE_CALLS_KEY, mapping={c.call_id: c.as_json() for c in calls})
+    pipe.execute()
+
+
+def seats_now(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every agent's live seat as the telephony service keeps it (seats.SEATS_KEY)."""
+    found = []
+    for raw in client.hvals(seats.SEATS_KEY):
+        try:
+            seat = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(seat, dict) and seat.get("agent"):
+            found.append(seat)
+    return sorted(found, key=lambda seat: str(seat["agent"]))
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One window's figures for a queue or the centre (CENTRE)."""
+
+    offered: int
+    answered: int
+    abandoned: int
+    short_abandons: int
+    answered_within: int
+    wait_seconds: float  # total, of answered calls
+    talk_seconds: float  # total, of answered calls
+    wrap_up_seconds: float  # the centre's, in the window
+
+    @property
+    def answer_rate(self) -> float | None:
+        return ratio(self.answered, self.offered)
+
+    @property
+    def abandon_rate(self) -> float | None:
+        return ratio(self.abandoned, self.offered)
+
+    @property
+    def service_level(self) -> float | None:
+        return ratio(self.answered_within, self.offered)
+
+    @property
+    def asa_seconds(self) -> float | None:
+        return ratio(self.wait_seconds, self.answered, SECONDS_DIGITS)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"offered": self.offered, "answered": self.answered,
+                "abandoned": self.abandoned, "short_abandons": self.short_abandons,
+                "answered_within": self.answered_within, "answer_rate": self.answer_rate,
+                "abandon_rate": self.abandon_rate, "service_level": self.service_level,
+                "asa_seconds": self.asa_seconds}
+
+
+_FIGURES = ("offered", "answered", "abandoned", "short_abandons", "answered_within",
+            "wait_seconds", "talk_seconds")
+
+
+def window_figures(session: Session, now: datetime, windows: dict[str, datetime], *,
+                   service_seconds: float = 15.0) -> dict[str, dict[str, dict[str, Any]]]:
+    """window name -> queue (CENTRE: all) -> figures, for each window [start, now).
+
+    A queue appears in every window once it had an offered or short-abandoned call in the
+    widest one. Each figure dict also has aht_seconds."""
+    checked = {name: check_window(start, now)[0] for name, start in windows.items()}
+    _, now = check_window(now, now)
+    if not checked:
+        return {}
+    widest = min(checked.values())
+    call = CallRecord
+    in_queue = and_(call.direction == "inbound", call.queue.is_not(None))
+    offered = and_(in_queue, call.short_abandon.is_(False))
+    answered = and_(offered, call.outcome == "answered")
+    wait = func.coalesce(call.wait_seconds, 0.0)
+    columns: list[Any] = []
+    for start in checked.values():
+        inside = call.started_at >= start
+        columns += [
+            func.count(case((and_(inside, offered), 1))),
+            func.count(case((and_(inside, answered), 1))),
+            func.count(case((and_(inside, offered, call.outcome == "abandoned"), 1))),
+            func.count(case((and_(inside, in_queue, call.short_abandon.is_(True)), 1))),
+            func.count(case((and_(inside, answered, wait <= service_seconds), 1))),
+            func.sum(case((and_(inside, answered), wait), else_=0.0)),
+            func.sum(case((and_(inside, answered), func.coalesce(call.talk_seconds, 0.0)),
+                          else_=0.0)),
+        ]
+    rows = session.execute(
+        select(call.queue, *columns).where(call.started_at >= widest, call.started_at < now,
+                                           in_queue).group_by(call.queue)).all()
+    interval = SeatInterval
+    wraps = session.execute(select(*[
+        func.sum(case((interval.started_at >= start, interval.seconds), else_=0.0))
+        for start in checked.values()]).where(
+            interval.state == seats.WRAP_UP, interval.started_at >= widest,
+            interval.started_at < now)).one()
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    width = len(_FIGURES)
+    for index, name in enumerate(checked):
+        wrap = round(float(wraps[index] or 0.0), 3)
+        by_queue: dict[str, dict[str, float]] = {}
+        centre = dict.fromkeys(_FIGURES, 0.0)
+        for row in rows:
+            values = dict(zip(_FIGURES, row[1 + index * width: 1 + (index + 1) * width],
+                              strict=True))
+            by_queue[str(row[0])] = values
+            for key in _FIGURES:
+                centre[key] += float(values[key] or 0)
+        answered_all = int(centre["answered"])
+        wrap_each = wrap / answered_all if answered_all else 0.0
+        figures: dict[str, dict[str, Any]] = {}
+        for queue, values in [(CENTRE, centre), *sorted(by_queue.items())]:
+            made = Figures(int(values["offered"]), int(values["answered"]),
+                           int(values["abandoned"]), int(values["short_abandons"]),
+                           int(values["answered_within"]),
+                           round(float(values["wait_seconds"] or 0), 3),
+                           round(float(values["talk_seconds"] or 0), 3), wrap)
+            shown = made.as_dict()
+            shown["aht_seconds"] = None if not made.answered else round(
+                made.talk_seconds / made.answered + wrap_each, SECONDS_DIGITS)
+            figures[queue] = shown
+        out[name] = figures
+    return out
+
+
+def callbacks_pending(session: Session) -> dict[str, int]:
+    """Keep-my-place callbacks not yet reached, by queue (CENTRE: all of them)."""
+    rows = session.execute(select(CallbackRequest.queue, func.count()).where(
+        CallbackRequest.state.in_(PENDING_CALLBACKS)).group_by(CallbackRequest.queue)).all()
+    pending = {str(queue): int(count) for queue, count in rows}
+    pending[CENTRE] = sum(pending.values())
+    return pending
