@@ -134,7 +134,7 @@ EXPECTED = {
 
 
 def test_window_figures_per_queue_and_centre(world) -> None:
-    settings, sessions = world
+    _settings, sessions = world
     _seed(sessions)
     starts = {"15m": NOW - timedelta(minutes=15), "1h": NOW - timedelta(hours=1),
               "shift": datetime(2026, 11, 24, 0, 0, tzinfo=UTC),
