@@ -112,7 +112,9 @@ def compose(session: Session, client: Any, settings: Settings, now: datetime
             "seconds_in_state": round(max(0.0, moment - since), 1) if since else None,
             "queues": seat.get("queues", []),
             "caller": _masked(call.caller) if call else "", "queue": call.queue if call else ""})
-    return {"at": now.isoformat(), "at_epoch": moment, "shift_start": began.isoformat(),
+    zone = ZoneInfo(settings.calendar.timezone)  # the hall reads the centre's own time
+    return {"at": now.astimezone(zone).isoformat(), "at_epoch": moment,
+            "shift_start": began.astimezone(zone).isoformat(),
             "windows": [name for name, _ in WINDOWS] + [SHIFT], "queues": queues,
             "live": live, "figures": figures, "agents": agents,
             "alerts": alerts(settings, live, figures, agents, moment)}

@@ -163,7 +163,8 @@ def test_the_board_with_live_calls_seats_and_alerts(world, client: redis.Redis) 
                             "since": now - 600, "queues": ["intake"]})})
     with sessions() as session:
         board = compose(session, client, settings, NOW)
-    assert board["shift_start"] == "2026-11-24T00:00:00+00:00"
+    assert board["shift_start"] == "2026-11-24T08:00:00+08:00"  # in the centre's time
+    assert board["at"] == "2026-11-24T10:00:00+08:00"
     assert board["windows"] == ["15m", "1h", "24h", "shift"]
     assert board["queues"] == ["complaints", "intake"]
     assert board["figures"] == EXPECTED
