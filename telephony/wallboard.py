@@ -11,9 +11,11 @@ this room's tables or keys:
   `live_calls(client)` reads it.
 - Window figures (时段指标) from the stored call records, for sliding windows ending now:
   `window_figures(session, now, windows)` makes ONE aggregate query over the widest window
-  (the started_at index bounds it), with a CASE column per window and figure, grouped by
-  queue; the centre's figures are the queues' summed. It is what makes a 24-hour window of
-  20,000 calls cheap enough to recompute on every call or seat event (bench/wallboard.py).
+  (the started_at index bounds it), grouped by queue and by band (the windows all end now,
+  so they nest: each call is in one band between two windows' starts), and one more for
+  the wrap-up; a window is the sum of its bands, the centre the sum of its queues. It is
+  what makes a 24-hour window of 20,000 calls cheap enough to recompute on every call or
+  seat event (bench/wallboard.py).
 
 Definitions are telephony.measures' (offered excludes short abandons, which are reported
 apart; service level = answered within T s / offered; ASA = wait of answered / answered),
@@ -152,61 +154,66 @@ def window_figures(session: Session, now: datetime, windows: dict[str, datetime]
                    service_seconds: float = 15.0) -> dict[str, dict[str, dict[str, Any]]]:
     """window name -> queue (CENTRE: all) -> figures, for each window [start, now).
 
-    A queue appears in every window once it had an offered or short-abandoned call in the
-    widest one. Each figure dict also has aht_seconds."""
+    Every window ends now, so they nest: the widest is cut into bands at the other
+    windows' starts, each call falls in one band (a CASE on started_at), the query sums
+    each queue's calls per band (GROUP BY queue, band), and a window's figures are the sums
+    of the bands inside it. A queue appears in every window once it had an offered or
+    short-abandoned call in the widest one. Each figure dict also has aht_seconds."""
     checked = {name: check_window(start, now)[0] for name, start in windows.items()}
     _, now = check_window(now, now)
     if not checked:
         return {}
-    widest = min(checked.values())
+    starts = sorted(set(checked.values()), reverse=True)  # the narrowest window first
+    widest = starts[-1]
     call = CallRecord
+
+    def band(column: Any) -> Any:
+        return case(*[(column >= start, index) for index, start in enumerate(starts[:-1])],
+                    else_=len(starts) - 1)
+
     in_queue = and_(call.direction == "inbound", call.queue.is_not(None))
-    offered = and_(in_queue, call.short_abandon.is_(False))
+    offered = call.short_abandon.is_(False)  # within in_queue
     answered = and_(offered, call.outcome == "answered")
     wait = func.coalesce(call.wait_seconds, 0.0)
-    columns: list[Any] = []
-    for start in checked.values():
-        inside = call.started_at >= start
-        columns += [
-            func.count(case((and_(inside, offered), 1))),
-            func.count(case((and_(inside, answered), 1))),
-            func.count(case((and_(inside, offered, call.outcome == "abandoned"), 1))),
-            func.count(case((and_(inside, in_queue, call.short_abandon.is_(True)), 1))),
-            func.count(case((and_(inside, answered, wait <= service_seconds), 1))),
-            func.sum(case((and_(inside, answered), wait), else_=0.0)),
-            func.sum(case((and_(inside, answered), func.coalesce(call.talk_seconds, 0.0)),
-                          else_=0.0)),
-        ]
+    call_band = band(call.started_at).label("band")
     rows = session.execute(
-        select(call.queue, *columns).where(call.started_at >= widest, call.started_at < now,
-                                           in_queue).group_by(call.queue)).all()
+        select(call.queue, call_band,
+               func.count(case((offered, 1))),
+               func.count(case((answered, 1))),
+               func.count(case((and_(offered, call.outcome == "abandoned"), 1))),
+               func.count(case((call.short_abandon.is_(True), 1))),
+               func.count(case((and_(answered, wait <= service_seconds), 1))),
+               func.sum(case((answered, wait), else_=0.0)),
+               func.sum(case((answered, func.coalesce(call.talk_seconds, 0.0)), else_=0.0)))
+        .where(call.started_at >= widest, call.started_at < now, in_queue)
+        .group_by(call.queue, call_band)).all()
     interval = SeatInterval
-    wraps = session.execute(select(*[
-        func.sum(case((interval.started_at >= start, interval.seconds), else_=0.0))
-        for start in checked.values()]).where(
+    wrap_band = band(interval.started_at).label("band")
+    wraps = dict(session.execute(
+        select(wrap_band, func.sum(interval.seconds)).where(
             interval.state == seats.WRAP_UP, interval.started_at >= widest,
-            interval.started_at < now)).one()
+            interval.started_at < now).group_by(wrap_band)).all())
+    queues = sorted({str(row[0]) for row in rows})
     out: dict[str, dict[str, dict[str, Any]]] = {}
-    width = len(_FIGURES)
-    for index, name in enumerate(checked):
-        wrap = round(float(wraps[index] or 0.0), 3)
-        by_queue: dict[str, dict[str, float]] = {}
-        centre = dict.fromkeys(_FIGURES, 0.0)
+    for name, start in checked.items():
+        last = starts.index(start)  # this window is bands 0..last
+        wrap = round(sum(float(wraps.get(b) or 0.0) for b in range(last + 1)), 3)
+        sums = {queue: dict.fromkeys(_FIGURES, 0.0) for queue in (CENTRE, *queues)}
         for row in rows:
-            values = dict(zip(_FIGURES, row[1 + index * width: 1 + (index + 1) * width],
-                              strict=True))
-            by_queue[str(row[0])] = values
-            for key in _FIGURES:
-                centre[key] += float(values[key] or 0)
-        answered_all = int(centre["answered"])
+            if int(row[1]) > last:
+                continue
+            for key, value in zip(_FIGURES, row[2:], strict=True):
+                sums[str(row[0])][key] += float(value or 0)
+                sums[CENTRE][key] += float(value or 0)
+        answered_all = int(sums[CENTRE]["answered"])
         wrap_each = wrap / answered_all if answered_all else 0.0
         figures: dict[str, dict[str, Any]] = {}
-        for queue, values in [(CENTRE, centre), *sorted(by_queue.items())]:
+        for queue, values in sums.items():
             made = Figures(int(values["offered"]), int(values["answered"]),
                            int(values["abandoned"]), int(values["short_abandons"]),
                            int(values["answered_within"]),
-                           round(float(values["wait_seconds"] or 0), 3),
-                           round(float(values["talk_seconds"] or 0), 3), wrap)
+                           round(values["wait_seconds"], 3), round(values["talk_seconds"], 3),
+                           wrap)
             shown = made.as_dict()
             shown["aht_seconds"] = None if not made.answered else round(
                 made.talk_seconds / made.answered + wrap_each, SECONDS_DIGITS)
