@@ -77,15 +77,16 @@ def shift_start(now: datetime, starts: tuple[str, ...], timezone: str) -> dateti
     raise ValueError("no shift start")  # unreachable with one start or more
 
 
-def compose(session: Session, client: Any, settings: Settings, now: datetime
-            ) -> dict[str, Any]:
-    """The whole board at `now` (JSON-ready)."""
+def compose(session: Session, client: Any, settings: Settings, now: datetime,
+            cache: wallboard.FigureCache | None = None) -> dict[str, Any]:
+    """The whole board at `now` (JSON-ready); the window figures from `cache` (the loop's,
+    kept up to date) when given, else computed afresh (a page's first board)."""
     board = settings.board
     began = shift_start(now, board.shift_starts, settings.calendar.timezone)
     windows = {name: now - width for name, width in WINDOWS}
     windows[SHIFT] = began
-    figures = wallboard.window_figures(session, now, windows,
-                                       service_seconds=float(board.service_seconds))
+    figures = (cache.figures if cache is not None else wallboard.window_figures)(
+        session, now, windows, service_seconds=float(board.service_seconds))
     pending = wallboard.callbacks_pending(session)
     calls = wallboard.live_calls(client)
     moment = now.timestamp()
@@ -158,6 +159,7 @@ class BoardLoop:
         self.consumer = f"wallboard-{socket.gethostname()}"
         self.published = 0
         self._alerted: set[str] = set()
+        self.cache = wallboard.FigureCache()  # the window figures, kept up to date
         bus.ensure_group(EVENTS_GROUP)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -183,7 +185,8 @@ class BoardLoop:
 
     def publish(self) -> dict[str, Any]:
         with self.sessions() as session:
-            board = compose(session, self.bus.client, self.settings, self.clock.now())
+            board = compose(session, self.bus.client, self.settings, self.clock.now(),
+                            self.cache)
         feed.publish(self.bus.client, BOARD, BOARD, board)
         self.published += 1
         keys = {alert["key"] for alert in board["alerts"]}

@@ -28,8 +28,9 @@ Inbound calls only; the calls the hotline places itself are not the board's.
 
 from __future__ import annotations
 
+import bisect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -38,7 +39,7 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session
 
 from telephony import seats
-from telephony.measures import SECONDS_DIGITS, check_window, ratio
+from telephony.measures import SECONDS_DIGITS, check_window, ratio, utc
 from telephony.models import CallbackRequest, CallRecord, SeatInterval
 
 LIVE_CALLS_KEY = "hotline:live-calls"  # Redis hash: call id -> live call (JSON)
@@ -193,6 +194,13 @@ def window_figures(session: Session, now: datetime, windows: dict[str, datetime]
         select(wrap_band, func.sum(interval.seconds)).where(
             interval.state == seats.WRAP_UP, interval.started_at >= widest,
             interval.started_at < now).group_by(wrap_band)).all())
+    return _assemble(checked, starts, [(str(r[0]), int(r[1]), *r[2:]) for r in rows],
+                     {int(b): float(v or 0.0) for b, v in wraps.items()})
+
+
+def _assemble(checked: dict[str, datetime], starts: list[datetime], rows: list[Any],
+              wraps: dict[int, float]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The windows' figures from per-(queue, band) sums and per-band wrap-up."""
     queues = sorted({str(row[0]) for row in rows})
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for name, start in checked.items():
@@ -229,3 +237,95 @@ def callbacks_pending(session: Session) -> dict[str, int]:
     pending = {str(queue): int(count) for queue, count in rows}
     pending[CENTRE] = sum(pending.values())
     return pending
+
+
+@dataclass
+class FigureCache:
+    """The same figures as `window_figures`, kept up to date instead of recomputed: for the
+    board's loop, which asks on every call or seat event.
+
+    It holds the few columns of each queued inbound call (and each wrap-up interval) that
+    started inside the widest window, sorted by start; `refresh` adds the rows stored since
+    (by id: ids at most RESCAN below the highest seen are read again and the ones already
+    held skipped, so a row whose transaction committed after a higher id was seen is not
+    missed, and none is counted twice) and drops those the widest window has left. Then
+    the windows are sums over one pass of the held rows, with no scan of the table."""
+
+    RESCAN = 1_000
+    calls: list[tuple[float, int, str, bool, bool, bool, bool, bool, float, float]] = field(
+        default_factory=list)
+    wraps: list[tuple[float, int, float]] = field(default_factory=list)
+    _call_ids: set[int] = field(default_factory=set)
+    _wrap_ids: set[int] = field(default_factory=set)
+    _top_call: int = 0
+    _top_wrap: int = 0
+
+    def refresh(self, session: Session, now: datetime, widest: datetime,
+                service_seconds: float) -> None:
+        _, now = check_window(now, now)
+        widest, _ = check_window(widest, now)
+        floor = widest.timestamp()
+        call = CallRecord
+        found = session.execute(select(
+            call.id, call.started_at, call.queue, call.short_abandon, call.outcome,
+            call.wait_seconds, call.talk_seconds).where(
+                call.id > self._top_call - self.RESCAN, call.started_at >= widest,
+                call.direction == "inbound", call.queue.is_not(None))).all()
+        for row_id, started, queue, short, outcome, wait, talk in found:
+            self._top_call = max(self._top_call, row_id)
+            if row_id in self._call_ids:
+                continue
+            self._call_ids.add(row_id)
+            answered = not short and outcome == "answered"
+            waited = float(wait or 0.0)
+            bisect.insort(self.calls, (
+                utc(started).timestamp(), row_id, str(queue), not short, answered,
+                not short and outcome == "abandoned", bool(short),
+                answered and waited <= service_seconds, waited if answered else 0.0,
+                float(talk or 0.0) if answered else 0.0))
+        interval = SeatInterval
+        for row_id, started, seconds in session.execute(select(
+                interval.id, interval.started_at, interval.seconds).where(
+                    interval.id > self._top_wrap - self.RESCAN,
+                    interval.state == seats.WRAP_UP, interval.started_at >= widest)).all():
+            self._top_wrap = max(self._top_wrap, row_id)
+            if row_id not in self._wrap_ids:
+                self._wrap_ids.add(row_id)
+                bisect.insort(self.wraps, (utc(started).timestamp(), row_id, float(seconds)))
+        cut = bisect.bisect_left(self.calls, (floor,))
+        for gone in self.calls[:cut]:
+            self._call_ids.discard(gone[1])
+        del self.calls[:cut]
+        cut = bisect.bisect_left(self.wraps, (floor,))
+        for gone_wrap in self.wraps[:cut]:
+            self._wrap_ids.discard(gone_wrap[1])
+        del self.wraps[:cut]
+
+    def figures(self, session: Session, now: datetime, windows: dict[str, datetime], *,
+                service_seconds: float = 15.0) -> dict[str, dict[str, dict[str, Any]]]:
+        """`window_figures`, from the held rows once refreshed."""
+        checked = {name: check_window(start, now)[0] for name, start in windows.items()}
+        _, now = check_window(now, now)
+        if not checked:
+            return {}
+        starts = sorted(set(checked.values()), reverse=True)
+        self.refresh(session, now, starts[-1], service_seconds)
+        edges = [start.timestamp() for start in starts]
+        end = now.timestamp()
+        sums: dict[tuple[str, int], list[float]] = {}
+        for started, _id, queue, *flags, wait, talk in self.calls:
+            if started >= end:
+                continue
+            band = next(i for i, edge in enumerate(edges) if started >= edge)
+            totals = sums.setdefault((queue, band), [0.0] * 7)
+            for i, flag in enumerate(flags):
+                totals[i] += flag
+            totals[5] += wait
+            totals[6] += talk
+        wraps: dict[int, float] = {}
+        for started, _id, seconds in self.wraps:
+            if started < end:
+                band = next(i for i, edge in enumerate(edges) if started >= edge)
+                wraps[band] = wraps.get(band, 0.0) + seconds
+        rows = [(queue, band, *totals) for (queue, band), totals in sums.items()]
+        return _assemble(checked, starts, rows, wraps)

@@ -146,6 +146,37 @@ def test_window_figures_per_queue_and_centre(world) -> None:
     assert pending == {"": 3, "intake": 2, "complaints": 1}  # not the connected one
 
 
+def test_the_loops_cache_gives_the_same_figures_and_counts_each_record_once(world) -> None:
+    _settings, sessions = world
+    _seed(sessions)
+    starts = {"15m": NOW - timedelta(minutes=15), "1h": NOW - timedelta(hours=1),
+              "shift": datetime(2026, 11, 24, 0, 0, tzinfo=UTC),
+              "24h": NOW - timedelta(hours=24)}
+    cache = wallboard.FigureCache()
+    with sessions() as session:
+        assert cache.figures(session, NOW, starts) == EXPECTED
+        assert cache.figures(session, NOW, starts) == EXPECTED  # nothing new: nothing added
+    with transaction(sessions) as session:  # a call stored now that began 2 minutes ago
+        _call(session, "J", 2, "answered", wait=14, talk=40)
+    with sessions() as session:
+        got = cache.figures(session, NOW, starts)
+    # 15 min: A and J answered, both within 15 s, of 3 offered; talk 140 + wrap-up 30
+    assert got["15m"][""] == _figures(3, 2, 1, 1, 2, 0.6667, 0.3333, 0.6667, 12.0, 85.0)
+    assert got["24h"][""]["offered"] == 6
+    # 9 minutes later: B and C have left the 15 minutes (A at -5 min, J at -2 are in);
+    # I (-40 min) is still in the hour, D (-90 min) is not
+    later = NOW + timedelta(minutes=9)
+    moved = {"15m": later - timedelta(minutes=15), "1h": later - timedelta(hours=1),
+             "24h": later - timedelta(hours=24)}
+    with sessions() as session:
+        got = cache.figures(session, later, moved)
+        fresh = wallboard.window_figures(session, later, moved)
+    assert got == fresh
+    assert got["15m"][""] == _figures(2, 2, 0, 0, 2, 1.0, 0.0, 1.0, 12.0, 85.0)
+    assert got["1h"][""] == _figures(4, 2, 1, 1, 2, 0.5, 0.25, 0.5, 12.0, 85.0)
+    assert got["24h"][""]["offered"] == 6
+
+
 def test_the_board_with_live_calls_seats_and_alerts(world, client: redis.Redis) -> None:
     settings, sessions = world
     _seed(sessions)
