@@ -32,6 +32,7 @@ import bisect
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import accumulate
 from typing import Any
 
 import redis
@@ -245,61 +246,78 @@ class FigureCache:
     board's loop, which asks on every call or seat event.
 
     It holds the few columns of each queued inbound call (and each wrap-up interval) that
-    started inside the widest window, sorted by start; `refresh` adds the rows stored since
-    (by id: ids at most RESCAN below the highest seen are read again and the ones already
-    held skipped, so a row whose transaction committed after a higher id was seen is not
-    missed, and none is counted twice) and drops those the widest window has left. Then
-    the windows are sums over one pass of the held rows, with no scan of the table."""
+    started inside the widest window, per queue and sorted by start, with running totals
+    (prefix sums) of each figure; `refresh` adds the rows stored since (by id: ids at most
+    RESCAN below the highest seen are read again and the ones already held skipped, so a
+    row whose transaction committed after a higher id was seen is not missed, and none is
+    counted twice) and drops those the widest window has left. A window's sum is then two
+    bisections and a subtraction per queue and figure, with no scan of the table."""
 
     RESCAN = 1_000
-    calls: list[tuple[float, int, str, bool, bool, bool, bool, bool, float, float]] = field(
-        default_factory=list)
+    calls: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     wraps: list[tuple[float, int, float]] = field(default_factory=list)
-    _call_ids: set[int] = field(default_factory=set)
-    _wrap_ids: set[int] = field(default_factory=set)
+    _ids: set[tuple[str, int]] = field(default_factory=set)
     _top_call: int = 0
     _top_wrap: int = 0
+    _prefix: dict[str, tuple[list[float], list[list[float]]]] = field(default_factory=dict)
+    _wrap_prefix: tuple[list[float], list[float]] = field(default_factory=lambda: ([], [0.0]))
+    _dirty: set[str] = field(default_factory=set)
 
     def refresh(self, session: Session, now: datetime, widest: datetime,
                 service_seconds: float) -> None:
         _, now = check_window(now, now)
         widest, _ = check_window(widest, now)
-        floor = widest.timestamp()
         call = CallRecord
-        found = session.execute(select(
-            call.id, call.started_at, call.queue, call.short_abandon, call.outcome,
-            call.wait_seconds, call.talk_seconds).where(
-                call.id > self._top_call - self.RESCAN, call.started_at >= widest,
-                call.direction == "inbound", call.queue.is_not(None))).all()
-        for row_id, started, queue, short, outcome, wait, talk in found:
+        for row_id, started, queue, short, outcome, wait, talk in session.execute(select(
+                call.id, call.started_at, call.queue, call.short_abandon, call.outcome,
+                call.wait_seconds, call.talk_seconds).where(
+                    call.id > self._top_call - self.RESCAN, call.started_at >= widest,
+                    call.direction == "inbound", call.queue.is_not(None))).all():
             self._top_call = max(self._top_call, row_id)
-            if row_id in self._call_ids:
+            if ("call", row_id) in self._ids:
                 continue
-            self._call_ids.add(row_id)
+            self._ids.add(("call", row_id))
             answered = not short and outcome == "answered"
             waited = float(wait or 0.0)
-            bisect.insort(self.calls, (
-                utc(started).timestamp(), row_id, str(queue), not short, answered,
-                not short and outcome == "abandoned", bool(short),
-                answered and waited <= service_seconds, waited if answered else 0.0,
+            bisect.insort(self.calls.setdefault(str(queue), []), (
+                utc(started).timestamp(), row_id, float(not short), float(answered),
+                float(not short and outcome == "abandoned"), float(bool(short)),
+                float(answered and waited <= service_seconds), waited if answered else 0.0,
                 float(talk or 0.0) if answered else 0.0))
+            self._dirty.add(str(queue))
         interval = SeatInterval
+        wraps_moved = False
         for row_id, started, seconds in session.execute(select(
                 interval.id, interval.started_at, interval.seconds).where(
                     interval.id > self._top_wrap - self.RESCAN,
                     interval.state == seats.WRAP_UP, interval.started_at >= widest)).all():
             self._top_wrap = max(self._top_wrap, row_id)
-            if row_id not in self._wrap_ids:
-                self._wrap_ids.add(row_id)
+            if ("wrap", row_id) not in self._ids:
+                self._ids.add(("wrap", row_id))
                 bisect.insort(self.wraps, (utc(started).timestamp(), row_id, float(seconds)))
-        cut = bisect.bisect_left(self.calls, (floor,))
-        for gone in self.calls[:cut]:
-            self._call_ids.discard(gone[1])
-        del self.calls[:cut]
-        cut = bisect.bisect_left(self.wraps, (floor,))
-        for gone_wrap in self.wraps[:cut]:
-            self._wrap_ids.discard(gone_wrap[1])
-        del self.wraps[:cut]
+                wraps_moved = True
+        floor = (widest.timestamp(),)
+        for queue, rows in self.calls.items():
+            cut = bisect.bisect_left(rows, floor)
+            if cut:
+                self._ids.difference_update(("call", row[1]) for row in rows[:cut])
+                del rows[:cut]
+                self._dirty.add(queue)
+        cut = bisect.bisect_left(self.wraps, floor)
+        if cut:
+            self._ids.difference_update(("wrap", row[1]) for row in self.wraps[:cut])
+            del self.wraps[:cut]
+            wraps_moved = True
+        for queue in self._dirty:
+            rows = self.calls[queue]
+            self._prefix[queue] = ([row[0] for row in rows], [
+                list(accumulate((row[2 + k] for row in rows), initial=0.0))
+                for k in range(len(_FIGURES))])
+        self._dirty.clear()
+        if wraps_moved:
+            self._wrap_prefix = ([row[0] for row in self.wraps],
+                                 list(accumulate((row[2] for row in self.wraps),
+                                                 initial=0.0)))
 
     def figures(self, session: Session, now: datetime, windows: dict[str, datetime], *,
                 service_seconds: float = 15.0) -> dict[str, dict[str, dict[str, Any]]]:
@@ -310,22 +328,21 @@ class FigureCache:
             return {}
         starts = sorted(set(checked.values()), reverse=True)
         self.refresh(session, now, starts[-1], service_seconds)
-        edges = [start.timestamp() for start in starts]
-        end = now.timestamp()
-        sums: dict[tuple[str, int], list[float]] = {}
-        for started, _id, queue, *flags, wait, talk in self.calls:
-            if started >= end:
+        # band i runs from starts[i] to starts[i - 1] (band 0: to now)
+        edges = [now.timestamp(), *(start.timestamp() for start in starts)]
+        rows: list[Any] = []
+        for queue, (times, sums) in self._prefix.items():
+            if not times:
                 continue
-            band = next(i for i, edge in enumerate(edges) if started >= edge)
-            totals = sums.setdefault((queue, band), [0.0] * 7)
-            for i, flag in enumerate(flags):
-                totals[i] += flag
-            totals[5] += wait
-            totals[6] += talk
+            for band in range(len(starts)):
+                lo = bisect.bisect_left(times, edges[band + 1])
+                hi = bisect.bisect_left(times, edges[band])
+                if hi > lo:
+                    rows.append((queue, band, *(s[hi] - s[lo] for s in sums)))
         wraps: dict[int, float] = {}
-        for started, _id, seconds in self.wraps:
-            if started < end:
-                band = next(i for i, edge in enumerate(edges) if started >= edge)
-                wraps[band] = wraps.get(band, 0.0) + seconds
-        rows = [(queue, band, *totals) for (queue, band), totals in sums.items()]
+        times, total = self._wrap_prefix
+        for band in range(len(starts)):
+            lo = bisect.bisect_left(times, edges[band + 1])
+            hi = bisect.bisect_left(times, edges[band])
+            wraps[band] = total[hi] - total[lo]
         return _assemble(checked, starts, rows, wraps)
