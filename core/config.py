@@ -120,7 +120,7 @@ def _shift_starts(value: Any) -> tuple[str, ...]:
     """"08:00,20:00" (or a list): the times of day each shift begins, HH:MM, sorted."""
     items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value)]
     if not items or any(not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(v)) for v in items):
-        raise ValueError(f"shift starts: times of day as HH:MM, comma-separated, got {value!r}")
+        raise ValueError("must be times of day as HH:MM, comma-separated")
     return tuple(sorted(set(str(v) for v in items)))
 
 
