@@ -54,18 +54,23 @@ def _supervisor_ticket() -> str:
     return _ticket(who.account_id, session_user)
 
 
+def _refuse_display(why: str, status: int = 401) -> None:
+    """A refusal that says why, as it is: a wall has nobody to sign in, so no login page."""
+    abort(Response(f"{status}: {why}\n", status, mimetype="text/plain"))
+
+
 def _display() -> str:
     """The display's name from ?token=, or a 401 saying why."""
     settings = current_app.extensions["hotline.settings"]
     token = request.args.get("token", "")
     if not token or len(token) > MAX_TOKEN:
-        abort(401, "a display token is needed: /board/wall?token=...")
+        _refuse_display("a display token is needed: /board/wall?token=...", 400)
     try:
         display = verify_display_token(settings.accounts.session_secret,
                                        current_app.extensions["hotline.clock"], token,
                                        settings.board.display_token_days)
     except DisplayTokenError as exc:
-        abort(401, str(exc))
+        _refuse_display(str(exc))
     return display.name
 
 

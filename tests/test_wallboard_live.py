@@ -236,7 +236,8 @@ def test_after_a_restart_the_board_is_the_records_and_asterisks_state(
             assert size >= height / 20  # a number the far end of the hall can read
             screenshot(wall, f"wallboard-wall-{width}x{height}")
         refused = browser.new_context().new_page()
-        refused.goto(f"{SITE}/board/wall?token=forged")
-        assert refused.locator("#board").count() == 0  # a forged token shows no board
+        reply = refused.goto(f"{SITE}/board/wall?token=forged")
+        assert reply is not None and reply.status == 401  # no board, and no login form
+        assert refused.locator("#board, form").count() == 0
         for agent in AGENTS:
             commands.send(again.bus.client, "seat.resume", {"agent": agent})
