@@ -57,6 +57,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "surge.switch": frozenset({SUPERVISOR}),
     # listen / whisper / barge on an agent's live call (监听 / 耳语 / 强插), each audited
     "spy.use": frozenset({SUPERVISOR, SHIFT_CHIEF}),
+    "board.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN}),  # the live wallboard
+    "board.display": frozenset({ADMIN}),  # display tokens for the wall (大屏令牌)
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
 }

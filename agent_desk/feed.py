@@ -20,6 +20,8 @@ import redis
 
 DESK_STREAM = "hotline:desk"
 EVERY_DESK = "*"
+BOARD = "board"  # the open wallboards (agent_desk.wallboard): their entries' "agent"
+SUPERVISORS = "supervisors"  # the open desks of those who may read the board
 PRIVATE = "private"
 MAXLEN = 100_000  # about a day of a busy centre's pops and seat changes
 

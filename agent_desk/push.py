@@ -18,6 +18,10 @@ is the entry's stream id, `event:` its kind, `data:` its JSON.
   stream), in a thread, before it is sent.
 - A comment every HEARTBEAT_SECONDS keeps proxies from closing a quiet stream; a desk that
   does not read (its queue full) is closed, and catches up when it reconnects.
+- A wallboard opens the same stream with agent=board (feed.BOARD): a ticket of a signed-in
+  account holding board.read, or one a display wall's page got for its display token
+  (session_user "display:<name>", read-only: it hears the board entries and nothing else).
+  Entries for feed.SUPERVISORS go to the open desks of those who hold board.read.
 - CORS: the stream answers the desk page's origin, the one its ticket names.
 """
 
@@ -40,7 +44,7 @@ from accounts import audit
 from accounts.access import PERMISSIONS
 from accounts.service import Identity, account_identity, session_identity
 from agent_desk import push_ticket
-from agent_desk.feed import DESK_STREAM, EVERY_DESK, PRIVATE
+from agent_desk.feed import BOARD, DESK_STREAM, EVERY_DESK, PRIVATE, SUPERVISORS
 from core.clock import Clock
 from core.config import Settings
 from core.db import transaction
@@ -51,6 +55,7 @@ log = logging.getLogger(__name__)
 
 PATH = "/desk/push"
 HEARTBEAT_SECONDS = 15.0
+DISPLAY_PREFIX = "display:"  # a board ticket's session_user for a display wall
 READ_BLOCK_MS = 5_000  # below core.live.SOCKET_TIMEOUT
 RETRY_MS = 2_000  # how soon an EventSource reconnects after a dropped stream
 QUEUE_LIMIT = 1_000  # entries waiting for one desk: past this, its stream is closed
@@ -114,7 +119,15 @@ class Desk:
     sent_up_to: tuple[int, int] = (0, 0)  # the newest entry id sent
 
     def wants(self, entry: Entry) -> bool:
+        if self.agent == BOARD:  # a board hears the board and nothing else
+            return entry.agent == BOARD
+        if entry.agent == SUPERVISORS:
+            return _reads_board(self.viewer)
         return entry.agent == EVERY_DESK or (bool(self.agent) and entry.agent == self.agent)
+
+
+def _reads_board(viewer: Identity) -> bool:
+    return bool(PERMISSIONS["board.read"] & set(viewer.roles))
 
 
 def async_client(client: redis.Redis) -> aioredis.Redis:
@@ -208,7 +221,9 @@ class PushServer:
 
     def _fan_out(self, entry: Entry) -> None:
         if entry.agent == EVERY_DESK:
-            desks = [d for group in self._desks.values() for d in group]
+            desks = [d for group in self._desks.values() for d in group if d.agent != BOARD]
+        elif entry.agent == SUPERVISORS:
+            desks = [d for group in self._desks.values() for d in group if d.wants(entry)]
         elif not entry.agent:
             return  # for nobody's desk
         else:
@@ -249,10 +264,20 @@ class PushServer:
             raise _refusal(web.HTTPUnauthorized, str(exc)) from None
         if agent != ticket.agent:
             raise _refusal(web.HTTPForbidden, "this ticket is for another desk")
+        if agent == BOARD and ticket.session_user.startswith(DISPLAY_PREFIX):
+            # a display wall: its display token was checked by the page that issued this
+            # ticket; it reads the board and nothing else, never a full number
+            name = ticket.session_user.removeprefix(DISPLAY_PREFIX)
+            return Desk(agent, Identity(name, (), False), request.remote or ""), ticket
         loop = asyncio.get_running_loop()
         viewer = await loop.run_in_executor(None, self._viewer, ticket)
         if viewer is None or viewer.account_id != ticket.account_id:
             raise _refusal(web.HTTPForbidden, "the account is disabled or signed out")
+        if agent == BOARD:  # a supervisor's board: the board and nothing private
+            if not _reads_board(viewer):
+                raise _refusal(web.HTTPForbidden, f"{viewer.name} may not board.read")
+            return Desk(agent, Identity(viewer.name, viewer.roles, False), request.remote or ""
+                        ), ticket
         if not PERMISSIONS["desk.use"] & set(viewer.roles):
             raise _refusal(web.HTTPForbidden, f"{viewer.name} may not desk.use")
         if (viewer.agent or "") != agent:

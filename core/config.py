@@ -116,6 +116,14 @@ def _hours_or_empty(value: Any) -> str:
     return "" if _str(value).strip() == "" else _hours(value)
 
 
+def _shift_starts(value: Any) -> tuple[str, ...]:
+    """"08:00,20:00" (or a list): the times of day each shift begins, HH:MM, sorted."""
+    items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value)]
+    if not items or any(not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", str(v)) for v in items):
+        raise ValueError("must be times of day as HH:MM, comma-separated")
+    return tuple(sorted(set(str(v) for v in items)))
+
+
 def _timezone(value: Any) -> str:
     from zoneinfo import ZoneInfo
 
@@ -297,6 +305,23 @@ class Web:
 
 
 @section
+class Board:
+    """The live wallboard (监控大屏, agent_desk.wallboard)."""
+
+    # when shifts begin (calendar.timezone): the board's "this shift" window starts at the
+    # latest of them, the day before if none has come yet today (never reset at midnight)
+    shift_starts: Annotated[tuple[str, ...], BeforeValidator(_shift_starts)] = (
+        "08:00", "20:00")
+    service_seconds: Positive = 15  # the service level's T: answered within T s
+    # alerts on the board and on supervisors' desks
+    service_level_alert_percent: Annotated[int, BeforeValidator(_no_bool),
+                                           Field(ge=1, le=100)] = 80
+    waiting_alert_seconds: Positive = 60  # a caller waiting longer than this
+    paused_alert_minutes: Positive = 15  # an agent paused longer than this
+    display_token_days: Positive = 365  # a display token's life (hotline board token)
+
+
+@section
 class Tickets:
     catalogue_file: Text = ""
     yellow_percent: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=99)] = 80
@@ -337,7 +362,7 @@ class Accounts:
 
 SECTIONS: dict[str, type[Any]] = {
     "storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr, "calendar": Calendar,
-    "seats": Seats, "web": Web, "tickets": Tickets, "exchange": Exchange,
+    "seats": Seats, "web": Web, "board": Board, "tickets": Tickets, "exchange": Exchange,
     "accounts": Accounts}
 _MAPPINGS = {"pause_reasons", "dispositions"}
 
@@ -352,6 +377,7 @@ class Settings:
     calendar: Calendar
     seats: Seats
     web: Web
+    board: Board
     tickets: Tickets
     exchange: Exchange
     accounts: Accounts

@@ -19,6 +19,7 @@ from waitress.server import create_server
 from agent_desk.pop import ScreenPop
 from agent_desk.push import PushServer
 from agent_desk.relay import DeskRelay
+from agent_desk.wallboard import BoardLoop
 from core.background import BackgroundLoop
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
@@ -44,6 +45,9 @@ class Centre:
         # the screen pop (来电弹屏): rings on the bus -> pops on the desks' feed
         self.pop = ScreenPop(settings, self.sessions, self.bus, clock)
         self.desk_relay = DeskRelay(self.bus)
+        # the live wallboard (监控大屏): recomputed on call and seat events, pushed
+        self.board = BoardLoop(settings, self.sessions, self.bus, clock)
+        self._board_run: Any = None
         self.with_web, self.with_worker = web, worker
         self.push: PushServer | None = None
         self._push_loop: BackgroundLoop | None = None
@@ -76,6 +80,8 @@ class Centre:
                     self.tickets.run(self._stop), self._loop.loop)
             self._relay_run = asyncio.run_coroutine_threadsafe(
                 self.desk_relay.run(self._stop), self._loop.loop)
+            self._board_run = asyncio.run_coroutine_threadsafe(
+                self.board.run(self._stop), self._loop.loop)
             if self.with_web:
                 self._start_web()
                 self._start_push()
@@ -132,6 +138,9 @@ class Centre:
             with contextlib.suppress(Exception):
                 if self._relay_run is not None:
                     self._relay_run.result(15)
+            with contextlib.suppress(Exception):
+                if self._board_run is not None:
+                    self._board_run.result(15)
         if self.ivr is not None and self._ivr_loop is not None:
             self._ivr_loop.run(self.ivr.close(), 10)
         if self._ivr_loop is not None:

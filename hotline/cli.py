@@ -1104,3 +1104,34 @@ def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
 def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     _guard(cli.main)(prog_name="hotline", standalone_mode=True)
+
+
+# ------------------------------------------------------------------------------ wallboard
+
+@cli.group()
+def board() -> None:
+    """The live wallboard (监控大屏)."""
+
+
+@board.command("token")
+@click.argument("name")
+@click.pass_context
+def board_token(ctx: click.Context, name: str) -> None:
+    """A display token for the wall NAME (e.g. 指挥大厅): read-only, opens /board/wall with
+    no login form; valid board.display_token_days. Printed once, with the wall's address."""
+    from accounts import audit
+    from agent_desk.wallboard import DisplayTokenError, issue_display_token
+    from core.db import transaction
+
+    settings = _settings(ctx)
+    try:
+        token = issue_display_token(settings.accounts.session_secret, SYSTEM_CLOCK, name)
+    except DisplayTokenError as exc:
+        raise click.ClickException(str(exc)) from None
+    with transaction(_session_factory(settings)) as session:
+        audit.record(session, audit.TOKEN_ISSUED, actor=_cli_actor(), now=SYSTEM_CLOCK.now(),
+                     target=f"display:{name.strip()}",
+                     detail={"scope": "board.read", "days": settings.board.display_token_days})
+    web = settings.web
+    click.echo(token)
+    click.echo(f"http://{web.host}:{web.port}/board/wall?token={token}", err=True)

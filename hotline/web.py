@@ -27,6 +27,7 @@ from accounts import http as accounts_http
 from accounts import pages as accounts_pages
 from accounts import web as accounts_web
 from accounts.access import PUBLIC, check, requires
+from agent_desk import board_pages
 from agent_desk import casemap as desk_map
 from agent_desk import lists as desk_lists
 from agent_desk import orders as desk_orders
@@ -153,6 +154,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.register_blueprint(desk_workspace.workspace)  # case workspaces, order pages
     app.register_blueprint(desk_staffing.staffing)  # the staffing forecast, surge mode
     app.register_blueprint(desk_supervise.supervise)  # listen / whisper / barge
+    app.register_blueprint(board_pages.board_pages)  # the live wallboard (监控大屏)
     app.register_api(desk_orders.desk_orders)  # the desk's order form (no API document)
     app.register_api(desk_lists.desk_lists)  # the agent's own lists (no API document)
     app.register_api(reports_pages.report_pages)  # the reports page and exports (no API doc)

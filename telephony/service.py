@@ -26,13 +26,16 @@ from core.config import Settings
 from core.db import transaction
 from core.events import EventBus
 from recordings.catalogue import fingerprint, host_path
-from telephony import callbacks, commands, directory, records, seats
+from telephony import callbacks, commands, directory, records, seats, wallboard
 from telephony.ami import AmiClient, AmiError, event_fields
 from telephony.calls import CallTracker
 from telephony.events import (
+    AgentConnected,
+    CallAbandoned,
     CallEnded,
     DomainEvent,
     OutboundCallFailed,
+    QueueJoined,
     SeatChanged,
     WrapUpExtended,
 )
@@ -138,6 +141,8 @@ class TelephonyService:
         self.board.wrapup_seconds = {q.name: q.wrapup_seconds for q in snapshot.queues}
         answer = await client.action({"Action": "QueueStatus"}, timeout=10, as_list=True)
         members = [event_fields(m) for m in answer if m.get("Event") == "QueueMember"]
+        waiting = [event_fields(m) for m in answer if m.get("Event") == "QueueEntry"]
+        await asyncio.to_thread(self._rebuild_live_calls, waiting, now)
         for event in self.board.resync(members, now):
             self._emit(event)
         for seat in list(self.board.seats.values()):  # an extension a restart stopped timing
@@ -157,6 +162,41 @@ class TelephonyService:
             await self._hold_place(request_id)  # requested while the link was down
         log.info("AMI resync: %d channels, %d live calls, %d queue members", len(channels),
                  len(self.tracker.calls), len(members))
+
+    def _rebuild_live_calls(self, waiting: list[dict[str, str]], now: float) -> None:
+        """The wallboard's live calls (telephony.wallboard) from the tracker as just
+        resynced and Asterisk's queue entries (QueueEntry: Queue, Uniqueid, Wait)."""
+        joined: dict[str, tuple[str, float]] = {}
+        for entry in waiting:
+            call_id = self.tracker._leg_call.get(entry.get("Uniqueid", ""))
+            if call_id:
+                wait = float(entry["Wait"]) if str(entry.get("Wait", "")).isdigit() else 0.0
+                joined[call_id] = (entry.get("Queue", ""), now - wait)
+        live = []
+        for call in self.tracker.calls.values():
+            if call.direction != "inbound" or call.abandoned:
+                continue
+            queue, since = joined.get(call.call_id, (call.queue or "", 0.0))
+            if not queue or (call.call_id not in joined and call.connected_at is None):
+                continue  # not in a queue (IVR) or out of it with nobody
+            live.append(wallboard.LiveCall(
+                call.call_id, call.queue or queue, call.caller_number,
+                call.queue_joined_at or since or call.started_at, call.agent,
+                call.connected_at))
+        wallboard.replace_live_calls(self.redis, live)
+
+    def _live_call_moved(self, event: DomainEvent) -> None:
+        """Keep the wallboard's live calls as the call moves (before the event is out)."""
+        call = self.tracker.calls.get(getattr(event, "call_id", ""))
+        if isinstance(event, QueueJoined) and call is not None and call.direction == "inbound":
+            wallboard.put_live_call(self.redis, wallboard.LiveCall(
+                call.call_id, event.queue, call.caller_number, event.at))
+        elif isinstance(event, AgentConnected) and call is not None and call.queue_joined_at:
+            wallboard.put_live_call(self.redis, wallboard.LiveCall(
+                call.call_id, call.queue or event.queue, call.caller_number,
+                call.queue_joined_at, event.agent, event.at))
+        elif isinstance(event, CallAbandoned):
+            wallboard.drop_live_call(self.redis, event.call_id)
 
     def _directory_and_logins(self) -> tuple[directory.Directory, list[SeatLogin]]:
         with self.sessions() as session:
@@ -258,6 +298,7 @@ class TelephonyService:
         task.add_done_callback(self._pending.discard)
 
     def _emit(self, event: DomainEvent) -> None:
+        self._live_call_moved(event)
         if isinstance(event, CallEnded):
             # Storing waits for the recording to be closed: off the event loop.
             self._spawn(self._finish(event))
@@ -286,6 +327,8 @@ class TelephonyService:
     async def _finish(self, event: CallEnded) -> None:
         try:
             record, new = await asyncio.to_thread(self._store, event.record)
+            # off the board's live calls once its record is there to count: no gap
+            await asyncio.to_thread(wallboard.drop_live_call, self.redis, event.call_id)
             if new:  # a replayed call was announced the first time
                 self.bus.publish(CallEnded(call_id=event.call_id, at=event.at, record=record))
                 self.stored += 1  # stored and announced

@@ -103,6 +103,12 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/orders/<case_number>/act"): WORKFLOW - {"department"},
     ("GET", "/orders/<case_number>/calls/<call_id>/recording"): STAFF,
     ("GET", "/orders/<case_number>/attachments/<sha256>"): STAFF,
+    # the live wallboard (监控大屏): supervisors, shift chiefs, admins; the display wall's
+    # page and its ticket renewal check a display token of their own (no account)
+    ("GET", "/board"): frozenset({"supervisor", "shift_chief", "admin"}),
+    ("GET", "/board/push-ticket"): frozenset({"supervisor", "shift_chief", "admin"}),
+    ("GET", "/board/wall"): PUBLIC,
+    ("GET", "/board/wall/push-ticket"): PUBLIC,
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }

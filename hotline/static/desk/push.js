@@ -15,7 +15,7 @@
 
   // The kinds of entry the server pushes (agent_desk.feed): EventSource hears a named event
   // only through a listener for that name. A new kind of entry is added here.
-  var KINDS = ["pop", "seat", "call", "order", "notice"];
+  var KINDS = ["pop", "seat", "call", "order", "notice", "board"];
   var RENEW_AT = 0.6; // of a ticket's life
   var RETRY_FIRST_MS = 2000, RETRY_MAX_MS = 30000;
 
@@ -24,7 +24,9 @@
     return;
   }
   var deskEl = document.getElementById("desk");
-  var agent = deskEl ? deskEl.getAttribute("data-agent") || "" : "";
+  // a wallboard names its stream on the indicator itself (data-agent="board")
+  var agent = indicator.getAttribute("data-agent") ||
+    (deskEl ? deskEl.getAttribute("data-agent") || "" : "");
   var url = indicator.getAttribute("data-url");
   var ticket = indicator.getAttribute("data-ticket");
   var renewPath = indicator.getAttribute("data-renew");

@@ -1,0 +1,238 @@
+"""The live wallboard (监控大屏): what supervisors and the command hall's display wall see.
+
+`compose(...)` makes the whole board from the stored call records and the live state the
+telephony service keeps (its door, telephony.wallboard): per queue and for the centre, the
+callers waiting now and since when the longest of them waits, the window figures (15 min,
+1 h, 24 h, this shift) and the callbacks pending; every agent's seat with its time in state,
+pause reason and current caller (masked); and the alerts the thresholds of settings [board]
+raise. Since it is computed from the records and Asterisk's state each time, a restart of
+any process rebuilds it with no gap and no double count.
+
+`BoardLoop` follows the event bus through its own consumer group and, after each batch of
+call or seat events (and every TICK_SECONDS, so a wait or a pause crossing its threshold
+raises its alert), composes the board and publishes it on the desk feed for BOARD with kind
+"board"; the push server sends it to open boards (agent_desk.push). A new alert also goes
+to the open desks of those who may read the board (feed.SUPERVISORS) as a "notice".
+
+Display tokens (大屏令牌) let the display wall open /board/wall with no login form: signed
+with the session secret for the audience "board-display", read-only (the board and nothing
+else), valid settings board.display_token_days; made by `hotline board token` or an admin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent_desk import feed
+from core.clock import Clock
+from core.config import Settings
+from core.events import EventBus
+from core.phones import mask
+from telephony import wallboard
+from telephony.wallboard import CENTRE
+
+log = logging.getLogger(__name__)
+
+BOARD = feed.BOARD  # the desk feed's "agent" of board entries, and their kind
+EVENTS_GROUP = "wallboard"
+BLOCK_MS = 500
+TICK_SECONDS = 5.0
+WINDOWS = (("15m", timedelta(minutes=15)), ("1h", timedelta(hours=1)),
+           ("24h", timedelta(hours=24)))
+SHIFT = "shift"
+DISPLAY_AUDIENCE = "board-display"
+DISPLAY_SCOPE = "board.read"
+
+
+def _masked(number: str) -> str:
+    if not number:
+        return ""
+    try:
+        return mask(number)
+    except Exception:  # not a number phonenumbers can read: show none of it
+        return "*" * len(number)
+
+
+def shift_start(now: datetime, starts: tuple[str, ...], timezone: str) -> datetime:
+    """When the shift running at `now` began: the latest of the day's shift starts at or
+    before now, in the centre's time zone, else the last one of the day before."""
+    zone = ZoneInfo(timezone)
+    local = now.astimezone(zone)
+    for day in (local.date(), local.date() - timedelta(days=1)):
+        for text in sorted(starts, reverse=True):
+            hour, minute = (int(part) for part in text.split(":"))
+            began = datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone)
+            if began <= local:
+                return began.astimezone(now.tzinfo)
+    raise ValueError("no shift start")  # unreachable with one start or more
+
+
+def compose(session: Session, client: Any, settings: Settings, now: datetime,
+            cache: wallboard.FigureCache | None = None) -> dict[str, Any]:
+    """The whole board at `now` (JSON-ready); the window figures from `cache` (the loop's,
+    kept up to date) when given, else computed afresh (a page's first board)."""
+    board = settings.board
+    began = shift_start(now, board.shift_starts, settings.calendar.timezone)
+    windows = {name: now - width for name, width in WINDOWS}
+    windows[SHIFT] = began
+    figures = (cache.figures if cache is not None else wallboard.window_figures)(
+        session, now, windows, service_seconds=float(board.service_seconds))
+    pending = wallboard.callbacks_pending(session)
+    calls = wallboard.live_calls(client)
+    moment = now.timestamp()
+    queues = sorted({q for by_queue in figures.values() for q in by_queue if q != CENTRE}
+                    | {c.queue for c in calls} | {q for q in pending if q != CENTRE})
+    live: dict[str, dict[str, Any]] = {}
+    for queue in [CENTRE, *queues]:
+        mine = [c for c in calls if queue in (CENTRE, c.queue)]
+        waiting = [c for c in mine if c.agent is None]
+        live[queue] = {
+            "waiting": len(waiting), "talking": len(mine) - len(waiting),
+            "longest_since": min((c.joined_at for c in waiting), default=None),
+            "longest_wait_seconds": round(max((moment - c.joined_at for c in waiting),
+                                              default=0.0), 1) if waiting else None,
+            "callbacks_pending": pending.get(queue, 0)}
+    talking = {c.agent: c for c in calls if c.agent}
+    agents = []
+    for seat in wallboard.seats_now(client):
+        call = talking.get(str(seat["agent"]))
+        since = float(seat.get("since") or 0.0)
+        agents.append({
+            "agent": str(seat["agent"]), "state": seat.get("state", ""),
+            "reason": seat.get("reason", ""), "since": since,
+            "seconds_in_state": round(max(0.0, moment - since), 1) if since else None,
+            "queues": seat.get("queues", []),
+            "caller": _masked(call.caller) if call else "", "queue": call.queue if call else ""})
+    zone = ZoneInfo(settings.calendar.timezone)  # the hall reads the centre's own time
+    return {"at": now.astimezone(zone).isoformat(), "at_epoch": moment,
+            "shift_start": began.astimezone(zone).isoformat(),
+            "windows": [name for name, _ in WINDOWS] + [SHIFT], "queues": queues,
+            "live": live, "figures": figures, "agents": agents,
+            "alerts": alerts(settings, live, figures, agents, moment)}
+
+
+def alerts(settings: Settings, live: dict[str, dict[str, Any]],
+           figures: dict[str, dict[str, dict[str, Any]]], agents: list[dict[str, Any]],
+           moment: float) -> list[dict[str, Any]]:
+    """What crosses the thresholds of settings [board] (告警): service level of the last
+    hour under its percent, a caller waiting longer than waiting_alert_seconds, an agent
+    paused longer than paused_alert_minutes. Each has a stable `key` (what it is about)."""
+    board = settings.board
+    found: list[dict[str, Any]] = []
+    floor = board.service_level_alert_percent / 100
+    for queue, shown in figures.get("1h", {}).items():
+        level = shown.get("service_level")
+        if level is not None and level < floor:
+            found.append({"key": f"service_level:{queue}", "kind": "service_level",
+                          "queue": queue, "value": level, "threshold": floor})
+    for queue, now_live in live.items():
+        longest = now_live["longest_wait_seconds"]
+        if queue != CENTRE and longest is not None and longest > board.waiting_alert_seconds:
+            found.append({"key": f"waiting:{queue}", "kind": "waiting", "queue": queue,
+                          "value": longest, "threshold": board.waiting_alert_seconds})
+    for agent in agents:
+        paused_for = agent["seconds_in_state"]
+        if agent["state"] == "paused" and paused_for is not None \
+                and paused_for > board.paused_alert_minutes * 60:
+            found.append({"key": f"paused:{agent['agent']}", "kind": "paused",
+                          "agent": agent["agent"], "reason": agent["reason"],
+                          "value": paused_for, "threshold": board.paused_alert_minutes * 60})
+    return found
+
+
+class BoardLoop:
+    """Recomputes the board on call and seat events and publishes it (see the module)."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], bus: EventBus,
+                 clock: Clock) -> None:
+        self.settings, self.sessions, self.bus, self.clock = settings, sessions, bus, clock
+        self.consumer = f"wallboard-{socket.gethostname()}"
+        self.published = 0
+        self._alerted: set[str] = set()
+        self.cache = wallboard.FigureCache()  # the window figures, kept up to date
+        bus.ensure_group(EVENTS_GROUP)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        last = 0.0
+        while not stop.is_set():
+            try:
+                moved = await asyncio.to_thread(self.follow, BLOCK_MS)
+                if moved or time.monotonic() - last >= TICK_SECONDS:
+                    await asyncio.to_thread(self.publish)
+                    last = time.monotonic()
+            except Exception:  # Redis or the database away for a moment
+                log.exception("wallboard failed; trying again")
+                await asyncio.sleep(1.0)
+
+    def follow(self, block_ms: int | None = None) -> bool:
+        """Read what the bus has; whether any of it moves the board."""
+        moved = False
+        for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer, block_ms=block_ms):
+            kind = str(event.get("type", ""))
+            moved = moved or kind.startswith(("call.", "seat."))
+            self.bus.ack(EVENTS_GROUP, entry_id)
+        return moved
+
+    def publish(self) -> dict[str, Any]:
+        with self.sessions() as session:
+            board = compose(session, self.bus.client, self.settings, self.clock.now(),
+                            self.cache)
+        feed.publish(self.bus.client, BOARD, BOARD, board)
+        self.published += 1
+        keys = {alert["key"] for alert in board["alerts"]}
+        for alert in board["alerts"]:
+            if alert["key"] not in self._alerted:  # a new alert: to supervisors' desks once
+                feed.publish(self.bus.client, feed.SUPERVISORS, "notice",
+                             {"source": BOARD, "alert": alert, "at": board["at"]})
+        self._alerted = keys
+        return board
+
+
+# ---------------------------------------------------------------------- display tokens
+
+@dataclass(frozen=True)
+class Display:
+    name: str  # which wall, e.g. 指挥大厅
+    issued_at: float
+
+
+class DisplayTokenError(Exception):
+    """Not a display token of ours, or expired."""
+
+
+def _display_serializer(secret: str, clock: Clock) -> URLSafeTimedSerializer:
+    class _ClockSigner(TimestampSigner):
+        def get_timestamp(self) -> int:  # the injected clock, never the wall clock
+            return int(clock.time())
+
+    return URLSafeTimedSerializer(secret, salt=DISPLAY_AUDIENCE, signer=_ClockSigner)
+
+
+def issue_display_token(secret: str, clock: Clock, name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 50:
+        raise DisplayTokenError("a display's name: 1 to 50 characters")
+    return str(_display_serializer(secret, clock).dumps({"n": name, "s": DISPLAY_SCOPE}))
+
+
+def verify_display_token(secret: str, clock: Clock, token: str, days: int) -> Display:
+    try:
+        body, issued = _display_serializer(secret, clock).loads(
+            token, max_age=days * 86_400, return_timestamp=True)
+    except SignatureExpired:
+        raise DisplayTokenError("the display token has expired") from None
+    except BadSignature:
+        raise DisplayTokenError("not a display token") from None
+    if not isinstance(body, dict) or body.get("s") != DISPLAY_SCOPE or not body.get("n"):
+        raise DisplayTokenError("not a display token")
+    return Display(str(body["n"]), issued.timestamp())

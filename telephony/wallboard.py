@@ -1,0 +1,348 @@
+"""The wallboard's door into the telephony room (监控大屏数据): live calls and window figures.
+
+Two things a board is made of, both read here so the board's room (agent_desk) never touches
+this room's tables or keys:
+
+- Live calls now (实时话务): the telephony service keeps every inbound call that has joined
+  a queue and not yet ended in the Redis hash LIVE_CALLS_KEY (call id -> JSON: queue, the
+  caller's number, when it joined the queue, the agent and when they answered). It is
+  rewritten from the service's own call tracker and Asterisk's QueueStatus whenever the AMI
+  link is (re)established, so a restart of either leaves no stale caller and misses none.
+  `live_calls(client)` reads it.
+- Window figures (时段指标) from the stored call records, for sliding windows ending now:
+  `window_figures(session, now, windows)` makes ONE aggregate query over the widest window
+  (the started_at index bounds it), grouped by queue and by band (the windows all end now,
+  so they nest: each call is in one band between two windows' starts), and one more for
+  the wrap-up; a window is the sum of its bands, the centre the sum of its queues. It is
+  what makes a 24-hour window of 20,000 calls cheap enough to recompute on every call or
+  seat event (bench/wallboard.py).
+
+Definitions are telephony.measures' (offered excludes short abandons, which are reported
+apart; service level = answered within T s / offered; ASA = wait of answered / answered),
+with one simplification for the board: AHT (平均处理时长) = (talk + wrap-up) / answered, where
+the wrap-up is the centre's wrap-up seat intervals starting in the window; a queue's AHT is
+its own talk per answered call plus the centre's wrap-up per answered call (seat intervals
+carry no queue; telephony.measures attributes them per call, too slowly for a board).
+Inbound calls only; the calls the hotline places itself are not the board's.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import accumulate
+from typing import Any
+
+import redis
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.orm import Session
+
+from telephony import seats
+from telephony.measures import SECONDS_DIGITS, check_window, ratio, utc
+from telephony.models import CallbackRequest, CallRecord, SeatInterval
+
+LIVE_CALLS_KEY = "hotline:live-calls"  # Redis hash: call id -> live call (JSON)
+CENTRE = ""  # the key of the whole centre's figures
+PENDING_CALLBACKS = ("requested", "holding", "dialling", "failed")  # not yet reached
+
+
+@dataclass(frozen=True)
+class LiveCall:
+    """A caller in a queue now: waiting (agent None) or talking to `agent`."""
+
+    call_id: str
+    queue: str
+    caller: str  # the number as Asterisk gave it: mask it before showing it
+    joined_at: float  # Unix seconds
+    agent: str | None = None
+    connected_at: float | None = None
+
+    def as_json(self) -> str:
+        return json.dumps({"queue": self.queue, "caller": self.caller,
+                           "joined_at": self.joined_at, "agent": self.agent,
+                           "connected_at": self.connected_at})
+
+
+def live_calls(client: redis.Redis) -> list[LiveCall]:
+    """Every call in a queue now, waiting or answered, oldest first."""
+    found = []
+    for key, raw in client.hgetall(LIVE_CALLS_KEY).items():
+        try:
+            data = json.loads(raw)
+            found.append(LiveCall(
+                key.decode() if isinstance(key, bytes) else str(key), str(data["queue"]),
+                str(data.get("caller") or ""), float(data["joined_at"]),
+                data.get("agent") or None,
+                None if data.get("connected_at") is None else float(data["connected_at"])))
+        except (ValueError, KeyError, TypeError):
+            continue  # not one of ours
+    return sorted(found, key=lambda call: (call.joined_at, call.call_id))
+
+
+def put_live_call(client: redis.Redis, call: LiveCall) -> None:
+    client.hset(LIVE_CALLS_KEY, call.call_id, call.as_json())
+
+
+def drop_live_call(client: redis.Redis, call_id: str) -> None:
+    client.hdel(LIVE_CALLS_KEY, call_id)
+
+
+def replace_live_calls(client: redis.Redis, calls: list[LiveCall]) -> None:
+    """The whole hash at once (after a resync): what is not here is gone."""
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(LIVE_CALLS_KEY)
+    if calls:
+        pipe.hset(LIVE_CALLS_KEY, mapping={c.call_id: c.as_json() for c in calls})
+    pipe.execute()
+
+
+def seats_now(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every agent's live seat as the telephony service keeps it (seats.SEATS_KEY)."""
+    found = []
+    for raw in client.hvals(seats.SEATS_KEY):
+        try:
+            seat = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(seat, dict) and seat.get("agent"):
+            found.append(seat)
+    return sorted(found, key=lambda seat: str(seat["agent"]))
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One window's figures for a queue or the centre (CENTRE)."""
+
+    offered: int
+    answered: int
+    abandoned: int
+    short_abandons: int
+    answered_within: int
+    wait_seconds: float  # total, of answered calls
+    talk_seconds: float  # total, of answered calls
+    wrap_up_seconds: float  # the centre's, in the window
+
+    @property
+    def answer_rate(self) -> float | None:
+        return ratio(self.answered, self.offered)
+
+    @property
+    def abandon_rate(self) -> float | None:
+        return ratio(self.abandoned, self.offered)
+
+    @property
+    def service_level(self) -> float | None:
+        return ratio(self.answered_within, self.offered)
+
+    @property
+    def asa_seconds(self) -> float | None:
+        return ratio(self.wait_seconds, self.answered, SECONDS_DIGITS)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"offered": self.offered, "answered": self.answered,
+                "abandoned": self.abandoned, "short_abandons": self.short_abandons,
+                "answered_within": self.answered_within, "answer_rate": self.answer_rate,
+                "abandon_rate": self.abandon_rate, "service_level": self.service_level,
+                "asa_seconds": self.asa_seconds}
+
+
+_FIGURES = ("offered", "answered", "abandoned", "short_abandons", "answered_within",
+            "wait_seconds", "talk_seconds")
+
+
+def window_figures(session: Session, now: datetime, windows: dict[str, datetime], *,
+                   service_seconds: float = 15.0) -> dict[str, dict[str, dict[str, Any]]]:
+    """window name -> queue (CENTRE: all) -> figures, for each window [start, now).
+
+    Every window ends now, so they nest: the widest is cut into bands at the other
+    windows' starts, each call falls in one band (a CASE on started_at), the query sums
+    each queue's calls per band (GROUP BY queue, band), and a window's figures are the sums
+    of the bands inside it. A queue appears in every window once it had an offered or
+    short-abandoned call in the widest one. Each figure dict also has aht_seconds."""
+    checked = {name: check_window(start, now)[0] for name, start in windows.items()}
+    _, now = check_window(now, now)
+    if not checked:
+        return {}
+    starts = sorted(set(checked.values()), reverse=True)  # the narrowest window first
+    widest = starts[-1]
+    call = CallRecord
+
+    def band(column: Any) -> Any:
+        return case(*[(column >= start, index) for index, start in enumerate(starts[:-1])],
+                    else_=len(starts) - 1)
+
+    in_queue = and_(call.direction == "inbound", call.queue.is_not(None))
+    offered = call.short_abandon.is_(False)  # within in_queue
+    answered = and_(offered, call.outcome == "answered")
+    wait = func.coalesce(call.wait_seconds, 0.0)
+    call_band = band(call.started_at).label("band")
+    rows = session.execute(
+        select(call.queue, call_band,
+               func.count(case((offered, 1))),
+               func.count(case((answered, 1))),
+               func.count(case((and_(offered, call.outcome == "abandoned"), 1))),
+               func.count(case((call.short_abandon.is_(True), 1))),
+               func.count(case((and_(answered, wait <= service_seconds), 1))),
+               func.sum(case((answered, wait), else_=0.0)),
+               func.sum(case((answered, func.coalesce(call.talk_seconds, 0.0)), else_=0.0)))
+        .where(call.started_at >= widest, call.started_at < now, in_queue)
+        .group_by(call.queue, call_band)).all()
+    interval = SeatInterval
+    wrap_band = band(interval.started_at).label("band")
+    wraps = dict(session.execute(
+        select(wrap_band, func.sum(interval.seconds)).where(
+            interval.state == seats.WRAP_UP, interval.started_at >= widest,
+            interval.started_at < now).group_by(wrap_band)).all())
+    return _assemble(checked, starts, [(str(r[0]), int(r[1]), *r[2:]) for r in rows],
+                     {int(b): float(v or 0.0) for b, v in wraps.items()})
+
+
+def _assemble(checked: dict[str, datetime], starts: list[datetime], rows: list[Any],
+              wraps: dict[int, float]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The windows' figures from per-(queue, band) sums and per-band wrap-up."""
+    queues = sorted({str(row[0]) for row in rows})
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, start in checked.items():
+        last = starts.index(start)  # this window is bands 0..last
+        wrap = round(sum(float(wraps.get(b) or 0.0) for b in range(last + 1)), 3)
+        sums = {queue: dict.fromkeys(_FIGURES, 0.0) for queue in (CENTRE, *queues)}
+        for row in rows:
+            if int(row[1]) > last:
+                continue
+            for key, value in zip(_FIGURES, row[2:], strict=True):
+                sums[str(row[0])][key] += float(value or 0)
+                sums[CENTRE][key] += float(value or 0)
+        answered_all = int(sums[CENTRE]["answered"])
+        wrap_each = wrap / answered_all if answered_all else 0.0
+        figures: dict[str, dict[str, Any]] = {}
+        for queue, values in sums.items():
+            made = Figures(int(values["offered"]), int(values["answered"]),
+                           int(values["abandoned"]), int(values["short_abandons"]),
+                           int(values["answered_within"]),
+                           round(values["wait_seconds"], 3), round(values["talk_seconds"], 3),
+                           wrap)
+            shown = made.as_dict()
+            shown["aht_seconds"] = None if not made.answered else round(
+                made.talk_seconds / made.answered + wrap_each, SECONDS_DIGITS)
+            figures[queue] = shown
+        out[name] = figures
+    return out
+
+
+def callbacks_pending(session: Session) -> dict[str, int]:
+    """Keep-my-place callbacks not yet reached, by queue (CENTRE: all of them)."""
+    rows = session.execute(select(CallbackRequest.queue, func.count()).where(
+        CallbackRequest.state.in_(PENDING_CALLBACKS)).group_by(CallbackRequest.queue)).all()
+    pending = {str(queue): int(count) for queue, count in rows}
+    pending[CENTRE] = sum(pending.values())
+    return pending
+
+
+@dataclass
+class FigureCache:
+    """The same figures as `window_figures`, kept up to date instead of recomputed: for the
+    board's loop, which asks on every call or seat event.
+
+    It holds the few columns of each queued inbound call (and each wrap-up interval) that
+    started inside the widest window, per queue and sorted by start, with running totals
+    (prefix sums) of each figure; `refresh` adds the rows stored since (by id: ids at most
+    RESCAN below the highest seen are read again and the ones already held skipped, so a
+    row whose transaction committed after a higher id was seen is not missed, and none is
+    counted twice) and drops those the widest window has left. A window's sum is then two
+    bisections and a subtraction per queue and figure, with no scan of the table."""
+
+    RESCAN = 1_000
+    calls: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    wraps: list[tuple[float, int, float]] = field(default_factory=list)
+    _ids: set[tuple[str, int]] = field(default_factory=set)
+    _top_call: int = 0
+    _top_wrap: int = 0
+    _prefix: dict[str, tuple[list[float], list[list[float]]]] = field(default_factory=dict)
+    _wrap_prefix: tuple[list[float], list[float]] = field(default_factory=lambda: ([], [0.0]))
+    _dirty: set[str] = field(default_factory=set)
+
+    def refresh(self, session: Session, now: datetime, widest: datetime,
+                service_seconds: float) -> None:
+        _, now = check_window(now, now)
+        widest, _ = check_window(widest, now)
+        call = CallRecord
+        for row_id, started, queue, short, outcome, wait, talk in session.execute(select(
+                call.id, call.started_at, call.queue, call.short_abandon, call.outcome,
+                call.wait_seconds, call.talk_seconds).where(
+                    call.id > self._top_call - self.RESCAN, call.started_at >= widest,
+                    call.direction == "inbound", call.queue.is_not(None))).all():
+            self._top_call = max(self._top_call, row_id)
+            if ("call", row_id) in self._ids:
+                continue
+            self._ids.add(("call", row_id))
+            answered = not short and outcome == "answered"
+            waited = float(wait or 0.0)
+            bisect.insort(self.calls.setdefault(str(queue), []), (
+                utc(started).timestamp(), row_id, float(not short), float(answered),
+                float(not short and outcome == "abandoned"), float(bool(short)),
+                float(answered and waited <= service_seconds), waited if answered else 0.0,
+                float(talk or 0.0) if answered else 0.0))
+            self._dirty.add(str(queue))
+        interval = SeatInterval
+        wraps_moved = False
+        for row_id, started, seconds in session.execute(select(
+                interval.id, interval.started_at, interval.seconds).where(
+                    interval.id > self._top_wrap - self.RESCAN,
+                    interval.state == seats.WRAP_UP, interval.started_at >= widest)).all():
+            self._top_wrap = max(self._top_wrap, row_id)
+            if ("wrap", row_id) not in self._ids:
+                self._ids.add(("wrap", row_id))
+                bisect.insort(self.wraps, (utc(started).timestamp(), row_id, float(seconds)))
+                wraps_moved = True
+        floor = (widest.timestamp(),)
+        for queue, rows in self.calls.items():
+            cut = bisect.bisect_left(rows, floor)
+            if cut:
+                self._ids.difference_update(("call", row[1]) for row in rows[:cut])
+                del rows[:cut]
+                self._dirty.add(queue)
+        cut = bisect.bisect_left(self.wraps, floor)
+        if cut:
+            self._ids.difference_update(("wrap", row[1]) for row in self.wraps[:cut])
+            del self.wraps[:cut]
+            wraps_moved = True
+        for queue in self._dirty:
+            rows = self.calls[queue]
+            self._prefix[queue] = ([row[0] for row in rows], [
+                list(accumulate((row[2 + k] for row in rows), initial=0.0))
+                for k in range(len(_FIGURES))])
+        self._dirty.clear()
+        if wraps_moved:
+            self._wrap_prefix = ([row[0] for row in self.wraps],
+                                 list(accumulate((row[2] for row in self.wraps),
+                                                 initial=0.0)))
+
+    def figures(self, session: Session, now: datetime, windows: dict[str, datetime], *,
+                service_seconds: float = 15.0) -> dict[str, dict[str, dict[str, Any]]]:
+        """`window_figures`, from the held rows once refreshed."""
+        checked = {name: check_window(start, now)[0] for name, start in windows.items()}
+        _, now = check_window(now, now)
+        if not checked:
+            return {}
+        starts = sorted(set(checked.values()), reverse=True)
+        self.refresh(session, now, starts[-1], service_seconds)
+        # band i runs from starts[i] to starts[i - 1] (band 0: to now)
+        edges = [now.timestamp(), *(start.timestamp() for start in starts)]
+        rows: list[Any] = []
+        for queue, (times, sums) in self._prefix.items():
+            if not times:
+                continue
+            for band in range(len(starts)):
+                lo = bisect.bisect_left(times, edges[band + 1])
+                hi = bisect.bisect_left(times, edges[band])
+                if hi > lo:
+                    rows.append((queue, band, *(s[hi] - s[lo] for s in sums)))
+        wraps: dict[int, float] = {}
+        times, total = self._wrap_prefix
+        for band in range(len(starts)):
+            lo = bisect.bisect_left(times, edges[band + 1])
+            hi = bisect.bisect_left(times, edges[band])
+            wraps[band] = total[hi] - total[lo]
+        return _assemble(checked, starts, rows, wraps)
