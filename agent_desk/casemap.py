@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from flask import Blueprint, current_app, g, render_template
+from flask import Blueprint, current_app, render_template
 from flask_openapi3 import APIBlueprint
 from pydantic import Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,6 +22,7 @@ from accounts.access import requires
 from accounts.pages import guard_pages, titles
 from accounts.service import DEPARTMENT
 from accounts.web import current_identity
+from agent_desk import maps
 from core.schemas import Moment, Out, Query, QueryInt, Text
 from tickets import casemap, geo
 
@@ -43,9 +44,6 @@ def _now() -> datetime:
     return current_app.extensions["hotline.clock"].now()  # type: ignore[no-any-return]
 
 
-def _gcj02() -> bool:
-    return bool(current_app.extensions["hotline.settings"].web.map_coordinates == "gcj02")
-
 
 def _department() -> str | None:
     """The one department whose orders the caller sees: a department handler's own ("" if
@@ -55,10 +53,6 @@ def _department() -> str | None:
         return None
     return who.department or ""
 
-
-def _shown(lat: float, lon: float) -> tuple[float, float]:
-    """A stored WGS84 point as the map draws it."""
-    return geo.wgs84_to_gcj02(lat, lon) if _gcj02() else (lat, lon)
 
 
 # --- queries ------------------------------------------------------------------------------
@@ -87,7 +81,7 @@ class MapQuery(Query):
         if self.bbox is None:
             return None
         min_lon, min_lat, max_lon, max_lat = (float(part) for part in self.bbox.split(","))
-        if _gcj02():  # the map's corners to WGS84; a hair wider for the datum's curvature
+        if maps.uses_gcj02():  # the map's corners to WGS84; a hair wider for the datum's curvature
             min_lat, min_lon = geo.gcj02_to_wgs84(min_lat, min_lon)
             max_lat, max_lon = geo.gcj02_to_wgs84(max_lat, max_lon)
             min_lat, min_lon = max(-90.0, min_lat - 0.001), max(-180.0, min_lon - 0.001)
@@ -145,16 +139,6 @@ class HotspotsOut(Out):
 # --- the page and its data ------------------------------------------------------------------
 
 
-def _map_settings() -> dict[str, Any]:
-    """The tile URL template ("" = no tiles) and its datum; a page showing tiles from
-    another site lets its own response load images from there."""
-    web = current_app.extensions["hotline.settings"].web
-    tiles = web.map_tile_url
-    if tiles.startswith(("http://", "https://")):
-        origin = "/".join(tiles.split("/", 3)[:3])
-        g.csp_img_src = (*g.get("csp_img_src", ()), origin)
-    return {"tiles": tiles, "coordinates": web.map_coordinates}
-
 
 @map_page.get("/map")
 @requires("map.read")
@@ -165,7 +149,7 @@ def page() -> str:
             else []
     tickets = current_app.extensions["hotline.settings"].tickets
     return render_template("agent_desk/map.html", who=current_identity(), titles=titles(),
-                           map=_map_settings(), categories=categories,
+                           map=maps.page_settings(), categories=categories,
                            hotspot={"radius_m": tickets.hotspot_radius_m,
                                     "window_hours": tickets.hotspot_window_hours,
                                     "min_count": tickets.hotspot_min_count})
@@ -183,7 +167,7 @@ def orders(query: MapQuery) -> Any:
                                     department=department, limit=query.limit)
     items = []
     for o in found.items:
-        lat, lon = _shown(o.latitude, o.longitude)
+        lat, lon = maps.shown(o.latitude, o.longitude)
         items.append({**o.__dict__, "latitude": lat, "longitude": lon})
     return MapOrdersOut.model_validate(
         {"items": items, "total": found.total, "limit": query.limit}).model_dump(mode="json")
@@ -207,7 +191,7 @@ def hotspots(query: MapQuery) -> Any:
                      casemap.categories_on_map(session, department)}
     items = []
     for spot in found[:query.limit]:
-        lat, lon = _shown(spot.latitude, spot.longitude)
+        lat, lon = maps.shown(spot.latitude, spot.longitude)
         items.append({**spot.__dict__, "latitude": lat, "longitude": lon,
                       "case_numbers": list(spot.case_numbers),
                       "category_name": names.get((spot.category_kind, spot.category_code), "")})
@@ -222,14 +206,5 @@ def hotspots(query: MapQuery) -> Any:
 def grids() -> Any:
     """The city's grids as GeoJSON in the map's datum: the map's ground with no tiles."""
     with _sessions()() as session:
-        outlines = geo.grid_outlines(session)
-    features = []
-    for code, name, geometry in outlines:
-        polygons = (geometry["coordinates"] if geometry["type"] == "MultiPolygon"
-                    else [geometry["coordinates"]])
-        shown = [[[list(reversed(_shown(lat, lon))) for lon, lat in ring] for ring in rings]
-                 for rings in polygons]
-        features.append({"type": "Feature", "properties": {"code": code, "name": name},
-                         "geometry": {"type": "MultiPolygon", "coordinates": shown}})
-    return {"type": "FeatureCollection", "features": features}
+        return maps.grids(session)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from flask import abort, current_app, g
+from flask import abort, current_app
 from flask_openapi3 import APIBlueprint
 from pydantic import Field
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from accounts.access import requires
 from accounts.pages import guard_pages
 from accounts.web import current_identity
+from agent_desk import maps
 from core.db import transaction
 from core.events import EventBus
 from core.schemas import Body, Latitude, Longitude, Query, Text
@@ -49,26 +50,13 @@ def _now() -> datetime:
     return current_app.extensions["hotline.clock"].now()  # type: ignore[no-any-return]
 
 
-def _gcj02() -> bool:
-    return bool(current_app.extensions["hotline.settings"].web.map_coordinates == "gcj02")
-
-
-def map_settings() -> dict[str, Any]:
-    """What the form's map needs: the tile URL template ("" = no tiles) and its datum. A
-    page showing tiles from another site lets its own response load images from there."""
-    web = current_app.extensions["hotline.settings"].web
-    tiles = web.map_tile_url
-    if tiles.startswith(("http://", "https://")):
-        origin = "/".join(tiles.split("/", 3)[:3])
-        g.csp_img_src = (*g.get("csp_img_src", ()), origin)
-    return {"tiles": tiles, "coordinates": web.map_coordinates}
 
 
 @desk_orders.app_context_processor
 def order_form() -> dict[str, Any]:
     """For _order.html: the appeal types (诉求类型) and the map's settings, when asked."""
     return {"order_appeal_types": catalogue.APPEAL_TYPES, "order_urgencies": service.URGENCIES,
-            "order_map": map_settings}
+            "order_map": maps.page_settings}
 
 
 def _stored_point(lat: float, lon: float) -> tuple[float, float]:
@@ -76,7 +64,7 @@ def _stored_point(lat: float, lon: float) -> tuple[float, float]:
     or outside the city's grids."""
     try:
         lat, lon = geo.check_point(lat, lon)
-        if _gcj02():
+        if maps.uses_gcj02():
             lat, lon = geo.gcj02_to_wgs84(lat, lon)
     except geo.GeoError as exc:
         abort(400, f"location: {exc}")
@@ -87,12 +75,6 @@ def _stored_point(lat: float, lon: float) -> tuple[float, float]:
             abort(400, f"location: {lat:.5f}, {lon:.5f} is outside the city's grids")
     return lat, lon
 
-
-def _shown_point(lat: float, lon: float) -> list[float]:
-    """A stored WGS84 point as the map draws it, [lon, lat]."""
-    if _gcj02():
-        lat, lon = geo.wgs84_to_gcj02(lat, lon)
-    return [lon, lat]
 
 
 # --- category search ----------------------------------------------------------------------
@@ -163,16 +145,7 @@ def grids() -> Any:
     """The city's grids as GeoJSON in the map's datum: the map's ground when it has no
     tiles."""
     with _sessions()() as session:
-        outlines = geo.grid_outlines(session)
-    features = []
-    for code, name, geometry in outlines:
-        polygons = (geometry["coordinates"] if geometry["type"] == "MultiPolygon"
-                    else [geometry["coordinates"]])
-        shown = [[[_shown_point(lat, lon) for lon, lat in ring] for ring in rings]
-                 for rings in polygons]
-        features.append({"type": "Feature", "properties": {"code": code, "name": name},
-                         "geometry": {"type": "MultiPolygon", "coordinates": shown}})
-    return {"type": "FeatureCollection", "features": features}
+        return maps.grids(session)
 
 
 # --- saving ----------------------------------------------------------------------------------
