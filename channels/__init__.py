@@ -2,3 +2,6 @@
 
 Each channel is an adapter that hands a citizen's report to the tickets service.
 """
+
+# The survey's SMS step is this room's to send (tickets.surveys.send_sms_with).
+from channels import sms as sms

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from channels.models import SmsMessage
 from core import phones
 from core.errors import HotlineError
+from tickets import surveys
 
 MAX_TEXT = 500
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -87,3 +88,12 @@ def about(session: Session, reference: str, limit: int = 50) -> list[SmsMessage]
         return []
     return list(session.scalars(select(SmsMessage).where(SmsMessage.reference == reference)
                                 .order_by(SmsMessage.created_at, SmsMessage.id).limit(limit)))
+
+
+def _survey_sms(session: Session, phone: str, text: str, case_number: str,
+                now: datetime) -> SmsMessage:
+    """The survey's SMS step (tickets.surveys): queued in the survey's own transaction."""
+    return queue(session, phone, text, purpose="survey", reference=case_number, now=now)
+
+
+surveys.send_sms_with(_survey_sms)

@@ -13,6 +13,7 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+import channels  # noqa: F401  (wires the survey's SMS step: tickets.surveys.send_sms_with)
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.db import make_engine, session_factory, transaction, upgrade

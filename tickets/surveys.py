@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from channels import sms
 from core import phones
 from core.errors import HotlineError
 from core.events import announce
@@ -36,6 +36,16 @@ RATINGS = {1: "非常满意", 2: "满意", 3: "基本满意", 4: "不满意", 5:
 SMS_TEXT = ("【12319城市管理热线】您反映的问题（案件编号{case}）已办结。请回复数字评价："
             "1非常满意 2满意 3基本满意 4不满意 5非常不满意。")
 _FULL_WIDTH = str.maketrans("１２３４５", "12345")
+
+SmsSender = Callable[[Session, str, str, str, datetime], object]
+"""How a survey's SMS leaves: (session, phone, text, case number, now), inside the survey's
+own transaction. The channels room, which stands above this one, wires it (channels.sms)."""
+_sms_sender: list[SmsSender] = []
+
+
+def send_sms_with(sender: SmsSender) -> None:
+    """Wire the channel that sends the survey's SMS; wiring again replaces it."""
+    _sms_sender[:] = [sender]
 
 
 class SurveyError(HotlineError):
@@ -150,9 +160,10 @@ def call_failed(session: Session, attempt_id: str, reason: str, policy: Policy,
     if moved.rowcount != 1:
         return ""
     if values["state"] == "sms":
+        if not _sms_sender:  # never a survey that says "sms" with no message sent
+            raise SurveyError("no SMS channel is wired (import channels)")
         case = _case_number(session, survey)
-        sms.queue(session, survey.phone, SMS_TEXT.format(case=case), purpose="survey",
-                  reference=case, now=now)
+        _sms_sender[0](session, survey.phone, SMS_TEXT.format(case=case), case, now)
     return str(values["state"])
 
 
