@@ -35,6 +35,7 @@ from agent_desk import pages as desk_pages
 from agent_desk import staffing as desk_staffing
 from agent_desk import supervise as desk_supervise
 from agent_desk import workspace as desk_workspace
+from core import limits
 from core.clock import Clock
 from core.config import Settings
 from core.db import is_busy
@@ -149,6 +150,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.extensions["hotline.clock"] = clock
     app.extensions["hotline.speak"] = speak  # surge announcements typed as text (espeak-ng)
     accounts_web.init_app(app, settings)  # sign-in sessions, CSRF
+    limits.init_app(app, live)  # rate limits counted in the app's Redis (core.limits)
     app.register_blueprint(accounts_pages.pages)
     app.register_blueprint(desk_pages.desk)
     app.register_blueprint(desk_workspace.workspace)  # case workspaces, order pages

@@ -1,0 +1,33 @@
+"""Rate limits (限流): one Flask-Limiter per web app, counting in the app's own Redis so that
+every web process counts together (and a test's centre apart from another's).
+
+An adapter checks a limit where it knows what to count by: an address, a phone number, an API
+key. `enforce("5/minute", scope="portal-code", key=phone)` inside a view; over the limit the
+request ends with 429 and `Retry-After`, before anything of it is stored.
+"""
+
+from __future__ import annotations
+
+import redis
+from flask import Flask, current_app
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+
+EXTENSION = "hotline.limiter"
+
+
+def init_app(app: Flask, live: redis.Redis) -> Limiter:
+    limiter = Limiter(get_remote_address, app=app, storage_uri="redis://",
+                      storage_options={"connection_pool": live.connection_pool},
+                      strategy="moving-window", headers_enabled=True,
+                      key_prefix="hotline-limits")
+    app.extensions[EXTENSION] = limiter
+    return limiter
+
+
+def enforce(spec: str, *, scope: str, key: str | None = None) -> None:
+    """Count this request against `spec` ("5/minute;20/hour") in `scope`, by `key` or, when
+    none is given, by the client's address; raises 429 (Retry-After) when over."""
+    limiter: Limiter = current_app.extensions[EXTENSION]
+    with limiter.limit(spec, scope=scope, key_func=(lambda: key) if key else None):
+        pass
