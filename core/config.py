@@ -360,10 +360,19 @@ class Accounts:
         "", description="signs the session cookie; empty: generated once into secrets.toml")
 
 
-SECTIONS: dict[str, type[Any]] = {
-    "storage": Storage, "pbx": Pbx, "hotline": Hotline, "ivr": Ivr, "calendar": Calendar,
-    "seats": Seats, "web": Web, "board": Board, "tickets": Tickets, "exchange": Exchange,
-    "accounts": Accounts}
+SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
+    "storage": Storage,
+    "pbx": Pbx,
+    "hotline": Hotline,
+    "ivr": Ivr,
+    "calendar": Calendar,
+    "seats": Seats,
+    "web": Web,
+    "board": Board,
+    "tickets": Tickets,
+    "exchange": Exchange,
+    "accounts": Accounts,
+}
 _MAPPINGS = {"pause_reasons", "dispositions"}
 
 
