@@ -39,7 +39,7 @@ from pydantic.dataclasses import dataclass
 from core.errors import ConfigError
 
 SECRET_KEYS = {("pbx", "ami_secret"), ("exchange", "webhook_secret"),
-               ("accounts", "session_secret")}
+               ("accounts", "session_secret"), ("sms", "twilio_auth_token")}
 
 
 def _int(value: Any) -> int:
@@ -360,6 +360,16 @@ class Accounts:
         "", description="signs the session cookie; empty: generated once into secrets.toml")
 
 
+@section
+class Sms:
+    # The SMS gateway account (短信网关), in the widely used Twilio-compatible form: its auth
+    # token signs the inbound webhooks (X-Twilio-Signature) and, with the account id,
+    # authenticates the outbound REST calls.
+    twilio_account_sid: Text = ""
+    twilio_auth_token: Text = Field(
+        "", description="the gateway account's auth token; empty: no SMS gateway is set up")
+
+
 SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "storage": Storage,
     "pbx": Pbx,
@@ -372,6 +382,7 @@ SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "tickets": Tickets,
     "exchange": Exchange,
     "accounts": Accounts,
+    "sms": Sms,
 }
 _MAPPINGS = {"pause_reasons", "dispositions"}
 
@@ -390,6 +401,7 @@ class Settings:
     tickets: Tickets
     exchange: Exchange
     accounts: Accounts
+    sms: Sms
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
