@@ -8,6 +8,8 @@ request ends with 429 and `Retry-After`, before anything of it is stored.
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from flask import Flask, current_app
 from flask_limiter import Limiter
@@ -16,11 +18,14 @@ from flask_limiter.util import get_remote_address
 EXTENSION = "hotline.limiter"
 
 
-def init_app(app: Flask, live: redis.Redis) -> Limiter:
-    limiter = Limiter(get_remote_address, app=app, storage_uri="redis://",
-                      storage_options={"connection_pool": live.connection_pool},
-                      strategy="moving-window", headers_enabled=True,
-                      key_prefix="hotline-limits")
+def init_app(app: Flask, live: redis.Redis | None) -> Limiter:
+    """Bind the app's limiter to `live`; an app with no Redis (one built only to write the
+    OpenAPI document) counts in its own memory."""
+    where: dict[str, Any] = (
+        {"storage_uri": "memory://"} if live is None else
+        {"storage_uri": "redis://", "storage_options": {"connection_pool": live.connection_pool}})
+    limiter = Limiter(get_remote_address, app=app, strategy="moving-window",
+                      headers_enabled=True, key_prefix="hotline-limits", **where)
     app.extensions[EXTENSION] = limiter
     return limiter
 
