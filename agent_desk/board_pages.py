@@ -26,7 +26,7 @@ board_pages = guard_pages(Blueprint("board", __name__, template_folder="template
 MAX_TOKEN = 500
 
 
-def _push_url() -> str:
+def push_url() -> str:
     """As the desk's (agent_desk.pages): web.push_url, else this host at web.push_port."""
     web = current_app.extensions["hotline.settings"].web
     if web.push_url:
@@ -45,7 +45,7 @@ def _ticket(account_id: int, session_user: str) -> str:
         origin=request.host_url.rstrip("/"))
 
 
-def _supervisor_ticket() -> str:
+def supervisor_ticket() -> str:
     who = current_identity()
     if who.account_id is None:
         return ""
@@ -82,19 +82,19 @@ def _board_now() -> dict[str, Any]:
 
 
 def _page(*, wall: bool, ticket: str, renew: str, who: str) -> str:
-    push_url = _push_url()
-    g.csp_connect_src = ("{0.scheme}://{0.netloc}".format(urlsplit(push_url)),)
+    url = push_url()
+    g.csp_connect_src = ("{0.scheme}://{0.netloc}".format(urlsplit(url)),)
     return render_template("agent_desk/wallboard.html", wall=wall, who=who,
                            board=_board_now(),
                            config_reasons=current_app.extensions["hotline.settings"]
                            .seats.pause_reasons,
-                           push_url=push_url, push_ticket=ticket, renew=renew,
+                           push_url=url, push_ticket=ticket, renew=renew,
                            push_ticket_seconds=push_ticket.TICKET_SECONDS,
                            settings_board=current_app.extensions["hotline.settings"].board)
 
 
 def _renewed(ticket: str) -> Response:
-    response = jsonify({"ticket": ticket, "url": _push_url(),
+    response = jsonify({"ticket": ticket, "url": push_url(),
                         "expires_in": push_ticket.TICKET_SECONDS})
     response.headers["Cache-Control"] = "no-store"  # a credential: never kept by a cache
     return response
@@ -103,14 +103,14 @@ def _renewed(ticket: str) -> Response:
 @board_pages.get("/board")
 @requires("board.read")
 def page() -> str:
-    return _page(wall=False, ticket=_supervisor_ticket(),
+    return _page(wall=False, ticket=supervisor_ticket(),
                  renew="/board/push-ticket", who=current_identity().name)
 
 
 @board_pages.get("/board/push-ticket")
 @requires("board.read")
 def renew_push_ticket() -> Response:
-    ticket = _supervisor_ticket()
+    ticket = supervisor_ticket()
     if not ticket:
         abort(404, "no account: this caller has no board to push to")
     return _renewed(ticket)

@@ -12,7 +12,9 @@ any process rebuilds it with no gap and no double count.
 call or seat events (and every TICK_SECONDS, so a wait or a pause crossing its threshold
 raises its alert), composes the board and publishes it on the desk feed for BOARD with kind
 "board"; the push server sends it to open boards (agent_desk.push). A new alert also goes
-to the open desks of those who may read the board (feed.SUPERVISORS) as a "notice".
+to the open desks of those who may read the board (feed.SUPERVISORS) as a "notice", and
+one with "cleared": true when it no longer stands; the alerts standing now are kept under
+ALERTS_KEY for a desk that opens meanwhile (current_alerts).
 
 Display tokens (大屏令牌) let the display wall open /board/wall with no login form: signed
 with the session secret for the audience "board-display", read-only (the board and nothing
@@ -22,6 +24,7 @@ else), valid settings board.display_token_days; made by `hotline board token` or
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import time
@@ -52,6 +55,7 @@ WINDOWS = (("15m", timedelta(minutes=15)), ("1h", timedelta(hours=1)),
 SHIFT = "shift"
 DISPLAY_AUDIENCE = "board-display"
 DISPLAY_SCOPE = "board.read"
+ALERTS_KEY = "hotline:board:alerts"  # the alerts standing now, as last published
 
 
 def _masked(number: str) -> str:
@@ -158,7 +162,10 @@ class BoardLoop:
         self.settings, self.sessions, self.bus, self.clock = settings, sessions, bus, clock
         self.consumer = f"wallboard-{socket.gethostname()}"
         self.published = 0
-        self._alerted: set[str] = set()
+        # the alerts standing, by key; after a restart those the last loop published, so
+        # none is sent twice and one that cleared meanwhile is still taken off the desks
+        self._alerted: dict[str, dict[str, Any]] = {
+            str(a["key"]): a for a in current_alerts(bus.client)["alerts"]}
         self.cache = wallboard.FigureCache()  # the window figures, kept up to date
         bus.ensure_group(EVENTS_GROUP)
 
@@ -189,13 +196,33 @@ class BoardLoop:
                             self.cache)
         feed.publish(self.bus.client, BOARD, BOARD, board)
         self.published += 1
-        keys = {alert["key"] for alert in board["alerts"]}
-        for alert in board["alerts"]:
-            if alert["key"] not in self._alerted:  # a new alert: to supervisors' desks once
+        raised = {alert["key"]: alert for alert in board["alerts"]}
+        # what the desks' notices panel (desk/notices.js) starts from when a desk opens
+        self.bus.client.set(ALERTS_KEY, json.dumps(
+            {"at": board["at"], "alerts": board["alerts"]}, ensure_ascii=False))
+        for key, alert in raised.items():
+            if key not in self._alerted:  # a new alert: to supervisors' desks once
                 feed.publish(self.bus.client, feed.SUPERVISORS, "notice",
                              {"source": BOARD, "alert": alert, "at": board["at"]})
-        self._alerted = keys
+        for key, alert in self._alerted.items():
+            if key not in raised:  # it cleared: the desks take it off their panel
+                feed.publish(self.bus.client, feed.SUPERVISORS, "notice",
+                             {"source": BOARD, "alert": alert, "at": board["at"],
+                              "cleared": True})
+        self._alerted = raised
         return board
+
+
+def current_alerts(client: Any) -> dict[str, Any]:
+    """The alerts standing now as the loop last published them ({"at", "alerts"}): what a
+    supervisor's desk shows when it opens, before the next notice is pushed."""
+    stored = client.get(ALERTS_KEY)
+    if not stored:
+        return {"at": "", "alerts": []}
+    try:
+        return dict(json.loads(stored))
+    except ValueError:
+        return {"at": "", "alerts": []}
 
 
 # ---------------------------------------------------------------------- display tokens

@@ -22,6 +22,7 @@ from agent_desk.wallboard import (
     BoardLoop,
     DisplayTokenError,
     compose,
+    current_alerts,
     issue_display_token,
     shift_start,
     verify_display_token,
@@ -244,6 +245,18 @@ def test_the_loop_publishes_the_board_and_each_new_alert_once(world, client: red
         ("board", "board"), ("supervisors", "notice"), ("board", "board")]
     assert entries[0][2]["live"][""]["waiting"] == 1
     assert entries[1][2]["alert"]["key"] == "waiting:intake"
+    # a loop started again (a restart) knows the alert stands: it does not send it twice,
+    # and when the caller has gone it sends the alert's clearing
+    again = BoardLoop(settings, sessions, bus, FixedClock(NOW))
+    again.publish()
+    wallboard.replace_live_calls(client, [])
+    again.publish()
+    entries = [(f[b"agent"].decode(), f[b"kind"].decode(), json.loads(f[b"data"]))
+               for _id, f in client.xrange(feed.DESK_STREAM)][3:]
+    assert [(agent, kind) for agent, kind, _ in entries] == [
+        ("board", "board"), ("board", "board"), ("supervisors", "notice")]
+    assert (entries[2][2]["alert"]["key"], entries[2][2]["cleared"]) == ("waiting:intake", True)
+    assert current_alerts(client)["alerts"] == []
 
 
 @pytest.mark.parametrize(("local", "began"), [
