@@ -16,9 +16,8 @@ to the open desks of those who may read the board (feed.SUPERVISORS) as a "notic
 one with "cleared": true when it no longer stands; the alerts standing now are kept under
 ALERTS_KEY for a desk that opens meanwhile (current_alerts).
 
-Display tokens (大屏令牌) let the display wall open /board/wall with no login form: signed
-with the session secret for the audience "board-display", read-only (the board and nothing
-else), valid settings board.display_token_days; made by `hotline board token` or an admin.
+Display tokens (大屏令牌), which let the display wall open /board/wall with no login form,
+are agent_desk.displays: stored, listed and revoked one by one.
 """
 
 from __future__ import annotations
@@ -28,12 +27,10 @@ import json
 import logging
 import socket
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent_desk import feed
@@ -53,8 +50,6 @@ TICK_SECONDS = 5.0
 WINDOWS = (("15m", timedelta(minutes=15)), ("1h", timedelta(hours=1)),
            ("24h", timedelta(hours=24)))
 SHIFT = "shift"
-DISPLAY_AUDIENCE = "board-display"
-DISPLAY_SCOPE = "board.read"
 ALERTS_KEY = "hotline:board:alerts"  # the alerts standing now, as last published
 
 
@@ -223,43 +218,3 @@ def current_alerts(client: Any) -> dict[str, Any]:
         return dict(json.loads(stored))
     except ValueError:
         return {"at": "", "alerts": []}
-
-
-# ---------------------------------------------------------------------- display tokens
-
-@dataclass(frozen=True)
-class Display:
-    name: str  # which wall, e.g. 指挥大厅
-    issued_at: float
-
-
-class DisplayTokenError(Exception):
-    """Not a display token of ours, or expired."""
-
-
-def _display_serializer(secret: str, clock: Clock) -> URLSafeTimedSerializer:
-    class _ClockSigner(TimestampSigner):
-        def get_timestamp(self) -> int:  # the injected clock, never the wall clock
-            return int(clock.time())
-
-    return URLSafeTimedSerializer(secret, salt=DISPLAY_AUDIENCE, signer=_ClockSigner)
-
-
-def issue_display_token(secret: str, clock: Clock, name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > 50:
-        raise DisplayTokenError("a display's name: 1 to 50 characters")
-    return str(_display_serializer(secret, clock).dumps({"n": name, "s": DISPLAY_SCOPE}))
-
-
-def verify_display_token(secret: str, clock: Clock, token: str, days: int) -> Display:
-    try:
-        body, issued = _display_serializer(secret, clock).loads(
-            token, max_age=days * 86_400, return_timestamp=True)
-    except SignatureExpired:
-        raise DisplayTokenError("the display token has expired") from None
-    except BadSignature:
-        raise DisplayTokenError("not a display token") from None
-    if not isinstance(body, dict) or body.get("s") != DISPLAY_SCOPE or not body.get("n"):
-        raise DisplayTokenError("not a display token")
-    return Display(str(body["n"]), issued.timestamp())

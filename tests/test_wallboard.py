@@ -1,6 +1,7 @@
 """The live wallboard (监控大屏, issue 11 item 1): its figures from hand-written call records
 and live state, on both databases, with every expected figure worked out by hand below; the
-shift window across midnight; display tokens; the push server's board stream.
+shift window across midnight; the push server's board stream. Display tokens:
+tests/test_display_tokens.py.
 
 The clock is pinned: NOW is 10:00 in Beijing (02:00 UTC); shifts begin 08:00 and 20:00, so
 this shift began at 00:00 UTC."""
@@ -19,13 +20,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent_desk import feed
 from agent_desk.wallboard import (
+    ALERTS_KEY,
     BoardLoop,
-    DisplayTokenError,
     compose,
     current_alerts,
-    issue_display_token,
     shift_start,
-    verify_display_token,
 )
 from core.clock import FixedClock
 from core.config import Settings
@@ -52,7 +51,7 @@ def world(database_url: str, tmp_path: Path, client: redis.Redis
     settings = make_settings(tmp_path, DATABASE_URL=database_url)
     engine = make_engine(database_url)
     upgrade(engine)
-    client.delete(wallboard.LIVE_CALLS_KEY, SEATS_KEY, feed.DESK_STREAM)
+    client.delete(wallboard.LIVE_CALLS_KEY, SEATS_KEY, feed.DESK_STREAM, ALERTS_KEY)
     try:
         yield settings, session_factory(engine)
     finally:
@@ -273,18 +272,3 @@ def test_the_shift_began_at_its_last_start_not_at_midnight(local: str, began: st
     now = datetime.strptime(local, "%Y-%m-%d %H:%M").replace(tzinfo=zone).astimezone(UTC)
     want = datetime.strptime(began, "%Y-%m-%d %H:%M").replace(tzinfo=zone)
     assert shift_start(now, ("08:00", "20:00"), "Asia/Shanghai") == want
-
-
-def test_display_tokens_are_ours_read_only_and_expire() -> None:
-    clock = FixedClock(NOW)
-    token = issue_display_token("secret", clock, "指挥大厅")
-    assert verify_display_token("secret", clock, token, 365).name == "指挥大厅"
-    with pytest.raises(DisplayTokenError, match="not a display token"):
-        verify_display_token("another secret", clock, token, 365)
-    with pytest.raises(DisplayTokenError, match="not a display token"):
-        verify_display_token("secret", clock, token[:-2] + "xx", 365)
-    clock.advance(timedelta(days=366))
-    with pytest.raises(DisplayTokenError, match="expired"):
-        verify_display_token("secret", clock, token, 365)
-    with pytest.raises(DisplayTokenError):
-        issue_display_token("secret", clock, "  ")
