@@ -36,7 +36,7 @@ from agent_desk.displays import MAX_NAME, Display, DisplayTokenError
 from agent_desk.displays import check as check_display
 from agent_desk.feed import BOARD
 from agent_desk.push import DISPLAY_PREFIX
-from agent_desk.wallboard import compose
+from agent_desk.wallboard import compose, latest_board
 from core.db import transaction
 from core.errors import HotlineError
 from core.schemas import Body, Text
@@ -95,10 +95,16 @@ def _display() -> Display:
 
 
 def _board_now() -> dict[str, Any]:
+    """The board the loop published last if it is fresh (a Redis read), else composed here
+    from the records (the loop is not running)."""
     settings = current_app.extensions["hotline.settings"]
+    client, now = current_app.extensions["hotline.redis"], \
+        current_app.extensions["hotline.clock"].now()
+    latest = latest_board(client, now)
+    if latest is not None:
+        return latest
     with current_app.extensions["hotline.sessions"]() as session:
-        return compose(session, current_app.extensions["hotline.redis"], settings,
-                       current_app.extensions["hotline.clock"].now())
+        return compose(session, client, settings, now)
 
 
 def _page(*, wall: bool, ticket: str, renew: str, who: str) -> str:

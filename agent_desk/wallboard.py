@@ -51,6 +51,9 @@ WINDOWS = (("15m", timedelta(minutes=15)), ("1h", timedelta(hours=1)),
            ("24h", timedelta(hours=24)))
 SHIFT = "shift"
 ALERTS_KEY = "hotline:board:alerts"  # the alerts standing now, as last published
+LATEST_KEY = "hotline:board:latest"  # the board last published (a page's first board)
+COVERS_KEY = "hotline:board:covers"  # the bus and its newest entry that board reflects
+LATEST_SECONDS = 3 * TICK_SECONDS  # how old that may be: the loop publishes every tick
 
 
 def _masked(number: str) -> str:
@@ -163,6 +166,10 @@ class BoardLoop:
             str(a["key"]): a for a in current_alerts(bus.client)["alerts"]}
         self.cache = wallboard.FigureCache()  # the window figures, kept up to date
         bus.ensure_group(EVENTS_GROUP)
+        # the newest bus entry read: at the start, what the group was given before (its
+        # effects are in the state compose reads; any left unacked is read again first)
+        self._read_up_to = _delivered(bus, EVENTS_GROUP)
+        self._covered = ""  # the newest bus entry the stored board is known to cover
 
     async def run(self, stop: asyncio.Event) -> None:
         last = 0.0
@@ -172,6 +179,9 @@ class BoardLoop:
                 if moved or time.monotonic() - last >= TICK_SECONDS:
                     await asyncio.to_thread(self.publish)
                     last = time.monotonic()
+                elif self._read_up_to != self._covered:
+                    # nothing that moves the board: the board kept covers these events too
+                    await asyncio.to_thread(self._cover, self._read_up_to)
             except Exception:  # Redis or the database away for a moment
                 log.exception("wallboard failed; trying again")
                 await asyncio.sleep(1.0)
@@ -183,18 +193,32 @@ class BoardLoop:
             kind = str(event.get("type", ""))
             moved = moved or kind.startswith(("call.", "seat."))
             self.bus.ack(EVENTS_GROUP, entry_id)
+            if _entry_key(entry_id) > _entry_key(self._read_up_to):
+                self._read_up_to = _text(entry_id)
         return moved
 
+    def _cover(self, read_up_to: str) -> None:
+        self.bus.client.set(COVERS_KEY, json.dumps({"stream": self.bus.stream,
+                                                    "id": read_up_to}))
+        self._covered = read_up_to
+
     def publish(self) -> dict[str, Any]:
+        read_up_to = self._read_up_to  # every event read so far is in what compose reads
         with self.sessions() as session:
             board = compose(session, self.bus.client, self.settings, self.clock.now(),
                             self.cache)
         feed.publish(self.bus.client, BOARD, BOARD, board)
         self.published += 1
         raised = {alert["key"]: alert for alert in board["alerts"]}
-        # what the desks' notices panel (desk/notices.js) starts from when a desk opens
-        self.bus.client.set(ALERTS_KEY, json.dumps(
-            {"at": board["at"], "alerts": board["alerts"]}, ensure_ascii=False))
+        with self.bus.client.pipeline(transaction=True) as kept:
+            # what a board page starts from (latest_board: this board, and the bus entry
+            # it covers, together), and the desks' notices panel (desk/notices.js)
+            kept.set(LATEST_KEY, json.dumps(board, ensure_ascii=False))
+            kept.set(COVERS_KEY, json.dumps({"stream": self.bus.stream, "id": read_up_to}))
+            kept.set(ALERTS_KEY, json.dumps(
+                {"at": board["at"], "alerts": board["alerts"]}, ensure_ascii=False))
+            kept.execute()
+        self._covered = read_up_to
         for key, alert in raised.items():
             if key not in self._alerted:  # a new alert: to supervisors' desks once
                 feed.publish(self.bus.client, feed.SUPERVISORS, "notice",
@@ -206,6 +230,51 @@ class BoardLoop:
                               "cleared": True})
         self._alerted = raised
         return board
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry_key(entry_id: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
+def _delivered(bus: EventBus, group: str) -> str:
+    """The last bus entry given to the consumer group `group` ("0-0": none, or unknown)."""
+    try:
+        for info in bus.client.xinfo_groups(bus.stream):
+            if _text(info.get("name", b"")) == group:
+                return _text(info.get("last-delivered-id") or "0-0")
+    except Exception:  # an older Redis, or the stream away: the page composes its own
+        log.warning("wallboard: cannot read the group %s's position", group)
+    return "0-0"
+
+
+def latest_board(client: Any, now: datetime) -> dict[str, Any] | None:
+    """The board the loop published last, if it is current: made within LATEST_SECONDS of
+    `now`, and covering every event on the bus (none came that the loop has not read into
+    it). A page's first board then costs a Redis read, not a query of the records. None
+    otherwise (the loop is not running, or has an event still to read): the page composes
+    its own."""
+    stored, covers = client.mget(LATEST_KEY, COVERS_KEY)
+    if not stored or not covers:
+        return None
+    try:
+        board = json.loads(stored)
+        made = float(board["at_epoch"])
+        covered = json.loads(covers)
+        stream, up_to = str(covered["stream"]), _entry_key(covered["id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    moment = now.timestamp()
+    if not moment - LATEST_SECONDS <= made <= moment + 1.0:
+        return None
+    newest = client.xrevrange(stream, count=1)
+    if newest and _entry_key(newest[0][0]) > up_to:
+        return None
+    return dict(board)
 
 
 def current_alerts(client: Any) -> dict[str, Any]:

@@ -21,9 +21,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent_desk import feed
 from agent_desk.wallboard import (
     ALERTS_KEY,
+    COVERS_KEY,
+    LATEST_KEY,
     BoardLoop,
     compose,
     current_alerts,
+    latest_board,
     shift_start,
 )
 from core.clock import FixedClock
@@ -272,3 +275,33 @@ def test_the_shift_began_at_its_last_start_not_at_midnight(local: str, began: st
     now = datetime.strptime(local, "%Y-%m-%d %H:%M").replace(tzinfo=zone).astimezone(UTC)
     want = datetime.strptime(began, "%Y-%m-%d %H:%M").replace(tzinfo=zone)
     assert shift_start(now, ("08:00", "20:00"), "Asia/Shanghai") == want
+
+
+def test_a_pages_first_board_is_the_loops_last_while_it_covers_every_event(
+        world, client: redis.Redis) -> None:
+    settings, sessions = world
+    bus = EventBus(client, stream=f"test:board:{uuid.uuid4().hex}")
+    client.delete(LATEST_KEY, COVERS_KEY)
+    loop = BoardLoop(settings, sessions, bus, FixedClock(NOW))
+    assert latest_board(client, NOW) is None  # no board published yet: compose one
+    published = loop.publish()
+    assert latest_board(client, NOW) == published
+    assert latest_board(client, NOW + timedelta(seconds=15)) == published  # 3 ticks old
+    assert latest_board(client, NOW + timedelta(seconds=16)) is None  # the loop stopped
+    # an event the loop has not read yet: the board may not show it, so the page composes
+    client.xadd(bus.stream, {"data": json.dumps({"type": "call.queue_joined"})})
+    assert latest_board(client, NOW) is None
+    assert loop.follow() is True
+    assert latest_board(client, NOW) is None  # read, but not in a board yet
+    loop.publish()
+    assert latest_board(client, NOW) is not None
+    # an event that does not move the board: once read, the same board covers it
+    client.xadd(bus.stream, {"data": json.dumps({"type": "order.opened"})})
+    assert latest_board(client, NOW) is None
+    assert loop.follow() is False
+    loop._cover(loop._read_up_to)  # what the loop's run does after such a read
+    assert latest_board(client, NOW) is not None
+    # a loop started again begins where its group was: the board it publishes covers all
+    again = BoardLoop(settings, sessions, bus, FixedClock(NOW))
+    again.publish()
+    assert latest_board(client, NOW) is not None
