@@ -14,7 +14,9 @@ raises its alert), composes the board and publishes it on the desk feed for BOAR
 "board"; the push server sends it to open boards (agent_desk.push). A new alert also goes
 to the open desks of those who may read the board (feed.SUPERVISORS) as a "notice", and
 one with "cleared": true when it no longer stands; the alerts standing now are kept under
-ALERTS_KEY for a desk that opens meanwhile (current_alerts).
+ALERTS_KEY for a desk that opens meanwhile (current_alerts). The board itself is kept under
+LATEST_KEY with the newest bus entry it covers (COVERS_KEY): a page opening while no event
+has come since starts from it (latest_board), with no query of the records.
 
 Display tokens (大屏令牌), which let the display wall open /board/wall with no login form,
 are agent_desk.displays: stored, listed and revoked one by one.
