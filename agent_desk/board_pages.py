@@ -237,6 +237,7 @@ def revoke_display() -> Any:
                             address=client_address())
     except HotlineError as exc:
         return _no_store(*_displays_page(exc.status, str(exc)))
+    displays.announce_revoked(current_app.extensions["hotline.redis"], int(form.display_id))
     return redirect(url_for("board.display_tokens"), 303)
 
 

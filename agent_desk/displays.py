@@ -5,7 +5,8 @@ A token is signed with the session secret for the audience "board-display" and n
 row in display_tokens (agent_desk.models.DisplayToken); the row says whether it still opens
 the wall: not revoked, not past expires_at (settings board.display_token_days after it was
 issued). `check` is asked on every load of the wall, every renewal of its push ticket and
-every push stream it opens (agent_desk.push), so a revoked token stops at the next of them.
+every push stream it opens (agent_desk.push), so a revoked token stops at the next of them;
+and its revocation closes the streams its wall holds open (announce_revoked).
 Issuing and revoking are audited (accounts.audit, token_issued / token_revoked, target
 "display:<id>"). Read-only: a token reads the board and nothing else.
 """
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from accounts import audit
+from agent_desk import feed
 from agent_desk.models import DisplayToken
 from core.errors import HotlineError, NotFound
 
@@ -27,6 +30,7 @@ AUDIENCE = "board-display"
 SCOPE = "board.read"
 MAX_NAME = 50
 TARGET = "display:"  # an audit row's target: display:<id>
+REVOKED = "display_revoked"  # the desk feed entry that closes a revoked wall's open streams
 
 
 class DisplayTokenError(HotlineError):
@@ -112,6 +116,13 @@ def revoke(session: Session, display_id: int, *, actor: str, now: datetime,
     audit.record(session, audit.TOKEN_REVOKED, actor=actor, now=now,
                  target=f"{TARGET}{row.id}", address=address, detail={"name": row.name})
     return row
+
+
+def announce_revoked(client: Any, display_id: int) -> None:
+    """Tell the push server (a board entry of kind REVOKED) to close the streams the wall of
+    `display_id` holds open now, after its revocation is committed: it does not wait for
+    their reconnect, where it would be refused anyway."""
+    feed.publish(client, feed.BOARD, REVOKED, {"display": display_id})
 
 
 def state(row: DisplayToken, now: datetime) -> str:

@@ -1129,6 +1129,7 @@ def board_token(ctx: click.Context, name: str | None, listed: bool,
 
     from agent_desk import displays
     from core.db import transaction
+    from core.live import connect_redis
 
     settings = _settings(ctx)
     if [bool(name), listed, revoked is not None].count(True) != 1:
@@ -1143,12 +1144,22 @@ def board_token(ctx: click.Context, name: str | None, listed: bool,
                            f"{row.created_by}\t{row.created_at.astimezone(zone):%Y-%m-%d %H:%M}"
                            f"\t{row.expires_at.astimezone(zone):%Y-%m-%d %H:%M}")
         return
+    if revoked is not None:
+        try:
+            with transaction(sessions) as session:
+                row = displays.revoke(session, revoked, actor=_cli_actor(), now=now)
+                what = f"revoked display token {row.id} ({row.name})"
+        except HotlineError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(what)
+        try:  # its wall's open streams end now, not at their next reconnect
+            displays.announce_revoked(connect_redis(settings), revoked)
+        except Exception as exc:  # Redis away: the wall is refused at its next reconnect
+            click.echo(f"open streams not told ({exc}); refused at their next reconnect",
+                       err=True)
+        return
     try:
         with transaction(sessions) as session:
-            if revoked is not None:
-                row = displays.revoke(session, revoked, actor=_cli_actor(), now=now)
-                click.echo(f"revoked display token {row.id} ({row.name})")
-                return
             row, token = displays.issue(
                 session, settings.accounts.session_secret, str(name),
                 days=settings.board.display_token_days, actor=_cli_actor(), now=now)

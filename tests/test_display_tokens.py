@@ -4,8 +4,9 @@
   revoked or expired one is refused, saying so; issuing and revoking are audited; a bad name
   stores nothing; revoking twice or an unknown one is refused (409, 404).
 - The admin page and the push server: an admin issues a token (shown once), the wall opens
-  and its push stream opens; the admin revokes it: the wall is a 401, its ticket renewal
-  too, and its push stream, reconnecting with the ticket it still holds, is refused (401).
+  and its push stream opens; the admin revokes it: the open stream is closed, the wall is a
+  401, its ticket renewal too, and its push stream, reconnecting with the ticket it still
+  holds, is refused (401).
 - `hotline board token` issues, lists (--list) and revokes (--revoke ID).
 - Migration 0020's index on call_records (agent, connected_at), on both databases.
 """
@@ -181,10 +182,23 @@ def test_a_revoked_token_is_refused_by_the_wall_and_the_push_stream(
     assert renewed.status_code == 200
     ticket = renewed.json["ticket"]
     assert _stream(push, ticket) == (200, b"retry: 2")
+    open_stream = urllib.request.urlopen(f"{push}/desk/push?agent=board&ticket={ticket}",
+                                         timeout=10)
+    assert open_stream.read(8) == b"retry: 2"
+    ended = threading.Event()
+
+    def drain() -> None:
+        while open_stream.read(64):
+            pass
+        ended.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    assert not ended.wait(1.0)  # open, and stays open
 
     revoked = client.post("/board/displays/revoke", data={"display_id": str(row.id)},
                           headers=admin)
     assert revoked.status_code == 303
+    assert ended.wait(5.0)  # the stream the wall held open is closed at once
     wall = client.get(f"/board/wall?token={token}")
     assert wall.status_code == 401
     assert "revoked" in wall.get_data(as_text=True)
