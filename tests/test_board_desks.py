@@ -8,6 +8,8 @@ pushed, not rendered once): real Asterisk, kit callers, the pages in Chromium.
   operator's desk, open all along and live, has no notices panel and hears no alert.
 - /supervise/seats: an agent paused and made ready again changes its row (state, reason,
   buttons) with no reload of the page.
+- /board/displays: an admin issues a display token and revokes it; the wall open with it
+  loses its live updates at once and is refused when loaded again.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import replace
 import pytest
 from playwright.sync_api import expect
 
-from accounts.service import OPERATOR, SUPERVISOR, create_account
+from accounts.service import ADMIN, OPERATOR, SUPERVISOR, create_account
 from agent_desk import feed
 from core.db import transaction
 from hotline.centre import Centre
@@ -141,3 +143,39 @@ def test_the_seats_page_follows_a_seat_without_a_reload(centre: Centre, ami: Eve
             assert page.evaluate("window.__same_page") is True
     finally:
         _resume_all(centre)
+
+
+def test_an_admin_issues_and_revokes_a_walls_token_and_the_open_wall_goes_dark(
+        centre: Centre) -> None:
+    """Chromium: the admin issues a token on /board/displays (shown once), the wall opens
+    with it and goes live; the admin revokes it: the wall's open stream is closed and not
+    let in again (its state goes off), and loading the wall again is a 401."""
+    password = _account(centre, "大屏管理员", ADMIN)
+    with chromium() as browser:
+        admin = browser.new_context(locale="zh-CN").new_page()
+        sign_in(admin, SITE, "大屏管理员", password, then="/board/displays")
+        expect(admin.locator("h1")).to_have_text("大屏令牌")
+        admin.get_by_label("大屏").fill("指挥大厅")
+        admin.get_by_role("button", name=re.compile("签发令牌")).click()
+        expect(admin.locator("#issued-title")).to_have_text("已为指挥大厅签发令牌")
+        wall_address = admin.locator("#issued-wall").inner_text()
+        row = admin.locator("#displays tbody tr").first
+        expect(row).to_have_attribute("data-state", "active")
+        screenshot(admin, "display-tokens-issued")
+
+        wall = browser.new_context(locale="zh-CN",
+                                   viewport={"width": 1920, "height": 1080}).new_page()
+        assert wall_address.startswith(f"{SITE}/board/wall?token=")
+        wall.goto(wall_address)
+        state = wall.locator("#push-state")
+        expect(state).to_have_attribute("data-state", "open", timeout=10_000)
+
+        admin.goto(f"{SITE}/board/displays")
+        admin.locator("#displays tbody tr").first.get_by_role("button", name="吊销").click()
+        expect(admin.locator("#displays tbody tr").first).to_have_attribute(
+            "data-state", "revoked")
+        screenshot(admin, "display-tokens-revoked")
+        expect(state).to_have_attribute("data-state", "off", timeout=10_000)
+        again = wall.reload()
+        assert again is not None and again.status == 401
+        assert "revoked" in wall.content()
