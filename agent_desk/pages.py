@@ -17,11 +17,12 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, request
 from flask_login import current_user
 
-from accounts.access import requires
+from accounts.access import PERMISSIONS, requires
 from accounts.pages import guard_pages
 from accounts.service import Identity
 from accounts.web import current_identity
 from agent_desk import push_ticket
+from agent_desk.wallboard import current_alerts
 from telephony import directory
 from telephony.directory import BROWSER_SUFFIX
 
@@ -71,7 +72,11 @@ def page() -> str:
                            push_ticket=_push_ticket(who),
                            push_ticket_seconds=push_ticket.TICKET_SECONDS,
                            # the seat panel's lists: pause reasons, dispositions, the extension
-                           config_seats=current_app.extensions["hotline.settings"].seats)
+                           config_seats=current_app.extensions["hotline.settings"].seats,
+                           # the notices panel, for those who may read the board: the alerts
+                           # standing now (the push server sends them the rest)
+                           notices=current_alerts(current_app.extensions["hotline.redis"])
+                           if PERMISSIONS["board.read"] & set(who.roles) else None)
 
 
 @desk.get("/desk/push-ticket")

@@ -20,7 +20,9 @@ is the entry's stream id, `event:` its kind, `data:` its JSON.
   does not read (its queue full) is closed, and catches up when it reconnects.
 - A wallboard opens the same stream with agent=board (feed.BOARD): a ticket of a signed-in
   account holding board.read, or one a display wall's page got for its display token
-  (session_user "display:<name>", read-only: it hears the board entries and nothing else).
+  (session_user "display:<its token's id>", read-only: it hears the board entries and nothing
+  else); that token's row is asked on every stream it opens, so a revoked one is refused,
+  and a board entry of kind displays.REVOKED closes the streams it holds open.
   Entries for feed.SUPERVISORS go to the open desks of those who hold board.read.
 - CORS: the stream answers the desk page's origin, the one its ticket names.
 """
@@ -43,7 +45,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from accounts import audit
 from accounts.access import PERMISSIONS
 from accounts.service import Identity, account_identity, session_identity
-from agent_desk import push_ticket
+from agent_desk import displays, push_ticket
 from agent_desk.feed import BOARD, DESK_STREAM, EVERY_DESK, PRIVATE, SUPERVISORS
 from core.clock import Clock
 from core.config import Settings
@@ -117,10 +119,11 @@ class Desk:
     queue: asyncio.Queue[Entry | None] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     sent_up_to: tuple[int, int] = (0, 0)  # the newest entry id sent
+    display_id: int | None = None  # a display wall's: its display token's row
 
     def wants(self, entry: Entry) -> bool:
         if self.agent == BOARD:  # a board hears the board and nothing else
-            return entry.agent == BOARD
+            return entry.agent == BOARD and entry.kind != displays.REVOKED
         if entry.agent == SUPERVISORS:
             return _reads_board(self.viewer)
         return entry.agent == EVERY_DESK or (bool(self.agent) and entry.agent == self.agent)
@@ -220,6 +223,9 @@ class PushServer:
                         self._fan_out(entry)
 
     def _fan_out(self, entry: Entry) -> None:
+        if entry.agent == BOARD and entry.kind == displays.REVOKED:
+            self._close_display(entry)
+            return
         if entry.agent == EVERY_DESK:
             desks = [d for group in self._desks.values() for d in group if d.agent != BOARD]
         elif entry.agent == SUPERVISORS:
@@ -233,10 +239,24 @@ class PushServer:
                 desk.queue.put_nowait(entry)
             except asyncio.QueueFull:  # it does not read: close it, it catches up later
                 log.warning("desk push: desk %s too slow, stream closed", desk.agent)
-                self._forget(desk)
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    desk.queue.get_nowait()
-                desk.queue.put_nowait(None)
+                self._close(desk)
+
+    def _close_display(self, entry: Entry) -> None:
+        """A display token was revoked: the streams its wall holds open end now."""
+        try:
+            revoked = json.loads(entry.public).get("display")
+        except ValueError:
+            return
+        for desk in list(self._desks.get(BOARD, ())):
+            if desk.display_id is not None and desk.display_id == revoked:
+                log.info("desk push: display %s revoked, its stream closed", revoked)
+                self._close(desk)
+
+    def _close(self, desk: Desk) -> None:
+        self._forget(desk)
+        with contextlib.suppress(asyncio.QueueEmpty):
+            desk.queue.get_nowait()  # room for the end, if it is full
+        desk.queue.put_nowait(None)
 
     def _forget(self, desk: Desk) -> None:
         group = self._desks.get(desk.agent)
@@ -255,6 +275,13 @@ class PushServer:
                 return session_identity(session, ticket.session_user)
             return account_identity(session, ticket.account_id)
 
+    def _display(self, display_id: str) -> displays.Display | None:
+        """The display wall of a board ticket, if its token still stands (blocking)."""
+        if not display_id.isdigit():
+            return None
+        with self.sessions() as session:
+            return displays.standing(session, int(display_id), self.clock.now())
+
     async def _admit(self, request: web.Request) -> tuple[Desk, push_ticket.Ticket]:
         agent = request.query.get("agent", "")
         try:
@@ -264,12 +291,18 @@ class PushServer:
             raise _refusal(web.HTTPUnauthorized, str(exc)) from None
         if agent != ticket.agent:
             raise _refusal(web.HTTPForbidden, "this ticket is for another desk")
-        if agent == BOARD and ticket.session_user.startswith(DISPLAY_PREFIX):
-            # a display wall: its display token was checked by the page that issued this
-            # ticket; it reads the board and nothing else, never a full number
-            name = ticket.session_user.removeprefix(DISPLAY_PREFIX)
-            return Desk(agent, Identity(name, (), False), request.remote or ""), ticket
         loop = asyncio.get_running_loop()
+        if agent == BOARD and ticket.session_user.startswith(DISPLAY_PREFIX):
+            # a display wall: the page that issued this ticket checked its display token;
+            # the token's row is asked again here, so a revoked one is refused at its next
+            # stream. It reads the board and nothing else, never a full number.
+            display = await loop.run_in_executor(
+                None, self._display, ticket.session_user.removeprefix(DISPLAY_PREFIX))
+            if display is None:
+                raise _refusal(web.HTTPUnauthorized,
+                               "the display token was revoked or has expired")
+            return Desk(agent, Identity(display.name, (), False), request.remote or "",
+                        display_id=display.id), ticket
         viewer = await loop.run_in_executor(None, self._viewer, ticket)
         if viewer is None or viewer.account_id != ticket.account_id:
             raise _refusal(web.HTTPForbidden, "the account is disabled or signed out")

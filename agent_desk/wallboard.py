@@ -12,25 +12,27 @@ any process rebuilds it with no gap and no double count.
 call or seat events (and every TICK_SECONDS, so a wait or a pause crossing its threshold
 raises its alert), composes the board and publishes it on the desk feed for BOARD with kind
 "board"; the push server sends it to open boards (agent_desk.push). A new alert also goes
-to the open desks of those who may read the board (feed.SUPERVISORS) as a "notice".
+to the open desks of those who may read the board (feed.SUPERVISORS) as a "notice", and
+one with "cleared": true when it no longer stands; the alerts standing now are kept under
+ALERTS_KEY for a desk that opens meanwhile (current_alerts). The board itself is kept under
+LATEST_KEY with the newest bus entry it covers (COVERS_KEY): a page opening while no event
+has come since starts from it (latest_board), with no query of the records.
 
-Display tokens (大屏令牌) let the display wall open /board/wall with no login form: signed
-with the session secret for the audience "board-display", read-only (the board and nothing
-else), valid settings board.display_token_days; made by `hotline board token` or an admin.
+Display tokens (大屏令牌), which let the display wall open /board/wall with no login form,
+are agent_desk.displays: stored, listed and revoked one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent_desk import feed
@@ -50,8 +52,10 @@ TICK_SECONDS = 5.0
 WINDOWS = (("15m", timedelta(minutes=15)), ("1h", timedelta(hours=1)),
            ("24h", timedelta(hours=24)))
 SHIFT = "shift"
-DISPLAY_AUDIENCE = "board-display"
-DISPLAY_SCOPE = "board.read"
+ALERTS_KEY = "hotline:board:alerts"  # the alerts standing now, as last published
+LATEST_KEY = "hotline:board:latest"  # the board last published (a page's first board)
+COVERS_KEY = "hotline:board:covers"  # the bus and its newest entry that board reflects
+LATEST_SECONDS = 3 * TICK_SECONDS  # how old that may be: the loop publishes every tick
 
 
 def _masked(number: str) -> str:
@@ -158,9 +162,16 @@ class BoardLoop:
         self.settings, self.sessions, self.bus, self.clock = settings, sessions, bus, clock
         self.consumer = f"wallboard-{socket.gethostname()}"
         self.published = 0
-        self._alerted: set[str] = set()
+        # the alerts standing, by key; after a restart those the last loop published, so
+        # none is sent twice and one that cleared meanwhile is still taken off the desks
+        self._alerted: dict[str, dict[str, Any]] = {
+            str(a["key"]): a for a in current_alerts(bus.client)["alerts"]}
         self.cache = wallboard.FigureCache()  # the window figures, kept up to date
         bus.ensure_group(EVENTS_GROUP)
+        # the newest bus entry read: at the start, what the group was given before (its
+        # effects are in the state compose reads; any left unacked is read again first)
+        self._read_up_to = _delivered(bus, EVENTS_GROUP)
+        self._covered = ""  # the newest bus entry the stored board is known to cover
 
     async def run(self, stop: asyncio.Event) -> None:
         last = 0.0
@@ -170,6 +181,9 @@ class BoardLoop:
                 if moved or time.monotonic() - last >= TICK_SECONDS:
                     await asyncio.to_thread(self.publish)
                     last = time.monotonic()
+                elif self._read_up_to != self._covered:
+                    # nothing that moves the board: the board kept covers these events too
+                    await asyncio.to_thread(self._cover, self._read_up_to)
             except Exception:  # Redis or the database away for a moment
                 log.exception("wallboard failed; trying again")
                 await asyncio.sleep(1.0)
@@ -181,58 +195,97 @@ class BoardLoop:
             kind = str(event.get("type", ""))
             moved = moved or kind.startswith(("call.", "seat."))
             self.bus.ack(EVENTS_GROUP, entry_id)
+            if _entry_key(entry_id) > _entry_key(self._read_up_to):
+                self._read_up_to = _text(entry_id)
         return moved
 
+    def _cover(self, read_up_to: str) -> None:
+        self.bus.client.set(COVERS_KEY, json.dumps({"stream": self.bus.stream,
+                                                    "id": read_up_to}))
+        self._covered = read_up_to
+
     def publish(self) -> dict[str, Any]:
+        read_up_to = self._read_up_to  # every event read so far is in what compose reads
         with self.sessions() as session:
             board = compose(session, self.bus.client, self.settings, self.clock.now(),
                             self.cache)
         feed.publish(self.bus.client, BOARD, BOARD, board)
         self.published += 1
-        keys = {alert["key"] for alert in board["alerts"]}
-        for alert in board["alerts"]:
-            if alert["key"] not in self._alerted:  # a new alert: to supervisors' desks once
+        raised = {alert["key"]: alert for alert in board["alerts"]}
+        with self.bus.client.pipeline(transaction=True) as kept:
+            # what a board page starts from (latest_board: this board, and the bus entry
+            # it covers, together), and the desks' notices panel (desk/notices.js)
+            kept.set(LATEST_KEY, json.dumps(board, ensure_ascii=False))
+            kept.set(COVERS_KEY, json.dumps({"stream": self.bus.stream, "id": read_up_to}))
+            kept.set(ALERTS_KEY, json.dumps(
+                {"at": board["at"], "alerts": board["alerts"]}, ensure_ascii=False))
+            kept.execute()
+        self._covered = read_up_to
+        for key, alert in raised.items():
+            if key not in self._alerted:  # a new alert: to supervisors' desks once
                 feed.publish(self.bus.client, feed.SUPERVISORS, "notice",
                              {"source": BOARD, "alert": alert, "at": board["at"]})
-        self._alerted = keys
+        for key, alert in self._alerted.items():
+            if key not in raised:  # it cleared: the desks take it off their panel
+                feed.publish(self.bus.client, feed.SUPERVISORS, "notice",
+                             {"source": BOARD, "alert": alert, "at": board["at"],
+                              "cleared": True})
+        self._alerted = raised
         return board
 
 
-# ---------------------------------------------------------------------- display tokens
-
-@dataclass(frozen=True)
-class Display:
-    name: str  # which wall, e.g. 指挥大厅
-    issued_at: float
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
-class DisplayTokenError(Exception):
-    """Not a display token of ours, or expired."""
+def _entry_key(entry_id: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms or 0), int(seq or 0)
 
 
-def _display_serializer(secret: str, clock: Clock) -> URLSafeTimedSerializer:
-    class _ClockSigner(TimestampSigner):
-        def get_timestamp(self) -> int:  # the injected clock, never the wall clock
-            return int(clock.time())
-
-    return URLSafeTimedSerializer(secret, salt=DISPLAY_AUDIENCE, signer=_ClockSigner)
-
-
-def issue_display_token(secret: str, clock: Clock, name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > 50:
-        raise DisplayTokenError("a display's name: 1 to 50 characters")
-    return str(_display_serializer(secret, clock).dumps({"n": name, "s": DISPLAY_SCOPE}))
-
-
-def verify_display_token(secret: str, clock: Clock, token: str, days: int) -> Display:
+def _delivered(bus: EventBus, group: str) -> str:
+    """The last bus entry given to the consumer group `group` ("0-0": none, or unknown)."""
     try:
-        body, issued = _display_serializer(secret, clock).loads(
-            token, max_age=days * 86_400, return_timestamp=True)
-    except SignatureExpired:
-        raise DisplayTokenError("the display token has expired") from None
-    except BadSignature:
-        raise DisplayTokenError("not a display token") from None
-    if not isinstance(body, dict) or body.get("s") != DISPLAY_SCOPE or not body.get("n"):
-        raise DisplayTokenError("not a display token")
-    return Display(str(body["n"]), issued.timestamp())
+        for info in bus.client.xinfo_groups(bus.stream):
+            if _text(info.get("name", b"")) == group:
+                return _text(info.get("last-delivered-id") or "0-0")
+    except Exception:  # an older Redis, or the stream away: the page composes its own
+        log.warning("wallboard: cannot read the group %s's position", group)
+    return "0-0"
+
+
+def latest_board(client: Any, now: datetime) -> dict[str, Any] | None:
+    """The board the loop published last, if it is current: made within LATEST_SECONDS of
+    `now`, and covering every event on the bus (none came that the loop has not read into
+    it). A page's first board then costs a Redis read, not a query of the records. None
+    otherwise (the loop is not running, or has an event still to read): the page composes
+    its own."""
+    stored, covers = client.mget(LATEST_KEY, COVERS_KEY)
+    if not stored or not covers:
+        return None
+    try:
+        board = json.loads(stored)
+        made = float(board["at_epoch"])
+        covered = json.loads(covers)
+        stream, up_to = str(covered["stream"]), _entry_key(covered["id"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    moment = now.timestamp()
+    if not moment - LATEST_SECONDS <= made <= moment + 1.0:
+        return None
+    newest = client.xrevrange(stream, count=1)
+    if newest and _entry_key(newest[0][0]) > up_to:
+        return None
+    return dict(board)
+
+
+def current_alerts(client: Any) -> dict[str, Any]:
+    """The alerts standing now as the loop last published them ({"at", "alerts"}): what a
+    supervisor's desk shows when it opens, before the next notice is pushed."""
+    stored = client.get(ALERTS_KEY)
+    if not stored:
+        return {"at": "", "alerts": []}
+    try:
+        return dict(json.loads(stored))
+    except ValueError:
+        return {"at": "", "alerts": []}

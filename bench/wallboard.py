@@ -21,10 +21,15 @@ Timed, each --runs times (p50, p95):
 - board update: the same as the loop makes it on every event, its window figures from
   telephony.wallboard.FigureCache (rows stored since the last update read by id, the
   windows summed from the held rows);
+- a page's first board: the board the loop published last, read from Redis while it covers
+  every event on the bus (agent_desk.wallboard.latest_board); composed afresh only when the
+  loop is behind or away;
 - telephony.measures.call_measures for the last hour, the centre only, once: the reports'
   KPI code, which attributes each wrap-up to its call and counts repeat callers; what a
   board written on it would run per window and queue on every update (its 24-hour window
-  took 217 s on the loaded two-core machine of the first run, so it is not timed here).
+  took 217 s on the loaded two-core machine of the first run, so it is not timed here; the
+  1-hour one took 23 s before migration 0020's index on call_records (agent, connected_at),
+  0.1-0.5 s after, and the 24-hour one 0.45 s).
 The target is a board update within 50 ms.
 """
 
@@ -42,9 +47,11 @@ from pathlib import Path
 
 from sqlalchemy import func, insert, select
 
-from agent_desk.wallboard import compose
+from agent_desk.wallboard import BoardLoop, compose, latest_board
+from core.clock import FixedClock
 from core.config import load_settings
 from core.db import make_engine, session_factory, transaction, upgrade
+from core.events import EventBus
 from core.live import connect_redis
 from telephony import measures, wallboard
 from telephony.models import CallRecord, SeatInterval
@@ -161,6 +168,15 @@ def main() -> None:
         with sessions() as session:
             return compose(session, client, settings, NOW, cache)
 
+    # the loop publishes its board once; a page then starts from it (agent_desk.board_pages)
+    BoardLoop(settings, sessions, EventBus(client, stream="bench:events"),
+              FixedClock(NOW)).publish()
+
+    def first_board() -> object:
+        board = latest_board(client, NOW)
+        assert board is not None
+        return board
+
     def one_hour_measures() -> object:
         with sessions() as session:
             return measures.call_measures(session, windows["1h"], NOW)
@@ -180,8 +196,9 @@ def main() -> None:
 
     rows = [("baseline: count(*) of the 24 h window", baseline),
             ("window figures (4 windows x all queues)", figures),
-            ("board, afresh (a page's first board)", board),
-            ("board update (the loop's, cached figures)", loop_board)]
+            ("board, afresh (a first board, loop behind)", board),
+            ("board update (the loop's, cached figures)", loop_board),
+            ("a page's first board (the loop's last)", first_board)]
     runs = {name: _time(what, args.runs) for name, what in rows}
     print("timing telephony.measures once, for the last hour only (seconds)...", flush=True)
     runs["telephony.measures, 1 h, centre only"] = _time(one_hour_measures, 1)
@@ -193,6 +210,10 @@ def main() -> None:
     verdict = "met" if board_p95 <= TARGET_MS else "MISSED"
     print(f"\ntarget: a board update within {TARGET_MS:.0f} ms (p95 {board_p95:.1f} ms): "
           f"{verdict}")
+    first_p95 = runs[rows[4][0]][1]
+    print(f"target: a page's first board within {TARGET_MS:.0f} ms (p95 {first_p95:.1f} ms, "
+          f"composed afresh only when the loop is behind): "
+          f"{'met' if first_p95 <= TARGET_MS else 'MISSED'}")
     engine.dispose()
 
 

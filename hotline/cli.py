@@ -1114,24 +1114,58 @@ def board() -> None:
 
 
 @board.command("token")
-@click.argument("name")
+@click.argument("name", required=False)
+@click.option("--list", "listed", is_flag=True, help="List every display token issued.")
+@click.option("--revoke", "revoked", type=int, metavar="ID",
+              help="Revoke display token ID: its wall is refused from its next load.")
 @click.pass_context
-def board_token(ctx: click.Context, name: str) -> None:
+def board_token(ctx: click.Context, name: str | None, listed: bool,
+                revoked: int | None) -> None:
     """A display token for the wall NAME (e.g. 指挥大厅): read-only, opens /board/wall with
-    no login form; valid board.display_token_days. Printed once, with the wall's address."""
-    from accounts import audit
-    from agent_desk.wallboard import DisplayTokenError, issue_display_token
+    no login form; valid board.display_token_days. Printed once, with the wall's address.
+    With --list, every token issued (id, wall, state); with --revoke ID, revoke one.
+    Stored and audited (agent_desk.displays), as the admin page /board/displays does."""
+    from zoneinfo import ZoneInfo
+
+    from agent_desk import displays
     from core.db import transaction
+    from core.live import connect_redis
 
     settings = _settings(ctx)
+    if [bool(name), listed, revoked is not None].count(True) != 1:
+        raise click.UsageError("give a wall's NAME, --list, or --revoke ID (one of them)")
+    sessions = _session_factory(settings)
+    now = SYSTEM_CLOCK.now()
+    if listed:
+        zone = ZoneInfo(settings.calendar.timezone)
+        with sessions() as session:
+            for row in displays.listing(session):
+                click.echo(f"{row.id}\t{row.name}\t{displays.state(row, now)}\t"
+                           f"{row.created_by}\t{row.created_at.astimezone(zone):%Y-%m-%d %H:%M}"
+                           f"\t{row.expires_at.astimezone(zone):%Y-%m-%d %H:%M}")
+        return
+    if revoked is not None:
+        try:
+            with transaction(sessions) as session:
+                row = displays.revoke(session, revoked, actor=_cli_actor(), now=now)
+                what = f"revoked display token {row.id} ({row.name})"
+        except HotlineError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(what)
+        try:  # its wall's open streams end now, not at their next reconnect
+            displays.announce_revoked(connect_redis(settings), revoked)
+        except Exception as exc:  # Redis away: the wall is refused at its next reconnect
+            click.echo(f"open streams not told ({exc}); refused at their next reconnect",
+                       err=True)
+        return
     try:
-        token = issue_display_token(settings.accounts.session_secret, SYSTEM_CLOCK, name)
-    except DisplayTokenError as exc:
+        with transaction(sessions) as session:
+            row, token = displays.issue(
+                session, settings.accounts.session_secret, str(name),
+                days=settings.board.display_token_days, actor=_cli_actor(), now=now)
+    except HotlineError as exc:
         raise click.ClickException(str(exc)) from None
-    with transaction(_session_factory(settings)) as session:
-        audit.record(session, audit.TOKEN_ISSUED, actor=_cli_actor(), now=SYSTEM_CLOCK.now(),
-                     target=f"display:{name.strip()}",
-                     detail={"scope": "board.read", "days": settings.board.display_token_days})
     web = settings.web
     click.echo(token)
-    click.echo(f"http://{web.host}:{web.port}/board/wall?token={token}", err=True)
+    click.echo(f"http://{web.host}:{web.port}/board/wall?token={token}  (id {row.id})",
+               err=True)

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     UniqueConstraint,
@@ -121,6 +122,9 @@ class CallRecord(Base):
     # the database's default only: a Core insert written for an older schema stays valid
     disposition_by: Mapped[str] = mapped_column(String(50), server_default="")
     stored_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
+
+    # the call an agent had connected by a moment (telephony.measures: a wrap-up's call)
+    __table_args__ = (Index("ix_call_records_agent_connected_at", "agent", "connected_at"),)
 
 
 class PendingCallDisposition(Base):

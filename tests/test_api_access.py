@@ -109,6 +109,10 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/board/push-ticket"): frozenset({"supervisor", "shift_chief", "admin"}),
     ("GET", "/board/wall"): PUBLIC,
     ("GET", "/board/wall/push-ticket"): PUBLIC,
+    # the display tokens (大屏令牌): listed, issued and revoked by admins
+    ("GET", "/board/displays"): frozenset({"admin"}),
+    ("POST", "/board/displays"): frozenset({"admin"}),
+    ("POST", "/board/displays/revoke"): frozenset({"admin"}),
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }

@@ -1,6 +1,7 @@
 """The live wallboard (监控大屏, issue 11 item 1): its figures from hand-written call records
 and live state, on both databases, with every expected figure worked out by hand below; the
-shift window across midnight; display tokens; the push server's board stream.
+shift window across midnight; the push server's board stream. Display tokens:
+tests/test_display_tokens.py.
 
 The clock is pinned: NOW is 10:00 in Beijing (02:00 UTC); shifts begin 08:00 and 20:00, so
 this shift began at 00:00 UTC."""
@@ -19,12 +20,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent_desk import feed
 from agent_desk.wallboard import (
+    ALERTS_KEY,
+    COVERS_KEY,
+    LATEST_KEY,
     BoardLoop,
-    DisplayTokenError,
     compose,
-    issue_display_token,
+    current_alerts,
+    latest_board,
     shift_start,
-    verify_display_token,
 )
 from core.clock import FixedClock
 from core.config import Settings
@@ -51,7 +54,7 @@ def world(database_url: str, tmp_path: Path, client: redis.Redis
     settings = make_settings(tmp_path, DATABASE_URL=database_url)
     engine = make_engine(database_url)
     upgrade(engine)
-    client.delete(wallboard.LIVE_CALLS_KEY, SEATS_KEY, feed.DESK_STREAM)
+    client.delete(wallboard.LIVE_CALLS_KEY, SEATS_KEY, feed.DESK_STREAM, ALERTS_KEY)
     try:
         yield settings, session_factory(engine)
     finally:
@@ -244,6 +247,18 @@ def test_the_loop_publishes_the_board_and_each_new_alert_once(world, client: red
         ("board", "board"), ("supervisors", "notice"), ("board", "board")]
     assert entries[0][2]["live"][""]["waiting"] == 1
     assert entries[1][2]["alert"]["key"] == "waiting:intake"
+    # a loop started again (a restart) knows the alert stands: it does not send it twice,
+    # and when the caller has gone it sends the alert's clearing
+    again = BoardLoop(settings, sessions, bus, FixedClock(NOW))
+    again.publish()
+    wallboard.replace_live_calls(client, [])
+    again.publish()
+    entries = [(f[b"agent"].decode(), f[b"kind"].decode(), json.loads(f[b"data"]))
+               for _id, f in client.xrange(feed.DESK_STREAM)][3:]
+    assert [(agent, kind) for agent, kind, _ in entries] == [
+        ("board", "board"), ("board", "board"), ("supervisors", "notice")]
+    assert (entries[2][2]["alert"]["key"], entries[2][2]["cleared"]) == ("waiting:intake", True)
+    assert current_alerts(client)["alerts"] == []
 
 
 @pytest.mark.parametrize(("local", "began"), [
@@ -262,16 +277,31 @@ def test_the_shift_began_at_its_last_start_not_at_midnight(local: str, began: st
     assert shift_start(now, ("08:00", "20:00"), "Asia/Shanghai") == want
 
 
-def test_display_tokens_are_ours_read_only_and_expire() -> None:
-    clock = FixedClock(NOW)
-    token = issue_display_token("secret", clock, "指挥大厅")
-    assert verify_display_token("secret", clock, token, 365).name == "指挥大厅"
-    with pytest.raises(DisplayTokenError, match="not a display token"):
-        verify_display_token("another secret", clock, token, 365)
-    with pytest.raises(DisplayTokenError, match="not a display token"):
-        verify_display_token("secret", clock, token[:-2] + "xx", 365)
-    clock.advance(timedelta(days=366))
-    with pytest.raises(DisplayTokenError, match="expired"):
-        verify_display_token("secret", clock, token, 365)
-    with pytest.raises(DisplayTokenError):
-        issue_display_token("secret", clock, "  ")
+def test_a_pages_first_board_is_the_loops_last_while_it_covers_every_event(
+        world, client: redis.Redis) -> None:
+    settings, sessions = world
+    bus = EventBus(client, stream=f"test:board:{uuid.uuid4().hex}")
+    client.delete(LATEST_KEY, COVERS_KEY)
+    loop = BoardLoop(settings, sessions, bus, FixedClock(NOW))
+    assert latest_board(client, NOW) is None  # no board published yet: compose one
+    published = loop.publish()
+    assert latest_board(client, NOW) == published
+    assert latest_board(client, NOW + timedelta(seconds=15)) == published  # 3 ticks old
+    assert latest_board(client, NOW + timedelta(seconds=16)) is None  # the loop stopped
+    # an event the loop has not read yet: the board may not show it, so the page composes
+    client.xadd(bus.stream, {"data": json.dumps({"type": "call.queue_joined"})})
+    assert latest_board(client, NOW) is None
+    assert loop.follow() is True
+    assert latest_board(client, NOW) is None  # read, but not in a board yet
+    loop.publish()
+    assert latest_board(client, NOW) is not None
+    # an event that does not move the board: once read, the same board covers it
+    client.xadd(bus.stream, {"data": json.dumps({"type": "order.opened"})})
+    assert latest_board(client, NOW) is None
+    assert loop.follow() is False
+    loop._cover(loop._read_up_to)  # what the loop's run does after such a read
+    assert latest_board(client, NOW) is not None
+    # a loop started again begins where its group was: the board it publishes covers all
+    again = BoardLoop(settings, sessions, bus, FixedClock(NOW))
+    again.publish()
+    assert latest_board(client, NOW) is not None

@@ -28,7 +28,7 @@ from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
 from accounts.service import SUPERVISOR, create_account
-from agent_desk.wallboard import issue_display_token
+from agent_desk import displays
 from core.clock import SYSTEM_CLOCK
 from core.db import transaction
 from hotline.centre import Centre
@@ -222,7 +222,9 @@ def test_after_a_restart_the_board_is_the_records_and_asterisks_state(
         screenshot(page, "wallboard-after-restart")
 
         # the display wall: a display token, no login form, large type
-        token = issue_display_token(settings.accounts.session_secret, SYSTEM_CLOCK, "指挥大厅")
+        with transaction(again.sessions) as session:
+            _row, token = displays.issue(session, settings.accounts.session_secret, "指挥大厅",
+                                         days=30, actor="test", now=SYSTEM_CLOCK.now())
         for width, height in ((1920, 1080), (3840, 2160)):
             wall = browser.new_context(locale="zh-CN",
                                        viewport={"width": width, "height": height}).new_page()

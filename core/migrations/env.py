@@ -4,6 +4,7 @@ from alembic import context
 from sqlalchemy import Connection
 
 import accounts.service  # noqa: F401
+import agent_desk.models  # noqa: F401
 import channels.models  # noqa: F401  (registers the tables on Base.metadata)
 import telephony.models  # noqa: F401
 import tickets.models  # noqa: F401

@@ -51,18 +51,7 @@
     return td;
   }
 
-  function alertText(alert) {
-    var template = words.alerts[alert.kind] || alert.kind;
-    var threshold = alert.threshold;
-    if (alert.kind === "service_level") {
-      threshold = Math.round(threshold * 100);
-    } else if (alert.kind === "paused") {
-      threshold = Math.round(threshold / 60);
-    }
-    var text = template.replace("{threshold}", threshold);
-    var who = alert.agent || (alert.queue === "" ? words.centre : alert.queue);
-    return who + ": " + text;
-  }
+  var alertText = window.HotlineAlerts.text; // board/alerts.js: the words shared with the desk
 
   function draw() {
     offset = board.at_epoch - Date.now() / 1000;
