@@ -47,7 +47,7 @@ class TestSmsc:
 
     def __init__(self, system_id: str = "hotline", password: str = "secret", *,
                  unbind_after: int | None = None, crash_on: int | None = None,
-                 receipts: bool = True, receipt_stat: str = "DELIVRD") -> None:
+                 receipts: bool = True, receipt_stat: str = "DELIVRD", port: int = 0) -> None:
         self.system_id, self.password = system_id, password
         self.unbind_after, self.crash_on = unbind_after, crash_on
         self.receipts, self.receipt_stat = receipts, receipt_stat
@@ -61,10 +61,10 @@ class TestSmsc:
         self._owed: list[Submitted] = []  # receipts waiting for a bound session
         self._loop = BackgroundLoop("test-smsc")
         self._server: Any = None
-        self.port = 0
+        self.port = port  # 0: any free one
 
     def start(self) -> TestSmsc:
-        self._server = self._loop.run(asyncio.start_server(self._session, "127.0.0.1", 0))
+        self._server = self._loop.run(asyncio.start_server(self._session, "127.0.0.1", self.port))
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

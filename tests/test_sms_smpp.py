@@ -222,3 +222,31 @@ def test_a_held_message_is_shown_and_sent_again_only_when_a_person_says(
         worker.stop()
         smsc.stop()
         engine.dispose()
+
+
+def test_the_client_keeps_the_link_alive_and_binds_again_after_the_smsc_restarts() -> None:
+    from channels.outbound.gateway import Outgoing
+    from channels.outbound.smpp import SmppProvider
+
+    smsc = TestSmsc().start()
+    reports: list[tuple[str, bool]] = []
+    provider = SmppProvider("127.0.0.1", smsc.port, "hotline", "secret", "12319",
+                            report=lambda pid, ok, at: reports.append((pid, ok)),
+                            now=lambda: START, enquire_link_seconds=0.3,
+                            timeout_seconds=2, max_backoff_seconds=0.5).start()
+    try:
+        assert provider.wait_bound(5)
+        _until(lambda: smsc.enquire_links >= 2, "enquire_link every 0.3 s")
+        port = smsc.port
+        smsc.stop()  # the SMSC goes away ...
+        _until(lambda: not provider.wait_bound(0.1), "the bind is seen gone")
+        smsc = TestSmsc(port=port).start()  # ... and comes back on its port
+        assert provider.wait_bound(10) and provider.binds == 2
+        parts: list[tuple[int, str]] = []
+        assert provider.send(Outgoing(7, PHONE, "恢复后第一条"),
+                             lambda seq, pid: parts.append((seq, pid))) == 1
+        assert parts == [(1, "1001")]
+        _until(lambda: reports == [("1001", True)], "its receipt")
+    finally:
+        provider.close()
+        smsc.stop()
