@@ -385,6 +385,15 @@ class Sms:
     max_attempts: Positive = 6  # tries of a message before it is failed ...
     retry_seconds: Positive = 30  # ... the first wait, doubled after each try
 
+    @model_validator(mode="after")
+    def _provider_account(self) -> Any:
+        if self.provider == "twilio" and not (self.twilio_account_sid
+                                              and self.twilio_auth_token):
+            raise ValueError("provider twilio needs twilio_account_sid and twilio_auth_token")
+        if self.provider == "smpp" and not self.smpp_system_id:
+            raise ValueError("provider smpp needs smpp_system_id")
+        return self
+
 
 SECRET_KEYS.add(("sms", "smpp_password"))
 

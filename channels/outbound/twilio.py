@@ -6,7 +6,8 @@ signs its webhooks (X-Twilio-Signature).
 
 What its answers say about sending at most once: a connection never made, 429 and 503 are
 "not taken" (tried again later); another 4xx is "refused for good"; a request that left and
-got no answer (timeout, cut connection) or another 5xx may have been taken: held.
+got no answer (timeout, cut connection) or another 5xx may have been taken: held. 401/403
+refuse our account, not the message: tried again (someone fixes the settings).
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class TwilioProvider:
             raise UncertainError(f"request sent, no answer: {exc!r}") from None
         if answer.status_code in (429, 503):
             raise TemporaryError(f"gateway busy: HTTP {answer.status_code}")
+        if answer.status_code in (401, 403):  # our account, not the message: fixable
+            raise TemporaryError(f"gateway account refused: HTTP {answer.status_code}")
         if answer.status_code >= 500:
             raise UncertainError(f"gateway error HTTP {answer.status_code}: may have taken it")
         if answer.status_code >= 400:
@@ -79,6 +82,9 @@ class TwilioProvider:
             raise UncertainError("taken, but the answer names no sid") from None
         on_part(1, sid)
         return 1
+
+    def ready(self) -> bool:
+        return True
 
     def close(self) -> None:
         self.client.close()

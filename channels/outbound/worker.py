@@ -83,7 +83,11 @@ def send_to_number(phone: str) -> int:
     worker = _running
     if worker is None:
         raise RuntimeError("no outbox worker runs in this process")
-    return worker.drain_number(phone)
+    try:
+        return worker.drain_number(phone)
+    except Exception:  # e.g. the database away: the job ends, the next tick enqueues again
+        log.exception("sms: sending to %s stopped", phone)
+        return 0
 
 
 class OutboundWorker:
@@ -129,6 +133,8 @@ class OutboundWorker:
     def tick(self) -> int:
         """Enqueue the due numbers' jobs and run the queue's jobs; jobs run."""
         self._retry_unmatched()
+        if not self.provider.ready():  # type: ignore[union-attr]
+            return 0  # e.g. no SMPP bind yet: messages wait in the queue, untried
         with self.sessions() as session:
             phones = outbox.due_phones(session, self.clock.now())
         for phone in phones:
