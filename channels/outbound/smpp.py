@@ -257,7 +257,9 @@ class SmppProvider:
         except smpp34.SmppError:
             link.write(pdu(GENERIC_NACK, sequence, status=0x01))
             return
-        if receipt is not None:
+        if receipt is None:  # a citizen's own message: the SMS inbox takes them by webhook
+            log.warning("smpp: deliver_sm that is no receipt acknowledged, not kept")
+        else:
             # recorded before the answer: an SMSC that gets no answer sends it again
             await asyncio.get_running_loop().run_in_executor(
                 None, self.report, receipt[0], receipt[1], self.now())
