@@ -375,7 +375,7 @@ class Sms:
     twilio_base_url: WebhookUrl = Field(
         "https://api.twilio.com", description="a Twilio-compatible gateway's REST root")
     status_callback_url: WebhookUrl = Field(
-        "", description="public URL of /sms/status (delivery receipts); empty: none asked")
+        "", description="public URL of /api/v1/sms/status (receipts); empty: none asked")
     smpp_host: Text = "127.0.0.1"
     smpp_port: Port = 2775
     smpp_system_id: Text = ""
