@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String
+from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UtcDateTime
@@ -26,3 +26,28 @@ class SmsMessage(Base):
     gateway_id: Mapped[str | None] = mapped_column(String(80), unique=True, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The way out (channels.outbound): tries so far and when the next may start (exponential
+    # backoff), the provider that took it and in how many parts, its delivery receipt.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    sending_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    provider: Mapped[str] = mapped_column(String(10), default="")  # twilio | smpp
+    parts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(String(200), default="")
+    delivery: Mapped[str] = mapped_column(String(12), default="")  # delivered | undelivered
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class SmsPart(Base):
+    """One part of an outgoing message as the provider took it (短信分段回执): the provider's
+    id for it, which its delivery receipt names."""
+
+    __tablename__ = "sms_message_parts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("sms_messages.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)  # 1..parts
+    provider: Mapped[str] = mapped_column(String(10))
+    provider_id: Mapped[str] = mapped_column(String(80), index=True)
+    delivery: Mapped[str] = mapped_column(String(12), default="")  # delivered | undelivered
+    reported_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

@@ -368,6 +368,34 @@ class Sms:
     twilio_account_sid: Text = ""
     twilio_auth_token: Text = Field(
         "", description="the gateway account's auth token; empty: no SMS gateway is set up")
+    # -- outbound (smsout): which gateway the worker sends the outbox through. "none" (the
+    # default, and the demo's): messages wait in the outbox and no worker starts.
+    provider: Literal["none", "twilio", "smpp"] = "none"
+    sender: Text = Field("12319", description="From / source_addr of outgoing messages")
+    twilio_base_url: WebhookUrl = Field(
+        "https://api.twilio.com", description="a Twilio-compatible gateway's REST root")
+    status_callback_url: WebhookUrl = Field(
+        "", description="public URL of /api/v1/sms/status (receipts); empty: none asked")
+    smpp_host: Text = "127.0.0.1"
+    smpp_port: Port = 2775
+    smpp_system_id: Text = ""
+    smpp_password: Text = Field("", description="the SMSC bind's password")
+    smpp_enquire_link_seconds: Positive = 30
+    send_timeout_seconds: Positive = 15  # a provider's answer to one message or part
+    max_attempts: Positive = 6  # tries of a message before it is failed ...
+    retry_seconds: Positive = 30  # ... the first wait, doubled after each try
+
+    @model_validator(mode="after")
+    def _provider_account(self) -> Any:
+        if self.provider == "twilio" and not (self.twilio_account_sid
+                                              and self.twilio_auth_token):
+            raise ValueError("provider twilio needs twilio_account_sid and twilio_auth_token")
+        if self.provider == "smpp" and not self.smpp_system_id:
+            raise ValueError("provider smpp needs smpp_system_id")
+        return self
+
+
+SECRET_KEYS.add(("sms", "smpp_password"))
 
 
 SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line

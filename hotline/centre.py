@@ -1,5 +1,6 @@
 """The hotline's own processes on one machine: FastAGI IVR, telephony service, JSON API,
-the tickets worker, the desks' screen pop, the desk relay and the desk push server.
+the tickets worker, the SMS outbox worker, the desks' screen pop, the desk relay and the desk
+push server.
 
 `Centre` runs them on one background event loop (and the web server in its own thread, the
 desk push server on a loop of its own: an open desk holds its stream all shift, which the
@@ -20,6 +21,7 @@ from agent_desk.pop import ScreenPop
 from agent_desk.push import PushServer
 from agent_desk.relay import DeskRelay
 from agent_desk.wallboard import BoardLoop
+from channels.outbound.worker import OutboundWorker
 from core.background import BackgroundLoop
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
@@ -48,6 +50,9 @@ class Centre:
         # the live wallboard (监控大屏): recomputed on call and seat events, pushed
         self.board = BoardLoop(settings, self.sessions, self.bus, clock)
         self._board_run: Any = None
+        # the SMS outbox worker (短信下发), when sms.provider names a gateway
+        self.sms_out: OutboundWorker | None = None
+        self._sms_run: Any = None
         self.with_web, self.with_worker = web, worker
         self.push: PushServer | None = None
         self._push_loop: BackgroundLoop | None = None
@@ -82,6 +87,11 @@ class Centre:
                 self.desk_relay.run(self._stop), self._loop.loop)
             self._board_run = asyncio.run_coroutine_threadsafe(
                 self.board.run(self._stop), self._loop.loop)
+            if self.with_worker and self.settings.sms.provider != "none":
+                self.sms_out = OutboundWorker(self.settings, self.sessions, self.bus.client,
+                                              self.clock).start()
+                self._sms_run = asyncio.run_coroutine_threadsafe(
+                    self.sms_out.run(self._stop), self._loop.loop)
             if self.with_web:
                 self._start_web()
                 self._start_push()
@@ -141,6 +151,12 @@ class Centre:
             with contextlib.suppress(Exception):
                 if self._board_run is not None:
                     self._board_run.result(15)
+            with contextlib.suppress(Exception):
+                if self._sms_run is not None:
+                    self._sms_run.result(30)
+        if self.sms_out is not None:
+            self.sms_out.stop()
+            self.sms_out = None
         if self.ivr is not None and self._ivr_loop is not None:
             self._ivr_loop.run(self.ivr.close(), 10)
         if self._ivr_loop is not None:

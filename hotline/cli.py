@@ -1169,3 +1169,56 @@ def board_token(ctx: click.Context, name: str | None, listed: bool,
     click.echo(token)
     click.echo(f"http://{web.host}:{web.port}/board/wall?token={token}  (id {row.id})",
                err=True)
+
+
+# ------------------------------------------------------------------------------ SMS outbox
+
+@cli.group()
+def sms() -> None:
+    """Text messages (短信) with citizens: the outbox and its gateway."""
+
+
+@sms.command("outbox")
+@click.option("--state", "states", multiple=True,
+              type=click.Choice(["queued", "sending", "sent", "failed", "unknown"]),
+              help="Only these states (repeatable); default: all.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.pass_context
+def sms_outbox(ctx: click.Context, states: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Outgoing messages, newest first: state, tries, parts, delivery (numbers masked)."""
+    from channels.outbound import outbox
+    from tickets.service import show_phone
+
+    settings = _settings(ctx)
+    with _session_factory(settings)() as session:
+        rows = [{"id": m.id, "phone": show_phone(m.phone, False), "state": m.state,
+                 "attempts": m.attempts, "parts": m.parts, "provider": m.provider,
+                 "delivery": m.delivery, "created_at": m.created_at.isoformat(),
+                 "next_attempt_at": m.next_attempt_at.isoformat() if m.next_attempt_at
+                 else None, "error": m.error, "purpose": m.purpose}
+                for m in outbox.listing(session, states, limit)]
+    if as_json:
+        _echo_json({"provider": settings.sms.provider, "messages": rows})
+        return
+    click.echo(f"provider: {settings.sms.provider}", err=True)
+    for r in rows:
+        click.echo(f"{r['id']:>6}  {r['phone']:<16} {r['state']:<8} {r['attempts']} tries  "
+                   f"{r['parts']} parts  {r['delivery'] or '-':<11} {r['purpose'] or '-':<8} "
+                   f"{r['error']}")
+
+
+@sms.command("retry")
+@click.argument("message_id", type=int)
+@click.pass_context
+def sms_retry(ctx: click.Context, message_id: int) -> None:
+    """Send an `unknown` or `failed` message again, whole: for a person who checked that it
+    did not reach the citizen (an `unknown` one may have)."""
+    from channels.outbound import outbox
+    from core.db import transaction
+
+    with transaction(_session_factory(_settings(ctx))) as session:
+        if not outbox.requeue(session, message_id, SYSTEM_CLOCK.now()):
+            raise click.ClickException(f"message {message_id}: not an unknown or failed "
+                                       "outgoing message")
+    click.echo(f"{message_id}: queued again")
