@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import random
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -281,3 +282,21 @@ def test_a_text_without_words_makes_no_order_and_asks_for_one(hub: Hub) -> None:
     assert hub.count(WorkOrder) == 0
     assert [(m[0], m[2]) for m in hub.messages()] == [
         ("in", "unclear"), ("out", "reply"), ("in", "unclear"), ("out", "reply")]
+
+
+def test_the_same_message_delivered_twice_at_once_is_taken_once(hub: Hub) -> None:
+    post = _sms("SM0050", "中山路下水道堵了")
+    start, statuses = threading.Barrier(2), []
+
+    def deliver() -> None:
+        start.wait()
+        statuses.append(hub.post(post).status_code)
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert statuses == [200, 200]
+    assert hub.count(WorkOrder) == 1
+    assert [(m[0], m[2]) for m in hub.messages()] == [("in", "report"), ("out", "reply")]
