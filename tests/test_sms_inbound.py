@@ -300,3 +300,18 @@ def test_the_same_message_delivered_twice_at_once_is_taken_once(hub: Hub) -> Non
     assert statuses == [200, 200]
     assert hub.count(WorkOrder) == 1
     assert [(m[0], m[2]) for m in hub.messages()] == [("in", "report"), ("out", "reply")]
+
+
+def test_the_webhook_is_in_the_api_document_with_its_form_and_signature(hub: Hub) -> None:
+    document = hub.client.get("/api/v1/openapi.json").json
+    post = document["paths"]["/api/v1/sms/inbound"]["post"]
+    assert post["requestBody"]["content"] == {"application/x-www-form-urlencoded": {
+        "schema": {"$ref": "#/components/schemas/InboundSms"}}}
+    assert [(p["in"], p["name"]) for p in post["parameters"]] == [
+        ("header", "X-Twilio-Signature")]
+    assert "security" not in post  # no account: the signature instead
+    assert set(post["responses"]) == {"200", "400", "403", "413", "415", "429", "503"}
+    assert list(post["responses"]["200"]["content"]) == ["text/xml"]
+    form = document["components"]["schemas"]["InboundSms"]
+    assert sorted(form["properties"]) == ["Body", "From", "MessageSid", "To"]
+    assert sorted(form["required"]) == ["From", "MessageSid"]

@@ -14,7 +14,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -155,7 +154,8 @@ def test_a_survey_the_phone_could_not_reach_is_answered_by_sms_and_reopens_the_o
         _close(sms_centre, case)
         wait_until(lambda: _survey(sms_centre, case).state == "sms", 40,
                    "the busy survey call did not go on to SMS")
-    assert [(c.to_user, c.outcome) for c in citizen.results()] == [(phone, "refused")]
+    # dialled once, and busy (another module's due survey may ring this trunk phone too)
+    assert [c.outcome for c in citizen.results() if c.to_user == phone] == ["refused"]
     assert _messages(sms_centre, "+86" + phone) == [
         ("in", "report", "received"), ("out", "reply", "queued"),
         ("out", "notice", "queued"), ("out", "survey", "queued")]
@@ -187,7 +187,11 @@ def test_a_citizen_who_opted_out_gets_no_close_notice(sms_centre: Centre) -> Non
     assert _deliver(_sms("SMlive0007", phone, "退订"))[0] == 200
     case = _orders(sms_centre, "+86" + phone)[0].case_number
     _close(sms_centre, case)
-    notices: Any = _messages(sms_centre, "+86" + phone)
-    assert notices == [("in", "report", "received"), ("out", "reply", "queued"),
-                       ("in", "opt_out", "received"), ("out", "opt_out", "queued"),
-                       ("out", "notice", "opted_out")]
+    # nobody answers the survey call (no phone at the trunk): it goes on to SMS, withheld too
+    # (and no survey of this test is left for the next module's centre to dial)
+    wait_until(lambda: _survey(sms_centre, case).state == "sms", 90,
+               "the unanswered survey call did not go on to SMS")
+    assert _messages(sms_centre, "+86" + phone) == [
+        ("in", "report", "received"), ("out", "reply", "queued"),
+        ("in", "opt_out", "received"), ("out", "opt_out", "queued"),
+        ("out", "notice", "opted_out"), ("out", "survey", "opted_out")]
