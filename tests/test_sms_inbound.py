@@ -28,6 +28,7 @@ from channels import notices, sms_signature
 from channels.models import SmsMessage, SmsOptOut
 from core.clock import FixedClock
 from core.db import make_engine, session_factory, transaction, upgrade
+from core.errors import ConfigError
 from core.live import connect_redis
 from hotline.web import create_app
 from tests.conftest import CASE_LOOP, REDIS_SERVER_URL, make_settings
@@ -315,3 +316,17 @@ def test_the_webhook_is_in_the_api_document_with_its_form_and_signature(hub: Hub
     form = document["components"]["schemas"]["InboundSms"]
     assert sorted(form["properties"]) == ["Body", "From", "MessageSid", "To"]
     assert sorted(form["required"]) == ["From", "MessageSid"]
+
+
+@pytest.mark.parametrize(("env", "key"), [
+    ({"HOTLINE_SMS_INBOUND_PER_NUMBER": "lots"}, "sms.inbound_per_number"),
+    ({"HOTLINE_SMS_INBOUND_PER_ADDRESS": "0/minute"}, "sms.inbound_per_address"),
+    ({"HOTLINE_SMS_WEBHOOK_URL": "ftp://x"}, "sms.webhook_url"),
+    ({"HOTLINE_SMS_REPORT_APPEAL_TYPE": "gossip"}, "sms.report_appeal_type"),
+    ({"HOTLINE_SMS_OPT_OUT_WORDS": "退订,,TD"}, "sms.opt_out_words"),
+    ({"HOTLINE_SMS_RESUBSCRIBE_WORDS": "td"}, "sms")])  # the same word both ways
+def test_a_wrong_sms_setting_names_its_key(tmp_path: Path, env: dict[str, str], key: str
+                                           ) -> None:
+    with pytest.raises(ConfigError) as caught:
+        make_settings(tmp_path, **env)
+    assert str(caught.value).startswith(f"config: {key}")
