@@ -95,9 +95,11 @@ def about(session: Session, reference: str, limit: int = 50) -> list[SmsMessage]
 
 
 def _survey_sms(session: Session, phone: str, text: str, case_number: str,
-                now: datetime) -> SmsMessage:
-    """The survey's SMS step (tickets.surveys): queued in the survey's own transaction."""
-    return queue(session, phone, text, purpose="survey", reference=case_number, now=now)
+                now: datetime) -> bool:
+    """The survey's SMS step (tickets.surveys): queued in the survey's own transaction;
+    False when the number opted out (the message is kept, withheld)."""
+    message = queue(session, phone, text, purpose="survey", reference=case_number, now=now)
+    return message.state != "opted_out"
 
 
 surveys.send_sms_with(_survey_sms)

@@ -32,8 +32,9 @@ from core.errors import ConfigError
 from core.live import connect_redis
 from hotline.web import create_app
 from tests.conftest import CASE_LOOP, REDIS_SERVER_URL, make_settings
-from tickets import catalogue, service
-from tickets.models import WorkOrder
+from tickets import catalogue, service, surveys
+from tickets.models import Survey, WorkOrder
+from tickets.service import Policy
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # 10:00 in Beijing
 TOKEN = "test-auth-token-0123456789"
@@ -330,3 +331,23 @@ def test_a_wrong_sms_setting_names_its_key(tmp_path: Path, env: dict[str, str], 
     with pytest.raises(ConfigError) as caught:
         make_settings(tmp_path, **env)
     assert str(caught.value).startswith(f"config: {key}")
+
+
+def test_an_opted_out_citizens_survey_goes_to_an_agent_not_to_sms(hub: Hub) -> None:
+    assert hub.post(_sms("SM0060", "STOP")).status_code == 200
+    case = _open(hub, "phone", CITIZEN)
+    _close(hub, case)
+    policy = Policy(survey_call_attempts=1)
+    with transaction(hub.sessions) as session:
+        survey = session.scalar(select(Survey).join(WorkOrder).where(
+            WorkOrder.case_number == case))
+        assert survey is not None
+        attempt = surveys.claim_call(session, survey.id, survey.next_attempt_at)
+        assert attempt is not None
+        assert surveys.call_failed(session, attempt.attempt_id, "busy", policy,
+                                   policy.calendar(session), survey.next_attempt_at) == "agent"
+    with hub.sessions() as session:
+        assert [(s.state, s.note) for s in session.scalars(select(Survey))] == [
+            ("agent", "busy; SMS opted out")]
+        assert [case for _survey, case in surveys.agent_list(session)] == [case]
+    assert hub.messages(SmsMessage.purpose == "survey")[0][3] == "opted_out"

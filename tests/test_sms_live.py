@@ -187,10 +187,12 @@ def test_a_citizen_who_opted_out_gets_no_close_notice(sms_centre: Centre) -> Non
     assert _deliver(_sms("SMlive0007", phone, "退订"))[0] == 200
     case = _orders(sms_centre, "+86" + phone)[0].case_number
     _close(sms_centre, case)
-    # nobody answers the survey call (no phone at the trunk): it goes on to SMS, withheld too
-    # (and no survey of this test is left for the next module's centre to dial)
-    wait_until(lambda: _survey(sms_centre, case).state == "sms", 90,
-               "the unanswered survey call did not go on to SMS")
+    # nobody answers the survey call (no phone at the trunk): its SMS is withheld too, so an
+    # agent calls instead of waiting for a reply that cannot come (and no survey of this test
+    # is left for the next module's centre to dial)
+    wait_until(lambda: _survey(sms_centre, case).state == "agent", 90,
+               "the unanswered survey call did not go on to the agents' list")
+    assert _survey(sms_centre, case).note.endswith("; SMS opted out")
     assert _messages(sms_centre, "+86" + phone) == [
         ("in", "report", "received"), ("out", "reply", "queued"),
         ("in", "opt_out", "received"), ("out", "opt_out", "queued"),
