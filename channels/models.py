@@ -22,7 +22,8 @@ class SmsMessage(Base):
     text: Mapped[str] = mapped_column(String(500))
     purpose: Mapped[str] = mapped_column(String(20), default="")  # e.g. survey
     reference: Mapped[str] = mapped_column(String(40), default="")  # e.g. a case number
-    state: Mapped[str] = mapped_column(String(10), index=True)  # queued|sent|failed|received
+    # queued|sent|failed|received; opted_out: a notice withheld from a number that opted out
+    state: Mapped[str] = mapped_column(String(10), index=True)
     gateway_id: Mapped[str | None] = mapped_column(String(80), unique=True, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
@@ -51,3 +52,15 @@ class SmsPart(Base):
     provider_id: Mapped[str] = mapped_column(String(80), index=True)
     delivery: Mapped[str] = mapped_column(String(12), default="")  # delivered | undelivered
     reported_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+
+class SmsOptOut(Base):
+    """A number that texted an opt-out word (退订): no notices or surveys by SMS go to it
+    until it texts a resubscribe word (订阅). One row a number, kept while opted out."""
+
+    __tablename__ = "sms_opt_outs"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)  # E.164
+    word: Mapped[str] = mapped_column(String(20))  # what the citizen texted
+    gateway_id: Mapped[str] = mapped_column(String(80), default="")  # that message's id
+    opted_out_at: Mapped[datetime] = mapped_column(UtcDateTime())

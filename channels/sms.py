@@ -10,6 +10,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from channels import optout
 from channels.models import SmsMessage
 from core import phones
 from core.errors import HotlineError
@@ -32,12 +33,15 @@ def _phone(phone: str) -> str:
 
 def queue(session: Session, phone: str, text: str, *, purpose: str = "", reference: str = "",
           now: datetime) -> SmsMessage:
-    """A message to a citizen, waiting for the gateway."""
+    """A message to a citizen, waiting for the gateway. A notice or survey to a number that
+    opted out (channels.optout) is kept as `opted_out` and never sent."""
     body = _CONTROL.sub("", text).strip()
     if not body or len(body) > MAX_TEXT:
         raise SmsError(f"text: 1-{MAX_TEXT} characters")
-    message = SmsMessage(direction="out", phone=_phone(phone), text=body, purpose=purpose[:20],
-                         reference=reference[:40], state="queued",
+    number = _phone(phone)
+    withheld = purpose in optout.WITHHELD and optout.is_opted_out(session, number)
+    message = SmsMessage(direction="out", phone=number, text=body, purpose=purpose[:20],
+                         reference=reference[:40], state="opted_out" if withheld else "queued",
                          created_at=now)
     session.add(message)
     session.flush()
@@ -91,9 +95,11 @@ def about(session: Session, reference: str, limit: int = 50) -> list[SmsMessage]
 
 
 def _survey_sms(session: Session, phone: str, text: str, case_number: str,
-                now: datetime) -> SmsMessage:
-    """The survey's SMS step (tickets.surveys): queued in the survey's own transaction."""
-    return queue(session, phone, text, purpose="survey", reference=case_number, now=now)
+                now: datetime) -> bool:
+    """The survey's SMS step (tickets.surveys): queued in the survey's own transaction;
+    False when the number opted out (the message is kept, withheld)."""
+    message = queue(session, phone, text, purpose="survey", reference=case_number, now=now)
+    return message.state != "opted_out"
 
 
 surveys.send_sms_with(_survey_sms)

@@ -360,6 +360,26 @@ class Accounts:
         "", description="signs the session cookie; empty: generated once into secrets.toml")
 
 
+def _sms_words(value: Any) -> tuple[str, ...]:
+    """"退订,TD,STOP" (or a list): whole-message keywords, compared without case or width."""
+    items = [v.strip() for v in (value.split(",") if isinstance(value, str) else value)]
+    if not items or any(not isinstance(v, str) or not 1 <= len(v) <= 20 for v in items):
+        raise ValueError("must be 1-20 character words, comma-separated")
+    return tuple(dict.fromkeys(items))
+
+
+def _rate_limit(value: Any) -> str:
+    """A Flask-Limiter rate ("10/minute;100/day")."""
+    if not re.fullmatch(r"[1-9][0-9]{0,6}/(second|minute|hour|day)"
+                        r"(;[1-9][0-9]{0,6}/(second|minute|hour|day))*", _str(value)):
+        raise ValueError("must look like 10/minute;100/day")
+    return value
+
+
+SmsWords = Annotated[tuple[str, ...], BeforeValidator(_sms_words)]
+RateLimit = Annotated[str, AfterValidator(_rate_limit)]
+
+
 @section
 class Sms:
     # The SMS gateway account (短信网关), in the widely used Twilio-compatible form: its auth
@@ -368,8 +388,8 @@ class Sms:
     twilio_account_sid: Text = ""
     twilio_auth_token: Text = Field(
         "", description="the gateway account's auth token; empty: no SMS gateway is set up")
-    # -- outbound (smsout): which gateway the worker sends the outbox through. "none" (the
-    # default, and the demo's): messages wait in the outbox and no worker starts.
+    # --- outbound messages (channels.outbound): the gateway the worker sends the outbox
+    # through. "none" (the default, and the demo's): messages wait, no worker starts.
     provider: Literal["none", "twilio", "smpp"] = "none"
     sender: Text = Field("12319", description="From / source_addr of outgoing messages")
     twilio_base_url: WebhookUrl = Field(
@@ -392,6 +412,31 @@ class Sms:
             raise ValueError("provider twilio needs twilio_account_sid and twilio_auth_token")
         if self.provider == "smpp" and not self.smpp_system_id:
             raise ValueError("provider smpp needs smpp_system_id")
+        return self
+
+    # --- inbound messages (channels.sms_inbound, the webhook POST /api/v1/sms/inbound) ---
+    # The webhook's public URL exactly as set at the gateway, which signs it; empty: rebuilt
+    # from the request and a reverse proxy's X-Forwarded-Proto/-Host/-Port.
+    webhook_url: WebhookUrl = ""
+    # A message that is only one of these words opts its number out of notices and surveys
+    # (退订), or back in (订阅); compared without case, width or surrounding punctuation.
+    opt_out_words: SmsWords = ("退订", "TD", "T", "N", "STOP", "STOPALL", "UNSUBSCRIBE",
+                               "CANCEL", "END", "QUIT", "取消")
+    resubscribe_words: SmsWords = ("订阅", "恢复", "START", "UNSTOP")
+    inbound_per_number: RateLimit = "10/minute;100/day"  # messages taken from one sender
+    inbound_per_address: RateLimit = "600/minute"  # webhook posts from one address
+    # A new report by SMS is taken in (受理) as this appeal type for an agent to classify.
+    report_appeal_type: Literal["enquiry", "help", "complaint", "report", "suggestion",
+                                "praise"] = "complaint"
+    # Orders from these channels tell their citizen by SMS when closed (结案).
+    notice_channels: SmsWords = ("sms", "web", "open311")
+
+    @model_validator(mode="after")
+    def _words_apart(self) -> Sms:
+        both = {w.casefold() for w in self.opt_out_words} & {
+            w.casefold() for w in self.resubscribe_words}
+        if both:
+            raise ValueError(f"opt_out_words and resubscribe_words share {sorted(both)}")
         return self
 
 

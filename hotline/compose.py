@@ -13,7 +13,7 @@ import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-import channels  # noqa: F401  (wires the survey's SMS step: tickets.surveys.send_sms_with)
+import channels  # wires the survey's SMS step (tickets.surveys.send_sms_with), close notices
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.db import make_engine, session_factory, transaction, upgrade
@@ -51,6 +51,7 @@ def build(settings: Settings, clock: Clock = SYSTEM_CLOCK, *, publish: bool = Tr
     gets the operator's catalogue file or the packaged one."""
     engine = make_engine(settings.storage.database_url)
     upgrade(engine)
+    channels.notices.configure(settings.sms)  # whose citizens hear their order closed
     parts = Parts(settings, clock, engine, session_factory(engine),
                   Policy.from_settings(settings))
     if seed_catalogue:

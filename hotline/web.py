@@ -35,6 +35,7 @@ from agent_desk import pages as desk_pages
 from agent_desk import staffing as desk_staffing
 from agent_desk import supervise as desk_supervise
 from agent_desk import workspace as desk_workspace
+from channels import sms_http
 from channels.outbound import http as sms_status
 from core import limits
 from core.clock import Clock
@@ -169,6 +170,9 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
         app.register_api(blueprint)
     app.register_api(sms_status.sms_status_api)  # the SMS gateway's delivery receipts
     app.extensions["csrf"].exempt(sms_status.sms_status_api)  # signed, no browser session
+    for blueprint in sms_http.BLUEPRINTS:  # the SMS gateway's webhook: signed, no CSRF token
+        app.register_api(blueprint)
+        app.extensions["csrf"].exempt(blueprint)
     shell.init_app(app)  # the pages' ground: static files, languages, CSP, the API docs
 
     @app.before_request

@@ -30,6 +30,7 @@ TYPED_PHONE = "13987654321"  # typed into the description by the citizen
 CALLER = "13566667777"
 TRANSFERRED_TO = "045155556666"  # a transfer out of the hotline
 AS_HEADER = "X-Test-As"  # the seam: the name of an identity in World.identities
+SMS_TOKEN = "world-sms-token"  # the SMS gateway's: signs the inbound webhook
 
 
 @dataclass
@@ -47,7 +48,8 @@ class World:
 
 
 def build(database_url: str, tmp_path: Path) -> World:
-    settings = make_settings(tmp_path, DATABASE_URL=database_url, REDIS_URL=REDIS_SERVER_URL)
+    settings = make_settings(tmp_path, DATABASE_URL=database_url, REDIS_URL=REDIS_SERVER_URL,
+                             HOTLINE_SMS_TWILIO_AUTH_TOKEN=SMS_TOKEN)
     engine = make_engine(database_url)
     upgrade(engine)
     sessions = session_factory(engine)

@@ -14,6 +14,7 @@ import pytest
 
 from accounts.access import PUBLIC
 from accounts.service import ROLES, Identity
+from channels import sms_signature
 from telephony import http as telephony_http
 from tests import api_world
 from tests.api_world import World
@@ -28,6 +29,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/api/v1/catalogue"): PUBLIC,
     ("POST", "/api/v1/exchange/updates"): PUBLIC,  # signed by the platform instead
     ("POST", "/api/v1/sms/status"): PUBLIC,  # signed by the SMS gateway instead
+    ("POST", "/api/v1/sms/inbound"): PUBLIC,  # signed by the SMS gateway instead
     ("GET", "/api/v1/calls"): STAFF,
     ("GET", "/api/v1/calls/<call_id>"): STAFF,
     ("GET", "/api/v1/seats"): STAFF,
@@ -156,6 +158,11 @@ def _call(world: World, method: str, route: str, headers: dict[str, str]) -> Any
             **headers, "Content-Type": "application/json", "Idempotency-Key": "matrix-0001",
             "X-Hotline-Timestamp": stamp,
             "X-Hotline-Signature": exchange.sign(secret, stamp, body)})
+    if route == "/api/v1/sms/inbound":
+        form = {"From": "13812345678", "Body": "井盖缺失", "MessageSid": "SMmatrix0001"}
+        return world.client.post(path, data=form, headers={
+            **headers, "X-Twilio-Signature": sms_signature.compute(
+                api_world.SMS_TOKEN, f"http://localhost{path}", list(form.items()))})
     if method == "POST":
         body = ({"appeal_type": "enquiry", "description": "井盖缺失"}
                 if route == "/api/v1/orders" else

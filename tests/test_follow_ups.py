@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 import tickets.follow_ups
+from channels import notices
 from core.db import make_engine, session_factory, transaction, upgrade
 from core.events import publish_on_commit
 from tests.conftest import CASE_LOOP
@@ -126,7 +127,8 @@ def test_a_move_is_followed_exactly_once(sessions: sessionmaker[Session]) -> Non
     assert events.subscribers(WorkOrderOpened) == (deadlines.follow_move,
                                                    exchange.follow_move)
     assert events.subscribers(WorkOrderMoved) == (deadlines.follow_move,
-                                                  exchange.follow_move, surveys.follow_move)
+                                                  exchange.follow_move, surveys.follow_move,
+                                                  notices.follow_move)  # the room above's
     bus = Recorder()
     publish_on_commit(sessions, bus)
     case = _open(sessions)

@@ -39,7 +39,8 @@ _FULL_WIDTH = str.maketrans("１２３４５", "12345")
 
 SmsSender = Callable[[Session, str, str, str, datetime], object]
 """How a survey's SMS leaves: (session, phone, text, case number, now), inside the survey's
-own transaction. The channels room, which stands above this one, wires it (channels.sms)."""
+own transaction. The channels room, which stands above this one, wires it (channels.sms).
+It returns False when the number takes no survey by SMS (it opted out: 退订)."""
 _sms_sender: list[SmsSender] = []
 
 
@@ -163,7 +164,12 @@ def call_failed(session: Session, attempt_id: str, reason: str, policy: Policy,
         if not _sms_sender:  # never a survey that says "sms" with no message sent
             raise SurveyError("no SMS channel is wired (import channels)")
         case = _case_number(session, survey)
-        _sms_sender[0](session, survey.phone, SMS_TEXT.format(case=case), case, now)
+        if _sms_sender[0](session, survey.phone, SMS_TEXT.format(case=case), case,
+                          now) is False:  # opted out of SMS: no reply can come, an agent calls
+            session.execute(update(Survey).where(Survey.id == survey.id).values(
+                state="agent", note=f"{reason[:450]}; SMS opted out")
+                .execution_options(synchronize_session=False))
+            return "agent"
     return str(values["state"])
 
 

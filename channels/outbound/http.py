@@ -13,6 +13,7 @@ from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, ConfigDict, Field
 
 from accounts.access import PUBLIC, requires
+from channels import sms_signature
 from channels.outbound import outbox, twilio
 from core.db import transaction
 from core.schemas import ErrorBody, Query, Text
@@ -39,25 +40,15 @@ class StatusAnswer(BaseModel):
     recorded: bool = Field(description="a final status that marked a known message")
 
 
-def public_url() -> str:
-    """The URL the gateway signed: the configured callback URL, else this request's URL as
-    the client saw it (X-Forwarded-Proto/-Host from a reverse proxy)."""
-    configured = current_app.extensions["hotline.settings"].sms.status_callback_url
-    if configured:
-        return str(configured)
-    proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
-    return f"{proto}://{host}{request.full_path.rstrip('?')}"
-
-
 @sms_status_api.post("/status", summary="A delivery status from the SMS gateway (signed)",
                      responses={200: StatusAnswer, 403: ErrorBody, 404: ErrorBody})
 @requires(PUBLIC)  # signed with the gateway account's auth token instead
 def status_callback(header: SignatureHeader, form: StatusCallback) -> Any:
     settings = current_app.extensions["hotline.settings"]
     fields = {k: v for k, v in request.form.items()}
-    if not twilio.signed(settings.sms.twilio_auth_token, public_url(), fields,
-                         header.signature):
+    if not sms_signature.valid(settings.sms.twilio_auth_token,
+                               sms_signature.public_url(settings.sms.status_callback_url),
+                               list(request.form.items(multi=True)), header.signature):
         abort(403, "X-Twilio-Signature: does not match")
     sid, delivered = twilio.status_of(fields)
     if delivered is None:

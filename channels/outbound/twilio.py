@@ -12,9 +12,6 @@ refuse our account, not the message: tried again (someone fixes the settings).
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 from collections.abc import Mapping
 
 import httpx
@@ -28,19 +25,6 @@ from channels.outbound.gateway import (
 )
 
 FINAL_STATUSES = {"delivered": True, "undelivered": False, "failed": False}
-
-
-def signature(auth_token: str, url: str, params: Mapping[str, str]) -> str:
-    """Twilio's request signature: HMAC-SHA1 keyed by the auth token over the full URL
-    followed by each POST parameter's name and value, names sorted; base64."""
-    data = url + "".join(f"{name}{params[name]}" for name in sorted(params))
-    digest = hmac.new(auth_token.encode(), data.encode("utf-8"), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode()
-
-
-def signed(auth_token: str, url: str, params: Mapping[str, str], given: str) -> bool:
-    return bool(auth_token) and hmac.compare_digest(signature(auth_token, url, params),
-                                                    given or "")
 
 
 def status_of(params: Mapping[str, str]) -> tuple[str, bool | None]:
