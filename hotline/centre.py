@@ -25,6 +25,7 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.errors import HotlineError
 from hotline.compose import build
+from hotline.retention import RetentionLoop
 from hotline.web import create_app, stop_web_server
 from ivr.fastagi import FastAgiServer
 from ivr.server import start as start_ivr
@@ -48,6 +49,9 @@ class Centre:
         # the live wallboard (监控大屏): recomputed on call and seat events, pushed
         self.board = BoardLoop(settings, self.sessions, self.bus, clock)
         self._board_run: Any = None
+        # daily: recordings past retention deleted, last week's quality sample; the disk
+        self.retention = RetentionLoop(settings, self.sessions, self.bus, clock)
+        self._retention_run: Any = None
         self.with_web, self.with_worker = web, worker
         self.push: PushServer | None = None
         self._push_loop: BackgroundLoop | None = None
@@ -82,6 +86,9 @@ class Centre:
                 self.desk_relay.run(self._stop), self._loop.loop)
             self._board_run = asyncio.run_coroutine_threadsafe(
                 self.board.run(self._stop), self._loop.loop)
+            if self.with_worker:
+                self._retention_run = asyncio.run_coroutine_threadsafe(
+                    self.retention.run(self._stop), self._loop.loop)
             if self.with_web:
                 self._start_web()
                 self._start_push()
@@ -141,6 +148,9 @@ class Centre:
             with contextlib.suppress(Exception):
                 if self._board_run is not None:
                     self._board_run.result(15)
+            with contextlib.suppress(Exception):
+                if self._retention_run is not None:
+                    self._retention_run.result(15)
         if self.ivr is not None and self._ivr_loop is not None:
             self._ivr_loop.run(self.ivr.close(), 10)
         if self._ivr_loop is not None:
