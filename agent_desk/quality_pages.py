@@ -62,6 +62,23 @@ def _page(template: str, status: int = 200, **context: Any) -> Any:
                            zone=_zone(), **context), status
 
 
+def _reasons(reasons: list[str]) -> str:
+    """Why a call was sampled, in the page's language: 随机抽样, 投诉 <case>, 差评 <rating>,
+    标记 <reason>."""
+    names = {service.RANDOM: _("random"), service.COMPLAINT: _("complaint"),
+             service.LOW_RATING: _("low rating"), service.FLAG: _("flagged")}
+    out = []
+    for reason in reasons:
+        kind, _sep, rest = reason.partition(":")
+        out.append(f"{names.get(kind, kind)} {rest}".strip())
+    return ", ".join(out)
+
+
+@quality_pages.context_processor
+def _helpers() -> dict[str, Any]:
+    return {"reasons": _reasons}
+
+
 @quality_pages.get("/quality")
 @requires("quality.review")
 def queue(message: str = "") -> Any:
