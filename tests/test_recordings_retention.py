@@ -196,3 +196,46 @@ def test_low_disk_space_warns_on_the_bus_once_until_it_recovers(world, caplog) -
     client.delete(bus.stream)
     fine = RetentionLoop(settings, sessions, bus, clock=None)  # type: ignore[arg-type]
     assert fine.check_disk(NOW) is None  # the default threshold: this disk has room
+
+
+def test_holds_over_the_api_refuse_bad_input_and_change_nothing(world) -> None:
+    from accounts import service as accounts
+    from core.clock import FixedClock
+    from hotline.web import create_app
+
+    settings, sessions, _paths = world
+    settings = replace(settings, storage=replace(settings.storage, redis_url=REDIS_SERVER_URL))
+    tokens = {}
+    with transaction(sessions) as session:
+        for name, role in (("管理员", "admin"), ("审计员", "auditor"), ("监督员", "supervisor")):
+            accounts.create_account(session, name, [role], password=None, actor="测试",
+                                    now=NOW)
+            tokens[role] = {"Authorization": "Bearer " + accounts.issue_token(
+                session, name, scope=None, actor="测试", now=NOW)}
+    client = create_app(settings, sessions, connect_redis(settings),
+                        FixedClock(NOW)).test_client()
+    url = f"/api/v1/recordings/{LOOSE}"
+    empty = client.post(f"{url}/hold", headers=tokens["admin"], json={"reason": ""})
+    assert empty.status_code == 400 and empty.json["detail"].startswith("reason")
+    extra = client.post(f"{url}/hold", headers=tokens["admin"], json={"reason": "x", "by": 1})
+    assert extra.status_code == 400
+    assert client.post(f"{url}/hold", headers=tokens["supervisor"],
+                       json={"reason": "调取"}).status_code == 403
+    with sessions() as session:
+        assert retention.active_hold(session, LOOSE) is None  # nothing half-stored
+    placed = client.post(f"{url}/hold", headers=tokens["admin"], json={"reason": "信访复查"})
+    assert placed.status_code == 201
+    assert (placed.json["placed_by"], placed.json["reason"]) == ("管理员", "信访复查")
+    assert client.post(f"{url}/hold", headers=tokens["admin"],
+                       json={"reason": "再次"}).status_code == 409
+    held = client.get("/api/v1/recordings/holds", headers=tokens["auditor"]).json["items"]
+    assert sorted(h["call_id"] for h in held) == sorted([HELD, LOOSE])
+    assert run_retention(sessions, settings, NOW).deleted == [CLOSED]
+    released = client.post(f"{url}/release", headers=tokens["admin"], json={"reason": "复查结束"})
+    assert released.status_code == 200 and released.json["release_reason"] == "复查结束"
+    assert client.post(f"{url}/release", headers=tokens["admin"],
+                       json={"reason": "又一次"}).status_code == 404
+    log = client.get("/api/v1/recordings/deletions", headers=tokens["auditor"]).json["items"]
+    assert [(d["call_id"], d["sha256"]) for d in log] == [
+        (CLOSED, hashlib.sha256(b"RIFF" + CLOSED.encode() * 50).hexdigest())]
+    assert "path" not in log[0]  # where a recording lay on disk is never shown
