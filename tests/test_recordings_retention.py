@@ -239,3 +239,28 @@ def test_holds_over_the_api_refuse_bad_input_and_change_nothing(world) -> None:
     assert [(d["call_id"], d["sha256"]) for d in log] == [
         (CLOSED, hashlib.sha256(b"RIFF" + CLOSED.encode() * 50).hexdigest())]
     assert "path" not in log[0]  # where a recording lay on disk is never shown
+
+
+def test_the_centre_runs_retention_once_a_day_at_its_hour(world) -> None:
+    from core.clock import FixedClock
+
+    settings, sessions, paths = world
+    client = connect_redis(replace(settings, storage=replace(settings.storage,
+                                                             redis_url=REDIS_SERVER_URL)))
+    bus = EventBus(client, stream=f"test:retention-loop:{id(settings)}")
+    clock = FixedClock(datetime(2026, 11, 23, 18, 30, tzinfo=UTC))  # 02:30 Beijing
+    loop = RetentionLoop(settings, sessions, bus, clock)
+    loop.tick()
+    assert paths[LOOSE].is_file()  # before retention.run_hour (3)
+    clock.advance(timedelta(hours=1))  # 03:30
+    loop.tick()
+    assert not paths[LOOSE].exists() and not paths[CLOSED].exists()
+    with transaction(sessions) as session:
+        retention.release_hold(session, HELD, reason="审结", actor="管理员", now=clock.now())
+    clock.advance(timedelta(hours=2))  # the same day: no second run
+    loop.tick()
+    assert paths[HELD].is_file()
+    clock.advance(timedelta(days=1))
+    loop.tick()
+    assert not paths[HELD].exists()
+    client.delete(bus.stream)
