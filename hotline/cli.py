@@ -1208,3 +1208,56 @@ def recordings_log(ctx: click.Context, limit: int, as_json: bool) -> None:
     for r in rows:
         click.echo(f"{r['deleted_at'] or 'claimed'}  {r['call_id']}  {r['sha256']}  "
                    f"{r['reason']}")
+
+
+# ------------------------------------------------------------------------------ quality
+
+@cli.group("quality")
+def quality_group() -> None:
+    """Quality review (质检): the weekly sample and the report."""
+
+
+@quality_group.command("draw")
+@click.option("--day", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="A day of the ISO week to sample (default: last week).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def quality_draw(ctx: click.Context, day: Any, as_json: bool) -> None:
+    """Sample a week's calls for review; drawing again adds only what is new."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from core.db import transaction
+    from quality import service as quality
+
+    settings = _settings(ctx)
+    now = SYSTEM_CLOCK.now()
+    zone = settings.calendar.timezone
+    picked = day.date() if day else now.astimezone(ZoneInfo(zone)).date() - timedelta(days=7)
+    with transaction(_session_factory(settings)) as session:
+        views = [quality.sample_view(s) for s in quality.draw(
+            session, picked, now=now, zone=zone, settings=settings.quality)]
+    if as_json:
+        _echo_json([{**v, "call_started_at": v["call_started_at"].isoformat()} for v in views])
+        return
+    for v in views:
+        click.echo(f"{v['period']}  {v['agent']:<8} {v['call_id']:<24} {', '.join(v['reasons'])}")
+    click.echo(f"{len(views)} calls sampled", err=True)
+
+
+@quality_group.command("report")
+@click.option("--from", "start", type=click.DateTime(formats=["%Y-%m-%d"]), required=True)
+@click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]), required=True)
+@click.pass_context
+def quality_report(ctx: click.Context, start: Any, end: Any) -> None:
+    """Average weighted scores per agent and team, and per criterion (local days)."""
+    from zoneinfo import ZoneInfo
+
+    from quality import service as quality
+
+    settings = _settings(ctx)
+    zone = ZoneInfo(settings.calendar.timezone)
+    with _session_factory(settings)() as session:
+        found = quality.report(session, start.replace(tzinfo=zone), end.replace(tzinfo=zone))
+    _echo_json({**found, "since": found["since"].isoformat(),
+                "until": found["until"].isoformat()})

@@ -24,6 +24,8 @@ from telephony import records
 from tickets import call_facts
 
 log = logging.getLogger(__name__)
+# a deleted recording is no longer offered for playing: the call record forgets its file
+retention.on_delete(records.recording_deleted)
 
 
 def candidates(sessions: sessionmaker[Session], settings: Settings,

@@ -238,3 +238,11 @@ def recordings_before(session: Session, before: datetime,
         .order_by(CallRecord.started_at, CallRecord.id).limit(limit))
     return [{"call_id": c, "path": p, "started_at": s, "case_number": n}
             for c, p, s, n in rows]
+
+
+def recording_deleted(session: Session, call_id: str) -> None:
+    """Retention deleted the call's recording: the record no longer names a file (its
+    checksum stays; the deletion log says when and why)."""
+    session.execute(update(CallRecord).where(CallRecord.call_id == call_id)
+                    .values(recording_path=None)
+                    .execution_options(synchronize_session=False))

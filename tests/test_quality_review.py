@@ -234,3 +234,29 @@ def test_the_api_scores_an_agent_sees_only_their_own_and_the_report_averages(wor
     assert (report["team"]["reviews"], report["team"]["average"],
             report["team"]["criteria"]) == (2, 75.0, {"受理准确": 75.0, "服务用语": 75.0})
     assert client.get("/api/v1/quality/report", headers=tokens["坐席甲"]).status_code == 403
+
+
+def test_the_cli_draws_a_week_and_reports_it(world, monkeypatch) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from hotline import cli
+
+    settings, _sessions = world
+    settings = replace(settings, quality=Quality(sample_percent=50, sample_seed="命令行"))
+    monkeypatch.setattr(cli, "load_settings", lambda _path=None: settings)
+    drawn = CliRunner().invoke(cli.cli, ["quality", "draw", "--day", "2026-11-25", "--json"])
+    assert drawn.exit_code == 0, drawn.output
+    samples = json.loads(drawn.output)
+    # half of 8001's 20 calls and of 8002's 4, all of the week 2026-W48, all random
+    assert sorted(s["agent"] for s in samples).count("8001") == 10
+    assert sorted(s["agent"] for s in samples).count("8002") == 2
+    assert {s["period"] for s in samples} == {"2026-W48"}
+    assert {tuple(s["reasons"]) for s in samples} == {("random",)}
+    again = CliRunner().invoke(cli.cli, ["quality", "draw", "--day", "2026-11-25", "--json"])
+    assert json.loads(again.output) == []
+    report = CliRunner().invoke(cli.cli, ["quality", "report", "--from", "2026-11-23",
+                                          "--to", "2026-11-30"])
+    assert json.loads(report.output)["team"] == {"agent": None, "reviews": 0,
+                                                 "average": None, "criteria": {}}

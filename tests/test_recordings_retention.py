@@ -109,6 +109,9 @@ def test_retention_deletes_only_what_it_may_and_logs_each_deletion(world) -> Non
         assert log[call_id].reason.startswith("expired: older than 30 days")
         assert log[call_id].path == str(paths[call_id].resolve())
     assert "closed" in log[CLOSED].reason
+    with sessions() as session:  # the call records offer the deleted ones no more
+        assert records.get_call(session, CLOSED)["recording"] is None
+        assert records.get_call(session, OPEN)["recording"]["path"] == str(paths[OPEN])
 
     again = run_retention(sessions, settings, NOW + timedelta(days=1))
     assert again.deleted == []  # nothing is deleted, or logged, twice
