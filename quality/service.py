@@ -202,17 +202,26 @@ def draw(session: Session, day: date, *, now: datetime, zone: str | None = None,
                               period, agent)
         for call_id in picked:
             reasons[call_id].append(RANDOM)
-    for call_id, case in call_facts.complaint_calls(session, ids).items():
-        reasons[call_id].append(f"{COMPLAINT}:{case}")
-    for call_id, rating in call_facts.low_rated_calls(session, ids, rules.low_ratings).items():
-        reasons[call_id].append(f"{LOW_RATING}:{rating}")
-    for flag in session.scalars(select(QualityFlag).where(QualityFlag.call_id.in_(ids))):
-        reasons[flag.call_id].append(f"{FLAG}:{flag.reason}")
+    for part in _chunks(ids):  # a busy week has more calls than one IN (...) may name
+        for call_id, case in call_facts.complaint_calls(session, part).items():
+            reasons[call_id].append(f"{COMPLAINT}:{case}")
+        for call_id, rating in call_facts.low_rated_calls(session, part,
+                                                          rules.low_ratings).items():
+            reasons[call_id].append(f"{LOW_RATING}:{rating}")
+        for flag in session.scalars(select(QualityFlag).where(QualityFlag.call_id.in_(part))
+                                    .order_by(QualityFlag.id)):
+            reasons[flag.call_id].append(f"{FLAG}:{flag.reason}")
     by_id = {c["call_id"]: c for c in calls}
     new = [call_id for call_id in sorted(reasons)
            if _add(session, by_id[call_id], reasons[call_id], period)]
     session.flush()
-    return list(session.scalars(select(QualitySample).where(QualitySample.call_id.in_(new))))
+    return [sample for part in _chunks(new) for sample in session.scalars(
+        select(QualitySample).where(QualitySample.call_id.in_(part))
+        .order_by(QualitySample.call_started_at, QualitySample.id))]
+
+
+def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _random_pick(call_ids: list[str], percent: int, seed: str, period: str,

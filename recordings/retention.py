@@ -165,10 +165,9 @@ def holds(session: Session, *, active_only: bool = True) -> list[RecordingHold]:
 
 def held_calls(session: Session, call_ids: Iterable[str]) -> set[str]:
     ids = list(call_ids)
-    if not ids:
-        return set()
-    return set(session.scalars(select(RecordingHold.call_id).where(
-        RecordingHold.call_id.in_(ids), RecordingHold.released_at.is_(None))))
+    return {call_id for part in _chunks(ids) for call_id in session.scalars(
+        select(RecordingHold.call_id).where(RecordingHold.call_id.in_(part),
+                                            RecordingHold.released_at.is_(None)))}
 
 
 # --- the deletion log -----------------------------------------------------------------------
@@ -185,10 +184,13 @@ def deletions(session: Session, limit: int = 200, offset: int = 0) -> list[Recor
 
 def deleted_calls(session: Session, call_ids: Iterable[str]) -> set[str]:
     ids = list(call_ids)
-    if not ids:
-        return set()
-    return set(session.scalars(select(RecordingDeletion.call_id).where(
-        RecordingDeletion.call_id.in_(ids))))
+    return {call_id for part in _chunks(ids) for call_id in session.scalars(
+        select(RecordingDeletion.call_id).where(RecordingDeletion.call_id.in_(part)))}
+
+
+def _chunks(items: list[str], size: int = 500) -> list[list[str]]:
+    """Ids a few hundred at a time: one IN (...) may name only so many."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 # --- a run ----------------------------------------------------------------------------------
@@ -218,8 +220,8 @@ def decide(session: Session, candidates: Iterable[Stored], *, days: int, now: da
     listed = [c for c in candidates if c.path]
     held = held_calls(session, (c.call_id for c in listed))
     gone = deleted_calls(session, (c.call_id for c in listed))
-    cases = {c.case_number for c in listed if c.case_number}
-    still_open = open_cases(cases) if cases else set()
+    cases = sorted({c.case_number for c in listed if c.case_number})
+    still_open = {case for part in _chunks(cases) for case in open_cases(set(part))}
     out = []
     for c in listed:
         if c.call_id in gone:
