@@ -29,6 +29,7 @@ from hotline.retention import RetentionLoop
 from hotline.web import create_app, stop_web_server
 from ivr.fastagi import FastAgiServer
 from ivr.server import start as start_ivr
+from quality.keywords import KeywordFlags
 from telephony.service import TelephonyService
 from tickets.worker import TicketsWorker
 
@@ -52,6 +53,9 @@ class Centre:
         # daily: recordings past retention deleted, last week's quality sample; the disk
         self.retention = RetentionLoop(settings, self.sessions, self.bus, clock)
         self._retention_run: Any = None
+        # keyword hits (speech.keyword) flag their calls for quality review (质检)
+        self.quality_flags = KeywordFlags(self.sessions, self.bus, settings.calendar.timezone)
+        self._flags_run: Any = None
         self.with_web, self.with_worker = web, worker
         self.push: PushServer | None = None
         self._push_loop: BackgroundLoop | None = None
@@ -89,6 +93,8 @@ class Centre:
             if self.with_worker:
                 self._retention_run = asyncio.run_coroutine_threadsafe(
                     self.retention.run(self._stop), self._loop.loop)
+                self._flags_run = asyncio.run_coroutine_threadsafe(
+                    self.quality_flags.run(self._stop), self._loop.loop)
             if self.with_web:
                 self._start_web()
                 self._start_push()
@@ -151,6 +157,9 @@ class Centre:
             with contextlib.suppress(Exception):
                 if self._retention_run is not None:
                     self._retention_run.result(15)
+            with contextlib.suppress(Exception):
+                if self._flags_run is not None:
+                    self._flags_run.result(15)
         if self.ivr is not None and self._ivr_loop is not None:
             self._ivr_loop.run(self.ivr.close(), 10)
         if self._ivr_loop is not None:

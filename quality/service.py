@@ -408,3 +408,15 @@ def recording_of(session: Session, sample_id: int, recordings_dir: Path) -> Path
     root = recordings_dir.resolve()
     path = Path(str(stored["path"])).resolve()
     return path if path.is_relative_to(root) and path.is_file() else None
+
+
+def sample_flagged(session: Session, call_id: str, *,
+                   zone: str | None = None) -> QualitySample | None:
+    """A call flagged while it was up, now that its record is stored: sampled with its
+    flags' reasons. Nothing for a call nobody flagged."""
+    reasons = list(session.scalars(select(QualityFlag.reason).where(
+        QualityFlag.call_id == call_id).order_by(QualityFlag.id)))
+    sample = None
+    for reason in reasons:
+        sample = flag_call(session, call_id, reason, zone=zone)
+    return sample

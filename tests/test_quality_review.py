@@ -260,3 +260,38 @@ def test_the_cli_draws_a_week_and_reports_it(world, monkeypatch) -> None:
                                           "--to", "2026-11-30"])
     assert json.loads(report.output)["team"] == {"agent": None, "reviews": 0,
                                                  "average": None, "criteria": {}}
+
+
+def test_a_keyword_heard_flags_its_call_even_before_the_record_is_stored(world) -> None:
+    """The speech side's `speech.keyword` on the bus, for a call still up and for a stored
+    one: the loop flags both, and samples the first when its `call.ended` comes."""
+    import json as _json
+
+    from core.events import EventBus
+    from quality.keywords import KeywordFlags
+
+    settings, sessions = world
+    bus = EventBus(connect_redis(settings), stream=f"test:quality-flags:{id(sessions)}")
+    flags = KeywordFlags(sessions, bus, "Asia/Shanghai")
+    live = "1764999999.5"
+
+    def put(event: dict[str, object]) -> None:
+        bus.client.xadd(bus.stream, {"type": str(event["type"]), "id": str(event["id"]),
+                                     "data": _json.dumps(event, ensure_ascii=False)})
+
+    put({"type": "speech.keyword", "id": "k1", "call_id": live, "keyword": "煤气泄漏"})
+    put({"type": "speech.keyword", "id": "k2", "call_id": _id("8002", 2), "keyword": "跳楼"})
+    put({"type": "call.agent_connected", "id": "c0", "call_id": _id("8002", 3)})
+    assert flags.follow() == [live, _id("8002", 2)]
+    with sessions() as session:
+        assert [s.call_id for s in quality.pending(session)] == [_id("8002", 2)]
+    with transaction(sessions) as session:
+        _call(session, live, "8001", MONDAY + timedelta(days=2))
+    put({"type": "call.ended", "id": "e1", "call_id": live})
+    put({"type": "call.ended", "id": "e2", "call_id": _id("8002", 0)})  # nobody flagged it
+    assert flags.follow() == [live]
+    with sessions() as session:
+        assert {s.call_id: s.reasons for s in quality.pending(session)} == {
+            _id("8002", 2): ["flag:keyword:跳楼"], live: ["flag:keyword:煤气泄漏"]}
+    assert flags.follow() == []  # each event handled once
+    bus.client.delete(bus.stream)
