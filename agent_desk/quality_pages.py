@@ -18,10 +18,16 @@ from accounts.pages import guard_pages, titles
 from accounts.web import audit, current_identity
 from agent_desk.workspace import played_from_the_start, send_recording
 from core.db import transaction
-from core.errors import HotlineError
+from core.errors import HotlineError, NotFound
 from quality import service
 
 quality_pages = guard_pages(Blueprint("quality", __name__, template_folder="templates"))
+
+
+@quality_pages.errorhandler(404)
+def _not_found(error: Any) -> Any:
+    return render_template("accounts/message.html", title=_("Not found"),
+                           text=error.description, home=url_for("pages.index")), 404
 FORM_ROWS = 8  # criteria rows the form page offers
 
 
@@ -98,8 +104,15 @@ def draw() -> Any:
     return queue(message=_("%(count)s calls sampled", count=len(new)))
 
 
+def _sample(session: Any, sample_id: int) -> Any:
+    try:
+        return service.get_sample(session, sample_id)
+    except NotFound as missing:
+        abort(404, str(missing))
+
+
 def _review_page(session: Any, sample_id: int, refusal: str = "", status: int = 200) -> Any:
-    sample = service.get_sample(session, sample_id)
+    sample = _sample(session, sample_id)
     active = service.forms(session, active_only=True)
     return _page("quality_review.html", status, sample=service.sample_view(sample),
                  forms=[service.form_view(session, f) for f in active], refusal=refusal,
@@ -141,7 +154,7 @@ def score(sample_id: int) -> Any:
 def recording(sample_id: int) -> Any:
     """The sampled call's recording, each play from the start audited (recording_played)."""
     with transaction(_sessions()) as session:
-        sample = service.get_sample(session, sample_id)
+        sample = _sample(session, sample_id)
         path = service.recording_of(session, sample_id, _settings().storage.recordings_dir)
         if path is None:
             abort(404, f"no recording of call {sample.call_id}")
