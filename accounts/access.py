@@ -59,6 +59,17 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "spy.use": frozenset({SUPERVISOR, SHIFT_CHIEF}),
     "board.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN}),  # the live wallboard
     "board.display": frozenset({ADMIN}),  # display tokens for the wall (大屏令牌)
+    # quality review (质检): administrators define the scoring forms; supervisors and shift
+    # chiefs (who already listen in on calls) draw samples and score them; an agent reads
+    # only their own reviews; the reports grade staff by name, like kpis.read
+    "quality.forms": frozenset({ADMIN}),
+    "quality.review": frozenset({SUPERVISOR, SHIFT_CHIEF}),
+    "quality.own": frozenset({OPERATOR, SUPERVISOR}),
+    "quality.report": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN, AUDITOR}),
+    # legal holds on recordings (法律保全), placed and released by administrators; the holds
+    # and the retention's deletion log read by administrators and auditors
+    "recordings.hold": frozenset({ADMIN}),
+    "recordings.retention": frozenset({ADMIN, AUDITOR}),
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
 }

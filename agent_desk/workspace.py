@@ -347,3 +347,18 @@ workspace.record_once(
     lambda state: state.app.before_request_funcs.setdefault(None, []).insert(0, _photo_limit))
 workspace.register_error_handler(NotFound, _not_found)
 workspace.register_error_handler(RequestEntityTooLarge, _too_large)
+
+
+# --- the audited Range player, for the other pages that play a call's recording -------------
+
+def played_from_the_start() -> bool:
+    """Whether this request starts a play (audit it) rather than fetching a later part."""
+    return _from_the_start()
+
+
+def send_recording(path: Any, call_id: str) -> Any:
+    """The recording as WAV for an <audio>, with HTTP Range (206 for a part), never cached."""
+    response = send_file(path, mimetype="audio/wav", conditional=True,
+                         download_name=f"{call_id}.wav", max_age=0)
+    response.headers["Cache-Control"] = "private, no-store"
+    return response

@@ -443,6 +443,29 @@ class Sms:
 SECRET_KEYS.add(("sms", "smpp_password"))
 
 
+@section
+class Retention:
+    """Recordings kept and deleted (recordings.retention), the disk they fill."""
+
+    # a recording older than this is deleted, unless its order is open or it is on hold
+    recording_days: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=36_500)] = 365
+    run_hour: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=23)] = 3  # daily, local
+    # warn (log and bus: recordings.disk_low) below this much free space for recordings
+    min_free_mb: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=10_000_000)] = 2048
+    disk_check_seconds: Annotated[int, BeforeValidator(_no_bool), Field(ge=5, le=3600)] = 60
+
+
+@section
+class Quality:
+    """Quality review (质检, quality.service): the weekly sample of each agent's calls."""
+
+    # share of each agent's answered calls a week drawn at random (at least one call)
+    sample_percent: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=100)] = 5
+    # with the week and the agent, seeds the random pick: the same sample when drawn again
+    sample_seed: Text = "12319"
+    low_ratings: Ratings = (4, 5)  # survey ratings (不满意, 非常不满意) whose calls are reviewed
+
+
 SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "storage": Storage,
     "pbx": Pbx,
@@ -456,6 +479,8 @@ SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "exchange": Exchange,
     "accounts": Accounts,
     "sms": Sms,
+    "retention": Retention,
+    "quality": Quality,
 }
 _MAPPINGS = {"pause_reasons", "dispositions"}
 
@@ -475,6 +500,8 @@ class Settings:
     exchange: Exchange
     accounts: Accounts
     sms: Sms
+    retention: Retention
+    quality: Quality
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -27,9 +27,11 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.errors import HotlineError
 from hotline.compose import build
+from hotline.retention import RetentionLoop
 from hotline.web import create_app, stop_web_server
 from ivr.fastagi import FastAgiServer
 from ivr.server import start as start_ivr
+from quality.keywords import KeywordFlags
 from telephony.service import TelephonyService
 from tickets.worker import TicketsWorker
 
@@ -53,6 +55,12 @@ class Centre:
         # the SMS outbox worker (短信下发), when sms.provider names a gateway
         self.sms_out: OutboundWorker | None = None
         self._sms_run: Any = None
+        # daily: recordings past retention deleted, last week's quality sample; the disk
+        self.retention = RetentionLoop(settings, self.sessions, self.bus, clock)
+        self._retention_run: Any = None
+        # keyword hits (speech.keyword) flag their calls for quality review (质检)
+        self.quality_flags = KeywordFlags(self.sessions, self.bus, settings.calendar.timezone)
+        self._flags_run: Any = None
         self.with_web, self.with_worker = web, worker
         self.push: PushServer | None = None
         self._push_loop: BackgroundLoop | None = None
@@ -92,6 +100,11 @@ class Centre:
                                               self.clock).start()
                 self._sms_run = asyncio.run_coroutine_threadsafe(
                     self.sms_out.run(self._stop), self._loop.loop)
+            if self.with_worker:
+                self._retention_run = asyncio.run_coroutine_threadsafe(
+                    self.retention.run(self._stop), self._loop.loop)
+                self._flags_run = asyncio.run_coroutine_threadsafe(
+                    self.quality_flags.run(self._stop), self._loop.loop)
             if self.with_web:
                 self._start_web()
                 self._start_push()
@@ -154,6 +167,12 @@ class Centre:
             with contextlib.suppress(Exception):
                 if self._sms_run is not None:
                     self._sms_run.result(30)
+            with contextlib.suppress(Exception):
+                if self._retention_run is not None:
+                    self._retention_run.result(15)
+            with contextlib.suppress(Exception):
+                if self._flags_run is not None:
+                    self._flags_run.result(15)
         if self.sms_out is not None:
             self.sms_out.stop()
             self.sms_out = None

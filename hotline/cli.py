@@ -1222,3 +1222,129 @@ def sms_retry(ctx: click.Context, message_id: int) -> None:
             raise click.ClickException(f"message {message_id}: not an unknown or failed "
                                        "outgoing message")
     click.echo(f"{message_id}: queued again")
+
+
+# ------------------------------------------------------------------------------ recordings
+
+@cli.group()
+def recordings() -> None:
+    """Recordings: retention (保存期限) and legal holds (法律保全)."""
+
+
+@recordings.command("retention")
+@click.option("--dry-run", is_flag=True, help="Only say what would be deleted and kept.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def recordings_retention(ctx: click.Context, dry_run: bool, as_json: bool) -> None:
+    """Delete the recordings older than retention.recording_days, except those of open
+    orders and those on legal hold; each deletion is logged with its checksum."""
+    from hotline.retention import run_retention
+
+    settings = _settings(ctx)
+    outcome = run_retention(_session_factory(settings), settings, SYSTEM_CLOCK.now(),
+                            dry_run=dry_run, actor=_cli_actor())
+    if as_json:
+        _echo_json({"dry_run": dry_run, "deleted": outcome.deleted,
+                    "skipped": outcome.skipped,
+                    "kept": [{"call_id": k.call_id, "why": k.why} for k in outcome.kept]})
+        return
+    verb = "would delete" if dry_run else "deleted"
+    for call_id in outcome.deleted:
+        click.echo(f"{verb}  {call_id}")
+    for kept in outcome.kept:
+        click.echo(f"kept     {kept.call_id}  ({kept.why})")
+    click.echo(f"{len(outcome.deleted)} {verb}, {len(outcome.kept)} kept", err=True)
+
+
+@recordings.command("hold")
+@click.argument("call_id")
+@click.option("--reason", required=True, help="Why (a case, a court's request).")
+@click.option("--release", is_flag=True, help="Release the hold instead.")
+@click.pass_context
+def recordings_hold(ctx: click.Context, call_id: str, reason: str, release: bool) -> None:
+    """Put a call's recording on legal hold (or --release it); audited."""
+    from core.db import transaction
+    from recordings import retention
+
+    with transaction(_session_factory(_settings(ctx))) as session:
+        if release:
+            retention.release_hold(session, call_id, reason=reason, actor=_cli_actor(),
+                                   now=SYSTEM_CLOCK.now())
+        else:
+            retention.place_hold(session, call_id, reason=reason, actor=_cli_actor(),
+                                 now=SYSTEM_CLOCK.now())
+    click.echo(f"{call_id}: {'released' if release else 'on hold'}")
+
+
+@recordings.command("log")
+@click.option("--limit", default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def recordings_log(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """The deletion log: what retention deleted, when, why, with the file's SHA-256."""
+    from recordings import retention
+
+    with _session_factory(_settings(ctx))() as session:
+        rows = [{"call_id": r.call_id, "path": r.path, "sha256": r.sha256, "bytes": r.bytes,
+                 "reason": r.reason, "claimed_at": r.claimed_at.isoformat(),
+                 "deleted_at": r.deleted_at.isoformat() if r.deleted_at else None,
+                 "run_by": r.run_by} for r in retention.deletions(session, limit)]
+    if as_json:
+        _echo_json(rows)
+        return
+    for r in rows:
+        click.echo(f"{r['deleted_at'] or 'claimed'}  {r['call_id']}  {r['sha256']}  "
+                   f"{r['reason']}")
+
+
+# ------------------------------------------------------------------------------ quality
+
+@cli.group("quality")
+def quality_group() -> None:
+    """Quality review (质检): the weekly sample and the report."""
+
+
+@quality_group.command("draw")
+@click.option("--day", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="A day of the ISO week to sample (default: last week).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def quality_draw(ctx: click.Context, day: Any, as_json: bool) -> None:
+    """Sample a week's calls for review; drawing again adds only what is new."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from core.db import transaction
+    from quality import service as quality
+
+    settings = _settings(ctx)
+    now = SYSTEM_CLOCK.now()
+    zone = settings.calendar.timezone
+    picked = day.date() if day else now.astimezone(ZoneInfo(zone)).date() - timedelta(days=7)
+    with transaction(_session_factory(settings)) as session:
+        views = [quality.sample_view(s) for s in quality.draw(
+            session, picked, now=now, zone=zone, settings=settings.quality)]
+    if as_json:
+        _echo_json([{**v, "call_started_at": v["call_started_at"].isoformat()} for v in views])
+        return
+    for v in views:
+        click.echo(f"{v['period']}  {v['agent']:<8} {v['call_id']:<24} {', '.join(v['reasons'])}")
+    click.echo(f"{len(views)} calls sampled", err=True)
+
+
+@quality_group.command("report")
+@click.option("--from", "start", type=click.DateTime(formats=["%Y-%m-%d"]), required=True)
+@click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]), required=True)
+@click.pass_context
+def quality_report(ctx: click.Context, start: Any, end: Any) -> None:
+    """Average weighted scores per agent and team, and per criterion (local days)."""
+    from zoneinfo import ZoneInfo
+
+    from quality import service as quality
+
+    settings = _settings(ctx)
+    zone = ZoneInfo(settings.calendar.timezone)
+    with _session_factory(settings)() as session:
+        found = quality.report(session, start.replace(tzinfo=zone), end.replace(tzinfo=zone))
+    _echo_json({**found, "since": found["since"].isoformat(),
+                "until": found["until"].isoformat()})

@@ -32,6 +32,7 @@ from agent_desk import casemap as desk_map
 from agent_desk import lists as desk_lists
 from agent_desk import orders as desk_orders
 from agent_desk import pages as desk_pages
+from agent_desk import quality_pages as desk_quality
 from agent_desk import staffing as desk_staffing
 from agent_desk import supervise as desk_supervise
 from agent_desk import workspace as desk_workspace
@@ -45,6 +46,8 @@ from core.errors import HotlineError
 from core.schemas import ErrorBody, parse_json
 from hotline import shell
 from ivr.prompts import speak
+from quality import http as quality_http
+from recordings import retention_http
 from reports import http as reports_http
 from reports import pages as reports_pages
 from telephony import http as telephony_http
@@ -159,6 +162,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.register_blueprint(desk_staffing.staffing)  # the staffing forecast, surge mode
     app.register_blueprint(desk_supervise.supervise)  # listen / whisper / barge
     app.register_blueprint(board_pages.board_pages)  # the live wallboard (监控大屏)
+    app.register_blueprint(desk_quality.quality_pages)  # quality review (质检)
     app.register_api(desk_orders.desk_orders)  # the desk's order form (no API document)
     app.register_api(desk_lists.desk_lists)  # the agent's own lists (no API document)
     app.register_api(reports_pages.report_pages)  # the reports page and exports (no API doc)
@@ -166,7 +170,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.register_api(desk_map.map_data)  # ... and its data (no API document)
     for blueprint in (*telephony_http.BLUEPRINTS, *tickets_http.BLUEPRINTS,
                       *knowledge_http.BLUEPRINTS,
-                      *reports_http.BLUEPRINTS, *accounts_http.BLUEPRINTS):
+                      *reports_http.BLUEPRINTS, *accounts_http.BLUEPRINTS,
+                      *quality_http.BLUEPRINTS, *retention_http.BLUEPRINTS):
         app.register_api(blueprint)
     app.register_api(sms_status.sms_status_api)  # the SMS gateway's delivery receipts
     app.extensions["csrf"].exempt(sms_status.sms_status_api)  # signed, no browser session

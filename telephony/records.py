@@ -222,3 +222,27 @@ def apply_pending_disposition(session: Session, call_id: str) -> bool:
     session.execute(delete(PendingCallDisposition).where(
         PendingCallDisposition.id == pending.id).execution_options(synchronize_session=False))
     return applies
+
+
+# --- the recordings a retention run looks at (recordings.retention) -------------------------
+
+
+def recordings_before(session: Session, before: datetime,
+                      limit: int = 10_000) -> list[dict[str, Any]]:
+    """Calls started before `before` that have a recording, oldest first: call id, the
+    recording's path, when the call started and its case number."""
+    rows = session.execute(
+        select(CallRecord.call_id, CallRecord.recording_path, CallRecord.started_at,
+               CallRecord.case_number)
+        .where(CallRecord.started_at < before, CallRecord.recording_path.is_not(None))
+        .order_by(CallRecord.started_at, CallRecord.id).limit(limit))
+    return [{"call_id": c, "path": p, "started_at": s, "case_number": n}
+            for c, p, s, n in rows]
+
+
+def recording_deleted(session: Session, call_id: str) -> None:
+    """Retention deleted the call's recording: the record no longer names a file (its
+    checksum stays; the deletion log says when and why)."""
+    session.execute(update(CallRecord).where(CallRecord.call_id == call_id)
+                    .values(recording_path=None)
+                    .execution_options(synchronize_session=False))

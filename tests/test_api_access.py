@@ -116,6 +116,33 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/board/displays"): frozenset({"admin"}),
     ("POST", "/board/displays"): frozenset({"admin"}),
     ("POST", "/board/displays/revoke"): frozenset({"admin"}),
+    # quality review (质检): forms by administrators, scoring by supervisors and shift
+    # chiefs, one's own scores by agents, the report like the KPIs; legal holds on
+    # recordings by administrators, the holds and the deletion log for auditors too
+    ("GET", "/api/v1/quality/forms"): frozenset({"supervisor", "shift_chief", "admin",
+                                                 "auditor"}),
+    ("POST", "/api/v1/quality/forms"): frozenset({"admin"}),
+    ("GET", "/api/v1/quality/samples"): frozenset({"supervisor", "shift_chief"}),
+    ("POST", "/api/v1/quality/samples"): frozenset({"supervisor", "shift_chief"}),
+    ("POST", "/api/v1/quality/samples/<sample_id>/review"): frozenset({"supervisor",
+                                                                      "shift_chief"}),
+    ("GET", "/api/v1/quality/mine"): frozenset({"operator", "supervisor"}),
+    ("GET", "/api/v1/quality/report"): frozenset({"supervisor", "shift_chief", "admin",
+                                                  "auditor"}),
+    ("GET", "/quality"): frozenset({"supervisor", "shift_chief"}),
+    ("POST", "/quality/draw"): frozenset({"supervisor", "shift_chief"}),
+    ("GET", "/quality/samples/<int:sample_id>"): frozenset({"supervisor", "shift_chief"}),
+    ("POST", "/quality/samples/<int:sample_id>"): frozenset({"supervisor", "shift_chief"}),
+    ("GET", "/quality/samples/<int:sample_id>/recording"): frozenset({"supervisor",
+                                                                      "shift_chief"}),
+    ("GET", "/quality/forms"): frozenset({"admin"}),
+    ("POST", "/quality/forms"): frozenset({"admin"}),
+    ("GET", "/quality/mine"): frozenset({"operator", "supervisor"}),
+    ("GET", "/quality/report"): frozenset({"supervisor", "shift_chief", "admin", "auditor"}),
+    ("POST", "/api/v1/recordings/<call_id>/hold"): frozenset({"admin"}),
+    ("POST", "/api/v1/recordings/<call_id>/release"): frozenset({"admin"}),
+    ("GET", "/api/v1/recordings/holds"): frozenset({"admin", "auditor"}),
+    ("GET", "/api/v1/recordings/deletions"): frozenset({"admin", "auditor"}),
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }
@@ -141,10 +168,11 @@ def _call(world: World, method: str, route: str, headers: dict[str, str]) -> Any
     with: real path values, a body of the right shape."""
     path = (route.replace("<call_id>", world.call_id).replace("<agent>", "8001")
             .replace("<case_number>", world.case).replace("<survey_id>", "77")
-            .replace("<article_id>", "1")
+            .replace("<article_id>", "1").replace("<sample_id>", "1")
+            .replace("<int:sample_id>", "1")
             .replace("<action>", "login" if "/seats/" in route else "open")
             .replace("<path:filename>", "shell.css").replace("<choice>", "en"))
-    if route == "/api/v1/kpis":
+    if route in ("/api/v1/kpis", "/api/v1/quality/report"):
         path += "?from=2026-11-01T00:00:00%2B08:00&to=2026-11-24T00:00:00%2B08:00"
     if route.endswith("/photos"):
         return world.client.post(path, data=b"\xff\xd8\xff\xe0 not quite a photo",

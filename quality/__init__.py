@@ -1,0 +1,1 @@
+"""Quality review (质检): scoring forms, the sample of each agent's calls, reviews, reports."""
