@@ -48,7 +48,7 @@ MAX_QUEUE = 200
 class QueueItem:
     """One order in a queue: its running clock's due time and colour ("" no clock, green,
     yellow, red) and a department's request still waiting for an answer, with the reason
-    the department gave and the unit an extension counts (the running clock's)."""
+    the department gave and the unit an extension counts (the handling clock's)."""
 
     case_number: str
     state: str
@@ -103,11 +103,14 @@ def queue(session: Session, role: str, *, now: datetime, department_code: str | 
                                   .order_by(WorkOrder.created_at, WorkOrder.id)
                                   .limit(limit * 2)))
     clocks: dict[int, WorkOrderDeadline] = {}
+    handling: dict[int, WorkOrderDeadline] = {}  # what an extension (延期) extends
     if orders:
         for row in session.scalars(select(WorkOrderDeadline).where(
                 WorkOrderDeadline.order_id.in_([o.id for o in orders]),
                 WorkOrderDeadline.met_at.is_(None)).order_by(WorkOrderDeadline.due_at)):
             clocks.setdefault(row.order_id, row)  # the soonest due running clock
+            if row.step == "handle":
+                handling.setdefault(row.order_id, row)
     items = []
     for order in orders:
         asked = service.pending_request_event(session, order.id) \
@@ -122,10 +125,14 @@ def queue(session: Session, role: str, *, now: datetime, department_code: str | 
             _aware(order.created_at), _aware(clock.due_at) if clock else None,
             colour(clock.yellow_at if clock else None, clock.due_at if clock else None, now),
             request, asked.note if asked is not None else "",
-            deadlines.unit_name(clock.clock, clock.unit) if clock else ""))
+            _unit(handling.get(order.id))))
     far = datetime.max.replace(tzinfo=UTC)
     items.sort(key=lambda i: (i.due_at or far, i.created_at, i.case_number))
     return items[:limit]
+
+
+def _unit(clock: WorkOrderDeadline | None) -> str:
+    return deadlines.unit_name(clock.clock, clock.unit) if clock is not None else ""
 
 
 def _asking() -> Select[tuple[int]]:
