@@ -22,6 +22,9 @@ is the entry's stream id, `event:` its kind, `data:` its JSON.
   account holding board.read, or one a display wall's page got for its display token
   (session_user "display:<name>", read-only: it hears the board entries and nothing else).
   Entries for feed.SUPERVISORS go to the open desks of those who hold board.read.
+- A case map opens it with agent=map (feed.CASE_MAP): a ticket of an account holding
+  map.read; it hears the map entries and nothing else, a department handler only those of
+  their own department's orders.
 - CORS: the stream answers the desk page's origin, the one its ticket names.
 """
 
@@ -42,9 +45,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accounts import audit
 from accounts.access import PERMISSIONS
-from accounts.service import Identity, account_identity, session_identity
+from accounts.service import DEPARTMENT, Identity, account_identity, session_identity
 from agent_desk import push_ticket
-from agent_desk.feed import BOARD, DESK_STREAM, EVERY_DESK, PRIVATE, SUPERVISORS
+from agent_desk.feed import BOARD, CASE_MAP, DESK_STREAM, EVERY_DESK, PRIVATE, SUPERVISORS
 from core.clock import Clock
 from core.config import Settings
 from core.db import transaction
@@ -82,6 +85,7 @@ class Entry:
     public: str  # data without its private part
     full: str | None  # data with it; None when it has none
     target: str  # what an audit row of its showing names: its call, else the entry
+    department: str = ""  # a map entry's order's department (data["department_code"])
 
     @classmethod
     def parse(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> Entry | None:
@@ -100,7 +104,7 @@ class Entry:
             full = json.dumps({**data, PRIVATE: private}, ensure_ascii=False,
                               separators=(",", ":"))
         return cls(key, values.get("agent", ""), values["kind"], public, full,
-                   str(data.get("call_id") or key))
+                   str(data.get("call_id") or key), str(data.get("department_code") or ""))
 
     def message(self, data: str) -> bytes:
         lines = "".join(f"data: {line}\n" for line in data.split("\n"))
@@ -117,10 +121,15 @@ class Desk:
     queue: asyncio.Queue[Entry | None] = field(
         default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     sent_up_to: tuple[int, int] = (0, 0)  # the newest entry id sent
+    department: str | None = None  # a map of a department handler: that department's only
 
     def wants(self, entry: Entry) -> bool:
         if self.agent == BOARD:  # a board hears the board and nothing else
             return entry.agent == BOARD
+        if self.agent == CASE_MAP:  # a map the map's entries, a department its own
+            return entry.agent == CASE_MAP and self.department in (None, entry.department)
+        if entry.agent == CASE_MAP:
+            return False
         if entry.agent == SUPERVISORS:
             return _reads_board(self.viewer)
         return entry.agent == EVERY_DESK or (bool(self.agent) and entry.agent == self.agent)
@@ -221,7 +230,10 @@ class PushServer:
 
     def _fan_out(self, entry: Entry) -> None:
         if entry.agent == EVERY_DESK:
-            desks = [d for group in self._desks.values() for d in group if d.agent != BOARD]
+            desks = [d for group in self._desks.values() for d in group
+                     if d.agent not in (BOARD, CASE_MAP)]
+        elif entry.agent == CASE_MAP:
+            desks = [d for d in self._desks.get(CASE_MAP, ()) if d.wants(entry)]
         elif entry.agent == SUPERVISORS:
             desks = [d for group in self._desks.values() for d in group if d.wants(entry)]
         elif not entry.agent:
@@ -278,6 +290,12 @@ class PushServer:
                 raise _refusal(web.HTTPForbidden, f"{viewer.name} may not board.read")
             return Desk(agent, Identity(viewer.name, viewer.roles, False), request.remote or ""
                         ), ticket
+        if agent == CASE_MAP:  # a case map: the orders' moves, never a number
+            if not PERMISSIONS["map.read"] & set(viewer.roles):
+                raise _refusal(web.HTTPForbidden, f"{viewer.name} may not map.read")
+            only = None if set(viewer.roles) - {DEPARTMENT} else viewer.department or "\x00none"
+            return Desk(agent, Identity(viewer.name, viewer.roles, False), request.remote or "",
+                        department=only), ticket
         if not PERMISSIONS["desk.use"] & set(viewer.roles):
             raise _refusal(web.HTTPForbidden, f"{viewer.name} may not desk.use")
         if (viewer.agent or "") != agent:

@@ -273,7 +273,8 @@ def transition(session: Session, case_number: str, action: str, *, actor: str, r
     session.refresh(order)
     emit(WorkOrderMoved(at=now.timestamp(), case_number=case_number, version=order.version,
                         action=action, from_state=before, to_state=after, actor=actor,
-                        role=role), Move(session, order, action, policy, now))
+                        role=role, department_code=order.department_code),
+         Move(session, order, action, policy, now))
     return order
 
 
