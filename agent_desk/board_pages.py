@@ -56,21 +56,21 @@ def push_url() -> str:
     return f"{request.scheme}://{host}:{web.push_port}/desk/push"
 
 
-def _ticket(account_id: int, session_user: str) -> str:
+def _ticket(account_id: int, session_user: str, stream: str = BOARD) -> str:
     settings = current_app.extensions["hotline.settings"]
     return push_ticket.issue(
         settings.accounts.session_secret, current_app.extensions["hotline.clock"],
-        account_id=account_id, session_user=session_user, agent=BOARD, see_phone=False,
+        account_id=account_id, session_user=session_user, agent=stream, see_phone=False,
         origin=request.host_url.rstrip("/"))
 
 
-def supervisor_ticket() -> str:
+def supervisor_ticket(stream: str = BOARD) -> str:
     who = current_identity()
     if who.account_id is None:
         return ""
     session_user = "" if who.token_id or not current_user.is_authenticated \
         else str(current_user.get_id())
-    return _ticket(who.account_id, session_user)
+    return _ticket(who.account_id, session_user, stream)
 
 
 def _refuse_display(why: str, status: int = 401) -> None:
@@ -245,3 +245,8 @@ def _no_store(body: str, status: int) -> Response:
     response = Response(body, status)
     response.headers["Cache-Control"] = "no-store"  # a token issued is shown once
     return response
+
+
+# The case map's page (agent_desk.casemap) hears the same push server, read-only like a
+# board (push_url above): a ticket for the signed-in viewer to a stream, and its renewal.
+viewer_ticket, renewed_ticket = supervisor_ticket, _renewed

@@ -5,15 +5,18 @@ category cluster, the city's grids (单元网格) as the ground. Needs no base-m
 
 Thin endpoints over tickets.casemap, each query declared and bounded (limit, bbox). The map
 may draw tiles of another datum (web.map_coordinates: GCJ-02 for Chinese web maps): points
-and boxes cross that edge here, everything stored is WGS84.
+and boxes cross that edge here, everything stored is WGS84. The page is pushed, not polled:
+it holds a stream of the desk push server (agent=map, a push ticket renewed at
+/map/push-ticket) and redraws when an order is opened, moved or closed (agent_desk.relay).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, render_template
+from flask import Blueprint, Response, abort, current_app, g, render_template
 from flask_openapi3 import APIBlueprint
 from pydantic import Field, field_validator
 from sqlalchemy.orm import Session, sessionmaker
@@ -22,7 +25,9 @@ from accounts.access import requires
 from accounts.pages import guard_pages, titles
 from accounts.service import DEPARTMENT
 from accounts.web import current_identity
-from agent_desk import maps
+from agent_desk import maps, push_ticket
+from agent_desk.board_pages import push_url, renewed_ticket, viewer_ticket
+from agent_desk.feed import CASE_MAP
 from core.schemas import Moment, Out, Query, QueryInt, Text
 from tickets import casemap, geo
 
@@ -148,11 +153,25 @@ def page() -> str:
         categories = casemap.categories_on_map(session, department) if department != "" \
             else []
     tickets = current_app.extensions["hotline.settings"].tickets
+    stream = push_url()
+    g.csp_connect_src = ("{0.scheme}://{0.netloc}".format(urlsplit(stream)),)
     return render_template("agent_desk/map.html", who=current_identity(), titles=titles(),
                            map=maps.page_settings(), categories=categories,
                            hotspot={"radius_m": tickets.hotspot_radius_m,
                                     "window_hours": tickets.hotspot_window_hours,
-                                    "min_count": tickets.hotspot_min_count})
+                                    "min_count": tickets.hotspot_min_count},
+                           push_url=stream, push_ticket=viewer_ticket(CASE_MAP),
+                           push_ticket_seconds=push_ticket.TICKET_SECONDS)
+
+
+@map_page.get("/map/push-ticket")
+@requires("map.read")
+def renew_push_ticket() -> Response:
+    """A fresh ticket for the map's push stream (agent=map), before the last one expires."""
+    ticket = viewer_ticket(CASE_MAP)
+    if not ticket:
+        abort(404, "no account: this caller has no map to push to")
+    return renewed_ticket(ticket)
 
 
 @map_data.get("/orders", responses={200: MapOrdersOut})

@@ -3,7 +3,8 @@
 Loops that follow the event bus turn what concerns a desk (its seat changed, a call rings it:
 the screen pop) into entries here; the push server reads this one stream and sends each entry
 to the open desks it is for, with the entry's stream id as the SSE event id, so a page that
-reconnects (sending Last-Event-ID) misses nothing.
+reconnects (sending Last-Event-ID) misses nothing. Open wallboards (BOARD) and case maps
+(CASE_MAP) hold streams of the same server and hear only their own entries.
 
 An entry: `agent` (the agent number it is for, or EVERY_DESK), `kind` (the page hears it as the
 DOM event "desk:<kind>"), `data` (JSON). What only a viewer allowed to see phone numbers may
@@ -22,6 +23,7 @@ DESK_STREAM = "hotline:desk"
 EVERY_DESK = "*"
 BOARD = "board"  # the open wallboards (agent_desk.wallboard): their entries' "agent"
 SUPERVISORS = "supervisors"  # the open desks of those who may read the board
+CASE_MAP = "map"  # the open case maps (案件地图): orders opened, moved, closed
 PRIVATE = "private"
 MAXLEN = 100_000  # about a day of a busy centre's pops and seat changes
 

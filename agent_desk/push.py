@@ -24,6 +24,9 @@ is the entry's stream id, `event:` its kind, `data:` its JSON.
   else); that token's row is asked on every stream it opens, so a revoked one is refused,
   and a board entry of kind displays.REVOKED closes the streams it holds open.
   Entries for feed.SUPERVISORS go to the open desks of those who hold board.read.
+- A case map opens it with agent=map (feed.CASE_MAP): a ticket of an account holding
+  map.read; it hears the map entries and nothing else, a department handler only those of
+  their own department's orders.
 - CORS: the stream answers the desk page's origin, the one its ticket names.
 """
 
@@ -44,9 +47,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from accounts import audit
 from accounts.access import PERMISSIONS
-from accounts.service import Identity, account_identity, session_identity
+from accounts.service import DEPARTMENT, Identity, account_identity, session_identity
 from agent_desk import displays, push_ticket
-from agent_desk.feed import BOARD, DESK_STREAM, EVERY_DESK, PRIVATE, SUPERVISORS
+from agent_desk.feed import BOARD, CASE_MAP, DESK_STREAM, EVERY_DESK, PRIVATE, SUPERVISORS
 from core.clock import Clock
 from core.config import Settings
 from core.db import transaction
@@ -84,6 +87,7 @@ class Entry:
     public: str  # data without its private part
     full: str | None  # data with it; None when it has none
     target: str  # what an audit row of its showing names: its call, else the entry
+    department: str = ""  # a map entry's order's department (data["department_code"])
 
     @classmethod
     def parse(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> Entry | None:
@@ -102,7 +106,7 @@ class Entry:
             full = json.dumps({**data, PRIVATE: private}, ensure_ascii=False,
                               separators=(",", ":"))
         return cls(key, values.get("agent", ""), values["kind"], public, full,
-                   str(data.get("call_id") or key))
+                   str(data.get("call_id") or key), str(data.get("department_code") or ""))
 
     def message(self, data: str) -> bytes:
         lines = "".join(f"data: {line}\n" for line in data.split("\n"))
@@ -120,10 +124,15 @@ class Desk:
         default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
     sent_up_to: tuple[int, int] = (0, 0)  # the newest entry id sent
     display_id: int | None = None  # a display wall's: its display token's row
+    department: str | None = None  # a map of a department handler: that department's only
 
     def wants(self, entry: Entry) -> bool:
         if self.agent == BOARD:  # a board hears the board and nothing else
             return entry.agent == BOARD and entry.kind != displays.REVOKED
+        if self.agent == CASE_MAP:  # a map the map's entries, a department its own
+            return entry.agent == CASE_MAP and self.department in (None, entry.department)
+        if entry.agent == CASE_MAP:
+            return False
         if entry.agent == SUPERVISORS:
             return _reads_board(self.viewer)
         return entry.agent == EVERY_DESK or (bool(self.agent) and entry.agent == self.agent)
@@ -227,7 +236,10 @@ class PushServer:
             self._close_display(entry)
             return
         if entry.agent == EVERY_DESK:
-            desks = [d for group in self._desks.values() for d in group if d.agent != BOARD]
+            desks = [d for group in self._desks.values() for d in group
+                     if d.agent not in (BOARD, CASE_MAP)]
+        elif entry.agent == CASE_MAP:
+            desks = [d for d in self._desks.get(CASE_MAP, ()) if d.wants(entry)]
         elif entry.agent == SUPERVISORS:
             desks = [d for group in self._desks.values() for d in group if d.wants(entry)]
         elif not entry.agent:
@@ -311,6 +323,12 @@ class PushServer:
                 raise _refusal(web.HTTPForbidden, f"{viewer.name} may not board.read")
             return Desk(agent, Identity(viewer.name, viewer.roles, False), request.remote or ""
                         ), ticket
+        if agent == CASE_MAP:  # a case map: the orders' moves, never a number
+            if not PERMISSIONS["map.read"] & set(viewer.roles):
+                raise _refusal(web.HTTPForbidden, f"{viewer.name} may not map.read")
+            only = None if set(viewer.roles) - {DEPARTMENT} else viewer.department or "\x00none"
+            return Desk(agent, Identity(viewer.name, viewer.roles, False), request.remote or "",
+                        department=only), ticket
         if not PERMISSIONS["desk.use"] & set(viewer.roles):
             raise _refusal(web.HTTPForbidden, f"{viewer.name} may not desk.use")
         if (viewer.agent or "") != agent:

@@ -8,7 +8,10 @@ published while the centre is down is relayed when it returns, and turns:
   extension) as the service keeps them;
 - `call.agent_connected` and `call.ended` into a "call" entry for the agent concerned:
   {call_id, event: "connected"|"ended", ...}; the caller's full number goes under
-  data["private"], the masked one in the open.
+  data["private"], the masked one in the open;
+- `work_order.opened` and `work_order.moved` into a "map" entry for the open case maps
+  (feed.CASE_MAP): {case_number, event: "opened"|"moved", action, state, department_code},
+  so a map redraws an order opened, moved or closed without being reloaded.
 
 The screen pop ("pop") is another loop's (agent_desk's pop composer).
 """
@@ -78,6 +81,14 @@ class DeskRelay:
                 "call_id": event.get("call_id", ""), "event": "connected",
                 "queue": event.get("queue", ""), "wait_seconds": event.get("wait_seconds"),
                 "at": event.get("at")}
+        if kind in ("work_order.opened", "work_order.moved") and event.get("case_number"):
+            opened = kind == "work_order.opened"
+            return feed.CASE_MAP, "map", {
+                "case_number": event["case_number"],
+                "event": "opened" if opened else "moved",
+                "action": "create" if opened else event.get("action", ""),
+                "state": "intake" if opened else event.get("to_state", ""),
+                "department_code": event.get("department_code", ""), "at": event.get("at")}
         if kind == "call.ended":
             record = event.get("record") or {}
             if not isinstance(record, dict) or not record.get("agent"):

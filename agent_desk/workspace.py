@@ -1,8 +1,9 @@
 """The case workspaces (案件工作台) and an order's page (工单详情).
 
 - /work: the queues of the signed-in person's workflow roles on one page: the shift chief's
-  (立案, 作废, 并单, 延期/挂账 requests, 结案), the dispatcher's (派遣, 转核查; soonest due first,
-  yellow and red from the order's running clock), the department handler's (签收, 反馈,
+  (立案, 作废, 并单, 延期/挂账 requests, 结案), the dispatcher's (派遣, 转核查, the departments'
+  延期/挂账 requests granted or refused in the row; soonest due first, yellow and red from the
+  order's running clock), the department handler's (签收, 反馈,
   申请延期/挂账; their own department's orders only) and the supervisor's (核实, 核查).
 - /orders/<case number>: the order, its timeline (every move: who, when, what, the note), its
   clocks, calls with their recordings playable in the page (each play audited; the WAV is
@@ -58,7 +59,8 @@ QUEUE_ROLES = (workflow.SHIFT_CHIEF, workflow.DISPATCHER, workflow.DEPARTMENT,
                workflow.SUPERVISOR)
 # Actions that ask for more than a note on the page
 NEEDS = {"grant_extension": "amount", "merge": "into", "dispatch": "department",
-         "feedback": "photo", "return": "note", "rework": "note", "void": "note"}
+         "feedback": "photo", "return": "note", "rework": "note", "void": "note",
+         "refuse_extension": "note", "refuse_park": "note"}
 
 
 def _sessions() -> sessionmaker[Session]:
@@ -106,13 +108,22 @@ def _text(text: str, who: Identity) -> str:
     return text if who.see_phone else phones.mask_in_text(text)
 
 
-def _offered(state: str, who: Identity) -> list[dict[str, str]]:
+def _offered(state: str, who: Identity, pending: str = "") -> list[dict[str, str]]:
     """The actions the workflow allows the viewer's roles now, each with the role it is
-    taken in and what it needs besides a note."""
+    taken in and what it needs besides a note; an answer to a department's request only
+    while one is pending, where the role may give it only then."""
     return [{"name": name, "role": role, "title": workflow.ACTIONS[name].title,
              "needs": NEEDS.get(name, "")}
             for role in who.roles if role in PEOPLES_ROLES
-            for name in workflow.allowed(state, role)]
+            for name in workflow.allowed(state, role)
+            if _answerable(name, role, pending)]
+
+
+def _answerable(action: str, role: str, pending: str) -> bool:
+    """Whether `role` may take `action` with the request `pending` ("" none) on the order:
+    an answer that needs a request needs that very one (tickets.service decides the same)."""
+    return role not in workflow.NEEDS_REQUEST.get(action, ()) \
+        or workflow.ANSWERS[action] == pending
 
 
 def _order_page(session: Session, who: Identity, order: Any, *, refusal: str = "",
@@ -122,6 +133,7 @@ def _order_page(session: Session, who: Identity, order: Any, *, refusal: str = "
     due_at, colour = queues.running_clock(session, case, _now())
     kept = service.attachments(session, case)
     photos = [a for a in kept if a.kind == "photo"]
+    pending = queues.pending_request(session, order.id)
     return render_template(
         "agent_desk/order_page.html", who=who, order=order, titles=titles(),
         zone=_zone(), refusal=refusal, done=done,
@@ -138,12 +150,12 @@ def _order_page(session: Session, who: Identity, order: Any, *, refusal: str = "
         messages=[{"at": m.created_at, "direction": m.direction, "text": _text(m.text, who),
                    "state": m.state, "purpose": m.purpose} for m in sms.about(session, case)],
         surveys=surveys.surveys_of(session, order.id),
-        actions=_offered(order.state, who),
+        actions=_offered(order.state, who, pending),
         departments=catalogue.departments(session),
         department_names=_department_names(session),
         category=catalogue.category(session, order.category_code, order.category_kind or
                                     "event") if order.category_code else None,
-        request_pending=queues.pending_request(session, order.id))
+        request_pending=pending)
 
 
 def _department_names(session: Session) -> dict[str, str]:
@@ -303,14 +315,21 @@ def work() -> Any:
             items = queues.queue(session, role, now=now, department_code=who.department)
             sections.append({"role": role, "unbound": False, "items": [
                 {"item": item, "actions": [
-                    {"name": a, "title": workflow.ACTIONS[a].title, "needs": NEEDS.get(a, "")}
+                    {"name": a, "title": workflow.ACTIONS[a].title, "needs": NEEDS.get(a, ""),
+                     "answer": a in workflow.ANSWERS}
                     for a in workflow.allowed(item.state, role)
-                    if a != "supervise" or item.colour == "red"]}
+                    if (a != "supervise" or item.colour == "red")
+                    and _answerable(a, role, item.pending_request)
+                    # a request waiting: the row offers its answers (and 督办 if late)
+                    and (not item.pending_request or a == "supervise"
+                         or workflow.ANSWERS.get(a) == item.pending_request)]}
                 for item in items]})
         names = _department_names(session)
     return render_template("agent_desk/work.html", who=who, titles=titles(),
                            sections=sections, zone=_zone(), department_names=names,
-                           states=_state_names())
+                           states=_state_names(),
+                           unit_names={"minutes": _("minutes"), "hours": _("hours"),
+                                       "days": _("days")})
 
 
 def _state_names() -> dict[str, str]:

@@ -35,13 +35,25 @@ class KpiQuery(Query):
         return self
 
 
+SURGE_NOTE = (
+    "Calls taken during a surge (突发事件模式: an announcement played to every caller before "
+    "the menu) are counted in the ordinary call figures (`calls`: offered, answered, "
+    "abandoned, rates) like every citizen's call, and counted apart in `surge` of the total "
+    "and of each bucket: `calls` that heard the announcement, of them `repeated` (heard it "
+    "again) and `left` (left with #, never queued), and the `offered`, `answered`, "
+    "`abandoned`, `unanswered` and `short_abandons` among them, with their `answer_rate` and "
+    "`abandon_rate`; the ordinary figures less `surge` are the calls outside a surge.")
+
+
 class KpiReport(Out):
-    report: dict[str, Any] = Field(description="hotline and work-order KPIs of the window")
+    report: dict[str, Any] = Field(description="hotline and work-order KPIs of the window, "
+                                               "whole (`total`) and per bucket. "
+                                               + SURGE_NOTE)
     evaluation: dict[str, Any] = Field(description="the CJ/T 292 evaluation of the window")
 
 
 @kpis_api.get("", summary="Hotline and work-order KPIs over a window",
-              responses={200: KpiReport})
+              description=SURGE_NOTE, responses={200: KpiReport})
 @requires("kpis.read")
 def read_kpis(query: KpiQuery) -> Any:
     with current_app.extensions["hotline.sessions"]() as session:

@@ -33,6 +33,7 @@ from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from core.config import Calendar, Hotline, Settings
+from telephony import surge
 from telephony.measures import (
     DEFAULT_SERVICE_SECONDS,
     CallMeasures,
@@ -43,6 +44,7 @@ from telephony.measures import (
     ratio,
     utc,
 )
+from telephony.surge import SurgeCallMeasures
 from tickets import workflow
 from tickets.models import Survey, WorkOrder, WorkOrderDeadline, WorkOrderEvent
 
@@ -356,11 +358,16 @@ def order_measures(session: Session, start: datetime, end: datetime, *,
 
 @dataclass(frozen=True)
 class ReportBucket:
+    """One period's figures. `calls` counts every citizen's call, those of a surge
+    (突发事件模式) included; `surge` counts the surge's calls apart (telephony.surge), so that
+    `calls` less `surge` are the ordinary days' calls."""
+
     label: str
     start: datetime
     end: datetime
     calls: CallMeasures
     orders: OrderMeasures
+    surge: SurgeCallMeasures
 
     def as_dict(self) -> dict[str, Any]:
         return plain(self)  # type: ignore[no-any-return]
@@ -390,14 +397,16 @@ def hotline_report(session: Session, start: datetime, end: datetime, *,
                    repeat_lookback: timedelta = DEFAULT_REPEAT_LOOKBACK,
                    now: datetime) -> HotlineReport:
     """The hotline report (热线报表) of [start, end): telephony.measures' call measures (of
-    `queue`, or all) and the order measures, for the window and per `bucket` of the centre's
-    time zone (see `buckets`). Every bucket is aggregated on its own, bounded by instants
+    `queue`, or all; surge calls included), the surge calls apart (telephony.surge) and
+    the order measures, for the window and per `bucket` of the centre's time zone (see
+    `buckets`). Every bucket is aggregated on its own, bounded by instants
     computed here, so both databases cut the days the same way."""
 
     def part(label: str, lo: datetime, hi: datetime) -> ReportBucket:
         calls = call_measures(session, lo, hi, queue=queue, service_seconds=service_seconds,
                               repeat_lookback=repeat_lookback)
-        return ReportBucket(label, lo, hi, calls, order_measures(session, lo, hi, now=now))
+        return ReportBucket(label, lo, hi, calls, order_measures(session, lo, hi, now=now),
+                            surge.call_measures(session, lo, hi, queue=queue))
 
     periods = buckets(start, end, bucket, timezone)
     start, end = check_window(start, end)

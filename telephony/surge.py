@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from core.errors import HotlineError, NotFound
-from telephony.measures import utc
+from telephony.measures import ratio, utc
 from telephony.models import CallRecord, SurgeMode
 
 SURGE_DIR = "surge"
@@ -189,6 +189,67 @@ def calls_of(session: Session, mode: SurgeMode, now: datetime) -> SurgeCalls:
             repeated += REPEATED in steps
             left += LEFT in steps
     return SurgeCalls(heard, repeated, left)
+
+
+@dataclass(frozen=True)
+class SurgeCallMeasures:
+    """The inbound calls of a window that heard a surge announcement (突发事件模式来电),
+    counted apart for the KPIs; the window's ordinary call measures (telephony.measures)
+    include them. As there: offered reached a queue (short abandons apart); answered,
+    abandoned and unanswered are an offered call's outcomes; rates are fractions of offered
+    (None with none offered). `left` keyed the leave key and never reached a queue;
+    `repeated` heard the announcement again."""
+
+    calls: int
+    repeated: int
+    left: int
+    offered: int
+    answered: int
+    abandoned: int
+    unanswered: int
+    short_abandons: int
+    answer_rate: float | None
+    abandon_rate: float | None
+
+
+def call_measures(session: Session, start: datetime, end: datetime, *,
+                  queue: str | None = None) -> SurgeCallMeasures:
+    """Surge calls of [start, end) (by `started_at`, as every call measure), of `queue` or
+    all: inbound calls that began while a surge was on and whose IVR path shows the
+    announcement heard. Only the calls of the surges' spans are read."""
+    start, end = utc(start), utc(end)
+    spans = [(max(start, utc(mode.started_at)), min(end, utc(mode.ended_at or end)))
+             for mode in session.scalars(select(SurgeMode).where(
+                 SurgeMode.started_at < end,
+                 or_(SurgeMode.ended_at.is_(None), SurgeMode.ended_at > start)))]
+    seen: set[int] = set()
+    heard = repeated = left = offered = answered = abandoned = unanswered = shorts = 0
+    for lo, hi in spans:
+        if lo >= hi:
+            continue
+        where = [CallRecord.direction == "inbound", CallRecord.started_at >= lo,
+                 CallRecord.started_at < hi]
+        if queue is not None:
+            where.append(CallRecord.queue == queue)
+        for record in session.scalars(select(CallRecord).where(*where)):
+            steps = _steps(record)
+            if record.id in seen or HEARD not in steps:
+                continue
+            seen.add(record.id)
+            heard += 1
+            repeated += REPEATED in steps
+            left += LEFT in steps
+            if record.queue is None:
+                continue
+            if record.short_abandon:
+                shorts += 1
+                continue
+            offered += 1
+            answered += record.outcome == "answered"
+            abandoned += record.outcome == "abandoned"
+            unanswered += record.outcome == "unanswered"
+    return SurgeCallMeasures(heard, repeated, left, offered, answered, abandoned, unanswered,
+                             shorts, ratio(answered, offered), ratio(abandoned, offered))
 
 
 def recent(session: Session, limit: int = 10) -> list[SurgeMode]:

@@ -97,7 +97,8 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     # the case map (案件地图): a department handler sees their own department's orders only
     **{("GET", route): frozenset({"shift_chief", "dispatcher", "supervisor", "admin",
                                   "department"})
-       for route in ("/map", "/map/orders", "/map/hotspots", "/map/grids")},
+       for route in ("/map", "/map/orders", "/map/hotspots", "/map/grids",
+                     "/map/push-ticket")},
     # the case workspaces: the back office's queues; an order's page, its recordings and
     # photos (orders.read), its actions (orders.act). This world's department account is
     # bound to no department, so it sees no order at all (403 on every order's page).

@@ -189,3 +189,26 @@ def test_near_the_radius_the_great_circle_decides() -> None:
     found = casemap.find_hotspots([base, inside], radius_m=100, min_count=2)
     assert [s.case_numbers for s in found] == [("202611240031", "202611240032")]
     assert casemap.find_hotspots([base, outside], radius_m=100, min_count=2) == []
+
+
+def test_hotspots_are_found_over_the_whole_city_and_a_box_only_picks_them(sessions) -> None:
+    """The cluster of test_four_orders... on the database: its mean 20 m north and 15 m east
+    of the base, its reach 32.0 m, so its circle spans 52 m north of the base. A view whose
+    box holds one of its four orders still shows the whole hotspot of four; a box whose
+    south edge lies 45 m north of the base is reached by the circle, one from 55 m is not,
+    nor a box 300 m away."""
+    with transaction(sessions) as session:
+        four = [_open(session, 60, 0, 0), _open(session, 50, 30, 0), _open(session, 40, 0, 40),
+                _open(session, 30, 50, 20)]
+
+    def seen(box: Box | None) -> list[tuple[int, tuple[str, ...]]]:
+        with sessions() as session:
+            return [(s.count, s.case_numbers) for s in casemap.hotspots(
+                session, NOW, radius_m=100, window_hours=72, min_count=3, box=box)]
+
+    whole = [(4, tuple(four))]
+    assert seen(None) == whole
+    assert seen(Box(*at(-100, -100), *at(10, 10))) == whole  # holds the base only
+    assert seen(Box(*at(45, -100), *at(200, 100))) == whole
+    assert seen(Box(*at(55, -100), *at(200, 100))) == []
+    assert seen(Box(*at(300, 300), *at(400, 400))) == []

@@ -44,7 +44,10 @@ PERMISSIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
     "return": (("department",), ("dispatched", "handling"), "opened"),
     "request_extension": (("department",), ("handling",), STAYS),
     "request_park": (("department",), ("handling",), STAYS),
-    "grant_extension": (("shift_chief",), ("handling",), STAYS),
+    # the department's requests are granted or refused (驳回) by the dispatcher or the shift
+    # chief above them
+    "grant_extension": (("dispatcher", "shift_chief"), ("handling",), STAYS),
+    "refuse_extension": (("dispatcher", "shift_chief"), ("handling",), STAYS),
     "feedback": (("department",), ("handling",), "reported"),
     "request_check": (("dispatcher",), ("reported",), "checking"),
     # a department never passes the check of its own work, nor orders its own rework
@@ -53,13 +56,24 @@ PERMISSIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
     "close": (("shift_chief",), ("checked",), "closed"),
     "evaluate": (("operator", "system"), ("closed",), "evaluated"),
     "reopen": (("shift_chief", "system"), ("closed", "evaluated"), "handling"),
-    "park": (("shift_chief",), ("handling",), "parked"),
+    "park": (("dispatcher", "shift_chief"), ("handling",), "parked"),
+    "refuse_park": (("dispatcher", "shift_chief"), ("handling",), STAYS),
     "unpark": (("shift_chief",), ("parked",), "handling"),
     "defer": (("shift_chief",), ("opened",), "deferred"),
     "resume": (("shift_chief",), ("deferred",), "opened"),
     "void": (("shift_chief",), ("intake", "verifying", "opened"), "voided"),
     "merge": (("shift_chief",), ("intake", "verifying", "opened"), "merged"),
     "supervise": (("shift_chief", "system"), STILL_OPEN, STAYS),
+}
+
+# What the table cannot say: these answer a department's request (申请延期, 申请挂账) and, taken
+# by these roles, only while that very request is pending. The shift chief may also extend
+# or park on their own decision; nobody refuses what was not asked.
+ANSWERS_ONLY_TO_A_REQUEST: dict[str, tuple[str, tuple[str, ...]]] = {
+    "grant_extension": ("request_extension", ("dispatcher",)),
+    "refuse_extension": ("request_extension", ("dispatcher", "shift_chief")),
+    "park": ("request_park", ("dispatcher",)),
+    "refuse_park": ("request_park", ("dispatcher", "shift_chief")),
 }
 
 
@@ -173,6 +187,52 @@ def test_a_consultation_answered_on_the_call_closes_at_once(sessions) -> None:  
         order = service.transition(session, number, "resolve_on_call", actor="小王",
                                    role=workflow.OPERATOR, now=NOW)
     assert order.state == "closed" and order.first_call_resolved
+
+
+def test_the_dispatcher_answers_only_a_request_pending(sessions) -> None:  # type: ignore[no-untyped-def]
+    """The dispatcher grants or refuses (驳回) what the department asked, and only that; the
+    shift chief also extends on their own decision; a refusal answers a request, so with
+    none pending there is nothing to refuse. A refused answer writes nothing."""
+    number = _open(sessions)
+
+    def take(action: str, role: str, **extra: object) -> str:
+        try:
+            with transaction(sessions) as session:
+                return service.act(session, number, action, actor=f"{role}-1", role=role,
+                                   now=NOW, **extra).state  # type: ignore[arg-type]
+        except WorkflowError as exc:
+            return str(exc)
+
+    for action, role, state in (("open", "shift_chief", "opened"),
+                                ("dispatch", "dispatcher", "dispatched"),
+                                ("sign", "department", "handling")):
+        assert take(action, role) == state
+    nothing = "answers the department's request_extension (申请延期), and none is pending"
+    assert take("refuse_extension", "dispatcher", note="不予延期") == (
+        f"workflow: refuse_extension (驳回延期) by the dispatcher {nothing}")
+    assert take("refuse_extension", "shift_chief", note="不予延期") == (
+        f"workflow: refuse_extension (驳回延期) by the shift_chief {nothing}")
+    assert take("park", "dispatcher") == (
+        "workflow: park (挂账) by the dispatcher answers the department's request_park "
+        "(申请挂账), and none is pending")
+    assert take("request_extension", "department", note="需协调吊车") == "handling"
+    assert take("refuse_park", "dispatcher", note="x").endswith("and none is pending")
+    assert take("park", "dispatcher").endswith("and none is pending")  # extension asked
+    assert take("refuse_extension", "dispatcher", note="三天内可完成") == "handling"
+    assert take("refuse_extension", "dispatcher", note="again").endswith("none is pending")
+    assert take("request_park", "department", note="需等管网改造") == "handling"
+    assert take("supervise", "shift_chief") == "handling"  # 督办 leaves the request waiting
+    assert take("park", "dispatcher") == "parked"
+    with sessions() as session:
+        steps = [(s.action, s.role, s.note) for s in service.history(session, number)]
+    assert steps[-5:] == [
+        ("request_extension", "department", "需协调吊车"),
+        ("refuse_extension", "dispatcher", "三天内可完成"),
+        ("request_park", "department", "需等管网改造"),
+        ("supervise", "shift_chief", ""),
+        ("park", "dispatcher", "")]
+    assert len(steps) == 1 + 3 + 5  # create, open, dispatch, sign and the 5 above: no
+    # refused answer left a trace
 
 
 def test_a_forbidden_move_is_refused_and_writes_nothing(sessions) -> None:  # type: ignore[no-untyped-def]
@@ -350,10 +410,12 @@ def test_random_moves_by_random_roles_keep_the_invariants(tmp_path_factory, step
         catalogue.seed(session)  # real time limits: 0102 is handled in 4 working hours
     now = datetime(2026, 9, 30, 6, 0, tzinfo=UTC)  # the eve of the National Day holiday
     number = _open(sessions, category_code="0102", now=now)
-    expected_state, moves = "intake", 0
+    expected_state, moves, pending = "intake", 0, ""
     due_seen: dict[tuple[str, int], datetime] = {}
     for action, role, minutes in steps:
         now += timedelta(minutes=minutes)
+        asked, answerers = ANSWERS_ONLY_TO_A_REQUEST.get(action, ("", ()))
+        unasked = role in answerers and pending != asked
         try:
             with transaction(sessions) as session:
                 if action == "grant_extension":
@@ -363,11 +425,17 @@ def test_random_moves_by_random_roles_keep_the_invariants(tmp_path_factory, step
                     order = service.transition(session, number, action, actor="t",
                                                role=role, now=now)
         except WorkflowError:
-            with pytest.raises(WorkflowError):
-                workflow.apply(expected_state, action, role)
+            if not unasked:
+                with pytest.raises(WorkflowError):
+                    workflow.apply(expected_state, action, role)
             continue
+        assert not unasked, f"{role} took {action} with {pending or 'no request'} pending"
         expected_state = workflow.apply(expected_state, action, role)
         moves += 1
+        if action in ("request_extension", "request_park"):
+            pending = action
+        elif action != "supervise":  # 督办 leaves a request waiting, any other move ends it
+            pending = ""
         assert order.state == expected_state and order.version == moves + 1
         with sessions() as session:
             clocks = deadlines.deadlines(session, number)

@@ -149,6 +149,45 @@ def test_a_departments_request_for_more_time_waits_in_the_chiefs_queue(world: Wo
         "/work", headers=chief).get_data(as_text=True)
 
 
+
+def test_the_dispatcher_refuses_a_park_in_the_row_and_cannot_answer_what_was_not_asked(
+        world: World) -> None:
+    with transaction(world.sessions) as session:
+        for action, role in (("open", "shift_chief"), ("dispatch", "dispatcher"),
+                             ("sign", "department")):
+            service.transition(session, world.case, action, actor=role, role=role, now=NOW)
+    dispatcher = world.tokens["dispatcher"]
+    sanitation = _as(world, Identity("环卫局小李", ("department",), False,
+                                     department="sanitation"), "department")
+    # nothing asked: the dispatcher's page offers no answer, and a forged one is refused
+    page = world.client.get(f"/orders/{world.case}", headers=dispatcher).get_data(as_text=True)
+    assert 'data-action="park"' not in page and 'data-action="refuse_park"' not in page
+    forged = world.client.post(f"/orders/{world.case}/act", headers=dispatcher, data={
+        "action": "park", "role": "dispatcher"})
+    assert forged.status_code == 409
+    assert "answers the department&#39;s request_park (申请挂账), and none is pending" in \
+        forged.get_data(as_text=True)
+    asked = world.client.post(f"/orders/{world.case}/act", headers=sanitation, data={
+        "action": "request_park", "role": "department", "note": "需等管网改造"})
+    assert asked.status_code == 302
+    queue = world.client.get("/work", headers=dispatcher).get_data(as_text=True)
+    row = queue[queue.index(f'data-case="{world.case}"'):]
+    row = row[:row.index("</tr>")]
+    assert "申请挂账中" in row and "需等管网改造" in row
+    assert row.count('class="work-answer"') == 2
+    assert 'data-action="park"' in row and 'data-action="refuse_park"' in row
+    refused = world.client.post(f"/orders/{world.case}/act", headers=dispatcher, data={
+        "action": "refuse_park", "role": "dispatcher", "note": "本周内可完成", "next": "work"})
+    assert refused.status_code == 302 and refused.headers["Location"].endswith("/work")
+    assert f'data-case="{world.case}"' not in world.client.get(
+        "/work", headers=dispatcher).get_data(as_text=True)
+    with world.sessions() as session:
+        order = service.get_order(session, world.case)
+        last = service.history(session, world.case)[-1]
+    assert order.state == "handling"
+    assert (last.action, last.actor, last.role, last.note) == (
+        "refuse_park", "dispatcher-account", "dispatcher", "本周内可完成")
+
 def test_a_step_taken_from_the_queue_comes_back_to_the_queue(world: World) -> None:
     with transaction(world.sessions) as session:
         for action, role in (("open", "shift_chief"), ("dispatch", "dispatcher")):

@@ -8,7 +8,9 @@ the hotspots (热点) where open orders of one category cluster.
 - `find_hotspots`: pure clustering of points: a hotspot is the orders of one category
   within `radius_m` of one of them (the one with the most such neighbours), at least
   `min_count` of them; an order belongs to at most one hotspot.
-- `hotspots`: the same over the open orders taken in within a window before now.
+- `hotspots`: the same over the open orders taken in within a window before now, found
+  across the whole city: a box only picks which hotspots to return (those reaching into
+  it), so a cluster cut by the view's edge is found whole and the same from every view.
 
 Points are WGS84; distances are great-circle metres (tickets.geo.distance_m); shapely's
 STRtree finds the candidate neighbours on a local metric projection.
@@ -270,14 +272,25 @@ def hotspots(session: Session, now: datetime, *, radius_m: float, window_hours: 
              min_count: int, box: Box | None = None, category: tuple[str, str] | None = None,
              department: str | None = None) -> list[Hotspot]:
     """The hotspots of the open orders with a place and a category, taken in within
-    `window_hours` before `now` (the newest MAX_HOTSPOT_ORDERS of them)."""
+    `window_hours` before `now` (the newest MAX_HOTSPOT_ORDERS of them), clustered over the
+    whole city; with a `box`, those whose circle (centre and reach) touches it."""
     since = _utc(now) - timedelta(hours=window_hours)
     rows = session.execute(
         select(WorkOrder.case_number, WorkOrder.category_code, WorkOrder.category_kind,
                WorkOrder.latitude, WorkOrder.longitude)
-        .where(*_matching(box, category, department), WorkOrder.category_code != "",
+        .where(*_matching(None, category, department), WorkOrder.category_code != "",
                WorkOrder.created_at >= since, WorkOrder.created_at <= _utc(now))
         .order_by(WorkOrder.created_at.desc(), WorkOrder.id.desc())
         .limit(MAX_HOTSPOT_ORDERS)).all()
-    return find_hotspots((Point(n, code, kind, lat, lon) for n, code, kind, lat, lon in rows),
-                         radius_m, min_count)
+    found = find_hotspots((Point(n, code, kind, lat, lon) for n, code, kind, lat, lon in rows),
+                          radius_m, min_count)
+    return found if box is None else [spot for spot in found if _touches(spot, box)]
+
+
+def _touches(spot: Hotspot, box: Box) -> bool:
+    """Whether the hotspot's circle reaches into the box: its centre within the box widened
+    by its reach (a hair more at the corners, which only ever shows one more)."""
+    north = math.degrees(spot.radius_m / geo.EARTH_RADIUS_M)
+    east = north / max(0.01, math.cos(math.radians(spot.latitude)))
+    return (box.min_lat - north <= spot.latitude <= box.max_lat + north
+            and box.min_lon - east <= spot.longitude <= box.max_lon + east)

@@ -54,6 +54,7 @@ class WorkOrderMoved(DomainEvent):
     to_state: str = ""
     actor: str = ""
     role: str = ""
+    department_code: str = ""  # the order's department after the move (派遣 may set it)
 
     def identity(self) -> tuple[object, ...]:
         return (self.case_number, self.version)

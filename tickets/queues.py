@@ -5,8 +5,9 @@ named department (派遣至部门). Doors for the pages in agent_desk; the workf
 
 What waits for whom (the states where the role has a step of its own to take):
 - shift chief (值班长): intake and verifying (立案, 作废, 并单), a department's pending request
-  for an extension or a park (批准延期, 挂账), checked (结案), parked and deferred;
-- dispatcher (派遣员): opened (派遣) and reported (转核查);
+  for an extension or a park (批准延期, 挂账, 驳回), checked (结案), parked and deferred;
+- dispatcher (派遣员): opened (派遣), reported (转核查) and, like the chief above them, a
+  department's pending request for an extension or a park (批准 or 驳回);
 - department handler (处置部门): dispatched and handling, of their own department only;
 - supervisor (监督员): verifying (核实) and checking (核查).
 """
@@ -17,11 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from recordings import catalogue as recordings
-from tickets import service, workflow
+from tickets import deadlines, service, workflow
 from tickets.models import (
     Department,
     WorkOrder,
@@ -31,23 +32,23 @@ from tickets.models import (
 )
 from tickets.policy import DEFAULT_POLICY, Policy
 
-# The states each role's queue shows (the shift chief's handling orders only with a request
-# pending: see `pending_request`).
+# The states each role's queue shows (the shift chief's and the dispatcher's handling orders
+# only with a request pending: see `pending_request`).
 QUEUE_STATES: dict[str, tuple[str, ...]] = {
     workflow.SHIFT_CHIEF: ("intake", "verifying", "handling", "checked", "parked",
                            "deferred"),
-    workflow.DISPATCHER: ("opened", "reported"),
+    workflow.DISPATCHER: ("opened", "reported", "handling"),
     workflow.DEPARTMENT: ("dispatched", "handling"),
     workflow.SUPERVISOR: ("verifying", "checking"),
 }
-REQUESTS = {"request_extension": "grant_extension", "request_park": "park"}
 MAX_QUEUE = 200
 
 
 @dataclass(frozen=True)
 class QueueItem:
     """One order in a queue: its running clock's due time and colour ("" no clock, green,
-    yellow, red) and a department's request still waiting for the chief."""
+    yellow, red) and a department's request still waiting for an answer, with the reason
+    the department gave and the unit an extension counts (the handling clock's)."""
 
     case_number: str
     state: str
@@ -60,6 +61,8 @@ class QueueItem:
     due_at: datetime | None
     colour: str
     pending_request: str
+    request_note: str = ""
+    clock_unit: str = ""
 
 
 def _aware(moment: datetime) -> datetime:
@@ -78,16 +81,8 @@ def colour(yellow_at: datetime | None, due_at: datetime | None, now: datetime) -
 
 
 def pending_request(session: Session, order_id: int) -> str:
-    """The department's request (request_extension, request_park) made since the order last
-    moved otherwise, that the shift chief has not answered yet; "" for none."""
-    events = session.scalars(select(WorkOrderEvent.action).where(
-        WorkOrderEvent.order_id == order_id).order_by(WorkOrderEvent.seq.desc()).limit(20))
-    for action in events:
-        if action in REQUESTS:
-            return action
-        if action != "supervise":
-            return ""
-    return ""
+    """The department's request still waiting for an answer (service.pending_request)."""
+    return service.pending_request(session, order_id)
 
 
 def queue(session: Session, role: str, *, now: datetime, department_code: str | None = None,
@@ -100,30 +95,57 @@ def queue(session: Session, role: str, *, now: datetime, department_code: str | 
     where = [WorkOrder.state.in_(states)]
     if role == workflow.DEPARTMENT:
         where.append(WorkOrder.department_code == (department_code or "\x00none"))
+    elif "handling" in states:  # in handling only those with a request waiting, in SQL so
+        # that many orders in handling never push the requests out of the queue's limit
+        where = [or_(WorkOrder.state.in_([s for s in states if s != "handling"]),
+                     and_(WorkOrder.state == "handling", WorkOrder.id.in_(_asking())))]
     orders = list(session.scalars(select(WorkOrder).where(*where)
                                   .order_by(WorkOrder.created_at, WorkOrder.id)
                                   .limit(limit * 2)))
     clocks: dict[int, WorkOrderDeadline] = {}
+    handling: dict[int, WorkOrderDeadline] = {}  # what an extension (延期) extends
     if orders:
         for row in session.scalars(select(WorkOrderDeadline).where(
                 WorkOrderDeadline.order_id.in_([o.id for o in orders]),
                 WorkOrderDeadline.met_at.is_(None)).order_by(WorkOrderDeadline.due_at)):
             clocks.setdefault(row.order_id, row)  # the soonest due running clock
+            if row.step == "handle":
+                handling.setdefault(row.order_id, row)
     items = []
     for order in orders:
-        request = pending_request(session, order.id) if order.state == "handling" else ""
-        if role == workflow.SHIFT_CHIEF and order.state == "handling" and not request:
-            continue  # the department is working on it: nothing for the chief to decide
+        asked = service.pending_request_event(session, order.id) \
+            if order.state == "handling" else None
+        request = asked.action if asked is not None else ""
+        if role != workflow.DEPARTMENT and order.state == "handling" and not request:
+            continue  # the department is working on it: nothing to decide
         clock = clocks.get(order.id)
         items.append(QueueItem(
             order.case_number, order.state, order.version, order.appeal_type,
             order.category_code, order.department_code, order.address,
             _aware(order.created_at), _aware(clock.due_at) if clock else None,
             colour(clock.yellow_at if clock else None, clock.due_at if clock else None, now),
-            request))
+            request, asked.note if asked is not None else "",
+            _unit(handling.get(order.id))))
     far = datetime.max.replace(tzinfo=UTC)
     items.sort(key=lambda i: (i.due_at or far, i.created_at, i.case_number))
     return items[:limit]
+
+
+def _unit(clock: WorkOrderDeadline | None) -> str:
+    return deadlines.unit_name(clock.clock, clock.unit) if clock is not None else ""
+
+
+def _asking() -> Select[tuple[int]]:
+    """The ids of orders in handling whose last move (督办 aside) is a department's request
+    (申请延期, 申请挂账): what `pending_request` finds, for many orders at once."""
+    event = WorkOrderEvent
+    last = (select(event.order_id, func.max(event.seq).label("seq"))
+            .join(WorkOrder, WorkOrder.id == event.order_id)
+            .where(WorkOrder.state == "handling", event.action != "supervise")
+            .group_by(event.order_id).subquery())
+    return (select(event.order_id)
+            .join(last, and_(last.c.order_id == event.order_id, last.c.seq == event.seq))
+            .where(event.action.in_(list(workflow.REQUESTS))))
 
 
 def running_clock(session: Session, case_number: str, now: datetime

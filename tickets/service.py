@@ -249,6 +249,8 @@ def transition(session: Session, case_number: str, action: str, *, actor: str, r
     note = _clean(note, "note", 2000)
     before, version = order.state, order.version
     after = workflow.apply(before, action, role)
+    if action in workflow.NEEDS_REQUEST:
+        workflow.check_request(action, role, pending_request(session, order.id))
     changes: dict[str, object] = {"state": after, "version": version + 1, "updated_at": now}
     if action in ("rework", "reopen"):
         changes["rework_count"] = WorkOrder.rework_count + 1
@@ -271,8 +273,29 @@ def transition(session: Session, case_number: str, action: str, *, actor: str, r
     session.refresh(order)
     emit(WorkOrderMoved(at=now.timestamp(), case_number=case_number, version=order.version,
                         action=action, from_state=before, to_state=after, actor=actor,
-                        role=role), Move(session, order, action, policy, now))
+                        role=role, department_code=order.department_code),
+         Move(session, order, action, policy, now))
     return order
+
+
+def pending_request(session: Session, order_id: int) -> str:
+    """The department's request (request_extension 申请延期, request_park 申请挂账) made since
+    the order last moved otherwise, not answered yet; "" for none. A 督办 in between leaves it
+    pending; any other move (an approval, a refusal, a feedback) ends it."""
+    event = pending_request_event(session, order_id)
+    return event.action if event is not None else ""
+
+
+def pending_request_event(session: Session, order_id: int) -> WorkOrderEvent | None:
+    """The event of the request `pending_request` names (who asked, when, their reason)."""
+    events = session.scalars(select(WorkOrderEvent).where(
+        WorkOrderEvent.order_id == order_id).order_by(WorkOrderEvent.seq.desc()).limit(20))
+    for event in events:
+        if event.action in workflow.REQUESTS:
+            return event
+        if event.action != "supervise":
+            return None
+    return None
 
 
 def act(session: Session, case_number: str, action: str, *, actor: str, role: str,
@@ -298,7 +321,8 @@ def grant_extension(session: Session, case_number: str, amount: int, *, actor: s
                     role: str, note: str = "", step: str = "handle",
                     expected_version: int | None = None, policy: Policy = DEFAULT_POLICY,
                     now: datetime) -> WorkOrder:
-    """延期: the shift chief grants the department `amount` more (in the step's own units)
+    """延期: the dispatcher (answering the department's request) or the shift chief grants
+    the department `amount` more (in the step's own units)
     on the running clock; the due time only ever moves later. One extension is at most the
     round's original limit (tickets.deadlines.extend): a longer one is an OrderError."""
     order = transition(session, case_number, "grant_extension", actor=actor, role=role,

@@ -15,7 +15,7 @@
 
   // The kinds of entry the server pushes (agent_desk.feed): EventSource hears a named event
   // only through a listener for that name. A new kind of entry is added here.
-  var KINDS = ["pop", "seat", "call", "order", "notice", "board"];
+  var KINDS = ["pop", "seat", "call", "order", "notice", "board", "map"];
   var RENEW_AT = 0.6; // of a ticket's life
   var RETRY_FIRST_MS = 2000, RETRY_MAX_MS = 30000;
 
@@ -24,7 +24,7 @@
     return;
   }
   var deskEl = document.getElementById("desk");
-  // a wallboard names its stream on the indicator itself (data-agent="board")
+  // a wallboard or a case map names its stream on the indicator (data-agent="board", "map")
   var agent = indicator.getAttribute("data-agent") ||
     (deskEl ? deskEl.getAttribute("data-agent") || "" : "");
   var url = indicator.getAttribute("data-url");
