@@ -35,6 +35,7 @@ from agent_desk import pages as desk_pages
 from agent_desk import staffing as desk_staffing
 from agent_desk import supervise as desk_supervise
 from agent_desk import workspace as desk_workspace
+from channels import open311_http
 from core import limits
 from core.clock import Clock
 from core.config import Settings
@@ -166,6 +167,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
                       *knowledge_http.BLUEPRINTS,
                       *reports_http.BLUEPRINTS, *accounts_http.BLUEPRINTS):
         app.register_api(blueprint)
+    open311_http.init_app(app)  # Open311 GeoReport v2 (/open311), its own errors and formats
     shell.init_app(app)  # the pages' ground: static files, languages, CSP, the API docs
 
     @app.before_request

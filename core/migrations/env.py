@@ -7,6 +7,7 @@ import accounts.service  # noqa: F401
 import channels.models  # noqa: F401  (registers the tables on Base.metadata)
 import telephony.models  # noqa: F401
 import tickets.models  # noqa: F401
+from channels import open311_models  # noqa: F401  (Open311 keys and requests)
 from core.db import WRITE_TRANSACTION, Base
 
 
