@@ -57,7 +57,7 @@ def orders(session: Session, *, case_numbers: Sequence[str] | None = None,
         where.append(WorkOrder.created_at <= until)
     rows = list(session.scalars(select(WorkOrder).where(*where).order_by(
         WorkOrder.created_at.desc(), WorkOrder.id.desc()).limit(max(0, min(limit, MAX_PAGE)))))
-    names = dict(session.execute(select(Department.code, Department.name)).tuples().all())
+    names = {code: name for code, name in session.execute(select(Department.code, Department.name))}
     due = _expected(session, [o.id for o in rows])
     return [PublishedOrder(
         o.case_number, o.category_kind or "event", o.category_code, o.state, o.merged_into,
