@@ -169,6 +169,8 @@ def _http_error(error: HTTPException) -> Response:
         raise error
     if status == 413:
         description = f"body: at most {_settings().open311.max_post_bytes} bytes"
+    if status == 429:
+        description = f"too many requests: at most {description}; try again later"
     headers = {k: v for k, v in error.get_headers() if k.lower() == "retry-after"}
     return _errors(_spec_status(status), description, headers)
 
