@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -237,7 +240,7 @@ NO_KEYS = [("", "api_key: required to post a service request"),
 
 def test_no_key_a_wrong_or_a_revoked_one_is_a_403_before_anything_else(world: World) -> None:
     for key, description in NO_KEYS:
-        reply = _post(world, "xml", key=key, service_code="nonsense")  # the form is wrong too
+        reply = _post(world, "xml", key=key, description="\x00")  # the form is wrong too
         assert reply.status_code == 403
         assert _errors_xml(reply) == [("403", description)]
     assert (_orders(world), _posted(world)) == (0, 0)
@@ -533,3 +536,26 @@ def test_a_key_is_kept_only_as_its_hash(world: World) -> None:
     for row in rows:
         assert world.key not in (row.id, row.key_sha256) and len(row.key_sha256) == 64
     assert world.key.split(".")[0] in {r.id for r in rows}
+
+
+def test_the_operator_issues_lists_and_revokes_keys(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("HOTLINE_") and k not in ("DATABASE_URL", "REDIS_URL")}
+    env["HOTLINE_STORAGE_DATA_DIR"] = str(tmp_path)
+
+    def hotline(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "hotline", "channels", "open311-key",
+                               *args], capture_output=True, text=True, env=env, timeout=120)
+
+    issued = hotline("城市服务平台")
+    assert issued.returncode == 0, issued.stderr
+    key = issued.stdout.strip()
+    key_id = key.split(".")[0]
+    assert len(key_id) == 16 and len(key) > 50
+    listed = hotline("--list").stdout
+    assert f"{key_id}  城市服务平台" in listed and "in force" in listed and key not in listed
+    assert hotline("--revoke", key_id).stdout.strip() == f"key {key_id} of 城市服务平台 revoked"
+    again = hotline("--revoke", key_id)
+    assert again.returncode != 0 and "no key" in again.stderr
+    assert "revoked" in hotline("--list").stdout
+    assert key not in (tmp_path / "hotline.db").read_bytes().decode("latin-1")
