@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from channels.open311_models import Open311Key, Open311Request
 from core import phones
-from core.errors import HotlineError
+from core.errors import ConfigError, HotlineError
 from tickets import catalogue, geo, published, service, workflow
 
 SPECIFICATION = "http://wiki.open311.org/GeoReport_v2"
@@ -201,24 +201,24 @@ class Service:
 @functools.cache
 def _extras(path: Path = EXTRAS_FILE) -> dict[str, _DeclaredService]:
     """The services' keywords, notices and attributes as declared; a mistake in the file is
-    an Open311Error naming the service and the field."""
+    a ConfigError naming the service and the field (the operator's, not the client's)."""
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     out: dict[str, _DeclaredService] = {}
     for code, entry in (data.get("services") or {}).items():
         if not isinstance(code, str) or not _SERVICE_CODE.fullmatch(code):
-            raise Open311Error(f"{path.name}: service code {code!r}: quote it, e.g. \"0102\"")
+            raise ConfigError(f"{path.name}: service code {code!r}: quote it, e.g. \"0102\"")
         try:
             declared = _DeclaredService.model_validate(entry or {})
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise Open311Error(f"{path.name}: {code}.{where}: {first['msg']}") from None
+            raise ConfigError(f"{path.name}: {code}.{where}: {first['msg']}") from None
         codes = [a.code for a in declared.attributes]
         if len(set(codes)) != len(codes):
-            raise Open311Error(f"{path.name}: {code}: an attribute code twice")
+            raise ConfigError(f"{path.name}: {code}: an attribute code twice")
         for attribute in declared.attributes:
             if attribute.datatype.endswith("valuelist") != bool(attribute.values):
-                raise Open311Error(f"{path.name}: {code}.{attribute.code}: values go with "
+                raise ConfigError(f"{path.name}: {code}.{attribute.code}: values go with "
                                    "singlevaluelist and multivaluelist, and only with them")
         out[code] = declared
     return out

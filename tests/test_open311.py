@@ -28,6 +28,7 @@ from channels import open311
 from channels.open311_models import Open311Key, Open311Request
 from core.clock import FixedClock
 from core.db import make_engine, session_factory, transaction, upgrade
+from core.errors import ConfigError
 from hotline.web import create_app
 from tests.conftest import make_settings
 from tickets import catalogue, geo, service
@@ -559,3 +560,19 @@ def test_the_operator_issues_lists_and_revokes_keys(tmp_path: Path) -> None:
     assert again.returncode != 0 and "no key" in again.stderr
     assert "revoked" in hotline("--list").stdout
     assert key not in (tmp_path / "hotline.db").read_bytes().decode("latin-1")
+
+
+def test_the_declared_extras_are_checked(tmp_path: Path) -> None:
+    assert set(open311._extras()) >= {"0102", "C0101", "C0110"}  # the packaged file loads
+    wrong = tmp_path / "open311.yaml"
+    for text, message in (
+            ("services:\n  0102: {}\n", "open311.yaml: service code 66: quote it"),
+            ('services:\n  "0102": {attributes: [{code: A, datatype: singlevaluelist, '
+             'description: x}]}\n', "open311.yaml: 0102.A: values go with singlevaluelist"),
+            ('services:\n  "0102": {attributes: [{code: a, datatype: string, '
+             'description: x}]}\n', "open311.yaml: 0102.attributes.0.code: String should "
+                                    "match pattern")):
+        wrong.write_text(text, encoding="utf-8")
+        with pytest.raises(ConfigError) as refused:
+            open311._extras(wrong)
+        assert str(refused.value).startswith(message), refused.value
