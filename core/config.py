@@ -161,6 +161,20 @@ def _no_bool(value: Any) -> Any:
     return value
 
 
+def _rates(value: Any) -> str:
+    """A rate limit as Flask-Limiter reads it: "10/minute;1000/day"."""
+    from limits import parse_many
+
+    try:
+        parse_many(_str(value))
+    except ValueError:
+        raise ValueError('must be rate limits like "10/minute;1000/day"') from None
+    return value
+
+
+RateLimit = Annotated[str, AfterValidator(_rates)]
+
+
 def _path_or_none(value: Any) -> Path | None:
     """A path; "" (the default) for the place under storage.data_dir."""
     if value is None or isinstance(value, Path):
@@ -368,16 +382,7 @@ def _sms_words(value: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
-def _rate_limit(value: Any) -> str:
-    """A Flask-Limiter rate ("10/minute;100/day")."""
-    if not re.fullmatch(r"[1-9][0-9]{0,6}/(second|minute|hour|day)"
-                        r"(;[1-9][0-9]{0,6}/(second|minute|hour|day))*", _str(value)):
-        raise ValueError("must look like 10/minute;100/day")
-    return value
-
-
 SmsWords = Annotated[tuple[str, ...], BeforeValidator(_sms_words)]
-RateLimit = Annotated[str, AfterValidator(_rate_limit)]
 
 
 @section
@@ -466,6 +471,31 @@ class Quality:
     low_ratings: Ratings = (4, 5)  # survey ratings (不满意, 非常不满意) whose calls are reviewed
 
 
+@section
+class Open311:
+    """Open311 GeoReport v2 (开放311接口, channels.open311): what its discovery document
+    says, how posted requests enter the workflow, and its rate limits."""
+
+    # The endpoint's address in the discovery document; empty: the address the request came
+    # to (behind a proxy, the public https:// address of /open311/v2).
+    public_url: WebhookUrl = Field("", description="public address of /open311/v2")
+    contact: Text = Field("12319 城市管理服务热线", description="discovery: whom to ask")
+    key_service: Text = Field("", description="discovery: where a client asks for a key")
+    # Only needed when one endpoint serves several jurisdictions; empty: any is accepted.
+    jurisdiction_id: Text = Field("", description="the jurisdiction_id this endpoint serves")
+    appeal_type: Literal["enquiry", "help", "complaint", "report", "suggestion"] = Field(
+        "report", description="the appeal type (诉求类型) of orders posted over Open311")
+    # Orders are made at once, so a POST answers with the service_request_id; true answers
+    # with a token instead (GET tokens/{token} gives the id), for clients built for that.
+    answer_with_token: bool = Field(False, description="POST requests answers a token")
+    post_rate: RateLimit = Field(
+        "10/minute;1000/day", description="POST requests per API key")
+    address_rate: RateLimit = Field(
+        "120/minute", description="any Open311 request per client address")
+    max_post_bytes: Annotated[int, BeforeValidator(_no_bool), Field(ge=1024, le=1 << 20)] = (
+        Field(65_536, description="the largest POST requests body"))
+
+
 SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "storage": Storage,
     "pbx": Pbx,
@@ -481,6 +511,7 @@ SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "sms": Sms,
     "retention": Retention,
     "quality": Quality,
+    "open311": Open311,
 }
 _MAPPINGS = {"pause_reasons", "dispositions"}
 
@@ -502,6 +533,7 @@ class Settings:
     sms: Sms
     retention: Retention
     quality: Quality
+    open311: Open311
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -564,7 +596,7 @@ def load_settings(
         for section, key, value in _read_toml(file_path):
             raw[section][key] = (value, str(file_path))
     for name, value in env.items():
-        match = re.fullmatch(r"HOTLINE_([A-Z]+)_([A-Z0-9_]+)", name)
+        match = re.fullmatch(r"HOTLINE_([A-Z][A-Z0-9]*)_([A-Z0-9_]+)", name)
         if match and match.group(1).lower() in SECTIONS:
             section, key = match.group(1).lower(), match.group(2).lower()
             if key not in _keys(section):

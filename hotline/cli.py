@@ -1348,3 +1348,45 @@ def quality_report(ctx: click.Context, start: Any, end: Any) -> None:
         found = quality.report(session, start.replace(tzinfo=zone), end.replace(tzinfo=zone))
     _echo_json({**found, "since": found["since"].isoformat(),
                 "until": found["until"].isoformat()})
+
+
+# ------------------------------------------------------------------------------ channels
+
+@cli.group()
+def channels() -> None:
+    """The citizens' channels: the web portal, SMS, Open311."""
+
+
+@channels.command("open311-key")
+@click.argument("name", required=False)
+@click.option("--revoke", "key_id", help="Revoke this key id instead.")
+@click.option("--list", "listing", is_flag=True, help="List the keys (ids only).")
+@click.pass_context
+def channels_open311_key(ctx: click.Context, name: str | None, key_id: str | None,
+                         listing: bool) -> None:
+    """An API key for the Open311 client NAME (an app, a platform): printed once, only its
+    SHA-256 is kept. Clients post service requests with it (api_key)."""
+    from accounts import audit
+    from channels import open311
+    from core.db import transaction
+
+    now = SYSTEM_CLOCK.now()
+    with transaction(_session_factory(_settings(ctx))) as session:
+        if listing:
+            for row in open311.keys(session):
+                state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "in force"
+                click.echo(f"{row.id}  {row.client}  {row.created_at:%Y-%m-%d}  {state}")
+            return
+        if key_id:
+            row = open311.revoke_key(session, key_id, now=now)
+            audit.record(session, audit.TOKEN_REVOKED, actor=_cli_actor(), now=now,
+                         target=f"open311:{row.client}", detail={"token": row.id})
+            click.echo(f"key {row.id} of {row.client} revoked")
+            return
+        if not name:
+            raise click.UsageError("NAME: the client the key is for")
+        key = open311.issue_key(session, name, now=now)
+        audit.record(session, audit.TOKEN_ISSUED, actor=_cli_actor(), now=now,
+                     target=f"open311:{name.strip()}",
+                     detail={"token": key.split(".", 1)[0], "scope": "open311"})
+    click.echo(key)

@@ -36,7 +36,7 @@ from agent_desk import quality_pages as desk_quality
 from agent_desk import staffing as desk_staffing
 from agent_desk import supervise as desk_supervise
 from agent_desk import workspace as desk_workspace
-from channels import sms_http
+from channels import open311_http, sms_http
 from channels.outbound import http as sms_status
 from core import limits
 from core.clock import Clock
@@ -178,6 +178,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     for blueprint in sms_http.BLUEPRINTS:  # the SMS gateway's webhook: signed, no CSRF token
         app.register_api(blueprint)
         app.extensions["csrf"].exempt(blueprint)
+    open311_http.init_app(app)  # Open311 GeoReport v2 (/open311), its own errors and formats
     shell.init_app(app)  # the pages' ground: static files, languages, CSP, the API docs
 
     @app.before_request

@@ -14,7 +14,8 @@ import pytest
 
 from accounts.access import PUBLIC
 from accounts.service import ROLES, Identity
-from channels import sms_signature
+from channels import open311, sms_signature
+from core.db import transaction
 from telephony import http as telephony_http
 from tests import api_world
 from tests.api_world import World
@@ -146,6 +147,14 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/api/v1/recordings/deletions"): frozenset({"admin", "auditor"}),
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
+    # Open311 GeoReport v2: open to anyone; posting is guarded by the spec's api_key instead
+    ("GET", "/open311/discovery.<format>"): PUBLIC,
+    ("GET", "/open311/v2/services.<format>"): PUBLIC,
+    ("GET", "/open311/v2/services/<service_code>.<format>"): PUBLIC,
+    ("POST", "/open311/v2/requests.<format>"): PUBLIC,
+    ("GET", "/open311/v2/requests.<format>"): PUBLIC,
+    ("GET", "/open311/v2/requests/<service_request_id>.<format>"): PUBLIC,
+    ("GET", "/open311/v2/tokens/<token>.<format>"): PUBLIC,
 }
 
 
@@ -173,6 +182,15 @@ def _call(world: World, method: str, route: str, headers: dict[str, str]) -> Any
             .replace("<int:sample_id>", "1")
             .replace("<action>", "login" if "/seats/" in route else "open")
             .replace("<path:filename>", "shell.css").replace("<choice>", "en"))
+    if route.startswith("/open311/"):
+        path = (path.replace("<format>", "json").replace("<service_code>", "0102")
+                .replace("<service_request_id>", world.case).replace("<token>", "0" * 32))
+        if method == "POST":  # the spec's guard: a client's api_key
+            with transaction(world.sessions) as session:
+                key = open311.issue_key(session, "matrix", now=api_world.NOW)
+            return world.client.post(path, data={
+                "api_key": key, "service_code": "0102", "address_string": "示范街1号"},
+                headers=headers)
     if route in ("/api/v1/kpis", "/api/v1/quality/report"):
         path += "?from=2026-11-01T00:00:00%2B08:00&to=2026-11-24T00:00:00%2B08:00"
     if route.endswith("/photos"):

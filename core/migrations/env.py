@@ -10,6 +10,7 @@ import quality.models  # noqa: F401  (quality review, 质检)
 import recordings.retention  # noqa: F401  (legal holds, the deletion log)
 import telephony.models  # noqa: F401
 import tickets.models  # noqa: F401
+from channels import open311_models  # noqa: F401  (Open311 keys and requests)
 from core.db import WRITE_TRANSACTION, Base
 
 
