@@ -59,7 +59,7 @@ def step_words() -> dict[str, str]:
         "checking": _("An inspector is checking the result"),
         "rework": _("Sent back to be handled again"),
         "checked": _("The result was checked"),
-        "closed": _("Closed"),
+        "closed": _("Finished"),
         "rated": _("Rated"),
         "reopened": _("Reopened after your rating"),
         "deferred": _("Postponed"),
@@ -72,9 +72,9 @@ def step_words() -> dict[str, str]:
 def state_words() -> dict[str, str]:
     return {
         "intake": _("Received"), "verifying": _("Being checked"), "opened": _("Accepted"),
-        "dispatched": _("Dispatched"), "handling": _("Being handled"),
+        "dispatched": _("Sent to a department"), "handling": _("Being handled"),
         "reported": _("Handled, being checked"), "checking": _("Handled, being checked"),
-        "checked": _("Handled, being checked"), "closed": _("Closed"),
+        "checked": _("Handled, being checked"), "closed": _("Finished"),
         "evaluated": _("Closed and rated"), "parked": _("Planned for later"),
         "deferred": _("Postponed"), "voided": _("Not taken up"),
         "merged": _("Handled with another report"),

@@ -109,6 +109,19 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/board/push-ticket"): frozenset({"supervisor", "shift_chief", "admin"}),
     ("GET", "/board/wall"): PUBLIC,
     ("GET", "/board/wall/push-ticket"): PUBLIC,
+    # the citizens' portal (公众服务门户): no account; a report is confirmed by an SMS code,
+    # an order reached by its private tracking link
+    ("GET", "/portal"): PUBLIC,
+    ("GET", "/portal/confirm/<token>"): PUBLIC,
+    ("GET", "/portal/track/<token>"): PUBLIC,
+    ("POST", "/api/v1/portal/reports"): PUBLIC,
+    ("POST", "/api/v1/portal/reports/<token>/code"): PUBLIC,
+    ("POST", "/api/v1/portal/reports/<token>/resend"): PUBLIC,
+    ("GET", "/api/v1/portal/track/<token>"): PUBLIC,
+    ("POST", "/api/v1/portal/track/<token>/info"): PUBLIC,
+    ("POST", "/api/v1/portal/track/<token>/rating"): PUBLIC,
+    ("GET", "/api/v1/portal/grids"): PUBLIC,
+    ("GET", "/api/v1/portal/place"): PUBLIC,
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
 }
