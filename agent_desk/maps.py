@@ -4,4 +4,5 @@
 from tickets.maps import grids as grids
 from tickets.maps import page_settings as page_settings
 from tickets.maps import shown as shown
+from tickets.maps import stored_point as stored_point
 from tickets.maps import uses_gcj02 as uses_gcj02

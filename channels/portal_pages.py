@@ -30,14 +30,18 @@ from core import limits
 from core.config import Portal as Rules
 from core.db import transaction
 from core.events import EventBus
-from core.schemas import Out, Query, Text
+from core.schemas import ErrorBody, Out, Query, Text
 from tickets import catalogue, geo, maps, service
 from tickets.policy import Policy
 
 portal_pages = Blueprint("portal", __name__, url_prefix="/portal", template_folder="templates")
+# a refusal names the field (400), no such link (404), a finished order (409), a photo too
+# large (413) or not a photo (415), too many requests (429 with Retry-After)
+_ERRORS: dict[int, Any] = {status: ErrorBody for status in (400, 404, 409, 413, 415, 429, 503)}
 portal_api = APIBlueprint("portal_api", __name__, url_prefix="/api/v1/portal",
                           abp_tags=[Tag(name="portal", description="the citizens' portal "
-                                        "(公众服务门户): public, no account")])
+                                        "(公众服务门户): public, no account")],
+                          abp_responses=_ERRORS)
 TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
 FORM_MARGIN = 256 << 10  # the form's text around its photos
 UPLOADS = ("portal_api.submit", "portal_api.add_info")

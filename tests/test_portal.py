@@ -311,3 +311,19 @@ def test_a_closed_order_is_rated_with_the_survey_and_a_bad_rating_reopens_it(
     again = site.client.post(f"/api/v1/portal/track/{link}/rating", data={"rating": "1"},
                              headers={"X-CSRFToken": token}, content_type="multipart/form-data")
     assert again.status_code == 409
+
+
+def test_a_new_code_replaces_the_old_one(site: Site) -> None:
+    token = csrf(site)
+    sent = report(site, token)
+    old = code_sent(site)
+    draft = sent.json["confirm_url"].rsplit("/", 1)[1]
+    again = site.client.post(f"/api/v1/portal/reports/{draft}/resend",
+                             headers={"X-CSRFToken": token}, content_type="multipart/form-data")
+    assert again.status_code == 202 and again.json["phone"] == "139****1111"
+    new = code_sent(site)
+    if new != old:  # one time in a million they are the same
+        assert confirm(site, token, sent.json["confirm_url"], old).status_code == 400
+    assert confirm(site, token, sent.json["confirm_url"], new).status_code == 201
+    page = site.client.get(sent.json["confirm_url"])  # the draft is gone with its link
+    assert page.status_code == 404 and "此链接已过期或已使用" in page.text

@@ -8,17 +8,20 @@ host but 127.0.0.1."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
+from urllib import request
 from urllib.parse import urlsplit
 
 import pytest
 from PIL import Image
 from waitress.server import create_server
 
+from accounts.service import add_user
 from channels import sms
 from core.clock import FixedClock
 from core.db import make_engine, session_factory, transaction, upgrade
@@ -28,7 +31,7 @@ from tests import isolation
 from tests.api_world import DEMO_GRIDS
 from tests.browser import chromium, screenshot
 from tests.conftest import make_settings
-from tickets import catalogue, geo, queues, service
+from tickets import catalogue, geo, service
 
 NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)  # 10:00 in Beijing
 
@@ -103,16 +106,24 @@ def test_a_citizen_reports_with_a_photo_and_a_pin_and_sees_it_dispatched(
             assert abs(order.latitude - 45.75135) < 0.0003  # type: ignore[operator]
             assert abs(order.longitude - 126.63195) < 0.0004  # type: ignore[operator]
             assert len([a for a in service.attachments(session, case) if a.kind == "photo"]) == 1
+        # the shift chief opens it and the dispatcher dispatches it, through the API
         with transaction(sessions) as session:  # type: ignore[arg-type]
-            service.act(session, case, "open", actor="值班长老王", role="shift_chief",
-                        now=NOW + timedelta(minutes=3))
-            queues.dispatch_to(session, case, "", actor="派遣员老李", role="dispatcher",
-                               now=NOW + timedelta(minutes=6))
+            chief = add_user(session, "值班长老王", ["shift_chief"], False, now=NOW)
+            dispatcher = add_user(session, "派遣员老李", ["dispatcher"], False, now=NOW)
+        for action, token in (("open", chief), ("dispatch", dispatcher)):
+            moved = request.Request(
+                f"{url}/api/v1/orders/{case}/actions/{action}", method="POST",
+                data=json.dumps({"note": "内部：车主姓王"}).encode(),
+                headers={"Authorization": f"Bearer {token}",
+                         "Content-Type": "application/json"})
+            with request.urlopen(moved, timeout=10) as answer:
+                assert answer.status == 200
         page.reload()
         assert page.locator("#portal-state").get_attribute("data-state") == "dispatched"
         timeline = page.locator("#portal-timeline").inner_text()
         assert "已派遣至处置部门: 示范街道综合执法队" in timeline
-        assert "老李" not in page.content()
+        for secret in ("老李", "老王", "内部", "车主"):
+            assert secret not in page.content()
         screenshot(page, "portal-dispatched-390x844")
         context.close()
     assert set(hosts) == {urlsplit(url).netloc}
