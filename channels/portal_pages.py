@@ -135,6 +135,10 @@ def _every_request() -> None:
     if request.endpoint in UPLOADS:
         request.max_content_length = rules.max_photos * rules.photo_max_bytes + FORM_MARGIN
     limits.enforce(rules.requests_per_address, scope="portal")
+    if request.method == "POST" and request.mimetype == "multipart/form-data" and (
+            any(not key for key in request.form) or any(not key for key in request.files)):
+        # Flask-WTF's CSRF check, next, fails with a 500 on a field without a name
+        abort(400, "form: every field needs a name")
 
 
 portal_pages.record_once(
@@ -459,7 +463,9 @@ def rating(path: TokenPath) -> Any:
     return {"outcome": outcome}
 
 
-@portal_api.get("/grids", summary="The city's grids (GeoJSON), the portal map's ground")
+@portal_api.get("/grids", summary="The city's grids (GeoJSON), the portal map's ground",
+                responses={200: {"description": "a GeoJSON FeatureCollection in the map's datum",
+                                 "content": {"application/json": {"schema": {"type": "object"}}}}})
 @requires(PUBLIC)
 def grids() -> Any:
     with _sessions()() as session:
