@@ -59,6 +59,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "spy.use": frozenset({SUPERVISOR, SHIFT_CHIEF}),
     "board.read": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN}),  # the live wallboard
     "board.display": frozenset({ADMIN}),  # display tokens for the wall (大屏令牌)
+    # transcripts of calls (通话转写) and their search; unmasked only with see_phone, audited
+    "transcripts.read": frozenset({OPERATOR, SUPERVISOR, SHIFT_CHIEF, ADMIN, AUDITOR}),
+    "speech.status": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN}),  # the transcription queue
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
 }

@@ -8,7 +8,9 @@ published while the centre is down is relayed when it returns, and turns:
   extension) as the service keeps them;
 - `call.agent_connected` and `call.ended` into a "call" entry for the agent concerned:
   {call_id, event: "connected"|"ended", ...}; the caller's full number goes under
-  data["private"], the masked one in the open.
+  data["private"], the masked one in the open;
+- `speech.keyword` (a configured keyword in a stored transcript) into a "notice" for the
+  supervisors' desks (feed.SUPERVISORS), with the masked utterance.
 
 The screen pop ("pop") is another loop's (agent_desk's pop composer).
 """
@@ -91,6 +93,14 @@ class DeskRelay:
                 "hangup_by": record.get("hangup_by", ""), "at": record.get("ended_at"),
                 "caller_number": _masked(caller),
                 feed.PRIVATE: {"caller_number": caller}}
+        if kind == "speech.keyword":  # a keyword heard in a stored transcript (关键词告警)
+            return feed.SUPERVISORS, "notice", {
+                "source": "speech", "at": event.get("at"),
+                "alert": {"key": event.get("id", ""), "kind": "keyword",
+                          "keyword": event.get("keyword", ""),
+                          "call_id": event.get("call_id", ""), "leg": event.get("leg", ""),
+                          "offset_seconds": event.get("offset_seconds"),
+                          "excerpt": event.get("excerpt", "")}}
         return None
 
     def seat_state(self, event: dict[str, Any]) -> dict[str, Any]:

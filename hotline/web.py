@@ -43,6 +43,7 @@ from core.errors import HotlineError
 from core.schemas import ErrorBody, parse_json
 from hotline import shell
 from ivr.prompts import speak
+from recordings import http as transcripts_http
 from reports import http as reports_http
 from reports import pages as reports_pages
 from telephony import http as telephony_http
@@ -166,6 +167,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
                       *knowledge_http.BLUEPRINTS,
                       *reports_http.BLUEPRINTS, *accounts_http.BLUEPRINTS):
         app.register_api(blueprint)
+    app.register_api(transcripts_http.transcripts_api)  # transcripts (通话转写), speech status
     shell.init_app(app)  # the pages' ground: static files, languages, CSP, the API docs
 
     @app.before_request

@@ -25,7 +25,8 @@ from core.clock import Clock
 from core.config import Settings
 from core.db import transaction
 from core.events import EventBus
-from recordings.catalogue import fingerprint, host_path
+from recordings import transcribe_worker
+from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path
 from telephony import callbacks, commands, directory, records, seats, wallboard
 from telephony.ami import AmiClient, AmiError, event_fields
 from telephony.calls import CallTracker
@@ -342,10 +343,23 @@ class TelephonyService:
             recording = fingerprint(path) if path is not None else None
         with transaction(self.sessions) as session:
             new = records.store_call(session, record, recording)
+        if new and recording is not None:
+            self._file_recordings(record["call_id"], recording)
         with transaction(self.sessions) as session:  # after the commit: see records
             records.apply_pending_disposition(session, record["call_id"])
             stored = records.get_call(session, record["call_id"])
         return stored or record, new
+
+    def _file_recordings(self, call_id: str, recording: RecordingFile) -> None:
+        """The call's files (the mix and each leg) in the catalogue, each leg queued for
+        transcription; a failure here never loses the call's record."""
+        try:
+            with transaction(self.sessions) as session:
+                files = catalogue_call(session, call_id, recording)
+                transcribe_worker.queue_call(session, self.redis, self.settings, files,
+                                             self.clock.now())
+        except Exception:
+            log.exception("could not file the recordings of call %s", call_id)
 
     def _store_intervals(self, finished: list[seats.Interval]) -> None:
         with transaction(self.sessions) as session:
