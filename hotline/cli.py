@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import wraps
 from pathlib import Path
@@ -375,7 +375,7 @@ def serve(ctx: click.Context) -> None:
 
     settings = _settings(ctx)
     ensure_prompts(settings)
-    with Centre(settings):
+    with Centre(settings), _speech_worker(settings):
         click.echo(f"serving: FastAGI :{settings.ivr.fastagi_port}, AMI client, "
                    f"http://{settings.web.host}:{settings.web.port}/api/v1/, desk push "
                    f"http://{settings.web.host}:{settings.web.push_port}/desk/push")
@@ -1142,6 +1142,33 @@ def board_token(ctx: click.Context, name: str) -> None:
 @cli.group()
 def speech() -> None:
     """Transcripts of calls (通话转写): the worker, its progress, search, one call's text."""
+
+
+@contextlib.contextmanager
+def _speech_worker(settings: Settings) -> Iterator[None]:
+    """`hotline speech worker` beside the centre while it serves, when a model is set;
+    without one, says once that transcripts are off."""
+    import subprocess
+    import sys
+
+    from recordings import transcribe_worker
+
+    if not transcribe_worker.transcripts_on(settings):
+        click.echo("transcripts are off: speech.model_path is not set", err=True)
+        yield
+        return
+    config = ["--config", settings.source] if settings.source != "defaults" else []
+    worker = subprocess.Popen([sys.executable, "-c", "from hotline.cli import main; main()",
+                               *config, "speech", "worker"])
+    try:
+        yield
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 @speech.command("worker")
