@@ -5,6 +5,7 @@ once; the progress is visible; with no model the centre says transcripts are off
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from sqlalchemy import func, select
 
 from core.config import Settings
 from core.db import make_engine, session_factory, transaction, upgrade
+from core.events import STREAM
 from core.live import connect_redis
 from hotline.cli import cli
 from recordings import transcribe_worker, transcripts
@@ -34,7 +36,9 @@ NOW = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
 @pytest.fixture
 def place(tmp_path: Path) -> Iterator[tuple[Settings, dict[str, str]]]:
     env = {"HOTLINE_STORAGE_DATA_DIR": str(tmp_path / "data"),
-           "HOTLINE_SPEECH_MODEL_PATH": str(MODEL_DIR), "HOTLINE_SPEECH_RETRIES": "2"}
+           "HOTLINE_SPEECH_MODEL_PATH": str(MODEL_DIR), "HOTLINE_SPEECH_RETRIES": "2",
+           # the Korean model's words stand in for 煤气泄漏 …: an alert when heard
+           "HOTLINE_SPEECH_ALERT_KEYWORDS": "라디오,여름"}
     settings = make_settings(tmp_path / "data", **{k: v for k, v in env.items()
                                                    if k != "HOTLINE_STORAGE_DATA_DIR"})
     engine = make_engine(settings.storage.database_url)
@@ -136,6 +140,11 @@ def test_a_work_horse_killed_mid_job_runs_the_job_again_once(place) -> None:
         assert session.scalar(select(func.count()).select_from(transcripts.Transcript)) == 1
         segments = session.scalar(select(func.count()).select_from(transcripts.Segment))
     assert segments and segments >= 1
+    # the keyword heard raised one alert on the bus, though the job ran twice
+    alerts = [json.loads(fields[b"data"]) for _id, fields in client.xrange(STREAM)
+              if fields[b"type"] == b"speech.keyword"]
+    assert [(a["keyword"], a["call_id"], a["leg"]) for a in alerts] == [
+        ("라디오", "1764468100.3", "caller")]
     queue = transcribe_worker.speech_queue(client)
     rq_job = queue.fetch_job(transcribe_worker.job_id(sha256))
     assert rq_job is not None and rq_job.get_status() == "finished"
