@@ -209,13 +209,38 @@ def _seconds(path: Path) -> float:
 # --- the worker and its progress ------------------------------------------------------------
 
 
+def _mark(settings: Settings, sha256: str, state: str, error: str) -> None:
+    sessions, _bus = _parts(settings)
+    with transaction(sessions) as session:
+        row = session.scalar(select(TranscriptionJob).where(TranscriptionJob.sha256 == sha256))
+        if row is not None and row.state == RUNNING:
+            row.state, row.error = state, error[:500]
+
+
+class SpeechWorker(Worker):
+    """RQ's forking worker that also writes down, in the job's row, a work-horse that died:
+    queued again while RQ has retries left, failed when it has none."""
+
+    def handle_work_horse_killed(self, job: Any, retpid: int, ret_val: int, rusage: Any
+                                 ) -> None:
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        if _context is None or not job.args:
+            return
+        left = bool(job.retries_left)
+        try:
+            _mark(_context.settings, str(job.args[0]), QUEUED if left else FAILED,
+                  f"work-horse {retpid} died (wait status {ret_val})")
+        except Exception:
+            log.exception("speech: could not mark job %s", job.id)
+
+
 def run_worker(settings: Settings, client: redis.Redis, *, burst: bool = False,
                engine: Engine | None = None) -> bool:
     """Work the speech queue (until stopped, or until it is empty with `burst`)."""
     prepare(settings, engine)
     if _context is not None:
         transcripts.add_words(settings.speech.alert_keywords)
-    worker = Worker([speech_queue(client)], connection=client,
+    worker = SpeechWorker([speech_queue(client)], connection=client,
                     name=f"speech-{socket.gethostname()}-{os.getpid()}")
     return bool(worker.work(burst=burst, logging_level="WARNING"))
 

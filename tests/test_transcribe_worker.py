@@ -99,7 +99,7 @@ def test_a_recording_queued_twice_is_transcribed_once(place) -> None:
         assert session.scalar(select(func.count()).select_from(transcripts.Transcript)) == 1
         stored = transcripts.call_transcripts(session, "1764468000.7")
     assert [t["leg"] for t in stored] == ["caller"]
-    assert len(words_heard(CALLER_WORDS, stored[0]["text"])) >= 3, stored[0]["text"]
+    assert len(words_heard(CALLER_WORDS, stored[0]["text"])) >= 2, stored[0]["text"]
     assert {s["speaker"] for s in stored[0]["segments"]} == {"caller"}
 
     status = CliRunner().invoke(cli, ["speech", "status", "--json"], env={
@@ -127,6 +127,12 @@ def test_a_work_horse_killed_mid_job_runs_the_job_again_once(place) -> None:
         assert horse and horse != worker.pid  # the work-horse, forked for the job
         time.sleep(0.5)  # well into the recognition
         os.kill(horse, signal.SIGKILL)
+        deadline = time.monotonic() + 30  # seen dead, written down, queued again by RQ
+        while (job := _job(settings, sha256)) is None or job.attempts < 2:
+            assert time.monotonic() < deadline, f"not run again: {job and job.state}"
+            if job.state != "running":  # with no retries left it would say failed
+                assert (job.state, job.error[:10]) == ("queued", "work-horse")
+            time.sleep(0.02)
         deadline = time.monotonic() + 180
         while (job := _job(settings, sha256)) is None or job.state != "done":
             assert time.monotonic() < deadline, f"not done again: {job and job.state}"
