@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 
 from accounts.audit import AuditEntry
@@ -21,6 +22,7 @@ from agent_desk import feed
 from agent_desk.relay import DeskRelay
 from core.db import transaction
 from core.events import EventBus
+from hotline.cli import cli
 from recordings import privacy, transcripts
 from recordings.speech import Utterance, Word
 from tests import api_world
@@ -191,3 +193,30 @@ def test_a_keyword_heard_alerts_supervisors_once(world: World, tmp_path: Path) -
     assert [(a, k, d["alert"]["keyword"], d["alert"]["call_id"])
             for a, k, d in notices] == [("supervisors", "notice", "煤气泄漏", "1764460000.1")]
     bus.client.delete(bus.stream)
+
+
+def test_the_speech_commands_search_and_show_masked_and_audit_the_unmasked(
+        world: World, database_url: str, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": database_url, "HOTLINE_STORAGE_DATA_DIR": str(tmp_path / "cli"),
+           "REDIS_URL": api_world.REDIS_SERVER_URL, "USER": "管理员"}
+    runner = CliRunner()
+    found = runner.invoke(cli, ["speech", "search", "煤气泄漏", "--json"], env=env)
+    assert found.exit_code == 0, found.output
+    items = json.loads(found.output)["items"]
+    assert [(i["call_id"], i["leg"], i["offset_seconds"]) for i in items] == [
+        ("1764460000.1", "caller", 6.5), ("1764460000.2", "caller", 2.0)]
+    shown = runner.invoke(cli, ["speech", "show", "1764460000.1"], env=env)
+    assert shown.exit_code == 0 and ID_NUMBER not in shown.output
+    assert "   15.0s caller  我 的 身份证 号 是 1101**********002X 电话 139****5678" in (
+        shown.output)
+    with world.sessions() as session:
+        before = len(session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "transcript_shown")).all())
+    unmasked = runner.invoke(cli, ["speech", "show", "1764460000.1", "--unmasked"], env=env)
+    assert unmasked.exit_code == 0 and ID_NUMBER in unmasked.output
+    with world.sessions() as session:
+        after = session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "transcript_shown")).all()
+    assert len(after) == before + 1 and after[-1].target == "1764460000.1"
+    missing = runner.invoke(cli, ["speech", "show", "nope"], env=env)
+    assert missing.exit_code == 1 and "no transcript" in missing.output
