@@ -18,6 +18,7 @@ from accounts.web import audit, current_identity
 from core.db import transaction
 from core.schemas import ErrorBody, Moment, Out, Path, Query, QueryInt, Text
 from recordings import transcribe_worker, transcripts
+from recordings.catalogue import files_of_call
 
 _ERRORS: dict[int, Any] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 transcripts_api = APIBlueprint("transcripts", __name__, url_prefix="/api/v1",
@@ -110,9 +111,25 @@ class TranscriptOut(Out):
     segments: list[SegmentOut]
 
 
+class FileOut(Out):
+    leg: str = Field(description="mixed, caller or agent")
+    sha256: str
+    bytes: int
+    seconds: float
+
+
+class LegJob(Out):
+    leg: str
+    state: str = Field(description="queued, running, done or failed")
+    attempts: int
+
+
 class CallTranscripts(Out):
     call_id: str
     unmasked: bool
+    files: list[FileOut] = Field(description="the call's recordings (where they lie is "
+                                             "never shown)")
+    jobs: list[LegJob] = Field(description="each leg's transcription")
     transcripts: list[TranscriptOut]
 
 
@@ -124,12 +141,17 @@ def call_transcripts(path: CallPath, query: TranscriptQuery) -> Any:
         abort(403, "unmasked: only for accounts that may see personal data")
     with transaction(_sessions()) as session:
         found = transcripts.call_transcripts(session, path.call_id, unmasked=query.unmasked)
-        if not found:
-            abort(404, f"no transcript of call {path.call_id}")
-        if query.unmasked:
+        files = [{"leg": f.leg, "sha256": f.sha256, "bytes": f.bytes, "seconds": f.seconds}
+                 for f in files_of_call(session, path.call_id)]
+        jobs = [{"leg": j.leg, "state": j.state, "attempts": j.attempts}
+                for j in transcribe_worker.jobs_of_call(session, path.call_id)]
+        if not found and not files:
+            abort(404, f"no recording or transcript of call {path.call_id}")
+        if query.unmasked and found:
             audit(session, audit_log.TRANSCRIPT_SHOWN, target=path.call_id,
                   detail={"legs": [t["leg"] for t in found]})
-    body = {"call_id": path.call_id, "unmasked": query.unmasked, "transcripts": found}
+    body = {"call_id": path.call_id, "unmasked": query.unmasked, "files": files,
+            "jobs": jobs, "transcripts": found}
     return CallTranscripts.model_validate(body).model_dump(mode="json")
 
 

@@ -245,6 +245,11 @@ def run_worker(settings: Settings, client: redis.Redis, *, burst: bool = False,
     return bool(worker.work(burst=burst, logging_level="WARNING"))
 
 
+def jobs_of_call(session: Session, call_id: str) -> list[TranscriptionJob]:
+    return list(session.scalars(select(TranscriptionJob).where(
+        TranscriptionJob.call_id == call_id).order_by(TranscriptionJob.leg)))
+
+
 def status(session: Session, client: redis.Redis | None = None, *, limit: int = 20
            ) -> dict[str, Any]:
     """Counts of jobs by state, the latest jobs, and RQ's own view of the queue."""

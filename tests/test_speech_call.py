@@ -117,6 +117,11 @@ def test_the_callers_leg_is_transcribed_with_the_callers_words_only(
     output = _run_worker()
     status, body = api(f"/api/v1/transcripts/{call_id}")
     assert status == 200, (body, output)
+    assert [(f["leg"], f["sha256"]) for f in body["files"]] == [
+        (leg, files[leg].sha256) for leg in ("mixed", "caller", "agent")]
+    assert "path" not in str(body["files"]) and str(TEST_PBX_DIR) not in str(body)
+    assert [(j["leg"], j["state"], j["attempts"]) for j in body["jobs"]] == [
+        ("agent", "done", 1), ("caller", "done", 1)]
     legs = {t["leg"]: t for t in body["transcripts"]}
     assert set(legs) == {"caller", "agent"}
     heard = legs["caller"]["text"]
