@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -333,6 +334,9 @@ class TelephonyService:
             if new:  # a replayed call was announced the first time
                 self.bus.publish(CallEnded(call_id=event.call_id, at=event.at, record=record))
                 self.stored += 1  # stored and announced
+                # its legs filed and queued for transcription after the announcement
+                await asyncio.to_thread(self._file_recordings, event.call_id,
+                                        record.get("recording"))
         except Exception:
             log.exception("could not store call %s", event.call_id)
 
@@ -343,16 +347,18 @@ class TelephonyService:
             recording = fingerprint(path) if path is not None else None
         with transaction(self.sessions) as session:
             new = records.store_call(session, record, recording)
-        if new and recording is not None:
-            self._file_recordings(record["call_id"], recording)
         with transaction(self.sessions) as session:  # after the commit: see records
             records.apply_pending_disposition(session, record["call_id"])
             stored = records.get_call(session, record["call_id"])
         return stored or record, new
 
-    def _file_recordings(self, call_id: str, recording: RecordingFile) -> None:
+    def _file_recordings(self, call_id: str, stored: Any) -> None:
         """The call's files (the mix and each leg) in the catalogue, each leg queued for
         transcription; a failure here never loses the call's record."""
+        if not isinstance(stored, dict) or not stored.get("sha256"):
+            return  # no recording, or none found on this host
+        recording = RecordingFile(path=Path(stored["path"]), sha256=stored["sha256"],
+                                  size=stored["bytes"])
         try:
             with transaction(self.sessions) as session:
                 files = catalogue_call(session, call_id, recording)
