@@ -135,6 +135,14 @@ def test_the_callers_leg_is_transcribed_with_the_callers_words_only(
     assert words and all(0 <= w["start"] < w["end"] and 0 < w["confidence"] <= 1
                          for w in words)
 
+    # found by a word the caller said, on the caller's leg, with the second to jump to
+    status, body = api("/api/v1/transcripts/search?q=%EB%9D%BC%EB%94%94%EC%98%A4")  # 라디오
+    assert status == 200, body
+    mine = [i for i in body["items"] if i["recording"]["call_id"] == call_id]
+    assert mine and {i["recording"]["leg"] for i in mine} == {"caller"}
+    assert all(0 <= i["offset_seconds"] < i["end_seconds"] <= files["caller"].seconds + 0.5
+               for i in mine)
+
     status, body = api("/api/v1/speech/status")
     assert status == 200 and body["enabled"] is True
     mine = [j for j in body["jobs"] if j["call_id"] == call_id]
