@@ -27,6 +27,7 @@ from recordings import privacy, transcripts
 from recordings.speech import Utterance, Word
 from tests import api_world
 from tests.api_world import NOW, World
+from tickets import service
 
 ID_NUMBER = "11010519491231002X"  # GB 11643's own example: check digit X (worked by hand)
 ID_SPOKEN = "幺 幺 零 幺 零 五 幺 九 四 九 幺 二 三 幺 零 零 二 X"
@@ -220,3 +221,25 @@ def test_the_speech_commands_search_and_show_masked_and_audit_the_unmasked(
     assert len(after) == before + 1 and after[-1].target == "1764460000.1"
     missing = runner.invoke(cli, ["speech", "show", "nope"], env=env)
     assert missing.exit_code == 1 and "no transcript" in missing.output
+
+
+def test_the_order_page_shows_its_calls_transcript_masked_with_moments_to_jump_to(
+        world: World) -> None:
+    with transaction(world.sessions) as session:
+        service.link_call(session, world.case, world.call_id, actor="operator-account",
+                          now=NOW)
+        transcripts.store(session, sha256="f" * 64, call_id=world.call_id, leg="caller",
+                          engine="vosk", model="fixture", audio_seconds=80.0, now=NOW,
+                          utterances=[_utterance(65.0, f"身份证 {ID_NUMBER} 煤气 泄漏")])
+        transcripts.store(session, sha256="e" * 64, call_id=world.call_id, leg="agent",
+                          engine="vosk", model="fixture", audio_seconds=80.0, now=NOW,
+                          utterances=[_utterance(3.0, "您好 请 讲")])
+    page = world.client.get(f"/orders/{world.case}", headers=world.tokens["supervisor"])
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "通话转写" in html and "workspace/transcript.js" in html
+    assert ID_NUMBER not in html and "身份证 1101**********002X 煤气 泄漏" in html
+    # the agent's greeting first, then the caller at 1:05, each a button that seeks there
+    agent_at, caller_at = html.index('data-seek="3.0">0:03'), html.index(
+        'data-seek="65.0">1:05')
+    assert agent_at < caller_at
