@@ -70,6 +70,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # and the retention's deletion log read by administrators and auditors
     "recordings.hold": frozenset({ADMIN}),
     "recordings.retention": frozenset({ADMIN, AUDITOR}),
+    # transcripts of calls (通话转写) and their search; unmasked only with see_phone, audited
+    "transcripts.read": frozenset({OPERATOR, SUPERVISOR, SHIFT_CHIEF, ADMIN, AUDITOR}),
+    "speech.status": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN}),  # the transcription queue
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
 }

@@ -41,6 +41,9 @@ ACTIONS = (LOGIN, LOGIN_FAILED, LOGOUT, ACCOUNT_CREATED, ACCOUNT_DISABLED, ACCOU
 # ... and legal holds on recordings (法律保全), placed and released: the target is the call
 RECORDING_HELD, RECORDING_RELEASED = "recording_held", "recording_released"
 ACTIONS = (*ACTIONS, RECORDING_HELD, RECORDING_RELEASED)
+# ... and a transcript shown with its personal data unmasked (通话转写明文), by call and leg
+TRANSCRIPT_SHOWN = "transcript_shown"
+ACTIONS += (TRANSCRIPT_SHOWN,)
 MAX_PAGE = 500
 
 

@@ -12,6 +12,8 @@ published while the centre is down is relayed when it returns, and turns:
 - `work_order.opened` and `work_order.moved` into a "map" entry for the open case maps
   (feed.CASE_MAP): {case_number, event: "opened"|"moved", action, state, department_code},
   so a map redraws an order opened, moved or closed without being reloaded.
+- `speech.keyword` (a configured keyword in a stored transcript) into a "notice" for the
+  supervisors' desks (feed.SUPERVISORS), with the masked utterance.
 
 The screen pop ("pop") is another loop's (agent_desk's pop composer).
 """
@@ -102,6 +104,14 @@ class DeskRelay:
                 "hangup_by": record.get("hangup_by", ""), "at": record.get("ended_at"),
                 "caller_number": _masked(caller),
                 feed.PRIVATE: {"caller_number": caller}}
+        if kind == "speech.keyword":  # a keyword heard in a stored transcript (关键词告警)
+            return feed.SUPERVISORS, "notice", {
+                "source": "speech", "at": event.get("at"),
+                "alert": {"key": event.get("id", ""), "kind": "keyword",
+                          "keyword": event.get("keyword", ""),
+                          "call_id": event.get("call_id", ""), "leg": event.get("leg", ""),
+                          "offset_seconds": event.get("offset_seconds"),
+                          "excerpt": event.get("excerpt", "")}}
         return None
 
     def seat_state(self, event: dict[str, Any]) -> dict[str, Any]:

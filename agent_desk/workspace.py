@@ -46,6 +46,7 @@ from channels import sms
 from core import phones
 from core.db import transaction
 from core.errors import HotlineError
+from recordings import transcripts
 from tickets import catalogue, deadlines, queues, service, surveys, workflow
 from tickets.policy import Policy
 
@@ -147,6 +148,10 @@ def _order_page(session: Session, who: Identity, order: Any, *, refusal: str = "
                   "note": _text(e.note, who)} for e in service.history(session, case)],
         clocks=deadlines.deadlines(session, case), due_at=due_at, colour=colour,
         calls=calls, photos=photos, voice=[a for a in kept if a.kind == "audio"],
+        # each call's transcript (通话转写), masked: utterances of both legs in time order
+        transcripts={c["call_id"]: sorted(
+            (seg for t in transcripts.call_transcripts(session, c["call_id"])
+             for seg in t["segments"]), key=lambda seg: seg["start"]) for c in calls},
         messages=[{"at": m.created_at, "direction": m.direction, "text": _text(m.text, who),
                    "state": m.state, "purpose": m.purpose} for m in sms.about(session, case)],
         surveys=surveys.surveys_of(session, order.id),

@@ -155,6 +155,18 @@ def _ratings(value: Any) -> tuple[int, ...]:
     return ratings
 
 
+def _keywords(value: Any) -> tuple[str, ...]:
+    """Alert keywords (关键词): a list, or one string split at commas and spaces."""
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[,，\s]+", value) if v]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError("must be a list of words")
+    words = tuple(dict.fromkeys(v.strip() for v in value if v.strip()))
+    if any(len(w) > 20 for w in words) or len(words) > 200:
+        raise ValueError("at most 200 words of at most 20 characters")
+    return words
+
+
 def _no_bool(value: Any) -> Any:
     if isinstance(value, bool):  # TOML true is no count of anything
         raise ValueError("must be an integer")
@@ -516,6 +528,21 @@ class Portal:
     photo_max_side: Annotated[int, BeforeValidator(_no_bool), Field(ge=640, le=8192)] = 2560
 
 
+@section
+class Speech:
+    """Transcription of recordings (语音转写) with the vosk engine, search and keyword alerts."""
+
+    # the directory of a Mandarin vosk model (e.g. vosk-model-cn-0.22, unpacked); empty:
+    # transcripts are off and the centre says so once
+    model_path: DirOrDefault = None
+    # what a stored transcript raises an alert to supervisors for (关键词告警)
+    alert_keywords: Annotated[tuple[str, ...], BeforeValidator(_keywords)] = (
+        "煤气泄漏", "燃气泄漏", "坍塌", "跳楼", "轻生", "火", "爆炸", "触电")
+    job_timeout_seconds: Annotated[int, BeforeValidator(_no_bool),
+                                   Field(ge=10, le=86_400)] = 1800  # one recording's job
+    retries: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=10)] = 2
+
+
 SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "storage": Storage,
     "pbx": Pbx,
@@ -533,6 +560,7 @@ SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "quality": Quality,
     "open311": Open311,
     "portal": Portal,
+    "speech": Speech,
 }
 _MAPPINGS = {"pause_reasons", "dispositions"}
 
@@ -556,6 +584,7 @@ class Settings:
     quality: Quality
     open311: Open311
     portal: Portal
+    speech: Speech
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

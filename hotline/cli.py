@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import wraps
 from pathlib import Path
@@ -375,7 +375,7 @@ def serve(ctx: click.Context) -> None:
 
     settings = _settings(ctx)
     ensure_prompts(settings)
-    with Centre(settings):
+    with Centre(settings), _speech_worker(settings):
         click.echo(f"serving: FastAGI :{settings.ivr.fastagi_port}, AMI client, "
                    f"http://{settings.web.host}:{settings.web.port}/api/v1/, desk push "
                    f"http://{settings.web.host}:{settings.web.push_port}/desk/push")
@@ -1390,3 +1390,135 @@ def channels_open311_key(ctx: click.Context, name: str | None, key_id: str | Non
                      target=f"open311:{name.strip()}",
                      detail={"token": key.split(".", 1)[0], "scope": "open311"})
     click.echo(key)
+
+
+# ------------------------------------------------------------------------------ speech
+
+@cli.group()
+def speech() -> None:
+    """Transcripts of calls (通话转写): the worker, its progress, search, one call's text."""
+
+
+@contextlib.contextmanager
+def _speech_worker(settings: Settings) -> Iterator[None]:
+    """`hotline speech worker` beside the centre while it serves, when a model is set;
+    without one, says once that transcripts are off."""
+    import subprocess
+    import sys
+
+    from recordings import transcribe_worker
+
+    if not transcribe_worker.transcripts_on(settings):
+        click.echo("transcripts are off: speech.model_path is not set", err=True)
+        yield
+        return
+    config = ["--config", settings.source] if settings.source != "defaults" else []
+    worker = subprocess.Popen([sys.executable, "-c", "from hotline.cli import main; main()",
+                               *config, "speech", "worker"])
+    try:
+        yield
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+
+@speech.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+@click.pass_context
+def speech_worker(ctx: click.Context, burst: bool) -> None:
+    """Transcribe queued recordings (RQ queue 'speech') until Ctrl-C."""
+    from core.live import connect_redis
+    from recordings import transcribe_worker
+    from recordings.speech import SpeechError
+
+    settings = _settings(ctx)
+    if not transcribe_worker.transcripts_on(settings):
+        raise click.ClickException("speech.model_path is not set: transcripts are off")
+    try:
+        transcribe_worker.run_worker(settings, connect_redis(settings), burst=burst)
+    except SpeechError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@speech.command("status")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 200))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def speech_status(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Jobs by state, the latest jobs, and the queue as RQ sees it."""
+    from core.live import connect_redis
+    from recordings import transcribe_worker
+
+    settings = _settings(ctx)
+    with _session_factory(settings)() as session:
+        status = transcribe_worker.status(session, connect_redis(settings), limit=limit)
+    status["enabled"] = settings.speech.model_path is not None
+    if as_json:
+        _echo_json(json.loads(json.dumps(status, default=str)))
+        return
+    if not status["enabled"]:
+        click.echo("transcripts are off: speech.model_path is not set")
+    click.echo("  ".join(f"{k} {v}" for k, v in status["counts"].items())
+               + "   queue: " + "  ".join(f"{k} {v}" for k, v in status["queue"].items()))
+    for job in status["jobs"]:
+        took = "" if job["work_seconds"] is None else f" {job['work_seconds']:.1f}s"
+        click.echo(f"{job['call_id']:<24} {job['leg']:<7} {job['state']:<8} "
+                   f"attempts {job['attempts']}{took} {job['error']}")
+
+
+@speech.command("search")
+@click.argument("query")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def speech_search(ctx: click.Context, query: str, limit: int, as_json: bool) -> None:
+    """Utterances with every word of QUERY (e.g. 煤气泄漏), best first, personal data masked:
+    the call, the leg and the second to jump to."""
+    from recordings import transcripts
+
+    with _session_factory(_settings(ctx))() as session:
+        try:
+            words, hits = transcripts.search(session, query, limit=limit)
+        except transcripts.TranscriptError as exc:
+            raise click.ClickException(str(exc)) from None
+    rows = [{"call_id": h.call_id, "leg": h.leg, "sha256": h.sha256,
+             "offset_seconds": h.offset_seconds, "text": h.text, "score": h.score}
+            for h in hits]
+    if as_json:
+        _echo_json({"words": words, "items": rows})
+        return
+    for row in rows:
+        click.echo(f"{row['call_id']:<24} {row['leg']:<7} @{row['offset_seconds']:>7.1f}s  "
+                   f"{row['score']:.3f}  {row['text']}")
+    click.echo(f"{len(rows)} found ({' '.join(words)})")
+
+
+@speech.command("show")
+@click.argument("call_id")
+@click.option("--unmasked", is_flag=True, help="Personal data in full (audited).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def speech_show(ctx: click.Context, call_id: str, unmasked: bool, as_json: bool) -> None:
+    """A call's transcripts, leg by leg; masked unless --unmasked, which is audited."""
+    from accounts import audit
+    from core.db import transaction
+    from recordings import transcripts
+
+    with transaction(_session_factory(_settings(ctx))) as session:
+        found = transcripts.call_transcripts(session, call_id, unmasked=unmasked)
+        if not found:
+            raise click.ClickException(f"no transcript of call {call_id}")
+        if unmasked:
+            audit.record(session, audit.TRANSCRIPT_SHOWN, actor=_cli_actor(),
+                         now=SYSTEM_CLOCK.now(), target=call_id,
+                         detail={"legs": [t["leg"] for t in found], "from": "cli"})
+    if as_json:
+        _echo_json(json.loads(json.dumps(found, default=str, ensure_ascii=False)))
+        return
+    for segment in sorted((s for t in found for s in t["segments"]),
+                          key=lambda s: s["start"]):
+        click.echo(f"{segment['start']:>7.1f}s {segment['speaker']:<7} {segment['text']}")

@@ -47,6 +47,7 @@ from core.schemas import ErrorBody, parse_json
 from hotline import shell
 from ivr.prompts import speak
 from quality import http as quality_http
+from recordings import http as transcripts_http
 from recordings import retention_http
 from reports import http as reports_http
 from reports import pages as reports_pages
@@ -181,6 +182,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
         app.register_api(blueprint)
         app.extensions["csrf"].exempt(blueprint)
     open311_http.init_app(app)  # Open311 GeoReport v2 (/open311), its own errors and formats
+    app.register_api(transcripts_http.transcripts_api)  # transcripts (通话转写), speech status
     shell.init_app(app)  # the pages' ground: static files, languages, CSP, the API docs
 
     @app.before_request

@@ -6,10 +6,15 @@ import hashlib
 import os
 import re
 import time
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import Float, Integer, String, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
 from core.config import Settings
+from core.db import Base
 
 
 @dataclass(frozen=True)
@@ -119,3 +124,67 @@ def filed_recording(recordings_dir: Path, case_number: str, call_id: str) -> Pat
         if target.is_relative_to(root) and target.is_file():
             return target
     return None
+
+
+# --- the files of a call (通话录音文件) ----------------------------------------------------------
+# Besides the mixed recording <linkedid>.wav, MixMonitor writes each direction of the
+# caller's channel apart (its r() and t() options): what the caller said (<linkedid>-caller.wav)
+# and what the caller heard, the agent (<linkedid>-agent.wav). A transcript of a leg knows who
+# spoke. Each file is a row of `recording_files`, linked to its call (and, through the call's
+# record, to its order).
+MIXED, CALLER, AGENT = "mixed", "caller", "agent"
+LEGS = (CALLER, AGENT)
+
+
+def leg_path(mixed: Path, leg: str) -> Path:
+    """Where MixMonitor writes a leg of the mixed recording `mixed` (the dialplan's names)."""
+    return mixed if leg == MIXED else mixed.with_name(f"{mixed.stem}-{leg}{mixed.suffix}")
+
+
+class CallFile(Base):
+    __tablename__ = "recording_files"
+    __table_args__ = (UniqueConstraint("call_id", "leg"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(64))
+    leg: Mapped[str] = mapped_column(String(8))  # mixed | caller | agent
+    path: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    bytes: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+
+
+def _seconds(path: Path) -> float:
+    try:
+        with wave.open(str(path), "rb") as wav:
+            return round(wav.getnframes() / float(wav.getframerate()), 2)
+    except (wave.Error, EOFError, OSError):
+        return 0.0
+
+
+def catalogue_call(session: Session, call_id: str, mixed: RecordingFile | None
+                   ) -> list[CallFile]:
+    """File the call's recordings (the mixed one, fingerprinted already, and each leg found
+    beside it); the rows, filed once: a call filed again keeps its rows."""
+    if mixed is None:
+        return []
+    have = {row.leg: row for row in session.scalars(
+        select(CallFile).where(CallFile.call_id == call_id))}
+    for leg in (MIXED, *LEGS):
+        if leg in have:
+            continue
+        found = mixed if leg == MIXED else fingerprint(leg_path(mixed.path, leg), 1.0)
+        if found is None:
+            continue
+        row = CallFile(call_id=call_id, leg=leg, path=str(found.path), sha256=found.sha256,
+                       bytes=found.size, seconds=_seconds(found.path))
+        session.add(row)
+        have[leg] = row
+    session.flush()
+    return [have[leg] for leg in (MIXED, *LEGS) if leg in have]
+
+
+def files_of_call(session: Session, call_id: str) -> list[CallFile]:
+    order = {MIXED: 0, CALLER: 1, AGENT: 2}
+    rows = session.scalars(select(CallFile).where(CallFile.call_id == call_id)).all()
+    return sorted(rows, key=lambda r: order.get(r.leg, 9))

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -25,7 +26,8 @@ from core.clock import Clock
 from core.config import Settings
 from core.db import transaction
 from core.events import EventBus
-from recordings.catalogue import fingerprint, host_path
+from recordings import transcribe_worker
+from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path
 from telephony import callbacks, commands, directory, records, seats, wallboard
 from telephony.ami import AmiClient, AmiError, event_fields
 from telephony.calls import CallTracker
@@ -332,6 +334,9 @@ class TelephonyService:
             if new:  # a replayed call was announced the first time
                 self.bus.publish(CallEnded(call_id=event.call_id, at=event.at, record=record))
                 self.stored += 1  # stored and announced
+                # its legs filed and queued for transcription after the announcement
+                await asyncio.to_thread(self._file_recordings, event.call_id,
+                                        record.get("recording"))
         except Exception:
             log.exception("could not store call %s", event.call_id)
 
@@ -346,6 +351,21 @@ class TelephonyService:
             records.apply_pending_disposition(session, record["call_id"])
             stored = records.get_call(session, record["call_id"])
         return stored or record, new
+
+    def _file_recordings(self, call_id: str, stored: Any) -> None:
+        """The call's files (the mix and each leg) in the catalogue, each leg queued for
+        transcription; a failure here never loses the call's record."""
+        if not isinstance(stored, dict) or not stored.get("sha256"):
+            return  # no recording, or none found on this host
+        recording = RecordingFile(path=Path(stored["path"]), sha256=stored["sha256"],
+                                  size=stored["bytes"])
+        try:
+            with transaction(self.sessions) as session:
+                files = catalogue_call(session, call_id, recording)
+                transcribe_worker.queue_call(session, self.redis, self.settings, files,
+                                             self.clock.now())
+        except Exception:
+            log.exception("could not file the recordings of call %s", call_id)
 
     def _store_intervals(self, finished: list[seats.Interval]) -> None:
         with transaction(self.sessions) as session:

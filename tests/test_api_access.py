@@ -50,6 +50,10 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/api/v1/orders/<case_number>/photos"): WORKFLOW,
     ("POST", "/api/v1/orders/<case_number>/calls"): frozenset({"operator"}),
     ("GET", "/api/v1/knowledge"): STAFF,
+    # transcripts (通话转写): not the dispatchers' or departments'; the queue: supervisors
+    ("GET", "/api/v1/transcripts/search"): STAFF - {"dispatcher"},
+    ("GET", "/api/v1/transcripts/<call_id>"): STAFF - {"dispatcher"},
+    ("GET", "/api/v1/speech/status"): frozenset({"supervisor", "shift_chief", "admin"}),
     ("POST", "/api/v1/knowledge"): frozenset({"admin"}),
     ("GET", "/api/v1/knowledge/<article_id>"): STAFF,
     ("POST", "/api/v1/knowledge/<article_id>/answers"): frozenset({"operator"}),

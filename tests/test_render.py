@@ -56,7 +56,8 @@ def test_agents_queues_and_entry_come_from_the_directory(tmp_path: Path) -> None
     ext = files["extensions.conf"]
     assert "exten => 12345,1," in ext
     assert "AGI(agi://127.0.0.1:4573/ivr)" in ext
-    assert "MixMonitor(${HOTLINE_RECORDING},b)" in ext
+    assert ("MixMonitor(${HOTLINE_RECORDING},br(${HOTLINE_RECORDING:0:-4}-caller.wav)"
+            "t(${HOTLINE_RECORDING:0:-4}-agent.wav))") in ext
 
 
 def test_hostile_names_cannot_break_out_of_their_line(tmp_path: Path) -> None:

@@ -1,0 +1,245 @@
+"""Transcripts stored, searched and shown: fixtures of stored Chinese transcripts (what a
+Mandarin model would have written, word by word with spaces), on SQLite and PostgreSQL.
+
+What must hold: a phrase finds its call, ranked, with the leg and the offset to jump to;
+personal numbers (mobile, ID number with its check digit, bank card by Luhn) are masked in
+every view and absent from the index; the unmasked view needs the privilege and is audited;
+a keyword heard raises one alert, relayed to supervisors' desks."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from accounts.audit import AuditEntry
+from agent_desk import feed
+from agent_desk.relay import DeskRelay
+from core.db import transaction
+from core.events import EventBus
+from hotline.cli import cli
+from recordings import privacy, transcripts
+from recordings.speech import Utterance, Word
+from tests import api_world
+from tests.api_world import NOW, World
+from tickets import service
+
+ID_NUMBER = "11010519491231002X"  # GB 11643's own example: check digit X (worked by hand)
+ID_SPOKEN = "幺 幺 零 幺 零 五 幺 九 四 九 幺 二 三 幺 零 零 二 X"
+MOBILE = "13912345678"
+CARD = "4111111111111111"  # passes Luhn
+
+
+def _utterance(start: float, text: str) -> Utterance:
+    words = text.split()
+    step = 0.4
+    return Utterance(start, start + step * len(words), text, tuple(
+        Word(w, round(start + i * step, 2), round(start + (i + 1) * step, 2), 0.9)
+        for i, w in enumerate(words)))
+
+
+# call -> leg -> utterances (start seconds, text)
+FIXTURES = {
+    "1764460000.1": {
+        "caller": [(1.0, "你好 我 要 报告 一下"),
+                   (6.5, "我们 楼 里 煤气 泄漏 了 味道 很 大 煤气 泄漏 很 危险"),
+                   (15.0, f"我 的 身份证 号 是 {ID_NUMBER} 电话 {MOBILE}")],
+        "agent": [(3.0, "您好 请 讲"), (20.0, "请 您 马上 离开 房间 不要 开关 电器")]},
+    "1764460000.2": {
+        "caller": [(2.0, "小区 门口 有 一点 煤气 味道 不 知道 是不是 泄漏 隔壁 在 装修 吵 得 很"),
+                   (9.0, f"我 的 身份证 是 {ID_SPOKEN}")],
+        "agent": [(4.0, "好的 我们 派 人 去 看看")]},
+    "1764460000.3": {
+        "caller": [(1.5, "路灯 不亮 了 银行卡 号 " + CARD + " 被 人 捡到")],
+        "agent": [(3.5, "请问 还有 什么 需要")]},
+}
+
+
+@pytest.fixture
+def world(database_url: str, tmp_path: Path) -> Iterator[World]:
+    built = api_world.build(database_url, tmp_path)
+    with transaction(built.sessions) as session:
+        for n, (call_id, legs) in enumerate(FIXTURES.items()):
+            for leg, said in legs.items():
+                transcripts.store(session, sha256=f"{n}{leg[0]}".ljust(64, "0"),
+                                  call_id=call_id, leg=leg, engine="vosk", model="fixture",
+                                  utterances=[_utterance(s, t) for s, t in said],
+                                  audio_seconds=30.0, now=NOW)
+    yield built
+    built.engine.dispose()
+
+
+def test_personal_numbers_are_found_by_their_checks() -> None:
+    assert privacy.mask(f"号码 {MOBILE} 好") == "号码 139****5678 好"
+    assert privacy.mask(f"证 {ID_NUMBER}") == "证 1101**********002X"
+    assert privacy.mask("证 440524188001010014") == "证 4405**********0014"
+    assert privacy.mask(f"卡 {CARD}") == "卡 4111********1111"
+    # spoken digits with spaces between them are one number
+    assert privacy.mask(f"身份证 {ID_SPOKEN} 对") == "身份证 1101**********002X 对"
+    assert privacy.mask("幺 三 九 幺 二 三 四 五 六 七 八") == "139****5678"
+    # a number failing every check is still masked whole; short numbers stay
+    assert privacy.mask("号 12345678901234") == "号 **************"
+    assert privacy.mask("人民路 108 号 3 单元") == "人民路 108 号 3 单元"
+    kinds = [f.kind for f in privacy.find(f"{MOBILE} {ID_NUMBER} {CARD} 440524188001010015")]
+    assert kinds == ["mobile", "id_number", "bank_card", "number"]
+
+
+def _search(world: World, q: str, role: str = "supervisor") -> dict:
+    reply = world.client.get("/api/v1/transcripts/search", query_string={"q": q},
+                             headers=world.tokens[role])
+    assert reply.status_code == 200, reply.json
+    return reply.json
+
+
+def test_a_phrase_finds_its_call_ranked_with_the_moment_to_jump_to(world: World) -> None:
+    page = _search(world, "煤气泄漏")
+    found = [(i["recording"]["call_id"], i["recording"]["leg"], i["offset_seconds"])
+             for i in page["items"]]
+    # the call where the caller said it twice first, then the one that said both words once
+    assert found == [("1764460000.1", "caller", 6.5), ("1764460000.2", "caller", 2.0)]
+    assert page["items"][0]["score"] > page["items"][1]["score"]
+    assert page["items"][0]["recording"]["sha256"] == "0c".ljust(64, "0")
+    # the agent's words are on the agent's leg
+    agent = _search(world, "离开房间")["items"]
+    assert [(i["recording"]["call_id"], i["recording"]["leg"], i["offset_seconds"])
+            for i in agent] == [("1764460000.1", "agent", 20.0)]
+    assert _search(world, "垃圾分类")["items"] == []
+
+
+def test_personal_numbers_are_never_in_a_result_or_in_the_index(world: World) -> None:
+    for q in ("身份证", "银行卡", "电话"):
+        for item in _search(world, q)["items"]:
+            for secret in (ID_NUMBER, MOBILE, CARD, "19491231", "12345678"):
+                assert secret not in item["text"], (q, item)
+    texts = [i["text"] for i in _search(world, "身份证")["items"]]
+    assert sorted(texts) == sorted([
+        "我 的 身份证 号 是 1101**********002X 电话 139****5678",
+        "我 的 身份证 是 1101**********002X"])
+    with world.sessions() as session:
+        rows = transcripts.index_rows(session)
+    assert rows and not any(ch.isdigit() or ch in "幺" for row in rows for ch in row
+                            if ch not in "X")
+    everything = " ".join(rows)
+    assert "身份证" in everything and "煤气" in everything
+    for secret in (ID_NUMBER, MOBILE, CARD, "1101", "002X", "5678", "1111"):
+        assert secret.lower() not in everything
+    # searching by the number finds nothing
+    assert _search(world, ID_NUMBER)["items"] == []
+    assert _search(world, MOBILE)["words"] == []
+
+
+def test_the_unmasked_view_needs_the_privilege_and_is_audited(world: World) -> None:
+    call = "1764460000.1"
+    masked = world.client.get(f"/api/v1/transcripts/{call}", headers=world.tokens["operator"])
+    assert masked.status_code == 200
+    caller = next(t for t in masked.json["transcripts"] if t["leg"] == "caller")
+    assert ID_NUMBER not in json.dumps(masked.json) and MOBILE not in json.dumps(masked.json)
+    assert caller["segments"][2]["text"] == (
+        "我 的 身份证 号 是 1101**********002X 电话 139****5678")
+    assert caller["segments"][2]["words"] == []  # the words would give the digits away
+    assert caller["segments"][1]["words"][3] == {"word": "煤气", "start": 7.7, "end": 8.1,
+                                                 "confidence": 0.9}
+    assert [s["speaker"] for s in caller["segments"]] == ["caller"] * 3
+
+    refused = world.client.get(f"/api/v1/transcripts/{call}?unmasked=true",
+                               headers=world.tokens["operator"])
+    assert refused.status_code == 403
+    shown = world.client.get(f"/api/v1/transcripts/{call}?unmasked=true",
+                             headers=world.tokens["sees_phone"])
+    assert shown.status_code == 200 and shown.json["unmasked"] is True
+    assert ID_NUMBER in json.dumps(shown.json, ensure_ascii=False)
+    with world.sessions() as session:
+        audited = session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "transcript_shown")).all()
+    assert [(a.actor, a.target) for a in audited] == [("sees-phones", call)]
+    assert world.client.get("/api/v1/transcripts/nope",
+                            headers=world.tokens["operator"]).status_code == 404
+
+
+def test_bad_queries_are_refused_plainly(world: World) -> None:
+    for query in ({}, {"q": ""}, {"q": "煤" * 101}, {"q": "煤气", "limit": "0"},
+                  {"q": "煤气\u202e"}):
+        reply = world.client.get("/api/v1/transcripts/search", query_string=query,
+                                 headers=world.tokens["operator"])
+        assert reply.status_code == 400, (query, reply.json)
+    # the query language of neither index leaks through: these are words, or nothing
+    for odd in ("'", '"', "\\", "煤气 OR 1=1", "NEAR(煤气)", "*", "煤气:*", "!煤气 & 泄漏"):
+        found = _search(world, odd)["items"]
+        assert all(i["recording"]["call_id"] == "1764460000.1" for i in found) or found == [
+            ] or odd.startswith(("煤气", "!", "NEAR")), (odd, found)
+
+
+def test_a_keyword_heard_alerts_supervisors_once(world: World, tmp_path: Path) -> None:
+    bus = EventBus(world.app.extensions["hotline.redis"], stream=f"test:{uuid.uuid4().hex}")
+    relay = DeskRelay(bus)
+    keywords = ("煤气泄漏", "坍塌", "跳楼", "火")
+    with world.sessions() as session:
+        for_call = transcripts.find_transcript(session, "0c".ljust(64, "0"))
+        assert for_call is not None
+        segments = transcripts.segments_of(session, for_call)
+        events = transcripts.keyword_hits(for_call, segments, keywords, NOW.timestamp())
+        again = transcripts.keyword_hits(for_call, segments, keywords, NOW.timestamp())
+    assert [(e.keyword, e.offset_seconds, e.leg) for e in events] == [
+        ("煤气泄漏", 6.5, "caller")]
+    assert [bool(bus.publish(e)) for e in events + again] == [True, False]
+    written = relay.relay(block_ms=100)
+    entries = [e for i in written for e in bus.client.xrange(feed.DESK_STREAM, i, i)]
+    notices = [(f[b"agent"].decode(), f[b"kind"].decode(), json.loads(f[b"data"]))
+               for _id, f in entries]
+    assert [(a, k, d["alert"]["keyword"], d["alert"]["call_id"])
+            for a, k, d in notices] == [("supervisors", "notice", "煤气泄漏", "1764460000.1")]
+    bus.client.delete(bus.stream)
+
+
+def test_the_speech_commands_search_and_show_masked_and_audit_the_unmasked(
+        world: World, database_url: str, tmp_path: Path) -> None:
+    env = {"DATABASE_URL": database_url, "HOTLINE_STORAGE_DATA_DIR": str(tmp_path / "cli"),
+           "REDIS_URL": api_world.REDIS_SERVER_URL, "USER": "管理员"}
+    runner = CliRunner()
+    found = runner.invoke(cli, ["speech", "search", "煤气泄漏", "--json"], env=env)
+    assert found.exit_code == 0, found.output
+    items = json.loads(found.output)["items"]
+    assert [(i["call_id"], i["leg"], i["offset_seconds"]) for i in items] == [
+        ("1764460000.1", "caller", 6.5), ("1764460000.2", "caller", 2.0)]
+    shown = runner.invoke(cli, ["speech", "show", "1764460000.1"], env=env)
+    assert shown.exit_code == 0 and ID_NUMBER not in shown.output
+    assert "   15.0s caller  我 的 身份证 号 是 1101**********002X 电话 139****5678" in (
+        shown.output)
+    with world.sessions() as session:
+        before = len(session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "transcript_shown")).all())
+    unmasked = runner.invoke(cli, ["speech", "show", "1764460000.1", "--unmasked"], env=env)
+    assert unmasked.exit_code == 0 and ID_NUMBER in unmasked.output
+    with world.sessions() as session:
+        after = session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "transcript_shown")).all()
+    assert len(after) == before + 1 and after[-1].target == "1764460000.1"
+    missing = runner.invoke(cli, ["speech", "show", "nope"], env=env)
+    assert missing.exit_code == 1 and "no transcript" in missing.output
+
+
+def test_the_order_page_shows_its_calls_transcript_masked_with_moments_to_jump_to(
+        world: World) -> None:
+    with transaction(world.sessions) as session:
+        service.link_call(session, world.case, world.call_id, actor="operator-account",
+                          now=NOW)
+        transcripts.store(session, sha256="f" * 64, call_id=world.call_id, leg="caller",
+                          engine="vosk", model="fixture", audio_seconds=80.0, now=NOW,
+                          utterances=[_utterance(65.0, f"身份证 {ID_NUMBER} 煤气 泄漏")])
+        transcripts.store(session, sha256="e" * 64, call_id=world.call_id, leg="agent",
+                          engine="vosk", model="fixture", audio_seconds=80.0, now=NOW,
+                          utterances=[_utterance(3.0, "您好 请 讲")])
+    page = world.client.get(f"/orders/{world.case}", headers=world.tokens["supervisor"])
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "通话转写" in html and "workspace/transcript.js" in html
+    assert ID_NUMBER not in html and "身份证 1101**********002X 煤气 泄漏" in html
+    # the agent's greeting first, then the caller at 1:05, each a button that seeks there
+    agent_at, caller_at = html.index('data-seek="3.0">0:03'), html.index(
+        'data-seek="65.0">1:05')
+    assert agent_at < caller_at
