@@ -7,7 +7,9 @@ service calls made in process, on SQLite and PostgreSQL.
 
 The kinds of request are one table (KINDS), each with its share of the mix (the channels'
 shares of bench.orders_throughput), how it is made, how the door its adapter calls is
-called in process, how it is posted over HTTP, and what it leaves in the database:
+called in process, its exchange over HTTP (run in the clients' process, so an exchange of
+several requests, a portal's report then its SMS code, is one entry too), and what it
+leaves in the database:
 
   sms      the gateway's inbound webhook, POST /api/v1/sms/inbound, a form signed with
            X-Twilio-Signature as Twilio signs it (by hand here, from Twilio's description,
@@ -86,33 +88,45 @@ def pct(values: list[float], q: float) -> float:
 
 # --- the clients: httpx in threads, in their own process ---------------------------------------
 
+@dataclass(frozen=True)
+class Target:
+    """What the clients know of the hotline: its address; the SMS gateway's auth token,
+    which a gateway signs with; the database, where a fake SMS gateway would read the
+    messages sent (a portal's confirmation code)."""
+
+    base_url: str
+    sms_token: str
+    database_url: str
+
+
 def _clients_process() -> None:
-    """Reads jobs (JSON lines: calls and a number of clients) on stdin; answers each with
-    every call's (status, body, seconds) and the wall time, in the calls' order."""
+    """Reads jobs (JSON lines: a target, calls as (kind, fields), a number of clients) on
+    stdin; answers each with every call's (status, body, seconds) and the wall time, in
+    the calls' order."""
     for line in sys.stdin:
         job = json.loads(line)
-        results, wall = _post_all(job["calls"], job["clients"])
+        results, wall = _post_all(Target(**job["target"]), job["calls"], job["clients"])
         print(json.dumps({"results": results, "wall": wall}), flush=True)
 
 
-def _post_all(calls: list[tuple[str, str, dict[str, str]]], clients: int
+def _post_all(target: Target, calls: list[tuple[str, dict[str, str]]], clients: int
               ) -> tuple[list[Any], float]:
     import httpx
 
+    kinds = {k.name: k for k in KINDS}
     results: list[Any] = [None] * len(calls)
     taken = itertools.count()  # next() of a count is atomic under the GIL
 
     def work() -> None:
         with httpx.Client(timeout=120) as client:
             while (i := next(taken)) < len(calls):
-                url, body, headers = calls[i]
+                kind, fields = calls[i]
                 began = time.perf_counter()
                 try:
-                    reply = client.post(url, content=body.encode(), headers=headers)
-                    answer = (reply.status_code, reply.text[:500])
+                    answer = kinds[kind].http(client, target, fields)
                 except httpx.HTTPError as exc:
                     answer = (0, repr(exc))
-                results[i] = (*answer, time.perf_counter() - began)
+                results[i] = (answer[0], answer[1][:500], time.perf_counter() - began)
 
     threads = [threading.Thread(target=work) for _ in range(clients)]
     began = time.perf_counter()
@@ -131,10 +145,11 @@ class Clients:
             [sys.executable, "-m", "bench.intake_http", "--clients-process"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
-    def run(self, calls: list[tuple[str, str, dict[str, str]]], clients: int
+    def run(self, target: Target, calls: list[tuple[str, dict[str, str]]], clients: int
             ) -> tuple[list[tuple[int, str, float]], float]:
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(json.dumps({"calls": calls, "clients": clients}) + "\n")
+        job = {"target": vars(target), "calls": calls, "clients": clients}
+        self.process.stdin.write(json.dumps(job) + "\n")
         self.process.stdin.flush()
         answer = json.loads(self.process.stdout.readline())
         return [tuple(r) for r in answer["results"]], answer["wall"]
@@ -154,7 +169,7 @@ class Clients:
 @dataclass
 class World:
     parts: Any  # hotline.compose.Parts
-    base_url: str = ""  # the served app, http://127.0.0.1:PORT
+    target: Target | None = None  # the served app, as the clients reach it
     api_key: str = ""  # the bench's Open311 client's
     services: list[tuple[str, dict[str, list[str]]]] = field(default_factory=list)
 
@@ -190,7 +205,8 @@ class Kind:
     title: str  # the row's label
     make: Callable[[World, int, random.Random], dict[str, str]]  # the n-th request's fields
     direct: Callable[[World, dict[str, str]], str]  # the door, in process: the case number
-    http: Callable[[World, dict[str, str]], tuple[str, str, dict[str, str]]]  # url, body, hd
+    # the same over HTTP, in the clients' process (an httpx.Client): (status, body)
+    http: Callable[[Any, Target, dict[str, str]], tuple[int, str]]
     answer: Callable[[str], str]  # an accepted HTTP answer's case number, or ""
     tally: Callable[[Any], dict[str, int]]  # rows it makes, each +1 per accepted request
     repeatable: bool = False  # delivered again by --again
@@ -236,11 +252,12 @@ def twilio_signature(token: str, url: str, fields: dict[str, str]) -> str:
                             ).decode()
 
 
-def _sms_http(world: World, fields: dict[str, str]) -> tuple[str, str, dict[str, str]]:
-    url = world.base_url + SMS_PATH
-    return url, urlencode(fields), {
+def _sms_http(client: Any, target: Target, fields: dict[str, str]) -> tuple[int, str]:
+    url = target.base_url + SMS_PATH
+    reply = client.post(url, content=urlencode(fields).encode(), headers={
         "Content-Type": "application/x-www-form-urlencoded",
-        "X-Twilio-Signature": twilio_signature(SMS_TOKEN, url, fields)}
+        "X-Twilio-Signature": twilio_signature(target.sms_token, url, fields)})
+    return reply.status_code, reply.text
 
 
 def _sms_tally(session: Any) -> dict[str, int]:
@@ -305,9 +322,10 @@ def _open311_direct(world: World, fields: dict[str, str]) -> str:
     return posted.service_request_id
 
 
-def _open311_http(world: World, fields: dict[str, str]) -> tuple[str, str, dict[str, str]]:
-    return world.base_url + OPEN311_PATH, urlencode(fields), {
-        "Content-Type": "application/x-www-form-urlencoded"}
+def _open311_http(client: Any, target: Target, fields: dict[str, str]) -> tuple[int, str]:
+    reply = client.post(target.base_url + OPEN311_PATH, content=urlencode(fields).encode(),
+                        headers={"Content-Type": "application/x-www-form-urlencoded"})
+    return reply.status_code, reply.text
 
 
 def _open311_answer(body: str) -> str:
@@ -402,8 +420,9 @@ def run_direct(world: World, requests: list[Request], clients: int
 def run_http(world: World, clients_process: Clients, requests: list[Request], clients: int
              ) -> tuple[list[Outcome], float]:
     kinds = {k.name: k for k in KINDS}
-    calls = [kinds[r.kind].http(world, r.fields) for r in requests]
-    results, wall = clients_process.run(calls, clients)
+    assert world.target is not None
+    results, wall = clients_process.run(world.target, [(r.kind, r.fields) for r in requests],
+                                        clients)
     outcomes = []
     for request, (status, body, seconds) in zip(requests, results, strict=True):
         accepted = 200 <= status < 300
@@ -546,7 +565,7 @@ def bench(kind: str, args: argparse.Namespace, clients_process: Clients) -> dict
         world.services = open311_services(world)
         app = create_app(settings, parts.sessions, parts.redis, SYSTEM_CLOCK)
         server = create_server(app, host="127.0.0.1", port=0, threads=SERVER_THREADS)
-        world.base_url = f"http://127.0.0.1:{server.effective_port}"
+        world.target = Target(f"http://127.0.0.1:{server.effective_port}", SMS_TOKEN, url)
         logging.getLogger("waitress.queue").addFilter(queued)  # counted, not printed
         web = threading.Thread(target=server.run, daemon=True, name="web")
         web.start()
