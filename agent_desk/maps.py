@@ -1,45 +1,8 @@
-"""The map the desk's order form and the case map share (Leaflet, no tiles needed): the tile
-settings a page hands its script, and stored WGS84 points as the map draws them (GCJ-02
-when the tiles are Chinese web-map tiles, `web.map_coordinates`)."""
+"""The desk's map helpers live a floor down, in tickets.maps, so that the citizens' portal
+(channels) draws the same map; the desk's pages keep importing them from here."""
 
-from __future__ import annotations
-
-from typing import Any
-
-from flask import current_app, g
-from sqlalchemy.orm import Session
-
-from tickets import geo
-
-
-def uses_gcj02() -> bool:
-    return bool(current_app.extensions["hotline.settings"].web.map_coordinates == "gcj02")
-
-
-def page_settings() -> dict[str, Any]:
-    """The tile URL template ("" = no tiles) and its datum; a page showing tiles from
-    another site lets its own response load images from there."""
-    web = current_app.extensions["hotline.settings"].web
-    tiles = web.map_tile_url
-    if tiles.startswith(("http://", "https://")):
-        origin = "/".join(tiles.split("/", 3)[:3])
-        g.csp_img_src = (*g.get("csp_img_src", ()), origin)
-    return {"tiles": tiles, "coordinates": web.map_coordinates}
-
-
-def shown(lat: float, lon: float) -> tuple[float, float]:
-    """A stored WGS84 point as the map draws it."""
-    return geo.wgs84_to_gcj02(lat, lon) if uses_gcj02() else (lat, lon)
-
-
-def grids(session: Session) -> dict[str, Any]:
-    """The city's grids as GeoJSON in the map's datum: the map's ground with no tiles."""
-    features = []
-    for code, name, geometry in geo.grid_outlines(session):
-        polygons = (geometry["coordinates"] if geometry["type"] == "MultiPolygon"
-                    else [geometry["coordinates"]])
-        drawn = [[[list(reversed(shown(lat, lon))) for lon, lat in ring] for ring in rings]
-                 for rings in polygons]
-        features.append({"type": "Feature", "properties": {"code": code, "name": name},
-                         "geometry": {"type": "MultiPolygon", "coordinates": drawn}})
-    return {"type": "FeatureCollection", "features": features}
+from tickets.maps import grids as grids
+from tickets.maps import page_settings as page_settings
+from tickets.maps import shown as shown
+from tickets.maps import stored_point as stored_point
+from tickets.maps import uses_gcj02 as uses_gcj02

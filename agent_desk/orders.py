@@ -61,19 +61,12 @@ def order_form() -> dict[str, Any]:
 
 def _stored_point(lat: float, lon: float) -> tuple[float, float]:
     """A pin from the map as WGS84, or a 400 naming the location if it lies outside China
-    or outside the city's grids."""
-    try:
-        lat, lon = geo.check_point(lat, lon)
-        if maps.uses_gcj02():
-            lat, lon = geo.gcj02_to_wgs84(lat, lon)
-    except geo.GeoError as exc:
-        abort(400, f"location: {exc}")
-    if geo.out_of_china(lat, lon):
-        abort(400, f"location: {lat:.5f}, {lon:.5f} is outside China")
+    or outside the city's grids (tickets.maps, shared with the citizens' portal)."""
     with _sessions()() as session:
-        if not geo.in_city(session, lat, lon):
-            abort(400, f"location: {lat:.5f}, {lon:.5f} is outside the city's grids")
-    return lat, lon
+        try:
+            return maps.stored_point(session, lat, lon)
+        except geo.GeoError as exc:
+            abort(400, f"location: {exc}")
 
 
 

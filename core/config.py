@@ -496,6 +496,26 @@ class Open311:
         Field(65_536, description="the largest POST requests body"))
 
 
+@section
+class Portal:
+    # The citizens' portal (公众服务门户): the SMS code that confirms a report's phone number,
+    # how often one number and one address may ask, and the photos a report may carry.
+    code_minutes: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=60)] = 10
+    code_attempts: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=10)] = 5
+    # Flask-Limiter specs ("N/minute;M/day"), counted in Redis (core.limits)
+    codes_per_phone: Text = "3/10minutes;10/day"
+    reports_per_address: Text = "10/hour;50/day"
+    requests_per_address: Text = "120/minute"  # every other portal request: pages, notes
+    max_photos: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=6)] = 6
+    photo_max_bytes: Annotated[int, BeforeValidator(_no_bool),
+                               Field(ge=64 << 10, le=20 << 20)] = 8 << 20
+    # pixels decoded at most (a decompression bomb is refused before it is decoded) ...
+    photo_max_pixels: Annotated[int, BeforeValidator(_no_bool),
+                                Field(ge=1_000_000, le=100_000_000)] = 40_000_000
+    # ... and the long side the re-encoded JPEG keeps at most
+    photo_max_side: Annotated[int, BeforeValidator(_no_bool), Field(ge=640, le=8192)] = 2560
+
+
 SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "storage": Storage,
     "pbx": Pbx,
@@ -512,6 +532,7 @@ SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "retention": Retention,
     "quality": Quality,
     "open311": Open311,
+    "portal": Portal,
 }
 _MAPPINGS = {"pause_reasons", "dispositions"}
 
@@ -534,6 +555,7 @@ class Settings:
     retention: Retention
     quality: Quality
     open311: Open311
+    portal: Portal
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -36,7 +36,7 @@ from agent_desk import quality_pages as desk_quality
 from agent_desk import staffing as desk_staffing
 from agent_desk import supervise as desk_supervise
 from agent_desk import workspace as desk_workspace
-from channels import open311_http, sms_http
+from channels import open311_http, portal_pages, sms_http
 from channels.outbound import http as sms_status
 from core import limits
 from core.clock import Clock
@@ -168,6 +168,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.register_api(reports_pages.report_pages)  # the reports page and exports (no API doc)
     app.register_blueprint(desk_map.map_page)  # the case map (案件地图) ...
     app.register_api(desk_map.map_data)  # ... and its data (no API document)
+    app.register_blueprint(portal_pages.portal_pages)  # the citizens' portal (公众服务门户)
+    app.register_api(portal_pages.portal_api)  # ... and its endpoints (public)
     for blueprint in (*telephony_http.BLUEPRINTS, *tickets_http.BLUEPRINTS,
                       *knowledge_http.BLUEPRINTS,
                       *reports_http.BLUEPRINTS, *accounts_http.BLUEPRINTS,

@@ -145,6 +145,19 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("POST", "/api/v1/recordings/<call_id>/release"): frozenset({"admin"}),
     ("GET", "/api/v1/recordings/holds"): frozenset({"admin", "auditor"}),
     ("GET", "/api/v1/recordings/deletions"): frozenset({"admin", "auditor"}),
+    # the citizens' portal (公众服务门户): no account; a report is confirmed by an SMS code,
+    # an order reached by its private tracking link
+    ("GET", "/portal"): PUBLIC,
+    ("GET", "/portal/confirm/<token>"): PUBLIC,
+    ("GET", "/portal/track/<token>"): PUBLIC,
+    ("POST", "/api/v1/portal/reports"): PUBLIC,
+    ("POST", "/api/v1/portal/reports/<token>/code"): PUBLIC,
+    ("POST", "/api/v1/portal/reports/<token>/resend"): PUBLIC,
+    ("GET", "/api/v1/portal/track/<token>"): PUBLIC,
+    ("POST", "/api/v1/portal/track/<token>/info"): PUBLIC,
+    ("POST", "/api/v1/portal/track/<token>/rating"): PUBLIC,
+    ("GET", "/api/v1/portal/grids"): PUBLIC,
+    ("GET", "/api/v1/portal/place"): PUBLIC,
     # each role's home page: that role only
     **{("GET", f"/home/{role}"): frozenset({role}) for role in ROLES},
     # Open311 GeoReport v2: open to anyone; posting is guarded by the spec's api_key instead

@@ -747,3 +747,25 @@ def calls_of_order(session: Session, case_number: str) -> list[dict[str, object]
             "recording": {"sha256": recording.get("sha256"), "bytes": recording.get("bytes")}
             if isinstance(recording, dict) else None})
     return out
+
+
+# --- what a citizen adds to their own order (市民补充信息) --------------------------------------
+
+CITIZEN = "citizen"  # the role of a citizen's own entries in the timeline (not a workflow role)
+CITIZEN_INFO = "citizen_info"
+
+
+def add_citizen_info(session: Session, case_number: str, note: str, *, actor: str,
+                     now: datetime) -> WorkOrderEvent:
+    """A citizen adds information to their order while it is open (a channel's report:
+    the portal's 补充信息): one timeline entry, the state unchanged; refused once the order
+    is finished (closed, evaluated, voided, merged)."""
+    order = _locked(session, case_number)[case_number]
+    if order.state not in workflow.OPEN:
+        raise workflow.WorkflowError(f"note: work order {case_number} is {order.state}; "
+                                     "nothing can be added any more")
+    text = _clean(note, "note", MAX_DESCRIPTION, required=True)
+    _append(session, order, CITIZEN_INFO, order.state, order.state, actor, CITIZEN, text, now)
+    order.updated_at = now
+    return session.scalars(select(WorkOrderEvent).where(WorkOrderEvent.order_id == order.id)
+                           .order_by(WorkOrderEvent.seq.desc()).limit(1)).one()

@@ -299,3 +299,24 @@ def call_now(session: Session, survey_id: int, now: datetime) -> bool:
         Survey.id == survey_id, Survey.state == "scheduled").values(
         next_attempt_at=now, updated_at=now).execution_options(synchronize_session=False))
     return bool(moved.rowcount)
+
+
+def rate_online(session: Session, case_number: str, rating: int, *, channel: str, actor: str,
+                policy: Policy, now: datetime) -> str:
+    """The citizen rates their closed order themselves on a channel (the portal): the
+    same survey as by phone, answered while it waits (scheduled, by SMS or on the agents'
+    list); a dissatisfied rating reopens the order as the policy says. Returns the outcome;
+    SurveyError when no survey of the order waits for an answer (none yet, a survey call
+    under way, or answered already)."""
+    order_id = session.scalar(select(WorkOrder.id).where(WorkOrder.case_number == case_number))
+    if order_id is None:
+        raise SurveyNotFound(f"no work order {case_number[:20]!r}")
+    survey = session.scalar(select(Survey).where(Survey.order_id == order_id)
+                            .order_by(Survey.round.desc()).limit(1))
+    waiting = ("scheduled", "sms", "agent")
+    if survey is None or survey.state not in waiting:
+        raise SurveyError(f"rating: no survey of {case_number} waits for an answer")
+    outcome = _finish(session, survey, waiting, rating, channel, actor, policy, now)
+    if not outcome:
+        raise SurveyError(f"rating: the survey of {case_number} was answered meanwhile")
+    return outcome

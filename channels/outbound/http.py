@@ -41,7 +41,8 @@ class StatusAnswer(BaseModel):
 
 
 @sms_status_api.post("/status", summary="A delivery status from the SMS gateway (signed)",
-                     responses={200: StatusAnswer, 403: ErrorBody, 404: ErrorBody})
+                     responses={200: StatusAnswer, 400: ErrorBody, 403: ErrorBody,
+                                404: ErrorBody})
 @requires(PUBLIC)  # signed with the gateway account's auth token instead
 def status_callback(header: SignatureHeader, form: StatusCallback) -> Any:
     settings = current_app.extensions["hotline.settings"]

@@ -10,7 +10,10 @@ import quality.models  # noqa: F401  (quality review, 质检)
 import recordings.retention  # noqa: F401  (legal holds, the deletion log)
 import telephony.models  # noqa: F401
 import tickets.models  # noqa: F401
-from channels import open311_models  # noqa: F401  (Open311 keys and requests)
+from channels import (
+    open311_models,  # noqa: F401  (Open311 keys and requests)
+    portal_models,  # noqa: F401  (the portal's drafts and tracking links)
+)
 from core.db import WRITE_TRANSACTION, Base
 
 

@@ -149,37 +149,16 @@
 
   // --- the map and its pin -------------------------------------------------------------
 
-  let map = null;
-  let pin = null;
-  if (typeof L !== "undefined") {
-    L.Icon.Default.imagePath = root.dataset.icons;
-    map = L.map("order-map", {zoomSnap: 0.25}).setView([35, 105], 4);  // China until grids come
-    if (root.dataset.tiles) {
-      L.tileLayer(root.dataset.tiles, {maxZoom: 19}).addTo(map);
-    }
-    getJson(root.dataset.grids, {}).then((reply) => {
-      if (!reply.ok || !Array.isArray(reply.body.features) || !reply.body.features.length) return;
-      const layer = L.geoJSON(reply.body, {
-        style: (f) => ({className: "order-grid order-grid-" + f.properties.code,
-                        weight: 1, fillOpacity: 0.08}),
-        onEachFeature: (f, l) => l.bindTooltip(f.properties.code + " " + f.properties.name),
-      }).addTo(map);
-      layer.on("click", (e) => placePin(e.latlng.lat, e.latlng.lng));
-      map.fitBounds(layer.getBounds(), {padding: [10, 10]});
-      root.dataset.gridsShown = String(reply.body.features.length);
-    });
-    map.on("click", (e) => placePin(e.latlng.lat, e.latlng.lng));
-  }
-
-  function round(value) { return Math.round(value * 1e6) / 1e6; }
+  // the map is the shared pin map (map/pin.js): the grids drawn as order-grid-<code>
+  const pinMap = window.HotlinePinMap ? window.HotlinePinMap(el("order-map"), {
+    grids: root.dataset.grids, tiles: root.dataset.tiles, icons: root.dataset.icons,
+    gridClass: "order-grid", tooltips: true, shownOn: root,
+    onPin: (lat, lon) => placePin(lat, lon),
+  }) : null;
 
   function placePin(lat, lon) {
-    el("order-lat").value = round(lat);
-    el("order-lon").value = round(lon);
-    if (map) {
-      if (pin) pin.setLatLng([lat, lon]);
-      else pin = L.marker([lat, lon]).addTo(map);
-    }
+    el("order-lat").value = lat;
+    el("order-lon").value = lon;
     refreshPlace();
     checkDuplicate();
   }
@@ -227,9 +206,7 @@
 
   const typedPoint = debounce(() => {
     const p = point();
-    if (p && map) {
-      if (pin) pin.setLatLng([p.lat, p.lon]); else pin = L.marker([p.lat, p.lon]).addTo(map);
-    }
+    if (p && pinMap) pinMap.moveTo(p.lat, p.lon);
     refreshPlace();
     checkDuplicate();
   }, 400);
@@ -237,7 +214,7 @@
   el("order-lon").addEventListener("input", typedPoint);
   el("order-clear-pin").addEventListener("click", () => {
     el("order-lat").value = ""; el("order-lon").value = "";
-    if (pin) { pin.remove(); pin = null; }
+    if (pinMap) pinMap.clear();
     refreshPlace();
     checkDuplicate();
   });
@@ -326,7 +303,7 @@
     el("order-category-kind").value = "event";
     el("order-category-chosen").textContent = "";
     list.replaceChildren(); list.hidden = true;
-    if (pin) { pin.remove(); pin = null; }
+    if (pinMap) pinMap.clear();
     resolved(null, null);
     el("order-duplicate").hidden = true;
     el("order-duplicate").textContent = "";
