@@ -2,7 +2,7 @@
 (hotline.web.create_app served by waitress, as the centre serves it), against the same
 service calls made in process, on SQLite and PostgreSQL.
 
-    .venv/bin/python -m bench.intake_http [--requests 1500] [--databases sqlite,postgresql]
+    .venv/bin/python -m bench.intake_http [--requests 1000] [--databases sqlite,postgresql]
                                           [--clients 4] [--again 0.1]
 
 The kinds of request are one table (KINDS), each with its share of the mix (the channels'
@@ -17,10 +17,14 @@ leaves in the database:
   open311  Open311 GeoReport v2 POST /open311/v2/requests.json with an api_key issued by
            channels.open311.issue_key, a place in the city's grids and the service's
            attributes answered; in process: channels.open311.key_for, then submit
+  portal   the citizens' portal: its page (the CSRF token), a report with a 640 x 480 JPEG
+           and a map pin (multipart), the SMS code read from the outbox as the SMS gateway
+           would, the code posted: one exchange, timed whole; in process:
+           channels.portal.clean_photo, submit, the code read, confirm
 
 A share of the SMS webhooks (--again) is delivered a second time, later in the run, as a
 gateway does when it missed an answer: its row shows what a re-delivery costs next to a
-first delivery. The citizens' portal, when merged, is one more entry in KINDS.
+first delivery.
 
 Each database gets a fresh schema with the seeded catalogue and bench.orders_throughput's
 6,400 generated grids, and one list of requests, run twice with the same concurrency:
@@ -45,6 +49,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import functools
 import hashlib
 import hmac
 import itertools
@@ -52,6 +57,7 @@ import json
 import logging
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -60,17 +66,21 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-DEFAULT_REQUESTS = 1_500  # ~2.5 min for both databases at a load average of 5 on 2 cores
+DEFAULT_REQUESTS = 1_000  # ~2 min for both databases at a load average of 2-5 on 2 cores
 SERVER_THREADS = 4  # hotline.centre serves the web app with 4 waitress threads
 RAISED = "1000000/minute"  # every rate limit of the channels, for the run
 LIMITS = {"HOTLINE_SMS_INBOUND_PER_ADDRESS": RAISED, "HOTLINE_SMS_INBOUND_PER_NUMBER": RAISED,
-          "HOTLINE_OPEN311_ADDRESS_RATE": RAISED, "HOTLINE_OPEN311_POST_RATE": RAISED}
+          "HOTLINE_OPEN311_ADDRESS_RATE": RAISED, "HOTLINE_OPEN311_POST_RATE": RAISED,
+          "HOTLINE_PORTAL_CODES_PER_PHONE": RAISED, "HOTLINE_PORTAL_REPORTS_PER_ADDRESS": RAISED,
+          "HOTLINE_PORTAL_REQUESTS_PER_ADDRESS": RAISED}
 NOTE_LIMITS = ("rate limits raised for the run (still counted in Redis on every HTTP "
                f"request): sms.inbound_per_address, sms.inbound_per_number, "
-               f"open311.address_rate, open311.post_rate = {RAISED}")
+               f"open311.address_rate, open311.post_rate, portal.codes_per_phone, "
+               f"portal.reports_per_address, portal.requests_per_address = {RAISED}")
 SMS_TOKEN = "bench-sms-auth-token"
 SMS_PATH = "/api/v1/sms/inbound"
 OPEN311_PATH = "/open311/v2/requests.json"
@@ -172,6 +182,7 @@ class World:
     target: Target | None = None  # the served app, as the clients reach it
     api_key: str = ""  # the bench's Open311 client's
     services: list[tuple[str, dict[str, list[str]]]] = field(default_factory=list)
+    portal_choices: list[str] = field(default_factory=list)  # the portal's categories
 
 
 @dataclass(frozen=True)
@@ -265,8 +276,8 @@ def _sms_tally(session: Any) -> dict[str, int]:
 
     from channels.models import SmsMessage
 
-    counted = dict(session.execute(select(SmsMessage.direction, func.count())
-                                   .group_by(SmsMessage.direction)).all())
+    counted = dict(session.execute(select(SmsMessage.direction, func.count()).where(
+        SmsMessage.purpose.in_(("report", "reply"))).group_by(SmsMessage.direction)).all())
     return {"sms kept": counted.get("in", 0), "sms replies queued": counted.get("out", 0)}
 
 
@@ -340,11 +351,140 @@ def _open311_tally(session: Any) -> dict[str, int]:
     return {"open311 requests kept": session.scalar(select(func.count(Open311Request.id)))}
 
 
-KINDS: tuple[Kind, ...] = (  # the citizens' portal: one more line here
+# The citizens' portal: a report with a photo, confirmed by its SMS code --------------------------
+
+PORTAL_REPORTS = "/api/v1/portal/reports"
+
+
+@functools.cache
+def portal_photo() -> bytes:
+    """A phone camera's JPEG (640 x 480, with a camera model in its EXIF)."""
+    import io
+
+    from PIL import ExifTags, Image
+
+    image = Image.new("RGB", (640, 480), (120, 160, 90))
+    exif = Image.Exif()
+    exif[ExifTags.Base.Model] = "BenchCam 1"
+    out = io.BytesIO()
+    image.save(out, "JPEG", exif=exif.tobytes())
+    return out.getvalue()
+
+
+def _portal_make(world: World, n: int, rng: random.Random) -> dict[str, str]:
+    from bench.orders_throughput import CENTRE, GRID_COLS, GRID_LAT, GRID_LON, GRID_ROWS, STREETS
+
+    street = rng.choice(STREETS)
+    return {"category": rng.choice(world.portal_choices), "appeal_type": "complaint",
+            "description": f"{street}{rng.randrange(1, 400)}号附近{rng.choice(PROBLEMS)}",
+            "latitude": f"{CENTRE[0] + rng.uniform(0.0001, GRID_ROWS * GRID_LAT - 0.0001):.6f}",
+            "longitude": f"{CENTRE[1] + rng.uniform(0.0001, GRID_COLS * GRID_LON - 0.0001):.6f}",
+            "phone": f"137{n:08d}"}  # one number a report: its code is found by it
+
+
+def _sent_code(sessions: Any, phone: str) -> str:
+    """The code the portal sent to `phone`, read from the outbox as the SMS gateway would."""
+    from sqlalchemy import select
+
+    from channels.models import SmsMessage
+
+    with sessions() as session:
+        text = session.scalar(select(SmsMessage.text).where(
+            SmsMessage.direction == "out", SmsMessage.purpose == "code",
+            SmsMessage.phone == "+86" + phone).order_by(SmsMessage.id.desc()).limit(1))
+    found = re.search(r"验证码是(\d{6})", text or "")
+    return found.group(1) if found else ""
+
+
+def _portal_direct(world: World, fields: dict[str, str]) -> str:
+    """What channels.portal_pages calls: the photo cleaned, the draft kept and its code
+    sent; then, with the code the citizen read, the order made."""
+    from channels import portal
+    from core.db import transaction
+    from core.events import EventBus
+    from tickets import geo
+    from tickets.policy import Policy
+
+    settings, parts = world.parts.settings, world.parts
+    rules, secret = settings.portal, settings.accounts.session_secret
+    phone = portal.mobile(fields["phone"])
+    photos = [portal.clean_photo(portal_photo(), number=1, share_location=False, rules=rules)]
+    with transaction(parts.sessions) as session:
+        # tickets.maps.stored_point without the app (whose settings say the pin's datum:
+        # WGS84 here): the point checked and found in the city's grids
+        lat, lon = geo.check_point(float(fields["latitude"]), float(fields["longitude"]))
+        if not geo.in_city(session, lat, lon):
+            raise geo.GeoError(f"{lat:.5f}, {lon:.5f} is outside the city's grids")
+        done = portal.submit(session, portal.Report(
+            appeal_type=fields["appeal_type"], category=fields["category"],
+            description=fields["description"], phone=phone, latitude=lat, longitude=lon),
+            photos, rules=rules, secret=secret, now=parts.clock.now())
+    code = _sent_code(parts.sessions, fields["phone"])
+    written: list[Path] = []
+    with transaction(parts.sessions) as session:
+        confirmed = portal.confirm(
+            session, done.token, code, rules=rules, secret=secret,
+            tracking_link=lambda token: f"http://127.0.0.1/portal/track/{token}",
+            attachments_dir=settings.storage.data_dir / "attachments",
+            bus=EventBus(parts.redis), policy=Policy.from_settings(settings), written=written,
+            now=parts.clock.now())
+    if confirmed.refusal is not None:
+        raise confirmed.refusal
+    return confirmed.case_number
+
+
+_client_sessions: dict[str, Any] = {}
+
+
+def _portal_http(client: Any, target: Target, fields: dict[str, str]) -> tuple[int, str]:
+    """The citizen's exchange: the page (its CSRF token), the report with its photo, the
+    code read from the outbox (as the SMS gateway would), the code typed in."""
+    if target.database_url not in _client_sessions:
+        from core.db import make_engine, session_factory
+
+        _client_sessions[target.database_url] = session_factory(make_engine(
+            target.database_url))
+    page = client.get(target.base_url + "/portal")
+    found = re.search(r'data-csrf="([^"]+)"', page.text)
+    if page.status_code != 200 or not found:
+        return page.status_code or 599, "no CSRF token on the portal's page"
+    headers = {"X-CSRFToken": found.group(1)}
+    sent = client.post(target.base_url + PORTAL_REPORTS, data=fields, headers=headers,
+                       files={"photos": ("IMG_0001.jpg", portal_photo(), "image/jpeg")})
+    if sent.status_code != 201:
+        return sent.status_code, sent.text
+    draft = sent.json()["confirm_url"].rsplit("/", 1)[1]
+    code = _sent_code(_client_sessions[target.database_url], fields["phone"])
+    done = client.post(f"{target.base_url}{PORTAL_REPORTS}/{draft}/code",
+                       data={"code": code}, headers=headers)
+    return done.status_code, done.text
+
+
+def _portal_tally(session: Any) -> dict[str, int]:
+    from sqlalchemy import func, select
+
+    from channels.models import SmsMessage
+    from channels.portal_models import PortalDraft, PortalTracker
+    from tickets.models import WorkOrderAttachment
+
+    codes = session.scalar(select(func.count(SmsMessage.id)).where(
+        SmsMessage.direction == "out", SmsMessage.purpose == "code"))
+    drafts = session.scalar(select(func.count(PortalDraft.id)))
+    return {"portal reports confirmed (codes sent - drafts left)": codes - drafts,
+            "portal tracking links": session.scalar(select(func.count(PortalTracker.id))),
+            "portal case numbers sent": session.scalar(select(func.count(SmsMessage.id)).where(
+                SmsMessage.direction == "out", SmsMessage.purpose == "portal")),
+            "photos filed (one a report)": session.scalar(
+                select(func.count(WorkOrderAttachment.id)))}
+
+
+KINDS: tuple[Kind, ...] = (  # a new channel's intake: one more line here
     Kind("sms", "sms", "SMS webhook (signed)", _sms_make, _sms_direct, _sms_http,
          lambda _body: "", _sms_tally, repeatable=True),
     Kind("open311", "open311", "Open311 POST requests", _open311_make, _open311_direct,
          _open311_http, _open311_answer, _open311_tally),
+    Kind("portal", "web", "portal report + photo + SMS code", _portal_make, _portal_direct,
+         _portal_http, lambda body: str(json.loads(body)["case_number"]), _portal_tally),
 )
 
 
@@ -541,7 +681,7 @@ def bench(kind: str, args: argparse.Namespace, clients_process: Clients) -> dict
     from waitress.server import create_server
 
     from bench.orders_throughput import database, grids_geojson
-    from channels import open311
+    from channels import open311, portal
     from core.clock import SYSTEM_CLOCK
     from core.db import transaction
     from core.live import stop_embedded
@@ -563,6 +703,8 @@ def bench(kind: str, args: argparse.Namespace, clients_process: Clients) -> dict
             geo.load_grids(session, grids_geojson())
             world.api_key = open311.issue_key(session, "bench-app", now=SYSTEM_CLOCK.now())
         world.services = open311_services(world)
+        with parts.sessions() as session:
+            world.portal_choices = [c.value for g in portal.groups(session) for c in g.choices]
         app = create_app(settings, parts.sessions, parts.redis, SYSTEM_CLOCK)
         server = create_server(app, host="127.0.0.1", port=0, threads=SERVER_THREADS)
         world.target = Target(f"http://127.0.0.1:{server.effective_port}", SMS_TOKEN, url)
