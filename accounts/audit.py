@@ -44,6 +44,10 @@ ACTIONS = (*ACTIONS, RECORDING_HELD, RECORDING_RELEASED)
 # ... and a transcript shown with its personal data unmasked (通话转写明文), by call and leg
 TRANSCRIPT_SHOWN = "transcript_shown"
 ACTIONS += (TRANSCRIPT_SHOWN,)
+# ... and what retention deletes with a call's recording (the mixed file has its own log,
+# recording_deletions): each leg's file and each transcript, with its checksum and why
+RECORDING_FILE_DELETED, TRANSCRIPT_DELETED = "recording_file_deleted", "transcript_deleted"
+ACTIONS += (RECORDING_FILE_DELETED, TRANSCRIPT_DELETED)
 MAX_PAGE = 500
 
 

@@ -188,3 +188,13 @@ def files_of_call(session: Session, call_id: str) -> list[CallFile]:
     order = {MIXED: 0, CALLER: 1, AGENT: 2}
     rows = session.scalars(select(CallFile).where(CallFile.call_id == call_id)).all()
     return sorted(rows, key=lambda r: order.get(r.leg, 9))
+
+
+def forget_call(session: Session, call_id: str) -> list[CallFile]:
+    """Retention deleted the call's files: their rows go (the deletion log keeps what each
+    was: path, checksum, why); the rows removed."""
+    rows = files_of_call(session, call_id)
+    for row in rows:
+        session.delete(row)
+    session.flush()
+    return rows

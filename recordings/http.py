@@ -120,7 +120,8 @@ class FileOut(Out):
 
 class LegJob(Out):
     leg: str
-    state: str = Field(description="queued, running, done or failed")
+    state: str = Field(description="queued, running, done, failed or gone (its recording "
+                                   "deleted by retention)")
     attempts: int
 
 

@@ -8,9 +8,12 @@ as a function by the composition above (this room stands below telephony and tic
 Every deletion is a row of `recording_deletions` (what: the call and the file, when, why,
 the file's SHA-256), written and committed *before* the file is unlinked: the row's unique
 call id is the claim, so two runs at once never delete one recording twice, and a run that
-died between claim and unlink finishes the claim the next time. Transcripts and the legs'
-files (the speech side) are removed through hooks registered with `on_delete`, in the
-claim's transaction.
+died between claim and unlink finishes the claim the next time. With the mixed file go the
+call's other files (each leg's, `<id>-caller.wav`, `<id>-agent.wav`), their catalogue rows,
+its transcripts with their segments and search-index rows, and its transcription jobs end as
+"gone": each file and transcript is in the audit log (recording_file_deleted,
+transcript_deleted: leg, checksum, why), written in the claim's transaction. Other rooms'
+traces (the call record's file name) go through hooks registered with `on_delete`.
 
 The disk's free space under the recordings directory is watched (`watch_disk`): under
 `retention.min_free_mb` it says so in the log and on the bus (`recordings.disk_low`) before
@@ -36,7 +39,8 @@ from accounts import audit
 from core.db import Base, UtcDateTime, transaction
 from core.errors import HotlineError, NotFound
 from core.events import DomainEvent, announce
-from recordings.catalogue import CASES_DIR
+from recordings import catalogue, transcribe_worker, transcripts
+from recordings.catalogue import CASES_DIR, LEGS
 
 log = logging.getLogger(__name__)
 
@@ -283,6 +287,8 @@ def _delete_one(sessions: sessionmaker[Session], decided: Decision, recordings_d
                     "directory; nothing deleted", decided.call_id, decided.path)
         return False
     checksum, size = sha256_of(path), path.stat().st_size
+    legs = [(leg, found, sha256_of(found), found.stat().st_size)
+            for leg, found in _leg_files(sessions, recordings_dir, path, decided.call_id)]
     try:
         with transaction(sessions) as session:
             # checked again under the write lock: a hold placed since the decision wins
@@ -292,23 +298,72 @@ def _delete_one(sessions: sessionmaker[Session], decided: Decision, recordings_d
                 call_id=decided.call_id, path=str(path), sha256=checksum, bytes=size,
                 reason=decided.why, recorded_at=recorded_at, claimed_at=now, run_by=actor))
             session.flush()
+            said = _forget_the_rest(session, decided, legs, now, actor)
             for hook in _hooks:
                 hook(session, decided.call_id)
             announce(session, RecordingDeleted(at=now.timestamp(), call_id=decided.call_id,
                                                sha256=checksum, reason=decided.why))
     except IntegrityError:  # another run claimed it first: it is that run's to delete
         return False
-    _unlink(recordings_dir, path, decided.call_id)
+    _unlink(recordings_dir, path, decided.call_id, [found for _leg, found, _s, _b in legs])
     with transaction(sessions) as session:
         row = deletion(session, decided.call_id)
         if row is not None:
             row.deleted_at = now
     log.info("retention: deleted the recording of call %s (%s, sha256 %s): %s",
              decided.call_id, path, checksum, decided.why)
+    for line in said:
+        log.info("retention: deleted %s of call %s: %s", line, decided.call_id, decided.why)
     return True
 
 
-def _unlink(recordings_dir: Path, path: Path, call_id: str) -> None:
+def _leg_files(sessions: sessionmaker[Session], recordings_dir: Path, mixed: Path,
+               call_id: str) -> list[tuple[str, Path]]:
+    """The legs' files of the call on disk: where the catalogue filed them, else where
+    MixMonitor writes them beside the mixed file (a call filed before legs were catalogued)."""
+    with sessions() as session:
+        filed = {f.leg: f.path for f in catalogue.files_of_call(session, call_id)}
+    out = []
+    for leg in LEGS:
+        found = _inside(recordings_dir, filed.get(leg) or str(catalogue.leg_path(mixed, leg)))
+        if found is not None and found.is_file() and found != mixed:
+            out.append((leg, found))
+    return out
+
+
+def _forget_the_rest(session: Session, decided: Decision,
+                     legs: list[tuple[str, Path, str, int]], now: datetime,
+                     actor: str) -> list[str]:
+    """In the claim's transaction: the audit rows of the legs' files, and the call's
+    catalogue rows, transcripts (segments, index rows) and jobs removed; what was deleted,
+    said for the log."""
+    said = []
+    for leg, found, checksum, size in legs:
+        audit.record(session, audit.RECORDING_FILE_DELETED, actor=actor, now=now,
+                     target=decided.call_id, detail={"leg": leg, "file": found.name,
+                                                     "sha256": checksum, "bytes": size,
+                                                     "reason": decided.why})
+        said.append(f"the {leg} leg's file ({found}, sha256 {checksum})")
+    catalogue.forget_call(session, decided.call_id)
+    for transcript in transcripts.forget_call(session, decided.call_id):
+        audit.record(session, audit.TRANSCRIPT_DELETED, actor=actor, now=now,
+                     target=decided.call_id, detail={"leg": transcript.leg,
+                                                     "sha256": transcript.sha256,
+                                                     "reason": decided.why})
+        said.append(f"the {transcript.leg} leg's transcript (of sha256 {transcript.sha256})")
+    transcribe_worker.forget_call(session, decided.call_id, now)
+    return said
+
+
+def _unlink(recordings_dir: Path, path: Path, call_id: str,
+            legs: list[Path] | None = None) -> None:
+    """The mixed file, its names in the case catalogue, and the legs' files (by default
+    where MixMonitor writes them beside it)."""
+    if legs is None:
+        legs = [found for found in (_inside(recordings_dir, str(catalogue.leg_path(path, leg)))
+                                    for leg in LEGS) if found is not None]
+    for leg_file in legs:
+        leg_file.unlink(missing_ok=True)
     cases = recordings_dir.resolve() / CASES_DIR
     if cases.is_dir():  # the case catalogue's name for it would lead nowhere now (first:
         # glob passes over a link whose file is gone)
@@ -328,7 +383,9 @@ def _finish_claims(sessions: sessionmaker[Session], recordings_dir: Path,
             RecordingDeletion.deleted_at.is_(None))))
     for claim in open_claims:
         path = _inside(recordings_dir, claim.path)
-        if path is not None and path.is_file() and sha256_of(path) == claim.sha256:
+        # still the file claimed, or gone already (the legs beside it may not be yet)
+        if path is not None and (not path.exists() or (
+                path.is_file() and sha256_of(path) == claim.sha256)):
             _unlink(recordings_dir, path, claim.call_id)
         with transaction(sessions) as session:
             row = session.get(RecordingDeletion, claim.id)

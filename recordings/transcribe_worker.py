@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 QUEUE = "speech"
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
-STATES = (QUEUED, RUNNING, DONE, FAILED)
+GONE = "gone"  # the recording was deleted (retention) before it was transcribed: nothing to do
+STATES = (QUEUED, RUNNING, DONE, FAILED, GONE)
 _ = DateTime  # (the column type UtcDateTime wraps)
 
 
@@ -153,7 +154,8 @@ def _parts(settings: Settings) -> tuple[sessionmaker[Session], EventBus]:
 
 def transcribe(sha256: str) -> str:
     """The RQ job: transcribe the recording with this checksum, store and index it, and
-    alert supervisors to the keywords heard. What it did: done | already."""
+    alert supervisors to the keywords heard. What it did: done | already | gone (the
+    recording was deleted before it was heard: ends there, never retried)."""
     if _context is None:
         from core.config import load_settings  # started by a plain `rq worker`
         prepare(load_settings())
@@ -164,9 +166,15 @@ def transcribe(sha256: str) -> str:
         job = session.scalar(select(TranscriptionJob).where(TranscriptionJob.sha256 == sha256))
         if job is None:
             raise LookupError(f"no transcription job for {sha256}")
+        if job.state == GONE:
+            return GONE
         if transcripts.find_transcript(session, sha256) is not None:
             job.state = DONE
             return "already"
+        if not Path(job.path).is_file():  # deleted since it was queued: retrying won't help
+            job.state, job.finished_at = GONE, clock.now()
+            job.error = "the recording is no longer on disk"
+            return GONE
         job.state, job.attempts = RUNNING, job.attempts + 1
         job.started_at, job.worker_pid, job.error = clock.now(), os.getpid(), ""
         path, call_id, leg = Path(job.path), job.call_id, job.leg
@@ -178,16 +186,19 @@ def transcribe(sha256: str) -> str:
         with transaction(sessions) as session:
             job = session.scalar(select(TranscriptionJob).where(
                 TranscriptionJob.sha256 == sha256))
-            if job is not None:
-                job.state, job.error = FAILED, f"{type(exc).__name__}: {exc}"[:500]
+            if job is None or job.state == GONE:  # deleted under it: not a failure
+                return GONE
+            job.state, job.error = FAILED, f"{type(exc).__name__}: {exc}"[:500]
         raise
     with transaction(sessions) as session:
+        job = session.scalar(select(TranscriptionJob).where(
+            TranscriptionJob.sha256 == sha256).with_for_update())
+        if job is None or job.state == GONE:  # retention deleted it while it was heard
+            return GONE
         transcript = transcripts.store(
             session, sha256=sha256, call_id=call_id, leg=leg, engine=engine.name,
             model=engine.model, utterances=utterances, audio_seconds=audio_seconds,
             now=clock.now())
-        job = session.scalar(select(TranscriptionJob).where(TranscriptionJob.sha256 == sha256))
-        assert job is not None
         job.state, job.finished_at = DONE, clock.now()
         job.audio_seconds, job.work_seconds = audio_seconds, round(time.monotonic() - began, 3)
         alerts = transcripts.keyword_hits(transcript, transcripts.segments_of(session, transcript),
@@ -243,6 +254,18 @@ def run_worker(settings: Settings, client: redis.Redis, *, burst: bool = False,
     worker = SpeechWorker([speech_queue(client)], connection=client,
                     name=f"speech-{socket.gethostname()}-{os.getpid()}")
     return bool(worker.work(burst=burst, logging_level="WARNING"))
+
+
+def forget_call(session: Session, call_id: str, now: datetime) -> list[TranscriptionJob]:
+    """Retention deleted the call's recordings: its jobs not done end as gone (a queued one
+    then does nothing when it runs; the row stays, so the checksum is never queued again)."""
+    jobs = jobs_of_call(session, call_id)
+    for job in jobs:
+        if job.state != DONE:
+            job.state, job.finished_at = GONE, now
+            job.error = "the recording was deleted by retention"
+    session.flush()
+    return jobs
 
 
 def jobs_of_call(session: Session, call_id: str) -> list[TranscriptionJob]:

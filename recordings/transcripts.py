@@ -20,7 +20,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import jieba
-from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, select, text
+from sqlalchemy import JSON, Float, ForeignKey, Integer, String, Text, bindparam, select, text
+from sqlalchemy import delete as sql_delete
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.db import Base, UtcDateTime
@@ -260,6 +261,29 @@ def search(session: Session, query: str, *, limit: int = 20, offset: int = 0
 def index_rows(session: Session) -> list[str]:
     """Every term list in the search index (for the checks that nothing personal is in it)."""
     return [r[0] for r in session.execute(text("SELECT terms FROM transcript_index"))]
+
+
+def forget_call(session: Session, call_id: str) -> list[Transcript]:
+    """Delete the call's transcripts, their segments and their rows of the search index
+    (retention deleted the recordings they were heard from); the transcripts deleted. The
+    index rows go by hand: SQLite's FTS5 table knows no foreign key."""
+    gone = list(session.scalars(select(Transcript).where(Transcript.call_id == call_id)))
+    if not gone:
+        return []
+    segment_ids = list(session.scalars(select(Segment.id).where(
+        Segment.transcript_id.in_([t.id for t in gone]))))
+    for i in range(0, len(segment_ids), 500):
+        session.execute(delete_index, {"ids": segment_ids[i:i + 500]})
+    session.execute(sql_delete(Segment).where(Segment.id.in_(segment_ids))
+                    .execution_options(synchronize_session=False))
+    for transcript in gone:
+        session.delete(transcript)
+    session.flush()
+    return gone
+
+
+delete_index = text("DELETE FROM transcript_index WHERE segment_id IN :ids").bindparams(
+    bindparam("ids", expanding=True))
 
 
 # --- keyword alerts (关键词告警) ----------------------------------------------------------------

@@ -156,6 +156,8 @@ def test_two_runs_at_once_delete_each_recording_once(world) -> None:
 def test_an_unfinished_claim_is_finished_by_the_next_run(world) -> None:
     """A run that died after committing its claim and before unlinking the file."""
     settings, sessions, paths = world
+    leg = paths[LOOSE].with_name(f"{LOOSE}-caller.wav")  # uncatalogued, beside the mixed file
+    leg.write_bytes(b"caller leg")
     with transaction(sessions) as session:
         session.add(retention.RecordingDeletion(
             call_id=LOOSE, path=str(paths[LOOSE].resolve()), sha256=_digest(paths[LOOSE]),
@@ -163,7 +165,7 @@ def test_an_unfinished_claim_is_finished_by_the_next_run(world) -> None:
             claimed_at=NOW, run_by="died"))
     outcome = run_retention(sessions, settings, NOW)
     assert outcome.deleted == [CLOSED]
-    assert not paths[LOOSE].exists()
+    assert not paths[LOOSE].exists() and not leg.exists()
     with sessions() as session:
         assert retention.deletion(session, LOOSE).deleted_at == NOW
 
@@ -267,3 +269,141 @@ def test_the_centre_runs_retention_once_a_day_at_its_hour(world) -> None:
     loop.tick()
     assert not paths[HELD].exists()
     client.delete(bus.stream)
+
+
+# --- the speech side: the legs' files, their catalogue rows, transcripts, the index, jobs ---
+# The three calls of 2026-09-01 with legs: CLOSED (deleted), HELD and OPEN (kept). Each
+# caller leg has a transcript of one utterance (its own phrase); each agent leg a queued job.
+SAID = {CLOSED: "井盖 丢失 了 很 危险", HELD: "路灯 不亮 已经 三 天", OPEN: "夜里 施工 噪音 扰民"}
+
+
+class _DeafEngine:
+    """Stands in for vosk: a job that reaches the engine fails the test."""
+
+    name, model = "vosk", "none"
+
+    def transcribe(self, audio: Path) -> list:
+        raise AssertionError(f"{audio} should never be transcribed")
+
+
+def _with_legs(settings, sessions, paths) -> dict[str, dict[str, str]]:
+    """Write the legs beside the mixed files, catalogue them, store the caller legs'
+    transcripts and queue the agent legs; each leg's checksum (worked out here)."""
+    from recordings import catalogue, transcribe_worker, transcripts
+    from recordings.speech import Utterance, Word
+
+    sums: dict[str, dict[str, str]] = {}
+    with transaction(sessions) as session:
+        for call_id in SAID:
+            mixed = paths[call_id]
+            sums[call_id] = {}
+            for leg in ("caller", "agent"):
+                audio = f"{leg}:{call_id}".encode() * 40
+                mixed.with_name(f"{call_id}-{leg}.wav").write_bytes(audio)
+                sums[call_id][leg] = hashlib.sha256(audio).hexdigest()
+            catalogue.catalogue_call(session, call_id, catalogue.RecordingFile(
+                mixed, _digest(mixed), mixed.stat().st_size))
+            words = SAID[call_id].split()
+            transcripts.store(session, sha256=sums[call_id]["caller"], call_id=call_id,
+                              leg="caller", engine="vosk", model="fixture", utterances=[
+                                  Utterance(1.0, 1.0 + len(words), SAID[call_id], tuple(
+                                      Word(w, 1.0 + i, 2.0 + i, 0.9)
+                                      for i, w in enumerate(words)))],
+                              audio_seconds=10.0, now=OLD)
+            session.add(transcribe_worker.TranscriptionJob(
+                sha256=sums[call_id]["agent"], call_id=call_id, leg="agent",
+                path=str(mixed.with_name(f"{call_id}-agent.wav")), state="queued",
+                attempts=0, error="", queued_at=OLD))
+    return sums
+
+
+def test_retention_deletes_the_legs_transcripts_and_index_rows_with_the_recording(world):
+    from sqlalchemy import text
+
+    from recordings import catalogue, transcribe_worker, transcripts
+
+    settings, sessions, paths = world
+    sums = _with_legs(settings, sessions, paths)
+    folder = paths[CLOSED].parent
+    with sessions() as session:
+        closed_segments = list(session.scalars(select(transcripts.Segment.id).where(
+            transcripts.Segment.call_id == CLOSED)))
+        assert len(closed_segments) == 1
+        assert [h.call_id for h in transcripts.search(session, "井盖丢失")[1]] == [CLOSED]
+
+    outcome = run_retention(sessions, settings, NOW)
+    assert sorted(outcome.deleted) == sorted([CLOSED, LOOSE])
+
+    # the deleted call's legs are gone from disk and from the catalogue
+    assert not (folder / f"{CLOSED}-caller.wav").exists()
+    assert not (folder / f"{CLOSED}-agent.wav").exists()
+    for kept in (HELD, OPEN):  # a legal hold or an open order keeps every file of the call
+        assert (folder / f"{kept}-caller.wav").is_file()
+        assert (folder / f"{kept}-agent.wav").is_file()
+    with sessions() as session:
+        assert catalogue.files_of_call(session, CLOSED) == []
+        assert [f.leg for f in catalogue.files_of_call(session, HELD)] == [
+            "mixed", "caller", "agent"]
+        # its transcript, segments and index rows are gone: the phrase finds nothing
+        assert transcripts.search(session, "井盖丢失") == (["井盖", "丢失"], [])
+        assert transcripts.call_transcripts(session, CLOSED) == []
+        assert session.scalar(select(transcripts.Segment.id).where(
+            transcripts.Segment.call_id == CLOSED)) is None
+        assert session.execute(text(
+            "SELECT count(*) FROM transcript_index WHERE segment_id = :id"),
+            {"id": closed_segments[0]}).scalar() == 0
+        assert session.execute(text("SELECT count(*) FROM transcript_index")).scalar() == 2
+        assert not any("井盖" in terms for terms in transcripts.index_rows(session))
+        # the held call's and the open order's transcripts are found as before
+        assert [h.call_id for h in transcripts.search(session, "路灯不亮")[1]] == [HELD]
+        assert [h.call_id for h in transcripts.search(session, "噪音扰民")[1]] == [OPEN]
+        assert [t["leg"] for t in transcripts.call_transcripts(session, HELD)] == ["caller"]
+        # the deleted call's queued job is gone; the kept calls' are still queued
+        jobs = {j.call_id: j.state for j in session.scalars(
+            select(transcribe_worker.TranscriptionJob))}
+        assert jobs == {CLOSED: "gone", HELD: "queued", OPEN: "queued"}
+        # each leg's file and the transcript are in the audit log: what, checksum, why
+        logged = [(r.action, r.actor, json.loads(r.detail)) for r in session.scalars(
+            select(AuditEntry).where(AuditEntry.target == CLOSED).order_by(AuditEntry.id))]
+    why = "expired: older than 30 days, work order"
+    assert [(a, actor, d["leg"], d["sha256"], d["reason"].startswith(why))
+            for a, actor, d in logged] == [
+        ("recording_file_deleted", "retention", "caller", sums[CLOSED]["caller"], True),
+        ("recording_file_deleted", "retention", "agent", sums[CLOSED]["agent"], True),
+        ("transcript_deleted", "retention", "caller", sums[CLOSED]["caller"], True)]
+    assert [d.get("bytes") for _a, _actor, d in logged] == [
+        len(f"caller:{CLOSED}".encode()) * 40, len(f"agent:{CLOSED}".encode()) * 40, None]
+
+    # the queued job of the deleted leg, when RQ runs it, ends as gone: no engine, no retry
+    transcribe_worker.prepare(replace(settings, storage=replace(
+        settings.storage, redis_url=REDIS_SERVER_URL)), engine=_DeafEngine())
+    try:
+        assert transcribe_worker.transcribe(sums[CLOSED]["agent"]) == "gone"
+    finally:
+        transcribe_worker._context = None
+
+    # a second run deletes nothing and logs nothing twice
+    assert run_retention(sessions, settings, NOW + timedelta(days=1)).deleted == []
+    with sessions() as session:
+        assert len(session.scalars(select(AuditEntry).where(
+            AuditEntry.target == CLOSED)).all()) == 3
+        assert len(retention.deletions(session)) == 2
+
+
+def test_a_queued_job_whose_file_vanished_ends_as_gone_not_failed(world) -> None:
+    from recordings import transcribe_worker
+
+    settings, sessions, paths = world
+    sums = _with_legs(settings, sessions, paths)
+    (paths[OPEN].parent / f"{OPEN}-agent.wav").unlink()
+    transcribe_worker.prepare(replace(settings, storage=replace(
+        settings.storage, redis_url=REDIS_SERVER_URL)), engine=_DeafEngine())
+    try:
+        assert transcribe_worker.transcribe(sums[OPEN]["agent"]) == "gone"
+    finally:
+        transcribe_worker._context = None
+    with sessions() as session:
+        job = session.scalar(select(transcribe_worker.TranscriptionJob).where(
+            transcribe_worker.TranscriptionJob.call_id == OPEN))
+    assert (job.state, job.attempts, job.error) == (
+        "gone", 0, "the recording is no longer on disk")
