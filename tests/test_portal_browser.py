@@ -122,6 +122,11 @@ def test_a_citizen_reports_with_a_photo_and_a_pin_and_sees_it_dispatched(
         page.wait_for_url(re.compile(r".*/portal/track/.*"))
         case = page.locator("#portal-case").inner_text()
         assert re.fullmatch(r"20261124\d{4}", case)
+        # the citizen's own photo, as a thumbnail through their link (800x600 -> 320x240)
+        thumbnail = page.locator("#portal-photos img")
+        assert thumbnail.count() == 1
+        page.wait_for_function("() => document.querySelector('#portal-photos img').complete")
+        assert thumbnail.evaluate("i => [i.naturalWidth, i.naturalHeight]") == [320, 240]
         screenshot(page, "portal-received-390x844")
         # the tracking link reaches the phone too, and the gateway's receipt comes back
         wait_until(lambda: len(gateway.texts_to(PHONE)) == 2, 15, "the tracking SMS")
