@@ -142,10 +142,13 @@ def _order_page(session: Session, who: Identity, order: Any, *, refusal: str = "
         if order.citizen_phone else "",
         description=_text(order.description, who),
         history=[{"at": e.at, "actor": e.actor, "role": e.role, "action": e.action,
-                  "title": workflow.ACTIONS[e.action].title if e.action in workflow.ACTIONS
-                  else _("taken in") if e.action == "create" else e.action,
+                  "title": _entry_title(e.action),
+                  "role_title": _("citizen") if e.role == service.CITIZEN
+                  else titles().get(e.role, e.role),
                   "from": e.from_state, "to": e.to_state,
-                  "note": _text(e.note, who)} for e in service.history(session, case)],
+                  "note": _text(e.note, who),
+                  "photos": _citizens_photos(e, photos)}
+                 for e in service.history(session, case)],
         clocks=deadlines.deadlines(session, case), due_at=due_at, colour=colour,
         calls=calls, photos=photos, voice=[a for a in kept if a.kind == "audio"],
         # each call's transcript (通话转写), masked: utterances of both legs in time order
@@ -161,6 +164,25 @@ def _order_page(session: Session, who: Identity, order: Any, *, refusal: str = "
         category=catalogue.category(session, order.category_code, order.category_kind or
                                     "event") if order.category_code else None,
         request_pending=pending)
+
+
+def _entry_title(action: str) -> str:
+    if action in workflow.ACTIONS:
+        return workflow.ACTIONS[action].title
+    if action == "create":
+        return _("taken in")
+    if action == service.CITIZEN_INFO:
+        return _("Citizen's additional information")
+    return action
+
+
+def _citizens_photos(entry: Any, photos: list[Any]) -> list[Any]:
+    """The photos a citizen sent with their entry (市民补充材料): a channel files them in the
+    entry's own transaction, at the entry's instant (channels.portal.add_info); none for
+    any other entry."""
+    if entry.action != service.CITIZEN_INFO:
+        return []
+    return [p for p in photos if p.created_at == entry.at]
 
 
 def _department_names(session: Session) -> dict[str, str]:

@@ -454,6 +454,38 @@ def add_info(session: Session, token: str, note: str, photos: list[bytes], *,
     _file_photos(session, case, photos, attachments_dir, written, now)
 
 
+THUMBNAIL_SIDE = 320  # the tracking page's thumbnails, long side in pixels
+
+
+def own_photos(session: Session, token: str) -> list[str]:
+    """The SHA-256 of each photo the citizen sent themselves (their own 照片), oldest first:
+    the portal files them at the instant of the report (`confirm`) or of the entry they
+    add (`add_info`); a department's photos, filed at its own steps, are not theirs."""
+    case = case_of(session, token)
+    order = service.get_order(session, case)
+    instants = {order.created_at} | {e.at for e in service.history(session, case)
+                                     if e.action == service.CITIZEN_INFO}
+    return [a.sha256 for a in service.attachments(session, case)
+            if a.kind == "photo" and a.created_at in instants]
+
+
+def own_photo_thumbnail(session: Session, token: str, sha256: str) -> bytes:
+    """A JPEG thumbnail of one of the citizen's own photos, reached only through their own
+    tracking link (LinkNotFound for any other photo, another order's included)."""
+    if sha256 not in own_photos(session, token):
+        raise LinkNotFound("photo: this report has no such photo")
+    kept = next(a for a in service.attachments(session, case_of(session, token))
+                if a.kind == "photo" and a.sha256 == sha256)
+    try:
+        with Image.open(kept.path) as image:  # our own re-encoded JPEG (clean_photo)
+            image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            out = io.BytesIO()
+            image.convert("RGB").save(out, "JPEG", quality=80)
+    except (OSError, UnidentifiedImageError):
+        raise LinkNotFound("photo: the file is not there any more") from None
+    return out.getvalue()
+
+
 def rate(session: Session, token: str, rating: int, *, policy: Policy, now: datetime) -> str:
     """The citizen's rating of their closed order: the same survey as by phone
     (tickets.surveys); 4 or 5 (by default) reopens it as the policy says."""

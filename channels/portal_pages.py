@@ -11,13 +11,22 @@ are multipart (photos) and carry the CSRF token of the page they came from.
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from flask import Blueprint, abort, current_app, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_openapi3 import APIBlueprint, Tag
@@ -43,6 +52,7 @@ portal_api = APIBlueprint("portal_api", __name__, url_prefix="/api/v1/portal",
                                         "(公众服务门户): public, no account")],
                           abp_responses=_ERRORS)
 TOKEN = re.compile(r"[A-Za-z0-9_-]{20,64}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
 FORM_MARGIN = 256 << 10  # the form's text around its photos
 UPLOADS = ("portal_api.submit", "portal_api.add_info")
 
@@ -289,13 +299,31 @@ def track_page(token: str) -> Any:
     try:
         with _sessions()() as session:
             seen = portal.track(session, token)
+            own = portal.own_photos(session, token)
     except portal.LinkNotFound:
         return _message(_("Link not found"), _("No report has this link."), 404)
-    return render_template("portal/track.html", token=token, seen=seen,
+    return render_template("portal/track.html", token=token, seen=seen, own_photos=own,
                            category=seen.category[1 if _english() else 0],
                            step_words=step_words(), state_words=state_words(),
                            rating_words=rating_words(), rules=_rules(),
                            new=request.args.get("new") == "1")
+
+
+@portal_pages.get("/track/<token>/photos/<sha256>")
+@requires(PUBLIC)
+def own_photo(token: str, sha256: str) -> Any:
+    """A thumbnail of a photo the citizen sent, only through their own tracking link: any
+    other photo (a department's, another order's) is a 404 like a wrong link."""
+    if not TOKEN.fullmatch(token) or not SHA256.fullmatch(sha256):
+        abort(404, "photo: no such photo")
+    try:
+        with _sessions()() as session:
+            thumbnail = portal.own_photo_thumbnail(session, token, sha256)
+    except portal.LinkNotFound:
+        abort(404, "photo: no such photo")
+    response = send_file(io.BytesIO(thumbnail), mimetype="image/jpeg")
+    response.headers["Cache-Control"] = "private, max-age=86400"  # the link's holder only
+    return response
 
 
 # --- the endpoints ------------------------------------------------------------------------------

@@ -154,6 +154,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/portal"): PUBLIC,
     ("GET", "/portal/confirm/<token>"): PUBLIC,
     ("GET", "/portal/track/<token>"): PUBLIC,
+    ("GET", "/portal/track/<token>/photos/<sha256>"): PUBLIC,  # the link's holder's own
     ("POST", "/api/v1/portal/reports"): PUBLIC,
     ("POST", "/api/v1/portal/reports/<token>/code"): PUBLIC,
     ("POST", "/api/v1/portal/reports/<token>/resend"): PUBLIC,

@@ -6,6 +6,7 @@ tickets/demo_grids.geojson."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from collections.abc import Iterator
@@ -327,3 +328,51 @@ def test_a_new_code_replaces_the_old_one(site: Site) -> None:
     assert confirm(site, token, sent.json["confirm_url"], new).status_code == 201
     page = site.client.get(sent.json["confirm_url"])  # the draft is gone with its link
     assert page.status_code == 404 and "此链接已过期或已使用" in page.text
+
+
+def test_the_tracking_page_shows_the_citizens_own_photos_only_through_their_link(
+        site: Site) -> None:
+    token = csrf(site)
+    mine = report(site, token, [(photo((800, 600)), "IMG_1.jpg")])
+    done = confirm(site, token, mine.json["confirm_url"], code_sent(site))
+    case, link = done.json["case_number"], done.json["tracking_url"].split("?")[0].rsplit("/", 1)[1]
+    site.clock.set(NOW + timedelta(minutes=30))  # later, the citizen adds a photo
+    added = site.client.post(f"/api/v1/portal/track/{link}/info", data={
+        "note": "又多了一辆", "photos": [(io.BytesIO(photo((300, 200), gps=False)), "2.jpg")]},
+        headers={"X-CSRFToken": token}, content_type="multipart/form-data")
+    assert added.status_code == 201, added.json
+    department_photo = b"\x89PNG\r\n\x1a\n" + b"the department's"
+    with transaction(site.sessions) as session:  # staff file a photo of their own, later
+        service.store_photo(session, case, department_photo, site.data / "attachments",
+                            roles=("shift_chief",), now=NOW + timedelta(hours=1))
+    theirs = report(site, token, [(photo((640, 480)), "IMG_9.jpg")], phone="13900002222")
+    other = confirm(site, token, theirs.json["confirm_url"], code_sent(site, "13900002222"))
+    other_case = other.json["case_number"]
+    other_link = other.json["tracking_url"].split("?")[0].rsplit("/", 1)[1]
+    with site.sessions() as session:
+        kept = [a.sha256 for a in service.attachments(session, case)]
+        [other_photo] = [a.sha256 for a in service.attachments(session, other_case)]
+    department = hashlib.sha256(department_photo).hexdigest()
+    assert len(kept) == 3 and kept[2] == department
+    own = kept[:2]  # the report's photo, then the one added
+
+    page = site.client.get(f"/portal/track/{link}")
+    assert page.status_code == 200
+    assert re.findall(r'<img src="([^"]+)"', page.text) == [
+        f"/portal/track/{link}/photos/{own[0]}", f"/portal/track/{link}/photos/{own[1]}"]
+    for sha256, size in zip(own, [(320, 240), (300, 200)], strict=True):
+        shown = site.client.get(f"/portal/track/{link}/photos/{sha256}")
+        assert (shown.status_code, shown.mimetype) == (200, "image/jpeg")
+        assert shown.headers["Cache-Control"] == "private, max-age=86400"
+        with Image.open(io.BytesIO(shown.data)) as thumbnail:
+            assert (thumbnail.format, thumbnail.size) == ("JPEG", size)
+    for path in (f"/portal/track/{link}/photos/{department}",  # staff's, not theirs
+                 f"/portal/track/{link}/photos/{other_photo}",  # another order's
+                 f"/portal/track/{other_link}/photos/{own[0]}",
+                 f"/portal/track/{'x' * 32}/photos/{own[0]}",  # no such link
+                 f"/portal/track/{link}/photos/{own[0].upper()}",
+                 f"/portal/track/{link}/photos/..%2F..%2Fhotline.db"):
+        assert site.client.get(path).status_code == 404, path
+    other_page = site.client.get(f"/portal/track/{other_link}").text
+    assert re.findall(r'<img src="([^"]+)"', other_page) == [
+        f"/portal/track/{other_link}/photos/{other_photo}"]

@@ -6,10 +6,12 @@ in part (HTTP Range), and only a play from its start is audited."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +290,40 @@ def test_a_voice_message_plays_in_parts_and_each_play_is_audited(world: World,
             AuditEntry.action == "recording_played")).all()
         assert [(r.actor, json.loads(r.detail)["attachment"]) for r in rows] == [
             ("dispatcher-account", digest)]
+
+
+def test_a_citizens_added_information_shows_in_the_timeline_with_its_photos(
+        world: World, tmp_path: Path) -> None:
+    """What a citizen adds through the portal (市民补充材料): its Chinese title, the citizen as
+    who added it, their own words escaped (a number in them masked), and the photos sent
+    with it, each linked; the report's own photo, filed earlier, is not one of them."""
+    later = NOW + timedelta(hours=2)
+    directory = tmp_path / "attachments"
+    png = b"\x89PNG\r\n\x1a\n"
+    reported, first, second = png + b"report", png + b"added-1", png + b"added-2"
+    with transaction(world.sessions) as session:  # as channels.portal files them
+        service.store_photo(session, world.case, reported, directory, roles=("system",),
+                            now=NOW)
+        service.add_citizen_info(session, world.case,
+                                 "<b>又堆满了</b>，请回电 13911112222",
+                                 actor="公众服务门户", now=later)
+        for content in (first, second):
+            service.store_photo(session, world.case, content, directory, roles=("system",),
+                                now=later)
+    dispatcher = world.tokens["dispatcher"]
+    page = world.client.get(f"/orders/{world.case}", headers=dispatcher).get_data(as_text=True)
+    found = re.search(r'<li data-action="citizen_info">(.*?)</li>', page, re.S)
+    assert found is not None
+    entry = " ".join(found.group(1).split())
+    assert "<strong>市民补充材料</strong> · 公众服务门户 (市民)" in entry
+    assert ('<q class="timeline-note">&lt;b&gt;又堆满了&lt;/b&gt;，请回电 139****2222</q>'
+            in entry)
+    assert "<b>又堆满了" not in page and "13911112222" not in page
+    assert 'data-photos="2"' in entry and "照片2张：" in entry
+    assert page.count('class="timeline-photos"') == 1  # no other entry lists photos
+    links = [f"/orders/{world.case}/attachments/{hashlib.sha256(c).hexdigest()}"
+             for c in (first, second)]
+    assert re.findall(r'<a href="([^"]+)"', entry) == links
+    for link, content in zip(links, (first, second), strict=True):
+        shown = world.client.get(link, headers=dispatcher)
+        assert (shown.status_code, shown.data) == (200, content)
