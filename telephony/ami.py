@@ -55,7 +55,7 @@ def _decode(block: bytes) -> str:
 
 _MULTI_VALUED = ("ChanVariable", "DestChanVariable")
 _HAS_BODY = ("Response: Follows", "Response: Fail")  # panoramisk parses these itself
-_QUOTED = "result"  # panoramisk's Message.quoted_keys: %-encoded by Asterisk
+_QUOTED_KEYS = ("Result", "result", "RESULT")  # panoramisk's quoted_keys: %-encoded
 _LOWER: dict[str, str] = {}  # header name -> its case-folded key in panoramisk's Message
 
 
@@ -86,6 +86,13 @@ def event_fields(message: Any) -> dict[str, str]:
     return fields if fields is not None else _plain(message)
 
 
+def _fold(key: str) -> str:
+    lower = key.lower()
+    if len(_LOWER) < 4096:  # AMI's header names are a small fixed set; garbage is not kept
+        _LOWER[key] = lower
+    return lower
+
+
 def _parse(text: str) -> Message | None:
     """`Message.from_line` for events, without its per-header case-folding dict round trips:
     the headers are split once into a plain dict, the Message's store is filled from it, and
@@ -93,32 +100,24 @@ def _parse(text: str) -> Message | None:
     go through panoramisk itself."""
     if text.startswith(_HAS_BODY):
         return Message.from_line(text)
-    headers: dict[str, Any] = {}
-    repeated = False
-    for line in text.split("\r\n"):
-        key, sep, value = line.partition(": ")
-        if not sep:
-            continue
-        if key[:1] in "Rr" and key.lower() == _QUOTED:
-            value = unquote(value).strip()
-        if key in headers:
-            previous = headers[key]
-            headers[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
-            repeated = True
-        else:
-            headers[key] = value
+    pairs = [line.split(": ", 1) for line in text.split("\r\n") if ": " in line]
+    headers: dict[str, Any] = dict(pairs)  # type: ignore[arg-type]
+    repeated = len(headers) < len(pairs)
+    if repeated:  # ChanVariable and the like: a list of values, as panoramisk makes it
+        headers = {}
+        for key, value in pairs:
+            previous = headers.get(key)
+            headers[key] = value if previous is None else (
+                [*previous, value] if isinstance(previous, list) else [previous, value])
+    for key in _QUOTED_KEYS:
+        if key in headers and isinstance(headers[key], str):
+            headers[key] = unquote(headers[key]).strip()
     if "Event" not in headers and "Response" not in headers:
         return None
     headers["content"] = ""  # as Message(headers, content="") stores it
     message = Message.__new__(Message)
-    store = {}
-    for key, value in headers.items():
-        lower = _LOWER.get(key)
-        if lower is None:
-            lower = key.lower()
-            if len(_LOWER) < 4096:  # AMI's header names are a small fixed set; garbage is not
-                _LOWER[key] = lower
-        store[lower] = (key, value)
+    lowered = _LOWER
+    store = {lowered.get(key) or _fold(key): (key, value) for key, value in headers.items()}
     message._store, message.manager = store, None
     message.fields = _plain(headers) if repeated else headers
     return message
@@ -163,6 +162,18 @@ class _Protocol(AMIProtocol):
                 self.handle_message(message)
             except Exception:
                 log.exception("AMI message %r could not be handled", message.get("Event"))
+
+    def handle_message(self, message: Message) -> None:
+        """panoramisk's, with one shortcut: an event that answers no action of ours (no
+        ActionID, no CommandID: nearly all of them) goes straight to the listeners, without
+        its three case-folding lookups for a response to complete."""
+        store = message._store
+        if "event" in store and "actionid" not in store and "commandid" not in store:
+            if store["event"][1].lower() == "shutdown":
+                self.connection_lost(message)
+            self.factory.dispatch(message)
+            return
+        super().handle_message(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._pending.strip():
