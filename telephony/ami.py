@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote
 
 from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
@@ -52,22 +53,74 @@ def _decode(block: bytes) -> str:
     return "\r\n".join(lines)
 
 
-def event_fields(message: Any) -> dict[str, str]:
-    """An AMI message as plain strings. A header Asterisk repeats comes from panoramisk as a
-    list: each `NAME=value` of ChanVariable (one header per channel variable) becomes its own
-    `ChanVariable(NAME)` key; any other repeated header keeps its first value."""
+_MULTI_VALUED = ("ChanVariable", "DestChanVariable")
+_HAS_BODY = ("Response: Follows", "Response: Fail")  # panoramisk parses these itself
+_QUOTED_KEYS = ("Result", "result", "RESULT")  # panoramisk's quoted_keys: %-encoded
+_LOWER: dict[str, str] = {}  # header name -> its case-folded key in panoramisk's Message
+
+
+def _plain(headers: dict[str, Any]) -> dict[str, str]:
+    """`event_fields` of a header dict: repeated headers (lists) flattened."""
     fields: dict[str, str] = {}
-    for key, value in message.items():
+    for key, value in headers.items():
         key = str(key)
         if not isinstance(value, list):
             fields[key] = str(value)
             continue
-        if key in ("ChanVariable", "DestChanVariable"):
+        if key in _MULTI_VALUED:
             for item in value:
                 name, _, item_value = str(item).partition("=")
                 fields[f"{key}({name})"] = item_value
         fields.setdefault(key, str(value[0]) if value else "")
     return fields
+
+
+def event_fields(message: Any) -> dict[str, str]:
+    """An AMI message as plain strings. A header Asterisk repeats comes from panoramisk as a
+    list: each `NAME=value` of ChanVariable (one header per channel variable) becomes its own
+    `ChanVariable(NAME)` key; any other repeated header keeps its first value.
+
+    A message our protocol parsed carries these fields already (made once while parsing,
+    shared by every listener: read them, never change them)."""
+    fields = vars(message).get("fields") if hasattr(message, "__dict__") else None
+    return fields if fields is not None else _plain(message)
+
+
+def _fold(key: str) -> str:
+    lower = key.lower()
+    if len(_LOWER) < 4096:  # AMI's header names are a small fixed set; garbage is not kept
+        _LOWER[key] = lower
+    return lower
+
+
+def _parse(text: str) -> Message | None:
+    """`Message.from_line` for events, without its per-header case-folding dict round trips:
+    the headers are split once into a plain dict, the Message's store is filled from it, and
+    the plain-string fields (`event_fields`) are kept on the message. Responses with a body
+    go through panoramisk itself."""
+    if text.startswith(_HAS_BODY):
+        return Message.from_line(text)
+    pairs = [line.split(": ", 1) for line in text.split("\r\n") if ": " in line]
+    headers: dict[str, Any] = dict(pairs)  # type: ignore[arg-type]
+    repeated = len(headers) < len(pairs)
+    if repeated:  # ChanVariable and the like: a list of values, as panoramisk makes it
+        headers = {}
+        for key, value in pairs:
+            previous = headers.get(key)
+            headers[key] = value if previous is None else (
+                [*previous, value] if isinstance(previous, list) else [previous, value])
+    for key in _QUOTED_KEYS:
+        if key in headers and isinstance(headers[key], str):
+            headers[key] = unquote(headers[key]).strip()
+    if "Event" not in headers and "Response" not in headers:
+        return None
+    headers["content"] = ""  # as Message(headers, content="") stores it
+    message = Message.__new__(Message)
+    lowered = _LOWER
+    store = {lowered.get(key) or _fold(key): (key, value) for key, value in headers.items()}
+    message._store, message.manager = store, None
+    message.fields = _plain(headers) if repeated else headers
+    return message
 
 
 class _Protocol(AMIProtocol):
@@ -96,7 +149,7 @@ class _Protocol(AMIProtocol):
         self._pending = blocks.pop(-1)
         for block in blocks:
             try:
-                message = Message.from_line(_decode(block).strip())
+                message = _parse(_decode(block).strip())
             except Exception:
                 message = None
             if message is None or not (message.get("Event") or message.get("Response")):
@@ -109,6 +162,18 @@ class _Protocol(AMIProtocol):
                 self.handle_message(message)
             except Exception:
                 log.exception("AMI message %r could not be handled", message.get("Event"))
+
+    def handle_message(self, message: Message) -> None:
+        """panoramisk's, with one shortcut: an event that answers no action of ours (no
+        ActionID, no CommandID: nearly all of them) goes straight to the listeners, without
+        its three case-folding lookups for a response to complete."""
+        store = message._store
+        if "event" in store and "actionid" not in store and "commandid" not in store:
+            if store["event"][1].lower() == "shutdown":
+                self.connection_lost(message)
+            self.factory.dispatch(message)
+            return
+        super().handle_message(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._pending.strip():

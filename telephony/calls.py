@@ -229,9 +229,10 @@ class CallTracker:
 
     def feed(self, event: dict[str, str], received_at: float) -> list[DomainEvent]:
         """The domain events `event` means; `received_at` times it when Asterisk did not."""
-        handler = getattr(self, f"_on_{event.get('Event', '')}", None)
-        if handler is None:
+        name = event.get("Event", "")
+        if name not in _HANDLERS:  # most of Asterisk's events mean nothing to a call
             return []
+        handler = getattr(self, f"_on_{name}")
         try:
             return handler(event, _stamp(event, received_at)) or []
         except (KeyError, ValueError, TypeError) as exc:
@@ -515,3 +516,7 @@ def _duration(text: str) -> float:
         return 0.0
     hours, minutes, seconds = map(int, parts)
     return float(hours * 3600 + minutes * 60 + seconds)
+
+
+# the events CallTracker has a handler for (`_on_<Event>`), to skip the rest at one lookup
+_HANDLERS = frozenset(name[4:] for name in vars(CallTracker) if name.startswith("_on_"))

@@ -34,6 +34,7 @@ DEVICES = (PHONE, BROWSER)
 # A queue member's device names its agent: PJSIP/8001 (or its softphone PJSIP/8001-webrtc)
 # is agent 8001 whether it logged in (MemberName 8001) or is a static member of queues.conf
 # with any name.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DEVICE = re.compile(r"(?:PJSIP|SIP|IAX2)/([0-9A-Za-z_.-]{1,40}?)"
                      rf"(?:{re.escape(BROWSER_SUFFIX)})?"
                      r"|Local/([0-9]{2,20})@[^/]*(?:/n)?")
@@ -45,7 +46,7 @@ def agent_of(event: dict[str, str]) -> str:
         match = _DEVICE.fullmatch(event.get(key, ""))
         if match:
             return match.group(1) or match.group(2)
-    return re.sub(r"[\x00-\x1f\x7f]", "", event.get("MemberName") or event.get("Name") or "")[:40]
+    return _CONTROL.sub("", event.get("MemberName") or event.get("Name") or "")[:40]
 
 
 @dataclass
@@ -144,6 +145,8 @@ class SeatBoard:
             if name == "DialEnd" and event.get("DialStatus") == "ANSWER":
                 return []
             name = "AgentDump"
+        elif name not in _HANDLED:  # most events: no seat, and no regex run to find one
+            return []
         else:
             agent = agent_of(event)
         if not agent or name not in _HANDLED:

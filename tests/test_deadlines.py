@@ -29,7 +29,7 @@ from reports import kpis
 from tests.conftest import REDIS_SERVER_URL, make_settings
 from tickets import catalogue, deadlines, service, workflow
 from tickets.models import Category, TimeLimit, WorkOrder, WorkOrderDeadline
-from tickets.workcalendar import WorkCalendar, parse_hours
+from tickets.workcalendar import WorkCalendar, clear_day, load_calendar, parse_hours, set_day
 
 SH = ZoneInfo("Asia/Shanghai")
 # The default policy's calendar: the service computes the same clocks when it is wired in.
@@ -500,6 +500,37 @@ def test_the_most_specific_limit_wins(sessions) -> None:  # type: ignore[no-unty
     assert _limit(sessions, "complete", appeal_type="enquiry") == \
         ("", "", "", 3, "working_days")
     assert _limit(sessions, "close") is None
+
+
+def test_a_calendar_or_limit_changed_in_another_process_is_in_force_at_the_next_step(
+        sessions, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    """Calendars and limits are cached per process (tickets.workcalendar, tickets.catalogue);
+    an operator's change made through another engine (another process) is seen at once."""
+    other_engine = make_engine(database_url)
+    other = session_factory(other_engine)
+    try:
+        with sessions() as session:  # warm this process's caches
+            assert load_calendar(session, "Asia/Shanghai", "08:30-12:00,13:30-17:30") \
+                .overrides == {}
+            assert _limit(sessions, "sign") == ("", "", "", 1, "working_hours")
+        with transaction(other) as session:
+            set_day(session, date(2026, 10, 8), workday=False, note="local holiday")
+            set_day(session, date(2026, 10, 11), workday=True, note="make-up Sunday")
+            catalogue.set_limit(session, "sign", 4, "working_hours")
+        with sessions() as session:
+            cached = load_calendar(session, "Asia/Shanghai", "08:30-12:00,13:30-17:30")
+        # the hand-worked case of test_the_operators_own_days_override_the_schedule, through
+        # the cached calendar: the same due times as the uncached one
+        assert deadlines.due(cached, sh(9, 30, 16), 4, "working_hours") == sh(10, 9, 11)
+        assert deadlines.due(cached, sh(10, 10, 16), 4, "working_hours") == sh(10, 11, 11)
+        assert _limit(sessions, "sign") == ("", "", "", 4, "working_hours")
+        with transaction(other) as session:
+            clear_day(session, date(2026, 10, 8))
+        with sessions() as session:
+            again = load_calendar(session, "Asia/Shanghai", "08:30-12:00,13:30-17:30")
+        assert deadlines.due(again, sh(9, 30, 16), 4, "working_hours") == sh(10, 8, 11)
+    finally:
+        other_engine.dispose()
 
 
 def test_a_complaint_runs_the_whole_loop_on_the_clock(sessions) -> None:  # type: ignore[no-untyped-def]

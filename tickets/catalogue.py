@@ -473,7 +473,7 @@ def department_for(session: Session, category_code: str, grid_code: str = "",
 
 
 def limit_for(session: Session, step: str, *, category_code: str, kind: str = "event",
-              appeal_type: str = "", urgency: str = "") -> TimeLimit | None:
+              appeal_type: str = "", urgency: str = "") -> LimitInForce | None:
     """The time limit in force for `step` of an order of this category, appeal type and
     urgency: the longest category prefix first ("" matches all), then an exact urgency over
     "", then an exact appeal type over "". None: the step has no limit for such an order.
@@ -484,14 +484,52 @@ def limit_for(session: Session, step: str, *, category_code: str, kind: str = "e
     limits of its own needs its own urgent limit, or its limit applies to urgent orders too
     (which is right for a category that is quick anyway)."""
     target = _target(category_code, kind)
-    rows = session.scalars(select(TimeLimit).where(
-        TimeLimit.step == step, TimeLimit.appeal_type.in_(("", appeal_type)),
-        TimeLimit.urgency.in_(("", urgency)))).all()
-    matching = [r for r in rows if target.startswith(r.category_prefix or "")]
+    matching = [r for r in _limits_in_force(session).get(step, ())
+                if r.appeal_type in ("", appeal_type) and r.urgency in ("", urgency)
+                and target.startswith(r.category_prefix or "")]
     if not matching:
         return None
     return max(matching, key=lambda r: (len(r.category_prefix or ""), r.urgency != "",
                                         r.appeal_type != ""))
+
+
+@dataclass(frozen=True)
+class LimitInForce:
+    """A time_limits row as limit_for hands it out: a plain value, shared by every session
+    of the process (never an ORM row of one session)."""
+
+    id: int
+    step: str
+    category_prefix: str
+    appeal_type: str
+    urgency: str
+    amount: int
+    clock: str
+    unit: str
+
+
+_LIMIT_COLUMNS = (TimeLimit.id, TimeLimit.step, TimeLimit.category_prefix,
+                  TimeLimit.appeal_type, TimeLimit.urgency, TimeLimit.amount, TimeLimit.clock,
+                  TimeLimit.unit)
+# database -> (the table's rows as last read, those rows by step). Each call reads the rows
+# again with one plain Core query, so a limit an operator changed in any process is in force
+# at the next step here; the ORM objects and the index are only rebuilt when they differ.
+_limits_cache: dict[str, tuple[tuple[tuple[Any, ...], ...], dict[str, list[LimitInForce]]]] = {}
+
+
+def _limits_in_force(session: Session) -> dict[str, list[LimitInForce]]:
+    rows = tuple(tuple(row) for row in session.execute(
+        select(*_LIMIT_COLUMNS).order_by(TimeLimit.id)))
+    key = str(session.get_bind().engine.url)
+    cached = _limits_cache.get(key)
+    if cached is not None and cached[0] == rows:
+        return cached[1]
+    by_step: dict[str, list[LimitInForce]] = {}
+    for row in rows:
+        limit = LimitInForce(*row)
+        by_step.setdefault(limit.step, []).append(limit)
+    _limits_cache[key] = (rows, by_step)
+    return by_step
 
 
 # --- single edits (CLI, API) -----------------------------------------------------------

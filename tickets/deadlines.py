@@ -49,13 +49,13 @@ from functools import lru_cache
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.errors import HotlineError
 from tickets import catalogue, workflow
 from tickets.events import Move, OrderEvent
-from tickets.models import TimeLimit, WorkOrder, WorkOrderDeadline
+from tickets.models import WorkOrder, WorkOrderDeadline
 from tickets.workcalendar import WorkCalendar
 
 CLOCKS = ("continuous", "working_hours", "working_days", "calendar_days")
@@ -508,7 +508,7 @@ _RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 _ENDS_ALL = ("closed", *workflow.FINAL)
 
 
-def limit_for(session: Session, order: WorkOrder, step: str) -> TimeLimit | None:
+def limit_for(session: Session, order: WorkOrder, step: str) -> catalogue.LimitInForce | None:
     """The time limit in force for `step` of `order`, as the catalogue (tickets.catalogue,
     the room's one keeper of limits) picks it: the most specific one, None for a step
     without a limit for this order."""
@@ -535,8 +535,13 @@ def on_transition(session: Session, order: WorkOrder, action: str, now: datetime
     now = _aware(now, "now")
     if action != "create" and action not in workflow.ACTIONS:
         raise ValueError(f"deadlines: no action {action[:40]!r}")
-    running = {row.step: row for row in session.scalars(select(WorkOrderDeadline).where(
-        WorkOrderDeadline.order_id == order.id, WorkOrderDeadline.met_at.is_(None)))}
+    # every round of the order at once: the running ones, and each step's last round number
+    rounds = session.scalars(select(WorkOrderDeadline).where(
+        WorkOrderDeadline.order_id == order.id)).all()
+    running = {row.step: row for row in rounds if row.met_at is None}
+    last_round: dict[str, int] = {}
+    for row in rounds:
+        last_round[row.step] = max(last_round.get(row.step, 0), row.round)
     stops, starts = _RULES.get(action, ((), ()))
     if order.state in _ENDS_ALL:
         stops, starts = tuple(running), ()
@@ -552,10 +557,9 @@ def on_transition(session: Session, order: WorkOrder, action: str, now: datetime
         limit = limit_for(session, order, step)
         if limit is None:
             continue
-        last = session.scalar(select(func.max(WorkOrderDeadline.round)).where(
-            WorkOrderDeadline.order_id == order.id, WorkOrderDeadline.step == step)) or 0
+        last_round[step] = last_round.get(step, 0) + 1
         session.add(WorkOrderDeadline(
-            order_id=order.id, step=step, round=last + 1, clock=limit.clock,
+            order_id=order.id, step=step, round=last_round[step], clock=limit.clock,
             amount=limit.amount, unit=limit.unit, started_at=now,
             yellow_at=warning_point(calendar, now, limit.amount, limit.clock, yellow_percent,
                                     limit.unit),

@@ -260,17 +260,18 @@ def transition(session: Session, case_number: str, action: str, *, actor: str, r
         changes["closed_at"] = now
     # A busy database (SQLite's "database is locked") is not a change by someone else: it
     # propagates, and the web layer answers 503, try again.
+    # RETURNING the row refreshes `order` in the same statement (no SELECT after it)
     moved = session.execute(
         update(WorkOrder)
         .where(WorkOrder.id == order.id, WorkOrder.version == version,
                WorkOrder.state == before)
         .values(**changes)
-        .execution_options(synchronize_session=False))
-    if moved.rowcount != 1:
+        .returning(WorkOrder)
+        .execution_options(synchronize_session=False, populate_existing=True)).scalars().all()
+    if len(moved) != 1:
         raise ConcurrentChange(f"work order {case_number} was changed by someone else; "
                                "reload it")
     _append(session, order, action, before, after, actor, role, note, now)
-    session.refresh(order)
     emit(WorkOrderMoved(at=now.timestamp(), case_number=case_number, version=order.version,
                         action=action, from_state=before, to_state=after, actor=actor,
                         role=role, department_code=order.department_code),

@@ -71,8 +71,24 @@ def zone(name: str) -> ZoneInfo:
 
 def load_calendar(session: Session, timezone: str, working_hours: str) -> WorkCalendar:
     """The calendar in force: package data, then the operator's entries on top."""
-    days = {row.day: row.workday for row in session.scalars(select(CalendarDay))}
-    return WorkCalendar(zone(timezone), parse_hours(working_hours), days)
+    rows = tuple(tuple(row) for row in session.execute(
+        select(CalendarDay.day, CalendarDay.workday).order_by(CalendarDay.day)))
+    key = (str(session.get_bind().engine.url), timezone, working_hours)
+    cached = _calendars.get(key)
+    if cached is not None and cached[0] == rows:
+        return cached[1]
+    calendar = WorkCalendar(zone(timezone), parse_hours(working_hours), dict(rows))
+    _calendars[key] = (rows, calendar)
+    return calendar
+
+
+# (database, zone, hours) -> (the operator's days as last read, the calendar made of them).
+# Every load reads the days again with one plain Core query, so a day an operator entered in
+# any process is in force at the next step here; the same calendar object is handed out while
+# they are unchanged, and the deadline arithmetic's per-year tables (keyed on its days) stay
+# warm. Callers never change a calendar's `overrides`.
+_calendars: dict[tuple[str, str, str],
+                 tuple[tuple[tuple[date, bool], ...], WorkCalendar]] = {}
 
 
 def set_day(session: Session, day: date, workday: bool, note: str = "") -> None:
