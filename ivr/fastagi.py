@@ -211,8 +211,12 @@ class FastAgiServer:
     async def _read_headers(self, reader: asyncio.StreamReader) -> dict[str, str] | None:
         try:
             raw = await asyncio.wait_for(reader.readuntil(b"\n\n"), HEADER_TIMEOUT)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
-                ConnectionError) as exc:
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:  # connected and closed: a probe (/readyz), nothing to say
+                return None
+            log.warning("FastAGI connection without a valid header block: %s", type(exc).__name__)
+            return None
+        except (asyncio.LimitOverrunError, TimeoutError, ConnectionError) as exc:
             log.warning("FastAGI connection without a valid header block: %s", type(exc).__name__)
             return None
         headers: dict[str, str] = {}

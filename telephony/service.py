@@ -26,7 +26,7 @@ from core.config import Settings
 from core.db import transaction
 from core.events import EventBus
 from recordings.catalogue import fingerprint, host_path
-from telephony import callbacks, commands, directory, records, seats, wallboard
+from telephony import callbacks, commands, directory, link, records, seats, wallboard
 from telephony.ami import AmiClient, AmiError, event_fields
 from telephony.calls import CallTracker
 from telephony.events import (
@@ -91,6 +91,7 @@ class TelephonyService:
         saved = await asyncio.to_thread(self.redis.hgetall, seats.SEATS_KEY)
         self.board.restore(saved.values())
         command_loop = asyncio.create_task(self._serve_commands(stop))
+        link_state = asyncio.create_task(link.keep(self.redis, self.connected, stop))
         while not stop.is_set():
             lost = asyncio.Event()
             client = AmiClient(self.settings, self.clock)
@@ -121,6 +122,7 @@ class TelephonyService:
             client.close()
             self.client = None
         await command_loop
+        await link_state
         await self.drain()
 
     async def drain(self) -> None:
