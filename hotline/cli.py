@@ -1133,6 +1133,36 @@ def _embedded_redis(what: str) -> None:
         getattr(live, what)()
 
 
+# ------------------------------------------------------------------------------ systemd
+
+@cli.command("systemd")
+@click.option("--user", help="Run the centre as this account (default: root).")
+@click.option("--prefix", type=click.Path(file_okay=False),
+              help="The virtualenv whose bin/hotline the units run (default: this one).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Where to write the units (e.g. /etc/systemd/system).")
+@click.pass_context
+def systemd_command(ctx: click.Context, user: str | None, prefix: str | None,
+                    out_dir: str) -> None:
+    """Write systemd units for the centre's processes on this host."""
+    from hotline import systemd
+
+    settings = _settings(ctx)
+    if settings.source == "defaults":
+        raise HotlineError("systemd: the units run with a settings file: pass --config FILE "
+                           "(or set HOTLINE_CONFIG)")
+    venv = Path(prefix or sys.prefix).resolve()
+    if not (venv / "bin" / "hotline").exists():
+        raise HotlineError(f"systemd: no {venv / 'bin' / 'hotline'} (--prefix names the "
+                           "virtualenv hotline is installed in)")
+    texts = systemd.units(settings, config=Path(settings.source).resolve(), prefix=venv,
+                          user=user)
+    for path in systemd.write(texts, Path(out_dir)):
+        click.echo(f"wrote {path}")
+    click.echo(f"then: systemctl daemon-reload && systemctl enable --now "
+               f"{' '.join(sorted(texts))}", err=True)
+
+
 # ------------------------------------------------------------------------------ wallboard
 
 @cli.group()
