@@ -155,8 +155,10 @@ def _kinds(processes: list[tuple[int, str]]) -> set[str]:
 
 
 def test_sigterm_stops_up_with_its_asterisk_and_redis_within_10_s(pbx, tmp_path: Path) -> None:
+    """With the SMS outbox worker running too, its SMSC away (a closed port)."""
     data = tmp_path / "centre"
-    env = _env(data)
+    env = {**_env(data), "HOTLINE_SMS_PROVIDER": "smpp", "HOTLINE_SMS_SMPP_SYSTEM_ID": "hotline",
+           "HOTLINE_SMS_SMPP_PORT": str(isolation.free_port())}
     sandbox = Sandbox(make_settings(data, **env))
     run = Running(["up", "--no-demo"], env)
     try:
@@ -265,3 +267,29 @@ def isolation_processes(data: Path) -> list[tuple[int, str]]:
     from its parent), as (pid, start time)."""
     return [(pid, isolation._start_time(pid) or "")
             for pid, _command in isolation.processes_under(data)]
+
+
+def test_the_ivr_alone_stops_on_ctrl_c(tmp_path: Path) -> None:
+    data = tmp_path / "centre"
+    env = _env(data)
+    assert subprocess.run([sys.executable, "-m", "hotline", "db", "upgrade"], env=env,
+                          capture_output=True, timeout=120).returncode == 0
+    run = Running(["ivr"], env)
+    try:
+        run.wait_for("ivr: FastAGI on", timeout=60)
+        port = int(env["HOTLINE_IVR_FASTAGI_PORT"])
+        deadline = time.monotonic() + 10
+        while True:  # listening
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, run.output
+                time.sleep(0.2)
+        before = _descendants(run.proc.pid) + isolation_processes(data)
+        taken = run.stop(signal.SIGINT, again_after=DURING_THE_STOP)
+    finally:
+        run.kill()
+    assert run.proc.returncode == 130, run.output
+    assert taken < STOP_BOUND, f"{taken:.1f} s\n{run.output}"
+    _assert_nothing_left(run, before, data)
