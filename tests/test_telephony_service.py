@@ -115,7 +115,7 @@ def test_unknown_call_is_404_and_openapi_lists_every_route(centre: Centre) -> No
     # every API route but the interactive docs, an HTML page reading this very document
     routes = {rule.rule.replace("<", "{").replace(">", "}") for rule in app.url_map.iter_rules()
               if rule.rule.startswith("/api/v1") and rule.rule != "/api/v1/docs"}
-    assert routes == set(doc["paths"])
+    assert routes == {path for path in doc["paths"] if path.startswith("/api/v1")}
 
 
 def _queued_and_connected(centre: Centre, after: str, callers: list[str]) -> tuple[int, int]:
