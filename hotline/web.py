@@ -44,7 +44,7 @@ from core.config import Settings
 from core.db import is_busy
 from core.errors import HotlineError
 from core.schemas import ErrorBody, parse_json
-from hotline import shell
+from hotline import health, shell
 from ivr.prompts import speak
 from quality import http as quality_http
 from recordings import http as transcripts_http
@@ -184,6 +184,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     open311_http.init_app(app)  # Open311 GeoReport v2 (/open311), its own errors and formats
     app.register_api(transcripts_http.transcripts_api)  # transcripts (通话转写), speech status
     shell.init_app(app)  # the pages' ground: static files, languages, CSP, the API docs
+    app.register_api(health.health_api)  # /healthz and /readyz, public (hotline.health)
 
     @app.before_request
     def who_may() -> None:

@@ -156,6 +156,8 @@ class FastAgiServer:
         self.server: asyncio.Server | None = None
         self.sessions = 0
         self.rejected = 0
+        # the connections being served now: their tasks and writers
+        self._live: dict[asyncio.Task[object], asyncio.StreamWriter] = {}
 
     async def start(self, host: str, port: int) -> None:
         self.server = await asyncio.start_server(self._handle, host, port, limit=HEADER_LIMIT)
@@ -164,11 +166,22 @@ class FastAgiServer:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+        # live sessions end too (their sockets closed): an Asterisk channel waiting on an
+        # AGI reply that never comes held Asterisk's own stop for seconds
+        for writer in list(self._live.values()):
+            writer.close()  # the session reads the end of its stream and stops
+        if self._live:
+            await asyncio.wait(list(self._live), timeout=1)
+        for task in list(self._live):
+            task.cancel()
         if self.on_close is not None:
             self.on_close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
+        task = asyncio.current_task()
+        if task is not None:
+            self._live[task] = writer
         try:
             headers = await self._read_headers(reader)
             if headers is None:
@@ -189,6 +202,8 @@ class FastAgiServer:
             except Exception:
                 log.exception("AGI route %r failed for call %s", name, session.unique_id)
         finally:
+            if task is not None:
+                self._live.pop(task, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -196,8 +211,12 @@ class FastAgiServer:
     async def _read_headers(self, reader: asyncio.StreamReader) -> dict[str, str] | None:
         try:
             raw = await asyncio.wait_for(reader.readuntil(b"\n\n"), HEADER_TIMEOUT)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
-                ConnectionError) as exc:
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:  # connected and closed: a probe (/readyz), nothing to say
+                return None
+            log.warning("FastAGI connection without a valid header block: %s", type(exc).__name__)
+            return None
+        except (asyncio.LimitOverrunError, TimeoutError, ConnectionError) as exc:
             log.warning("FastAGI connection without a valid header block: %s", type(exc).__name__)
             return None
         headers: dict[str, str] = {}

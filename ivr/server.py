@@ -188,15 +188,6 @@ async def start(settings: Settings, sessions: sessionmaker[Session], clock: Cloc
     return server
 
 
-async def serve_forever(settings: Settings, sessions: sessionmaker[Session], clock: Clock,
-                        policy: Policy) -> None:
-    server = await start(settings, sessions, clock, policy)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await server.close()
-
-
 class IvrInBackground:
     """The IVR server on a background loop, for the tests and benchmarks. A harness, not a
     process of the centre: given no sessions it opens the settings' database itself, its

@@ -28,7 +28,7 @@ from core.db import transaction
 from core.events import EventBus
 from recordings import transcribe_worker
 from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path
-from telephony import callbacks, commands, directory, records, seats, wallboard
+from telephony import callbacks, commands, directory, link, records, seats, wallboard
 from telephony.ami import AmiClient, AmiError, event_fields
 from telephony.calls import CallTracker
 from telephony.events import (
@@ -93,6 +93,7 @@ class TelephonyService:
         saved = await asyncio.to_thread(self.redis.hgetall, seats.SEATS_KEY)
         self.board.restore(saved.values())
         command_loop = asyncio.create_task(self._serve_commands(stop))
+        link_state = asyncio.create_task(link.keep(self.redis, self.connected, stop))
         while not stop.is_set():
             lost = asyncio.Event()
             client = AmiClient(self.settings, self.clock)
@@ -123,6 +124,7 @@ class TelephonyService:
             client.close()
             self.client = None
         await command_loop
+        await link_state
         await self.drain()
 
     async def drain(self) -> None:

@@ -112,10 +112,11 @@ def test_unknown_call_is_404_and_openapi_lists_every_route(centre: Centre) -> No
     from hotline.web import create_app
 
     app = create_app(centre.settings, centre.sessions, centre.bus.client, centre.clock)
-    # every API route but the interactive docs, an HTML page reading this very document, and
-    # Open311 GeoReport v2 under the specification's own paths, in the one document too
+    # every API route but the interactive docs, an HTML page reading this very document;
+    # Open311 GeoReport v2 under the specification's own paths and the health checks too
     routes = {rule.rule.replace("<", "{").replace(">", "}") for rule in app.url_map.iter_rules()
-              if rule.rule.startswith(("/api/v1", "/open311/")) and rule.rule != "/api/v1/docs"}
+              if rule.rule.startswith(("/api/v1", "/open311/", "/healthz", "/readyz"))
+              and rule.rule != "/api/v1/docs"}
     assert routes == set(doc["paths"])
 
 
