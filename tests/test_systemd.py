@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 VENV_HOTLINE = Path(sys.prefix) / "bin" / "hotline"
 
 
@@ -92,8 +94,8 @@ def test_units_for_an_existing_asterisk_and_embedded_storage(tmp_path: Path) -> 
     _verify([out / "hotline.service"])
 
 
-def test_no_settings_file_is_one_line(tmp_path: Path) -> None:
-    os.chdir(tmp_path)  # no ./hotline.toml here
+def test_no_settings_file_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./hotline.toml here; the next tests' directory restored
     proc = _systemd(None, "--out", str(tmp_path / "units"))
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [
