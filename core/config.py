@@ -178,9 +178,11 @@ def _rates(value: Any) -> str:
     from limits import parse_many
 
     try:
-        parse_many(_str(value))
+        items = parse_many(_str(value))
     except ValueError:
-        raise ValueError('must be rate limits like "10/minute;1000/day"') from None
+        items = []
+    if not items or any(item.amount < 1 for item in items):
+        raise ValueError('must be rate limits like "10/minute;1000/day", each at least 1')
     return value
 
 

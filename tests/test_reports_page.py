@@ -381,7 +381,7 @@ def test_the_charts_are_drawn_in_chromium(site: Site) -> None:
             page.get_by_label("密码").fill(PASSWORD)
             page.get_by_role("button", name="登录").click()
             page.wait_for_url(f"{site.url}/home/shift_chief")
-            page.get_by_role("link", name="报表").click()
+            page.get_by_role("link", name="报表", exact=True).click()  # not 质检报表
             page.wait_for_url(f"{site.url}/reports")
             expect(page.locator("#report-period")).to_contain_text("日 2026-11-26")
             page.wait_for_function(
