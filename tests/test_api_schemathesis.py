@@ -31,11 +31,16 @@ SEAT_COMMAND = "POST /api/v1/seats/{agent}/{action}"
 
 
 def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
-    """No 5xx, but for a seat command's one honest 503: no telephony service runs here, so
-    nobody answers it (it must say so, with Retry-After, as the document declares)."""
+    """No 5xx, but for two honest 503s: no telephony service runs here, so nobody answers a
+    seat command, and /readyz names the parts that are down (AMI, IVR, push), each saying so
+    with Retry-After as the document declares."""
     if (case.operation.label == SEAT_COMMAND and response.status_code == 503
             and response.headers.get("retry-after") == ["1"]
             and "no answer to seat." in response.json()["detail"]):
+        return None
+    if (case.operation.label == "GET /readyz" and response.status_code == 503
+            and response.headers.get("retry-after")
+            and set(response.json()["down"]) == {"ami", "ivr", "push"}):
         return None
     return not_a_server_error(ctx, response, case)
 
