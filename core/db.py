@@ -14,7 +14,18 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, DateTime, Engine, MetaData, Table, create_engine, event, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    MetaData,
+    Table,
+    create_engine,
+    event,
+    func,
+    literal,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -162,3 +173,16 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     with factory() as session, session.begin():
         session.connection(execution_options={WRITE_TRANSACTION: True})
         yield session
+
+
+def relocate_paths(session: Session, column: Any, old_root: str, new_root: str) -> int:
+    """Rewrite the stored file paths in `column` that lie under `old_root` to lie under
+    `new_root` (a restore into another data directory); the number of rows changed."""
+    old, new = old_root.rstrip("/"), new_root.rstrip("/")
+    if old == new:
+        return 0
+    table = column.class_.__table__ if hasattr(column, "class_") else column.table
+    statement = (table.update().where(column.like(old.replace("%", r"\%").replace("_", r"\_")
+                                                  + "/%", escape="\\"))
+                 .values({column.key: literal(new) + func.substr(column, len(old) + 1)}))
+    return session.execute(statement).rowcount or 0

@@ -1580,3 +1580,47 @@ def speech_show(ctx: click.Context, call_id: str, unmasked: bool, as_json: bool)
     for segment in sorted((s for t in found for s in t["segments"]),
                           key=lambda s: s["start"]):
         click.echo(f"{segment['start']:>7.1f}s {segment['speaker']:<7} {segment['text']}")
+
+
+# ------------------------------------------------------------------------------ backup
+
+
+@cli.command("backup")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False),
+              help="The archive to write (default: <data_dir>/backups/hotline-<time>.tar.gz).")
+@click.pass_context
+def backup_command(ctx: click.Context, out_path: str | None) -> None:
+    """Back up the database, the secrets and every recording and attachment it names, while
+    the centre runs (one consistent moment); the archive is readable by its owner only."""
+    from hotline import backup
+
+    settings = _settings(ctx)
+    now = SYSTEM_CLOCK.now()
+    out = Path(out_path) if out_path else (
+        settings.storage.data_dir / "backups" / f"hotline-{now:%Y%m%d-%H%M%S}.tar.gz")
+    made = backup.backup(settings, out, now)
+    manifest = made.manifest
+    click.echo(f"backup: {made.archive} ({made.archive.stat().st_size} bytes): "
+               f"{sum(manifest['tables'].values())} rows in {len(manifest['tables'])} tables, "
+               f"{len(manifest['files'])} files, schema {manifest['revision']}")
+    for entry in manifest["missing"]:
+        click.echo(f"backup: named by the database but gone from the disk: "
+                   f"{entry['kind']}/{entry['path']}", err=True)
+    for entry in manifest["outside"]:
+        click.echo(f"backup: outside the data folders, not copied: {entry['path']}", err=True)
+
+
+@cli.command("restore")
+@click.argument("archive", type=click.Path(dir_okay=False))
+@click.pass_context
+def restore_command(ctx: click.Context, archive: str) -> None:
+    """Restore a backup into this centre's empty database and data directory (stopped)."""
+    from hotline import backup
+
+    done = backup.restore(_settings(ctx), Path(archive))
+    click.echo(f"restore: {sum(done.tables.values())} rows in {len(done.tables)} tables, "
+               f"{done.files} files, {done.relocated} paths moved here, schema {done.revision}")
+    for problem in done.problems:
+        click.echo(f"restore: {problem}", err=True)
+    if done.problems:
+        sys.exit(1)

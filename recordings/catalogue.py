@@ -14,7 +14,7 @@ from sqlalchemy import Float, Integer, String, UniqueConstraint, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.config import Settings
-from core.db import Base
+from core.db import Base, relocate_paths
 
 
 @dataclass(frozen=True)
@@ -198,3 +198,16 @@ def forget_call(session: Session, call_id: str) -> list[CallFile]:
         session.delete(row)
     session.flush()
     return rows
+
+
+# --- backup and restore (hotline/backup.py) ---------------------------------------------------
+
+
+def catalogued(session: Session) -> list[CallFile]:
+    """Every file the catalogue names: what a backup copies with the database."""
+    return list(session.scalars(select(CallFile).order_by(CallFile.id)))
+
+
+def relocate(session: Session, old_root: str, new_root: str) -> int:
+    """The recordings directory moved (a restore elsewhere): the catalogue follows."""
+    return relocate_paths(session, CallFile.path, old_root, new_root)

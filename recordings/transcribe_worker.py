@@ -32,7 +32,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
-from core.db import Base, UtcDateTime, make_engine, session_factory, transaction
+from core.db import Base, UtcDateTime, make_engine, relocate_paths, session_factory, transaction
 from core.events import EventBus
 from recordings import transcripts
 from recordings.catalogue import LEGS, CallFile
@@ -296,3 +296,8 @@ def status(session: Session, client: redis.Redis | None = None, *, limit: int = 
                         "failed": FailedJobRegistry(queue=queue).count,
                         "workers": Worker.count(queue=queue)}
     return out
+
+
+def relocate(session: Session, old_root: str, new_root: str) -> int:
+    """The recordings directory moved (a restore elsewhere): queued jobs follow."""
+    return relocate_paths(session, TranscriptionJob.path, old_root, new_root)

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import phones
+from core.db import relocate_paths
 from core.errors import HotlineError, NotFound
 from core.events import EventBus
 from recordings.catalogue import RecordingFile
@@ -246,3 +247,18 @@ def recording_deleted(session: Session, call_id: str) -> None:
     session.execute(update(CallRecord).where(CallRecord.call_id == call_id)
                     .values(recording_path=None)
                     .execution_options(synchronize_session=False))
+
+
+# --- backup and restore (hotline/backup.py) ---------------------------------------------------
+
+
+def recording_paths(session: Session) -> list[tuple[str, str | None]]:
+    """(path, sha256) of every recording a call record names."""
+    return [(p, s) for p, s in session.execute(
+        select(CallRecord.recording_path, CallRecord.recording_sha256)
+        .where(CallRecord.recording_path.is_not(None)).order_by(CallRecord.id))]
+
+
+def relocate_recordings(session: Session, old_root: str, new_root: str) -> int:
+    """The recordings directory moved (a restore elsewhere): the call records follow."""
+    return relocate_paths(session, CallRecord.recording_path, old_root, new_root)

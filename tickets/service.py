@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import phones
-from core.db import insert_on_conflict
+from core.db import insert_on_conflict, relocate_paths
 from core.errors import HotlineError
 from core.events import EventBus
 from recordings import catalogue as recordings
@@ -770,3 +770,18 @@ def add_citizen_info(session: Session, case_number: str, note: str, *, actor: st
     order.updated_at = now
     return session.scalars(select(WorkOrderEvent).where(WorkOrderEvent.order_id == order.id)
                            .order_by(WorkOrderEvent.seq.desc()).limit(1)).one()
+
+
+# --- backup and restore (hotline/backup.py) ---------------------------------------------------
+
+
+def attachment_files(session: Session) -> list[tuple[str, str]]:
+    """(path, sha256) of every file kept with an order (photos, voice messages)."""
+    return [(p, s) for p, s in session.execute(
+        select(WorkOrderAttachment.path, WorkOrderAttachment.sha256)
+        .order_by(WorkOrderAttachment.id))]
+
+
+def relocate_attachments(session: Session, old_root: str, new_root: str) -> int:
+    """The attachments directory moved (a restore elsewhere): the orders' files follow."""
+    return relocate_paths(session, WorkOrderAttachment.path, old_root, new_root)
