@@ -545,6 +545,16 @@ class Speech:
     retries: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=10)] = 2
 
 
+@section
+class Observability:
+    """What the centre tells its operators' monitoring (监控): metrics and log lines."""
+
+    # who may read GET /metrics (a Prometheus server's addresses); anyone else gets 403
+    metrics_networks: Networks = ("127.0.0.1/32", "::1/128")
+    # "text": human lines; "json": one JSON object a line with call_id and case_number
+    log_format: Literal["text", "json"] = "text"
+
+
 SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "storage": Storage,
     "pbx": Pbx,
@@ -563,6 +573,7 @@ SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "open311": Open311,
     "portal": Portal,
     "speech": Speech,
+    "observability": Observability,
 }
 _MAPPINGS = {"pause_reasons", "dispositions"}
 
@@ -587,6 +598,7 @@ class Settings:
     open311: Open311
     portal: Portal
     speech: Speech
+    observability: Observability
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from core import logs
 from core.clock import SYSTEM_CLOCK
 from core.config import Settings, load_settings
 from core.errors import HotlineError
@@ -36,9 +37,10 @@ def _echo_json(data: Any) -> None:
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
     """12319 city-service hotline: telephony, IVR, work orders."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ctx.obj = {"settings": load_settings(config_path)}
+    settings = load_settings(config_path)
+    logs.configure(logging.INFO if verbose else logging.WARNING,
+                   settings.observability.log_format)
+    ctx.obj = {"settings": settings}
 
 
 # ------------------------------------------------------------------------------ config

@@ -38,13 +38,13 @@ from agent_desk import supervise as desk_supervise
 from agent_desk import workspace as desk_workspace
 from channels import open311_http, portal_pages, sms_http
 from channels.outbound import http as sms_status
-from core import limits
+from core import limits, logs
 from core.clock import Clock
 from core.config import Settings
 from core.db import is_busy
 from core.errors import HotlineError
 from core.schemas import ErrorBody, parse_json
-from hotline import health, shell
+from hotline import health, metrics, shell
 from ivr.prompts import speak
 from quality import http as quality_http
 from recordings import http as transcripts_http
@@ -185,6 +185,15 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.register_api(transcripts_http.transcripts_api)  # transcripts (通话转写), speech status
     shell.init_app(app)  # the pages' ground: static files, languages, CSP, the API docs
     app.register_api(health.health_api)  # /healthz and /readyz, public (hotline.health)
+    metrics.init_app(app, settings)  # /metrics for Prometheus, and each request timed
+
+    @app.before_request
+    def ids_for_logs() -> None:
+        """What this request is about, on its log lines (core.logs); none: cleared, as the
+        server's threads serve one request after another."""
+        args = request.view_args or {}
+        logs.CALL_ID.set(str(args.get("call_id", "")))
+        logs.CASE_NUMBER.set(str(args.get("case_number", "")))
 
     @app.before_request
     def who_may() -> None:

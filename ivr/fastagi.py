@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from panoramisk.utils import parse_agi_result
 
+from core import logs
+
 log = logging.getLogger(__name__)
 
 HEADER_LIMIT = 16 * 1024
@@ -195,6 +197,7 @@ class FastAgiServer:
                 return
             self.sessions += 1
             session = AgiSession(headers, reader, writer)
+            logs.CALL_ID.set(session.unique_id)  # this task's log lines name the call
             try:
                 await asyncio.wait_for(route(session), self.session_timeout)
             except AgiHangup as exc:

@@ -12,16 +12,18 @@ Reconnects back off up to 30 s.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core import phones
+from core import logs, metrics, phones
 from core.clock import Clock
 from core.config import Settings
 from core.db import transaction
@@ -199,8 +201,12 @@ class TelephonyService:
             wallboard.put_live_call(self.redis, wallboard.LiveCall(
                 call.call_id, call.queue or event.queue, call.caller_number,
                 call.queue_joined_at, event.agent, event.at))
+            metrics.QUEUE_WAIT.labels(queue=call.queue or event.queue, outcome="answered"
+                                      ).observe(max(0.0, event.at - call.queue_joined_at))
         elif isinstance(event, CallAbandoned):
             wallboard.drop_live_call(self.redis, event.call_id)
+            metrics.QUEUE_WAIT.labels(queue=event.queue, outcome="abandoned"
+                                      ).observe(max(0.0, event.wait_seconds))
 
     def _directory_and_logins(self) -> tuple[directory.Directory, list[SeatLogin]]:
         with self.sessions() as session:
@@ -209,6 +215,7 @@ class TelephonyService:
     def _on_ami_event(self, _manager: Any, message: Any) -> None:
         event = event_fields(message)
         received_at = getattr(message, "received_at", None) or self.clock.time()
+        logs.CALL_ID.set(event.get("Linkedid", ""))  # on what this event's handling logs
         if "Timestamp" not in event and not self._untimed_warned:
             self._untimed_warned = True
             log.warning("Asterisk's AMI events carry no Timestamp: calls are timed as their "
@@ -217,6 +224,10 @@ class TelephonyService:
         for domain_event in (self.tracker.feed(event, received_at)
                              + self.board.feed(event, received_at)):
             self._emit(domain_event)
+        stamped = event.get("Timestamp")
+        if stamped:  # the real lag, whatever clock the calls are timed by
+            with contextlib.suppress(ValueError):
+                metrics.AMI_EVENT_LAG.observe(max(0.0, time.time() - float(stamped)))
         name = event.get("Event")
         if name == "AgentRingNoAnswer":
             self._maybe_auto_pause(event.get("MemberName", ""))

@@ -65,6 +65,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/api/v1/docs"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,  # the process is up (hotline.health)
     ("GET", "/readyz"): PUBLIC,  # every part up, or 503 naming those down
+    ("GET", "/metrics"): PUBLIC,  # from observability.metrics_networks only (test_metrics)
     # the pages: signing in and out, the shell's files and language switch
     ("GET", "/"): PUBLIC,  # a redirect: to /login, or to the person's home
     ("GET", "/home"): PUBLIC,

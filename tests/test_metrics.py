@@ -1,0 +1,184 @@
+"""Observability (issue 15, item 8): `GET /metrics` for Prometheus against the real centre
+with kit calls: a caller waiting shows as in progress with the longest wait growing, both
+agents paused show by state, an answered call's queue wait and the AMI link and event lag,
+a request's latency by its route; worker failures counted; only the configured networks may
+read it. Log lines carry the call id and the case number, as text or JSON lines."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.request
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from core import logs
+from core.clock import FixedClock
+from core.db import make_engine, session_factory, upgrade
+from core.live import connect_redis
+from hotline.centre import Centre
+from hotline.web import create_app
+from sipkit.kit import Call, Dtmf, Hangup, SipKit, Wait
+from telephony import commands
+from tests.conftest import (
+    AGENT_PORT,
+    TEST_AGENTS,
+    WEB_PORT,
+    agent_ip,
+    api,
+    ensure_ready,
+    make_settings,
+    wait_until,
+)
+
+AGENTS = tuple(TEST_AGENTS)
+
+
+def _scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{WEB_PORT}/metrics", timeout=10) as reply:
+        assert reply.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        body = reply.read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(body) for sample in family.samples}
+
+
+def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_follow_a_waiting_caller_the_seats_and_an_answered_call(
+        centre: Centre, kit: SipKit) -> None:
+    ensure_ready(centre)
+    for agent in AGENTS:
+        commands.send(centre.bus.client, "seat.pause", {"agent": agent, "reason": "meal"})
+    wait_until(lambda: all(centre.telephony.board.seat(a).state == "paused" for a in AGENTS),
+               10, "the test agents are not paused")
+    wait_until(lambda: _value(_scrape(), "hotline_ami_link_up") == 1, 10,
+               "the AMI link is not up")
+    before = _scrape()
+    assert _value(before, "hotline_agents", state="paused") == 2
+    answered_before = _value(before, "hotline_queue_wait_seconds_count", queue="intake",
+                             outcome="answered")
+    try:
+        run = kit.start_calls(Call(caller_id="13600000300", max_seconds=60, script=(
+            Wait(1.0), Dtmf("1"), Wait(40.0), Hangup())))
+        wait_until(lambda: _value(_scrape(), "hotline_calls_in_progress", queue="intake",
+                                  state="waiting") == 1, 15, "the caller is not waiting")
+        first = _value(_scrape(), "hotline_queue_longest_wait_seconds", queue="intake")
+        time.sleep(2.5)
+        later = _value(_scrape(), "hotline_queue_longest_wait_seconds", queue="intake")
+        assert later >= first + 2  # the wait grows while nobody answers
+
+        with kit.agent_phone("8101", agent_ip("8101"), port=AGENT_PORT, answer_after=0.5,
+                             talk_seconds=3.0):
+            commands.send(centre.bus.client, "seat.resume", {"agent": "8101"})
+            wait_until(lambda: _value(_scrape(), "hotline_calls_in_progress", queue="intake",
+                                      state="talking") == 1, 20, "the call was not answered")
+            run.wait()
+        after = _scrape()
+    finally:
+        for agent in AGENTS:
+            commands.send(centre.bus.client, "seat.resume", {"agent": agent})
+    assert _value(after, "hotline_queue_wait_seconds_count", queue="intake",
+                  outcome="answered") == answered_before + 1
+    waited = (_value(after, "hotline_queue_wait_seconds_sum", queue="intake",
+                     outcome="answered")
+              - _value(before, "hotline_queue_wait_seconds_sum", queue="intake",
+                       outcome="answered"))
+    assert later <= waited <= 30  # at least the wait last scraped, well under the 40 s
+    assert _value(after, "hotline_ami_event_lag_seconds_count") > _value(
+        before, "hotline_ami_event_lag_seconds_count")
+    assert _value(after, "hotline_bus_stream_length") > 0
+    assert _value(after, "process_open_fds") > 0  # prometheus-client's process figures
+
+
+def test_each_request_is_timed_by_its_route(centre: Centre) -> None:
+    route = "/api/v1/calls/<call_id>"
+    labels = {"method": "GET", "route": route, "status": "404"}
+    before = _value(_scrape(), "hotline_http_request_duration_seconds_count", **labels)
+    assert api("/api/v1/calls/no-such-call")[0] == 404
+    assert api("/api/v1/calls/another-missing-call")[0] == 404
+    after = _value(_scrape(), "hotline_http_request_duration_seconds_count", **labels)
+    assert after == before + 2  # one series per route, not per URL
+
+
+def test_failures_logged_by_a_worker_are_counted() -> None:
+    from core.metrics import WORKER_FAILURES
+
+    counter = logs.FailureCounter()
+    worker = logging.getLogger("tests.a_worker")
+    worker.addHandler(counter)
+    try:
+        before = WORKER_FAILURES.labels(worker="tests.a_worker")._value.get()
+        try:
+            raise RuntimeError("the job broke")
+        except RuntimeError:
+            worker.exception("job failed")
+        worker.error("a refusal without a traceback is not a failure")
+        assert WORKER_FAILURES.labels(worker="tests.a_worker")._value.get() == before + 1
+    finally:
+        worker.removeHandler(counter)
+
+
+@pytest.fixture
+def app_for(tmp_path):
+    made = []
+
+    def build(**env: str):
+        settings = make_settings(tmp_path, **env)
+        engine = make_engine(settings.storage.database_url)
+        upgrade(engine)
+        made.append(engine)
+        return create_app(settings, session_factory(engine), connect_redis(settings),
+                          FixedClock(datetime(2026, 11, 24, 2, 0, tzinfo=UTC))).test_client()
+
+    yield build
+    for engine in made:
+        engine.dispose()
+
+
+def test_only_the_configured_networks_may_read_the_metrics(app_for) -> None:
+    client = app_for()
+    assert client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+    refused = client.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert refused.status_code == 403 and "metrics_networks" in refused.get_json()["detail"]
+    wider = app_for(HOTLINE_OBSERVABILITY_METRICS_NETWORKS="10.0.0.0/8")
+    assert wider.get("/metrics", environ_base={"REMOTE_ADDR": "10.1.2.3"}).status_code == 200
+    assert wider.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 403
+
+
+def test_log_lines_carry_the_call_id_and_the_case_number() -> None:
+    record = logging.LogRecord("telephony.service", logging.ERROR, __file__, 1,
+                               "could not store call %s", ("1763949600.1",), None)
+    call = logs.CALL_ID.set("1763949600.1")
+    case = logs.CASE_NUMBER.set("202611240001")
+    try:
+        assert logs.CallContext().filter(record)
+    finally:
+        logs.CALL_ID.reset(call)
+        logs.CASE_NUMBER.reset(case)
+    line = json.loads(logs.JsonLines().format(record))
+    assert {k: line[k] for k in ("level", "logger", "message", "call_id", "case_number")} == {
+        "level": "ERROR", "logger": "telephony.service",
+        "message": "could not store call 1763949600.1", "call_id": "1763949600.1",
+        "case_number": "202611240001"}
+    text = logging.Formatter(logs.TEXT_FORMAT).format(record)
+    assert text.endswith("could not store call 1763949600.1 call=1763949600.1 "
+                         "case=202611240001")
+    plain = logging.LogRecord("x", logging.INFO, __file__, 1, "nothing bound", (), None)
+    logs.CallContext().filter(plain)
+    assert logging.Formatter(logs.TEXT_FORMAT).format(plain).endswith("x: nothing bound")
+    assert "call_id" not in json.loads(logs.JsonLines().format(plain))
+
+
+def test_metrics_answer_503_when_redis_is_away(app_for) -> None:
+    client = app_for()
+    client.application.extensions["hotline.redis"] = redis.Redis(host="127.0.0.1", port=9)
+    reply = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert reply.status_code == 503 and "Redis" in reply.get_json()["detail"]
+
