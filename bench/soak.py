@@ -20,10 +20,15 @@ later row prints its ratio to it, and the summary says whether the targets hold.
 from __future__ import annotations
 
 import argparse
+import collections
+import ctypes
+import ctypes.util
+import gc
 import os
 import signal
 import sys
 import tempfile
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +57,9 @@ class Sample:
     threads: int
     streams: dict[str, int]
     asterisk_mib: float
+    sqlite_mib: float = 0.0
+    malloc_used_mib: float = 0.0  # handed out by the C allocator and not freed
+    malloc_free_mib: float = 0.0  # freed but kept by it (fragments of its arenas)
 
 
 def _status(pid: int | str, field: str) -> float:
@@ -62,6 +70,48 @@ def _status(pid: int | str, field: str) -> float:
     except (FileNotFoundError, ValueError, IndexError):
         pass
     return 0.0
+
+
+def _sqlite_library() -> ctypes.CDLL | None:
+    """The SQLite library Python's sqlite3 module runs on (the same shared object, so the
+    same process-wide counters)."""
+    import sqlite3  # noqa: F401  (loads the library first)
+
+    name = ctypes.util.find_library("sqlite3")
+    try:
+        library = ctypes.CDLL(name or "libsqlite3.so.0")
+        library.sqlite3_memory_used.restype = ctypes.c_int64
+        return library
+    except (OSError, AttributeError):
+        return None
+
+
+_SQLITE = _sqlite_library()
+
+
+def _sqlite_mib() -> float:
+    """Memory SQLite holds in this process (sqlite3_memory_used): mostly the page cache of
+    each pooled connection, which fills up to `PRAGMA cache_size` (2000 KiB by default) as
+    the database grows, then stays."""
+    return _SQLITE.sqlite3_memory_used() / 2**20 if _SQLITE is not None else 0.0
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _malloc_mib() -> tuple[float, float]:
+    """glibc's own account of this process's heap (mallinfo2, every arena): bytes in use
+    (including mmapped blocks) and bytes free but kept; (0, 0) elsewhere."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+    except (OSError, AttributeError):
+        return 0.0, 0.0
+    return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
 
 
 def _streams(bench: Bench) -> dict[str, int]:
@@ -82,11 +132,14 @@ def sample(bench: Bench, minute: int, calls: int, failed: int) -> Sample:
                   fds=len(os.listdir("/proc/self/fd")),
                   threads=int(_status("self", "Threads")),
                   streams=_streams(bench),
-                  asterisk_mib=_status(pid, "VmRSS") / 1024 if pid else 0.0)
+                  asterisk_mib=_status(pid, "VmRSS") / 1024 if pid else 0.0,
+                  sqlite_mib=_sqlite_mib(), **dict(zip(
+                      ("malloc_used_mib", "malloc_free_mib"), _malloc_mib(), strict=True)))
 
 
 HEADER = (f"{'min':>4} {'calls':>6} {'failed':>6} {'RSS MiB':>8} {'ratio':>6} {'fds':>5} "
-          f"{'ratio':>6} {'threads':>7} {'streams':>8} {'Asterisk MiB':>12}")
+          f"{'ratio':>6} {'threads':>7} {'streams':>8} {'Asterisk MiB':>12} {'SQLite MiB':>10} "
+          f"{'RSS-SQLite':>10} {'C used':>8} {'C free':>8}")
 
 
 def row(s: Sample, base: Sample | None) -> str:
@@ -96,7 +149,9 @@ def row(s: Sample, base: Sample | None) -> str:
     return (f"{s.minute:>4} {s.calls:>6} {s.failed:>6} {s.rss_mib:>8.1f} "
             f"{ratio(s.rss_mib, base.rss_mib if base else 0)} {s.fds:>5} "
             f"{ratio(s.fds, base.fds if base else 0)} {s.threads:>7} "
-            f"{sum(s.streams.values()):>8} {s.asterisk_mib:>12.1f}")
+            f"{sum(s.streams.values()):>8} {s.asterisk_mib:>12.1f} {s.sqlite_mib:>10.1f} "
+            f"{s.rss_mib - s.sqlite_mib:>10.1f} {s.malloc_used_mib:>8.1f} "
+            f"{s.malloc_free_mib:>8.1f}")
 
 
 def verdict(samples: list[Sample], warmup: int, bound: int) -> list[str]:
@@ -131,10 +186,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--talk", type=float, default=2.0)
     parser.add_argument("--max-wait", type=float, default=5.0)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--lane", type=int, default=0, choices=range(0, 8),
+                        help="run beside another soak: ports +1000 per lane, loopback "
+                             "127.0.(2+lane).x and its own data directory")
+    parser.add_argument("--objects", action="store_true",
+                        help="print each minute the object types whose count grew most")
+    parser.add_argument("--trace", action="store_true",
+                        help="tracemalloc: print each minute the allocation sites that grew "
+                             "most since the previous minute (slows the centre)")
     args = parser.parse_args(argv)
     if args.minutes <= args.warmup + 1 or args.rate <= 0:
         parser.error("--minutes must exceed --warmup by 2 or more; --rate positive")
     return args
+
+
+TRACE_TOP = 10
+
+
+def trace_growth(previous: tracemalloc.Snapshot | None) -> tracemalloc.Snapshot:
+    """Print the allocation sites (file:line) that grew most since `previous`; the
+    tracemalloc bookkeeping itself is left out."""
+    snapshot = tracemalloc.take_snapshot().filter_traces(
+        (tracemalloc.Filter(False, tracemalloc.__file__),))
+    traced = sum(stat.size for stat in snapshot.statistics("filename")) / 2**20
+    print(f"     traced by Python: {traced:.1f} MiB", flush=True)
+    if previous is not None:
+        grown = [stat for stat in snapshot.compare_to(previous, "lineno") if stat.size_diff > 0]
+        grown.sort(key=lambda stat: stat.size_diff, reverse=True)
+        for stat in grown[:TRACE_TOP]:
+            print(f"     {stat}", flush=True)
+    return snapshot
+
+
+def object_growth(previous: collections.Counter[str] | None) -> collections.Counter[str]:
+    """Print the object types (tracked by the garbage collector) whose count grew most
+    since `previous`."""
+    counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+    print(f"     gc-tracked objects: {sum(counts.values())}", flush=True)
+    if previous is not None:
+        grown = sorted(((n - previous.get(k, 0), k) for k, n in counts.items()), reverse=True)
+        print("     grew: " + ", ".join(f"{k} +{d}" for d, k in grown[:TRACE_TOP] if d > 0),
+              flush=True)
+    return counts
 
 
 def _interrupted(signum: int, _frame: object) -> None:
@@ -147,11 +240,14 @@ def main(argv: list[str] | None = None) -> int:
         print("bench.soak starts a sandbox Asterisk: run it as root", file=sys.stderr)
         return 2
     # call_rate's world on this bench's own directory and ports
-    call_rate.DATA_DIR = Path(tempfile.gettempdir()) / f"hotline-bench-soak-{os.getuid()}"
-    call_rate.PORTS.update(SOAK_PORTS)
-    call_rate.CALLER_IP, call_rate.AGENT_NET = "127.0.2.2", "127.0.2."
-    call_rate.PORTS["HOTLINE_PBX_CALLER_NETWORKS"] = "127.0.2.2/32"
-    call_rate.PORTS["HOTLINE_PBX_TRUNK_HOST"] = "127.0.2.4"
+    lane = f"-lane{args.lane}" if args.lane else ""
+    call_rate.DATA_DIR = (Path(tempfile.gettempdir())
+                          / f"hotline-bench-soak{lane}-{os.getuid()}")
+    call_rate.PORTS.update({k: str(int(v) + 1000 * args.lane) for k, v in SOAK_PORTS.items()})
+    net = f"127.0.{2 + args.lane}."
+    call_rate.CALLER_IP, call_rate.AGENT_NET = f"{net}2", net
+    call_rate.PORTS["HOTLINE_PBX_CALLER_NETWORKS"] = f"{net}2/32"
+    call_rate.PORTS["HOTLINE_PBX_TRUNK_HOST"] = f"{net}4"
     signal.signal(signal.SIGTERM, _interrupted)
     options = Options(rates=[args.rate], refine=0, resolution=0.1, step_seconds=60,
                       min_calls=1, agents=args.agents, phones=args.phones, talk=args.talk,
@@ -159,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(options)
     samples: list[Sample] = []
     base: Sample | None = None
+    traced: tracemalloc.Snapshot | None = None
+    objects: collections.Counter[str] | None = None
+    if args.trace:
+        tracemalloc.start(1)
     try:
         with bench.running() as centre:
             bound = centre.bus.maxlen
@@ -173,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
                     base = now
                 samples.append(now)
                 print(row(now, base), flush=True)
+                if args.trace:
+                    traced = trace_growth(traced)
+                if args.objects:
+                    objects = object_growth(objects)
     except KeyboardInterrupt:
         print("\ninterrupted: PBX, phones and centre stopped", file=sys.stderr)
         return 130
