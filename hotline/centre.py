@@ -27,6 +27,7 @@ from core.background import BackgroundLoop
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.errors import HotlineError
+from core.memory import limit_malloc_arenas
 from hotline.compose import build
 from hotline.retention import RetentionLoop
 from hotline.web import create_app, stop_web_server
@@ -83,6 +84,7 @@ class Centre:
         self._web_thread: threading.Thread | None = None
 
     def start(self, connect_timeout: float = 15) -> Centre:
+        limit_malloc_arenas()  # before our threads: the soak's memory growth (core/memory)
         self._loop = BackgroundLoop("centre")
         # Callers' IVR sessions get a loop of their own: on the telephony service's loop they
         # waited behind bursts of AMI events, and a late prompt loses a caller's key.

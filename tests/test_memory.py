@@ -1,0 +1,51 @@
+"""core.memory: the centre caps glibc's malloc arenas (bench/soak.py's memory growth)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Eight threads, all alive at once, each allocate blocks too big for Python's small-object
+# allocator, so each goes to glibc malloc from its own thread; malloc_stats() then lists the
+# arenas on stderr.
+SCRIPT = """
+import ctypes, sys, threading
+from core.memory import limit_malloc_arenas
+if sys.argv[1] == "limit":
+    assert limit_malloc_arenas(2)
+kept = []
+together = threading.Barrier(8)
+def allocate():
+    together.wait()  # all alive at once: none takes over an arena another left
+    kept.append([bytes(4096) for _ in range(50)])
+    together.wait()
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+ctypes.CDLL(None).malloc_stats()
+"""
+
+
+def arenas(mode: str, env: dict[str, str] | None = None) -> int:
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", SCRIPT, mode], cwd=root, check=True,
+                          capture_output=True, text=True,
+                          env={**{k: v for k, v in os.environ.items()
+                                  if k != "MALLOC_ARENA_MAX"}, **(env or {})})
+    return sum(line.startswith("Arena ") for line in done.stderr.splitlines())
+
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+
+
+def test_threads_share_two_arenas_once_limited() -> None:
+    assert arenas("free") > 2  # glibc's default: an arena per allocating thread
+    assert arenas("limit") == 2
+
+
+def test_the_operators_malloc_arena_max_wins() -> None:
+    assert arenas("free", {"MALLOC_ARENA_MAX": "3"}) == 3
