@@ -8,12 +8,17 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from asterisk_conf.render import render
-from telephony import cel, directory
+from core.clock import FixedClock
+from core.db import transaction
+from hotline.compose import build
+from telephony import cel, directory, records
+from telephony.service import CEL_MARK_KEY, TelephonyService
 from tests.conftest import make_settings
 
 ROWS = json.loads((Path(__file__).with_name("data") / "cel_two_calls.json").read_text())
@@ -157,3 +162,44 @@ def test_cel_keep_days_is_bounded(tmp_path: Path, value: str) -> None:
 
     with pytest.raises(ConfigError, match=r"pbx\.cel_keep_days"):
         make_settings(tmp_path, HOTLINE_PBX_CEL_KEEP_DAYS=value)
+
+
+def _service(tmp_path: Path) -> TelephonyService:
+    store = _store(tmp_path / "asterisk-cel.db")
+    settings = make_settings(tmp_path / "data", HOTLINE_PBX_CEL_FILE=str(store.path))
+    parts = build(settings)
+    at = datetime.fromtimestamp(1796015900, UTC)
+    return TelephonyService(settings, parts.sessions, parts.bus, FixedClock(at))
+
+
+def test_the_gap_is_the_calls_ended_since_the_mark_not_stored_and_not_up(
+        tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    assert service._ended_in_gap(set(), 1796015900.0) == []  # no mark yet: a fresh install
+    service.redis.set(CEL_MARK_KEY, "1796015822.5")  # before both calls
+    assert [c.call_id for c in service._ended_in_gap(set(), 0)] == [FIRST, SECOND]
+    assert [c.call_id for c in service._ended_in_gap({SECOND}, 0)] == [FIRST]  # still up
+    first = cel.rebuild(_rows(FIRST))
+    assert first is not None
+    with transaction(service.sessions) as session:
+        records.store_call(session, first.record(5))
+    assert [c.call_id for c in service._ended_in_gap(set(), 0)] == [SECOND]
+    # a mark after the first call ended (828.3) and more than the margin (60 s) later
+    service.redis.set(CEL_MARK_KEY, "1796015890.0")
+    assert [c.call_id for c in service._ended_in_gap(set(), 0)] == [SECOND]  # 833.9 + 60
+    service.redis.set(CEL_MARK_KEY, "1796015895.0")
+    assert service._ended_in_gap(set(), 0) == []
+
+
+def test_the_log_keeps_neither_stored_calls_nor_old_rows(tmp_path: Path) -> None:
+    service = _service(tmp_path)
+    first = cel.rebuild(_rows(FIRST))
+    assert first is not None
+    with transaction(service.sessions) as session:
+        records.store_call(session, first.record(5))
+    service.redis.set(CEL_MARK_KEY, "1796015900.0")
+    assert service.trim_cel(1796015900.0) == 17  # the stored first call's rows
+    assert service.cel.ended_between(0) == [SECOND]  # not stored: kept for its rebuild
+    assert service.trim_cel(1796015900.0 + 13 * 86400) == 0  # 14 days kept (the default)
+    assert service.trim_cel(1796015900.0 + 15 * 86400) == 17
+    assert service.cel.ended_between(0) == []
