@@ -159,8 +159,12 @@ class TelephonyService:
         channels = [event_fields(m) for m in answer if m.get("Event") == "CoreShowChannel"]
         now = self.clock.time()
         up = {ch.get("Linkedid") or ch.get("Uniqueid", "") for ch in channels}
-        for call in await asyncio.to_thread(self._ended_in_gap, up, now):
+        gap = await asyncio.to_thread(self._ended_in_gap, up, now)
+        for call in gap:
             self._rebuilt(call)
+        if gap:
+            log.info("%d calls that ended while the AMI link was down rebuilt from "
+                     "Asterisk's channel event log", len(gap))
         for event in self.tracker.resync(channels, now):
             self._emit(event)
         snapshot, wanted = await asyncio.to_thread(self._directory_and_logins)
@@ -216,7 +220,8 @@ class TelephonyService:
                      if c not in up]
             with self.sessions() as session:
                 stored = records.stored_ids(session, ended)
-            rebuilt = [cel.rebuild(self.cel.rows(c)) for c in ended if c not in stored]
+            rows = self.cel.rows_of([c for c in ended if c not in stored])
+            rebuilt = [cel.rebuild(found) for found in rows.values()]
         except Exception as exc:  # an unreadable log leaves the old way: incomplete
             log.warning("cannot read Asterisk's channel event log %s (%s: %s)",
                         self.cel.path, type(exc).__name__, exc)
