@@ -18,6 +18,8 @@ from core.clock import FixedClock
 from core.db import transaction
 from hotline.compose import build
 from telephony import cel, directory, records
+from telephony.calls import CallTracker
+from telephony.events import CallEnded
 from telephony.service import CEL_MARK_KEY, TelephonyService
 from tests.conftest import make_settings
 
@@ -203,3 +205,20 @@ def test_the_log_keeps_neither_stored_calls_nor_old_rows(tmp_path: Path) -> None
     assert service.trim_cel(1796015900.0 + 13 * 86400) == 0  # 14 days kept (the default)
     assert service.trim_cel(1796015900.0 + 15 * 86400) == 17
     assert service.cel.ended_between(0) == []
+
+
+def test_a_call_the_log_ends_leaves_the_tracker_without_an_event() -> None:
+    """In a service that lived through the gap, the call it had open is taken over by the
+    log's rebuild: the tracker forgets it (its IVR path kept), closes nothing as
+    incomplete at the resync, and the missed events arriving late record nothing."""
+    events = json.loads((Path(__file__).with_name("data") / "ami_answered.json").read_text())
+    cut = next(i for i, e in enumerate(events) if e["Event"] == "AgentConnect") + 1
+    tracker = CallTracker()
+    for event in events[:cut]:
+        tracker.feed(event, 1795492100.0)
+    [call_id] = list(tracker.calls)
+    known = tracker.forget(call_id)
+    assert known is not None and known.call_id == call_id and known.ivr_path
+    assert tracker.calls == {} and tracker.resync([], at=1795492200.0) == []
+    late = [out for event in events[cut:] for out in tracker.feed(event, 1795492100.0)]
+    assert not [e for e in late if isinstance(e, CallEnded)]
