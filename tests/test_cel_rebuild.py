@@ -52,13 +52,13 @@ HOTLINE = str(Path(sys.executable).with_name("hotline"))
 @pytest.fixture
 def ten_agents(pbx: Sandbox, pbx_settings: Settings) -> Iterator[None]:
     """The ten agents in the directory and logged in to the default queue; the shared test
-    agents paused meanwhile (their phones are not up in this test)."""
+    agents paused meanwhile (their phones are not up in this test). All undone after."""
     parts = build(pbx_settings)
     queue = pbx_settings.hotline.default_queue
     with transaction(parts.sessions) as session:
         known = {a.number for a in directory.snapshot(session).agents}
         for agent, address in ADDRESS.items():
-            if agent not in known:
+            if agent not in known:  # a run killed half-way may have left them
                 directory.add_agent(session, agent, f"断线测试{agent}",
                                     static_contact=f"sip:{agent}@{address}:{AGENT_PORT}",
                                     queues=(queue,))
@@ -78,6 +78,11 @@ def ten_agents(pbx: Sandbox, pbx_settings: Settings) -> Iterator[None]:
                     tap.action(action)
             for agent in TEST_AGENTS:
                 tap.action(seats.pause_action(agent, False, ""))
+        with transaction(parts.sessions) as session:  # the PBX as the other tests know it
+            for agent in TALK:
+                directory.remove_agent(session, agent)
+            snapshot = directory.snapshot(session)
+        pbx.reload(render(pbx_settings, snapshot))
 
 
 def _start(command: str, workdir: Path) -> subprocess.Popen[bytes]:
