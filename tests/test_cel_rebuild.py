@@ -1,10 +1,12 @@
 """The telephony service killed under ten live calls (issue 15, item 1): the service runs as
 its own process (`hotline telephony`, the IVR beside it as `hotline ivr`), ten kit citizens
 call 12319 and ten kit agents answer; the service is killed with SIGKILL while all ten
-talk, the calls end while it is gone (eight agents hang up after 8 ... 15 s of talk, the
-citizens of the other two after 24 s of their call), and the service is started again. It
+talk, the calls end while it is gone (eight agents hang up after 10 ... 17 s of talk, the
+citizens of the other two after 26 s of their call), and the service is started again. It
 rebuilds the ten calls from Asterisk's channel event log: ten records with the talk times
 the kit measured (within 1 s), none `incomplete`, none twice, each call.ended published once.
+An eleventh citizen calls while the service is gone, finds every agent busy and hangs up in
+the queue: the call began and ended wholly in the gap, and is recorded as abandoned.
 """
 
 from __future__ import annotations
@@ -40,12 +42,13 @@ from tests.conftest import (
 )
 
 # Ten agents of their own, each on its own loopback address, and how long each talks before
-# hanging up (None: until the citizen hangs up, 24 s after the IVR answered them).
-TALK: dict[str, float | None] = {"8170": 8, "8171": 9, "8172": 10, "8173": 11,
-                                 "8174": 12, "8175": 13, "8176": 14, "8177": 15,
+# hanging up (None: until the citizen hangs up, 26 s after the IVR answered them).
+TALK: dict[str, float | None] = {"8170": 10, "8171": 11, "8172": 12, "8173": 13,
+                                 "8174": 14, "8175": 15, "8176": 16, "8177": 17,
                                  "8178": None, "8179": None}
 ADDRESS = {agent: f"127.0.0.{71 + n}" for n, agent in enumerate(TALK)}
 CALLERS = [f"1370000{n:04d}" for n in range(31, 41)]
+IN_THE_GAP = "13700000041"  # the eleventh citizen
 HOTLINE = str(Path(sys.executable).with_name("hotline"))
 
 
@@ -126,7 +129,7 @@ def _published(parts: Parts, after: str) -> list[dict[str, Any]]:
 def _records(parts: Parts) -> list[dict[str, Any]]:
     with parts.sessions() as session:
         found: list[dict[str, Any]] = []
-        for caller in CALLERS:
+        for caller in [*CALLERS, IN_THE_GAP]:
             found += records.find_calls(session, records.CallQuery(caller_number=caller))[1]
         return found
 
@@ -149,7 +152,7 @@ def test_the_service_killed_under_ten_live_calls_rebuilds_them_from_asterisks_lo
                 agent: phones.enter_context(kit.agent_phone(
                     agent, ADDRESS[agent], port=AGENT_PORT, answer_after=0.5,
                     talk_seconds=talk)) for agent, talk in TALK.items()}
-            run = kit.start_calls(Call(script=(Wait(1), Dtmf("1"), Wait(24), Hangup()),
+            run = kit.start_calls(Call(script=(Wait(1), Dtmf("1"), Wait(26), Hangup()),
                                        max_seconds=60),
                                   count=10, rate=5, caller_ids=CALLERS)
 
@@ -163,15 +166,20 @@ def test_the_service_killed_under_ten_live_calls_rebuilds_them_from_asterisks_lo
             wait_until(lambda: talking() >= set(CALLERS), 30, "not all ten calls answered")
             service.send_signal(signal.SIGKILL)  # no goodbye: it stores nothing more
             service.wait(10)
+            # in the queue for about a second, every agent busy (the first is free again
+            # 10 s after it answered, at least 4 s from now)
+            gap_call = kit.start_calls(Call(caller_id=IN_THE_GAP, script=(
+                Wait(1), Dtmf("1"), Wait(2), Hangup()), max_seconds=20))
             results = run.wait()  # ... and every call ends while it is gone
             assert [r.outcome for r in results] == ["answered"] * 10
+            assert [r.outcome for r in gap_call.wait()] == ["answered"]  # by the IVR
             assert "0 active calls" in pbx.cli("core show channels count")
             assert _records(parts) == []  # none stored before it died: all ended in the gap
             restarted = time.time()
             service = _start("telephony", tmp_path)
             running.append(service)
             _wait_connected(parts, restarted, tmp_path)
-            wait_until(lambda: len(_records(parts)) >= 10, 20, "the ten calls not stored")
+            wait_until(lambda: len(_records(parts)) >= 11, 20, "the eleven calls not stored")
             time.sleep(1)  # anything stored or published twice would show by now
             stored, published = _records(parts), _published(parts, after)
         finally:
@@ -182,8 +190,15 @@ def test_the_service_killed_under_ten_live_calls_rebuilds_them_from_asterisks_lo
                 for agent, results in answered.items() for r in results
                 if r.from_user in CALLERS and r.answered_at and r.ended_at}
     assert len(kit_talk) == 10, kit_talk  # each agent took one of the calls
-    assert sorted(r["caller_number"] for r in stored) == CALLERS  # none twice, none lost
+    # none twice, none lost
+    assert sorted(r["caller_number"] for r in stored) == [*CALLERS, IN_THE_GAP]
+    [gap] = [r for r in stored if r["caller_number"] == IN_THE_GAP]
+    assert (gap["outcome"], gap["queue"], gap["agent"]) == ("abandoned", "intake", None)
+    assert gap["hangup_by"] == "citizen" and gap["incomplete"] is False
+    assert 0 < gap["wait_seconds"] < 3 and gap["agent_attempts"] == []
     for record in stored:
+        if record is gap:
+            continue
         agent, caller = record["agent"], record["caller_number"]
         assert record["incomplete"] is False, record
         assert (record["outcome"], record["queue"]) == ("answered", "intake")
