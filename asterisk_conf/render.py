@@ -15,6 +15,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from core.config import Settings
+from telephony.cel import CEL_STORE
 from telephony.directory import BROWSER_SUFFIX, Directory
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -51,6 +52,8 @@ MODULES = (
     "app_read.so", "app_verbose.so", "app_echo.so", "app_senddtmf.so", "app_stack.so",
     "app_exec.so", "app_userevent.so", "app_originate.so", "app_record.so",
     "app_chanspy.so",
+    # channel event logging to SQLite: the record of calls the centre missed (telephony.cel)
+    "res_cdrel_custom.so", "cel_sqlite3_custom.so", "app_celgenuserevent.so",
     "func_callerid.so", "func_channel.so", "func_strings.so", "func_logic.so",
     "func_global.so", "func_cut.so", "func_hangupcause.so", "func_uri.so", "func_math.so",
     "func_timeout.so", "func_db.so", "func_shell.so",
@@ -59,7 +62,8 @@ MODULES = (
 FILES = ("asterisk.conf", "http.conf", "modules.conf", "logger.conf", "manager.conf", "rtp.conf",
          "musiconhold.conf", "pjsip.conf", "queues.conf", "extensions.conf", "indications.conf",
          "features.conf", "cdr.conf", "cel.conf", "acl.conf", "udptl.conf", "pjproject.conf",
-         "ccss.conf", "stasis.conf")
+         "ccss.conf", "stasis.conf", "cel_sqlite3_custom.conf")
+
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -98,6 +102,7 @@ def render(settings: Settings, directory: Directory) -> dict[str, str]:
         "tls_cert": TLS_CERT,
         "tls_key": TLS_KEY,
         "host_addresses": host_addresses(),
+        "cel_store": CEL_STORE,
     }
     return {name: env.get_template(f"{name}.tmpl").render(context) for name in FILES}
 

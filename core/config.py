@@ -260,6 +260,11 @@ class Pbx:
     recordings_path_in_pbx: Text = "/var/spool/hotline/recordings"
     prompts_path_in_pbx: Text = "/var/lib/hotline/prompts"
     boot_timeout: Positive = 30
+    # Asterisk's channel event log (CEL), the SQLite file it writes (telephony.cel) as the
+    # centre reads it; empty: <data_dir>/pbx/log/hotline-cel.db, the sandbox's log bind
+    cel_file: DirOrDefault = None
+    # CEL rows older than this are deleted (those of calls already stored sooner)
+    cel_keep_days: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=3650)] = 14
 
     @model_validator(mode="after")
     def _rtp_range(self) -> Any:

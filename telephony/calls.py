@@ -461,6 +461,18 @@ class CallTracker:
 
     # ------------------------------------------------------------------ reconciling
 
+    def forget(self, call_id: str) -> LiveCall | None:
+        """Drop a live call whose end is known from elsewhere (Asterisk's channel event
+        log, telephony.cel) as finished, with no event; the call as it was known."""
+        call = self.calls.pop(call_id, None)
+        if call is not None:
+            for uniqueid in call.legs:
+                self._leg_call.pop(uniqueid, None)
+        self._finished[call_id] = None
+        while len(self._finished) > RECENT_CALLS_KEPT:
+            self._finished.popitem(last=False)
+        return call
+
     def resync(self, active: list[dict[str, str]], at: float) -> list[DomainEvent]:
         """Match Asterisk's real channels (CoreShowChannel entries) after a reconnect.
 

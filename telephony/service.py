@@ -7,6 +7,13 @@ in, pause, resume, log out). After every (re)connect it asks Asterisk which chan
 queue members exist, so calls that ended while the link was down are closed, none is left
 as a ghost, and agents who were logged in before an Asterisk restart are logged in again.
 Reconnects back off up to 30 s.
+
+Calls that ended while the link was down (the service crashed, restarted, lost the network)
+are rebuilt from Asterisk's own channel event log (telephony.cel) with their true times,
+queue, agent and outcome: the service keeps a high-water mark in Redis (every call it has
+not stored began at or after it), and each resync stores every call the log shows ended
+since then that is neither stored nor still up. Only a call the log lacks is closed as
+`incomplete`. The log's rows are trimmed hourly (pbx.cel_keep_days, and stored calls').
 """
 
 from __future__ import annotations
@@ -30,13 +37,14 @@ from core.db import transaction
 from core.events import EventBus
 from recordings import transcribe_worker
 from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path
-from telephony import callbacks, commands, directory, link, records, seats, wallboard
+from telephony import callbacks, cel, commands, directory, link, records, seats, wallboard
 from telephony.ami import AmiClient, AmiError, event_fields
-from telephony.calls import CallTracker
+from telephony.calls import CallTracker, LiveCall
 from telephony.events import (
     AgentConnected,
     CallAbandoned,
     CallEnded,
+    CallStarted,
     DomainEvent,
     OutboundCallFailed,
     QueueJoined,
@@ -63,6 +71,11 @@ OUTBOUND_REASON_WAIT = 1.0
 SPY_MODES = ("listen", "whisper", "barge")
 SPY_CONTEXT = "hotline-spy"
 SPY_RING_SECONDS = 30
+# The high-water mark of the channel event log: every call not yet stored began at or after
+# it (Unix epoch seconds, Asterisk's clock). Read back with a margin, for rows written late.
+CEL_MARK_KEY = "telephony:cel_mark"
+CEL_MARGIN_SECONDS = 60.0
+CEL_TRIM_SECONDS = 3600.0
 
 
 class TelephonyService:
@@ -87,6 +100,10 @@ class TelephonyService:
         self._outbound_legs: dict[str, str] = {}  # its channel -> ActionID
         self._outbound_status: dict[str, str] = {}  # ActionID -> DialStatus
         self._untimed_warned = False
+        self.cel = cel.CelStore(cel.store_path(settings))
+        self.rebuilt = 0  # calls stored from the channel event log
+        self._storing: dict[str, float] = {}  # call ended, record being stored -> began
+        self._last_event_at: float | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set."""
@@ -96,6 +113,7 @@ class TelephonyService:
         self.board.restore(saved.values())
         command_loop = asyncio.create_task(self._serve_commands(stop))
         link_state = asyncio.create_task(link.keep(self.redis, self.connected, stop))
+        cel_trim = asyncio.create_task(self._trim_cel_hourly(stop))
         while not stop.is_set():
             lost = asyncio.Event()
             client = AmiClient(self.settings, self.clock)
@@ -127,6 +145,7 @@ class TelephonyService:
             self.client = None
         await command_loop
         await link_state
+        await cel_trim
         await self.drain()
 
     async def drain(self) -> None:
@@ -141,6 +160,13 @@ class TelephonyService:
         answer = await client.action({"Action": "CoreShowChannels"}, timeout=10, as_list=True)
         channels = [event_fields(m) for m in answer if m.get("Event") == "CoreShowChannel"]
         now = self.clock.time()
+        up = {ch.get("Linkedid") or ch.get("Uniqueid", "") for ch in channels}
+        gap = await asyncio.to_thread(self._ended_in_gap, up, now)
+        for call in gap:
+            self._rebuilt(call)
+        if gap:
+            log.info("%d calls that ended while the AMI link was down rebuilt from "
+                     "Asterisk's channel event log", len(gap))
         for event in self.tracker.resync(channels, now):
             self._emit(event)
         snapshot, wanted = await asyncio.to_thread(self._directory_and_logins)
@@ -166,8 +192,77 @@ class TelephonyService:
                     log.warning("cannot log %s in again: %s", login.agent_number, exc)
         for request_id in await asyncio.to_thread(self._waiting_callbacks):
             await self._hold_place(request_id)  # requested while the link was down
+        self._save_mark(now)
         log.info("AMI resync: %d channels, %d live calls, %d queue members", len(channels),
                  len(self.tracker.calls), len(members))
+
+    # ------------------------------------------------------------------ the gap (CEL)
+
+    def _save_mark(self, now: float | None = None) -> None:
+        """Persist the high-water mark: the start of the oldest call not yet stored, else
+        the last event seen (else `now`, right after a resync found nothing open)."""
+        starts = [c.started_at for c in self.tracker.calls.values()]
+        starts += list(self._storing.values())
+        mark = min(starts) if starts else (self._last_event_at or now)
+        if mark is not None:
+            self.redis.set(CEL_MARK_KEY, repr(mark))
+
+    def _ended_in_gap(self, up: set[str], now: float) -> list[LiveCall]:
+        """The calls Asterisk's channel event log shows ended since the mark that are not
+        stored and not up now, rebuilt; none before the first mark (a fresh install)."""
+        saved = self.redis.get(CEL_MARK_KEY)
+        try:
+            mark = float(saved) if saved is not None else None
+        except ValueError:
+            mark = None
+        if mark is None:
+            return []
+        try:
+            ended = [c for c in self.cel.ended_between(mark - CEL_MARGIN_SECONDS)
+                     if c not in up]
+            with self.sessions() as session:
+                stored = records.stored_ids(session, ended)
+            rows = self.cel.rows_of([c for c in ended if c not in stored])
+            rebuilt = [cel.rebuild(found) for found in rows.values()]
+        except Exception as exc:  # an unreadable log leaves the old way: incomplete
+            log.warning("cannot read Asterisk's channel event log %s (%s: %s)",
+                        self.cel.path, type(exc).__name__, exc)
+            return []
+        return [call for call in rebuilt if call is not None]
+
+    def _rebuilt(self, call: LiveCall) -> None:
+        """Store a call rebuilt from the log once, as the live path would have ended it;
+        what the service knew of it live (the IVR path) is kept."""
+        known = self.tracker.forget(call.call_id)
+        if known is not None:
+            call.ivr_path = known.ivr_path
+        ended = call.ended_at() or call.started_at
+        self.rebuilt += 1
+        self._emit(CallEnded(call_id=call.call_id, at=ended,
+                             record=call.record(self.tracker.short_abandon_seconds)))
+
+    async def _trim_cel_hourly(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await _wait_either(stop, asyncio.Event(), CEL_TRIM_SECONDS)
+            if stop.is_set():
+                return
+            try:
+                gone = await asyncio.to_thread(self.trim_cel, self.clock.time())
+                log.info("channel event log: %d rows trimmed", gone)
+            except Exception:
+                log.exception("trimming the channel event log failed")
+
+    def trim_cel(self, now: float) -> int:
+        """Delete the log's rows older than pbx.cel_keep_days, and those of calls stored
+        before the mark (their records are the centre's); how many rows went."""
+        saved = self.redis.get(CEL_MARK_KEY)
+        mark = float(saved) if saved is not None else now
+        done = self.cel.ended_between(0.0, mark - CEL_MARGIN_SECONDS)
+        stored: list[str] = []
+        with self.sessions() as session:
+            for first in range(0, len(done), 500):
+                stored += records.stored_ids(session, done[first:first + 500])
+        return self.cel.trim(now - self.settings.pbx.cel_keep_days * 86400, stored)
 
     def _rebuild_live_calls(self, waiting: list[dict[str, str]], now: float) -> None:
         """The wallboard's live calls (telephony.wallboard) from the tracker as just
@@ -216,6 +311,7 @@ class TelephonyService:
         event = event_fields(message)
         received_at = getattr(message, "received_at", None) or self.clock.time()
         logs.CALL_ID.set(event.get("Linkedid", ""))  # on what this event's handling logs
+        self._last_event_at = _event_time(event, received_at)
         if "Timestamp" not in event and not self._untimed_warned:
             self._untimed_warned = True
             log.warning("Asterisk's AMI events carry no Timestamp: calls are timed as their "
@@ -316,8 +412,11 @@ class TelephonyService:
         self._live_call_moved(event)
         if isinstance(event, CallEnded):
             # Storing waits for the recording to be closed: off the event loop.
+            self._storing[event.call_id] = event.record.get("started_at") or event.at
             self._spawn(self._finish(event))
             return
+        if isinstance(event, CallStarted):
+            self._save_mark()
         if isinstance(event, SeatChanged):
             seat = self.board.seat(event.agent)
             self.redis.hset(seats.SEATS_KEY, event.agent, json.dumps(seat.as_dict()))
@@ -342,6 +441,9 @@ class TelephonyService:
     async def _finish(self, event: CallEnded) -> None:
         try:
             record, new = await asyncio.to_thread(self._store, event.record)
+            # stored: the mark may pass it (a failed store keeps it, for the log's rebuild)
+            self._storing.pop(event.call_id, None)
+            self._save_mark()
             # off the board's live calls once its record is there to count: no gap
             await asyncio.to_thread(wallboard.drop_live_call, self.redis, event.call_id)
             if new:  # a replayed call was announced the first time
@@ -633,6 +735,15 @@ class TelephonyService:
         if answer.get("Response") == "Error" and tolerate not in answer.get("Message", "~"):
             raise commands.CommandError(f"Asterisk: {answer.get('Message')}")
 
+
+
+def _event_time(event: dict[str, str], received_at: float) -> float:
+    """When Asterisk says the event happened, else when it reached us."""
+    try:
+        stamp = float(event.get("Timestamp") or "nan")
+    except ValueError:
+        return received_at
+    return stamp if stamp > 0 and stamp != float("inf") else received_at
 
 
 def spied_channel(agent: str, channels: list[dict[str, str]]) -> tuple[str, str] | None:
