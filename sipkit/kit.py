@@ -458,6 +458,44 @@ class SipKit:
         return CallRun(proc, workdir, count, ids, time.monotonic() + timeout + 10,
                        self.keep_files or bool(os.environ.get("HOTLINE_KIT_KEEP")))
 
+    def register(self, user: str, password: str, ip: str, attempts: int = 1,
+                 expires: int = 60) -> list[int | None]:
+        """Register as `user` with `password` from `ip`, `attempts` times one after the
+        other; each attempt's final status (200 registered, 401 wrong password, 403
+        refused outright; None: no answer). Expires 0 unregisters."""
+        sipp = _require_sipp()
+        if attempts < 1 or not re.fullmatch(r"[A-Za-z0-9._-]{1,40}", user):
+            raise KitError("register: a SIP user name and at least one attempt")
+        if not password.isprintable() or not password or " " in password:
+            raise KitError("register: a password without spaces")
+        workdir = Path(tempfile.mkdtemp(prefix=f"kit-register-{user}-"))
+        (workdir / "register.xml").write_text(scenarios.registration(user, expires))
+        command = [
+            sipp, f"{self.pbx_host}:{self.pbx_port}", "-sf", "register.xml",
+            "-i", ip, "-bind_local", "-p", str(free_port(ip)), "-cp", str(free_port("127.0.0.1")),
+            "-au", user, "-ap", password, "-m", str(attempts), "-l", "1", "-r", "5",
+            "-timeout", str(10 + 5 * attempts), "-nostdin", "-aa", "-recv_timeout", "4000",
+            *_TRACE,
+        ]
+        proc = _spawn(command, workdir)
+        try:
+            proc.wait(timeout=20 + 5 * attempts)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        events = _parse_log(workdir / "calls.log")
+        if not events:
+            detail = _tail(workdir / "errors.log") or _tail(workdir / "screen.log")
+            raise KitError(f"sipp sent no REGISTER (exit {proc.returncode}): {detail}")
+        statuses: list[int | None] = []
+        for n in range(1, attempts + 1):
+            final = [int(d) for e, _, d in events.get(n, [])
+                     if e in ("registered", "denied", "forbidden")]
+            statuses.append(final[-1] if final else None)
+        if not (self.keep_files or os.environ.get("HOTLINE_KIT_KEEP")):
+            shutil.rmtree(workdir, ignore_errors=True)
+        return statuses
+
     def agent_phone(self, number: str, ip: str, **options: object) -> AgentPhone:
         return AgentPhone(number, ip, **options)  # type: ignore[arg-type]
 

@@ -28,7 +28,16 @@ from core.db import transaction
 from core.events import EventBus
 from recordings import transcribe_worker
 from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path
-from telephony import callbacks, commands, directory, link, records, seats, wallboard
+from telephony import (
+    callbacks,
+    commands,
+    directory,
+    link,
+    records,
+    seats,
+    sipguard,
+    wallboard,
+)
 from telephony.ami import AmiClient, AmiError, event_fields
 from telephony.calls import CallTracker
 from telephony.events import (
@@ -61,6 +70,7 @@ OUTBOUND_REASON_WAIT = 1.0
 SPY_MODES = ("listen", "whisper", "barge")
 SPY_CONTEXT = "hotline-spy"
 SPY_RING_SECONDS = 30
+BAN_SWEEP_SECONDS = 1.0  # how soon an ended or lifted SIP ban reaches Asterisk
 
 
 class TelephonyService:
@@ -85,6 +95,11 @@ class TelephonyService:
         self._outbound_legs: dict[str, str] = {}  # its channel -> ActionID
         self._outbound_status: dict[str, str] = {}  # ActionID -> DialStatus
         self._untimed_warned = False
+        # SIP security: failures counted per address; the bans Asterisk was last given
+        self.guard = sipguard.FailureCounter.from_settings(settings)
+        self._banned: set[str] = set()  # standing or being stored: not counted again
+        self._bans_applied: frozenset[str] | None = None
+        self._bans_changed = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set."""
@@ -94,6 +109,7 @@ class TelephonyService:
         self.board.restore(saved.values())
         command_loop = asyncio.create_task(self._serve_commands(stop))
         link_state = asyncio.create_task(link.keep(self.redis, self.connected, stop))
+        ban_keeper = asyncio.create_task(self._keep_bans(stop))
         while not stop.is_set():
             lost = asyncio.Event()
             client = AmiClient(self.settings, self.clock)
@@ -118,6 +134,8 @@ class TelephonyService:
                 continue
             backoff = BACKOFF_FIRST
             self.connections += 1
+            self._bans_applied = None  # a restarted Asterisk is given the ban list again
+            self._bans_changed.set()
             self.connected.set()
             await _wait_either(stop, lost)
             self.connected.clear()
@@ -125,6 +143,7 @@ class TelephonyService:
             self.client = None
         await command_loop
         await link_state
+        await ban_keeper
         await self.drain()
 
     async def drain(self) -> None:
@@ -218,6 +237,8 @@ class TelephonyService:
                              + self.board.feed(event, received_at)):
             self._emit(domain_event)
         name = event.get("Event")
+        if name in sipguard.FAILURES:
+            self._sip_failure(name, event, received_at)
         if name == "AgentRingNoAnswer":
             self._maybe_auto_pause(event.get("MemberName", ""))
         elif name == "QueueMemberPause":
@@ -249,6 +270,70 @@ class TelephonyService:
         if self.board.intervals:
             finished, self.board.intervals = self.board.intervals, []
             self._spawn(asyncio.to_thread(self._store_intervals, finished))
+
+    # ------------------------------------------------------------------ SIP security
+
+    def _sip_failure(self, name: str, event: dict[str, str], at: float) -> None:
+        """One failed SIP authentication (a security event): the address is banned when it
+        has failed sip.ban_threshold times within the window."""
+        where = sipguard.remote_address(event.get("RemoteAddress", ""))
+        if where is None or where in self._banned:
+            return
+        count = self.guard.failed(where, at)
+        if count is None:
+            return
+        self._banned.add(where)
+        reason = f"{name} {event.get('AccountID', '')}".strip()
+        self._spawn(self._ban(where, count, reason))
+
+    async def _ban(self, where: str, failures: int, reason: str) -> None:
+        now = self.clock.now()
+        until = await asyncio.to_thread(self._store_ban, where, failures, reason, now)
+        if until is not None:
+            log.warning("SIP: %s banned until %s after %d failures (%s)", where,
+                        until.isoformat(), failures, reason)
+            self.bus.publish(sipguard.SipAddressBanned(
+                at=now.timestamp(), address=where, failures=failures, reason=reason,
+                until=until.timestamp()))
+        self._bans_changed.set()
+
+    def _store_ban(self, where: str, failures: int, reason: str, now: Any) -> Any:
+        with transaction(self.sessions) as session:
+            row = sipguard.ban(session, where, failures, reason, now,
+                               self.settings.sip.ban_seconds)
+            return None if row is None else row.until
+
+    def _standing_bans(self) -> frozenset[str]:
+        """Bans whose time is up are lifted; the addresses of those standing now."""
+        now = self.clock.now()
+        with transaction(self.sessions) as session:
+            for where in sipguard.expire(session, now):
+                log.info("SIP: the ban on %s has ended", where)
+            return frozenset(b.address for b in sipguard.standing(session, now))
+
+    async def _keep_bans(self, stop: asyncio.Event) -> None:
+        """Asterisk's ban ACL follows the standing bans: after a ban, at each sweep (a ban
+        ended, or was lifted by `hotline sip unban` in another process) and on connecting."""
+        while not stop.is_set():
+            self._bans_changed.clear()
+            if self.client is not None:
+                try:
+                    await self._apply_bans()
+                except Exception as exc:
+                    log.warning("SIP: the ban list could not be given to Asterisk (%s: %s)",
+                                type(exc).__name__, exc)
+            await _wait_either(stop, self._bans_changed, BAN_SWEEP_SECONDS)
+
+    async def _apply_bans(self) -> None:
+        wanted = await asyncio.to_thread(self._standing_bans)
+        if wanted == self._bans_applied:
+            return
+        await self._ami(sipguard.acl_update(sorted(wanted)))
+        self._bans_applied = wanted
+        # an address whose ban ended (or was lifted) is counted afresh
+        for where in self._banned - wanted:
+            self.guard.forget(where)
+        self._banned = set(wanted)
 
     # ------------------------------------------------------------------ callbacks
 
