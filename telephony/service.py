@@ -314,22 +314,31 @@ class TelephonyService:
     async def _keep_bans(self, stop: asyncio.Event) -> None:
         """Asterisk's ban ACL follows the standing bans: after a ban, at each sweep (a ban
         ended, or was lifted by `hotline sip unban` in another process) and on connecting."""
+        failed = ""
         while not stop.is_set():
             self._bans_changed.clear()
             if self.client is not None:
                 try:
                     await self._apply_bans()
+                    failed = ""
                 except Exception as exc:
-                    log.warning("SIP: the ban list could not be given to Asterisk (%s: %s)",
-                                type(exc).__name__, exc)
+                    if f"{exc}" != failed:  # said once, not at every sweep
+                        log.warning("SIP: the ban list could not be given to Asterisk "
+                                    "(%s: %s)", type(exc).__name__, exc)
+                    failed = f"{exc}"
             await _wait_either(stop, self._bans_changed, BAN_SWEEP_SECONDS)
 
     async def _apply_bans(self) -> None:
         wanted = await asyncio.to_thread(self._standing_bans)
         if wanted == self._bans_applied:
             return
-        await self._ami(sipguard.acl_update(sorted(wanted)))
-        self._bans_applied = wanted
+        if self._bans_applied is None and self.client is not None:
+            # just connected: Asterisk may have them already (no reload needed then)
+            answer = await self.client.action(sipguard.acl_read(), timeout=5, as_list=False)
+            self._bans_applied = sipguard.denied(answer)
+        if wanted != self._bans_applied:
+            await self._ami(sipguard.acl_update(sorted(wanted)))
+            self._bans_applied = wanted
         # an address whose ban ended (or was lifted) is counted afresh
         for where in self._banned - wanted:
             self.guard.forget(where)

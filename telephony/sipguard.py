@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import ClassVar
@@ -173,3 +173,27 @@ def acl_update(addresses: Sequence[str]) -> dict[str, str]:
         action.update({f"Action-{n:06d}": "Append", f"Cat-{n:06d}": BANS_ACL,
                        f"Var-{n:06d}": option, f"Value-{n:06d}": value})
     return action
+
+
+def acl_read() -> dict[str, str]:
+    """The AMI GetConfig action that reads pjsip_bans.conf as Asterisk has it now."""
+    return {"Action": "GetConfig", "Filename": BANS_FILE, "Category": BANS_ACL}
+
+
+def denied(answer: Mapping[str, object]) -> frozenset[str] | None:
+    """The addresses a GetConfig answer's [hotline-bans] denies; None if Asterisk has no
+    such ACL (an older rendering, a file removed): then it must be written."""
+    if answer.get("Response") != "Success":
+        return None
+    found = set()
+    for key, value in answer.items():
+        if not key.lower().startswith("line-") or not isinstance(value, str):
+            continue
+        option, _, rule = value.partition("=")
+        if option.strip() != "deny":
+            continue
+        try:
+            found.add(str(ipaddress.ip_network(rule.strip(), strict=False).network_address))
+        except ValueError:
+            return None  # a line we did not write: rewrite the file
+    return frozenset(found)

@@ -299,3 +299,14 @@ def test_the_it_staff_see_and_rotate_a_desk_phones_password(
         assert [(e.action, e.actor) for e in trail][-2:] == [
             ("sip_password_shown", "cli:it-staff"), ("sip_password_rotated", "cli:it-staff")]
 
+
+
+def test_the_bans_asterisk_has_are_read_from_its_getconfig_answer() -> None:
+    # as Asterisk answers GetConfig for pjsip_bans.conf, category hotline-bans
+    answer = {"Response": "Success", "ActionID": "7", "Category-000000": "hotline-bans",
+              "Line-000000-000000": "type=acl", "Line-000000-000001": "deny=192.0.2.7/32",
+              "Line-000000-000002": "deny=192.0.2.9/255.255.255.255"}
+    assert sipguard.denied(answer) == {"192.0.2.7", "192.0.2.9"}
+    assert sipguard.denied({"Response": "Success", "Line-000000-000000": "type=acl"}) == set()
+    assert sipguard.denied({"Response": "Error", "Message": "Config file not found"}) is None
+    assert sipguard.denied({"Response": "Success", "Line-000000-000001": "deny=junk"}) is None
