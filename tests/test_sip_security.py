@@ -28,8 +28,9 @@ from core.config import Settings
 from core.db import make_engine, session_factory, transaction, upgrade
 from hotline.centre import Centre
 from hotline.cli import cli
-from sipkit.kit import Call, Hangup, SipKit, Wait
+from sipkit.kit import Call, Hangup, KitError, SipKit, Wait, free_port
 from telephony import directory, sipguard
+from telephony.ami import EventTap
 from telephony.models import SipBan
 from tests.conftest import TEST_PBX_ENV, make_settings, wait_until
 
@@ -38,6 +39,7 @@ ROGUE_IP = "127.0.0.47"  # the client that guesses passwords
 # callers outside the caller networks (127.0.0.2/32), each on its own address
 OUTSIDE_IPS = ("127.0.0.48", "127.0.0.50", "127.0.0.51")
 AGENT = "8147"  # an agent whose phone registers (no fixed address)
+PHONE_IP = "127.0.0.52"  # where that agent's kit desk phone sits
 
 
 # ----------------------------------------------------------------------------- units
@@ -274,6 +276,23 @@ def test_a_caller_outside_the_caller_networks_is_refused(
     assert call_from(OUTSIDE_IPS[1], "trunk") == ("rejected", 401, None)
     # and a plain caller number from there matches no endpoint at all
     assert call_from(OUTSIDE_IPS[2], "13800138000") == ("rejected", 401, None)
+
+
+def test_a_kit_desk_phone_registers_with_its_password_and_is_rung(
+        guarded: Guarded, pbx_settings: Settings, ami: EventTap) -> None:
+    kit = SipKit(pbx_host=pbx_settings.pbx.bind_address, pbx_port=pbx_settings.pbx.sip_port)
+    port = free_port(PHONE_IP)
+    with pytest.raises(KitError, match="could not register: \\[401\\]"):
+        kit.agent_phone(AGENT, PHONE_IP, port=port, password="not-its-password").start()
+    with kit.agent_phone(AGENT, PHONE_IP, port=port, password=guarded.password,
+                         answer_after=0.5, talk_seconds=1) as phone:
+        answer = ami.action({"Action": "Originate", "Channel": f"PJSIP/{AGENT}",
+                             "Application": "Wait", "Data": "3", "Async": "true"})
+        assert answer.get("Response") == "Success", answer
+        wait_until(lambda: [r.outcome for r in phone.results()] == ["answered"], 15,
+                   "the registered phone was not rung at its registered address")
+        wait_until(lambda: phone.results()[0].hangup_by == "agent", 10,
+                   "the phone did not hang up after its talk time")
 
 
 def test_the_it_staff_see_and_rotate_a_desk_phones_password(
