@@ -14,6 +14,8 @@ published while the centre is down is relayed when it returns, and turns:
   so a map redraws an order opened, moved or closed without being reloaded.
 - `speech.keyword` (a configured keyword in a stored transcript) into a "notice" for the
   supervisors' desks (feed.SUPERVISORS), with the masked utterance.
+- `sip.banned` (an address banned after failed SIP sign-ins) into a "notice" for the
+  supervisors' desks, with the address, its failures and until when.
 
 The screen pop ("pop") is another loop's (agent_desk's pop composer).
 """
@@ -112,6 +114,13 @@ class DeskRelay:
                           "call_id": event.get("call_id", ""), "leg": event.get("leg", ""),
                           "offset_seconds": event.get("offset_seconds"),
                           "excerpt": event.get("excerpt", "")}}
+        if kind == "sip.banned":  # an address banned after failed SIP sign-ins (SIP 封禁)
+            return feed.SUPERVISORS, "notice", {
+                "source": "sip", "at": event.get("at"),
+                "alert": {"key": event.get("id", ""), "kind": "sip_ban",
+                          "address": event.get("address", ""),
+                          "threshold": event.get("failures"), "until": event.get("until"),
+                          "reason": event.get("reason", "")}}
         return None
 
     def seat_state(self, event: dict[str, Any]) -> dict[str, Any]:

@@ -560,6 +560,19 @@ class Observability:
     log_format: Literal["text", "json"] = "text"
 
 
+@section
+class Sip:
+    """SIP security (SIP 安全): failed registrations and calls ban their address for a while."""
+
+    # failures (wrong password, unknown account, refused by an ACL) from one address within
+    # ban_window_seconds that ban it, and for how long; Asterisk refuses its requests (403)
+    ban_threshold: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=1000)] = 5
+    ban_window_seconds: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=86_400)] = 300
+    ban_seconds: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=30 * 86_400)] = 3600
+    # addresses never banned (the carrier's trunk, the centre's own hosts), as CIDR
+    never_ban: Networks = ("127.0.0.1/32",)
+
+
 SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "storage": Storage,
     "pbx": Pbx,
@@ -579,6 +592,7 @@ SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "portal": Portal,
     "speech": Speech,
     "observability": Observability,
+    "sip": Sip,
 }
 _MAPPINGS = {"pause_reasons", "dispositions"}
 
@@ -604,6 +618,7 @@ class Settings:
     portal: Portal
     speech: Speech
     observability: Observability
+    sip: Sip
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

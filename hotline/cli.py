@@ -192,12 +192,13 @@ def pbx() -> None:
 def _rendered(settings: Settings) -> dict[str, str]:
     from asterisk_conf.render import render
     from core.db import transaction
-    from telephony import directory
+    from telephony import directory, sipguard
 
     with transaction(_session_factory(settings)) as session:
         directory.ensure_queue(session, settings.hotline.default_queue, "综合受理")
         snap = directory.snapshot(session)
-    return render(settings, snap)
+        bans = [b.address for b in sipguard.standing(session, SYSTEM_CLOCK.now())]
+    return render(settings, snap, bans)
 
 
 @pbx.command("up")
@@ -1626,3 +1627,79 @@ def restore_command(ctx: click.Context, archive: str) -> None:
         click.echo(f"restore: {problem}", err=True)
     if done.problems:
         sys.exit(1)
+
+
+# ------------------------------------------------------------------------------ SIP security
+
+@agents.command("sip-password")
+@click.argument("number")
+@click.option("--rotate", is_flag=True, help="Make a new password (the phone must be given "
+              "it; the PBX is reloaded when the sandbox runs). Audited.")
+@click.pass_context
+def agents_sip_password(ctx: click.Context, number: str, rotate: bool) -> None:
+    """Show (or --rotate) the SIP digest password of an agent's desk phone and softphone."""
+    from accounts import audit
+    from core.db import transaction
+    from telephony import directory
+
+    settings = _settings(ctx)
+    with transaction(_session_factory(settings)) as session:
+        password = (directory.rotate_sip_password(session, number) if rotate
+                    else directory.sip_password(session, number))
+        audit.record(session, audit.SIP_PASSWORD_ROTATED if rotate else audit.SIP_PASSWORD_SHOWN,
+                     actor=_cli_actor(), now=SYSTEM_CLOCK.now(), target=number,
+                     detail={"from": "cli"})
+    click.echo(password)
+    if rotate:
+        _reload_pbx(settings)
+
+
+def _reload_pbx(settings: Settings) -> None:
+    """Give a running sandbox the new configuration; say what to do otherwise."""
+    from asterisk_conf.sandbox import Sandbox
+
+    sandbox = Sandbox(settings)
+    if settings.pbx.mode == "sandbox" and sandbox.running():
+        sandbox.reload(_rendered(settings))
+        click.echo("pbx: configuration reloaded", err=True)
+    else:
+        click.echo("run 'hotline pbx up' (or 'pbx render') to apply", err=True)
+
+
+@cli.group()
+def sip() -> None:
+    """SIP security: addresses banned after repeated failed sign-ins (SIP 封禁)."""
+
+
+@sip.command("bans")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def sip_bans(ctx: click.Context, as_json: bool) -> None:
+    """The bans standing now; the running telephony service lifts each when it ends."""
+    from telephony import sipguard
+
+    with _session_factory(_settings(ctx))() as session:
+        rows = [{"address": b.address, "failures": b.failures, "reason": b.reason,
+                 "banned_at": b.banned_at.isoformat(), "until": b.until.isoformat()}
+                for b in sipguard.standing(session, SYSTEM_CLOCK.now())]
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['address']:<39} until {row['until']}  {row['failures']} failures "
+                   f"({row['reason']})")
+    click.echo(f"{len(rows)} banned")
+
+
+@sip.command("unban")
+@click.argument("address")
+@click.pass_context
+def sip_unban(ctx: click.Context, address: str) -> None:
+    """Lift the ban on ADDRESS now (audited); the telephony service tells Asterisk within a
+    second."""
+    from core.db import transaction
+    from telephony import sipguard
+
+    with transaction(_session_factory(_settings(ctx))) as session:
+        row = sipguard.unban(session, address, actor=_cli_actor(), now=SYSTEM_CLOCK.now())
+    click.echo(f"{row.address} unbanned")

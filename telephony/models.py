@@ -218,3 +218,20 @@ class SurgeMode(Base):
     started_by: Mapped[str] = mapped_column(String(64))
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True, index=True)
     ended_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+class SipBan(Base):
+    """An address banned from SIP (SIP 封禁) after repeated failed registrations or calls.
+    It stands until `until` or until someone lifts it (`hotline sip unban`); the row stays
+    as its history. Kept here, not in Asterisk, so a ban outlives a restart of either."""
+
+    __tablename__ = "sip_bans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(45), index=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(200), default="")  # the last failure seen
+    banned_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    until: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    lifted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True, index=True)
+    lifted_by: Mapped[str] = mapped_column(String(64), default="")  # "" when it expired

@@ -37,7 +37,17 @@ from core.db import transaction
 from core.events import EventBus
 from recordings import transcribe_worker
 from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path
-from telephony import callbacks, cel, commands, directory, link, records, seats, wallboard
+from telephony import (
+    callbacks,
+    cel,
+    commands,
+    directory,
+    link,
+    records,
+    seats,
+    sipguard,
+    wallboard,
+)
 from telephony.ami import AmiClient, AmiError, event_fields
 from telephony.calls import CallTracker, LiveCall
 from telephony.events import (
@@ -76,6 +86,7 @@ SPY_RING_SECONDS = 30
 CEL_MARK_KEY = "telephony:cel_mark"
 CEL_MARGIN_SECONDS = 60.0
 CEL_TRIM_SECONDS = 3600.0
+BAN_SWEEP_SECONDS = 1.0  # how soon an ended or lifted SIP ban reaches Asterisk
 
 
 class TelephonyService:
@@ -104,6 +115,11 @@ class TelephonyService:
         self.rebuilt = 0  # calls stored from the channel event log
         self._storing: dict[str, float] = {}  # call ended, record being stored -> began
         self._last_event_at: float | None = None
+        # SIP security: failures counted per address; the bans Asterisk was last given
+        self.guard = sipguard.FailureCounter.from_settings(settings)
+        self._banned: set[str] = set()  # standing or being stored: not counted again
+        self._bans_applied: frozenset[str] | None = None
+        self._bans_changed = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set."""
@@ -114,6 +130,7 @@ class TelephonyService:
         command_loop = asyncio.create_task(self._serve_commands(stop))
         link_state = asyncio.create_task(link.keep(self.redis, self.connected, stop))
         cel_trim = asyncio.create_task(self._trim_cel_hourly(stop))
+        ban_keeper = asyncio.create_task(self._keep_bans(stop))
         while not stop.is_set():
             lost = asyncio.Event()
             client = AmiClient(self.settings, self.clock)
@@ -138,6 +155,8 @@ class TelephonyService:
                 continue
             backoff = BACKOFF_FIRST
             self.connections += 1
+            self._bans_applied = None  # a restarted Asterisk is given the ban list again
+            self._bans_changed.set()
             self.connected.set()
             await _wait_either(stop, lost)
             self.connected.clear()
@@ -146,6 +165,7 @@ class TelephonyService:
         await command_loop
         await link_state
         await cel_trim
+        await ban_keeper
         await self.drain()
 
     async def drain(self) -> None:
@@ -325,6 +345,8 @@ class TelephonyService:
             with contextlib.suppress(ValueError):
                 metrics.AMI_EVENT_LAG.observe(max(0.0, time.time() - float(stamped)))
         name = event.get("Event")
+        if name in sipguard.FAILURES:
+            self._sip_failure(name, event, received_at)
         if name == "AgentRingNoAnswer":
             self._maybe_auto_pause(event.get("MemberName", ""))
         elif name == "QueueMemberPause":
@@ -356,6 +378,79 @@ class TelephonyService:
         if self.board.intervals:
             finished, self.board.intervals = self.board.intervals, []
             self._spawn(asyncio.to_thread(self._store_intervals, finished))
+
+    # ------------------------------------------------------------------ SIP security
+
+    def _sip_failure(self, name: str, event: dict[str, str], at: float) -> None:
+        """One failed SIP authentication (a security event): the address is banned when it
+        has failed sip.ban_threshold times within the window."""
+        where = sipguard.remote_address(event.get("RemoteAddress", ""))
+        if where is None or where in self._banned:
+            return
+        count = self.guard.failed(where, at)
+        if count is None:
+            return
+        self._banned.add(where)
+        reason = f"{name} {event.get('AccountID', '')}".strip()
+        self._spawn(self._ban(where, count, reason))
+
+    async def _ban(self, where: str, failures: int, reason: str) -> None:
+        now = self.clock.now()
+        until = await asyncio.to_thread(self._store_ban, where, failures, reason, now)
+        if until is not None:
+            log.warning("SIP: %s banned until %s after %d failures (%s)", where,
+                        until.isoformat(), failures, reason)
+            self.bus.publish(sipguard.SipAddressBanned(
+                at=now.timestamp(), address=where, failures=failures, reason=reason,
+                until=until.timestamp()))
+        self._bans_changed.set()
+
+    def _store_ban(self, where: str, failures: int, reason: str, now: Any) -> Any:
+        with transaction(self.sessions) as session:
+            row = sipguard.ban(session, where, failures, reason, now,
+                               self.settings.sip.ban_seconds)
+            return None if row is None else row.until
+
+    def _standing_bans(self) -> frozenset[str]:
+        """Bans whose time is up are lifted; the addresses of those standing now."""
+        now = self.clock.now()
+        with transaction(self.sessions) as session:
+            for where in sipguard.expire(session, now):
+                log.info("SIP: the ban on %s has ended", where)
+            return frozenset(b.address for b in sipguard.standing(session, now))
+
+    async def _keep_bans(self, stop: asyncio.Event) -> None:
+        """Asterisk's ban ACL follows the standing bans: after a ban, at each sweep (a ban
+        ended, or was lifted by `hotline sip unban` in another process) and on connecting."""
+        failed = ""
+        while not stop.is_set():
+            self._bans_changed.clear()
+            if self.client is not None:
+                try:
+                    await self._apply_bans()
+                    failed = ""
+                except Exception as exc:
+                    if f"{exc}" != failed:  # said once, not at every sweep
+                        log.warning("SIP: the ban list could not be given to Asterisk "
+                                    "(%s: %s)", type(exc).__name__, exc)
+                    failed = f"{exc}"
+            await _wait_either(stop, self._bans_changed, BAN_SWEEP_SECONDS)
+
+    async def _apply_bans(self) -> None:
+        wanted = await asyncio.to_thread(self._standing_bans)
+        if wanted == self._bans_applied:
+            return
+        if self._bans_applied is None and self.client is not None:
+            # just connected: Asterisk may have them already (no reload needed then)
+            answer = await self.client.action(sipguard.acl_read(), timeout=5, as_list=False)
+            self._bans_applied = sipguard.denied(answer)
+        if wanted != self._bans_applied:
+            await self._ami(sipguard.acl_update(sorted(wanted)))
+            self._bans_applied = wanted
+        # an address whose ban ended (or was lifted) is counted afresh
+        for where in self._banned - wanted:
+            self.guard.forget(where)
+        self._banned = set(wanted)
 
     # ------------------------------------------------------------------ callbacks
 
