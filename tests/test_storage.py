@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from core.db import alembic_config, make_engine, session_factory, transaction, upgrade
 from core.errors import HotlineError
@@ -126,3 +126,51 @@ def test_a_command_nobody_took_in_time_is_never_carried_out_later(tmp_path: Path
     fresh.start()
     assert commands.send(client, "seat.resume", {"agent": "8101"}, timeout=5) == {}
     fresh.join()
+
+
+REPORT_INDEXES = {  # migration 0030, written out by hand from bench/kpi_queries.py PROPOSED
+    "work_order_events": {"ix_work_order_events_action_at": ["action", "at"],
+                          "ix_work_order_events_at": ["at"],
+                          "ix_work_order_events_order_at": ["order_id", "at", "seq"]},
+    "work_order_deadlines": {"ix_work_order_deadlines_step_met_at": ["step", "met_at"]},
+    "work_orders": {"ix_work_orders_closed_at": ["closed_at"]},
+    "surveys": {"ix_surveys_answered_at": ["answered_at"]},
+}
+PG_ONLY_INDEXES = {"ix_work_orders_grid_code_prefix", "ix_work_orders_description_trgm"}
+
+
+def _indexes(engine, table: str) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    return {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes(table)}
+
+
+def test_the_report_indexes_come_and_go_with_their_migration(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    for table, wanted in REPORT_INDEXES.items():
+        found = _indexes(engine, table)
+        assert {name: found.get(name) for name in wanted} == wanted
+    names = set(_indexes(engine, "work_orders"))
+    if engine.dialect.name == "postgresql":
+        assert names >= PG_ONLY_INDEXES
+        with engine.connect() as conn:
+            definitions = {name: ddl for name, ddl in conn.execute(text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'work_orders'"))}
+            assert "varchar_pattern_ops" in definitions["ix_work_orders_grid_code_prefix"]
+            assert "gin_trgm_ops" in definitions["ix_work_orders_description_trgm"]
+            # the planner can take them for a grid prefix and a search inside the text
+            conn.execute(text("SET enable_seqscan = off"))
+            grid = "\n".join(conn.scalars(text(
+                "EXPLAIN SELECT id FROM work_orders WHERE grid_code LIKE '2301%'")))
+            words = "\n".join(conn.scalars(text(
+                "EXPLAIN SELECT id FROM work_orders WHERE description LIKE '%井盖缺失%'")))
+        assert "ix_work_orders_grid_code_prefix" in grid
+        assert "ix_work_orders_description_trgm" in words
+    else:
+        assert not PG_ONLY_INDEXES & names
+    command.downgrade(alembic_config(engine), "0026")
+    for table, wanted in REPORT_INDEXES.items():
+        assert not set(wanted) & set(_indexes(engine, table))
+    assert not PG_ONLY_INDEXES & set(_indexes(engine, "work_orders"))
+    upgrade(engine)  # and back up again on the same database
+    assert set(_indexes(engine, "work_orders")) >= PG_ONLY_INDEXES \
+        or engine.dialect.name != "postgresql"
