@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect, text
+from sqlalchemy import create_engine, inspect, make_url, text
 
 from core.db import alembic_config, make_engine, session_factory, transaction, upgrade
 from core.errors import HotlineError
 from core.live import connect_redis
 from telephony import directory
-from tests.conftest import REDIS_SERVER_URL, make_settings
+from tests.conftest import POSTGRES_ADMIN_URL, REDIS_SERVER_URL, make_settings
 
 
 def test_migrations_create_upgrade_and_roll_back(database_url: str) -> None:
@@ -174,3 +175,37 @@ def test_the_report_indexes_come_and_go_with_their_migration(database_url: str) 
     upgrade(engine)  # and back up again on the same database
     assert set(_indexes(engine, "work_orders")) >= PG_ONLY_INDEXES \
         or engine.dialect.name != "postgresql"
+
+
+def test_without_the_right_to_create_pg_trgm_the_migration_goes_on_without_that_index(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A role that may not create extensions: every other index lands, the trigram index is
+    left out with a warning that names what a superuser runs."""
+    suffix = uuid.uuid4().hex[:10]
+    role, name = f"hotline_role_{suffix}", f"hotline_test_{suffix}"
+    admin = create_engine(POSTGRES_ADMIN_URL.replace("postgresql:", "postgresql+psycopg:", 1),
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        conn.execute(text(f'CREATE DATABASE "{name}" OWNER "{role}"'))
+        # trusted extensions need CREATE on the database: the owner's taken away
+        conn.execute(text(f'REVOKE CREATE ON DATABASE "{name}" FROM "{role}", PUBLIC'))
+    engine = make_engine(make_url(POSTGRES_ADMIN_URL).set(username=role, database=name)
+                         .render_as_string(hide_password=False))
+    try:
+        with caplog.at_level("WARNING", logger="alembic.runtime.migration"):
+            upgrade(engine)
+        names = set(_indexes(engine, "work_orders"))
+        assert "ix_work_orders_grid_code_prefix" in names
+        assert "ix_work_orders_description_trgm" not in names
+        assert "ix_work_orders_closed_at" in names
+        assert "CREATE EXTENSION pg_trgm" in caplog.text
+        assert "gin_trgm_ops" in caplog.text
+        command.downgrade(alembic_config(engine), "0026")  # and down again without it
+        assert "ix_work_orders_grid_code_prefix" not in set(_indexes(engine, "work_orders"))
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        admin.dispose()
