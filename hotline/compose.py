@@ -19,6 +19,7 @@ from core.config import Settings
 from core.db import make_engine, session_factory, transaction, upgrade
 from core.events import EventBus, publish_on_commit
 from core.live import connect_redis
+from core.outbox import Relay
 from tickets import catalogue
 from tickets.policy import Policy
 
@@ -33,6 +34,7 @@ class Parts:
     engine: Engine
     sessions: sessionmaker[Session]
     policy: Policy
+    relay: Relay | None = None  # with `publish`: relays each commit's events (core.outbox)
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -58,5 +60,5 @@ def build(settings: Settings, clock: Clock = SYSTEM_CLOCK, *, publish: bool = Tr
         with transaction(parts.sessions) as session:
             catalogue.ensure_loaded(session, settings.tickets.catalogue_file)
     if publish:
-        publish_on_commit(parts.sessions, parts.bus)
+        parts.relay = publish_on_commit(parts.sessions, parts.bus, clock)
     return parts

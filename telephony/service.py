@@ -15,9 +15,11 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,7 +27,7 @@ from core import phones
 from core.clock import Clock
 from core.config import Settings
 from core.db import transaction
-from core.events import EventBus
+from core.events import EventBus, announce, publish
 from recordings import transcribe_worker
 from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path
 from telephony import callbacks, commands, directory, link, records, seats, wallboard
@@ -85,6 +87,7 @@ class TelephonyService:
         self._outbound_legs: dict[str, str] = {}  # its channel -> ActionID
         self._outbound_status: dict[str, str] = {}  # ActionID -> DialStatus
         self._untimed_warned = False
+        self._redis_away = False  # live state writes failing: warned once
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set."""
@@ -302,19 +305,33 @@ class TelephonyService:
         task.add_done_callback(self._pending.discard)
 
     def _emit(self, event: DomainEvent) -> None:
-        self._live_call_moved(event)
+        self._live(self._live_call_moved, event)
         if isinstance(event, CallEnded):
             # Storing waits for the recording to be closed: off the event loop.
             self._spawn(self._finish(event))
             return
         if isinstance(event, SeatChanged):
             seat = self.board.seat(event.agent)
-            self.redis.hset(seats.SEATS_KEY, event.agent, json.dumps(seat.as_dict()))
+            self._live(self.redis.hset, seats.SEATS_KEY, event.agent,
+                       json.dumps(seat.as_dict()))
             if event.state == seats.WRAP_UP and seat.wrap_up_until is not None:
                 asyncio.get_running_loop().call_later(
                     max(0.0, seat.wrap_up_until - self.clock.time()), self._end_wrap_up,
                     event.agent, seat.wrap_up_until)
-        self.bus.publish(event)
+        publish(self.sessions, event)  # the outbox: relayed now, or once Redis is back
+
+    def _live(self, write: Callable[..., Any], *args: Any) -> None:
+        """A write of live state (the wallboard's calls, the seat board) to Redis: while
+        Redis is away it is skipped, and the call is still followed and recorded; the next
+        resync after Redis returns rebuilds it."""
+        try:
+            write(*args)
+        except redis.RedisError as exc:
+            if not self._redis_away:
+                log.warning("live state not written, Redis is away: %s", exc)
+            self._redis_away = True
+        else:
+            self._redis_away = False
 
     def _end_wrap_up(self, agent: str, until: float) -> None:
         for event in self.board.end_wrap_up(agent, until):
@@ -330,11 +347,11 @@ class TelephonyService:
 
     async def _finish(self, event: CallEnded) -> None:
         try:
-            record, new = await asyncio.to_thread(self._store, event.record)
+            record, new = await asyncio.to_thread(self._store, event.record, event.at)
             # off the board's live calls once its record is there to count: no gap
-            await asyncio.to_thread(wallboard.drop_live_call, self.redis, event.call_id)
+            await asyncio.to_thread(self._live, wallboard.drop_live_call, self.redis,
+                                    event.call_id)
             if new:  # a replayed call was announced the first time
-                self.bus.publish(CallEnded(call_id=event.call_id, at=event.at, record=record))
                 self.stored += 1  # stored and announced
                 # its legs filed and queued for transcription after the announcement
                 await asyncio.to_thread(self._file_recordings, event.call_id,
@@ -342,7 +359,9 @@ class TelephonyService:
         except Exception:
             log.exception("could not store call %s", event.call_id)
 
-    def _store(self, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def _store(self, record: dict[str, Any], at: float) -> tuple[dict[str, Any], bool]:
+        """The call's record stored once; a new one's CallEnded announced with it (the
+        record as stored, its disposition applied), in the same transaction."""
         recording = None
         if record.get("recording"):
             path = host_path(self.settings, record["recording"])
@@ -352,6 +371,9 @@ class TelephonyService:
         with transaction(self.sessions) as session:  # after the commit: see records
             records.apply_pending_disposition(session, record["call_id"])
             stored = records.get_call(session, record["call_id"])
+            if new:
+                announce(session, CallEnded(call_id=record["call_id"], at=at,
+                                            record=stored or record))
         return stored or record, new
 
     def _file_recordings(self, call_id: str, stored: Any) -> None:
@@ -576,7 +598,8 @@ class TelephonyService:
             seat.wrap_up_until, seat.wrap_up_extended = until - extra, False
             raise
         self.redis.hset(seats.SEATS_KEY, agent, json.dumps(seat.as_dict()))
-        self.bus.publish(WrapUpExtended(at=self.clock.time(), agent=agent, wrap_up_until=until))
+        await asyncio.to_thread(publish, self.sessions, WrapUpExtended(
+            at=self.clock.time(), agent=agent, wrap_up_until=until))
         self._later(until - self.clock.time(), agent, until)
         return {"wrap_up_until": until}
 
