@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import redis
 from sqlalchemy import JSON, Integer, String, delete, func, select, text, update
@@ -35,9 +35,6 @@ from tenacity import (
 from core.clock import SYSTEM_CLOCK, Clock
 from core.db import Base, UtcDateTime, insert_on_conflict
 
-if TYPE_CHECKING:
-    from core.events import EventBus
-
 log = logging.getLogger(__name__)
 
 BATCH = 500  # rows relayed per transaction
@@ -47,6 +44,15 @@ RETENTION = timedelta(days=2)  # relayed rows are kept this long (to look into),
 TRIM_EVERY_SECONDS = 60.0  # how often the relay thread trims the stream (EventBus.trim)
 # PostgreSQL: one relay at a time across processes, so rows go out in their order
 _LOCK_KEY = 12319_0032
+
+
+class Stream(Protocol):
+    """What the relay needs of the bus (core.events.EventBus)."""
+
+    def append(self, event_id: str, event_type: str, payload: dict[str, Any]) -> str | None:
+        ...
+
+    def trim(self, keep: int) -> int: ...
 
 
 class OutboxEvent(Base):
@@ -80,7 +86,7 @@ class Relay:
     thread (never waits for another relay, never raises), `start` for a thread that keeps
     at it and retries while Redis is away."""
 
-    def __init__(self, sessions: sessionmaker[Session], bus: EventBus,
+    def __init__(self, sessions: sessionmaker[Session], bus: Stream,
                  clock: Clock = SYSTEM_CLOCK, *, trim_keep: int = 200_000) -> None:
         self.sessions, self.bus, self.clock, self.trim_keep = sessions, bus, clock, trim_keep
         self._lock = threading.Lock()  # one relay at a time in this process

@@ -28,6 +28,7 @@ from core.clock import Clock
 from core.config import Settings
 from core.db import transaction
 from core.events import EventBus, announce, publish
+from core.live import failing_fast
 from recordings import transcribe_worker
 from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path
 from telephony import callbacks, commands, directory, link, records, seats, wallboard
@@ -75,6 +76,7 @@ class TelephonyService:
         self.tracker = CallTracker(settings.hotline.short_abandon_seconds)
         self.board = seats.SeatBoard()
         self.redis = bus.client
+        self.live = failing_fast(bus.client)  # live state writes on the AMI loop (`_live`)
         self.client: AmiClient | None = None
         self.connected = asyncio.Event()
         self.connections = 0
@@ -196,14 +198,14 @@ class TelephonyService:
         """Keep the wallboard's live calls as the call moves (before the event is out)."""
         call = self.tracker.calls.get(getattr(event, "call_id", ""))
         if isinstance(event, QueueJoined) and call is not None and call.direction == "inbound":
-            wallboard.put_live_call(self.redis, wallboard.LiveCall(
+            wallboard.put_live_call(self.live, wallboard.LiveCall(
                 call.call_id, event.queue, call.caller_number, event.at))
         elif isinstance(event, AgentConnected) and call is not None and call.queue_joined_at:
-            wallboard.put_live_call(self.redis, wallboard.LiveCall(
+            wallboard.put_live_call(self.live, wallboard.LiveCall(
                 call.call_id, call.queue or event.queue, call.caller_number,
                 call.queue_joined_at, event.agent, event.at))
         elif isinstance(event, CallAbandoned):
-            wallboard.drop_live_call(self.redis, event.call_id)
+            wallboard.drop_live_call(self.live, event.call_id)
 
     def _directory_and_logins(self) -> tuple[directory.Directory, list[SeatLogin]]:
         with self.sessions() as session:
@@ -312,7 +314,7 @@ class TelephonyService:
             return
         if isinstance(event, SeatChanged):
             seat = self.board.seat(event.agent)
-            self._live(self.redis.hset, seats.SEATS_KEY, event.agent,
+            self._live(self.live.hset, seats.SEATS_KEY, event.agent,
                        json.dumps(seat.as_dict()))
             if event.state == seats.WRAP_UP and seat.wrap_up_until is not None:
                 asyncio.get_running_loop().call_later(
@@ -349,7 +351,7 @@ class TelephonyService:
         try:
             record, new = await asyncio.to_thread(self._store, event.record, event.at)
             # off the board's live calls once its record is there to count: no gap
-            await asyncio.to_thread(self._live, wallboard.drop_live_call, self.redis,
+            await asyncio.to_thread(self._live, wallboard.drop_live_call, self.live,
                                     event.call_id)
             if new:  # a replayed call was announced the first time
                 self.stored += 1  # stored and announced
