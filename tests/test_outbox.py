@@ -147,3 +147,26 @@ def test_trimming_never_drops_an_entry_a_group_has_not_acknowledged(
     # every group has everything: the newest `keep` stay
     assert bus.trim(keep=1) == 2
     assert [entry for entry, _f in bus.client.xrange(bus.stream)] == [ids[5].encode()]  # type: ignore[union-attr]
+
+
+def test_the_cli_relays_what_waits(server: RedisServer, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from core.live import connect_redis
+    from hotline import cli
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "data", REDIS_URL=server.url)
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)
+    with transaction(session_factory(engine)) as session:  # a process with no relay
+        announce(session, _failed(1))
+        announce(session, _failed(2))
+    monkeypatch.setattr(cli, "load_settings", lambda _path=None: settings)
+    result = CliRunner().invoke(cli.cli, ["events", "relay"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "2 events relayed; 0 waiting"
+    bus = EventBus(connect_redis(settings))
+    assert [e["reference"] for _id, e in bus.read()] == ["sv-1", "sv-2"]
+    engine.dispose()
