@@ -48,8 +48,9 @@ class Parts:
 def build(settings: Settings, clock: Clock = SYSTEM_CLOCK, *, publish: bool = True,
           seed_catalogue: bool = False) -> Parts:
     """The parts for `settings`: the schema migrated to the latest revision; with `publish`,
-    every committed change publishes its domain events on the bus (so an order moved from
-    the shell is seen by wallboards and desks too); with `seed_catalogue`, a fresh database
+    every committed change publishes its domain events on the bus right after its commit
+    (so an order moved from the shell is seen by wallboards and desks too; without it they
+    wait in the outbox for a relay, the centre's); with `seed_catalogue`, a fresh database
     gets the operator's catalogue file or the packaged one."""
     engine = make_engine(settings.storage.database_url)
     upgrade(engine)
