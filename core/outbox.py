@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -94,6 +95,7 @@ class Relay:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.redis_away = False  # the last try failed: committing threads leave it alone
+        self._failed_at = 0.0  # time.monotonic() of that try
         self.relayed = 0
 
     def relay_pending(self, *, wait: bool = True) -> int:
@@ -143,13 +145,15 @@ class Relay:
     def after_commit(self) -> None:
         """A commit stored events: relay them now unless Redis was away at the last try
         or another relay is at work (then the relay thread, or the next commit, does)."""
-        if self.redis_away:
-            self._wake.set()
+        running = self._thread is not None and self._thread.is_alive()
+        if self.redis_away and (running or time.monotonic() - self._failed_at < BACKOFF_MAX):
+            self._wake.set()  # the thread retries; without one, the next commit after a pause
             return
         try:
             self.relay_pending(wait=False)
+            self.redis_away = False
         except (redis.RedisError, OSError) as exc:
-            self.redis_away = True
+            self.redis_away, self._failed_at = True, time.monotonic()
             self._wake.set()
             log.warning("event relay: Redis is away (%s); events stay in the outbox",
                         type(exc).__name__)
