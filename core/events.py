@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,9 @@ from core.live import failing_fast
 STREAM = "hotline:events"
 SEEN_SECONDS = 7 * 24 * 3600  # how long a published (or a group's handled) event id is remembered
 _STORED = "hotline.outbox_stored"  # session.info: this transaction stored events
+# each session factory's relay (publish_on_commit), for `publish`
+_RELAYS: weakref.WeakKeyDictionary[sessionmaker[Session], outbox.Relay] = (
+    weakref.WeakKeyDictionary())
 
 
 class Event(Protocol):
@@ -80,9 +84,19 @@ def announce(session: Session, event: Event) -> None:
 
 def publish(sessions: sessionmaker[Session], event: Event) -> None:
     """Publish an event that describes no stored change (a seat's state, a call's step):
-    stored alone in a transaction of its own, relayed like every other."""
-    with transaction(sessions) as session:
-        announce(session, event)
+    appended at once by the relay `publish_on_commit` attached while Redis answers and
+    nothing stored waits before it, else stored alone in a transaction of its own and
+    relayed like every other (Redis away, or no relay in this process)."""
+
+    def store() -> None:
+        with transaction(sessions) as session:
+            announce(session, event)
+
+    relay = _RELAYS.get(sessions)
+    if relay is None:
+        store()
+    else:
+        relay.publish(event.id, event.type, event.as_dict(), store)
 
 
 def publish_on_commit(sessions: sessionmaker[Session], bus: EventBus | outbox.Stream,
@@ -93,6 +107,7 @@ def publish_on_commit(sessions: sessionmaker[Session], bus: EventBus | outbox.St
     stream = (EventBus(failing_fast(bus.client), bus.stream) if isinstance(bus, EventBus)
               else bus)  # a test's stand-in
     relay = outbox.Relay(sessions, stream, clock)
+    _RELAYS[sessions] = relay
 
     @orm_event.listens_for(sessions, "after_commit")
     def _relay(session: Session) -> None:

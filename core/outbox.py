@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -96,6 +97,9 @@ class Relay:
         self._thread: threading.Thread | None = None
         self.redis_away = False  # the last try failed: committing threads leave it alone
         self._failed_at = 0.0  # time.monotonic() of that try
+        # commits of this process that stored events, and how many of them are known relayed
+        self._stores = self._drained = 0
+        self._count_lock = threading.Lock()
         self.relayed = 0
 
     def relay_pending(self, *, wait: bool = True) -> int:
@@ -108,14 +112,35 @@ class Relay:
         try:
             total = 0
             while True:
-                done, more = self._relay_batch(wait)
+                mark = self._stores
+                done, more, whole = self._relay_batch(wait)
                 total += done
                 if not more:
+                    if whole:  # all this process stored up to `mark` is out
+                        with self._count_lock:
+                            self._drained = max(self._drained, mark)
+                        self.redis_away = False
                     return total
         finally:
             self._lock.release()
 
-    def _relay_batch(self, wait: bool) -> tuple[int, bool]:
+    def publish(self, event_id: str, event_type: str, payload: dict[str, Any],
+                store: Callable[[], None]) -> None:
+        """An event that describes no stored change (a call's step, a seat's state):
+        appended at once while Redis answers and nothing this process stored waits before
+        it, so the AMI loop's events cost a Redis call, not a transaction; otherwise
+        `store`d in the outbox (in a transaction of its own), behind what waits."""
+        if not self.redis_away and self._drained == self._stores:
+            try:
+                self.bus.append(event_id, event_type, payload)
+                return
+            except (redis.RedisError, OSError) as exc:
+                self.redis_away, self._failed_at = True, time.monotonic()
+                log.warning("event relay: Redis is away (%s); events kept in the outbox",
+                            type(exc).__name__)
+        store()
+
+    def _relay_batch(self, wait: bool) -> tuple[int, bool, bool]:
         with self.sessions() as session, session.begin():
             if session.get_bind().dialect.name == "postgresql":
                 if wait:
@@ -124,14 +149,14 @@ class Relay:
                 elif not session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"),
                                         {"key": _LOCK_KEY}):
                     self._wake.set()
-                    return 0, False
+                    return 0, False, False
             rows = session.execute(
                 select(OutboxEvent.seq, OutboxEvent.event_id, OutboxEvent.type,
                        OutboxEvent.payload)
                 .where(OutboxEvent.relayed_at.is_(None))
                 .order_by(OutboxEvent.seq).limit(BATCH)).all()
             if not rows:
-                return 0, False
+                return 0, False, True
             appended = 0
             for _seq, event_id, event_type, payload in rows:
                 if self.bus.append(event_id, event_type, payload) is not None:
@@ -140,11 +165,13 @@ class Relay:
                             .where(OutboxEvent.seq.in_([row.seq for row in rows]))
                             .values(relayed_at=self.clock.now()))
         self.relayed += appended
-        return appended, len(rows) == BATCH
+        return appended, len(rows) == BATCH, True
 
     def after_commit(self) -> None:
         """A commit stored events: relay them now unless Redis was away at the last try
         or another relay is at work (then the relay thread, or the next commit, does)."""
+        with self._count_lock:
+            self._stores += 1
         running = self._thread is not None and self._thread.is_alive()
         if self.redis_away and (running or time.monotonic() - self._failed_at < BACKOFF_MAX):
             self._wake.set()  # the thread retries; without one, the next commit after a pause

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from core.clock import FixedClock
 from core.db import make_engine, session_factory, transaction, upgrade
-from core.events import EventBus, announce, publish_on_commit
+from core.events import EventBus, announce, publish, publish_on_commit
 from core.outbox import OutboxEvent, backlog
 from telephony.events import OutboundCallFailed
 from tests.redis_server import RedisServer
@@ -169,4 +169,31 @@ def test_the_cli_relays_what_waits(server: RedisServer, tmp_path: Path,
     assert result.output.strip() == "2 events relayed; 0 waiting"
     bus = EventBus(connect_redis(settings))
     assert [e["reference"] for _id, e in bus.read()] == ["sv-1", "sv-2"]
+    engine.dispose()
+
+
+def test_events_of_no_stored_change_go_straight_out_or_wait_behind_stored_ones(
+        server: RedisServer, tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    bus = _bus(server)
+    relay = publish_on_commit(sessions, bus, FixedClock(NOW))
+
+    def stored() -> list[str]:
+        with sessions() as session:
+            return list(session.scalars(select(OutboxEvent.event_id).order_by(OutboxEvent.seq)))
+
+    publish(sessions, _failed(1))  # Redis answers, nothing waits: straight to the stream
+    assert stored() == []
+    server.stop()
+    publish(sessions, _failed(2))  # Redis away: kept in the outbox
+    server.start()
+    publish(sessions, _failed(3))  # Redis back, but sv-2 waits: sv-3 goes behind it
+    assert stored() == [_failed(2).id, _failed(3).id]
+    assert [e["reference"] for _id, e in bus.read()] == ["sv-1"]
+    assert relay.relay_pending() == 2
+    publish(sessions, _failed(4))  # nothing waits any more: straight out again
+    assert stored() == [_failed(2).id, _failed(3).id]
+    assert [e["reference"] for _id, e in bus.read()] == ["sv-1", "sv-2", "sv-3", "sv-4"]
     engine.dispose()
