@@ -320,7 +320,7 @@ class TelephonyService:
                 asyncio.get_running_loop().call_later(
                     max(0.0, seat.wrap_up_until - self.clock.time()), self._end_wrap_up,
                     event.agent, seat.wrap_up_until)
-        publish(self.sessions, event)  # the outbox: relayed now, or once Redis is back
+        publish(self.sessions, event)  # straight out, or kept in the outbox while Redis is away
 
     def _live(self, write: Callable[..., Any], *args: Any) -> None:
         """A write of live state (the wallboard's calls, the seat board) to Redis: while
