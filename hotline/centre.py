@@ -91,6 +91,8 @@ class Centre:
             self.ivr = self._ivr_loop.run(
                 start_ivr(self.settings, self.sessions, self.clock, self.parts.policy), 30)
             self._stop = self._loop.run(_new_event())
+            if self.parts.relay is not None:  # the outbox: what commits left while Redis was away
+                self.parts.relay.start()
             self._telephony_run = asyncio.run_coroutine_threadsafe(
                 self.telephony.run(self._stop), self._loop.loop)
             self._pop_run = asyncio.run_coroutine_threadsafe(
@@ -194,6 +196,8 @@ class Centre:
             self._ivr_loop = None
         self._loop.stop(left())
         self._loop = None
+        if self.parts.relay is not None:
+            wait("event relay", lambda: self.parts.relay.stop(left()))  # type: ignore[union-attr]
         taken = STOP_SECONDS - (deadline - time.monotonic())
         if slow:
             log.warning("centre stopped in %.1f s; did not stop cleanly: %s", taken,

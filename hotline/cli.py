@@ -1703,3 +1703,41 @@ def sip_unban(ctx: click.Context, address: str) -> None:
     with transaction(_session_factory(_settings(ctx))) as session:
         row = sipguard.unban(session, address, actor=_cli_actor(), now=SYSTEM_CLOCK.now())
     click.echo(f"{row.address} unbanned")
+
+
+@cli.group()
+def events() -> None:
+    """The domain event bus: its outbox (events waiting for Redis) and the stream."""
+
+
+@events.command("relay")
+@click.option("--follow", is_flag=True,
+              help="Keep relaying (and trimming the stream) until Ctrl-C, retrying while "
+                   "Redis is away; without it, relay what waits once and stop.")
+@click.pass_context
+def events_relay(ctx: click.Context, follow: bool) -> None:
+    """Relay the events the outbox holds to the Redis stream, each once and in order (the
+    centre does this itself; for a host that runs no centre, or after Redis came back)."""
+    import redis
+
+    from core import outbox
+
+    parts = _parts(_settings(ctx), publish=True)
+    relay = parts.relay
+    assert relay is not None
+    if follow:
+        relay.start()
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            relay.stop()
+        return
+    try:
+        relayed = relay.relay_pending()
+    except (redis.RedisError, OSError) as exc:
+        raise click.ClickException(f"events: Redis cannot be reached ({exc}); the events "
+                                   "stay in the outbox") from None
+    with parts.sessions() as session:
+        waiting = outbox.backlog(session)
+    click.echo(f"{relayed} events relayed; {waiting} waiting")

@@ -226,6 +226,16 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
         return error_response(503, "storage busy: other changes hold the database; nothing "
                                    "was changed, send the request again shortly")
 
+    @app.errorhandler(redis.RedisError)
+    def live_state_away(error: redis.RedisError) -> Any:
+        """Live state (seats, live calls, commands) lives in Redis: while Redis is away a
+        page or API that needs it answers 503; stored changes (orders) still go through,
+        their events kept in the outbox until Redis returns (core.outbox)."""
+        current_app.logger.warning("Redis cannot be reached: %s", error)
+        return error_response(503, "live state unavailable: Redis cannot be reached "
+                                   f"({type(error).__name__}); stored data is safe, try "
+                                   "again shortly")
+
     @app.get(OPENAPI_PATH, summary="This document (OpenAPI 3.1)", responses={200: {
         "description": "the OpenAPI 3.1 document of this API",
         "content": {"application/json": {"schema": {"type": "object"}}}}})

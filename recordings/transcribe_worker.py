@@ -33,7 +33,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.db import Base, UtcDateTime, make_engine, relocate_paths, session_factory, transaction
-from core.events import EventBus
+from core.events import EventBus, announce, publish_on_commit
 from recordings import transcripts
 from recordings.catalogue import LEGS, CallFile
 from recordings.speech import Engine, engine_for
@@ -145,11 +145,14 @@ def prepare(settings: Settings, engine: Engine | None = None, clock: Clock = SYS
     _context = _Context(settings, loaded, clock)
 
 
-def _parts(settings: Settings) -> tuple[sessionmaker[Session], EventBus]:
+def _parts(settings: Settings, clock: Clock = SYSTEM_CLOCK
+           ) -> tuple[sessionmaker[Session], EventBus]:
     from core.live import connect_redis  # per work-horse: nothing shared across a fork
 
-    return (session_factory(make_engine(settings.storage.database_url)),
-            EventBus(connect_redis(settings)))
+    sessions = session_factory(make_engine(settings.storage.database_url))
+    bus = EventBus(connect_redis(settings))
+    publish_on_commit(sessions, bus, clock)  # the alerts stored with a transcript go out
+    return sessions, bus
 
 
 def transcribe(sha256: str) -> str:
@@ -161,7 +164,7 @@ def transcribe(sha256: str) -> str:
         prepare(load_settings())
     assert _context is not None
     settings, engine, clock = _context.settings, _context.engine, _context.clock
-    sessions, bus = _parts(settings)
+    sessions, _bus = _parts(settings, clock)
     with transaction(sessions) as session:
         job = session.scalar(select(TranscriptionJob).where(TranscriptionJob.sha256 == sha256))
         if job is None:
@@ -203,8 +206,8 @@ def transcribe(sha256: str) -> str:
         job.audio_seconds, job.work_seconds = audio_seconds, round(time.monotonic() - began, 3)
         alerts = transcripts.keyword_hits(transcript, transcripts.segments_of(session, transcript),
                                           settings.speech.alert_keywords, clock.time())
-    for event in alerts:  # each once: the bus drops an id it has had
-        bus.publish(event)
+        for event in alerts:  # with the transcript; each once: the bus drops an id it has had
+            announce(session, event)
     return DONE
 
 

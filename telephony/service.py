@@ -24,9 +24,11 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,7 +36,8 @@ from core import logs, metrics, phones
 from core.clock import Clock
 from core.config import Settings
 from core.db import transaction
-from core.events import EventBus
+from core.events import EventBus, announce, publish
+from core.live import failing_fast
 from recordings import transcribe_worker
 from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path
 from telephony import (
@@ -99,6 +102,7 @@ class TelephonyService:
         self.tracker = CallTracker(settings.hotline.short_abandon_seconds)
         self.board = seats.SeatBoard()
         self.redis = bus.client
+        self.live = failing_fast(bus.client)  # live state writes on the AMI loop (`_live`)
         self.client: AmiClient | None = None
         self.connected = asyncio.Event()
         self.connections = 0
@@ -120,6 +124,7 @@ class TelephonyService:
         self._banned: set[str] = set()  # standing or being stored: not counted again
         self._bans_applied: frozenset[str] | None = None
         self._bans_changed = asyncio.Event()
+        self._redis_away = False  # live state writes failing: warned once
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set."""
@@ -225,12 +230,16 @@ class TelephonyService:
         starts += list(self._storing.values())
         mark = min(starts) if starts else (self._last_event_at or now)
         if mark is not None:
-            self.redis.set(CEL_MARK_KEY, repr(mark))
+            self._live(self.live.set, CEL_MARK_KEY, repr(mark))
 
     def _ended_in_gap(self, up: set[str], now: float) -> list[LiveCall]:
         """The calls Asterisk's channel event log shows ended since the mark that are not
-        stored and not up now, rebuilt; none before the first mark (a fresh install)."""
-        saved = self.redis.get(CEL_MARK_KEY)
+        stored and not up now, rebuilt; none before the first mark (a fresh install), nor
+        while Redis, which keeps the mark, is away (the mark stays for the next resync)."""
+        try:
+            saved = self.live.get(CEL_MARK_KEY)
+        except redis.RedisError:
+            return []
         try:
             mark = float(saved) if saved is not None else None
         except ValueError:
@@ -310,16 +319,16 @@ class TelephonyService:
         """Keep the wallboard's live calls as the call moves (before the event is out)."""
         call = self.tracker.calls.get(getattr(event, "call_id", ""))
         if isinstance(event, QueueJoined) and call is not None and call.direction == "inbound":
-            wallboard.put_live_call(self.redis, wallboard.LiveCall(
+            wallboard.put_live_call(self.live, wallboard.LiveCall(
                 call.call_id, event.queue, call.caller_number, event.at))
         elif isinstance(event, AgentConnected) and call is not None and call.queue_joined_at:
-            wallboard.put_live_call(self.redis, wallboard.LiveCall(
+            wallboard.put_live_call(self.live, wallboard.LiveCall(
                 call.call_id, call.queue or event.queue, call.caller_number,
                 call.queue_joined_at, event.agent, event.at))
             metrics.QUEUE_WAIT.labels(queue=call.queue or event.queue, outcome="answered"
                                       ).observe(max(0.0, event.at - call.queue_joined_at))
         elif isinstance(event, CallAbandoned):
-            wallboard.drop_live_call(self.redis, event.call_id)
+            wallboard.drop_live_call(self.live, event.call_id)
             metrics.QUEUE_WAIT.labels(queue=event.queue, outcome="abandoned"
                                       ).observe(max(0.0, event.wait_seconds))
 
@@ -400,16 +409,19 @@ class TelephonyService:
         if until is not None:
             log.warning("SIP: %s banned until %s after %d failures (%s)", where,
                         until.isoformat(), failures, reason)
-            self.bus.publish(sipguard.SipAddressBanned(
-                at=now.timestamp(), address=where, failures=failures, reason=reason,
-                until=until.timestamp()))
         self._bans_changed.set()
 
     def _store_ban(self, where: str, failures: int, reason: str, now: Any) -> Any:
+        """The ban and its event (sip.banned), in one transaction (the outbox)."""
         with transaction(self.sessions) as session:
             row = sipguard.ban(session, where, failures, reason, now,
                                self.settings.sip.ban_seconds)
-            return None if row is None else row.until
+            if row is None:
+                return None
+            announce(session, sipguard.SipAddressBanned(
+                at=now.timestamp(), address=where, failures=failures, reason=reason,
+                until=row.until.timestamp()))
+            return row.until
 
     def _standing_bans(self) -> frozenset[str]:
         """Bans whose time is up are lifted; the addresses of those standing now."""
@@ -504,7 +516,7 @@ class TelephonyService:
         task.add_done_callback(self._pending.discard)
 
     def _emit(self, event: DomainEvent) -> None:
-        self._live_call_moved(event)
+        self._live(self._live_call_moved, event)
         if isinstance(event, CallEnded):
             # Storing waits for the recording to be closed: off the event loop.
             self._storing[event.call_id] = event.record.get("started_at") or event.at
@@ -514,12 +526,26 @@ class TelephonyService:
             self._save_mark()
         if isinstance(event, SeatChanged):
             seat = self.board.seat(event.agent)
-            self.redis.hset(seats.SEATS_KEY, event.agent, json.dumps(seat.as_dict()))
+            self._live(self.live.hset, seats.SEATS_KEY, event.agent,
+                       json.dumps(seat.as_dict()))
             if event.state == seats.WRAP_UP and seat.wrap_up_until is not None:
                 asyncio.get_running_loop().call_later(
                     max(0.0, seat.wrap_up_until - self.clock.time()), self._end_wrap_up,
                     event.agent, seat.wrap_up_until)
-        self.bus.publish(event)
+        publish(self.sessions, event)  # straight out, or kept in the outbox while Redis is away
+
+    def _live(self, write: Callable[..., Any], *args: Any) -> None:
+        """A write of live state (the wallboard's calls, the seat board) to Redis: while
+        Redis is away it is skipped, and the call is still followed and recorded; the next
+        resync after Redis returns rebuilds it."""
+        try:
+            write(*args)
+        except redis.RedisError as exc:
+            if not self._redis_away:
+                log.warning("live state not written, Redis is away: %s", exc)
+            self._redis_away = True
+        else:
+            self._redis_away = False
 
     def _end_wrap_up(self, agent: str, until: float) -> None:
         for event in self.board.end_wrap_up(agent, until):
@@ -535,14 +561,14 @@ class TelephonyService:
 
     async def _finish(self, event: CallEnded) -> None:
         try:
-            record, new = await asyncio.to_thread(self._store, event.record)
+            record, new = await asyncio.to_thread(self._store, event.record, event.at)
             # stored: the mark may pass it (a failed store keeps it, for the log's rebuild)
             self._storing.pop(event.call_id, None)
             self._save_mark()
             # off the board's live calls once its record is there to count: no gap
-            await asyncio.to_thread(wallboard.drop_live_call, self.redis, event.call_id)
+            await asyncio.to_thread(self._live, wallboard.drop_live_call, self.live,
+                                    event.call_id)
             if new:  # a replayed call was announced the first time
-                self.bus.publish(CallEnded(call_id=event.call_id, at=event.at, record=record))
                 self.stored += 1  # stored and announced
                 # its legs filed and queued for transcription after the announcement
                 await asyncio.to_thread(self._file_recordings, event.call_id,
@@ -550,7 +576,9 @@ class TelephonyService:
         except Exception:
             log.exception("could not store call %s", event.call_id)
 
-    def _store(self, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def _store(self, record: dict[str, Any], at: float) -> tuple[dict[str, Any], bool]:
+        """The call's record stored once; a new one's CallEnded announced with it (the
+        record as stored, its disposition applied), in the same transaction."""
         recording = None
         if record.get("recording"):
             path = host_path(self.settings, record["recording"])
@@ -560,6 +588,9 @@ class TelephonyService:
         with transaction(self.sessions) as session:  # after the commit: see records
             records.apply_pending_disposition(session, record["call_id"])
             stored = records.get_call(session, record["call_id"])
+            if new:
+                announce(session, CallEnded(call_id=record["call_id"], at=at,
+                                            record=stored or record))
         return stored or record, new
 
     def _file_recordings(self, call_id: str, stored: Any) -> None:
@@ -784,7 +815,8 @@ class TelephonyService:
             seat.wrap_up_until, seat.wrap_up_extended = until - extra, False
             raise
         self.redis.hset(seats.SEATS_KEY, agent, json.dumps(seat.as_dict()))
-        self.bus.publish(WrapUpExtended(at=self.clock.time(), agent=agent, wrap_up_until=until))
+        await asyncio.to_thread(publish, self.sessions, WrapUpExtended(
+            at=self.clock.time(), agent=agent, wrap_up_until=until))
         self._later(until - self.clock.time(), agent, until)
         return {"wrap_up_until": until}
 

@@ -33,9 +33,12 @@ class Recorder:
     def __init__(self) -> None:
         self.published: list[str] = []
 
-    def publish(self, event: Any) -> str:
-        self.published.append(f"{event.type}:{getattr(event, 'action', '')}")
+    def append(self, event_id: str, event_type: str, payload: dict[str, Any]) -> str:
+        self.published.append(f"{event_type}:{payload.get('action', '')}")
         return "0-1"
+
+    def trim(self, keep: int) -> int:
+        return 0
 
 
 @pytest.fixture
