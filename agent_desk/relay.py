@@ -12,8 +12,11 @@ published while the centre is down is relayed when it returns, and turns:
 - `work_order.opened` and `work_order.moved` into a "map" entry for the open case maps
   (feed.CASE_MAP): {case_number, event: "opened"|"moved", action, state, department_code},
   so a map redraws an order opened, moved or closed without being reloaded.
-- `speech.keyword` (a configured keyword in a stored transcript) into a "notice" for the
-  supervisors' desks (feed.SUPERVISORS), with the masked utterance.
+- `speech.keyword` (a configured keyword said in a call, heard live or in a stored
+  transcript) into a "notice" for the supervisors' desks (feed.SUPERVISORS), with the masked
+  utterance;
+- `speech.live` (the caller's words heard during the call, recordings.live) into a "live"
+  entry for the desk of the agent talking to that caller.
 
 The screen pop ("pop") is another loop's (agent_desk's pop composer).
 """
@@ -30,6 +33,7 @@ from agent_desk import feed
 from core.events import EventBus
 from core.phones import mask
 from telephony.seats import SEATS_KEY
+from telephony.wallboard import LIVE_CALLS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +115,26 @@ class DeskRelay:
                           "keyword": event.get("keyword", ""),
                           "call_id": event.get("call_id", ""), "leg": event.get("leg", ""),
                           "offset_seconds": event.get("offset_seconds"),
-                          "excerpt": event.get("excerpt", "")}}
+                          "excerpt": event.get("excerpt", ""),
+                          "live": bool(event.get("live"))}}
+        if kind == "speech.live" and event.get("call_id"):
+            return self.live_transcript(event)
         return None
+
+    def live_transcript(self, event: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+        """The caller's words heard live (speech.live) for the desk of the agent talking to
+        them now (the telephony service's live calls); None while nobody has answered."""
+        raw = self.bus.client.hget(LIVE_CALLS_KEY, str(event["call_id"]))
+        try:
+            agent = json.loads(raw).get("agent") if raw else None
+        except (ValueError, AttributeError):
+            agent = None
+        if not agent:
+            return None
+        return str(agent), "live", {
+            "call_id": event["call_id"], "utterance": event.get("utterance"),
+            "final": bool(event.get("final")), "text": event.get("text", ""),
+            "at": event.get("at")}
 
     def seat_state(self, event: dict[str, Any]) -> dict[str, Any]:
         """The seat as the telephony service keeps it now (it writes the live state before

@@ -51,6 +51,8 @@ MODULES = (
     "app_read.so", "app_verbose.so", "app_echo.so", "app_senddtmf.so", "app_stack.so",
     "app_exec.so", "app_userevent.so", "app_originate.so", "app_record.so",
     "app_chanspy.so",
+    # live transcription: the caller's voice to the centre over AudioSocket (recordings.live)
+    "res_audiosocket.so", "chan_audiosocket.so",
     "func_callerid.so", "func_channel.so", "func_strings.so", "func_logic.so",
     "func_global.so", "func_cut.so", "func_hangupcause.so", "func_uri.so", "func_math.so",
     "func_timeout.so", "func_db.so", "func_shell.so",

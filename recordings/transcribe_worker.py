@@ -34,7 +34,7 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.db import Base, UtcDateTime, make_engine, session_factory, transaction
 from core.events import EventBus
-from recordings import transcripts
+from recordings import keywords, transcripts
 from recordings.catalogue import LEGS, CallFile
 from recordings.speech import Engine, engine_for
 
@@ -190,6 +190,7 @@ def transcribe(sha256: str) -> str:
                 return GONE
             job.state, job.error = FAILED, f"{type(exc).__name__}: {exc}"[:500]
         raise
+    words = keywords.seeded(sessions, settings.speech.alert_keywords, clock.now())
     with transaction(sessions) as session:
         job = session.scalar(select(TranscriptionJob).where(
             TranscriptionJob.sha256 == sha256).with_for_update())
@@ -202,8 +203,9 @@ def transcribe(sha256: str) -> str:
         job.state, job.finished_at = DONE, clock.now()
         job.audio_seconds, job.work_seconds = audio_seconds, round(time.monotonic() - began, 3)
         alerts = transcripts.keyword_hits(transcript, transcripts.segments_of(session, transcript),
-                                          settings.speech.alert_keywords, clock.time())
-    for event in alerts:  # each once: the bus drops an id it has had
+                                          words, clock.time())
+    for event in alerts:  # each once per call and keyword: the bus drops an id it has had,
+        # a keyword heard live during the call (recordings.live) among them
         bus.publish(event)
     return DONE
 
