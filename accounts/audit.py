@@ -48,6 +48,9 @@ ACTIONS += (TRANSCRIPT_SHOWN,)
 # recording_deletions): each leg's file and each transcript, with its checksum and why
 RECORDING_FILE_DELETED, TRANSCRIPT_DELETED = "recording_file_deleted", "transcript_deleted"
 ACTIONS += (RECORDING_FILE_DELETED, TRANSCRIPT_DELETED)
+# ... and the alert keywords (告警关键词) edited: the target is the word, the detail the change
+KEYWORDS_CHANGED = "speech_keywords_changed"
+ACTIONS += (KEYWORDS_CHANGED,)
 MAX_PAGE = 500
 
 
