@@ -1,8 +1,8 @@
 """The alert keywords (告警关键词) as the operator edits them: seeded once from the settings,
 changed over HTTP (supervisors, administrators; audited) and from the shell, read by the
 live receiver through a cache that sees each change; a keyword alerted live is not alerted
-again by the stored transcript's pass; without a model live transcription is off, said
-once. On SQLite and PostgreSQL."""
+again by the stored transcript's pass; the live text reaches the desk of the agent on the
+call; without a model live transcription is off, said once. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -17,11 +17,13 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from accounts.audit import AuditEntry
+from agent_desk.relay import DeskRelay
 from core.db import transaction
 from core.events import EventBus
 from hotline.cli import cli
 from recordings import keywords, live, transcripts
 from recordings.speech import Utterance, Word
+from telephony.wallboard import LiveCall, drop_live_call, put_live_call
 from tests import api_world
 from tests.api_world import NOW, World
 from tests.conftest import make_settings
@@ -126,3 +128,30 @@ def test_without_a_model_live_transcription_is_off_and_says_so_once(tmp_path: Pa
         assert live.LiveSpeech.wanted(settings) is False
     said = [r.message for r in caplog.records if "live transcription is off" in r.message]
     assert said == ["speech: live transcription is off (speech.model_path is not set)"]
+
+
+def test_the_live_text_goes_to_the_desk_of_the_agent_on_the_call(world: World) -> None:
+    client = world.app.extensions["hotline.redis"]
+    bus = EventBus(client, stream=f"test:{uuid.uuid4().hex}")
+    relay = DeskRelay(bus)
+    waiting, talking = "1764470000.7", "1764470000.8"
+    put_live_call(client, LiveCall(waiting, "default", "13800138000", NOW.timestamp()))
+    put_live_call(client, LiveCall(talking, "default", "13800138001", NOW.timestamp(),
+                                   "8001", NOW.timestamp() + 5))
+    try:
+        said = [live.LiveTranscript(at=NOW.timestamp(), call_id=call, utterance=0,
+                                    text="煤气 泄漏", start=0.0, end=1.5)
+                for call in (waiting, talking)]
+        assert relay.entry_for(said[0].as_dict()) is None  # nobody has answered it yet
+        assert relay.entry_for(said[1].as_dict()) == ("8001", "live", {
+            "call_id": talking, "utterance": 0, "final": False, "text": "煤气 泄漏",
+            "at": NOW.timestamp()})
+        alert = transcripts.KeywordHeard(at=NOW.timestamp(), call_id=talking, leg="caller",
+                                         keyword="煤气泄漏", offset_seconds=1.5,
+                                         excerpt="煤气 泄漏", live=True)
+        agent, kind, data = relay.entry_for(alert.as_dict())  # type: ignore[misc]
+        assert (agent, kind, data["alert"]["live"], data["alert"]["keyword"]) == (
+            "supervisors", "notice", True, "煤气泄漏")
+    finally:
+        drop_live_call(client, waiting)
+        drop_live_call(client, talking)
