@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.background import BackgroundLoop
 from core.clock import Clock
 from core.config import Settings
+from core.errors import HotlineError
 from core.events import DomainEvent, EventBus
 from recordings import keywords, privacy
 from recordings.speech import VoskEngine, join_words
@@ -235,8 +236,8 @@ class Receiver:
         try:
             self._server = await asyncio.start_server(self._serve, self.host, self.port)
         except OSError as exc:
-            raise OSError(f"live speech: cannot listen on {self.host}:{self.port} "
-                          f"(speech.live_port): {exc.strerror}") from None
+            raise HotlineError(f"live speech: cannot listen on {self.host}:{self.port} "
+                               f"(speech.live_port): {exc.strerror}") from None
         self.port = self._server.sockets[0].getsockname()[1]
         await asyncio.to_thread(self._announce)
         self._beat = asyncio.create_task(self._heartbeat())

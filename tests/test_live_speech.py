@@ -7,7 +7,6 @@ call is still up. The partial texts carry the caller's words and none of the age
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,7 +22,6 @@ from core.events import STREAM
 from hotline.centre import Centre
 from recordings import keywords
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
-from tests import isolation
 from tests.conftest import AGENT_PORT, agent_ip, ensure_ready, wait_until
 from tests.speech_audio import AGENT_TEXT, AGENT_WORDS, MODEL_DIR, speak_korean
 
@@ -38,10 +36,9 @@ ALERT_WITHIN = 5.0
 
 @pytest.fixture(scope="module")
 def live_centre(pbx: Sandbox, pbx_settings: Settings) -> Iterator[Centre]:
-    """The test centre with speech on (the Korean model) and its live receiver on a free
-    port; the alert keywords hold the test's word."""
-    speech = replace(pbx_settings.speech, model_path=MODEL_DIR,
-                     live_port=isolation.free_port(socket.SOCK_STREAM))
+    """The test centre with speech on (the Korean model) and its live receiver (on the
+    run's own port, conftest); the alert keywords hold the test's word."""
+    speech = replace(pbx_settings.speech, model_path=MODEL_DIR)
     with Centre(replace(pbx_settings, speech=speech), web=False) as running:
         with transaction(running.sessions) as session:
             keywords.add(session, KEYWORD, actor="测试", now=running.clock.now())
