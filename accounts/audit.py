@@ -53,6 +53,9 @@ ACTIONS += (RECORDING_FILE_DELETED, TRANSCRIPT_DELETED)
 SIP_BANNED, SIP_UNBANNED = "sip_banned", "sip_unbanned"
 SIP_PASSWORD_SHOWN, SIP_PASSWORD_ROTATED = "sip_password_shown", "sip_password_rotated"
 ACTIONS += (SIP_BANNED, SIP_UNBANNED, SIP_PASSWORD_SHOWN, SIP_PASSWORD_ROTATED)
+# ... and the alert keywords (告警关键词) edited: the target is the word, the detail the change
+KEYWORDS_CHANGED = "speech_keywords_changed"
+ACTIONS += (KEYWORDS_CHANGED,)
 MAX_PAGE = 500
 
 

@@ -12,10 +12,13 @@ published while the centre is down is relayed when it returns, and turns:
 - `work_order.opened` and `work_order.moved` into a "map" entry for the open case maps
   (feed.CASE_MAP): {case_number, event: "opened"|"moved", action, state, department_code},
   so a map redraws an order opened, moved or closed without being reloaded.
-- `speech.keyword` (a configured keyword in a stored transcript) into a "notice" for the
-  supervisors' desks (feed.SUPERVISORS), with the masked utterance.
+- `speech.keyword` (a configured keyword said in a call, heard live or in a stored
+  transcript) into a "notice" for the supervisors' desks (feed.SUPERVISORS), with the masked
+  utterance;
 - `sip.banned` (an address banned after failed SIP sign-ins) into a "notice" for the
-  supervisors' desks, with the address, its failures and until when.
+  supervisors' desks, with the address, its failures and until when;
+- `speech.live` (the caller's words heard during the call, recordings.live) into a "live"
+  entry for the desk of the agent talking to that caller.
 
 The screen pop ("pop") is another loop's (agent_desk's pop composer).
 """
@@ -32,6 +35,7 @@ from agent_desk import feed
 from core.events import EventBus
 from core.phones import mask
 from telephony.seats import SEATS_KEY
+from telephony.wallboard import LIVE_CALLS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +117,8 @@ class DeskRelay:
                           "keyword": event.get("keyword", ""),
                           "call_id": event.get("call_id", ""), "leg": event.get("leg", ""),
                           "offset_seconds": event.get("offset_seconds"),
-                          "excerpt": event.get("excerpt", "")}}
+                          "excerpt": event.get("excerpt", ""),
+                          "live": bool(event.get("live"))}}
         if kind == "sip.banned":  # an address banned after failed SIP sign-ins (SIP 封禁)
             return feed.SUPERVISORS, "notice", {
                 "source": "sip", "at": event.get("at"),
@@ -121,7 +126,24 @@ class DeskRelay:
                           "address": event.get("address", ""),
                           "threshold": event.get("failures"), "until": event.get("until"),
                           "reason": event.get("reason", "")}}
+        if kind == "speech.live" and event.get("call_id"):
+            return self.live_transcript(event)
         return None
+
+    def live_transcript(self, event: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+        """The caller's words heard live (speech.live) for the desk of the agent talking to
+        them now (the telephony service's live calls); None while nobody has answered."""
+        raw = self.bus.client.hget(LIVE_CALLS_KEY, str(event["call_id"]))
+        try:
+            agent = json.loads(raw).get("agent") if raw else None
+        except (ValueError, AttributeError):
+            agent = None
+        if not agent:
+            return None
+        return str(agent), "live", {
+            "call_id": event["call_id"], "utterance": event.get("utterance"),
+            "final": bool(event.get("final")), "text": event.get("text", ""),
+            "at": event.get("at")}
 
     def seat_state(self, event: dict[str, Any]) -> dict[str, Any]:
         """The seat as the telephony service keeps it now (it writes the live state before

@@ -57,6 +57,8 @@ MODULES = (
     "app_chanspy.so",
     # channel event logging to SQLite: the record of calls the centre missed (telephony.cel)
     "res_cdrel_custom.so", "cel_sqlite3_custom.so", "app_celgenuserevent.so",
+    # live transcription: the caller's voice to the centre over AudioSocket (recordings.live)
+    "res_audiosocket.so", "chan_audiosocket.so",
     "func_callerid.so", "func_channel.so", "func_strings.so", "func_logic.so",
     "func_global.so", "func_cut.so", "func_hangupcause.so", "func_uri.so", "func_math.so",
     "func_timeout.so", "func_db.so", "func_shell.so",

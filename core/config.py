@@ -548,6 +548,11 @@ class Speech:
     job_timeout_seconds: Annotated[int, BeforeValidator(_no_bool),
                                    Field(ge=10, le=86_400)] = 1800  # one recording's job
     retries: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=10)] = 2
+    # live transcription (实时转写) of the caller while the call is up, when a model is set:
+    # Asterisk's AudioSocket side channel connects to live_host:live_port (recordings.live)
+    live: bool = True
+    live_host: Address = "127.0.0.1"
+    live_port: Port = 4574
 
 
 @section

@@ -33,6 +33,7 @@ from hotline.web import create_app, stop_web_server
 from ivr.fastagi import FastAgiServer
 from ivr.server import start as start_ivr
 from quality.keywords import KeywordFlags
+from recordings.live import LiveSpeech
 from telephony.service import TelephonyService
 from tickets.worker import TicketsWorker
 
@@ -68,6 +69,9 @@ class Centre:
         # keyword hits (speech.keyword) flag their calls for quality review (质检)
         self.quality_flags = KeywordFlags(self.sessions, self.bus, settings.calendar.timezone)
         self._flags_run: Any = None
+        # live transcription (实时转写) of callers, when a speech model is set
+        self.live_speech = (LiveSpeech(settings, self.sessions, self.bus, clock)
+                            if LiveSpeech.wanted(settings) else None)
         self.with_web, self.with_worker = web, worker
         self.push: PushServer | None = None
         self._push_loop: BackgroundLoop | None = None
@@ -90,6 +94,8 @@ class Centre:
         try:
             self.ivr = self._ivr_loop.run(
                 start_ivr(self.settings, self.sessions, self.clock, self.parts.policy), 30)
+            if self.live_speech is not None:  # up before the first call is tapped
+                self.live_speech.start()
             self._stop = self._loop.run(_new_event())
             if self.parts.relay is not None:  # the outbox: what commits left while Redis was away
                 self.parts.relay.start()
@@ -184,6 +190,9 @@ class Centre:
                           ("retention", self._retention_run), ("flags", self._flags_run)):
             if run is not None:
                 wait(what, lambda run=run: run.result(left()))
+        if self.live_speech is not None:
+            live_speech = self.live_speech
+            wait("live speech", lambda: live_speech.stop(min(2.0, left())))
         if self.sms_out is not None:
             wait("sms", self.sms_out.stop)
             self.sms_out = None

@@ -1741,3 +1741,48 @@ def events_relay(ctx: click.Context, follow: bool) -> None:
     with parts.sessions() as session:
         waiting = outbox.backlog(session)
     click.echo(f"{relayed} events relayed; {waiting} waiting")
+
+
+@speech.command("keywords")
+@click.option("--add", "added", multiple=True, metavar="WORD", help="Alert on this word too.")
+@click.option("--remove", "removed", multiple=True, metavar="WORD",
+              help="No longer alert on this word.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def speech_keywords(ctx: click.Context, added: tuple[str, ...], removed: tuple[str, ...],
+                    as_json: bool) -> None:
+    """The alert keywords (告警关键词): what a caller says that alerts supervisors, live and in
+    stored transcripts. Seeded once from speech.alert_keywords; each change is audited."""
+    from accounts import audit
+    from core.db import transaction
+    from core.live import connect_redis
+    from recordings import keywords
+
+    settings = _settings(ctx)
+    sessions = _session_factory(settings)
+    now = SYSTEM_CLOCK.now()
+    keywords.seeded(sessions, settings.speech.alert_keywords, now)
+    moved = False
+    try:
+        with transaction(sessions) as session:
+            for word, adding in [(w, True) for w in added] + [(w, False) for w in removed]:
+                change = keywords.add if adding else keywords.remove
+                if change(session, word, actor=_cli_actor(), now=now):
+                    moved = True
+                    audit.record(session, audit.KEYWORDS_CHANGED, actor=_cli_actor(),
+                                 now=now, target=keywords.clean(word),
+                                 detail={"change": "added" if adding else "removed",
+                                         "from": "cli"})
+                else:
+                    click.echo(f"{word}: {'already' if adding else 'not'} an alert keyword",
+                               err=True)
+    except keywords.KeywordError as exc:
+        raise click.ClickException(str(exc)) from None
+    if moved:
+        keywords.changed(connect_redis(settings))  # the live receiver re-reads the list
+    with sessions() as session:
+        words = keywords.current(session)
+    if as_json:
+        _echo_json({"keywords": list(words)})
+        return
+    click.echo(" ".join(words) if words else "(no alert keywords)")

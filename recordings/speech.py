@@ -105,10 +105,15 @@ class VoskEngine:
         self._model = vosk.Model(str(model_dir))
         self._lock = threading.Lock()  # one model, recognisers made one at a time
 
+    def recogniser(self, rate: int) -> Any:
+        """A new KaldiRecognizer on the loaded model for audio at `rate` (recordings.live
+        makes one per live stream)."""
+        with self._lock:
+            return self._vosk.KaldiRecognizer(self._model, rate)
+
     def transcribe(self, audio: Path) -> list[Utterance]:
         with _as_pcm(audio, self.rate) as pcm, wave.open(str(pcm), "rb") as wav:
-            with self._lock:
-                recogniser = self._vosk.KaldiRecognizer(self._model, wav.getframerate())
+            recogniser = self.recogniser(wav.getframerate())
             recogniser.SetWords(True)
             out = []
             while True:

@@ -34,7 +34,7 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.db import Base, UtcDateTime, make_engine, relocate_paths, session_factory, transaction
 from core.events import EventBus, announce, publish_on_commit
-from recordings import transcripts
+from recordings import keywords, transcripts
 from recordings.catalogue import LEGS, CallFile
 from recordings.speech import Engine, engine_for
 
@@ -193,6 +193,7 @@ def transcribe(sha256: str) -> str:
                 return GONE
             job.state, job.error = FAILED, f"{type(exc).__name__}: {exc}"[:500]
         raise
+    words = keywords.seeded(sessions, settings.speech.alert_keywords, clock.now())
     with transaction(sessions) as session:
         job = session.scalar(select(TranscriptionJob).where(
             TranscriptionJob.sha256 == sha256).with_for_update())
@@ -205,8 +206,9 @@ def transcribe(sha256: str) -> str:
         job.state, job.finished_at = DONE, clock.now()
         job.audio_seconds, job.work_seconds = audio_seconds, round(time.monotonic() - began, 3)
         alerts = transcripts.keyword_hits(transcript, transcripts.segments_of(session, transcript),
-                                          settings.speech.alert_keywords, clock.time())
-        for event in alerts:  # with the transcript; each once: the bus drops an id it has had
+                                          words, clock.time())
+        for event in alerts:  # with the transcript; each once per call and keyword: the bus
+            # drops an id it has had, a keyword heard live (recordings.live) among them
             announce(session, event)
     return DONE
 

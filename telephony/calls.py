@@ -51,6 +51,7 @@ IVR_VARIABLES = {"HOTLINE_MENU_CHOICE": "menu", "HOTLINE_IVR_NODE": "node", "HOT
 HANGUP_BY = ("citizen", "agent", "transfer", "system")
 _REASONS = {"caller": "citizen", "agent": "agent", "transfer": "transfer"}
 TRUNK_CHANNEL = "PJSIP/trunk-"  # the citizen's side of a call the hotline places
+LIVE_AUDIO_CHANNEL = "AudioSocket/"  # recordings.live's side channel (no call of its own)
 
 
 def _stamp(event: dict[str, str], received_at: float) -> float:
@@ -248,6 +249,8 @@ class CallTracker:
         uniqueid, linkedid = e["Uniqueid"], e.get("Linkedid") or e["Uniqueid"]
         if uniqueid in self._leg_call or linkedid in self._finished:
             return []  # a replay
+        if str(e.get("Channel", "")).startswith(LIVE_AUDIO_CHANNEL):
+            return []  # the side channel carrying a caller's voice to live speech: no call
         out: list[DomainEvent] = []
         call = self.calls.get(linkedid)
         if call is None:

@@ -38,7 +38,7 @@ from core.config import Settings
 from core.db import transaction
 from core.events import EventBus, announce, publish
 from core.live import failing_fast
-from recordings import transcribe_worker
+from recordings import live, transcribe_worker
 from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path
 from telephony import (
     callbacks,
@@ -90,6 +90,8 @@ CEL_MARK_KEY = "telephony:cel_mark"
 CEL_MARGIN_SECONDS = 60.0
 CEL_TRIM_SECONDS = 3600.0
 BAN_SWEEP_SECONDS = 1.0  # how soon an ended or lifted SIP ban reaches Asterisk
+# The side channel that sends the caller's voice to the live receiver (recordings.live).
+LIVE_CONTEXT = "hotline-live"
 
 
 class TelephonyService:
@@ -517,6 +519,9 @@ class TelephonyService:
 
     def _emit(self, event: DomainEvent) -> None:
         self._live(self._live_call_moved, event)
+        if isinstance(event, QueueJoined) and self.settings.speech.live and (
+                self.settings.speech.model_path is not None):
+            self._spawn(self._tap_live_audio(event.call_id))
         if isinstance(event, CallEnded):
             # Storing waits for the recording to be closed: off the event loop.
             self._storing[event.call_id] = event.record.get("started_at") or event.at
@@ -722,6 +727,29 @@ class TelephonyService:
             self._outbound.pop(reference, None)
             raise
         return {"reference": reference, "state": "dialling"}
+
+    async def _tap_live_audio(self, call_id: str) -> None:
+        """Send the caller's voice to the live receiver (recordings.live), if one is up: a
+        side channel to it (AudioSocket) runs ChanSpy on the caller's own channel only
+        (extensions.conf [hotline-live]); its stream's uuid is written down first, so the
+        receiver knows the call of every stream it gets."""
+        call = self.tracker.calls.get(call_id)
+        leg = call.caller_leg if call is not None else None
+        if (call is None or leg is None or call.direction != "inbound"
+                or not leg.channel.startswith("PJSIP/")):
+            return
+        try:
+            address = await asyncio.to_thread(live.receiver_address, self.redis)
+            if not address:
+                return
+            stream = await asyncio.to_thread(live.register_stream, self.redis, call_id)
+            await self._ami({
+                "Action": "Originate", "Async": "true",
+                "Channel": f"{live.CHANNEL_PREFIX}{address}/{stream}",
+                "Context": LIVE_CONTEXT, "Exten": "s", "Priority": "1",
+                "Variable": f"HOTLINE_LIVE_CHANNEL={leg.uniqueid}"})
+        except Exception as exc:  # the call goes on without its live transcript
+            log.warning("live speech: cannot tap call %s: %s", call_id, exc)
 
     async def _cmd_spy(self, snapshot: directory.Directory, agent: str,
                        args: dict[str, Any]) -> dict[str, Any]:
