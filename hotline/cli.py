@@ -1580,3 +1580,36 @@ def speech_show(ctx: click.Context, call_id: str, unmasked: bool, as_json: bool)
     for segment in sorted((s for t in found for s in t["segments"]),
                           key=lambda s: s["start"]):
         click.echo(f"{segment['start']:>7.1f}s {segment['speaker']:<7} {segment['text']}")
+
+
+# ------------------------------------------------------------------------------ reports
+
+@cli.group("reports")
+def reports_group() -> None:
+    """The reports' rollups (汇总): rebuilt from the stored events."""
+
+
+@reports_group.command("rebuild")
+@click.option("--from", "start", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="First local day (default: everything).")
+@click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Exclusive end day (local).")
+@click.pass_context
+def reports_rebuild(ctx: click.Context, start: Any, end: Any) -> None:
+    """Recompute the reports' rollups from the events, for all time or [--from, --to)."""
+    from zoneinfo import ZoneInfo
+
+    from core.db import transaction
+    from tickets import rollups
+
+    if (start is None) != (end is None):
+        raise click.UsageError("give both --from and --to, or neither")
+    settings = _settings(ctx)
+    zone = ZoneInfo(settings.calendar.timezone)
+    lo = start.replace(tzinfo=zone) if start else None
+    hi = end.replace(tzinfo=zone) if end else None
+    if lo and hi and hi <= lo:
+        raise click.UsageError("--to must be after --from")
+    with transaction(_session_factory(settings)) as session:
+        orders = rollups.rebuild(session, lo, hi)
+    click.echo(f"order rollups: {orders} orders recomputed")

@@ -30,7 +30,7 @@ from core.errors import HotlineError
 from core.events import EventBus
 from recordings import catalogue as recordings
 from telephony import records as call_records
-from tickets import catalogue, deadlines, geo, workflow
+from tickets import catalogue, deadlines, geo, rollups, workflow
 from tickets.events import Move, WorkOrderMoved, WorkOrderOpened, emit
 from tickets.models import (
     CASE_NUMBER_LENGTH,
@@ -334,6 +334,7 @@ def grant_extension(session: Session, case_number: str, amount: int, *, actor: s
                          policy.yellow_percent)
     except deadlines.DeadlineError as exc:
         raise OrderError(str(exc)) from None
+    rollups.refresh(session, order.id)  # the round's due time moved after the move's own
     return order
 
 
