@@ -349,6 +349,11 @@ def order_measures(session: Session, start: datetime, end: datetime, *,
     cutoff = min(end, utc(now))
     counts = (_order_counts_rolled(session, start, end, cutoff) if _rolled(start, end, raw)
               else _order_counts_raw(session, start, end, cutoff))
+    return _order_measures(start, end, counts)
+
+
+def _order_measures(start: datetime, end: datetime, counts: Mapping[str, Any]
+                    ) -> OrderMeasures:
     by_state: Counter[str] = Counter()
     by_appeal: Counter[str] = Counter()
     by_channel: Counter[str] = Counter()
@@ -368,7 +373,7 @@ def order_measures(session: Session, start: datetime, end: datetime, *,
     closed, due_callbacks, reached_n = counts["closed"]
     ratings = dict.fromkeys(RATINGS, 0)
     for rating, count in counts["ratings"]:
-        ratings[int(rating)] = int(count)
+        ratings[int(rating)] += int(count)
     rated = sum(ratings.values())
     satisfied = sum(n for r, n in ratings.items() if r <= SATISFIED_MAX_RATING)
     reworks = counts["reworks"]
@@ -390,6 +395,66 @@ def order_measures(session: Session, start: datetime, end: datetime, *,
         mean_rating=ratio(sum(r * n for r, n in ratings.items()), rated, 2),
         ratings=ratings, rework_count=int(reworks),
     )
+
+
+def order_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, datetime]], *,
+                         now: datetime) -> tuple[OrderMeasures, list[OrderMeasures]]:
+    """The measures of the whole of `tiles` (contiguous whole-hour windows, in order) and of
+    each tile, from the rollups with one statement per figure for them all (a report's
+    order part): each rollup row is put in its tile by a CASE on its hour."""
+    r, d = OrderRollup, WorkOrderDeadline
+    start, end = tiles[0][0], tiles[-1][1]
+    now = utc(now)
+    tile = case(*((r.hour < hi, i) for i, (_lo, hi) in enumerate(tiles)), else_=len(tiles))
+    n = len(tiles)
+
+    def sums(figure: str, *keys: Any, upto: datetime = end, where: Iterable[Any] = ()
+             ) -> list[tuple[Any, ...]]:
+        rows = session.execute(
+            select(tile, *keys, func.sum(r.n))
+            .where(r.figure == figure, r.hour >= start, r.hour < upto, *where)
+            .group_by(tile, *keys)).all()
+        return [(int(row[0]), *row[1:-1], int(row[-1])) for row in rows if row[-1]]
+
+    counts: list[dict[str, Any]] = [
+        {"created": [], "complete": [0, 0, 0], "closed": [0, 0, 0], "ratings": [],
+         "reworks": 0} for _ in range(n + 1)]  # the tiles, then the whole
+    whole = counts[n]
+    for i, state, appeal, channel, resolved, k in sums("created", r.k1, r.k2, r.k3, r.k4):
+        for c in (counts[i], whole):
+            c["created"].append((state, appeal, channel, resolved == "1", k))
+    for i, ok, k in sums("complete_done", r.k1):
+        for c in (counts[i], whole):
+            c["complete"][0] += k
+            c["complete"][1] += k if ok == "1" else 0
+    for i, due, reached, k in sums("closed", r.k1, r.k2):
+        for c in (counts[i], whole):
+            c["closed"][0] += k
+            c["closed"][1] += k if due == "1" else 0
+            c["closed"][2] += k if reached == "1" else 0
+    for i, rating, k in sums("rating", r.k1):
+        for c in (counts[i], whole):
+            c["ratings"].append((int(rating), k))
+    for i, k in sums("rework"):
+        counts[i]["reworks"] += k
+        whole["reworks"] += k
+    # overdue: due in [tile start, min(tile end, now)), unmet at the tile's (whole's) end
+    due_upto = max(start, min(end, hour_of(now)))
+    for i, k in sums("unmet", upto=due_upto, where=[r.k1 == "complete"]):
+        counts[i]["complete"][2] += k
+        whole["complete"][2] += k
+    for i, met, k in sums("late", r.k4, upto=due_upto, where=[r.k1 == "complete"]):
+        counts[i]["complete"][2] += k if met >= hour_key(tiles[i][1]) else 0
+        whole["complete"][2] += k if met >= hour_key(end) else 0
+    if start <= due_upto < now and due_upto < end:  # the hour `now` is in, from the deadlines
+        i = next(j for j, (lo, hi) in enumerate(tiles) if lo <= due_upto < hi)
+        for c, until in ((counts[i], tiles[i][1]), (whole, end)):
+            c["complete"][2] += session.scalar(
+                select(func.count()).select_from(d).where(
+                    d.step == "complete", d.due_at >= due_upto, d.due_at < now,
+                    or_(d.met_at.is_(None), d.met_at >= until))) or 0
+    measures = [_order_measures(lo, hi, c) for (lo, hi), c in zip(tiles, counts, strict=False)]
+    return _order_measures(start, end, whole), measures
 
 
 def _order_counts_raw(session: Session, start: datetime, end: datetime,
@@ -482,15 +547,23 @@ def hotline_report(session: Session, start: datetime, end: datetime, *,
     `buckets`). Every bucket is aggregated on its own, bounded by instants
     computed here, so both databases cut the days the same way."""
 
+    periods = buckets(start, end, bucket, timezone)
+    start, end = check_window(start, end)
+    orders: dict[tuple[datetime, datetime], OrderMeasures] = {}
+    if periods and all(_rolled(p.start, p.end, raw) for p in periods):
+        # the periods tile the window: the rollups give all of them in one pass
+        whole, each = order_measures_tiled(session, [(p.start, p.end) for p in periods],
+                                           now=now)
+        orders = {(p.start, p.end): m for p, m in zip(periods, each, strict=True)}
+        orders[(start, end)] = whole
+
     def part(label: str, lo: datetime, hi: datetime) -> ReportBucket:
         calls = call_measures(session, lo, hi, queue=queue, service_seconds=service_seconds,
                               repeat_lookback=repeat_lookback)
-        return ReportBucket(label, lo, hi, calls,
-                            order_measures(session, lo, hi, now=now, raw=raw),
+        measured = orders.get((lo, hi)) or order_measures(session, lo, hi, now=now, raw=raw)
+        return ReportBucket(label, lo, hi, calls, measured,
                             surge.call_measures(session, lo, hi, queue=queue))
 
-    periods = buckets(start, end, bucket, timezone)
-    start, end = check_window(start, end)
     total = part("total", start, end)
     figures = {"answer_rate": total.calls.answer_rate,
                "service_level": total.calls.service_level,
