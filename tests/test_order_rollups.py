@@ -184,8 +184,9 @@ def _figures(session: Session, raw: bool) -> list[Any]:
         out.append([report.total.orders.as_dict()]
                    + [b.orders.as_dict() for b in report.buckets])
         out.append(kpis.evaluate(session, start, end, now=now, raw=raw).as_dict())
-        for day in kpis.buckets(start, end, "day"):
-            out.append(kpis.evaluate(session, day.start, day.end, now=now, raw=raw).as_dict())
+    start, end, _bucket, now = WINDOWS[0]  # and each day's evaluation
+    for day in kpis.buckets(start, end, "day"):
+        out.append(kpis.evaluate(session, day.start, day.end, now=now, raw=raw).as_dict())
     return out
 
 

@@ -206,20 +206,20 @@ def _apply(session: Session, deltas: Counter[Fact] | dict[Fact, int]) -> None:
     table = OrderRollup.__table__
     rows = [{"figure": f, "hour": h, "k1": k1, "k2": k2, "k3": k3, "k4": k4, "n": n}
             for (f, h, k1, k2, k3, k4), n in sorted(deltas.items()) if n]
-    for chunk in (rows[i:i + 1000] for i in range(0, len(rows), 1000)):
-        stmt = insert_on_conflict(session, table).values(chunk)
+    if rows:  # one statement compiled once, its rows sent in batches (executemany)
+        stmt = insert_on_conflict(session, table)
         session.execute(stmt.on_conflict_do_update(
             index_elements=["figure", "hour", "k1", "k2", "k3", "k4"],
-            set_={"n": table.c.n + stmt.excluded.n}))
+            set_={"n": table.c.n + stmt.excluded.n}), rows)
 
 
 def _write_marks(session: Session, parts: dict[int, Counter[Fact]]) -> None:
     table = OrderRollupMark.__table__
     rows = [{"order_id": i, "facts": _to_json(f)} for i, f in sorted(parts.items())]
-    for chunk in (rows[i:i + 1000] for i in range(0, len(rows), 1000)):
-        stmt = insert_on_conflict(session, table).values(chunk)
+    if rows:
+        stmt = insert_on_conflict(session, table)
         session.execute(stmt.on_conflict_do_update(index_elements=["order_id"],
-                                                   set_={"facts": stmt.excluded.facts}))
+                                                   set_={"facts": stmt.excluded.facts}), rows)
 
 
 def refresh(session: Session, order_id: int) -> None:
