@@ -54,7 +54,7 @@ from sqlalchemy.orm import Session
 
 from core.db import make_engine, session_factory, transaction, upgrade
 from reports import kpis
-from tickets import catalogue, deadlines, service, workflow
+from tickets import catalogue, deadlines, rollups, service, workflow
 from tickets.models import Category, WorkOrder
 from tickets.workcalendar import WorkCalendar, load_calendar
 
@@ -793,7 +793,34 @@ def queries(orders: int) -> list[tuple[str, str, Callable[[Session], Any]]]:
     def search(**filters: Any) -> Callable[[Session], Any]:
         return lambda s: service.find_orders(s, service.OrderQuery(**filters))
 
+    def orders_by(lo: datetime, hi: datetime, unit: str, raw: bool
+                  ) -> Callable[[Session], Any]:
+        # the hotline report's order part: the window and each of its periods
+        periods = kpis.buckets(lo, hi, unit)
+        if not raw:  # as hotline_report reads the rollups
+            return lambda s: kpis.order_measures_tiled(
+                s, [(b.start, b.end) for b in periods], now=now)
+        return lambda s: [kpis.order_measures(s, b.start, b.end, now=now, raw=raw)
+                          for b in [kpis.Bucket("total", lo, hi), *periods]]
+
+    def regions(lo: datetime, hi: datetime, raw: bool) -> Callable[[Session], Any]:
+        return lambda s: [kpis.evaluate_regions(s, lo, hi, level=level, now=now, raw=raw)
+                          for level in kpis.REGION_LEVELS]
+
+    rolled = []
+    for suffix, raw in (("", False), (" RAW", True)):  # rollups; the events (reference)
+        rolled += [
+            (f"order part, a day{suffix}", "day", orders_by(*day, "day", raw)),
+            (f"order part, a month by day{suffix}", "month", orders_by(*month, "day", raw)),
+            (f"order part, a year by month{suffix}", "year", orders_by(*year, "month", raw)),
+            (f"evaluate_staff, a month{suffix}", "month",
+             lambda s, raw=raw: kpis.evaluate_staff(s, *month, raw=raw)),
+            (f"evaluate_departments, a month{suffix}", "month",
+             lambda s, raw=raw: kpis.evaluate_departments(s, *month, now=now, raw=raw)),
+            (f"evaluate_regions, a month{suffix}", "month", regions(*month, raw)),
+        ]
     return [
+        *rolled,
         ("hotline_report, a day", "day",
          lambda s: kpis.hotline_report(s, *day, bucket="day", now=now)),
         ("hotline_report, a month by day", "month",
@@ -888,6 +915,18 @@ def main() -> None:
                       f" VACUUM ANALYZE {loaded.vacuum_s:.0f} s")
                 print("rows: " + ", ".join(f"{t} {n:,}" for t, n in loaded.rows.items()))
             print(data_summary(engine))
+            with engine.connect() as conn:
+                rolled = conn.scalar(text("SELECT count(*) FROM order_rollups"))
+            if not rolled:  # the rows were COPYed in: the rollups are built from them
+                started = time.perf_counter()
+                with transaction(session_factory(engine)) as session:
+                    rebuilt = rollups.rebuild(session)
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("VACUUM ANALYZE order_rollups")
+                    rows = conn.execute("SELECT count(*) FROM order_rollups").fetchone()
+                print(f"rollups rebuilt for {rebuilt:,} orders in "
+                      f"{time.perf_counter() - started:.0f} s: {rows[0] if rows else 0:,} "
+                      "hourly rows")
             with engine.connect() as conn:
                 orders = conn.scalar(text("SELECT max(id) FROM work_orders")) or 0
             watch = LoadWatch()

@@ -1786,3 +1786,37 @@ def speech_keywords(ctx: click.Context, added: tuple[str, ...], removed: tuple[s
         _echo_json({"keywords": list(words)})
         return
     click.echo(" ".join(words) if words else "(no alert keywords)")
+
+
+# ------------------------------------------------------------------------------ reports
+
+
+@cli.group("reports")
+def reports_group() -> None:
+    """The reports' rollups (汇总): rebuilt from the stored events."""
+
+
+@reports_group.command("rebuild")
+@click.option("--from", "start", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="First local day (default: everything).")
+@click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Exclusive end day (local).")
+@click.pass_context
+def reports_rebuild(ctx: click.Context, start: Any, end: Any) -> None:
+    """Recompute the reports' rollups from the events, for all time or [--from, --to)."""
+    from zoneinfo import ZoneInfo
+
+    from core.db import transaction
+    from tickets import rollups
+
+    if (start is None) != (end is None):
+        raise click.UsageError("give both --from and --to, or neither")
+    settings = _settings(ctx)
+    zone = ZoneInfo(settings.calendar.timezone)
+    lo = start.replace(tzinfo=zone) if start else None
+    hi = end.replace(tzinfo=zone) if end else None
+    if lo and hi and hi <= lo:
+        raise click.UsageError("--to must be after --from")
+    with transaction(_session_factory(settings)) as session:
+        orders = rollups.rebuild(session, lo, hi)
+    click.echo(f"order rollups: {orders} orders recomputed")

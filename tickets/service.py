@@ -30,7 +30,7 @@ from core.errors import HotlineError
 from core.events import EventBus
 from recordings import catalogue as recordings
 from telephony import records as call_records
-from tickets import catalogue, deadlines, geo, workflow
+from tickets import catalogue, deadlines, geo, rollups, workflow
 from tickets.events import Move, WorkOrderMoved, WorkOrderOpened, emit
 from tickets.models import (
     CASE_NUMBER_LENGTH,
@@ -334,6 +334,7 @@ def grant_extension(session: Session, case_number: str, amount: int, *, actor: s
                          policy.yellow_percent)
     except deadlines.DeadlineError as exc:
         raise OrderError(str(exc)) from None
+    rollups.refresh(session, order.id)  # the round's due time moved after the move's own
     return order
 
 
@@ -787,6 +788,7 @@ def add_citizen_info(session: Session, case_number: str, note: str, *, actor: st
     text = _clean(note, "note", MAX_DESCRIPTION, required=True)
     _append(session, order, CITIZEN_INFO, order.state, order.state, actor, CITIZEN, text, now)
     order.updated_at = now
+    rollups.refresh(session, order.id)  # an event of the order, though not a move
     return session.scalars(select(WorkOrderEvent).where(WorkOrderEvent.order_id == order.id)
                            .order_by(WorkOrderEvent.seq.desc()).limit(1)).one()
 
