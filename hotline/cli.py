@@ -1580,3 +1580,37 @@ def speech_show(ctx: click.Context, call_id: str, unmasked: bool, as_json: bool)
     for segment in sorted((s for t in found for s in t["segments"]),
                           key=lambda s: s["start"]):
         click.echo(f"{segment['start']:>7.1f}s {segment['speaker']:<7} {segment['text']}")
+
+
+# ------------------------------------------------------------------------------ reports
+
+
+@cli.group("reports")
+def reports_group() -> None:
+    """Reports (报表): the rollups they read."""
+
+
+@reports_group.command("rebuild")
+@click.option("--from", "start", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="First local day (default: the first stored).")
+@click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Exclusive end day, local (default: after the last stored).")
+@click.pass_context
+def reports_rebuild(ctx: click.Context, start: Any, end: Any) -> None:
+    """Recompute the reports' rollups of a window from the stored events."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from core.db import transaction
+    from telephony import rollups
+
+    settings = _settings(ctx)
+    zone = ZoneInfo(settings.calendar.timezone)
+    start = None if start is None else start.replace(tzinfo=zone)
+    end = None if end is None else end.replace(tzinfo=zone)
+    if start is not None and end is not None and end <= start:
+        raise click.UsageError("--to must be after --from")
+    with transaction(_session_factory(settings)) as session:
+        calls = rollups.rebuild(session, start, end, timedelta(
+            hours=settings.hotline.repeat_window_hours))
+    click.echo(f"{calls} calls rolled up")

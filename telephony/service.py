@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -348,7 +349,8 @@ class TelephonyService:
             path = host_path(self.settings, record["recording"])
             recording = fingerprint(path) if path is not None else None
         with transaction(self.sessions) as session:
-            new = records.store_call(session, record, recording)
+            new = records.store_call(session, record, recording, timedelta(
+                hours=self.settings.hotline.repeat_window_hours))
         with transaction(self.sessions) as session:  # after the commit: see records
             records.apply_pending_disposition(session, record["call_id"])
             stored = records.get_call(session, record["call_id"])
