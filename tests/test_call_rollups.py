@@ -251,7 +251,7 @@ while True:
     at = start + timedelta(seconds=97 * n)
     with transaction(sessions) as session:
         records.store_call(session, _record(
-            f"K{n}", f"1390000{n % 40:04d}", at, ("general", "complaints")[n % 2],
+            f"K{sys.argv[2]}-{n}", f"1390000{n % 40:04d}", at, ("general", "complaints")[n % 2],
             ("answered", "abandoned", "unanswered")[n % 3], n % 40, n % 11 == 0,
             (n % 300) or None, n % 7))
     print(n, flush=True)
@@ -263,22 +263,23 @@ def test_a_kill_while_storing_leaves_no_call_without_its_rollup(
     engine = make_engine(database_url)
     upgrade(engine)
     sessions = session_factory(engine)
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, database_url],
-                             stdout=subprocess.PIPE, text=True,
-                             cwd=Path(__file__).resolve().parent.parent)
-    try:
-        assert child.stdout is not None
-        for line in child.stdout:  # let it store some, then kill it mid-loop
-            if int(line) >= 60:
-                break
-        time.sleep(0.137)
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.kill()
-        child.wait()
+    for round_, pause in enumerate((0.05, 0.137, 0.29, 0.011)):  # killed at four moments
+        child = subprocess.Popen([sys.executable, "-c", _CHILD, database_url, str(round_)],
+                                 stdout=subprocess.PIPE, text=True,
+                                 cwd=Path(__file__).resolve().parent.parent)
+        try:
+            assert child.stdout is not None
+            for line in child.stdout:  # let it store some, then kill it mid-loop
+                if int(line) >= 20:
+                    break
+            time.sleep(pause)
+            os.kill(child.pid, signal.SIGKILL)
+        finally:
+            child.kill()
+            child.wait()
     with sessions() as session:
         stored = session.scalar(select(func.count()).select_from(CallRecord))
-        assert stored is not None and stored >= 60
+        assert stored is not None and stored >= 80
         rolled = session.scalar(select(func.sum(CallHourRollup.calls)))
         assert rolled == stored  # every stored call is in its hour, none twice
         whole = (z(9, 30, 0), z(10, 10, 0))
