@@ -125,7 +125,8 @@ class CallRecord(Base):
     stored_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
     # The caller (citizen_number) had called in before, within the repeat window: set when
     # the record is stored (telephony.rollups), the rule of telephony.measures' repeat calls.
-    repeat_caller: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    # (the database's default only: a Core insert written for an older schema stays valid)
+    repeat_caller: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     # the call an agent had connected by a moment (telephony.measures: a wrap-up's call)
     __table_args__ = (Index("ix_call_records_agent_connected_at", "agent", "connected_at"),)

@@ -32,7 +32,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, and_, case, delete, event, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    case,
+    delete,
+    event,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -72,16 +85,6 @@ class Sums:
     sums: dict[str, float] = field(default_factory=lambda: dict.fromkeys(SUMS, 0.0))
     longest_wait_seconds: float | None = None
 
-    def add(self, other: Sums) -> None:
-        for name, value in other.counts.items():
-            self.counts[name] += value
-        for name, total in other.sums.items():
-            self.sums[name] += total
-        if other.longest_wait_seconds is not None and (
-                self.longest_wait_seconds is None
-                or other.longest_wait_seconds > self.longest_wait_seconds):
-            self.longest_wait_seconds = other.longest_wait_seconds
-
 
 def contribution(direction: str, queue: str | None, short_abandon: bool, outcome: str,
                  wait: float | None, talk: float | None, hold: float | None,
@@ -118,10 +121,10 @@ def contribution(direction: str, queue: str | None, short_abandon: bool, outcome
     return one
 
 
-def _of(row: CallRecord) -> Sums:
+def _of(row: CallRecord, repeat: bool) -> Sums:
     return contribution(row.direction, row.queue, row.short_abandon, row.outcome,
                         row.wait_seconds, row.talk_seconds, row.hold_seconds,
-                        row.citizen_number, row.repeat_caller)
+                        row.citizen_number, repeat)
 
 
 def _values(hour: datetime, queue: str, sums: Sums, window: timedelta) -> dict[str, Any]:
@@ -166,6 +169,7 @@ def call_stored(connection: Connection, row: CallRecord, repeat_window: timedelt
     makes it a repeat, and add both to their hours' rollups, on the inserting connection:
     in the transaction that stores the record."""
     row_hour, row_queue = floor_hour(row.started_at), row.queue or ""
+    repeat = False
     if row.direction == "inbound" and row.citizen_number:
         same_caller = and_(CallRecord.citizen_number == row.citizen_number,
                            CallRecord.direction == "inbound", CallRecord.id != row.id)
@@ -173,10 +177,11 @@ def call_stored(connection: Connection, row: CallRecord, repeat_window: timedelt
             select(CallRecord.started_at).where(same_caller, _earlier(row))
             .order_by(CallRecord.started_at.desc(), CallRecord.id.desc()).limit(1))
         repeat = previous is not None and row.started_at - previous <= repeat_window
-        if repeat != bool(row.repeat_caller):
+        # as inserted: given, or the column's default (read without a load mid-flush)
+        if repeat != bool(row.__dict__.get("repeat_caller", False)):
             connection.execute(update(CallRecord).where(CallRecord.id == row.id)
                                .values(repeat_caller=repeat))
-            set_committed_value(row, "repeat_caller", repeat)
+        set_committed_value(row, "repeat_caller", repeat)
         following = connection.execute(
             select(CallRecord.id, CallRecord.started_at, CallRecord.queue,
                    CallRecord.repeat_caller).where(same_caller, _later(row))
@@ -190,7 +195,7 @@ def call_stored(connection: Connection, row: CallRecord, repeat_window: timedelt
             flagged.counts["repeat_calls"] = 1
             _upsert(connection, floor_hour(following.started_at), following.queue or "",
                     flagged, repeat_window)
-    _upsert(connection, row_hour, row_queue, _of(row), repeat_window)
+    _upsert(connection, row_hour, row_queue, _of(row, repeat), repeat_window)
 
 
 @event.listens_for(CallRecord, "after_insert")
@@ -255,49 +260,82 @@ def rebuild(session: Session, start: datetime | None = None, end: datetime | Non
     hi = ceil_hour(end) if end is not None else (span[1] if span else None)
     if lo is None or hi is None or lo >= hi:
         return 0
-    session.execute(delete(CallHourRollup).where(CallHourRollup.hour >= lo,
-                                                 CallHourRollup.hour < hi))
     c = CallRecord
+    # The flags first, in Python (interval arithmetic differs between the databases): one
+    # caller's calls together, so only the caller's latest call need be held.
     rows = session.execute(
-        select(c.id, c.started_at, c.direction, c.queue, c.short_abandon, c.outcome,
-               c.wait_seconds, c.talk_seconds, c.hold_seconds, c.citizen_number,
-               c.repeat_caller)
-        .where(c.started_at >= lo - repeat_window, c.started_at < hi)
-        # one caller's calls together: only the caller's latest call need be held
-        .order_by(c.citizen_number, c.direction, c.started_at, c.id)
-        .execution_options(yield_per=BATCH))
+        select(c.id, c.citizen_number, c.started_at, c.repeat_caller)
+        .where(c.started_at >= lo - repeat_window, c.started_at < hi,
+               c.direction == "inbound", c.citizen_number != "")
+        .order_by(c.citizen_number, c.started_at, c.id).execution_options(yield_per=BATCH))
     caller, last_call = "", cast(datetime | None, None)
-    hours: dict[tuple[datetime, str], Sums] = {}
     flips: dict[bool, list[int]] = {True: [], False: []}
-    read = 0
-    for (row_id, started, direction, queue, short, outcome, wait, talk, hold, number,
-         flagged) in rows:
-        repeat = False
-        if direction == "inbound" and number:
-            previous = last_call if number == caller else None
-            caller, last_call = number, started
-            repeat = previous is not None and started - previous <= repeat_window
-        if started < lo:
-            continue  # history only
-        read += 1
-        if repeat != flagged and direction == "inbound" and number:
+    for row_id, number, started, flagged in rows:
+        previous = last_call if number == caller else None
+        caller, last_call = number, started
+        repeat = previous is not None and started - previous <= repeat_window
+        if started >= lo and repeat != flagged:
             flips[repeat].append(row_id)
-        key = (floor_hour(started), queue or "")
-        sums = hours.get(key)
-        if sums is None:
-            sums = hours[key] = Sums()
-        sums.add(contribution(direction, queue, short, outcome, wait, talk, hold, number,
-                              repeat))
     for value, ids in flips.items():
         for chunk in _chunks(ids):
             session.execute(update(CallRecord).where(CallRecord.id.in_(chunk))
                             .values(repeat_caller=value)
                             .execution_options(synchronize_session=False))
-    values = [_values(hour, queue, sums, repeat_window)
-              for (hour, queue), sums in sorted(hours.items())]
-    for chunk in _chunks(values):
-        session.execute(insert(CallHourRollup), chunk)
-    return read
+    # Then the hours' rows, summed by the database.
+    session.execute(delete(CallHourRollup).where(CallHourRollup.hour >= lo,
+                                                 CallHourRollup.hour < hi))
+    hour = _hour_of(session.get_bind().dialect.name)
+    figures = _sql_figures(int(repeat_window.total_seconds()))
+    session.execute(insert(CallHourRollup).from_select(
+        ["hour", "queue", *figures], select(
+            hour.label("hour"), func.coalesce(c.queue, "").label("queue"),
+            *figures.values()).where(c.started_at >= lo, c.started_at < hi)
+        .group_by(text("1"), text("2"))))  # by position: the bound values differ
+    return session.scalar(select(func.count()).select_from(c).where(
+        c.started_at >= lo, c.started_at < hi)) or 0
+
+
+def _hour_of(dialect: str) -> Any:
+    """The UTC hour a call began in, as the rollups' `hour` column stores it."""
+    started = CallRecord.started_at
+    if dialect == "postgresql":
+        return func.timezone("UTC", func.date_trunc("hour", func.timezone("UTC", started)))
+    # SQLite: the UTC time as text, 2026-10-01 16:05:09.123000 (core.db.UtcDateTime)
+    return func.substr(started, 1, 13).op("||")(":00:00.000000")
+
+
+def _sql_figures(window_seconds: int) -> dict[str, Any]:
+    """`contribution`'s figures summed by SQL over the calls of a group."""
+    c = CallRecord
+    inbound, outbound = c.direction == "inbound", c.direction == "outbound"
+    known = and_(inbound, c.citizen_number != "")
+    in_queue = and_(inbound, c.queue.is_not(None))
+    offered = and_(in_queue, c.short_abandon.is_(False))
+    answered = and_(offered, c.outcome == "answered")
+    wait = func.coalesce(c.wait_seconds, 0.0)
+
+    def count(condition: Any) -> Any:
+        return func.count(case((condition, 1)))
+
+    def total(value: Any) -> Any:
+        return func.coalesce(func.sum(case((answered, value))), 0.0)
+
+    return {
+        "calls": count(inbound), "offered": count(offered), "answered": count(answered),
+        "abandoned": count(and_(offered, c.outcome == "abandoned")),
+        "unanswered": count(and_(offered, c.outcome == "unanswered")),
+        "short_abandons": count(and_(in_queue, c.short_abandon.is_(True))),
+        **{f"answered_within_{t}": count(and_(answered, wait <= t))
+           for t in SERVICE_THRESHOLDS},
+        "known_number_calls": count(known),
+        "repeat_calls": count(and_(known, c.repeat_caller.is_(True))),
+        "outbound_calls": count(outbound),
+        "outbound_answered": count(and_(outbound, c.outcome == "answered")),
+        "wait_seconds": total(wait), "talk_seconds": total(func.coalesce(c.talk_seconds, 0.0)),
+        "hold_seconds": total(func.coalesce(c.hold_seconds, 0.0)),
+        "longest_wait_seconds": func.max(case((offered, c.wait_seconds))),
+        "repeat_window_seconds": literal(window_seconds),
+    }
 
 
 def _chunks(items: list[Any], size: int = BATCH) -> Iterable[list[Any]]:

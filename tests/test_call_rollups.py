@@ -23,10 +23,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import make_engine, session_factory, transaction, upgrade
+from core import phones
+from core.db import UtcDateTime, make_engine, session_factory, transaction, upgrade
 from reports.kpis import hotline_report
 from telephony import records
 from telephony.measures import call_measures, call_measures_by_queue
@@ -287,4 +289,36 @@ def test_a_kill_while_storing_leaves_no_call_without_its_rollup(
         for queue in ("general", "complaints"):
             assert call_measures(session, *whole, queue=queue) == \
                 call_measures(session, *whole, queue=queue, raw=True)
+    engine.dispose()
+
+
+def test_the_migration_rolls_up_the_calls_stored_before_it(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine, "0026")
+    types = {"started_at": UtcDateTime(), "stored_at": UtcDateTime(), "details": sa.JSON()}
+    table = sa.table("call_records", *(sa.column(name, types.get(name)) for name in (
+        "call_id", "direction", "purpose", "caller_number", "citizen_number", "caller_name",
+        "entry_number", "started_at", "outcome", "queue", "wait_seconds", "short_abandon",
+        "talk_seconds", "hold_seconds", "hangup_by", "hangup_cause_text", "incomplete",
+        "details", "disposition_by", "stored_at")))
+    with engine.begin() as conn:  # the rows as the service stored them before 0028
+        conn.execute(table.insert(), [{
+            "call_id": call_id, "direction": "inbound", "purpose": "", "caller_number": caller,
+            "citizen_number": phones.normalise_or_empty(caller), "caller_name": "",
+            "entry_number": "12319", "started_at": started, "outcome": outcome,
+            "queue": queue, "wait_seconds": wait, "short_abandon": short,
+            "talk_seconds": talk, "hold_seconds": hold, "hangup_by": "", "incomplete": False,
+            "hangup_cause_text": "", "details": {}, "disposition_by": "",
+            "stored_at": started} for call_id, caller, started, queue, outcome, wait, short,
+            talk, hold in CALLS])
+    upgrade(engine)
+    sessions = session_factory(engine)
+    with sessions() as session:
+        assert set(session.scalars(select(CallRecord.call_id).where(
+            CallRecord.repeat_caller.is_(True)))) == {"C3", "C5", "C9"}
+        day = call_measures(session, datetime(2026, 10, 1, tzinfo=SH),
+                            datetime(2026, 10, 2, tzinfo=SH))
+        assert (day.calls, day.answered, day.repeat_calls) == (6, 3, 2)
+        for start, end in WINDOWS:
+            _same(session, start, end)
     engine.dispose()
