@@ -165,8 +165,16 @@ def call_measures(session: Session, start: datetime, end: datetime, *,
     if raw or not kept or lo >= hi:
         figures = _raw_figures(session, start, end, queue, service_seconds)
         known, repeats = _repeat_calls(session, start, end, queue, repeat_lookback)
+        wrap_total = _wrap_up_seconds(session, start, end, queue)
+        occupancy = None if queue is not None else _occupancy(session, start, end)
     else:
-        summed, same_window = rollups.rollup_sums(session, lo, hi, queue, repeat_lookback)
+        # the seat figures ride along in the one statement (a report reads many windows)
+        seat_figures = [_wrap_up_query(start, end, queue)]
+        if queue is None:
+            seat_figures.extend(_seat_queries(start, end))
+        summed, same_window, seat_totals = rollups.rollup_sums(
+            session, lo, hi, queue, repeat_lookback,
+            [query.scalar_subquery() for query in seat_figures])
         figures = _rolled_figures(summed, int(service_seconds))
         edges = [(a, b) for a, b in ((start, lo), (hi, end)) if a < b]
         for a, b in edges:
@@ -179,9 +187,11 @@ def call_measures(session: Session, start: datetime, end: datetime, *,
                 known, repeats = known + edge_known, repeats + edge_repeats
         else:
             known, repeats = _repeat_calls(session, start, end, queue, repeat_lookback)
+        wrap_total = _seconds(seat_totals[0])
+        occupancy = None if queue is not None else ratio(_seconds(seat_totals[1]),
+                                                          _seconds(seat_totals[2]))
     n_offered, n_answered, within = (figures["offered"], figures["answered"],
                                      figures["within"])
-    wrap_total = _wrap_up_seconds(session, start, end, queue)
     talk, hold = _seconds(figures["talk"]), _seconds(figures["hold"])
     longest = figures["longest"]
     return CallMeasures(
@@ -199,7 +209,7 @@ def call_measures(session: Session, start: datetime, end: datetime, *,
         longest_wait_seconds=None if longest is None else round(float(longest), SUM_DIGITS),
         known_number_calls=known, repeat_calls=repeats, repeat_call_rate=ratio(repeats, known),
         outbound_calls=figures["outbound"], outbound_answered=figures["outbound_answered"],
-        occupancy=None if queue is not None else _occupancy(session, start, end),
+        occupancy=occupancy,
     )
 
 
@@ -278,8 +288,7 @@ def call_measures_by_queue(session: Session, start: datetime, end: datetime,
             for name in sorted(names)}
 
 
-def _wrap_up_seconds(session: Session, start: datetime, end: datetime,
-                     queue: str | None) -> float:
+def _wrap_up_query(start: datetime, end: datetime, queue: str | None) -> Any:
     interval = SeatInterval
     # Wrap-up follows the agent's call (it starts at AgentComplete): the latest answered
     # call that agent had connected by then.
@@ -291,21 +300,29 @@ def _wrap_up_seconds(session: Session, start: datetime, end: datetime,
                 .order_by(CallRecord.connected_at.desc(), CallRecord.id.desc())
                 .limit(1).correlate(interval).scalar_subquery())
 
-    interval = SeatInterval
     query = select(func.sum(interval.seconds)).where(
         interval.state == seats.WRAP_UP, interval.started_at >= start,
         interval.started_at < end, follows(CallRecord.direction) == "inbound")
     if queue is not None:
         query = query.where(follows(CallRecord.queue) == queue)
-    return _seconds(session.scalar(query))
+    return query
+
+
+def _seat_queries(start: datetime, end: datetime) -> tuple[Any, Any]:
+    """(occupied, available) seat seconds of the intervals starting in [start, end)."""
+    interval = SeatInterval
+    return tuple(select(func.sum(interval.seconds)).where(  # type: ignore[return-value]
+        interval.state.in_(states), interval.started_at >= start, interval.started_at < end)
+        for states in (OCCUPIED_STATES, AVAILABLE_STATES))
+
+
+def _wrap_up_seconds(session: Session, start: datetime, end: datetime,
+                     queue: str | None) -> float:
+    return _seconds(session.scalar(_wrap_up_query(start, end, queue)))
 
 
 def _occupancy(session: Session, start: datetime, end: datetime) -> float | None:
-    interval = SeatInterval
-    busy, available = session.execute(select(
-        func.sum(case((interval.state.in_(OCCUPIED_STATES), interval.seconds))),
-        func.sum(case((interval.state.in_(AVAILABLE_STATES), interval.seconds))),
-    ).where(interval.started_at >= start, interval.started_at < end)).one()
+    busy, available = (session.scalar(query) for query in _seat_queries(start, end))
     return ratio(_seconds(busy), _seconds(available))
 
 

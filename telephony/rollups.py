@@ -27,7 +27,7 @@ the records (`hotline reports rebuild`), e.g. after rows were written around thi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -212,9 +212,11 @@ def _inserted(mapper: Any, connection: Connection, row: CallRecord) -> None:
 
 
 def rollup_sums(session: Session, start: datetime, end: datetime, queue: str | None,
-                repeat_window: timedelta) -> tuple[Sums, bool]:
+                repeat_window: timedelta, also: Sequence[Any] = ()
+                ) -> tuple[Sums, bool, list[Any]]:
     """The summed rollups of the whole hours [start, end) (both on the hour), of `queue` or
-    all; and whether their repeat counts were made with `repeat_window`."""
+    all; whether their repeat counts were made with `repeat_window`; and the values of the
+    scalar subqueries `also`, read in the same statement."""
     r = CallHourRollup
     where = [r.hour >= start, r.hour < end]
     if queue is not None:
@@ -223,7 +225,9 @@ def rollup_sums(session: Session, start: datetime, end: datetime, queue: str | N
     columns = [func.sum(r.__table__.c[name]) for name in (*COUNTS, *SUMS)]
     row = session.execute(select(
         *columns, func.max(r.longest_wait_seconds),
-        func.count(case((r.repeat_window_seconds != seconds, 1)))).where(*where)).one()
+        func.count(case((r.repeat_window_seconds != seconds, 1))), *also).where(*where)).one()
+    extra = list(row[len(row) - len(also):])
+    row = row[:len(row) - len(also)]
     sums = Sums()
     for name, value in zip(COUNTS, row[:len(COUNTS)], strict=True):
         sums.counts[name] = int(value or 0)
@@ -231,7 +235,7 @@ def rollup_sums(session: Session, start: datetime, end: datetime, queue: str | N
         sums.sums[name] = float(value or 0.0)
     longest = row[-2]
     sums.longest_wait_seconds = None if longest is None else float(longest)
-    return sums, row[-1] == 0
+    return sums, row[-1] == 0, extra
 
 
 def queues_between(session: Session, start: datetime, end: datetime) -> set[str]:
