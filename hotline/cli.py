@@ -1798,25 +1798,29 @@ def reports_group() -> None:
 
 @reports_group.command("rebuild")
 @click.option("--from", "start", type=click.DateTime(formats=["%Y-%m-%d"]),
-              help="First local day (default: everything).")
+              help="First local day (default: the first stored).")
 @click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]),
-              help="Exclusive end day (local).")
+              help="Exclusive end day, local (default: after the last stored).")
 @click.pass_context
 def reports_rebuild(ctx: click.Context, start: Any, end: Any) -> None:
-    """Recompute the reports' rollups from the events, for all time or [--from, --to)."""
+    """Recompute the reports' rollups (calls, orders) of [--from, --to) from the stored
+    events; all of them without a window."""
+    from datetime import timedelta
     from zoneinfo import ZoneInfo
 
     from core.db import transaction
-    from tickets import rollups
+    from telephony import rollups as call_rollups
+    from tickets import rollups as order_rollups
 
-    if (start is None) != (end is None):
-        raise click.UsageError("give both --from and --to, or neither")
     settings = _settings(ctx)
     zone = ZoneInfo(settings.calendar.timezone)
-    lo = start.replace(tzinfo=zone) if start else None
-    hi = end.replace(tzinfo=zone) if end else None
-    if lo and hi and hi <= lo:
+    lo = None if start is None else start.replace(tzinfo=zone)
+    hi = None if end is None else end.replace(tzinfo=zone)
+    if lo is not None and hi is not None and hi <= lo:
         raise click.UsageError("--to must be after --from")
     with transaction(_session_factory(settings)) as session:
-        orders = rollups.rebuild(session, lo, hi)
+        calls = call_rollups.rebuild(session, lo, hi, timedelta(
+            hours=settings.hotline.repeat_window_hours))
+        orders = order_rollups.rebuild(session, lo, hi)
+    click.echo(f"{calls} calls rolled up")
     click.echo(f"order rollups: {orders} orders recomputed")

@@ -25,6 +25,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -589,7 +590,8 @@ class TelephonyService:
             path = host_path(self.settings, record["recording"])
             recording = fingerprint(path) if path is not None else None
         with transaction(self.sessions) as session:
-            new = records.store_call(session, record, recording)
+            new = records.store_call(session, record, recording, timedelta(
+                hours=self.settings.hotline.repeat_window_hours))
         with transaction(self.sessions) as session:  # after the commit: see records
             records.apply_pending_disposition(session, record["call_id"])
             stored = records.get_call(session, record["call_id"])
