@@ -336,3 +336,19 @@ class KnowledgeTerm(Base):
     field: Mapped[str] = mapped_column(String(8))  # title | keywords | body
     term: Mapped[str] = mapped_column(String(40), index=True)
     hits: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class OrderRequest(Base):
+    """An order POST sent with an Idempotency-Key, kept in the transaction that took the
+    order in: the same request sent again (its answer lost to a dropped connection, a 503)
+    gets that order, not a second one. Keys are the sender's own: (actor, key) is unique."""
+
+    __tablename__ = "order_requests"
+    __table_args__ = (UniqueConstraint("actor", "idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(80))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    case_number: Mapped[str] = mapped_column(String(CASE_NUMBER_LENGTH))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
