@@ -32,7 +32,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
-from core.db import Base, UtcDateTime, make_engine, session_factory, transaction
+from core.db import Base, UtcDateTime, make_engine, retrying, session_factory, transaction
 from core.events import EventBus
 from recordings import transcripts
 from recordings.catalogue import LEGS, CallFile
@@ -190,19 +190,32 @@ def transcribe(sha256: str) -> str:
                 return GONE
             job.state, job.error = FAILED, f"{type(exc).__name__}: {exc}"[:500]
         raise
-    with transaction(sessions) as session:
-        job = session.scalar(select(TranscriptionJob).where(
-            TranscriptionJob.sha256 == sha256).with_for_update())
-        if job is None or job.state == GONE:  # retention deleted it while it was heard
-            return GONE
-        transcript = transcripts.store(
-            session, sha256=sha256, call_id=call_id, leg=leg, engine=engine.name,
-            model=engine.model, utterances=utterances, audio_seconds=audio_seconds,
-            now=clock.now())
-        job.state, job.finished_at = DONE, clock.now()
-        job.audio_seconds, job.work_seconds = audio_seconds, round(time.monotonic() - began, 3)
-        alerts = transcripts.keyword_hits(transcript, transcripts.segments_of(session, transcript),
-                                          settings.speech.alert_keywords, clock.time())
+    work_seconds = round(time.monotonic() - began, 3)
+
+    def keep() -> list[transcripts.KeywordHeard] | None:
+        with transaction(sessions) as session:
+            job = session.scalar(select(TranscriptionJob).where(
+                TranscriptionJob.sha256 == sha256).with_for_update())
+            if job is None or job.state == GONE:  # retention deleted it while it was heard
+                return None
+            transcript = transcripts.store(
+                session, sha256=sha256, call_id=call_id, leg=leg, engine=engine.name,
+                model=engine.model, utterances=utterances, audio_seconds=audio_seconds,
+                now=clock.now())
+            job.state, job.finished_at = DONE, clock.now()
+            job.audio_seconds, job.work_seconds = audio_seconds, work_seconds
+            return transcripts.keyword_hits(
+                transcript, transcripts.segments_of(session, transcript),
+                settings.speech.alert_keywords, clock.time())
+
+    # the recording heard is not heard again for a database restart: its transcript is
+    # stored when the database is back (`transcripts.store` keeps one per checksum)
+    alerts = None
+    for attempt in retrying(f"speech: storing the transcript of {sha256[:12]}"):
+        with attempt:
+            alerts = keep()
+    if alerts is None:
+        return GONE
     for event in alerts:  # each once: the bus drops an id it has had
         bus.publish(event)
     return DONE

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import phones
 from core.clock import Clock
 from core.config import Settings
-from core.db import transaction
+from core.db import retrying, transaction
 from core.events import EventBus
 from recordings import transcribe_worker
 from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path
@@ -330,7 +330,7 @@ class TelephonyService:
 
     async def _finish(self, event: CallEnded) -> None:
         try:
-            record, new = await asyncio.to_thread(self._store, event.record)
+            record, new = await asyncio.to_thread(self._store_retrying, event.record)
             # off the board's live calls once its record is there to count: no gap
             await asyncio.to_thread(wallboard.drop_live_call, self.redis, event.call_id)
             if new:  # a replayed call was announced the first time
@@ -341,6 +341,19 @@ class TelephonyService:
                                         record.get("recording"))
         except Exception:
             log.exception("could not store call %s", event.call_id)
+
+    def _store_retrying(self, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """`_store`, tried again with back-off while the database is busy or restarting (a
+        call's record is never dropped for it); idempotent by call id. A try that failed
+        after its record committed (the COMMIT's answer lost) leaves the next try finding
+        it stored: it is still this call's first storing, so it is announced (the tickets
+        worker's handling of an announcement is idempotent)."""
+        failed_before = False
+        for attempt in retrying(f"storing call {record.get('call_id')}"):
+            with attempt:
+                failed_before = attempt.retry_state.attempt_number > 1
+                stored, new = self._store(record)
+        return stored, new or failed_before
 
     def _store(self, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         recording = None
