@@ -19,6 +19,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from waitress import wasyncore
 from werkzeug.exceptions import HTTPException
@@ -225,6 +226,12 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
             return error_response(503, "storage unavailable: the database cannot be reached "
                                        "for now; send the request again shortly")
         raise error
+
+    @app.errorhandler(PoolTimeout)
+    def no_connection_free(_error: PoolTimeout) -> Any:
+        """Every pooled connection in use for longer than the pool waits: busy, not broken."""
+        return error_response(503, "storage busy: no database connection free; nothing was "
+                                   "changed, send the request again shortly")
 
     @app.get(OPENAPI_PATH, summary="This document (OpenAPI 3.1)", responses={200: {
         "description": "the OpenAPI 3.1 document of this API",

@@ -360,3 +360,17 @@ def test_the_tickets_worker_finishes_its_job_once_when_postgresql_is_back(
         assert [link.call_record_id is not None for link in links] == [True]
         assert records.get_call(session, call_id)["case_number"] == case_number
     engine.dispose()
+
+
+def test_no_pooled_connection_free_is_a_503_not_a_500(tmp_path: Path) -> None:
+    world = api_world.build(f"sqlite:///{tmp_path / 'h.db'}", tmp_path)
+    narrow = make_engine(f"sqlite:///{tmp_path / 'h.db'}", pool_size=1, max_overflow=0,
+                         pool_timeout=0.2)
+    world.app.extensions["hotline.sessions"] = session_factory(narrow)
+    with narrow.connect():  # the one connection, held
+        held = world.client.get("/api/v1/orders", headers=world.tokens["operator"])
+    assert held.status_code == 503 and held.headers["Retry-After"] == "1"
+    assert held.json["detail"].startswith("storage busy")
+    free = world.client.get("/api/v1/orders", headers=world.tokens["operator"])
+    assert free.status_code == 200
+    narrow.dispose()
