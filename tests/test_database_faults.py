@@ -374,3 +374,18 @@ def test_no_pooled_connection_free_is_a_503_not_a_500(tmp_path: Path) -> None:
     free = world.client.get("/api/v1/orders", headers=world.tokens["operator"])
     assert free.status_code == 200
     narrow.dispose()
+
+
+def test_the_desk_form_saved_again_with_its_key_takes_the_order_in_once(
+        tmp_path: Path) -> None:
+    world = api_world.build(f"sqlite:///{tmp_path / 'h.db'}", tmp_path)
+    form = {"appeal_type": "complaint", "category_code": "0102", "description": "路面塌陷",
+            "latitude": 45.7504, "longitude": 126.6306}
+    keyed = {**world.tokens["operator"], "Idempotency-Key": "desk-0123456789abcdef"}
+    first = world.client.post("/desk/orders", json=form, headers=keyed)
+    again = world.client.post("/desk/orders", json=form, headers=keyed)
+    assert first.status_code == again.status_code == 201, first.json
+    assert again.json == first.json
+    with world.sessions() as session:
+        assert session.scalar(select(func.count(WorkOrder.id)).where(
+            WorkOrder.description == "路面塌陷")) == 1
