@@ -32,7 +32,15 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
-from core.db import Base, UtcDateTime, make_engine, relocate_paths, session_factory, transaction
+from core.db import (
+    Base,
+    UtcDateTime,
+    make_engine,
+    relocate_paths,
+    retrying,
+    session_factory,
+    transaction,
+)
 from core.events import EventBus, announce, publish_on_commit
 from recordings import keywords, transcripts
 from recordings.catalogue import LEGS, CallFile
@@ -194,23 +202,35 @@ def transcribe(sha256: str) -> str:
             job.state, job.error = FAILED, f"{type(exc).__name__}: {exc}"[:500]
         raise
     words = keywords.seeded(sessions, settings.speech.alert_keywords, clock.now())
-    with transaction(sessions) as session:
-        job = session.scalar(select(TranscriptionJob).where(
-            TranscriptionJob.sha256 == sha256).with_for_update())
-        if job is None or job.state == GONE:  # retention deleted it while it was heard
-            return GONE
-        transcript = transcripts.store(
-            session, sha256=sha256, call_id=call_id, leg=leg, engine=engine.name,
-            model=engine.model, utterances=utterances, audio_seconds=audio_seconds,
-            now=clock.now())
-        job.state, job.finished_at = DONE, clock.now()
-        job.audio_seconds, job.work_seconds = audio_seconds, round(time.monotonic() - began, 3)
-        alerts = transcripts.keyword_hits(transcript, transcripts.segments_of(session, transcript),
-                                          words, clock.time())
-        for event in alerts:  # with the transcript; each once per call and keyword: the bus
-            # drops an id it has had, a keyword heard live (recordings.live) among them
-            announce(session, event)
-    return DONE
+    work_seconds = round(time.monotonic() - began, 3)
+
+    def keep() -> bool:
+        with transaction(sessions) as session:
+            job = session.scalar(select(TranscriptionJob).where(
+                TranscriptionJob.sha256 == sha256).with_for_update())
+            if job is None or job.state == GONE:  # retention deleted it while it was heard
+                return False
+            transcript = transcripts.store(
+                session, sha256=sha256, call_id=call_id, leg=leg, engine=engine.name,
+                model=engine.model, utterances=utterances, audio_seconds=audio_seconds,
+                now=clock.now())
+            job.state, job.finished_at = DONE, clock.now()
+            job.audio_seconds, job.work_seconds = audio_seconds, work_seconds
+            for event in transcripts.keyword_hits(
+                    transcript, transcripts.segments_of(session, transcript), words,
+                    clock.time()):
+                # with the transcript; each once per call and keyword: the bus drops an id
+                # it has had, a keyword heard live (recordings.live) among them
+                announce(session, event)
+            return True
+
+    # the recording heard is not heard again for a database restart: its transcript is
+    # stored when the database is back (`transcripts.store` keeps one per checksum)
+    kept = False
+    for attempt in retrying(f"speech: storing the transcript of {sha256[:12]}"):
+        with attempt:
+            kept = keep()
+    return DONE if kept else GONE
 
 
 def _seconds(path: Path) -> float:

@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core import logs, metrics, phones
 from core.clock import Clock
 from core.config import Settings
-from core.db import transaction
+from core.db import retrying, transaction
 from core.events import EventBus, announce, publish
 from core.live import failing_fast
 from recordings import live, transcribe_worker
@@ -567,7 +567,8 @@ class TelephonyService:
 
     async def _finish(self, event: CallEnded) -> None:
         try:
-            record, new = await asyncio.to_thread(self._store, event.record, event.at)
+            record, new = await asyncio.to_thread(self._store_retrying, event.record,
+                                                  event.at)
             # stored: the mark may pass it (a failed store keeps it, for the log's rebuild)
             self._storing.pop(event.call_id, None)
             self._save_mark()
@@ -582,9 +583,25 @@ class TelephonyService:
         except Exception:
             log.exception("could not store call %s", event.call_id)
 
-    def _store(self, record: dict[str, Any], at: float) -> tuple[dict[str, Any], bool]:
-        """The call's record stored once; a new one's CallEnded announced with it (the
-        record as stored, its disposition applied), in the same transaction."""
+    def _store_retrying(self, record: dict[str, Any], at: float
+                        ) -> tuple[dict[str, Any], bool]:
+        """`_store`, tried again with back-off while the database is busy or restarting (a
+        call's record is never dropped for it); idempotent by call id. A try that failed
+        after its record committed (the COMMIT's answer lost) leaves the next try finding
+        it stored: it is still this call's first storing, so it is announced (the tickets
+        worker's handling of an announcement is idempotent)."""
+        failed_before = False
+        for attempt in retrying(f"storing call {record.get('call_id')}"):
+            with attempt:
+                failed_before = attempt.retry_state.attempt_number > 1
+                stored, new = self._store(record, at, failed_before)
+        return stored, new or failed_before
+
+    def _store(self, record: dict[str, Any], at: float, retried: bool = False
+               ) -> tuple[dict[str, Any], bool]:
+        """The call's record stored once; its CallEnded announced after it (the record as
+        stored, its disposition applied) when it is new, or on a retry (the outbox and the
+        bus take an event id once)."""
         recording = None
         if record.get("recording"):
             path = host_path(self.settings, record["recording"])
@@ -595,7 +612,7 @@ class TelephonyService:
         with transaction(self.sessions) as session:  # after the commit: see records
             records.apply_pending_disposition(session, record["call_id"])
             stored = records.get_call(session, record["call_id"])
-            if new:
+            if new or retried:
                 announce(session, CallEnded(call_id=record["call_id"], at=at,
                                             record=stored or record))
         return stored or record, new

@@ -368,3 +368,19 @@ class OrderRollupMark(Base):
     order_id: Mapped[int] = mapped_column(ForeignKey("work_orders.id", ondelete="CASCADE"),
                                           primary_key=True)
     facts: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class OrderRequest(Base):
+    """An order POST sent with an Idempotency-Key, kept in the transaction that took the
+    order in: the same request sent again (its answer lost to a dropped connection, a 503)
+    gets that order, not a second one. Keys are the sender's own: (actor, key) is unique."""
+
+    __tablename__ = "order_requests"
+    __table_args__ = (UniqueConstraint("actor", "idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(80))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    case_number: Mapped[str] = mapped_column(String(CASE_NUMBER_LENGTH))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())

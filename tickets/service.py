@@ -10,6 +10,7 @@ platform's webhook, the callback survey) subscribes to the order's events
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -35,6 +36,7 @@ from tickets.events import Move, WorkOrderMoved, WorkOrderOpened, emit
 from tickets.models import (
     CASE_NUMBER_LENGTH,
     CaseCounter,
+    OrderRequest,
     WorkOrder,
     WorkOrderAttachment,
     WorkOrderCall,
@@ -160,6 +162,55 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
         category_code=category_code, department_code=department, duplicate_of=duplicate,
         repeat_caller=repeat), Move(session, order, "create", policy, now))
     return order
+
+
+# --- a POST sent again (Idempotency-Key) ------------------------------------------------------
+
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:~+/=-]{8,80}")
+
+
+class RequestReused(OrderError):
+    """The Idempotency-Key came with another order before: a key names one request."""
+
+    status = 409
+
+
+def request_sha256(fields: dict[str, object]) -> str:
+    """The fingerprint of an order request as validated (key order and spacing aside)."""
+    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def earlier_request(session: Session, *, actor: str, key: str, body_sha256: str,
+                    now: datetime) -> str | None:
+    """The case number `actor`'s request `key` took in before, or None: it is new, and is
+    claimed in the caller's transaction (`file_request` names its order before the commit).
+    The claim is taken first: a second copy sent while the first is still in flight waits
+    for the first's commit on PostgreSQL (the unique key) or the write lock on SQLite, then
+    finds its order; if the first was rolled back (the database went away) it goes on as
+    the new one. The same key with another body is refused (RequestReused, 409)."""
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise OrderError("Idempotency-Key: 8 to 80 letters, digits or ._:~+/=- characters")
+    requests = OrderRequest.__table__
+    claimed = session.execute(insert_on_conflict(session, requests).values(
+        actor=actor, idempotency_key=key, body_sha256=body_sha256, case_number="",
+        received_at=now).on_conflict_do_nothing(
+        index_elements=[requests.c.actor, requests.c.idempotency_key])
+        .returning(requests.c.id)).scalar()
+    if claimed is not None:
+        return None
+    row = session.scalar(select(OrderRequest).where(
+        OrderRequest.actor == actor, OrderRequest.idempotency_key == key))
+    if row is None or row.body_sha256 != body_sha256 or not row.case_number:
+        raise RequestReused("Idempotency-Key: already used for another order request")
+    return row.case_number
+
+
+def file_request(session: Session, *, actor: str, key: str, case_number: str) -> None:
+    """Name the order that request `key` (claimed by `earlier_request`) took in."""
+    session.execute(update(OrderRequest).where(
+        OrderRequest.actor == actor, OrderRequest.idempotency_key == key)
+        .values(case_number=case_number))
 
 
 def next_case_number(session: Session, day: date) -> str:

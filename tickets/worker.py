@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import Clock, FixedClock
 from core.config import Settings
-from core.db import transaction
+from core.db import run_retrying, transaction
 from core.errors import HotlineError
 from core.events import EventBus, announce
 from telephony import commands
@@ -65,8 +65,8 @@ class TicketsWorker:
                 jobs.append(self.resolve_pending_calls)
                 last_links = loop.time()
             for job in jobs:
-                try:
-                    await asyncio.to_thread(job)
+                try:  # the database restarting: backs off and finishes the job when it's back
+                    await run_retrying(job, f"tickets job {job.__name__}", stop)
                 except Exception:  # one failing job must not stop the others
                     log.exception("tickets job %s failed", job.__name__)
             with contextlib.suppress(TimeoutError):
