@@ -38,7 +38,7 @@ from waitress.server import create_server
 from accounts.service import ROLES, add_user
 from core.clock import FixedClock
 from core.db import make_engine, session_factory, transaction, upgrade
-from core.events import EventBus
+from core.events import EventBus, publish_on_commit
 from core.live import connect_redis
 from hotline.web import create_app, stop_web_server
 from telephony import records
@@ -223,6 +223,7 @@ def test_a_call_record_stored_while_postgresql_restarts_is_stored_and_announced_
     with sessions() as session:  # a pooled connection the restart will kill
         assert records.get_call(session, "none") is None
     bus = EventBus(connect_redis(settings), stream=f"dbfault-{uuid.uuid4().hex}")
+    publish_on_commit(sessions, bus)  # the call's end goes out through the outbox
     service = TelephonyService(settings, sessions, bus, FixedClock(NOW))
     call_id = f"{1764400000 + os.getpid() % 100000}.{uuid.uuid4().int % 1000}"
     epoch = NOW.timestamp() - 120
