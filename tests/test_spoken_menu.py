@@ -13,12 +13,18 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from core.config import Settings
 from core.db import make_engine, session_factory, transaction
+from core.errors import ConfigError
 from ivr.fastagi import FastAgiServer
+from ivr.flows import DEFAULT_FLOW, load_flow, parse_flow
+from ivr.prompts import PROMPTS
 from ivr.server import IvrInBackground
+from ivr.spoken import choice_of, digits_of
 from recordings.audio import wav_stats
+from recordings.speech import Utterance, VoskEngine, Word
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
 from telephony.ami import EventTap
 from tests.speech_audio import MODEL_DIR, speak_korean
@@ -155,3 +161,73 @@ def test_a_case_number_said_in_digits_finds_the_order(
     assert _caller_vars(ami, caller, "HOTLINE_SPOKEN") == ["progress"]
     assert _caller_vars(ami, caller, "HOTLINE_CASE_QUERY") == ["204105140001"]
     assert _caller_vars(ami, caller, "HOTLINE_CASE_STATE") == ["intake"]
+
+
+# The flow's spoken choices checked when it is loaded, and what counts as a choice said.
+
+def _default_flow_with(change: dict[str, object]) -> dict[str, object]:
+    data = yaml.safe_load(DEFAULT_FLOW.read_text(encoding="utf-8"))
+    data["nodes"]["menu"].update(change)
+    return data
+
+
+@pytest.mark.parametrize(("change", "names"), [
+    ({"say": {"7": ["投诉"]}}, "menu.say: '7' is not one of its choices"),
+    ({"say": {"1": ["投诉"], "2": ["投诉"]}}, "a phrase is given for two choices"),
+    ({"say": {"1": []}}, "a list of phrases"),
+    ({"say": ["投诉"]}, "must map keypad keys"),
+])
+def test_wrong_spoken_choices_name_the_node(change: dict[str, object], names: str) -> None:
+    with pytest.raises(ConfigError, match="ivr: flow") as caught:
+        parse_flow(_default_flow_with(change), "test", set(PROMPTS))
+    assert names in str(caught.value)
+
+
+def test_only_a_menu_has_spoken_choices_and_digits_need_all_ten() -> None:
+    data = _default_flow_with({})
+    data["nodes"]["report"]["say"] = {"1": ["投诉"]}  # type: ignore[index]
+    with pytest.raises(ConfigError, match="only a menu has spoken choices"):
+        parse_flow(data, "test", set(PROMPTS))
+    data = _default_flow_with({})
+    data["spoken_digits"] = {"0": ["零"], "1": ["一"]}
+    with pytest.raises(ConfigError, match="spoken_digits: needs the words for each digit"):
+        parse_flow(data, "test", set(PROMPTS))
+
+
+def test_the_shipped_flow_takes_mandarin_phrases_and_digits() -> None:
+    flow = load_flow(None, set(PROMPTS), 5)
+    assert flow.nodes["menu"].say["1"][0] == "我要投诉"
+    assert flow.nodes["menu"].say["2"][0] == "查询进度"
+    assert flow.spoken_digits["1"] == ("一", "幺") and flow.spoken_digits["0"][0] == "零"
+
+
+def _said(*words: tuple[str, float]) -> Utterance:
+    found = tuple(Word(text, n, n + 0.5, conf) for n, (text, conf) in enumerate(words))
+    return Utterance(0, len(words), " ".join(w for w, _ in words), found)
+
+
+SAY = {"1": ("我要投诉", "投诉"), "2": ("查询进度",)}
+MANDARIN = load_flow(None, set(PROMPTS), 5).spoken_digits
+
+
+def test_a_choice_is_one_whole_phrase_heard_clearly() -> None:
+    assert choice_of(_said(("我", 1.0), ("要", 0.9), ("投诉", 1.0)), SAY, 0.6) == "1"
+    assert choice_of(_said(("查询", 1.0), ("进度", 1.0)), SAY, 0.6) == "2"
+    assert choice_of(_said(("投诉", 0.5)), SAY, 0.6) is None  # unsure
+    assert choice_of(_said(("投诉", 1.0), ("查询进度", 1.0)), SAY, 0.6) is None  # two
+    assert choice_of(_said(("[unk]", 1.0)), SAY, 0.6) is None
+    assert choice_of(None, SAY, 0.6) is None
+
+
+def test_digits_said_in_mandarin() -> None:
+    heard = _said(*[(w, 1.0) for w in "二零二六幺幺二四零零零一"])
+    assert digits_of(heard, MANDARIN, 0.6) == "202611240001"
+    assert digits_of(_said(("两零", 1.0), ("洞", 1.0)), MANDARIN, 0.6) == "200"
+    assert digits_of(_said(("二", 1.0), ("[unk]", 1.0)), MANDARIN, 0.6) == ""
+    assert digits_of(_said(("二", 0.3), ("零", 0.3)), MANDARIN, 0.6) == ""
+
+
+def test_the_grammar_is_the_models_words_and_its_unknown_word() -> None:
+    """The Korean model spells its unknown word <UNK>; a phrase it cannot say is left out."""
+    engine = VoskEngine(MODEL_DIR)
+    assert engine.grammar(["민원", "확인", "zzqx"]) == ["민원", "확인", "<UNK>"]
