@@ -8,6 +8,7 @@ call's IVR path is read from AMI like everything else.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from core import phones
 from ivr.fastagi import AgiSession
 from ivr.flows import Flow, Node, spoken_phrases
 from ivr.spoken import CallEar, choice_of, digits_of
+from recordings.speech import Utterance
 
 MAX_STEPS = 60  # a flow that loops (play -> play ...) still ends
 
@@ -65,6 +67,7 @@ class CallContext:
 
 
 ANY_KEY = "0123456789*#"
+KEY_SLICE_MS = 200  # keys are listened for in slices this long while an answer is recognised
 DIGIT_KEYS = "0123456789"
 
 
@@ -188,9 +191,13 @@ async def _ask_menu(session: AgiSession, node: Node, prompt_path: dict[str, str]
     if digit:
         return digit, False
     phrases = [p for said in node.say.values() for p in said]
-    choice = choice_of(await ear.hear(phrases), node.say, ear.min_confidence)
+    heard, digit, waited_ms = await _hear_or_key(session, ear, phrases)
+    if digit:
+        return digit, False
+    choice = choice_of(heard, node.say, ear.min_confidence)
     if choice is not None:
         return choice, True
+    elapsed_ms += waited_ms
     if wait_ms > elapsed_ms:
         return await session.wait_for_digit(wait_ms - elapsed_ms) or "", False
     return "", False
@@ -203,6 +210,24 @@ async def _listen(session: AgiSession, ear: CallEar, wait_ms: int) -> tuple[str 
                                           ear.silence_seconds)
     trimmed_ms = (ear.silence_seconds - 1) * 1000 if kept_ms < wait_ms else 0
     return digit, min(wait_ms, kept_ms + trimmed_ms)
+
+
+async def _hear_or_key(session: AgiSession, ear: CallEar,
+                       phrases: list[str]) -> tuple[Utterance | None, str | None, int]:
+    """The recognised answer, unless a key comes first: while the answer is recognised
+    Asterisk would drop a key pressed between AGI commands, so keys are waited for in short
+    slices meanwhile. (heard, key, milliseconds waited for keys)."""
+    hearing = asyncio.ensure_future(ear.hear(phrases))
+    waited_ms = 0
+    try:
+        while not hearing.done():
+            digit = await session.wait_for_digit(KEY_SLICE_MS)
+            waited_ms += KEY_SLICE_MS
+            if digit:
+                return None, digit, waited_ms
+        return hearing.result(), None, waited_ms
+    finally:
+        hearing.cancel()  # (a no-op once heard)
 
 
 async def _keys(session: AgiSession, first_wait_ms: int, wait_ms: int, most: int) -> str:
@@ -224,12 +249,13 @@ async def _ask_case(session: AgiSession, node: Node, flow: Flow, prompt_path: di
     digit = await session.stream_file(prompt_path[node.prompt], DIGIT_KEYS)  # type: ignore[index]
     if not digit:
         digit, elapsed_ms = await _listen(session, ear, wait_ms)
-        if not digit:
-            said = digits_of(await ear.hear(spoken_phrases(flow, node)), flow.spoken_digits,
-                             ear.min_confidence)
-            if CASE_NUMBER_DIGITS <= len(said) <= MAX_CASE_DIGITS:
-                return said, True
-            return await _keys(session, wait_ms - elapsed_ms, wait_ms,
+    if not digit:
+        heard, digit, waited_ms = await _hear_or_key(session, ear, spoken_phrases(flow, node))
+        said = digits_of(heard, flow.spoken_digits, ear.min_confidence)
+        if CASE_NUMBER_DIGITS <= len(said) <= MAX_CASE_DIGITS:
+            return said, True
+        if not digit:  # nothing said for sure: the rest of the time is for keys
+            return await _keys(session, wait_ms - elapsed_ms - waited_ms, wait_ms,
                                CASE_NUMBER_DIGITS), False
     if not digit.isdigit():
         return "", False

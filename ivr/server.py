@@ -121,8 +121,12 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
 
     async def ivr_route(session: AgiSession) -> None:
         context = await off_loop(context_for, session.caller_id, session.unique_id)
-        decision = await run_flow(session, flow, context, prompts,
-                                  settings.hotline.default_queue)
+        try:
+            decision = await run_flow(session, flow, context, prompts,
+                                      settings.hotline.default_queue)
+        finally:  # a spoken answer is heard, never kept
+            if context.ear is not None:
+                context.ear.discard()
         log.info("call %s from %s: %s %s", session.unique_id, session.caller_id,
                  decision.kind, decision.target)
 

@@ -94,7 +94,10 @@ class Ear:
                 return None
             engine = self.loading.result()
             work = self.pool.submit(engine.recognise, audio, phrases)
-            return await asyncio.wait_for(asyncio.wrap_future(work), RECOGNISE_SECONDS)
+            heard = await asyncio.wait_for(asyncio.wrap_future(work), RECOGNISE_SECONDS)
+            log.info("ivr: heard %r (confidence %.2f)", heard.text if heard else "",
+                     heard.confidence if heard else 0.0)  # the grammar's words only
+            return heard
         except TimeoutError:
             log.warning("ivr: a spoken answer took over %.0f s to recognise; keys decide",
                         RECOGNISE_SECONDS)
@@ -136,3 +139,8 @@ class CallEar:
     async def hear(self, phrases: list[str]) -> Utterance | None:
         return await self.ear.hear(self.host_dir / f"{self.name}-{self.answers}.wav",
                                    phrases)
+
+    def discard(self) -> None:
+        """Delete any answer left behind (a caller who hung up while being listened to)."""
+        for n in range(1, self.answers + 1):
+            (self.host_dir / f"{self.name}-{n}.wav").unlink(missing_ok=True)

@@ -111,10 +111,10 @@ def test_a_key_wins_while_speech_is_possible(
 
 def test_silence_then_a_key_is_the_keyed_menu(
         spoken_ivr: FastAgiServer, kit: SipKit, ami: EventTap, menu_ends: float) -> None:
-    """Nothing said; the caller keys 2 three seconds into the menu's four: the pause that
-    ended the listening leaves the rest of the menu's time for keys."""
+    """Nothing said; the caller keys 2 about four seconds into the menu's six, after the
+    two-second pause that ended the listening: the rest of the menu's time is for keys."""
     caller = "13800138305"
-    kit.call(Call(caller_id=caller, script=(Wait(menu_ends + 3.0), Dtmf("2"), Wait(4),
+    kit.call(Call(caller_id=caller, script=(Wait(menu_ends + 3.5), Dtmf("2"), Wait(4),
                                             Hangup())))
     assert _caller_vars(ami, caller, "HOTLINE_MENU_CHOICE") == ["2"]
     assert _caller_vars(ami, caller, "HOTLINE_SPOKEN") == []
@@ -124,11 +124,12 @@ def test_silence_then_a_key_is_the_keyed_menu(
 def test_an_unknown_phrase_is_no_choice_and_silence_falls_back(
         spoken_ivr: FastAgiServer, kit: SipKit, ami: EventTap, menu_ends: float,
         tmp_path: Path) -> None:
-    """안녕하세요 (hello) is none of the menu's phrases: no choice, the menu is asked again
-    as after a timeout, then silence: the fallback, a person (report, intake)."""
+    """안녕하세요 (hello) is none of the menu's phrases (the grammar makes it two of them, 안내
+    확인, measured: not one whole phrase): no choice, the menu is asked again as after a
+    timeout, then silence: the fallback, a person (report, intake)."""
     said = speak_korean("안녕하세요", tmp_path / "hello.wav", telephone=False)
     caller = "13800138306"
-    kit.call(Call(caller_id=caller, script=(Wait(menu_ends), Say(said), Wait(30), Hangup())))
+    kit.call(Call(caller_id=caller, script=(Wait(menu_ends), Say(said), Wait(36), Hangup())))
     assert _caller_vars(ami, caller, "HOTLINE_MENU_CHOICE") == ["timeout", "timeout"]
     assert _caller_vars(ami, caller, "HOTLINE_SPOKEN") == []
     assert _caller_vars(ami, caller, "HOTLINE_IVR_NODE") == ["hours", "welcome", "menu",
