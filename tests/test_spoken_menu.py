@@ -7,6 +7,7 @@ flow file."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -27,6 +28,7 @@ from recordings.audio import wav_stats
 from recordings.speech import Utterance, VoskEngine, Word
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
 from telephony.ami import EventTap
+from telephony.calls import CallTracker
 from tests.speech_audio import MODEL_DIR, speak_korean
 from tickets import service as orders
 from tickets.workcalendar import zone
@@ -232,3 +234,18 @@ def test_the_grammar_is_the_models_words_and_its_unknown_word() -> None:
     """The Korean model spells its unknown word <UNK>; a phrase it cannot say is left out."""
     engine = VoskEngine(MODEL_DIR)
     assert engine.grammar(["민원", "확인", "zzqx"]) == ["민원", "확인", "<UNK>"]
+
+
+def test_the_calls_ivr_path_tells_a_choice_said_from_one_keyed() -> None:
+    """The answered call of tests/data/ami_answered.json, its caller saying the choice: no
+    key, the IVR's HOTLINE_SPOKEN before the menu's choice; the stored path holds both."""
+    events = json.loads((Path(__file__).with_name("data") / "ami_answered.json").read_text(
+        encoding="utf-8"))
+    [keyed] = [n for n, e in enumerate(events) if e.get("Event") == "DTMFEnd"]
+    events[keyed] = {**events[keyed], "Event": "VarSet", "Variable": "HOTLINE_SPOKEN",
+                     "Value": "menu"}
+    tracker, out = CallTracker(), []
+    for event in events:
+        out += tracker.feed(event, 1795492100.0)
+    assert [(s["node"], s["value"]) for s in out[-1].record["ivr_path"]] == [
+        ("spoken", "menu"), ("menu", "1")]
