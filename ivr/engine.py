@@ -3,7 +3,8 @@
 The outcome is left in channel variables the dialplan reads after AGI() returns:
 HOTLINE_QUEUE and HOTLINE_PRIORITY (to a queue), HOTLINE_TRANSFER (an outside number over
 the trunk) or HOTLINE_ACTION=hangup. Each node visited is set as HOTLINE_IVR_NODE, so the
-call's IVR path is read from AMI like everything else.
+call's IVR path is read from AMI like everything else; a menu choice or case number the
+caller said rather than keyed is marked by HOTLINE_SPOKEN (the node's name) just before it.
 """
 
 from __future__ import annotations
