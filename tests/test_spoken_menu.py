@@ -158,8 +158,9 @@ def test_a_case_number_said_in_digits_finds_the_order(
     ask = wav_stats(pbx_settings.storage.prompts_dir / "ask_case.wav").seconds
     caller = "13800138307"
     # 4 keyed during the welcome (the progress query), then the number said after the prompt
+    # (after the number: the pause that ends the listening, the recognising, the lookup)
     kit.call(Call(caller_id=caller, script=(Wait(1), Dtmf("4"), Wait(ask + 1.5), Say(said),
-                                            Wait(6), Hangup())))
+                                            Wait(12), Hangup())))
     assert _caller_vars(ami, caller, "HOTLINE_MENU_CHOICE") == ["4"]
     assert _caller_vars(ami, caller, "HOTLINE_SPOKEN") == ["progress"]
     assert _caller_vars(ami, caller, "HOTLINE_CASE_QUERY") == ["204105140001"]
