@@ -297,6 +297,12 @@ class Ivr:
     prompts_file: Text = ""
     # "" = the calendar's working time; else these hours every day
     staffed_hours: HoursOrEmpty = ""
+    # spoken menu choices (智能语音导航), heard with speech.model_path's model when one is set
+    spoken_choices: bool = True
+    # the pause (seconds) that ends a spoken answer, and how sure the recogniser must be
+    spoken_pause_seconds: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=5)] = 2
+    spoken_min_confidence: Annotated[float, BeforeValidator(_no_bool),
+                                     Field(ge=0.0, le=1.0)] = 0.6
 
 
 @section

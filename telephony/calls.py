@@ -45,7 +45,8 @@ UP = "6"  # AMI ChannelState for an answered channel
 RECENT_CALLS_KEPT = 10_000
 # Channel variables the dialplan and the IVR set on the caller's leg -> IVR path node names.
 IVR_VARIABLES = {"HOTLINE_MENU_CHOICE": "menu", "HOTLINE_IVR_NODE": "node", "HOTLINE_IVR": "ivr",
-                 "HOTLINE_TRANSFER": "transfer", "HOTLINE_CASE_QUERY": "case"}
+                 "HOTLINE_TRANSFER": "transfer", "HOTLINE_CASE_QUERY": "case",
+                 "HOTLINE_SPOKEN": "spoken"}  # the menu (node) whose answer was said
 # Who ended a call: AgentComplete's Reason, else the caller's own hang-up (a BYE, seen as
 # HangupRequest on their leg), else a transfer, else the system (IVR, queue timeout, PBX).
 HANGUP_BY = ("citizen", "agent", "transfer", "system")
