@@ -40,6 +40,10 @@ from telephony.wallboard import LIVE_CALLS_KEY
 log = logging.getLogger(__name__)
 
 EVENTS_GROUP = "desk-relay"  # the relay's consumer group on the event stream
+# the event types `entry_for` makes a desk entry of; the others are skipped undecoded
+RELAYED_TYPES = frozenset({"seat.changed", "call.agent_connected", "work_order.opened",
+                           "work_order.moved", "call.ended", "speech.keyword", "sip.banned",
+                           "speech.live"})
 BLOCK_MS = 1_000  # how long one read waits for events (so a stop is seen within it)
 SEAT_FIELDS = ("agent", "state", "reason", "since", "queues", "wrap_up_until",
                "wrap_up_extended")
@@ -71,12 +75,17 @@ class DeskRelay:
         """Relay what the bus has for the desks (waiting up to `block_ms` for it); the
         desk feed ids written. Each event is acknowledged once relayed."""
         written = []
-        for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer, block_ms=block_ms):
-            made = self.entry_for(event)
-            if made is not None:
-                agent, kind, data = made
-                written.append(feed.publish(self.bus.client, agent, kind, data))
-            self.bus.ack(EVENTS_GROUP, entry_id)
+        relayed: list[str] = []
+        try:
+            for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer,
+                                                    block_ms=block_ms, types=RELAYED_TYPES):
+                made = self.entry_for(event)
+                if made is not None:
+                    agent, kind, data = made
+                    written.append(feed.publish(self.bus.client, agent, kind, data))
+                relayed.append(entry_id)
+        finally:  # what was relayed, in one round trip (one that failed is read again)
+            self.bus.ack(EVENTS_GROUP, *relayed)
         return written
 
     def entry_for(self, event: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
@@ -136,6 +136,11 @@ class EventBus:
         self.client, self.stream = client, stream
         self._publish_once = client.register_script(_PUBLISH_ONCE)
         self._reading: dict[tuple[str, str], str] = {}  # (group, entry id) -> event id
+        # per group, the entries `consume` gave out and `ack` has not acknowledged yet; the
+        # (group, consumer)s whose pending list was read empty since (see `consume`)
+        self._given: dict[str, set[str]] = {}
+        self._drained: set[tuple[str, str]] = set()
+        self.read_up_to: dict[str, str] = {}  # per group, the newest entry `consume` read
 
     def append(self, event_id: str, event_type: str, payload: dict[str, Any]) -> str | None:
         """Append an event unless its id was published already: the outbox relay's step.
@@ -177,27 +182,60 @@ class EventBus:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def consume(self, group: str, consumer: str, count: int = 500, block_ms: int | None = None
+    def consume(self, group: str, consumer: str, count: int = 500, block_ms: int | None = None,
+                types: Collection[str] | Callable[[str], bool] | None = None
                 ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Events for `consumer` of `group`: first those it read before and never
-        acknowledged (it stopped half-way), then new ones. Acknowledge each with `ack`
-        once handled; an unacknowledged one comes again at the consumer's next start. An
-        event whose id the group handled already (published again after its id was
-        forgotten, a restored outbox) is acknowledged and skipped."""
-        pending = self.client.xreadgroup(group, consumer, {self.stream: "0"}, count=count)
+        acknowledged (it stopped half-way), then new ones. Acknowledge them with `ack`
+        once handled (several in one call: one round trip); an unacknowledged one comes
+        again at the consumer's next start. An event whose id the group handled already
+        (published again after its id was forgotten, a restored outbox) is acknowledged
+        and skipped. With `types` (event types, or a test of one), only the events it
+        wants are decoded and given; the others are acknowledged together, undecoded.
+        `read_up_to[group]` is then the newest entry read."""
+        wanted = types if types is None or callable(types) else types.__contains__
+        reader = (group, consumer)
+        pending = None
+        if reader not in self._drained or self._given.get(group):
+            # what this consumer left unacknowledged (here, or in a process before this
+            # one); once none is left the read is skipped, until one is left again
+            pending = self.client.xreadgroup(group, consumer, {self.stream: "0"}, count=count)
+            if not any(got for _stream, got in pending or []):
+                self._drained.add(reader)
         fresh = self.client.xreadgroup(group, consumer, {self.stream: ">"}, count=count,
                                        block=block_ms)
-        entries = [entry for _stream, got in (pending or []) + (fresh or []) for entry in got]
-        handled = self._handled(group, [fields.get(b"id", b"") for _key, fields in entries])
-        for (entry_id, fields), seen in zip(entries, handled, strict=True):
-            key = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-            if not fields or seen:  # a pending entry trimmed from the stream comes back empty
-                self.client.xack(self.stream, group, key)
-                continue
-            event_id = fields.get(b"id", b"")
-            self._reading[(group, key)] = (event_id.decode() if isinstance(event_id, bytes)
-                                           else str(event_id))
-            yield key, json.loads(fields[b"data"])
+        skipped: list[str] = []
+        chosen: list[tuple[str, bytes | str, dict[str, Any] | None, bytes]] = []
+        for _stream, got in (pending or []) + (fresh or []):
+            for entry_id, fields in got:
+                key = _text(entry_id)
+                if not fields:  # a pending entry trimmed from the stream comes back empty
+                    skipped.append(key)
+                    continue
+                self.read_up_to[group] = key
+                event = None
+                if wanted is not None:
+                    kind = fields.get(b"type")
+                    if kind is None:  # an entry `append` did not write: its data says
+                        event = json.loads(fields[b"data"])
+                        kind = event.get("type", "") if isinstance(event, dict) else ""
+                    if not wanted(_text(kind)):
+                        skipped.append(key)
+                        continue
+                chosen.append((key, fields.get(b"id", b""), event, fields[b"data"]))
+        handled = self._handled(group, [event_id for _key, event_id, _e, _d in chosen])
+        given = self._given.setdefault(group, set())
+        try:
+            for (key, event_id, event, data), seen in zip(chosen, handled, strict=True):
+                if seen:
+                    skipped.append(key)
+                    continue
+                self._reading[(group, key)] = _text(event_id)
+                given.add(key)
+                yield key, json.loads(data) if event is None else event
+        finally:
+            if skipped:
+                self.client.xack(self.stream, group, *skipped)
 
     def _handled(self, group: str, event_ids: list[Any]) -> list[bool]:
         if not event_ids:
@@ -209,15 +247,21 @@ class EventBus:
             return [bool(found) and bool(event_id)
                     for found, event_id in zip(pipe.execute(), event_ids, strict=True)]
 
-    def ack(self, group: str, entry_id: str) -> None:
-        """The entry is handled: acknowledged, and its event id remembered as handled by
-        the group (SEEN_SECONDS), both at once."""
-        event_id = self._reading.pop((group, entry_id), "")
+    def ack(self, group: str, *entry_ids: str) -> None:
+        """The entries are handled: acknowledged, and their event ids remembered as handled
+        by the group (SEEN_SECONDS), all at once in one round trip."""
+        if not entry_ids:
+            return
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.xack(self.stream, group, entry_id)
-            if event_id:
-                pipe.set(f"{self.stream}:handled:{group}:{event_id}", "1", ex=SEEN_SECONDS)
+            pipe.xack(self.stream, group, *entry_ids)
+            for entry_id in entry_ids:
+                event_id = self._reading.pop((group, entry_id), "")
+                if event_id:
+                    pipe.set(f"{self.stream}:handled:{group}:{event_id}", "1", ex=SEEN_SECONDS)
             pipe.execute()
+        given = self._given.get(group)
+        if given:
+            given.difference_update(entry_ids)
 
     def trim(self, keep: int) -> int:
         """Drop entries every consumer group has acknowledged, keeping at least the newest
