@@ -385,9 +385,10 @@ def serve(ctx: click.Context) -> None:
     settings = _settings(ctx)
     ensure_prompts(settings)
     with Centre(settings), _speech_worker(settings):
+        web = "http" if settings.web.tls == "off" else "https"
         click.echo(f"serving: FastAGI :{settings.ivr.fastagi_port}, AMI client, "
-                   f"http://{settings.web.host}:{settings.web.port}/api/v1/, desk push "
-                   f"http://{settings.web.host}:{settings.web.push_port}/desk/push")
+                   f"{web}://{settings.web.host}:{settings.web.port}/api/v1/, desk push "
+                   f"{web}://{settings.web.host}:{settings.web.push_port}/desk/push")
         _sleep_until_interrupted(None)
 
 
