@@ -5,6 +5,7 @@ a few threads; the desks' long-lived push streams stay on the push server (agent
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -18,6 +19,7 @@ from core.errors import HotlineError
 from hotline.web import stop_web_server
 
 THREADS = 4
+log = logging.getLogger(__name__)
 
 
 class WebServer:
@@ -43,6 +45,7 @@ class WebServer:
                 adapter = BuiltinSSLAdapter(str(files[0]), str(files[1]))
                 adapter.context = context  # TLS 1.2 at least, as core.tls sets it
                 self._cheroot.ssl_adapter = adapter
+                self._cheroot.error_log = _error_log  # to logging, not stderr
                 self._cheroot.prepare()  # binds now: a taken port is said at start
         except OSError as exc:
             raise HotlineError(f"web: cannot listen on {self.host}:{self.port} (web.port): "
@@ -71,3 +74,10 @@ class WebServer:
             self._cheroot.stop()
             self._thread.join(5)
         self._thread = None
+
+
+def _error_log(msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+    """cheroot's errors into the log; a client that drops the handshake (a health probe's
+    bare connect, a scanner, plain http) is routine: debug."""
+    routine = "during handshake" in msg or "plain HTTP" in msg
+    log.log(logging.DEBUG if routine else level, "web: %s", msg, exc_info=traceback)
