@@ -1226,7 +1226,8 @@ def board_token(ctx: click.Context, name: str | None, listed: bool,
         raise click.ClickException(str(exc)) from None
     web = settings.web
     click.echo(token)
-    click.echo(f"http://{web.host}:{web.port}/board/wall?token={token}  (id {row.id})",
+    scheme = "http" if web.tls == "off" else "https"
+    click.echo(f"{scheme}://{web.host}:{web.port}/board/wall?token={token}  (id {row.id})",
                err=True)
 
 
