@@ -74,7 +74,6 @@ class Sandbox:
         self.root = self.instance / "root"
         self.log_file = self.instance / "asterisk.out"
         self.pid_file = self.instance / "asterisk.pid"
-        # generated once and kept: a browser that trusted it once keeps trusting it
 
     # ----------------------------------------------------------------- public operations
 
