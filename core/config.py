@@ -341,6 +341,24 @@ class Web:
     # (behind a TLS proxy, the public https:// address the proxy forwards to push_port).
     push_port: Port = 8320
     push_url: PushUrl = ""
+    # TLS on the web app and the push server (core.tls): "off" plain HTTP (loopback, or a
+    # TLS proxy in front); "generated" a self-signed certificate made once into
+    # <data_dir>/tls; "files" the operator's tls_cert_file (chain, PEM) and tls_key_file.
+    tls: Literal["off", "generated", "files"] = "off"
+    tls_cert_file: DirOrDefault = Field(None, description="PEM chain, with web.tls = files")
+    tls_key_file: DirOrDefault = Field(None, description="PEM key, with web.tls = files")
+    # Strict-Transport-Security max-age while TLS is on; 0 sends none
+    hsts_seconds: Count = 31_536_000
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Any:
+        given = self.tls_cert_file is not None or self.tls_key_file is not None
+        if self.tls == "files" and (self.tls_cert_file is None or self.tls_key_file is None):
+            raise ValueError("tls = \"files\" needs web.tls_cert_file and web.tls_key_file")
+        if self.tls != "files" and given:
+            raise ValueError("tls_cert_file and tls_key_file are read only with "
+                             "web.tls = \"files\"")
+        return self
 
 
 @section
@@ -397,6 +415,12 @@ class Accounts:
     idle_minutes: Positive = 60  # ... and ends after this long without a request
     session_secret: Text = Field(
         "", description="signs the session cookie; empty: generated once into secrets.toml")
+    # Rate limits (core.limits, 429 with Retry-After): sign-in posts from one address (a
+    # centre behind one NAT signs in at shift start: raise it there), and API requests with
+    # a bearer token, by address before the token is looked up and by token after.
+    sign_in_per_address: RateLimit = "30/minute;600/hour"
+    api_per_address: RateLimit = "6000/minute"
+    api_per_token: RateLimit = "3000/minute"
 
 
 def _sms_words(value: Any) -> tuple[str, ...]:
@@ -724,6 +748,11 @@ def load_settings(
                              ami_secret=pbx.ami_secret or generated["ami_secret"])
     checked["exchange"] = replace(
         exchange, webhook_secret=exchange.webhook_secret or generated["webhook_secret"])
+    web = checked["web"]
+    assert isinstance(web, Web)
+    checked["web"] = replace(  # certificate paths are relative to the settings file too
+        web, tls_cert_file=(base / web.tls_cert_file).resolve() if web.tls_cert_file else None,
+        tls_key_file=(base / web.tls_key_file).resolve() if web.tls_key_file else None)
     accounts = checked["accounts"]
     assert isinstance(accounts, Accounts)
     checked["accounts"] = replace(

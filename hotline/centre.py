@@ -16,8 +16,6 @@ import threading
 import time
 from typing import Any
 
-from waitress.server import create_server
-
 from agent_desk.pop import ScreenPop
 from agent_desk.push import PushServer
 from agent_desk.relay import DeskRelay
@@ -29,7 +27,8 @@ from core.config import Settings
 from core.errors import HotlineError
 from hotline.compose import build
 from hotline.retention import RetentionLoop
-from hotline.web import create_app, stop_web_server
+from hotline.web import create_app
+from hotline.webserver import WebServer
 from ivr.fastagi import FastAgiServer
 from ivr.server import start as start_ivr
 from quality.keywords import KeywordFlags
@@ -137,14 +136,8 @@ class Centre:
 
     def _start_web(self) -> None:
         app = create_app(self.settings, self.sessions, self.bus.client, self.clock)
-        try:
-            self._web = create_server(app, host=self.settings.web.host,
-                                      port=self.settings.web.port, threads=4)
-        except OSError as exc:
-            raise HotlineError(f"web: cannot listen on {self.settings.web.host}:"
-                               f"{self.settings.web.port} (web.port): {exc.strerror}") from None
-        self._web_thread = threading.Thread(target=self._web.run, daemon=True, name="web")
-        self._web_thread.start()
+        # waitress, or cheroot with TLS when web.tls is on (hotline.webserver)
+        self._web = WebServer(app, self.settings).start()
 
     def _start_push(self) -> None:
         self._push_loop = BackgroundLoop("desk-push")
@@ -173,8 +166,8 @@ class Centre:
 
         if self._loop is not None and self._stop is not None:
             self._loop.loop.call_soon_threadsafe(self._stop.set)
-        if self._web is not None and self._web_thread is not None:
-            wait("web", lambda: stop_web_server(self._web, self._web_thread))
+        if self._web is not None:
+            wait("web", self._web.stop)
         self._web = self._web_thread = None
         if self._push_loop is not None:
             push, push_loop = self.push, self._push_loop

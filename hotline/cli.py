@@ -388,9 +388,10 @@ def serve(ctx: click.Context) -> None:
     settings = _settings(ctx)
     ensure_prompts(settings)
     with Centre(settings), _speech_worker(settings):
+        web = "http" if settings.web.tls == "off" else "https"
         click.echo(f"serving: FastAGI :{settings.ivr.fastagi_port}, AMI client, "
-                   f"http://{settings.web.host}:{settings.web.port}/api/v1/, desk push "
-                   f"http://{settings.web.host}:{settings.web.push_port}/desk/push")
+                   f"{web}://{settings.web.host}:{settings.web.port}/api/v1/, desk push "
+                   f"{web}://{settings.web.host}:{settings.web.push_port}/desk/push")
         _sleep_until_interrupted(None)
 
 
@@ -1228,7 +1229,8 @@ def board_token(ctx: click.Context, name: str | None, listed: bool,
         raise click.ClickException(str(exc)) from None
     web = settings.web
     click.echo(token)
-    click.echo(f"http://{web.host}:{web.port}/board/wall?token={token}  (id {row.id})",
+    scheme = "http" if web.tls == "off" else "https"
+    click.echo(f"{scheme}://{web.host}:{web.port}/board/wall?token={token}  (id {row.id})",
                err=True)
 
 
