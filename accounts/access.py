@@ -73,6 +73,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     # transcripts of calls (通话转写) and their search; unmasked only with see_phone, audited
     "transcripts.read": frozenset({OPERATOR, SUPERVISOR, SHIFT_CHIEF, ADMIN, AUDITOR}),
     "speech.status": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN}),  # the transcription queue
+    # the alert keywords (告警关键词): read by those the alerts reach, edited by supervisors
+    # and administrators (each change audited)
+    "speech.keywords": frozenset({SUPERVISOR, SHIFT_CHIEF, ADMIN}),
+    "speech.keywords.edit": frozenset({SUPERVISOR, ADMIN}),
     # each role's home page (accounts.pages): only for those who hold the role
     **{f"home.{role}": frozenset({role}) for role in ROLES},
 }

@@ -48,6 +48,14 @@ ACTIONS += (TRANSCRIPT_SHOWN,)
 # recording_deletions): each leg's file and each transcript, with its checksum and why
 RECORDING_FILE_DELETED, TRANSCRIPT_DELETED = "recording_file_deleted", "transcript_deleted"
 ACTIONS += (RECORDING_FILE_DELETED, TRANSCRIPT_DELETED)
+# ... and SIP security: an address banned after failed registrations (by the telephony
+# service, actor "sip-guard") or lifted by hand; a desk phone's SIP password shown or rotated
+SIP_BANNED, SIP_UNBANNED = "sip_banned", "sip_unbanned"
+SIP_PASSWORD_SHOWN, SIP_PASSWORD_ROTATED = "sip_password_shown", "sip_password_rotated"
+ACTIONS += (SIP_BANNED, SIP_UNBANNED, SIP_PASSWORD_SHOWN, SIP_PASSWORD_ROTATED)
+# ... and the alert keywords (告警关键词) edited: the target is the word, the detail the change
+KEYWORDS_CHANGED = "speech_keywords_changed"
+ACTIONS += (KEYWORDS_CHANGED,)
 MAX_PAGE = 500
 
 

@@ -37,6 +37,7 @@ from accounts.service import (
     sign_out,
 )
 from accounts.web import EXPIRED, client_address, current_identity, start_session
+from core import limits
 from core.db import transaction
 
 pages = Blueprint("pages", __name__, template_folder="templates")
@@ -92,6 +93,9 @@ def login() -> Any:
     message = _("Your session has expired: please sign in again") \
         if session.pop(EXPIRED, False) else ""
     status = 200
+    if request.method == "POST":  # password guessing from one address, across accounts
+        limits.enforce(current_app.extensions["hotline.settings"].accounts.sign_in_per_address,
+                       scope="sign-in")
     if form.validate_on_submit():
         settings = current_app.extensions["hotline.settings"]
         with transaction(current_app.extensions["hotline.sessions"]) as db:

@@ -36,6 +36,7 @@ from werkzeug.exceptions import Unauthorized
 
 from accounts import audit as audit_log
 from accounts.service import ANONYMOUS, Identity, identify, session_identity
+from core import limits
 from core.config import Settings
 from core.db import transaction
 
@@ -50,11 +51,15 @@ def current_identity() -> Identity:
     if "hotline_identity" not in g:
         authorization = request.headers.get("Authorization")
         if authorization:
+            rules = current_app.extensions["hotline.settings"].accounts
+            limits.enforce(rules.api_per_address, scope="api-address")  # guessing tokens too
             with current_app.extensions["hotline.sessions"]() as db:
                 found = identify(db, authorization)
             if found is None:
                 raise Unauthorized("Authorization: unknown token",
                                    www_authenticate=WWWAuthenticate("bearer"))
+            if found.token_id:
+                limits.enforce(rules.api_per_token, scope="api-token", key=found.token_id)
         elif current_user.is_authenticated:
             found = current_user.identity
         else:

@@ -159,11 +159,17 @@ class DeskOrder(Body):
     call_id: Text(64) = Field("", description="the live call the order is taken in on")
 
 
+class SaveHeaders(Query):
+    idempotency_key: Text(80) = Field("", alias="Idempotency-Key",
+                                      description="the form's key: saved again, not twice")
+
+
 @desk_orders.post("")
 @requires("orders.open")
-def save(body: DeskOrder) -> Any:
+def save(header: SaveHeaders, body: DeskOrder) -> Any:
     """Take the order in on the call (受理): one transaction, so a refusal leaves no order,
-    no link and no event."""
+    no link and no event. Saved again with the same Idempotency-Key (after a 503 or a lost
+    answer) it answers with the order taken in, never a second."""
     who = current_identity()
     if (body.latitude is None) != (body.longitude is None):
         abort(400, "location: give both latitude and longitude, or neither")
@@ -173,7 +179,16 @@ def save(body: DeskOrder) -> Any:
     settings = current_app.extensions["hotline.settings"]
     bus = EventBus(current_app.extensions["hotline.redis"])  # is the call_id a live call?
     now = _now()
+    key = header.idempotency_key
     with transaction(_sessions()) as session:
+        earlier = service.earlier_request(
+            session, actor=who.name, key=key, now=now,
+            body_sha256=service.request_sha256(body.model_dump(mode="json"))) if key else None
+        if earlier is not None:
+            order = service.get_order(session, earlier)
+            return {"case_number": order.case_number, "call_id": order.call_id,
+                    "grid_code": order.grid_code, "department_code": order.department_code,
+                    "duplicate_of": order.duplicate_of}, 201
         order = service.open_order(
             session, appeal_type=body.appeal_type, description=body.description,
             channel="phone", actor=who.name, citizen_phone=body.citizen_phone,
@@ -184,6 +199,9 @@ def save(body: DeskOrder) -> Any:
             service.link_call(session, order.case_number, body.call_id, actor=who.name,
                               how="intake", bus=bus,
                               recordings_dir=settings.storage.recordings_dir, now=now)
+        if key:
+            service.file_request(session, actor=who.name, key=key,
+                                 case_number=order.case_number)
         saved = {"case_number": order.case_number, "call_id": order.call_id,
                  "grid_code": order.grid_code, "department_code": order.department_code,
                  "duplicate_of": order.duplicate_of}

@@ -47,6 +47,9 @@ from tickets import workflow
 log = logging.getLogger(__name__)
 
 EVENTS_GROUP = "desk-pop"  # the composer's consumer group on the event stream
+# the event types `handle` acts on; the others are acknowledged undecoded
+HEARD_TYPES = frozenset({"call.started", "call.ivr_step", "call.queue_joined", "call.ended",
+                         "call.agent_ringing"})
 BLOCK_MS = 300  # how long one read waits for new events
 LIVE_CALLS_KEPT = 5_000  # calls whose caller and IVR steps are remembered
 RECENT_CALLS = 5  # the caller's earlier calls shown, newest first
@@ -213,15 +216,19 @@ class ScreenPop:
         """Handle what the bus has for the group (waiting up to `block_ms` for it); the desk
         feed ids of the pops published."""
         published = []
-        for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer, count=200,
-                                                block_ms=block_ms):
-            try:
-                pop_id = self.handle(entry_id, event)
-                if pop_id:
-                    published.append(pop_id)
-            except Exception:  # bad data, a database hiccup: this pop is lost, not the loop
-                log.exception("screen pop: event %s not handled", entry_id)
-            self.bus.ack(EVENTS_GROUP, entry_id)
+        handled: list[str] = []
+        try:
+            for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer, count=200,
+                                                    block_ms=block_ms, types=HEARD_TYPES):
+                try:
+                    pop_id = self.handle(entry_id, event)
+                    if pop_id:
+                        published.append(pop_id)
+                except Exception:  # bad data, a database hiccup: this pop is lost, not the loop
+                    log.exception("screen pop: event %s not handled", entry_id)
+                handled.append(entry_id)
+        finally:  # acknowledged together: one round trip a batch
+            self.bus.ack(EVENTS_GROUP, *handled)
         return published
 
     def handle(self, entry_id: str, event: dict[str, Any]) -> str | None:

@@ -50,6 +50,7 @@ from accounts.access import PERMISSIONS
 from accounts.service import DEPARTMENT, Identity, account_identity, session_identity
 from agent_desk import displays, push_ticket
 from agent_desk.feed import BOARD, CASE_MAP, DESK_STREAM, EVERY_DESK, PRIVATE, SUPERVISORS
+from core import tls
 from core.clock import Clock
 from core.config import Settings
 from core.db import transaction
@@ -181,7 +182,9 @@ class PushServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        # TLS as the web app has it (web.tls): an https page may only open an https stream
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True,
+                           ssl_context=tls.server_context(self.settings))
         try:
             await site.start()
         except OSError as exc:

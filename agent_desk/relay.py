@@ -12,8 +12,13 @@ published while the centre is down is relayed when it returns, and turns:
 - `work_order.opened` and `work_order.moved` into a "map" entry for the open case maps
   (feed.CASE_MAP): {case_number, event: "opened"|"moved", action, state, department_code},
   so a map redraws an order opened, moved or closed without being reloaded.
-- `speech.keyword` (a configured keyword in a stored transcript) into a "notice" for the
-  supervisors' desks (feed.SUPERVISORS), with the masked utterance.
+- `speech.keyword` (a configured keyword said in a call, heard live or in a stored
+  transcript) into a "notice" for the supervisors' desks (feed.SUPERVISORS), with the masked
+  utterance;
+- `sip.banned` (an address banned after failed SIP sign-ins) into a "notice" for the
+  supervisors' desks, with the address, its failures and until when;
+- `speech.live` (the caller's words heard during the call, recordings.live) into a "live"
+  entry for the desk of the agent talking to that caller.
 
 The screen pop ("pop") is another loop's (agent_desk's pop composer).
 """
@@ -30,10 +35,15 @@ from agent_desk import feed
 from core.events import EventBus
 from core.phones import mask
 from telephony.seats import SEATS_KEY
+from telephony.wallboard import LIVE_CALLS_KEY
 
 log = logging.getLogger(__name__)
 
 EVENTS_GROUP = "desk-relay"  # the relay's consumer group on the event stream
+# the event types `entry_for` makes a desk entry of; the others are skipped undecoded
+RELAYED_TYPES = frozenset({"seat.changed", "call.agent_connected", "work_order.opened",
+                           "work_order.moved", "call.ended", "speech.keyword", "sip.banned",
+                           "speech.live"})
 BLOCK_MS = 1_000  # how long one read waits for events (so a stop is seen within it)
 SEAT_FIELDS = ("agent", "state", "reason", "since", "queues", "wrap_up_until",
                "wrap_up_extended")
@@ -65,12 +75,17 @@ class DeskRelay:
         """Relay what the bus has for the desks (waiting up to `block_ms` for it); the
         desk feed ids written. Each event is acknowledged once relayed."""
         written = []
-        for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer, block_ms=block_ms):
-            made = self.entry_for(event)
-            if made is not None:
-                agent, kind, data = made
-                written.append(feed.publish(self.bus.client, agent, kind, data))
-            self.bus.ack(EVENTS_GROUP, entry_id)
+        relayed: list[str] = []
+        try:
+            for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer,
+                                                    block_ms=block_ms, types=RELAYED_TYPES):
+                made = self.entry_for(event)
+                if made is not None:
+                    agent, kind, data = made
+                    written.append(feed.publish(self.bus.client, agent, kind, data))
+                relayed.append(entry_id)
+        finally:  # what was relayed, in one round trip (one that failed is read again)
+            self.bus.ack(EVENTS_GROUP, *relayed)
         return written
 
     def entry_for(self, event: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
@@ -111,8 +126,33 @@ class DeskRelay:
                           "keyword": event.get("keyword", ""),
                           "call_id": event.get("call_id", ""), "leg": event.get("leg", ""),
                           "offset_seconds": event.get("offset_seconds"),
-                          "excerpt": event.get("excerpt", "")}}
+                          "excerpt": event.get("excerpt", ""),
+                          "live": bool(event.get("live"))}}
+        if kind == "sip.banned":  # an address banned after failed SIP sign-ins (SIP 封禁)
+            return feed.SUPERVISORS, "notice", {
+                "source": "sip", "at": event.get("at"),
+                "alert": {"key": event.get("id", ""), "kind": "sip_ban",
+                          "address": event.get("address", ""),
+                          "threshold": event.get("failures"), "until": event.get("until"),
+                          "reason": event.get("reason", "")}}
+        if kind == "speech.live" and event.get("call_id"):
+            return self.live_transcript(event)
         return None
+
+    def live_transcript(self, event: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+        """The caller's words heard live (speech.live) for the desk of the agent talking to
+        them now (the telephony service's live calls); None while nobody has answered."""
+        raw = self.bus.client.hget(LIVE_CALLS_KEY, str(event["call_id"]))
+        try:
+            agent = json.loads(raw).get("agent") if raw else None
+        except (ValueError, AttributeError):
+            agent = None
+        if not agent:
+            return None
+        return str(agent), "live", {
+            "call_id": event["call_id"], "utterance": event.get("utterance"),
+            "final": bool(event.get("final")), "text": event.get("text", ""),
+            "at": event.get("at")}
 
     def seat_state(self, event: dict[str, Any]) -> dict[str, Any]:
         """The seat as the telephony service keeps it now (it writes the live state before

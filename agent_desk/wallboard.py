@@ -49,6 +49,9 @@ BOARD = feed.BOARD  # the desk feed's "agent" of board entries, and their kind
 EVENTS_GROUP = "wallboard"
 BLOCK_MS = 500
 TICK_SECONDS = 5.0
+# boards at most this often in a burst of events (bench/wallboard_browser.py: p95 <= 300 ms
+# from the AMI event to the page)
+COALESCE_SECONDS = 0.15
 WINDOWS = (("15m", timedelta(minutes=15)), ("1h", timedelta(hours=1)),
            ("24h", timedelta(hours=24)))
 SHIFT = "shift"
@@ -178,6 +181,11 @@ class BoardLoop:
         while not stop.is_set():
             try:
                 moved = await asyncio.to_thread(self.follow, BLOCK_MS)
+                if moved and time.monotonic() - last < COALESCE_SECONDS:
+                    # a burst: the events until COALESCE_SECONDS after the last board go
+                    # into one board (the first event after a quiet spell goes at once)
+                    await asyncio.sleep(last + COALESCE_SECONDS - time.monotonic())
+                    await asyncio.to_thread(self.follow)
                 if moved or time.monotonic() - last >= TICK_SECONDS:
                     await asyncio.to_thread(self.publish)
                     last = time.monotonic()
@@ -190,14 +198,15 @@ class BoardLoop:
 
     def follow(self, block_ms: int | None = None) -> bool:
         """Read what the bus has; whether any of it moves the board."""
-        moved = False
-        for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer, block_ms=block_ms):
-            kind = str(event.get("type", ""))
-            moved = moved or kind.startswith(("call.", "seat."))
-            self.bus.ack(EVENTS_GROUP, entry_id)
-            if _entry_key(entry_id) > _entry_key(self._read_up_to):
-                self._read_up_to = _text(entry_id)
-        return moved
+        # only whether a call or seat event came matters: the others are skipped undecoded,
+        # and all are acknowledged together
+        moving = [entry_id for entry_id, _event in self.bus.consume(
+            EVENTS_GROUP, self.consumer, block_ms=block_ms, types=_moves_board)]
+        self.bus.ack(EVENTS_GROUP, *moving)
+        newest = self.bus.read_up_to.get(EVENTS_GROUP)
+        if newest and _entry_key(newest) > _entry_key(self._read_up_to):
+            self._read_up_to = _text(newest)
+        return bool(moving)
 
     def _cover(self, read_up_to: str) -> None:
         self.bus.client.set(COVERS_KEY, json.dumps({"stream": self.bus.stream,
@@ -232,6 +241,10 @@ class BoardLoop:
                               "cleared": True})
         self._alerted = raised
         return board
+
+
+def _moves_board(kind: str) -> bool:
+    return kind.startswith(("call.", "seat."))
 
 
 def _text(value: bytes | str) -> str:

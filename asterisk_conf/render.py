@@ -10,12 +10,15 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from core.config import Settings
+from telephony.cel import CEL_STORE
 from telephony.directory import BROWSER_SUFFIX, Directory
+from telephony.sipguard import BANS_ACL, BANS_FILE, acl_rules
 
 TEMPLATES = Path(__file__).with_name("templates")
 # The HTTPS server's certificate and key, inside Asterisk's root (the sandbox generates them;
@@ -37,6 +40,7 @@ MODULES = (
     "res_pjsip_dtmf_info.so", "res_pjsip_nat.so", "res_pjsip_rfc3326.so",
     "res_pjsip_diversion.so", "res_pjsip_logger.so", "res_pjsip_pubsub.so",
     "res_pjsip_refer.so", "res_pjsip_header_funcs.so",
+    "res_pjsip_acl.so",  # the ban list's ACL and the citizens' and trunk's networks
     # the desk page's softphone: SIP over WSS on the HTTPS server, DTLS-SRTP, opus
     "res_http_websocket.so", "res_pjsip_transport_websocket.so", "res_srtp.so",
     "codec_opus_open_source.so",
@@ -51,6 +55,10 @@ MODULES = (
     "app_read.so", "app_verbose.so", "app_echo.so", "app_senddtmf.so", "app_stack.so",
     "app_exec.so", "app_userevent.so", "app_originate.so", "app_record.so",
     "app_chanspy.so",
+    # channel event logging to SQLite: the record of calls the centre missed (telephony.cel)
+    "res_cdrel_custom.so", "cel_sqlite3_custom.so", "app_celgenuserevent.so",
+    # live transcription: the caller's voice to the centre over AudioSocket (recordings.live)
+    "res_audiosocket.so", "chan_audiosocket.so",
     "func_callerid.so", "func_channel.so", "func_strings.so", "func_logic.so",
     "func_global.so", "func_cut.so", "func_hangupcause.so", "func_uri.so", "func_math.so",
     "func_timeout.so", "func_db.so", "func_shell.so",
@@ -59,7 +67,7 @@ MODULES = (
 FILES = ("asterisk.conf", "http.conf", "modules.conf", "logger.conf", "manager.conf", "rtp.conf",
          "musiconhold.conf", "pjsip.conf", "queues.conf", "extensions.conf", "indications.conf",
          "features.conf", "cdr.conf", "cel.conf", "acl.conf", "udptl.conf", "pjproject.conf",
-         "ccss.conf", "stasis.conf")
+         "ccss.conf", "stasis.conf", "cel_sqlite3_custom.conf", BANS_FILE)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -83,8 +91,9 @@ def _environment() -> Environment:
     return env
 
 
-def render(settings: Settings, directory: Directory) -> dict[str, str]:
-    """File name -> text, for every file Asterisk reads."""
+def render(settings: Settings, directory: Directory, bans: Sequence[str] = ()
+           ) -> dict[str, str]:
+    """File name -> text, for every file Asterisk reads; `bans`, the SIP bans standing."""
     env = _environment()
     context = {
         "generated_by": "hotline pbx render",
@@ -98,6 +107,8 @@ def render(settings: Settings, directory: Directory) -> dict[str, str]:
         "tls_cert": TLS_CERT,
         "tls_key": TLS_KEY,
         "host_addresses": host_addresses(),
+        "cel_store": CEL_STORE,
+        "bans_file": BANS_FILE, "bans_acl": BANS_ACL, "ban_rules": acl_rules(bans),
     }
     return {name: env.get_template(f"{name}.tmpl").render(context) for name in FILES}
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from asterisk_conf.render import TLS_CERT, TLS_KEY, write
+from core import tls
 from core.config import Settings
 from core.errors import HotlineError
 
@@ -73,8 +74,6 @@ class Sandbox:
         self.root = self.instance / "root"
         self.log_file = self.instance / "asterisk.out"
         self.pid_file = self.instance / "asterisk.pid"
-        # generated once and kept: a browser that trusted it once keeps trusting it
-        self.tls_dir = settings.storage.data_dir / "pbx-tls"
 
     # ----------------------------------------------------------------- public operations
 
@@ -286,23 +285,10 @@ class Sandbox:
             target.chmod(0o600)
 
     def ensure_certificate(self) -> tuple[Path, Path]:
-        """The HTTPS server's self-signed certificate for 127.0.0.1 (the softphone's WSS),
-        made once with the openssl command: it is on every Debian machine, so the sandbox
-        needs no extra Python package for it."""
-        cert, key = self.tls_dir / "https.crt", self.tls_dir / "https.key"
-        if cert.exists() and key.exists():
-            return cert, key
-        self.tls_dir.mkdir(parents=True, exist_ok=True)
-        address = self.settings.pbx.bind_address
-        _run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650",
-              "-subj", f"/O=12319 hotline sandbox/CN={address}",
-              "-addext", f"subjectAltName=IP:{address}",
-              "-keyout", str(key) + ".new", "-out", str(cert) + ".new"],
-             "generate the HTTPS certificate")
-        os.chmod(str(key) + ".new", 0o600)
-        os.replace(str(key) + ".new", key)
-        os.replace(str(cert) + ".new", cert)
-        return cert, key
+        """The HTTPS server's certificate (the softphone's WSS): the web's own (core.tls),
+        so a browser that trusts the desk page's certificate trusts its softphone's too;
+        with web.tls off, the generated one all the same (WSS needs TLS)."""
+        return tls.certificate_files(self.settings) or tls.generated_certificate(self.settings)
 
     def _our_mounts(self) -> list[str]:
         prefix = str(self.root)

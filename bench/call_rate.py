@@ -266,13 +266,23 @@ class Step:
         return (f"{self.path:<8}{self.rate:>6g}{self.placed_rate:>7.1f}{self.calls:>6}"
                 f"{self.failed:>7}{_p(self.prompt, .5):>7.2f}{_p(self.prompt, 1):>7.2f}"
                 f"{_p(self.to_agent, .5):>7.2f}{_p(self.to_agent, 1):>7.2f}"
-                f"{self.records_lag:>8.1f}{ast:>6.2f}{centre:>7.2f}{rest:>6.2f}  {why}")
+                f"{self.records_lag:>8.1f}{ast:>6.2f}{centre:>7.2f}{rest:>6.2f}"
+                f"{self.centre_per_asterisk:>8.2f}  {why}")
+
+    @property
+    def centre_per_asterisk(self) -> float:
+        """The centre's CPU per call over Asterisk's (the same calls, the same step):
+        target <= CENTRE_PER_ASTERISK_TARGET."""
+        ast, centre, _rest = self.cores
+        return centre / ast if ast else math.nan
 
 
 STEP_HEADER = (f"{'':<8}{'asked':>6}{'placed':>7}{'':>6}{'':>7}{'prompt s':>14}"
-               f"{'to agent s':>14}{'records':>8}{'CPU cores':>19}\n"
+               f"{'to agent s':>14}{'records':>8}{'CPU cores':>19}{'':>8}\n"
                f"{'path':<8}{'/s':>6}{'/s':>7}{'calls':>6}{'failed':>7}{'p50':>7}{'max':>7}"
-               f"{'p50':>7}{'max':>7}{'lag s':>8}{'ast':>6}{'centre':>7}{'rest':>6}  failures")
+               f"{'p50':>7}{'max':>7}{'lag s':>8}{'ast':>6}{'centre':>7}{'rest':>6}"
+               f"{'cen/ast':>8}  failures")
+CENTRE_PER_ASTERISK_TARGET = 0.5  # issue 14: the centre's CPU per call at most half Asterisk's
 
 
 # ---------------------------------------------------------------------------- the bench
@@ -638,13 +648,24 @@ def report(steps: list[Step], options: Options, bench: Bench, seconds: float,
     if hot.first_failed is None:
         notes.append("the hotline never failed, so the ratio is a lower bound")
     print(f"target hotline/twin >= 0.90: {verdict}" + (f" ({'; '.join(notes)})" if notes else ""))
+    for path in ("hotline", "twin"):
+        mine = [st for st in steps if st.path == path]
+        ast = sum(st.cores[0] * st.seconds for st in mine)
+        centre = sum(st.cores[1] * st.seconds for st in mine)
+        if ast:
+            share = centre / ast
+            mark = ("met" if share <= CENTRE_PER_ASTERISK_TARGET else "NOT met") \
+                if path == "hotline" else "the telephony service alone, no IVR"
+            print(f"centre/Asterisk CPU per call, {path} steps: {share:.2f} "
+                  f"(target <= {CENTRE_PER_ASTERISK_TARGET:g}: {mark})")
     if not bench.autofill:
         print("note: without autofill Asterisk hands waiting callers to free agents one at a "
               "time, about one per 1.5 s (1 s re-check + ring)")
     print()
     print("Steps: prompt = answer -> welcome prompt playing; to agent = key press -> agent "
           "answers; records lag = PBX idle -> every call record stored by the centre; CPU over "
-          "the step (rest = SIPp and everything else on the machine)")
+          "the step (rest = SIPp and everything else on the machine); cen/ast = the centre's "
+          "CPU over Asterisk's for the step's calls")
     print(STEP_HEADER)
     for step in steps:
         print(step.row())

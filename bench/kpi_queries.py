@@ -54,7 +54,10 @@ from sqlalchemy.orm import Session
 
 from core.db import make_engine, session_factory, transaction, upgrade
 from reports import kpis
+from telephony import rollups as call_rollups
+from telephony.measures import call_measures
 from tickets import catalogue, deadlines, service, workflow
+from tickets import rollups as order_rollups
 from tickets.models import Category, WorkOrder
 from tickets.workcalendar import WorkCalendar, load_calendar
 
@@ -62,6 +65,7 @@ DEFAULT_ORDERS = 2_400_000
 TZ_OFFSET = 8 * 3600  # Asia/Shanghai, no daylight saving
 FIRST_DAY, END_DAY = date(2021, 1, 1), date(2026, 1, 1)  # five years; "now" is END_DAY 00:00
 EPOCH = date(1970, 1, 1)
+EXTRA_CALL_IDS = 1_000_000_000  # call ids of the calls without an order start here
 DAY = 86400
 NOW = int((END_DAY - EPOCH).days * DAY - TZ_OFFSET)
 WINDOWS = {"day": (date(2025, 11, 18), date(2025, 11, 19)),
@@ -588,7 +592,8 @@ def call_line(order_id: int, t0: int, phone: str, channel: str, rng: random.Rand
         f"\t{ended - started}\t{outcome}\t{queue}\t{position if position else nul}"
         f"\t{wait if wait is not None else nul}\t{'t' if short else 'f'}"
         f"\t{agent or nul}\t{ts(connected)}\t{talk if talk is not None else nul}\t0"
-        f"\t16\tNormal Clearing\t\\N\t\\N\t\\N\tf\t{{}}\t{ts(ended)}\n")
+        f"\t16\tNormal Clearing\t\\N\t\\N\t\\N\tf\t{{}}\t{ts(ended)}"
+        f"\t{'+86' + phone if phone else ''}\n")  # core.phones' form of a mobile number
 
 
 # --- loading ----------------------------------------------------------------------------
@@ -609,7 +614,7 @@ COLUMNS = {
                     " duration_seconds, outcome, queue, queue_position, wait_seconds,"
                     " short_abandon, agent, connected_at, talk_seconds, hold_seconds,"
                     " hangup_cause, hangup_cause_text, recording_path, recording_sha256,"
-                    " recording_bytes, incomplete, details, stored_at",
+                    " recording_bytes, incomplete, details, stored_at, citizen_number",
 }
 
 
@@ -638,6 +643,28 @@ def load_range(job: tuple[str, int, int, int]) -> int:
     return hi - lo
 
 
+def load_calls(job: tuple[str, int, int, int]) -> int:
+    """A worker: extra calls [lo, hi) with no order (the hotline answers more calls than
+    it makes orders), on days spread over the five years, streamed with COPY."""
+    url, lo, hi, seed = job
+    rng = random.Random(seed * 7_000_003 + lo)
+    _MINUTES.clear()
+    days = (END_DAY - FIRST_DAY).days
+    with psycopg.connect(url) as conn:
+        conn.execute("SET synchronous_commit = off")
+        with conn.cursor().copy(
+                f"COPY call_records ({COLUMNS['call_records']}) FROM STDIN") as copy:
+            out = Rows([], [], [], [], [])
+            for n in range(lo, hi):
+                t0 = day_start(FIRST_DAY) + rng.randrange(days) * DAY
+                call_line(EXTRA_CALL_IDS + n, t0, phone_number(rng.randrange(1, hi // 3 + 2)),
+                          "web", rng, out)
+                if n % 2000 == 1999 or n == hi - 1:
+                    copy.write("".join(out.calls))
+                    out.calls.clear()
+    return hi - lo
+
+
 @dataclass
 class Loaded:
     plan_s: float
@@ -645,10 +672,11 @@ class Loaded:
     index_s: float
     vacuum_s: float
     rows: dict[str, int]
+    rollup_s: float = 0.0
 
 
 def load(engine: Engine, url: str, orders: int, workers: int, seed: int,
-         progress: Callable[[str], None]) -> Loaded:
+         progress: Callable[[str], None], extra_calls: int = 0) -> Loaded:
     global CITY
     started = time.perf_counter()
     with transaction(session_factory(engine)) as session:
@@ -666,6 +694,12 @@ def load(engine: Engine, url: str, orders: int, workers: int, seed: int,
             done += count
             if done % 500_000 < chunk or done == orders:
                 progress(f"copied {done:,} orders ({time.perf_counter() - planned:.0f} s)")
+        calls = [(url, lo, min(extra_calls, lo + 200_000), seed)
+                 for lo in range(0, extra_calls, 200_000)]
+        for count in pool.imap_unordered(load_calls, calls):
+            done += count
+        if extra_calls:
+            progress(f"copied {extra_calls:,} more calls ({time.perf_counter() - planned:.0f} s)")
     copied = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET maintenance_work_mem = '1GB'")
@@ -676,12 +710,18 @@ def load(engine: Engine, url: str, orders: int, workers: int, seed: int,
                          f"(SELECT coalesce(max(id), 1) FROM {table}))")
         indexed = time.perf_counter()
         progress(f"rebuilt {len(rebuild)} indexes and constraints in {indexed - copied:.0f} s")
+        # COPY went around the ORM hook that keeps the rollups: rebuilt from the records, as
+        # `hotline reports rebuild` does
+        with transaction(session_factory(engine)) as session:
+            rolled = call_rollups.rebuild(session)
+        rolled_up = time.perf_counter()
+        progress(f"rolled up {rolled:,} calls in {rolled_up - indexed:.0f} s")
         conn.execute("VACUUM ANALYZE")
         rows = {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                 for table in BIG_TABLES}
     vacuumed = time.perf_counter()
-    return Loaded(planned - started, copied - planned, indexed - copied, vacuumed - indexed,
-                  rows)
+    return Loaded(planned - started, copied - planned, indexed - copied, vacuumed - rolled_up,
+                  rows, rolled_up - indexed)
 
 
 def set_aside(url: str) -> list[str]:
@@ -793,7 +833,40 @@ def queries(orders: int) -> list[tuple[str, str, Callable[[Session], Any]]]:
     def search(**filters: Any) -> Callable[[Session], Any]:
         return lambda s: service.find_orders(s, service.OrderQuery(**filters))
 
+    def orders_by(lo: datetime, hi: datetime, unit: str, raw: bool
+                  ) -> Callable[[Session], Any]:
+        # the hotline report's order part: the window and each of its periods
+        periods = kpis.buckets(lo, hi, unit)
+        if not raw:  # as hotline_report reads the rollups
+            return lambda s: kpis.order_measures_tiled(
+                s, [(b.start, b.end) for b in periods], now=now)
+        return lambda s: [kpis.order_measures(s, b.start, b.end, now=now, raw=raw)
+                          for b in [kpis.Bucket("total", lo, hi), *periods]]
+
+    def regions(lo: datetime, hi: datetime, raw: bool) -> Callable[[Session], Any]:
+        return lambda s: [kpis.evaluate_regions(s, lo, hi, level=level, now=now, raw=raw)
+                          for level in kpis.REGION_LEVELS]
+
+    rolled = []
+    for suffix, raw in (("", False), (" RAW", True)):  # rollups; the events (reference)
+        rolled += [
+            (f"order part, a day{suffix}", "day", orders_by(*day, "day", raw)),
+            (f"order part, a month by day{suffix}", "month", orders_by(*month, "day", raw)),
+            (f"order part, a year by month{suffix}", "year", orders_by(*year, "month", raw)),
+            (f"evaluate_staff, a month{suffix}", "month",
+             lambda s, raw=raw: kpis.evaluate_staff(s, *month, raw=raw)),
+            (f"evaluate_departments, a month{suffix}", "month",
+             lambda s, raw=raw: kpis.evaluate_departments(s, *month, now=now, raw=raw)),
+            (f"evaluate_regions, a month{suffix}", "month", regions(*month, raw)),
+        ]
+    def calls(lo: datetime, hi: datetime, unit: str, raw: bool) -> Callable[[Session], Any]:
+        """The call half of hotline_report: the window and each bucket's call measures."""
+        return lambda s: [call_measures(s, b.start, b.end, raw=raw)
+                          for b in (kpis.Bucket("total", lo, hi),
+                                    *kpis.buckets(lo, hi, unit))]
+
     return [
+        *rolled,
         ("hotline_report, a day", "day",
          lambda s: kpis.hotline_report(s, *day, bucket="day", now=now)),
         ("hotline_report, a month by day", "month",
@@ -801,6 +874,10 @@ def queries(orders: int) -> list[tuple[str, str, Callable[[Session], Any]]]:
         ("hotline_report, a year by month", "year",
          lambda s: kpis.hotline_report(s, *year, bucket="month", now=now)),
         ("evaluate, a month", "month", lambda s: kpis.evaluate(s, *month, now=now)),
+        *((f"call measures, {label} (rollups)", name, calls(*window(name), unit, False))
+          for label, name, unit in CALL_REPORTS),
+        *((f"call measures, {label} (raw reference)", name, calls(*window(name), unit, True))
+          for label, name, unit in CALL_REPORTS),
         ("find_orders state=handling + department", "day",
          search(state="handling", department_code="enforcement")),
         ("find_orders state=closed + department", "day",
@@ -810,6 +887,10 @@ def queries(orders: int) -> list[tuple[str, str, Callable[[Session], Any]]]:
         ("find_orders grid prefix (a street)", "day", search(grid_prefix="230103001")),
         ("find_orders newest page", "day", search()),
     ]
+
+
+CALL_REPORTS = (("a day", "day", "day"), ("a month by day", "month", "day"),
+                ("a year by month", "year", "month"))
 
 
 def data_summary(engine: Engine) -> str:
@@ -869,6 +950,9 @@ def main() -> None:
     parser.add_argument("--reuse", metavar="DATABASE",
                         help="time the queries on a database kept by an earlier --keep run")
     parser.add_argument("--seed", type=int, default=12319)
+    parser.add_argument("--extra-calls", type=int, default=0,
+                        help="call records without an order, added to the one per order "
+                             "(e.g. 2,600,000 with the default orders: 5 million calls)")
     args = parser.parse_args()
     if args.orders < 1000 or args.runs < 1 or args.workers < 1:
         parser.error("--orders at least 1,000; --runs and --workers at least 1")
@@ -881,13 +965,28 @@ def main() -> None:
         try:
             if new:
                 upgrade(engine)
-                loaded = load(engine, url, args.orders, args.workers, args.seed, progress)
-                total = loaded.plan_s + loaded.copy_s + loaded.index_s + loaded.vacuum_s
+                loaded = load(engine, url, args.orders, args.workers, args.seed, progress,
+                              args.extra_calls)
+                total = (loaded.plan_s + loaded.copy_s + loaded.index_s + loaded.rollup_s
+                         + loaded.vacuum_s)
                 print(f"loaded in {total:.0f} s: plan {loaded.plan_s:.0f} s, COPY "
                       f"{loaded.copy_s:.0f} s, indexes and constraints {loaded.index_s:.0f} s,"
+                      f" call rollups {loaded.rollup_s:.0f} s,"
                       f" VACUUM ANALYZE {loaded.vacuum_s:.0f} s")
                 print("rows: " + ", ".join(f"{t} {n:,}" for t, n in loaded.rows.items()))
             print(data_summary(engine))
+            with engine.connect() as conn:
+                rolled = conn.scalar(text("SELECT count(*) FROM order_rollups"))
+            if not rolled:  # the rows were COPYed in: the rollups are built from them
+                started = time.perf_counter()
+                with transaction(session_factory(engine)) as session:
+                    rebuilt = order_rollups.rebuild(session)
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("VACUUM ANALYZE order_rollups")
+                    rows = conn.execute("SELECT count(*) FROM order_rollups").fetchone()
+                print(f"rollups rebuilt for {rebuilt:,} orders in "
+                      f"{time.perf_counter() - started:.0f} s: {rows[0] if rows else 0:,} "
+                      "hourly rows")
             with engine.connect() as conn:
                 orders = conn.scalar(text("SELECT max(id) FROM work_orders")) or 0
             watch = LoadWatch()
@@ -908,6 +1007,10 @@ def run(engine: Engine, url: str, args: argparse.Namespace, orders: int) -> None
         results.append(Timed(f"count(*) in the {name} (baseline)", name,
                              time_query(factory, count, args.runs, args.budget)))
     baselines = {t.baseline: t.pct(.5) for t in results}
+    with factory() as session:  # the rollups' figures are the records' figures
+        for label, name, unit in CALL_REPORTS:
+            same = calls_equal(session, *window(name), unit)
+            print(f"  call measures, {label}: rollups == raw reference: {same}", flush=True)
     slow = []
     for name, base, query in queries(orders):
         timed = Timed(name, base, time_query(factory, query, args.runs, args.budget))
@@ -934,6 +1037,12 @@ def run(engine: Engine, url: str, args: argparse.Namespace, orders: int) -> None
                 print(f"    {line}")
     if args.try_indexes:
         try_indexes(url, factory, args, orders, results[len(WINDOWS):])
+
+
+def calls_equal(session: Session, lo: datetime, hi: datetime, unit: str) -> bool:
+    return all(call_measures(session, b.start, b.end) == call_measures(
+        session, b.start, b.end, raw=True) for b in (kpis.Bucket("total", lo, hi),
+                                                     *kpis.buckets(lo, hi, unit)))
 
 
 # Indexes the slow paths above want; not in the migrations, made here on the bench database.

@@ -260,6 +260,11 @@ class Pbx:
     recordings_path_in_pbx: Text = "/var/spool/hotline/recordings"
     prompts_path_in_pbx: Text = "/var/lib/hotline/prompts"
     boot_timeout: Positive = 30
+    # Asterisk's channel event log (CEL), the SQLite file it writes (telephony.cel) as the
+    # centre reads it; empty: <data_dir>/pbx/log/hotline-cel.db, the sandbox's log bind
+    cel_file: DirOrDefault = None
+    # CEL rows older than this are deleted (those of calls already stored sooner)
+    cel_keep_days: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=3650)] = 14
 
     @model_validator(mode="after")
     def _rtp_range(self) -> Any:
@@ -292,6 +297,12 @@ class Ivr:
     prompts_file: Text = ""
     # "" = the calendar's working time; else these hours every day
     staffed_hours: HoursOrEmpty = ""
+    # spoken menu choices (智能语音导航), heard with speech.model_path's model when one is set
+    spoken_choices: bool = True
+    # the pause (seconds) that ends a spoken answer, and how sure the recogniser must be
+    spoken_pause_seconds: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=5)] = 2
+    spoken_min_confidence: Annotated[float, BeforeValidator(_no_bool),
+                                     Field(ge=0.0, le=1.0)] = 0.6
 
 
 @section
@@ -330,6 +341,24 @@ class Web:
     # (behind a TLS proxy, the public https:// address the proxy forwards to push_port).
     push_port: Port = 8320
     push_url: PushUrl = ""
+    # TLS on the web app and the push server (core.tls): "off" plain HTTP (loopback, or a
+    # TLS proxy in front); "generated" a self-signed certificate made once into
+    # <data_dir>/tls; "files" the operator's tls_cert_file (chain, PEM) and tls_key_file.
+    tls: Literal["off", "generated", "files"] = "off"
+    tls_cert_file: DirOrDefault = Field(None, description="PEM chain, with web.tls = files")
+    tls_key_file: DirOrDefault = Field(None, description="PEM key, with web.tls = files")
+    # Strict-Transport-Security max-age while TLS is on; 0 sends none
+    hsts_seconds: Count = 31_536_000
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Any:
+        given = self.tls_cert_file is not None or self.tls_key_file is not None
+        if self.tls == "files" and (self.tls_cert_file is None or self.tls_key_file is None):
+            raise ValueError("tls = \"files\" needs web.tls_cert_file and web.tls_key_file")
+        if self.tls != "files" and given:
+            raise ValueError("tls_cert_file and tls_key_file are read only with "
+                             "web.tls = \"files\"")
+        return self
 
 
 @section
@@ -386,6 +415,12 @@ class Accounts:
     idle_minutes: Positive = 60  # ... and ends after this long without a request
     session_secret: Text = Field(
         "", description="signs the session cookie; empty: generated once into secrets.toml")
+    # Rate limits (core.limits, 429 with Retry-After): sign-in posts from one address (a
+    # centre behind one NAT signs in at shift start: raise it there), and API requests with
+    # a bearer token, by address before the token is looked up and by token after.
+    sign_in_per_address: RateLimit = "30/minute;600/hour"
+    api_per_address: RateLimit = "6000/minute"
+    api_per_token: RateLimit = "3000/minute"
 
 
 def _sms_words(value: Any) -> tuple[str, ...]:
@@ -543,6 +578,11 @@ class Speech:
     job_timeout_seconds: Annotated[int, BeforeValidator(_no_bool),
                                    Field(ge=10, le=86_400)] = 1800  # one recording's job
     retries: Annotated[int, BeforeValidator(_no_bool), Field(ge=0, le=10)] = 2
+    # live transcription (实时转写) of the caller while the call is up, when a model is set:
+    # Asterisk's AudioSocket side channel connects to live_host:live_port (recordings.live)
+    live: bool = True
+    live_host: Address = "127.0.0.1"
+    live_port: Port = 4574
 
 
 @section
@@ -553,6 +593,19 @@ class Observability:
     metrics_networks: Networks = ("127.0.0.1/32", "::1/128")
     # "text": human lines; "json": one JSON object a line with call_id and case_number
     log_format: Literal["text", "json"] = "text"
+
+
+@section
+class Sip:
+    """SIP security (SIP 安全): failed registrations and calls ban their address for a while."""
+
+    # failures (wrong password, unknown account, refused by an ACL) from one address within
+    # ban_window_seconds that ban it, and for how long; Asterisk refuses its requests (403)
+    ban_threshold: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=1000)] = 5
+    ban_window_seconds: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=86_400)] = 300
+    ban_seconds: Annotated[int, BeforeValidator(_no_bool), Field(ge=1, le=30 * 86_400)] = 3600
+    # addresses never banned (the carrier's trunk, the centre's own hosts), as CIDR
+    never_ban: Networks = ("127.0.0.1/32",)
 
 
 SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
@@ -574,6 +627,7 @@ SECTIONS: dict[str, type[Any]] = {  # one a line: a new section is a new line
     "portal": Portal,
     "speech": Speech,
     "observability": Observability,
+    "sip": Sip,
 }
 _MAPPINGS = {"pause_reasons", "dispositions"}
 
@@ -599,6 +653,7 @@ class Settings:
     portal: Portal
     speech: Speech
     observability: Observability
+    sip: Sip
 
     def as_dict(self, mask_secrets: bool = True) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -693,6 +748,11 @@ def load_settings(
                              ami_secret=pbx.ami_secret or generated["ami_secret"])
     checked["exchange"] = replace(
         exchange, webhook_secret=exchange.webhook_secret or generated["webhook_secret"])
+    web = checked["web"]
+    assert isinstance(web, Web)
+    checked["web"] = replace(  # certificate paths are relative to the settings file too
+        web, tls_cert_file=(base / web.tls_cert_file).resolve() if web.tls_cert_file else None,
+        tls_key_file=(base / web.tls_key_file).resolve() if web.tls_key_file else None)
     accounts = checked["accounts"]
     assert isinstance(accounts, Accounts)
     checked["accounts"] = replace(

@@ -6,12 +6,15 @@ between them is handled here, not in the rooms' services.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import (
@@ -30,8 +33,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
+from tenacity import (
+    AsyncRetrying,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from core.errors import HotlineError
+
+log = logging.getLogger(__name__)
 
 # Stable constraint names so migrations behave the same on SQLite and PostgreSQL.
 NAMING = {
@@ -72,6 +84,8 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
 LOCK_WAIT_SECONDS = 30.0
+STORAGE_RETRY_SECONDS = 120.0  # a worker waits this long for a restarting database
+POOL_RECYCLE_SECONDS = 1800  # PostgreSQL: a pooled connection is replaced after this long
 # The connection option `transaction()` sets: on SQLite its BEGIN takes the write lock.
 WRITE_TRANSACTION = "hotline_write_transaction"
 
@@ -88,6 +102,10 @@ def make_engine(url: str, *, lock_wait_s: float = LOCK_WAIT_SECONDS, **options: 
         return engine
     if url.startswith("postgresql:"):
         url = "postgresql+psycopg:" + url.removeprefix("postgresql:")
+    # pre-ping: a pooled connection the server dropped (a restart, a failover) is found
+    # dead at checkout and replaced, so the pool recovers by itself; recycle: none outlives
+    # a firewall's or pgbouncer's idle timeout.
+    options.setdefault("pool_recycle", POOL_RECYCLE_SECONDS)
     return create_engine(url, pool_pre_ping=True, connect_args={
         "options": f"-c lock_timeout={max(1, round(lock_wait_s * 1000))}"}, **options)
 
@@ -127,6 +145,77 @@ def is_busy(error: BaseException) -> bool:
         return True
     code = getattr(error.orig, "sqlite_errorcode", None)  # sqlite3, Python 3.11+
     return isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
+# PostgreSQL: connection_exception (class 08), admin_shutdown, crash_shutdown,
+# cannot_connect_now (the server is starting or stopping).
+_GONE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def is_disconnect(error: BaseException) -> bool:
+    """The database went away under the statement or could not be reached at all (a
+    restart: "terminating connection due to administrator command", "server closed the
+    connection unexpectedly", connection refused while it starts again). The transaction
+    was not committed (or its COMMIT's answer was lost) and the pool replaces the
+    connection; the same request is worth trying again shortly. SQLite has no such state,
+    and a programming error (no such table, a bad statement) is not one."""
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    orig = error.orig
+    sqlstate = getattr(orig, "sqlstate", None) or ""
+    if sqlstate.startswith("08") or sqlstate in _GONE_SQLSTATES:
+        return True
+    # psycopg gives no SQLSTATE when there is no server answer at all (refused, closed)
+    return not sqlstate and isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth trying again shortly: the database busy (`is_busy`) or away (`is_disconnect`)."""
+    return is_busy(error) or is_disconnect(error)
+
+
+def retrying(what: str, *, give_up_after_s: float = STORAGE_RETRY_SECONDS) -> Retrying:
+    """A tenacity loop for a worker's unit of work against a database that may be busy or
+    restarting: tried again with exponential back-off (0.5 s doubling to 10 s) while
+    the error is transient, for at most `give_up_after_s`; any other error is raised at
+    once. The unit must be safe to run again (one transaction, idempotent by its key)."""
+    return Retrying(
+        retry=retry_if_exception(is_transient), reraise=True,
+        wait=wait_exponential(multiplier=0.5, max=10), stop=stop_after_delay(give_up_after_s),
+        before_sleep=lambda state: log.warning(
+            "%s: database unavailable (%s), trying again in %.1f s", what,
+            _first_line(state.outcome.exception() if state.outcome else None),
+            state.next_action.sleep if state.next_action else 0))
+
+
+async def run_retrying(job: Callable[[], object], what: str, stop: asyncio.Event) -> None:
+    """Run the blocking `job` in a thread, again with exponential back-off (0.5 s doubling
+    to 10 s) while it fails because the database is busy or away, until it succeeds or
+    `stop` is set: a worker loop's tick that a database restart interrupted is finished
+    when the database is back, once, rather than each tick logging a traceback. Any other
+    error is raised. The job must be safe to run again (each step one transaction that
+    claims its work, so what committed before the failure is not done twice)."""
+
+    async def pause(seconds: float) -> None:
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+    async for attempt in AsyncRetrying(
+            retry=retry_if_exception(is_transient), reraise=True, sleep=pause,
+            wait=wait_exponential(multiplier=0.5, max=10), stop=lambda _state: stop.is_set(),
+            before_sleep=lambda state: log.warning(
+                "%s: database unavailable (%s), trying again in %.1f s", what,
+                _first_line(state.outcome.exception() if state.outcome else None),
+                state.next_action.sleep if state.next_action else 0)):
+        with attempt:
+            await asyncio.to_thread(job)
+
+
+def _first_line(error: BaseException | None) -> str:
+    orig = getattr(error, "orig", None) or error
+    return (str(orig).strip().splitlines() or [""])[0]
 
 
 def check_reachable(engine: Engine) -> None:

@@ -5,23 +5,39 @@ the version a move made), and is published once: publishing an id the stream alr
 (a telephony service restarted and resyncing, a replay) adds nothing. Services consume the
 stream through consumer groups with acknowledgement (`consume`, `ack`): what is published
 while a consumer is down waits for it, and what it read but did not finish is read again.
+
+Events reach the stream through the outbox (core.outbox): `announce` stores an event in the
+transaction of the change it describes, and the relay appends it once that is committed, now
+or, while Redis is away, when Redis returns. A consumer group skips an event id it has
+handled already (`consume`, `ack`). The stream is trimmed (`trim`) only below what every
+group has acknowledged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 import redis
 from sqlalchemy import event as orm_event
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import outbox
+from core.clock import SYSTEM_CLOCK, Clock
+from core.db import transaction
+from core.live import failing_fast
+
 STREAM = "hotline:events"
-SEEN_SECONDS = 7 * 24 * 3600  # how long a published event's id is remembered
-_PENDING = "hotline.pending_events"
+SEEN_SECONDS = 7 * 24 * 3600  # how long a published (or a group's handled) event id is remembered
+_STORED = "hotline.outbox_stored"  # session.info: this transaction stored events
+# each session factory's relay (publish_on_commit), for `publish`
+_RELAYS: weakref.WeakKeyDictionary[sessionmaker[Session], outbox.Relay] = (
+    weakref.WeakKeyDictionary())
 
 
 class Event(Protocol):
@@ -57,50 +73,90 @@ class DomainEvent:
 
 
 def announce(session: Session, event: Event) -> None:
-    """Publish `event` once the session's transaction commits (never for a rolled-back
-    change); a session without a bus attached (see `publish_on_commit`) drops it."""
-    session.info.setdefault(_PENDING, []).append(event)
+    """Store `event` in the outbox in the session's transaction: it is published once that
+    commits (never for a rolled-back change), by the relay `publish_on_commit` attached, or
+    by the centre's relay thread (a process without a relay, Redis away)."""
+    at = float(getattr(event, "at", 0.0) or 0.0)
+    outbox.store(session, event.id, event.type, event.as_dict(),
+                 datetime.fromtimestamp(at, UTC))
+    session.info[_STORED] = True
 
 
-def publish_on_commit(sessions: sessionmaker[Session], bus: EventBus) -> None:
-    """Let every session from `sessions` publish what it announced, after its commit."""
+def publish(sessions: sessionmaker[Session], event: Event) -> None:
+    """Publish an event that describes no stored change (a seat's state, a call's step):
+    appended at once by the relay `publish_on_commit` attached while Redis answers and
+    nothing stored waits before it, else stored alone in a transaction of its own and
+    relayed like every other (Redis away, or no relay in this process)."""
+
+    def store() -> None:
+        with transaction(sessions) as session:
+            announce(session, event)
+
+    relay = _RELAYS.get(sessions)
+    if relay is None:
+        store()
+    else:
+        relay.publish(event.id, event.type, event.as_dict(), store)
+
+
+def publish_on_commit(sessions: sessionmaker[Session], bus: EventBus | outbox.Stream,
+                      clock: Clock = SYSTEM_CLOCK) -> outbox.Relay:
+    """Let every session from `sessions` relay what it stored right after its commit; the
+    relay is returned (the centre also runs its thread: `Relay.start`)."""
+    # its own client, failing at once: a commit never waits on Redis retries
+    stream = (EventBus(failing_fast(bus.client), bus.stream) if isinstance(bus, EventBus)
+              else bus)  # a test's stand-in
+    relay = outbox.Relay(sessions, stream, clock)
+    _RELAYS[sessions] = relay
 
     @orm_event.listens_for(sessions, "after_commit")
-    def _publish(session: Session) -> None:
-        for event in session.info.pop(_PENDING, []):
-            bus.publish(event)
+    def _relay(session: Session) -> None:
+        if session.info.pop(_STORED, False):
+            relay.after_commit()
 
     @orm_event.listens_for(sessions, "after_rollback")
     def _forget(session: Session) -> None:
-        session.info.pop(_PENDING, None)
+        session.info.pop(_STORED, None)
+
+    return relay
 
 
 # Mark the id seen and append the event in one step, or do neither: an event published
 # twice (by two processes, or by one again after a restart) is in the stream once.
 _PUBLISH_ONCE = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
-  return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',
-                    'type', ARGV[3], 'id', ARGV[4], 'data', ARGV[5])
+  return redis.call('XADD', KEYS[1], '*', 'type', ARGV[2], 'id', ARGV[3], 'data', ARGV[4])
 end
 return false
 """
 
 
 class EventBus:
-    def __init__(self, client: redis.Redis, stream: str = STREAM, maxlen: int = 200_000) -> None:
-        self.client, self.stream, self.maxlen = client, stream, maxlen
+    def __init__(self, client: redis.Redis, stream: str = STREAM) -> None:
+        self.client, self.stream = client, stream
         self._publish_once = client.register_script(_PUBLISH_ONCE)
+        self._reading: dict[tuple[str, str], str] = {}  # (group, entry id) -> event id
+        # per group, the entries `consume` gave out and `ack` has not acknowledged yet; the
+        # (group, consumer)s whose pending list was read empty since (see `consume`)
+        self._given: dict[str, set[str]] = {}
+        self._drained: set[tuple[str, str]] = set()
+        self.read_up_to: dict[str, str] = {}  # per group, the newest entry `consume` read
 
-    def publish(self, event: Event) -> str | None:
-        """Append `event` unless its id was published already; its stream entry id, or
-        None for a repeat."""
-        body = json.dumps(event.as_dict(), ensure_ascii=False, separators=(",", ":"))
+    def append(self, event_id: str, event_type: str, payload: dict[str, Any]) -> str | None:
+        """Append an event unless its id was published already: the outbox relay's step.
+        Its stream entry id, or None for a repeat."""
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         entry_id = self._publish_once(
-            keys=[self.stream, f"{self.stream}:seen:{event.id}"],
-            args=[SEEN_SECONDS, self.maxlen, event.type, event.id, body])
+            keys=[self.stream, f"{self.stream}:seen:{event_id}"],
+            args=[SEEN_SECONDS, event_type, event_id, body])
         if entry_id is None:
             return None
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def publish(self, event: Event) -> str | None:
+        """Append `event` straight to the stream, bypassing the outbox: for tests and
+        benchmarks that stand in for a room. The rooms publish with `announce`."""
+        return self.append(event.id, event.type, event.as_dict())
 
     def published(self, event_id: str) -> bool:
         """Whether an event with this id was published (within the last SEEN_SECONDS)."""
@@ -126,24 +182,110 @@ class EventBus:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def consume(self, group: str, consumer: str, count: int = 500, block_ms: int | None = None
+    def consume(self, group: str, consumer: str, count: int = 500, block_ms: int | None = None,
+                types: Collection[str] | Callable[[str], bool] | None = None
                 ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Events for `consumer` of `group`: first those it read before and never
-        acknowledged (it stopped half-way), then new ones. Acknowledge each with `ack`
-        once handled; an unacknowledged one comes again at the consumer's next start."""
-        pending = self.client.xreadgroup(group, consumer, {self.stream: "0"}, count=count)
+        acknowledged (it stopped half-way), then new ones. Acknowledge them with `ack`
+        once handled (several in one call: one round trip); an unacknowledged one comes
+        again at the consumer's next start. An event whose id the group handled already
+        (published again after its id was forgotten, a restored outbox) is acknowledged
+        and skipped. With `types` (event types, or a test of one), only the events it
+        wants are decoded and given; the others are acknowledged together, undecoded.
+        `read_up_to[group]` is then the newest entry read."""
+        wanted = types if types is None or callable(types) else types.__contains__
+        reader = (group, consumer)
+        pending = None
+        if reader not in self._drained or self._given.get(group):
+            # what this consumer left unacknowledged (here, or in a process before this
+            # one); once none is left the read is skipped, until one is left again
+            pending = self.client.xreadgroup(group, consumer, {self.stream: "0"}, count=count)
+            if not any(got for _stream, got in pending or []):
+                self._drained.add(reader)
         fresh = self.client.xreadgroup(group, consumer, {self.stream: ">"}, count=count,
                                        block=block_ms)
-        for _stream, entries in (pending or []) + (fresh or []):
-            for entry_id, fields in entries:
-                key = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                if fields:  # a pending entry trimmed from the stream comes back empty
-                    yield key, json.loads(fields[b"data"])
-                else:
-                    self.ack(group, key)
+        skipped: list[str] = []
+        chosen: list[tuple[str, bytes | str, dict[str, Any] | None, bytes]] = []
+        for _stream, got in (pending or []) + (fresh or []):
+            for entry_id, fields in got:
+                key = _text(entry_id)
+                if not fields:  # a pending entry trimmed from the stream comes back empty
+                    skipped.append(key)
+                    continue
+                self.read_up_to[group] = key
+                event = None
+                if wanted is not None:
+                    kind = fields.get(b"type")
+                    if kind is None:  # an entry `append` did not write: its data says
+                        event = json.loads(fields[b"data"])
+                        kind = event.get("type", "") if isinstance(event, dict) else ""
+                    if not wanted(_text(kind)):
+                        skipped.append(key)
+                        continue
+                chosen.append((key, fields.get(b"id", b""), event, fields[b"data"]))
+        handled = self._handled(group, [event_id for _key, event_id, _e, _d in chosen])
+        given = self._given.setdefault(group, set())
+        try:
+            for (key, event_id, event, data), seen in zip(chosen, handled, strict=True):
+                if seen:
+                    skipped.append(key)
+                    continue
+                self._reading[(group, key)] = _text(event_id)
+                given.add(key)
+                yield key, json.loads(data) if event is None else event
+        finally:
+            if skipped:
+                self.client.xack(self.stream, group, *skipped)
 
-    def ack(self, group: str, entry_id: str) -> None:
-        self.client.xack(self.stream, group, entry_id)
+    def _handled(self, group: str, event_ids: list[Any]) -> list[bool]:
+        if not event_ids:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                name = event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+                pipe.exists(f"{self.stream}:handled:{group}:{name}")
+            return [bool(found) and bool(event_id)
+                    for found, event_id in zip(pipe.execute(), event_ids, strict=True)]
+
+    def ack(self, group: str, *entry_ids: str) -> None:
+        """The entries are handled: acknowledged, and their event ids remembered as handled
+        by the group (SEEN_SECONDS), all at once in one round trip."""
+        if not entry_ids:
+            return
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.xack(self.stream, group, *entry_ids)
+            for entry_id in entry_ids:
+                event_id = self._reading.pop((group, entry_id), "")
+                if event_id:
+                    pipe.set(f"{self.stream}:handled:{group}:{event_id}", "1", ex=SEEN_SECONDS)
+            pipe.execute()
+        given = self._given.get(group)
+        if given:
+            given.difference_update(entry_ids)
+
+    def trim(self, keep: int) -> int:
+        """Drop entries every consumer group has acknowledged, keeping at least the newest
+        `keep` (readers that look back, like the screen pop, and groups made later); an
+        entry some group has not acknowledged, or not read yet, is never dropped. How many
+        entries went."""
+        if not self.client.exists(self.stream):
+            return 0
+        floors = []
+        for group in self.client.xinfo_groups(self.stream):
+            name = _text(group["name"])
+            if int(group.get("pending") or 0):
+                oldest = self.client.xpending(self.stream, name)["min"]
+                floors.append(_entry_key(_text(oldest)))
+            else:  # everything delivered is acknowledged: what follows it is not read yet
+                floors.append(_next_key(_entry_key(_text(group["last-delivered-id"]))))
+        newest = self.client.xrevrange(self.stream, count=keep + 1)
+        if len(newest) <= keep:
+            return 0  # no more than `keep` entries
+        floors.append(_entry_key(_text(newest[keep - 1][0])) if keep else
+                      _next_key(_entry_key(_text(newest[0][0]))))
+        floor = min(floors)
+        return int(self.client.xtrim(self.stream, minid=f"{floor[0]}-{floor[1]}",
+                                     approximate=False))
 
     def last_id(self) -> str:
         info = self.client.xinfo_stream(self.stream) if self.client.exists(self.stream) else None
@@ -151,3 +293,16 @@ class EventBus:
             return "0-0"
         last = info["last-generated-id"]
         return last.decode() if isinstance(last, bytes) else str(last)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
+def _next_key(key: tuple[int, int]) -> tuple[int, int]:
+    return key[0], key[1] + 1

@@ -8,12 +8,14 @@ request ends with 429 and `Retry-After`, before anything of it is stored.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
 from flask import Flask, current_app
-from flask_limiter import Limiter
+from flask_limiter import Limiter, RateLimitExceeded
 from flask_limiter.util import get_remote_address
+from werkzeug.exceptions import TooManyRequests
 
 EXTENSION = "hotline.limiter"
 
@@ -24,8 +26,11 @@ def init_app(app: Flask, live: redis.Redis | None) -> Limiter:
     where: dict[str, Any] = (
         {"storage_uri": "memory://"} if live is None else
         {"storage_uri": "redis://", "storage_options": {"connection_pool": live.connection_pool}})
+    # headers_enabled=False: Flask-Limiter would put its own Retry-After (the window's
+    # reset) on every response whose request was counted, a 200 or a 503 too; enforce()
+    # says Retry-After on the 429 alone.
     limiter = Limiter(get_remote_address, app=app, strategy="moving-window",
-                      headers_enabled=True, key_prefix="hotline-limits", **where)
+                      headers_enabled=False, key_prefix="hotline-limits", **where)
     app.extensions[EXTENSION] = limiter
     return limiter
 
@@ -34,5 +39,10 @@ def enforce(spec: str, *, scope: str, key: str | None = None) -> None:
     """Count this request against `spec` ("5/minute;20/hour") in `scope`, by `key` or, when
     none is given, by the client's address; raises 429 (Retry-After) when over."""
     limiter: Limiter = current_app.extensions[EXTENSION]
-    with limiter.limit(spec, scope=scope, key_func=(lambda: key) if key else None):
-        pass
+    try:
+        with limiter.limit(spec, scope=scope, key_func=(lambda: key) if key else None):
+            pass
+    except RateLimitExceeded as exc:
+        breached = limiter.current_limit
+        wait = int(breached.reset_at - time.time()) if breached is not None else 1
+        raise TooManyRequests(exc.description, retry_after=max(1, wait)) from None

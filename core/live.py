@@ -54,6 +54,17 @@ def connect_redis(settings: Settings) -> redis.Redis:
     return client
 
 
+def failing_fast(client: redis.Redis) -> redis.Redis:
+    """A client of the same server whose commands fail at once when it cannot be reached:
+    for writes that have a fallback of their own (the event outbox, live state that is
+    rebuilt), where redis-py's default retries (10, with back-off) would hold the caller
+    for seconds at every try while Redis is away."""
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+    return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class,
+                                                  **kwargs))
+
+
 def stop_embedded() -> int:
     """Stop every embedded server this process started; returns how many were running.
     Each saves its data first unless its directory is gone (a test's), when saving would

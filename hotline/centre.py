@@ -16,8 +16,6 @@ import threading
 import time
 from typing import Any
 
-from waitress.server import create_server
-
 from agent_desk.pop import ScreenPop
 from agent_desk.push import PushServer
 from agent_desk.relay import DeskRelay
@@ -30,10 +28,12 @@ from core.errors import HotlineError
 from core.memory import limit_malloc_arenas
 from hotline.compose import build
 from hotline.retention import RetentionLoop
-from hotline.web import create_app, stop_web_server
+from hotline.web import create_app
+from hotline.webserver import WebServer
 from ivr.fastagi import FastAgiServer
 from ivr.server import start as start_ivr
 from quality.keywords import KeywordFlags
+from recordings.live import LiveSpeech
 from telephony.service import TelephonyService
 from tickets.worker import TicketsWorker
 
@@ -69,6 +69,9 @@ class Centre:
         # keyword hits (speech.keyword) flag their calls for quality review (质检)
         self.quality_flags = KeywordFlags(self.sessions, self.bus, settings.calendar.timezone)
         self._flags_run: Any = None
+        # live transcription (实时转写) of callers, when a speech model is set
+        self.live_speech = (LiveSpeech(settings, self.sessions, self.bus, clock)
+                            if LiveSpeech.wanted(settings) else None)
         self.with_web, self.with_worker = web, worker
         self.push: PushServer | None = None
         self._push_loop: BackgroundLoop | None = None
@@ -92,7 +95,11 @@ class Centre:
         try:
             self.ivr = self._ivr_loop.run(
                 start_ivr(self.settings, self.sessions, self.clock, self.parts.policy), 30)
+            if self.live_speech is not None:  # up before the first call is tapped
+                self.live_speech.start()
             self._stop = self._loop.run(_new_event())
+            if self.parts.relay is not None:  # the outbox: what commits left while Redis was away
+                self.parts.relay.start()
             self._telephony_run = asyncio.run_coroutine_threadsafe(
                 self.telephony.run(self._stop), self._loop.loop)
             self._pop_run = asyncio.run_coroutine_threadsafe(
@@ -131,14 +138,8 @@ class Centre:
 
     def _start_web(self) -> None:
         app = create_app(self.settings, self.sessions, self.bus.client, self.clock)
-        try:
-            self._web = create_server(app, host=self.settings.web.host,
-                                      port=self.settings.web.port, threads=4)
-        except OSError as exc:
-            raise HotlineError(f"web: cannot listen on {self.settings.web.host}:"
-                               f"{self.settings.web.port} (web.port): {exc.strerror}") from None
-        self._web_thread = threading.Thread(target=self._web.run, daemon=True, name="web")
-        self._web_thread.start()
+        # waitress, or cheroot with TLS when web.tls is on (hotline.webserver)
+        self._web = WebServer(app, self.settings).start()
 
     def _start_push(self) -> None:
         self._push_loop = BackgroundLoop("desk-push")
@@ -167,8 +168,8 @@ class Centre:
 
         if self._loop is not None and self._stop is not None:
             self._loop.loop.call_soon_threadsafe(self._stop.set)
-        if self._web is not None and self._web_thread is not None:
-            wait("web", lambda: stop_web_server(self._web, self._web_thread))
+        if self._web is not None:
+            wait("web", self._web.stop)
         self._web = self._web_thread = None
         if self._push_loop is not None:
             push, push_loop = self.push, self._push_loop
@@ -184,6 +185,9 @@ class Centre:
                           ("retention", self._retention_run), ("flags", self._flags_run)):
             if run is not None:
                 wait(what, lambda run=run: run.result(left()))
+        if self.live_speech is not None:
+            live_speech = self.live_speech
+            wait("live speech", lambda: live_speech.stop(min(2.0, left())))
         if self.sms_out is not None:
             wait("sms", self.sms_out.stop)
             self.sms_out = None
@@ -196,6 +200,8 @@ class Centre:
             self._ivr_loop = None
         self._loop.stop(left())
         self._loop = None
+        if self.parts.relay is not None:
+            wait("event relay", lambda: self.parts.relay.stop(left()))  # type: ignore[union-attr]
         taken = STOP_SECONDS - (deadline - time.monotonic())
         if slow:
             log.warning("centre stopped in %.1f s; did not stop cleanly: %s", taken,

@@ -192,12 +192,13 @@ def pbx() -> None:
 def _rendered(settings: Settings) -> dict[str, str]:
     from asterisk_conf.render import render
     from core.db import transaction
-    from telephony import directory
+    from telephony import directory, sipguard
 
     with transaction(_session_factory(settings)) as session:
         directory.ensure_queue(session, settings.hotline.default_queue, "综合受理")
         snap = directory.snapshot(session)
-    return render(settings, snap)
+        bans = [b.address for b in sipguard.standing(session, SYSTEM_CLOCK.now())]
+    return render(settings, snap, bans)
 
 
 @pbx.command("up")
@@ -387,9 +388,10 @@ def serve(ctx: click.Context) -> None:
     settings = _settings(ctx)
     ensure_prompts(settings)
     with Centre(settings), _speech_worker(settings):
+        web = "http" if settings.web.tls == "off" else "https"
         click.echo(f"serving: FastAGI :{settings.ivr.fastagi_port}, AMI client, "
-                   f"http://{settings.web.host}:{settings.web.port}/api/v1/, desk push "
-                   f"http://{settings.web.host}:{settings.web.push_port}/desk/push")
+                   f"{web}://{settings.web.host}:{settings.web.port}/api/v1/, desk push "
+                   f"{web}://{settings.web.host}:{settings.web.push_port}/desk/push")
         _sleep_until_interrupted(None)
 
 
@@ -1227,7 +1229,8 @@ def board_token(ctx: click.Context, name: str | None, listed: bool,
         raise click.ClickException(str(exc)) from None
     web = settings.web
     click.echo(token)
-    click.echo(f"http://{web.host}:{web.port}/board/wall?token={token}  (id {row.id})",
+    scheme = "http" if web.tls == "off" else "https"
+    click.echo(f"{scheme}://{web.host}:{web.port}/board/wall?token={token}  (id {row.id})",
                err=True)
 
 
@@ -1626,3 +1629,200 @@ def restore_command(ctx: click.Context, archive: str) -> None:
         click.echo(f"restore: {problem}", err=True)
     if done.problems:
         sys.exit(1)
+
+
+# ------------------------------------------------------------------------------ SIP security
+
+@agents.command("sip-password")
+@click.argument("number")
+@click.option("--rotate", is_flag=True, help="Make a new password (the phone must be given "
+              "it; the PBX is reloaded when the sandbox runs). Audited.")
+@click.pass_context
+def agents_sip_password(ctx: click.Context, number: str, rotate: bool) -> None:
+    """Show (or --rotate) the SIP digest password of an agent's desk phone and softphone."""
+    from accounts import audit
+    from core.db import transaction
+    from telephony import directory
+
+    settings = _settings(ctx)
+    with transaction(_session_factory(settings)) as session:
+        password = (directory.rotate_sip_password(session, number) if rotate
+                    else directory.sip_password(session, number))
+        audit.record(session, audit.SIP_PASSWORD_ROTATED if rotate else audit.SIP_PASSWORD_SHOWN,
+                     actor=_cli_actor(), now=SYSTEM_CLOCK.now(), target=number,
+                     detail={"from": "cli"})
+    click.echo(password)
+    if rotate:
+        _reload_pbx(settings)
+
+
+def _reload_pbx(settings: Settings) -> None:
+    """Give a running sandbox the new configuration; say what to do otherwise."""
+    from asterisk_conf.sandbox import Sandbox
+
+    sandbox = Sandbox(settings)
+    if settings.pbx.mode == "sandbox" and sandbox.running():
+        sandbox.reload(_rendered(settings))
+        click.echo("pbx: configuration reloaded", err=True)
+    else:
+        click.echo("run 'hotline pbx up' (or 'pbx render') to apply", err=True)
+
+
+@cli.group()
+def sip() -> None:
+    """SIP security: addresses banned after repeated failed sign-ins (SIP 封禁)."""
+
+
+@sip.command("bans")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def sip_bans(ctx: click.Context, as_json: bool) -> None:
+    """The bans standing now; the running telephony service lifts each when it ends."""
+    from telephony import sipguard
+
+    with _session_factory(_settings(ctx))() as session:
+        rows = [{"address": b.address, "failures": b.failures, "reason": b.reason,
+                 "banned_at": b.banned_at.isoformat(), "until": b.until.isoformat()}
+                for b in sipguard.standing(session, SYSTEM_CLOCK.now())]
+    if as_json:
+        _echo_json(rows)
+        return
+    for row in rows:
+        click.echo(f"{row['address']:<39} until {row['until']}  {row['failures']} failures "
+                   f"({row['reason']})")
+    click.echo(f"{len(rows)} banned")
+
+
+@sip.command("unban")
+@click.argument("address")
+@click.pass_context
+def sip_unban(ctx: click.Context, address: str) -> None:
+    """Lift the ban on ADDRESS now (audited); the telephony service tells Asterisk within a
+    second."""
+    from core.db import transaction
+    from telephony import sipguard
+
+    with transaction(_session_factory(_settings(ctx))) as session:
+        row = sipguard.unban(session, address, actor=_cli_actor(), now=SYSTEM_CLOCK.now())
+    click.echo(f"{row.address} unbanned")
+
+
+@cli.group()
+def events() -> None:
+    """The domain event bus: its outbox (events waiting for Redis) and the stream."""
+
+
+@events.command("relay")
+@click.option("--follow", is_flag=True,
+              help="Keep relaying (and trimming the stream) until Ctrl-C, retrying while "
+                   "Redis is away; without it, relay what waits once and stop.")
+@click.pass_context
+def events_relay(ctx: click.Context, follow: bool) -> None:
+    """Relay the events the outbox holds to the Redis stream, each once and in order (the
+    centre does this itself; for a host that runs no centre, or after Redis came back)."""
+    import redis
+
+    from core import outbox
+
+    parts = _parts(_settings(ctx), publish=True)
+    relay = parts.relay
+    assert relay is not None
+    if follow:
+        relay.start()
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            relay.stop()
+        return
+    try:
+        relayed = relay.relay_pending()
+    except (redis.RedisError, OSError) as exc:
+        raise click.ClickException(f"events: Redis cannot be reached ({exc}); the events "
+                                   "stay in the outbox") from None
+    with parts.sessions() as session:
+        waiting = outbox.backlog(session)
+    click.echo(f"{relayed} events relayed; {waiting} waiting")
+
+
+@speech.command("keywords")
+@click.option("--add", "added", multiple=True, metavar="WORD", help="Alert on this word too.")
+@click.option("--remove", "removed", multiple=True, metavar="WORD",
+              help="No longer alert on this word.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def speech_keywords(ctx: click.Context, added: tuple[str, ...], removed: tuple[str, ...],
+                    as_json: bool) -> None:
+    """The alert keywords (告警关键词): what a caller says that alerts supervisors, live and in
+    stored transcripts. Seeded once from speech.alert_keywords; each change is audited."""
+    from accounts import audit
+    from core.db import transaction
+    from core.live import connect_redis
+    from recordings import keywords
+
+    settings = _settings(ctx)
+    sessions = _session_factory(settings)
+    now = SYSTEM_CLOCK.now()
+    keywords.seeded(sessions, settings.speech.alert_keywords, now)
+    moved = False
+    try:
+        with transaction(sessions) as session:
+            for word, adding in [(w, True) for w in added] + [(w, False) for w in removed]:
+                change = keywords.add if adding else keywords.remove
+                if change(session, word, actor=_cli_actor(), now=now):
+                    moved = True
+                    audit.record(session, audit.KEYWORDS_CHANGED, actor=_cli_actor(),
+                                 now=now, target=keywords.clean(word),
+                                 detail={"change": "added" if adding else "removed",
+                                         "from": "cli"})
+                else:
+                    click.echo(f"{word}: {'already' if adding else 'not'} an alert keyword",
+                               err=True)
+    except keywords.KeywordError as exc:
+        raise click.ClickException(str(exc)) from None
+    if moved:
+        keywords.changed(connect_redis(settings))  # the live receiver re-reads the list
+    with sessions() as session:
+        words = keywords.current(session)
+    if as_json:
+        _echo_json({"keywords": list(words)})
+        return
+    click.echo(" ".join(words) if words else "(no alert keywords)")
+
+
+# ------------------------------------------------------------------------------ reports
+
+
+@cli.group("reports")
+def reports_group() -> None:
+    """The reports' rollups (汇总): rebuilt from the stored events."""
+
+
+@reports_group.command("rebuild")
+@click.option("--from", "start", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="First local day (default: the first stored).")
+@click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Exclusive end day, local (default: after the last stored).")
+@click.pass_context
+def reports_rebuild(ctx: click.Context, start: Any, end: Any) -> None:
+    """Recompute the reports' rollups (calls, orders) of [--from, --to) from the stored
+    events; all of them without a window."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from core.db import transaction
+    from telephony import rollups as call_rollups
+    from tickets import rollups as order_rollups
+
+    settings = _settings(ctx)
+    zone = ZoneInfo(settings.calendar.timezone)
+    lo = None if start is None else start.replace(tzinfo=zone)
+    hi = None if end is None else end.replace(tzinfo=zone)
+    if lo is not None and hi is not None and hi <= lo:
+        raise click.UsageError("--to must be after --from")
+    with transaction(_session_factory(settings)) as session:
+        calls = call_rollups.rebuild(session, lo, hi, timedelta(
+            hours=settings.hotline.repeat_window_hours))
+        orders = order_rollups.rebuild(session, lo, hi)
+    click.echo(f"{calls} calls rolled up")
+    click.echo(f"order rollups: {orders} orders recomputed")

@@ -19,6 +19,7 @@ from core.config import Settings
 from core.db import make_engine, session_factory, transaction, upgrade
 from core.events import EventBus, publish_on_commit
 from core.live import connect_redis
+from core.outbox import Relay
 from tickets import catalogue
 from tickets.policy import Policy
 
@@ -33,6 +34,7 @@ class Parts:
     engine: Engine
     sessions: sessionmaker[Session]
     policy: Policy
+    relay: Relay | None = None  # with `publish`: relays each commit's events (core.outbox)
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -46,8 +48,9 @@ class Parts:
 def build(settings: Settings, clock: Clock = SYSTEM_CLOCK, *, publish: bool = True,
           seed_catalogue: bool = False) -> Parts:
     """The parts for `settings`: the schema migrated to the latest revision; with `publish`,
-    every committed change publishes its domain events on the bus (so an order moved from
-    the shell is seen by wallboards and desks too); with `seed_catalogue`, a fresh database
+    every committed change publishes its domain events on the bus right after its commit
+    (so an order moved from the shell is seen by wallboards and desks too; without it they
+    wait in the outbox for a relay, the centre's); with `seed_catalogue`, a fresh database
     gets the operator's catalogue file or the packaged one."""
     engine = make_engine(settings.storage.database_url)
     upgrade(engine)
@@ -58,5 +61,5 @@ def build(settings: Settings, clock: Clock = SYSTEM_CLOCK, *, publish: bool = Tr
         with transaction(parts.sessions) as session:
             catalogue.ensure_loaded(session, settings.tickets.catalogue_file)
     if publish:
-        publish_on_commit(parts.sessions, parts.bus)
+        parts.relay = publish_on_commit(parts.sessions, parts.bus, clock)
     return parts

@@ -89,7 +89,8 @@ def run_centre(settings: Settings, *, demo: bool, serve: bool, echo: Callable[[s
         with Centre(settings) as centre:
             echo(f"ivr: FastAGI on {settings.ivr.fastagi_host}:{settings.ivr.fastagi_port}")
             echo("telephony: AMI connected; call records and events flowing")
-            site = f"http://{settings.web.host}:{settings.web.port}"
+            scheme = "http" if settings.web.tls == "off" else "https"
+            site = f"{scheme}://{settings.web.host}:{settings.web.port}"
             echo(f"web: sign in at {site}/login (each role has its home page); the agent's "
                  f"desk at {site}/desk; the API's docs at {site}/api/v1/docs "
                  f"(OpenAPI at /api/v1/openapi.json)")

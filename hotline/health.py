@@ -32,6 +32,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
 from accounts.access import PUBLIC, requires
+from core import outbox
 from core.config import Settings
 from core.schemas import Out
 from telephony import link
@@ -100,7 +101,8 @@ class PartDown(Exception):
 def _database(sessions: sessionmaker[Session]) -> str:
     with sessions() as session:
         session.execute(text("SELECT 1"))
-    return "answering"
+        waiting = outbox.backlog(session)  # the outbox's queue: grows while Redis is away
+    return f"answering; {waiting} events wait in the outbox" if waiting else "answering"
 
 
 def _probe_client() -> redis.Redis:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from datetime import date, datetime, timedelta
+from functools import partial
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.clock import Clock
 from core.config import Settings
 from core.db import transaction
-from core.events import EventBus
+from core.events import EventBus, publish
 from quality import service as quality
 from recordings import retention
 from telephony import records
@@ -85,7 +86,7 @@ class RetentionLoop:
     def check_disk(self, now: datetime) -> retention.DiskLow | None:
         warning = retention.watch_disk(
             self.settings.storage.recordings_dir, self.settings.retention.min_free_mb,
-            now=now, publish=None if self.disk_low else self.bus.publish)
+            now=now, publish=None if self.disk_low else partial(publish, self.sessions))
         self.disk_low = warning is not None
         return warning
 

@@ -17,6 +17,7 @@ from flask import (
     Flask,
     Response,
     abort,
+    current_app,
     g,
     redirect,
     render_template,
@@ -42,6 +43,17 @@ CONTENT_SECURITY_POLICY = "; ".join((
     "img-src 'self' data:", "font-src 'self'", "object-src 'none'", "base-uri 'self'",
     "form-action 'self'", "frame-ancestors 'none'"))
 OPENAPI_URL = "/api/v1/openapi.json"
+# No page is ever framed (the wallboard is a page of its own on the wall's browser); the
+# desk's softphone is the one user of the microphone; addresses (a display token, a case
+# number) never leave the site in a Referer.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Permissions-Policy": "microphone=(self), camera=(), geolocation=(), payment=(), usb=(), "
+                          "display-capture=()",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
 
 shell = Blueprint("shell", __name__)
 
@@ -83,7 +95,11 @@ def content_security_policy(response: Response) -> Response:
     if images:
         policy = policy.replace("img-src 'self' data:", f"img-src 'self' data: {images}")
     response.headers.setdefault("Content-Security-Policy", policy)
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    hsts = current_app.extensions["hotline.settings"].web.hsts_seconds
+    if request.is_secure and hsts:  # only over TLS (RFC 6797: ignored over http)
+        response.headers.setdefault("Strict-Transport-Security", f"max-age={hsts}")
     return response
 
 

@@ -9,6 +9,7 @@ anything of the request is validated or parsed.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -17,7 +18,8 @@ from flask import current_app, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI
 from pydantic import ValidationError
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from waitress import wasyncore
 from werkzeug.exceptions import HTTPException
@@ -41,7 +43,7 @@ from channels.outbound import http as sms_status
 from core import limits, logs
 from core.clock import Clock
 from core.config import Settings
-from core.db import is_busy
+from core.db import is_busy, is_disconnect
 from core.errors import HotlineError
 from core.schemas import ErrorBody, parse_json
 from hotline import health, metrics, shell
@@ -56,6 +58,7 @@ from tickets import http as tickets_http
 from tickets import knowledge_http
 
 MAX_REQUEST_BYTES = 1 << 20
+log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = 1  # a 503's Retry-After: storage busy, the telephony service away
 OPENAPI_PATH = "/api/v1/openapi.json"
 BEARER = {"bearer": {"type": "http", "scheme": "bearer",
@@ -217,14 +220,37 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
             raise error
         return error_response(error.status, str(error))
 
-    @app.errorhandler(OperationalError)
-    def storage_error(error: OperationalError) -> Any:
-        """Locks held by other writers (SQLite's "database is locked"): the request's
-        transaction was rolled back whole, so the client may simply send it again."""
-        if not is_busy(error):
-            raise error  # a broken or unreachable database stays a 500
-        return error_response(503, "storage busy: other changes hold the database; nothing "
-                                   "was changed, send the request again shortly")
+    @app.errorhandler(DBAPIError)
+    def storage_error(error: DBAPIError) -> Any:
+        """Locks held by other writers (SQLite's "database is locked"), or the database
+        away (PostgreSQL restarting, the connection dropped or refused): the request's
+        transaction was rolled back whole, so the client may simply send it again (an
+        order with the same Idempotency-Key: a COMMIT whose answer was lost is not taken
+        in twice). Anything else (a bad statement, a broken schema) stays a 500."""
+        if is_busy(error):
+            return error_response(503, "storage busy: other changes hold the database; "
+                                       "nothing was changed, send the request again shortly")
+        if is_disconnect(error):
+            log.warning("database unavailable: %s", error.orig or error)
+            return error_response(503, "storage unavailable: the database cannot be reached "
+                                       "for now; send the request again shortly")
+        raise error
+
+    @app.errorhandler(PoolTimeout)
+    def no_connection_free(_error: PoolTimeout) -> Any:
+        """Every pooled connection in use for longer than the pool waits: busy, not broken."""
+        return error_response(503, "storage busy: no database connection free; nothing was "
+                                   "changed, send the request again shortly")
+
+    @app.errorhandler(redis.RedisError)
+    def live_state_away(error: redis.RedisError) -> Any:
+        """Live state (seats, live calls, commands) lives in Redis: while Redis is away a
+        page or API that needs it answers 503; stored changes (orders) still go through,
+        their events kept in the outbox until Redis returns (core.outbox)."""
+        current_app.logger.warning("Redis cannot be reached: %s", error)
+        return error_response(503, "live state unavailable: Redis cannot be reached "
+                                   f"({type(error).__name__}); stored data is safe, try "
+                                   "again shortly")
 
     @app.get(OPENAPI_PATH, summary="This document (OpenAPI 3.1)", responses={200: {
         "description": "the OpenAPI 3.1 document of this API",

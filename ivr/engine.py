@@ -3,18 +3,22 @@
 The outcome is left in channel variables the dialplan reads after AGI() returns:
 HOTLINE_QUEUE and HOTLINE_PRIORITY (to a queue), HOTLINE_TRANSFER (an outside number over
 the trunk) or HOTLINE_ACTION=hangup. Each node visited is set as HOTLINE_IVR_NODE, so the
-call's IVR path is read from AMI like everything else.
+call's IVR path is read from AMI like everything else; a menu choice or case number the
+caller said rather than keyed is marked by HOTLINE_SPOKEN (the node's name) just before it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from core import phones
 from ivr.fastagi import AgiSession
-from ivr.flows import Flow, Node
+from ivr.flows import Flow, Node, spoken_phrases
+from ivr.spoken import CallEar, choice_of, digits_of
+from recordings.speech import Utterance
 
 MAX_STEPS = 60  # a flow that loops (play -> play ...) still ends
 
@@ -60,6 +64,12 @@ class CallContext:
     message_path: str = ""  # where, inside the PBX, a voice message of this call is recorded
     message_left: Callable[[], Awaitable[None]] = _no_message
     surge: str = ""  # the surge announcement on now (inside the PBX), "" when none
+    ear: CallEar | None = None  # spoken choices: None, keys only
+
+
+ANY_KEY = "0123456789*#"
+KEY_SLICE_MS = 200  # keys are listened for in slices this long while an answer is recognised
+DIGIT_KEYS = "0123456789"
 
 
 # Surge mode (突发事件模式): the announcement before the menu, its keys and how often it
@@ -98,9 +108,10 @@ async def _walk(session: AgiSession, flow: Flow, context: CallContext,
             else:
                 node = flow.nodes[node.next]  # type: ignore[index]
         elif node.type == "menu":
-            node, keyed = await _menu(session, node, flow, keyed, prompt_path), ""
+            node, keyed = await _menu(session, node, flow, keyed, prompt_path,
+                                      _listening(context, node)), ""
         elif node.type == "progress":
-            await _progress(session, node, context, prompt_path)
+            await _progress(session, node, flow, context, prompt_path)
             node = flow.nodes[node.next]  # type: ignore[index]
         else:
             if node.prompt:
@@ -141,11 +152,24 @@ async def _surge(session: AgiSession, announcement: str,
     return None
 
 
+def _listening(context: CallContext, node: Node) -> CallEar | None:
+    """The call's ear when this node may be answered by voice and the recogniser is ready:
+    otherwise the node runs on keys exactly as it always has."""
+    ear = context.ear
+    if ear is None or not ear.ready():
+        return None
+    return ear if node.type != "menu" or node.say else None
+
+
 async def _menu(session: AgiSession, node: Node, flow: Flow, keyed: str,
-                prompt_path: dict[str, str]) -> Node:
+                prompt_path: dict[str, str], ear: CallEar | None = None) -> Node:
     choice = keyed
     for attempt in range(node.retries + 1):
-        if attempt or not choice:
+        if (attempt or not choice) and ear is not None:
+            choice, spoken = await _ask_menu(session, node, prompt_path, ear)
+            if spoken:  # the call's IVR path tells the desk this choice was said
+                await session.set_variable("HOTLINE_SPOKEN", node.name)
+        elif attempt or not choice:
             choice = await session.get_data(prompt_path[node.prompt], node.timeout * 1000, 1)  # type: ignore[index]
         await session.set_variable("HOTLINE_MENU_CHOICE", choice or "timeout")
         if choice in node.choices:
@@ -155,16 +179,106 @@ async def _menu(session: AgiSession, node: Node, flow: Flow, keyed: str,
     return flow.nodes[node.fallback]  # type: ignore[index]
 
 
-async def _progress(session: AgiSession, node: Node, context: CallContext,
+async def _ask_menu(session: AgiSession, node: Node, prompt_path: dict[str, str],
+                    ear: CallEar) -> tuple[str, bool]:
+    """The menu prompt, then the caller's answer by key or voice: (choice, spoken). A key
+    during the prompt or the listening wins at once; an answer not recognised leaves the
+    rest of the menu's time for a key, as a keyed menu would."""
+    digit = await session.stream_file(prompt_path[node.prompt], ANY_KEY)  # type: ignore[index]
+    if digit:
+        return digit, False
+    wait_ms = node.timeout * 1000
+    digit, elapsed_ms = await _listen(session, ear, wait_ms)
+    if digit:
+        return digit, False
+    phrases = [p for said in node.say.values() for p in said]
+    heard, digit, waited_ms = await _hear_or_key(session, ear, phrases)
+    if digit:
+        return digit, False
+    choice = choice_of(heard, node.say, ear.min_confidence)
+    if choice is not None:
+        return choice, True
+    elapsed_ms += waited_ms
+    if wait_ms > elapsed_ms:
+        return await session.wait_for_digit(wait_ms - elapsed_ms) or "", False
+    return "", False
+
+
+async def _listen(session: AgiSession, ear: CallEar, wait_ms: int) -> tuple[str | None, int]:
+    """Record the caller's answer for up to `wait_ms`: the key that ended it, if any, and
+    how long the listening took (what was kept plus the pause Asterisk trimmed)."""
+    digit, kept_ms = await session.listen(ear.next_answer(), ANY_KEY, wait_ms,
+                                          ear.silence_seconds)
+    trimmed_ms = (ear.silence_seconds - 1) * 1000 if kept_ms < wait_ms else 0
+    return digit, min(wait_ms, kept_ms + trimmed_ms)
+
+
+async def _hear_or_key(session: AgiSession, ear: CallEar,
+                       phrases: list[str]) -> tuple[Utterance | None, str | None, int]:
+    """The recognised answer, unless a key comes first: while the answer is recognised
+    Asterisk would drop a key pressed between AGI commands, so keys are waited for in short
+    slices meanwhile. (heard, key, milliseconds waited for keys)."""
+    hearing = asyncio.ensure_future(ear.hear(phrases))
+    waited_ms = 0
+    try:
+        while not hearing.done():
+            digit = await session.wait_for_digit(KEY_SLICE_MS)
+            waited_ms += KEY_SLICE_MS
+            if digit:
+                return None, digit, waited_ms
+        return hearing.result(), None, waited_ms
+    finally:
+        hearing.cancel()  # (a no-op once heard)
+
+
+async def _keys(session: AgiSession, first_wait_ms: int, wait_ms: int, most: int) -> str:
+    """Digits keyed one by one (as GET DATA collects them): up to `most`, until # or a
+    pause of `wait_ms` (`first_wait_ms` for the first)."""
+    got, wait = "", first_wait_ms
+    while len(got) < most and wait > 0:
+        digit = await session.wait_for_digit(wait)
+        if digit is None or digit == "#":
+            break
+        got, wait = got + digit, wait_ms
+    return got
+
+
+async def _ask_case(session: AgiSession, node: Node, flow: Flow, prompt_path: dict[str, str],
+                    ear: CallEar) -> tuple[str, bool]:
+    """The case-number prompt answered by keys or by the digits said: (number, spoken)."""
+    wait_ms = node.timeout * 1000
+    digit = await session.stream_file(prompt_path[node.prompt], DIGIT_KEYS)  # type: ignore[index]
+    if not digit:
+        digit, elapsed_ms = await _listen(session, ear, wait_ms)
+    if not digit:
+        heard, digit, waited_ms = await _hear_or_key(session, ear, spoken_phrases(flow, node))
+        said = digits_of(heard, flow.spoken_digits, ear.min_confidence)
+        if CASE_NUMBER_DIGITS <= len(said) <= MAX_CASE_DIGITS:
+            return said, True
+        if not digit:  # nothing said for sure: the rest of the time is for keys
+            return await _keys(session, wait_ms - elapsed_ms - waited_ms, wait_ms,
+                               CASE_NUMBER_DIGITS), False
+    if not digit.isdigit():
+        return "", False
+    return digit + await _keys(session, wait_ms, wait_ms, CASE_NUMBER_DIGITS - 1), False
+
+
+async def _progress(session: AgiSession, node: Node, flow: Flow, context: CallContext,
                     prompt_path: dict[str, str]) -> None:
     """The caller keys a case number and hears where the case stands (办理进度查询).
 
     Most numbers have 12 digits and are looked up as soon as the 12th is keyed and a
     moment passes; a number given out after the 9,999th order of a day has more, which the
     caller keys on without a pause (or ends with #)."""
-    number = await session.get_data(prompt_path[node.prompt], node.timeout * 1000,  # type: ignore[index]
-                                    CASE_NUMBER_DIGITS)
-    while CASE_NUMBER_DIGITS <= len(number) < MAX_CASE_DIGITS:
+    ear, spoken = _listening(context, node), False
+    if ear is None:
+        number = await session.get_data(prompt_path[node.prompt], node.timeout * 1000,  # type: ignore[index]
+                                        CASE_NUMBER_DIGITS)
+    else:
+        number, spoken = await _ask_case(session, node, flow, prompt_path, ear)
+        if spoken:
+            await session.set_variable("HOTLINE_SPOKEN", node.name)
+    while not spoken and CASE_NUMBER_DIGITS <= len(number) < MAX_CASE_DIGITS:
         digit = await session.wait_for_digit(MORE_DIGITS_MS)
         if digit is None or not digit.isdigit():  # a pause, or # to end
             break

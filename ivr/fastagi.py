@@ -12,7 +12,9 @@ import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 from panoramisk.utils import parse_agi_result
 
@@ -108,6 +110,22 @@ class AgiSession:
         await self.command(f'RECORD FILE {path} wav "#" {max_ms} BEEP s={silence_seconds}',
                            timeout=max_ms / 1000 + 30)
 
+    async def listen(self, path: str, escape_digits: str, max_ms: int,
+                     silence_seconds: int) -> tuple[str | None, int]:
+        """Record what the caller says (WAV, no beep) until a key, a pause of
+        `silence_seconds` or `max_ms`: the key pressed (None if none) and the milliseconds
+        kept (Asterisk trims all but one second of the closing pause)."""
+        if not re.fullmatch(r"[A-Za-z0-9_./-]+", path):
+            raise AgiError(f"bad recording path {path!r}")
+        result = await self.command(
+            f'RECORD FILE {path} wav "{escape_digits}" {max_ms} s={silence_seconds}',
+            timeout=max_ms / 1000 + 30)
+        end, _data = result.get("endpos", ("0", ""))  # type: ignore[misc]
+        kept_ms = int(end) // 8 if str(end).isdigit() else 0  # 8 kHz samples
+        _value, why = result.get("result", ("", ""))  # type: ignore[misc]
+        # only "(dtmf)" carries a key: after a pause the result is Asterisk's time left
+        return (_digit(result) if why == "dtmf" else None), kept_ms
+
     async def wait_for_digit(self, timeout_ms: int) -> str | None:
         """The next key the caller presses within `timeout_ms`; None when none is."""
         return _digit(await self.command(f"WAIT FOR DIGIT {timeout_ms}",
@@ -158,6 +176,7 @@ class FastAgiServer:
         self.server: asyncio.Server | None = None
         self.sessions = 0
         self.rejected = 0
+        self.loading: Future[Any] | None = None  # what the routes still load (a model)
         # the connections being served now: their tasks and writers
         self._live: dict[asyncio.Task[object], asyncio.StreamWriter] = {}
 

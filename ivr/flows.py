@@ -15,6 +15,12 @@ Node types: `hours` (working time on the operator's calendar), `play`, `menu`, `
 endings `queue` (with an optional priority), `transfer` (to an outside number over the
 trunk), `message` (a voice message after the beep that becomes a work order) and
 `hangup`. A wrong flow is refused with the node and key named.
+
+Spoken choices (智能语音导航): a menu's `say` gives, per key, the phrases a caller may say
+instead of keying it (`say: {"1": [我要投诉, 投诉]}`); they are the whole grammar the
+recogniser listens for at that menu. A `progress` node takes the case number as spoken
+digits too, in the words of `spoken_digits` at the top of the flow (Mandarin by default:
+零 一 二 ... 九, 幺 for one, 两 for two).
 """
 
 from __future__ import annotations
@@ -52,6 +58,13 @@ class Node:
     priority: int = 0
     announce_wait: bool = False  # queue: tell the caller how many wait ahead and how long
     number: str | None = None
+    say: dict[str, tuple[str, ...]] = field(default_factory=dict)  # menu: key -> phrases
+
+
+# The digits as a Mandarin caller says them; a flow in another language gives its own.
+MANDARIN_DIGITS: dict[str, tuple[str, ...]] = {
+    "0": ("零", "洞"), "1": ("一", "幺"), "2": ("二", "两"), "3": ("三",), "4": ("四",),
+    "5": ("五",), "6": ("六",), "7": ("七",), "8": ("八",), "9": ("九",)}
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,8 @@ class Flow:
     start: str
     nodes: dict[str, Node]
     source: str
+    spoken_digits: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: dict(MANDARIN_DIGITS))
 
 
 def load_flow(path: Path | None, prompts: set[str], menu_timeout: int) -> Flow:
@@ -86,14 +101,42 @@ def parse_flow(data: Any, source: str, prompts: set[str], menu_timeout: int = 5)
             if not isinstance(values["choices"], dict) or not values["choices"]:
                 raise fail(f"node {name}", "choices must map keypad digits to nodes")
             values["choices"] = {str(k): v for k, v in values["choices"].items()}
+        if "say" in values:
+            values["say"] = _phrases(values["say"], f"node {name}.say", fail)
         values.setdefault("timeout", menu_timeout)
         try:
             nodes[name] = Node(name=name, **values)
         except TypeError as exc:
             raise fail(f"node {name}", str(exc)) from None
-    flow = Flow(start=data.get("start", ""), nodes=nodes, source=source)
+    digits = MANDARIN_DIGITS
+    if "spoken_digits" in data:
+        digits = _phrases(data["spoken_digits"], "spoken_digits", fail)
+        if sorted(digits) != list("0123456789"):
+            raise fail("spoken_digits", "needs the words for each digit 0-9")
+    flow = Flow(start=data.get("start", ""), nodes=nodes, source=source,
+                spoken_digits=dict(digits))
     _check(flow, prompts, fail)
     return flow
+
+
+def _phrases(raw: Any, where: str, fail: Any) -> dict[str, tuple[str, ...]]:
+    """{key: [phrase, ...]} with each phrase a short line of words (a string alone is one)."""
+    if not isinstance(raw, dict) or not raw:
+        raise fail(where, "must map keypad keys to the phrases a caller may say")
+    out: dict[str, tuple[str, ...]] = {}
+    for key, said in raw.items():
+        said = [said] if isinstance(said, str) else said
+        if (not isinstance(said, list) or not said
+                or not all(isinstance(p, str) and 0 < len(p.strip()) <= 40 for p in said)):
+            raise fail(where, f"{key!r}: a list of phrases of 1-40 characters")
+        out[str(key)] = tuple(" ".join(p.split()) for p in said)
+    return out
+
+
+def spoken_phrases(flow: Flow, node: Node) -> list[str]:
+    """What a caller may say at `node`: a menu's phrases, or a progress node's digits."""
+    table = node.say if node.type == "menu" else flow.spoken_digits
+    return [p for phrases in table.values() for p in phrases]
 
 
 def _check(flow: Flow, prompts: set[str], fail: Any) -> None:
@@ -110,6 +153,8 @@ def _check(flow: Flow, prompts: set[str], fail: Any) -> None:
             raise fail(f"node {node.name}.{key}", f"no node named {value!r}")
 
     for node in nodes.values():
+        if node.say and node.type != "menu":
+            raise fail(f"node {node.name}.say", "only a menu has spoken choices")
         for key in ("prompt", "invalid_prompt"):
             prompt = getattr(node, key)
             if prompt is not None and prompt not in prompts:
@@ -131,6 +176,12 @@ def _check(flow: Flow, prompts: set[str], fail: Any) -> None:
             if not node.choices:
                 raise fail(f"node {node.name}", "needs 'choices'")
             target(node, "fallback", node.fallback)
+            for digit in node.say:
+                if digit not in node.choices:
+                    raise fail(f"node {node.name}.say", f"{digit!r} is not one of its choices")
+            heard = [p for phrases in node.say.values() for p in phrases]
+            if len(set(heard)) < len(heard):
+                raise fail(f"node {node.name}.say", "a phrase is given for two choices")
             if not (0 <= node.retries <= 9 and 1 <= node.timeout <= 60):
                 raise fail(f"node {node.name}", "retries 0-9 and timeout 1-60 seconds")
         elif node.type == "progress":

@@ -27,6 +27,7 @@ from ivr.engine import CallContext, run_flow
 from ivr.fastagi import AgiSession, FastAgiServer
 from ivr.flows import Flow, load_flow
 from ivr.prompts import prompt_paths, prompt_texts
+from ivr.spoken import CallEar, Ear
 from recordings.catalogue import fingerprint
 from telephony import callbacks, screening, surge
 from tickets import service as orders
@@ -60,6 +61,7 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
     async def off_loop(func: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(pool, partial(func, *args))
 
+    ear = ear_of(settings, pool)
     prompts = prompt_paths(settings)
     repeat_window = timedelta(hours=settings.hotline.repeat_window_hours)
     policy = policy or Policy.from_settings(settings)
@@ -76,6 +78,9 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
         async def message_left() -> None:
             await off_loop(order_from_message, caller, unique_id, message_host)
 
+        call_ear = None if ear is None else CallEar(
+            ear, settings.storage.recordings_dir / "answers" / day,
+            f"{settings.pbx.recordings_path_in_pbx.rstrip('/')}/answers/{day}", safe_id)
         with sessions() as session:
             calendar = load_calendar(session, settings.calendar.timezone,
                                      settings.calendar.working_hours)
@@ -87,7 +92,7 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
                            priority_bonus=seen.priority_bonus, case_state=case_state,
                            message_path=message_pbx, message_left=message_left,
                            surge="" if on is None else surge.sound_in_pbx(
-                               on, settings.pbx.prompts_path_in_pbx))
+                               on, settings.pbx.prompts_path_in_pbx), ear=call_ear)
 
     def order_from_message(caller: str, unique_id: str, audio: Path) -> None:
         """A voice message left out of hours becomes a work order with the audio attached."""
@@ -116,8 +121,12 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
 
     async def ivr_route(session: AgiSession) -> None:
         context = await off_loop(context_for, session.caller_id, session.unique_id)
-        decision = await run_flow(session, flow, context, prompts,
-                                  settings.hotline.default_queue)
+        try:
+            decision = await run_flow(session, flow, context, prompts,
+                                      settings.hotline.default_queue)
+        finally:  # a spoken answer is heard, never kept
+            if context.ear is not None:
+                context.ear.discard()
         log.info("call %s from %s: %s %s", session.unique_id, session.caller_id,
                  decision.kind, decision.target)
 
@@ -169,9 +178,28 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
         if rating:
             await session.stream_file(prompts["survey_thanks"])
 
-    return FastAgiServer({"ivr": ivr_route, "callback": callback_route,
-                          "survey": survey_route},
-                         on_close=lambda: pool.shutdown(wait=False, cancel_futures=True))
+    server = FastAgiServer({"ivr": ivr_route, "callback": callback_route,
+                            "survey": survey_route},
+                           on_close=lambda: pool.shutdown(wait=False, cancel_futures=True))
+    server.loading = None if ear is None else ear.loading
+    return server
+
+
+_said: set[str] = set()
+
+
+def ear_of(settings: Settings, pool: ThreadPoolExecutor) -> Ear | None:
+    """The recogniser for spoken menu choices, loading on `pool`; None (said once) when
+    no speech model is set or spoken choices are switched off: keys only."""
+    if not settings.ivr.spoken_choices or settings.speech.model_path is None:
+        if "off" not in _said:
+            _said.add("off")
+            log.info("ivr: spoken menu choices are off (%s); callers use keys",
+                     "ivr.spoken_choices is false" if not settings.ivr.spoken_choices
+                     else "speech.model_path is not set")
+        return None
+    return Ear(settings.speech.model_path, pool, settings.ivr.spoken_min_confidence,
+               settings.ivr.spoken_pause_seconds)
 
 
 async def start(settings: Settings, sessions: sessionmaker[Session], clock: Clock,

@@ -21,6 +21,7 @@ from quality import service
 log = logging.getLogger(__name__)
 
 EVENTS_GROUP = "quality-flags"
+EVENT_TYPES = frozenset({"speech.keyword", "call.ended"})  # those `handle` acts on
 POLL_SECONDS = 2.0  # not urgent: read without blocking a worker thread, then wait here
 
 
@@ -42,13 +43,17 @@ class KeywordFlags:
     def follow(self, block_ms: int | None = None) -> list[str]:
         """Handle what the bus has (waiting up to `block_ms`); the call ids flagged or
         sampled. Each event is acknowledged once handled."""
-        done = []
-        for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer,
-                                                block_ms=block_ms):
-            call_id = self.handle(event)
-            if call_id:
-                done.append(call_id)
-            self.bus.ack(EVENTS_GROUP, entry_id)
+        done: list[str] = []
+        handled: list[str] = []
+        try:
+            for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer,
+                                                    block_ms=block_ms, types=EVENT_TYPES):
+                call_id = self.handle(event)
+                if call_id:
+                    done.append(call_id)
+                handled.append(entry_id)
+        finally:  # what was handled, in one round trip (one that failed is read again)
+            self.bus.ack(EVENTS_GROUP, *handled)
         return done
 
     def handle(self, event: dict[str, Any]) -> str | None:

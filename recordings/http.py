@@ -16,8 +16,8 @@ from accounts import audit as audit_log
 from accounts.access import requires
 from accounts.web import audit, current_identity
 from core.db import transaction
-from core.schemas import ErrorBody, Moment, Out, Path, Query, QueryInt, Text
-from recordings import transcribe_worker, transcripts
+from core.schemas import Body, ErrorBody, Moment, Out, Path, Query, QueryInt, Text
+from recordings import keywords, transcribe_worker, transcripts
 from recordings.catalogue import files_of_call
 
 _ERRORS: dict[int, Any] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
@@ -191,3 +191,80 @@ def speech_status(query: StatusQuery) -> Any:
         body = transcribe_worker.status(session, client, limit=query.limit)
     body = {"enabled": settings.speech.model_path is not None, "queue": {}, **body}
     return SpeechStatus.model_validate(body).model_dump(mode="json")
+
+
+# --- the alert keywords (告警关键词): the list the operator edits ---------------------------
+
+
+class KeywordOut(Out):
+    word: str
+    active: bool = Field(description="false: removed (kept, with who removed it and when)")
+    changed_at: Moment
+    changed_by: str = Field(description="who added or removed it; empty: seeded from "
+                                        "speech.alert_keywords")
+
+
+class KeywordList(Out):
+    keywords: list[str] = Field(description="what alerts supervisors when a caller says "
+                                            "it, live or in a stored transcript")
+    items: list[KeywordOut]
+
+
+class KeywordBody(Body):
+    word: Text(keywords.MAX_WORD, min_length=1) = Field(description="e.g. 煤气泄漏")
+
+
+class KeywordPath(Path):
+    word: Text(keywords.MAX_WORD, min_length=1)
+
+
+def _keyword_list() -> dict[str, Any]:
+    settings = current_app.extensions["hotline.settings"]
+    now = current_app.extensions["hotline.clock"].now()
+    words = keywords.seeded(_sessions(), settings.speech.alert_keywords, now)
+    with _sessions()() as session:
+        rows = keywords.listing(session)
+        return KeywordList.model_validate({"keywords": list(words), "items": [
+            KeywordOut.model_validate(r, from_attributes=True) for r in rows]}
+        ).model_dump(mode="json")
+
+
+def _change(word: str, adding: bool) -> bool:
+    settings = current_app.extensions["hotline.settings"]
+    now = current_app.extensions["hotline.clock"].now()
+    keywords.seeded(_sessions(), settings.speech.alert_keywords, now)
+    with transaction(_sessions()) as session:
+        change = keywords.add if adding else keywords.remove
+        moved = change(session, word, actor=current_identity().name, now=now)
+        if moved:
+            audit(session, audit_log.KEYWORDS_CHANGED, target=keywords.clean(word),
+                  detail={"change": "added" if adding else "removed"})
+    if moved:
+        keywords.changed(current_app.extensions["hotline.redis"])
+    return moved
+
+
+@transcripts_api.get("/speech/keywords", summary="The alert keywords (告警关键词)",
+                     responses={200: KeywordList})
+@requires("speech.keywords")
+def keyword_list() -> Any:
+    return _keyword_list()
+
+
+@transcripts_api.post("/speech/keywords", summary="Add an alert keyword (or restore a removed "
+                      "one); audited", responses={200: KeywordList, 201: KeywordList})
+@requires("speech.keywords.edit")
+def keyword_add(body: KeywordBody) -> Any:
+    moved = _change(body.word, True)
+    return _keyword_list(), 201 if moved else 200
+
+
+@transcripts_api.delete("/speech/keywords/<word>", summary="Remove an alert keyword; "
+                        "audited", responses={200: KeywordList})
+@requires("speech.keywords.edit")
+def keyword_remove(path: KeywordPath) -> Any:
+    with _sessions()() as session:
+        if keywords.clean(path.word) not in keywords.current(session):
+            abort(404, f"{path.word} is not an alert keyword")
+    _change(path.word, False)
+    return _keyword_list()

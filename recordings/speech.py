@@ -25,6 +25,7 @@ from core.errors import HotlineError
 
 log = logging.getLogger(__name__)
 
+MAX_WORD_CHARS = 6  # the longest Chinese word looked for when cutting a phrase into words
 CHUNK_FRAMES = 4000  # frames fed to the recogniser at a time (a quarter second at 16 kHz)
 
 
@@ -59,6 +60,18 @@ class Engine(Protocol):
     model: str  # which model, for the record
 
     def transcribe(self, audio: Path) -> list[Utterance]: ...
+
+
+UNKNOWN = "[unk]"  # a word outside the grammar, as vosk's grammars spell it
+# how models spell their unknown word in their own vocabulary ([unk] in vosk's own models,
+# <UNK> or <unk> in others trained on Kaldi recipes)
+_UNKNOWN_SPELLINGS = ("[unk]", "<UNK>", "<unk>")
+
+
+class Recogniser(Protocol):
+    """Short answers recognised against a grammar: what a spoken menu needs."""
+
+    def recognise(self, audio: Path, phrases: list[str]) -> Utterance | None: ...
 
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
@@ -105,10 +118,15 @@ class VoskEngine:
         self._model = vosk.Model(str(model_dir))
         self._lock = threading.Lock()  # one model, recognisers made one at a time
 
+    def recogniser(self, rate: int) -> Any:
+        """A new KaldiRecognizer on the loaded model for audio at `rate` (recordings.live
+        makes one per live stream)."""
+        with self._lock:
+            return self._vosk.KaldiRecognizer(self._model, rate)
+
     def transcribe(self, audio: Path) -> list[Utterance]:
         with _as_pcm(audio, self.rate) as pcm, wave.open(str(pcm), "rb") as wav:
-            with self._lock:
-                recogniser = self._vosk.KaldiRecognizer(self._model, wav.getframerate())
+            recogniser = self.recogniser(wav.getframerate())
             recogniser.SetWords(True)
             out = []
             while True:
@@ -119,6 +137,68 @@ class VoskEngine:
                     out.extend(_utterance(json.loads(recogniser.Result())))
             out.extend(_utterance(json.loads(recogniser.FinalResult())))
             return out
+
+    def grammar(self, phrases: list[str]) -> list[str]:
+        """`phrases` as vosk's grammar in this model's words, plus the unknown word.
+
+        A phrase whose words are all in the vocabulary is kept as it is; Chinese written
+        without spaces is cut into the longest words the vocabulary has (我要投诉 -> 我 要
+        投诉); a phrase with a word the model does not know is left out (said once)."""
+        out: list[str] = []
+        for phrase in phrases:
+            words = self._words_of(phrase)
+            if words is None:
+                if phrase not in _said:
+                    _said.add(phrase)
+                    log.warning("speech: %s does not know the words of %r; left out of the "
+                                "grammar", self.model, phrase)
+            elif " ".join(words) not in out:
+                out.append(" ".join(words))
+        unknown = next((w for w in _UNKNOWN_SPELLINGS if self._known(w)), None)
+        return out + ([unknown] if unknown else [])
+
+    def recognise(self, audio: Path, phrases: list[str]) -> Utterance | None:
+        """One short answer recognised against `phrases` only (a grammar): its words, with
+        the model's unknown word as [unk]; None when nothing was heard."""
+        grammar = self.grammar(phrases)
+        if not grammar:
+            return None
+        with _as_pcm(audio, self.rate) as pcm, wave.open(str(pcm), "rb") as wav:
+            with self._lock:
+                recogniser = self._vosk.KaldiRecognizer(
+                    self._model, wav.getframerate(), json.dumps(grammar, ensure_ascii=False))
+            recogniser.SetWords(True)
+            while True:
+                data = wav.readframes(CHUNK_FRAMES)
+                if not data:
+                    break
+                recogniser.AcceptWaveform(data)
+            result = json.loads(recogniser.FinalResult())
+        for word in result.get("result", []):
+            if word.get("word") in _UNKNOWN_SPELLINGS:
+                word["word"] = UNKNOWN
+        return next(_utterance(result), None)
+
+    def _known(self, word: str) -> bool:
+        return bool(self._model.vosk_model_find_word(word) >= 0)
+
+    def _words_of(self, phrase: str) -> list[str] | None:
+        words: list[str] = []
+        for part in phrase.split():
+            if self._known(part):
+                words.append(part)
+                continue
+            if not _CJK.search(part):
+                return None
+            at = 0
+            while at < len(part):  # the longest word the vocabulary has, from the left
+                size = next((n for n in range(min(len(part) - at, MAX_WORD_CHARS), 0, -1)
+                             if self._known(part[at:at + n])), 0)
+                if not size:
+                    return None
+                words.append(part[at:at + size])
+                at += size
+        return words or None
 
 
 def _utterance(result: dict[str, Any]) -> Iterator[Utterance]:

@@ -32,9 +32,17 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
-from core.db import Base, UtcDateTime, make_engine, relocate_paths, session_factory, transaction
-from core.events import EventBus
-from recordings import transcripts
+from core.db import (
+    Base,
+    UtcDateTime,
+    make_engine,
+    relocate_paths,
+    retrying,
+    session_factory,
+    transaction,
+)
+from core.events import EventBus, announce, publish_on_commit
+from recordings import keywords, transcripts
 from recordings.catalogue import LEGS, CallFile
 from recordings.speech import Engine, engine_for
 
@@ -145,11 +153,14 @@ def prepare(settings: Settings, engine: Engine | None = None, clock: Clock = SYS
     _context = _Context(settings, loaded, clock)
 
 
-def _parts(settings: Settings) -> tuple[sessionmaker[Session], EventBus]:
+def _parts(settings: Settings, clock: Clock = SYSTEM_CLOCK
+           ) -> tuple[sessionmaker[Session], EventBus]:
     from core.live import connect_redis  # per work-horse: nothing shared across a fork
 
-    return (session_factory(make_engine(settings.storage.database_url)),
-            EventBus(connect_redis(settings)))
+    sessions = session_factory(make_engine(settings.storage.database_url))
+    bus = EventBus(connect_redis(settings))
+    publish_on_commit(sessions, bus, clock)  # the alerts stored with a transcript go out
+    return sessions, bus
 
 
 def transcribe(sha256: str) -> str:
@@ -161,7 +172,7 @@ def transcribe(sha256: str) -> str:
         prepare(load_settings())
     assert _context is not None
     settings, engine, clock = _context.settings, _context.engine, _context.clock
-    sessions, bus = _parts(settings)
+    sessions, _bus = _parts(settings, clock)
     with transaction(sessions) as session:
         job = session.scalar(select(TranscriptionJob).where(TranscriptionJob.sha256 == sha256))
         if job is None:
@@ -190,22 +201,36 @@ def transcribe(sha256: str) -> str:
                 return GONE
             job.state, job.error = FAILED, f"{type(exc).__name__}: {exc}"[:500]
         raise
-    with transaction(sessions) as session:
-        job = session.scalar(select(TranscriptionJob).where(
-            TranscriptionJob.sha256 == sha256).with_for_update())
-        if job is None or job.state == GONE:  # retention deleted it while it was heard
-            return GONE
-        transcript = transcripts.store(
-            session, sha256=sha256, call_id=call_id, leg=leg, engine=engine.name,
-            model=engine.model, utterances=utterances, audio_seconds=audio_seconds,
-            now=clock.now())
-        job.state, job.finished_at = DONE, clock.now()
-        job.audio_seconds, job.work_seconds = audio_seconds, round(time.monotonic() - began, 3)
-        alerts = transcripts.keyword_hits(transcript, transcripts.segments_of(session, transcript),
-                                          settings.speech.alert_keywords, clock.time())
-    for event in alerts:  # each once: the bus drops an id it has had
-        bus.publish(event)
-    return DONE
+    words = keywords.seeded(sessions, settings.speech.alert_keywords, clock.now())
+    work_seconds = round(time.monotonic() - began, 3)
+
+    def keep() -> bool:
+        with transaction(sessions) as session:
+            job = session.scalar(select(TranscriptionJob).where(
+                TranscriptionJob.sha256 == sha256).with_for_update())
+            if job is None or job.state == GONE:  # retention deleted it while it was heard
+                return False
+            transcript = transcripts.store(
+                session, sha256=sha256, call_id=call_id, leg=leg, engine=engine.name,
+                model=engine.model, utterances=utterances, audio_seconds=audio_seconds,
+                now=clock.now())
+            job.state, job.finished_at = DONE, clock.now()
+            job.audio_seconds, job.work_seconds = audio_seconds, work_seconds
+            for event in transcripts.keyword_hits(
+                    transcript, transcripts.segments_of(session, transcript), words,
+                    clock.time()):
+                # with the transcript; each once per call and keyword: the bus drops an id
+                # it has had, a keyword heard live (recordings.live) among them
+                announce(session, event)
+            return True
+
+    # the recording heard is not heard again for a database restart: its transcript is
+    # stored when the database is back (`transcripts.store` keeps one per checksum)
+    kept = False
+    for attempt in retrying(f"speech: storing the transcript of {sha256[:12]}"):
+        with attempt:
+            kept = keep()
+    return DONE if kept else GONE
 
 
 def _seconds(path: Path) -> float:

@@ -291,8 +291,9 @@ delete_index = text("DELETE FROM transcript_index WHERE segment_id IN :ids").bin
 
 @dataclass(frozen=True)
 class KeywordHeard(DomainEvent):
-    """A configured keyword (煤气泄漏, 坍塌, 跳楼 ...) is in a stored transcript: supervisors
-    are alerted. Once per recording and keyword."""
+    """A configured keyword (煤气泄漏, 坍塌, 跳楼 ...) was said in a call: supervisors are
+    alerted. Once per call and keyword: heard live (`live`, recordings.live) during the call,
+    the stored transcript's pass later raises no second alert."""
 
     type: ClassVar[str] = "speech.keyword"
     call_id: str = ""
@@ -301,9 +302,10 @@ class KeywordHeard(DomainEvent):
     keyword: str = ""
     offset_seconds: float = 0.0
     excerpt: str = ""  # the utterance, masked
+    live: bool = False  # heard on the live stream (no recording yet: sha256 empty)
 
     def identity(self) -> tuple[object, ...]:
-        return (self.sha256, self.keyword)
+        return (self.call_id, self.keyword)
 
 
 def keyword_hits(transcript: Transcript, segments: list[Segment], keywords: tuple[str, ...],

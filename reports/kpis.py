@@ -18,6 +18,11 @@ Conventions shared by everything here:
   (`due_at` in [start, min(end, now))) and was still not met at the window's end; each
   window is judged as of its end, so a past month's figures do not move when late work is
   finished later. On time: `met_at <= due_at`.
+- Reports and the evaluation read the hourly rollups (tickets.rollups) for a window of whole
+  UTC hours (every local day, week and month of a whole-hour time zone); the part of the
+  last hour before `now` that deadlines fall due in is read from the deadlines. A window
+  not of whole hours, or `raw=True`, computes everything from the events: the reference the
+  rollups are tested and benchmarked against.
 """
 
 from __future__ import annotations
@@ -46,7 +51,18 @@ from telephony.measures import (
 )
 from telephony.surge import SurgeCallMeasures
 from tickets import workflow
-from tickets.models import Survey, WorkOrder, WorkOrderDeadline, WorkOrderEvent
+from tickets.models import OrderRollup, Survey, WorkOrder, WorkOrderDeadline, WorkOrderEvent
+from tickets.rollups import (
+    CHECK_DISPATCH_LIMIT,
+    DONE_ACTIONS,
+    FIELD_CHANNEL,
+    REWORK_ACTIONS,
+    SUPERVISOR_AREA_ACTIONS,
+    TASK_LIMITS,
+    VERIFY_DISPATCH_LIMIT,
+    hour_key,
+    hour_of,
+)
 
 # The settings' defaults (core.config), for reports asked for without the settings.
 DEFAULT_TIMEZONE = Calendar().timezone
@@ -64,36 +80,24 @@ FCR_APPEAL_TYPES = ("enquiry", "suggestion", "praise")
 NOT_COUNTED_STATES = ("voided", "merged")
 SATISFIED_MAX_RATING = 3  # 1 非常满意, 2 满意, 3 基本满意 count as satisfied
 RATINGS = (1, 2, 3, 4, 5)
-# Each sends the order back to the department and adds one to WorkOrder.rework_count:
-# 返工 (failed check) and 不满意重办 (reopened after a dissatisfied callback).
-REWORK_ACTIONS = ("rework", "reopen")
+# REWORK_ACTIONS (tickets.rollups): each sends the order back to the department and adds
+# one to WorkOrder.rework_count: 返工 (failed check), 不满意重办 (reopened after a
+# dissatisfied callback).
 
 # Service targets (GB/T 33358 and local rules; verify locally).
 TARGETS = {"answer_rate": 0.95, "service_level": 0.80, "satisfaction_rate": 0.85}
 
 # --- evaluation -------------------------------------------------------------------------
 
-# Which actions complete a step; any other action that stopped its clock abandoned it.
-DONE_ACTIONS: dict[str, tuple[str, ...]] = {
-    "verify": ("verified",),
-    "open": ("open",),
-    "dispatch": ("dispatch",),
-    "sign": ("sign",),
-    "handle": ("feedback",),
-    "check": ("check_passed", "rework"),  # a failed check is a check done
-    "close": ("close",),
-    "complete": ("close", "resolve_on_call"),  # 办结, a first-call answer included
-}
+# DONE_ACTIONS (tickets.rollups): which actions complete a step; any other action that
+# stopped its clock abandoned it.
 # Orders the operator keys in from a call; web/Open311 orders arrive by themselves and
 # field orders are supervisors' reports (their "create" event is recorded as an operator's).
 OPERATOR_INTAKE_CHANNELS = ("phone",)
-FIELD_CHANNEL = "field"
 # Sending a task to a field supervisor (核实派遣 / 核查派遣) has no clock of its own in
 # tickets.deadlines, so it is timed from the event that made it possible (the order entering
-# intake; the department's feedback) to the request. Verify locally.
-VERIFY_DISPATCH_LIMIT = timedelta(minutes=10)
-CHECK_DISPATCH_LIMIT = timedelta(minutes=10)
-SUPERVISOR_AREA_ACTIONS = ("verified", "check_passed", "rework")
+# intake; the department's feedback) to the request: VERIFY_DISPATCH_LIMIT and
+# CHECK_DISPATCH_LIMIT (tickets.rollups, 10 minutes). Verify locally.
 
 OPERATOR_WEIGHTS = {"count": 0.25, "on_time_verify_dispatch": 0.40,
                     "on_time_check_dispatch": 0.35}
@@ -276,22 +280,85 @@ def _done(step_column: Any, action_column: Any, steps: Iterable[str]) -> Any:
                  for step in steps))
 
 
+def _rolled(start: datetime, end: datetime, raw: bool) -> bool:
+    """Whether the rollups answer for [start, end): whole UTC hours, not asked raw."""
+    return not raw and hour_of(start) == start and hour_of(end) == end
+
+
+def _sums(session: Session, figure: str, start: datetime, end: datetime, *keys: Any,
+          where: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
+    """(keys..., n) of `figure` over the hours of [start, end), without the zero sums
+    an order's changes leave behind."""
+    r = OrderRollup
+    rows = session.execute(
+        select(*keys, func.sum(r.n)).where(r.figure == figure, r.hour >= start, r.hour < end,
+                                           *where).group_by(*keys)).all()
+    return [(*row[:-1], int(row[-1])) for row in rows if row[-1]]
+
+
+def _overdue_rolled(session: Session, step: str, start: datetime, end: datetime,
+                    cutoff: datetime, column: Any = None) -> Counter[Any]:
+    """`step` rounds that fell due in [start, cutoff) and were unmet at `end`, per value of
+    the order `column` (None: all under None): the whole hours from the rollups (`unmet`
+    and `late` by due hour), the rest of the hour `cutoff` falls in from the deadlines."""
+    r, d = OrderRollup, WorkOrderDeadline
+    whole = max(start, hour_of(cutoff))
+    key = {None: None, WorkOrder.department_code: r.k2, WorkOrder.grid_code: r.k3}[column]
+    keys = () if key is None else (key,)
+    out: Counter[Any] = Counter()
+    for row in (_sums(session, "unmet", start, whole, *keys, where=[r.k1 == step])
+                + _sums(session, "late", start, whole, *keys,
+                        where=[r.k1 == step, r.k4 >= hour_key(end)])):
+        out[row[0] if keys else None] += row[-1]
+    if whole < cutoff:
+        rest = (select(*(() if column is None else (column,)), func.count())
+                .select_from(d).join(WorkOrder, WorkOrder.id == d.order_id)
+                .where(d.step == step, d.due_at >= whole, d.due_at < cutoff,
+                       or_(d.met_at.is_(None), d.met_at >= end)))
+        if column is not None:
+            rest = rest.group_by(column)
+        for row in session.execute(rest):
+            if row[-1]:
+                out[row[0] if column is not None else None] += int(row[-1])
+    return out
+
+
+def _order_counts_rolled(session: Session, start: datetime, end: datetime,
+                         cutoff: datetime) -> dict[str, Any]:
+    r = OrderRollup
+    created = [(state, appeal, channel, resolved == "1", n) for state, appeal, channel,
+               resolved, n in _sums(session, "created", start, end, r.k1, r.k2, r.k3, r.k4)]
+    done = _sums(session, "complete_done", start, end, r.k1)
+    closed = _sums(session, "closed", start, end, r.k1, r.k2)
+    return {
+        "created": created,
+        "complete": (sum(n for _, n in done), sum(n for ok, n in done if ok == "1"),
+                     _overdue_rolled(session, "complete", start, end, cutoff)[None]),
+        "closed": (sum(n for *_, n in closed), sum(n for due, _, n in closed if due == "1"),
+                   sum(n for _, reached, n in closed if reached == "1")),
+        "ratings": [(int(k), n) for k, n in _sums(session, "rating", start, end, r.k1)],
+        "reworks": sum(n for (n,) in _sums(session, "rework", start, end)),
+    }
+
+
 def order_measures(session: Session, start: datetime, end: datetime, *,
-                   now: datetime) -> OrderMeasures:
-    """The work-order measures of [start, end); `now` bounds what can be overdue yet."""
+                   now: datetime, raw: bool = False) -> OrderMeasures:
+    """The work-order measures of [start, end); `now` bounds what can be overdue yet.
+    From the rollups, or from the events with `raw` (see the module docstring)."""
     start, end = check_window(start, end)
     cutoff = min(end, utc(now))
-    o, d, e = WorkOrder, WorkOrderDeadline, WorkOrderEvent
+    counts = (_order_counts_rolled(session, start, end, cutoff) if _rolled(start, end, raw)
+              else _order_counts_raw(session, start, end, cutoff))
+    return _order_measures(start, end, counts)
 
-    created = session.execute(
-        select(o.state, o.appeal_type, o.channel, o.first_call_resolved, func.count())
-        .where(_at_in(o.created_at, start, end))
-        .group_by(o.state, o.appeal_type, o.channel, o.first_call_resolved)).all()
+
+def _order_measures(start: datetime, end: datetime, counts: Mapping[str, Any]
+                    ) -> OrderMeasures:
     by_state: Counter[str] = Counter()
     by_appeal: Counter[str] = Counter()
     by_channel: Counter[str] = Counter()
     phone = phone_fcr = answerable = answerable_fcr = 0
-    for state, appeal, channel, resolved, count in created:
+    for state, appeal, channel, resolved, count in counts["created"]:
         by_state[state] += count
         by_appeal[appeal] += count
         by_channel[channel] += count
@@ -302,7 +369,103 @@ def order_measures(session: Session, start: datetime, end: datetime, *,
         if appeal in FCR_APPEAL_TYPES:
             answerable += count
             answerable_fcr += count if resolved else 0
+    done_n, on_time, overdue_n = counts["complete"]
+    closed, due_callbacks, reached_n = counts["closed"]
+    ratings = dict.fromkeys(RATINGS, 0)
+    for rating, count in counts["ratings"]:
+        ratings[int(rating)] += int(count)
+    rated = sum(ratings.values())
+    satisfied = sum(n for r, n in ratings.items() if r <= SATISFIED_MAX_RATING)
+    reworks = counts["reworks"]
 
+    return OrderMeasures(
+        start=start, end=end, orders_created=sum(by_state.values()),
+        by_state=dict(sorted(by_state.items())), by_appeal_type=dict(sorted(by_appeal.items())),
+        by_channel=dict(sorted(by_channel.items())),
+        phone_orders=phone, phone_resolved_on_call=phone_fcr,
+        fcr_rate_all=ratio(phone_fcr, phone),
+        fcr_answerable_orders=answerable, fcr_resolved_on_call=answerable_fcr,
+        fcr_rate=ratio(answerable_fcr, answerable),
+        complete_done=int(done_n), complete_on_time=int(on_time),
+        complete_overdue_unmet=int(overdue_n), complete_due=int(done_n) + int(overdue_n),
+        on_time_completion_rate=ratio(on_time, int(done_n) + int(overdue_n)),
+        orders_closed=int(closed), callbacks_due=int(due_callbacks),
+        callbacks_reached=int(reached_n), callback_rate=ratio(reached_n, due_callbacks),
+        rated=rated, satisfied=satisfied, satisfaction_rate=ratio(satisfied, rated),
+        mean_rating=ratio(sum(r * n for r, n in ratings.items()), rated, 2),
+        ratings=ratings, rework_count=int(reworks),
+    )
+
+
+def order_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, datetime]], *,
+                         now: datetime) -> tuple[OrderMeasures, list[OrderMeasures]]:
+    """The measures of the whole of `tiles` (contiguous whole-hour windows, in order) and of
+    each tile, from the rollups with one statement per figure for them all (a report's
+    order part): each rollup row is put in its tile by a CASE on its hour."""
+    r, d = OrderRollup, WorkOrderDeadline
+    start, end = tiles[0][0], tiles[-1][1]
+    now = utc(now)
+    tile = case(*((r.hour < hi, i) for i, (_lo, hi) in enumerate(tiles)), else_=len(tiles))
+    n = len(tiles)
+
+    def sums(figure: str, *keys: Any, upto: datetime = end, where: Iterable[Any] = ()
+             ) -> list[tuple[Any, ...]]:
+        rows = session.execute(
+            select(tile, *keys, func.sum(r.n))
+            .where(r.figure == figure, r.hour >= start, r.hour < upto, *where)
+            .group_by(tile, *keys)).all()
+        return [(int(row[0]), *row[1:-1], int(row[-1])) for row in rows if row[-1]]
+
+    counts: list[dict[str, Any]] = [
+        {"created": [], "complete": [0, 0, 0], "closed": [0, 0, 0], "ratings": [],
+         "reworks": 0} for _ in range(n + 1)]  # the tiles, then the whole
+    whole = counts[n]
+    for i, state, appeal, channel, resolved, k in sums("created", r.k1, r.k2, r.k3, r.k4):
+        for c in (counts[i], whole):
+            c["created"].append((state, appeal, channel, resolved == "1", k))
+    for i, ok, k in sums("complete_done", r.k1):
+        for c in (counts[i], whole):
+            c["complete"][0] += k
+            c["complete"][1] += k if ok == "1" else 0
+    for i, due, reached, k in sums("closed", r.k1, r.k2):
+        for c in (counts[i], whole):
+            c["closed"][0] += k
+            c["closed"][1] += k if due == "1" else 0
+            c["closed"][2] += k if reached == "1" else 0
+    for i, rating, k in sums("rating", r.k1):
+        for c in (counts[i], whole):
+            c["ratings"].append((int(rating), k))
+    for i, k in sums("rework"):
+        counts[i]["reworks"] += k
+        whole["reworks"] += k
+    # overdue: due in [tile start, min(tile end, now)), unmet at the tile's (whole's) end
+    due_upto = max(start, min(end, hour_of(now)))
+    for i, k in sums("unmet", upto=due_upto, where=[r.k1 == "complete"]):
+        counts[i]["complete"][2] += k
+        whole["complete"][2] += k
+    for i, met, k in sums("late", r.k4, upto=due_upto, where=[r.k1 == "complete"]):
+        counts[i]["complete"][2] += k if met >= hour_key(tiles[i][1]) else 0
+        whole["complete"][2] += k if met >= hour_key(end) else 0
+    if start <= due_upto < now and due_upto < end:  # the hour `now` is in, from the deadlines
+        i = next(j for j, (lo, hi) in enumerate(tiles) if lo <= due_upto < hi)
+        for c, until in ((counts[i], tiles[i][1]), (whole, end)):
+            c["complete"][2] += session.scalar(
+                select(func.count()).select_from(d).where(
+                    d.step == "complete", d.due_at >= due_upto, d.due_at < now,
+                    or_(d.met_at.is_(None), d.met_at >= until))) or 0
+    measures = [_order_measures(lo, hi, c) for (lo, hi), c in zip(tiles, counts, strict=False)]
+    return _order_measures(start, end, whole), measures
+
+
+def _order_counts_raw(session: Session, start: datetime, end: datetime,
+                      cutoff: datetime) -> dict[str, Any]:
+    """order_measures' counts from the orders, events, deadlines and surveys."""
+    o, d, e = WorkOrder, WorkOrderDeadline, WorkOrderEvent
+
+    created = session.execute(
+        select(o.state, o.appeal_type, o.channel, o.first_call_resolved, func.count())
+        .where(_at_in(o.created_at, start, end))
+        .group_by(o.state, o.appeal_type, o.channel, o.first_call_resolved)).all()
     stopped, overdue = _deadline_due(start, end, cutoff)
     action, _actor = _stopped_by()
     clocks = select(d.due_at, d.met_at, action.label("action"), overdue.label("overdue")) \
@@ -322,34 +485,16 @@ def order_measures(session: Session, start: datetime, end: datetime, *,
         func.count(case((and_(callback_due, reached), 1))),
     ).select_from(o).where(_at_in(o.closed_at, start, end))).one()
 
-    ratings = dict.fromkeys(RATINGS, 0)
-    for rating, count in session.execute(
-            select(Survey.rating, func.count())
-            .where(_at_in(Survey.answered_at, start, end), Survey.rating.is_not(None))
-            .group_by(Survey.rating)):
-        ratings[int(rating)] = int(count)
-    rated = sum(ratings.values())
-    satisfied = sum(n for r, n in ratings.items() if r <= SATISFIED_MAX_RATING)
+    ratings = session.execute(
+        select(Survey.rating, func.count())
+        .where(_at_in(Survey.answered_at, start, end), Survey.rating.is_not(None))
+        .group_by(Survey.rating)).all()
     reworks = session.scalar(select(func.count()).select_from(e).where(
         e.action.in_(REWORK_ACTIONS), _at_in(e.at, start, end))) or 0
-
-    return OrderMeasures(
-        start=start, end=end, orders_created=sum(by_state.values()),
-        by_state=dict(sorted(by_state.items())), by_appeal_type=dict(sorted(by_appeal.items())),
-        by_channel=dict(sorted(by_channel.items())),
-        phone_orders=phone, phone_resolved_on_call=phone_fcr,
-        fcr_rate_all=ratio(phone_fcr, phone),
-        fcr_answerable_orders=answerable, fcr_resolved_on_call=answerable_fcr,
-        fcr_rate=ratio(answerable_fcr, answerable),
-        complete_done=int(done_n), complete_on_time=int(on_time),
-        complete_overdue_unmet=int(overdue_n), complete_due=int(done_n) + int(overdue_n),
-        on_time_completion_rate=ratio(on_time, int(done_n) + int(overdue_n)),
-        orders_closed=int(closed), callbacks_due=int(due_callbacks),
-        callbacks_reached=int(reached_n), callback_rate=ratio(reached_n, due_callbacks),
-        rated=rated, satisfied=satisfied, satisfaction_rate=ratio(satisfied, rated),
-        mean_rating=ratio(sum(r * n for r, n in ratings.items()), rated, 2),
-        ratings=ratings, rework_count=int(reworks),
-    )
+    return {"created": [tuple(row) for row in created],
+            "complete": (int(done_n), int(on_time), int(overdue_n)),
+            "closed": (int(closed), int(due_callbacks), int(reached_n)),
+            "ratings": [(int(r), int(n)) for r, n in ratings], "reworks": int(reworks)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -395,21 +540,30 @@ def hotline_report(session: Session, start: datetime, end: datetime, *,
                    timezone: str = DEFAULT_TIMEZONE, queue: str | None = None,
                    service_seconds: float = DEFAULT_SERVICE_SECONDS,
                    repeat_lookback: timedelta = DEFAULT_REPEAT_LOOKBACK,
-                   now: datetime) -> HotlineReport:
+                   now: datetime, raw: bool = False) -> HotlineReport:
     """The hotline report (热线报表) of [start, end): telephony.measures' call measures (of
     `queue`, or all; surge calls included), the surge calls apart (telephony.surge) and
     the order measures, for the window and per `bucket` of the centre's time zone (see
     `buckets`). Every bucket is aggregated on its own, bounded by instants
     computed here, so both databases cut the days the same way."""
 
+    periods = buckets(start, end, bucket, timezone)
+    start, end = check_window(start, end)
+    orders: dict[tuple[datetime, datetime], OrderMeasures] = {}
+    if periods and all(_rolled(p.start, p.end, raw) for p in periods):
+        # the periods tile the window: the rollups give all of them in one pass
+        whole, each = order_measures_tiled(session, [(p.start, p.end) for p in periods],
+                                           now=now)
+        orders = {(p.start, p.end): m for p, m in zip(periods, each, strict=True)}
+        orders[(start, end)] = whole
+
     def part(label: str, lo: datetime, hi: datetime) -> ReportBucket:
         calls = call_measures(session, lo, hi, queue=queue, service_seconds=service_seconds,
                               repeat_lookback=repeat_lookback)
-        return ReportBucket(label, lo, hi, calls, order_measures(session, lo, hi, now=now),
+        measured = orders.get((lo, hi)) or order_measures(session, lo, hi, now=now, raw=raw)
+        return ReportBucket(label, lo, hi, calls, measured,
                             surge.call_measures(session, lo, hi, queue=queue))
 
-    periods = buckets(start, end, bucket, timezone)
-    start, end = check_window(start, end)
     total = part("total", start, end)
     figures = {"answer_rate": total.calls.answer_rate,
                "service_level": total.calls.service_level,
@@ -502,10 +656,17 @@ def _count_score(count: int, busiest: int) -> float | None:
     return _fraction(count, busiest)
 
 
-def _step_stats(session: Session, start: datetime, end: datetime
+def _step_stats(session: Session, start: datetime, end: datetime, rolled: bool = False
                 ) -> dict[tuple[str, str], tuple[int, int]]:
     """(step, actor) -> (rounds done in the window, of them on time), each round credited to
     the actor of the event that did it."""
+    if rolled:
+        r = OrderRollup
+        out: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        for step, who, ok, n in _sums(session, "step", start, end, r.k1, r.k2, r.k3):
+            out[(step, who)][0] += n
+            out[(step, who)][1] += n if ok == "1" else 0
+        return {key: (n, k) for key, (n, k) in out.items()}
     d = WorkOrderDeadline
     action, actor = _stopped_by()
     steps = ("verify", "open", "dispatch", "check", "close")
@@ -520,10 +681,12 @@ def _step_stats(session: Session, start: datetime, end: datetime
 
 
 def _task_dispatch(session: Session, start: datetime, end: datetime, action: str,
-                   limit: timedelta) -> dict[str, tuple[int, int]]:
+                   limit: timedelta, rolled: bool = False) -> dict[str, tuple[int, int]]:
     """actor -> (`action` events in the window, of them within `limit` of the order entering
     the state the action leaves). The gap is taken in Python: interval arithmetic in SQL
-    differs between the databases."""
+    differs between the databases. The rollups hold it for the default limit only."""
+    if rolled and limit == TASK_LIMITS[action]:
+        return _flags_rolled(session, start, end, "task", action)
     e, before = WorkOrderEvent, aliased(WorkOrderEvent)
     entered = (select(before.at)
                .where(before.order_id == e.order_id, before.seq < e.seq,
@@ -536,6 +699,22 @@ def _task_dispatch(session: Session, start: datetime, end: datetime, action: str
         if since is not None and utc(at) - utc(since) <= limit:
             stats[actor][1] += 1
     return {actor: (n, ok) for actor, (n, ok) in stats.items()}
+
+
+def _flags_rolled(session: Session, start: datetime, end: datetime, figure: str,
+                  action: str | None = None) -> dict[str, tuple[int, int]]:
+    """actor -> (count, of them flagged) of a figure keyed (actor, flag), or (action,
+    actor, flag) when `action` is given."""
+    r = OrderRollup
+    out: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    if action is None:
+        rows = _sums(session, figure, start, end, r.k1, r.k2)
+    else:
+        rows = _sums(session, figure, start, end, r.k2, r.k3, where=[r.k1 == action])
+    for who, flag, n in rows:
+        out[who][0] += n
+        out[who][1] += n if flag == "1" else 0
+    return {who: (n, k) for who, (n, k) in out.items()}
 
 
 def _flagged(session: Session, start: datetime, end: datetime, action: str, flag: Any,
@@ -553,8 +732,8 @@ def _flagged(session: Session, start: datetime, end: datetime, action: str, flag
 def evaluate_staff(session: Session, start: datetime, end: datetime, *,
                    verify_dispatch_limit: timedelta = VERIFY_DISPATCH_LIMIT,
                    check_dispatch_limit: timedelta = CHECK_DISPATCH_LIMIT,
-                   patrol_areas: Mapping[str, Sequence[str]] | None = None
-                   ) -> dict[str, tuple[EvaluationRow, ...]]:
+                   patrol_areas: Mapping[str, Sequence[str]] | None = None,
+                   raw: bool = False) -> dict[str, tuple[EvaluationRow, ...]]:
     """The staff evaluation of [start, end), by role: "operator", "supervisor",
     "shift_chief", "dispatcher". Someone is evaluated in a role if they took an action in
     that role in the window; figures are grouped by the actor's name, whatever the role.
@@ -582,11 +761,13 @@ def evaluate_staff(session: Session, start: datetime, end: datetime, *,
     department and the centre instead. Count scores: see `_count_score`.
     """
     start, end = check_window(start, end)
-    o, e = WorkOrder, WorkOrderEvent
-    acted = session.execute(
-        select(e.role, e.actor, e.action, o.channel, func.count())
-        .select_from(e).join(o, o.id == e.order_id).where(_at_in(e.at, start, end))
-        .group_by(e.role, e.actor, e.action, o.channel)).all()
+    rolled = _rolled(start, end, raw)
+    o, e, r = WorkOrder, WorkOrderEvent, OrderRollup
+    acted = _sums(session, "act", start, end, r.k1, r.k2, r.k3, r.k4) if rolled else \
+        session.execute(
+            select(e.role, e.actor, e.action, o.channel, func.count())
+            .select_from(e).join(o, o.id == e.order_id).where(_at_in(e.at, start, end))
+            .group_by(e.role, e.actor, e.action, o.channel)).all()
     members: dict[str, set[str]] = defaultdict(set)
     intake: Counter[str] = Counter()
     dispatches: Counter[str] = Counter()
@@ -602,7 +783,7 @@ def evaluate_staff(session: Session, start: datetime, end: datetime, *,
         if action == "dispatch":
             dispatches[actor] += count
 
-    steps = _step_stats(session, start, end)
+    steps = _step_stats(session, start, end, rolled)
 
     def on_time(step: str, actor: str) -> float | None:
         done, ok = steps.get((step, actor), (0, 0))
@@ -613,21 +794,27 @@ def evaluate_staff(session: Session, start: datetime, end: datetime, *,
         return {f"{step}_done": done, f"{step}_on_time": ok}
 
     verify_sent = _task_dispatch(session, start, end, "request_verification",
-                                 verify_dispatch_limit)
-    check_sent = _task_dispatch(session, start, end, "request_check", check_dispatch_limit)
-    later = aliased(WorkOrderEvent)
-    opened = exists().where(later.order_id == e.order_id, later.action == "open")
-    reports = _flagged(session, start, end, "create", opened, o.channel == FIELD_CHANNEL)
-    voided = exists().where(later.order_id == e.order_id, later.seq > e.seq,
-                            later.action == "void")
-    openings = _flagged(session, start, end, "open", voided)
-    following = (select(later.action)
-                 .where(later.order_id == e.order_id, later.seq > e.seq,
-                        later.action.in_(("dispatch", "return")))
-                 .order_by(later.seq).limit(1).correlate(e).scalar_subquery())
-    returned = _flagged(session, start, end, "dispatch", following == "return")
+                                 verify_dispatch_limit, rolled)
+    check_sent = _task_dispatch(session, start, end, "request_check", check_dispatch_limit,
+                                rolled)
+    if rolled:
+        reports = _flags_rolled(session, start, end, "report")
+        openings = _flags_rolled(session, start, end, "opening")
+        returned = _flags_rolled(session, start, end, "dispatched")
+    else:
+        later = aliased(WorkOrderEvent)
+        opened = exists().where(later.order_id == e.order_id, later.action == "open")
+        reports = _flagged(session, start, end, "create", opened, o.channel == FIELD_CHANNEL)
+        voided = exists().where(later.order_id == e.order_id, later.seq > e.seq,
+                                later.action == "void")
+        openings = _flagged(session, start, end, "open", voided)
+        following = (select(later.action)
+                     .where(later.order_id == e.order_id, later.seq > e.seq,
+                            later.action.in_(("dispatch", "return")))
+                     .order_by(later.seq).limit(1).correlate(e).scalar_subquery())
+        returned = _flagged(session, start, end, "dispatch", following == "return")
     missed = _missed_reports(session, start, end, members[workflow.SUPERVISOR],
-                             patrol_areas or {})
+                             patrol_areas or {}, rolled)
 
     out: dict[str, tuple[EvaluationRow, ...]] = {}
     busiest = max((intake[a] for a in members[workflow.OPERATOR]), default=0)
@@ -692,12 +879,19 @@ def evaluate_staff(session: Session, start: datetime, end: datetime, *,
 
 
 def _missed_reports(session: Session, start: datetime, end: datetime,
-                    supervisors: Iterable[str], patrol_areas: Mapping[str, Sequence[str]]
-                    ) -> dict[str, tuple[int, int]]:
+                    supervisors: Iterable[str], patrol_areas: Mapping[str, Sequence[str]],
+                    rolled: bool = False) -> dict[str, tuple[int, int]]:
     """supervisor -> (orders opened in the window in their area, of them not from the
     field)."""
     o, e, first = WorkOrder, WorkOrderEvent, aliased(WorkOrderEvent)
     worked: dict[str, set[str]] = defaultdict(set)
+    if rolled:
+        r = OrderRollup
+        for actor, grid, _n in _sums(session, "worked", start, end, r.k1, r.k2):
+            worked[actor].add(grid)
+        opened = [tuple(row) for row in _sums(session, "open", start, end, r.k2, r.k4,
+                                               where=[r.k3 == "1"])]
+        return _missed(supervisors, patrol_areas, worked, opened)
     field_reporter = and_(e.action == "create", o.channel == FIELD_CHANNEL)
     for actor, grid in session.execute(
             select(e.actor, o.grid_code).distinct().select_from(e).join(o, o.id == e.order_id)
@@ -713,6 +907,12 @@ def _missed_reports(session: Session, start: datetime, end: datetime,
         .join(o, o.id == e.order_id)
         .where(e.action == "open", _at_in(e.at, start, end), ~again)
         .group_by(o.grid_code, o.channel)).all()
+    return _missed(supervisors, patrol_areas, worked, [tuple(row) for row in opened])
+
+
+def _missed(supervisors: Iterable[str], patrol_areas: Mapping[str, Sequence[str]],
+            worked: Mapping[str, set[str]], opened: Sequence[tuple[Any, ...]]
+            ) -> dict[str, tuple[int, int]]:
     out = {}
     for actor in supervisors:
         area = tuple(patrol_areas.get(actor) or worked.get(actor) or ())
@@ -724,10 +924,32 @@ def _missed_reports(session: Session, start: datetime, end: datetime,
     return out
 
 
+def _area_figures_rolled(session: Session, column: Any, start: datetime, end: datetime,
+                         cutoff: datetime) -> dict[str, Counter[str]]:
+    r = OrderRollup
+    key = r.k1 if column is WorkOrder.department_code else r.k2
+    figures: dict[str, Counter[str]] = defaultdict(Counter)
+    for value, n in _sums(session, "open", start, end, key):
+        figures[value]["opened"] += n
+    for value, n in _sums(session, "rework", start, end, key):
+        figures[value]["reworks"] += n
+    for value, on_time, closed, n in _sums(session, "handle_done", start, end, key, r.k3,
+                                           r.k4):
+        done = on_time != "-"  # "-": a round abandoned in the window, counted nowhere
+        figures[value].update(handled=n if done else 0,
+                              on_time=n if on_time == "1" else 0,
+                              closed=n if done and closed == "1" else 0)
+    for value, n in _overdue_rolled(session, "handle", start, end, cutoff, column).items():
+        figures[value].update(overdue_unhandled=n)
+    return figures
+
+
 def _area_figures(session: Session, column: Any, start: datetime, end: datetime,
-                  cutoff: datetime) -> dict[str, Counter[str]]:
+                  cutoff: datetime, rolled: bool = False) -> dict[str, Counter[str]]:
     """Per value of an order `column` (department, grid): orders opened, handling rounds
     done / on time / overdue-unmet / done and then closed on their last round, reworks."""
+    if rolled:
+        return _area_figures_rolled(session, column, start, end, cutoff)
     o, d, e = WorkOrder, WorkOrderDeadline, WorkOrderEvent
     figures: dict[str, Counter[str]] = defaultdict(Counter)
     for key, n in session.execute(
@@ -784,7 +1006,7 @@ def _area_rows(kind: str, figures: Mapping[str, Counter[str]]) -> tuple[Evaluati
 
 
 def evaluate_departments(session: Session, start: datetime, end: datetime, *,
-                         now: datetime) -> tuple[EvaluationRow, ...]:
+                         now: datetime, raw: bool = False) -> tuple[EvaluationRow, ...]:
     """The department evaluation (专业部门考核) of [start, end): opened-count score 10 % +
     closing rate 30 % + on-time handling rate 30 % + (1 - rework rate) 30 %.
 
@@ -797,12 +1019,14 @@ def evaluate_departments(session: Session, start: datetime, end: datetime, *,
     orders opened (立案) in the window relative to the busiest department."""
     start, end = check_window(start, end)
     cutoff = min(end, utc(now))
-    figures = _area_figures(session, WorkOrder.department_code, start, end, cutoff)
+    figures = _area_figures(session, WorkOrder.department_code, start, end, cutoff,
+                            _rolled(start, end, raw))
     return _area_rows("department", {k: v for k, v in figures.items() if k})
 
 
 def evaluate_regions(session: Session, start: datetime, end: datetime, *,
-                     level: str = "county", now: datetime) -> tuple[EvaluationRow, ...]:
+                     level: str = "county", now: datetime, raw: bool = False
+                     ) -> tuple[EvaluationRow, ...]:
     """The regional evaluation (区域考核) of [start, end): the department measures over the
     orders whose grid code starts with the region's code, `level` "county" (the first 6
     digits) or "street" (the first 9). Orders without a grid code that long count nowhere."""
@@ -813,8 +1037,8 @@ def evaluate_regions(session: Session, start: datetime, end: datetime, *,
     width = REGION_LEVELS[level]
     regions: dict[str, Counter[str]] = defaultdict(Counter)
     # grouped by the whole grid code in SQL, folded into regions here: no SQL substring
-    for grid, counts in _area_figures(session, WorkOrder.grid_code, start, end,
-                                      cutoff).items():
+    for grid, counts in _area_figures(session, WorkOrder.grid_code, start, end, cutoff,
+                                      _rolled(start, end, raw)).items():
         if grid and len(grid) >= width:
             regions[grid[:width]].update(counts)
     return _area_rows(level, regions)
@@ -824,19 +1048,20 @@ def evaluate(session: Session, start: datetime, end: datetime, *,
              now: datetime,
              verify_dispatch_limit: timedelta = VERIFY_DISPATCH_LIMIT,
              check_dispatch_limit: timedelta = CHECK_DISPATCH_LIMIT,
-             patrol_areas: Mapping[str, Sequence[str]] | None = None) -> Evaluation:
+             patrol_areas: Mapping[str, Sequence[str]] | None = None,
+             raw: bool = False) -> Evaluation:
     """The whole CJ/T 292 evaluation of [start, end): staff by role, departments, counties
     and streets, each ranked by score (best first, then by name)."""
     start, end = check_window(start, end)
     staff = evaluate_staff(session, start, end, verify_dispatch_limit=verify_dispatch_limit,
                            check_dispatch_limit=check_dispatch_limit,
-                           patrol_areas=patrol_areas)
+                           patrol_areas=patrol_areas, raw=raw)
     return Evaluation(
         start, end, staff[workflow.OPERATOR], staff[workflow.SUPERVISOR],
         staff[workflow.SHIFT_CHIEF], staff[workflow.DISPATCHER],
-        evaluate_departments(session, start, end, now=now),
-        evaluate_regions(session, start, end, level="county", now=now),
-        evaluate_regions(session, start, end, level="street", now=now))
+        evaluate_departments(session, start, end, now=now, raw=raw),
+        evaluate_regions(session, start, end, level="county", now=now, raw=raw),
+        evaluate_regions(session, start, end, level="street", now=now, raw=raw))
 
 
 def window_report(session: Session, settings: Settings, start: datetime, end: datetime,

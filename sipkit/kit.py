@@ -306,10 +306,16 @@ class AgentPhone:
                  answer_after: float = 1.0, talk_seconds: float | None = None,
                  refuse_code: int = 486, workdir: Path | None = None,
                  script: Sequence[Step] = (), hold: tuple[float, float] | None = None,
-                 transfer: tuple[float, str] | None = None) -> None:
+                 transfer: tuple[float, str] | None = None, password: str | None = None,
+                 registrar: tuple[str, int] | None = None) -> None:
         """`script` (waits, digits, audio) is played on every answered call; `hold` =
         (seconds after answering, seconds on hold) puts the far end on hold and back;
-        `transfer` = (seconds after that, number) transfers it blind (REFER)."""
+        `transfer` = (seconds after that, number) transfers it blind (REFER). With
+        `password` and `registrar` (the PBX's host and port) the phone registers there
+        from its own address and port before it listens, and unregisters when stopped."""
+        if bool(password) != bool(registrar):
+            raise KitError("a registering phone needs both its password and the registrar")
+        self.password, self.registrar = password, registrar
         if transfer and not re.fullmatch(r"[A-Za-z0-9*#+_-]{1,40}", transfer[1]):
             raise KitError("transfer: a number or extension to send the caller to")
         self.number, self.ip, self.port = number, ip, port
@@ -332,6 +338,11 @@ class AgentPhone:
     def start(self) -> AgentPhone:
         sipp = _require_sipp()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.password and self.registrar:
+            status = register(*self.registrar, self.number, self.password, self.ip,
+                              port=self.port, expires=3600)
+            if status != [200]:
+                raise KitError(f"agent phone {self.number} could not register: {status}")
         (self.workdir / "agent.xml").write_text(self.scenario)
         self.control_port = free_port("127.0.0.1")
         command = [
@@ -400,6 +411,10 @@ class AgentPhone:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
+        if self.password and self.registrar and self.proc is not None:
+            register(*self.registrar, self.number, self.password, self.ip, port=self.port,
+                     expires=0)
+            self.proc = None
         return self.results()
 
     def __enter__(self) -> AgentPhone:
@@ -458,8 +473,59 @@ class SipKit:
         return CallRun(proc, workdir, count, ids, time.monotonic() + timeout + 10,
                        self.keep_files or bool(os.environ.get("HOTLINE_KIT_KEEP")))
 
+    def register(self, user: str, password: str, ip: str, attempts: int = 1,
+                 expires: int = 60) -> list[int | None]:
+        """Register as `user` with `password` from `ip`, `attempts` times one after the
+        other; each attempt's final status (200 registered, 401 wrong password, 403
+        refused outright; None: no answer). Expires 0 unregisters."""
+        return register(self.pbx_host, self.pbx_port, user, password, ip, attempts=attempts,
+                        expires=expires, keep=self.keep_files)
+
     def agent_phone(self, number: str, ip: str, **options: object) -> AgentPhone:
+        """A desk phone; with `password=` it registers (digest) with this kit's PBX."""
+        if options.get("password"):
+            options["registrar"] = (self.pbx_host, self.pbx_port)
         return AgentPhone(number, ip, **options)  # type: ignore[arg-type]
+
+
+def register(pbx_host: str, pbx_port: int, user: str, password: str, ip: str, *,
+             port: int | None = None, attempts: int = 1, expires: int = 60,
+             keep: bool = False) -> list[int | None]:
+    """REGISTER as `user` from `ip` (on `port`, the phone's own, or any free one), answering
+    the digest challenge with `password`; each attempt's final status."""
+    sipp = _require_sipp()
+    if attempts < 1 or not re.fullmatch(r"[A-Za-z0-9._-]{1,40}", user):
+        raise KitError("register: a SIP user name and at least one attempt")
+    if not password.isprintable() or not password or " " in password:
+        raise KitError("register: a password without spaces")
+    workdir = Path(tempfile.mkdtemp(prefix=f"kit-register-{user}-"))
+    (workdir / "register.xml").write_text(scenarios.registration(user, expires))
+    command = [
+        sipp, f"{pbx_host}:{pbx_port}", "-sf", "register.xml",
+        "-i", ip, "-bind_local", "-p", str(port or free_port(ip)),
+        "-cp", str(free_port("127.0.0.1")),
+        "-au", user, "-ap", password, "-m", str(attempts), "-l", "1", "-r", "5",
+        "-timeout", str(10 + 5 * attempts), "-nostdin", "-aa", "-recv_timeout", "4000",
+        *_TRACE,
+    ]
+    proc = _spawn(command, workdir)
+    try:
+        proc.wait(timeout=20 + 5 * attempts)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    events = _parse_log(workdir / "calls.log")
+    if not events:
+        detail = _tail(workdir / "errors.log") or _tail(workdir / "screen.log")
+        raise KitError(f"sipp sent no REGISTER (exit {proc.returncode}): {detail}")
+    statuses: list[int | None] = []
+    for n in range(1, attempts + 1):
+        final = [int(d) for e, _, d in events.get(n, [])
+                 if e in ("registered", "denied", "forbidden")]
+        statuses.append(final[-1] if final else None)
+    if not (keep or os.environ.get("HOTLINE_KIT_KEEP")):
+        shutil.rmtree(workdir, ignore_errors=True)
+    return statuses
 
 
 def results_json(results: Sequence[CallResult | AgentCallResult]) -> str:

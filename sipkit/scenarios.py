@@ -9,7 +9,7 @@ from __future__ import annotations
 from xml.sax.saxutils import quoteattr
 
 # SIP final responses a caller may get instead of 200; each ends the call as rejected.
-REJECT_CODES = (403, 404, 408, 410, 480, 484, 486, 487, 488, 500, 502, 503, 504, 600, 603)
+REJECT_CODES = (401, 403, 404, 408, 410, 480, 484, 486, 487, 488, 500, 502, 503, 504, 600, 603)
 
 
 # 200 OK to the request just received (a BYE, a CANCEL), echoing its dialog headers.
@@ -325,5 +325,59 @@ Content-Length: 0
   <recv request="ACK"/>
   <label id="done"/>
   <nop>{_log("ended")}</nop>
+</scenario>
+"""
+
+
+def registration(user: str, expires: int) -> str:
+    """A phone registering as `user`, answering the digest challenge with the password
+    given to SIPp (-au/-ap). Logs `registered`, `denied` (a second 401: wrong password) or
+    `forbidden` (403: refused outright, e.g. a banned address) with the status."""
+    ends = ('  <recv response="403" optional="true" next="forbidden"/>\n'
+            '  <recv response="401" optional="true" next="denied"/>\n'
+            '  <recv response="200" next="registered"/>')
+    request = f"""REGISTER sip:[remote_ip]:[remote_port] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:{user}@[remote_ip]:[remote_port]>;tag=[pid]KIT[call_number]
+To: <sip:{user}@[remote_ip]:[remote_port]>
+Call-ID: [call_id]
+Contact: <sip:{user}@[local_ip]:[local_port]>
+Expires: {expires}
+Max-Forwards: 70
+User-Agent: hotline-sipkit"""
+    return f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="hotline-kit-register">
+  <nop>{_log("register", user)}</nop>
+  <send retrans="500">
+    <![CDATA[
+{request}
+CSeq: 1 REGISTER
+Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="401" auth="true" optional="true" next="challenged"/>
+  <recv response="403" optional="true" next="forbidden"/>
+  <recv response="200" next="registered"/>
+  <label id="challenged"/>
+  <send retrans="500">
+    <![CDATA[
+{request}
+CSeq: 2 REGISTER
+[authentication]
+Content-Length: 0
+
+    ]]>
+  </send>
+{ends}
+  <label id="forbidden"/>
+  <nop>{_log("forbidden", "403")}</nop>
+  <nop next="end"/>
+  <label id="denied"/>
+  <nop>{_log("denied", "401")}</nop>
+  <nop next="end"/>
+  <label id="registered"/>
+  <nop>{_log("registered", "200")}</nop>
+  <label id="end"/>
 </scenario>
 """

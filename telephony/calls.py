@@ -45,12 +45,14 @@ UP = "6"  # AMI ChannelState for an answered channel
 RECENT_CALLS_KEPT = 10_000
 # Channel variables the dialplan and the IVR set on the caller's leg -> IVR path node names.
 IVR_VARIABLES = {"HOTLINE_MENU_CHOICE": "menu", "HOTLINE_IVR_NODE": "node", "HOTLINE_IVR": "ivr",
-                 "HOTLINE_TRANSFER": "transfer", "HOTLINE_CASE_QUERY": "case"}
+                 "HOTLINE_TRANSFER": "transfer", "HOTLINE_CASE_QUERY": "case",
+                 "HOTLINE_SPOKEN": "spoken"}  # the menu (node) whose answer was said
 # Who ended a call: AgentComplete's Reason, else the caller's own hang-up (a BYE, seen as
 # HangupRequest on their leg), else a transfer, else the system (IVR, queue timeout, PBX).
 HANGUP_BY = ("citizen", "agent", "transfer", "system")
 _REASONS = {"caller": "citizen", "agent": "agent", "transfer": "transfer"}
 TRUNK_CHANNEL = "PJSIP/trunk-"  # the citizen's side of a call the hotline places
+LIVE_AUDIO_CHANNEL = "AudioSocket/"  # recordings.live's side channel (no call of its own)
 
 
 def _stamp(event: dict[str, str], received_at: float) -> float:
@@ -248,6 +250,8 @@ class CallTracker:
         uniqueid, linkedid = e["Uniqueid"], e.get("Linkedid") or e["Uniqueid"]
         if uniqueid in self._leg_call or linkedid in self._finished:
             return []  # a replay
+        if str(e.get("Channel", "")).startswith(LIVE_AUDIO_CHANNEL):
+            return []  # the side channel carrying a caller's voice to live speech: no call
         out: list[DomainEvent] = []
         call = self.calls.get(linkedid)
         if call is None:
@@ -460,6 +464,18 @@ class CallTracker:
                           record=call.record(self.short_abandon_seconds))]
 
     # ------------------------------------------------------------------ reconciling
+
+    def forget(self, call_id: str) -> LiveCall | None:
+        """Drop a live call whose end is known from elsewhere (Asterisk's channel event
+        log, telephony.cel) as finished, with no event; the call as it was known."""
+        call = self.calls.pop(call_id, None)
+        if call is not None:
+            for uniqueid in call.legs:
+                self._leg_call.pop(uniqueid, None)
+        self._finished[call_id] = None
+        while len(self._finished) > RECENT_CALLS_KEPT:
+            self._finished.popitem(last=False)
+        return call
 
     def resync(self, active: list[dict[str, str]], at: float) -> list[DomainEvent]:
         """Match Asterisk's real channels (CoreShowChannel entries) after a reconnect.

@@ -102,6 +102,25 @@ def add_agent(session: Session, number: str, name: str, *, static_contact: str |
     return agent
 
 
+def sip_password(session: Session, number: str) -> str:
+    """The SIP digest password of agent `number`'s desk phone and browser softphone."""
+    agent = session.scalar(select(Agent).where(Agent.number == number))
+    if agent is None:
+        raise DirectoryError(f"agent {number} does not exist")
+    return agent.sip_password
+
+
+def rotate_sip_password(session: Session, number: str) -> str:
+    """A new generated password for agent `number` (the old one stops working once the PBX
+    configuration is rendered and reloaded)."""
+    agent = session.scalar(select(Agent).where(Agent.number == number))
+    if agent is None:
+        raise DirectoryError(f"agent {number} does not exist")
+    agent.sip_password = secrets.token_urlsafe(12)
+    session.flush()
+    return agent.sip_password
+
+
 def remove_agent(session: Session, number: str) -> None:
     agent = session.scalar(select(Agent).where(Agent.number == number))
     if agent is None:

@@ -30,10 +30,12 @@ calls, keep-my-place callbacks) are counted apart, as `outbound_calls` placed an
   of intervals starting in the window; paused time is not available time. Centre-wide:
   seat intervals carry no queue, so it is None for a single queue.
 
-Counts and sums come from SQL aggregates (count, sum and max over CASE), with no dialect
-functions; ratios are taken in Python from them and rounded the same way, so SQLite and
-PostgreSQL give the same figures. Rates are fractions (0.8 = 80 %), None when nothing was
-there to divide by. Timestamps are compared in UTC.
+The counts and sums of whole UTC hours are read from the hourly rollups kept as calls are
+stored (telephony.rollups, which says why hours); `raw=True` reads them from the call
+records, the reference. Counts and sums come from SQL aggregates (count, sum and max over
+CASE), with no dialect functions; ratios are taken in Python from them and rounded the same
+way, so SQLite and PostgreSQL give the same figures. Rates are fractions (0.8 = 80 %), None
+when nothing was there to divide by. Timestamps are compared in UTC.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from sqlalchemy.orm import Session
 
 from core.config import Hotline
 from core.errors import HotlineError
-from telephony import seats
+from telephony import rollups, seats
 from telephony.models import CallRecord, SeatInterval
 
 DEFAULT_SERVICE_SECONDS = 15.0  # GB/T 33358: a person answers within 15 s
@@ -144,13 +146,80 @@ class CallMeasures:
 def call_measures(session: Session, start: datetime, end: datetime, *,
                   queue: str | None = None,
                   service_seconds: float = DEFAULT_SERVICE_SECONDS,
-                  repeat_lookback: timedelta = DEFAULT_REPEAT_LOOKBACK) -> CallMeasures:
-    """The call measures of [start, end), for `queue` or (None) every queue."""
+                  repeat_lookback: timedelta = DEFAULT_REPEAT_LOOKBACK,
+                  raw: bool = False) -> CallMeasures:
+    """The call measures of [start, end), for `queue` or (None) every queue.
+
+    The whole UTC hours of the window are read from the hourly rollups (telephony.rollups),
+    the pieces before the first and after the last whole hour from the call records; `raw`
+    reads every figure from the call records (the reference the rollups are tested
+    against). A service-level threshold the rollups do not keep, or repeat counts made with
+    another repeat window than `repeat_lookback`, are read from the records too."""
     start, end = check_window(start, end)
     if service_seconds < 0:
         raise MeasureError(f"service_seconds: not below zero, got {service_seconds!r}")
     if repeat_lookback <= timedelta():
         raise MeasureError(f"repeat_lookback: above zero, got {repeat_lookback!r}")
+    lo, hi = rollups.ceil_hour(start), rollups.floor_hour(end)
+    kept = float(service_seconds) in rollups.SERVICE_THRESHOLDS
+    if raw or not kept or lo >= hi:
+        figures = _raw_figures(session, start, end, queue, service_seconds)
+        known, repeats = _repeat_calls(session, start, end, queue, repeat_lookback)
+        wrap_total = _wrap_up_seconds(session, start, end, queue)
+        occupancy = None if queue is not None else _occupancy(session, start, end)
+    else:
+        # the seat figures ride along in the one statement (a report reads many windows)
+        seat_figures = [_wrap_up_query(start, end, queue)]
+        if queue is None:
+            seat_figures.extend(_seat_queries(start, end))
+        summed, same_window, seat_totals = rollups.rollup_sums(
+            session, lo, hi, queue, repeat_lookback,
+            [query.scalar_subquery() for query in seat_figures])
+        figures = _rolled_figures(summed, int(service_seconds))
+        edges = [(a, b) for a, b in ((start, lo), (hi, end)) if a < b]
+        for a, b in edges:
+            figures = _combined(figures, _raw_figures(session, a, b, queue, service_seconds))
+        if same_window:
+            known, repeats = summed.counts["known_number_calls"], summed.counts["repeat_calls"]
+            for a, b in edges:
+                edge_known, edge_repeats = _repeat_calls(session, a, b, queue,
+                                                         repeat_lookback)
+                known, repeats = known + edge_known, repeats + edge_repeats
+        else:
+            known, repeats = _repeat_calls(session, start, end, queue, repeat_lookback)
+        wrap_total = _seconds(seat_totals[0])
+        occupancy = None if queue is not None else ratio(_seconds(seat_totals[1]),
+                                                          _seconds(seat_totals[2]))
+    n_offered, n_answered, within = (figures["offered"], figures["answered"],
+                                     figures["within"])
+    talk, hold = _seconds(figures["talk"]), _seconds(figures["hold"])
+    longest = figures["longest"]
+    return CallMeasures(
+        start=start, end=end, queue=queue, service_seconds=float(service_seconds),
+        repeat_lookback=repeat_lookback, calls=figures["calls"], offered=n_offered,
+        answered=n_answered, abandoned=figures["abandoned"],
+        unanswered=figures["unanswered"], short_abandons=figures["short_abandons"],
+        answered_within=within,
+        answer_rate=ratio(n_answered, n_offered),
+        service_level=ratio(within, n_offered),
+        abandon_rate=ratio(figures["abandoned"], n_offered),
+        asa_seconds=ratio(_seconds(figures["wait"]), n_answered, SECONDS_DIGITS),
+        aht_seconds=ratio(talk + wrap_total, n_answered, SECONDS_DIGITS),
+        talk_seconds=talk, hold_seconds=hold, wrap_up_seconds=wrap_total,
+        longest_wait_seconds=None if longest is None else round(float(longest), SUM_DIGITS),
+        known_number_calls=known, repeat_calls=repeats, repeat_call_rate=ratio(repeats, known),
+        outbound_calls=figures["outbound"], outbound_answered=figures["outbound_answered"],
+        occupancy=occupancy,
+    )
+
+
+_FIGURES = ("calls", "offered", "answered", "abandoned", "unanswered", "short_abandons",
+            "within", "wait", "talk", "hold", "longest", "outbound", "outbound_answered")
+
+
+def _raw_figures(session: Session, start: datetime, end: datetime, queue: str | None,
+                 service_seconds: float) -> dict[str, Any]:
+    """The counts and sums of the calls of [start, end), read from the call records."""
     call = CallRecord
     where = [call.started_at >= start, call.started_at < end]
     if queue is not None:
@@ -175,42 +244,51 @@ def call_measures(session: Session, start: datetime, end: datetime, *,
         func.count(case((outbound, 1))),
         func.count(case((and_(outbound, call.outcome == "answered"), 1))),
     ).select_from(call).where(*where)).one()
-    (calls, n_offered, n_answered, n_abandoned, n_unanswered, shorts, within,
-     wait_total, talk_total, hold_total, longest, n_outbound, n_outbound_answered) = row
-    wrap_total = _wrap_up_seconds(session, start, end, queue)
-    talk, hold = _seconds(talk_total), _seconds(hold_total)
-    known, repeats = _repeat_calls(session, start, end, queue, repeat_lookback)
-    return CallMeasures(
-        start=start, end=end, queue=queue, service_seconds=float(service_seconds),
-        repeat_lookback=repeat_lookback, calls=int(calls), offered=int(n_offered),
-        answered=int(n_answered), abandoned=int(n_abandoned), unanswered=int(n_unanswered),
-        short_abandons=int(shorts), answered_within=int(within),
-        answer_rate=ratio(n_answered, n_offered),
-        service_level=ratio(within, n_offered),
-        abandon_rate=ratio(n_abandoned, n_offered),
-        asa_seconds=ratio(_seconds(wait_total), n_answered, SECONDS_DIGITS),
-        aht_seconds=ratio(talk + wrap_total, n_answered, SECONDS_DIGITS),
-        talk_seconds=talk, hold_seconds=hold, wrap_up_seconds=wrap_total,
-        longest_wait_seconds=None if longest is None else round(float(longest), SUM_DIGITS),
-        known_number_calls=known, repeat_calls=repeats, repeat_call_rate=ratio(repeats, known),
-        outbound_calls=int(n_outbound), outbound_answered=int(n_outbound_answered),
-        occupancy=None if queue is not None else _occupancy(session, start, end),
-    )
+    figures = dict(zip(_FIGURES, row, strict=True))
+    for name in ("wait", "talk", "hold"):
+        figures[name] = float(figures[name] or 0.0)
+    for name in _FIGURES:
+        if name not in ("wait", "talk", "hold", "longest"):
+            figures[name] = int(figures[name] or 0)
+    return figures
+
+
+def _rolled_figures(summed: rollups.Sums, service_seconds: int) -> dict[str, Any]:
+    c = summed.counts
+    return {"calls": c["calls"], "offered": c["offered"], "answered": c["answered"],
+            "abandoned": c["abandoned"], "unanswered": c["unanswered"],
+            "short_abandons": c["short_abandons"],
+            "within": c[f"answered_within_{service_seconds}"],
+            "wait": summed.sums["wait_seconds"], "talk": summed.sums["talk_seconds"],
+            "hold": summed.sums["hold_seconds"], "longest": summed.longest_wait_seconds,
+            "outbound": c["outbound_calls"], "outbound_answered": c["outbound_answered"]}
+
+
+def _combined(one: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    longest = [value for value in (one["longest"], other["longest"]) if value is not None]
+    return {**{name: one[name] + other[name] for name in _FIGURES if name != "longest"},
+            "longest": max(longest) if longest else None}
 
 
 def call_measures_by_queue(session: Session, start: datetime, end: datetime,
                            **options: Any) -> dict[str, CallMeasures]:
     """`call_measures` for each queue that had a call in [start, end), by queue name."""
     start, end = check_window(start, end)
-    names = session.scalars(select(CallRecord.queue).distinct().where(
-        CallRecord.started_at >= start, CallRecord.started_at < end,
-        CallRecord.direction == "inbound", CallRecord.queue.is_not(None))).all()
+    lo, hi = rollups.ceil_hour(start), rollups.floor_hour(end)
+    if options.get("raw") or lo >= hi:
+        names, pieces = set(), [(start, end)]
+    else:  # the whole hours' queues from the rollups, the ends' from the records
+        names = rollups.queues_between(session, lo, hi)
+        pieces = [(a, b) for a, b in ((start, lo), (hi, end)) if a < b]
+    for a, b in pieces:
+        names.update(session.scalars(select(CallRecord.queue).distinct().where(
+            CallRecord.started_at >= a, CallRecord.started_at < b,
+            CallRecord.direction == "inbound", CallRecord.queue.is_not(None))))
     return {name: call_measures(session, start, end, queue=name, **options)
             for name in sorted(names)}
 
 
-def _wrap_up_seconds(session: Session, start: datetime, end: datetime,
-                     queue: str | None) -> float:
+def _wrap_up_query(start: datetime, end: datetime, queue: str | None) -> Any:
     interval = SeatInterval
     # Wrap-up follows the agent's call (it starts at AgentComplete): the latest answered
     # call that agent had connected by then.
@@ -222,21 +300,29 @@ def _wrap_up_seconds(session: Session, start: datetime, end: datetime,
                 .order_by(CallRecord.connected_at.desc(), CallRecord.id.desc())
                 .limit(1).correlate(interval).scalar_subquery())
 
-    interval = SeatInterval
     query = select(func.sum(interval.seconds)).where(
         interval.state == seats.WRAP_UP, interval.started_at >= start,
         interval.started_at < end, follows(CallRecord.direction) == "inbound")
     if queue is not None:
         query = query.where(follows(CallRecord.queue) == queue)
-    return _seconds(session.scalar(query))
+    return query
+
+
+def _seat_queries(start: datetime, end: datetime) -> tuple[Any, Any]:
+    """(occupied, available) seat seconds of the intervals starting in [start, end)."""
+    interval = SeatInterval
+    return tuple(select(func.sum(interval.seconds)).where(  # type: ignore[return-value]
+        interval.state.in_(states), interval.started_at >= start, interval.started_at < end)
+        for states in (OCCUPIED_STATES, AVAILABLE_STATES))
+
+
+def _wrap_up_seconds(session: Session, start: datetime, end: datetime,
+                     queue: str | None) -> float:
+    return _seconds(session.scalar(_wrap_up_query(start, end, queue)))
 
 
 def _occupancy(session: Session, start: datetime, end: datetime) -> float | None:
-    interval = SeatInterval
-    busy, available = session.execute(select(
-        func.sum(case((interval.state.in_(OCCUPIED_STATES), interval.seconds))),
-        func.sum(case((interval.state.in_(AVAILABLE_STATES), interval.seconds))),
-    ).where(interval.started_at >= start, interval.started_at < end)).one()
+    busy, available = (session.scalar(query) for query in _seat_queries(start, end))
     return ratio(_seconds(busy), _seconds(available))
 
 

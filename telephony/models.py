@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     String,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -122,6 +123,10 @@ class CallRecord(Base):
     # the database's default only: a Core insert written for an older schema stays valid
     disposition_by: Mapped[str] = mapped_column(String(50), server_default="")
     stored_at: Mapped[datetime] = mapped_column(UtcDateTime(), default=_WRITTEN)
+    # The caller (citizen_number) had called in before, within the repeat window: set when
+    # the record is stored (telephony.rollups), the rule of telephony.measures' repeat calls.
+    # (the database's default only: a Core insert written for an older schema stays valid)
+    repeat_caller: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     # the call an agent had connected by a moment (telephony.measures: a wrap-up's call)
     __table_args__ = (Index("ix_call_records_agent_connected_at", "agent", "connected_at"),)
@@ -218,3 +223,52 @@ class SurgeMode(Base):
     started_by: Mapped[str] = mapped_column(String(64))
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True, index=True)
     ended_by: Mapped[str] = mapped_column(String(64), default="")
+
+
+class SipBan(Base):
+    """An address banned from SIP (SIP 封禁) after repeated failed registrations or calls.
+    It stands until `until` or until someone lifts it (`hotline sip unban`); the row stays
+    as its history. Kept here, not in Asterisk, so a ban outlives a restart of either."""
+
+    __tablename__ = "sip_bans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    address: Mapped[str] = mapped_column(String(45), index=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(200), default="")  # the last failure seen
+    banned_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    until: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    lifted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True, index=True)
+    lifted_by: Mapped[str] = mapped_column(String(64), default="")  # "" when it expired
+
+
+class CallHourRollup(Base):
+    """Sums of the calls that began in one UTC hour, of one queue ("" for calls that reached
+    none), kept by telephony.rollups in the transaction that stores each call."""
+
+    __tablename__ = "call_hour_rollups"
+
+    hour: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    queue: Mapped[str] = mapped_column(String(40), primary_key=True)
+    calls: Mapped[int] = mapped_column(Integer, default=0)
+    offered: Mapped[int] = mapped_column(Integer, default=0)
+    answered: Mapped[int] = mapped_column(Integer, default=0)
+    abandoned: Mapped[int] = mapped_column(Integer, default=0)
+    unanswered: Mapped[int] = mapped_column(Integer, default=0)
+    short_abandons: Mapped[int] = mapped_column(Integer, default=0)
+    answered_within_10: Mapped[int] = mapped_column(Integer, default=0)
+    answered_within_15: Mapped[int] = mapped_column(Integer, default=0)
+    answered_within_20: Mapped[int] = mapped_column(Integer, default=0)
+    answered_within_30: Mapped[int] = mapped_column(Integer, default=0)
+    answered_within_60: Mapped[int] = mapped_column(Integer, default=0)
+    wait_seconds: Mapped[float] = mapped_column(Float, default=0.0)  # of answered calls
+    talk_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    hold_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    longest_wait_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    known_number_calls: Mapped[int] = mapped_column(Integer, default=0)
+    repeat_calls: Mapped[int] = mapped_column(Integer, default=0)
+    # the repeat window the flags were set with; -1 when the hour mixes two windows
+    repeat_window_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    outbound_calls: Mapped[int] = mapped_column(Integer, default=0)
+    outbound_answered: Mapped[int] = mapped_column(Integer, default=0)
+

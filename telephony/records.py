@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -15,6 +15,7 @@ from core.db import relocate_paths
 from core.errors import HotlineError, NotFound
 from core.events import EventBus
 from recordings.catalogue import RecordingFile
+from telephony import rollups
 from telephony.events import CallStarted
 from telephony.models import CallRecord, PendingCallDisposition
 
@@ -38,8 +39,11 @@ def _epoch(when: datetime | None) -> float | None:
 
 
 def store_call(session: Session, record: dict[str, Any],
-               recording: RecordingFile | None = None) -> bool:
-    """Insert the record; False (and nothing written) if this call is stored already."""
+               recording: RecordingFile | None = None,
+               repeat_window: timedelta = rollups.DEFAULT_REPEAT_WINDOW) -> bool:
+    """Insert the record, with its repeat-caller flag and its hour's rollup (in this
+    transaction: never one without the other); False (and nothing written) if this call is
+    stored already."""
     if session.scalar(select(CallRecord.id).where(CallRecord.call_id == record["call_id"])):
         return False
     row = CallRecord(
@@ -64,7 +68,8 @@ def store_call(session: Session, record: dict[str, Any],
     )
     try:
         with session.begin_nested():  # a concurrent writer may win the unique call_id
-            session.add(row)
+            session.info[rollups.REPEAT_WINDOW_KEY] = repeat_window
+            session.add(row)  # flushed here, with its flag and rollup (telephony.rollups)
     except IntegrityError:
         return False
     return True

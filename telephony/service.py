@@ -7,6 +7,13 @@ in, pause, resume, log out). After every (re)connect it asks Asterisk which chan
 queue members exist, so calls that ended while the link was down are closed, none is left
 as a ghost, and agents who were logged in before an Asterisk restart are logged in again.
 Reconnects back off up to 30 s.
+
+Calls that ended while the link was down (the service crashed, restarted, lost the network)
+are rebuilt from Asterisk's own channel event log (telephony.cel) with their true times,
+queue, agent and outcome: the service keeps a high-water mark in Redis (every call it has
+not stored began at or after it), and each resync stores every call the log shows ended
+since then that is neither stored nor still up. Only a call the log lacks is closed as
+`incomplete`. The log's rows are trimmed hourly (pbx.cel_keep_days, and stored calls').
 """
 
 from __future__ import annotations
@@ -17,26 +24,41 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import logs, metrics, phones
 from core.clock import Clock
 from core.config import Settings
-from core.db import transaction
-from core.events import EventBus
-from recordings import transcribe_worker
+from core.db import retrying, transaction
+from core.events import EventBus, announce, publish
+from core.live import failing_fast
+from recordings import live, transcribe_worker
 from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path
-from telephony import callbacks, commands, directory, link, records, seats, wallboard
+from telephony import (
+    callbacks,
+    cel,
+    commands,
+    directory,
+    link,
+    records,
+    seats,
+    sipguard,
+    wallboard,
+)
 from telephony.ami import AmiClient, AmiError, event_fields
-from telephony.calls import CallTracker
+from telephony.calls import CallTracker, LiveCall
 from telephony.events import (
     AgentConnected,
     CallAbandoned,
     CallEnded,
+    CallStarted,
     DomainEvent,
     OutboundCallFailed,
     QueueJoined,
@@ -63,6 +85,14 @@ OUTBOUND_REASON_WAIT = 1.0
 SPY_MODES = ("listen", "whisper", "barge")
 SPY_CONTEXT = "hotline-spy"
 SPY_RING_SECONDS = 30
+# The high-water mark of the channel event log: every call not yet stored began at or after
+# it (Unix epoch seconds, Asterisk's clock). Read back with a margin, for rows written late.
+CEL_MARK_KEY = "telephony:cel_mark"
+CEL_MARGIN_SECONDS = 60.0
+CEL_TRIM_SECONDS = 3600.0
+BAN_SWEEP_SECONDS = 1.0  # how soon an ended or lifted SIP ban reaches Asterisk
+# The side channel that sends the caller's voice to the live receiver (recordings.live).
+LIVE_CONTEXT = "hotline-live"
 
 
 class TelephonyService:
@@ -75,6 +105,7 @@ class TelephonyService:
         self.tracker = CallTracker(settings.hotline.short_abandon_seconds)
         self.board = seats.SeatBoard()
         self.redis = bus.client
+        self.live = failing_fast(bus.client)  # live state writes on the AMI loop (`_live`)
         self.client: AmiClient | None = None
         self.connected = asyncio.Event()
         self.connections = 0
@@ -87,6 +118,16 @@ class TelephonyService:
         self._outbound_legs: dict[str, str] = {}  # its channel -> ActionID
         self._outbound_status: dict[str, str] = {}  # ActionID -> DialStatus
         self._untimed_warned = False
+        self.cel = cel.CelStore(cel.store_path(settings))
+        self.rebuilt = 0  # calls stored from the channel event log
+        self._storing: dict[str, float] = {}  # call ended, record being stored -> began
+        self._last_event_at: float | None = None
+        # SIP security: failures counted per address; the bans Asterisk was last given
+        self.guard = sipguard.FailureCounter.from_settings(settings)
+        self._banned: set[str] = set()  # standing or being stored: not counted again
+        self._bans_applied: frozenset[str] | None = None
+        self._bans_changed = asyncio.Event()
+        self._redis_away = False  # live state writes failing: warned once
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set."""
@@ -96,6 +137,8 @@ class TelephonyService:
         self.board.restore(saved.values())
         command_loop = asyncio.create_task(self._serve_commands(stop))
         link_state = asyncio.create_task(link.keep(self.redis, self.connected, stop))
+        cel_trim = asyncio.create_task(self._trim_cel_hourly(stop))
+        ban_keeper = asyncio.create_task(self._keep_bans(stop))
         while not stop.is_set():
             lost = asyncio.Event()
             client = AmiClient(self.settings, self.clock)
@@ -120,6 +163,8 @@ class TelephonyService:
                 continue
             backoff = BACKOFF_FIRST
             self.connections += 1
+            self._bans_applied = None  # a restarted Asterisk is given the ban list again
+            self._bans_changed.set()
             self.connected.set()
             await _wait_either(stop, lost)
             self.connected.clear()
@@ -127,6 +172,8 @@ class TelephonyService:
             self.client = None
         await command_loop
         await link_state
+        await cel_trim
+        await ban_keeper
         await self.drain()
 
     async def drain(self) -> None:
@@ -141,6 +188,13 @@ class TelephonyService:
         answer = await client.action({"Action": "CoreShowChannels"}, timeout=10, as_list=True)
         channels = [event_fields(m) for m in answer if m.get("Event") == "CoreShowChannel"]
         now = self.clock.time()
+        up = {ch.get("Linkedid") or ch.get("Uniqueid", "") for ch in channels}
+        gap = await asyncio.to_thread(self._ended_in_gap, up, now)
+        for call in gap:
+            self._rebuilt(call)
+        if gap:
+            log.info("%d calls that ended while the AMI link was down rebuilt from "
+                     "Asterisk's channel event log", len(gap))
         for event in self.tracker.resync(channels, now):
             self._emit(event)
         snapshot, wanted = await asyncio.to_thread(self._directory_and_logins)
@@ -166,8 +220,81 @@ class TelephonyService:
                     log.warning("cannot log %s in again: %s", login.agent_number, exc)
         for request_id in await asyncio.to_thread(self._waiting_callbacks):
             await self._hold_place(request_id)  # requested while the link was down
+        self._save_mark(now)
         log.info("AMI resync: %d channels, %d live calls, %d queue members", len(channels),
                  len(self.tracker.calls), len(members))
+
+    # ------------------------------------------------------------------ the gap (CEL)
+
+    def _save_mark(self, now: float | None = None) -> None:
+        """Persist the high-water mark: the start of the oldest call not yet stored, else
+        the last event seen (else `now`, right after a resync found nothing open)."""
+        starts = [c.started_at for c in self.tracker.calls.values()]
+        starts += list(self._storing.values())
+        mark = min(starts) if starts else (self._last_event_at or now)
+        if mark is not None:
+            self._live(self.live.set, CEL_MARK_KEY, repr(mark))
+
+    def _ended_in_gap(self, up: set[str], now: float) -> list[LiveCall]:
+        """The calls Asterisk's channel event log shows ended since the mark that are not
+        stored and not up now, rebuilt; none before the first mark (a fresh install), nor
+        while Redis, which keeps the mark, is away (the mark stays for the next resync)."""
+        try:
+            saved = self.live.get(CEL_MARK_KEY)
+        except redis.RedisError:
+            return []
+        try:
+            mark = float(saved) if saved is not None else None
+        except ValueError:
+            mark = None
+        if mark is None:
+            return []
+        try:
+            ended = [c for c in self.cel.ended_between(mark - CEL_MARGIN_SECONDS)
+                     if c not in up]
+            with self.sessions() as session:
+                stored = records.stored_ids(session, ended)
+            rows = self.cel.rows_of([c for c in ended if c not in stored])
+            rebuilt = [cel.rebuild(found) for found in rows.values()]
+        except Exception as exc:  # an unreadable log leaves the old way: incomplete
+            log.warning("cannot read Asterisk's channel event log %s (%s: %s)",
+                        self.cel.path, type(exc).__name__, exc)
+            return []
+        return [call for call in rebuilt if call is not None]
+
+    def _rebuilt(self, call: LiveCall) -> None:
+        """Store a call rebuilt from the log once, as the live path would have ended it;
+        what the service knew of it live (the IVR path) is kept."""
+        known = self.tracker.forget(call.call_id)
+        if known is not None:
+            call.ivr_path = known.ivr_path
+        ended = call.ended_at() or call.started_at
+        self.rebuilt += 1
+        self._emit(CallEnded(call_id=call.call_id, at=ended,
+                             record=call.record(self.tracker.short_abandon_seconds)))
+
+    async def _trim_cel_hourly(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await _wait_either(stop, asyncio.Event(), CEL_TRIM_SECONDS)
+            if stop.is_set():
+                return
+            try:
+                gone = await asyncio.to_thread(self.trim_cel, self.clock.time())
+                log.info("channel event log: %d rows trimmed", gone)
+            except Exception:
+                log.exception("trimming the channel event log failed")
+
+    def trim_cel(self, now: float) -> int:
+        """Delete the log's rows older than pbx.cel_keep_days, and those of calls stored
+        before the mark (their records are the centre's); how many rows went."""
+        saved = self.redis.get(CEL_MARK_KEY)
+        mark = float(saved) if saved is not None else now
+        done = self.cel.ended_between(0.0, mark - CEL_MARGIN_SECONDS)
+        stored: list[str] = []
+        with self.sessions() as session:
+            for first in range(0, len(done), 500):
+                stored += records.stored_ids(session, done[first:first + 500])
+        return self.cel.trim(now - self.settings.pbx.cel_keep_days * 86400, stored)
 
     def _rebuild_live_calls(self, waiting: list[dict[str, str]], now: float) -> None:
         """The wallboard's live calls (telephony.wallboard) from the tracker as just
@@ -195,16 +322,16 @@ class TelephonyService:
         """Keep the wallboard's live calls as the call moves (before the event is out)."""
         call = self.tracker.calls.get(getattr(event, "call_id", ""))
         if isinstance(event, QueueJoined) and call is not None and call.direction == "inbound":
-            wallboard.put_live_call(self.redis, wallboard.LiveCall(
+            wallboard.put_live_call(self.live, wallboard.LiveCall(
                 call.call_id, event.queue, call.caller_number, event.at))
         elif isinstance(event, AgentConnected) and call is not None and call.queue_joined_at:
-            wallboard.put_live_call(self.redis, wallboard.LiveCall(
+            wallboard.put_live_call(self.live, wallboard.LiveCall(
                 call.call_id, call.queue or event.queue, call.caller_number,
                 call.queue_joined_at, event.agent, event.at))
             metrics.QUEUE_WAIT.labels(queue=call.queue or event.queue, outcome="answered"
                                       ).observe(max(0.0, event.at - call.queue_joined_at))
         elif isinstance(event, CallAbandoned):
-            wallboard.drop_live_call(self.redis, event.call_id)
+            wallboard.drop_live_call(self.live, event.call_id)
             metrics.QUEUE_WAIT.labels(queue=event.queue, outcome="abandoned"
                                       ).observe(max(0.0, event.wait_seconds))
 
@@ -216,6 +343,7 @@ class TelephonyService:
         event = event_fields(message)
         received_at = getattr(message, "received_at", None) or self.clock.time()
         logs.CALL_ID.set(event.get("Linkedid", ""))  # on what this event's handling logs
+        self._last_event_at = _event_time(event, received_at)
         if "Timestamp" not in event and not self._untimed_warned:
             self._untimed_warned = True
             log.warning("Asterisk's AMI events carry no Timestamp: calls are timed as their "
@@ -229,6 +357,8 @@ class TelephonyService:
             with contextlib.suppress(ValueError):
                 metrics.AMI_EVENT_LAG.observe(max(0.0, time.time() - float(stamped)))
         name = event.get("Event")
+        if name in sipguard.FAILURES:
+            self._sip_failure(name, event, received_at)
         if name == "AgentRingNoAnswer":
             self._maybe_auto_pause(event.get("MemberName", ""))
         elif name == "QueueMemberPause":
@@ -260,6 +390,82 @@ class TelephonyService:
         if self.board.intervals:
             finished, self.board.intervals = self.board.intervals, []
             self._spawn(asyncio.to_thread(self._store_intervals, finished))
+
+    # ------------------------------------------------------------------ SIP security
+
+    def _sip_failure(self, name: str, event: dict[str, str], at: float) -> None:
+        """One failed SIP authentication (a security event): the address is banned when it
+        has failed sip.ban_threshold times within the window."""
+        where = sipguard.remote_address(event.get("RemoteAddress", ""))
+        if where is None or where in self._banned:
+            return
+        count = self.guard.failed(where, at)
+        if count is None:
+            return
+        self._banned.add(where)
+        reason = f"{name} {event.get('AccountID', '')}".strip()
+        self._spawn(self._ban(where, count, reason))
+
+    async def _ban(self, where: str, failures: int, reason: str) -> None:
+        now = self.clock.now()
+        until = await asyncio.to_thread(self._store_ban, where, failures, reason, now)
+        if until is not None:
+            log.warning("SIP: %s banned until %s after %d failures (%s)", where,
+                        until.isoformat(), failures, reason)
+        self._bans_changed.set()
+
+    def _store_ban(self, where: str, failures: int, reason: str, now: Any) -> Any:
+        """The ban and its event (sip.banned), in one transaction (the outbox)."""
+        with transaction(self.sessions) as session:
+            row = sipguard.ban(session, where, failures, reason, now,
+                               self.settings.sip.ban_seconds)
+            if row is None:
+                return None
+            announce(session, sipguard.SipAddressBanned(
+                at=now.timestamp(), address=where, failures=failures, reason=reason,
+                until=row.until.timestamp()))
+            return row.until
+
+    def _standing_bans(self) -> frozenset[str]:
+        """Bans whose time is up are lifted; the addresses of those standing now."""
+        now = self.clock.now()
+        with transaction(self.sessions) as session:
+            for where in sipguard.expire(session, now):
+                log.info("SIP: the ban on %s has ended", where)
+            return frozenset(b.address for b in sipguard.standing(session, now))
+
+    async def _keep_bans(self, stop: asyncio.Event) -> None:
+        """Asterisk's ban ACL follows the standing bans: after a ban, at each sweep (a ban
+        ended, or was lifted by `hotline sip unban` in another process) and on connecting."""
+        failed = ""
+        while not stop.is_set():
+            self._bans_changed.clear()
+            if self.client is not None:
+                try:
+                    await self._apply_bans()
+                    failed = ""
+                except Exception as exc:
+                    if f"{exc}" != failed:  # said once, not at every sweep
+                        log.warning("SIP: the ban list could not be given to Asterisk "
+                                    "(%s: %s)", type(exc).__name__, exc)
+                    failed = f"{exc}"
+            await _wait_either(stop, self._bans_changed, BAN_SWEEP_SECONDS)
+
+    async def _apply_bans(self) -> None:
+        wanted = await asyncio.to_thread(self._standing_bans)
+        if wanted == self._bans_applied:
+            return
+        if self._bans_applied is None and self.client is not None:
+            # just connected: Asterisk may have them already (no reload needed then)
+            answer = await self.client.action(sipguard.acl_read(), timeout=5, as_list=False)
+            self._bans_applied = sipguard.denied(answer)
+        if wanted != self._bans_applied:
+            await self._ami(sipguard.acl_update(sorted(wanted)))
+            self._bans_applied = wanted
+        # an address whose ban ended (or was lifted) is counted afresh
+        for where in self._banned - wanted:
+            self.guard.forget(where)
+        self._banned = set(wanted)
 
     # ------------------------------------------------------------------ callbacks
 
@@ -313,19 +519,39 @@ class TelephonyService:
         task.add_done_callback(self._pending.discard)
 
     def _emit(self, event: DomainEvent) -> None:
-        self._live_call_moved(event)
+        self._live(self._live_call_moved, event)
+        if isinstance(event, QueueJoined) and self.settings.speech.live and (
+                self.settings.speech.model_path is not None):
+            self._spawn(self._tap_live_audio(event.call_id))
         if isinstance(event, CallEnded):
             # Storing waits for the recording to be closed: off the event loop.
+            self._storing[event.call_id] = event.record.get("started_at") or event.at
             self._spawn(self._finish(event))
             return
+        if isinstance(event, CallStarted):
+            self._save_mark()
         if isinstance(event, SeatChanged):
             seat = self.board.seat(event.agent)
-            self.redis.hset(seats.SEATS_KEY, event.agent, json.dumps(seat.as_dict()))
+            self._live(self.live.hset, seats.SEATS_KEY, event.agent,
+                       json.dumps(seat.as_dict()))
             if event.state == seats.WRAP_UP and seat.wrap_up_until is not None:
                 asyncio.get_running_loop().call_later(
                     max(0.0, seat.wrap_up_until - self.clock.time()), self._end_wrap_up,
                     event.agent, seat.wrap_up_until)
-        self.bus.publish(event)
+        publish(self.sessions, event)  # straight out, or kept in the outbox while Redis is away
+
+    def _live(self, write: Callable[..., Any], *args: Any) -> None:
+        """A write of live state (the wallboard's calls, the seat board) to Redis: while
+        Redis is away it is skipped, and the call is still followed and recorded; the next
+        resync after Redis returns rebuilds it."""
+        try:
+            write(*args)
+        except redis.RedisError as exc:
+            if not self._redis_away:
+                log.warning("live state not written, Redis is away: %s", exc)
+            self._redis_away = True
+        else:
+            self._redis_away = False
 
     def _end_wrap_up(self, agent: str, until: float) -> None:
         for event in self.board.end_wrap_up(agent, until):
@@ -341,11 +567,15 @@ class TelephonyService:
 
     async def _finish(self, event: CallEnded) -> None:
         try:
-            record, new = await asyncio.to_thread(self._store, event.record)
+            record, new = await asyncio.to_thread(self._store_retrying, event.record,
+                                                  event.at)
+            # stored: the mark may pass it (a failed store keeps it, for the log's rebuild)
+            self._storing.pop(event.call_id, None)
+            self._save_mark()
             # off the board's live calls once its record is there to count: no gap
-            await asyncio.to_thread(wallboard.drop_live_call, self.redis, event.call_id)
+            await asyncio.to_thread(self._live, wallboard.drop_live_call, self.live,
+                                    event.call_id)
             if new:  # a replayed call was announced the first time
-                self.bus.publish(CallEnded(call_id=event.call_id, at=event.at, record=record))
                 self.stored += 1  # stored and announced
                 # its legs filed and queued for transcription after the announcement
                 await asyncio.to_thread(self._file_recordings, event.call_id,
@@ -353,16 +583,38 @@ class TelephonyService:
         except Exception:
             log.exception("could not store call %s", event.call_id)
 
-    def _store(self, record: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def _store_retrying(self, record: dict[str, Any], at: float
+                        ) -> tuple[dict[str, Any], bool]:
+        """`_store`, tried again with back-off while the database is busy or restarting (a
+        call's record is never dropped for it); idempotent by call id. A try that failed
+        after its record committed (the COMMIT's answer lost) leaves the next try finding
+        it stored: it is still this call's first storing, so it is announced (the tickets
+        worker's handling of an announcement is idempotent)."""
+        failed_before = False
+        for attempt in retrying(f"storing call {record.get('call_id')}"):
+            with attempt:
+                failed_before = attempt.retry_state.attempt_number > 1
+                stored, new = self._store(record, at, failed_before)
+        return stored, new or failed_before
+
+    def _store(self, record: dict[str, Any], at: float, retried: bool = False
+               ) -> tuple[dict[str, Any], bool]:
+        """The call's record stored once; its CallEnded announced after it (the record as
+        stored, its disposition applied) when it is new, or on a retry (the outbox and the
+        bus take an event id once)."""
         recording = None
         if record.get("recording"):
             path = host_path(self.settings, record["recording"])
             recording = fingerprint(path) if path is not None else None
         with transaction(self.sessions) as session:
-            new = records.store_call(session, record, recording)
+            new = records.store_call(session, record, recording, timedelta(
+                hours=self.settings.hotline.repeat_window_hours))
         with transaction(self.sessions) as session:  # after the commit: see records
             records.apply_pending_disposition(session, record["call_id"])
             stored = records.get_call(session, record["call_id"])
+            if new or retried:
+                announce(session, CallEnded(call_id=record["call_id"], at=at,
+                                            record=stored or record))
         return stored or record, new
 
     def _file_recordings(self, call_id: str, stored: Any) -> None:
@@ -495,6 +747,29 @@ class TelephonyService:
             raise
         return {"reference": reference, "state": "dialling"}
 
+    async def _tap_live_audio(self, call_id: str) -> None:
+        """Send the caller's voice to the live receiver (recordings.live), if one is up: a
+        side channel to it (AudioSocket) runs ChanSpy on the caller's own channel only
+        (extensions.conf [hotline-live]); its stream's uuid is written down first, so the
+        receiver knows the call of every stream it gets."""
+        call = self.tracker.calls.get(call_id)
+        leg = call.caller_leg if call is not None else None
+        if (call is None or leg is None or call.direction != "inbound"
+                or not leg.channel.startswith("PJSIP/")):
+            return
+        try:
+            address = await asyncio.to_thread(live.receiver_address, self.redis)
+            if not address:
+                return
+            stream = await asyncio.to_thread(live.register_stream, self.redis, call_id)
+            await self._ami({
+                "Action": "Originate", "Async": "true",
+                "Channel": f"{live.CHANNEL_PREFIX}{address}/{stream}",
+                "Context": LIVE_CONTEXT, "Exten": "s", "Priority": "1",
+                "Variable": f"HOTLINE_LIVE_CHANNEL={leg.uniqueid}"})
+        except Exception as exc:  # the call goes on without its live transcript
+            log.warning("live speech: cannot tap call %s: %s", call_id, exc)
+
     async def _cmd_spy(self, snapshot: directory.Directory, agent: str,
                        args: dict[str, Any]) -> dict[str, Any]:
         """Listen, whisper or barge (监听 / 耳语 / 强插) on `agent`'s live call: the
@@ -587,7 +862,8 @@ class TelephonyService:
             seat.wrap_up_until, seat.wrap_up_extended = until - extra, False
             raise
         self.redis.hset(seats.SEATS_KEY, agent, json.dumps(seat.as_dict()))
-        self.bus.publish(WrapUpExtended(at=self.clock.time(), agent=agent, wrap_up_until=until))
+        await asyncio.to_thread(publish, self.sessions, WrapUpExtended(
+            at=self.clock.time(), agent=agent, wrap_up_until=until))
         self._later(until - self.clock.time(), agent, until)
         return {"wrap_up_until": until}
 
@@ -633,6 +909,15 @@ class TelephonyService:
         if answer.get("Response") == "Error" and tolerate not in answer.get("Message", "~"):
             raise commands.CommandError(f"Asterisk: {answer.get('Message')}")
 
+
+
+def _event_time(event: dict[str, str], received_at: float) -> float:
+    """When Asterisk says the event happened, else when it reached us."""
+    try:
+        stamp = float(event.get("Timestamp") or "nan")
+    except ValueError:
+        return received_at
+    return stamp if stamp > 0 and stamp != float("inf") else received_at
 
 
 def spied_channel(agent: str, channels: list[dict[str, str]]) -> tuple[str, str] | None:

@@ -36,7 +36,7 @@ from itertools import accumulate
 from typing import Any
 
 import redis
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from telephony import seats
@@ -247,34 +247,62 @@ class FigureCache:
 
     It holds the few columns of each queued inbound call (and each wrap-up interval) that
     started inside the widest window, per queue and sorted by start, with running totals
-    (prefix sums) of each figure; `refresh` adds the rows stored since (by id: ids at most
-    RESCAN below the highest seen are read again and the ones already held skipped, so a
-    row whose transaction committed after a higher id was seen is not missed, and none is
-    counted twice) and drops those the widest window has left. A window's sum is then two
-    bisections and a subtraction per queue and figure, with no scan of the table."""
+    (prefix sums) of each figure; `refresh` adds the rows stored since (by id: those above
+    the highest seen, and the ids at most RESCAN below it that were missing when it was
+    seen, so a row whose transaction committed after a higher id was seen is not missed,
+    and none is read or counted twice) and drops those the widest window has left. A
+    window's sum is then two bisections and a subtraction per queue and figure, with no
+    scan of the table."""
 
     RESCAN = 1_000
     calls: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     wraps: list[tuple[float, int, float]] = field(default_factory=list)
     _ids: set[tuple[str, int]] = field(default_factory=set)
-    _top_call: int = 0
-    _top_wrap: int = 0
     _prefix: dict[str, tuple[list[float], list[list[float]]]] = field(default_factory=dict)
     _wrap_prefix: tuple[list[float], list[float]] = field(default_factory=lambda: ([], [0.0]))
     _dirty: set[str] = field(default_factory=set)
+    # per table ("call", "wrap"): the highest id read, and the ids below it (within RESCAN)
+    # that were missing when it was read: a transaction not committed yet, or rolled back
+    _top: dict[str, int] = field(default_factory=dict)
+    _gaps: dict[str, set[int]] = field(default_factory=dict)
+
+    def _unread(self, session: Session, table: str, columns: tuple[Any, ...],
+                in_window: Any) -> list[Any]:
+        """The rows of `table` (columns[0] its id) not read before, each once: those above
+        the highest id read, and those that were missing below it. The first time, the
+        rows `in_window` only (the window's rows; older ones are of no use)."""
+        row_id = columns[0]
+        top, rows = self._top.get(table), []
+        if top is None:  # first: the window, and the ids missing below the newest
+            top = session.scalar(select(func.max(row_id))) or 0
+            present = set(session.scalars(select(row_id).where(row_id > top - self.RESCAN)))
+            self._gaps[table] = set(range(max(1, top - self.RESCAN + 1), top + 1)) - present
+            rows = list(session.execute(select(*columns).where(in_window, row_id <= top)))
+        gaps = self._gaps.setdefault(table, set())
+        gaps.intersection_update(range(top - self.RESCAN + 1, top + 1))
+        new = row_id > top
+        for row in session.execute(select(*columns).where(
+                or_(new, row_id.in_(sorted(gaps))) if gaps else new).order_by(row_id)):
+            rows.append(row)
+            gaps.discard(row[0])
+            if row[0] > top:
+                gaps.update(range(max(top + 1, row[0] - self.RESCAN + 1), row[0]))
+                top = row[0]
+        self._top[table] = top
+        return rows
 
     def refresh(self, session: Session, now: datetime, widest: datetime,
                 service_seconds: float) -> None:
         _, now = check_window(now, now)
         widest, _ = check_window(widest, now)
         call = CallRecord
-        for row_id, started, queue, short, outcome, wait, talk in session.execute(select(
-                call.id, call.started_at, call.queue, call.short_abandon, call.outcome,
-                call.wait_seconds, call.talk_seconds).where(
-                    call.id > self._top_call - self.RESCAN, call.started_at >= widest,
-                    call.direction == "inbound", call.queue.is_not(None))).all():
-            self._top_call = max(self._top_call, row_id)
-            if ("call", row_id) in self._ids:
+        # every row is read once (see `_unread`), whatever it holds; the filters are here
+        for row_id, started, queue, short, outcome, wait, talk, direction in self._unread(
+                session, "call", (call.id, call.started_at, call.queue, call.short_abandon,
+                                  call.outcome, call.wait_seconds, call.talk_seconds,
+                                  call.direction), call.started_at >= widest):
+            if (direction != "inbound" or queue is None or started is None
+                    or utc(started) < widest or ("call", row_id) in self._ids):
                 continue
             self._ids.add(("call", row_id))
             answered = not short and outcome == "answered"
@@ -287,11 +315,11 @@ class FigureCache:
             self._dirty.add(str(queue))
         interval = SeatInterval
         wraps_moved = False
-        for row_id, started, seconds in session.execute(select(
-                interval.id, interval.started_at, interval.seconds).where(
-                    interval.id > self._top_wrap - self.RESCAN,
-                    interval.state == seats.WRAP_UP, interval.started_at >= widest)).all():
-            self._top_wrap = max(self._top_wrap, row_id)
+        for row_id, started, seconds, state in self._unread(
+                session, "wrap", (interval.id, interval.started_at, interval.seconds,
+                                  interval.state), interval.started_at >= widest):
+            if state != seats.WRAP_UP or started is None or utc(started) < widest:
+                continue
             if ("wrap", row_id) not in self._ids:
                 self._ids.add(("wrap", row_id))
                 bisect.insort(self.wraps, (utc(started).timestamp(), row_id, float(seconds)))

@@ -70,6 +70,7 @@ TEST_PBX_ENV = {
     "HOTLINE_PBX_TRUNK_PORT": str(isolation.free_port(socket.SOCK_DGRAM, (TRUNK_HOST,))),
     "HOTLINE_IVR_FASTAGI_PORT": str(isolation.free_port()),
     "HOTLINE_WEB_PUSH_PORT": str(isolation.free_port()),  # every test centre's desk push
+    "HOTLINE_SPEECH_LIVE_PORT": str(isolation.free_port()),  # a centre's live receiver
     "HOTLINE_IVR_MENU_TIMEOUT_SECONDS": "3",
     "HOTLINE_IVR_FLOW_FILE": str(Path(__file__).with_name("data") / "flow.yaml"),
     # The test line is staffed around the clock, so no call test depends on the day it

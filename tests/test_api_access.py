@@ -54,6 +54,10 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     ("GET", "/api/v1/transcripts/search"): STAFF - {"dispatcher"},
     ("GET", "/api/v1/transcripts/<call_id>"): STAFF - {"dispatcher"},
     ("GET", "/api/v1/speech/status"): frozenset({"supervisor", "shift_chief", "admin"}),
+    # the alert keywords (告警关键词): edited by supervisors and administrators
+    ("GET", "/api/v1/speech/keywords"): frozenset({"supervisor", "shift_chief", "admin"}),
+    ("POST", "/api/v1/speech/keywords"): frozenset({"supervisor", "admin"}),
+    ("DELETE", "/api/v1/speech/keywords/<word>"): frozenset({"supervisor", "admin"}),
     ("POST", "/api/v1/knowledge"): frozenset({"admin"}),
     ("GET", "/api/v1/knowledge/<article_id>"): STAFF,
     ("POST", "/api/v1/knowledge/<article_id>/answers"): frozenset({"operator"}),
@@ -202,7 +206,8 @@ def _call(world: World, method: str, route: str, headers: dict[str, str]) -> Any
             .replace("<article_id>", "1").replace("<sample_id>", "1")
             .replace("<int:sample_id>", "1")
             .replace("<action>", "login" if "/seats/" in route else "open")
-            .replace("<path:filename>", "shell.css").replace("<choice>", "en"))
+            .replace("<path:filename>", "shell.css").replace("<choice>", "en")
+            .replace("<word>", "火"))
     if route.startswith("/open311/"):
         path = (path.replace("<format>", "json").replace("<service_code>", "0102")
                 .replace("<service_request_id>", world.case).replace("<token>", "0" * 32))
@@ -235,8 +240,11 @@ def _call(world: World, method: str, route: str, headers: dict[str, str]) -> Any
         body = ({"appeal_type": "enquiry", "description": "井盖缺失"}
                 if route == "/api/v1/orders" else
                 {"code": "answered"} if route.endswith("/disposition") else
-                {"mode": "listen"} if route.endswith("/spy") else {})
+                {"mode": "listen"} if route.endswith("/spy") else
+                {"word": "坍塌"} if route.endswith("/speech/keywords") else {})
         return world.client.post(path, json=body, headers=headers)
+    if method == "DELETE":
+        return world.client.delete(path, headers=headers)
     return world.client.get(path, headers=headers)
 
 

@@ -4,6 +4,8 @@ part on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -531,6 +533,36 @@ def test_a_calendar_or_limit_changed_in_another_process_is_in_force_at_the_next_
         assert deadlines.due(again, sh(9, 30, 16), 4, "working_hours") == sh(10, 8, 11)
     finally:
         other_engine.dispose()
+
+
+_OPERATOR_ELSEWHERE = """
+import sys
+from datetime import date
+from core.db import make_engine, session_factory, transaction
+from tickets import catalogue
+from tickets.workcalendar import set_day
+engine = make_engine(sys.argv[1])
+with transaction(session_factory(engine)) as session:
+    catalogue.set_limit(session, "sign", 4, "working_hours")
+    set_day(session, date(2026, 11, 25), workday=False, note="本地假日")
+engine.dispose()
+"""
+
+
+def test_a_limit_and_a_day_changed_by_another_process_are_used_at_the_next_step(
+        sessions, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    """The calendar and the limits are cached per process: an operator's change made by
+    another process (its own interpreter, its own connections) is in force at this process's
+    next move."""
+    number = _open(sessions, utc(11, 24, 9))
+    _move(sessions, number, "open", utc(11, 24, 9, 5))  # both caches warm, old values
+    subprocess.run([sys.executable, "-c", _OPERATOR_ELSEWHERE, database_url], check=True,
+                   cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    _move(sessions, number, "dispatch", utc(11, 24, 16))
+    # sign: now 4 working hours from Tue 16:00: 1.5 h Tuesday, Wednesday a holiday now,
+    # 2.5 h from Thursday 08:30 -> Thu 11:00 (the old limit: Tue 17:00; the new limit on the
+    # old calendar: Wed 11:00)
+    assert _clocks(sessions, number)[-1] == ("sign", 1, datetime(2026, 11, 26, 11), None)
 
 
 def test_a_complaint_runs_the_whole_loop_on_the_clock(sessions) -> None:  # type: ignore[no-untyped-def]

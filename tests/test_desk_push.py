@@ -389,3 +389,28 @@ def test_the_relay_turns_telephony_events_into_desk_entries() -> None:
         client.hdel(SEATS_KEY, "7991")
         client.delete(relay.bus.stream)
         client.close()
+
+
+def test_the_callers_words_heard_live_show_on_the_call_panel(centre: Centre,
+                                                             desks: Any) -> None:
+    """desk:live (the relay's entry of speech.live) on the screen pop of the call on show:
+    each utterance's final text stays, the partial under way follows it; another call's
+    words are not shown."""
+    client = centre.bus.client
+    page = desks(MASKED)
+    pop = {"call_id": "live-call-1", "caller_number": "138****0000", "queue": "default",
+           "at": time.time()}
+    feed.publish(client, "8101", "pop", pop)
+    expect(page.locator("#pop-card")).to_be_visible(timeout=10_000)
+    for entry in ({"call_id": "live-call-1", "utterance": 0, "final": False, "text": "煤气"},
+                  {"call_id": "live-call-1", "utterance": 0, "final": False,
+                   "text": "煤气 泄漏"},
+                  {"call_id": "live-call-1", "utterance": 0, "final": True,
+                   "text": "煤气 泄漏 了"},
+                  {"call_id": "other-call", "utterance": 0, "final": False, "text": "别的"},
+                  {"call_id": "live-call-1", "utterance": 1, "final": False, "text": "快 来"}):
+        feed.publish(client, "8101", "live", entry)
+    expect(page.locator("#pop-live-final")).to_have_text("煤气 泄漏 了", timeout=10_000)
+    expect(page.locator("#pop-live-partial")).to_have_text("快 来", timeout=10_000)
+    expect(page.locator("#pop-live")).not_to_contain_text("别的")
+    expect(page.locator("#pop")).to_contain_text("来电人正在说")

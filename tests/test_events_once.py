@@ -163,3 +163,32 @@ def test_a_restarted_telephony_service_publishes_nothing_twice(tmp_path: Path) -
     published = [e["id"] for _id, e in bus.read()]
     assert published == ["call.started:h-9.1",
                          "seat.changed:8001:talking::1795492100.000000"]
+
+
+def test_a_consumer_reads_only_its_types_and_acknowledges_a_batch_at_once(
+        bus: EventBus) -> None:
+    group = "test-types"
+    bus.ensure_group(group)
+    wanted = CallStarted(at=1.0, call_id="c-1", caller_number="13800138000")
+    others = [SeatChanged(at=2.0, agent="8001", state="ready"),
+              OutboundCallFailed(at=3.0, purpose="survey", reference="sv-1", reason="busy")]
+    later = CallStarted(at=4.0, call_id="c-2", caller_number="13800138001")
+    for event in (others[0], wanted, others[1], later):
+        bus.publish(event)
+    # an entry written without the type field: its data says what it is
+    bus.client.xadd(bus.stream, {"data": json.dumps({"type": "call.started", "call_id": "c-3"})})
+    bus.client.xadd(bus.stream, {"data": json.dumps({"type": "seat.changed"})})
+    read = list(bus.consume(group, "one", types={"call.started"}))
+    assert [e["call_id"] for _id, e in read] == ["c-1", "c-2", "c-3"]
+    # the four others are acknowledged already; the three given out wait for `ack`
+    assert bus.client.xpending(bus.stream, group)["pending"] == 3
+    bus.ack(group, read[0][0], read[1][0])  # one XACK for two
+    assert bus.client.xpending(bus.stream, group)["pending"] == 1
+    # the one not acknowledged (its handling failed) is given again, alone
+    again = list(bus.consume(group, "one", types={"call.started"}))
+    assert [e["call_id"] for _id, e in again] == ["c-3"]
+    bus.ack(group, again[0][0])
+    assert bus.client.xpending(bus.stream, group)["pending"] == 0
+    assert list(bus.consume(group, "one", types={"call.started"})) == []
+    # another process's bus, same consumer: finds nothing left either
+    assert list(EventBus(bus.client, stream=bus.stream).consume(group, "one")) == []

@@ -17,7 +17,7 @@ from channels import notices
 from core.db import make_engine, session_factory, transaction, upgrade
 from core.events import publish_on_commit
 from tests.conftest import CASE_LOOP
-from tickets import catalogue, deadlines, events, exchange, service, surveys
+from tickets import catalogue, deadlines, events, exchange, rollups, service, surveys
 from tickets.events import Move, OrderEvent, WorkOrderMoved, WorkOrderOpened
 from tickets.models import Survey, WebhookDelivery, WorkOrderDeadline, WorkOrderEvent
 from tickets.service import Policy
@@ -33,9 +33,12 @@ class Recorder:
     def __init__(self) -> None:
         self.published: list[str] = []
 
-    def publish(self, event: Any) -> str:
-        self.published.append(f"{event.type}:{getattr(event, 'action', '')}")
+    def append(self, event_id: str, event_type: str, payload: dict[str, Any]) -> str:
+        self.published.append(f"{event_type}:{payload.get('action', '')}")
         return "0-1"
+
+    def trim(self, keep: int) -> int:
+        return 0
 
 
 @pytest.fixture
@@ -125,9 +128,11 @@ def test_a_failing_follow_up_leaves_nothing_of_the_move(
 def test_a_move_is_followed_exactly_once(sessions: sessionmaker[Session]) -> None:
     importlib.reload(tickets.follow_ups)  # wiring twice still follows each move once
     assert events.subscribers(WorkOrderOpened) == (deadlines.follow_move,
-                                                   exchange.follow_move)
+                                                   exchange.follow_move,
+                                                   rollups.follow_move)
     assert events.subscribers(WorkOrderMoved) == (deadlines.follow_move,
                                                   exchange.follow_move, surveys.follow_move,
+                                                  rollups.follow_move,
                                                   notices.follow_move)  # the room above's
     bus = Recorder()
     publish_on_commit(sessions, bus)

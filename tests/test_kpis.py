@@ -23,7 +23,7 @@ from reports.kpis import buckets, evaluate, grade, hotline_report, order_measure
 from telephony import measures
 from telephony.measures import MeasureError, call_measures, call_measures_by_queue
 from telephony.models import CallRecord, SeatInterval
-from tickets import workflow
+from tickets import rollups, workflow
 from tickets.models import Survey, WorkOrder, WorkOrderDeadline, WorkOrderEvent
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -296,6 +296,7 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     with transaction(factory) as session:
         _calls(session)
         _orders(session)
+        rollups.rebuild(session)  # the rows above were stored without moves
     yield factory
     engine.dispose()
 

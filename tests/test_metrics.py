@@ -113,6 +113,7 @@ def test_failures_logged_by_a_worker_are_counted() -> None:
     counter = logs.FailureCounter()
     worker = logging.getLogger("tests.a_worker")
     worker.addHandler(counter)
+    worker.propagate = False  # a counter on the root (the CLI's logging) would count again
     try:
         before = WORKER_FAILURES.labels(worker="tests.a_worker")._value.get()
         try:
@@ -123,6 +124,7 @@ def test_failures_logged_by_a_worker_are_counted() -> None:
         assert WORKER_FAILURES.labels(worker="tests.a_worker")._value.get() == before + 1
     finally:
         worker.removeHandler(counter)
+        worker.propagate = True
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from accounts.audit import AuditEntry
 from core.db import make_engine, session_factory, transaction, upgrade
-from core.events import EventBus
+from core.events import EventBus, publish_on_commit
 from core.live import connect_redis
 from hotline import cli
 from hotline.retention import RetentionLoop, run_retention
@@ -188,6 +188,7 @@ def test_low_disk_space_warns_on_the_bus_once_until_it_recovers(world, caplog) -
     client = connect_redis(replace(settings, storage=replace(settings.storage,
                                                              redis_url=REDIS_SERVER_URL)))
     bus = EventBus(client, stream=f"test:retention:{NOW.timestamp()}:{id(settings)}")
+    publish_on_commit(sessions, bus)  # as the centre's parts relay their events
     loop = RetentionLoop(low, sessions, bus, clock=None)  # type: ignore[arg-type]
     with caplog.at_level("WARNING", logger="recordings.retention"):
         warning = loop.check_disk(NOW)

@@ -78,6 +78,7 @@ from tests import isolation
 from tests.browser import chromium, screenshot
 from tests.conftest import REDIS_SERVER_URL, make_settings
 from tests.test_kpis import OP, _order
+from tickets import rollups
 
 NOW = datetime(2026, 11, 26, 4, 0, tzinfo=UTC)  # Thursday 12:00 BJT
 NAME, PASSWORD = "报表值班长", "reports-chief-密码-1"
@@ -157,6 +158,7 @@ def _week(session: Session) -> None:
         (z(11, 24, 3), "create", OP, "web")])
     _closed_order(session, "Q5", 2, z(11, 24, 3))
     _closed_order(session, "Q6", 4, z(11, 25, 3))
+    rollups.rebuild(session)  # the orders above were stored without moves
 
 
 @dataclass

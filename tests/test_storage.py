@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, inspect, make_url, text
 
 from core.db import alembic_config, make_engine, session_factory, transaction, upgrade
 from core.errors import HotlineError
 from core.live import connect_redis
 from telephony import directory
-from tests.conftest import REDIS_SERVER_URL, make_settings
+from tests.conftest import POSTGRES_ADMIN_URL, REDIS_SERVER_URL, make_settings
 
 
 def test_migrations_create_upgrade_and_roll_back(database_url: str) -> None:
@@ -126,3 +127,85 @@ def test_a_command_nobody_took_in_time_is_never_carried_out_later(tmp_path: Path
     fresh.start()
     assert commands.send(client, "seat.resume", {"agent": "8101"}, timeout=5) == {}
     fresh.join()
+
+
+REPORT_INDEXES = {  # migration 0030, written out by hand from bench/kpi_queries.py PROPOSED
+    "work_order_events": {"ix_work_order_events_action_at": ["action", "at"],
+                          "ix_work_order_events_at": ["at"],
+                          "ix_work_order_events_order_at": ["order_id", "at", "seq"]},
+    "work_order_deadlines": {"ix_work_order_deadlines_step_met_at": ["step", "met_at"]},
+    "work_orders": {"ix_work_orders_closed_at": ["closed_at"]},
+    "surveys": {"ix_surveys_answered_at": ["answered_at"]},
+}
+PG_ONLY_INDEXES = {"ix_work_orders_grid_code_prefix", "ix_work_orders_description_trgm"}
+
+
+def _indexes(engine, table: str) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    return {ix["name"]: ix["column_names"] for ix in inspect(engine).get_indexes(table)}
+
+
+def test_the_report_indexes_come_and_go_with_their_migration(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    for table, wanted in REPORT_INDEXES.items():
+        found = _indexes(engine, table)
+        assert {name: found.get(name) for name in wanted} == wanted
+    names = set(_indexes(engine, "work_orders"))
+    if engine.dialect.name == "postgresql":
+        assert names >= PG_ONLY_INDEXES
+        with engine.connect() as conn:
+            definitions = {name: ddl for name, ddl in conn.execute(text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'work_orders'"))}
+            assert "varchar_pattern_ops" in definitions["ix_work_orders_grid_code_prefix"]
+            assert "gin_trgm_ops" in definitions["ix_work_orders_description_trgm"]
+            # the planner can take them for a grid prefix and a search inside the text
+            conn.execute(text("SET enable_seqscan = off"))
+            grid = "\n".join(conn.scalars(text(
+                "EXPLAIN SELECT id FROM work_orders WHERE grid_code LIKE '2301%'")))
+            words = "\n".join(conn.scalars(text(
+                "EXPLAIN SELECT id FROM work_orders WHERE description LIKE '%井盖缺失%'")))
+        assert "ix_work_orders_grid_code_prefix" in grid
+        assert "ix_work_orders_description_trgm" in words
+    else:
+        assert not PG_ONLY_INDEXES & names
+    command.downgrade(alembic_config(engine), "0026")
+    for table, wanted in REPORT_INDEXES.items():
+        assert not set(wanted) & set(_indexes(engine, table))
+    assert not PG_ONLY_INDEXES & set(_indexes(engine, "work_orders"))
+    upgrade(engine)  # and back up again on the same database
+    assert set(_indexes(engine, "work_orders")) >= PG_ONLY_INDEXES \
+        or engine.dialect.name != "postgresql"
+
+
+def test_without_the_right_to_create_pg_trgm_the_migration_goes_on_without_that_index(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A role that may not create extensions: every other index lands, the trigram index is
+    left out with a warning that names what a superuser runs."""
+    suffix = uuid.uuid4().hex[:10]
+    role, name = f"hotline_role_{suffix}", f"hotline_test_{suffix}"
+    admin = create_engine(POSTGRES_ADMIN_URL.replace("postgresql:", "postgresql+psycopg:", 1),
+                          isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        conn.execute(text(f'CREATE DATABASE "{name}" OWNER "{role}"'))
+        # trusted extensions need CREATE on the database: the owner's taken away
+        conn.execute(text(f'REVOKE CREATE ON DATABASE "{name}" FROM "{role}", PUBLIC'))
+    engine = make_engine(make_url(POSTGRES_ADMIN_URL).set(username=role, database=name)
+                         .render_as_string(hide_password=False))
+    try:
+        with caplog.at_level("WARNING", logger="alembic.runtime.migration"):
+            upgrade(engine)
+        names = set(_indexes(engine, "work_orders"))
+        assert "ix_work_orders_grid_code_prefix" in names
+        assert "ix_work_orders_description_trgm" not in names
+        assert "ix_work_orders_closed_at" in names
+        assert "CREATE EXTENSION pg_trgm" in caplog.text
+        assert "gin_trgm_ops" in caplog.text
+        command.downgrade(alembic_config(engine), "0026")  # and down again without it
+        assert "ix_work_orders_grid_code_prefix" not in set(_indexes(engine, "work_orders"))
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+        admin.dispose()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent_desk import feed
@@ -35,7 +36,7 @@ from core.db import make_engine, session_factory, transaction, upgrade
 from core.events import EventBus
 from core.live import connect_redis
 from telephony import records, wallboard
-from telephony.models import CallbackRequest, SeatInterval
+from telephony.models import CallbackRequest, CallRecord, SeatInterval
 from telephony.seats import SEATS_KEY
 from tests.conftest import make_settings
 
@@ -178,6 +179,37 @@ def test_the_loops_cache_gives_the_same_figures_and_counts_each_record_once(worl
     assert got["15m"][""] == _figures(2, 2, 0, 0, 2, 1.0, 0.0, 1.0, 12.0, 85.0)
     assert got["1h"][""] == _figures(4, 2, 1, 1, 2, 0.5, 0.25, 0.5, 12.0, 85.0)
     assert got["24h"][""]["offered"] == 6
+
+
+
+def _renumber(session: Session, call_id: str, new_id: int) -> None:
+    session.execute(update(CallRecord).where(CallRecord.call_id == call_id)
+                    .values(id=new_id))
+
+
+def test_the_cache_counts_a_record_committed_after_a_higher_id_once(world) -> None:
+    _settings, sessions = world
+    _seed(sessions)
+    starts = {"24h": NOW - timedelta(hours=24)}
+    cache = wallboard.FigureCache()
+    with sessions() as session:
+        assert cache.figures(session, NOW, starts)["24h"][""]["offered"] == 5
+        top = session.scalar(select(func.max(CallRecord.id)))
+    # two calls stored by two transactions: the later one (L, top + 5) commits first
+    with transaction(sessions) as session:
+        _call(session, "L", 2, "answered", wait=5, talk=30)
+        _renumber(session, "L", top + 5)
+    with sessions() as session:
+        got = cache.figures(session, NOW, starts)["24h"][""]
+    assert (got["offered"], got["abandoned"]) == (6, 1)
+    with transaction(sessions) as session:  # the earlier one (K, top + 2) commits now
+        _call(session, "K", 3, "abandoned", wait=30)
+        _renumber(session, "K", top + 2)
+    with sessions() as session:
+        got = cache.figures(session, NOW, starts)["24h"][""]
+        assert (got["offered"], got["abandoned"]) == (7, 2)
+        again = cache.figures(session, NOW, starts)["24h"][""]  # each counted once
+    assert (again["offered"], again["abandoned"]) == (7, 2)
 
 
 def test_the_board_with_live_calls_seats_and_alerts(world, client: redis.Redis) -> None:

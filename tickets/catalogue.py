@@ -514,12 +514,12 @@ _LIMIT_COLUMNS = (TimeLimit.id, TimeLimit.step, TimeLimit.category_prefix,
 # database -> (the table's rows as last read, those rows by step). Each call reads the rows
 # again with one plain Core query, so a limit an operator changed in any process is in force
 # at the next step here; the ORM objects and the index are only rebuilt when they differ.
+_LIMIT_ROWS = select(*_LIMIT_COLUMNS).order_by(TimeLimit.id)  # built once: read every step
 _limits_cache: dict[str, tuple[tuple[tuple[Any, ...], ...], dict[str, list[LimitInForce]]]] = {}
 
 
 def _limits_in_force(session: Session) -> dict[str, list[LimitInForce]]:
-    rows = tuple(tuple(row) for row in session.execute(
-        select(*_LIMIT_COLUMNS).order_by(TimeLimit.id)))
+    rows = tuple(tuple(row) for row in session.execute(_LIMIT_ROWS))
     key = str(session.get_bind().engine.url)
     cached = _limits_cache.get(key)
     if cached is not None and cached[0] == rows:

@@ -49,7 +49,7 @@ from functools import lru_cache
 from itertools import pairwise
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import HotlineError
@@ -535,9 +535,9 @@ def on_transition(session: Session, order: WorkOrder, action: str, now: datetime
     now = _aware(now, "now")
     if action != "create" and action not in workflow.ACTIONS:
         raise ValueError(f"deadlines: no action {action[:40]!r}")
-    # every round of the order at once: the running ones, and each step's last round number
-    rounds = session.scalars(select(WorkOrderDeadline).where(
-        WorkOrderDeadline.order_id == order.id)).all()
+    # every round of the order at once (plain rows, no ORM objects): the running ones, and
+    # each step's last round number
+    rounds = session.execute(_ROUNDS, {"order_id": order.id}).all()
     running = {row.step: row for row in rounds if row.met_at is None}
     last_round: dict[str, int] = {}
     for row in rounds:
@@ -545,27 +545,40 @@ def on_transition(session: Session, order: WorkOrder, action: str, now: datetime
     stops, starts = _RULES.get(action, ((), ()))
     if order.state in _ENDS_ALL:
         stops, starts = tuple(running), ()
-    for step in stops:
-        if step in running:
-            running[step].met_at = now
+    met = [running[step].id for step in stops if step in running]
+    new: list[dict[str, object]] = []
     for step in starts:
         current = running.get(step)
         if current is not None and _stored(current.started_at) == now:
             continue  # this very move already started it
         if current is not None:  # a step runs one round at a time
-            current.met_at = now
+            met.append(current.id)
         limit = limit_for(session, order, step)
         if limit is None:
             continue
         last_round[step] = last_round.get(step, 0) + 1
-        session.add(WorkOrderDeadline(
-            order_id=order.id, step=step, round=last_round[step], clock=limit.clock,
-            amount=limit.amount, unit=limit.unit, started_at=now,
-            yellow_at=warning_point(calendar, now, limit.amount, limit.clock, yellow_percent,
-                                    limit.unit),
-            due_at=due(calendar, now, limit.amount, limit.clock, limit.unit), extensions=0,
-            met_at=None, warning="", escalated_at=None))
-    session.flush()
+        new.append({
+            "order_id": order.id, "step": step, "round": last_round[step],
+            "clock": limit.clock, "amount": limit.amount, "unit": limit.unit,
+            "started_at": now,
+            "yellow_at": warning_point(calendar, now, limit.amount, limit.clock,
+                                       yellow_percent, limit.unit),
+            "due_at": due(calendar, now, limit.amount, limit.clock, limit.unit),
+            "extensions": 0, "met_at": None, "warning": "", "escalated_at": None})
+    # Core statements: the ORM's unit of work added nothing here but its own cost
+    if met:
+        session.execute(_MEET, {"ids": sorted(set(met)), "at": now})
+    if new:
+        session.execute(_START, new)
+
+
+# the statements of on_transition, built once (building costs more than running them)
+_CLOCKS = WorkOrderDeadline.__table__
+_ROUNDS = select(_CLOCKS.c.id, _CLOCKS.c.step, _CLOCKS.c.round, _CLOCKS.c.started_at,
+                 _CLOCKS.c.met_at).where(_CLOCKS.c.order_id == bindparam("order_id"))
+_MEET = update(_CLOCKS).where(_CLOCKS.c.id.in_(bindparam("ids", expanding=True))) \
+    .values(met_at=bindparam("at", type_=_CLOCKS.c.met_at.type))
+_START = insert(_CLOCKS)
 
 
 def extend(session: Session, order: WorkOrder, step: str, amount: int, now: datetime,

@@ -266,14 +266,31 @@ class NewOrder(Body):
     call_id: Text(64) = ""
 
 
+class OrderHeaders(Query):
+    idempotency_key: Text(80) = Field(
+        "", alias="Idempotency-Key",
+        description="8-80 characters of your choosing, one per order: the same request sent "
+                    "again (after a 503 or a lost answer) gets the order the first took in, "
+                    "never a second; the same key with another body: 409")
+
+
 @orders_api.post("", summary="Take in a work order (受理)", responses={201: WorkOrder})
 @requires("orders.open")
-def open_order(body: NewOrder) -> Any:
+def open_order(header: OrderHeaders, body: NewOrder) -> Any:
     who = _who()
     _as_role(who, workflow.OPERATOR)
     bus = EventBus(current_app.extensions["hotline.redis"])  # is the call_id a live call?
     recordings_dir = current_app.extensions["hotline.settings"].storage.recordings_dir
+    key = header.idempotency_key
     with transaction(_sessions()) as session:
+        earlier = service.earlier_request(
+            session, actor=who.name, key=key, now=_now(),
+            body_sha256=service.request_sha256(body.model_dump(mode="json"))) if key else None
+        if earlier is not None:  # sent again: the order it took in, as it stands now
+            order = service.get_order(session, earlier)
+            view = _full_view(session, order, who)
+            phones_shown(session, [order.case_number], what="order")
+            return view, 201
         order = service.open_order(
             session, **body.model_dump(exclude={"latitude", "longitude"}),
             latitude=body.latitude, longitude=body.longitude, actor=who.name, bus=bus,
@@ -282,6 +299,9 @@ def open_order(body: NewOrder) -> Any:
             service.link_call(session, order.case_number, body.call_id, actor=who.name,
                               how="intake", bus=bus, recordings_dir=recordings_dir,
                               now=_now())
+        if key:
+            service.file_request(session, actor=who.name, key=key,
+                                 case_number=order.case_number)
         view = _full_view(session, order, who)
         phones_shown(session, [order.case_number], what="order")
     return view, 201

@@ -336,3 +336,51 @@ class KnowledgeTerm(Base):
     field: Mapped[str] = mapped_column(String(8))  # title | keywords | body
     term: Mapped[str] = mapped_column(String(40), index=True)
     hits: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class OrderRollup(Base):
+    """One hour's count of one figure of the reports and the evaluation (reports.kpis), for
+    one combination of its keys (`figure` says what k1..k4 hold: tickets.rollups.FIGURES).
+    The hour is a UTC hour: every time zone the centre may use is a whole number of hours
+    from UTC (Asia/Shanghai +8), so its local days, weeks and months are whole UTC hours.
+    Kept in step with the orders in each move's own transaction (tickets.rollups)."""
+
+    __tablename__ = "order_rollups"
+    __table_args__ = (UniqueConstraint("figure", "hour", "k1", "k2", "k3", "k4"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    figure: Mapped[str] = mapped_column(String(16))
+    hour: Mapped[datetime] = mapped_column(UtcDateTime())
+    k1: Mapped[str] = mapped_column(String(50), default="")
+    k2: Mapped[str] = mapped_column(String(50), default="")
+    k3: Mapped[str] = mapped_column(String(50), default="")
+    k4: Mapped[str] = mapped_column(String(50), default="")
+    n: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class OrderRollupMark(Base):
+    """What one order adds to `order_rollups` now: [figure, hour, k1, k2, k3, k4, n] lists.
+    A change to the order takes its old part out and puts its new part in, so the rollups
+    stay the exact sum of the orders however their department, state or clocks change."""
+
+    __tablename__ = "order_rollup_marks"
+
+    order_id: Mapped[int] = mapped_column(ForeignKey("work_orders.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    facts: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class OrderRequest(Base):
+    """An order POST sent with an Idempotency-Key, kept in the transaction that took the
+    order in: the same request sent again (its answer lost to a dropped connection, a 503)
+    gets that order, not a second one. Keys are the sender's own: (actor, key) is unique."""
+
+    __tablename__ = "order_requests"
+    __table_args__ = (UniqueConstraint("actor", "idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(80))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    case_number: Mapped[str] = mapped_column(String(CASE_NUMBER_LENGTH))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -10,6 +10,7 @@ platform's webhook, the callback survey) subscribes to the order's events
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -20,7 +21,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import false, func, select, update
+from sqlalchemy import bindparam, false, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -30,11 +31,12 @@ from core.errors import HotlineError
 from core.events import EventBus
 from recordings import catalogue as recordings
 from telephony import records as call_records
-from tickets import catalogue, deadlines, geo, workflow
+from tickets import catalogue, deadlines, geo, rollups, workflow
 from tickets.events import Move, WorkOrderMoved, WorkOrderOpened, emit
 from tickets.models import (
     CASE_NUMBER_LENGTH,
     CaseCounter,
+    OrderRequest,
     WorkOrder,
     WorkOrderAttachment,
     WorkOrderCall,
@@ -160,6 +162,55 @@ def open_order(session: Session, *, appeal_type: str, description: str, channel:
         category_code=category_code, department_code=department, duplicate_of=duplicate,
         repeat_caller=repeat), Move(session, order, "create", policy, now))
     return order
+
+
+# --- a POST sent again (Idempotency-Key) ------------------------------------------------------
+
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:~+/=-]{8,80}")
+
+
+class RequestReused(OrderError):
+    """The Idempotency-Key came with another order before: a key names one request."""
+
+    status = 409
+
+
+def request_sha256(fields: dict[str, object]) -> str:
+    """The fingerprint of an order request as validated (key order and spacing aside)."""
+    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def earlier_request(session: Session, *, actor: str, key: str, body_sha256: str,
+                    now: datetime) -> str | None:
+    """The case number `actor`'s request `key` took in before, or None: it is new, and is
+    claimed in the caller's transaction (`file_request` names its order before the commit).
+    The claim is taken first: a second copy sent while the first is still in flight waits
+    for the first's commit on PostgreSQL (the unique key) or the write lock on SQLite, then
+    finds its order; if the first was rolled back (the database went away) it goes on as
+    the new one. The same key with another body is refused (RequestReused, 409)."""
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise OrderError("Idempotency-Key: 8 to 80 letters, digits or ._:~+/=- characters")
+    requests = OrderRequest.__table__
+    claimed = session.execute(insert_on_conflict(session, requests).values(
+        actor=actor, idempotency_key=key, body_sha256=body_sha256, case_number="",
+        received_at=now).on_conflict_do_nothing(
+        index_elements=[requests.c.actor, requests.c.idempotency_key])
+        .returning(requests.c.id)).scalar()
+    if claimed is not None:
+        return None
+    row = session.scalar(select(OrderRequest).where(
+        OrderRequest.actor == actor, OrderRequest.idempotency_key == key))
+    if row is None or row.body_sha256 != body_sha256 or not row.case_number:
+        raise RequestReused("Idempotency-Key: already used for another order request")
+    return row.case_number
+
+
+def file_request(session: Session, *, actor: str, key: str, case_number: str) -> None:
+    """Name the order that request `key` (claimed by `earlier_request`) took in."""
+    session.execute(update(OrderRequest).where(
+        OrderRequest.actor == actor, OrderRequest.idempotency_key == key)
+        .values(case_number=case_number))
 
 
 def next_case_number(session: Session, day: date) -> str:
@@ -334,6 +385,7 @@ def grant_extension(session: Session, case_number: str, amount: int, *, actor: s
                          policy.yellow_percent)
     except deadlines.DeadlineError as exc:
         raise OrderError(str(exc)) from None
+    rollups.refresh(session, order.id)  # the round's due time moved after the move's own
     return order
 
 
@@ -375,8 +427,11 @@ def _locked(session: Session, *case_numbers: str) -> dict[str, WorkOrder]:
     return found
 
 
+_BY_NUMBER = select(WorkOrder).where(WorkOrder.case_number == bindparam("number"))
+
+
 def _order(session: Session, case_number: str) -> WorkOrder:
-    order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == case_number))
+    order = session.scalar(_BY_NUMBER, {"number": case_number})
     if order is None:
         raise OrderNotFound(f"no work order {case_number[:20]!r}")
     return order
@@ -384,12 +439,28 @@ def _order(session: Session, case_number: str) -> WorkOrder:
 
 def _append(session: Session, order: WorkOrder, action: str, before: str, after: str,
             actor: str, role: str, note: str, now: datetime) -> None:
-    seq = (session.scalar(select(func.max(WorkOrderEvent.seq)).where(
-        WorkOrderEvent.order_id == order.id)) or 0) + 1
-    session.add(WorkOrderEvent(order_id=order.id, seq=seq, action=action, from_state=before,
-                               to_state=after, actor=_clean(actor, "actor", 50, True),
-                               role=role, note=note, at=now))
-    session.flush()
+    session.execute(_APPEND_EVENT, {
+        "e_order_id": order.id, "e_action": action, "e_from": before, "e_to": after,
+        "e_actor": _clean(actor, "actor", 50, True), "e_role": role, "e_note": note,
+        "e_at": now})
+
+
+# One Core INSERT that numbers the event itself (no SELECT of the last number before it, no
+# ORM object nobody reads; two appends racing still meet on (order_id, seq)), built once:
+# building a statement costs the order loop more than running it.
+_EVENTS = WorkOrderEvent.__table__
+_APPEND_EVENT = insert(_EVENTS).values(
+    order_id=bindparam("e_order_id", type_=_EVENTS.c.order_id.type),
+    seq=select(func.coalesce(func.max(_EVENTS.c.seq), 0) + 1)
+    .where(_EVENTS.c.order_id == bindparam("e_order_id", type_=_EVENTS.c.order_id.type))
+    .scalar_subquery(),
+    action=bindparam("e_action", type_=_EVENTS.c.action.type),
+    from_state=bindparam("e_from", type_=_EVENTS.c.from_state.type),
+    to_state=bindparam("e_to", type_=_EVENTS.c.to_state.type),
+    actor=bindparam("e_actor", type_=_EVENTS.c.actor.type),
+    role=bindparam("e_role", type_=_EVENTS.c.role.type),
+    note=bindparam("e_note", type_=_EVENTS.c.note.type),
+    at=bindparam("e_at", type_=_EVENTS.c.at.type))
 
 
 def history(session: Session, case_number: str) -> list[WorkOrderEvent]:
@@ -768,6 +839,7 @@ def add_citizen_info(session: Session, case_number: str, note: str, *, actor: st
     text = _clean(note, "note", MAX_DESCRIPTION, required=True)
     _append(session, order, CITIZEN_INFO, order.state, order.state, actor, CITIZEN, text, now)
     order.updated_at = now
+    rollups.refresh(session, order.id)  # an event of the order, though not a move
     return session.scalars(select(WorkOrderEvent).where(WorkOrderEvent.order_id == order.id)
                            .order_by(WorkOrderEvent.seq.desc()).limit(1)).one()
 

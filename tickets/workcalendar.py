@@ -69,10 +69,12 @@ def zone(name: str) -> ZoneInfo:
             from None
 
 
+_DAY_ROWS = select(CalendarDay.day, CalendarDay.workday).order_by(CalendarDay.day)
+
+
 def load_calendar(session: Session, timezone: str, working_hours: str) -> WorkCalendar:
     """The calendar in force: package data, then the operator's entries on top."""
-    rows = tuple(tuple(row) for row in session.execute(
-        select(CalendarDay.day, CalendarDay.workday).order_by(CalendarDay.day)))
+    rows = tuple(tuple(row) for row in session.execute(_DAY_ROWS))
     key = (str(session.get_bind().engine.url), timezone, working_hours)
     cached = _calendars.get(key)
     if cached is not None and cached[0] == rows:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.clock import Clock, FixedClock
 from core.config import Settings
-from core.db import transaction
+from core.db import run_retrying, transaction
 from core.errors import HotlineError
 from core.events import EventBus, announce
 from telephony import commands
@@ -37,6 +37,7 @@ from tickets.events import DeadlineWarned
 log = logging.getLogger(__name__)
 
 TICK_SECONDS = 1.0
+FOLLOWED_TYPES = frozenset({"outbound.failed", "call.ended"})  # what handle_events acts on
 DEADLINE_EVERY = 30.0
 PENDING_EVERY = 30.0  # pending call links whose call.ended came before the order committed
 STALE_ATTEMPT = timedelta(minutes=10)  # a survey call with no outcome after this is retried
@@ -65,8 +66,8 @@ class TicketsWorker:
                 jobs.append(self.resolve_pending_calls)
                 last_links = loop.time()
             for job in jobs:
-                try:
-                    await asyncio.to_thread(job)
+                try:  # the database restarting: backs off and finishes the job when it's back
+                    await run_retrying(job, f"tickets job {job.__name__}", stop)
                 except Exception:  # one failing job must not stop the others
                     log.exception("tickets job %s failed", job.__name__)
             with contextlib.suppress(TimeoutError):
@@ -110,13 +111,18 @@ class TicketsWorker:
         acknowledged once handled; one whose handling failed (the database busy) comes
         again at the next tick."""
         now = now or self.clock.now()
-        for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer):
-            if event.get("type") == "outbound.failed" and event.get("purpose") == "survey":
-                self._call_failed(str(event.get("reference", "")),
-                                  str(event.get("reason", "")), now)
-            elif event.get("type") == "call.ended" and isinstance(event.get("record"), dict):
-                self.call_ended(event["record"], now)
-            self.bus.ack(EVENTS_GROUP, entry_id)
+        handled: list[str] = []
+        try:
+            for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer,
+                                                    types=FOLLOWED_TYPES):
+                if event.get("type") == "outbound.failed" and event.get("purpose") == "survey":
+                    self._call_failed(str(event.get("reference", "")),
+                                      str(event.get("reason", "")), now)
+                elif event.get("type") == "call.ended" and isinstance(event.get("record"), dict):
+                    self.call_ended(event["record"], now)
+                handled.append(entry_id)
+        finally:  # those handled, in one round trip; the one that failed comes again
+            self.bus.ack(EVENTS_GROUP, *handled)
 
     # ------------------------------------------------------------------ calls of orders
 

@@ -38,7 +38,7 @@ from channels.outbound.gateway import (
 )
 from core.clock import Clock
 from core.config import Settings
-from core.db import transaction
+from core.db import run_retrying, transaction
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +121,9 @@ class OutboundWorker:
     # ------------------------------------------------------------------------- the ticks
 
     async def run(self, stop: asyncio.Event, every: float = 1.0) -> None:
-        loop = asyncio.get_running_loop()
         while not stop.is_set():
-            try:
-                await loop.run_in_executor(None, self.tick)
+            try:  # the database restarting: backs off rather than failing every tick
+                await run_retrying(self.tick, "sms outbox tick", stop)
             except Exception:
                 log.exception("sms outbox tick failed")
             with contextlib.suppress(TimeoutError):

@@ -6,7 +6,9 @@ from sqlalchemy import Connection
 import accounts.service  # noqa: F401
 import agent_desk.models  # noqa: F401
 import channels.models  # noqa: F401  (registers the tables on Base.metadata)
+import core.outbox  # noqa: F401  (the event outbox)
 import quality.models  # noqa: F401  (quality review, 质检)
+import recordings.keywords
 import recordings.retention  # noqa: F401  (legal holds, the deletion log)
 import telephony.models  # noqa: F401
 import tickets.models  # noqa: F401

@@ -16,7 +16,7 @@
       threshold = Math.round(threshold / 60);
     }
     var said = template.replace("{threshold}", threshold);
-    var who = alert.agent || (alert.queue === "" ? words.centre : alert.queue);
+    var who = alert.address || alert.agent || (alert.queue === "" ? words.centre : alert.queue);
     return who + ": " + said;
   }
 

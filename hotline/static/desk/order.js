@@ -266,6 +266,17 @@
   }
 
   let saving = false;
+  // one Idempotency-Key per order as filled in: saving it again after a 503 or a lost
+  // answer never takes it in twice; changed since, it is another request with a new key
+  let requestKey = "", requestBody = "";
+  function keyFor(sent) {
+    if (sent !== requestBody) {
+      requestBody = sent;
+      requestKey = "desk-" + Array.from(crypto.getRandomValues(new Uint8Array(16)),
+                                        (b) => b.toString(16).padStart(2, "0")).join("");
+    }
+    return requestKey;
+  }
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     if (saving) return;
@@ -277,14 +288,16 @@
     saving = true;
     el("order-save").disabled = true;
     try {
+      const sent = JSON.stringify(data);
       const reply = await fetch(root.dataset.save, {
         method: "POST", credentials: "same-origin",
         headers: {"Content-Type": "application/json", Accept: "application/json",
-                  "X-CSRFToken": csrf},
-        body: JSON.stringify(data)});
+                  "X-CSRFToken": csrf, "Idempotency-Key": keyFor(sent)},
+        body: sent});
       const answer = await reply.json().catch(() => ({}));
       // signed out meanwhile, the CSRF token refused: a page comes back, not the order
       if (!reply.ok || !answer.case_number) { showProblem(reply.status, answer.detail); return; }
+      requestBody = "";  // taken in: the next order gets a key of its own
       form.reset();
       clearForm(false);
       el("order-result").dataset.case = answer.case_number;

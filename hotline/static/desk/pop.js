@@ -139,7 +139,29 @@
     status("ringing");
   }
 
-  document.addEventListener("desk:pop", (event) => show(event.detail));
+  // The caller's words heard live (实时转写): each utterance's final text stays, the partial
+  // text of the one under way follows it and is replaced as it grows.
+  const finals = new Map(); // utterance -> final text, of the call on show
+  document.addEventListener("desk:live", (event) => {
+    const live = event.detail || {};
+    if (!current || text(live.call_id) !== current) return;
+    if (live.final) {
+      finals.set(Number(live.utterance), text(live.text));
+      el("pop-live-partial").textContent = "";
+    } else {
+      el("pop-live-partial").textContent = text(live.text);
+    }
+    el("pop-live-final").textContent = [...finals.entries()].sort((a, b) => a[0] - b[0])
+      .map((entry) => entry[1]).join(" ");
+  });
+  document.addEventListener("desk:pop", (event) => {
+    if (text((event.detail || {}).call_id) !== current) {
+      finals.clear();
+      el("pop-live-final").textContent = "";
+      el("pop-live-partial").textContent = "";
+    }
+    show(event.detail);
+  });
   document.addEventListener("desk:call", (event) => {
     const call = event.detail || {};
     if (!current || text(call.call_id) !== current) return;

@@ -15,7 +15,7 @@
 
   // The kinds of entry the server pushes (agent_desk.feed): EventSource hears a named event
   // only through a listener for that name. A new kind of entry is added here.
-  var KINDS = ["pop", "seat", "call", "order", "notice", "board", "map"];
+  var KINDS = ["pop", "seat", "call", "order", "notice", "board", "map", "live"];
   var RENEW_AT = 0.6; // of a ticket's life
   var RETRY_FIRST_MS = 2000, RETRY_MAX_MS = 30000;
 

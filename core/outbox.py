@@ -1,0 +1,254 @@
+"""The event outbox: domain events stored in the transaction of the change they describe,
+then relayed to the Redis stream.
+
+`store` writes an event's row in the caller's transaction, so a change and its events are
+committed together or not at all, and whether Redis is there at that moment does not
+matter. A `Relay` appends the rows to the stream in their order and stamps them relayed;
+while Redis is away it retries with back-off, and when Redis returns every row goes out.
+It can neither lose a row (a row is stamped only after its XADD) nor double one (the bus
+appends an event id once: a row appended just before a crash, and so not stamped, is
+skipped when relayed again). Relayed rows are deleted after RETENTION.
+
+Every process that commits may relay right after its commit (`Relay.after_commit`); the
+centre also runs a relay thread (`Relay.start`) that catches what others left: events
+committed while Redis was away, or by a process without a relay of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import redis
+from sqlalchemy import JSON, Integer, String, delete, func, select, text, update
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_never,
+    wait_exponential,
+)
+
+from core.clock import SYSTEM_CLOCK, Clock
+from core.db import Base, UtcDateTime, insert_on_conflict
+
+log = logging.getLogger(__name__)
+
+BATCH = 500  # rows relayed per transaction
+POLL_SECONDS = 1.0  # the relay thread looks for rows other processes left this often
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 15.0  # seconds between tries while Redis is away
+RETENTION = timedelta(days=2)  # relayed rows are kept this long (to look into), then deleted
+TRIM_EVERY_SECONDS = 60.0  # how often the relay thread trims the stream (EventBus.trim)
+# PostgreSQL: one relay at a time across processes, so rows go out in their order
+_LOCK_KEY = 12319_0032
+
+
+class Stream(Protocol):
+    """What the relay needs of the bus (core.events.EventBus)."""
+
+    def append(self, event_id: str, event_type: str, payload: dict[str, Any]) -> str | None:
+        ...
+
+    def trim(self, keep: int) -> int: ...
+
+
+class OutboxEvent(Base):
+    __tablename__ = "event_outbox"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(200), unique=True)
+    type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    relayed_at: Mapped[datetime | None] = mapped_column(UtcDateTime, index=True)
+
+
+def store(session: Session, event_id: str, event_type: str, payload: dict[str, Any],
+          created_at: datetime) -> None:
+    """The event's row, in `session`'s transaction; an id stored already adds nothing."""
+    table = OutboxEvent.__table__
+    session.execute(insert_on_conflict(session, table).values(  # type: ignore[arg-type]
+        event_id=event_id, type=event_type, payload=payload,
+        created_at=created_at).on_conflict_do_nothing(index_elements=["event_id"]))
+
+
+def backlog(session: Session) -> int:
+    """How many stored events wait to be relayed: the outbox's queue length (a metric)."""
+    return int(session.scalar(select(func.count()).select_from(OutboxEvent)
+                              .where(OutboxEvent.relayed_at.is_(None))) or 0)
+
+
+class Relay:
+    """Moves outbox rows to the bus. `relay_pending` once, `after_commit` from a committing
+    thread (never waits for another relay, never raises), `start` for a thread that keeps
+    at it and retries while Redis is away."""
+
+    def __init__(self, sessions: sessionmaker[Session], bus: Stream,
+                 clock: Clock = SYSTEM_CLOCK, *, trim_keep: int = 200_000) -> None:
+        self.sessions, self.bus, self.clock, self.trim_keep = sessions, bus, clock, trim_keep
+        self._lock = threading.Lock()  # one relay at a time in this process
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.redis_away = False  # the last try failed: committing threads leave it alone
+        self._failed_at = 0.0  # time.monotonic() of that try
+        # commits of this process that stored events, and how many of them are known relayed
+        self._stores = self._drained = 0
+        self._count_lock = threading.Lock()
+        self.relayed = 0
+
+    def relay_pending(self, *, wait: bool = True) -> int:
+        """Relay every unrelayed row, oldest first; how many were appended. Raises a
+        RedisError when Redis is away (the rows stay for the next try). Without `wait`,
+        returns 0 at once when another relay is at work (it will see these rows too)."""
+        if not self._lock.acquire(blocking=wait):
+            self._wake.set()
+            return 0
+        try:
+            total = 0
+            while True:
+                mark = self._stores
+                done, more, whole = self._relay_batch(wait)
+                total += done
+                if not more:
+                    if whole:  # all this process stored up to `mark` is out
+                        with self._count_lock:
+                            self._drained = max(self._drained, mark)
+                        self.redis_away = False
+                    return total
+        finally:
+            self._lock.release()
+
+    def publish(self, event_id: str, event_type: str, payload: dict[str, Any],
+                store: Callable[[], None]) -> None:
+        """An event that describes no stored change (a call's step, a seat's state):
+        appended at once while Redis answers and nothing this process stored waits before
+        it, so the AMI loop's events cost a Redis call, not a transaction; otherwise
+        `store`d in the outbox (in a transaction of its own), behind what waits."""
+        if not self.redis_away and self._drained == self._stores:
+            try:
+                self.bus.append(event_id, event_type, payload)
+                return
+            except (redis.RedisError, OSError) as exc:
+                self.redis_away, self._failed_at = True, time.monotonic()
+                log.warning("event relay: Redis is away (%s); events kept in the outbox",
+                            type(exc).__name__)
+        store()
+
+    def _relay_batch(self, wait: bool) -> tuple[int, bool, bool]:
+        with self.sessions() as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                if wait:
+                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                    {"key": _LOCK_KEY})
+                elif not session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"),
+                                        {"key": _LOCK_KEY}):
+                    self._wake.set()
+                    return 0, False, False
+            rows = session.execute(
+                select(OutboxEvent.seq, OutboxEvent.event_id, OutboxEvent.type,
+                       OutboxEvent.payload)
+                .where(OutboxEvent.relayed_at.is_(None))
+                .order_by(OutboxEvent.seq).limit(BATCH)).all()
+            if not rows:
+                return 0, False, True
+            appended = 0
+            for _seq, event_id, event_type, payload in rows:
+                if self.bus.append(event_id, event_type, payload) is not None:
+                    appended += 1
+            session.execute(update(OutboxEvent)
+                            .where(OutboxEvent.seq.in_([row.seq for row in rows]))
+                            .values(relayed_at=self.clock.now()))
+        self.relayed += appended
+        return appended, len(rows) == BATCH, True
+
+    def after_commit(self) -> None:
+        """A commit stored events: relay them now unless Redis was away at the last try
+        or another relay is at work (then the relay thread, or the next commit, does)."""
+        with self._count_lock:
+            self._stores += 1
+        running = self._thread is not None and self._thread.is_alive()
+        if self.redis_away and (running or time.monotonic() - self._failed_at < BACKOFF_MAX):
+            self._wake.set()  # the thread retries; without one, the next commit after a pause
+            return
+        try:
+            self.relay_pending(wait=False)
+            self.redis_away = False
+        except (redis.RedisError, OSError) as exc:
+            self.redis_away, self._failed_at = True, time.monotonic()
+            self._wake.set()
+            log.warning("event relay: Redis is away (%s); events stay in the outbox",
+                        type(exc).__name__)
+        except Exception:  # the caller's change is committed: never fail it afterwards
+            self._wake.set()
+            log.exception("event relay failed; the relay thread retries")
+
+    def forget_relayed(self) -> int:
+        """Delete rows relayed longer than RETENTION ago; how many."""
+        with self.sessions() as session, session.begin():
+            result = session.execute(delete(OutboxEvent).where(
+                OutboxEvent.relayed_at < self.clock.now() - RETENTION))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # -- the relay thread -------------------------------------------------------------
+
+    def start(self) -> Relay:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="event-relay")
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        retrying = Retrying(
+            retry=retry_if_exception_type((redis.RedisError, OSError)),
+            wait=wait_exponential(multiplier=BACKOFF_FIRST, max=BACKOFF_MAX),
+            stop=stop_never, sleep=self._sleep, before_sleep=self._away, reraise=True)
+        last_trim = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                retrying(self._relay_or_stop)
+                self.redis_away = False
+                if self.clock.time() - last_trim >= TRIM_EVERY_SECONDS:
+                    last_trim = self.clock.time()
+                    self.bus.trim(self.trim_keep)
+                    self.forget_relayed()
+            except _Stopping:
+                return
+            except Exception:  # a database hiccup: the next round tries again
+                log.exception("event relay failed; trying again")
+                self._stop.wait(BACKOFF_MAX)
+
+    def _relay_or_stop(self) -> int:
+        if self._stop.is_set():
+            raise _Stopping
+        return self.relay_pending()
+
+    def _sleep(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise _Stopping
+
+    def _away(self, state: RetryCallState) -> None:
+        self.redis_away = True
+        error = state.outcome.exception() if state.outcome else None
+        log.warning("event relay: Redis is away (%s); try %d, events kept in the outbox",
+                    type(error).__name__, state.attempt_number)
+
+
+class _Stopping(Exception):
+    """The relay thread was told to stop while waiting for Redis."""

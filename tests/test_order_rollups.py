@@ -1,0 +1,304 @@
+"""The order rollups (tickets.rollups) against the raw computation (reports.kpis, raw=True):
+every figure of order_measures, the hotline report's order part and the CJ/T 292
+evaluation, on orders moved through the service across National Day 2026 (Oct 1-7 off),
+with a failed check (返工), a reopened order (不满意重办), a merged order (并单), a void, a
+return and re-dispatch to another department, overdue rounds and orders on both sides of a
+Beijing midnight; on SQLite and PostgreSQL. Then the rollups are damaged and `hotline
+reports rebuild` makes them equal again, and a process moving orders is killed (-9) midway.
+
+Times are Beijing time (BJT, UTC+8): local midnight Sep 30 -> Oct 1 is 2026-09-30 16:00Z.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import make_engine, session_factory, transaction, upgrade
+from hotline.cli import cli
+from reports import kpis
+from tickets import geo, queues, service, surveys
+from tickets.models import Category, Department, OrderRollup, TimeLimit, WorkOrder
+
+SH = ZoneInfo("Asia/Shanghai")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bj(month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(2026, month, day, hour, minute, tzinfo=SH)
+
+
+def _square(code: str, lon: float) -> dict[str, Any]:
+    ring = [[lon, 45.0], [lon + 0.01, 45.0], [lon + 0.01, 45.01], [lon, 45.01], [lon, 45.0]]
+    return {"type": "Feature", "properties": {"code": code, "name": code},
+            "geometry": {"type": "Polygon", "coordinates": [ring]}}
+
+
+# two grids of two streets of one county, a third in another county
+GRIDS = {"23010200100101": 126.60, "23010200200101": 126.62, "23010300100101": 126.64}
+LIMITS = [("verify", 1, "working_hours"), ("open", 1, "working_hours"),
+          ("dispatch", 1, "working_hours"), ("check", 1, "working_hours"),
+          ("handle", 1, "working_days"), ("complete", 3, "working_days")]
+
+
+def _seed(session: Session) -> None:
+    session.add(Category(code="0102", kind="event", name="暴露垃圾", active=True))
+    for code in ("D1", "D2"):
+        session.add(Department(code=code, name=code, active=True))
+    for step, amount, clock in LIMITS:
+        session.add(TimeLimit(step=step, amount=amount, clock=clock))
+    geo.load_grids(session, {"type": "FeatureCollection",
+                             "features": [_square(c, lon) for c, lon in GRIDS.items()]})
+
+
+ROLES = {"request_verification": "operator", "resolve_on_call": "operator",
+         "verified": "supervisor", "check_passed": "supervisor", "rework": "supervisor",
+         "open": "shift_chief", "close": "shift_chief", "void": "shift_chief",
+         "merge": "shift_chief", "dispatch": "dispatcher", "request_check": "dispatcher",
+         "sign": "department", "feedback": "department", "return": "department",
+         "evaluate": "operator"}
+ACTORS = {"operator": "受理员甲", "supervisor": "监督员乙", "shift_chief": "值班长丙",
+          "dispatcher": "派遣员丁", "department": "部门戊"}
+
+
+class World:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def open(self, at: datetime, grid: str = "", **fields: Any) -> str:
+        values = {"appeal_type": "complaint", "description": "人民路口暴露垃圾",
+                  "channel": "phone", "actor": ACTORS["operator"],
+                  "citizen_phone": "13800138000", "category_code": "0102", **fields}
+        if grid:
+            values.update(latitude=45.005, longitude=GRIDS[grid] + 0.005)
+        if values["channel"] == "field":
+            values["actor"] = ACTORS["supervisor"]
+        with transaction(self.sessions) as session:
+            return service.open_order(session, now=at.astimezone(UTC), **values).case_number
+
+    def move(self, number: str, *steps: tuple[datetime, str] | tuple[datetime, str, str]
+             ) -> None:
+        for at, action, *extra in steps:
+            role = ROLES[action]
+            with transaction(self.sessions) as session:
+                now = at.astimezone(UTC)
+                if action == "dispatch" and extra:
+                    queues.dispatch_to(session, number, extra[0], actor=ACTORS[role],
+                                       role=role, now=now)
+                elif action == "merge":
+                    service.merge(session, number, extra[0], actor=ACTORS[role], role=role,
+                                  now=now)
+                else:
+                    service.transition(session, number, action, actor=ACTORS[role],
+                                       role=role, now=now)
+
+    def rate(self, number: str, rating: int, at: datetime) -> str:
+        with transaction(self.sessions) as session:
+            return surveys.rate_online(session, number, rating, channel="portal",
+                                       actor="citizen", policy=service.DEFAULT_POLICY,
+                                       now=at.astimezone(UTC))
+
+
+LOOP = ("open", "dispatch", "sign", "feedback", "request_check", "check_passed", "close")
+
+
+def _build(world: World) -> dict[str, str]:
+    w, n = world, {}
+    # O1: the full loop with a failed check before the holiday, closed after it, rated 5
+    # (very dissatisfied) -> reopened, handled and closed again.
+    n["O1"] = w.open(bj(9, 30, 9), grid="23010200100101")
+    # O4: a supervisor's field report of the same spot, merged into O1
+    n["O4"] = w.open(bj(9, 30, 10, 15), grid="23010200100101", channel="field",
+                     citizen_phone="")
+    w.move(n["O4"], (bj(9, 30, 10, 20), "merge", n["O1"]))
+    w.move(n["O1"], (bj(9, 30, 9, 5), "request_verification"), (bj(9, 30, 9, 40), "verified"),
+           (bj(9, 30, 10), "open"), (bj(9, 30, 10, 10), "dispatch", "D1"),
+           (bj(9, 30, 10, 30), "sign"), (bj(9, 30, 15), "feedback"),
+           (bj(9, 30, 15, 5), "request_check"), (bj(9, 30, 15, 30), "rework"),
+           (bj(10, 8, 10), "feedback"), (bj(10, 8, 10, 5), "request_check"),
+           (bj(10, 8, 10, 30), "check_passed"), (bj(10, 8, 11), "close"))
+    assert w.rate(n["O1"], 5, bj(10, 8, 12)) == "reopened"
+    w.move(n["O1"], (bj(10, 9, 9), "feedback"), (bj(10, 9, 9, 5), "request_check"),
+           (bj(10, 9, 9, 20), "check_passed"), (bj(10, 9, 9, 30), "close"))
+    assert w.rate(n["O1"], 2, bj(10, 9, 10)) == "satisfied"
+    # O2 / O3: enquiries answered on the call ten minutes before and after local midnight
+    # (both on Sep 30 in UTC)
+    n["O2"] = w.open(bj(9, 30, 23, 50), appeal_type="enquiry")
+    w.move(n["O2"], (bj(9, 30, 23, 52), "resolve_on_call"))
+    n["O3"] = w.open(bj(10, 1, 0, 10), appeal_type="enquiry")
+    w.move(n["O3"], (bj(10, 1, 0, 12), "resolve_on_call"))
+    # O5: web report, opened, sent to D2, returned, sent to D1, returned again, voided
+    n["O5"] = w.open(bj(9, 30, 11), grid="23010200200101", channel="web")
+    w.move(n["O5"], (bj(9, 30, 11, 30), "open"), (bj(9, 30, 11, 40), "dispatch", "D2"),
+           (bj(9, 30, 13, 45), "return"), (bj(9, 30, 14), "dispatch", "D1"),
+           (bj(9, 30, 14, 5), "return"), (bj(9, 30, 14, 10), "void"))
+    # O6: signed the evening before the holiday and never handled: overdue at its due
+    n["O6"] = w.open(bj(9, 30, 16), grid="23010300100101")
+    w.move(n["O6"], *((bj(9, 30, 16, 10 + i), a, *(["D2"] if a == "dispatch" else []))
+                      for i, a in enumerate(LOOP[:3])))
+    # O7: handled late (after its one working day), closed after the holiday
+    n["O7"] = w.open(bj(9, 29, 14), grid="23010200200101")
+    w.move(n["O7"], (bj(9, 29, 14, 30), "open"), (bj(9, 29, 15), "dispatch", "D2"),
+           (bj(9, 29, 15, 30), "sign"), (bj(10, 8, 16), "feedback"),
+           (bj(10, 8, 16, 5), "request_check"), (bj(10, 8, 16, 30), "check_passed"),
+           (bj(10, 8, 17), "close"))
+    return n
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    factory = session_factory(engine)
+    with transaction(factory) as session:
+        _seed(session)
+    yield factory
+    engine.dispose()
+
+
+NOW = bj(10, 20)
+# windows: each local day, the two months by day, and a window cut by `now` mid-hour
+WINDOWS = [(bj(9, 29), bj(10, 11), "day", NOW), (bj(9, 1), bj(11, 1), "month", NOW),
+           (bj(9, 29), bj(10, 11), "day", bj(10, 8, 15, 40)),
+           (bj(9, 30), bj(10, 1), None, bj(9, 30, 18, 20)),
+           (bj(10, 1), bj(10, 9), "week", bj(10, 8, 10, 31))]
+
+
+def _figures(session: Session, raw: bool) -> list[Any]:
+    out = []
+    for start, end, bucket, now in WINDOWS:
+        report = kpis.hotline_report(session, start, end, bucket=bucket, now=now, raw=raw)
+        out.append([report.total.orders.as_dict()]
+                   + [b.orders.as_dict() for b in report.buckets])
+        out.append(kpis.evaluate(session, start, end, now=now, raw=raw).as_dict())
+    start, end, _bucket, now = WINDOWS[0]  # and each day's evaluation
+    for day in kpis.buckets(start, end, "day"):
+        out.append(kpis.evaluate(session, day.start, day.end, now=now, raw=raw).as_dict())
+    return out
+
+
+def _equal(sessions: sessionmaker[Session]) -> None:
+    with sessions() as session:
+        rolled, raw = _figures(session, False), _figures(session, True)
+    assert rolled == raw
+
+
+def test_rollups_equal_the_raw_figures_and_are_rebuilt(sessions, database_url: str,
+                                                       tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    n = _build(World(sessions))
+    with sessions() as session:
+        day = kpis.order_measures(session, bj(9, 30), bj(10, 1), now=NOW)
+        oct1 = kpis.order_measures(session, bj(10, 1), bj(10, 2), now=NOW)
+        oct8 = kpis.order_measures(session, bj(10, 8), bj(10, 9), now=NOW)
+        depts = {r.who: r.figures for r in
+                 kpis.evaluate_departments(session, bj(9, 29), bj(10, 11), now=NOW)}
+        staff = kpis.evaluate_staff(session, bj(9, 30), bj(10, 1))
+        merged = session.scalar(select(WorkOrder.state).where(
+            WorkOrder.case_number == n["O4"]))
+    assert merged == "merged"
+    # Worked by hand. Sep 30 (BJT): O1, O2, O4, O5, O6 created (O3 is Oct 1 although both
+    # are Sep 30 in UTC); O4 merged and O5 voided; phone: O1, O2, O6, of them O2 resolved.
+    assert day.orders_created == 5 and oct1.orders_created == 1
+    assert day.by_state == {"closed": 1, "evaluated": 1, "handling": 1, "merged": 1,
+                            "voided": 1}
+    assert (day.phone_orders, day.phone_resolved_on_call) == (3, 1)
+    assert (oct1.phone_orders, oct1.phone_resolved_on_call) == (1, 1)
+    assert day.rework_count == 1 and oct8.rework_count == 1  # 返工 Sep 30, 不满意重办 Oct 8
+    # A closure is dated by the order's last one: O1 closed Oct 8, reopened, closed Oct 9.
+    # Oct 8: O7 closed, its callback due (phone given, not first-call), never reached.
+    assert (oct8.orders_closed, oct8.callbacks_due, oct8.callbacks_reached) == (1, 1, 0)
+    assert (oct8.rated, oct8.satisfied, oct8.ratings[5]) == (1, 0, 1)
+    # Departments answer for the orders now theirs: O1 (D1; O5, first sent to D2, now D1 but
+    # voided), O6 and O7 (D2). D1 opened O1 and O5; D2 opened O6 and O7.
+    assert depts["D1"]["opened"] == 2 and depts["D2"]["opened"] == 2
+    # D2: O7's round handled late; O6's round unhandled and overdue by Oct 11
+    assert (depts["D2"]["handled"], depts["D2"]["on_time"],
+            depts["D2"]["overdue_unhandled"]) == (1, 0, 1)
+    # D1: O1's three rounds handled (Sep 30 on time, Oct 8 and Oct 9), closed on the last
+    assert (depts["D1"]["handled"], depts["D1"]["closed"], depts["D1"]["reworks"]) == (3, 1, 2)
+    dispatcher = {r.who: r.figures for r in staff["dispatcher"]}["派遣员丁"]
+    # Sep 30: O1, O5 twice (both returned), O6
+    assert (dispatcher["dispatched"], dispatcher["returned"]) == (4, 2)
+
+    _equal(sessions)
+
+    # damage: a figure counted twice, one lost, one invented; then the CLI rebuilds
+    with transaction(sessions) as session:
+        session.execute(update(OrderRollup).where(OrderRollup.figure == "created")
+                        .values(n=OrderRollup.n * 2))
+        session.execute(update(OrderRollup).where(OrderRollup.figure == "late").values(n=0))
+        session.add(OrderRollup(figure="act", hour=bj(9, 30, 10).astimezone(UTC), k1="x",
+                                k2="ghost", k3="open", k4="phone", n=3))
+    with pytest.raises(AssertionError):
+        _equal(sessions)
+    config = tmp_path / "hotline.toml"
+    config.write_text(f'[storage]\ndatabase_url = "{database_url}"\n'
+                      f'data_dir = "{tmp_path}"\n', encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--config", str(config), "reports", "rebuild",
+                                 "--from", "2026-09-30", "--to", "2026-10-02"])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(AssertionError):  # the damage outside those days is still there
+        _equal(sessions)
+    result = runner.invoke(cli, ["--config", str(config), "reports", "rebuild"])
+    assert result.exit_code == 0, result.output
+    assert "7 orders recomputed" in result.output
+    _equal(sessions)
+
+
+MOVER = """
+import sys
+from datetime import UTC, datetime, timedelta
+from core.db import make_engine, session_factory, transaction
+from tickets import service
+sessions = session_factory(make_engine(sys.argv[1]))
+t = datetime(2026, 9, 30, 1, tzinfo=UTC)
+for i in range(10000):
+    t += timedelta(minutes=7)
+    with transaction(sessions) as session:
+        number = service.open_order(session, appeal_type="complaint", description="x",
+            channel="phone", actor="op", citizen_phone="13800138000", category_code="0102",
+            now=t).case_number
+    for action, role in (("open", "shift_chief"), ("void", "shift_chief")):
+        t += timedelta(minutes=3)
+        with transaction(sessions) as session:
+            service.transition(session, number, action, actor="c", role=role, now=t)
+    print(i, flush=True)
+"""
+
+
+def test_rollups_survive_a_kill_between_moves(sessions, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    mover = subprocess.Popen([sys.executable, "-c", MOVER, database_url], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        assert mover.stdout is not None
+        for _ in range(6):  # some orders stored whole, then killed in the middle of others
+            assert mover.stdout.readline(), "the mover stopped by itself"
+        time.sleep(0.35)
+    finally:
+        os.kill(mover.pid, signal.SIGKILL)
+        mover.wait()
+    assert mover.returncode == -signal.SIGKILL
+    with sessions() as session:
+        stored = session.scalar(select(WorkOrder.id).order_by(WorkOrder.id.desc()).limit(1))
+        window = (bj(9, 30), bj(10, 2))
+        rolled = kpis.order_measures(session, *window, now=NOW)
+        raw = kpis.order_measures(session, *window, now=NOW, raw=True)
+        staff = kpis.evaluate(session, *window, now=NOW).as_dict()
+        staff_raw = kpis.evaluate(session, *window, now=NOW, raw=True).as_dict()
+    assert stored is not None and stored >= 6
+    assert rolled.orders_created >= 6
+    assert rolled == raw and staff == staff_raw

@@ -1,0 +1,199 @@
+"""The event outbox (core.outbox) against a redis-server of the test's own that it stops and
+starts: events committed while Redis is away are kept with their change and arrive once,
+in order, when it returns; a rolled-back change publishes nothing; a relay that died after
+its XADD doubles nothing; a consumer group skips an event id it handled; the stream is
+trimmed only below what every group acknowledged."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from core.clock import FixedClock
+from core.db import make_engine, session_factory, transaction, upgrade
+from core.events import EventBus, announce, publish, publish_on_commit
+from core.outbox import OutboxEvent, backlog
+from telephony.events import OutboundCallFailed
+from tests.redis_server import RedisServer
+
+NOW = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+
+
+def _failed(n: int) -> OutboundCallFailed:
+    return OutboundCallFailed(at=NOW.timestamp() + n, purpose="survey", reference=f"sv-{n}",
+                              reason="busy")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path / "redis") as running:
+        yield running
+
+
+def _bus(server: RedisServer) -> EventBus:
+    return EventBus(redis.Redis.from_url(server.url, socket_connect_timeout=1,
+                                         socket_timeout=2))
+
+
+def test_events_committed_while_redis_is_away_arrive_once_in_order(
+        server: RedisServer, database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    bus = _bus(server)
+    clock = FixedClock(NOW)
+    relay = publish_on_commit(sessions, bus, clock)
+    with transaction(sessions) as session:  # Redis up: out right after the commit
+        announce(session, _failed(1))
+    assert [e["reference"] for _id, e in bus.read()] == ["sv-1"]
+    server.stop()
+    with transaction(sessions) as session:  # Redis away: the commit goes through
+        announce(session, _failed(2))
+        announce(session, _failed(3))
+        announce(session, _failed(2))  # the same event again: stored once
+    with transaction(sessions) as session:
+        announce(session, _failed(4))
+    with pytest.raises(RuntimeError), transaction(sessions) as session:
+        announce(session, _failed(5))
+        raise RuntimeError("the change fails: its event goes with it")
+    assert relay.redis_away
+    with sessions() as session:
+        assert backlog(session) == 3
+    server.start()
+    relay.start()
+    try:
+        deadline = datetime.now(UTC) + timedelta(seconds=20)
+        while len(bus.read()) < 4:
+            assert datetime.now(UTC) < deadline, bus.read()
+            time.sleep(0.2)
+    finally:
+        relay.stop()
+    assert [e["reference"] for _id, e in bus.read()] == ["sv-1", "sv-2", "sv-3", "sv-4"]
+    with sessions() as session:
+        assert backlog(session) == 0
+        stamped = session.scalars(select(OutboxEvent.relayed_at)).all()
+    assert stamped == [NOW] * 4
+    assert relay.relay_pending() == 0  # nothing is relayed twice
+    assert len(bus.read()) == 4
+    # past the retention the relayed rows go
+    clock.advance(timedelta(days=3))
+    assert relay.forget_relayed() == 4
+    engine.dispose()
+
+
+def test_a_relay_that_died_after_its_xadd_doubles_nothing(
+        server: RedisServer, tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    bus = _bus(server)
+    with transaction(sessions) as session:  # stored with no relay attached
+        announce(session, _failed(1))
+        announce(session, _failed(2))
+    bus.append(_failed(1).id, "outbound.failed", _failed(1).as_dict())  # XADD, then died
+    relay = publish_on_commit(sessions, bus, FixedClock(NOW))
+    assert relay.relay_pending() == 1
+    assert [e["reference"] for _id, e in bus.read()] == ["sv-1", "sv-2"]
+    engine.dispose()
+
+
+def test_a_group_skips_an_event_id_it_handled(server: RedisServer) -> None:
+    bus = _bus(server)
+    bus.ensure_group("g")
+    first = _failed(1)
+    bus.publish(first)
+    [(entry, _event)] = list(bus.consume("g", "c"))
+    bus.ack("g", entry)
+    # the id is forgotten by the stream's guard (its week is over) and published again
+    bus.client.delete(f"{bus.stream}:seen:{first.id}")
+    assert bus.publish(first) is not None
+    bus.publish(_failed(2))
+    assert [e["reference"] for _id, e in bus.consume("g", "c")] == ["sv-2"]
+    assert bus.client.xpending(bus.stream, "g")["pending"] == 1  # sv-1 acked, sv-2 not
+
+
+def test_trimming_never_drops_an_entry_a_group_has_not_acknowledged(
+        server: RedisServer) -> None:
+    bus = _bus(server)
+    bus.ensure_group("fast")
+    bus.ensure_group("slow")
+    ids = [bus.publish(_failed(n)) for n in range(1, 7)]  # entries 1..6
+    fast = list(bus.consume("fast", "f"))
+    for entry, _event in fast[:4]:  # fast: read all six, acknowledged 1-4
+        bus.ack("fast", entry)
+    slow = list(bus.consume("slow", "s", count=3))  # slow: read 1-3, acknowledged 1 only
+    bus.ack("slow", slow[0][0])
+    # slow's oldest unacknowledged is entry 2: only entry 1 may go
+    assert bus.trim(keep=0) == 1
+    assert [entry for entry, _f in bus.client.xrange(bus.stream)] == [
+        i.encode() for i in ids[1:]]  # type: ignore[union-attr]
+    for entry, _event in slow[1:]:
+        bus.ack("slow", entry)
+    # slow acknowledged 1-3 and read nothing more; fast holds 5 and 6: entries 2, 3 go
+    assert bus.trim(keep=0) == 2
+    for entry, _event in fast[4:]:
+        bus.ack("fast", entry)
+    # fast is done; slow has not read 4-6: they stay
+    assert bus.trim(keep=0) == 0
+    assert len(list(bus.consume("slow", "s"))) == 3
+    for entry, _event in bus.consume("slow", "s"):
+        bus.ack("slow", entry)
+    # every group has everything: the newest `keep` stay
+    assert bus.trim(keep=1) == 2
+    assert [entry for entry, _f in bus.client.xrange(bus.stream)] == [ids[5].encode()]  # type: ignore[union-attr]
+
+
+def test_the_cli_relays_what_waits(server: RedisServer, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from core.live import connect_redis
+    from hotline import cli
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path / "data", REDIS_URL=server.url)
+    engine = make_engine(settings.storage.database_url)
+    upgrade(engine)
+    with transaction(session_factory(engine)) as session:  # a process with no relay
+        announce(session, _failed(1))
+        announce(session, _failed(2))
+    monkeypatch.setattr(cli, "load_settings", lambda _path=None: settings)
+    result = CliRunner().invoke(cli.cli, ["events", "relay"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "2 events relayed; 0 waiting"
+    bus = EventBus(connect_redis(settings))
+    assert [e["reference"] for _id, e in bus.read()] == ["sv-1", "sv-2"]
+    engine.dispose()
+
+
+def test_events_of_no_stored_change_go_straight_out_or_wait_behind_stored_ones(
+        server: RedisServer, tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    bus = _bus(server)
+    relay = publish_on_commit(sessions, bus, FixedClock(NOW))
+
+    def stored() -> list[str]:
+        with sessions() as session:
+            return list(session.scalars(select(OutboxEvent.event_id).order_by(OutboxEvent.seq)))
+
+    publish(sessions, _failed(1))  # Redis answers, nothing waits: straight to the stream
+    assert stored() == []
+    server.stop()
+    publish(sessions, _failed(2))  # Redis away: kept in the outbox
+    server.start()
+    publish(sessions, _failed(3))  # Redis back, but sv-2 waits: sv-3 goes behind it
+    assert stored() == [_failed(2).id, _failed(3).id]
+    assert [e["reference"] for _id, e in bus.read()] == ["sv-1"]
+    assert relay.relay_pending() == 2
+    publish(sessions, _failed(4))  # nothing waits any more: straight out again
+    assert stored() == [_failed(2).id, _failed(3).id]
+    assert [e["reference"] for _id, e in bus.read()] == ["sv-1", "sv-2", "sv-3", "sv-4"]
+    engine.dispose()

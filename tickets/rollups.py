@@ -1,0 +1,300 @@
+"""Hourly rollups of the order figures (reports.kpis reads them): what each order adds to
+each figure, kept in `order_rollups` per UTC hour and in step with the order in the very
+transaction that changes it (a move, an extension, a survey's answer), so a crash leaves
+both or neither. `rebuild` recomputes them from the orders, events, deadlines and surveys.
+
+Each order's part is a set of facts (figure, hour, k1..k4) -> count, worked out from the
+order alone; its last part is kept beside it (`order_rollup_marks`), so a change takes the
+old part out and puts the new one in: figures that hang on the order's present state (its
+department, state, whether a later close followed a round) stay exact.
+
+FIGURES names each figure's hour and keys. A deadline that is overdue at a window's end is
+told by its due hour: `unmet` rounds (no clock stop yet) and `late` rounds (stopped after
+their due time, with the hour they stopped, k4, as "YYYY-MM-DDTHH" so it compares as text).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select
+from sqlalchemy.orm import Session
+
+from core.db import insert_on_conflict
+from tickets import workflow
+from tickets.models import (
+    OrderRollup,
+    OrderRollupMark,
+    Survey,
+    WorkOrder,
+    WorkOrderDeadline,
+    WorkOrderEvent,
+)
+
+# --- the rules of the figures (reports.kpis documents them) ----------------------------
+DONE_ACTIONS: dict[str, tuple[str, ...]] = {
+    "verify": ("verified",),
+    "open": ("open",),
+    "dispatch": ("dispatch",),
+    "sign": ("sign",),
+    "handle": ("feedback",),
+    "check": ("check_passed", "rework"),  # a failed check is a check done
+    "close": ("close",),
+    "complete": ("close", "resolve_on_call"),  # 办结, a first-call answer included
+}
+REWORK_ACTIONS = ("rework", "reopen")
+FIELD_CHANNEL = "field"
+SUPERVISOR_AREA_ACTIONS = ("verified", "check_passed", "rework")
+VERIFY_DISPATCH_LIMIT = timedelta(minutes=10)
+CHECK_DISPATCH_LIMIT = timedelta(minutes=10)
+TASK_LIMITS = {"request_verification": VERIFY_DISPATCH_LIMIT,
+               "request_check": CHECK_DISPATCH_LIMIT}
+STAFF_STEPS = ("verify", "open", "dispatch", "check", "close")
+OVERDUE_STEPS = ("complete", "handle")
+
+# figure: (its hour, k1, k2, k3, k4)
+FIGURES = {
+    "created": ("created_at", "state", "appeal_type", "channel", "first_call_resolved 1|0"),
+    "complete_done": ("met_at", "on_time 1|0", "", "", ""),
+    "unmet": ("due_at", "step", "department", "grid", ""),
+    "late": ("due_at", "step", "department", "grid", "hour met"),
+    "closed": ("closed_at", "callback_due 1|0", "reached 1|0", "", ""),
+    "rating": ("answered_at", "rating", "", "", ""),
+    "rework": ("event", "department", "grid", "", ""),
+    "open": ("event", "department", "grid", "first opening 1|0", "channel"),
+    "handle_done": ("met_at", "department", "grid", "on_time 1|0 (- abandoned)",
+                    "closed after 1|0"),
+    "act": ("event", "role", "actor", "action", "channel"),
+    "step": ("met_at", "step", "actor", "on_time 1|0", ""),
+    "task": ("event", "action", "actor", "within the limit 1|0", ""),
+    "report": ("event", "actor", "opened 1|0", "", ""),
+    "opening": ("event", "actor", "voided later 1|0", "", ""),
+    "dispatched": ("event", "actor", "returned 1|0", "", ""),
+    "worked": ("event", "actor", "grid", "", ""),
+}
+
+Fact = tuple[str, datetime, str, str, str, str]
+HOUR = timedelta(hours=1)
+BATCH = 500
+
+
+def hour_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hour_key(moment: datetime) -> str:
+    """The hour as text that sorts as time: 2026-11-24T05."""
+    return hour_of(moment).strftime("%Y-%m-%dT%H")
+
+
+def _flag(value: object) -> str:
+    return "1" if value else "0"
+
+
+def order_facts(order: WorkOrder, events: Sequence[WorkOrderEvent],
+                clocks: Sequence[WorkOrderDeadline], surveys: Sequence[Survey]
+                ) -> Counter[Fact]:
+    """What one order adds to the rollups, from its own rows alone."""
+    facts: Counter[Fact] = Counter()
+    dept, grid, channel = order.department_code, order.grid_code, order.channel
+    history = sorted(events, key=lambda e: e.seq)
+
+    def add(figure: str, moment: datetime, *keys: str) -> None:
+        k = (*keys, "", "", "", "")[:4]
+        facts[(figure, hour_of(moment), k[0], k[1], k[2], k[3])] += 1
+
+    add("created", order.created_at, order.state, order.appeal_type, channel,
+        _flag(order.first_call_resolved))
+    if order.closed_at is not None:
+        callback_due = not order.first_call_resolved and order.citizen_phone != ""
+        reached = any(s.answered_at is not None for s in surveys)
+        add("closed", order.closed_at, _flag(callback_due), _flag(callback_due and reached))
+    for s in surveys:
+        if s.answered_at is not None and s.rating is not None:
+            add("rating", s.answered_at, str(int(s.rating)))
+
+    opened_ever = any(e.action == "open" for e in history)
+    for i, e in enumerate(history):
+        add("act", e.at, e.role, e.actor, e.action, channel)
+        later = history[i + 1:]
+        if e.action in REWORK_ACTIONS:
+            add("rework", e.at, dept, grid)
+        if e.action == "open":
+            first = not any(x.action == "open" for x in history[:i])
+            add("open", e.at, dept, grid, _flag(first), channel)
+            add("opening", e.at, e.actor, _flag(any(x.action == "void" for x in later)))
+        if e.action == "create" and channel == FIELD_CHANNEL:
+            add("report", e.at, e.actor, _flag(opened_ever))
+        if e.action == "dispatch":
+            following = next((x.action for x in later if x.action in ("dispatch", "return")),
+                             None)
+            add("dispatched", e.at, e.actor, _flag(following == "return"))
+        if e.action in TASK_LIMITS:
+            since = next((x.at for x in reversed(history[:i])
+                          if x.to_state == e.from_state and x.from_state != x.to_state), None)
+            ok = since is not None and e.at - since <= TASK_LIMITS[e.action]
+            add("task", e.at, e.action, e.actor, _flag(ok))
+        if grid and ((e.role == workflow.SUPERVISOR and e.action in SUPERVISOR_AREA_ACTIONS)
+                     or (e.action == "create" and channel == FIELD_CHANNEL)):
+            add("worked", e.at, e.actor, grid)
+
+    for d in clocks:
+        met = d.met_at
+        if d.step in OVERDUE_STEPS:
+            if met is None:
+                add("unmet", d.due_at, d.step, dept, grid)
+            elif met > d.due_at:
+                add("late", d.due_at, d.step, dept, grid, hour_key(met))
+        if met is None:
+            continue
+        # the order's latest event at or before the clock stopped stopped it
+        stopper = max((e for e in history if e.at <= met), key=lambda e: (e.at, e.seq),
+                      default=None)
+        if stopper is None or stopper.action not in DONE_ACTIONS.get(d.step, ()):
+            if d.step == "handle":  # abandoned: counts nowhere, but names its department
+                add("handle_done", met, dept, grid, "-", "0")
+            continue
+        on_time = _flag(met <= d.due_at)
+        if d.step == "complete":
+            add("complete_done", met, on_time)
+        elif d.step == "handle":
+            last_round = not any(x.step == d.step and x.round > d.round for x in clocks)
+            closed = last_round and any(e.action == "close" and e.at >= met for e in history)
+            add("handle_done", met, dept, grid, on_time, _flag(closed))
+        if d.step in STAFF_STEPS:
+            add("step", met, d.step, stopper.actor, on_time)
+    return facts
+
+
+def _facts_of(session: Session, order_ids: Sequence[int]) -> dict[int, Counter[Fact]]:
+    # populate_existing: rows other code changed by Core statements (a survey's answer)
+    # may sit stale in the session
+    fresh = {"populate_existing": True}
+    orders = session.scalars(select(WorkOrder).where(WorkOrder.id.in_(order_ids))
+                             .execution_options(**fresh)).all()
+    events: dict[int, list[WorkOrderEvent]] = {i: [] for i in order_ids}
+    clocks: dict[int, list[WorkOrderDeadline]] = {i: [] for i in order_ids}
+    surveys: dict[int, list[Survey]] = {i: [] for i in order_ids}
+    for e in session.scalars(select(WorkOrderEvent).where(
+            WorkOrderEvent.order_id.in_(order_ids)).execution_options(**fresh)):
+        events[e.order_id].append(e)
+    for d in session.scalars(select(WorkOrderDeadline).where(
+            WorkOrderDeadline.order_id.in_(order_ids)).execution_options(**fresh)):
+        clocks[d.order_id].append(d)
+    for s in session.scalars(select(Survey).where(Survey.order_id.in_(order_ids))
+                             .execution_options(**fresh)):
+        surveys[s.order_id].append(s)
+    return {o.id: order_facts(o, events[o.id], clocks[o.id], surveys[o.id]) for o in orders}
+
+
+def _to_json(facts: Counter[Fact]) -> list[list[Any]]:
+    return [[f, h.isoformat(), k1, k2, k3, k4, n]
+            for (f, h, k1, k2, k3, k4), n in sorted(facts.items()) if n]
+
+
+def _from_json(rows: Iterable[Sequence[Any]]) -> Counter[Fact]:
+    return Counter({(f, datetime.fromisoformat(h), k1, k2, k3, k4): int(n)
+                    for f, h, k1, k2, k3, k4, n in rows})
+
+
+def _apply(session: Session, deltas: Counter[Fact] | dict[Fact, int]) -> None:
+    """Add each delta to its hour's row (created at 0 if missing); in key order, so two
+    transactions touching the same rows lock them in the same order."""
+    table = OrderRollup.__table__
+    rows = [{"figure": f, "hour": h, "k1": k1, "k2": k2, "k3": k3, "k4": k4, "n": n}
+            for (f, h, k1, k2, k3, k4), n in sorted(deltas.items()) if n]
+    if rows:  # one statement compiled once, its rows sent in batches (executemany)
+        stmt = insert_on_conflict(session, table)
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=["figure", "hour", "k1", "k2", "k3", "k4"],
+            set_={"n": table.c.n + stmt.excluded.n}), rows)
+
+
+def _write_marks(session: Session, parts: dict[int, Counter[Fact]]) -> None:
+    table = OrderRollupMark.__table__
+    rows = [{"order_id": i, "facts": _to_json(f)} for i, f in sorted(parts.items())]
+    if rows:
+        stmt = insert_on_conflict(session, table)
+        session.execute(stmt.on_conflict_do_update(index_elements=["order_id"],
+                                                   set_={"facts": stmt.excluded.facts}), rows)
+
+
+def refresh(session: Session, order_id: int) -> None:
+    """Bring the rollups in step with one order, in the caller's transaction."""
+    session.flush()
+    new = _facts_of(session, [order_id]).get(order_id, Counter())
+    mark = session.get(OrderRollupMark, order_id)
+    old = _from_json(mark.facts) if mark is not None else Counter()
+    delta: Counter[Fact] = Counter(new)
+    delta.subtract(old)
+    if not any(delta.values()):
+        return
+    _apply(session, delta)
+    _write_marks(session, {order_id: new})
+    if mark is not None:
+        session.expire(mark)  # written by a Core statement
+
+
+def follow_move(event: object, move: Any) -> None:
+    """A follow-up of every move (tickets.follow_ups), wired after the step clocks and the
+    survey so it sees what they stored."""
+    refresh(move.session, move.order.id)
+
+
+def _touching(session: Session, start: datetime, end: datetime) -> Iterator[int]:
+    """Ids of the orders with a fact in [start, end): each fact's hour is one of these
+    moments of the order's rows."""
+    o, e, d, s = WorkOrder, WorkOrderEvent, WorkOrderDeadline, Survey
+
+    def within(column: Any) -> Any:
+        return and_(column >= start, column < end)
+    ids: set[int] = set()
+    ids.update(session.scalars(select(o.id).where(or_(within(o.created_at),
+                                                      within(o.closed_at)))))
+    ids.update(session.scalars(select(e.order_id).distinct().where(within(e.at))))
+    ids.update(session.scalars(select(d.order_id).distinct().where(
+        or_(within(d.due_at), within(d.met_at)))))
+    ids.update(session.scalars(select(s.order_id).distinct().where(within(s.answered_at))))
+    yield from sorted(ids)
+
+
+def rebuild(session: Session, start: datetime | None = None,
+            end: datetime | None = None) -> int:
+    """Recompute the rollups from the orders' rows: all of them, or the hours in [start,
+    end) (whole UTC hours, widened outwards). The orders with a fact in the window get
+    their part recomputed; outside the window only the difference to their last part is
+    applied, so the rollups stay the sum of the parts. Returns the orders recomputed."""
+    if start is None or end is None:
+        session.execute(delete(OrderRollup))
+        session.execute(delete(OrderRollupMark))
+        ids = list(session.scalars(select(WorkOrder.id).order_by(WorkOrder.id)))
+        lo = hi = None
+    else:
+        lo = hour_of(start)
+        hi = hour_of(end) + (HOUR if hour_of(end) != end.astimezone(UTC) else timedelta())
+        session.execute(delete(OrderRollup).where(OrderRollup.hour >= lo,
+                                                  OrderRollup.hour < hi))
+        ids = list(_touching(session, lo, hi))
+    for i in range(0, len(ids), BATCH):
+        batch = ids[i:i + BATCH]
+        parts = _facts_of(session, batch)
+        delta: Counter[Fact] = Counter()
+        old: Counter[Fact] = Counter()
+        if lo is not None:
+            for mark in session.scalars(select(OrderRollupMark).where(
+                    OrderRollupMark.order_id.in_(batch))):
+                old.update(_from_json(mark.facts))
+        for part in parts.values():
+            delta.update(part)
+        delta.subtract(old)
+        if lo is not None and hi is not None:
+            for fact in list(delta):
+                if lo <= fact[1] < hi:  # the window's rows were emptied: add the new part
+                    delta[fact] += old[fact]
+        _apply(session, delta)
+        _write_marks(session, parts)
+        session.expire_all()
+    return len(ids)
