@@ -11,7 +11,8 @@ Two kinds of figures:
   now (`telephony.wallboard`), agents by state (the seat board), whether the telephony
   service holds the AMI link (`telephony.link`), the event bus (stream length, each
   consumer group's unread and unacknowledged events) and the job queues (RQ: queued,
-  failed, the oldest queued job's age).
+  failed, the oldest queued job's age);
+- from the database: the domain events waiting in the outbox for Redis.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from rq import Queue
 from rq.registry import FailedJobRegistry
+from sqlalchemy.orm import Session, sessionmaker
 
 from accounts.access import PUBLIC, requires
+from core import outbox
 from core.clock import Clock
 from core.config import Settings
 from core.events import STREAM
@@ -119,6 +122,22 @@ class LiveState(Collector):
         yield from (queued, failed, oldest)
 
 
+class OutboxBacklog(Collector):
+    """The domain events stored and not yet relayed to Redis (core.outbox): the queue that
+    grows while Redis is away or the relay falls behind."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self.sessions() as session:
+            waiting = outbox.backlog(session)
+        gauge = GaugeMetricFamily("hotline_outbox_waiting", "Domain events stored and not yet "
+                                  "relayed to Redis (the outbox's queue)")
+        gauge.add_metric([], waiting)
+        yield gauge
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -160,6 +179,9 @@ def init_app(app: Flask, settings: Settings) -> None:
             state = generate_latest(live)
         except redis.RedisError as exc:
             abort(503, description=f"metrics: Redis cannot be read: {exc}")
-        return Response(generate_latest(REGISTRY) + state, content_type=CONTENT_TYPE)
+        stored = CollectorRegistry(auto_describe=False)
+        stored.register(OutboxBacklog(current_app.extensions["hotline.sessions"]))
+        return Response(generate_latest(REGISTRY) + state + generate_latest(stored),
+                        content_type=CONTENT_TYPE)
 
     app.add_url_rule(PATH, "metrics", metrics, methods=["GET"])

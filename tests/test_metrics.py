@@ -184,3 +184,30 @@ def test_metrics_answer_503_when_redis_is_away(app_for) -> None:
     reply = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
     assert reply.status_code == 503 and "Redis" in reply.get_json()["detail"]
 
+
+
+def test_events_waiting_in_the_outbox_are_counted(app_for) -> None:
+    """Two events stored while no relay takes them (Redis away): the outbox's queue is 2,
+    and 0 once they are relayed."""
+    from core import outbox
+    from core.db import transaction
+
+    client = app_for()
+    sessions = client.application.extensions["hotline.sessions"]
+    with transaction(sessions) as session:
+        for n in (1, 2):
+            outbox.store(session, f"test.waiting:{n}", "test.waiting", {"n": n},
+                         datetime(2026, 11, 24, 2, 0, tzinfo=UTC))
+
+    def waiting() -> float:
+        reply = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        assert reply.status_code == 200
+        return next(sample.value for family in text_string_to_metric_families(
+            reply.get_data(as_text=True)) for sample in family.samples
+            if sample.name == "hotline_outbox_waiting")
+
+    assert waiting() == 2
+    with transaction(sessions) as session:
+        session.execute(outbox.OutboxEvent.__table__.update().values(
+            relayed_at=datetime(2026, 11, 24, 2, 0, 1, tzinfo=UTC)))
+    assert waiting() == 0
