@@ -29,8 +29,11 @@ def init_app(app: Flask, live: redis.Redis | None) -> Limiter:
     # headers_enabled=False: Flask-Limiter would put its own Retry-After (the window's
     # reset) on every response whose request was counted, a 200 or a 503 too; enforce()
     # says Retry-After on the 429 alone.
+    # swallow_errors: with Redis away the limits are not counted and requests go on (orders
+    # are still taken, issue 15), never a 503 for the limiter's sake
     limiter = Limiter(get_remote_address, app=app, strategy="moving-window",
-                      headers_enabled=False, key_prefix="hotline-limits", **where)
+                      headers_enabled=False, key_prefix="hotline-limits", swallow_errors=True,
+                      **where)
     app.extensions[EXTENSION] = limiter
     return limiter
 
