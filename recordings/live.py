@@ -40,7 +40,7 @@ from core.errors import HotlineError
 from core.events import DomainEvent, EventBus
 from recordings import keywords, privacy
 from recordings.speech import VoskEngine, join_words
-from recordings.transcripts import KeywordHeard, _normal, add_words
+from recordings.transcripts import KeywordHeard, _normal
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +344,6 @@ class LiveSpeech:
             self.engine = VoskEngine(speech.model_path)
         cache = keywords.KeywordCache(self.sessions, self.bus.client, speech.alert_keywords,
                                       self.clock.now)
-        add_words(cache())  # the segmenter keeps them whole
         self._loop = BackgroundLoop("live-speech")
         self.receiver = Receiver(self.engine, self.bus, cache, self.clock.time,
                                  speech.live_host, speech.live_port)

@@ -274,8 +274,6 @@ def run_worker(settings: Settings, client: redis.Redis, *, burst: bool = False,
                engine: Engine | None = None) -> bool:
     """Work the speech queue (until stopped, or until it is empty with `burst`)."""
     prepare(settings, engine)
-    if _context is not None:
-        transcripts.add_words(settings.speech.alert_keywords)
     worker = SpeechWorker([speech_queue(client)], connection=client,
                     name=f"speech-{socket.gethostname()}-{os.getpid()}")
     return bool(worker.work(burst=burst, logging_level="WARNING"))

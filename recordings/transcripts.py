@@ -75,6 +75,9 @@ _tokenizer_lock = threading.Lock()
 
 
 def _segmenter() -> jieba.Tokenizer:
+    """jieba with its own dictionary only, never the alert keywords: every process cuts the
+    index and the queries alike whatever keywords it was given (a keyword kept whole, 煤气泄漏,
+    would be one query word and miss the calls where 煤气 and 泄漏 were said apart)."""
     global _tokenizer
     if _tokenizer is None:
         with _tokenizer_lock:
@@ -84,13 +87,6 @@ def _segmenter() -> jieba.Tokenizer:
                 tokenizer.initialize()
                 _tokenizer = tokenizer
     return _tokenizer
-
-
-def add_words(words: tuple[str, ...] | list[str]) -> None:
-    """Words the segmenter keeps whole (the alert keywords: 煤气泄漏, 跳楼 ...)."""
-    segmenter = _segmenter()
-    for word in words:
-        segmenter.add_word(word, freq=2000)
 
 
 def _normal(value: str) -> str:
