@@ -35,7 +35,7 @@ from tenacity import (
 )
 
 from core.clock import SYSTEM_CLOCK, Clock
-from core.db import Base, UtcDateTime, insert_on_conflict
+from core.db import Base, UtcDateTime, insert_on_conflict, transaction
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,13 @@ class Relay:
         store()
 
     def _relay_batch(self, wait: bool) -> tuple[int, bool, bool]:
-        with self.sessions() as session, session.begin():
+        with self.sessions() as session:  # a plain read: nothing waiting takes no lock
+            if session.scalar(select(OutboxEvent.seq).where(OutboxEvent.relayed_at.is_(None))
+                              .limit(1)) is None:
+                return 0, False, True
+        # a write transaction from its start: on SQLite a read that then stamps the rows is
+        # refused at once when another writer committed in between ("database is locked")
+        with transaction(self.sessions) as session:
             if session.get_bind().dialect.name == "postgresql":
                 if wait:
                     session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
@@ -190,7 +196,7 @@ class Relay:
 
     def forget_relayed(self) -> int:
         """Delete rows relayed longer than RETENTION ago; how many."""
-        with self.sessions() as session, session.begin():
+        with transaction(self.sessions) as session:
             result = session.execute(delete(OutboxEvent).where(
                 OutboxEvent.relayed_at < self.clock.now() - RETENTION))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
@@ -209,6 +215,13 @@ class Relay:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+        if self.redis_away:
+            return
+        try:  # what the last commits left goes out now, not when the next process starts
+            self.relay_pending(wait=False)
+        except Exception as exc:  # it stays in the outbox for the next relay
+            log.warning("event relay: events left in the outbox at stop (%s)",
+                        type(exc).__name__)
 
     def _run(self) -> None:
         retrying = Retrying(
