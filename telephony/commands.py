@@ -22,6 +22,7 @@ import redis
 from core.errors import HotlineError
 
 STREAM = "hotline:telephony:commands"
+MAXLEN = 10_000  # commands kept on the stream (capped on XADD)
 GROUP = "telephony"
 REPLY = "hotline:telephony:reply:{}"
 REPLY_TTL = 60
@@ -65,7 +66,7 @@ def send(client: redis.Redis, name: str, args: dict[str, Any], timeout: float = 
         client.xadd(STREAM, {"id": request_id, "name": name,
                              "args": json.dumps(args, ensure_ascii=False),
                              "expires": f"{time.time() + wait:.3f}"},
-                    maxlen=10_000, approximate=True)
+                    maxlen=MAXLEN, approximate=True)
         answer = client.blpop([REPLY.format(request_id)], timeout=wait)
     except redis.RedisError as exc:
         raise Unavailable(f"telephony: Redis cannot be reached ({type(exc).__name__}); "
