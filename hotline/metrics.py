@@ -12,7 +12,9 @@ Two kinds of figures:
   service holds the AMI link (`telephony.link`), the event bus (stream length, each
   consumer group's unread and unacknowledged events) and the job queues (RQ: queued,
   failed, the oldest queued job's age);
-- from the database: the domain events waiting in the outbox for Redis.
+- from the database: the durable queues, which refuse nothing (each row is work that must
+  be done) and are watched instead: the domain events waiting in the outbox for Redis, the
+  text messages waiting for the SMS gateway, the events waiting for the city platform.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ from rq.registry import FailedJobRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from accounts.access import PUBLIC, requires
+from channels.outbound import outbox as sms_outbox
 from core import outbox
 from core.clock import Clock
 from core.config import Settings
 from core.events import STREAM
 from core.metrics import HTTP_LATENCY
 from telephony import link, wallboard
+from tickets import exchange
 
 PATH = "/metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -123,19 +127,28 @@ class LiveState(Collector):
 
 
 class OutboxBacklog(Collector):
-    """The domain events stored and not yet relayed to Redis (core.outbox): the queue that
-    grows while Redis is away or the relay falls behind."""
+    """The durable queues in the database: the domain events stored and not yet relayed to
+    Redis (core.outbox), which grows while Redis is away or the relay falls behind; the text
+    messages the SMS gateway has not taken; the events the city platform has not taken."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self.sessions() as session:
-            waiting = outbox.backlog(session)
-        gauge = GaugeMetricFamily("hotline_outbox_waiting", "Domain events stored and not yet "
-                                  "relayed to Redis (the outbox's queue)")
-        gauge.add_metric([], waiting)
-        yield gauge
+            counts = (outbox.backlog(session), sms_outbox.waiting(session),
+                      exchange.waiting(session))
+        for (name, text), count in zip((
+                ("hotline_outbox_waiting",
+                 "Domain events stored and not yet relayed to Redis (the outbox's queue)"),
+                ("hotline_sms_waiting",
+                 "Text messages to citizens queued or being sent, not yet sent"),
+                ("hotline_webhooks_waiting",
+                 "Events for the city platform not delivered yet (being retried)")),
+                counts, strict=True):
+            gauge = GaugeMetricFamily(name, text)
+            gauge.add_metric([], count)
+            yield gauge
 
 
 def _text(value: Any) -> str:

@@ -274,3 +274,34 @@ def test_the_bounded_queues_show_their_depth_and_what_they_dropped(app_for) -> N
         stream.end()
         stream.thread.join(10)
 
+
+def test_messages_and_platform_events_waiting_are_counted(app_for) -> None:
+    """One text message queued for the gateway and one event for the city platform: each
+    queue is 1 on /metrics, and 0 once the message is sent and the event delivered."""
+    from channels import sms
+    from channels.models import SmsMessage
+    from core.db import transaction
+    from tickets.models import WebhookDelivery
+
+    client = app_for()
+    sessions = client.application.extensions["hotline.sessions"]
+    now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    with transaction(sessions) as session:
+        sms.queue(session, "13800000301", "您的工单已受理", purpose="notice", now=now)
+        session.add(WebhookDelivery(
+            event_id="7a1f0000-0000-4000-8000-000000000001", event_type="work_order.open",
+            case_number="202611240001", payload={}, url="https://platform.example/hook",
+            state="pending", attempts=0, next_attempt_at=now, last_error="", created_at=now))
+
+    def waiting() -> tuple[float, float]:
+        reply = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        assert reply.status_code == 200
+        found = {sample.name: sample.value for family in text_string_to_metric_families(
+            reply.get_data(as_text=True)) for sample in family.samples}
+        return found["hotline_sms_waiting"], found["hotline_webhooks_waiting"]
+
+    assert waiting() == (1, 1)
+    with transaction(sessions) as session:
+        session.execute(SmsMessage.__table__.update().values(state="sent"))
+        session.execute(WebhookDelivery.__table__.update().values(state="delivered"))
+    assert waiting() == (0, 0)
