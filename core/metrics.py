@@ -53,6 +53,12 @@ SIP_GUARD_ADDRESSES = Gauge(
 SIP_GUARD_FORGOTTEN = Counter(
     "hotline_sip_guard_forgotten", "Addresses whose failure count was dropped before its "
     "window ended, to keep to telephony.sipguard.MAX_ADDRESSES (many addresses failing at once)")
+SMS_RECEIPTS_UNMATCHED = Gauge(
+    "hotline_sms_receipts_unmatched", "Delivery receipts waiting for their part to be "
+    "recorded (at most channels.outbound.worker.UNMATCHED_LIMIT)")
+SMS_RECEIPTS_DROPPED = Counter(
+    "hotline_sms_receipts_dropped", "Delivery receipts dropped, oldest first, because too many "
+    "waited for their part")
 TELEPHONY_TASKS_PENDING = Gauge(
     "hotline_telephony_tasks_pending", "Work the telephony service started for AMI events "
     "and has not finished (storing calls, callbacks' steps), waiting for a thread or the "
