@@ -4,8 +4,9 @@
 Two kinds of figures:
 - this process's own (`core.metrics`): HTTP latency by route (measured here, around every
   request), queue waits and AMI event lag (where the telephony service runs in this
-  process, as under `hotline serve` or `hotline up`), failures logged by its workers, and
-  prometheus-client's process figures (memory, open files, CPU);
+  process, as under `hotline serve` or `hotline up`), failures logged by its workers, its
+  bounded in-memory queues (live audio, push streams, the SIP guard, SMS receipts: depth
+  and what they dropped) and prometheus-client's process figures (memory, open files, CPU);
 - the centre's live state as every process keeps it in Redis, read at scrape time so any
   web process can serve them: calls in progress by queue and state and the longest wait
   now (`telephony.wallboard`), agents by state (the seat board), whether the telephony
