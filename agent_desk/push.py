@@ -37,6 +37,7 @@ import contextlib
 import json
 import logging
 import re
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,7 @@ from core.config import Settings
 from core.db import transaction
 from core.errors import HotlineError
 from core.live import SOCKET_TIMEOUT
+from core.metrics import PUSH_CLOSED_SLOW, PUSH_QUEUE_DEEPEST, PUSH_STREAMS
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,12 @@ def async_client(client: redis.Redis) -> aioredis.Redis:
                           **common)
 
 
+_servers: weakref.WeakSet[PushServer] = weakref.WeakSet()
+PUSH_STREAMS.set_function(lambda: sum(server.open_desks for server in list(_servers)))
+PUSH_QUEUE_DEEPEST.set_function(
+    lambda: max((server.deepest_queue for server in list(_servers)), default=0))
+
+
 class PushServer:
     def __init__(self, settings: Settings, sessions: sessionmaker[Session],
                  client: redis.Redis, clock: Clock, *, host: str | None = None,
@@ -169,10 +177,17 @@ class PushServer:
         self._runner: web.AppRunner | None = None
         self._reader: asyncio.Task[None] | None = None
         self._last = "0-0"
+        _servers.add(self)
 
     @property
     def open_desks(self) -> int:
-        return sum(len(desks) for desks in self._desks.values())
+        return sum(len(desks) for desks in list(self._desks.values()))
+
+    @property
+    def deepest_queue(self) -> int:
+        """Entries waiting for the slowest open stream (read from the metrics' thread)."""
+        return max((desk.queue.qsize() for desks in list(self._desks.values())
+                    for desk in list(desks)), default=0)
 
     async def start(self) -> PushServer:
         self._redis = async_client(self._sync_client)
@@ -254,6 +269,7 @@ class PushServer:
                 desk.queue.put_nowait(entry)
             except asyncio.QueueFull:  # it does not read: close it, it catches up later
                 log.warning("desk push: desk %s too slow, stream closed", desk.agent)
+                PUSH_CLOSED_SLOW.inc()
                 self._close(desk)
 
     def _close_display(self, entry: Entry) -> None:

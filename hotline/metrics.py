@@ -4,15 +4,18 @@
 Two kinds of figures:
 - this process's own (`core.metrics`): HTTP latency by route (measured here, around every
   request), queue waits and AMI event lag (where the telephony service runs in this
-  process, as under `hotline serve` or `hotline up`), failures logged by its workers, and
-  prometheus-client's process figures (memory, open files, CPU);
+  process, as under `hotline serve` or `hotline up`), failures logged by its workers, its
+  bounded in-memory queues (live audio, push streams, the SIP guard, SMS receipts: depth
+  and what they dropped) and prometheus-client's process figures (memory, open files, CPU);
 - the centre's live state as every process keeps it in Redis, read at scrape time so any
   web process can serve them: calls in progress by queue and state and the longest wait
   now (`telephony.wallboard`), agents by state (the seat board), whether the telephony
   service holds the AMI link (`telephony.link`), the event bus (stream length, each
   consumer group's unread and unacknowledged events) and the job queues (RQ: queued,
   failed, the oldest queued job's age);
-- from the database: the domain events waiting in the outbox for Redis.
+- from the database: the durable queues, which refuse nothing (each row is work that must
+  be done) and are watched instead: the domain events waiting in the outbox for Redis, the
+  text messages waiting for the SMS gateway, the events waiting for the city platform.
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ from rq.registry import FailedJobRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from accounts.access import PUBLIC, requires
+from channels.outbound import outbox as sms_outbox
 from core import outbox
 from core.clock import Clock
 from core.config import Settings
 from core.events import STREAM
 from core.metrics import HTTP_LATENCY
 from telephony import link, wallboard
+from tickets import exchange
 
 PATH = "/metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -123,19 +128,28 @@ class LiveState(Collector):
 
 
 class OutboxBacklog(Collector):
-    """The domain events stored and not yet relayed to Redis (core.outbox): the queue that
-    grows while Redis is away or the relay falls behind."""
+    """The durable queues in the database: the domain events stored and not yet relayed to
+    Redis (core.outbox), which grows while Redis is away or the relay falls behind; the text
+    messages the SMS gateway has not taken; the events the city platform has not taken."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self.sessions() as session:
-            waiting = outbox.backlog(session)
-        gauge = GaugeMetricFamily("hotline_outbox_waiting", "Domain events stored and not yet "
-                                  "relayed to Redis (the outbox's queue)")
-        gauge.add_metric([], waiting)
-        yield gauge
+            counts = (outbox.backlog(session), sms_outbox.waiting(session),
+                      exchange.waiting(session))
+        for (name, text), count in zip((
+                ("hotline_outbox_waiting",
+                 "Domain events stored and not yet relayed to Redis (the outbox's queue)"),
+                ("hotline_sms_waiting",
+                 "Text messages to citizens queued or being sent, not yet sent"),
+                ("hotline_webhooks_waiting",
+                 "Events for the city platform not delivered yet (being retried)")),
+                counts, strict=True):
+            gauge = GaugeMetricFamily(name, text)
+            gauge.add_metric([], count)
+            yield gauge
 
 
 def _text(value: Any) -> str:

@@ -15,6 +15,13 @@ the receiver's loop, the AMI loop and the web server's threads. Each partial or 
 is published once on the bus as `speech.live` (`LiveTranscript`, masked), and each alert
 keyword heard as `speech.keyword` (`transcripts.KeywordHeard`, live=True): one per call and
 keyword, so the stored transcript's pass later adds no second alert.
+
+Bounded: the frames a stream's recogniser has not taken yet wait in a queue of at most
+BACKLOG_FRAMES (BACKLOG_SECONDS of audio), and it is fed at most FEED_LIMIT bytes at once.
+When vosk falls that far behind (the CPU is short), the oldest waiting frames are dropped
+(counted, warned once per stream): the live text is a help during the call, the transcript
+that is kept is made from the recording afterwards, and a keyword missed live is alerted by
+that pass. After a drop the stream's times run behind the call's by the audio dropped.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from core.clock import Clock
 from core.config import Settings
 from core.errors import HotlineError
 from core.events import DomainEvent, EventBus
+from core.metrics import LIVE_FRAMES_DROPPED, LIVE_FRAMES_WAITING, LIVE_STREAMS
 from recordings import keywords, privacy
 from recordings.speech import VoskEngine, join_words
 from recordings.transcripts import KeywordHeard, _normal
@@ -46,6 +54,10 @@ log = logging.getLogger(__name__)
 
 RATE = 8000  # AudioSocket's slin: 16-bit signed little-endian, mono, 8 kHz
 CHUNK_BYTES = RATE * 2 // 10  # fed to the recogniser a tenth of a second at a time
+FEED_LIMIT = RATE * 2  # and at most a second at a time, so the backlog waits in the queue
+FRAME_SECONDS = 0.02  # chan_audiosocket sends 20 ms frames (320 bytes)
+BACKLOG_SECONDS = 5.0  # audio a stream may hold unheard; past it, the oldest is dropped
+BACKLOG_FRAMES = round(BACKLOG_SECONDS / FRAME_SECONDS)
 KIND_HANGUP, KIND_UUID, KIND_DTMF, KIND_AUDIO, KIND_ERROR = 0x00, 0x01, 0x03, 0x10, 0xFF
 CHANNEL_PREFIX = "AudioSocket/"  # the side channel's technology (chan_audiosocket)
 STREAM_KEY = "hotline:live-audio:stream:"  # + stream uuid -> call_id
@@ -172,22 +184,64 @@ def _keyword_at(keyword: str, heard: Heard) -> float:
     return heard.end
 
 
+_open: set[LiveStream] = set()  # the streams whose thread runs, read by the gauges
+_open_lock = threading.Lock()
+LIVE_STREAMS.set_function(lambda: len(_open))
+LIVE_FRAMES_WAITING.set_function(
+    lambda: sum(stream.frames.qsize() for stream in _streams_open()))
+
+
+def _streams_open() -> list[LiveStream]:
+    with _open_lock:
+        return list(_open)
+
+
 class LiveStream:
-    """One caller's stream: frames queued by the receiver, heard on this stream's thread,
-    published on the bus."""
+    """One caller's stream: frames queued by the receiver (at most BACKLOG_FRAMES), heard on
+    this stream's thread, published on the bus."""
 
     def __init__(self, call_id: str, recogniser: Recogniser, bus: EventBus,
-                 keywords: Callable[[], tuple[str, ...]], clock: Callable[[], float]) -> None:
+                 keywords: Callable[[], tuple[str, ...]], clock: Callable[[], float],
+                 backlog: int = BACKLOG_FRAMES) -> None:
         self.call_id, self.recogniser, self.bus, self.clock = call_id, recogniser, bus, clock
         self.watch = KeywordWatch(keywords)
-        self.frames: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self.published = 0
+        self.backlog = backlog
+        self.frames: queue.Queue[bytes | None] = queue.Queue(backlog + 1)  # + the end
+        self.published = self.dropped = 0
+        self.ended = False
+        self.failed = False  # its recogniser broke: what comes is not queued
         self.thread = threading.Thread(target=self._run, daemon=True,
                                        name=f"live-{call_id}")
 
     def start(self) -> LiveStream:
+        with _open_lock:
+            _open.add(self)
         self.thread.start()
         return self
+
+    def hear(self, frame: bytes) -> None:
+        """Queue a frame from the receiver (its loop is the only producer); never blocks.
+        A recogniser BACKLOG_SECONDS behind loses the oldest frame waiting."""
+        if self.ended or self.failed:
+            return
+        while self.frames.qsize() >= self.backlog:
+            try:
+                self.frames.get_nowait()
+            except queue.Empty:  # the recogniser took them meanwhile
+                break
+            if not self.dropped:
+                log.warning("live speech: the recogniser of call %s fell %.0f s behind; its "
+                            "oldest audio is dropped (the stored transcript comes from the "
+                            "recording)", self.call_id, BACKLOG_SECONDS)
+            self.dropped += 1
+            LIVE_FRAMES_DROPPED.inc()
+        self.frames.put_nowait(frame)
+
+    def end(self) -> None:
+        """The stream ended: what is queued is heard, then the recogniser's last words."""
+        if not self.ended:
+            self.ended = True
+            self.frames.put_nowait(None)  # its own place, past the backlog's
 
     def _run(self) -> None:
         buffered = bytearray()
@@ -200,11 +254,17 @@ class LiveStream:
                     self._publish(self.recogniser.finish())
                     return
                 buffered += frame
-                if len(buffered) >= CHUNK_BYTES and self.frames.empty():
+                # what waits stays in the bounded queue: a chunk is at most FEED_LIMIT
+                if len(buffered) >= CHUNK_BYTES and (self.frames.empty()
+                                                     or len(buffered) >= FEED_LIMIT):
                     chunk, buffered = bytes(buffered), bytearray()
                     self._publish(self.recogniser.feed(chunk))
         except Exception:  # one stream's failure never stops the receiver or the others
+            self.failed = True
             log.exception("live speech: the stream of call %s failed", self.call_id)
+        finally:
+            with _open_lock:
+                _open.discard(self)
 
     def _publish(self, heard: list[Heard]) -> None:
         for step in heard:
@@ -271,7 +331,7 @@ class Receiver:
         except redis.RedisError:
             pass
         for stream in list(self.streams.values()):
-            stream.frames.put(None)
+            stream.end()
 
     def open_stream(self, call_id: str) -> LiveStream:
         return LiveStream(call_id, Recogniser(self.engine), self.bus, self.keywords,
@@ -294,14 +354,14 @@ class Receiver:
             while True:
                 kind, payload = await _message(reader)
                 if kind == KIND_AUDIO:
-                    stream.frames.put(payload)
+                    stream.hear(payload)
                 elif kind in (KIND_HANGUP, KIND_ERROR):
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
             return  # Asterisk hung the side channel up
         finally:
             if stream is not None:
-                stream.frames.put(None)
+                stream.end()
                 self.streams = {k: s for k, s in self.streams.items() if s is not stream}
             writer.close()
 

@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import time
+import weakref
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -95,6 +96,11 @@ BAN_SWEEP_SECONDS = 1.0  # how soon an ended or lifted SIP ban reaches Asterisk
 LIVE_CONTEXT = "hotline-live"
 
 
+_services: weakref.WeakSet[TelephonyService] = weakref.WeakSet()
+metrics.TELEPHONY_TASKS_PENDING.set_function(
+    lambda: sum(len(service._pending) for service in list(_services)))
+
+
 class TelephonyService:
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], bus: EventBus,
                  clock: Clock) -> None:
@@ -110,7 +116,9 @@ class TelephonyService:
         self.connected = asyncio.Event()
         self.connections = 0
         self.stored = 0
+        # durable work (a call to store, a callback's step): counted, never refused
         self._pending: set[asyncio.Task[None]] = set()
+        _services.add(self)
         self._auto_pausing: set[str] = set()
         self._dialling: dict[str, str] = {}  # placeholder channel -> callback request
         self._placeholders: dict[str, str] = {}  # its Local channels -> callback request

@@ -14,6 +14,7 @@ it expires (by the injected clock) or when `hotline sip unban` lifts it.
 from __future__ import annotations
 
 import ipaddress
+import weakref
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from accounts import audit
 from core.config import Settings
 from core.errors import HotlineError
 from core.events import DomainEvent
+from core.metrics import SIP_GUARD_ADDRESSES, SIP_GUARD_FORGOTTEN
 from telephony.models import SipBan
 
 # The security events that count as a failure (a ChallengeSent or SuccessfulAuth does not).
@@ -34,6 +36,11 @@ FAILURES = ("InvalidPassword", "ChallengeResponseFailed", "FailedACL", "InvalidA
 BANS_FILE = "pjsip_bans.conf"
 BANS_ACL = "hotline-bans"
 GUARD = "sip-guard"  # the audit log's actor for bans the service makes itself
+# Addresses counted at once. Each holds fewer than ban_threshold times; an address whose
+# last failure left the window is forgotten first. Past the cap (failures from more
+# addresses than this within one window: a spread-out attack) the least recently failed
+# address starts afresh: it gets a few more tries, and memory stays bounded.
+MAX_ADDRESSES = 10_000
 
 
 class SipGuardError(HotlineError):
@@ -74,14 +81,24 @@ def address(text: str) -> str:
                             ) from None
 
 
-class FailureCounter:
-    """Failures per address in a sliding window; says when an address reaches the threshold."""
+_counters: weakref.WeakSet[FailureCounter] = weakref.WeakSet()
+SIP_GUARD_ADDRESSES.set_function(lambda: sum(len(c) for c in list(_counters)))
 
-    def __init__(self, threshold: int, window_seconds: float, never_ban: Iterable[str] = ()
-                 ) -> None:
-        self.threshold, self.window = threshold, window_seconds
+
+class FailureCounter:
+    """Failures per address in a sliding window; says when an address reaches the threshold.
+    At most `limit` addresses are counted at once (MAX_ADDRESSES)."""
+
+    def __init__(self, threshold: int, window_seconds: float, never_ban: Iterable[str] = (),
+                 limit: int = MAX_ADDRESSES) -> None:
+        self.threshold, self.window, self.limit = threshold, window_seconds, limit
         self.never_ban = tuple(ipaddress.ip_network(n, strict=False) for n in never_ban)
+        # least recently failed first: an address is moved to the end on each failure
         self._seen: dict[str, deque[float]] = {}
+        _counters.add(self)
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FailureCounter:
@@ -94,7 +111,11 @@ class FailureCounter:
         ip = ipaddress.ip_address(where)
         if any(ip in net for net in self.never_ban):
             return None
-        seen = self._seen.setdefault(where, deque())
+        seen = self._seen.pop(where, None)
+        if seen is None:
+            self._make_room(at)
+            seen = deque()
+        self._seen[where] = seen
         seen.append(at)
         while seen and seen[0] <= at - self.window:
             seen.popleft()
@@ -106,6 +127,18 @@ class FailureCounter:
 
     def forget(self, where: str) -> None:
         self._seen.pop(where, None)
+
+    def _make_room(self, at: float) -> None:
+        """Drop the addresses whose failures all left the window, then, while the counter is
+        full, the least recently failed ones (counted: hotline_sip_guard_forgotten)."""
+        while self._seen:
+            oldest = next(iter(self._seen))
+            current = self._seen[oldest][-1] > at - self.window
+            if current and len(self._seen) < self.limit:
+                return
+            del self._seen[oldest]
+            if current:
+                SIP_GUARD_FORGOTTEN.inc()
 
 
 def standing(session: Session, now: datetime) -> list[SipBan]:

@@ -211,3 +211,97 @@ def test_events_waiting_in_the_outbox_are_counted(app_for) -> None:
         session.execute(outbox.OutboxEvent.__table__.update().values(
             relayed_at=datetime(2026, 11, 24, 2, 0, 1, tzinfo=UTC)))
     assert waiting() == 0
+
+
+def test_the_bounded_queues_show_their_depth_and_what_they_dropped(app_for) -> None:
+    """A live stream whose recogniser is stuck, fed 300 frames: /metrics shows the stream,
+    its 250 frames waiting (the bound) and the 50 dropped; a SIP guard counting three
+    addresses shows them; the push server's and the telephony service's figures are there."""
+    import threading
+
+    from core.events import EventBus
+    from recordings.live import LiveStream
+    from telephony.sipguard import FailureCounter
+
+    client = app_for()
+
+    def scrape() -> dict[Any, float]:
+        reply = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        assert reply.status_code == 200
+        return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+                for family in text_string_to_metric_families(reply.get_data(as_text=True))
+                for sample in family.samples}
+
+    class Stuck:
+        def __init__(self) -> None:
+            self.go, self.fed = threading.Event(), 0
+
+        def feed(self, pcm: bytes) -> list:
+            self.fed += 1
+            self.go.wait(20)
+            return []
+
+        def finish(self) -> list:
+            return []
+
+    before = scrape()
+    for name in ("hotline_live_streams", "hotline_live_frames_waiting",
+                 "hotline_live_frames_dropped_total", "hotline_push_streams",
+                 "hotline_push_queue_deepest", "hotline_push_streams_closed_slow_total",
+                 "hotline_sip_guard_addresses", "hotline_sip_guard_forgotten_total",
+                 "hotline_telephony_tasks_pending"):
+        assert (name, ()) in before, name
+    stuck = Stuck()
+    bus = EventBus(client.application.extensions["hotline.redis"])
+    stream = LiveStream("1764493200.9", stuck, bus, lambda: (), time.time).start()
+    guard = FailureCounter(threshold=5, window_seconds=60)
+    try:
+        for _ in range(10):
+            stream.hear(bytes(320))
+        wait_until(lambda: stuck.fed == 1, 5, "the recogniser was not fed")
+        for _ in range(300):
+            stream.hear(bytes(320))
+        for where in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+            guard.failed(where, 1000.0)
+        after = scrape()
+        assert _value(after, "hotline_live_streams") == _value(before, "hotline_live_streams") + 1
+        assert _value(after, "hotline_live_frames_waiting") >= 250
+        assert _value(after, "hotline_live_frames_dropped_total") == \
+            _value(before, "hotline_live_frames_dropped_total") + 50
+        assert _value(after, "hotline_sip_guard_addresses") >= 3
+    finally:
+        stuck.go.set()
+        stream.end()
+        stream.thread.join(10)
+
+
+def test_messages_and_platform_events_waiting_are_counted(app_for) -> None:
+    """One text message queued for the gateway and one event for the city platform: each
+    queue is 1 on /metrics, and 0 once the message is sent and the event delivered."""
+    from channels import sms
+    from channels.models import SmsMessage
+    from core.db import transaction
+    from tickets.models import WebhookDelivery
+
+    client = app_for()
+    sessions = client.application.extensions["hotline.sessions"]
+    now = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
+    with transaction(sessions) as session:
+        sms.queue(session, "13800000301", "您的工单已受理", purpose="notice", now=now)
+        session.add(WebhookDelivery(
+            event_id="7a1f0000-0000-4000-8000-000000000001", event_type="work_order.open",
+            case_number="202611240001", payload={}, url="https://platform.example/hook",
+            state="pending", attempts=0, next_attempt_at=now, last_error="", created_at=now))
+
+    def waiting() -> tuple[float, float]:
+        reply = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"})
+        assert reply.status_code == 200
+        found = {sample.name: sample.value for family in text_string_to_metric_families(
+            reply.get_data(as_text=True)) for sample in family.samples}
+        return found["hotline_sms_waiting"], found["hotline_webhooks_waiting"]
+
+    assert waiting() == (1, 1)
+    with transaction(sessions) as session:
+        session.execute(SmsMessage.__table__.update().values(state="sent"))
+        session.execute(WebhookDelivery.__table__.update().values(state="delivered"))
+    assert waiting() == (0, 0)

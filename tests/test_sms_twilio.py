@@ -231,3 +231,22 @@ def test_behind_a_proxy_the_signature_covers_the_public_url(tmp_path: Path) -> N
     finally:
         live.shutdown(save=False, nosave=True)
         engine.dispose()
+
+
+def test_receipts_for_parts_not_recorded_wait_up_to_the_limit(quiet_world: World) -> None:
+    """Receipts for parts the centre never recorded (an SMSC reporting another system's
+    messages) wait to be matched, at most `unmatched_limit` of them: the oldest go, counted."""
+    from prometheus_client import REGISTRY
+
+    world = quiet_world
+    world.worker.unmatched_limit = 3
+    dropped = REGISTRY.get_sample_value("hotline_sms_receipts_dropped_total") or 0.0
+    for n in range(5):
+        assert world.worker.report(f"SM-not-ours-{n}", True, START) is False
+    assert [r[0] for r in world.worker._unmatched] == [
+        "SM-not-ours-2", "SM-not-ours-3", "SM-not-ours-4"]
+    assert REGISTRY.get_sample_value("hotline_sms_receipts_unmatched") == 3
+    assert REGISTRY.get_sample_value("hotline_sms_receipts_dropped_total") == dropped + 2
+    world.worker.tick()  # tried again, still not ours: still waiting, no more dropped
+    assert len(world.worker._unmatched) == 3
+    assert REGISTRY.get_sample_value("hotline_sms_receipts_dropped_total") == dropped + 2

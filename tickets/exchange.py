@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -166,6 +166,12 @@ def enqueue(session: Session, order: WorkOrder, event_type: str, payload: dict[s
     session.add(row)
     session.flush()
     return row
+
+
+def waiting(session: Session) -> int:
+    """Events for the platform not delivered yet (retried until delivered or failed)."""
+    return session.scalar(select(func.count()).select_from(WebhookDelivery).where(
+        WebhookDelivery.state == PENDING)) or 0
 
 
 def follow_move(event: OrderEvent, move: Move) -> None:

@@ -24,6 +24,12 @@ from channels.models import SmsMessage, SmsPart
 PENDING = ("queued", "sending")
 
 
+def waiting(session: Session) -> int:
+    """Outgoing messages not sent yet (queued or being sent): the gateway's backlog."""
+    return session.scalar(select(func.count()).select_from(SmsMessage).where(
+        SmsMessage.direction == "out", SmsMessage.state.in_(PENDING))) or 0
+
+
 def due_phones(session: Session, now: datetime, limit: int = 200) -> list[str]:
     """Numbers whose first pending message may be tried now."""
     first = (select(SmsMessage.phone, func.min(SmsMessage.id).label("first_id"))

@@ -10,6 +10,11 @@ never overtakes an earlier one (the claim in `outbox` holds that rule even for t
 
 One worker per database: when it starts it settles what a dead one left in `sending`
 (`outbox.recover`).
+
+A delivery receipt for a part not recorded yet waits (an hour at most) and is tried again each
+tick; at most UNMATCHED_LIMIT wait, the oldest dropped beyond that (counted): a receipt only
+says a sent message arrived, and an SMSC that floods receipts for parts we never sent must not
+grow the worker without limit.
 """
 
 from __future__ import annotations
@@ -39,12 +44,15 @@ from channels.outbound.gateway import (
 from core.clock import Clock
 from core.config import Settings
 from core.db import run_retrying, transaction
+from core.metrics import SMS_RECEIPTS_DROPPED, SMS_RECEIPTS_UNMATCHED
 
 log = logging.getLogger(__name__)
 
 QUEUE = "sms-out"
 _running: OutboundWorker | None = None  # the process's worker, for the RQ jobs it runs
 _running_lock = threading.Lock()
+UNMATCHED_LIMIT = 1_000  # receipts waiting for their part; each is tried again every tick
+SMS_RECEIPTS_UNMATCHED.set_function(lambda: len(_running._unmatched) if _running else 0)
 
 
 def make_provider(settings: Settings, report: Callable[[str, bool, datetime], None],
@@ -99,6 +107,7 @@ class OutboundWorker:
         if self.provider is None:
             raise ValueError("sms.provider is none: nothing to send with")
         self._unmatched: list[tuple[str, bool, datetime]] = []  # receipts before their part
+        self.unmatched_limit = UNMATCHED_LIMIT
         self._lock = threading.Lock()
 
     def start(self) -> OutboundWorker:
@@ -206,6 +215,11 @@ class OutboundWorker:
         if found is None:
             with self._lock:
                 self._unmatched.append((provider_id, delivered, at))
+                while len(self._unmatched) > self.unmatched_limit:
+                    dropped = self._unmatched.pop(0)
+                    SMS_RECEIPTS_DROPPED.inc()
+                    log.warning("sms: too many receipts for parts not recorded; the receipt "
+                                "for %s is dropped", dropped[0])
         return found is not None
 
     def _retry_unmatched(self) -> None:
