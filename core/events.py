@@ -273,8 +273,10 @@ class EventBus:
         floors = []
         for group in self.client.xinfo_groups(self.stream):
             name = _text(group["name"])
-            if int(group.get("pending") or 0):
-                oldest = self.client.xpending(self.stream, name)["min"]
+            # (acknowledged between XINFO and XPENDING: no oldest, as if none were pending)
+            oldest = (self.client.xpending(self.stream, name)["min"]
+                      if int(group.get("pending") or 0) else None)
+            if oldest is not None:
                 floors.append(_entry_key(_text(oldest)))
             else:  # everything delivered is acknowledged: what follows it is not read yet
                 floors.append(_next_key(_entry_key(_text(group["last-delivered-id"]))))

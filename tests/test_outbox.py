@@ -149,6 +149,28 @@ def test_trimming_never_drops_an_entry_a_group_has_not_acknowledged(
     assert [entry for entry, _f in bus.client.xrange(bus.stream)] == [ids[5].encode()]  # type: ignore[union-attr]
 
 
+def test_a_group_that_acknowledges_while_the_trim_looks_is_trimmed_as_done(
+        server: RedisServer) -> None:
+    """The trim reads the groups (one pending) and then asks for the oldest pending entry;
+    the consumer acknowledged it in between, so Redis answers with none (seen in the soak:
+    the relay's trim failed on it)."""
+    bus = _bus(server)
+    bus.ensure_group("g")
+    ids = [bus.publish(_failed(n)) for n in range(1, 4)]
+    read = list(bus.consume("g", "c"))  # all three delivered, none acknowledged yet
+    groups = bus.client.xinfo_groups
+
+    def groups_then_ack(stream: str) -> list:
+        seen = groups(stream)  # pending: 3 ...
+        for entry, _event in read:  # ... then the consumer acknowledges them
+            bus.ack("g", entry)
+        return seen
+
+    bus.client.xinfo_groups = groups_then_ack  # type: ignore[method-assign]
+    assert bus.trim(keep=1) == 2  # entries 1 and 2 go; the newest stays
+    assert [entry for entry, _f in bus.client.xrange(bus.stream)] == [ids[2].encode()]  # type: ignore[union-attr]
+
+
 def test_the_cli_relays_what_waits(server: RedisServer, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
