@@ -123,12 +123,26 @@ def publish_on_commit(sessions: sessionmaker[Session], bus: EventBus | outbox.St
 
 # Mark the id seen and append the event in one step, or do neither: an event published
 # twice (by two processes, or by one again after a restart) is in the stream once.
+# A type `versioned` names a key too (KEYS[3]): bumped with the append, in the same step.
 _PUBLISH_ONCE = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
-  return redis.call('XADD', KEYS[1], '*', 'type', ARGV[2], 'id', ARGV[3], 'data', ARGV[4])
+  local entry = redis.call('XADD', KEYS[1], '*', 'type', ARGV[2], 'id', ARGV[3], 'data', ARGV[4])
+  if KEYS[3] then redis.call('INCR', KEYS[3]) end
+  return entry
 end
 return false
 """
+# event type -> the Redis key the bus bumps (INCR) whenever it appends an event of that type
+_VERSIONS: dict[str, str] = {}
+
+
+def versioned(event_type: str, key: str) -> None:
+    """Have the bus bump `key` each time it appends an event of `event_type`, in the same
+    Redis step as the append: a room's cache of something its operator edits (the work
+    calendar, the time limits) compares `key` with what it read. The change's commit
+    announces the event, so the key moves right after the commit whatever process made
+    it, or, while Redis is away, once the relay gets the event out."""
+    _VERSIONS[event_type] = key
 
 
 class EventBus:
@@ -146,9 +160,12 @@ class EventBus:
         """Append an event unless its id was published already: the outbox relay's step.
         Its stream entry id, or None for a repeat."""
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        entry_id = self._publish_once(
-            keys=[self.stream, f"{self.stream}:seen:{event_id}"],
-            args=[SEEN_SECONDS, event_type, event_id, body])
+        keys = [self.stream, f"{self.stream}:seen:{event_id}"]
+        version = _VERSIONS.get(event_type)
+        if version is not None:
+            keys.append(version)
+        entry_id = self._publish_once(keys=keys,
+                                      args=[SEEN_SECONDS, event_type, event_id, body])
         if entry_id is None:
             return None
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
