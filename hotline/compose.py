@@ -6,7 +6,7 @@ from `build`; the rooms get these parts as arguments and never import this modul
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import redis
@@ -21,6 +21,7 @@ from core.events import EventBus, publish_on_commit
 from core.live import connect_redis
 from core.outbox import Relay
 from tickets import catalogue
+from tickets.in_force import RulesCache
 from tickets.policy import Policy
 
 
@@ -57,6 +58,8 @@ def build(settings: Settings, clock: Clock = SYSTEM_CLOCK, *, publish: bool = Tr
     channels.notices.configure(settings.sms)  # whose citizens hear their order closed
     parts = Parts(settings, clock, engine, session_factory(engine),
                   Policy.from_settings(settings))
+    # the calendar and the limits kept per process, asked of Redis (first use) every step
+    parts.policy = replace(parts.policy, rules=RulesCache(lambda: parts.redis))
     if seed_catalogue:
         with transaction(parts.sessions) as session:
             catalogue.ensure_loaded(session, settings.tickets.catalogue_file)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from core.config import parse_hours
 from core.errors import ConfigError
 from tickets.models import CalendarDay
+from tickets.rule_changes import changed
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ def set_day(session: Session, day: date, workday: bool, note: str = "") -> None:
         session.add(row)
     row.workday, row.note = workday, note[:100]
     session.flush()
+    changed(session, "calendar")
 
 
 def clear_day(session: Session, day: date) -> bool:
@@ -110,4 +112,5 @@ def clear_day(session: Session, day: date) -> bool:
         return False
     session.delete(row)
     session.flush()
+    changed(session, "calendar")
     return True
