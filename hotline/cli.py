@@ -305,7 +305,9 @@ def calendar_set(ctx: click.Context, day: Any, holiday: bool, note: str) -> None
     from core.db import transaction
     from tickets.workcalendar import set_day
 
-    with transaction(_session_factory(_settings(ctx))) as session:
+    # publishing on commit: the change's event bumps the rules' version at once, so every
+    # process's next order step follows the new day (tickets.rule_changes)
+    with transaction(_parts(_settings(ctx), publish=True).sessions) as session:
         set_day(session, day.date(), workday=not holiday, note=note)
     click.echo(f"{day.date()}: {'holiday' if holiday else 'working day'}")
 
@@ -717,7 +719,7 @@ def tickets_catalogue(ctx: click.Context, file: str | None) -> None:
 
     settings = _settings(ctx)
     path = file or settings.tickets.catalogue_file
-    with transaction(_session_factory(settings)) as session:
+    with transaction(_parts(settings, publish=True).sessions) as session:  # as calendar set
         summary = catalogue.load_file(session, path) if path else catalogue.seed(session)
     click.echo(str(summary))
 
