@@ -123,12 +123,11 @@ def publish_on_commit(sessions: sessionmaker[Session], bus: EventBus | outbox.St
 
 # Mark the id seen and append the event in one step, or do neither: an event published
 # twice (by two processes, or by one again after a restart) is in the stream once.
-# A type `versioned` names a key too (KEYS[3]): bumped with the append, in the same step.
+# An event of a `versioned` type bumps its key (KEYS[3]) instead of joining the stream.
 _PUBLISH_ONCE = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
-  local entry = redis.call('XADD', KEYS[1], '*', 'type', ARGV[2], 'id', ARGV[3], 'data', ARGV[4])
-  if KEYS[3] then redis.call('INCR', KEYS[3]) end
-  return entry
+  if KEYS[3] then return redis.call('INCR', KEYS[3]) end
+  return redis.call('XADD', KEYS[1], '*', 'type', ARGV[2], 'id', ARGV[3], 'data', ARGV[4])
 end
 return false
 """
@@ -137,11 +136,12 @@ _VERSIONS: dict[str, str] = {}
 
 
 def versioned(event_type: str, key: str) -> None:
-    """Have the bus bump `key` each time it appends an event of `event_type`, in the same
-    Redis step as the append: a room's cache of something its operator edits (the work
-    calendar, the time limits) compares `key` with what it read. The change's commit
-    announces the event, so the key moves right after the commit whatever process made
-    it, or, while Redis is away, once the relay gets the event out."""
+    """Events of `event_type` bump `key` (INCR) where others join the stream: a room's
+    cache of something its operator edits (the work calendar, the time limits) compares
+    `key` with what it read, and no consumer of the stream wants them. Announced with the
+    change like any event, one moves the key right after the commit of a process that
+    publishes on commit, else (Redis away, a process without a relay) once the centre's
+    relay gets it out; once per event id, as the stream gets an event."""
     _VERSIONS[event_type] = key
 
 
@@ -158,7 +158,8 @@ class EventBus:
 
     def append(self, event_id: str, event_type: str, payload: dict[str, Any]) -> str | None:
         """Append an event unless its id was published already: the outbox relay's step.
-        Its stream entry id, or None for a repeat."""
+        Its stream entry id (for a `versioned` type, its key's new version), or None for a
+        repeat."""
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
         keys = [self.stream, f"{self.stream}:seen:{event_id}"]
         version = _VERSIONS.get(event_type)

@@ -58,11 +58,13 @@ def build(settings: Settings, clock: Clock = SYSTEM_CLOCK, *, publish: bool = Tr
     channels.notices.configure(settings.sms)  # whose citizens hear their order closed
     parts = Parts(settings, clock, engine, session_factory(engine),
                   Policy.from_settings(settings))
-    # the calendar and the limits kept per process, asked of Redis (first use) every step
-    parts.policy = replace(parts.policy, rules=RulesCache(lambda: parts.redis))
     if seed_catalogue:
         with transaction(parts.sessions) as session:
             catalogue.ensure_loaded(session, settings.tickets.catalogue_file)
     if publish:
         parts.relay = publish_on_commit(parts.sessions, parts.bus, clock)
+        # a process on Redis keeps the calendar and the limits, asking Redis every step
+        # whether they changed; one that never reaches Redis (a one-shot command reading
+        # the database) reads them every step instead
+        parts.policy = replace(parts.policy, rules=RulesCache(lambda: parts.redis))
     return parts

@@ -141,7 +141,10 @@ def load_catalogue(session: Session, data: Any, source: str = "catalogue") -> Lo
     _sync_limits(session, parsed.limits, summary.limits)
     session.flush()
     limits = summary.limits
-    if limits.added or limits.updated or limits.retired:
+    # A first fill of an empty table is no change to tell: no cache keeps an empty table
+    # (tickets.in_force reads it every step until it holds a limit).
+    had_limits = limits.retired or len(parsed.limits) > limits.added
+    if had_limits and (limits.added or limits.updated or limits.retired):
         changed(session, "limits")
     return summary
 

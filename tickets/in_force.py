@@ -90,6 +90,7 @@ class RulesCache:
             return held[1]
         rules = read(session, timezone, working_hours)
         self.reads += 1
-        with self._lock:
-            self._held[key] = (version, rules)
+        if rules.limits:  # an empty table is filled (first catalogue load) without a bump
+            with self._lock:
+                self._held[key] = (version, rules)
         return rules

@@ -4,8 +4,9 @@ or the time limits (时限).
 Every edit of them (`workcalendar.set_day`, `clear_day`, `catalogue.set_limit`,
 `remove_limit`, a catalogue load that touched its limits) calls `changed` inside its own
 transaction: a `RulesChanged` event goes into the outbox with the change, and the bus bumps
-VERSION_KEY when it appends the event (`core.events.versioned`), right after the commit of
-a process that publishes on commit, or by the centre's relay once Redis is back. Each
+VERSION_KEY when the relay hands it the event (`core.events.versioned`: such an event moves
+the key and does not join the stream), right after the commit of a process that publishes
+on commit, or by the centre's relay thread (within a second; once Redis is back). Each
 process's `tickets.in_force.RulesCache` compares that key with what it read, so an edit made
 by any process (CLI, API, another worker) is in force at the next step everywhere.
 """
