@@ -210,21 +210,25 @@ def test_an_order_step_reads_the_limits_once_however_many_clocks_it_starts(
 
 
 def test_with_redis_away_every_step_reads_the_tables_and_follows_a_change(
-        sessions: sessionmaker[Session], elsewhere: Elsewhere, server: RedisServer) -> None:
+        sessions: sessionmaker[Session], elsewhere: Elsewhere, server: RedisServer,
+        database_url: str, tmp_path: Path) -> None:
     policy = _policy(server.url)
     number = _open(sessions, policy, sh(11, 24, 9))
     _move(sessions, policy, number, "open", sh(11, 24, 9, 5))  # the cache holds the old rules
     server.stop()
-    # the change is committed; its event waits in the outbox, the version cannot move
+    # the changes are committed; their events wait in the outbox, the version cannot move
     with transaction(elsewhere.sessions) as session:
         catalogue.set_limit(session, "sign", 4, "working_hours")
+    _calendar_cli(database_url, server.url, tmp_path, "2026-11-25", "--holiday")
     _move(sessions, policy, number, "dispatch", sh(11, 24, 16))
-    assert _last_clock(sessions, number) == ("sign", datetime(2026, 11, 25, 11))
+    # 4 working hours from Tue 16:00: 1.5 h to 17:30, Wednesday a holiday now, 2.5 h from
+    # Thu 08:30 -> Thu 11:00
+    assert _last_clock(sessions, number) == ("sign", datetime(2026, 11, 26, 11))
     server.start()  # back, the version as before the change: what was kept is gone
     with transaction(sessions) as session:
         order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == number))
         assert deadlines.limit_for(session, order, "sign").amount == 4  # type: ignore[union-attr]
     _move(sessions, policy, number, "return", sh(11, 24, 16, 30))  # re-dispatch
     _move(sessions, policy, number, "dispatch", sh(11, 24, 16, 30))
-    # 4 working hours from Tue 16:30: 1 h to 17:30, 3 h from Wed 08:30 -> Wed 11:30
-    assert _last_clock(sessions, number) == ("sign", datetime(2026, 11, 25, 11, 30))
+    # 4 working hours from Tue 16:30: 1 h to 17:30, 3 h from Thu 08:30 -> Thu 11:30
+    assert _last_clock(sessions, number) == ("sign", datetime(2026, 11, 26, 11, 30))
