@@ -86,10 +86,10 @@ def load_calendar(session: Session, timezone: str, working_hours: str) -> WorkCa
 
 
 # (database, zone, hours) -> (the operator's days as last read, the calendar made of them).
-# Every load reads the days again with one plain Core query, so a day an operator entered in
-# any process is in force at the next step here; the same calendar object is handed out while
-# they are unchanged, and the deadline arithmetic's per-year tables (keyed on its days) stay
-# warm. Callers never change a calendar's `overrides`.
+# Every load reads the days again with one plain Core query (the order loop loads only when
+# an operator changed the rules: tickets.in_force); the same calendar object is handed out
+# while they are unchanged, and the deadline arithmetic's per-year tables (keyed on its days)
+# stay warm. Callers never change a calendar's `overrides`.
 _calendars: dict[tuple[str, str, str],
                  tuple[tuple[tuple[date, bool], ...], WorkCalendar]] = {}
 
