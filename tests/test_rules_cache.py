@@ -27,11 +27,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, session_factory, transaction, upgrade
 from core.events import EventBus, publish_on_commit
+from core.outbox import Relay
 from hotline.cli import cli
+from tests.conftest import wait_until
 from tests.redis_server import RedisServer
 from tickets import catalogue, deadlines, service, workflow
 from tickets.in_force import RulesCache
 from tickets.models import Category, TimeLimit, WorkOrder
+from tickets.rule_changes import VERSION_KEY
 from tickets.workcalendar import set_day
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -232,3 +235,27 @@ def test_with_redis_away_every_step_reads_the_tables_and_follows_a_change(
     _move(sessions, policy, number, "dispatch", sh(11, 24, 16, 30))
     # 4 working hours from Tue 16:30: 1 h to 17:30, 3 h from Thu 08:30 -> Thu 11:30
     assert _last_clock(sessions, number) == ("sign", datetime(2026, 11, 26, 11, 30))
+
+
+def test_a_change_by_a_process_without_a_relay_is_published_by_the_centres_relay(
+        sessions: sessionmaker[Session], server: RedisServer, database_url: str) -> None:
+    """A writer that does not publish on commit (a script on its own engine): its change's
+    event waits in the outbox until the centre's relay thread gets it out, and the next step
+    after that follows the change."""
+    policy = _policy(server.url)
+    number = _open(sessions, policy, sh(11, 24, 9))
+    _move(sessions, policy, number, "open", sh(11, 24, 9, 5))  # the cache holds the old rules
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=1)
+    relay = Relay(sessions, EventBus(client)).start()  # the centre's
+    script = make_engine(database_url)
+    try:
+        before = client.get(VERSION_KEY)
+        with transaction(session_factory(script)) as session:
+            catalogue.set_limit(session, "sign", 4, "working_hours")
+        wait_until(lambda: client.get(VERSION_KEY) != before, 10, "the relay's bump")
+    finally:
+        relay.stop()
+        script.dispose()
+        client.close()
+    _move(sessions, policy, number, "dispatch", sh(11, 24, 16))
+    assert _last_clock(sessions, number) == ("sign", datetime(2026, 11, 25, 11))
