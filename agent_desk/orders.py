@@ -121,7 +121,7 @@ def duplicate(query: Place) -> Any:
     if not query.category_code:
         return {"duplicate": None}
     lat, lon = _stored_point(query.lat, query.lon)
-    policy = Policy.from_settings(current_app.extensions["hotline.settings"])
+    policy = Policy.of_app(current_app.extensions)
     with _sessions()() as session:
         near = service.nearby_open_order(session, query.category_code, query.category_kind,
                                          lat, lon, policy=policy, now=_now())
@@ -194,7 +194,7 @@ def save(header: SaveHeaders, body: DeskOrder) -> Any:
             channel="phone", actor=who.name, citizen_phone=body.citizen_phone,
             category_code=body.category_code, category_kind=body.category_kind,
             urgency=body.urgency, address=body.address, latitude=lat, longitude=lon,
-            call_id=body.call_id, bus=bus, policy=Policy.from_settings(settings), now=now)
+            call_id=body.call_id, bus=bus, policy=Policy.of_app(current_app.extensions), now=now)
         if body.call_id:  # a call that has ended already: its recording under the case now
             service.link_call(session, order.case_number, body.call_id, actor=who.name,
                               how="intake", bus=bus,

@@ -73,7 +73,7 @@ def _now() -> datetime:
 
 
 def _policy() -> Policy:
-    return Policy.from_settings(current_app.extensions["hotline.settings"])
+    return Policy.of_app(current_app.extensions)
 
 
 def _zone() -> ZoneInfo:

@@ -4,6 +4,7 @@ one work_orders row + one work_order_events row per order (what the storage alon
 measured in the same run on the same database.
 
     .venv/bin/python bench/orders_throughput.py [--orders 10000] [--databases sqlite,postgresql]
+        [--rules-cache redis://127.0.0.1:6379/15]
 
 Every step is its own transaction (tickets.http opens one per request): open_order, then
 open -> dispatch -> sign -> feedback -> request_check -> check_passed -> close, each by the
@@ -39,19 +40,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import psycopg
+import redis
 from sqlalchemy import Engine, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, session_factory, transaction, upgrade
 from tickets import catalogue, deadlines, geo, service, workflow
+from tickets.in_force import RulesCache
 from tickets.models import (
     CaseCounter,
     Category,
@@ -377,9 +380,10 @@ class ServiceRun:
 
 
 def through_service(engine: Engine, intakes: list[Intake], analyzer: Analyzer,
-                    progress: Callable[[str], None]) -> ServiceRun:
+                    progress: Callable[[str], None],
+                    policy: service.Policy | None = None) -> ServiceRun:
     factory = session_factory(engine)
-    policy = service.Policy()
+    policy = policy or service.Policy()
     numbers: list[tuple[str, datetime]] = []
     duplicates = repeats = with_department = 0
     clock = Clock(len(intakes))
@@ -485,8 +489,16 @@ def fill(engine: Engine, intakes: list[Intake]) -> float:
     return time.perf_counter() - started
 
 
-def bench(kind: str, count: int, pg: str, loop_baseline: bool, extrapolate: bool = True
-          ) -> None:
+def cached_policy(redis_url: str) -> service.Policy:
+    """The policy of a process composed by hotline.compose: the calendar and the time limits
+    kept per process, asked of Redis (one GET) every step (tickets.in_force)."""
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1)
+    client.ping()
+    return replace(service.Policy(), rules=RulesCache(lambda: client))
+
+
+def bench(kind: str, count: int, pg: str, loop_baseline: bool, extrapolate: bool = True,
+          rules_cache: str = "") -> None:
     def progress(message: str) -> None:
         print(f"  [{kind}] {message}", flush=True)
 
@@ -512,13 +524,23 @@ def bench(kind: str, count: int, pg: str, loop_baseline: bool, extrapolate: bool
             progress(f"plain full-loop storage in {storage_s:.1f} s")
             empty_tables(engine)
             analyzer.reset(0)
-        run = through_service(engine, measured, analyzer, progress)
+        uncached = None
+        if rules_cache:  # first without the cache, as the bench runs by default
+            uncached = through_service(engine, measured, analyzer, progress)
+            with engine.begin() as conn:  # the same case numbers again, an empty outbox
+                conn.execute(text("DELETE FROM case_counters"))
+                conn.execute(text("DELETE FROM event_outbox"))
+            empty_tables(engine)
+            analyzer.reset(0)
+            progress("again with the rules cache:")
+        policy = cached_policy(rules_cache) if rules_cache else None
+        run = through_service(engine, measured, analyzer, progress, policy)
         at_target = None
         if probe:
             progress(f"bulk-inserted {filler_n:,} closed orders in "
                      f"{fill(engine, filler):.0f} s; now {len(probe):,} more:")
             analyzer.reset(count + filler_n)
-            at_target = through_service(engine, probe, analyzer, progress)
+            at_target = through_service(engine, probe, analyzer, progress, policy)
         check_closed(engine, len(intakes))
 
     def line(name: str, orders: int, seconds: float, note: str = "") -> None:
@@ -535,6 +557,10 @@ def bench(kind: str, count: int, pg: str, loop_baseline: bool, extrapolate: bool
     line(f"full loop (open_order + {len(LOOP)} transitions)", count, loop_s,
          f"the 7 moves alone: first/last tenth {run.loop_tenths[0]:,.0f}/"
          f"{run.loop_tenths[1]:,.0f} orders/s")
+    if uncached is not None:
+        line("full loop, calendar and limits read each step", count,
+             uncached.open_s + uncached.loop_s, "(the rows above: kept per process, "
+             "one Redis GET a step)")
     if storage_s is not None:
         line("plain full-loop storage (same rows, 8 txns)", count, storage_s)
     if at_target is not None:
@@ -545,6 +571,9 @@ def bench(kind: str, count: int, pg: str, loop_baseline: bool, extrapolate: bool
     if storage_s is not None:
         print(f"domain logic on the full loop: {loop_s / storage_s:.1f}x the time its "
               "storage alone takes")
+        if uncached is not None:
+            print(f"  reading the calendar and the limits each step: "
+                  f"{(uncached.open_s + uncached.loop_s) / storage_s:.1f}x")
     if analyzer.active:
         print(f"autovacuum is off on this server: ANALYZE was run {analyzer.runs} times as "
               f"its defaults would have ({analyzer.seconds:.0f} s, not timed)")
@@ -580,6 +609,10 @@ def main() -> None:
     parser.add_argument("--no-extrapolate", action="store_true",
                         help=f"measure --orders alone: no bulk fill to {TARGET_ORDERS:,} and "
                              "no batch on top of it")
+    parser.add_argument("--rules-cache", default="", metavar="REDIS_URL",
+                        help="run the service twice: reading the calendar and the limits "
+                             "every step, then kept per process with their version on this "
+                             "Redis (as the centre runs), and show both")
     args = parser.parse_args()
     kinds = [k.strip() for k in args.databases.split(",") if k.strip()]
     unknown = set(kinds) - {"sqlite", "postgresql"}
@@ -588,7 +621,7 @@ def main() -> None:
     for kind in kinds:
         started, load = time.perf_counter(), LoadWatch()
         bench(kind, args.orders, args.pg, not args.no_loop_baseline,
-              not args.no_extrapolate)
+              not args.no_extrapolate, args.rules_cache)
         print(f"({kind}: {time.perf_counter() - started:,.0f} s in all; highest load average "
               f"{load.peak:.1f} on {os.cpu_count()} CPUs)\n", flush=True)
 

@@ -501,7 +501,7 @@ def post_request(path: FormatPath) -> Response:
     with transaction(_sessions()) as session:
         posted = open311.submit(session, g.open311_key, new,
                                 appeal_type=settings.open311.appeal_type,
-                                policy=Policy.from_settings(settings), now=_now())
+                                policy=Policy.of_app(current_app.extensions), now=_now())
     answer: dict[str, Any] = {"service_notice": posted.service_notice,
                               "account_id": posted.account_id or None}
     if settings.open311.answer_with_token:

@@ -127,7 +127,7 @@ def _attachments() -> Path:
 
 
 def _policy() -> Policy:
-    return Policy.from_settings(current_app.extensions["hotline.settings"])
+    return Policy.of_app(current_app.extensions)
 
 
 def _token(token: str) -> str:
@@ -421,13 +421,12 @@ def confirm(path: TokenPath) -> Any:
     tracking link; a wrong one is a 400 with the attempts left, the last one a 404 (the
     report is gone)."""
     form: CodeForm = _form(CodeForm)
-    settings = current_app.extensions["hotline.settings"]
     bus = EventBus(current_app.extensions["hotline.redis"])
     with _filing() as written, transaction(_sessions()) as session:
         done = portal.confirm(
             session, path.token, form.code, rules=_rules(), secret=_secret(),
             tracking_link=lambda t: url_for("portal.track_page", token=t, _external=True),
-            attachments_dir=_attachments(), bus=bus, policy=Policy.from_settings(settings),
+            attachments_dir=_attachments(), bus=bus, policy=_policy(),
             written=written, now=_now())
     if done.refusal is not None:  # the wrong attempt is counted (committed) first
         raise done.refusal

@@ -129,8 +129,7 @@ def inbound(header: SignatureHeader, raw: SignedForm) -> Any:
     with transaction(sessions) as session:
         sms_inbound.take_in(session, phone=sender, text=fields.Body,
                             gateway_id=fields.MessageSid, rules=rules,
-                            policy=Policy.from_settings(current_app.extensions[
-                                "hotline.settings"]),
+                            policy=Policy.of_app(current_app.extensions),
                             now=current_app.extensions["hotline.clock"].now())
     return Response(EMPTY_TWIML, 200, content_type="text/xml; charset=utf-8")
 

@@ -123,12 +123,26 @@ def publish_on_commit(sessions: sessionmaker[Session], bus: EventBus | outbox.St
 
 # Mark the id seen and append the event in one step, or do neither: an event published
 # twice (by two processes, or by one again after a restart) is in the stream once.
+# An event of a `versioned` type bumps its key (KEYS[3]) instead of joining the stream.
 _PUBLISH_ONCE = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
+  if KEYS[3] then return redis.call('INCR', KEYS[3]) end
   return redis.call('XADD', KEYS[1], '*', 'type', ARGV[2], 'id', ARGV[3], 'data', ARGV[4])
 end
 return false
 """
+# event type -> the Redis key the bus bumps (INCR) whenever it appends an event of that type
+_VERSIONS: dict[str, str] = {}
+
+
+def versioned(event_type: str, key: str) -> None:
+    """Events of `event_type` bump `key` (INCR) where others join the stream: a room's
+    cache of something its operator edits (the work calendar, the time limits) compares
+    `key` with what it read, and no consumer of the stream wants them. Announced with the
+    change like any event, one moves the key right after the commit of a process that
+    publishes on commit, else (Redis away, a process without a relay) once the centre's
+    relay gets it out; once per event id, as the stream gets an event."""
+    _VERSIONS[event_type] = key
 
 
 class EventBus:
@@ -144,11 +158,15 @@ class EventBus:
 
     def append(self, event_id: str, event_type: str, payload: dict[str, Any]) -> str | None:
         """Append an event unless its id was published already: the outbox relay's step.
-        Its stream entry id, or None for a repeat."""
+        Its stream entry id (for a `versioned` type, its key's new version), or None for a
+        repeat."""
         body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-        entry_id = self._publish_once(
-            keys=[self.stream, f"{self.stream}:seen:{event_id}"],
-            args=[SEEN_SECONDS, event_type, event_id, body])
+        keys = [self.stream, f"{self.stream}:seen:{event_id}"]
+        version = _VERSIONS.get(event_type)
+        if version is not None:
+            keys.append(version)
+        entry_id = self._publish_once(keys=keys,
+                                      args=[SEEN_SECONDS, event_type, event_id, body])
         if entry_id is None:
             return None
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

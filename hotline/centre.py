@@ -137,7 +137,8 @@ class Centre:
         return self
 
     def _start_web(self) -> None:
-        app = create_app(self.settings, self.sessions, self.bus.client, self.clock)
+        app = create_app(self.settings, self.sessions, self.bus.client, self.clock,
+                         self.parts.policy)
         # waitress, or cheroot with TLS when web.tls is on (hotline.webserver)
         self._web = WebServer(app, self.settings).start()
 

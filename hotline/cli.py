@@ -94,6 +94,17 @@ def _session_factory(settings: Settings):  # type: ignore[no-untyped-def]
     return _parts(settings, publish=False).sessions
 
 
+def _publishing_sessions(settings: Settings):  # type: ignore[no-untyped-def]
+    """Sessions whose commits publish their events at once: an edit of the calendar or the
+    limits is then in force at every process's next step (tickets.rule_changes). With Redis
+    away the edit is still made; the centre's relay publishes it once Redis is back."""
+    try:
+        return _parts(settings, publish=True).sessions
+    except HotlineError as exc:
+        click.echo(f"hotline: {exc}; the change is published when Redis is back", err=True)
+        return _session_factory(settings)
+
+
 
 
 # ------------------------------------------------------------------------------ directory
@@ -305,7 +316,7 @@ def calendar_set(ctx: click.Context, day: Any, holiday: bool, note: str) -> None
     from core.db import transaction
     from tickets.workcalendar import set_day
 
-    with transaction(_session_factory(_settings(ctx))) as session:
+    with transaction(_publishing_sessions(_settings(ctx))) as session:
         set_day(session, day.date(), workday=not holiday, note=note)
     click.echo(f"{day.date()}: {'holiday' if holiday else 'working day'}")
 
@@ -717,7 +728,7 @@ def tickets_catalogue(ctx: click.Context, file: str | None) -> None:
 
     settings = _settings(ctx)
     path = file or settings.tickets.catalogue_file
-    with transaction(_session_factory(settings)) as session:
+    with transaction(_publishing_sessions(settings)) as session:
         summary = catalogue.load_file(session, path) if path else catalogue.seed(session)
     click.echo(str(summary))
 

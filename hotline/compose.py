@@ -6,7 +6,7 @@ from `build`; the rooms get these parts as arguments and never import this modul
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import redis
@@ -21,6 +21,7 @@ from core.events import EventBus, publish_on_commit
 from core.live import connect_redis
 from core.outbox import Relay
 from tickets import catalogue
+from tickets.in_force import RulesCache
 from tickets.policy import Policy
 
 
@@ -62,4 +63,8 @@ def build(settings: Settings, clock: Clock = SYSTEM_CLOCK, *, publish: bool = Tr
             catalogue.ensure_loaded(session, settings.tickets.catalogue_file)
     if publish:
         parts.relay = publish_on_commit(parts.sessions, parts.bus, clock)
+        # a process on Redis keeps the calendar and the limits, asking Redis every step
+        # whether they changed; one that never reaches Redis (a one-shot command reading
+        # the database) reads them every step instead
+        parts.policy = replace(parts.policy, rules=RulesCache(lambda: parts.redis))
     return parts

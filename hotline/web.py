@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from typing import Any
 
 import redis
@@ -56,6 +57,8 @@ from reports import pages as reports_pages
 from telephony import http as telephony_http
 from tickets import http as tickets_http
 from tickets import knowledge_http
+from tickets.in_force import RulesCache
+from tickets.policy import APP_KEY, Policy
 
 MAX_REQUEST_BYTES = 1 << 20
 log = logging.getLogger(__name__)
@@ -146,7 +149,9 @@ def error_response(status: int, detail: str, headers: dict[str, str] | None = No
 
 
 def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.Redis,
-               clock: Clock) -> OpenAPI:
+               clock: Clock, policy: Policy | None = None) -> OpenAPI:
+    """The web app; `policy`: the process's (hotline.compose), whose rules cache every door
+    shares, else one from the settings with a cache of its own."""
     app = _HotlineOpenAPI(
         "hotline", static_folder=None, info=Info(title="12319 hotline API", version="1",
                              description="城市管理服务热线 · the city-service hotline's JSON API"),
@@ -157,6 +162,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.extensions["hotline.sessions"] = sessions
     app.extensions["hotline.redis"] = live
     app.extensions["hotline.clock"] = clock
+    app.extensions[APP_KEY] = policy if policy is not None else replace(
+        Policy.from_settings(settings), rules=RulesCache(lambda: live))
     app.extensions["hotline.speak"] = speak  # surge announcements typed as text (espeak-ng)
     accounts_web.init_app(app, settings)  # sign-in sessions, CSRF
     limits.init_app(app, live)  # rate limits counted in the app's Redis (core.limits)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from core.config import read_yaml
 from core.errors import HotlineError
 from tickets.models import Category, Department, DispatchRule, TimeLimit
+from tickets.rule_changes import changed
 
 PACKAGED = Path(__file__).with_name("catalogue.yaml")
 
@@ -139,6 +140,12 @@ def load_catalogue(session: Session, data: Any, source: str = "catalogue") -> Lo
     _sync_rules(session, parsed.rules, summary.rules)
     _sync_limits(session, parsed.limits, summary.limits)
     session.flush()
+    limits = summary.limits
+    # A first fill of an empty table is no change to tell: no cache keeps an empty table
+    # (tickets.in_force reads it every step until it holds a limit).
+    had_limits = limits.retired or len(parsed.limits) > limits.added
+    if had_limits and (limits.added or limits.updated or limits.retired):
+        changed(session, "limits")
     return summary
 
 
@@ -473,7 +480,9 @@ def department_for(session: Session, category_code: str, grid_code: str = "",
 
 
 def limit_for(session: Session, step: str, *, category_code: str, kind: str = "event",
-              appeal_type: str = "", urgency: str = "") -> LimitInForce | None:
+              appeal_type: str = "", urgency: str = "",
+              in_force: Mapping[str, Sequence[LimitInForce]] | None = None
+              ) -> LimitInForce | None:
     """The time limit in force for `step` of an order of this category, appeal type and
     urgency: the longest category prefix first ("" matches all), then an exact urgency over
     "", then an exact appeal type over "". None: the step has no limit for such an order.
@@ -482,9 +491,14 @@ def limit_for(session: Session, step: str, *, category_code: str, kind: str = "e
     appeal it is: an urgent limit beats every normal limit of its category prefix, appeal
     types' included, so one urgent row per prefix covers them all. A category prefix with
     limits of its own needs its own urgent limit, or its limit applies to urgent orders too
-    (which is right for a category that is quick anyway)."""
+    (which is right for a category that is quick anyway).
+
+    `in_force`: the limits as `limits_in_force` read them, when the caller has them (a step
+    reads them once, or keeps them: tickets.in_force); else they are read here."""
     target = _target(category_code, kind)
-    matching = [r for r in _limits_in_force(session).get(step, ())
+    if in_force is None:
+        in_force = limits_in_force(session)
+    matching = [r for r in in_force.get(step, ())
                 if r.appeal_type in ("", appeal_type) and r.urgency in ("", urgency)
                 and target.startswith(r.category_prefix or "")]
     if not matching:
@@ -512,13 +526,15 @@ _LIMIT_COLUMNS = (TimeLimit.id, TimeLimit.step, TimeLimit.category_prefix,
                   TimeLimit.appeal_type, TimeLimit.urgency, TimeLimit.amount, TimeLimit.clock,
                   TimeLimit.unit)
 # database -> (the table's rows as last read, those rows by step). Each call reads the rows
-# again with one plain Core query, so a limit an operator changed in any process is in force
-# at the next step here; the ORM objects and the index are only rebuilt when they differ.
+# again with one plain Core query; the values and the index are only rebuilt when they
+# differ. The order loop reads through tickets.in_force, which calls this only when an
+# operator changed the rules (or Redis cannot say whether one did).
 _LIMIT_ROWS = select(*_LIMIT_COLUMNS).order_by(TimeLimit.id)  # built once: read every step
 _limits_cache: dict[str, tuple[tuple[tuple[Any, ...], ...], dict[str, list[LimitInForce]]]] = {}
 
 
-def _limits_in_force(session: Session) -> dict[str, list[LimitInForce]]:
+def limits_in_force(session: Session) -> dict[str, list[LimitInForce]]:
+    """Every time limit, by step, as the table holds them now (one plain read)."""
     rows = tuple(tuple(row) for row in session.execute(_LIMIT_ROWS))
     key = str(session.get_bind().engine.url)
     cached = _limits_cache.get(key)
@@ -633,6 +649,7 @@ def set_limit(session: Session, step: str, amount: int, clock: str, category_pre
     else:
         row.amount, row.clock, row.unit = amount, clock, unit
     session.flush()
+    changed(session, "limits")
     return row
 
 
@@ -643,6 +660,8 @@ def remove_limit(session: Session, step: str, category_prefix: str = "", kind: s
     gone = session.execute(delete(TimeLimit).where(
         TimeLimit.step == step, TimeLimit.category_prefix == _stored(kind, category_prefix),
         TimeLimit.appeal_type == appeal_type, TimeLimit.urgency == urgency))
+    if gone.rowcount:
+        changed(session, "limits")
     return bool(gone.rowcount)
 
 

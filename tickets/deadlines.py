@@ -42,6 +42,7 @@ need supervision (督办).
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
@@ -508,30 +509,36 @@ _RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 _ENDS_ALL = ("closed", *workflow.FINAL)
 
 
-def limit_for(session: Session, order: WorkOrder, step: str) -> catalogue.LimitInForce | None:
+def limit_for(session: Session, order: WorkOrder, step: str,
+              in_force: Mapping[str, Sequence[catalogue.LimitInForce]] | None = None
+              ) -> catalogue.LimitInForce | None:
     """The time limit in force for `step` of `order`, as the catalogue (tickets.catalogue,
     the room's one keeper of limits) picks it: the most specific one, None for a step
-    without a limit for this order."""
+    without a limit for this order. `in_force`: the limits the caller read already."""
     return catalogue.limit_for(session, step, category_code=order.category_code or "",
                                kind=order.category_kind or "event",
                                appeal_type=order.appeal_type or "",
-                               urgency=order.urgency or "")
+                               urgency=order.urgency or "", in_force=in_force)
 
 
 def follow_move(event: OrderEvent, move: Move) -> None:
     """Subscriber of every move (tickets.follow_ups): the clocks it stops and starts."""
     on_transition(move.session, move.order, move.action, move.now, move.calendar,
-                  move.policy.yellow_percent)
+                  move.policy.yellow_percent, limits=move.rules.limits)
 
 
 def on_transition(session: Session, order: WorkOrder, action: str, now: datetime,
-                  calendar: WorkCalendar, yellow_percent: float) -> None:
+                  calendar: WorkCalendar, yellow_percent: float, *,
+                  limits: Mapping[str, Sequence[catalogue.LimitInForce]] | None = None
+                  ) -> None:
     """Stop the clocks `action` meets or ends and start the ones it starts (a new round of
     the step), in the caller's transaction; "create" for a new order.
 
     A stopped clock gets `met_at` = now whether the step was done (sign) or abandoned
     (return ends the sign clock): the order's events tell which. Idempotent: a second call for
-    the same move (same action, same instant) changes nothing."""
+    the same move (same action, same instant) changes nothing. `limits`: the time limits
+    in force as the move read them (tickets.in_force); without them they are read here,
+    once for every clock the move starts."""
     now = _aware(now, "now")
     if action != "create" and action not in workflow.ACTIONS:
         raise ValueError(f"deadlines: no action {action[:40]!r}")
@@ -553,7 +560,9 @@ def on_transition(session: Session, order: WorkOrder, action: str, now: datetime
             continue  # this very move already started it
         if current is not None:  # a step runs one round at a time
             met.append(current.id)
-        limit = limit_for(session, order, step)
+        if limits is None:
+            limits = catalogue.limits_in_force(session)
+        limit = limit_for(session, order, step, limits)
         if limit is None:
             continue
         last_round[step] = last_round.get(step, 0) + 1

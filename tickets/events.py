@@ -20,6 +20,7 @@ from typing import ClassVar
 from sqlalchemy.orm import Session
 
 from core.events import DomainEvent, announce
+from tickets.in_force import InForce
 from tickets.models import WorkOrder
 from tickets.policy import Policy
 from tickets.workcalendar import WorkCalendar
@@ -106,9 +107,14 @@ class Move:
     now: datetime
 
     @cached_property
+    def rules(self) -> InForce:
+        """The work calendar and the time limits, read once for all the move's subscribers
+        (from the process's cache while nothing changed: tickets.in_force)."""
+        return self.policy.in_force(self.session)
+
+    @property
     def calendar(self) -> WorkCalendar:
-        """The work calendar, read once for all the move's subscribers."""
-        return self.policy.calendar(self.session)
+        return self.rules.calendar
 
 
 OrderEvent = WorkOrderOpened | WorkOrderMoved

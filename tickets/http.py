@@ -65,7 +65,7 @@ def _sessions() -> sessionmaker[Session]:
 
 
 def _policy() -> Policy:
-    return Policy.from_settings(current_app.extensions["hotline.settings"])
+    return Policy.of_app(current_app.extensions)
 
 
 def _now() -> datetime:

@@ -165,7 +165,7 @@ def answer_on_call(path: ArticlePath, body: AnswerBody) -> Any:
     with transaction(_sessions()) as session:
         order = knowledge.answer_on_call(session, path.article_id, body.call_id,
                                          actor=who.name, bus=bus,
-                                         policy=Policy.from_settings(settings), now=_now())
+                                         policy=Policy.of_app(current_app.extensions), now=_now())
         # a call that has ended already: its recording filed under the case now
         service.link_call(session, order.case_number, body.call_id, actor=who.name,
                           how="intake", bus=bus,

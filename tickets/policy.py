@@ -3,13 +3,17 @@ settings), as one value handed to every operation and to what follows a move."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from core.config import Calendar, Exchange, Hotline, Settings, Tickets
+from tickets.in_force import InForce, RulesCache, read
 from tickets.workcalendar import WorkCalendar, load_calendar
 
+APP_KEY = "hotline.policy"  # a Flask app's extensions: its Policy
 # The settings' own defaults (core.config declares each once); Policy() is the defaults.
 _CALENDAR, _TICKETS, _HOTLINE, _EXCHANGE = Calendar(), Tickets(), Hotline(), Exchange()
 
@@ -32,6 +36,9 @@ class Policy:
     survey_sms_wait_hours: int = _TICKETS.survey_sms_wait_hours
     reopen_ratings: tuple[int, ...] = _TICKETS.reopen_ratings
     reopen_limit: int = _TICKETS.reopen_limit
+    # the process's cache of the calendar and the limits (hotline.compose); without one,
+    # every step reads them from the database
+    rules: RulesCache | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
@@ -48,8 +55,24 @@ class Policy:
                    survey_sms_wait_hours=t.survey_sms_wait_hours,
                    reopen_ratings=t.reopen_ratings, reopen_limit=t.reopen_limit)
 
+    @classmethod
+    def of_app(cls, extensions: Mapping[str, Any]) -> Policy:
+        """The web app's policy (hotline.web keeps the process's one, with its rules cache),
+        or one from its settings."""
+        policy = extensions.get(APP_KEY)
+        return policy if isinstance(policy, Policy) else cls.from_settings(
+            extensions["hotline.settings"])
+
+    def in_force(self, session: Session) -> InForce:
+        """The work calendar and the time limits in force now."""
+        if self.rules is None:
+            return read(session, self.timezone, self.working_hours)
+        return self.rules.get(session, self.timezone, self.working_hours)
+
     def calendar(self, session: Session) -> WorkCalendar:
-        return load_calendar(session, self.timezone, self.working_hours)
+        if self.rules is None:  # the calendar alone (the sweeper, the surveys)
+            return load_calendar(session, self.timezone, self.working_hours)
+        return self.rules.get(session, self.timezone, self.working_hours).calendar
 
 
 DEFAULT_POLICY = Policy()

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from core.config import parse_hours
 from core.errors import ConfigError
 from tickets.models import CalendarDay
+from tickets.rule_changes import changed
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,10 @@ def load_calendar(session: Session, timezone: str, working_hours: str) -> WorkCa
 
 
 # (database, zone, hours) -> (the operator's days as last read, the calendar made of them).
-# Every load reads the days again with one plain Core query, so a day an operator entered in
-# any process is in force at the next step here; the same calendar object is handed out while
-# they are unchanged, and the deadline arithmetic's per-year tables (keyed on its days) stay
-# warm. Callers never change a calendar's `overrides`.
+# Every load reads the days again with one plain Core query (the order loop loads only when
+# an operator changed the rules: tickets.in_force); the same calendar object is handed out
+# while they are unchanged, and the deadline arithmetic's per-year tables (keyed on its days)
+# stay warm. Callers never change a calendar's `overrides`.
 _calendars: dict[tuple[str, str, str],
                  tuple[tuple[tuple[date, bool], ...], WorkCalendar]] = {}
 
@@ -101,6 +102,7 @@ def set_day(session: Session, day: date, workday: bool, note: str = "") -> None:
         session.add(row)
     row.workday, row.note = workday, note[:100]
     session.flush()
+    changed(session, "calendar")
 
 
 def clear_day(session: Session, day: date) -> bool:
@@ -110,4 +112,5 @@ def clear_day(session: Session, day: date) -> bool:
         return False
     session.delete(row)
     session.flush()
+    changed(session, "calendar")
     return True
