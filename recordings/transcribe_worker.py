@@ -144,12 +144,14 @@ _context: _Context | None = None
 
 def prepare(settings: Settings, engine: Engine | None = None, clock: Clock = SYSTEM_CLOCK
             ) -> None:
-    """Load the model for this process's jobs (forked work-horses inherit it)."""
+    """Load the model and jieba's dictionary for this process's jobs (forked work-horses
+    inherit both; loaded in each, jieba alone cost a job half a second)."""
     global _context
     loaded = engine or engine_for(settings.speech.model_path)
     if loaded is None:
         raise transcripts.TranscriptError("speech: no model is configured "
                                           "(speech.model_path)")
+    transcripts.load_segmenter()
     _context = _Context(settings, loaded, clock)
 
 

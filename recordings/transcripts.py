@@ -74,6 +74,11 @@ _tokenizer: jieba.Tokenizer | None = None
 _tokenizer_lock = threading.Lock()
 
 
+def load_segmenter() -> None:
+    """Load jieba's dictionary now (a worker before it forks), not at the first search."""
+    _segmenter()
+
+
 def _segmenter() -> jieba.Tokenizer:
     """jieba with its own dictionary only, never the alert keywords: every process cuts the
     index and the queries alike whatever keywords it was given (a keyword kept whole, 煤气泄漏,
