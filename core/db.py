@@ -88,6 +88,8 @@ STORAGE_RETRY_SECONDS = 120.0  # a worker waits this long for a restarting datab
 POOL_RECYCLE_SECONDS = 1800  # PostgreSQL: a pooled connection is replaced after this long
 # The connection option `transaction()` sets: on SQLite its BEGIN takes the write lock.
 WRITE_TRANSACTION = "hotline_write_transaction"
+# With it, that BEGIN does not wait for another writer: it fails at once as busy.
+NO_WAIT = "hotline_no_wait"
 
 
 def make_engine(url: str, *, lock_wait_s: float = LOCK_WAIT_SECONDS, **options: Any) -> Engine:
@@ -126,8 +128,17 @@ def _sqlite_begin(conn: Connection) -> None:
     # refused at once (SQLITE_BUSY_SNAPSHOT, no waiting): write transactions take the write
     # lock at BEGIN and queue behind each other instead. Plain read sessions stay deferred:
     # in WAL mode they never wait for a writer.
-    writes = conn.get_execution_options().get(WRITE_TRANSACTION, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+    options = conn.get_execution_options()
+    writes = options.get(WRITE_TRANSACTION, False)
+    if not (writes and options.get(NO_WAIT, False)):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writes else "BEGIN")
+        return
+    waits = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+    conn.exec_driver_sql("PRAGMA busy_timeout = 0")
+    try:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    finally:
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(waits or 0)}")
 
 
 # PostgreSQL: lock_not_available (lock_timeout), deadlock_detected, serialization_failure.
@@ -255,12 +266,13 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+def transaction(factory: sessionmaker[Session], *, wait: bool = True) -> Iterator[Session]:
     """One unit of work: committed on success, rolled back on any error. On SQLite it
     holds the write lock from its start, so it never fails halfway for a writer that
-    committed meanwhile; it waits its turn (at most the engine's lock wait)."""
+    committed meanwhile; it waits its turn (at most the engine's lock wait), or without
+    `wait` fails at once as busy (`is_busy`) while another writer holds the lock."""
     with factory() as session, session.begin():
-        session.connection(execution_options={WRITE_TRANSACTION: True})
+        session.connection(execution_options={WRITE_TRANSACTION: True, NO_WAIT: not wait})
         yield session
 
 

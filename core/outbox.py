@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import redis
 from sqlalchemy import JSON, Integer, String, delete, func, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from tenacity import (
     RetryCallState,
@@ -35,7 +36,7 @@ from tenacity import (
 )
 
 from core.clock import SYSTEM_CLOCK, Clock
-from core.db import Base, UtcDateTime, insert_on_conflict, transaction
+from core.db import Base, UtcDateTime, insert_on_conflict, is_busy, transaction
 
 log = logging.getLogger(__name__)
 
@@ -146,30 +147,42 @@ class Relay:
                               .limit(1)) is None:
                 return 0, False, True
         # a write transaction from its start: on SQLite a read that then stamps the rows is
-        # refused at once when another writer committed in between ("database is locked")
-        with transaction(self.sessions) as session:
-            if session.get_bind().dialect.name == "postgresql":
-                if wait:
-                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                    {"key": _LOCK_KEY})
-                elif not session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"),
-                                        {"key": _LOCK_KEY}):
-                    self._wake.set()
-                    return 0, False, False
-            rows = session.execute(
-                select(OutboxEvent.seq, OutboxEvent.event_id, OutboxEvent.type,
-                       OutboxEvent.payload)
-                .where(OutboxEvent.relayed_at.is_(None))
-                .order_by(OutboxEvent.seq).limit(BATCH)).all()
-            if not rows:
-                return 0, False, True
-            appended = 0
-            for _seq, event_id, event_type, payload in rows:
-                if self.bus.append(event_id, event_type, payload) is not None:
-                    appended += 1
-            session.execute(update(OutboxEvent)
-                            .where(OutboxEvent.seq.in_([row.seq for row in rows]))
-                            .values(relayed_at=self.clock.now()))
+        # refused at once when another writer committed in between ("database is locked").
+        # A committing thread (not `wait`) never waits for the lock: while another writer
+        # holds it, the relay thread gets the rows out (that writer may be waiting for the
+        # very thread that committed, the centre's loop: both would stall)
+        try:
+            with transaction(self.sessions, wait=wait) as session:
+                return self._stamp_batch(session, wait)
+        except OperationalError as exc:
+            if wait or not is_busy(exc):
+                raise
+            self._wake.set()
+            return 0, False, False
+
+    def _stamp_batch(self, session: Session, wait: bool) -> tuple[int, bool, bool]:
+        if session.get_bind().dialect.name == "postgresql":
+            if wait:
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                {"key": _LOCK_KEY})
+            elif not session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"),
+                                    {"key": _LOCK_KEY}):
+                self._wake.set()
+                return 0, False, False
+        rows = session.execute(
+            select(OutboxEvent.seq, OutboxEvent.event_id, OutboxEvent.type,
+                   OutboxEvent.payload)
+            .where(OutboxEvent.relayed_at.is_(None))
+            .order_by(OutboxEvent.seq).limit(BATCH)).all()
+        if not rows:
+            return 0, False, True
+        appended = 0
+        for _seq, event_id, event_type, payload in rows:
+            if self.bus.append(event_id, event_type, payload) is not None:
+                appended += 1
+        session.execute(update(OutboxEvent)
+                        .where(OutboxEvent.seq.in_([row.seq for row in rows]))
+                        .values(relayed_at=self.clock.now()))
         self.relayed += appended
         return appended, len(rows) == BATCH, True
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from core.clock import FixedClock
 from core.db import make_engine, session_factory, transaction, upgrade
@@ -218,4 +219,28 @@ def test_events_of_no_stored_change_go_straight_out_or_wait_behind_stored_ones(
     publish(sessions, _failed(4))  # nothing waits any more: straight out again
     assert stored() == [_failed(2).id, _failed(3).id]
     assert [e["reference"] for _id, e in bus.read()] == ["sv-1", "sv-2", "sv-3", "sv-4"]
+    engine.dispose()
+
+
+def test_a_committing_thread_never_waits_for_another_writers_lock(
+        server: RedisServer, tmp_path: Path) -> None:
+    """On SQLite, a commit's relay (`after_commit`) meets a writer holding the lock (which
+    may be waiting for that very thread, the centre's loop): it leaves the rows to the relay
+    thread at once instead of waiting out the lock; the rows go out when the lock is free."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    bus = _bus(server)
+    with transaction(sessions) as session:  # a process with no relay stored an event
+        announce(session, _failed(1))
+    relay = publish_on_commit(sessions, bus, FixedClock(NOW))
+    with transaction(sessions):  # another writer holds the write lock meanwhile
+        started = time.monotonic()
+        relay.after_commit()
+        assert time.monotonic() - started < 1.0  # not the engine's 30 s lock wait
+        assert bus.read() == []
+        with pytest.raises(OperationalError), transaction(sessions, wait=False):
+            pass
+    relay.after_commit()
+    assert [e["reference"] for _id, e in bus.read()] == ["sv-1"]
     engine.dispose()
