@@ -34,6 +34,7 @@ from core.live import failing_fast
 
 STREAM = "hotline:events"
 SEEN_SECONDS = 7 * 24 * 3600  # how long a published (or a group's handled) event id is remembered
+TRIM_CHUNK = 10_000  # entries read at a time when the trim looks for its floor
 _STORED = "hotline.outbox_stored"  # session.info: this transaction stored events
 # each session factory's relay (publish_on_commit), for `publish`
 _RELAYS: weakref.WeakKeyDictionary[sessionmaker[Session], outbox.Relay] = (
@@ -298,14 +299,29 @@ class EventBus:
                 floors.append(_entry_key(_text(oldest)))
             else:  # everything delivered is acknowledged: what follows it is not read yet
                 floors.append(_next_key(_entry_key(_text(group["last-delivered-id"]))))
-        newest = self.client.xrevrange(self.stream, count=keep + 1)
-        if len(newest) <= keep:
+        beyond = self._beyond(keep)
+        if beyond is None:
             return 0  # no more than `keep` entries
-        floors.append(_entry_key(_text(newest[keep - 1][0])) if keep else
-                      _next_key(_entry_key(_text(newest[0][0]))))
+        floors.append(_next_key(beyond))
         floor = min(floors)
         return int(self.client.xtrim(self.stream, minid=f"{floor[0]}-{floor[1]}",
                                      approximate=False))
+
+    def _beyond(self, keep: int) -> tuple[int, int] | None:
+        """The newest entry older than the newest `keep`, or None: reads only the entries
+        beyond `keep` from the oldest, in chunks (a minute's worth once the stream was
+        trimmed), never the `keep` entries themselves (200,000 each minute, parsed into this
+        process, had been most of the relay thread's work and of its heap's churn)."""
+        excess = int(self.client.xlen(self.stream)) - keep
+        after, last = "-", None
+        while excess > 0:
+            chunk = self.client.xrange(self.stream, min=after, count=min(excess, TRIM_CHUNK))
+            if not chunk:
+                break
+            last = _entry_key(_text(chunk[-1][0]))
+            excess -= len(chunk)
+            after = f"({last[0]}-{last[1]}"
+        return last
 
     def last_id(self) -> str:
         info = self.client.xinfo_stream(self.stream) if self.client.exists(self.stream) else None

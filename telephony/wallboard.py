@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import bisect
 import json
-from dataclasses import dataclass, field
+from array import array
+from dataclasses import dataclass
 from datetime import datetime
-from itertools import accumulate
+from itertools import accumulate, islice
 from typing import Any
 
 import redis
@@ -240,31 +241,88 @@ def callbacks_pending(session: Session) -> dict[str, int]:
     return pending
 
 
-@dataclass
+class _Rows:
+    """Rows sorted by start time, as columns of C doubles (`array`): each row's start and
+    figures, and per figure the running totals (totals[k][i]: figure k of the rows before
+    row i), so the sum over rows lo..hi-1 is totals[k][hi] - totals[k][lo]. About 120 bytes
+    a row, where a tuple of Python floats and its running totals took ~1 KB; the totals are
+    redone only from the first row that moved (a late record lands near the end), not for
+    the whole window on every board."""
+
+    def __init__(self, width: int) -> None:
+        self.starts = array("d")
+        self.values = [array("d") for _ in range(width)]
+        self.totals = [array("d", [0.0]) for _ in range(width)]
+        self._stale: int | None = None  # the first row whose running totals are out of date
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def add(self, start: float, values: tuple[float, ...]) -> None:
+        at = bisect.bisect_right(self.starts, start)
+        self.starts.insert(at, start)
+        for column, value in zip(self.values, values, strict=True):
+            column.insert(at, value)
+        self._stale = at if self._stale is None else min(self._stale, at)
+
+    def drop_before(self, floor: float) -> bool:
+        """Drop the rows that started before `floor` (totals settled); whether any went.
+        The totals stay right: a sum is a difference of two, whatever the first one is."""
+        cut = bisect.bisect_left(self.starts, floor)
+        if not cut:
+            return False
+        assert self._stale is None, "settle the totals first"
+        del self.starts[:cut]
+        for column in (*self.values, *self.totals):
+            del column[:cut]
+        return True
+
+    def settle(self) -> None:
+        """Bring the running totals up to date from the first row added since."""
+        at, self._stale = self._stale, None
+        if at is None:
+            return
+        for column, totals in zip(self.values, self.totals, strict=True):
+            del totals[at + 1:]
+            totals.extend(islice(accumulate(column[at:], initial=totals[at]), 1, None))
+
+    def sums(self, lo_start: float, hi_start: float) -> tuple[float, ...] | None:
+        """Each figure's sum over the rows started in [lo_start, hi_start); None for none."""
+        lo = bisect.bisect_left(self.starts, lo_start)
+        hi = bisect.bisect_left(self.starts, hi_start)
+        if hi <= lo:
+            return None
+        return tuple(totals[hi] - totals[lo] for totals in self.totals)
+
+
 class FigureCache:
     """The same figures as `window_figures`, kept up to date instead of recomputed: for the
     board's loop, which asks on every call or seat event.
 
     It holds the few columns of each queued inbound call (and each wrap-up interval) that
     started inside the widest window, per queue and sorted by start, with running totals
-    (prefix sums) of each figure; `refresh` adds the rows stored since (by id: those above
-    the highest seen, and the ids at most RESCAN below it that were missing when it was
-    seen, so a row whose transaction committed after a higher id was seen is not missed,
-    and none is read or counted twice) and drops those the widest window has left. A
-    window's sum is then two bisections and a subtraction per queue and figure, with no
-    scan of the table."""
+    (prefix sums) of each figure (`_Rows`); `refresh` adds the rows stored since (by id:
+    those above the highest seen, and the ids at most RESCAN below it that were missing
+    when it was seen, so a row whose transaction committed after a higher id was seen is
+    not missed, and none is read or counted twice) and drops those the widest window has
+    left. A window's sum is then two bisections and a subtraction per queue and figure,
+    with no scan of the table.
+
+    What it holds grows with the calls of the widest window (24 hours: ~170,000 calls at
+    2 calls/s, ~20 MB as `_Rows`), and nothing else grows: the ids kept to count each row
+    once are only those that can be read again (within RESCAN of the highest)."""
 
     RESCAN = 1_000
-    calls: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
-    wraps: list[tuple[float, int, float]] = field(default_factory=list)
-    _ids: set[tuple[str, int]] = field(default_factory=set)
-    _prefix: dict[str, tuple[list[float], list[list[float]]]] = field(default_factory=dict)
-    _wrap_prefix: tuple[list[float], list[float]] = field(default_factory=lambda: ([], [0.0]))
-    _dirty: set[str] = field(default_factory=set)
-    # per table ("call", "wrap"): the highest id read, and the ids below it (within RESCAN)
-    # that were missing when it was read: a transaction not committed yet, or rolled back
-    _top: dict[str, int] = field(default_factory=dict)
-    _gaps: dict[str, set[int]] = field(default_factory=dict)
+
+    def __init__(self) -> None:
+        self.calls: dict[str, _Rows] = {}
+        self.wraps = _Rows(1)
+        # per table ("call", "wrap"): the highest id read, the ids below it (within RESCAN)
+        # that were missing when it was read (a transaction not committed yet, or rolled
+        # back), and the ids counted that a gap could bring again (within RESCAN too)
+        self._top: dict[str, int] = {}
+        self._gaps: dict[str, set[int]] = {}
+        self._counted: dict[str, set[int]] = {}
 
     def _unread(self, session: Session, table: str, columns: tuple[Any, ...],
                 in_window: Any) -> list[Any]:
@@ -291,6 +349,22 @@ class FigureCache:
         self._top[table] = top
         return rows
 
+    def _first_count(self, table: str, row_id: int) -> bool:
+        """Whether the row is counted now for the first time (it then is)."""
+        counted = self._counted.setdefault(table, set())
+        if row_id in counted:
+            return False
+        counted.add(row_id)
+        return True
+
+    def _forget_counted(self) -> None:
+        """Only a gap (within RESCAN below the highest id) can bring a row again: the ids
+        below are let go, at most once per RESCAN ids read."""
+        for table, counted in self._counted.items():
+            if len(counted) > 2 * self.RESCAN:
+                floor = self._top.get(table, 0) - self.RESCAN
+                self._counted[table] = {row_id for row_id in counted if row_id > floor}
+
     def refresh(self, session: Session, now: datetime, widest: datetime,
                 service_seconds: float) -> None:
         _, now = check_window(now, now)
@@ -302,50 +376,30 @@ class FigureCache:
                                   call.outcome, call.wait_seconds, call.talk_seconds,
                                   call.direction), call.started_at >= widest):
             if (direction != "inbound" or queue is None or started is None
-                    or utc(started) < widest or ("call", row_id) in self._ids):
+                    or utc(started) < widest or not self._first_count("call", row_id)):
                 continue
-            self._ids.add(("call", row_id))
             answered = not short and outcome == "answered"
             waited = float(wait or 0.0)
-            bisect.insort(self.calls.setdefault(str(queue), []), (
-                utc(started).timestamp(), row_id, float(not short), float(answered),
-                float(not short and outcome == "abandoned"), float(bool(short)),
-                float(answered and waited <= service_seconds), waited if answered else 0.0,
-                float(talk or 0.0) if answered else 0.0))
-            self._dirty.add(str(queue))
+            rows = self.calls.get(str(queue))
+            if rows is None:
+                rows = self.calls[str(queue)] = _Rows(len(_FIGURES))
+            rows.add(utc(started).timestamp(), (
+                float(not short), float(answered), float(not short and outcome == "abandoned"),
+                float(bool(short)), float(answered and waited <= service_seconds),
+                waited if answered else 0.0, float(talk or 0.0) if answered else 0.0))
         interval = SeatInterval
-        wraps_moved = False
         for row_id, started, seconds, state in self._unread(
                 session, "wrap", (interval.id, interval.started_at, interval.seconds,
                                   interval.state), interval.started_at >= widest):
-            if state != seats.WRAP_UP or started is None or utc(started) < widest:
+            if (state != seats.WRAP_UP or started is None or utc(started) < widest
+                    or not self._first_count("wrap", row_id)):
                 continue
-            if ("wrap", row_id) not in self._ids:
-                self._ids.add(("wrap", row_id))
-                bisect.insort(self.wraps, (utc(started).timestamp(), row_id, float(seconds)))
-                wraps_moved = True
-        floor = (widest.timestamp(),)
-        for queue, rows in self.calls.items():
-            cut = bisect.bisect_left(rows, floor)
-            if cut:
-                self._ids.difference_update(("call", row[1]) for row in rows[:cut])
-                del rows[:cut]
-                self._dirty.add(queue)
-        cut = bisect.bisect_left(self.wraps, floor)
-        if cut:
-            self._ids.difference_update(("wrap", row[1]) for row in self.wraps[:cut])
-            del self.wraps[:cut]
-            wraps_moved = True
-        for queue in self._dirty:
-            rows = self.calls[queue]
-            self._prefix[queue] = ([row[0] for row in rows], [
-                list(accumulate((row[2 + k] for row in rows), initial=0.0))
-                for k in range(len(_FIGURES))])
-        self._dirty.clear()
-        if wraps_moved:
-            self._wrap_prefix = ([row[0] for row in self.wraps],
-                                 list(accumulate((row[2] for row in self.wraps),
-                                                 initial=0.0)))
+            self.wraps.add(utc(started).timestamp(), (float(seconds),))
+        self._forget_counted()
+        floor = widest.timestamp()
+        for rows in (*self.calls.values(), self.wraps):
+            rows.settle()
+            rows.drop_before(floor)
 
     def figures(self, session: Session, now: datetime, windows: dict[str, datetime], *,
                 service_seconds: float = 15.0) -> dict[str, dict[str, dict[str, Any]]]:
@@ -359,18 +413,13 @@ class FigureCache:
         # band i runs from starts[i] to starts[i - 1] (band 0: to now)
         edges = [now.timestamp(), *(start.timestamp() for start in starts)]
         rows: list[Any] = []
-        for queue, (times, sums) in self._prefix.items():
-            if not times:
-                continue
+        for queue, held in self.calls.items():
             for band in range(len(starts)):
-                lo = bisect.bisect_left(times, edges[band + 1])
-                hi = bisect.bisect_left(times, edges[band])
-                if hi > lo:
-                    rows.append((queue, band, *(s[hi] - s[lo] for s in sums)))
+                sums = held.sums(edges[band + 1], edges[band])
+                if sums is not None:
+                    rows.append((queue, band, *sums))
         wraps: dict[int, float] = {}
-        times, total = self._wrap_prefix
         for band in range(len(starts)):
-            lo = bisect.bisect_left(times, edges[band + 1])
-            hi = bisect.bisect_left(times, edges[band])
-            wraps[band] = total[hi] - total[lo]
+            wrapped = self.wraps.sums(edges[band + 1], edges[band])
+            wraps[band] = wrapped[0] if wrapped is not None else 0.0
         return _assemble(checked, starts, rows, wraps)

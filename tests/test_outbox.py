@@ -16,6 +16,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from core import events
 from core.clock import FixedClock
 from core.db import make_engine, session_factory, transaction, upgrade
 from core.events import EventBus, announce, publish, publish_on_commit
@@ -148,6 +149,29 @@ def test_trimming_never_drops_an_entry_a_group_has_not_acknowledged(
     # every group has everything: the newest `keep` stay
     assert bus.trim(keep=1) == 2
     assert [entry for entry, _f in bus.client.xrange(bus.stream)] == [ids[5].encode()]  # type: ignore[union-attr]
+
+
+def test_the_trim_keeps_the_newest_and_reads_only_what_lies_beyond_them(
+        server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    bus = _bus(server)
+    bus.ensure_group("g")
+    ids = [bus.publish(_failed(n)) for n in range(1, 11)]  # entries 1..10
+    for entry, _event in bus.consume("g", "c"):
+        bus.ack("g", entry)
+    monkeypatch.setattr(events, "TRIM_CHUNK", 2)  # the 7 beyond the newest 3: 4 reads
+    read: list[int] = []
+    xrange = bus.client.xrange
+
+    def counted(*args: object, **kwargs: object) -> list:
+        got = xrange(*args, **kwargs)
+        read.append(len(got))
+        return got
+
+    bus.client.xrange = counted  # type: ignore[method-assign]
+    assert bus.trim(keep=3) == 7
+    assert read == [2, 2, 2, 1]  # never the 3 kept
+    assert [entry for entry, _f in xrange(bus.stream)] == [i.encode() for i in ids[7:]]  # type: ignore[union-attr]
+    assert bus.trim(keep=3) == 0
 
 
 def test_a_group_that_acknowledges_while_the_trim_looks_is_trimmed_as_done(

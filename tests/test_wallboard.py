@@ -8,7 +8,9 @@ this shift began at 00:00 UTC."""
 
 from __future__ import annotations
 
+import gc
 import json
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -337,3 +339,44 @@ def test_a_pages_first_board_is_the_loops_last_while_it_covers_every_event(
     again = BoardLoop(settings, sessions, bus, FixedClock(NOW))
     again.publish()
     assert latest_board(client, NOW) is not None
+
+
+def test_the_cache_holds_its_window_compactly_and_lets_it_go(world) -> None:
+    """The loop's cache holds every call of the widest window (24 h: ~170,000 calls at 2
+    calls/s): a row must cost little (it took ~670 bytes as Python tuples and float lists:
+    ~115 MB for a day), and rows leave with the window, while the ids kept to count each
+    row once stay at RESCAN."""
+    _settings, sessions = world
+    with transaction(sessions) as session:  # 3,600 calls: one every 2 s for 2 hours
+        session.add_all(CallRecord(
+            call_id=f"steady-{n}", direction="inbound", caller_number="13800138000",
+            started_at=NOW - timedelta(hours=2) + timedelta(seconds=2 * n), outcome="answered",
+            queue="intake", wait_seconds=4.0, talk_seconds=60.0, short_abandon=False)
+            for n in range(3600))
+    starts = {"1h": NOW - timedelta(hours=1), "24h": NOW - timedelta(hours=24)}
+    with sessions() as session:  # statements compiled, drivers warmed: not counted below
+        wallboard.FigureCache().figures(session, NOW, starts)
+    cache = wallboard.FigureCache()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        with sessions() as session:
+            got = cache.figures(session, NOW, starts)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert (got["1h"][""]["offered"], got["24h"][""]["offered"]) == (1800, 3600)
+    assert len(cache.calls["intake"]) == 3600
+    # 15 doubles a row (start, 7 figures, 7 running totals: 120 bytes), the ids of the last
+    # RESCAN rows, the arrays' spare room: under 300 bytes a row (was ~670)
+    assert held < 3600 * 300, f"{held / 3600:.0f} bytes a row"
+    assert len(cache._counted["call"]) == 1000  # the ids a gap could bring again
+    a_day_later = NOW + timedelta(hours=24, seconds=1)
+    moved = {"1h": a_day_later - timedelta(hours=1), "24h": a_day_later - timedelta(hours=24)}
+    with sessions() as session:
+        got = cache.figures(session, a_day_later, moved)
+    assert got["24h"][""]["offered"] == 0
+    assert len(cache.calls["intake"]) == 0  # back to nothing held
+    assert len(cache._counted["call"]) == 1000
