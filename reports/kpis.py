@@ -44,6 +44,7 @@ from telephony.measures import (
     CallMeasures,
     MeasureError,
     call_measures,
+    call_measures_tiled,
     check_window,
     plain,
     ratio,
@@ -544,25 +545,38 @@ def hotline_report(session: Session, start: datetime, end: datetime, *,
     """The hotline report (热线报表) of [start, end): telephony.measures' call measures (of
     `queue`, or all; surge calls included), the surge calls apart (telephony.surge) and
     the order measures, for the window and per `bucket` of the centre's time zone (see
-    `buckets`). Every bucket is aggregated on its own, bounded by instants
-    computed here, so both databases cut the days the same way."""
+    `buckets`). The buckets are bounded by instants computed here, so both databases cut
+    the days the same way; as they tile the window, each half reads them all in a few
+    statements grouped by bucket (`call_measures_tiled`, `order_measures_tiled` for
+    buckets of whole hours), with the figures of reading each bucket on its own."""
 
     periods = buckets(start, end, bucket, timezone)
     start, end = check_window(start, end)
+    tiles = [(p.start, p.end) for p in periods]
     orders: dict[tuple[datetime, datetime], OrderMeasures] = {}
+    calls: dict[tuple[datetime, datetime], CallMeasures] = {}
+    surges: dict[tuple[datetime, datetime], SurgeCallMeasures] = {}
+    if periods:
+        # the periods tile the window: each half reads all of them in a few statements
+        whole_calls, each_calls = call_measures_tiled(
+            session, tiles, queue=queue, service_seconds=service_seconds,
+            repeat_lookback=repeat_lookback)
+        calls = dict(zip(tiles, each_calls, strict=True)) | {(start, end): whole_calls}
+        whole_surge, each_surge = surge.call_measures_tiled(session, tiles, queue=queue)
+        surges = dict(zip(tiles, each_surge, strict=True)) | {(start, end): whole_surge}
     if periods and all(_rolled(p.start, p.end, raw) for p in periods):
-        # the periods tile the window: the rollups give all of them in one pass
-        whole, each = order_measures_tiled(session, [(p.start, p.end) for p in periods],
-                                           now=now)
+        whole, each = order_measures_tiled(session, tiles, now=now)
         orders = {(p.start, p.end): m for p, m in zip(periods, each, strict=True)}
         orders[(start, end)] = whole
 
     def part(label: str, lo: datetime, hi: datetime) -> ReportBucket:
-        calls = call_measures(session, lo, hi, queue=queue, service_seconds=service_seconds,
-                              repeat_lookback=repeat_lookback)
+        called = calls.get((lo, hi)) or call_measures(
+            session, lo, hi, queue=queue, service_seconds=service_seconds,
+            repeat_lookback=repeat_lookback)
         measured = orders.get((lo, hi)) or order_measures(session, lo, hi, now=now, raw=raw)
-        return ReportBucket(label, lo, hi, calls, measured,
-                            surge.call_measures(session, lo, hi, queue=queue))
+        return ReportBucket(label, lo, hi, called, measured,
+                            surges.get((lo, hi)) or surge.call_measures(session, lo, hi,
+                                                                        queue=queue))
 
     total = part("total", start, end)
     figures = {"answer_rate": total.calls.answer_rate,

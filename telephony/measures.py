@@ -41,11 +41,14 @@ when nothing was there to divide by. Timestamps are compared in UTC.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.config import Hotline
@@ -156,10 +159,7 @@ def call_measures(session: Session, start: datetime, end: datetime, *,
     against). A service-level threshold the rollups do not keep, or repeat counts made with
     another repeat window than `repeat_lookback`, are read from the records too."""
     start, end = check_window(start, end)
-    if service_seconds < 0:
-        raise MeasureError(f"service_seconds: not below zero, got {service_seconds!r}")
-    if repeat_lookback <= timedelta():
-        raise MeasureError(f"repeat_lookback: above zero, got {repeat_lookback!r}")
+    _check_options(service_seconds, repeat_lookback)
     lo, hi = rollups.ceil_hour(start), rollups.floor_hour(end)
     kept = float(service_seconds) in rollups.SERVICE_THRESHOLDS
     if raw or not kept or lo >= hi:
@@ -190,6 +190,21 @@ def call_measures(session: Session, start: datetime, end: datetime, *,
         wrap_total = _seconds(seat_totals[0])
         occupancy = None if queue is not None else ratio(_seconds(seat_totals[1]),
                                                           _seconds(seat_totals[2]))
+    return _measures(start, end, queue, service_seconds, repeat_lookback, figures,
+                     known, repeats, wrap_total, occupancy)
+
+
+def _check_options(service_seconds: float, repeat_lookback: timedelta) -> None:
+    if service_seconds < 0:
+        raise MeasureError(f"service_seconds: not below zero, got {service_seconds!r}")
+    if repeat_lookback <= timedelta():
+        raise MeasureError(f"repeat_lookback: above zero, got {repeat_lookback!r}")
+
+
+def _measures(start: datetime, end: datetime, queue: str | None, service_seconds: float,
+              repeat_lookback: timedelta, figures: dict[str, Any], known: int, repeats: int,
+              wrap_total: float, occupancy: float | None) -> CallMeasures:
+    """The measures of a window from its counts and sums, the rates taken here."""
     n_offered, n_answered, within = (figures["offered"], figures["answered"],
                                      figures["within"])
     talk, hold = _seconds(figures["talk"]), _seconds(figures["hold"])
@@ -224,12 +239,20 @@ def _raw_figures(session: Session, start: datetime, end: datetime, queue: str | 
     where = [call.started_at >= start, call.started_at < end]
     if queue is not None:
         where.append(call.queue == queue)
+    row = session.execute(select(*_figure_columns(service_seconds))
+                          .select_from(call).where(*where)).one()
+    return _figures_of(row)
+
+
+def _figure_columns(service_seconds: float) -> list[Any]:
+    """The aggregates of `_FIGURES` over a set of call records."""
+    call = CallRecord
     outbound = call.direction == "outbound"
     in_queue = and_(call.direction == "inbound", call.queue.is_not(None))
     offered = and_(in_queue, call.short_abandon.is_(False))
     answered = and_(offered, call.outcome == "answered")
     wait = func.coalesce(call.wait_seconds, 0.0)
-    row = session.execute(select(
+    return [
         func.count(case((call.direction == "inbound", 1))),
         func.count(case((offered, 1))),
         func.count(case((answered, 1))),
@@ -243,7 +266,10 @@ def _raw_figures(session: Session, start: datetime, end: datetime, queue: str | 
         func.max(case((offered, call.wait_seconds))),
         func.count(case((outbound, 1))),
         func.count(case((and_(outbound, call.outcome == "answered"), 1))),
-    ).select_from(call).where(*where)).one()
+    ]
+
+
+def _figures_of(row: Sequence[Any]) -> dict[str, Any]:
     figures = dict(zip(_FIGURES, row, strict=True))
     for name in ("wait", "talk", "hold"):
         figures[name] = float(figures[name] or 0.0)
@@ -288,10 +314,192 @@ def call_measures_by_queue(session: Session, start: datetime, end: datetime,
             for name in sorted(names)}
 
 
-def _wrap_up_query(start: datetime, end: datetime, queue: str | None) -> Any:
+def call_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, datetime]], *,
+                        queue: str | None = None,
+                        service_seconds: float = DEFAULT_SERVICE_SECONDS,
+                        repeat_lookback: timedelta = DEFAULT_REPEAT_LOOKBACK
+                        ) -> tuple[CallMeasures, list[CallMeasures]]:
+    """`call_measures` of the whole of `tiles` (contiguous windows, in order: a report's
+    periods) and of each tile, equal to asking for each one by one, in a few statements
+    whatever the number of tiles (a report by day asked one tile at a time was a statement
+    a day): the tiles' whole hours from the rollups grouped by tile, their seat figures
+    grouped by tile, and the pieces the rollups cannot give (the ends of a tile that are
+    not whole hours, a tile without a whole hour, the repeat calls of a tile whose rollups
+    were made with another repeat window) from the records, grouped by piece. The whole's
+    counts and sums are the tiles' added up: every figure is a count, a sum or a maximum
+    of calls or seat intervals that each fall in one tile. Tiles that do not tile a window,
+    or a service-level threshold the rollups do not keep, are read one by one."""
+    tiles = [check_window(lo, hi) for lo, hi in tiles]
+    _check_options(service_seconds, repeat_lookback)
+    if not tiles:
+        raise MeasureError("tiles: at least one window is needed")
+    options: dict[str, Any] = {"queue": queue, "service_seconds": service_seconds,
+                               "repeat_lookback": repeat_lookback}
+    contiguous = all(a[1] == b[0] for a, b in itertools.pairwise(tiles))
+    if not contiguous or float(service_seconds) not in rollups.SERVICE_THRESHOLDS:
+        return (call_measures(session, tiles[0][0], tiles[-1][1], **options),
+                [call_measures(session, lo, hi, **options) for lo, hi in tiles])
+    spans = [(rollups.ceil_hour(lo), rollups.floor_hour(hi)) for lo, hi in tiles]
+    rolled = [lo < hi for lo, hi in spans]
+    summed = rollups.rollup_sums_tiled(session, spans, queue, repeat_lookback)
+    # What each tile reads from the records, as call_measures would: the figures of its
+    # ends outside its whole hours (or of all of it, without a whole hour), and its repeat
+    # calls there too (or in all of it, if its rollups counted them with another window).
+    edges: list[list[tuple[datetime, datetime]]] = []
+    repeat_pieces: list[list[tuple[datetime, datetime]]] = []
+    for (lo, hi), (first, last), (_sums, same_window) in zip(tiles, spans, summed,
+                                                             strict=True):
+        all_of_it = [(lo, hi)] if lo < hi else []
+        if first < last:
+            ends = [(a, b) for a, b in ((lo, first), (last, hi)) if a < b]
+            edges.append(ends)
+            repeat_pieces.append(ends if same_window else all_of_it)
+        else:
+            edges.append(all_of_it)
+            repeat_pieces.append(all_of_it)
+    edge_figures = iter(_raw_figures_of_pieces(
+        session, [piece for pieces in edges for piece in pieces], queue, service_seconds))
+    edge_repeats = iter(_repeat_calls_of_pieces(
+        session, [piece for pieces in repeat_pieces for piece in pieces], queue,
+        repeat_lookback))
+    seat_sums = _seat_sums_tiled(session, tiles, queue)
+    each: list[CallMeasures] = []
+    whole_figures, known_all, repeats_all = _no_figures(), 0, 0
+    seat_all = [0.0, 0.0, 0.0]
+    for i, (lo, hi) in enumerate(tiles):
+        sums, same_window = summed[i]
+        figures = _rolled_figures(sums, int(service_seconds)) if rolled[i] else _no_figures()
+        for _piece in edges[i]:  # in call_measures' order: the float sums add up alike
+            figures = _combined(figures, next(edge_figures))
+        known = repeats = 0
+        if rolled[i] and same_window:
+            known, repeats = sums.counts["known_number_calls"], sums.counts["repeat_calls"]
+        for _piece in repeat_pieces[i]:
+            piece_known, piece_repeats = next(edge_repeats)
+            known, repeats = known + piece_known, repeats + piece_repeats
+        wrap, busy, available = seat_sums[i]
+        each.append(_measures(
+            lo, hi, queue, service_seconds, repeat_lookback, figures, known, repeats,
+            _seconds(wrap), None if queue is not None else ratio(_seconds(busy),
+                                                                  _seconds(available))))
+        whole_figures = _combined(whole_figures, figures)
+        known_all, repeats_all = known_all + known, repeats_all + repeats
+        seat_all = [total + float(value or 0.0) for total, value in zip(
+            seat_all, seat_sums[i], strict=True)]
+    occupancy = None if queue is not None else ratio(_seconds(seat_all[1]),
+                                                      _seconds(seat_all[2]))
+    whole = _measures(tiles[0][0], tiles[-1][1], queue, service_seconds, repeat_lookback,
+                      whole_figures, known_all, repeats_all, _seconds(seat_all[0]), occupancy)
+    return whole, each
+
+
+def _no_figures() -> dict[str, Any]:
+    """The figures of no call, as `_raw_figures` gives them for an empty window."""
+    return {**dict.fromkeys(_FIGURES, 0), "wait": 0.0, "talk": 0.0, "hold": 0.0,
+            "longest": None}
+
+
+def _in_pieces(column: Any, pieces: Sequence[tuple[datetime, datetime]]) -> tuple[Any, Any]:
+    """(whether `column` falls in one of `pieces`, the index of the piece it falls in) for
+    pieces in order of start: the condition takes touching or overlapping pieces as one
+    range (an index range scan each); the index, a CASE on the pieces' ends, is meant for
+    pieces that do not overlap."""
+    ranges: list[list[datetime]] = []
+    for lo, hi in pieces:
+        if lo >= hi:
+            continue
+        if ranges and ranges[-1][1] >= lo:
+            ranges[-1][1] = max(ranges[-1][1], hi)
+        else:
+            ranges.append([lo, hi])
+    inside = or_(*(and_(column >= lo, column < hi) for lo, hi in ranges))
+    # within `inside`, the first piece ending after the value holds it
+    return inside, case(*((column < hi, i) for i, (lo, hi) in enumerate(pieces) if lo < hi),
+                        else_=-1)
+
+
+def _raw_figures_of_pieces(session: Session, pieces: Sequence[tuple[datetime, datetime]],
+                           queue: str | None, service_seconds: float
+                           ) -> list[dict[str, Any]]:
+    """`_raw_figures` of each of `pieces` (in order, not overlapping), in one statement."""
+    out = [_no_figures() for _ in pieces]
+    if not any(lo < hi for lo, hi in pieces):
+        return out
+    inside, piece = _in_pieces(CallRecord.started_at, pieces)
+    where = [inside] if queue is None else [inside, CallRecord.queue == queue]
+    for row in session.execute(select(piece, *_figure_columns(service_seconds))
+                               .select_from(CallRecord).where(*where).group_by(piece)):
+        if int(row[0]) >= 0:
+            out[int(row[0])] = _figures_of(row[1:])
+    return out
+
+
+def _repeat_calls_of_pieces(session: Session, pieces: Sequence[tuple[datetime, datetime]],
+                            queue: str | None, lookback: timedelta) -> list[tuple[int, int]]:
+    """`_repeat_calls` of each of `pieces` (in order, not overlapping), in one statement:
+    the calls of the callers who called in a piece, from `lookback` before each piece.
+    A call's previous call read here is its caller's previous call whenever that one is
+    within `lookback`, as `_repeat_calls` finds it."""
+    out = [(0, 0)] * len(pieces)
+    if not any(lo < hi for lo, hi in pieces):
+        return out
+    call = CallRecord
+    known_inbound = [call.direction == "inbound", call.citizen_number != ""]
+    in_piece, _ = _in_pieces(call.started_at, pieces)
+    callers = select(call.citizen_number).where(in_piece, *known_inbound)
+    if queue is not None:
+        callers = callers.where(call.queue == queue)
+    history, _ = _in_pieces(call.started_at, [(lo - lookback, hi) for lo, hi in pieces
+                                              if lo < hi])
+    rows = session.execute(
+        select(call.citizen_number, call.started_at, call.queue)
+        .where(history, *known_inbound, call.citizen_number.in_(callers))
+        .order_by(call.started_at, call.id)).all()
+    starts = [lo for lo, _hi in pieces]
+    counts = [[0, 0] for _ in pieces]
+    last_call: dict[str, datetime] = {}
+    for caller, started, call_queue in rows:
+        started = utc(started)
+        previous = last_call.get(caller)
+        last_call[caller] = started
+        i = bisect_right(starts, started) - 1
+        if i < 0 or started >= pieces[i][1] or (queue is not None and call_queue != queue):
+            continue  # history only
+        counts[i][0] += 1
+        if previous is not None and started - previous <= lookback:
+            counts[i][1] += 1
+    return [(known, repeats) for known, repeats in counts]
+
+
+def _seat_sums_tiled(session: Session, tiles: Sequence[tuple[datetime, datetime]],
+                     queue: str | None) -> list[tuple[Any, Any, Any]]:
+    """(wrap-up, occupied, available) seat seconds of each of `tiles` (contiguous, in
+    order), unrounded, in one statement: `_wrap_up_query` and `_seat_queries` grouped by
+    the tile an interval starts in (occupied and available None for one queue)."""
     interval = SeatInterval
-    # Wrap-up follows the agent's call (it starts at AgentComplete): the latest answered
-    # call that agent had connected by then.
+    tile = case(*((interval.started_at < hi, i) for i, (_lo, hi) in enumerate(tiles)),
+                else_=-1)
+    follows = _follows_wrap_up(queue)
+    columns = [func.sum(case((interval.state == seats.WRAP_UP,
+                              case((follows, interval.seconds))), else_=None))]
+    if queue is None:
+        columns += [func.sum(case((interval.state.in_(states), interval.seconds)))
+                    for states in (OCCUPIED_STATES, AVAILABLE_STATES)]
+    out: list[tuple[Any, Any, Any]] = [(None, None, None)] * len(tiles)
+    for row in session.execute(
+            select(tile, *columns).where(interval.started_at >= tiles[0][0],
+                                         interval.started_at < tiles[-1][1])
+            .group_by(tile)):
+        if int(row[0]) >= 0:
+            out[int(row[0])] = (row[1], *(row[2:] if queue is None else (None, None)))
+    return out
+
+
+def _follows_wrap_up(queue: str | None) -> Any:
+    """Whether a wrap-up interval follows an inbound call (of `queue`): the latest answered
+    call its agent had connected when it began (it starts at AgentComplete)."""
+    interval = SeatInterval
+
     def follows(column: Any) -> Any:
         return (select(column)
                 .where(CallRecord.agent == interval.agent_number,
@@ -300,12 +508,15 @@ def _wrap_up_query(start: datetime, end: datetime, queue: str | None) -> Any:
                 .order_by(CallRecord.connected_at.desc(), CallRecord.id.desc())
                 .limit(1).correlate(interval).scalar_subquery())
 
-    query = select(func.sum(interval.seconds)).where(
+    inbound = follows(CallRecord.direction) == "inbound"
+    return inbound if queue is None else and_(inbound, follows(CallRecord.queue) == queue)
+
+
+def _wrap_up_query(start: datetime, end: datetime, queue: str | None) -> Any:
+    interval = SeatInterval
+    return select(func.sum(interval.seconds)).where(
         interval.state == seats.WRAP_UP, interval.started_at >= start,
-        interval.started_at < end, follows(CallRecord.direction) == "inbound")
-    if queue is not None:
-        query = query.where(follows(CallRecord.queue) == queue)
-    return query
+        interval.started_at < end, _follows_wrap_up(queue))
 
 
 def _seat_queries(start: datetime, end: datetime) -> tuple[Any, Any]:

@@ -211,6 +211,27 @@ def _inserted(mapper: Any, connection: Connection, row: CallRecord) -> None:
     call_stored(connection, row, window, stored_with)
 
 
+def _sum_columns(seconds: int) -> list[Any]:
+    """The summed figures of a set of rollup rows, the longest wait, and how many of the
+    rows were made with another repeat window than `seconds`."""
+    r = CallHourRollup
+    return [*(func.sum(r.__table__.c[name]) for name in (*COUNTS, *SUMS)),
+            func.max(r.longest_wait_seconds),
+            func.count(case((r.repeat_window_seconds != seconds, 1)))]
+
+
+def _summed(row: Sequence[Any]) -> tuple[Sums, bool]:
+    """`_sum_columns`' values as Sums, and whether the repeat window was the one asked."""
+    sums = Sums()
+    for name, value in zip(COUNTS, row[:len(COUNTS)], strict=True):
+        sums.counts[name] = int(value or 0)
+    for name, value in zip(SUMS, row[len(COUNTS):len(COUNTS) + len(SUMS)], strict=True):
+        sums.sums[name] = float(value or 0.0)
+    longest = row[-2]
+    sums.longest_wait_seconds = None if longest is None else float(longest)
+    return sums, row[-1] == 0
+
+
 def rollup_sums(session: Session, start: datetime, end: datetime, queue: str | None,
                 repeat_window: timedelta, also: Sequence[Any] = ()
                 ) -> tuple[Sums, bool, list[Any]]:
@@ -221,21 +242,42 @@ def rollup_sums(session: Session, start: datetime, end: datetime, queue: str | N
     where = [r.hour >= start, r.hour < end]
     if queue is not None:
         where.append(r.queue == queue)
-    seconds = int(repeat_window.total_seconds())
-    columns = [func.sum(r.__table__.c[name]) for name in (*COUNTS, *SUMS)]
     row = session.execute(select(
-        *columns, func.max(r.longest_wait_seconds),
-        func.count(case((r.repeat_window_seconds != seconds, 1))), *also).where(*where)).one()
+        *_sum_columns(int(repeat_window.total_seconds())), *also).where(*where)).one()
     extra = list(row[len(row) - len(also):])
-    row = row[:len(row) - len(also)]
-    sums = Sums()
-    for name, value in zip(COUNTS, row[:len(COUNTS)], strict=True):
-        sums.counts[name] = int(value or 0)
-    for name, value in zip(SUMS, row[len(COUNTS):len(COUNTS) + len(SUMS)], strict=True):
-        sums.sums[name] = float(value or 0.0)
-    longest = row[-2]
-    sums.longest_wait_seconds = None if longest is None else float(longest)
-    return sums, row[-1] == 0, extra
+    sums, same_window = _summed(row[:len(row) - len(also)])
+    return sums, same_window, extra
+
+
+def rollup_sums_tiled(session: Session, spans: Sequence[tuple[datetime, datetime]],
+                      queue: str | None, repeat_window: timedelta
+                      ) -> list[tuple[Sums, bool]]:
+    """`rollup_sums` (without `also`) of each of `spans` (whole hours, in order, not
+    overlapping; an empty span gives empty sums), in one statement for them all (a
+    report's periods): each hour row is put in its span by a CASE on its hour, the hours
+    between spans (the hour a half-hour zone's midnight falls in) in none."""
+    out = [(Sums(), True) for _ in spans]
+    filled = [(i, lo, hi) for i, (lo, hi) in enumerate(spans) if lo < hi]
+    if not filled:
+        return out
+    r = CallHourRollup
+    whens: list[tuple[Any, int]] = []
+    reached = filled[0][1]
+    for i, lo, hi in filled:
+        if reached < lo:
+            whens.append((r.hour < lo, -1))
+        whens.append((r.hour < hi, i))
+        reached = hi
+    span = case(*whens, else_=-1)
+    where = [r.hour >= filled[0][1], r.hour < reached]
+    if queue is not None:
+        where.append(r.queue == queue)
+    for row in session.execute(
+            select(span, *_sum_columns(int(repeat_window.total_seconds())))
+            .where(*where).group_by(span)):
+        if int(row[0]) >= 0:
+            out[int(row[0])] = _summed(row[1:])
+    return out
 
 
 def queues_between(session: Session, start: datetime, end: datetime) -> set[str]:

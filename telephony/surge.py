@@ -13,21 +13,24 @@ left with the leave key), which is how its calls are counted apart.
 from __future__ import annotations
 
 import io
+import itertools
 import secrets
 import shutil
 import subprocess
 import tempfile
 import wave
-from collections.abc import Callable
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from core.errors import HotlineError, NotFound
-from telephony.measures import ratio, utc
+from telephony.measures import MeasureError, ratio, utc
 from telephony.models import CallRecord, SurgeMode
 
 SURGE_DIR = "surge"
@@ -172,8 +175,22 @@ class SurgeCalls:
 
 
 def _steps(record: CallRecord) -> set[str]:
-    return {str(step.get("value")) for step in (record.details or {}).get("ivr_path", [])
+    return _path_steps(record.details)
+
+
+def _path_steps(details: dict[str, Any] | None) -> set[str]:
+    return {str(step.get("value")) for step in (details or {}).get("ivr_path", [])
             if step.get("node") == "node"}
+
+
+def _spans(session: Session, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """The parts of [start, end) (UTC) that a surge was on in, one a surge (they may
+    overlap), empty ones left out."""
+    spans = [(max(start, utc(mode.started_at)), min(end, utc(mode.ended_at or end)))
+             for mode in session.scalars(select(SurgeMode).where(
+                 SurgeMode.started_at < end,
+                 or_(SurgeMode.ended_at.is_(None), SurgeMode.ended_at > start)))]
+    return [(lo, hi) for lo, hi in spans if lo < hi]
 
 
 def calls_of(session: Session, mode: SurgeMode, now: datetime) -> SurgeCalls:
@@ -218,15 +235,9 @@ def call_measures(session: Session, start: datetime, end: datetime, *,
     all: inbound calls that began while a surge was on and whose IVR path shows the
     announcement heard. Only the calls of the surges' spans are read."""
     start, end = utc(start), utc(end)
-    spans = [(max(start, utc(mode.started_at)), min(end, utc(mode.ended_at or end)))
-             for mode in session.scalars(select(SurgeMode).where(
-                 SurgeMode.started_at < end,
-                 or_(SurgeMode.ended_at.is_(None), SurgeMode.ended_at > start)))]
     seen: set[int] = set()
     heard = repeated = left = offered = answered = abandoned = unanswered = shorts = 0
-    for lo, hi in spans:
-        if lo >= hi:
-            continue
+    for lo, hi in _spans(session, start, end):
         where = [CallRecord.direction == "inbound", CallRecord.started_at >= lo,
                  CallRecord.started_at < hi]
         if queue is not None:
@@ -250,6 +261,78 @@ def call_measures(session: Session, start: datetime, end: datetime, *,
             unanswered += record.outcome == "unanswered"
     return SurgeCallMeasures(heard, repeated, left, offered, answered, abandoned, unanswered,
                              shorts, ratio(answered, offered), ratio(abandoned, offered))
+
+
+def call_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, datetime]], *,
+                        queue: str | None = None
+                        ) -> tuple[SurgeCallMeasures, list[SurgeCallMeasures]]:
+    """`call_measures` of the whole of `tiles` (contiguous windows, in order: a report's
+    periods) and of each tile, reading the surges and their calls once for the whole
+    window (one statement for the surges and one a surge, not so many a tile): a call
+    counts in the tile it began in, and the whole's counts are the tiles' added up.
+    Tiles that do not tile a window are read one by one."""
+    tiles = [(utc(lo), utc(hi)) for lo, hi in tiles]
+    if not tiles:
+        raise MeasureError("tiles: at least one window is needed")
+    if not all(a[1] == b[0] for a, b in itertools.pairwise(tiles)):
+        return (call_measures(session, tiles[0][0], tiles[-1][1], queue=queue),
+                [call_measures(session, lo, hi, queue=queue) for lo, hi in tiles])
+    start, end = tiles[0][0], tiles[-1][1]
+    starts = [lo for lo, _hi in tiles]
+    counts = [_SurgeCounts() for _ in tiles]
+    seen: set[int] = set()
+    c = CallRecord
+    for lo, hi in _spans(session, start, end):
+        where = [c.direction == "inbound", c.started_at >= lo, c.started_at < hi]
+        if queue is not None:
+            where.append(c.queue == queue)
+        for call_id, started, details, call_queue, short, outcome in session.execute(
+                select(c.id, c.started_at, c.details, c.queue, c.short_abandon, c.outcome)
+                .where(*where)):
+            steps = _path_steps(details)
+            if call_id in seen or HEARD not in steps:
+                continue
+            seen.add(call_id)
+            counts[bisect_right(starts, utc(started)) - 1].add(steps, call_queue, short,
+                                                               outcome)
+    whole = _SurgeCounts()
+    for one in counts:
+        whole.merge(one)
+    return whole.measures(), [one.measures() for one in counts]
+
+
+class _SurgeCounts:
+    """The counts of `call_measures`, a call at a time."""
+
+    def __init__(self) -> None:
+        self.n = dict.fromkeys(("heard", "repeated", "left", "offered", "answered",
+                                "abandoned", "unanswered", "shorts"), 0)
+
+    def add(self, steps: set[str], queue: str | None, short_abandon: bool,
+            outcome: str) -> None:
+        n = self.n
+        n["heard"] += 1
+        n["repeated"] += REPEATED in steps
+        n["left"] += LEFT in steps
+        if queue is None:
+            return
+        if short_abandon:
+            n["shorts"] += 1
+            return
+        n["offered"] += 1
+        for name in ("answered", "abandoned", "unanswered"):
+            n[name] += outcome == name
+
+    def merge(self, other: _SurgeCounts) -> None:
+        for name, value in other.n.items():
+            self.n[name] += value
+
+    def measures(self) -> SurgeCallMeasures:
+        n = self.n
+        return SurgeCallMeasures(n["heard"], n["repeated"], n["left"], n["offered"],
+                                 n["answered"], n["abandoned"], n["unanswered"], n["shorts"],
+                                 ratio(n["answered"], n["offered"]),
+                                 ratio(n["abandoned"], n["offered"]))
 
 
 def recent(session: Session, limit: int = 10) -> list[SurgeMode]:
