@@ -55,7 +55,7 @@ from sqlalchemy.orm import Session
 from core.db import make_engine, session_factory, transaction, upgrade
 from reports import kpis
 from telephony import rollups as call_rollups
-from telephony.measures import call_measures
+from telephony.measures import call_measures, call_measures_tiled
 from tickets import catalogue, deadlines, service, workflow
 from tickets import rollups as order_rollups
 from tickets.models import Category, WorkOrder
@@ -859,11 +859,14 @@ def queries(orders: int) -> list[tuple[str, str, Callable[[Session], Any]]]:
              lambda s, raw=raw: kpis.evaluate_departments(s, *month, now=now, raw=raw)),
             (f"evaluate_regions, a month{suffix}", "month", regions(*month, raw)),
         ]
-    def calls(lo: datetime, hi: datetime, unit: str, raw: bool) -> Callable[[Session], Any]:
-        """The call half of hotline_report: the window and each bucket's call measures."""
-        return lambda s: [call_measures(s, b.start, b.end, raw=raw)
-                          for b in (kpis.Bucket("total", lo, hi),
-                                    *kpis.buckets(lo, hi, unit))]
+    def calls(lo: datetime, hi: datetime, unit: str, how: str) -> Callable[[Session], Any]:
+        """The call half of hotline_report, the window's and each bucket's call measures:
+        as it reads them (tiled), bucket by bucket (as it did), or raw (the reference)."""
+        periods = kpis.buckets(lo, hi, unit)
+        if how == "tiled":
+            return lambda s: call_measures_tiled(s, [(b.start, b.end) for b in periods])
+        return lambda s: [call_measures(s, b.start, b.end, raw=how == "raw")
+                          for b in (kpis.Bucket("total", lo, hi), *periods)]
 
     return [
         *rolled,
@@ -874,9 +877,9 @@ def queries(orders: int) -> list[tuple[str, str, Callable[[Session], Any]]]:
         ("hotline_report, a year by month", "year",
          lambda s: kpis.hotline_report(s, *year, bucket="month", now=now)),
         ("evaluate, a month", "month", lambda s: kpis.evaluate(s, *month, now=now)),
-        *((f"call measures, {label} (rollups)", name, calls(*window(name), unit, False))
-          for label, name, unit in CALL_REPORTS),
-        *((f"call measures, {label} (raw reference)", name, calls(*window(name), unit, True))
+        *((f"call measures, {label} ({what})", name, calls(*window(name), unit, how))
+          for how, what in (("tiled", "rollups"), ("periods", "rollups by bucket"),
+                            ("raw", "raw reference"))
           for label, name, unit in CALL_REPORTS),
         ("find_orders state=handling + department", "day",
          search(state="handling", department_code="enforcement")),
@@ -1010,7 +1013,8 @@ def run(engine: Engine, url: str, args: argparse.Namespace, orders: int) -> None
     with factory() as session:  # the rollups' figures are the records' figures
         for label, name, unit in CALL_REPORTS:
             same = calls_equal(session, *window(name), unit)
-            print(f"  call measures, {label}: rollups == raw reference: {same}", flush=True)
+            print(f"  call measures, {label}: rollups (tiled, by bucket) == raw reference: "
+                  f"{same}", flush=True)
     slow = []
     for name, base, query in queries(orders):
         timed = Timed(name, base, time_query(factory, query, args.runs, args.budget))
@@ -1021,9 +1025,9 @@ def run(engine: Engine, url: str, args: argparse.Namespace, orders: int) -> None
     day, month, year = (f"{lo:%Y-%m-%d}" for lo, _ in WINDOWS.values())
     print(f"\nKPI and search queries, PostgreSQL, {orders:,} orders; windows: day {day}, "
           f"month {month[:7]}, year {year[:4]} (Beijing time); ratio: p50 / baseline p50")
-    print(f"{'query':<44}{'runs':>5}{'p50 ms':>11}{'p95 ms':>11}{'ratio':>9}  baseline")
+    print(f"{'query':<52}{'runs':>5}{'p50 ms':>11}{'p95 ms':>11}{'ratio':>9}  baseline")
     for t in results:
-        print(f"{t.name:<44}{len(t.runs):>5}{t.pct(.5):>11,.1f}{t.pct(.95):>11,.1f}"
+        print(f"{t.name:<52}{len(t.runs):>5}{t.pct(.5):>11,.1f}{t.pct(.95):>11,.1f}"
               f"{t.pct(.5) / baselines[t.baseline]:>9,.1f}  {t.baseline} count")
     for name, query in slow:
         with statements(engine) as seen, factory() as session:
@@ -1040,9 +1044,12 @@ def run(engine: Engine, url: str, args: argparse.Namespace, orders: int) -> None
 
 
 def calls_equal(session: Session, lo: datetime, hi: datetime, unit: str) -> bool:
-    return all(call_measures(session, b.start, b.end) == call_measures(
-        session, b.start, b.end, raw=True) for b in (kpis.Bucket("total", lo, hi),
-                                                     *kpis.buckets(lo, hi, unit)))
+    """Whether the call measures read tiled, bucket by bucket and raw are the same."""
+    periods = kpis.buckets(lo, hi, unit)
+    whole, each = call_measures_tiled(session, [(b.start, b.end) for b in periods])
+    return all(tiled == call_measures(session, b.start, b.end) == call_measures(
+        session, b.start, b.end, raw=True) for tiled, b in zip(
+            [whole, *each], [kpis.Bucket("total", lo, hi), *periods], strict=True))
 
 
 # Indexes the slow paths above want; not in the migrations, made here on the bench database.
@@ -1076,7 +1083,7 @@ def try_indexes(url: str, factory: Any, args: argparse.Namespace, orders: int,
     print(f"\nWith the proposed indexes ({time.perf_counter() - started:.0f} s to build):")
     for name, target, why in PROPOSED:
         print(f"  CREATE INDEX {name} ON {target};  -- {why}")
-    print(f"{'query':<44}{'runs':>5}{'p50 ms':>11}{'p95 ms':>11}{'was p50':>11}{'speedup':>9}")
+    print(f"{'query':<52}{'runs':>5}{'p50 ms':>11}{'p95 ms':>11}{'was p50':>11}{'speedup':>9}")
     after = {}
     for old, (name, _base, query) in zip(before, queries(orders), strict=True):
         new = after[name] = Timed(name, old.baseline,
@@ -1088,7 +1095,7 @@ def try_indexes(url: str, factory: Any, args: argparse.Namespace, orders: int,
     no_jit = create_engine(url.replace("postgresql:", "postgresql+psycopg:", 1),
                            connect_args={"options": "-c jit=off"})
     print("\nThe same, with the indexes and SET jit = off:")
-    print(f"{'query':<44}{'runs':>5}{'p50 ms':>11}{'p95 ms':>11}{'jit p50':>11}{'speedup':>9}")
+    print(f"{'query':<52}{'runs':>5}{'p50 ms':>11}{'p95 ms':>11}{'jit p50':>11}{'speedup':>9}")
     try:
         for name, _base, query in queries(orders)[:4]:
             new = Timed(name, "", time_query(session_factory(no_jit), query, args.runs,

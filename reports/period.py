@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from core.config import Settings
 from reports import kpis
-from telephony.measures import call_measures
+from telephony.measures import call_measures_tiled
 
 UNITS = ("day", "week", "month")
 # the unit's report rows: a day by hour, a week or a month by day
@@ -88,13 +88,12 @@ def hourly(session: Session, day: date, timezone: str) -> tuple[Hour, ...]:
     """The 24 local hours of `day` (a day that skips or repeats an hour for daylight saving
     has 23 or 25 hours; each is labelled by its local hour)."""
     zone = ZoneInfo(timezone)
-    out = []
-    for part in kpis.buckets(_midnight(day, zone), _midnight(day + timedelta(days=1), zone),
-                             timedelta(hours=1), timezone):
-        calls = call_measures(session, part.start, part.end)
-        out.append(Hour(part.start.astimezone(zone).hour, calls.calls, calls.offered,
-                        calls.answered, calls.answer_rate))
-    return tuple(out)
+    parts = kpis.buckets(_midnight(day, zone), _midnight(day + timedelta(days=1), zone),
+                         timedelta(hours=1), timezone)
+    _day, hours = call_measures_tiled(session, [(part.start, part.end) for part in parts])
+    return tuple(Hour(part.start.astimezone(zone).hour, calls.calls, calls.offered,
+                      calls.answered, calls.answer_rate)
+                 for part, calls in zip(parts, hours, strict=True))
 
 
 @dataclass(frozen=True)

@@ -327,16 +327,17 @@ def call_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, dateti
     not whole hours, a tile without a whole hour, the repeat calls of a tile whose rollups
     were made with another repeat window) from the records, grouped by piece. The whole's
     counts and sums are the tiles' added up: every figure is a count, a sum or a maximum
-    of calls or seat intervals that each fall in one tile. Tiles that do not tile a window,
-    or a service-level threshold the rollups do not keep, are read one by one."""
+    of calls or seat intervals that each fall in one tile. With a service-level threshold
+    the rollups do not keep, the tiles are read one by one."""
     tiles = [check_window(lo, hi) for lo, hi in tiles]
     _check_options(service_seconds, repeat_lookback)
     if not tiles:
         raise MeasureError("tiles: at least one window is needed")
+    if not all(a[1] == b[0] for a, b in itertools.pairwise(tiles)):
+        raise MeasureError("tiles: each one begins where the one before it ends")
     options: dict[str, Any] = {"queue": queue, "service_seconds": service_seconds,
                                "repeat_lookback": repeat_lookback}
-    contiguous = all(a[1] == b[0] for a, b in itertools.pairwise(tiles))
-    if not contiguous or float(service_seconds) not in rollups.SERVICE_THRESHOLDS:
+    if float(service_seconds) not in rollups.SERVICE_THRESHOLDS:
         return (call_measures(session, tiles[0][0], tiles[-1][1], **options),
                 [call_measures(session, lo, hi, **options) for lo, hi in tiles])
     spans = [(rollups.ceil_hour(lo), rollups.floor_hour(hi)) for lo, hi in tiles]
@@ -446,7 +447,8 @@ def _repeat_calls_of_pieces(session: Session, pieces: Sequence[tuple[datetime, d
     call = CallRecord
     known_inbound = [call.direction == "inbound", call.citizen_number != ""]
     in_piece, _ = _in_pieces(call.started_at, pieces)
-    callers = select(call.citizen_number).where(in_piece, *known_inbound)
+    # the same table inside: not correlated to the outer statement's rows
+    callers = select(call.citizen_number).where(in_piece, *known_inbound).correlate(None)
     if queue is not None:
         callers = callers.where(call.queue == queue)
     history, _ = _in_pieces(call.started_at, [(lo - lookback, hi) for lo, hi in pieces

@@ -269,14 +269,12 @@ def call_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, dateti
     """`call_measures` of the whole of `tiles` (contiguous windows, in order: a report's
     periods) and of each tile, reading the surges and their calls once for the whole
     window (one statement for the surges and one a surge, not so many a tile): a call
-    counts in the tile it began in, and the whole's counts are the tiles' added up.
-    Tiles that do not tile a window are read one by one."""
+    counts in the tile it began in, and the whole's counts are the tiles' added up."""
     tiles = [(utc(lo), utc(hi)) for lo, hi in tiles]
     if not tiles:
         raise MeasureError("tiles: at least one window is needed")
     if not all(a[1] == b[0] for a, b in itertools.pairwise(tiles)):
-        return (call_measures(session, tiles[0][0], tiles[-1][1], queue=queue),
-                [call_measures(session, lo, hi, queue=queue) for lo, hi in tiles])
+        raise MeasureError("tiles: each one begins where the one before it ends")
     start, end = tiles[0][0], tiles[-1][1]
     starts = [lo for lo, _hi in tiles]
     counts = [_SurgeCounts() for _ in tiles]

@@ -25,7 +25,7 @@ from core import phones
 from core.db import make_engine, session_factory, transaction, upgrade
 from reports import kpis
 from telephony import rollups, surge
-from telephony.measures import CallMeasures, call_measures, call_measures_tiled
+from telephony.measures import CallMeasures, MeasureError, call_measures, call_measures_tiled
 from telephony.models import CallRecord, SeatInterval, SurgeMode
 
 IN = ZoneInfo("Asia/Kolkata")
@@ -267,3 +267,12 @@ def test_a_month_by_day_is_read_in_a_few_statements(engine: Engine) -> None:
                 kpis.hotline_report(session, *window, bucket="day", now=NOW)
             counts.append(report.count)
         assert counts[0] == counts[1] <= 20, counts
+
+
+def test_tiles_must_follow_each_other(engine: Engine) -> None:
+    with session_factory(engine)() as session:
+        for read in (call_measures_tiled, surge.call_measures_tiled):
+            with pytest.raises(MeasureError, match="begins where the one before it ends"):
+                read(session, [(z(11, 1, 0), z(11, 2, 0)), (z(11, 3, 0), z(11, 4, 0))])
+            with pytest.raises(MeasureError, match="at least one window"):
+                read(session, [])
