@@ -23,13 +23,13 @@ import argparse
 import collections
 import ctypes
 import ctypes.util
+import dataclasses
 import gc
 import os
 import signal
 import sys
 import tempfile
 import tracemalloc
-from dataclasses import dataclass
 from pathlib import Path
 
 from agent_desk import feed
@@ -51,7 +51,7 @@ SOAK_PORTS = {
 GROWTH_LIMIT = 1.05
 
 
-@dataclass
+@dataclasses.dataclass
 class Sample:
     minute: int
     calls: int
@@ -66,6 +66,7 @@ class Sample:
     sqlite_mib: float = 0.0
     malloc_used_mib: float = 0.0  # handed out by the C allocator and not freed
     malloc_free_mib: float = 0.0  # freed but kept by it (fragments of its arenas)
+    fd_kinds: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
 
 
 def _status(pid: int | str, field: str) -> float:
@@ -120,6 +121,58 @@ def _malloc_mib() -> tuple[float, float]:
     return (info.uordblks + info.hblkhd) / 2**20, info.fordblks / 2**20
 
 
+def _socket_peers() -> dict[str, str]:
+    """Socket inode -> what it is: "tcp :PORT" for a TCP socket (its local port when it
+    listens, else its peer's port), "unix PATH" (or "unix") for a Unix socket."""
+    peers: dict[str, str] = {}
+    for table in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/self/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            listening = state == "0A"
+            port = int((local if listening else remote).rsplit(":", 1)[1], 16)
+            peers[inode] = f"tcp {'listen ' if listening else ''}:{port}"
+    try:
+        for line in Path("/proc/self/net/unix").read_text().splitlines()[1:]:
+            fields = line.split()
+            peers[fields[6]] = f"unix {fields[7]}" if len(fields) > 7 else "unix"
+    except OSError:
+        pass
+    return peers
+
+
+def fd_kinds() -> collections.Counter[str]:
+    """This process's open file descriptors by kind: the file (temporary directories'
+    names made alike), or the socket's peer (_socket_peers), pipe, eventpoll..."""
+    kinds: collections.Counter[str] = collections.Counter()
+    peers: dict[str, str] | None = None
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile (the listing's own descriptor among them)
+        if target.startswith("socket:["):
+            peers = _socket_peers() if peers is None else peers
+            target = peers.get(target[8:-1], "socket (not in /proc/net)")
+        elif target.startswith(("pipe:[", "anon_inode:")):
+            target = target.split("[", 1)[0] if target.startswith("pipe") else target
+        kinds[target] += 1
+    return kinds
+
+
+def redis_clients(bench: Bench, younger_than: float) -> list[str]:
+    """The centre's Redis server's client connections made less than `younger_than`
+    seconds ago: the last command each ran and its idle time (what opened them)."""
+    assert bench.centre is not None
+    return [f"{c.get('cmd')} age {c.get('age')} s idle {c.get('idle')} s"
+            for c in bench.centre.bus.client.client_list()
+            if int(c.get("age", 0)) < younger_than]
+
+
 def _streams(bench: Bench) -> dict[str, int]:
     """Every Redis stream of the centre and its length."""
     assert bench.centre is not None
@@ -148,7 +201,7 @@ def sample(bench: Bench, minute: int, calls: int, failed: int, after: str) -> Sa
     added, last_id = _added(bench, after)
     return Sample(minute=minute, calls=calls, failed=failed, added=added, last_id=last_id,
                   rss_mib=_status("self", "VmRSS") / 1024,
-                  fds=len(os.listdir("/proc/self/fd")),
+                  fds=len(os.listdir("/proc/self/fd")), fd_kinds=fd_kinds(),
                   threads=int(_status("self", "Threads")),
                   streams=_streams(bench),
                   asterisk_mib=_status(pid, "VmRSS") / 1024 if pid else 0.0,
@@ -188,6 +241,12 @@ def verdict(samples: list[Sample], warmup: int, bounds: dict[str, int]) -> list[
         lines.append(f"{name}: {first:.1f} -> {final:.1f}, x{growth:.3f} "
                      f"({'ok' if growth <= GROWTH_LIMIT else 'GREW'} against "
                      f"<= x{GROWTH_LIMIT})")
+    changed = {kind: (base.fd_kinds.get(kind, 0), last.fd_kinds.get(kind, 0))
+               for kind in base.fd_kinds.keys() | last.fd_kinds.keys()
+               if base.fd_kinds.get(kind, 0) != last.fd_kinds.get(kind, 0)}
+    if changed:
+        lines.append("  open files that changed: " + "; ".join(
+            f"{kind} {a} -> {b}" for kind, (a, b) in sorted(changed.items())))
     for name in sorted({n for s in samples for n in s.streams}):
         limit = bounds.get(name)
         longest = max(s.streams.get(name, 0) for s in samples)
@@ -313,6 +372,14 @@ def main(argv: list[str] | None = None) -> int:
                     base = now
                 samples.append(now)
                 print(row(now, base), flush=True)
+                if samples[-2:-1] and now.fd_kinds != samples[-2].fd_kinds:
+                    before = samples[-2].fd_kinds
+                    print("     open files: " + "; ".join(
+                        f"{k} {before.get(k, 0)} -> {now.fd_kinds.get(k, 0)}"
+                        for k in sorted(before.keys() | now.fd_kinds.keys())
+                        if before.get(k, 0) != now.fd_kinds.get(k, 0)), flush=True)
+                    for client in redis_clients(bench, 90):
+                        print(f"     new Redis connection: {client}", flush=True)
                 if args.trace:
                     traced = trace_growth(traced)
                 if args.objects:
