@@ -10,9 +10,11 @@ caller said rather than keyed is marked by HOTLINE_SPOKEN (the node's name) just
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from core import phones
 from ivr.fastagi import AgiSession
@@ -69,6 +71,7 @@ class CallContext:
 
 ANY_KEY = "0123456789*#"
 KEY_SLICE_MS = 200  # keys are listened for in slices this long while an answer is recognised
+EARLY_KEY_GRACE_S = 0.05  # lookups quicker than this start the first prompt with no slice
 DIGIT_KEYS = "0123456789"
 
 
@@ -80,35 +83,58 @@ SURGE_MAX_HEARD = 4
 
 
 async def run_flow(session: AgiSession, flow: Flow, context: CallContext,
-                   prompt_path: dict[str, str], default_queue: str) -> Decision:
+                   prompt_path: dict[str, str], default_queue: str,
+                   early_key: str = "") -> Decision:
+    """The call's way through `flow`; `early_key` is a key the caller pressed before the
+    first prompt began (`key_pressed_while`): it answers that prompt as if pressed during it."""
     if context.blocked:
         decision = Decision("hangup", node="blocked")
         await _visit(session, "blocked")
         await session.stream_file(prompt_path["blocked"])
     else:
         left = await _surge(session, context.surge, prompt_path) if context.surge else None
-        decision = left or await _walk(session, flow, context, prompt_path, default_queue)
+        decision = left or await _walk(session, flow, context, prompt_path, default_queue,
+                                       "" if context.surge else early_key)
     await _decide(session, decision)
     return decision
 
 
+async def key_pressed_while(session: AgiSession, pending: asyncio.Future[Any]) -> str:
+    """The key the caller presses while `pending` (the call's lookups) runs; "" if none.
+    Asterisk drops a key pressed while AGI waits for a command, so a caller who keys
+    before a late first prompt would be lost in the menu: keys are waited for in short
+    slices meanwhile, once `pending` has taken longer than a moment."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(pending), EARLY_KEY_GRACE_S)
+    while not pending.done():
+        digit = await session.wait_for_digit(KEY_SLICE_MS)
+        if digit:
+            return digit
+    return ""
+
+
 async def _walk(session: AgiSession, flow: Flow, context: CallContext,
-                prompt_path: dict[str, str], default_queue: str) -> Decision:
+                prompt_path: dict[str, str], default_queue: str,
+                early_key: str = "") -> Decision:
     node = flow.nodes[flow.start]
     keyed = ""  # a digit keyed during a prompt, handed to the menu that follows
+    early = early_key  # keyed before any prompt: it answers the first one only
     for _ in range(MAX_STEPS):
         await _visit(session, node.name)
         if node.type == "hours":
             node = flow.nodes[node.open if context.working_time else node.closed]  # type: ignore[index]
-        elif node.type == "play":
+            continue
+        pressed, early = early, ""
+        if node.type == "play":
             escape = "".join(flow.nodes[node.interrupt].choices) if node.interrupt else ""
-            digit = await session.stream_file(prompt_path[node.prompt], escape)  # type: ignore[index]
+            digit = (pressed if pressed and pressed in escape else
+                     await session.stream_file(prompt_path[node.prompt], escape))  # type: ignore[index]
             if digit and node.interrupt:
                 keyed, node = digit, flow.nodes[node.interrupt]
             else:
                 node = flow.nodes[node.next]  # type: ignore[index]
         elif node.type == "menu":
-            node, keyed = await _menu(session, node, flow, keyed, prompt_path,
+            node, keyed = await _menu(session, node, flow, keyed or pressed, prompt_path,
                                       _listening(context, node)), ""
         elif node.type == "progress":
             await _progress(session, node, flow, context, prompt_path)

@@ -23,7 +23,7 @@ from core.db import make_engine, session_factory, transaction, upgrade
 from core.errors import HotlineError
 from core.events import EventBus, publish_on_commit
 from core.live import connect_redis
-from ivr.engine import CallContext, run_flow
+from ivr.engine import CallContext, key_pressed_while, run_flow
 from ivr.fastagi import AgiSession, FastAgiServer
 from ivr.flows import Flow, load_flow
 from ivr.prompts import prompt_paths, prompt_texts
@@ -120,10 +120,17 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
         return await off_loop(state_of, case_number)
 
     async def ivr_route(session: AgiSession) -> None:
-        context = await off_loop(context_for, session.caller_id, session.unique_id)
+        lookup = asyncio.ensure_future(
+            off_loop(context_for, session.caller_id, session.unique_id))
+        try:
+            early_key = await key_pressed_while(session, lookup)
+        except BaseException:
+            lookup.cancel()  # the caller is gone: its lookup's result is nobody's
+            raise
+        context = await lookup
         try:
             decision = await run_flow(session, flow, context, prompts,
-                                      settings.hotline.default_queue)
+                                      settings.hotline.default_queue, early_key)
         finally:  # a spoken answer is heard, never kept
             if context.ear is not None:
                 context.ear.discard()

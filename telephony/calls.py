@@ -47,8 +47,9 @@ RECENT_CALLS_KEPT = 10_000
 IVR_VARIABLES = {"HOTLINE_MENU_CHOICE": "menu", "HOTLINE_IVR_NODE": "node", "HOTLINE_IVR": "ivr",
                  "HOTLINE_TRANSFER": "transfer", "HOTLINE_CASE_QUERY": "case",
                  "HOTLINE_SPOKEN": "spoken"}  # the menu (node) whose answer was said
-# Who ended a call: AgentComplete's Reason, else the caller's own hang-up (a BYE, seen as
-# HangupRequest on their leg), else a transfer, else the system (IVR, queue timeout, PBX).
+# Who ended a call: AgentComplete's Reason, else the first own hang-up (a BYE, seen as
+# HangupRequest) on the caller's leg or the answering agent's, else a transfer, else the
+# system (IVR, queue timeout, PBX).
 HANGUP_BY = ("citizen", "agent", "transfer", "system")
 _REASONS = {"caller": "citizen", "agent": "agent", "transfer": "transfer"}
 TRUNK_CHANNEL = "PJSIP/trunk-"  # the citizen's side of a call the hotline places
@@ -122,6 +123,7 @@ class LiveCall:
     abandoned: bool = False
     agent_attempts: list[dict[str, Any]] = field(default_factory=list)
     agent: str | None = None
+    agent_uniqueid: str = ""  # the leg of the agent who answered (AgentConnect)
     connected_at: float | None = None
     talk_ended_at: float | None = None
     hold_since: dict[str, float] = field(default_factory=dict)
@@ -378,6 +380,7 @@ class CallTracker:
         if attempt is not None:
             attempt.update(outcome="connected", ended_at=at)
         call.agent, call.connected_at = agent_of(e), at
+        call.agent_uniqueid = e.get("DestUniqueid", "")
         call.queue_left_at = call.queue_left_at or at
         call.asterisk_wait = _figure(e, "HoldTime")
         return [AgentConnected(call_id=call.call_id, at=at, queue=_text(e.get("Queue"), 40),
@@ -393,10 +396,17 @@ class CallTracker:
 
     def _on_HangupRequest(self, e: dict[str, str], _at: float) -> None:
         """A hang-up the channel's far end asked for (a BYE), not the dialplan: on the
-        citizen's own leg, the citizen hung up."""
+        citizen's own leg, the citizen hung up; on the answering agent's leg, the agent did.
+        AgentComplete says so too, but app_queue sends it from a thread of its own, so it
+        may come after the last leg's Hangup, when the call's record is already made."""
         call = self._call_of(e)
-        if call is not None and not call.hangup_by and call.legs[e["Uniqueid"]].role == "caller":
+        if call is None or call.hangup_by:
+            return
+        uniqueid = e["Uniqueid"]
+        if call.legs[uniqueid].role == "caller":
             call.hangup_by = "citizen"
+        elif uniqueid == call.agent_uniqueid and not call.transfers:
+            call.hangup_by = "agent"  # after a transfer its leg's end is the transfer's
 
     def _on_DialEnd(self, e: dict[str, str], at: float) -> None:
         call = self._call_of(e)
@@ -521,6 +531,7 @@ class CallTracker:
             return
         device = re.sub(r"-[0-9a-f]+$", "", agent_leg.get("Channel", ""))  # PJSIP/8101-0005
         leg.role = "agent"
+        call.agent_uniqueid = leg.uniqueid
         call.queue = _text(caller.get("ApplicationData", "").split(",")[0], 40) or None
         call.agent, call.connected_at = agent_of({"Interface": device}) or None, leg.created_at
 

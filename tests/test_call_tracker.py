@@ -194,6 +194,48 @@ def test_who_hung_up_is_known() -> None:
                                                                        ("agent", 16)]
 
 
+def test_the_agent_who_hung_up_is_known_when_agentcomplete_comes_after_the_call() -> None:
+    """The agent's phone sends BYE (HangupRequest on the agent's leg); app_queue's
+    AgentComplete comes from a thread of its own and, on a loaded machine, after both
+    legs' Hangup, when the call is over: the agent still hung up, not the system."""
+    answered = transcript("answered")
+    agent_leg = {"Channel": "PJSIP/8001-00000001", "Uniqueid": "hotline12319-1795492055.1",
+                 "Linkedid": "hotline12319-1795492049.0"}
+    late = next({**e, "Reason": "agent"} for e in answered if e["Event"] == "AgentComplete")
+    events = [{**e, **agent_leg} if e["Event"] == "HangupRequest" else e
+              for e in answered if e["Event"] != "AgentComplete"] + [late]
+    tracker, out = run(events)
+    assert out[-1].type == "call.ended" and tracker.calls == {}
+    assert out[-1].record["hangup_by"] == "agent"
+    # without the agent's BYE (the PBX ended the agent's leg) nobody asked: the system
+    no_bye = [e for e in events if e["Event"] != "HangupRequest"]
+    assert run(no_bye)[1][-1].record["hangup_by"] == "system"
+    # an agent rung first who refused the call (their phone's 486: a HangupRequest on
+    # their leg) did not end it: nobody asked, the system ended it
+    refused = {"Channel": "PJSIP/8002-00000002", "Uniqueid": "hotline12319-1795492055.2",
+               "Linkedid": "hotline12319-1795492049.0", "Timestamp": "1795492055.09"}
+    connect = next(n for n, e in enumerate(no_bye) if e["Event"] == "AgentConnect")
+    rung = [*no_bye[:connect],
+            {"Event": "Newchannel", "CallerIDNum": "8002", "Exten": "intake", **refused},
+            {**no_bye[connect], "Event": "AgentCalled", "Timestamp": refused["Timestamp"],
+             "DestUniqueid": refused["Uniqueid"], "Interface": "PJSIP/8002",
+             "MemberName": "8002"},
+            {"Event": "HangupRequest", **refused},
+            {"Event": "Hangup", "Cause": "21", **refused},
+            *no_bye[connect:]]
+    record = run(rung)[1][-1].record
+    assert sorted(leg["role"] for leg in record["legs"]) == ["agent", "agent", "caller"]
+    assert record["hangup_by"] == "system"
+    # the agent's leg ends after a transfer (the transferer's BYE): the transfer ended it
+    blind = {"Event": "BlindTransfer", "Timestamp": "1795492056.6",
+             "TransfererUniqueid": "hotline12319-1795492055.1", "Extension": "8002",
+             "Context": "from-agents", "Result": "Success"}
+    at = next(n for n, e in enumerate(events) if e["Event"] == "HangupRequest")
+    transferred = [*events[:at], blind, *events[at:-1],
+                   {**late, "Reason": "transfer"}]
+    assert run(transferred)[1][-1].record["hangup_by"] == "transfer"
+
+
 def test_a_static_queue_member_is_the_agent_its_device_names() -> None:
     """queues.conf `member => PJSIP/8001,0,王芳`: its events say MemberName 王芳 and
     Interface PJSIP/8001; the agent is 8001, as for a dynamic login."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import yaml
 
 from core.db import make_engine, session_factory, transaction, upgrade
 from core.errors import ConfigError
+from ivr.engine import CallContext, key_pressed_while, run_flow
 from ivr.flows import DEFAULT_FLOW, load_flow, parse_flow
 from ivr.prompts import PROMPTS, ensure_prompts, prompt_paths, prompt_texts
 from telephony import records, screening
@@ -210,3 +212,74 @@ def test_a_bad_prompts_file_is_one_clear_error(tmp_path: Path, content: str) -> 
     texts.write_text(content, encoding="utf-8")
     with pytest.raises(ConfigError, match="prompts file"):
         prompt_texts(make_settings(tmp_path, HOTLINE_IVR_PROMPTS_FILE=str(texts)))
+
+
+class _Line:
+    """The AGI session as the flow drives it, without a PBX: the commands it was sent, and
+    the caller's keys, one answer to each WAIT FOR DIGIT in turn (None: no key)."""
+
+    def __init__(self, waits: tuple[str | None, ...] = ()) -> None:
+        self.sent: list[str] = []
+        self.waits = list(waits)
+
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        self.sent.append(f"WAIT FOR DIGIT {timeout_ms}")
+        await asyncio.sleep(0.01)
+        return self.waits.pop(0) if self.waits else None
+
+    async def stream_file(self, prompt: str, escape_digits: str = "") -> str | None:
+        self.sent.append(f"STREAM FILE {prompt} {escape_digits}")
+        return None
+
+    async def get_data(self, prompt: str, timeout_ms: int, max_digits: int) -> str:
+        self.sent.append(f"GET DATA {prompt} {timeout_ms} {max_digits}")
+        return ""
+
+    async def set_variable(self, name: str, value: str) -> None:
+        self.sent.append(f"{name}={value}")
+
+
+TEST_FLOW = Path(__file__).with_name("data") / "flow.yaml"
+
+
+def _walk(line: _Line, early_key: str) -> str:
+    flow = load_flow(TEST_FLOW, PROMPT_NAMES, 3)
+    decision = asyncio.run(run_flow(line, flow, CallContext(working_time=True),  # type: ignore[arg-type]
+                                    {name: name for name in PROMPT_NAMES}, "intake", early_key))
+    return f"{decision.kind} {decision.target}"
+
+
+def test_a_key_pressed_before_the_welcome_began_answers_it() -> None:
+    """The caller keyed 1 while the call's lookups ran (no prompt playing yet): the welcome,
+    which 1 would have interrupted, is skipped and the menu takes the 1."""
+    line = _Line()
+    assert _walk(line, "1") == "queue intake"
+    assert line.sent == ["HOTLINE_IVR_NODE=hours", "HOTLINE_IVR_NODE=welcome",
+                         "HOTLINE_IVR_NODE=menu", "HOTLINE_MENU_CHOICE=1",
+                         "HOTLINE_IVR_NODE=report", "HOTLINE_QUEUE=intake",
+                         "HOTLINE_PRIORITY=0"]
+
+
+def test_an_early_key_no_menu_choice_has_is_not_an_answer() -> None:
+    """7 would not have interrupted the welcome: it plays, and the menu is asked."""
+    line = _Line()
+    assert _walk(line, "7") == "queue intake"  # the menu's fallback, after no answer
+    assert line.sent[:5] == ["HOTLINE_IVR_NODE=hours", "HOTLINE_IVR_NODE=welcome",
+                             "STREAM FILE welcome 14239", "HOTLINE_IVR_NODE=menu",
+                             "GET DATA menu 3000 1"]
+
+
+def test_keys_are_listened_for_while_a_slow_lookup_runs() -> None:
+    async def listen(line: _Line, lookup_seconds: float) -> str:
+        lookup = asyncio.ensure_future(asyncio.sleep(lookup_seconds))
+        try:
+            return await key_pressed_while(line, lookup)  # type: ignore[arg-type]
+        finally:
+            lookup.cancel()
+
+    slow = _Line(waits=(None, "1"))
+    assert asyncio.run(listen(slow, 5)) == "1"
+    assert slow.sent == ["WAIT FOR DIGIT 200", "WAIT FOR DIGIT 200"]
+    quick = _Line(waits=("1",))
+    assert asyncio.run(listen(quick, 0)) == ""  # done at once: the welcome starts now
+    assert quick.sent == []
