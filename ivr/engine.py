@@ -103,14 +103,19 @@ async def key_pressed_while(session: AgiSession, pending: asyncio.Future[Any]) -
     """The key the caller presses while `pending` (the call's lookups) runs; "" if none.
     Asterisk drops a key pressed while AGI waits for a command, so a caller who keys
     before a late first prompt would be lost in the menu: keys are waited for in short
-    slices meanwhile, once `pending` has taken longer than a moment."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.shield(pending), EARLY_KEY_GRACE_S)
-    while not pending.done():
-        digit = await session.wait_for_digit(KEY_SLICE_MS)
-        if digit:
-            return digit
-    return ""
+    slices meanwhile, once `pending` has taken longer than a moment. If the caller hangs
+    up meanwhile, `pending` is cancelled: its result is nobody's."""
+    try:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(pending), EARLY_KEY_GRACE_S)
+        while not pending.done():
+            digit = await session.wait_for_digit(KEY_SLICE_MS)
+            if digit:
+                return digit
+        return ""
+    except BaseException:
+        pending.cancel()
+        raise
 
 
 async def _walk(session: AgiSession, flow: Flow, context: CallContext,

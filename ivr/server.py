@@ -122,11 +122,7 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
     async def ivr_route(session: AgiSession) -> None:
         lookup = asyncio.ensure_future(
             off_loop(context_for, session.caller_id, session.unique_id))
-        try:
-            early_key = await key_pressed_while(session, lookup)
-        except BaseException:
-            lookup.cancel()  # the caller is gone: its lookup's result is nobody's
-            raise
+        early_key = await key_pressed_while(session, lookup)
         context = await lookup
         try:
             decision = await run_flow(session, flow, context, prompts,

@@ -86,6 +86,17 @@ def check_window(start: datetime, end: datetime) -> tuple[datetime, datetime]:
     return start.astimezone(UTC), end.astimezone(UTC)
 
 
+def check_tiles(tiles: Sequence[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """`tiles` (a report's periods, in UTC) as a list; MeasureError unless there is one at
+    least and each begins where the one before it ends (their whole is their sum)."""
+    checked = list(tiles)
+    if not checked:
+        raise MeasureError("tiles: at least one window is needed")
+    if not all(a[1] == b[0] for a, b in itertools.pairwise(checked)):
+        raise MeasureError("tiles: each one begins where the one before it ends")
+    return checked
+
+
 def ratio(part: float, whole: float, digits: int = RATE_DIGITS) -> float | None:
     """part / whole rounded, or None when there is nothing to divide by."""
     return None if not whole else round(part / whole, digits)
@@ -329,12 +340,8 @@ def call_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, dateti
     counts and sums are the tiles' added up: every figure is a count, a sum or a maximum
     of calls or seat intervals that each fall in one tile. With a service-level threshold
     the rollups do not keep, the tiles are read one by one."""
-    tiles = [check_window(lo, hi) for lo, hi in tiles]
+    tiles = check_tiles([check_window(lo, hi) for lo, hi in tiles])
     _check_options(service_seconds, repeat_lookback)
-    if not tiles:
-        raise MeasureError("tiles: at least one window is needed")
-    if not all(a[1] == b[0] for a, b in itertools.pairwise(tiles)):
-        raise MeasureError("tiles: each one begins where the one before it ends")
     options: dict[str, Any] = {"queue": queue, "service_seconds": service_seconds,
                                "repeat_lookback": repeat_lookback}
     if float(service_seconds) not in rollups.SERVICE_THRESHOLDS:

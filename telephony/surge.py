@@ -13,7 +13,6 @@ left with the leave key), which is how its calls are counted apart.
 from __future__ import annotations
 
 import io
-import itertools
 import secrets
 import shutil
 import subprocess
@@ -30,7 +29,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from core.errors import HotlineError, NotFound
-from telephony.measures import MeasureError, ratio, utc
+from telephony.measures import check_tiles, ratio, utc
 from telephony.models import CallRecord, SurgeMode
 
 SURGE_DIR = "surge"
@@ -234,33 +233,7 @@ def call_measures(session: Session, start: datetime, end: datetime, *,
     """Surge calls of [start, end) (by `started_at`, as every call measure), of `queue` or
     all: inbound calls that began while a surge was on and whose IVR path shows the
     announcement heard. Only the calls of the surges' spans are read."""
-    start, end = utc(start), utc(end)
-    seen: set[int] = set()
-    heard = repeated = left = offered = answered = abandoned = unanswered = shorts = 0
-    for lo, hi in _spans(session, start, end):
-        where = [CallRecord.direction == "inbound", CallRecord.started_at >= lo,
-                 CallRecord.started_at < hi]
-        if queue is not None:
-            where.append(CallRecord.queue == queue)
-        for record in session.scalars(select(CallRecord).where(*where)):
-            steps = _steps(record)
-            if record.id in seen or HEARD not in steps:
-                continue
-            seen.add(record.id)
-            heard += 1
-            repeated += REPEATED in steps
-            left += LEFT in steps
-            if record.queue is None:
-                continue
-            if record.short_abandon:
-                shorts += 1
-                continue
-            offered += 1
-            answered += record.outcome == "answered"
-            abandoned += record.outcome == "abandoned"
-            unanswered += record.outcome == "unanswered"
-    return SurgeCallMeasures(heard, repeated, left, offered, answered, abandoned, unanswered,
-                             shorts, ratio(answered, offered), ratio(abandoned, offered))
+    return call_measures_tiled(session, [(utc(start), utc(end))], queue=queue)[0]
 
 
 def call_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, datetime]], *,
@@ -270,11 +243,7 @@ def call_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, dateti
     periods) and of each tile, reading the surges and their calls once for the whole
     window (one statement for the surges and one a surge, not so many a tile): a call
     counts in the tile it began in, and the whole's counts are the tiles' added up."""
-    tiles = [(utc(lo), utc(hi)) for lo, hi in tiles]
-    if not tiles:
-        raise MeasureError("tiles: at least one window is needed")
-    if not all(a[1] == b[0] for a, b in itertools.pairwise(tiles)):
-        raise MeasureError("tiles: each one begins where the one before it ends")
+    tiles = check_tiles([(utc(lo), utc(hi)) for lo, hi in tiles])
     start, end = tiles[0][0], tiles[-1][1]
     starts = [lo for lo, _hi in tiles]
     counts = [_SurgeCounts() for _ in tiles]

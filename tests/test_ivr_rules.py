@@ -12,6 +12,7 @@ import yaml
 from core.db import make_engine, session_factory, transaction, upgrade
 from core.errors import ConfigError
 from ivr.engine import CallContext, key_pressed_while, run_flow
+from ivr.fastagi import AgiHangup
 from ivr.flows import DEFAULT_FLOW, load_flow, parse_flow
 from ivr.prompts import PROMPTS, ensure_prompts, prompt_paths, prompt_texts
 from telephony import records, screening
@@ -283,3 +284,26 @@ def test_keys_are_listened_for_while_a_slow_lookup_runs() -> None:
     quick = _Line(waits=("1",))
     assert asyncio.run(listen(quick, 0)) == ""  # done at once: the welcome starts now
     assert quick.sent == []
+
+
+class _HungUpLine(_Line):
+    """A caller who hangs up while the IVR listens for an early key."""
+
+    async def wait_for_digit(self, timeout_ms: int) -> str | None:
+        self.sent.append(f"WAIT FOR DIGIT {timeout_ms}")
+        raise AgiHangup("caller hung up")
+
+
+def test_a_hang_up_while_the_lookup_runs_cancels_the_lookup() -> None:
+    """The caller is gone before the call's lookups are done: the hang-up reaches the
+    route, and the lookup is cancelled rather than left running for nobody."""
+    async def listen() -> bool:
+        lookup = asyncio.ensure_future(asyncio.sleep(5))
+        with pytest.raises(AgiHangup):
+            await key_pressed_while(_HungUpLine(), lookup)  # type: ignore[arg-type]
+        await asyncio.sleep(0)  # the cancellation is delivered
+        cancelled = lookup.cancelled()  # (asyncio.run would cancel it on leaving)
+        lookup.cancel()
+        return cancelled
+
+    assert asyncio.run(listen())
