@@ -11,7 +11,8 @@ keying 1 into the hotline's FastAGI menu, the centre without the web API in this
 on its own data directory and ports so a call-rate run is not disturbed. Each minute is
 one step of arrivals at `--rate`; after it, the step's calls are judged as call_rate judges
 them (a SIP error, or no agent within `--max-wait` of the key, is a failed call) and the
-process is measured: resident memory (VmRSS), open file descriptors, threads (the
+process is measured: resident memory (VmRSS), open file descriptors (the fewest of a few
+readings a second apart: what a call in progress holds for a moment is not growth), threads (the
 telephony service, the IVR and the workers all run here), every Redis stream's length, and
 Asterisk's resident memory. The baseline row is the first minute after `--warmup`; every
 later row prints its ratio to it, and the summary says whether the targets hold.
@@ -29,6 +30,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from bench import call_rate
 from bench.call_rate import Bench, Options
 from core import outbox
 from core.events import STREAM
+from core.live import failing_fast
 from telephony import commands
 
 SOAK_PORTS = {
@@ -49,6 +52,7 @@ SOAK_PORTS = {
     "HOTLINE_PBX_WEBRTC_PORT": "28189",  # call_rate leaves the default 8089
 }
 GROWTH_LIMIT = 1.05
+FD_READINGS = 3  # open files are read this many times a second apart after each step
 
 
 @dataclasses.dataclass
@@ -196,12 +200,39 @@ def _added(bench: Bench, after: str) -> tuple[int, str]:
     return len(entries), newest.decode() if isinstance(newest, bytes) else str(newest)
 
 
+def settled_fds(readings: int = FD_READINGS, apart: float = 1.0) -> collections.Counter[str]:
+    """The open files (fd_kinds) of the fewest of `readings` taken `apart` seconds apart: a
+    connection held for a moment by a call in progress (a database pool's overflow, a
+    second AMI socket) is not growth, and a leak raises the fewest too."""
+    fewest: collections.Counter[str] | None = None
+    for reading in range(readings):
+        if reading:
+            time.sleep(apart)
+        kinds = fd_kinds()
+        if fewest is None or kinds.total() < fewest.total():
+            fewest = kinds
+    assert fewest is not None
+    return fewest
+
+
+def pool_connections(bench: Bench) -> str:
+    """The centre's two Redis pools' connections (core.live.keep_open opened them at its
+    start): the shared client's and the failing-fast one's."""
+    assert bench.centre is not None
+    sizes = []
+    for client in (bench.centre.bus.client, failing_fast(bench.centre.bus.client)):
+        pool = client.connection_pool
+        sizes.append(len(pool._available_connections) + len(pool._in_use_connections))
+    return f"shared {sizes[0]}, failing-fast {sizes[1]}"
+
+
 def sample(bench: Bench, minute: int, calls: int, failed: int, after: str) -> Sample:
     pid = bench.asterisk_pid()
     added, last_id = _added(bench, after)
+    kinds = settled_fds()
     return Sample(minute=minute, calls=calls, failed=failed, added=added, last_id=last_id,
                   rss_mib=_status("self", "VmRSS") / 1024,
-                  fds=len(os.listdir("/proc/self/fd")), fd_kinds=fd_kinds(),
+                  fds=kinds.total(), fd_kinds=kinds,
                   threads=int(_status("self", "Threads")),
                   streams=_streams(bench),
                   asterisk_mib=_status(pid, "VmRSS") / 1024 if pid else 0.0,
@@ -362,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             centre.parts.relay.trim_keep = args.stream_keep
             print(f"soak: {args.minutes} min at {args.rate}/s, warm-up {args.warmup} min, "
                   f"{args.agents} agents on {len(bench.phones)} phones; load average "
-                  f"{os.getloadavg()[0]:.2f}")
+                  f"{os.getloadavg()[0]:.2f}; Redis pools: {pool_connections(bench)}")
             print(HEADER, flush=True)
             for minute in range(1, args.minutes + 1):
                 step = bench.step("hotline", args.rate)
@@ -380,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                         if before.get(k, 0) != now.fd_kinds.get(k, 0)), flush=True)
                     for client in redis_clients(bench, 90):
                         print(f"     new Redis connection: {client}", flush=True)
+                    print(f"     Redis pools: {pool_connections(bench)}", flush=True)
                 if args.trace:
                     traced = trace_growth(traced)
                 if args.objects:
