@@ -556,12 +556,13 @@ def hotline_report(session: Session, start: datetime, end: datetime, *,
     orders: dict[tuple[datetime, datetime], OrderMeasures] = {}
     calls: dict[tuple[datetime, datetime], CallMeasures] = {}
     surges: dict[tuple[datetime, datetime], SurgeCallMeasures] = {}
-    if periods:
+    if periods and not raw:
         # the periods tile the window: each half reads all of them in a few statements
         whole_calls, each_calls = call_measures_tiled(
             session, tiles, queue=queue, service_seconds=service_seconds,
             repeat_lookback=repeat_lookback)
         calls = dict(zip(tiles, each_calls, strict=True)) | {(start, end): whole_calls}
+    if periods:
         whole_surge, each_surge = surge.call_measures_tiled(session, tiles, queue=queue)
         surges = dict(zip(tiles, each_surge, strict=True)) | {(start, end): whole_surge}
     if periods and all(_rolled(p.start, p.end, raw) for p in periods):
@@ -572,7 +573,7 @@ def hotline_report(session: Session, start: datetime, end: datetime, *,
     def part(label: str, lo: datetime, hi: datetime) -> ReportBucket:
         called = calls.get((lo, hi)) or call_measures(
             session, lo, hi, queue=queue, service_seconds=service_seconds,
-            repeat_lookback=repeat_lookback)
+            repeat_lookback=repeat_lookback, raw=raw)
         measured = orders.get((lo, hi)) or order_measures(session, lo, hi, now=now, raw=raw)
         return ReportBucket(label, lo, hi, called, measured,
                             surges.get((lo, hi)) or surge.call_measures(session, lo, hi,

@@ -214,6 +214,14 @@ def test_reports_rebuild_repairs_damaged_rollups_and_flags(
     with sessions() as session:
         assert call_measures(session, z(9, 29, 16), z(10, 2, 16)) != \
             call_measures(session, z(9, 29, 16), z(10, 2, 16), raw=True)
+        # a report asked raw reads the records, not the damaged rollups: Sep 30 in Beijing
+        # is C1, C2, C3, two answered (worked out by hand above); its rollups are gone
+        eve = (datetime(2026, 9, 30, tzinfo=SH), datetime(2026, 10, 1, tzinfo=SH))
+        for raw, figures in ((True, (3, 2)), (False, (0, 0))):
+            report = hotline_report(session, *eve, bucket="day", timezone="Asia/Shanghai",
+                                    now=NOW, raw=raw)
+            assert [(p.calls.calls, p.calls.answered) for p in (report.total, *report.buckets)
+                    ] == [figures] * 2, raw
     refused = _hotline(database_url, tmp_path, "reports", "rebuild", "--from", "2026-10-02",
                        "--to", "2026-10-01")
     assert refused.returncode == 2 and "--to must be after --from" in refused.stderr
