@@ -71,6 +71,28 @@ class Sample:
     malloc_used_mib: float = 0.0  # handed out by the C allocator and not freed
     malloc_free_mib: float = 0.0  # freed but kept by it (fragments of its arenas)
     fd_kinds: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    gc_pause_ms: float = 0.0  # the collector's longest stop of this process in the minute
+
+
+class GcPauses:
+    """The longest stop of the garbage collector since the last `take`: every thread of
+    the process waits for it, the IVR's too (a key the caller presses while the IVR is
+    between two AGI commands is dropped by Asterisk, so a long stop there loses it)."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self.longest = 0.0
+
+    def __call__(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.longest = max(self.longest, time.perf_counter() - self._started)
+
+    def take(self) -> float:
+        """The longest stop in milliseconds, and start again."""
+        longest, self.longest = self.longest, 0.0
+        return longest * 1000
 
 
 def _status(pid: int | str, field: str) -> float:
@@ -226,13 +248,14 @@ def pool_connections(bench: Bench) -> str:
     return f"shared {sizes[0]}, failing-fast {sizes[1]}"
 
 
-def sample(bench: Bench, minute: int, calls: int, failed: int, after: str) -> Sample:
+def sample(bench: Bench, minute: int, calls: int, failed: int, after: str,
+           gc_pause_ms: float = 0.0) -> Sample:
     pid = bench.asterisk_pid()
     added, last_id = _added(bench, after)
     kinds = settled_fds()
     return Sample(minute=minute, calls=calls, failed=failed, added=added, last_id=last_id,
                   rss_mib=_status("self", "VmRSS") / 1024,
-                  fds=kinds.total(), fd_kinds=kinds,
+                  fds=kinds.total(), fd_kinds=kinds, gc_pause_ms=gc_pause_ms,
                   threads=int(_status("self", "Threads")),
                   streams=_streams(bench),
                   asterisk_mib=_status(pid, "VmRSS") / 1024 if pid else 0.0,
@@ -242,7 +265,7 @@ def sample(bench: Bench, minute: int, calls: int, failed: int, after: str) -> Sa
 
 HEADER = (f"{'min':>4} {'calls':>6} {'failed':>6} {'RSS MiB':>8} {'ratio':>6} {'fds':>5} "
           f"{'ratio':>6} {'threads':>7} {'streams':>8} {'Asterisk MiB':>12} {'SQLite MiB':>10} "
-          f"{'RSS-SQLite':>10} {'C used':>8} {'C free':>8}")
+          f"{'RSS-SQLite':>10} {'C used':>8} {'C free':>8} {'GC stop ms':>10}")
 
 
 def row(s: Sample, base: Sample | None) -> str:
@@ -254,7 +277,7 @@ def row(s: Sample, base: Sample | None) -> str:
             f"{ratio(s.fds, base.fds if base else 0)} {s.threads:>7} "
             f"{sum(s.streams.values()):>8} {s.asterisk_mib:>12.1f} {s.sqlite_mib:>10.1f} "
             f"{s.rss_mib - s.sqlite_mib:>10.1f} {s.malloc_used_mib:>8.1f} "
-            f"{s.malloc_free_mib:>8.1f}")
+            f"{s.malloc_free_mib:>8.1f} {s.gc_pause_ms:>10.0f}")
 
 
 def verdict(samples: list[Sample], warmup: int, bounds: dict[str, int]) -> list[str]:
@@ -272,6 +295,8 @@ def verdict(samples: list[Sample], warmup: int, bounds: dict[str, int]) -> list[
         lines.append(f"{name}: {first:.1f} -> {final:.1f}, x{growth:.3f} "
                      f"({'ok' if growth <= GROWTH_LIMIT else 'GREW'} against "
                      f"<= x{GROWTH_LIMIT})")
+    lines.append(f"longest garbage-collector stop: "
+                 f"{max(s.gc_pause_ms for s in samples):.0f} ms")
     changed = {kind: (base.fd_kinds.get(kind, 0), last.fd_kinds.get(kind, 0))
                for kind in base.fd_kinds.keys() | last.fd_kinds.keys()
                if base.fd_kinds.get(kind, 0) != last.fd_kinds.get(kind, 0)}
@@ -386,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     objects: collections.Counter[str] | None = None
     if args.trace:
         tracemalloc.start(1)
+    pauses = GcPauses()
+    gc.callbacks.append(pauses)
     try:
         with bench.running() as centre:
             assert centre.parts.relay is not None
@@ -398,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             for minute in range(1, args.minutes + 1):
                 step = bench.step("hotline", args.rate)
                 now = sample(bench, minute, step.calls, step.failed,
-                             samples[-1].last_id if samples else "0-0")
+                             samples[-1].last_id if samples else "0-0", pauses.take())
                 if minute == args.warmup + 1:
                     base = now
                 samples.append(now)
