@@ -40,6 +40,7 @@ from bench.call_rate import Bench, Options
 from core import outbox
 from core.events import STREAM
 from core.live import failing_fast
+from core.memory import CollectorStops
 from telephony import commands
 
 SOAK_PORTS = {
@@ -72,27 +73,6 @@ class Sample:
     malloc_free_mib: float = 0.0  # freed but kept by it (fragments of its arenas)
     fd_kinds: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     gc_pause_ms: float = 0.0  # the collector's longest stop of this process in the minute
-
-
-class GcPauses:
-    """The longest stop of the garbage collector since the last `take`: every thread of
-    the process waits for it, the IVR's too (a key the caller presses while the IVR is
-    between two AGI commands is dropped by Asterisk, so a long stop there loses it)."""
-
-    def __init__(self) -> None:
-        self._started = 0.0
-        self.longest = 0.0
-
-    def __call__(self, phase: str, _info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.longest = max(self.longest, time.perf_counter() - self._started)
-
-    def take(self) -> float:
-        """The longest stop in milliseconds, and start again."""
-        longest, self.longest = self.longest, 0.0
-        return longest * 1000
 
 
 def _status(pid: int | str, field: str) -> float:
@@ -411,8 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     objects: collections.Counter[str] | None = None
     if args.trace:
         tracemalloc.start(1)
-    pauses = GcPauses()
-    gc.callbacks.append(pauses)
+    stops = CollectorStops().watch()
     try:
         with bench.running() as centre:
             assert centre.parts.relay is not None
@@ -425,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             for minute in range(1, args.minutes + 1):
                 step = bench.step("hotline", args.rate)
                 now = sample(bench, minute, step.calls, step.failed,
-                             samples[-1].last_id if samples else "0-0", pauses.take())
+                             samples[-1].last_id if samples else "0-0", stops.take() * 1000)
                 if minute == args.warmup + 1:
                     base = now
                 samples.append(now)

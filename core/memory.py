@@ -4,13 +4,17 @@ asyncio.to_thread workers, the IVR's lookups) free in one arena what they alloca
 the freed pieces are kept, fragmented, instead of going back to the system. bench/soak.py
 measured it: at 1 call/s the centre's resident memory grew ~2.5 MiB a minute, all of it
 glibc's free-but-kept memory (mallinfo2 fordblks) while the memory in use, the Python
-objects and SQLite's cache stayed flat; with two arenas it stayed flat."""
+objects and SQLite's cache stayed flat; with two arenas it stayed flat.
+
+Also the garbage collector's stops, which every thread of the process waits out."""
 
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import os
+import time
 
 log = logging.getLogger(__name__)
 
@@ -34,3 +38,28 @@ def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
         log.warning("mallopt(M_ARENA_MAX, %d) refused", arenas)
         return False
     return True
+
+
+class CollectorStops:
+    """The garbage collector's longest stop since the last `take` (installed with
+    `watch`). Every thread waits for it, the IVR's too: a key the caller presses while the
+    IVR is between two AGI commands is dropped by Asterisk, so a long stop there loses it."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self.longest = 0.0  # seconds
+
+    def __call__(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.longest = max(self.longest, time.perf_counter() - self._started)
+
+    def watch(self) -> CollectorStops:
+        gc.callbacks.append(self)
+        return self
+
+    def take(self) -> float:
+        """The longest stop in seconds, and start again."""
+        longest, self.longest = self.longest, 0.0
+        return longest

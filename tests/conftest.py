@@ -32,6 +32,7 @@ from asterisk_conf.sandbox import Sandbox
 from core.config import Settings, load_settings
 from core.db import make_engine, session_factory, transaction, upgrade
 from core.live import stop_embedded
+from core.memory import CollectorStops
 from hotline.centre import Centre
 from ivr.prompts import ensure_prompts
 from sipkit.kit import AgentCallResult, AgentPhone, SipKit
@@ -110,25 +111,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 
-class CollectorStops:
-    """The garbage collector's longest stop of this process (every thread waits for it)
-    during each test, told at the run's end: a test that waits on the centre in this
-    process waits on it too."""
-
-    def __init__(self) -> None:
-        self._started = 0.0
-        self.longest = 0.0
-        self.by_test: dict[str, float] = {}
-
-    def __call__(self, phase: str, _info: dict[str, int]) -> None:
-        if phase == "start":
-            self._started = time.perf_counter()
-        else:
-            self.longest = max(self.longest, time.perf_counter() - self._started)
-
-
-COLLECTOR_STOPS = CollectorStops()
-gc.callbacks.append(COLLECTOR_STOPS)
+# the collector's longest stop during each test, told at the run's end: a test waiting
+# on a centre in this process waits it out too
+COLLECTOR_STOPS = CollectorStops().watch()
+STOPS_BY_TEST: dict[str, float] = {}
 
 
 @pytest.fixture(autouse=True)
@@ -140,14 +126,14 @@ def _earlier_tests_left_out_of_collections(request: pytest.FixtureRequest) -> It
     too, and a caller's key that came while the IVR was between two AGI commands was
     dropped by Asterisk (test_metrics' caller reached its queue 36 s late in CI)."""
     gc.freeze()
-    COLLECTOR_STOPS.longest = 0.0
+    COLLECTOR_STOPS.take()
     yield
-    COLLECTOR_STOPS.by_test[request.node.nodeid] = COLLECTOR_STOPS.longest
+    STOPS_BY_TEST[request.node.nodeid] = COLLECTOR_STOPS.take()
     gc.unfreeze()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    longest = sorted(COLLECTOR_STOPS.by_test.items(), key=lambda item: -item[1])[:3]
+    longest = sorted(STOPS_BY_TEST.items(), key=lambda item: -item[1])[:3]
     if longest:
         terminalreporter.write_line("longest garbage-collector stops during a test: " + "; ".join(
             f"{seconds * 1000:.0f} ms in {test}" for test, seconds in longest))

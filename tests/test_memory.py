@@ -1,13 +1,17 @@
-"""core.memory: the centre caps glibc's malloc arenas (bench/soak.py's memory growth)."""
+"""core.memory: the centre caps glibc's malloc arenas (bench/soak.py's memory growth); the
+collector's stops are timed (the soak and the tests tell the longest)."""
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from core.memory import CollectorStops
 
 # Eight threads, all alive at once, each allocate blocks too big for Python's small-object
 # allocator, so each goes to glibc malloc from its own thread; malloc_stats() then lists the
@@ -49,3 +53,14 @@ def test_threads_share_two_arenas_once_limited() -> None:
 
 def test_the_operators_malloc_arena_max_wins() -> None:
     assert arenas("free", {"MALLOC_ARENA_MAX": "3"}) == 3
+
+
+def test_the_collectors_stops_are_timed_until_taken() -> None:
+    stops = CollectorStops().watch()
+    try:
+        assert stops.take() == 0.0
+        gc.collect()
+        assert 0.0 < stops.take() < 5.0
+        assert stops.take() == 0.0
+    finally:
+        gc.callbacks.remove(stops)
