@@ -218,8 +218,8 @@ def settled_fds(readings: int = FD_READINGS, apart: float = 1.0) -> collections.
 
 
 def pool_connections(bench: Bench) -> str:
-    """The centre's two Redis pools' connections (core.live.keep_open opened them at its
-    start): the shared client's and the failing-fast one's."""
+    """The centre's two Redis pools' connections, the shared client's and the failing-fast
+    one's: redis-py opens one whenever more threads use a pool at once than ever before."""
     assert bench.centre is not None
     sizes = []
     for client in (bench.centre.bus.client, failing_fast(bench.centre.bus.client)):

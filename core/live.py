@@ -76,20 +76,6 @@ def failing_fast(client: redis.Redis) -> redis.Redis:
     return redis.Redis(connection_pool=fast)
 
 
-def keep_open(client: redis.Redis, connections: int) -> None:
-    """Open `connections` of the client's pool now, kept for its users: a long-running
-    process starts with what its threads use at once, rather than opening one more at
-    each new peak of its shift (the soak saw them open at minutes 2, 7, 12 and 20)."""
-    pool = client.connection_pool
-    taken = []
-    try:
-        for _ in range(connections):
-            taken.append(pool.get_connection())
-    finally:
-        for connection in taken:
-            pool.release(connection)
-
-
 def stop_embedded() -> int:
     """Stop every embedded server this process started; returns how many were running.
     Each saves its data first unless its directory is gone (a test's), when saving would

@@ -25,7 +25,7 @@ from core.background import BackgroundLoop
 from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.errors import HotlineError
-from core.live import failing_fast, keep_open
+from core.live import failing_fast
 from core.memory import limit_malloc_arenas
 from hotline.compose import build
 from hotline.retention import RetentionLoop
@@ -43,11 +43,6 @@ log = logging.getLogger(__name__)
 # Seconds the centre's parts have to stop, together; with the Asterisk sandbox's and the
 # embedded Redis's stop it stays within hotline.stopping.STOP_BOUND.
 STOP_SECONDS = 5.0
-# Redis connections the centre opens at its start and keeps (core.live.keep_open): more
-# than its threads use at once (AMI loop, workers, web threads, event relay), so that the
-# pools do not grow through a shift; failing-fast ones are the relay's and live state's
-REDIS_CONNECTIONS = 12
-REDIS_FAST_CONNECTIONS = 6
 
 
 class Centre:
@@ -99,8 +94,6 @@ class Centre:
         # waited behind bursts of AMI events, and a late prompt loses a caller's key.
         self._ivr_loop = BackgroundLoop("ivr")
         try:
-            keep_open(self.bus.client, REDIS_CONNECTIONS)
-            keep_open(failing_fast(self.bus.client), REDIS_FAST_CONNECTIONS)
             self.ivr = self._ivr_loop.run(
                 start_ivr(self.settings, self.sessions, self.clock, self.parts.policy), 30)
             if self.live_speech is not None:  # up before the first call is tapped
@@ -212,7 +205,7 @@ class Centre:
         if self.parts.relay is not None:
             wait("event relay", lambda: self.parts.relay.stop(left()))  # type: ignore[union-attr]
         for client in (self.bus.client, failing_fast(self.bus.client)):
-            client.connection_pool.disconnect()  # what keep_open held; reopened on use
+            client.connection_pool.disconnect()  # the pools' sockets now, not at collection
         taken = STOP_SECONDS - (deadline - time.monotonic())
         if slow:
             log.warning("centre stopped in %.1f s; did not stop cleanly: %s", taken,

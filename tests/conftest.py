@@ -8,7 +8,6 @@ Asterisk, PostgreSQL or Redis fails the tests loudly; nothing is skipped.
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import shutil
@@ -118,18 +117,17 @@ STOPS_BY_TEST: dict[str, float] = {}
 
 
 @pytest.fixture(autouse=True)
-def _earlier_tests_left_out_of_collections(request: pytest.FixtureRequest) -> Iterator[None]:
-    """While a test runs, what earlier tests left in memory is left out of the garbage
-    collector's passes (gc.freeze; back in at the test's end). The centres under test run
-    in this process, whose heap is the whole suite's: without this a full collection
-    stopped every thread for 0.5 s early in a run and 2.5 s half-way, the IVR's thread
-    too, and a caller's key that came while the IVR was between two AGI commands was
-    dropped by Asterisk (test_metrics' caller reached its queue 36 s late in CI)."""
-    gc.freeze()
+def _collector_stops(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The collector's longest stop during each test. The centres under test run in this
+    process, whose heap is the whole suite's: a full collection stopped every thread for
+    0.5 s early in a run and 2.5-3.2 s past its middle (measured), the IVR's thread too, and
+    a caller's key that came while the IVR was between two AGI commands was dropped by
+    Asterisk (test_metrics' caller reached its queue 36 s late in CI). Freezing earlier
+    tests' objects out of the passes (gc.freeze) ended the stops but kept their garbage,
+    sockets too, past 1024 descriptors, where waitress's select() fails."""
     COLLECTOR_STOPS.take()
     yield
     STOPS_BY_TEST[request.node.nodeid] = COLLECTOR_STOPS.take()
-    gc.unfreeze()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
