@@ -273,9 +273,44 @@ def stop_web_server(server: Any, thread: threading.Thread) -> None:
     """Stop a waitress server running `server.run()` in `thread`: finish the requests in
     flight, then close every socket from the server's own loop thread and wait for it.
     Closed from another thread, the loop went on selecting on a closed descriptor, and a
-    server started next on the same port could find it still taken."""
+    server started next on the same port could find it still taken.
+
+    The loop is woken through its trigger, a pipe. If that pipe is gone (closed, or its
+    write end no longer ours: a CI run found it so, closed by something in the process that
+    is still unknown), writing to it could land in another file that took the number: the
+    loop is then stopped by emptying its map instead, and its sockets closed once it has
+    returned; the pipe's two numbers are left alone, for the same reason."""
     server.task_dispatcher.shutdown(timeout=5)
-    server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
-    thread.join(5)
-    if thread.is_alive():
-        wasyncore.close_all(server._map)
+    trigger = server.trigger
+    if getattr(trigger, "_closed", False):  # waitress marks its trigger closed here
+        log.error("web: the server's wake-up pipe was closed before its stop; stopping "
+                  "its loop by emptying its map")
+    else:
+        try:
+            trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+        except OSError as exc:
+            log.error("web: the server's wake-up pipe (descriptor %s) cannot be written "
+                      "(%s): something in this process closed a descriptor it did not own; "
+                      "stopping the loop by emptying its map", trigger.trigger, exc)
+            _stop_loop_from_outside(server, thread, close_trigger=False)
+            return
+        thread.join(5)
+    if thread.is_alive() or server._map:
+        _stop_loop_from_outside(server, thread, close_trigger=not trigger._closed)
+
+
+def _stop_loop_from_outside(server: Any, thread: threading.Thread, *,
+                            close_trigger: bool) -> None:
+    """Empty the loop's map, so that it returns after its current select (at most its
+    timeout, a second), then close what was in it from this thread, no longer racing it."""
+    left = list(server._map.values())
+    server._map.clear()
+    thread.join(server.adj.asyncore_loop_timeout + 5)
+    for dispatcher in left:
+        if dispatcher is server.trigger:
+            if close_trigger:
+                dispatcher.close()
+        elif dispatcher is server:  # the listening socket; its close() closes the trigger
+            wasyncore.dispatcher.close(server)
+        else:
+            dispatcher.close()
