@@ -8,6 +8,7 @@ Asterisk, PostgreSQL or Redis fails the tests loudly; nothing is skipped.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -114,17 +115,36 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # on a centre in this process waits it out too
 COLLECTOR_STOPS = CollectorStops().watch()
 STOPS_BY_TEST: dict[str, float] = {}
+# the objects alive at each test file's start (after the collection), and the time the
+# collections between files took
+ALIVE_AT_START: list[tuple[str, int]] = []
+BETWEEN_FILES_S: list[float] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collected_between_files(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A full collection between test files, then what survived it frozen out of the
+    collector's passes while the next file runs. The centres under test run in this
+    process, whose heap is the whole suite's: a full collection stopped every thread for
+    0.5 s early in a run and 2.5-3.9 s past its middle (measured), the in-process IVR's
+    thread too, and a caller's key that came while the IVR was between two AGI commands was
+    dropped by Asterisk (test_metrics' caller reached its queue 36 s late in CI). Frozen,
+    earlier files' objects are no longer scanned during a test; collected here first, their
+    garbage (sockets too) is not kept: freezing at every test without this kept it for
+    good, and the process passed the 1024 descriptors where waitress's select() fails."""
+    started = time.perf_counter()
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    BETWEEN_FILES_S.append(time.perf_counter() - started)
+    ALIVE_AT_START.append((request.node.nodeid, gc.get_freeze_count()))
+    COLLECTOR_STOPS.take()  # this pause is no test's
+    yield
 
 
 @pytest.fixture(autouse=True)
 def _collector_stops(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The collector's longest stop during each test. The centres under test run in this
-    process, whose heap is the whole suite's: a full collection stopped every thread for
-    0.5 s early in a run and 2.5-3.2 s past its middle (measured), the IVR's thread too, and
-    a caller's key that came while the IVR was between two AGI commands was dropped by
-    Asterisk (test_metrics' caller reached its queue 36 s late in CI). Freezing earlier
-    tests' objects out of the passes (gc.freeze) ended the stops but kept their garbage,
-    sockets too, past 1024 descriptors, where waitress's select() fails."""
+    """The collector's longest stop during each test (see _collected_between_files)."""
     COLLECTOR_STOPS.take()
     yield
     STOPS_BY_TEST[request.node.nodeid] = COLLECTOR_STOPS.take()
@@ -135,6 +155,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if longest:
         terminalreporter.write_line("longest garbage-collector stops during a test: " + "; ".join(
             f"{seconds * 1000:.0f} ms in {test}" for test, seconds in longest))
+    if len(ALIVE_AT_START) > 1:
+        alive = ALIVE_AT_START
+        grew = sorted(((alive[i][0], alive[i + 1][1] - alive[i][1])
+                       for i in range(len(alive) - 1)), key=lambda item: -item[1])[:5]
+        terminalreporter.write_line(
+            f"objects alive between test files: {alive[0][1]:,} at the first's start, "
+            f"{alive[-1][1]:,} at the last's; most left by: " + "; ".join(
+                f"{name} +{count:,}" for name, count in grew)
+            + f"; collections between files: {sum(BETWEEN_FILES_S):.0f} s in all, longest "
+              f"{max(BETWEEN_FILES_S) * 1000:.0f} ms")
 
 
 @pytest.fixture(scope="session")
