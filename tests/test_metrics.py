@@ -182,6 +182,29 @@ def test_log_lines_carry_the_call_id_and_the_case_number() -> None:
     assert "call_id" not in json.loads(logs.JsonLines().format(plain))
 
 
+def test_methods_a_client_invents_are_timed_as_one_series(app_for) -> None:
+    """Any token is a method: a series per invented one would grow the registry without end
+    (a memory leak anyone can cause). They are timed together as "other"."""
+    client = app_for()
+
+    def count(method: str, route: str, status: str) -> float:
+        body = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).text
+        return sum(sample.value for family in text_string_to_metric_families(body)
+                   for sample in family.samples
+                   if sample.name == "hotline_http_request_duration_seconds_count"
+                   and sample.labels == {"method": method, "route": route, "status": status})
+
+    before = count("other", "unmatched", "404"), count("other", "unmatched", "405")
+    for n in range(20):
+        assert client.open(f"/no-such-page-{n}", method=f"BREW{n}").status_code == 404
+    assert client.open("/healthz", method="PROPFIND").status_code == 405  # matched no rule
+    assert count("other", "unmatched", "404") == before[0] + 20
+    assert count("other", "unmatched", "405") == before[1] + 1
+    assert count("GET", "/metrics", "200") >= 1  # the known ones keep their own name
+    body = client.get("/metrics", environ_base={"REMOTE_ADDR": "127.0.0.1"}).text
+    assert "BREW" not in body and "PROPFIND" not in body
+
+
 def test_metrics_answer_503_when_redis_is_away(app_for) -> None:
     client = app_for()
     client.application.extensions["hotline.redis"] = redis.Redis(host="127.0.0.1", port=9)
