@@ -296,13 +296,14 @@ def stop_web_server(server: Any, thread: threading.Thread) -> None:
             return
         thread.join(5)
     if thread.is_alive() or server._map:
-        _stop_loop_from_outside(server, thread, close_trigger=not trigger._closed)
+        _stop_loop_from_outside(server, thread)
 
 
 def _stop_loop_from_outside(server: Any, thread: threading.Thread, *,
-                            close_trigger: bool) -> None:
+                            close_trigger: bool = True) -> None:
     """Empty the loop's map, so that it returns after its current select (at most its
-    timeout, a second), then close what was in it from this thread, no longer racing it."""
+    timeout, a second), then close what was in it from this thread, no longer racing it.
+    A trigger already closed is not closed again (waitress checks)."""
     left = list(server._map.values())
     server._map.clear()
     thread.join(server.adj.asyncore_loop_timeout + 5)
