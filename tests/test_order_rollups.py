@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import make_engine, session_factory, transaction, upgrade
 from hotline.cli import cli
 from reports import kpis
-from tickets import geo, queues, service, surveys
+from tickets import geo, queues, rollups, service, surveys
 from tickets.models import Category, Department, OrderRollup, TimeLimit, WorkOrder
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -197,7 +197,7 @@ def _equal(sessions: sessionmaker[Session]) -> None:
 
 
 def test_rollups_equal_the_raw_figures_and_are_rebuilt(sessions, database_url: str,
-                                                       tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+                                                       tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     n = _build(World(sessions))
     with sessions() as session:
         day = kpis.order_measures(session, bj(9, 30), bj(10, 1), now=NOW)
@@ -247,6 +247,10 @@ def test_rollups_equal_the_raw_figures_and_are_rebuilt(sessions, database_url: s
     config = tmp_path / "hotline.toml"
     config.write_text(f'[storage]\ndatabase_url = "{database_url}"\n'
                       f'data_dir = "{tmp_path}"\n', encoding="utf-8")
+    # a rebuild's rows go by COPY on PostgreSQL from COPY_FROM rows, and its orders in
+    # batches: this world is smaller than either
+    monkeypatch.setattr(rollups, "COPY_FROM", 2)
+    monkeypatch.setattr(rollups, "BATCH", 2)
     runner = CliRunner()
     result = runner.invoke(cli, ["--config", str(config), "reports", "rebuild",
                                  "--from", "2026-09-30", "--to", "2026-10-02"])
@@ -302,3 +306,19 @@ def test_rollups_survive_a_kill_between_moves(sessions, database_url: str) -> No
     assert stored is not None and stored >= 6
     assert rolled.orders_created >= 6
     assert rolled == raw and staff == staff_raw
+
+
+@pytest.mark.parametrize("copy_from", [1, 1000])
+def test_deltas_add_up_however_they_are_sent(sessions, copy_from: int, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A rebuild's batches meet on the same hours: each batch's delta is added to what the
+    rows hold, by COPY (PostgreSQL, many rows) or row by row."""
+    monkeypatch.setattr(rollups, "COPY_FROM", copy_from)
+    hour = bj(9, 30, 10).astimezone(UTC)
+    fact = ("act", hour, "operator", "op1", "create", "phone")
+    other = ("act", hour, "operator", "op2", "create", "phone")
+    with transaction(sessions) as session:
+        rollups._apply(session, {fact: 3, other: 1})
+        rollups._apply(session, {fact: 4, other: -1})
+    with sessions() as session:
+        rows = {(r.k2, r.n) for r in session.scalars(select(OrderRollup))}
+    assert rows == {("op1", 7), ("op2", 0)}

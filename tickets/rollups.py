@@ -15,12 +15,13 @@ their due time, with the hour they stopped, k4, as "YYYY-MM-DDTHH" so it compare
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select, text
 from sqlalchemy.orm import Session
 
 from core.db import insert_on_conflict
@@ -78,7 +79,7 @@ FIGURES = {
 
 Fact = tuple[str, datetime, str, str, str, str]
 HOUR = timedelta(hours=1)
-BATCH = 500
+BATCH = 2000
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -94,10 +95,11 @@ def _flag(value: object) -> str:
     return "1" if value else "0"
 
 
-def order_facts(order: WorkOrder, events: Sequence[WorkOrderEvent],
-                clocks: Sequence[WorkOrderDeadline], surveys: Sequence[Survey]
-                ) -> Counter[Fact]:
-    """What one order adds to the rollups, from its own rows alone."""
+def order_facts(order: Any, events: Sequence[Any], clocks: Sequence[Any],
+                surveys: Sequence[Any]) -> Counter[Fact]:
+    """What one order adds to the rollups, from its own rows alone: the order, its
+    events, its deadline rounds and its surveys, as rows or objects with the columns of
+    WorkOrder, WorkOrderEvent, WorkOrderDeadline and Survey (`_facts_of` names them)."""
     facts: Counter[Fact] = Counter()
     dept, grid, channel = order.department_code, order.grid_code, order.channel
     history = sorted(events, key=lambda e: e.seq)
@@ -169,24 +171,31 @@ def order_facts(order: WorkOrder, events: Sequence[WorkOrderEvent],
     return facts
 
 
+# the columns order_facts reads, read as plain rows: building ORM objects for them cost
+# more than working out the facts
+_ORDER_COLUMNS = (WorkOrder.id, WorkOrder.department_code, WorkOrder.grid_code,
+                  WorkOrder.channel, WorkOrder.created_at, WorkOrder.state,
+                  WorkOrder.appeal_type, WorkOrder.first_call_resolved, WorkOrder.closed_at,
+                  WorkOrder.citizen_phone)
+_EVENT_COLUMNS = (WorkOrderEvent.order_id, WorkOrderEvent.seq, WorkOrderEvent.at,
+                  WorkOrderEvent.role, WorkOrderEvent.actor, WorkOrderEvent.action,
+                  WorkOrderEvent.from_state, WorkOrderEvent.to_state)
+_CLOCK_COLUMNS = (WorkOrderDeadline.order_id, WorkOrderDeadline.step,
+                  WorkOrderDeadline.round, WorkOrderDeadline.due_at, WorkOrderDeadline.met_at)
+_SURVEY_COLUMNS = (Survey.order_id, Survey.answered_at, Survey.rating)
+
+
 def _facts_of(session: Session, order_ids: Sequence[int]) -> dict[int, Counter[Fact]]:
-    # populate_existing: rows other code changed by Core statements (a survey's answer)
-    # may sit stale in the session
-    fresh = {"populate_existing": True}
-    orders = session.scalars(select(WorkOrder).where(WorkOrder.id.in_(order_ids))
-                             .execution_options(**fresh)).all()
-    events: dict[int, list[WorkOrderEvent]] = {i: [] for i in order_ids}
-    clocks: dict[int, list[WorkOrderDeadline]] = {i: [] for i in order_ids}
-    surveys: dict[int, list[Survey]] = {i: [] for i in order_ids}
-    for e in session.scalars(select(WorkOrderEvent).where(
-            WorkOrderEvent.order_id.in_(order_ids)).execution_options(**fresh)):
-        events[e.order_id].append(e)
-    for d in session.scalars(select(WorkOrderDeadline).where(
-            WorkOrderDeadline.order_id.in_(order_ids)).execution_options(**fresh)):
-        clocks[d.order_id].append(d)
-    for s in session.scalars(select(Survey).where(Survey.order_id.in_(order_ids))
-                             .execution_options(**fresh)):
-        surveys[s.order_id].append(s)
+    """Each order's part, from its rows as the database holds them (flushed changes
+    included; no ORM object is built, so none can be stale)."""
+    events: dict[int, list[Any]] = {i: [] for i in order_ids}
+    clocks: dict[int, list[Any]] = {i: [] for i in order_ids}
+    surveys: dict[int, list[Any]] = {i: [] for i in order_ids}
+    for columns, into in ((_EVENT_COLUMNS, events), (_CLOCK_COLUMNS, clocks),
+                          (_SURVEY_COLUMNS, surveys)):
+        for row in session.execute(select(*columns).where(columns[0].in_(order_ids))):
+            into[row.order_id].append(row)
+    orders = session.execute(select(*_ORDER_COLUMNS).where(WorkOrder.id.in_(order_ids)))
     return {o.id: order_facts(o, events[o.id], clocks[o.id], surveys[o.id]) for o in orders}
 
 
@@ -200,26 +209,52 @@ def _from_json(rows: Iterable[Sequence[Any]]) -> Counter[Fact]:
                     for f, h, k1, k2, k3, k4, n in rows})
 
 
+_ROW = ("figure", "hour", "k1", "k2", "k3", "k4", "n")
+_KEY = ("figure", "hour", "k1", "k2", "k3", "k4")
+COPY_FROM = 1000  # rows: from here PostgreSQL takes them by COPY
+
+
+def _upsert(session: Session, table: Any, columns: Sequence[str], rows: list[tuple[Any, ...]],
+            key: Sequence[str], *, add: str = "", replace: str = "") -> None:
+    """INSERT `rows` into `table`; where a row's `key` is there already, its `add` column
+    gets the new value added, or its `replace` column the new value. Rows are sent in key
+    order, so two writers lock the same rows in the same order.
+
+    PostgreSQL takes many rows by COPY into a scratch table and one INSERT ... SELECT: sent
+    row by row (executemany), a rebuild's rows cost more than working out the facts; a
+    move's few rows go row by row and create no table."""
+    column = add or replace
+    if session.get_bind().dialect.name == "postgresql" and len(rows) >= COPY_FROM:
+        scratch, listed, keys = f"{table.name}_scratch", ", ".join(columns), ", ".join(key)
+        session.execute(text(f"CREATE TEMP TABLE IF NOT EXISTS {scratch} "
+                             f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DROP"))
+        cursor = session.connection().connection.driver_connection.cursor()
+        with cursor.copy(f"COPY {scratch} ({listed}) FROM STDIN") as copy:
+            for row in rows:  # a list is a JSON column's value
+                copy.write_row([json.dumps(v) if isinstance(v, list) else v for v in row])
+        new = f"{table.name}.{column} + excluded.{column}" if add else f"excluded.{column}"
+        session.execute(text(
+            f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM {scratch} "
+            f"ORDER BY {keys} ON CONFLICT ({keys}) DO UPDATE SET {column} = {new}"))
+        session.execute(text(f"TRUNCATE {scratch}"))
+        return
+    stmt = insert_on_conflict(session, table)  # compiled once, the rows sent in batches
+    excluded = stmt.excluded[column]
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=list(key), set_={column: table.c[column] + excluded if add else excluded}),
+        [dict(zip(columns, row, strict=True)) for row in rows])
+
+
 def _apply(session: Session, deltas: Counter[Fact] | dict[Fact, int]) -> None:
-    """Add each delta to its hour's row (created at 0 if missing); in key order, so two
-    transactions touching the same rows lock them in the same order."""
-    table = OrderRollup.__table__
-    rows = [{"figure": f, "hour": h, "k1": k1, "k2": k2, "k3": k3, "k4": k4, "n": n}
-            for (f, h, k1, k2, k3, k4), n in sorted(deltas.items()) if n]
-    if rows:  # one statement compiled once, its rows sent in batches (executemany)
-        stmt = insert_on_conflict(session, table)
-        session.execute(stmt.on_conflict_do_update(
-            index_elements=["figure", "hour", "k1", "k2", "k3", "k4"],
-            set_={"n": table.c.n + stmt.excluded.n}), rows)
+    """Add each delta to its hour's row (created at 0 if missing)."""
+    _upsert(session, OrderRollup.__table__, _ROW,
+            [(*fact, n) for fact, n in sorted(deltas.items()) if n], _KEY, add="n")
 
 
 def _write_marks(session: Session, parts: dict[int, Counter[Fact]]) -> None:
-    table = OrderRollupMark.__table__
-    rows = [{"order_id": i, "facts": _to_json(f)} for i, f in sorted(parts.items())]
-    if rows:
-        stmt = insert_on_conflict(session, table)
-        session.execute(stmt.on_conflict_do_update(index_elements=["order_id"],
-                                                   set_={"facts": stmt.excluded.facts}), rows)
+    _upsert(session, OrderRollupMark.__table__, ("order_id", "facts"),
+            [(i, _to_json(f)) for i, f in sorted(parts.items())], ("order_id",),
+            replace="facts")
 
 
 def refresh(session: Session, order_id: int) -> None:
@@ -284,9 +319,9 @@ def rebuild(session: Session, start: datetime | None = None,
         delta: Counter[Fact] = Counter()
         old: Counter[Fact] = Counter()
         if lo is not None:
-            for mark in session.scalars(select(OrderRollupMark).where(
-                    OrderRollupMark.order_id.in_(batch))):
-                old.update(_from_json(mark.facts))
+            old.update(_from_json(fact for facts in session.scalars(
+                select(OrderRollupMark.facts).where(OrderRollupMark.order_id.in_(batch)))
+                for fact in facts))
         for part in parts.values():
             delta.update(part)
         delta.subtract(old)
@@ -296,5 +331,4 @@ def rebuild(session: Session, start: datetime | None = None,
                     delta[fact] += old[fact]
         _apply(session, delta)
         _write_marks(session, parts)
-        session.expire_all()
     return len(ids)
