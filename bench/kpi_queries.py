@@ -5,6 +5,7 @@ reports.kpis.hotline_report (a day; a month by day; a year by month), reports.kp
 run (the cheapest question a window can ask: one range scan of the created_at index).
 
     .venv/bin/python bench/kpi_queries.py [--orders 2400000] [--runs 20] [--keep]
+                                          [--reuse DATABASE] [--sqlite FILE]
 
 The data: --orders work orders (default 2.4 million, Harbin's five years 2021-2025) with
 volume growing by year, winter and summer peaks, quiet weekends and nights; appeal types,
@@ -29,6 +30,11 @@ A query whose p50 is above --explain-over ms is run once more with its SQL state
 timed; the slowest are shown with their EXPLAIN ANALYZE plans, summarised. --try-indexes then
 builds the indexes proposed for the slow paths (PROPOSED; not in the migrations) on the bench
 database and times everything again, and the reports once more with JIT off.
+
+--sqlite FILE then copies the whole database (rollups included) into a new SQLite file made
+by core.db.upgrade, ANALYZEs it and times the same queries there (the raw references
+excepted: they are the reference, not a report anyone waits for), each p95 against
+PostgreSQL's in the same run; the target for the embedded default is within 3x.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, MetaData, create_engine, event, select, text
 from sqlalchemy.orm import Session
 
 from core.db import make_engine, session_factory, transaction, upgrade
@@ -953,6 +959,10 @@ def main() -> None:
     parser.add_argument("--reuse", metavar="DATABASE",
                         help="time the queries on a database kept by an earlier --keep run")
     parser.add_argument("--seed", type=int, default=12319)
+    parser.add_argument("--sqlite", metavar="FILE",
+                        help="then copy the database into this new SQLite file and time the "
+                             "queries there too (the raw references excepted), against "
+                             "PostgreSQL's p95")
     parser.add_argument("--extra-calls", type=int, default=0,
                         help="call records without an order, added to the one per order "
                              "(e.g. 2,600,000 with the default orders: 5 million calls)")
@@ -993,14 +1003,16 @@ def main() -> None:
             with engine.connect() as conn:
                 orders = conn.scalar(text("SELECT max(id) FROM work_orders")) or 0
             watch = LoadWatch()
-            run(engine, url, args, orders)
+            timed = run(engine, url, args, orders)
             print(f"(highest load average while timing: {watch.peak:.1f} on "
                   f"{os.cpu_count()} CPUs)")
+            if args.sqlite:
+                on_sqlite(url, args, orders, timed)
         finally:
             engine.dispose()
 
 
-def run(engine: Engine, url: str, args: argparse.Namespace, orders: int) -> None:
+def run(engine: Engine, url: str, args: argparse.Namespace, orders: int) -> list[Timed]:
     factory = session_factory(engine)
     results = []
     for name, (lo, hi) in ((n, window(n)) for n in WINDOWS):
@@ -1041,6 +1053,67 @@ def run(engine: Engine, url: str, args: argparse.Namespace, orders: int) -> None
                 print(f"    {line}")
     if args.try_indexes:
         try_indexes(url, factory, args, orders, results[len(WINDOWS):])
+    return results
+
+
+def copy_to_sqlite(url: str, path: str, progress: Callable[[str], None]) -> Engine:
+    """A new SQLite database at `path` with the schema from core.db.upgrade and every row
+    of the PostgreSQL bench database (its rollups too), then ANALYZEd: the same data for
+    the embedded default."""
+    if os.path.exists(path):
+        raise SystemExit(f"{path} exists: give a new file")
+    lite = make_engine(f"sqlite:///{path}")
+    upgrade(lite)
+    schema = MetaData()
+    schema.reflect(lite)
+    source = make_engine(url)
+    with source.connect() as pg, lite.connect() as conn:
+        pg.execute(text("SET TIME ZONE 'UTC'"))  # stored in UTC, as UtcDateTime stores them
+        have = set(pg.scalars(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")))
+        tables = [t for t in schema.sorted_tables if t.name in have and t.name != "alembic_version"]
+        with conn.begin():
+            for table in reversed(tables):  # what the migrations seeded comes from PostgreSQL
+                conn.execute(table.delete())
+            for table in tables:
+                started, count = time.perf_counter(), 0
+                names = ", ".join(f'"{c.name}"' for c in table.columns)
+                rows = pg.execution_options(stream_results=True, yield_per=20_000).execute(
+                    text(f"SELECT {names} FROM {table.name}"))
+                for chunk in rows.mappings().partitions():
+                    conn.execute(table.insert(), [dict(r) for r in chunk])
+                    count += len(chunk)
+                if count > 100_000:
+                    progress(f"{table.name}: {count:,} rows in "
+                             f"{time.perf_counter() - started:.0f} s")
+        conn.exec_driver_sql("ANALYZE")
+    source.dispose()
+    return lite
+
+
+def on_sqlite(url: str, args: argparse.Namespace, orders: int, on_pg: list[Timed]) -> None:
+    """The queries again on the same data in SQLite (the raw references excepted), p95
+    against PostgreSQL's: the target is within 3x."""
+    started = time.perf_counter()
+    lite = copy_to_sqlite(url, args.sqlite, lambda m: print(f"  {m}", flush=True))
+    print(f"copied into SQLite {args.sqlite} in {time.perf_counter() - started:.0f} s "
+          f"({os.path.getsize(args.sqlite) / 2**30:.1f} GiB)")
+    factory = session_factory(lite)
+    pg = {t.name: t for t in on_pg}
+    results = []
+    for name, _base, query in queries(orders):
+        if name.endswith(("RAW", "(raw reference)")):
+            continue
+        timed = Timed(name, "", time_query(factory, query, args.runs, args.budget))
+        results.append(timed)
+        print(f"  {name}: p50 {timed.pct(.5):,.1f} ms ({len(timed.runs)} runs)", flush=True)
+    print(f"\nThe same queries on SQLite, {orders:,} orders; ratio: SQLite p95 / PostgreSQL "
+          "p95 (target: within 3x)")
+    print(f"{'query':<52}{'runs':>5}{'p50 ms':>11}{'p95 ms':>11}{'PG p95':>11}{'ratio':>9}")
+    for t in results:
+        other = pg[t.name].pct(.95)
+        print(f"{t.name:<52}{len(t.runs):>5}{t.pct(.5):>11,.1f}{t.pct(.95):>11,.1f}"
+              f"{other:>11,.1f}{t.pct(.95) / other:>9,.1f}")
+    lite.dispose()
 
 
 def calls_equal(session: Session, lo: datetime, hi: datetime, unit: str) -> bool:
