@@ -16,6 +16,12 @@ is published once on the bus as `speech.live` (`LiveTranscript`, masked), and ea
 keyword heard as `speech.keyword` (`transcripts.KeywordHeard`, live=True): one per call and
 keyword, so the stored transcript's pass later adds no second alert.
 
+Masked as it is said: a text is published once and never taken back, and what follows it may
+make its digits part of a personal number (138123 growing to 13812345678, or an ID number read
+in groups that endpointing cut into utterances). So a run of digits at the end of any text,
+partial or final, is shown as stars only, and a text beginning with digits is masked with the
+finals before it, as one number with the digits they end in (`privacy.find_each`).
+
 Bounded: the frames a stream's recogniser has not taken yet wait in a queue of at most
 BACKLOG_FRAMES (BACKLOG_SECONDS of audio), and it is fed at most FEED_LIMIT bytes at once.
 When vosk falls that far behind (the CPU is short), the oldest waiting frames are dropped
@@ -34,7 +40,7 @@ import struct
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import redis
@@ -65,6 +71,9 @@ RECEIVER_KEY = "hotline:live-audio:receiver"  # host:port of the receiver that i
 STREAM_TTL = 12 * 3600
 RECEIVER_TTL = 30  # refreshed every third of it while the receiver runs
 _NAMESPACE = uuid.UUID("5f0c6a52-3b0e-4f5e-9a41-12319a000001")
+# the finals a text is masked with: a number of 19 digits (a bank card, the longest judged by
+# its kind) runs over 19 utterances at most; a run over more has 20 digits or more, all stars
+RUN_ON_FINALS = 20
 
 
 def stream_uuid(call_id: str) -> str:
@@ -208,6 +217,7 @@ class LiveStream:
         self.backlog = backlog
         self.frames: queue.Queue[bytes | None] = queue.Queue(backlog + 1)  # + the end
         self.published = self.dropped = 0
+        self.finals: list[Heard] = []  # the last RUN_ON_FINALS, which a number may run on from
         self.ended = False
         self.failed = False  # its recogniser broke: what comes is not queued
         self.thread = threading.Thread(target=self._run, daemon=True,
@@ -266,9 +276,21 @@ class LiveStream:
             with _open_lock:
                 _open.discard(self)
 
+    def _masked(self, step: Heard) -> str:
+        """The step's text masked with the finals before it; the digits at its end, which
+        the next words may still make a number, all stars. A partial has no word times (its
+        start is where the last final was heard): it runs on from that final whatever the
+        pause, the final decides by its first word's time."""
+        before = self.finals[-1].end if self.finals else step.start
+        said = replace(step, start=before if not step.final else max(step.start, before))
+        if step.final:
+            self.finals = [*self.finals, said][-RUN_ON_FINALS:]
+            return privacy.mask_each(self.finals, growing=True)[-1]
+        return privacy.mask_each([*self.finals, said], growing=True)[-1]
+
     def _publish(self, heard: list[Heard]) -> None:
         for step in heard:
-            masked = privacy.mask(step.text)
+            masked = self._masked(step)
             if self.bus.publish(LiveTranscript(
                     at=self.clock(), call_id=self.call_id, utterance=step.utterance,
                     final=step.final, text=masked, start=step.start, end=step.end)):

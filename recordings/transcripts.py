@@ -4,9 +4,11 @@ A transcript belongs to one recording file (by its SHA-256) and so to one leg of
 caller's (市民) or the agent's (话务员). Its segments (utterances) keep the raw text with word
 timings and confidences; every view shows them masked (`recordings.privacy`) unless the viewer
 may see personal data, and the search index holds only the masked text cut into words by jieba
-(the masked numbers left out). The index is SQLite's FTS5 (ranked by bm25) or, on PostgreSQL, a
-tsvector of the same words taken as they are (ranked by ts_rank): no parser of either database
-cuts Chinese, so both index the segmenter's words.
+(the masked numbers left out). Masked always with the leg's other utterances at hand: a number
+read in groups may be cut over several of them (`privacy.find_each`). The index is SQLite's
+FTS5 (ranked by bm25) or, on PostgreSQL, a tsvector of the same words taken as they are
+(ranked by ts_rank): no parser of either database cuts Chinese, so both index the segmenter's
+words.
 """
 
 from __future__ import annotations
@@ -103,12 +105,13 @@ def _useful(word: str) -> bool:
             and any(unicodedata.category(c)[0] in "LN" for c in word))
 
 
-def index_terms(raw: str) -> list[str]:
-    """What the index holds of a segment: its masked text (numbers left out) cut in jieba's
-    search mode (a long word and the shorter words in it), in order, repeats kept (a word
-    said three times counts three times in the ranking)."""
-    masked = join_words(_normal(privacy.for_index(raw)).split())  # vosk spaces every word
-    return [w for w in (w.strip() for w in _segmenter().cut_for_search(masked, HMM=False))
+def index_terms(left_out: str) -> list[str]:
+    """What the index holds of a segment: its text with the numbers left out
+    (`privacy.for_index_each`) cut in jieba's search mode (a long word and the shorter words
+    in it), in order, repeats kept (a word said three times counts three times in the
+    ranking)."""
+    spoken = join_words(_normal(left_out).split())  # vosk spaces every word
+    return [w for w in (w.strip() for w in _segmenter().cut_for_search(spoken, HMM=False))
             if _useful(w)]
 
 
@@ -155,7 +158,8 @@ def store(session: Session, *, sha256: str, call_id: str, leg: str, engine: str,
                             audio_seconds=audio_seconds, created_at=now)
     session.add(transcript)
     session.flush()
-    for utterance in utterances:
+    for utterance, left_out in zip(utterances, privacy.for_index_each(utterances),
+                                   strict=True):
         segment = Segment(transcript_id=transcript.id, call_id=call_id, leg=leg,
                           start=utterance.start, end=utterance.end, text=utterance.text,
                           confidence=round(utterance.confidence, 3),
@@ -163,7 +167,7 @@ def store(session: Session, *, sha256: str, call_id: str, leg: str, engine: str,
                                  for w in utterance.words])
         session.add(segment)
         session.flush()
-        terms = index_terms(utterance.text)
+        terms = index_terms(left_out)
         if not terms:
             continue
         if session.get_bind().dialect.name == "postgresql":
@@ -181,30 +185,29 @@ def store(session: Session, *, sha256: str, call_id: str, leg: str, engine: str,
 # --- reading --------------------------------------------------------------------------------
 
 
-def shown(raw: str, unmasked: bool) -> str:
-    return raw if unmasked else privacy.mask(raw)
-
-
 def call_transcripts(session: Session, call_id: str, *, unmasked: bool = False
                      ) -> list[dict[str, Any]]:
     """The call's transcripts, one per leg, each with its segments in time order: masked
-    unless `unmasked` (for a viewer allowed to see personal data; the caller audits it)."""
+    unless `unmasked` (for a viewer allowed to see personal data; the caller audits it).
+    A masked transcript's whole text is its masked segments, one a line."""
     out = []
     for transcript in session.scalars(select(Transcript).where(Transcript.call_id == call_id)
                                       .order_by(Transcript.leg)):
-        segments = session.scalars(select(Segment).where(
-            Segment.transcript_id == transcript.id).order_by(Segment.start, Segment.id))
+        segments = segments_of(session, transcript)
+        found = [[] for _ in segments] if unmasked else privacy.find_each(segments)
+        texts = [s.text if unmasked else privacy.mask_found(s.text, f)
+                 for s, f in zip(segments, found, strict=True)]
         out.append({
             "leg": transcript.leg, "sha256": transcript.sha256, "engine": transcript.engine,
             "model": transcript.model, "audio_seconds": transcript.audio_seconds,
             "created_at": transcript.created_at,
-            "text": shown(transcript.text, unmasked),
+            "text": transcript.text if unmasked else "\n".join(texts),
             "segments": [{"speaker": s.leg, "start": s.start, "end": s.end,
-                          "text": shown(s.text, unmasked), "confidence": s.confidence,
-                          "words": [] if not unmasked and privacy.find(s.text) else [
+                          "text": shown, "confidence": s.confidence,
+                          "words": [] if f else [  # the words would give the digits away
                               {"word": w[0], "start": w[1], "end": w[2], "confidence": w[3]}
                               for w in s.words]}
-                         for s in segments]})
+                         for s, f, shown in zip(segments, found, texts, strict=True)]})
     return out
 
 
@@ -249,14 +252,27 @@ def search(session: Session, query: str, *, limit: int = 20, offset: int = 0
         select(Segment).where(Segment.id.in_([sid for sid, _ in scored])))}
     shas = {t.id: t.sha256 for t in session.scalars(select(Transcript).where(
         Transcript.id.in_({s.transcript_id for s in segments.values()})))}
+    excerpts = _masked_with_their_legs(session, set(shas))
     hits = []
     for sid, score in scored:
         s = segments.get(sid)
         if s is not None:
             hits.append(Hit(call_id=s.call_id, leg=s.leg, sha256=shas[s.transcript_id],
                             offset_seconds=s.start, end_seconds=s.end,
-                            text=privacy.mask(s.text), score=round(score, 6)))
+                            text=excerpts[sid], score=round(score, 6)))
     return words, hits
+
+
+def _masked_with_their_legs(session: Session, transcript_ids: set[int]) -> dict[int, str]:
+    """segment id -> its text masked, each transcript's utterances together: a number may
+    run on from the one before (`privacy.find_each`). Their texts and times only."""
+    legs: dict[int, list[Any]] = {}
+    for row in session.execute(select(
+            Segment.id, Segment.transcript_id, Segment.text, Segment.start, Segment.end).where(
+            Segment.transcript_id.in_(transcript_ids))):
+        legs.setdefault(row.transcript_id, []).append(row)
+    return {row.id: masked for said in legs.values()
+            for row, masked in zip(said, privacy.mask_each(said), strict=True)}
 
 
 def index_rows(session: Session) -> list[str]:
@@ -313,14 +329,15 @@ def keyword_hits(transcript: Transcript, segments: list[Segment], keywords: tupl
                  at: float) -> list[KeywordHeard]:
     """One event per keyword heard, at the first utterance that has it."""
     events: dict[str, KeywordHeard] = {}
-    for segment in sorted(segments, key=lambda s: s.start):
+    in_order = sorted(segments, key=lambda s: s.start)
+    for segment, masked in zip(in_order, privacy.mask_each(in_order), strict=True):
         spoken = join_words(_normal(segment.text).split())
         for keyword in keywords:
             if keyword not in events and _normal(keyword) in spoken:
                 events[keyword] = KeywordHeard(
                     at=at, call_id=transcript.call_id, leg=transcript.leg,
                     sha256=transcript.sha256, keyword=keyword,
-                    offset_seconds=segment.start, excerpt=privacy.mask(segment.text)[:200])
+                    offset_seconds=segment.start, excerpt=masked[:200])
     return list(events.values())
 
 

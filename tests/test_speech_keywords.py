@@ -7,6 +7,7 @@ call; without a model live transcription is off, said once. On SQLite and Postgr
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from accounts.audit import AuditEntry
 from agent_desk.relay import DeskRelay
 from core.db import transaction
 from core.events import EventBus
+from core.live import connect_redis
 from hotline.cli import cli
 from recordings import keywords, live, transcripts
 from recordings.speech import Utterance, Word
@@ -155,3 +157,67 @@ def test_the_live_text_goes_to_the_desk_of_the_agent_on_the_call(world: World) -
     finally:
         drop_live_call(client, waiting)
         drop_live_call(client, talking)
+
+
+class ReadingOutRecogniser:
+    """A caller reading an ID number and a mobile number in groups, as vosk would hear it:
+    each utterance's partials growing, then its final (endpointing split the numbers)."""
+
+    SCRIPT = (  # (utterance, final, text, start, end)
+        (0, False, "我的身份证号是 1", 0.0, 1.2), (0, False, "我的身份证号是 1101", 0.0, 1.8),
+        (0, False, "我的身份证号是 1101 05", 0.0, 2.4),
+        (0, False, "我的身份证号是 1101 0519", 0.0, 3.0),
+        (0, True, "我的身份证号是 1101 0519", 0.4, 3.0),
+        (1, False, "4912", 3.6, 4.6), (1, False, "4912 3100", 3.6, 5.4),
+        (1, False, "4912 3100 2X", 3.6, 6.0), (1, False, "4912 3100 2X 着火", 3.6, 6.6),
+        (1, True, "4912 3100 2X 着火了", 4.1, 6.8),
+        (2, False, "电话是 138", 7.4, 8.4), (2, False, "电话是 138 123", 7.4, 9.0),
+        (2, True, "电话是 138 1234", 7.9, 9.4),
+        (3, False, "5678", 10.0, 11.0), (3, True, "5678", 10.2, 10.9),
+        (4, False, "好的", 11.5, 12.0), (4, True, "好的", 11.6, 12.0),
+    )
+
+    def __init__(self) -> None:
+        self.fed = False
+
+    def feed(self, pcm: bytes) -> list[live.Heard]:
+        if self.fed:
+            return []
+        self.fed = True
+        return [live.Heard(u, final, text, start, end, ()) for u, final, text, start, end
+                in self.SCRIPT]
+
+    def finish(self) -> list[live.Heard]:
+        return []
+
+
+def test_a_number_read_out_live_is_never_on_the_bus_while_it_grows_or_split(
+        tmp_path: Path) -> None:
+    bus = EventBus(connect_redis(make_settings(tmp_path)), stream=f"test:{uuid.uuid4().hex}")
+    call_id = f"1764470001.{uuid.uuid4().int % 10**6}"
+    stream = live.LiveStream(call_id, ReadingOutRecogniser(), bus,  # type: ignore[arg-type]
+                             lambda: ("火",), time.time).start()
+    stream.hear(bytes(320 * 10))
+    stream.end()
+    stream.thread.join(10)
+    assert not stream.thread.is_alive() and not stream.failed
+    events = [json.loads(f[b"data"]) for _i, f in bus.client.xrange(bus.stream)]
+    bus.client.delete(bus.stream)
+    said = [(e["utterance"], e["final"], e["text"]) for e in events if e["type"] == "speech.live"]
+    assert said == [
+        (0, False, "我的身份证号是 *"), (0, False, "我的身份证号是 ****"),
+        (0, False, "我的身份证号是 ******"), (0, False, "我的身份证号是 ********"),
+        (0, True, "我的身份证号是 ********"),
+        (1, False, "****"), (1, False, "********"), (1, False, "**********"),
+        (1, False, "******002X 着火"), (1, True, "******002X 着火了"),
+        (2, False, "电话是 ***"), (2, False, "电话是 ******"), (2, True, "电话是 *******"),
+        (3, False, "****"), (3, True, "****"),
+        (4, False, "好的"), (4, True, "好的")]
+    assert stream.published == len(said)
+    alerts = [(e["keyword"], e["excerpt"]) for e in events if e["type"] == "speech.keyword"]
+    assert alerts == [("火", "******002X 着火")]
+    # no event carries four digits of a number being read, one after another
+    for event in events:
+        for shown in (event.get("text", ""), event.get("excerpt", ""), event["id"]):
+            assert not re.search(r"[0-9]{4}", re.sub(r"\s", "", shown.split(call_id)[-1])), \
+                event

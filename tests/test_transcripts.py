@@ -89,6 +89,59 @@ def test_personal_numbers_are_found_by_their_checks() -> None:
     assert kinds == ["mobile", "id_number", "bank_card", "number"]
 
 
+def _said(*pieces: tuple[float, float, str]) -> list[Utterance]:
+    return [Utterance(start, end, text) for start, end, text in pieces]
+
+
+def test_a_number_read_in_groups_over_utterances_is_masked_as_one_number() -> None:
+    # an ID number (GB 11643's example, check digit X) split by the engine's endpointing
+    in_two = _said((10.0, 12.0, "我 的 身份证 号 是 1101 0519"), (13.0, 15.0, "4912 3100 2X 对"))
+    assert privacy.mask_each(in_two) == ["我 的 身份证 号 是 1101****", "******002X 对"]
+    assert privacy.for_index_each(in_two) == ["我 的 身份证 号 是  ", "  对"]
+    assert [[f.kind for f in each] for each in privacy.find_each(in_two)] == [
+        ["id_number"], ["id_number"]]
+    # another, in three: 8, 6 and 4 digits
+    in_three = _said((1.0, 3.0, "证件 号 4405 2418"), (4.5, 6.0, "8001 01"),
+                     (7.0, 9.0, "0014 好 的"))
+    assert privacy.mask_each(in_three) == ["证件 号 4405****", "******", "0014 好 的"]
+    # a mobile read 3 + 4 + 4, given out of order: each comes back in its own place
+    mobile = _said((0.0, 1.5, "电话 139"), (4.0, 5.0, "5678 谢谢"), (2.0, 3.2, "1234"))
+    assert privacy.mask_each(mobile) == ["电话 139", "5678 谢谢", "****"]
+    # spoken digits, 5 + 6 of them
+    spoken = _said((3.0, 5.0, "手机 幺 三 九 幺 二"), (6.0, 8.0, "三 四 五 六 七 八 对"))
+    assert privacy.mask_each(spoken) == ["手机 139**", "**5678 对"]
+
+
+def test_numbers_apart_in_time_or_in_words_are_not_one_number() -> None:
+    # two short numbers a minute apart (or past the joint's limit) are two numbers
+    apart = _said((0.0, 2.0, "电话 139 1234"), (62.0, 63.0, "5678 谢谢"))
+    assert privacy.mask_each(apart) == ["电话 139 1234", "5678 谢谢"]
+    assert privacy.mask_each(_said((0.0, 2.0, "电话 139 1234"), (8.5, 9.5, "5678 谢谢"))) == [
+        "电话 139 1234", "5678 谢谢"]
+    assert privacy.mask_each(_said((0.0, 2.0, "电话 139 1234"), (6.5, 7.5, "5678 谢谢"))) == [
+        "电话 139****", "5678 谢谢"]
+    # a word between the groups: the joint is no gap of one number
+    worded = _said((0.0, 2.0, "房间 139 1234 号"), (2.5, 3.5, "5678 谢谢"))
+    assert privacy.mask_each(worded) == ["房间 139 1234 号", "5678 谢谢"]
+    assert privacy.for_index_each(worded) == ["房间 139 1234 号", "5678 谢谢"]
+    # a whole number in one utterance is as `mask` has it
+    assert privacy.mask_each(_said((0.0, 3.0, f"号码 {MOBILE} 好"))) == ["号码 139****5678 好"]
+
+
+def test_a_number_still_growing_at_the_end_of_a_text_is_not_shown() -> None:
+    assert privacy.mask_each(_said((0.0, 2.0, "我的手机号是138123")), growing=True) == [
+        "我的手机号是******"]
+    assert privacy.mask_each(_said((0.0, 2.0, "我的手机号是 13812345678")), growing=True) == [
+        "我的手机号是 ***********"]  # it may still be an ID number's start
+    assert privacy.mask_each(_said((0.0, 2.0, "我的手机号是 138 1234 5678 对")),
+                             growing=True) == ["我的手机号是 138****5678 对"]
+    # the growing text continues the one before it
+    assert privacy.mask_each(_said((0.0, 2.0, "证 1101 0519"), (2.2, 2.2, "4912 3100 2X 对")),
+                             growing=True) == ["证 1101****", "******002X 对"]
+    assert privacy.mask_each(_said((0.0, 2.0, "证 1101 0519"), (2.2, 2.2, "4912")),
+                             growing=True) == ["证 ********", "****"]
+
+
 def _search(world: World, q: str, role: str = "supervisor") -> dict:
     reply = world.client.get("/api/v1/transcripts/search", query_string={"q": q},
                              headers=world.tokens[role])
@@ -131,6 +184,52 @@ def test_personal_numbers_are_never_in_a_result_or_in_the_index(world: World) ->
     # searching by the number finds nothing
     assert _search(world, ID_NUMBER)["items"] == []
     assert _search(world, MOBILE)["words"] == []
+
+
+def test_a_number_split_over_utterances_is_in_no_view_no_excerpt_and_not_in_the_index(
+        world: World) -> None:
+    call = "1764460000.4"
+    with transaction(world.sessions) as session:
+        stored = transcripts.store(
+            session, sha256="4c".ljust(64, "0"), call_id=call, leg="caller", engine="vosk",
+            model="fixture", audio_seconds=30.0, now=NOW, utterances=[
+                _utterance(1.0, "我 的 身份证 号 是 1101 0519"),  # ends at 4.2
+                _utterance(5.0, "4912 3100 2X 登记 过"),  # ends at 7.0
+                _utterance(8.0, "电话 139 1234"),  # ends at 9.2
+                _utterance(10.0, "5678 拜托 了")])
+        alerts = transcripts.keyword_hits(stored, transcripts.segments_of(session, stored),
+                                          ("登记", "拜托"), NOW.timestamp())
+    assert [(a.keyword, a.excerpt) for a in alerts] == [
+        ("登记", "******002X 登记 过"), ("拜托", "5678 拜托 了")]
+
+    masked = world.client.get(f"/api/v1/transcripts/{call}", headers=world.tokens["operator"])
+    assert masked.status_code == 200
+    caller = masked.json["transcripts"][0]
+    assert [s["text"] for s in caller["segments"]] == [
+        "我 的 身份证 号 是 1101****", "******002X 登记 过", "电话 139****", "5678 拜托 了"]
+    assert caller["text"] == ("我 的 身份证 号 是 1101****\n******002X 登记 过\n"
+                              "电话 139****\n5678 拜托 了")
+    assert [len(s["words"]) for s in caller["segments"]] == [0, 0, 0, 0]
+    for secret in ("0519", "4912", "3100", "1234"):
+        assert secret not in json.dumps(masked.json), secret
+
+    texts = {i["text"] for q in ("身份证", "登记", "电话", "拜托")
+             for i in _search(world, q)["items"] if i["recording"]["call_id"] == call}
+    assert texts == {"我 的 身份证 号 是 1101****", "******002X 登记 过", "电话 139****",
+                     "5678 拜托 了"}
+    with world.sessions() as session:
+        rows = transcripts.index_rows(session)
+    assert not [row for row in rows if any(ch.isdigit() or ch in "幺" for ch in row)]
+    assert "登记 过" in rows and "拜托 了" in rows and "电话" in rows  # the words are there
+    for group in ("1101", "0519", "4912", "3100", "139", "1234", "5678"):
+        assert _search(world, group)["items"] == [], group
+
+    shown = world.client.get(f"/api/v1/transcripts/{call}?unmasked=true",
+                             headers=world.tokens["sees_phone"])
+    assert shown.status_code == 200
+    assert [s["text"] for s in shown.json["transcripts"][0]["segments"]] == [
+        "我 的 身份证 号 是 1101 0519", "4912 3100 2X 登记 过", "电话 139 1234",
+        "5678 拜托 了"]
 
 
 def test_the_unmasked_view_needs_the_privilege_and_is_audited(world: World) -> None:
