@@ -1475,15 +1475,14 @@ def speech() -> None:
 
 @contextlib.contextmanager
 def _speech_worker(settings: Settings) -> Iterator[None]:
-    """`hotline speech worker` beside the centre while it serves, when a model is set;
-    without one, says once that transcripts are off."""
+    """`hotline speech worker` beside the centre while it serves, when a model is set
+    (without one the centre has said that transcripts are off)."""
     import subprocess
     import sys
 
     from recordings import transcribe_worker
 
     if not transcribe_worker.transcripts_on(settings):
-        click.echo("transcripts are off: speech.model_path is not set", err=True)
         yield
         return
     config = ["--config", settings.source] if settings.source != "defaults" else []
