@@ -1411,7 +1411,8 @@ def quality_draw(ctx: click.Context, day: Any, as_json: bool) -> None:
 @click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]), required=True)
 @click.pass_context
 def quality_report(ctx: click.Context, start: Any, end: Any) -> None:
-    """Average weighted scores per agent and team, and per criterion (local days)."""
+    """Average weighted scores per agent, per queue and for the centre, and per criterion
+    (local days)."""
     from zoneinfo import ZoneInfo
 
     from quality import service as quality
