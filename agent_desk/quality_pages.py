@@ -1,7 +1,7 @@
 """The quality review pages (质检): the reviewer's queue (/quality) and scoring page with the
 call's recording playable (the workspace's audited Range player), the administrator's
 scoring forms (/quality/forms), the agent's own scores (/quality/mine) and the report per
-agent and team (/quality/report). Thin: every decision is quality.service's."""
+agent, queue and the whole centre (/quality/report). Thin: every decision is quality.service's."""
 
 from __future__ import annotations
 
@@ -215,7 +215,7 @@ def report() -> Any:
     start = end - timedelta(days=7 * count)
     with _sessions()() as session:
         found = service.report(session, start, end)
-    titles_seen = sorted({t for line in [*found["agents"], found["team"]]
+    titles_seen = sorted({t for line in [*found["agents"], *found["queues"], found["team"]]
                           for t in line["criteria"]})
     return _page("quality_report.html", report=found, criteria=titles_seen,
                  day=day.isoformat(), weeks=count)

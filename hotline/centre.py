@@ -45,6 +45,25 @@ log = logging.getLogger(__name__)
 STOP_SECONDS = 5.0
 
 
+def speech_off(settings: Settings) -> str | None:
+    """The one line the centre says at its start about the speech it does not do, and the
+    setting that turns each on; None when it does all. The parts that need a model say
+    so only at debug level, so a centre without one says it once, not once per part."""
+    speech = settings.speech
+    if speech.model_path is None:
+        return ("speech: transcripts, live transcription and spoken menu choices are off: "
+                "speech.model_path is not set (a vosk model directory turns them on; "
+                "README, 'Transcripts')")
+    off = [(what, setting) for what, setting, on in (
+        ("live transcription", "speech.live", speech.live),
+        ("spoken menu choices", "ivr.spoken_choices", settings.ivr.spoken_choices)) if not on]
+    if not off:
+        return None
+    return (f"speech: {' and '.join(what for what, _ in off)} "
+            f"{'is' if len(off) == 1 else 'are'} off: "
+            + ", ".join(f"{setting} is false" for _, setting in off))
+
+
 class Centre:
     def __init__(self, settings: Settings, *, web: bool = True, worker: bool = True,
                  clock: Clock = SYSTEM_CLOCK) -> None:
@@ -89,6 +108,8 @@ class Centre:
 
     def start(self, connect_timeout: float = 15) -> Centre:
         limit_malloc_arenas()  # before our threads: the soak's memory growth (core/memory)
+        if (off := speech_off(self.settings)) is not None:
+            log.warning(off)
         self._loop = BackgroundLoop("centre")
         # Callers' IVR sessions get a loop of their own: on the telephony service's loop they
         # waited behind bursts of AMI events, and a late prompt loses a caller's key.

@@ -1411,7 +1411,8 @@ def quality_draw(ctx: click.Context, day: Any, as_json: bool) -> None:
 @click.option("--to", "end", type=click.DateTime(formats=["%Y-%m-%d"]), required=True)
 @click.pass_context
 def quality_report(ctx: click.Context, start: Any, end: Any) -> None:
-    """Average weighted scores per agent and team, and per criterion (local days)."""
+    """Average weighted scores per agent, per queue and for the centre, and per criterion
+    (local days)."""
     from zoneinfo import ZoneInfo
 
     from quality import service as quality
@@ -1475,15 +1476,14 @@ def speech() -> None:
 
 @contextlib.contextmanager
 def _speech_worker(settings: Settings) -> Iterator[None]:
-    """`hotline speech worker` beside the centre while it serves, when a model is set;
-    without one, says once that transcripts are off."""
+    """`hotline speech worker` beside the centre while it serves, when a model is set
+    (without one the centre has said that transcripts are off)."""
     import subprocess
     import sys
 
     from recordings import transcribe_worker
 
     if not transcribe_worker.transcripts_on(settings):
-        click.echo("transcripts are off: speech.model_path is not set", err=True)
         yield
         return
     config = ["--config", settings.source] if settings.source != "defaults" else []

@@ -86,7 +86,7 @@ class RetentionLoop:
     def check_disk(self, now: datetime) -> retention.DiskLow | None:
         warning = retention.watch_disk(
             self.settings.storage.recordings_dir, self.settings.retention.min_free_mb,
-            now=now, publish=None if self.disk_low else partial(publish, self.sessions))
+            now=now, was_low=self.disk_low, publish=partial(publish, self.sessions))
         self.disk_low = warning is not None
         return warning
 

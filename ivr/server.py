@@ -192,12 +192,13 @@ _said: set[str] = set()
 
 
 def ear_of(settings: Settings, pool: ThreadPoolExecutor) -> Ear | None:
-    """The recogniser for spoken menu choices, loading on `pool`; None (said once) when
-    no speech model is set or spoken choices are switched off: keys only."""
+    """The recogniser for spoken menu choices, loading on `pool`; None (noted once, at
+    debug: the centre says what speech is off) when no speech model is set or spoken
+    choices are switched off: keys only."""
     if not settings.ivr.spoken_choices or settings.speech.model_path is None:
         if "off" not in _said:
             _said.add("off")
-            log.info("ivr: spoken menu choices are off (%s); callers use keys",
+            log.debug("ivr: spoken menu choices are off (%s); callers use keys",
                      "ivr.spoken_choices is false" if not settings.ivr.spoken_choices
                      else "speech.model_path is not set")
         return None

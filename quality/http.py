@@ -1,6 +1,6 @@
 """HTTP adapter of quality review (质检, /api/v1/quality): scoring forms (administrators),
 the reviewers' queue, the weekly sample and scoring (supervisors, shift chiefs), an agent's
-own reviews, and the report per agent and team."""
+own reviews, and the report per agent, per queue and for the whole centre."""
 
 from __future__ import annotations
 
@@ -133,18 +133,27 @@ class ReportQuery(Query):
         return self
 
 
-class ReportLine(Out):
-    agent: str | None = Field(description="null: the whole team")
+class Averages(Out):
     reviews: int
     average: float | None
     criteria: dict[str, float] = Field(description="criterion title -> average % of top")
+
+
+class ReportLine(Averages):
+    agent: str | None = Field(description="null: the whole centre")
+
+
+class QueueLine(Averages):
+    queue: str = Field(description="the call queue (its team) the reviewed calls came through")
+    title: str = Field(description="the queue's title, e.g. 综合受理")
 
 
 class Report(Out):
     since: Moment
     until: Moment
     agents: list[ReportLine]
-    team: ReportLine
+    queues: list[QueueLine] = Field(description="per call queue: the calls answered from it")
+    team: ReportLine = Field(description="the whole centre")
 
 
 def _ids(values: dict[str, Any], field: str) -> dict[int, Any]:
@@ -224,8 +233,8 @@ def mine() -> Any:
                        ).model_dump(mode="json")
 
 
-@quality_api.get("/report", summary="Average scores per agent and team, and per criterion",
-                 responses={200: Report})
+@quality_api.get("/report", summary="Average scores per agent, per queue and for the centre, "
+                 "and per criterion", responses={200: Report})
 @requires("quality.report")
 def report(query: ReportQuery) -> Any:
     with _sessions()() as session:

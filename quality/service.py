@@ -10,8 +10,9 @@
   the speech side, a reviewer's own pick). A call is sampled once, with all its reasons.
 - **Reviews.** A reviewer scores a sampled call on the active form: the weighted score
   (0-100) is sum(weight x points / top) / sum(weight) x 100, worked out once. The agent
-  reads their own reviews (never another's); reports average per agent and for the team,
-  and per criterion.
+  reads their own reviews (never another's); reports average per agent, per queue (the
+  centre's teams: the calls answered from that queue) and for the whole centre, and per
+  criterion.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from quality.models import (
     QualitySample,
     QualityScore,
 )
-from telephony import records
+from telephony import directory, records
 from tickets import call_facts
 
 RANDOM, COMPLAINT, LOW_RATING, FLAG = "random", "complaint", "low_rating", "flag"
@@ -365,36 +366,51 @@ def reviews_of_agent(session: Session, agent: str, limit: int = 200) -> list[Qua
 
 
 def report(session: Session, since: datetime, until: datetime) -> dict[str, Any]:
-    """Reviews of the calls started in [since, until): per agent and for the whole team,
-    the number reviewed, the average weighted score and, per criterion (by its title,
-    across form versions), the average share of its top points in percent."""
+    """Reviews of the calls started in [since, until): per agent, per queue (its team: the
+    calls answered from it, as the call's record says; a call that came through none is in
+    the whole centre's line only) and for the whole centre ("team"), the number reviewed,
+    the average weighted score and, per criterion (by its title, across form versions), the
+    average share of its top points in percent."""
     rows = session.execute(
         select(QualityReview, QualityScore, QualityCriterion)
         .join(QualitySample, QualitySample.id == QualityReview.sample_id)
         .join(QualityScore, QualityScore.review_id == QualityReview.id)
         .join(QualityCriterion, QualityCriterion.id == QualityScore.criterion_id)
         .where(QualitySample.call_started_at >= since, QualitySample.call_started_at < until))
+    given_by_review: dict[int, list[tuple[str, float]]] = defaultdict(list)
     reviews: dict[int, QualityReview] = {}
-    per_criterion: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for review, given, criterion in rows:
         reviews[review.id] = review
-        share = 100 * given.points / criterion.max_points
-        per_criterion[review.agent][criterion.title].append(share)
-        per_criterion[""][criterion.title].append(share)
-    scores: dict[str, list[float]] = defaultdict(list)
+        given_by_review[review.id].append((criterion.title,
+                                           100 * given.points / criterion.max_points))
+    queue_of = records.queues_of(session, sorted({r.call_id for r in reviews.values()}))
+    # the lines' keys: ("agent", 8001), ("queue", intake), ("team", "")
+    per_criterion: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(
+        lambda: defaultdict(list))
+    scores: dict[tuple[str, str], list[float]] = defaultdict(list)
     for review in reviews.values():
-        scores[review.agent].append(review.score)
-        scores[""].append(review.score)
+        keys = [("agent", review.agent), ("team", "")]
+        if review.call_id in queue_of:
+            keys.append(("queue", queue_of[review.call_id]))
+        for key in keys:
+            scores[key].append(review.score)
+            for title, share in given_by_review[review.id]:
+                per_criterion[key][title].append(share)
 
-    def line(agent: str) -> dict[str, Any]:
-        return {"agent": agent or None, "reviews": len(scores[agent]),
-                "average": round(sum(scores[agent]) / len(scores[agent]), 1)
-                if scores[agent] else None,
+    def averages(key: tuple[str, str]) -> dict[str, Any]:
+        return {"reviews": len(scores[key]),
+                "average": round(sum(scores[key]) / len(scores[key]), 1)
+                if scores[key] else None,
                 "criteria": {title: round(sum(v) / len(v), 1)
-                             for title, v in sorted(per_criterion[agent].items())}}
+                             for title, v in sorted(per_criterion[key].items())}}
 
     return {"since": since, "until": until,
-            "agents": [line(a) for a in sorted(a for a in scores if a)], "team": line("")}
+            "agents": [{"agent": agent, **averages(("agent", agent))}
+                       for kind, agent in sorted(scores) if kind == "agent"],
+            "queues": [{"queue": queue, "title": directory.queue_title(session, queue),
+                        **averages(("queue", queue))}
+                       for kind, queue in sorted(scores) if kind == "queue"],
+            "team": {"agent": None, **averages(("team", ""))}}
 
 
 def recording_of(session: Session, sample_id: int, recordings_dir: Path) -> Path | None:

@@ -414,7 +414,8 @@ class LiveSpeech:
             return True
         if not _said_off:
             _said_off = True
-            log.warning("speech: live transcription is off (%s)",
+            # at debug: the centre says what speech is off (hotline.centre.speech_off)
+            log.debug("speech: live transcription is off (%s)",
                         "speech.live is false" if settings.speech.model_path
                         else "speech.model_path is not set")
         return False

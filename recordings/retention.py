@@ -17,7 +17,7 @@ traces (the call record's file name) go through hooks registered with `on_delete
 
 The disk's free space under the recordings directory is watched (`watch_disk`): under
 `retention.min_free_mb` it says so in the log and on the bus (`recordings.disk_low`) before
-MixMonitor runs out of room.
+MixMonitor runs out of room, once each time it goes low, and notes when it has room again.
 """
 
 from __future__ import annotations
@@ -426,17 +426,24 @@ def free_mb(directory: Path) -> int:
     return shutil.disk_usage(target).free // (1 << 20)
 
 
-def watch_disk(directory: Path, threshold_mb: int, *, now: datetime,
+def watch_disk(directory: Path, threshold_mb: int, *, now: datetime, was_low: bool,
                publish: Callable[[DiskLow], object] | None = None) -> DiskLow | None:
-    """The warning when the recordings' disk has less than `threshold_mb` free: logged and,
-    with `publish` (the bus), published as `recordings.disk_low`; None while there is room."""
+    """The warning when the recordings' disk has less than `threshold_mb` free; None while
+    there is room. Said once per low spell (`was_low`: the last check found it low):
+    logged and, with `publish` (the bus), published as `recordings.disk_low` when it goes
+    low; a note in the log when it has room again. Checked every minute, a warning at
+    each check would bury the log while the disk stays low."""
     free = free_mb(directory)
     if free >= threshold_mb:
+        if was_low:
+            log.info("recordings: the disk has room again under %s: %d MB free "
+                     "(retention.min_free_mb = %d)", directory, free, threshold_mb)
         return None
     warning = DiskLow(at=now.timestamp(), directory=str(directory), free_mb=free,
                       threshold_mb=threshold_mb)
-    log.warning("recordings: only %d MB free under %s (retention.min_free_mb = %d): "
-                "recording will fail when the disk is full", free, directory, threshold_mb)
-    if publish is not None:
-        publish(warning)
+    if not was_low:
+        log.warning("recordings: only %d MB free under %s (retention.min_free_mb = %d): "
+                    "recording will fail when the disk is full", free, directory, threshold_mb)
+        if publish is not None:
+            publish(warning)
     return warning

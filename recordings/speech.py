@@ -250,11 +250,12 @@ _said: set[str] = set()
 
 
 def engine_for(model_path: Path | None) -> Engine | None:
-    """The configured engine, or None (said once per process) when no model is set."""
+    """The configured engine, or None (noted once per process, at debug: the centre says
+    what speech is off) when no model is set."""
     if model_path is None:
         if "off" not in _said:
             _said.add("off")
-            log.warning("speech: transcripts are off (speech.model_path is not set; "
+            log.debug("speech: transcripts are off (speech.model_path is not set; "
                         "see the README, 'Transcripts')")
         return None
     return VoskEngine(model_path)

@@ -86,12 +86,13 @@ _said_off = False
 
 
 def transcripts_on(settings: Settings) -> bool:
-    """Whether a model is configured; says once per process when it is not."""
+    """Whether a model is configured; notes once per process when it is not (at debug:
+    the centre says what speech is off, hotline.centre.speech_off)."""
     global _said_off
     if settings.speech.model_path is None:
         if not _said_off:
             _said_off = True
-            log.warning("speech: transcripts are off: speech.model_path is not set "
+            log.debug("speech: transcripts are off: speech.model_path is not set "
                         "(README, 'Transcripts')")
         return False
     return True

@@ -153,6 +153,16 @@ def stored_ids(session: Session, call_ids: list[str]) -> dict[str, int]:
     return {call_id: row_id for call_id, row_id in rows}
 
 
+def queues_of(session: Session, call_ids: list[str]) -> dict[str, str]:
+    """The queue each of `call_ids` came through, for the stored calls that had one."""
+    found: dict[str, str] = {}
+    for at in range(0, len(call_ids), 500):  # a long report's calls, a bounded IN at a time
+        found.update((call_id, queue) for call_id, queue in session.execute(
+            select(CallRecord.call_id, CallRecord.queue).where(
+                CallRecord.call_id.in_(call_ids[at:at + 500]))) if queue)
+    return found
+
+
 def call_started(bus: EventBus | None, call_id: str) -> bool:
     """Whether this service announced the call's start (`call.started`): a call still up,
     or one whose record is about to be stored. Without a bus nothing is known of live

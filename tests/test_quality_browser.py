@@ -33,7 +33,7 @@ from core.db import make_engine, session_factory, transaction, upgrade
 from core.live import connect_redis
 from hotline.web import create_app, stop_web_server
 from quality import service as quality
-from telephony import records
+from telephony import directory, records
 from tests import isolation
 from tests.api_world import NOW
 from tests.browser import MEDIA_FLAGS, chromium, screenshot
@@ -75,6 +75,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                                    (OTHER, ["operator"], "8002")):
             accounts.create_account(session, name, roles, password=PASSWORD, agent=agent,
                                     actor="测试", now=NOW, strict=False)
+        directory.ensure_queue(session, "intake", "综合受理")
         for n, (agent, call_id) in enumerate(CALLS.items()):
             recording = settings.storage.recordings_dir / "2026" / "11" / "24" / \
                 f"{call_id}.wav"
@@ -175,6 +176,13 @@ def test_a_form_defined_a_call_scored_and_only_its_agent_sees_the_score(site: Si
         reviewer.goto(f"{site.url}/quality/report?day=2026-11-24&weeks=1")
         expect(reviewer.locator("#quality-report tr[data-agent='8001'] .quality-average")
                ).to_have_text("68.0")
+        # the call came through intake: its team's line, and the whole centre's
+        intake = reviewer.locator("#quality-report-queues tr[data-queue='intake']")
+        expect(intake).to_contain_text("综合受理")
+        expect(intake.locator(".quality-average")).to_have_text("68.0")
+        centre = reviewer.locator("#quality-report tr[data-agent='team']")
+        expect(centre).to_contain_text("全中心")
+        expect(centre.locator(".quality-average")).to_have_text("68.0")
         screenshot(reviewer, "quality-report")
         for context in (admin_context, reviewer_context, agent_context, other_context):
             context.close()

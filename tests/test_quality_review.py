@@ -1,11 +1,12 @@
 """Quality review (质检, issue 13 item 7) through its door and its API: versioned forms, the
 weekly sample (random share per agent, reproducible by the seed; every complaint, low
 rating and flagged call), scoring with weighted criteria, an agent's own scores only, the
-report per agent and team.
+report per agent, per queue (the centre's teams) and for the whole centre.
 
 Week 2026-W48 (Monday 2026-11-23 to Sunday 2026-11-29 in Beijing); "now" is Monday
-2026-11-30 10:00. Agent 8001 answered 20 calls that week, 8002 answered 4; one call of
-8001 before the week (Sunday 2026-11-22 23:30 Beijing) and one abandoned call."""
+2026-11-30 10:00. Agent 8001 answered 20 calls that week, 8002 answered 4, each the even
+ones from the queue intake (综合受理) and the odd ones from complaints (投诉专席); one call
+of 8001 before the week (Sunday 2026-11-22 23:30 Beijing) and one abandoned call."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from core.db import make_engine, session_factory, transaction, upgrade
 from core.live import connect_redis
 from hotline.web import create_app
 from quality import service as quality
-from telephony import records
+from telephony import directory, records
 from tests.conftest import REDIS_SERVER_URL, make_settings
 from tickets import catalogue, service, surveys
 
@@ -30,15 +31,16 @@ NOW = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
 MONDAY = datetime(2026, 11, 22, 16, 0, tzinfo=UTC)  # 2026-11-23 00:00 Beijing
 WEEK = date(2026, 11, 25)
 PASSWORD = "quality-密码-1"
+QUEUES = ("intake", "complaints")  # even calls, odd calls
 
 
 def _call(session, call_id: str, agent: str | None, at: datetime,
-          outcome: str = "answered") -> None:
+          outcome: str = "answered", queue: str = "intake") -> None:
     started = at.timestamp()
     records.store_call(session, {
         "call_id": call_id, "caller_number": "13800138000", "caller_name": "",
         "entry_number": "12319", "started_at": started, "ended_at": started + 120,
-        "duration_seconds": 120, "outcome": outcome, "queue": "intake",
+        "duration_seconds": 120, "outcome": outcome, "queue": queue,
         "queue_position": 1, "wait_seconds": 3, "short_abandon": False, "agent": agent,
         "connected_at": started + 3 if agent else None, "talk_seconds": 117 if agent else None,
         "hold_seconds": 0, "hangup_cause": 16, "hangup_cause_text": "", "ivr_path": [],
@@ -58,10 +60,14 @@ def world(database_url: str, tmp_path: Path):
     sessions = session_factory(engine)
     with transaction(sessions) as session:
         catalogue.seed(session)
+        directory.ensure_queue(session, "intake", "综合受理")
+        directory.ensure_queue(session, "complaints", "投诉专席")
         for n in range(20):
-            _call(session, _id("8001", n), "8001", MONDAY + timedelta(hours=8 + n))
+            _call(session, _id("8001", n), "8001", MONDAY + timedelta(hours=8 + n),
+                  queue=QUEUES[n % 2])
         for n in range(4):
-            _call(session, _id("8002", n), "8002", MONDAY + timedelta(days=1, hours=n))
+            _call(session, _id("8002", n), "8002", MONDAY + timedelta(days=1, hours=n),
+                  queue=QUEUES[n % 2])
         _call(session, "1764400000.99", "8001", MONDAY - timedelta(minutes=30))
         _call(session, "1764400000.98", None, MONDAY + timedelta(hours=3), "abandoned")
     yield settings, sessions
@@ -208,15 +214,20 @@ def test_the_api_scores_an_agent_sees_only_their_own_and_the_report_averages(wor
                         json={"day": "2026-11-25"})
     assert drawn.status_code == 200 and len(drawn.json["items"]) == 24
     queue = client.get("/api/v1/quality/samples", headers=tokens["监督员"]).json["items"]
-    first = {s["agent"]: s["id"] for s in queue}
-    for agent, points in (("8001", [10, 5]), ("8002", [5, 10])):
-        done = client.post(f"/api/v1/quality/samples/{first[agent]}/review",
+    sample_of = {s["call_id"]: s["id"] for s in queue}
+
+    def score(call_id: str, points: list[int], comment: str = "") -> None:
+        done = client.post(f"/api/v1/quality/samples/{sample_of[call_id]}/review",
                            headers=tokens["监督员"], json={
-                               "form_id": made.json["id"], "comment": f"给{agent}的意见",
+                               "form_id": made.json["id"], "comment": comment,
                                "points": {str(c): p for c, p in zip(criteria, points,
                                                                    strict=True)}})
         assert done.status_code == 201, done.json
-    again = client.post(f"/api/v1/quality/samples/{first['8001']}/review",
+
+    # both from intake
+    score(_id("8001", 0), [10, 5], "给8001的意见")
+    score(_id("8002", 0), [5, 10], "给8002的意见")
+    again = client.post(f"/api/v1/quality/samples/{sample_of[_id('8001', 0)]}/review",
                         headers=tokens["监督员"], json={
                             "form_id": made.json["id"],
                             "points": {str(c): 1 for c in criteria}})
@@ -226,13 +237,28 @@ def test_the_api_scores_an_agent_sees_only_their_own_and_the_report_averages(wor
         ("8001", 70.0, "给8001的意见")]  # 40*10/10 + 60*5/10
     theirs = client.get("/api/v1/quality/mine", headers=tokens["坐席乙"]).json["items"]
     assert [(r["agent"], r["score"]) for r in theirs] == [("8002", 80.0)]  # 20 + 60
+    score(_id("8001", 1), [10, 10])  # complaints: 40 + 60 = 100
+    score(_id("8002", 1), [0, 5])  # complaints: 0 + 30 = 30
+    score(_id("8001", 2), [0, 0])  # intake: 0
     report = client.get("/api/v1/quality/report?from=2026-11-23T00:00:00%2B08:00"
                         "&to=2026-11-30T00:00:00%2B08:00", headers=tokens["监督员"]).json
+    # scores (服务用语 %, 受理准确 %): 8001 intake 70 (100, 50), complaints 100 (100, 100),
+    # intake 0 (0, 0); 8002 intake 80 (50, 100), complaints 30 (0, 50).
+    # 8001: (70 + 100 + 0) / 3 = 56.7; (100 + 100 + 0) / 3 = 66.7; (50 + 100 + 0) / 3 = 50
+    # 8002: (80 + 30) / 2 = 55; (50 + 0) / 2 = 25; (100 + 50) / 2 = 75
     assert [(a["agent"], a["reviews"], a["average"], a["criteria"]) for a in
-            report["agents"]] == [("8001", 1, 70.0, {"受理准确": 50.0, "服务用语": 100.0}),
-                                  ("8002", 1, 80.0, {"受理准确": 100.0, "服务用语": 50.0})]
+            report["agents"]] == [("8001", 3, 56.7, {"受理准确": 50.0, "服务用语": 66.7}),
+                                  ("8002", 2, 55.0, {"受理准确": 75.0, "服务用语": 25.0})]
+    # intake: (70 + 80 + 0) / 3 = 50; (100 + 50 + 0) / 3 = 50; (50 + 100 + 0) / 3 = 50
+    # complaints: (100 + 30) / 2 = 65; (100 + 0) / 2 = 50; (100 + 50) / 2 = 75
+    assert [(q["queue"], q["title"], q["reviews"], q["average"], q["criteria"]) for q in
+            report["queues"]] == [
+        ("complaints", "投诉专席", 2, 65.0, {"受理准确": 75.0, "服务用语": 50.0}),
+        ("intake", "综合受理", 3, 50.0, {"受理准确": 50.0, "服务用语": 50.0})]
+    # the whole centre: (70 + 80 + 100 + 30 + 0) / 5 = 56; (100 + 50 + 100 + 0 + 0) / 5 = 50;
+    # (50 + 100 + 100 + 50 + 0) / 5 = 60
     assert (report["team"]["reviews"], report["team"]["average"],
-            report["team"]["criteria"]) == (2, 75.0, {"受理准确": 75.0, "服务用语": 75.0})
+            report["team"]["criteria"]) == (5, 56.0, {"受理准确": 60.0, "服务用语": 50.0})
     assert client.get("/api/v1/quality/report", headers=tokens["坐席甲"]).status_code == 403
 
 

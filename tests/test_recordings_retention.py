@@ -181,7 +181,10 @@ def test_the_cli_says_what_a_dry_run_would_delete(world, monkeypatch) -> None:
     assert all(p.is_file() for p in paths.values())
 
 
-def test_low_disk_space_warns_on_the_bus_once_until_it_recovers(world, caplog) -> None:
+def test_low_disk_space_warns_on_the_bus_and_in_the_log_once_until_it_recovers(
+        world, caplog) -> None:
+    """Once per low spell (checked every minute): a warning when it goes low, a note when
+    it recovers, a warning again when it goes low again."""
     settings, sessions, _paths = world
     free = retention.free_mb(settings.storage.recordings_dir)
     low = replace(settings, retention=replace(settings.retention, min_free_mb=free + 10_000))
@@ -190,18 +193,32 @@ def test_low_disk_space_warns_on_the_bus_once_until_it_recovers(world, caplog) -
     bus = EventBus(client, stream=f"test:retention:{NOW.timestamp()}:{id(settings)}")
     publish_on_commit(sessions, bus)  # as the centre's parts relay their events
     loop = RetentionLoop(low, sessions, bus, clock=None)  # type: ignore[arg-type]
-    with caplog.at_level("WARNING", logger="recordings.retention"):
+
+    def said() -> list[tuple[str, str]]:
+        return [(r.levelname, r.getMessage().split(" under ")[0]) for r in caplog.records
+                if r.name == "recordings.retention"]
+
+    with caplog.at_level("INFO", logger="recordings.retention"):
         warning = loop.check_disk(NOW)
-    assert warning is not None and warning.threshold_mb == free + 10_000
-    assert "recording will fail when the disk is full" in caplog.text
-    events = [e for _id, e in bus.read()]
-    assert [(e["type"], e["threshold_mb"]) for e in events] == [
-        ("recordings.disk_low", free + 10_000)]
-    loop.check_disk(NOW + timedelta(minutes=1))  # still low: warned already
-    assert len(bus.read()) == 1
+        assert warning is not None and warning.threshold_mb == free + 10_000
+        assert "recording will fail when the disk is full" in caplog.text
+        events = [e for _id, e in bus.read()]
+        assert [(e["type"], e["threshold_mb"]) for e in events] == [
+            ("recordings.disk_low", free + 10_000)]
+        for minutes in (1, 2):  # still low: warned already
+            assert loop.check_disk(NOW + timedelta(minutes=minutes)) is not None
+        assert len(bus.read()) == 1
+        assert [level for level, _ in said()] == ["WARNING"]
+        loop.settings = settings  # the default threshold: this disk has room again
+        assert loop.check_disk(NOW + timedelta(minutes=3)) is None
+        assert loop.check_disk(NOW + timedelta(minutes=4)) is None
+        loop.settings = low  # low again: said again
+        assert loop.check_disk(NOW + timedelta(minutes=5)) is not None
+        assert loop.check_disk(NOW + timedelta(minutes=6)) is not None
+    assert [level for level, _ in said()] == ["WARNING", "INFO", "WARNING"]
+    assert said()[1][1].startswith("recordings: the disk has room again")
+    assert len(bus.read()) == 2  # the bus too: once per low spell
     client.delete(bus.stream)
-    fine = RetentionLoop(settings, sessions, bus, clock=None)  # type: ignore[arg-type]
-    assert fine.check_disk(NOW) is None  # the default threshold: this disk has room
 
 
 def test_holds_over_the_api_refuse_bad_input_and_change_nothing(world) -> None:

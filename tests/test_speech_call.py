@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from core.config import Settings
 from core.db import transaction
 from hotline.centre import Centre
 from recordings.audio import wav_stats
-from recordings.catalogue import CallFile
+from recordings.catalogue import CallFile, files_of_call
 from recordings.transcribe_worker import TranscriptionJob
 from sipkit.kit import Call, Dtmf, Hangup, Say, SipKit, Wait
 from tests.conftest import (
@@ -47,6 +46,7 @@ from tests.speech_audio import (
     speak_korean,
     words_heard,
 )
+from tickets.service import calls_of_order
 
 MIN_CALLER_WORDS = 2  # of 4, the sentence said twice; measured 2 (said once) through Asterisk
 
@@ -152,4 +152,24 @@ def test_the_callers_leg_is_transcribed_with_the_callers_words_only(
     mine = [j for j in body["jobs"] if j["call_id"] == call_id]
     assert sorted((j["leg"], j["state"], j["attempts"]) for j in mine) == [
         ("agent", "done", 1), ("caller", "done", 1)]
-    time.sleep(0)  # (the record's order link is the call's: tests/test_order_calls.py)
+
+    # each of the three files is linked to its call and, through the call's record, to the
+    # order the call is taken into (by an operator): from the order, its calls lead to all three
+    with transaction(speech_centre.sessions) as session:
+        operator = add_user(session, "转写受理员", ["operator"], True, ROLES,
+                            now=speech_centre.clock.now())
+    status, order = api("/api/v1/orders", {
+        "appeal_type": "enquiry", "description": "通话转写测试", "channel": "phone",
+        "citizen_phone": caller, "call_id": call_id},
+        {"Authorization": f"Bearer {operator}"})
+    assert status == 201, order
+    case = order["case_number"]
+    status, record = api(f"/api/v1/calls/{call_id}")
+    assert status == 200 and record["case_number"] == case
+    with speech_centre.sessions() as session:
+        filed = files_of_call(session, call_id)
+        assert [(f.leg, f.call_id, f.path) for f in filed] == [
+            (leg, call_id, files[leg].path) for leg in ("mixed", "caller", "agent")]
+        from_the_order = [(f.leg, f.path) for c in calls_of_order(session, case)
+                          for f in files_of_call(session, str(c["call_id"]))]
+    assert from_the_order == [(leg, files[leg].path) for leg in ("mixed", "caller", "agent")]

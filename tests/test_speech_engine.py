@@ -65,7 +65,7 @@ def test_silence_is_no_utterance_and_odd_files_are_refused(engine: VoskEngine,
         engine.transcribe(tmp_path / "none.wav")
     with pytest.raises(SpeechError, match="not a vosk model"):
         VoskEngine(tmp_path)
-    assert engine_for(None) is None  # no model: transcripts off, said once in the log
+    assert engine_for(None) is None  # no model: transcripts off (the centre says so)
 
 
 def test_chinese_words_run_on_and_other_words_keep_their_spaces() -> None:

@@ -120,12 +120,13 @@ def test_a_keyword_alerted_live_is_not_alerted_again_by_the_stored_pass(world: W
     bus.client.delete(bus.stream)
 
 
-def test_without_a_model_live_transcription_is_off_and_says_so_once(tmp_path: Path,
-                                                                   caplog) -> None:
+def test_without_a_model_live_transcription_is_off_and_notes_so_once(tmp_path: Path,
+                                                                    caplog) -> None:
+    """Noted at debug: the centre's one line says what speech is off (test_transcribe_worker)."""
     settings = make_settings(tmp_path / "off")
     assert settings.speech.model_path is None and settings.speech.live
     live._said_off = False
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("DEBUG", logger="recordings.live"):
         assert live.LiveSpeech.wanted(settings) is False
         assert live.LiveSpeech.wanted(settings) is False
     said = [r.message for r in caplog.records if "live transcription is off" in r.message]

@@ -1,7 +1,7 @@
 """The transcription worker: RQ on the centre's Redis, the real vosk engine, a real worker
 process (`hotline speech worker`). What must hold: a recording queued twice is transcribed
 once; a work-horse killed mid-job has its job run again, once, and the transcript is stored
-once; the progress is visible; with no model the centre says transcripts are off."""
+once; the progress is visible; with no model the centre says once what it does not do."""
 
 from __future__ import annotations
 
@@ -19,16 +19,20 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
+from asterisk_conf.sandbox import Sandbox
 from core.config import Settings
 from core.db import make_engine, session_factory, transaction, upgrade
 from core.events import STREAM
 from core.live import connect_redis
+from hotline.centre import speech_off
 from hotline.cli import cli
 from recordings import transcribe_worker, transcripts
 from recordings.catalogue import fingerprint
 from recordings.transcribe_worker import TranscriptionJob
 from tests.conftest import make_settings
 from tests.speech_audio import CALLER_TEXT, CALLER_WORDS, MODEL_DIR, speak_korean, words_heard
+from tests.test_stopping import Running
+from tests.test_stopping import _env as stopping_env
 
 NOW = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
 
@@ -156,16 +160,42 @@ def test_a_work_horse_killed_mid_job_runs_the_job_again_once(place) -> None:
     assert rq_job is not None and rq_job.get_status() == "finished"
 
 
-def test_without_a_model_the_centre_says_transcripts_are_off(tmp_path: Path,
-                                                             caplog) -> None:
-    settings = make_settings(tmp_path / "off")
-    assert settings.speech.model_path is None
-    with caplog.at_level("WARNING"):
-        transcribe_worker._said_off = False
-        assert transcribe_worker.queue_call(None, None, settings, [], NOW) == 0  # type: ignore[arg-type]
-        assert transcribe_worker.queue_call(None, None, settings, [], NOW) == 0  # type: ignore[arg-type]
-    said = [r.message for r in caplog.records if "transcripts are off" in r.message]
-    assert len(said) == 1
+def test_without_a_model_the_centre_says_once_what_speech_it_does_not_do(tmp_path: Path
+                                                                        ) -> None:
+    """The real `hotline serve`, started and stopped with no model: one line of its output
+    names what is off (transcripts, live transcription, spoken menu choices) and the setting
+    that turns them on; the parts' own notes are below the centre's log level."""
+    data = tmp_path / "off"
+    env = stopping_env(data)
+    sandbox = Sandbox(make_settings(data, **env))
+    try:
+        for step in (["pbx", "up"], ["db", "upgrade"]):
+            done = subprocess.run([sys.executable, "-m", "hotline", *step], env=env,
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr
+        run = Running(["-v", "serve"], env)  # the parts' info lines shown too
+        try:
+            run.wait_for("serving:")
+            run.stop(signal.SIGTERM)
+        finally:
+            run.kill()
+    finally:
+        sandbox.down()
+    said = [line for line in run.lines
+            if any(word in line for word in ("transcri", "spoken", "model_path"))]
+    assert len(said) == 1, run.output
+    assert all(what in said[0] for what in ("transcripts", "live transcription",
+                                            "spoken menu choices", "speech.model_path")), said
+    # with a model, what the settings switch off is named with its setting
+    with_model = {"HOTLINE_SPEECH_MODEL_PATH": str(MODEL_DIR)}
+    assert speech_off(make_settings(data, **with_model)) is None
+    assert speech_off(make_settings(data, **with_model, HOTLINE_SPEECH_LIVE="false")) == (
+        "speech: live transcription is off: speech.live is false")
+    assert speech_off(make_settings(data, **with_model, HOTLINE_SPEECH_LIVE="false",
+                                    HOTLINE_IVR_SPOKEN_CHOICES="false")) == (
+        "speech: live transcription and spoken menu choices are off: speech.live is false, "
+        "ivr.spoken_choices is false")
+    # the worker alone refuses to run without one
     refused = CliRunner().invoke(cli, ["speech", "worker", "--burst"],
-                                 env={"HOTLINE_STORAGE_DATA_DIR": str(tmp_path / "off")})
+                                 env={"HOTLINE_STORAGE_DATA_DIR": str(data)})
     assert refused.exit_code == 1 and "transcripts are off" in refused.output
