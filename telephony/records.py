@@ -153,6 +153,20 @@ def stored_ids(session: Session, call_ids: list[str]) -> dict[str, int]:
     return {call_id: row_id for call_id, row_id in rows}
 
 
+def started_at_of(session: Session, call_ids: list[str]) -> dict[str, datetime]:
+    """When each of `call_ids` that is stored began (UTC), one query per 500 ids; a call
+    not stored (still up, or never recorded here) is left out."""
+    wanted = sorted(set(call_ids))
+    found: dict[str, datetime] = {}
+    for i in range(0, len(wanted), 500):
+        for call_id, started in session.execute(
+                select(CallRecord.call_id, CallRecord.started_at)
+                .where(CallRecord.call_id.in_(wanted[i:i + 500]))):
+            if started is not None:
+                found[call_id] = started if started.tzinfo else started.replace(tzinfo=UTC)
+    return found
+
+
 def call_started(bus: EventBus | None, call_id: str) -> bool:
     """Whether this service announced the call's start (`call.started`): a call still up,
     or one whose record is about to be stored. Without a bus nothing is known of live
