@@ -9,7 +9,9 @@
   clocks, calls with their recordings playable in the page (each play audited; the WAV is
   served with HTTP Range), its messages, surveys and photos, and the actions the workflow
   allows the viewer's roles in the order's state. A refused action (a forged form, an
-  order that moved meanwhile) shows the workflow's own reason.
+  order that moved meanwhile) shows the workflow's own reason. `?call=<call id>&t=<second>`
+  (a transcript search's link, agent_desk.transcript_search) plays that call's recording
+  from that second, its utterance marked in the open transcript.
 
 Thin: every decision is the tickets room's (tickets.workflow, tickets.service,
 tickets.queues); a department handler sees only their own department's orders, as the API
@@ -55,6 +57,7 @@ MAX_FORM_BYTES = service.MAX_PHOTO_BYTES + (64 << 10)  # a photo and the form ar
 CASE_NUMBER = re.compile(r"[0-9]{12,20}")
 CALL_ID = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z._-]{0,63}")
 SHA256 = re.compile(r"[0-9a-f]{64}")
+SECOND = re.compile(r"[0-9]{1,5}(\.[0-9]{1,3})?")  # a moment in a recording, e.g. 6.5
 PEOPLES_ROLES = tuple(r for r in workflow.ROLES if r != workflow.SYSTEM)
 QUEUE_ROLES = (workflow.SHIFT_CHIEF, workflow.DISPATCHER, workflow.DEPARTMENT,
                workflow.SUPERVISOR)
@@ -128,9 +131,11 @@ def _answerable(action: str, role: str, pending: str) -> bool:
 
 
 def _order_page(session: Session, who: Identity, order: Any, *, refusal: str = "",
-                done: str = "") -> str:
+                done: str = "", seek: tuple[str, float] | None = None) -> str:
     case = order.case_number
     calls = service.calls_of_order(session, case)
+    if seek is not None and seek[0] not in {c["call_id"] for c in calls}:
+        seek = None  # a call of another order: nothing to play here
     due_at, colour = queues.running_clock(session, case, _now())
     kept = service.attachments(session, case)
     photos = [a for a in kept if a.kind == "photo"]
@@ -138,6 +143,7 @@ def _order_page(session: Session, who: Identity, order: Any, *, refusal: str = "
     return render_template(
         "agent_desk/order_page.html", who=who, order=order, titles=titles(),
         zone=_zone(), refusal=refusal, done=done,
+        seek={"call": seek[0], "at": seek[1]} if seek else None,
         phone=service.show_phone(order.citizen_phone, who.see_phone)
         if order.citizen_phone else "",
         description=_text(order.description, who),
@@ -199,6 +205,8 @@ def local_time(moment: datetime | None, zone: ZoneInfo | None = None) -> str:
 @workspace.get("/orders/<case_number>")
 @requires("orders.read")
 def order_page(case_number: str) -> Any:
+    """The order; with `call` (one of its calls) and `t` (a second of its recording, as a
+    transcript search's hit gives them) the page plays that call's recording from there."""
     who = current_identity()
     with reading_personal_data(_sessions()) as session:
         order = _visible(session, who, case_number)
@@ -206,7 +214,20 @@ def order_page(case_number: str) -> Any:
         done = request.args.get("done", "")
         return _order_page(session, who, order,
                            done=workflow.ACTIONS[done].title if done in workflow.ACTIONS
-                           else "")
+                           else "", seek=_seek(request.args.get("call", ""),
+                                               request.args.get("t", "")))
+
+
+MAX_SEEK_SECONDS = 24 * 3600  # no recording is longer than a day
+
+
+def _seek(call_id: str, second: str) -> tuple[str, float] | None:
+    """(call, second) to play from, if both are well formed; else None (the page as ever:
+    a link's parameters are never an error)."""
+    if not CALL_ID.fullmatch(call_id) or not SECOND.fullmatch(second):
+        return None
+    at = float(second)
+    return (call_id, at) if at <= MAX_SEEK_SECONDS else None
 
 
 @workspace.post("/orders/<case_number>/act")

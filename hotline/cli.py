@@ -1551,23 +1551,26 @@ def speech_status(ctx: click.Context, limit: int, as_json: bool) -> None:
 @click.pass_context
 def speech_search(ctx: click.Context, query: str, limit: int, as_json: bool) -> None:
     """Utterances with every word of QUERY (e.g. 煤气泄漏), best first, personal data masked:
-    the call, the leg and the second to jump to."""
+    the call, its work order's case number (if it has one), the leg and the second to jump
+    to."""
     from recordings import transcripts
+    from tickets import service
 
     with _session_factory(_settings(ctx))() as session:
         try:
             words, hits = transcripts.search(session, query, limit=limit)
         except transcripts.TranscriptError as exc:
             raise click.ClickException(str(exc)) from None
-    rows = [{"call_id": h.call_id, "leg": h.leg, "sha256": h.sha256,
-             "offset_seconds": h.offset_seconds, "text": h.text, "score": h.score}
-            for h in hits]
+        cases = service.case_numbers_of_calls(session, [h.call_id for h in hits])
+    rows = [{"call_id": h.call_id, "case_number": cases.get(h.call_id), "leg": h.leg,
+             "sha256": h.sha256, "offset_seconds": h.offset_seconds, "text": h.text,
+             "score": h.score} for h in hits]
     if as_json:
         _echo_json({"words": words, "items": rows})
         return
     for row in rows:
-        click.echo(f"{row['call_id']:<24} {row['leg']:<7} @{row['offset_seconds']:>7.1f}s  "
-                   f"{row['score']:.3f}  {row['text']}")
+        click.echo(f"{row['call_id']:<24} {row['case_number'] or '-':<20} {row['leg']:<7} "
+                   f"@{row['offset_seconds']:>7.1f}s  {row['score']:.3f}  {row['text']}")
     click.echo(f"{len(rows)} found ({' '.join(words)})")
 
 

@@ -38,6 +38,7 @@ from agent_desk import pages as desk_pages
 from agent_desk import quality_pages as desk_quality
 from agent_desk import staffing as desk_staffing
 from agent_desk import supervise as desk_supervise
+from agent_desk import transcript_search as desk_transcripts
 from agent_desk import workspace as desk_workspace
 from channels import open311_http, portal_pages, sms_http
 from channels.outbound import http as sms_status
@@ -57,6 +58,7 @@ from reports import pages as reports_pages
 from telephony import http as telephony_http
 from tickets import http as tickets_http
 from tickets import knowledge_http
+from tickets import service as tickets_service
 from tickets.in_force import RulesCache
 from tickets.policy import APP_KEY, Policy
 
@@ -165,6 +167,8 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.extensions[APP_KEY] = policy if policy is not None else replace(
         Policy.from_settings(settings), rules=RulesCache(lambda: live))
     app.extensions["hotline.speak"] = speak  # surge announcements typed as text (espeak-ng)
+    # the case number of a call's order, for the rooms below tickets (a transcript's hits)
+    app.extensions[transcripts_http.CASE_NUMBERS] = tickets_service.case_numbers_of_calls
     accounts_web.init_app(app, settings)  # sign-in sessions, CSRF
     limits.init_app(app, live)  # rate limits counted in the app's Redis (core.limits)
     app.register_blueprint(accounts_pages.pages)
@@ -174,6 +178,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
     app.register_blueprint(desk_supervise.supervise)  # listen / whisper / barge
     app.register_blueprint(board_pages.board_pages)  # the live wallboard (监控大屏)
     app.register_blueprint(desk_quality.quality_pages)  # quality review (质检)
+    app.register_blueprint(desk_transcripts.transcript_search)  # transcript search (检索)
     app.register_api(desk_orders.desk_orders)  # the desk's order form (no API document)
     app.register_api(desk_lists.desk_lists)  # the agent's own lists (no API document)
     app.register_api(reports_pages.report_pages)  # the reports page and exports (no API doc)

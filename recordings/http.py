@@ -1,7 +1,11 @@
 """HTTP adapter of transcripts (通话转写): search them (/api/v1/transcripts/search), read a
 call's (/api/v1/transcripts/{call_id}), and the transcription queue's progress
 (/api/v1/speech/status). Personal data is masked unless the caller may see it and asks
-(`unmasked=true`); each unmasked showing is audited."""
+(`unmasked=true`); each unmasked showing is audited.
+
+A hit names the work order its call belongs to: this room knows calls, not orders (it lies
+below tickets), so the composition hands it the tickets room's door for that,
+`tickets.service.case_numbers_of_calls`, as the app's `CASE_NUMBERS` extension."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from core.schemas import Body, ErrorBody, Moment, Out, Path, Query, QueryInt, Te
 from recordings import keywords, transcribe_worker, transcripts
 from recordings.catalogue import files_of_call
 
+CASE_NUMBERS = "hotline.case_numbers_of_calls"  # (session, call ids) -> {call id: case number}
 _ERRORS: dict[int, Any] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 transcripts_api = APIBlueprint("transcripts", __name__, url_prefix="/api/v1",
                                abp_tags=[Tag(name="transcripts")],
@@ -46,6 +51,8 @@ class RecordingRef(Out):
 
 class SearchHit(Out):
     recording: RecordingRef
+    case_number: str | None = Field(description="the work order (工单) the call belongs "
+                                                "to; null: none")
     offset_seconds: float = Field(description="where the utterance starts: jump here")
     end_seconds: float
     text: str = Field(description="the utterance, personal data masked")
@@ -66,12 +73,21 @@ def search(query: SearchQuery) -> Any:
     with _sessions()() as session:
         words, hits = transcripts.search(session, query.q, limit=query.limit,
                                          offset=query.offset)
+        cases = case_numbers(session, [h.call_id for h in hits])
         page = {"words": words, "limit": query.limit, "offset": query.offset,
                 "items": [{"recording": {"call_id": h.call_id, "leg": h.leg,
                                          "sha256": h.sha256},
+                           "case_number": cases.get(h.call_id),
                            "offset_seconds": h.offset_seconds, "end_seconds": h.end_seconds,
                            "text": h.text, "score": h.score} for h in hits]}
     return SearchPage.model_validate(page).model_dump(mode="json")
+
+
+def case_numbers(session: Session, call_ids: list[str]) -> dict[str, str]:
+    """The case number of each call's work order, by the door the composition handed in
+    (none handed in: no call is known to have one)."""
+    door = current_app.extensions.get(CASE_NUMBERS)
+    return door(session, call_ids) if door is not None and call_ids else {}
 
 
 class CallPath(Path):

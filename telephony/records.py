@@ -153,14 +153,27 @@ def stored_ids(session: Session, call_ids: list[str]) -> dict[str, int]:
     return {call_id: row_id for call_id, row_id in rows}
 
 
+def _of_calls(session: Session, call_ids: list[str], column: Any) -> dict[str, Any]:
+    """`column` of each stored call of `call_ids` where it has a value, a bounded IN at a
+    time (a long report's or search's calls)."""
+    wanted = sorted(set(call_ids))
+    found: dict[str, Any] = {}
+    for at in range(0, len(wanted), 500):
+        found.update((call_id, value) for call_id, value in session.execute(
+            select(CallRecord.call_id, column).where(
+                CallRecord.call_id.in_(wanted[at:at + 500]))) if value is not None)
+    return found
+
+
 def queues_of(session: Session, call_ids: list[str]) -> dict[str, str]:
     """The queue each of `call_ids` came through, for the stored calls that had one."""
-    found: dict[str, str] = {}
-    for at in range(0, len(call_ids), 500):  # a long report's calls, a bounded IN at a time
-        found.update((call_id, queue) for call_id, queue in session.execute(
-            select(CallRecord.call_id, CallRecord.queue).where(
-                CallRecord.call_id.in_(call_ids[at:at + 500]))) if queue)
-    return found
+    return {c: q for c, q in _of_calls(session, call_ids, CallRecord.queue).items() if q}
+
+
+def started_at_of(session: Session, call_ids: list[str]) -> dict[str, datetime]:
+    """When each of `call_ids` that is stored began (UTC); a call not stored (still up, or
+    never recorded here) is left out."""
+    return _of_calls(session, call_ids, CallRecord.started_at)
 
 
 def call_started(bus: EventBus | None, call_id: str) -> bool:

@@ -53,6 +53,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str] | str] = {
     # transcripts (通话转写): not the dispatchers' or departments'; the queue: supervisors
     ("GET", "/api/v1/transcripts/search"): STAFF - {"dispatcher"},
     ("GET", "/api/v1/transcripts/<call_id>"): STAFF - {"dispatcher"},
+    ("GET", "/transcripts"): STAFF - {"dispatcher"},  # their search page, the same check
     ("GET", "/api/v1/speech/status"): frozenset({"supervisor", "shift_chief", "admin"}),
     # the alert keywords (告警关键词): edited by supervisors and administrators
     ("GET", "/api/v1/speech/keywords"): frozenset({"supervisor", "shift_chief", "admin"}),

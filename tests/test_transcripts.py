@@ -17,7 +17,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from accounts.access import PERMISSIONS
 from accounts.audit import AuditEntry
+from accounts.service import ROLES
 from agent_desk import feed
 from agent_desk.relay import DeskRelay
 from core.db import transaction
@@ -342,3 +344,147 @@ def test_the_order_page_shows_its_calls_transcript_masked_with_moments_to_jump_t
     agent_at, caller_at = html.index('data-seek="3.0">0:03'), html.index(
         'data-seek="65.0">1:05')
     assert agent_at < caller_at
+
+
+# --- the search's hits name their call's work order; the search page ---------------------
+
+
+def _link_first_call(world: World) -> None:
+    """Call 1764460000.1 (煤气泄漏 said twice, the ID number and the mobile) belongs to the
+    world's order; the others to none."""
+    with transaction(world.sessions) as session:
+        service.link_call(session, world.case, "1764460000.1", actor="operator-account",
+                          now=NOW)
+
+
+def test_a_hit_names_the_work_order_of_its_call(world: World, database_url: str,
+                                                tmp_path: Path) -> None:
+    _link_first_call(world)
+    items = _search(world, "煤气泄漏")["items"]
+    assert [(i["recording"]["call_id"], i["case_number"]) for i in items] == [
+        ("1764460000.1", world.case), ("1764460000.2", None)]
+    found = CliRunner().invoke(cli, ["speech", "search", "煤气泄漏", "--json"], env={
+        "DATABASE_URL": database_url, "HOTLINE_STORAGE_DATA_DIR": str(tmp_path / "cli"),
+        "REDIS_URL": api_world.REDIS_SERVER_URL, "USER": "管理员"})
+    assert found.exit_code == 0, found.output
+    assert [(i["call_id"], i["case_number"]) for i in json.loads(found.output)["items"]] == [
+        ("1764460000.1", world.case), ("1764460000.2", None)]
+    # a query of 10,000 characters, or of the index's syntax, is a 400 or words: never a 500
+    for q in ("煤" * 10_000, "-", "煤气 -泄漏", "NEAR(煤气 泄漏, 2)", '"煤气" *', "煤气 OR"):
+        reply = world.client.get("/api/v1/transcripts/search", query_string={"q": q},
+                                 headers=world.tokens["operator"])
+        assert reply.status_code == (400 if len(q) > 100 else 200), (q, reply.json)
+
+
+def _page(world: World, role: str = "supervisor", **args: str) -> tuple[int, str]:
+    reply = world.client.get("/transcripts", query_string=args, headers=world.tokens[role])
+    return reply.status_code, reply.get_data(as_text=True)
+
+
+def test_the_search_page_ranks_masks_and_links_each_hit_to_its_moment(world: World) -> None:
+    _link_first_call(world)
+    status, html = _page(world, q="煤气泄漏")
+    assert status == 200
+    # ranked as the search ranks them: the call that said it twice first, with its order
+    first, second = html.index('data-call="1764460000.1"'), html.index(
+        'data-call="1764460000.2"')
+    assert first < second
+    assert f'data-case="{world.case}"' in html[first:second]
+    assert f'href="/orders/{world.case}?call=1764460000.1&amp;t=6.5"' in html[first:second]
+    # the other call belongs to no order: its moment, no link
+    assert "无工单" in html[second:] and "result-play" not in html[second:]
+    assert "<mark>煤气</mark>" in html and "<mark>泄漏</mark>" in html
+    assert "市民" in html[first:second]
+    # masked, whoever asks: even one who may see personal data
+    for role in ("supervisor", "sees_phone", "operator", "admin", "auditor"):
+        status, html = _page(world, role, q="身份证")
+        assert status == 200, role
+        assert "1101**********002X" in html and "139****5678" in html
+        for secret in (ID_NUMBER, MOBILE, CARD, "19491231"):
+            assert secret not in html, (role, secret)
+    # the agent's words on the agent's leg
+    status, html = _page(world, q="离开房间")
+    assert 'data-speaker="agent"' in html and "坐席" in html
+
+
+def test_the_search_page_pages_its_results(world: World, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    from agent_desk import transcript_search
+
+    monkeypatch.setattr(transcript_search, "PAGE_SIZE", 1)
+    status, html = _page(world, q="煤气")
+    assert status == 200 and 'data-rank="1"' in html and 'id="next-page"' in html
+    assert 'id="previous-page"' not in html and "第 1 页" in html
+    status, html = _page(world, q="煤气", page="2")
+    assert status == 200 and 'data-rank="2"' in html and 'id="previous-page"' in html
+    assert 'id="next-page"' not in html
+    status, html = _page(world, q="煤气", page="3")
+    assert status == 200 and "没有更多结果" in html and 'id="results"' not in html
+
+
+def test_the_search_page_says_what_is_wrong_with_bad_input_and_never_fails(
+        world: World) -> None:
+    status, html = _page(world)
+    assert status == 200 and 'id="transcript-q"' in html and "search-message" not in html
+    refused = {"": "请输入要检索的词语", "   ": "请输入要检索的词语",
+               "\u200b": "请输入要检索的词语", "煤" * 10_000: "最多 100 个字符",
+               "煤" * 101: "最多 100 个字符", "煤气\u202e泄漏": "无法检索的字符",
+               "煤气\x00": "无法检索的字符"}
+    for q, says in refused.items():
+        status, html = _page(world, q=q)
+        assert status == 400 and says in html, (q[:20], status)
+        assert 'id="results"' not in html and "\u202e" not in html and "\x00" not in html
+    # punctuation, symbols and numbers only: no word to search
+    for q in ("！？。，", "...", "-", "*", '"', "()", ID_NUMBER, "#@!"):
+        status, html = _page(world, q=q)
+        assert status == 200 and "没有可检索的词语" in html, q
+    # the index's syntax is words like any other: found or not, never an error
+    for q in ("NEAR(煤气 泄漏)", "煤气 -泄漏", '"煤气" OR *', "煤气*", "煤气 AND 泄漏",
+              "煤气 NOT 泄漏", "煤气:*", "^煤气", "{煤气}"):
+        status, html = _page(world, q=q)
+        assert status == 200, q
+    status, html = _page(world, q="垃圾分类")
+    assert status == 200 and "没有同时包含这些词语的通话语句" in html
+    for page in ("0", "abc", "501", "-1", "1.5", "1" * 5000, "²"):
+        status, html = _page(world, q="煤气", page=page)
+        assert status == 400 and "页码须为 1 到 500 之间的整数" in html, page
+
+
+def test_the_search_page_is_for_those_who_may_search_transcripts(world: World) -> None:
+    may = PERMISSIONS["transcripts.read"]
+    for role in ROLES:
+        status, html = _page(world, role, q="煤气")
+        assert status == (200 if role in may else 403), role
+        if role not in may:
+            assert "无权访问" in html and "煤气" not in html.split("</header>")[1]
+        home = world.client.get(f"/home/{role}", headers=world.tokens[role])
+        assert ('id="transcripts-link"' in home.get_data(as_text=True)) == (role in may), role
+    anonymous = world.client.get("/transcripts?q=煤气")
+    assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
+
+
+def test_the_order_page_plays_a_call_from_the_moment_a_link_names(world: World) -> None:
+    with transaction(world.sessions) as session:
+        service.link_call(session, world.case, world.call_id, actor="operator-account",
+                          now=NOW)
+        transcripts.store(session, sha256="f" * 64, call_id=world.call_id, leg="caller",
+                          engine="vosk", model="fixture", audio_seconds=80.0, now=NOW,
+                          utterances=[_utterance(3.0, "你好"),
+                                      _utterance(65.0, f"身份证 {ID_NUMBER} 煤气 泄漏")])
+    order = f"/orders/{world.case}"
+    html = world.client.get(f"{order}?call={world.call_id}&t=65",
+                            headers=world.tokens["supervisor"]).get_data(as_text=True)
+    assert f'data-call="{world.call_id}" data-play-from="65.0"' in html
+    assert '<details class="call-transcript" open>' in html
+    current = html[html.index('class="transcript-current"'):]
+    assert current.index('data-seek="65.0"') < current.index("</li>")
+    assert html.count("transcript-current") == 1 and ID_NUMBER not in html
+    # a link naming another call, or a moment that is none, plays nothing: the page as ever
+    for args in ("call=1764460000.2&t=6.5", f"call={world.call_id}&t=abc",
+                 f"call={world.call_id}&t=1e9", f"call={world.call_id}&t=-1",
+                 f"call={world.call_id}&t=99999999", "call=<script>&t=1", "t=65"):
+        reply = world.client.get(f"{order}?{args}", headers=world.tokens["supervisor"])
+        assert reply.status_code == 200, args
+        page = reply.get_data(as_text=True)
+        assert "data-play-from" not in page and "transcript-current" not in page, args
+        assert "<script>&" not in page
