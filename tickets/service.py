@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, false, func, insert, select, update
+from sqlalchemy import bindparam, column, false, func, insert, select, table, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -566,6 +566,10 @@ def order_view(order: WorkOrder, see_phone: bool) -> dict[str, object]:
     }
 
 
+# the trigram index of the descriptions on SQLite (migration 0037)
+_ORDER_TEXT = table("work_order_text", column("rowid"), column("work_order_text"))
+
+
 @dataclass(frozen=True)
 class OrderQuery:
     state: str | None = None
@@ -597,6 +601,12 @@ def find_orders(session: Session, query: OrderQuery) -> tuple[int, list[WorkOrde
         where.append(WorkOrder.citizen_phone == citizen if citizen else false())
     if query.text:
         where.append(WorkOrder.description.contains(query.text, autoescape=True))
+        if len(query.text) >= 3 and session.get_bind().dialect.name == "sqlite":
+            # the trigram index (migration 0037) names the orders that may hold it, instead
+            # of LIKE reading every description; LIKE above still decides
+            phrase = '"' + query.text.replace('"', '""') + '"'
+            where.append(WorkOrder.id.in_(select(_ORDER_TEXT.c.rowid).where(
+                _ORDER_TEXT.c.work_order_text.op("MATCH")(phrase))))
     if query.since:
         where.append(WorkOrder.created_at >= query.since)
     if query.until:
