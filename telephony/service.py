@@ -41,7 +41,7 @@ from core.db import retrying, transaction
 from core.events import EventBus, announce, publish
 from core.live import failing_fast
 from recordings import live, transcribe_worker
-from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path
+from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path, legs_of
 from telephony import (
     callbacks,
     cel,
@@ -633,8 +633,9 @@ class TelephonyService:
         recording = RecordingFile(path=Path(stored["path"]), sha256=stored["sha256"],
                                   size=stored["bytes"])
         try:
+            legs = legs_of(recording)  # before the transaction: it waits for the files
             with transaction(self.sessions) as session:
-                files = catalogue_call(session, call_id, recording)
+                files = catalogue_call(session, call_id, recording, legs)
                 transcribe_worker.queue_call(session, self.redis, self.settings, files,
                                              self.clock.now())
         except Exception:
