@@ -34,7 +34,7 @@ from accounts.web import current_identity
 from core.schemas import BIDI_CONTROLS, clean_text
 from recordings import transcripts
 from telephony import records
-from tickets import service
+from tickets import call_facts
 
 PERMISSION = "transcripts.read"  # the API's search (recordings.http) checks the same
 PAGE_SIZE = 20
@@ -137,7 +137,7 @@ def marked(text: str, words: list[str]) -> list[tuple[str, bool]]:
 def _results(session: Session, words: list[str], hits: list[transcripts.Hit],
              first_rank: int) -> list[Result]:
     call_ids = [h.call_id for h in hits]
-    cases = service.case_numbers_of_calls(session, call_ids)
+    cases = call_facts.case_numbers(session, call_ids)
     started = records.started_at_of(session, call_ids)
     out = []
     for n, hit in enumerate(hits):

@@ -1554,14 +1554,14 @@ def speech_search(ctx: click.Context, query: str, limit: int, as_json: bool) -> 
     the call, its work order's case number (if it has one), the leg and the second to jump
     to."""
     from recordings import transcripts
-    from tickets import service
+    from tickets import call_facts
 
     with _session_factory(_settings(ctx))() as session:
         try:
             words, hits = transcripts.search(session, query, limit=limit)
         except transcripts.TranscriptError as exc:
             raise click.ClickException(str(exc)) from None
-        cases = service.case_numbers_of_calls(session, [h.call_id for h in hits])
+        cases = call_facts.case_numbers(session, [h.call_id for h in hits])
     rows = [{"call_id": h.call_id, "case_number": cases.get(h.call_id), "leg": h.leg,
              "sha256": h.sha256, "offset_seconds": h.offset_seconds, "text": h.text,
              "score": h.score} for h in hits]

@@ -56,9 +56,8 @@ from recordings import retention_http
 from reports import http as reports_http
 from reports import pages as reports_pages
 from telephony import http as telephony_http
+from tickets import call_facts, knowledge_http
 from tickets import http as tickets_http
-from tickets import knowledge_http
-from tickets import service as tickets_service
 from tickets.in_force import RulesCache
 from tickets.policy import APP_KEY, Policy
 
@@ -168,7 +167,7 @@ def create_app(settings: Settings, sessions: sessionmaker[Session], live: redis.
         Policy.from_settings(settings), rules=RulesCache(lambda: live))
     app.extensions["hotline.speak"] = speak  # surge announcements typed as text (espeak-ng)
     # the case number of a call's order, for the rooms below tickets (a transcript's hits)
-    app.extensions[transcripts_http.CASE_NUMBERS] = tickets_service.case_numbers_of_calls
+    app.extensions[transcripts_http.CASE_NUMBERS] = call_facts.case_numbers
     accounts_web.init_app(app, settings)  # sign-in sessions, CSRF
     limits.init_app(app, live)  # rate limits counted in the app's Redis (core.limits)
     app.register_blueprint(accounts_pages.pages)

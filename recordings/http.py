@@ -5,7 +5,7 @@ call's (/api/v1/transcripts/{call_id}), and the transcription queue's progress
 
 A hit names the work order its call belongs to: this room knows calls, not orders (it lies
 below tickets), so the composition hands it the tickets room's door for that,
-`tickets.service.case_numbers_of_calls`, as the app's `CASE_NUMBERS` extension."""
+`tickets.call_facts.case_numbers`, as the app's `CASE_NUMBERS` extension."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from core.schemas import Body, ErrorBody, Moment, Out, Path, Query, QueryInt, Te
 from recordings import keywords, transcribe_worker, transcripts
 from recordings.catalogue import files_of_call
 
-CASE_NUMBERS = "hotline.case_numbers_of_calls"  # (session, call ids) -> {call id: case number}
+CASE_NUMBERS = "hotline.case_numbers"  # (session, call ids) -> {call id: case number}
 _ERRORS: dict[int, Any] = {400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody}
 transcripts_api = APIBlueprint("transcripts", __name__, url_prefix="/api/v1",
                                abp_tags=[Tag(name="transcripts")],

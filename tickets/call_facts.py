@@ -1,5 +1,6 @@
-"""What the tickets room knows about calls, for the rooms above that review them (quality
-review, 质检) and keep them (retention): which calls belong to a complaint (投诉) order,
+"""What the tickets room knows about calls, for the rooms that know a call but not its order:
+those that review calls (quality review, 质检), keep them (retention) and search their
+transcripts: which order each call belongs to, which belong to a complaint (投诉) order,
 which orders' citizens rated the handling low, which case numbers are still open."""
 
 from __future__ import annotations
@@ -13,16 +14,26 @@ from tickets import workflow
 from tickets.models import Survey, WorkOrder, WorkOrderCall
 
 
+def case_numbers(session: Session, call_ids: Iterable[str], *,
+                 appeal_type: str | None = None) -> dict[str, str]:
+    """call id -> the case number of the order it belongs to (a call belongs to at most
+    one), for those of `call_ids` linked to an order (of `appeal_type`, when given); a
+    bounded IN at a time."""
+    ids = sorted(set(call_ids))
+    found: dict[str, str] = {}
+    for at in range(0, len(ids), 500):
+        statement = (select(WorkOrderCall.call_id, WorkOrder.case_number)
+                     .join(WorkOrder, WorkOrder.id == WorkOrderCall.order_id)
+                     .where(WorkOrderCall.call_id.in_(ids[at:at + 500])))
+        if appeal_type is not None:
+            statement = statement.where(WorkOrder.appeal_type == appeal_type)
+        found.update((call_id, case) for call_id, case in session.execute(statement))
+    return found
+
+
 def complaint_calls(session: Session, call_ids: Iterable[str]) -> dict[str, str]:
     """call id -> case number, for those of `call_ids` linked to a complaint order."""
-    ids = list(call_ids)
-    if not ids:
-        return {}
-    rows = session.execute(
-        select(WorkOrderCall.call_id, WorkOrder.case_number)
-        .join(WorkOrder, WorkOrder.id == WorkOrderCall.order_id)
-        .where(WorkOrderCall.call_id.in_(ids), WorkOrder.appeal_type == "complaint"))
-    return {call_id: case for call_id, case in rows}
+    return case_numbers(session, call_ids, appeal_type="complaint")
 
 
 def low_rated_calls(session: Session, call_ids: Iterable[str],

@@ -705,20 +705,6 @@ def _owner(session: Session, call_id: str) -> tuple[WorkOrderCall, str] | None:
     return None if found is None else (found[0], found[1])
 
 
-def case_numbers_of_calls(session: Session, call_ids: Sequence[str]) -> dict[str, str]:
-    """The case number of the work order each of `call_ids` belongs to, in one query; a call
-    of no order is left out (a call belongs to at most one order). For the rooms that know a
-    call but not its order, e.g. a transcript search's hits."""
-    wanted = sorted({c for c in call_ids if isinstance(c, str) and _CALL_ID.fullmatch(c)})
-    found: dict[str, str] = {}
-    for i in range(0, len(wanted), 500):
-        found.update((call_id, case_number) for call_id, case_number in session.execute(
-            select(WorkOrderCall.call_id, WorkOrder.case_number)
-            .join(WorkOrder, WorkOrder.id == WorkOrderCall.order_id)
-            .where(WorkOrderCall.call_id.in_(wanted[i:i + 500]))))
-    return found
-
-
 def _same_order(owner: tuple[WorkOrderCall, str], order: WorkOrder,
                 call_id: str) -> WorkOrderCall:
     link, case_number = owner
