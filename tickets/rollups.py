@@ -27,12 +27,13 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, text
+from sqlalchemy import and_, bindparam, delete, or_, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from core.db import insert_on_conflict
 from tickets import workflow
 from tickets.models import (
     OrderRollup,
@@ -241,18 +242,24 @@ def order_facts(order: Any, events: Sequence[Any], clocks: Sequence[Any],
     return facts
 
 
-# the columns order_facts reads, read as plain rows: building ORM objects for them cost
-# more than working out the facts
-_ORDER_COLUMNS = (WorkOrder.id, WorkOrder.department_code, WorkOrder.grid_code,
-                  WorkOrder.channel, WorkOrder.created_at, WorkOrder.state,
-                  WorkOrder.appeal_type, WorkOrder.first_call_resolved, WorkOrder.closed_at,
-                  WorkOrder.citizen_phone)
-_EVENT_COLUMNS = (WorkOrderEvent.order_id, WorkOrderEvent.seq, WorkOrderEvent.at,
-                  WorkOrderEvent.role, WorkOrderEvent.actor, WorkOrderEvent.action,
-                  WorkOrderEvent.from_state, WorkOrderEvent.to_state)
-_CLOCK_COLUMNS = (WorkOrderDeadline.order_id, WorkOrderDeadline.step,
-                  WorkOrderDeadline.round, WorkOrderDeadline.due_at, WorkOrderDeadline.met_at)
-_SURVEY_COLUMNS = (Survey.order_id, Survey.answered_at, Survey.rating)
+# the columns order_facts reads, read as plain rows by Core statements built once: building
+# ORM objects for them, or a statement each move, cost more than working out the facts
+def _columns(model: Any, *names: str) -> list[Any]:
+    return [model.__table__.c[name] for name in names]
+
+
+_IDS = bindparam("ids", expanding=True)
+_READS = tuple(select(*columns).where(columns[0].in_(_IDS)) for columns in (
+    _columns(WorkOrderEvent, "order_id", "seq", "at", "role", "actor", "action", "from_state",
+             "to_state"),
+    _columns(WorkOrderDeadline, "order_id", "step", "round", "due_at", "met_at"),
+    _columns(Survey, "order_id", "answered_at", "rating")))
+_READ_ORDERS = select(*_columns(
+    WorkOrder, "id", "department_code", "grid_code", "channel", "created_at", "state",
+    "appeal_type", "first_call_resolved", "closed_at", "citizen_phone")).where(
+    WorkOrder.__table__.c.id.in_(_IDS))
+_READ_MARK = select(OrderRollupMark.__table__.c.facts).where(
+    OrderRollupMark.__table__.c.order_id == bindparam("id"))
 
 
 def _facts_of(session: Session, order_ids: Sequence[int]) -> dict[int, Counter[Fact]]:
@@ -261,11 +268,11 @@ def _facts_of(session: Session, order_ids: Sequence[int]) -> dict[int, Counter[F
     events: dict[int, list[Any]] = {i: [] for i in order_ids}
     clocks: dict[int, list[Any]] = {i: [] for i in order_ids}
     surveys: dict[int, list[Any]] = {i: [] for i in order_ids}
-    for columns, into in ((_EVENT_COLUMNS, events), (_CLOCK_COLUMNS, clocks),
-                          (_SURVEY_COLUMNS, surveys)):
-        for row in session.execute(select(*columns).where(columns[0].in_(order_ids))):
+    ids, connection = {"ids": list(order_ids)}, session.connection()
+    for read, into in zip(_READS, (events, clocks, surveys), strict=True):
+        for row in connection.execute(read, ids):
             into[row.order_id].append(row)
-    orders = session.execute(select(*_ORDER_COLUMNS).where(WorkOrder.id.in_(order_ids)))
+    orders = connection.execute(_READ_ORDERS, ids)
     return {o.id: order_facts(o, events[o.id], clocks[o.id], surveys[o.id]) for o in orders}
 
 
@@ -308,11 +315,20 @@ def _upsert(session: Session, table: Any, columns: Sequence[str], rows: list[tup
             f"ORDER BY {keys} ON CONFLICT ({keys}) DO UPDATE SET {column} = {new}"))
         session.execute(text(f"TRUNCATE {scratch}"))
         return
-    stmt = insert_on_conflict(session, table)  # compiled once, the rows sent in batches
+    session.execute(_upsert_statement(session.get_bind().dialect.name, table, tuple(key),
+                                      column, bool(add)),
+                    [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+@lru_cache(maxsize=16)
+def _upsert_statement(dialect: str, table: Any, key: tuple[str, ...], column: str,
+                      add: bool) -> Any:
+    """The INSERT ... ON CONFLICT of `_upsert`, built once per table and way: building it
+    (its `excluded` columns above all) cost more than a move's whole rollup write."""
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     excluded = stmt.excluded[column]
-    session.execute(stmt.on_conflict_do_update(
-        index_elements=list(key), set_={column: table.c[column] + excluded if add else excluded}),
-        [dict(zip(columns, row, strict=True)) for row in rows])
+    return stmt.on_conflict_do_update(
+        index_elements=list(key), set_={column: table.c[column] + excluded if add else excluded})
 
 
 def _apply(session: Session, deltas: Counter[Fact] | dict[Fact, int],
@@ -354,16 +370,14 @@ def refresh(session: Session, order_id: int) -> None:
     """Bring the rollups in step with one order, in the caller's transaction."""
     session.flush()
     new = _facts_of(session, [order_id]).get(order_id, Counter())
-    mark = session.get(OrderRollupMark, order_id)
-    old = _from_json(mark.facts) if mark is not None else Counter()
+    mark = session.connection().execute(_READ_MARK, {"id": order_id}).scalar()
+    old = _from_json(mark) if mark is not None else Counter()
     delta: Counter[Fact] = Counter(new)
     delta.subtract(old)
     if not any(delta.values()):
         return
     _apply(session, delta)
     _write_marks(session, {order_id: new})
-    if mark is not None:
-        session.expire(mark)  # written by a Core statement
 
 
 def follow_move(event: object, move: Any) -> None:
