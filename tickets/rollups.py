@@ -31,9 +31,9 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, or_, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from core.db import insert_for
 from tickets import workflow
 from tickets.models import (
     OrderRollup,
@@ -325,7 +325,7 @@ def _upsert_statement(dialect: str, table: Any, key: tuple[str, ...], column: st
                       add: bool) -> Any:
     """The INSERT ... ON CONFLICT of `_upsert`, built once per table and way: building it
     (its `excluded` columns above all) cost more than a move's whole rollup write."""
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    stmt = insert_for(dialect, table)
     excluded = stmt.excluded[column]
     return stmt.on_conflict_do_update(
         index_elements=list(key), set_={column: table.c[column] + excluded if add else excluded})
