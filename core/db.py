@@ -256,9 +256,13 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def insert_on_conflict(session: Session, table: Table) -> Any:
     """INSERT for `table` with the ON CONFLICT clauses (on_conflict_do_update / _nothing)
     that SQLite and PostgreSQL both have, in the session's database's own construct."""
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+    return insert_for(session.get_bind().dialect.name, table)
+
+
+def insert_for(dialect: str, table: Table) -> Any:
+    """insert_on_conflict for a database kind by its name ("postgresql", "sqlite"): for a
+    statement built once and kept per kind."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Protocol
 
 import redis
@@ -36,7 +37,7 @@ from tenacity import (
 )
 
 from core.clock import SYSTEM_CLOCK, Clock
-from core.db import Base, UtcDateTime, insert_on_conflict, is_busy, transaction
+from core.db import Base, UtcDateTime, insert_for, is_busy, transaction
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +73,17 @@ class OutboxEvent(Base):
 def store(session: Session, event_id: str, event_type: str, payload: dict[str, Any],
           created_at: datetime) -> None:
     """The event's row, in `session`'s transaction; an id stored already adds nothing."""
-    table = OutboxEvent.__table__
-    session.execute(insert_on_conflict(session, table).values(  # type: ignore[arg-type]
-        event_id=event_id, type=event_type, payload=payload,
-        created_at=created_at).on_conflict_do_nothing(index_elements=["event_id"]))
+    session.execute(_store_statement(session.get_bind().dialect.name), {
+        "event_id": event_id, "type": event_type, "payload": payload,
+        "created_at": created_at})
+
+
+@lru_cache(maxsize=4)
+def _store_statement(dialect: str) -> Any:
+    """store's INSERT, built once per database kind (every move stores an event: building
+    the statement cost more than running it)."""
+    return insert_for(dialect, OutboxEvent.__table__).on_conflict_do_nothing(
+        index_elements=["event_id"])
 
 
 def backlog(session: Session) -> int:

@@ -18,9 +18,10 @@ Conventions shared by everything here:
   (`due_at` in [start, min(end, now))) and was still not met at the window's end; each
   window is judged as of its end, so a past month's figures do not move when late work is
   finished later. On time: `met_at <= due_at`.
-- Reports and the evaluation read the hourly rollups (tickets.rollups) for a window of whole
-  UTC hours (every local day, week and month of a whole-hour time zone); the part of the
-  last hour before `now` that deadlines fall due in is read from the deadlines. A window
+- Reports and the evaluation read the rollups (tickets.rollups) for a window of whole UTC
+  hours (every local day, week and month of a whole-hour time zone): the month and day rows
+  of the months and days whole inside it, the hour rows of the rest; the part of the last
+  hour before `now` that deadlines fall due in is read from the deadlines. A window
   not of whole hours, or `raw=True`, computes everything from the events: the reference the
   rollups are tested and benchmarked against.
 """
@@ -34,7 +35,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, case, exists, func, or_, select
+from sqlalchemy import and_, case, exists, false, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from core.config import Calendar, Hotline, Settings
@@ -61,6 +62,7 @@ from tickets.rollups import (
     SUPERVISOR_AREA_ACTIONS,
     TASK_LIMITS,
     VERIFY_DISPATCH_LIMIT,
+    covering_all,
     hour_key,
     hour_of,
 )
@@ -286,13 +288,21 @@ def _rolled(start: datetime, end: datetime, raw: bool) -> bool:
     return not raw and hour_of(start) == start and hour_of(end) == end
 
 
+def _rows_of(windows: Iterable[tuple[datetime, datetime]]) -> Any:
+    """The rollup rows that add up to `windows` (contiguous, of whole UTC hours): their
+    months, days and hours (tickets.rollups.covering)."""
+    r = OrderRollup
+    return or_(false(), *(and_(r.grain == grain, r.hour >= lo, r.hour < hi)
+                          for grain, lo, hi in covering_all(windows)))
+
+
 def _sums(session: Session, figure: str, start: datetime, end: datetime, *keys: Any,
           where: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
-    """(keys..., n) of `figure` over the hours of [start, end), without the zero sums
-    an order's changes leave behind."""
+    """(keys..., n) of `figure` over [start, end), without the zero sums an order's changes
+    leave behind."""
     r = OrderRollup
     rows = session.execute(
-        select(*keys, func.sum(r.n)).where(r.figure == figure, r.hour >= start, r.hour < end,
+        select(*keys, func.sum(r.n)).where(r.figure == figure, _rows_of([(start, end)]),
                                            *where).group_by(*keys)).all()
     return [(*row[:-1], int(row[-1])) for row in rows if row[-1]]
 
@@ -402,7 +412,8 @@ def order_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, datet
                          now: datetime) -> tuple[OrderMeasures, list[OrderMeasures]]:
     """The measures of the whole of `tiles` (contiguous whole-hour windows, in order) and of
     each tile, from the rollups with one statement per figure for them all (a report's
-    order part): each rollup row is put in its tile by a CASE on its hour."""
+    order part): each rollup row (an hour, or a day or month whole inside one tile) is put
+    in its tile by a CASE on its start."""
     r, d = OrderRollup, WorkOrderDeadline
     start, end = tiles[0][0], tiles[-1][1]
     now = utc(now)
@@ -413,7 +424,8 @@ def order_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, datet
              ) -> list[tuple[Any, ...]]:
         rows = session.execute(
             select(tile, *keys, func.sum(r.n))
-            .where(r.figure == figure, r.hour >= start, r.hour < upto, *where)
+            .where(r.figure == figure, _rows_of((lo, min(hi, upto)) for lo, hi in tiles
+                                                if lo < upto), *where)
             .group_by(tile, *keys)).all()
         return [(int(row[0]), *row[1:-1], int(row[-1])) for row in rows if row[-1]]
 

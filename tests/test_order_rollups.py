@@ -23,11 +23,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import make_engine, session_factory, transaction, upgrade
+from core.db import UtcDateTime, make_engine, session_factory, transaction, upgrade
 from hotline.cli import cli
 from reports import kpis
 from tickets import geo, queues, rollups, service, surveys
@@ -177,6 +178,14 @@ WINDOWS = [(bj(9, 29), bj(10, 11), "day", NOW), (bj(9, 1), bj(11, 1), "month", N
            (bj(10, 1), bj(10, 9), "week", bj(10, 8, 10, 31))]
 
 
+UTC_MONTHS = (datetime(2026, 9, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC))
+# windows whose days are not Beijing days: read as Beijing days and months where those lie
+# whole inside them, hours at the ends (Sep 29 05:00 BJT to Oct 11 05:00: 11 days and the
+# 5 + 19 hours around them)
+OTHER_ZONES = [(*UTC_MONTHS, "month", "UTC"), (*UTC_MONTHS, "day", "UTC"),
+               (bj(9, 29, 5), bj(10, 11, 5), None, "Asia/Shanghai")]
+
+
 def _figures(session: Session, raw: bool) -> list[Any]:
     out = []
     for start, end, bucket, now in WINDOWS:
@@ -184,6 +193,12 @@ def _figures(session: Session, raw: bool) -> list[Any]:
         out.append([report.total.orders.as_dict()]
                    + [b.orders.as_dict() for b in report.buckets])
         out.append(kpis.evaluate(session, start, end, now=now, raw=raw).as_dict())
+    for start, end, bucket, zone in OTHER_ZONES:
+        report = kpis.hotline_report(session, start, end, bucket=bucket, timezone=zone,
+                                     now=NOW, raw=raw)
+        out.append([report.total.orders.as_dict()]
+                   + [b.orders.as_dict() for b in report.buckets])
+        out.append(kpis.evaluate(session, start, end, now=NOW, raw=raw).as_dict())
     start, end, _bucket, now = WINDOWS[0]  # and each day's evaluation
     for day in kpis.buckets(start, end, "day"):
         out.append(kpis.evaluate(session, day.start, day.end, now=now, raw=raw).as_dict())
@@ -262,6 +277,21 @@ def test_rollups_equal_the_raw_figures_and_are_rebuilt(sessions, database_url: s
     assert "7 orders recomputed" in result.output
     _equal(sessions)
 
+    # damage starting within Sep 30 - Oct 1 in rows of every grain (October's month row
+    # among them): a rebuild of those days mends all, the day and month rows summed again
+    r = OrderRollup
+    with transaction(sessions) as session:
+        session.execute(update(r).where(r.figure == "created", r.hour >= bj(9, 30),
+                                        r.hour < bj(10, 2)).values(n=r.n * 2))
+        session.add(OrderRollup(figure="act", grain="d", hour=bj(10, 1).astimezone(UTC),
+                                k1="x", k2="ghost", k3="open", k4="phone", n=3))
+    with pytest.raises(AssertionError):
+        _equal(sessions)
+    result = runner.invoke(cli, ["--config", str(config), "reports", "rebuild",
+                                 "--from", "2026-09-30", "--to", "2026-10-02"])
+    assert result.exit_code == 0, result.output
+    _equal(sessions)
+
 
 MOVER = """
 import sys
@@ -320,5 +350,59 @@ def test_deltas_add_up_however_they_are_sent(sessions, copy_from: int, monkeypat
         rollups._apply(session, {fact: 3, other: 1})
         rollups._apply(session, {fact: 4, other: -1})
     with sessions() as session:
-        rows = {(r.k2, r.n) for r in session.scalars(select(OrderRollup))}
-    assert rows == {("op1", 7), ("op2", 0)}
+        rows = {(r.grain, r.hour, r.k2, r.n) for r in session.scalars(select(OrderRollup))}
+    # Sep 30 10:00 BJT is 02:00Z; its Beijing day began Sep 29 16:00Z, its month Aug 31 16:00Z
+    day, month = datetime(2026, 9, 29, 16, tzinfo=UTC), datetime(2026, 8, 31, 16, tzinfo=UTC)
+    assert rows == {(grain, at, who, n) for grain, at in (("h", hour), ("d", day),
+                                                          ("m", month))
+                    for who, n in (("op1", 7), ("op2", 0))}
+
+
+def test_a_window_is_read_as_its_whole_months_days_and_hours() -> None:
+    """tickets.rollups.covering, worked by hand (UTC+8 days start at 16:00Z)."""
+    def z(month: int, day: int, hour: int = 0, year: int = 2026) -> datetime:
+        return datetime(year, month, day, hour, tzinfo=UTC)
+    # a Beijing year: its twelve months
+    assert rollups.covering(bj(1, 1), datetime(2027, 1, 1, tzinfo=SH)) == [
+        ("m", z(12, 31, 16, 2025), z(12, 31, 16))]
+    # a UTC month (October): 16 hours, the Beijing days Oct 1 .. Oct 31 BJT
+    # (Sep 30 16:00Z .. Oct 30 16:00Z: October BJT lacks its last 8 hours), 8 hours
+    assert rollups.covering(z(10, 1), z(11, 1)) == [
+        ("h", z(10, 1), z(10, 1, 16)), ("d", z(10, 1, 16), z(10, 31, 16)),
+        ("h", z(10, 31, 16), z(11, 1))]
+    # Sep 15 BJT 10:00 to Nov 3 BJT 00:00: hours, Sep 16-30 by day, October, Nov 1-2
+    assert rollups.covering(bj(9, 15, 10), bj(11, 3)) == [
+        ("h", z(9, 15, 2), z(9, 15, 16)), ("d", z(9, 15, 16), z(9, 30, 16)),
+        ("m", z(9, 30, 16), z(10, 31, 16)), ("d", z(10, 31, 16), z(11, 2, 16))]
+    # within a day, and across one midnight without a whole day: hours only
+    assert rollups.covering(bj(9, 30, 9), bj(9, 30, 17)) == [("h", z(9, 30, 1), z(9, 30, 9))]
+    assert rollups.covering(bj(9, 30, 9), bj(10, 1, 8)) == [("h", z(9, 30, 1), z(10, 1))]
+    # a report's periods: a month by day is one range of days
+    days = [(bj(10, d), bj(10, d + 1)) for d in range(1, 31)] + [(bj(10, 31), bj(11, 1))]
+    assert rollups.covering_all(days) == [("d", z(9, 30, 16), z(10, 31, 16))]
+
+
+def test_the_migration_sums_the_stored_hours_into_days_and_months(database_url: str) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine, "0037")
+    table = sa.table("order_rollups", *(sa.column(c) for c in (
+        "figure", "k1", "k2", "k3", "k4", "n")), sa.column("hour", UtcDateTime()))
+    # Sep 30 23:00 and Oct 1 00:00 BJT (two Beijing days and months, one UTC day), and
+    # Oct 1 10:00 BJT: the rows as the service stored them before 0038
+    hours = [datetime(2026, 9, 30, 15, tzinfo=UTC), datetime(2026, 9, 30, 16, tzinfo=UTC),
+             datetime(2026, 10, 1, 2, tzinfo=UTC)]
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [
+            {"figure": "created", "hour": at, "k1": "closed", "k2": "complaint",
+             "k3": "phone", "k4": "0", "n": n} for at, n in zip(hours, (2, 3, 4), strict=True)])
+    upgrade(engine)
+    sep30, oct1 = datetime(2026, 9, 29, 16, tzinfo=UTC), datetime(2026, 9, 30, 16, tzinfo=UTC)
+    september = datetime(2026, 8, 31, 16, tzinfo=UTC)
+    with session_factory(engine)() as session:
+        rows = {(r.grain, r.hour, r.n) for r in session.scalars(select(OrderRollup))}
+        # stored as the service stores a moment (SQLite: the same text), so found by it
+        found = set(session.scalars(select(OrderRollup.grain).where(OrderRollup.hour == oct1)))
+    engine.dispose()
+    assert found == {"h", "d", "m"}
+    assert rows == {("h", hours[0], 2), ("h", hours[1], 3), ("h", hours[2], 4),
+                    ("d", sep30, 2), ("d", oct1, 7), ("m", september, 2), ("m", oct1, 7)}

@@ -339,17 +339,20 @@ class KnowledgeTerm(Base):
 
 
 class OrderRollup(Base):
-    """One hour's count of one figure of the reports and the evaluation (reports.kpis), for
-    one combination of its keys (`figure` says what k1..k4 hold: tickets.rollups.FIGURES).
-    The hour is a UTC hour: every time zone the centre may use is a whole number of hours
-    from UTC (Asia/Shanghai +8), so its local days, weeks and months are whole UTC hours.
-    Kept in step with the orders in each move's own transaction (tickets.rollups)."""
+    """One hour's, day's or month's (`grain` h, d, m) count of one figure of the reports and
+    the evaluation (reports.kpis), for one combination of its keys (`figure` says what k1..k4
+    hold: tickets.rollups.FIGURES). `hour` is when the hour, day or month starts, in UTC:
+    every time zone the centre may use is a whole number of hours from UTC (Asia/Shanghai
+    +8), so its local days, weeks and months are whole UTC hours; days and months are those
+    of UTC+8 (tickets.rollups.TILE_ZONE). Kept in step with the orders in each move's own
+    transaction (tickets.rollups)."""
 
     __tablename__ = "order_rollups"
-    __table_args__ = (UniqueConstraint("figure", "hour", "k1", "k2", "k3", "k4"),)
+    __table_args__ = (UniqueConstraint("figure", "grain", "hour", "k1", "k2", "k3", "k4"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     figure: Mapped[str] = mapped_column(String(16))
+    grain: Mapped[str] = mapped_column(String(1), default="h")
     hour: Mapped[datetime] = mapped_column(UtcDateTime())
     k1: Mapped[str] = mapped_column(String(50), default="")
     k2: Mapped[str] = mapped_column(String(50), default="")

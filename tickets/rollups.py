@@ -1,7 +1,15 @@
-"""Hourly rollups of the order figures (reports.kpis reads them): what each order adds to
-each figure, kept in `order_rollups` per UTC hour and in step with the order in the very
+"""Rollups of the order figures (reports.kpis reads them): what each order adds to each
+figure, kept in `order_rollups` per UTC hour and in step with the order in the very
 transaction that changes it (a move, an extension, a survey's answer), so a crash leaves
 both or neither. `rebuild` recomputes them from the orders, events, deadlines and surveys.
+
+Each hour's rows are also added up per day and per month of China Standard Time (UTC+8,
+TILE_ZONE), in the same statement (`grain` "h", "d", "m"): a year's report read hour by hour
+read some ten million rows at city scale, by month it reads a few thousand. A window is
+read as the months and days that lie whole inside it and the hours left at its ends
+(`covering`), so a window of any whole-hour time zone is exact; one in Beijing time reads
+the fewest rows. The day and month rows are the sums of the hour rows, always: a rebuild of
+some hours sums them again for the months it touched (`_retile`).
 
 Each order's part is a set of facts (figure, hour, k1..k4) -> count, worked out from the
 order alone; its last part is kept beside it (`order_rollup_marks`), so a change takes the
@@ -18,13 +26,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, text
+from sqlalchemy import and_, bindparam, delete, or_, select, text
 from sqlalchemy.orm import Session
 
-from core.db import insert_on_conflict
+from core.db import insert_for
 from tickets import workflow
 from tickets.models import (
     OrderRollup,
@@ -79,7 +88,12 @@ FIGURES = {
 
 Fact = tuple[str, datetime, str, str, str, str]
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 BATCH = 2000
+# the day and month rows' zone: China Standard Time, a fixed offset (no summer time since
+# 1991), so a day is 24 hours and a month's start is a sum of them
+TILE_ZONE = timezone(timedelta(hours=8))
+GRAINS = ("h", "d", "m")
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -89,6 +103,63 @@ def hour_of(moment: datetime) -> datetime:
 def hour_key(moment: datetime) -> str:
     """The hour as text that sorts as time: 2026-11-24T05."""
     return hour_of(moment).strftime("%Y-%m-%dT%H")
+
+
+def day_of(moment: datetime) -> datetime:
+    """The start (UTC) of the TILE_ZONE day `moment` is in."""
+    local = moment.astimezone(TILE_ZONE)
+    return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def month_of(moment: datetime) -> datetime:
+    """The start (UTC) of the TILE_ZONE month `moment` is in."""
+    local = moment.astimezone(TILE_ZONE)
+    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+
+
+def _next_month(start: datetime) -> datetime:
+    return month_of(start + timedelta(days=32))
+
+
+def _tile_of(grain: str, hour: datetime) -> datetime:
+    return hour if grain == "h" else day_of(hour) if grain == "d" else month_of(hour)
+
+
+def covering(start: datetime, end: datetime) -> list[tuple[str, datetime, datetime]]:
+    """[start, end) (whole UTC hours) as (grain, lo, hi): the rows of that grain starting
+    in [lo, hi) add up to the window: the TILE_ZONE months whole inside it, the days whole
+    inside the rest, the hours left at its ends. In time order, none empty."""
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    first_day = day_of(start) if day_of(start) == start else day_of(start) + DAY
+    last_day = day_of(end)
+    if first_day >= last_day:
+        return [("h", start, end)] if start < end else []
+    first_month = month_of(first_day)
+    if first_month < first_day:
+        first_month = _next_month(first_month)
+    last_month = month_of(last_day)
+    if first_month >= last_month:
+        parts = [("h", start, first_day), ("d", first_day, last_day), ("h", last_day, end)]
+    else:
+        parts = [("h", start, first_day), ("d", first_day, first_month),
+                 ("m", first_month, last_month), ("d", last_month, last_day),
+                 ("h", last_day, end)]
+    return [(g, lo, hi) for g, lo, hi in parts if lo < hi]
+
+
+def covering_all(windows: Iterable[tuple[datetime, datetime]]
+                 ) -> list[tuple[str, datetime, datetime]]:
+    """The coverings of contiguous windows (a report's periods), each grain's touching
+    ranges joined: a year by day is one range of days, not 365."""
+    joined: dict[str, list[list[datetime]]] = {g: [] for g in GRAINS}
+    for lo, hi in windows:
+        for grain, a, b in covering(lo, hi):
+            ranges = joined[grain]
+            if ranges and ranges[-1][1] == a:
+                ranges[-1][1] = b
+            else:
+                ranges.append([a, b])
+    return [(g, a, b) for g in GRAINS for a, b in joined[g]]
 
 
 def _flag(value: object) -> str:
@@ -171,18 +242,24 @@ def order_facts(order: Any, events: Sequence[Any], clocks: Sequence[Any],
     return facts
 
 
-# the columns order_facts reads, read as plain rows: building ORM objects for them cost
-# more than working out the facts
-_ORDER_COLUMNS = (WorkOrder.id, WorkOrder.department_code, WorkOrder.grid_code,
-                  WorkOrder.channel, WorkOrder.created_at, WorkOrder.state,
-                  WorkOrder.appeal_type, WorkOrder.first_call_resolved, WorkOrder.closed_at,
-                  WorkOrder.citizen_phone)
-_EVENT_COLUMNS = (WorkOrderEvent.order_id, WorkOrderEvent.seq, WorkOrderEvent.at,
-                  WorkOrderEvent.role, WorkOrderEvent.actor, WorkOrderEvent.action,
-                  WorkOrderEvent.from_state, WorkOrderEvent.to_state)
-_CLOCK_COLUMNS = (WorkOrderDeadline.order_id, WorkOrderDeadline.step,
-                  WorkOrderDeadline.round, WorkOrderDeadline.due_at, WorkOrderDeadline.met_at)
-_SURVEY_COLUMNS = (Survey.order_id, Survey.answered_at, Survey.rating)
+# the columns order_facts reads, read as plain rows by Core statements built once: building
+# ORM objects for them, or a statement each move, cost more than working out the facts
+def _columns(model: Any, *names: str) -> list[Any]:
+    return [model.__table__.c[name] for name in names]
+
+
+_IDS = bindparam("ids", expanding=True)
+_READS = tuple(select(*columns).where(columns[0].in_(_IDS)) for columns in (
+    _columns(WorkOrderEvent, "order_id", "seq", "at", "role", "actor", "action", "from_state",
+             "to_state"),
+    _columns(WorkOrderDeadline, "order_id", "step", "round", "due_at", "met_at"),
+    _columns(Survey, "order_id", "answered_at", "rating")))
+_READ_ORDERS = select(*_columns(
+    WorkOrder, "id", "department_code", "grid_code", "channel", "created_at", "state",
+    "appeal_type", "first_call_resolved", "closed_at", "citizen_phone")).where(
+    WorkOrder.__table__.c.id.in_(_IDS))
+_READ_MARK = select(OrderRollupMark.__table__.c.facts).where(
+    OrderRollupMark.__table__.c.order_id == bindparam("id"))
 
 
 def _facts_of(session: Session, order_ids: Sequence[int]) -> dict[int, Counter[Fact]]:
@@ -191,11 +268,11 @@ def _facts_of(session: Session, order_ids: Sequence[int]) -> dict[int, Counter[F
     events: dict[int, list[Any]] = {i: [] for i in order_ids}
     clocks: dict[int, list[Any]] = {i: [] for i in order_ids}
     surveys: dict[int, list[Any]] = {i: [] for i in order_ids}
-    for columns, into in ((_EVENT_COLUMNS, events), (_CLOCK_COLUMNS, clocks),
-                          (_SURVEY_COLUMNS, surveys)):
-        for row in session.execute(select(*columns).where(columns[0].in_(order_ids))):
+    ids, connection = {"ids": list(order_ids)}, session.connection()
+    for read, into in zip(_READS, (events, clocks, surveys), strict=True):
+        for row in connection.execute(read, ids):
             into[row.order_id].append(row)
-    orders = session.execute(select(*_ORDER_COLUMNS).where(WorkOrder.id.in_(order_ids)))
+    orders = connection.execute(_READ_ORDERS, ids)
     return {o.id: order_facts(o, events[o.id], clocks[o.id], surveys[o.id]) for o in orders}
 
 
@@ -209,8 +286,8 @@ def _from_json(rows: Iterable[Sequence[Any]]) -> Counter[Fact]:
                     for f, h, k1, k2, k3, k4, n in rows})
 
 
-_ROW = ("figure", "hour", "k1", "k2", "k3", "k4", "n")
-_KEY = ("figure", "hour", "k1", "k2", "k3", "k4")
+_ROW = ("figure", "grain", "hour", "k1", "k2", "k3", "k4", "n")
+_KEY = ("figure", "grain", "hour", "k1", "k2", "k3", "k4")
 COPY_FROM = 1000  # rows: from here PostgreSQL takes them by COPY
 
 
@@ -238,17 +315,49 @@ def _upsert(session: Session, table: Any, columns: Sequence[str], rows: list[tup
             f"ORDER BY {keys} ON CONFLICT ({keys}) DO UPDATE SET {column} = {new}"))
         session.execute(text(f"TRUNCATE {scratch}"))
         return
-    stmt = insert_on_conflict(session, table)  # compiled once, the rows sent in batches
+    session.execute(_upsert_statement(session.get_bind().dialect.name, table, tuple(key),
+                                      column, bool(add)),
+                    [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+@lru_cache(maxsize=16)
+def _upsert_statement(dialect: str, table: Any, key: tuple[str, ...], column: str,
+                      add: bool) -> Any:
+    """The INSERT ... ON CONFLICT of `_upsert`, built once per table and way: building it
+    (its `excluded` columns above all) cost more than a move's whole rollup write."""
+    stmt = insert_for(dialect, table)
     excluded = stmt.excluded[column]
-    session.execute(stmt.on_conflict_do_update(
-        index_elements=list(key), set_={column: table.c[column] + excluded if add else excluded}),
-        [dict(zip(columns, row, strict=True)) for row in rows])
+    return stmt.on_conflict_do_update(
+        index_elements=list(key), set_={column: table.c[column] + excluded if add else excluded})
 
 
-def _apply(session: Session, deltas: Counter[Fact] | dict[Fact, int]) -> None:
-    """Add each delta to its hour's row (created at 0 if missing)."""
+def _apply(session: Session, deltas: Counter[Fact] | dict[Fact, int],
+           grains: Sequence[str] = GRAINS) -> None:
+    """Add each delta to its hour's row and to its day's and month's (created at 0 if
+    missing), or to those of `grains`."""
+    rows: Counter[tuple[Any, ...]] = Counter()
+    for (figure, hour, *keys), n in deltas.items():
+        if n:
+            for grain in grains:
+                rows[(figure, grain, _tile_of(grain, hour), *keys)] += n
     _upsert(session, OrderRollup.__table__, _ROW,
-            [(*fact, n) for fact, n in sorted(deltas.items()) if n], _KEY, add="n")
+            [(*row, n) for row, n in sorted(rows.items()) if n], _KEY, add="n")
+
+
+def _retile(session: Session, start: datetime, end: datetime) -> None:
+    """The day and month rows of the months [start, end) touches, summed again from their
+    hour rows."""
+    lo, hi = month_of(start), end if month_of(end) == end else _next_month(month_of(end))
+    r = OrderRollup
+    session.execute(delete(r).where(r.grain != "h", r.hour >= lo, r.hour < hi))
+    hours = session.execute(
+        select(r.figure, r.hour, r.k1, r.k2, r.k3, r.k4, r.n)
+        .where(r.grain == "h", r.hour >= lo, r.hour < hi, r.n != 0)
+        .execution_options(yield_per=BATCH * 10))
+    sums: Counter[Fact] = Counter()
+    for figure, hour, k1, k2, k3, k4, n in hours:
+        sums[(figure, hour, k1, k2, k3, k4)] += n
+    _apply(session, sums, grains=("d", "m"))
 
 
 def _write_marks(session: Session, parts: dict[int, Counter[Fact]]) -> None:
@@ -261,16 +370,14 @@ def refresh(session: Session, order_id: int) -> None:
     """Bring the rollups in step with one order, in the caller's transaction."""
     session.flush()
     new = _facts_of(session, [order_id]).get(order_id, Counter())
-    mark = session.get(OrderRollupMark, order_id)
-    old = _from_json(mark.facts) if mark is not None else Counter()
+    mark = session.connection().execute(_READ_MARK, {"id": order_id}).scalar()
+    old = _from_json(mark) if mark is not None else Counter()
     delta: Counter[Fact] = Counter(new)
     delta.subtract(old)
     if not any(delta.values()):
         return
     _apply(session, delta)
     _write_marks(session, {order_id: new})
-    if mark is not None:
-        session.expire(mark)  # written by a Core statement
 
 
 def follow_move(event: object, move: Any) -> None:
@@ -301,7 +408,8 @@ def rebuild(session: Session, start: datetime | None = None,
     """Recompute the rollups from the orders' rows: all of them, or the hours in [start,
     end) (whole UTC hours, widened outwards). The orders with a fact in the window get
     their part recomputed; outside the window only the difference to their last part is
-    applied, so the rollups stay the sum of the parts. Returns the orders recomputed."""
+    applied, so the rollups stay the sum of the parts; the day and month rows of the months
+    the window touches are summed again from their hours. Returns the orders recomputed."""
     if start is None or end is None:
         session.execute(delete(OrderRollup))
         session.execute(delete(OrderRollupMark))
@@ -310,7 +418,8 @@ def rebuild(session: Session, start: datetime | None = None,
     else:
         lo = hour_of(start)
         hi = hour_of(end) + (HOUR if hour_of(end) != end.astimezone(UTC) else timedelta())
-        session.execute(delete(OrderRollup).where(OrderRollup.hour >= lo,
+        session.execute(delete(OrderRollup).where(OrderRollup.grain == "h",
+                                                  OrderRollup.hour >= lo,
                                                   OrderRollup.hour < hi))
         ids = list(_touching(session, lo, hi))
     for i in range(0, len(ids), BATCH):
@@ -331,4 +440,6 @@ def rebuild(session: Session, start: datetime | None = None,
                     delta[fact] += old[fact]
         _apply(session, delta)
         _write_marks(session, parts)
+    if lo is not None and hi is not None:  # the window's day and month rows lost its hours
+        _retile(session, lo, hi)
     return len(ids)
