@@ -996,10 +996,12 @@ def main() -> None:
                     rebuilt = order_rollups.rebuild(session)
                 with psycopg.connect(url, autocommit=True) as conn:
                     conn.execute("VACUUM ANALYZE order_rollups")
-                    rows = conn.execute("SELECT count(*) FROM order_rollups").fetchone()
+                    grains = dict(conn.execute(
+                        "SELECT grain, count(*) FROM order_rollups GROUP BY grain").fetchall())
                 print(f"rollups rebuilt for {rebuilt:,} orders in "
-                      f"{time.perf_counter() - started:.0f} s: {rows[0] if rows else 0:,} "
-                      "hourly rows")
+                      f"{time.perf_counter() - started:.0f} s: {sum(grains.values()):,} rows "
+                      f"(hours {grains.get('h', 0):,}, days {grains.get('d', 0):,}, "
+                      f"months {grains.get('m', 0):,})")
             with engine.connect() as conn:
                 orders = conn.scalar(text("SELECT max(id) FROM work_orders")) or 0
             watch = LoadWatch()

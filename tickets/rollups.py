@@ -301,6 +301,8 @@ def _upsert(session: Session, table: Any, columns: Sequence[str], rows: list[tup
     row by row (executemany), a rebuild's rows cost more than working out the facts; a
     move's few rows go row by row and create no table."""
     column = add or replace
+    if not rows:  # executemany of nothing would run the INSERT once, without values
+        return
     if session.get_bind().dialect.name == "postgresql" and len(rows) >= COPY_FROM:
         scratch, listed, keys = f"{table.name}_scratch", ", ".join(columns), ", ".join(key)
         session.execute(text(f"CREATE TEMP TABLE IF NOT EXISTS {scratch} "
