@@ -28,6 +28,7 @@ Conventions shared by everything here:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -940,14 +941,27 @@ def _missed_reports(session: Session, start: datetime, end: datetime,
 def _missed(supervisors: Iterable[str], patrol_areas: Mapping[str, Sequence[str]],
             worked: Mapping[str, set[str]], opened: Sequence[tuple[Any, ...]]
             ) -> dict[str, tuple[int, int]]:
+    # each grid's (opened, of them not from the field), and the grids in order, so an area's
+    # grids are found by bisecting for each of its prefixes: matching every opened row
+    # against every grid a supervisor worked grew with supervisors x grids x rows
+    by_grid: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for grid, channel, n in opened:
+        if grid:
+            by_grid[grid][0] += n
+            by_grid[grid][1] += n if channel != FIELD_CHANNEL else 0
+    grids = sorted(by_grid)
     out = {}
     for actor in supervisors:
         area = tuple(patrol_areas.get(actor) or worked.get(actor) or ())
         if not area:
             continue
-        mine = [(channel, n) for grid, channel, n in opened if grid and grid.startswith(area)]
-        out[actor] = (sum(n for _, n in mine),
-                      sum(n for channel, n in mine if channel != FIELD_CHANNEL))
+        mine: set[str] = set()
+        for prefix in area:
+            i = bisect_left(grids, prefix)
+            while i < len(grids) and grids[i].startswith(prefix):
+                mine.add(grids[i])
+                i += 1
+        out[actor] = (sum(by_grid[g][0] for g in mine), sum(by_grid[g][1] for g in mine))
     return out
 
 
