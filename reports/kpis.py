@@ -1075,11 +1075,16 @@ def evaluate_regions(session: Session, start: datetime, end: datetime, *,
         raise MeasureError(f"level: one of {', '.join(REGION_LEVELS)}, got {level!r}")
     start, end = check_window(start, end)
     cutoff = min(end, utc(now))
+    return _regions(level, _area_figures(session, WorkOrder.grid_code, start, end, cutoff,
+                                         _rolled(start, end, raw)))
+
+
+def _regions(level: str, by_grid: Mapping[str, Counter[str]]) -> tuple[EvaluationRow, ...]:
+    """The rows of `level` from the figures of each grid: grouped by the whole grid code in
+    SQL, folded into regions here (no SQL substring), once for both levels."""
     width = REGION_LEVELS[level]
     regions: dict[str, Counter[str]] = defaultdict(Counter)
-    # grouped by the whole grid code in SQL, folded into regions here: no SQL substring
-    for grid, counts in _area_figures(session, WorkOrder.grid_code, start, end, cutoff,
-                                      _rolled(start, end, raw)).items():
+    for grid, counts in by_grid.items():
         if grid and len(grid) >= width:
             regions[grid[:width]].update(counts)
     return _area_rows(level, regions)
@@ -1097,12 +1102,13 @@ def evaluate(session: Session, start: datetime, end: datetime, *,
     staff = evaluate_staff(session, start, end, verify_dispatch_limit=verify_dispatch_limit,
                            check_dispatch_limit=check_dispatch_limit,
                            patrol_areas=patrol_areas, raw=raw)
+    by_grid = _area_figures(session, WorkOrder.grid_code, start, end, min(end, utc(now)),
+                            _rolled(start, end, raw))
     return Evaluation(
         start, end, staff[workflow.OPERATOR], staff[workflow.SUPERVISOR],
         staff[workflow.SHIFT_CHIEF], staff[workflow.DISPATCHER],
         evaluate_departments(session, start, end, now=now, raw=raw),
-        evaluate_regions(session, start, end, level="county", now=now, raw=raw),
-        evaluate_regions(session, start, end, level="street", now=now, raw=raw))
+        _regions("county", by_grid), _regions("street", by_grid))
 
 
 def window_report(session: Session, settings: Settings, start: datetime, end: datetime,
