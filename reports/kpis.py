@@ -932,10 +932,11 @@ def _missed_reports(session: Session, start: datetime, end: datetime,
         for actor, grid, _n in _sums(session, "worked", start, end, r.k1, r.k2):
             worked[actor].add(grid)
         # per grid: opened, and of them not from the field (k4, the channel)
-        opened = [(grid, n, int(not_field)) for grid, n, not_field in session.connection().execute(
+        rows = session.connection().execute(
             select(r.k2, func.sum(r.n), func.sum(case((r.k4 != FIELD_CHANNEL, r.n), else_=0)))
             .where(r.figure == "open", r.k3 == "1", _rows_of([(start, end)]))
-            .group_by(r.k2)) if n]
+            .group_by(r.k2))
+        opened = [(grid, n, int(not_field)) for grid, n, not_field in rows if n]
         return _missed(supervisors, patrol_areas, worked, opened)
     field_reporter = and_(e.action == "create", o.channel == FIELD_CHANNEL)
     for actor, grid in session.execute(
@@ -998,7 +999,7 @@ def _area_figures_rolled(session: Session, column: Any, start: datetime, end: da
 
     def total(condition: Any) -> Any:
         return func.sum(case((condition, r.n), else_=0))
-    for value, handled, on_time, closed, n in session.execute(
+    for value, handled, on_time, closed, n in session.connection().execute(
             select(key, total(done), total(r.k3 == "1"), total(and_(done, r.k4 == "1")),
                    func.sum(r.n))
             .where(r.figure == "handle_done", _rows_of([(start, end)])).group_by(key)):

@@ -80,7 +80,6 @@ def full():
 before = min(full() for _ in range(3))
 frozen = settle_heap()
 after = min(full() for _ in range(3))
-made_since = [{"n": i} for i in range(1000)]
 print(frozen, before, after, gc.get_freeze_count())
 """
 
