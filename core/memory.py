@@ -6,7 +6,8 @@ measured it: at 1 call/s the centre's resident memory grew ~2.5 MiB a minute, al
 glibc's free-but-kept memory (mallinfo2 fordblks) while the memory in use, the Python
 objects and SQLite's cache stayed flat; with two arenas it stayed flat.
 
-Also the garbage collector's stops, which every thread of the process waits out."""
+Also the garbage collector's stops, which every thread of the process waits out, and what
+a started process does about them (`settle_heap`)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,18 @@ def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
         log.warning("mallopt(M_ARENA_MAX, %d) refused", arenas)
         return False
     return True
+
+
+def settle_heap() -> int:
+    """Keep what a started process holds (modules, the web app, the mappers, templates,
+    message catalogues: ~300,000 objects) out of every later collection: collect once,
+    then gc.freeze(). A full collection walked them all each time, a stop of 130-200 ms in
+    the soak (bench/soak.py) that every thread waits out, and the p95 of a report at city
+    scale (bench/kpi_queries.py: +100 ms on one run in five); afterwards it walks only what
+    was made since. Returns the objects frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 class CollectorStops:

@@ -36,7 +36,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import and_, case, exists, false, func, or_, select
+from sqlalchemy import and_, case, exists, false, func, literal_column, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from core.config import Calendar, Hotline, Settings
@@ -111,6 +111,7 @@ SHIFT_CHIEF_WEIGHTS = {"on_time_open": 0.25, "accurate_open": 0.40, "on_time_clo
 DISPATCHER_WEIGHTS = {"count": 0.20, "on_time_dispatch": 0.40, "accurate_dispatch": 0.40}
 AREA_WEIGHTS = {"count": 0.10, "closing": 0.30, "on_time_handling": 0.30, "rework": 0.30}
 REGION_LEVELS = {"county": 6, "street": 9}  # grid-code prefixes: 6-digit county, +3 street
+STREET_WIDTH = max(REGION_LEVELS.values())
 GRADES = ((90.0, "A"), (75.0, "B"), (60.0, "C"), (40.0, "D"))  # below the last: E
 SCORE_DIGITS = 2
 
@@ -302,10 +303,21 @@ def _sums(session: Session, figure: str, start: datetime, end: datetime, *keys: 
     """(keys..., n) of `figure` over [start, end), without the zero sums an order's changes
     leave behind."""
     r = OrderRollup
-    rows = session.execute(
+    # on the connection: through the ORM, each of a month's ~20,000 grid rows cost as much
+    # again as reading it
+    rows = session.connection().execute(
         select(*keys, func.sum(r.n)).where(r.figure == figure, _rows_of([(start, end)]),
                                            *where).group_by(*keys)).all()
     return [(*row[:-1], int(row[-1])) for row in rows if row[-1]]
+
+
+def _area_key(column: Any, expression: Any) -> Any:
+    """`expression` as the area figures group it: a grid code cut to its street (the finest
+    region level; a county's figures are its streets' added up), a department as it is. The
+    width is inline SQL, so the SELECT and the GROUP BY render the very same expression."""
+    if column is not WorkOrder.grid_code:
+        return expression
+    return func.substr(expression, literal_column("1"), literal_column(str(STREET_WIDTH)))
 
 
 def _overdue_rolled(session: Session, step: str, start: datetime, end: datetime,
@@ -316,19 +328,20 @@ def _overdue_rolled(session: Session, step: str, start: datetime, end: datetime,
     r, d = OrderRollup, WorkOrderDeadline
     whole = max(start, hour_of(cutoff))
     key = {None: None, WorkOrder.department_code: r.k2, WorkOrder.grid_code: r.k3}[column]
-    keys = () if key is None else (key,)
+    keys = () if key is None else (_area_key(column, key),)
     out: Counter[Any] = Counter()
     for row in (_sums(session, "unmet", start, whole, *keys, where=[r.k1 == step])
                 + _sums(session, "late", start, whole, *keys,
                         where=[r.k1 == step, r.k4 >= hour_key(end)])):
         out[row[0] if keys else None] += row[-1]
     if whole < cutoff:
-        rest = (select(*(() if column is None else (column,)), func.count())
+        area = None if column is None else _area_key(column, column)
+        rest = (select(*(() if area is None else (area,)), func.count())
                 .select_from(d).join(WorkOrder, WorkOrder.id == d.order_id)
                 .where(d.step == step, d.due_at >= whole, d.due_at < cutoff,
                        or_(d.met_at.is_(None), d.met_at >= end)))
-        if column is not None:
-            rest = rest.group_by(column)
+        if area is not None:
+            rest = rest.group_by(area)
         for row in session.execute(rest):
             if row[-1]:
                 out[row[0] if column is not None else None] += int(row[-1])
@@ -423,7 +436,7 @@ def order_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, datet
 
     def sums(figure: str, *keys: Any, upto: datetime = end, where: Iterable[Any] = ()
              ) -> list[tuple[Any, ...]]:
-        rows = session.execute(
+        rows = session.connection().execute(
             select(tile, *keys, func.sum(r.n))
             .where(r.figure == figure, _rows_of((lo, min(hi, upto)) for lo, hi in tiles
                                                 if lo < upto), *where)
@@ -457,9 +470,10 @@ def order_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, datet
     for i, k in sums("unmet", upto=due_upto, where=[r.k1 == "complete"]):
         counts[i]["complete"][2] += k
         whole["complete"][2] += k
+    ends, whole_end = [hour_key(hi) for _lo, hi in tiles], hour_key(end)  # once, not per row
     for i, met, k in sums("late", r.k4, upto=due_upto, where=[r.k1 == "complete"]):
-        counts[i]["complete"][2] += k if met >= hour_key(tiles[i][1]) else 0
-        whole["complete"][2] += k if met >= hour_key(end) else 0
+        counts[i]["complete"][2] += k if met >= ends[i] else 0
+        whole["complete"][2] += k if met >= whole_end else 0
     if start <= due_upto < now and due_upto < end:  # the hour `now` is in, from the deadlines
         i = next(j for j, (lo, hi) in enumerate(tiles) if lo <= due_upto < hi)
         for c, until in ((counts[i], tiles[i][1]), (whole, end)):
@@ -917,8 +931,12 @@ def _missed_reports(session: Session, start: datetime, end: datetime,
         r = OrderRollup
         for actor, grid, _n in _sums(session, "worked", start, end, r.k1, r.k2):
             worked[actor].add(grid)
-        opened = [tuple(row) for row in _sums(session, "open", start, end, r.k2, r.k4,
-                                               where=[r.k3 == "1"])]
+        # per grid: opened, and of them not from the field (k4, the channel)
+        rows = session.connection().execute(
+            select(r.k2, func.sum(r.n), func.sum(case((r.k4 != FIELD_CHANNEL, r.n), else_=0)))
+            .where(r.figure == "open", r.k3 == "1", _rows_of([(start, end)]))
+            .group_by(r.k2))
+        opened = [(grid, n, int(not_field)) for grid, n, not_field in rows if n]
         return _missed(supervisors, patrol_areas, worked, opened)
     field_reporter = and_(e.action == "create", o.channel == FIELD_CHANNEL)
     for actor, grid in session.execute(
@@ -931,24 +949,25 @@ def _missed_reports(session: Session, start: datetime, end: datetime,
     again = exists().where(first.order_id == e.order_id, first.action == "open",
                            first.seq < e.seq)
     opened = session.execute(
-        select(o.grid_code, o.channel, func.count()).select_from(e)
-        .join(o, o.id == e.order_id)
+        select(o.grid_code, func.count(), func.count(case((o.channel != FIELD_CHANNEL, 1))))
+        .select_from(e).join(o, o.id == e.order_id)
         .where(e.action == "open", _at_in(e.at, start, end), ~again)
-        .group_by(o.grid_code, o.channel)).all()
+        .group_by(o.grid_code)).all()
     return _missed(supervisors, patrol_areas, worked, [tuple(row) for row in opened])
 
 
 def _missed(supervisors: Iterable[str], patrol_areas: Mapping[str, Sequence[str]],
-            worked: Mapping[str, set[str]], opened: Sequence[tuple[Any, ...]]
+            worked: Mapping[str, set[str]], opened: Sequence[tuple[str, int, int]]
             ) -> dict[str, tuple[int, int]]:
+    """`opened`: (grid, orders opened, of them not from the field)."""
     # each grid's (opened, of them not from the field), and the grids in order, so an area's
     # grids are found by bisecting for each of its prefixes: matching every opened row
     # against every grid a supervisor worked grew with supervisors x grids x rows
     by_grid: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for grid, channel, n in opened:
+    for grid, n, not_field in opened:
         if grid:
             by_grid[grid][0] += n
-            by_grid[grid][1] += n if channel != FIELD_CHANNEL else 0
+            by_grid[grid][1] += not_field
     grids = sorted(by_grid)
     out = {}
     for actor in supervisors:
@@ -968,38 +987,49 @@ def _missed(supervisors: Iterable[str], patrol_areas: Mapping[str, Sequence[str]
 def _area_figures_rolled(session: Session, column: Any, start: datetime, end: datetime,
                          cutoff: datetime) -> dict[str, Counter[str]]:
     r = OrderRollup
-    key = r.k1 if column is WorkOrder.department_code else r.k2
+    key = _area_key(column, r.k1 if column is WorkOrder.department_code else r.k2)
     figures: dict[str, Counter[str]] = defaultdict(Counter)
     for value, n in _sums(session, "open", start, end, key):
         figures[value]["opened"] += n
     for value, n in _sums(session, "rework", start, end, key):
         figures[value]["reworks"] += n
-    for value, on_time, closed, n in _sums(session, "handle_done", start, end, key, r.k3,
-                                           r.k4):
-        done = on_time != "-"  # "-": a round abandoned in the window, counted nowhere
-        figures[value].update(handled=n if done else 0,
-                              on_time=n if on_time == "1" else 0,
-                              closed=n if done and closed == "1" else 0)
+    # summed by key in SQL: by key and flags, a month of a city's streets' grids was
+    # ~40,000 rows
+    done = r.k3 != "-"  # "-": a round abandoned in the window, counted nowhere
+
+    def total(condition: Any) -> Any:
+        return func.sum(case((condition, r.n), else_=0))
+    for value, handled, on_time, closed, n in session.connection().execute(
+            select(key, total(done), total(r.k3 == "1"), total(and_(done, r.k4 == "1")),
+                   func.sum(r.n))
+            .where(r.figure == "handle_done", _rows_of([(start, end)])).group_by(key)):
+        if n:
+            f = figures[value]
+            f["handled"] += int(handled)
+            f["on_time"] += int(on_time)
+            f["closed"] += int(closed)
     for value, n in _overdue_rolled(session, "handle", start, end, cutoff, column).items():
-        figures[value].update(overdue_unhandled=n)
+        figures[value]["overdue_unhandled"] += n
     return figures
 
 
 def _area_figures(session: Session, column: Any, start: datetime, end: datetime,
                   cutoff: datetime, rolled: bool = False) -> dict[str, Counter[str]]:
-    """Per value of an order `column` (department, grid): orders opened, handling rounds
-    done / on time / overdue-unmet / done and then closed on their last round, reworks."""
+    """Per value of an order `column` (department, grid code cut to its street: _area_key):
+    orders opened, handling rounds done / on time / overdue-unmet / done and then closed on
+    their last round, reworks."""
     if rolled:
         return _area_figures_rolled(session, column, start, end, cutoff)
     o, d, e = WorkOrder, WorkOrderDeadline, WorkOrderEvent
+    area = _area_key(column, column)
     figures: dict[str, Counter[str]] = defaultdict(Counter)
     for key, n in session.execute(
-            select(column, func.count()).select_from(e).join(o, o.id == e.order_id)
-            .where(e.action == "open", _at_in(e.at, start, end)).group_by(column)):
+            select(area, func.count()).select_from(e).join(o, o.id == e.order_id)
+            .where(e.action == "open", _at_in(e.at, start, end)).group_by(area)):
         figures[key]["opened"] += n
     for key, n in session.execute(
-            select(column, func.count()).select_from(e).join(o, o.id == e.order_id)
-            .where(e.action.in_(REWORK_ACTIONS), _at_in(e.at, start, end)).group_by(column)):
+            select(area, func.count()).select_from(e).join(o, o.id == e.order_id)
+            .where(e.action.in_(REWORK_ACTIONS), _at_in(e.at, start, end)).group_by(area)):
         figures[key]["reworks"] += n
 
     stopped, overdue = _deadline_due(start, end, cutoff)
@@ -1009,7 +1039,7 @@ def _area_figures(session: Session, column: Any, start: datetime, end: datetime,
                                   e.at >= d.met_at)
     last_round = ~exists().where(later.order_id == d.order_id, later.step == d.step,
                                  later.round > d.round)
-    clocks = (select(column.label("key"), d.due_at, d.met_at, action.label("action"),
+    clocks = (select(area.label("key"), d.due_at, d.met_at, action.label("action"),
                      overdue.label("overdue"), and_(closed_after, last_round).label("closed"))
               .select_from(d).join(o, o.id == d.order_id)
               .where(d.step == "handle", or_(stopped, overdue)).subquery())
@@ -1075,13 +1105,19 @@ def evaluate_regions(session: Session, start: datetime, end: datetime, *,
         raise MeasureError(f"level: one of {', '.join(REGION_LEVELS)}, got {level!r}")
     start, end = check_window(start, end)
     cutoff = min(end, utc(now))
+    return _regions(level, _area_figures(session, WorkOrder.grid_code, start, end, cutoff,
+                                         _rolled(start, end, raw)))
+
+
+def _regions(level: str, by_street: Mapping[str, Counter[str]]
+             ) -> tuple[EvaluationRow, ...]:
+    """The rows of `level` from the figures of each street (grid codes cut to a street's
+    width in SQL, a shorter code as it is), once for both levels."""
     width = REGION_LEVELS[level]
     regions: dict[str, Counter[str]] = defaultdict(Counter)
-    # grouped by the whole grid code in SQL, folded into regions here: no SQL substring
-    for grid, counts in _area_figures(session, WorkOrder.grid_code, start, end, cutoff,
-                                      _rolled(start, end, raw)).items():
-        if grid and len(grid) >= width:
-            regions[grid[:width]].update(counts)
+    for street, counts in by_street.items():
+        if street and len(street) >= width:
+            regions[street[:width]].update(counts)
     return _area_rows(level, regions)
 
 
@@ -1097,12 +1133,13 @@ def evaluate(session: Session, start: datetime, end: datetime, *,
     staff = evaluate_staff(session, start, end, verify_dispatch_limit=verify_dispatch_limit,
                            check_dispatch_limit=check_dispatch_limit,
                            patrol_areas=patrol_areas, raw=raw)
+    by_street = _area_figures(session, WorkOrder.grid_code, start, end, min(end, utc(now)),
+                              _rolled(start, end, raw))
     return Evaluation(
         start, end, staff[workflow.OPERATOR], staff[workflow.SUPERVISOR],
         staff[workflow.SHIFT_CHIEF], staff[workflow.DISPATCHER],
         evaluate_departments(session, start, end, now=now, raw=raw),
-        evaluate_regions(session, start, end, level="county", now=now, raw=raw),
-        evaluate_regions(session, start, end, level="street", now=now, raw=raw))
+        _regions("county", by_street), _regions("street", by_street))
 
 
 def window_report(session: Session, settings: Settings, start: datetime, end: datetime,

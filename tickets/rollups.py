@@ -170,7 +170,7 @@ def order_facts(order: Any, events: Sequence[Any], clocks: Sequence[Any],
                 surveys: Sequence[Any]) -> Counter[Fact]:
     """What one order adds to the rollups, from its own rows alone: the order, its
     events, its deadline rounds and its surveys, as rows or objects with the columns of
-    WorkOrder, WorkOrderEvent, WorkOrderDeadline and Survey (`_facts_of` names them)."""
+    WorkOrder, WorkOrderEvent, WorkOrderDeadline and Survey (`_parts_of` names them)."""
     facts: Counter[Fact] = Counter()
     dept, grid, channel = order.department_code, order.grid_code, order.channel
     history = sorted(events, key=lambda e: e.seq)
@@ -254,17 +254,21 @@ _READS = tuple(select(*columns).where(columns[0].in_(_IDS)) for columns in (
              "to_state"),
     _columns(WorkOrderDeadline, "order_id", "step", "round", "due_at", "met_at"),
     _columns(Survey, "order_id", "answered_at", "rating")))
+_MARKS = OrderRollupMark.__table__
+# each order with its last part (None before its first), the mark read in the same statement
 _READ_ORDERS = select(*_columns(
     WorkOrder, "id", "department_code", "grid_code", "channel", "created_at", "state",
-    "appeal_type", "first_call_resolved", "closed_at", "citizen_phone")).where(
+    "appeal_type", "first_call_resolved", "closed_at", "citizen_phone"),
+    _MARKS.c.facts.label("mark")).outerjoin(
+    _MARKS, _MARKS.c.order_id == WorkOrder.__table__.c.id).where(
     WorkOrder.__table__.c.id.in_(_IDS))
-_READ_MARK = select(OrderRollupMark.__table__.c.facts).where(
-    OrderRollupMark.__table__.c.order_id == bindparam("id"))
 
 
-def _facts_of(session: Session, order_ids: Sequence[int]) -> dict[int, Counter[Fact]]:
-    """Each order's part, from its rows as the database holds them (flushed changes
-    included; no ORM object is built, so none can be stale)."""
+def _parts_of(session: Session, order_ids: Sequence[int]
+              ) -> dict[int, tuple[Counter[Fact], Counter[Fact]]]:
+    """Each order's part from its rows as the database holds them (flushed changes
+    included; no ORM object is built, so none can be stale), with its last part as marked
+    (empty if none): (new, old)."""
     events: dict[int, list[Any]] = {i: [] for i in order_ids}
     clocks: dict[int, list[Any]] = {i: [] for i in order_ids}
     surveys: dict[int, list[Any]] = {i: [] for i in order_ids}
@@ -273,7 +277,9 @@ def _facts_of(session: Session, order_ids: Sequence[int]) -> dict[int, Counter[F
         for row in connection.execute(read, ids):
             into[row.order_id].append(row)
     orders = connection.execute(_READ_ORDERS, ids)
-    return {o.id: order_facts(o, events[o.id], clocks[o.id], surveys[o.id]) for o in orders}
+    return {o.id: (order_facts(o, events[o.id], clocks[o.id], surveys[o.id]),
+                   _from_json(o.mark) if o.mark is not None else Counter())
+            for o in orders}
 
 
 def _to_json(facts: Counter[Fact]) -> list[list[Any]]:
@@ -371,9 +377,7 @@ def _write_marks(session: Session, parts: dict[int, Counter[Fact]]) -> None:
 def refresh(session: Session, order_id: int) -> None:
     """Bring the rollups in step with one order, in the caller's transaction."""
     session.flush()
-    new = _facts_of(session, [order_id]).get(order_id, Counter())
-    mark = session.connection().execute(_READ_MARK, {"id": order_id}).scalar()
-    old = _from_json(mark) if mark is not None else Counter()
+    new, old = _parts_of(session, [order_id]).get(order_id, (Counter(), Counter()))
     delta: Counter[Fact] = Counter(new)
     delta.subtract(old)
     if not any(delta.values()):
@@ -426,22 +430,19 @@ def rebuild(session: Session, start: datetime | None = None,
         ids = list(_touching(session, lo, hi))
     for i in range(0, len(ids), BATCH):
         batch = ids[i:i + BATCH]
-        parts = _facts_of(session, batch)
+        parts = _parts_of(session, batch)
         delta: Counter[Fact] = Counter()
         old: Counter[Fact] = Counter()
-        if lo is not None:
-            old.update(_from_json(fact for facts in session.scalars(
-                select(OrderRollupMark.facts).where(OrderRollupMark.order_id.in_(batch)))
-                for fact in facts))
-        for part in parts.values():
-            delta.update(part)
+        for new, marked in parts.values():
+            delta.update(new)
+            old.update(marked)  # none in a full rebuild: it emptied the marks
         delta.subtract(old)
         if lo is not None and hi is not None:
             for fact in list(delta):
                 if lo <= fact[1] < hi:  # the window's rows were emptied: add the new part
                     delta[fact] += old[fact]
         _apply(session, delta)
-        _write_marks(session, parts)
+        _write_marks(session, {i: new for i, (new, _) in parts.items()})
     if lo is not None and hi is not None:  # the window's day and month rows lost its hours
         _retile(session, lo, hi)
     return len(ids)
