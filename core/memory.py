@@ -47,7 +47,11 @@ def settle_heap() -> int:
     then gc.freeze(). A full collection walked them all each time, a stop of 130-200 ms in
     the soak (bench/soak.py) that every thread waits out, and the p95 of a report at city
     scale (bench/kpi_queries.py: +100 ms on one run in five); afterwards it walks only what
-    was made since. Returns the objects frozen."""
+    was made since. Returns the objects frozen.
+
+    For a serving process, once: what is frozen is never collected, so a process that
+    starts and stops centres (the tests) would keep each one's cycles (and their
+    connections) for good."""
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

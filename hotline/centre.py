@@ -26,7 +26,7 @@ from core.clock import SYSTEM_CLOCK, Clock
 from core.config import Settings
 from core.errors import HotlineError
 from core.live import failing_fast
-from core.memory import limit_malloc_arenas, settle_heap
+from core.memory import limit_malloc_arenas
 from hotline.compose import build
 from hotline.retention import RetentionLoop
 from hotline.web import create_app
@@ -147,7 +147,6 @@ class Centre:
                 self._start_web()
                 self._start_push()
             self._loop.run(asyncio.wait_for(self.telephony.connected.wait(), connect_timeout))
-            log.debug("started: %d objects kept out of later collections", settle_heap())
         except TimeoutError:
             self.stop()
             raise HotlineError(

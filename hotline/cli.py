@@ -393,12 +393,15 @@ def callers_remove(ctx: click.Context, number: str, kind: str) -> None:
 @click.pass_context
 def serve(ctx: click.Context) -> None:
     """Run the IVR, the telephony service and the JSON API until Ctrl-C."""
+    from core.memory import settle_heap
     from hotline.centre import Centre
     from ivr.prompts import ensure_prompts
 
     settings = _settings(ctx)
     ensure_prompts(settings)
     with Centre(settings), _speech_worker(settings):
+        # the serving process, not the Centre: a test process starts many (core.memory)
+        settle_heap()
         web = "http" if settings.web.tls == "off" else "https"
         click.echo(f"serving: FastAGI :{settings.ivr.fastagi_port}, AMI client, "
                    f"{web}://{settings.web.host}:{settings.web.port}/api/v1/, desk push "
