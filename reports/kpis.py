@@ -993,8 +993,7 @@ def _area_figures_rolled(session: Session, column: Any, start: datetime, end: da
         figures[value]["opened"] += n
     for value, n in _sums(session, "rework", start, end, key):
         figures[value]["reworks"] += n
-    # summed by key in SQL: by key and flags, a month of a city's streets' grids was
-    # ~40,000 rows
+    # summed per key in SQL: per key and flags, a month of a city's grids was ~40,000 rows
     done = r.k3 != "-"  # "-": a round abandoned in the window, counted nowhere
 
     def total(condition: Any) -> Any:

@@ -442,7 +442,7 @@ def rebuild(session: Session, start: datetime | None = None,
                 if lo <= fact[1] < hi:  # the window's rows were emptied: add the new part
                     delta[fact] += old[fact]
         _apply(session, delta)
-        _write_marks(session, {i: new for i, (new, _) in parts.items()})
+        _write_marks(session, {order_id: new for order_id, (new, _) in parts.items()})
     if lo is not None and hi is not None:  # the window's day and month rows lost its hours
         _retile(session, lo, hi)
     return len(ids)
