@@ -56,7 +56,6 @@ def _decode(block: bytes) -> str:
 _MULTI_VALUED = ("ChanVariable", "DestChanVariable")
 _HAS_BODY = ("Response: Follows", "Response: Fail")  # panoramisk parses these itself
 _QUOTED_KEYS = ("Result", "result", "RESULT")  # panoramisk's quoted_keys: %-encoded
-_LOWER: dict[str, str] = {}  # header name -> its case-folded key in panoramisk's Message
 
 
 def _plain(headers: dict[str, Any]) -> dict[str, str]:
@@ -86,20 +85,38 @@ def event_fields(message: Any) -> dict[str, str]:
     return fields if fields is not None else _plain(message)
 
 
-def _fold(key: str) -> str:
-    lower = key.lower()
-    if len(_LOWER) < 4096:  # AMI's header names are a small fixed set; garbage is not kept
-        _LOWER[key] = lower
-    return lower
+class _FoldedStore:
+    """`Message._store` (case-folded name -> (name, value)) made on first use: the listeners
+    read `fields`, so most events never need it. A non-data descriptor: once built, the
+    instance's own `_store` shadows it."""
+
+    def __get__(self, message: _Event | None, owner: type) -> Any:
+        if message is None:
+            return self
+        store = {key.lower(): (key, value) for key, value in message._headers.items()}
+        store["content"] = ("content", "")  # as Message(headers, content="") stores it
+        message.__dict__["_store"] = store
+        return store
+
+
+class _Event(Message):
+    """A parsed AMI message, with panoramisk's whole `Message` API (case-insensitive keys,
+    attributes, `.id`, `.success`) and its headers as plain strings in `fields`."""
+
+    _store = _FoldedStore()
+    _headers: dict[str, Any]
+    fields: dict[str, str]
 
 
 def _parse(text: str) -> Message | None:
-    """`Message.from_line` for events, without its per-header case-folding dict round trips:
-    the headers are split once into a plain dict, the Message's store is filled from it, and
-    the plain-string fields (`event_fields`) are kept on the message. Responses with a body
-    go through panoramisk itself."""
+    """`Message.from_line` without its per-header case-folding: the headers are split once
+    into a plain dict, kept as the message's `fields` (`event_fields`); the case-insensitive
+    store is made only if someone asks for it. Responses with a body go through panoramisk
+    itself. None when the block is no message (neither an Event nor a Response value)."""
     if text.startswith(_HAS_BODY):
-        return Message.from_line(text)
+        message = Message.from_line(text)
+        return message if message is not None and (
+            message.get("Event") or message.get("Response")) else None
     pairs = [line.split(": ", 1) for line in text.split("\r\n") if ": " in line]
     headers: dict[str, Any] = dict(pairs)  # type: ignore[arg-type]
     repeated = len(headers) < len(pairs)
@@ -112,14 +129,11 @@ def _parse(text: str) -> Message | None:
     for key in _QUOTED_KEYS:
         if key in headers and isinstance(headers[key], str):
             headers[key] = unquote(headers[key]).strip()
-    if "Event" not in headers and "Response" not in headers:
+    if not (headers.get("Event") or headers.get("Response")):
         return None
-    headers["content"] = ""  # as Message(headers, content="") stores it
-    message = Message.__new__(Message)
-    lowered = _LOWER
-    store = {lowered.get(key) or _fold(key): (key, value) for key, value in headers.items()}
-    message._store, message.manager = store, None
-    message.fields = _plain(headers) if repeated else headers
+    fields = _plain(headers) if repeated else headers
+    message = _Event.__new__(_Event)
+    message.__dict__.update(_headers=headers, manager=None, fields=fields)
     return message
 
 
@@ -152,7 +166,7 @@ class _Protocol(AMIProtocol):
                 message = _parse(_decode(block).strip())
             except Exception:
                 message = None
-            if message is None or not (message.get("Event") or message.get("Response")):
+            if message is None:
                 if block.strip():
                     self.garbage += 1
                     log.warning("ignoring a malformed AMI block (%d bytes)", len(block))
@@ -167,9 +181,10 @@ class _Protocol(AMIProtocol):
         """panoramisk's, with one shortcut: an event that answers no action of ours (no
         ActionID, no CommandID: nearly all of them) goes straight to the listeners, without
         its three case-folding lookups for a response to complete."""
-        store = message._store
-        if "event" in store and "actionid" not in store and "commandid" not in store:
-            if store["event"][1].lower() == "shutdown":
+        fields = vars(message).get("fields")
+        if (fields is not None and "Event" in fields and "ActionID" not in fields
+                and "CommandID" not in fields):  # Asterisk's spelling, always
+            if fields["Event"].lower() == "shutdown":
                 self.connection_lost(message)
             self.factory.dispatch(message)
             return
@@ -195,6 +210,31 @@ class _Manager(Manager):
 
     def connect(self, *args: Any, **kwargs: Any) -> Any:
         return None if self.closed else super().connect(*args, **kwargs)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._running: set[asyncio.Future[Any]] = set()  # async listeners, kept till done
+
+    def dispatch(self, event: Message) -> list[str]:
+        """panoramisk's, reading the event's name from its plain fields (the case-folded
+        store is not made for it) and keeping a reference to each async listener's task,
+        which the loop itself holds only weakly."""
+        fields = vars(event).get("fields")
+        name = fields.get("Event", "") if fields is not None else event.event
+        event.manager = self
+        matches = []
+        for pattern, regexp in self.patterns:
+            if regexp.match(name) is None:
+                continue
+            matches.append(pattern)
+            for callback in self.callbacks[pattern]:
+                result = callback(self, event)
+                if result is not None and (asyncio.iscoroutine(result)
+                                           or isinstance(result, asyncio.Future)):
+                    task = asyncio.ensure_future(result, loop=self.loop)
+                    self._running.add(task)
+                    task.add_done_callback(self._running.discard)
+        return matches
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._connected = False

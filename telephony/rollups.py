@@ -30,11 +30,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import (
     Connection,
     and_,
+    bindparam,
     case,
     delete,
     event,
@@ -46,11 +48,11 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, object_session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core.config import Hotline
+from core.db import insert_for
 from telephony.models import CallHourRollup, CallRecord
 
 HOUR = timedelta(hours=1)
@@ -137,8 +139,15 @@ def _upsert(connection: Connection, hour: datetime, queue: str, sums: Sums,
             window: timedelta) -> None:
     """Add `sums` to the (hour, queue) row, creating it: one statement, so two writers of
     the same hour on PostgreSQL both count (the second waits on the first's row lock)."""
-    make = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-    statement = make(CallHourRollup).values(_values(hour, queue, sums, window))
+    connection.execute(_upsert_statement(connection.dialect.name),
+                       _values(hour, queue, sums, window))
+
+
+@lru_cache(maxsize=4)
+def _upsert_statement(dialect: str) -> Any:
+    """`_upsert`'s INSERT ... ON CONFLICT, built once per kind of database (its values are
+    parameters): building it cost more than running it."""
+    statement = insert_for(dialect, CallHourRollup.__table__)
     table, new = CallHourRollup.__table__.c, statement.excluded
     changes: dict[str, Any] = {name: table[name] + new[name] for name in (*COUNTS, *SUMS)}
     changes["longest_wait_seconds"] = case(
@@ -148,18 +157,24 @@ def _upsert(connection: Connection, hour: datetime, queue: str, sums: Sums,
     changes["repeat_window_seconds"] = case(
         (table.repeat_window_seconds == new.repeat_window_seconds,
          table.repeat_window_seconds), else_=MIXED_WINDOWS)
-    connection.execute(statement.on_conflict_do_update(
-        index_elements=["hour", "queue"], set_=changes))
+    return statement.on_conflict_do_update(index_elements=["hour", "queue"], set_=changes)
 
 
-def _earlier(row: CallRecord) -> Any:
-    return or_(CallRecord.started_at < row.started_at,
-               and_(CallRecord.started_at == row.started_at, CallRecord.id < row.id))
-
-
-def _later(row: CallRecord) -> Any:
-    return or_(CallRecord.started_at > row.started_at,
-               and_(CallRecord.started_at == row.started_at, CallRecord.id > row.id))
+# The caller's calls just before and just after a stored one (by start, then id), and the
+# flag's update: built once, the row's values bound when run.
+_c = CallRecord
+_SAME_CALLER = and_(_c.citizen_number == bindparam("number"), _c.direction == "inbound",
+                    _c.id != bindparam("row_id"))
+_AT = bindparam("at")
+_PREVIOUS_CALL = select(_c.started_at).where(
+    _SAME_CALLER, or_(_c.started_at < _AT, and_(_c.started_at == _AT,
+                                                 _c.id < bindparam("row_id")))
+).order_by(_c.started_at.desc(), _c.id.desc()).limit(1)
+_NEXT_CALL = select(_c.id, _c.started_at, _c.queue, _c.repeat_caller).where(
+    _SAME_CALLER, or_(_c.started_at > _AT, and_(_c.started_at == _AT,
+                                                 _c.id > bindparam("row_id")))
+).order_by(_c.started_at, _c.id).limit(1)
+_FLAG = update(_c).where(_c.id == bindparam("row_id")).values(repeat_caller=bindparam("flag"))
 
 
 def call_stored(connection: Connection, row: CallRecord, repeat_window: timedelta,
@@ -171,26 +186,18 @@ def call_stored(connection: Connection, row: CallRecord, repeat_window: timedelt
     row_hour, row_queue = floor_hour(row.started_at), row.queue or ""
     repeat = False
     if row.direction == "inbound" and row.citizen_number:
-        same_caller = and_(CallRecord.citizen_number == row.citizen_number,
-                           CallRecord.direction == "inbound", CallRecord.id != row.id)
-        previous = connection.scalar(
-            select(CallRecord.started_at).where(same_caller, _earlier(row))
-            .order_by(CallRecord.started_at.desc(), CallRecord.id.desc()).limit(1))
+        around = {"number": row.citizen_number, "row_id": row.id, "at": row.started_at}
+        previous = connection.scalar(_PREVIOUS_CALL, around)
         repeat = previous is not None and row.started_at - previous <= repeat_window
         # as inserted: given, or the column's default (read without a load mid-flush)
         if repeat != bool(row.__dict__.get("repeat_caller", False)):
-            connection.execute(update(CallRecord).where(CallRecord.id == row.id)
-                               .values(repeat_caller=repeat))
+            connection.execute(_FLAG, {"row_id": row.id, "flag": repeat})
         set_committed_value(row, "repeat_caller", repeat)
-        following = connection.execute(
-            select(CallRecord.id, CallRecord.started_at, CallRecord.queue,
-                   CallRecord.repeat_caller).where(same_caller, _later(row))
-            .order_by(CallRecord.started_at, CallRecord.id).limit(1)).first()
+        following = connection.execute(_NEXT_CALL, around).first()
         if (following is not None and following.id not in stored_with
                 and not following.repeat_caller
                 and following.started_at - row.started_at <= repeat_window):
-            connection.execute(update(CallRecord).where(CallRecord.id == following.id)
-                               .values(repeat_caller=True))
+            connection.execute(_FLAG, {"row_id": following.id, "flag": True})
             flagged = Sums()
             flagged.counts["repeat_calls"] = 1
             _upsert(connection, floor_hour(following.started_at), following.queue or "",

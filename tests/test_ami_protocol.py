@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from core.clock import FixedClock
-from telephony.ami import _Protocol, event_fields
+from telephony.ami import _Manager, _Protocol, event_fields
 
 DATA = Path(__file__).with_name("data")
 
@@ -129,3 +129,49 @@ def test_every_message_is_stamped_with_when_it_arrived() -> None:
     protocol.handle_message = lambda message: seen.append(message.received_at)  # type: ignore[method-assign]
     protocol.data_received(b"Event: Newchannel\r\nUniqueid: 1.8\r\n\r\n")
     assert seen == [datetime(2026, 11, 29, 14, 0, tzinfo=UTC).timestamp()]
+
+
+def test_a_parsed_event_keeps_panoramisks_message_api() -> None:
+    """Listeners written against panoramisk read an event as a case-insensitive mapping and by
+    attribute; the parser's shortcut must not take that away."""
+    wire = (b"Event: AGIExecEnd\r\nUniqueid: 1.9\r\nCallerIDName: \xe7\x8e\x8b\r\n"
+            b"ChanVariable: A=1\r\nChanVariable: B=2\r\nResult: 200%20result%3D1\r\n\r\n")
+    protocol, _collector = _protocol()
+    seen: list[object] = []
+    protocol.handle_message = seen.append  # type: ignore[method-assign]
+    protocol.data_received(wire)
+    [message] = seen
+    assert message["uniqueid"] == message["UNIQUEID"] == "1.9"  # type: ignore[index]
+    assert message.callerid_name == "" and message.calleridname == "王"  # type: ignore[attr-defined]
+    assert "chanvariable" in message and "Missing" not in message  # type: ignore[operator]
+    assert message.chanvariable == ["A=1", "B=2"]  # type: ignore[attr-defined]
+    assert message["Result"] == "200 result=1"  # type: ignore[index]
+    assert message.id is None and message.success is True  # type: ignore[attr-defined]
+    assert dict(message) == {  # type: ignore[call-overload]
+        "Event": "AGIExecEnd", "Uniqueid": "1.9", "CallerIDName": "王",
+        "ChanVariable": ["A=1", "B=2"], "Result": "200 result=1", "content": ""}
+    assert event_fields(message) == {
+        "Event": "AGIExecEnd", "Uniqueid": "1.9", "CallerIDName": "王",
+        "ChanVariable(A)": "1", "ChanVariable(B)": "2", "ChanVariable": "A=1",
+        "Result": "200 result=1"}
+
+
+def test_the_manager_hands_each_event_to_the_listeners_whose_pattern_matches() -> None:
+    """The manager's dispatch (ours: it reads the name without building panoramisk's
+    case-folded store) calls each listener registered for a pattern the event's name
+    matches, with the manager set on the event."""
+    manager = _Manager()
+    every: list[tuple[str, bool]] = []
+    queues: list[tuple[object, str]] = []
+    manager.register_event("*", lambda _m, event: every.append(
+        (event_fields(event)["Event"], "_store" in vars(event))))
+    manager.register_event("Queue*", lambda m, event: queues.append((m, event.event)))
+    protocol = _Protocol()
+    protocol.connection_made(_Transport())
+    protocol.factory, protocol.responses, protocol.queue = manager, {}, deque()
+    protocol.data_received(b"Event: Newchannel\r\nUniqueid: 1.10\r\n\r\n"
+                           b"Event: QueueCallerJoin\r\nUniqueid: 1.10\r\nQueue: intake\r\n\r\n"
+                           b"Event: Hangup\r\nUniqueid: 1.10\r\n\r\n")
+    # nothing asked for the case-folded store before the listener read the event
+    assert every == [("Newchannel", False), ("QueueCallerJoin", False), ("Hangup", False)]
+    assert queues == [(manager, "QueueCallerJoin")]

@@ -181,6 +181,35 @@ def test_the_figures_worked_out_by_hand(sessions: sessionmaker[Session]) -> None
             [("2026-09-30", 3), ("2026-10-01", 6), ("2026-10-02", 1)]
 
 
+def test_repeat_flags_whatever_order_the_calls_are_stored_in(database_url: str) -> None:
+    """One caller's calls stored out of order, worked by hand (the window: 24 h). A call
+    is a repeat when the caller's call just before it began at most 24 h earlier; a call
+    stored late flags the caller's next call (the one just after it, not a later one)."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    caller, t0 = "13800000009", z(11, 2, 0)
+    # stored in this order: A (0 h), B (40 h), C (100 h): each >24 h after the one before;
+    # then X (30 h): 30 h after A (no repeat), 10 h before B (B becomes one; C, 60 h after
+    # B, stays none); then Y (64 h): 24 h after B to the second, so a repeat
+    for call_id, hours in (("A", 0), ("B", 40), ("C", 100), ("X", 30), ("Y", 64)):
+        with transaction(sessions) as session:
+            assert records.store_call(session, _record(
+                call_id, caller, t0 + timedelta(hours=hours), "general", "answered", 5,
+                False, 60, 0))
+    with sessions() as session:
+        flags = dict(session.execute(select(CallRecord.call_id, CallRecord.repeat_caller)
+                                     ).all())
+        repeats = dict(session.execute(select(CallHourRollup.hour,
+                                              CallHourRollup.repeat_calls)).all())
+    engine.dispose()
+    assert flags == {"A": False, "B": True, "C": False, "X": False, "Y": True}
+    hour = {name: t0 + timedelta(hours=h) for name, h in
+            (("A", 0), ("B", 40), ("C", 100), ("X", 30), ("Y", 64))}
+    assert {h.astimezone(UTC): n for h, n in repeats.items()} == {
+        hour["A"]: 0, hour["B"]: 1, hour["C"]: 0, hour["X"]: 0, hour["Y"]: 1}
+
+
 def test_rollups_give_the_raw_figures_for_every_window(
         sessions: sessionmaker[Session]) -> None:
     with sessions() as session:

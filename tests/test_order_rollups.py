@@ -292,6 +292,21 @@ def test_rollups_equal_the_raw_figures_and_are_rebuilt(sessions, database_url: s
     assert result.exit_code == 0, result.output
     _equal(sessions)
 
+    # one bound alone leaves the other end open: --from Oct 2 mends what lies after and
+    # leaves Sep 30 - Oct 1 alone (not the whole history); --to Oct 2 mends the rest
+    with transaction(sessions) as session:
+        session.execute(update(r).where(r.figure.in_(("created", "act")), r.grain == "h")
+                        .values(n=r.n * 2))
+    result = runner.invoke(cli, ["--config", str(config), "reports", "rebuild",
+                                 "--from", "2026-10-02"])
+    assert result.exit_code == 0, result.output
+    with pytest.raises(AssertionError):
+        _equal(sessions)
+    result = runner.invoke(cli, ["--config", str(config), "reports", "rebuild",
+                                 "--to", "2026-10-02"])
+    assert result.exit_code == 0, result.output
+    _equal(sessions)
+
 
 MOVER = """
 import sys

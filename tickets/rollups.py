@@ -94,6 +94,9 @@ BATCH = 2000
 # 1991), so a day is 24 hours and a month's start is a sum of them
 TILE_ZONE = timezone(timedelta(hours=8))
 GRAINS = ("h", "d", "m")
+# a rebuild's open end: before any order, after any deadline (within datetime's range even
+# once widened to whole months)
+OPEN_START, OPEN_END = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -415,7 +418,10 @@ def rebuild(session: Session, start: datetime | None = None,
     end) (whole UTC hours, widened outwards). The orders with a fact in the window get
     their part recomputed; outside the window only the difference to their last part is
     applied, so the rollups stay the sum of the parts; the day and month rows of the months
-    the window touches are summed again from their hours. Returns the orders recomputed."""
+    the window touches are summed again from their hours. One bound alone leaves the other
+    end open. Returns the orders recomputed."""
+    if start is not None or end is not None:
+        start, end = start or OPEN_START, end or OPEN_END
     if start is None or end is None:
         session.execute(delete(OrderRollup))
         session.execute(delete(OrderRollupMark))
