@@ -179,8 +179,9 @@ class _Protocol(AMIProtocol):
 
     def handle_message(self, message: Message) -> None:
         """panoramisk's, with one shortcut: an event that answers no action of ours (no
-        ActionID, no CommandID: nearly all of them) goes straight to the listeners, without
-        its three case-folding lookups for a response to complete."""
+        ActionID, no CommandID: nearly all of them) goes straight to the listeners, told
+        by its plain fields, without the case-folded lookups for a response to complete
+        (which would build the case-folded store)."""
         fields = vars(message).get("fields")
         if (fields is not None and "Event" in fields and "ActionID" not in fields
                 and "CommandID" not in fields):  # Asterisk's spelling, always
@@ -208,12 +209,12 @@ class _Manager(Manager):
     closed = False
     clock: Clock = SYSTEM_CLOCK  # times the events Asterisk did not stamp
 
-    def connect(self, *args: Any, **kwargs: Any) -> Any:
-        return None if self.closed else super().connect(*args, **kwargs)
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._running: set[asyncio.Future[Any]] = set()  # async listeners, kept till done
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        return None if self.closed else super().connect(*args, **kwargs)
 
     def dispatch(self, event: Message) -> list[str]:
         """panoramisk's, reading the event's name from its plain fields (the case-folded

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import logs, metrics, phones
@@ -119,6 +119,8 @@ class TelephonyService:
         # durable work (a call to store, a callback's step): counted, never refused
         self._pending: set[asyncio.Task[None]] = set()
         _services.add(self)
+        self._unsaved_intervals: list[seats.Interval] = []  # finished, not yet stored
+        self._saving_intervals = False
         self._auto_pausing: set[str] = set()
         self._dialling: dict[str, str] = {}  # placeholder channel -> callback request
         self._placeholders: dict[str, str] = {}  # its Local channels -> callback request
@@ -396,8 +398,7 @@ class TelephonyService:
                 self._advance_callback, request_id, "dialling",
                 "connected" if answered else "failed", event.get("DialStatus", "")))
         if self.board.intervals:
-            finished, self.board.intervals = self.board.intervals, []
-            self._spawn(asyncio.to_thread(self._store_intervals, finished))
+            self._intervals_finished()
 
     # ------------------------------------------------------------------ SIP security
 
@@ -641,12 +642,33 @@ class TelephonyService:
         except Exception:
             log.exception("could not file the recordings of call %s", call_id)
 
+    def _intervals_finished(self) -> None:
+        """Store the seat board's finished intervals, in the order they finished: those that
+        finish while a batch is being written go together in the next (one transaction for
+        all, where each AMI event's few had one of their own)."""
+        self._unsaved_intervals += self.board.intervals
+        self.board.intervals = []
+        if not self._saving_intervals:
+            self._saving_intervals = True
+            self._spawn(self._save_intervals())
+
+    async def _save_intervals(self) -> None:
+        try:
+            while self._unsaved_intervals:
+                batch, self._unsaved_intervals = self._unsaved_intervals, []
+                try:
+                    await asyncio.to_thread(self._store_intervals, batch)
+                except Exception:
+                    log.exception("could not store %d seat intervals", len(batch))
+        finally:
+            self._saving_intervals = False
+
     def _store_intervals(self, finished: list[seats.Interval]) -> None:
         with transaction(self.sessions) as session:
-            session.add_all(SeatInterval(
+            session.execute(insert(SeatInterval), [dict(
                 agent_number=i.agent, state=i.state, reason=i.reason,
                 started_at=records.as_time(i.started_at), ended_at=records.as_time(i.ended_at),
-                seconds=round(i.ended_at - i.started_at, 3)) for i in finished)
+                seconds=round(i.ended_at - i.started_at, 3)) for i in finished])
 
     # ------------------------------------------------------------------ commands
 
