@@ -325,7 +325,7 @@ def test_rollups_equal_the_raw_figures_and_are_rebuilt(sessions, database_url: s
 
 MOVER = """
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from core.db import make_engine, session_factory, transaction
 from tickets import service
 sessions = session_factory(make_engine(sys.argv[1]))
