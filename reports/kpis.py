@@ -21,7 +21,8 @@ Conventions shared by everything here:
 - Reports and the evaluation read the rollups (tickets.rollups) for a window of whole UTC
   hours (every local day, week and month of a whole-hour time zone): the month and day rows
   of the months and days whole inside it, the hour rows of the rest; the part of the last
-  hour before `now` that deadlines fall due in is read from the deadlines. A window
+  hour before `now` that deadlines fall due in is read from the deadlines. The orders
+  changed since the rollups were last folded are folded in before a report reads. A window
   not of whole hours, or `raw=True`, computes everything from the events: the reference the
   rollups are tested and benchmarked against.
 """
@@ -30,10 +31,11 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from functools import wraps
+from typing import Any, Concatenate, ParamSpec, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import and_, case, exists, false, func, literal_column, or_, select
@@ -53,7 +55,7 @@ from telephony.measures import (
     utc,
 )
 from telephony.surge import SurgeCallMeasures
-from tickets import workflow
+from tickets import rollups, workflow
 from tickets.models import OrderRollup, Survey, WorkOrder, WorkOrderDeadline, WorkOrderEvent
 from tickets.rollups import (
     CHECK_DISPATCH_LIMIT,
@@ -67,6 +69,20 @@ from tickets.rollups import (
     hour_key,
     hour_of,
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _settled(report: Callable[Concatenate[Session, P], R]) -> Callable[Concatenate[Session, P], R]:
+    """A report that reads the order rollups folds the orders changed since into them
+    first (tickets.rollups.settle): it reads them exact."""
+    @wraps(report)
+    def settled(session: Session, *args: P.args, **kwargs: P.kwargs) -> R:
+        rollups.settle(session)
+        return report(session, *args, **kwargs)
+    return settled
+
 
 # The settings' defaults (core.config), for reports asked for without the settings.
 DEFAULT_TIMEZONE = Calendar().timezone
@@ -366,6 +382,7 @@ def _order_counts_rolled(session: Session, start: datetime, end: datetime,
     }
 
 
+@_settled
 def order_measures(session: Session, start: datetime, end: datetime, *,
                    now: datetime, raw: bool = False) -> OrderMeasures:
     """The work-order measures of [start, end); `now` bounds what can be overdue yet.
@@ -422,6 +439,7 @@ def _order_measures(start: datetime, end: datetime, counts: Mapping[str, Any]
     )
 
 
+@_settled
 def order_measures_tiled(session: Session, tiles: Sequence[tuple[datetime, datetime]], *,
                          now: datetime) -> tuple[OrderMeasures, list[OrderMeasures]]:
     """The measures of the whole of `tiles` (contiguous whole-hour windows, in order) and of
@@ -563,6 +581,7 @@ class HotlineReport:
         return plain(self)  # type: ignore[no-any-return]
 
 
+@_settled
 def hotline_report(session: Session, start: datetime, end: datetime, *,
                    bucket: str | timedelta | None = "day",
                    timezone: str = DEFAULT_TIMEZONE, queue: str | None = None,
@@ -771,6 +790,7 @@ def _flagged(session: Session, start: datetime, end: datetime, action: str, flag
         .group_by(rows.c.actor))}
 
 
+@_settled
 def evaluate_staff(session: Session, start: datetime, end: datetime, *,
                    verify_dispatch_limit: timedelta = VERIFY_DISPATCH_LIMIT,
                    check_dispatch_limit: timedelta = CHECK_DISPATCH_LIMIT,
@@ -1075,6 +1095,7 @@ def _area_rows(kind: str, figures: Mapping[str, Counter[str]]) -> tuple[Evaluati
     return _ranked(rows)
 
 
+@_settled
 def evaluate_departments(session: Session, start: datetime, end: datetime, *,
                          now: datetime, raw: bool = False) -> tuple[EvaluationRow, ...]:
     """The department evaluation (专业部门考核) of [start, end): opened-count score 10 % +
@@ -1094,6 +1115,7 @@ def evaluate_departments(session: Session, start: datetime, end: datetime, *,
     return _area_rows("department", {k: v for k, v in figures.items() if k})
 
 
+@_settled
 def evaluate_regions(session: Session, start: datetime, end: datetime, *,
                      level: str = "county", now: datetime, raw: bool = False
                      ) -> tuple[EvaluationRow, ...]:
@@ -1120,6 +1142,7 @@ def _regions(level: str, by_street: Mapping[str, Counter[str]]
     return _area_rows(level, regions)
 
 
+@_settled
 def evaluate(session: Session, start: datetime, end: datetime, *,
              now: datetime,
              verify_dispatch_limit: timedelta = VERIFY_DISPATCH_LIMIT,
@@ -1141,6 +1164,7 @@ def evaluate(session: Session, start: datetime, end: datetime, *,
         _regions("county", by_street), _regions("street", by_street))
 
 
+@_settled
 def window_report(session: Session, settings: Settings, start: datetime, end: datetime,
                   bucket: str | None, now: datetime) -> dict[str, Any]:
     """The hotline report and the CJ/T 292 evaluation of a window, for the API and CLI."""

@@ -11,11 +11,14 @@ Times are Beijing time (BJT, UTC+8): local midnight Sep 30 -> Oct 1 is 2026-09-3
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,11 +31,23 @@ from click.testing import CliRunner
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.clock import FixedClock
 from core.db import UtcDateTime, make_engine, session_factory, transaction, upgrade
+from core.events import EventBus
+from core.live import connect_redis
 from hotline.cli import cli
 from reports import kpis
+from tests.conftest import REDIS_SERVER_URL, make_settings
 from tickets import geo, queues, rollups, service, surveys
-from tickets.models import Category, Department, OrderRollup, TimeLimit, WorkOrder
+from tickets.models import (
+    Category,
+    Department,
+    OrderRollup,
+    OrderRollupPending,
+    TimeLimit,
+    WorkOrder,
+)
+from tickets.worker import TicketsWorker
 
 SH = ZoneInfo("Asia/Shanghai")
 ROOT = Path(__file__).resolve().parent.parent
@@ -351,6 +366,82 @@ def test_rollups_survive_a_kill_between_moves(sessions, database_url: str) -> No
     assert stored is not None and stored >= 6
     assert rolled.orders_created >= 6
     assert rolled == raw and staff == staff_raw
+
+
+def test_a_move_during_a_fold_is_folded_by_the_next(sessions, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A move of an order that a fold (the worker's, a report's) is folding commits after
+    that fold, and its order stays marked: the fold read the order before the move, so the
+    next fold brings the move in; nothing is lost. On SQLite the move waits for the fold's
+    write lock; on PostgreSQL for the mark the fold is taking away."""
+    world = World(sessions)
+    number = world.open(bj(9, 30, 9), grid="23010200100101")
+    world.move(number, (bj(9, 30, 9, 10), "open"))
+    with sessions() as session:
+        order_id = session.scalar(select(WorkOrder.id).where(WorkOrder.case_number == number))
+    moved, waited, movers = threading.Event(), [], []
+    parts_of = rollups._parts_of
+
+    def dispatch() -> None:
+        world.move(number, (bj(9, 30, 9, 20), "dispatch", "D1"))
+        moved.set()
+
+    def folding(session: Session, ids: Any) -> Any:
+        if not movers:  # the fold has taken the mark: the order moves now, from a thread
+            movers.append(threading.Thread(target=dispatch))
+            movers[0].start()
+            waited.append(not moved.wait(1.0))
+        return parts_of(session, ids)
+    monkeypatch.setattr(rollups, "_parts_of", folding)
+    with sessions() as session:
+        assert rollups.settle(session) == 1
+    movers[0].join(30)
+    assert moved.is_set() and waited == [True], "the move did not wait for the fold"
+    monkeypatch.setattr(rollups, "_parts_of", parts_of)
+    with sessions() as session:
+        assert list(session.scalars(select(OrderRollupPending.order_id))) == [order_id]
+    window = (bj(9, 30), bj(10, 2))
+    with sessions() as session:
+        dispatched = {r.who: r.figures for r in kpis.evaluate_staff(session, *window)[
+            "dispatcher"]}[ACTORS["dispatcher"]]["dispatched"]
+        rolled = kpis.evaluate(session, *window, now=NOW).as_dict()
+        raw = kpis.evaluate(session, *window, now=NOW, raw=True).as_dict()
+        assert session.scalar(select(OrderRollupPending.order_id)) is None
+    assert dispatched == 1 and rolled == raw
+
+
+def test_the_worker_folds_the_changed_orders(sessions, database_url: str,
+                                            tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The tickets worker's tick folds the orders changed since the last one; a report
+    then finds nothing left to fold."""
+    world = World(sessions)
+    for i in range(3):
+        world.open(bj(9, 30, 9, i), grid="23010200100101")
+    settings = make_settings(tmp_path, DATABASE_URL=database_url, REDIS_URL=REDIS_SERVER_URL)
+    client = connect_redis(settings)
+    bus = EventBus(client, stream=f"test:events:{uuid.uuid4().hex}")  # a shared server
+    worker = TicketsWorker(settings, sessions, bus, FixedClock(NOW))
+
+    async def one_tick() -> None:
+        stop = asyncio.Event()
+        ticking = asyncio.create_task(worker.run(stop))
+        for _ in range(300):
+            with sessions() as session:
+                if session.scalar(select(OrderRollupPending.order_id)) is None:
+                    break
+            await asyncio.sleep(0.1)
+        stop.set()
+        await ticking
+    try:
+        asyncio.run(one_tick())
+    finally:
+        for key in client.scan_iter(f"{bus.stream}*"):
+            client.delete(key)
+    with sessions() as session:
+        assert session.scalar(select(OrderRollupPending.order_id)) is None
+        assert rollups.settle(session) == 0
+        # what the worker folded: the three orders' creations, as the raw count has them
+        assert session.scalar(select(sa.func.sum(OrderRollup.n)).where(
+            OrderRollup.figure == "created", OrderRollup.grain == "d")) == 3
 
 
 @pytest.mark.parametrize("copy_from", [1, 1000])

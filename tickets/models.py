@@ -344,8 +344,8 @@ class OrderRollup(Base):
     hold: tickets.rollups.FIGURES). `hour` is when the hour, day or month starts, in UTC:
     every time zone the centre may use is a whole number of hours from UTC (Asia/Shanghai
     +8), so its local days, weeks and months are whole UTC hours; days and months are those
-    of UTC+8 (tickets.rollups.TILE_ZONE). Kept in step with the orders in each move's own
-    transaction (tickets.rollups)."""
+    of UTC+8 (tickets.rollups.TILE_ZONE). The orders changed since are folded in by the
+    tickets worker and before a report reads (tickets.rollups)."""
 
     __tablename__ = "order_rollups"
     __table_args__ = (UniqueConstraint("figure", "grain", "hour", "k1", "k2", "k3", "k4"),)
@@ -371,6 +371,18 @@ class OrderRollupMark(Base):
     order_id: Mapped[int] = mapped_column(ForeignKey("work_orders.id", ondelete="CASCADE"),
                                           primary_key=True)
     facts: Mapped[list[Any]] = mapped_column(JSON)
+
+
+class OrderRollupPending(Base):
+    """An order changed since its part was last folded into `order_rollups` (tickets.rollups):
+    stored in the transaction of the change, so a crash leaves both or neither, and taken
+    out by the fold that brings the order's part in step."""
+
+    __tablename__ = "order_rollup_pending"
+
+    order_id: Mapped[int] = mapped_column(ForeignKey("work_orders.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    changes: Mapped[int] = mapped_column(Integer, default=1)
 
 
 class OrderRequest(Base):

@@ -1,7 +1,10 @@
 """Rollups of the order figures (reports.kpis reads them): what each order adds to each
-figure, kept in `order_rollups` per UTC hour and in step with the order in the very
-transaction that changes it (a move, an extension, a survey's answer), so a crash leaves
-both or neither. `rebuild` recomputes them from the orders, events, deadlines and surveys.
+figure, kept in `order_rollups` per UTC hour. The transaction that changes an order (a move,
+an extension, a survey's answer) marks it changed (`mark_changed`), so a crash leaves both
+or neither; `fold` brings the marked orders' parts in, by batches, in the tickets worker and
+before every report reads (`settle`), so reports read them exact. Folded move by move, the
+rollups were six of a move's thirteen statements. `rebuild` recomputes them from the
+orders, events, deadlines and surveys.
 
 Each hour's rows are also added up per day and per month of China Standard Time (UTC+8,
 TILE_ZONE), in the same statement (`grain` "h", "d", "m"): a year's report read hour by hour
@@ -33,11 +36,12 @@ from typing import Any
 from sqlalchemy import and_, bindparam, delete, or_, select, text
 from sqlalchemy.orm import Session
 
-from core.db import insert_for
+from core.db import WRITE_TRANSACTION, insert_for
 from tickets import workflow
 from tickets.models import (
     OrderRollup,
     OrderRollupMark,
+    OrderRollupPending,
     Survey,
     WorkOrder,
     WorkOrderDeadline,
@@ -258,6 +262,12 @@ _READS = tuple(select(*columns).where(columns[0].in_(_IDS)) for columns in (
     _columns(WorkOrderDeadline, "order_id", "step", "round", "due_at", "met_at"),
     _columns(Survey, "order_id", "answered_at", "rating")))
 _MARKS = OrderRollupMark.__table__
+_PENDING = OrderRollupPending.__table__
+_ANY_PENDING = select(_PENDING.c.order_id).limit(1)
+_MARK_CHANGED = {dialect: insert_for(dialect, _PENDING).values(order_id=bindparam("order_id"))
+                 .on_conflict_do_update(index_elements=["order_id"],
+                                        set_={"changes": _PENDING.c.changes + 1})
+                 for dialect in ("postgresql", "sqlite")}
 # each order with its last part (None before its first), the mark read in the same statement
 _READ_ORDERS = select(*_columns(
     WorkOrder, "id", "department_code", "grid_code", "channel", "created_at", "state",
@@ -377,22 +387,59 @@ def _write_marks(session: Session, parts: dict[int, Counter[Fact]]) -> None:
             replace="facts")
 
 
-def refresh(session: Session, order_id: int) -> None:
-    """Bring the rollups in step with one order, in the caller's transaction."""
-    session.flush()
-    new, old = _parts_of(session, [order_id]).get(order_id, (Counter(), Counter()))
-    delta: Counter[Fact] = Counter(new)
-    delta.subtract(old)
-    if not any(delta.values()):
-        return
-    _apply(session, delta)
-    _write_marks(session, {order_id: new})
+def mark_changed(session: Session, order_id: int) -> None:
+    """Mark the order changed, in the caller's transaction: its part is folded into the
+    rollups later (`fold`), by the tickets worker or before a report reads. A mark already
+    there counts one change more."""
+    session.execute(_MARK_CHANGED[session.get_bind().dialect.name], {"order_id": order_id})
 
 
 def follow_move(event: object, move: Any) -> None:
     """A follow-up of every move (tickets.follow_ups), wired after the step clocks and the
     survey so it sees what they stored."""
-    refresh(move.session, move.order.id)
+    mark_changed(move.session, move.order.id)
+
+
+def fold(session: Session, *, skip_locked: bool = False) -> int:
+    """Bring the rollups in step with every order marked changed, in the caller's (write)
+    transaction, by batches: one read of each table for a batch, the batch's deltas summed
+    into one upsert. The marks are taken away before their orders are read: on PostgreSQL
+    a move of one of them marking it meanwhile waits for the fold's commit (a unique key
+    being deleted), then marks it anew, so no change goes unread; a second fold waits for
+    the first (or, `skip_locked`, leaves its orders to it). On SQLite the fold holds the
+    write lock. Returns the orders folded."""
+    taking = select(_PENDING.c.order_id).order_by(_PENDING.c.order_id).limit(BATCH)
+    if session.get_bind().dialect.name == "postgresql":
+        taking = taking.with_for_update(skip_locked=skip_locked)
+    folded = 0
+    while ids := list(session.scalars(taking)):
+        session.execute(delete(_PENDING).where(_PENDING.c.order_id.in_(ids)))
+        parts = _parts_of(session, ids)
+        delta: Counter[Fact] = Counter()
+        for new, old in parts.values():
+            delta.update(new)
+            delta.subtract(old)
+        _apply(session, delta)
+        _write_marks(session, {order_id: new for order_id, (new, old) in parts.items()
+                               if new != old})
+        folded += len(ids)
+    return folded
+
+
+def settle(session: Session) -> int:
+    """Fold every order marked changed before a report reads the rollups, so it reads them
+    exact. A session that has not begun folds in a transaction of its own, committed before
+    the report's reads begin (on SQLite a read's snapshot is taken at its first statement,
+    so they see the fold); one in the middle of a transaction folds in it. Returns the
+    orders folded."""
+    if session.in_transaction():
+        return fold(session) if session.scalar(_ANY_PENDING) is not None else 0
+    if session.scalar(_ANY_PENDING) is None:
+        return 0  # the report reads in the transaction this look began: nothing to fold
+    session.rollback()  # the look's read only: nothing of the caller's is in it
+    with session.begin():
+        session.connection(execution_options={WRITE_TRANSACTION: True})
+        return fold(session)
 
 
 def _touching(session: Session, start: datetime, end: datetime) -> Iterator[int]:
@@ -423,11 +470,13 @@ def rebuild(session: Session, start: datetime | None = None,
     if start is not None or end is not None:
         start, end = start or OPEN_START, end or OPEN_END
     if start is None or end is None:
+        session.execute(delete(_PENDING))  # first: a move marking its order meanwhile waits
         session.execute(delete(OrderRollup))
         session.execute(delete(OrderRollupMark))
         ids = list(session.scalars(select(WorkOrder.id).order_by(WorkOrder.id)))
         lo = hi = None
     else:
+        fold(session)  # the marks are the parts the window's rows hold
         lo = hour_of(start)
         hi = hour_of(end) + (HOUR if hour_of(end) != end.astimezone(UTC) else timedelta())
         session.execute(delete(OrderRollup).where(OrderRollup.grain == "h",

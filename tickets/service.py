@@ -400,7 +400,7 @@ def grant_extension(session: Session, case_number: str, amount: int, *, actor: s
                          policy.yellow_percent)
     except deadlines.DeadlineError as exc:
         raise OrderError(str(exc)) from None
-    rollups.refresh(session, order.id)  # the round's due time moved after the move's own
+    rollups.mark_changed(session, order.id)  # the round's due time moved after the move's own
     return order
 
 
@@ -866,7 +866,7 @@ def add_citizen_info(session: Session, case_number: str, note: str, *, actor: st
     text = _clean(note, "note", MAX_DESCRIPTION, required=True)
     _append(session, order, CITIZEN_INFO, order.state, order.state, actor, CITIZEN, text, now)
     order.updated_at = now
-    rollups.refresh(session, order.id)  # an event of the order, though not a move
+    rollups.mark_changed(session, order.id)  # an event of the order, though not a move
     return session.scalars(select(WorkOrderEvent).where(WorkOrderEvent.order_id == order.id)
                            .order_by(WorkOrderEvent.seq.desc()).limit(1)).one()
 

@@ -276,7 +276,7 @@ def _finish(session: Session, survey: Survey, states: tuple[str, ...], rating: i
         service.transition(session, order.case_number,
                            "reopen" if outcome == "reopened" else "evaluate", actor=actor,
                            role=workflow.SYSTEM, note=text, policy=policy, now=now)
-    rollups.refresh(session, order.id)  # the rating counts whether or not the order moved
+    rollups.mark_changed(session, order.id)  # the rating counts whether or not the order moved
     announce(session, SurveyFinished(at=now.timestamp(), case_number=order.case_number,
                                      round=survey.round, rating=rating, channel=channel,
                                      outcome=outcome))

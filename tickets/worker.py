@@ -9,7 +9,8 @@
   while it was up gets its record, a caller who keyed a case number in the IVR has the call
   added to that order, and the recording is filed under the case number;
 - deadline warnings (yellow, red) and escalation to supervision (督办);
-- webhook deliveries to the city platform, retried until they land.
+- webhook deliveries to the city platform, retried until they land;
+- the orders changed since the last tick folded into the reports' rollups.
 
 Each job is a plain function over a `now` (by default the worker's clock), so tests drive
 them one tick at a time.
@@ -31,7 +32,7 @@ from core.db import run_retrying, transaction
 from core.errors import HotlineError
 from core.events import EventBus, announce
 from telephony import commands
-from tickets import deadlines, exchange, service, surveys, workflow
+from tickets import deadlines, exchange, rollups, service, surveys, workflow
 from tickets.events import DeadlineWarned
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class TicketsWorker:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             jobs = [self.survey_outcomes, self.dial_surveys, self.expire_sms,
-                    self.deliver_webhooks]
+                    self.deliver_webhooks, self.fold_rollups]
             if loop.time() - last_sweep >= DEADLINE_EVERY:
                 jobs.append(self.sweep_deadlines)
                 last_sweep = loop.time()
@@ -72,6 +73,14 @@ class TicketsWorker:
                     log.exception("tickets job %s failed", job.__name__)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), TICK_SECONDS)
+
+    # ------------------------------------------------------------------ reports
+
+    def fold_rollups(self) -> int:
+        """The orders changed since the last tick folded into the reports' rollups (one
+        look when there are none): a report then has little or nothing left to fold."""
+        with self.sessions() as session:
+            return rollups.settle(session)
 
     # ------------------------------------------------------------------ surveys
 
