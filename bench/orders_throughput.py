@@ -520,7 +520,8 @@ def fill(engine: Engine, intakes: list[Intake]) -> float:
 
 def cached_policy(redis_url: str) -> service.Policy:
     """The policy of a process composed by hotline.compose: the calendar and the time limits
-    kept per process, asked of Redis (one GET) every step (tickets.in_force)."""
+    kept per process, Redis asked for their version only after a change was heard on its
+    channel (tickets.in_force)."""
     client = redis.Redis.from_url(redis_url, socket_connect_timeout=1)
     client.ping()
     return replace(service.Policy(), rules=RulesCache(lambda: client))
@@ -589,7 +590,7 @@ def bench(kind: str, count: int, pg: str, loop_baseline: bool, extrapolate: bool
     if uncached is not None:
         line("full loop, calendar and limits read each step", count,
              uncached.open_s + uncached.loop_s, "(the rows above: kept per process, "
-             "one Redis GET a step)")
+             "Redis asked only after a change)")
     if storage_s is not None:
         line("plain full-loop storage (same rows, 8 txns)", count, storage_s)
     if at_target is not None:

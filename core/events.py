@@ -124,16 +124,23 @@ def publish_on_commit(sessions: sessionmaker[Session], bus: EventBus | outbox.St
 
 # Mark the id seen and append the event in one step, or do neither: an event published
 # twice (by two processes, or by one again after a restart) is in the stream once.
-# An event of a `versioned` type bumps its key (KEYS[3]) instead of joining the stream.
+# An event of a `versioned` type bumps its key (KEYS[3]) instead of joining the stream,
+# and says so on the channel of the key's name.
 _PUBLISH_ONCE = """
 if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
-  if KEYS[3] then return redis.call('INCR', KEYS[3]) end
+  if KEYS[3] then
+    local version = redis.call('INCR', KEYS[3])
+    redis.call('PUBLISH', KEYS[3], version)
+    return version
+  end
   return redis.call('XADD', KEYS[1], '*', 'type', ARGV[2], 'id', ARGV[3], 'data', ARGV[4])
 end
 return false
 """
 # event type -> the Redis key the bus bumps (INCR) whenever it appends an event of that type
 _VERSIONS: dict[str, str] = {}
+# key -> what this process wants told, at once, when it bumps the key itself
+_BUMPED: dict[str, weakref.WeakSet[Any]] = {}
 
 
 def versioned(event_type: str, key: str) -> None:
@@ -142,8 +149,20 @@ def versioned(event_type: str, key: str) -> None:
     `key` with what it read, and no consumer of the stream wants them. Announced with the
     change like any event, one moves the key right after the commit of a process that
     publishes on commit, else (Redis away, a process without a relay) once the centre's
-    relay gets it out; once per event id, as the stream gets an event."""
+    relay gets it out; once per event id, as the stream gets an event. Each bump is
+    published on the channel named `key` too (`follow_bumps`)."""
     _VERSIONS[event_type] = key
+
+
+class Bumped(Protocol):
+    def bumped(self) -> None: ...
+
+
+def follow_bumps(key: str, follower: Bumped) -> None:
+    """Have `follower.bumped()` called when this process bumps `key` (its relay appends a
+    `versioned` event), before the append returns: the channel tells every process, this
+    one a moment later than its own next step may come. Held weakly."""
+    _BUMPED.setdefault(key, weakref.WeakSet()).add(follower)
 
 
 class EventBus:
@@ -170,6 +189,9 @@ class EventBus:
                                       args=[SEEN_SECONDS, event_type, event_id, body])
         if entry_id is None:
             return None
+        if version is not None:
+            for follower in list(_BUMPED.get(version, ())):
+                follower.bumped()
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     def publish(self, event: Event) -> str | None:

@@ -1,8 +1,10 @@
 """The order loop keeps the work calendar and the time limits per process (tickets.in_force)
-and asks Redis, one GET a step, whether an operator changed them: a change made by another
-process (its own engine and Redis client, or the `hotline calendar set` command) is in force
-at this process's next step; a step reads neither table while nothing changed; while Redis
-is away every step reads them again, never what it kept.
+and hears of an operator's change on the version's channel, or at once when this process
+made it: a change made by another engine and Redis client here, or the `hotline calendar
+set` command, is in force at this process's next step; one made by another OS process as
+soon as its bump is heard; while nothing changed a step reads neither table and asks Redis
+nothing; while Redis is away every step reads them again, never what it kept; a channel
+lost and regained is followed again.
 
 Each test runs a redis-server of its own (tests.redis_server), so another run's changes on
 the machine's shared Redis cannot move the version under it. Due times are worked by hand on
@@ -12,6 +14,9 @@ November are ordinary days, Saturday 28 and Sunday 29 off.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -26,7 +31,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, session_factory, transaction, upgrade
-from core.events import EventBus, publish_on_commit
+from core.events import EventBus, follow_bumps, publish_on_commit
 from core.outbox import Relay
 from hotline.cli import cli
 from tests.conftest import wait_until
@@ -34,10 +39,11 @@ from tests.redis_server import RedisServer
 from tickets import catalogue, deadlines, service, workflow
 from tickets.in_force import RulesCache
 from tickets.models import Category, TimeLimit, WorkOrder
-from tickets.rule_changes import VERSION_KEY
+from tickets.rule_changes import VERSION_KEY, RulesChanged
 from tickets.workcalendar import set_day
 
 SH = ZoneInfo("Asia/Shanghai")
+ROOT = Path(__file__).resolve().parent.parent
 ROLE = {a.name: a.roles[0] for a in workflow.ACTIONS.values()}
 LIMITS = [  # (step, amount, clock)
     ("open", 1, "working_hours"),
@@ -259,3 +265,148 @@ def test_a_change_by_a_process_without_a_relay_is_published_by_the_centres_relay
         client.close()
     _move(sessions, policy, number, "dispatch", sh(11, 24, 16))
     assert _last_clock(sessions, number) == ("sign", datetime(2026, 11, 25, 11))
+
+
+OTHER_PROCESS = """
+import sys
+import redis
+from core.db import make_engine, session_factory, transaction
+from core.events import EventBus, follow_bumps, publish_on_commit
+from tickets import catalogue
+sessions = session_factory(make_engine(sys.argv[1]))
+publish_on_commit(sessions, EventBus(redis.Redis.from_url(sys.argv[2])))
+with transaction(sessions) as session:
+    catalogue.set_limit(session, "sign", int(sys.argv[3]), "working_hours")
+"""
+
+
+def _in_another_process(database_url: str, redis_url: str, sign_hours: int) -> None:
+    done = subprocess.run([sys.executable, "-c", OTHER_PROCESS, database_url, redis_url,
+                           str(sign_hours)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def _sign_hours(sessions: sessionmaker[Session], policy: service.Policy) -> int:
+    """The sign limit as the cache has it (asking Redis only if a bump was heard)."""
+    with sessions() as session:
+        return policy.in_force(session).limits["sign"][0].amount
+
+
+def test_a_step_asks_redis_nothing_until_a_change_is_heard_on_the_channel(
+        sessions: sessionmaker[Session], server: RedisServer, database_url: str) -> None:
+    """A change by another OS process reaches this one on the channel alone: the cache's
+    clock never moves, so it never asks Redis on its own (RECHECK_SECONDS). After Redis
+    went away and came back, the channel is followed again."""
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=1)
+    cache = RulesCache(lambda: client, clock=lambda: 0.0)
+    policy = replace(service.Policy(), rules=cache)
+    number = _open(sessions, policy, sh(11, 24, 9))  # asks, reads, starts following
+    wait_until(lambda: cache.follows, 10, "the channel followed")
+    _move(sessions, policy, number, "open", sh(11, 24, 9, 5))  # asks once: just followed
+    asked, reads = cache.asked, cache.reads
+    _move(sessions, policy, number, "dispatch", sh(11, 24, 10))  # starts sign: 1 h
+    assert _last_clock(sessions, number) == ("sign", datetime(2026, 11, 24, 11))
+    assert _sign_hours(sessions, policy) == 1
+    assert (cache.asked, cache.reads) == (asked, reads)
+
+    _in_another_process(database_url, server.url, 4)
+    wait_until(lambda: _sign_hours(sessions, policy) == 4, 10, "the change heard")
+    assert (cache.asked, cache.reads) == (asked + 1, reads + 1)
+    _move(sessions, policy, number, "return", sh(11, 24, 16))
+    _move(sessions, policy, number, "dispatch", sh(11, 24, 16))
+    # 4 working hours from Tue 16:00: 1.5 h to 17:30, 2.5 h from Wed 08:30 -> Wed 11:00
+    assert _last_clock(sessions, number) == ("sign", datetime(2026, 11, 25, 11))
+    assert (cache.asked, cache.reads) == (asked + 1, reads + 1)
+
+    server.stop()
+    wait_until(lambda: not cache.follows, 10, "the channel's loss noticed")
+    server.start()
+    wait_until(lambda: cache.follows, 30, "the channel followed again")
+    assert _sign_hours(sessions, policy) == 4  # asks once: followed again
+    _in_another_process(database_url, server.url, 2)
+    wait_until(lambda: _sign_hours(sessions, policy) == 2, 10, "the change heard again")
+    client.close()
+
+
+def test_a_quiet_channel_is_checked_every_few_seconds(
+        sessions: sessionmaker[Session], server: RedisServer) -> None:
+    """Even followed, the cache asks Redis once RECHECK_SECONDS have passed without a bump
+    (a channel lost without a word), on the cache's own clock."""
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=1)
+    now = [0.0]
+    cache = RulesCache(lambda: client, clock=lambda: now[0])
+    policy = replace(service.Policy(), rules=cache)
+    assert _sign_hours(sessions, policy) == 1
+    wait_until(lambda: cache.follows, 10, "the channel followed")
+    assert _sign_hours(sessions, policy) == 1
+    asked = cache.asked
+    now[0] += 4.9
+    assert _sign_hours(sessions, policy) == 1
+    assert cache.asked == asked
+    now[0] += 0.2  # 5.1 s after the last answer
+    assert _sign_hours(sessions, policy) == 1
+    assert cache.asked == asked + 1
+    assert _sign_hours(sessions, policy) == 1
+    assert cache.asked == asked + 1
+    client.close()
+
+
+def test_this_process_hears_its_own_bump_before_the_append_returns(
+        server: RedisServer) -> None:
+    """The relay's append of a rules change tells this process's caches itself, before it
+    returns: a step right after an edit made here need not wait for the channel. Once per
+    event id, as the version moves; other events tell nothing."""
+
+    class Follower:
+        def __init__(self) -> None:
+            self.heard = 0
+
+        def bumped(self) -> None:
+            self.heard += 1
+
+    follower = Follower()
+    follow_bumps(VERSION_KEY, follower)
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=1)
+    bus = EventBus(client, stream="test:events:bumps")
+    change = RulesChanged(at=0.0, what="limits", change="c1")
+    assert bus.append(change.id, change.type, change.as_dict()) == "1"
+    assert follower.heard == 1
+    assert bus.append(change.id, change.type, change.as_dict()) is None  # the same again
+    other = RulesChanged(at=0.0, what="calendar", change="c2")
+    assert bus.append(other.id, other.type, other.as_dict()) == "2"
+    assert follower.heard == 2
+    assert bus.append("call:1", "call.started", {"type": "call.started"}) is not None
+    assert follower.heard == 2 and client.get(VERSION_KEY) == b"2"
+    client.close()
+
+
+def test_a_forked_child_asks_until_it_follows_the_channel_itself(
+        sessions: sessionmaker[Session], server: RedisServer) -> None:
+    """A child forked from a process whose cache follows the channel has no thread of its
+    own: its next step asks Redis, as if a bump had come."""
+    client = redis.Redis.from_url(server.url, socket_connect_timeout=1)
+    cache = RulesCache(lambda: client, clock=lambda: 0.0)
+    policy = replace(service.Policy(), rules=cache)
+    _sign_hours(sessions, policy)
+    wait_until(lambda: cache.follows, 10, "the channel followed")
+    _sign_hours(sessions, policy)
+    asked = cache.asked
+    reading, writing = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report whether it would have asked, and leave at once
+        try:
+            followed = cache.follows
+            sessions.kw["bind"].dispose(close=False)  # the parent's connections stay its own
+            with sessions() as session:
+                cache.get(session, "Asia/Shanghai", "08:30-12:00,13:30-17:30")
+            os.write(writing, f"{followed} {cache.asked - asked}".encode())
+        finally:
+            os._exit(0)
+    os.close(writing)
+    answer = os.read(reading, 100).decode()
+    os.waitpid(child, 0)
+    assert answer == "False 1"
+    _sign_hours(sessions, policy)
+    assert cache.asked == asked  # the parent still follows it
+    client.close()

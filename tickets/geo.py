@@ -171,9 +171,15 @@ def grid_at(session: Session, lat: float, lon: float) -> Grid | None:
     belongs to exactly one of them."""
     lat, lon = check_point(lat, lon)
     candidates = session.scalars(select(Grid).where(
-        Grid.min_lon <= lon, Grid.max_lon >= lon, Grid.min_lat <= lat, Grid.max_lat >= lat)
-        .order_by(Grid.code))
+        Grid.min_lon >= lon - _WIDEST, Grid.min_lon <= lon, Grid.max_lon >= lon,
+        Grid.min_lat <= lat, Grid.max_lat >= lat).order_by(Grid.code))
     return next((g for g in candidates if contains(g.geometry, lat, lon)), None)
+
+
+# the widest grid's width, from its index (ix_grids_width), and a margin of ~1 cm for the
+# rounding of `lon - width`: a grid holding the point starts no further west than this
+_WIDTH = Grid.max_lon - Grid.min_lon
+_WIDEST = select(_WIDTH + 1e-7).order_by(_WIDTH.desc()).limit(1).scalar_subquery()
 
 
 def contains(geometry: dict[str, Any], lat: float, lon: float) -> bool:

@@ -400,17 +400,16 @@ def follow_move(event: object, move: Any) -> None:
     mark_changed(move.session, move.order.id)
 
 
-def fold(session: Session, *, skip_locked: bool = False) -> int:
+def fold(session: Session) -> int:
     """Bring the rollups in step with every order marked changed, in the caller's (write)
     transaction, by batches: one read of each table for a batch, the batch's deltas summed
     into one upsert. The marks are taken away before their orders are read: on PostgreSQL
     a move of one of them marking it meanwhile waits for the fold's commit (a unique key
     being deleted), then marks it anew, so no change goes unread; a second fold waits for
-    the first (or, `skip_locked`, leaves its orders to it). On SQLite the fold holds the
-    write lock. Returns the orders folded."""
+    the first. On SQLite the fold holds the write lock. Returns the orders folded."""
     taking = select(_PENDING.c.order_id).order_by(_PENDING.c.order_id).limit(BATCH)
     if session.get_bind().dialect.name == "postgresql":
-        taking = taking.with_for_update(skip_locked=skip_locked)
+        taking = taking.with_for_update()
     folded = 0
     while ids := list(session.scalars(taking)):
         session.execute(delete(_PENDING).where(_PENDING.c.order_id.in_(ids)))
@@ -470,7 +469,9 @@ def rebuild(session: Session, start: datetime | None = None,
     if start is not None or end is not None:
         start, end = start or OPEN_START, end or OPEN_END
     if start is None or end is None:
-        session.execute(delete(_PENDING))  # first: a move marking its order meanwhile waits
+        # first: every order marked so far is recomputed below; one marked meanwhile stays
+        # marked for the next fold
+        session.execute(delete(_PENDING))
         session.execute(delete(OrderRollup))
         session.execute(delete(OrderRollupMark))
         ids = list(session.scalars(select(WorkOrder.id).order_by(WorkOrder.id)))
