@@ -186,10 +186,14 @@ def _follow(cache_ref: weakref.ref[RulesCache], client: redis.Redis) -> None:
                     cache.bumped()
                 del cache
             return
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, OSError, ValueError) as exc:
+            # ValueError: the connection closed under the read (the process stopping)
             log.debug("rules cache: the channel is lost (%s)", type(exc).__name__)
-        except Exception:  # whatever it was, the steps must not trust a dead channel
-            log.exception("rules cache: following the channel failed")
+        except Exception as exc:  # whatever it was, the steps must not trust a dead channel
+            # (no traceback: a stopping process closes the client's connections under the
+            # read in more ways than one, and the steps stay correct by asking)
+            log.warning("rules cache: following the channel failed (%r); steps ask Redis "
+                        "until it is followed again", exc)
         finally:
             with contextlib.suppress(redis.RedisError, OSError):
                 pubsub.close()
