@@ -390,7 +390,9 @@ def _write_marks(session: Session, parts: dict[int, Counter[Fact]]) -> None:
 def mark_changed(session: Session, order_id: int) -> None:
     """Mark the order changed, in the caller's transaction: its part is folded into the
     rollups later (`fold`), by the tickets worker or before a report reads. A mark already
-    there counts one change more."""
+    there is updated (its count of changes), not left alone: on PostgreSQL the update
+    waits for a fold that has taken the mark but not yet deleted it, where DO NOTHING would
+    pass it and the fold would then delete a mark over a change it did not read."""
     session.execute(_MARK_CHANGED[session.get_bind().dialect.name], {"order_id": order_id})
 
 
@@ -432,7 +434,7 @@ def settle(session: Session) -> int:
     so they see the fold); one in the middle of a transaction folds in it. Returns the
     orders folded."""
     if session.in_transaction():
-        return fold(session) if session.scalar(_ANY_PENDING) is not None else 0
+        return fold(session)
     if session.scalar(_ANY_PENDING) is None:
         return 0  # the report reads in the transaction this look began: nothing to fold
     session.rollback()  # the look's read only: nothing of the caller's is in it
