@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import phones
-from core.db import relocate_paths
+from core.db import page_total, relocate_paths
 from core.errors import HotlineError, NotFound
 from core.events import EventBus
 from recordings.catalogue import RecordingFile
@@ -127,12 +127,13 @@ def find_calls(session: Session, query: CallQuery) -> tuple[int, list[dict[str, 
         conditions.append(CallRecord.agent == query.agent)
     if query.direction:
         conditions.append(CallRecord.direction == query.direction)
-    total = session.scalar(select(func.count(CallRecord.id)).where(*conditions)) or 0
     rows = session.scalars(
         select(CallRecord).where(*conditions)
         .order_by(CallRecord.started_at.desc(), CallRecord.id.desc())
         .limit(query.limit).offset(query.offset)
     ).all()
+    total = page_total(len(rows), query.limit, query.offset, lambda: session.scalar(
+        select(func.count(CallRecord.id)).where(*conditions)) or 0)
     return total, [as_dict(row) for row in rows]
 
 
