@@ -28,9 +28,10 @@ PRIVATE = "private"
 MAXLEN = 100_000  # about a day of a busy centre's pops and seat changes
 
 
-def publish(client: redis.Redis, agent: str, kind: str, data: dict[str, Any]) -> str:
-    """Append an entry for `agent`'s desk (EVERY_DESK: all of them); its stream id."""
-    entry_id = client.xadd(DESK_STREAM, {"agent": agent, "kind": kind,
-                                         "data": json.dumps(data, ensure_ascii=False)},
+def publish(client: redis.Redis, agent: str, kind: str, data: dict[str, Any] | str) -> str:
+    """Append an entry for `agent`'s desk (EVERY_DESK: all of them); its stream id. `data`
+    may come as its JSON already (the wallboard keeps the same text beside the feed)."""
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    entry_id = client.xadd(DESK_STREAM, {"agent": agent, "kind": kind, "data": text},
                            maxlen=MAXLEN, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)

@@ -168,8 +168,11 @@ def compose(session: Session, call: CallSoFar, *, agent: str, queue: str, rang_a
         citizen_phone=citizen, limit=RECENT_ORDERS))
     pop["orders_total"] = total
     pop["orders"] = [_order(o, timezone) for o in recent]
-    pop["open_orders"] = [_order(o, timezone) for o in
-                          orders.open_orders_of(session, citizen, OPEN_ORDERS)]
+    # all the caller's orders are on the page already (most callers): their open ones too
+    still_open = ([o for o in recent if o.state in workflow.OPEN][:OPEN_ORDERS]
+                  if total <= len(recent) else
+                  orders.open_orders_of(session, citizen, OPEN_ORDERS))
+    pop["open_orders"] = [_order(o, timezone) for o in still_open]
     return pop
 
 

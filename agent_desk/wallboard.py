@@ -218,13 +218,14 @@ class BoardLoop:
         with self.sessions() as session:
             board = compose(session, self.bus.client, self.settings, self.clock.now(),
                             self.cache)
-        feed.publish(self.bus.client, BOARD, BOARD, board)
+        text = json.dumps(board, ensure_ascii=False)  # once, for the feed and the latest
+        feed.publish(self.bus.client, BOARD, BOARD, text)
         self.published += 1
         raised = {alert["key"]: alert for alert in board["alerts"]}
         with self.bus.client.pipeline(transaction=True) as kept:
             # what a board page starts from (latest_board: this board, and the bus entry
             # it covers, together), and the desks' notices panel (desk/notices.js)
-            kept.set(LATEST_KEY, json.dumps(board, ensure_ascii=False))
+            kept.set(LATEST_KEY, text)
             kept.set(COVERS_KEY, json.dumps({"stream": self.bus.stream, "id": read_up_to}))
             kept.set(ALERTS_KEY, json.dumps(
                 {"at": board["at"], "alerts": board["alerts"]}, ensure_ascii=False))

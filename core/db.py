@@ -265,6 +265,15 @@ def insert_for(dialect: str, table: Table) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
+def page_total(page: int, limit: int, offset: int, count: Callable[[], int]) -> int:
+    """How many rows match in all, given a page of `page` rows read at `offset` with
+    `limit`: known without `count` (a COUNT over every match) when the page is not full and
+    shows where the matches end, as for most callers' history on the desk's screen pop."""
+    if page < limit and (page or not offset):
+        return offset + page
+    return count()
+
+
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 

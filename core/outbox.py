@@ -11,7 +11,11 @@ skipped when relayed again). Relayed rows are deleted after RETENTION.
 
 Every process that commits may relay right after its commit (`Relay.after_commit`); the
 centre also runs a relay thread (`Relay.start`) that catches what others left: events
-committed while Redis was away, or by a process without a relay of its own.
+committed while Redis was away, or by a process without a relay of its own. While that
+thread runs, a committing thread only reads the rows and appends them; the thread stamps
+what was appended once a round (POLL_SECONDS), so a commit costs one read, not a write
+transaction of its own. A row appended and not yet stamped when the process dies is
+relayed again by the next relay and skipped by the bus (its id was seen).
 """
 
 from __future__ import annotations
@@ -19,13 +23,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Protocol
 
 import redis
-from sqlalchemy import JSON, Integer, String, delete, func, select, text, update
+from sqlalchemy import JSON, Integer, Row, String, delete, func, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from tenacity import (
@@ -110,6 +114,8 @@ class Relay:
         self._stores = self._drained = 0
         self._count_lock = threading.Lock()
         self.relayed = 0
+        # seqs of rows a committing thread appended, for the relay thread to stamp
+        self._unstamped: set[int] = set()
 
     def relay_pending(self, *, wait: bool = True) -> int:
         """Relay every unrelayed row, oldest first; how many were appended. Raises a
@@ -150,10 +156,17 @@ class Relay:
         store()
 
     def _relay_batch(self, wait: bool) -> tuple[int, bool, bool]:
+        if not wait and self._thread is not None and self._thread.is_alive():
+            return self._append_batch()
         with self.sessions() as session:  # a plain read: nothing waiting takes no lock
-            if session.scalar(select(OutboxEvent.seq).where(OutboxEvent.relayed_at.is_(None))
-                              .limit(1)) is None:
-                return 0, False, True
+            waiting = session.scalars(
+                select(OutboxEvent.seq).where(OutboxEvent.relayed_at.is_(None))
+                .order_by(OutboxEvent.seq).limit(len(self._unstamped) + 1)).all()
+        if not waiting:
+            return 0, False, True
+        if self._unstamped.issuperset(waiting):  # all appended by committing threads
+            self._stamp(list(self._unstamped))
+            return 0, False, True
         # a write transaction from its start: on SQLite a read that then stamps the rows is
         # refused at once when another writer committed in between ("database is locked").
         # A committing thread (not `wait`) never waits for the lock: while another writer
@@ -161,14 +174,20 @@ class Relay:
         # very thread that committed, the centre's loop: both would stall)
         try:
             with transaction(self.sessions, wait=wait) as session:
-                return self._stamp_batch(session, wait)
+                appended, rows = self._stamp_batch(session, wait)
         except OperationalError as exc:
             if wait or not is_busy(exc):
                 raise
             self._wake.set()
             return 0, False, False
+        if rows is None:
+            return 0, False, False
+        self._unstamped.difference_update(rows)
+        return appended, len(rows) == BATCH, True
 
-    def _stamp_batch(self, session: Session, wait: bool) -> tuple[int, bool, bool]:
+    def _stamp_batch(self, session: Session, wait: bool) -> tuple[int, list[int] | None]:
+        """Append the oldest waiting rows and stamp them: (appended, their seqs), or (0,
+        None) when another process's relay is at work."""
         if session.get_bind().dialect.name == "postgresql":
             if wait:
                 session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
@@ -176,23 +195,58 @@ class Relay:
             elif not session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"),
                                     {"key": _LOCK_KEY}):
                 self._wake.set()
-                return 0, False, False
-        rows = session.execute(
+                return 0, None
+        rows = self._waiting(session)
+        appended = self._append(rows)
+        seqs = [row.seq for row in rows]
+        if seqs:
+            session.execute(update(OutboxEvent).where(OutboxEvent.seq.in_(seqs))
+                            .values(relayed_at=self.clock.now()))
+        return appended, seqs
+
+    @staticmethod
+    def _waiting(session: Session) -> Sequence[Row[Any]]:
+        return session.execute(
             select(OutboxEvent.seq, OutboxEvent.event_id, OutboxEvent.type,
                    OutboxEvent.payload)
             .where(OutboxEvent.relayed_at.is_(None))
             .order_by(OutboxEvent.seq).limit(BATCH)).all()
-        if not rows:
-            return 0, False, True
+
+    def _append(self, rows: Sequence[Row[Any]]) -> int:
+        """Append, in their order, the rows no committing thread appended already."""
         appended = 0
-        for _seq, event_id, event_type, payload in rows:
-            if self.bus.append(event_id, event_type, payload) is not None:
+        for seq, event_id, event_type, payload in rows:
+            if seq not in self._unstamped and self.bus.append(
+                    event_id, event_type, payload) is not None:
                 appended += 1
-        session.execute(update(OutboxEvent)
-                        .where(OutboxEvent.seq.in_([row.seq for row in rows]))
-                        .values(relayed_at=self.clock.now()))
         self.relayed += appended
-        return appended, len(rows) == BATCH, True
+        return appended
+
+    def _append_batch(self) -> tuple[int, bool, bool]:
+        """A committing thread's relay while the relay thread runs: the waiting rows
+        appended in a read transaction, their seqs left for the thread to stamp."""
+        with self.sessions() as session:
+            if session.get_bind().dialect.name == "postgresql" and not session.scalar(
+                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _LOCK_KEY}):
+                self._wake.set()  # another process relays: the thread looks again
+                return 0, False, False
+            rows = self._waiting(session)
+            appended = self._append(rows)  # under the lock, as the thread's relay
+        self._unstamped.update(row.seq for row in rows)
+        if len(rows) == BATCH:  # a batch of rows waits: the thread stamps them, then goes on
+            self._wake.set()
+            return appended, False, False
+        return appended, False, True
+
+    def _stamp(self, seqs: list[int]) -> None:
+        """Stamp the rows committing threads appended: one write transaction a round."""
+        with transaction(self.sessions) as session:
+            for at in range(0, len(seqs), BATCH):
+                session.execute(update(OutboxEvent)
+                                .where(OutboxEvent.seq.in_(seqs[at:at + BATCH]),
+                                       OutboxEvent.relayed_at.is_(None))
+                                .values(relayed_at=self.clock.now()))
+        self._unstamped.difference_update(seqs)
 
     def after_commit(self) -> None:
         """A commit stored events: relay them now unless Redis was away at the last try

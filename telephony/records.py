@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import phones
-from core.db import relocate_paths
+from core.db import page_total, relocate_paths
 from core.errors import HotlineError, NotFound
 from core.events import EventBus
 from recordings.catalogue import RecordingFile
@@ -127,12 +127,13 @@ def find_calls(session: Session, query: CallQuery) -> tuple[int, list[dict[str, 
         conditions.append(CallRecord.agent == query.agent)
     if query.direction:
         conditions.append(CallRecord.direction == query.direction)
-    total = session.scalar(select(func.count(CallRecord.id)).where(*conditions)) or 0
     rows = session.scalars(
         select(CallRecord).where(*conditions)
         .order_by(CallRecord.started_at.desc(), CallRecord.id.desc())
         .limit(query.limit).offset(query.offset)
     ).all()
+    total = page_total(len(rows), query.limit, query.offset, lambda: session.scalar(
+        select(func.count(CallRecord.id)).where(*conditions)) or 0)
     return total, [as_dict(row) for row in rows]
 
 
@@ -207,6 +208,20 @@ class NotYourCall(HotlineError):
     status = 403
 
 
+# PostgreSQL: the transaction that stores a call's record and one that chooses its
+# disposition take this lock (with the call id's hash) so that one sees the other's commit
+_DISPOSITION_LOCK = 12319_0033
+
+
+def _one_at_a_time(session: Session, call_id: str) -> None:
+    """Whoever stores the record and whoever chooses the disposition, one after the other
+    for this call: each then sees what the other committed, so a choice is never left
+    pending beside a stored record. SQLite's write transactions are one at a time already."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:space, hashtext(:call_id))"),
+                        {"space": _DISPOSITION_LOCK, "call_id": call_id})
+
+
 def choose_disposition(session: Session, call_id: str, code: str, *, agent: str,
                        chosen_by: str, supervisor: bool, started: bool, now: datetime
                        ) -> bool:
@@ -215,6 +230,7 @@ def choose_disposition(session: Session, call_id: str, code: str, *, agent: str,
     call is still up, or its record is being written), when `started` says the call is
     known. `agent` is the chooser's agent number ("" for none); a supervisor may choose for
     any call. The pending choice of an agent is applied only if that agent took the call."""
+    _one_at_a_time(session, call_id)
     row = session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
     if row is not None:
         if not supervisor and (not agent or row.agent != agent):
@@ -237,12 +253,16 @@ def choose_disposition(session: Session, call_id: str, code: str, *, agent: str,
 
 def apply_pending_disposition(session: Session, call_id: str) -> bool:
     """Move a pending disposition onto the call's stored record (dropped if the agent who
-    chose it did not take the call); whether one was applied. The writer of the record and
-    the chooser each call this after their own commit, so whichever comes second applies."""
+    chose it did not take the call); whether one was applied. The writer of the record
+    calls this in the transaction that stores it, the chooser after its commit: with the
+    two one at a time (`_one_at_a_time`), whichever comes second applies."""
+    _one_at_a_time(session, call_id)
     pending = session.scalar(select(PendingCallDisposition).where(
         PendingCallDisposition.call_id == call_id))
+    if pending is None:
+        return False
     row = session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
-    if pending is None or row is None:
+    if row is None:
         return False
     applies = pending.agent in ("", row.agent)
     if applies:

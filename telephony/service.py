@@ -608,9 +608,9 @@ class TelephonyService:
 
     def _store(self, record: dict[str, Any], at: float, retried: bool = False
                ) -> tuple[dict[str, Any], bool]:
-        """The call's record stored once; its CallEnded announced after it (the record as
-        stored, its disposition applied) when it is new, or on a retry (the outbox and the
-        bus take an event id once)."""
+        """The call's record stored once, with the disposition chosen while it was up, and
+        its CallEnded announced (the record as stored) when it is new, or on a retry (the
+        outbox and the bus take an event id once): all in one transaction."""
         recording = None
         if record.get("recording"):
             path = host_path(self.settings, record["recording"])
@@ -618,7 +618,6 @@ class TelephonyService:
         with transaction(self.sessions) as session:
             new = records.store_call(session, record, recording, timedelta(
                 hours=self.settings.hotline.repeat_window_hours))
-        with transaction(self.sessions) as session:  # after the commit: see records
             records.apply_pending_disposition(session, record["call_id"])
             stored = records.get_call(session, record["call_id"])
             if new or retried:

@@ -4,6 +4,8 @@ made before the call's record is stored waits and is applied when the record is.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,3 +122,39 @@ def test_the_dispositions_and_the_extension_are_settings(tmp_path: Path) -> None
                      ({"HOTLINE_SEATS_PAUSE_REASONS": "wrap-up=整理"}, "seats.pause_reasons")):
         with pytest.raises(ConfigError, match=rf"^config: {key} "):
             make_settings(tmp_path, **env)
+
+
+def test_a_record_stored_while_its_disposition_is_chosen_waits_for_the_choice(
+        world: World) -> None:
+    """The telephony service stores a record and applies what is pending in one
+    transaction; the agent's choice is made in a transaction of its own at the same moment.
+    The record's transaction waits for the choice's (on PostgreSQL a lock per call; on
+    SQLite the write lock), so it sees the choice and applies it: the choice is not left
+    pending beside a stored record when the chooser's own second look came too early."""
+    epoch = api_world.NOW.timestamp() - 600
+    call_id = "1732409002.3"
+    read: list[bool] = []
+    let_commit = threading.Event()
+
+    def store() -> None:
+        with transaction(world.sessions) as session:
+            records.store_call(session, _stored_call(call_id, "8003", epoch))
+            read.append(records.apply_pending_disposition(session, call_id))
+            let_commit.wait(10)
+
+    with transaction(world.sessions) as chooser:
+        assert records.choose_disposition(
+            chooser, call_id, "callback", agent="8003", chosen_by="坐席8003",
+            supervisor=False, started=True, now=api_world.NOW) is False  # pending
+        storing = threading.Thread(target=store)
+        storing.start()
+        time.sleep(0.5)
+        assert read == []  # the record's transaction waits for the choice's
+    deadline = time.monotonic() + 10
+    while not read:
+        assert time.monotonic() < deadline, "the record was never stored"
+        time.sleep(0.05)
+    assert read == [True]  # it saw the committed choice and applied it
+    let_commit.set()
+    storing.join(10)
+    assert _disposition(world, call_id) == "callback"

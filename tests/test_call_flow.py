@@ -71,6 +71,12 @@ def test_call_reaches_an_agent_through_the_ivr_and_is_recorded(
     assert digits == ["1"]
     assert _events(ami, "AGIExecStart", Channel=citizen)  # the FastAGI IVR ran
     assert _events(ami, "VarSet", Channel=citizen, Variable="HOTLINE_QUEUE", Value="intake")
+    # what the centre never reads is not sent (manager.conf's filters): Asterisk's own
+    # queue and bridge variables, every dialplan step
+    assert _events(ami, "QueueCallerJoin", Channel=citizen)
+    assert not _events(ami, "VarSet", Channel=citizen, Variable="QUEUENAME")
+    assert not _events(ami, "VarSet", Channel=citizen, Variable="BRIDGEPEER")
+    assert not _events(ami, "Newexten", Channel=citizen)
     joined = _events(ami, "QueueCallerJoin", Channel=citizen)
     assert joined and joined[0]["Queue"] == "intake"
     connect = _events(ami, "AgentConnect", Channel=citizen)

@@ -6,6 +6,7 @@ trimmed only below what every group acknowledged."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -267,4 +268,69 @@ def test_a_committing_thread_never_waits_for_another_writers_lock(
             pass
     relay.after_commit()
     assert [e["reference"] for _id, e in bus.read()] == ["sv-1"]
+    engine.dispose()
+
+
+def test_while_the_relay_thread_runs_a_commit_appends_at_once_and_the_thread_stamps(
+        server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the centre's relay thread running, a committing thread appends its events in a
+    read (no write transaction of its own: the SQLite write lock is not taken once more per
+    commit); the thread stamps them when it next looks. Commits from several threads reach
+    the stream in their commit order, and a relay that never saw the appends (another
+    process, or this one restarted before the stamp) doubles nothing."""
+    monkeypatch.setattr("core.outbox.POLL_SECONDS", 3600.0)  # the thread looks when woken
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    bus = _bus(server)
+    relay = publish_on_commit(sessions, bus, FixedClock(NOW)).start()
+
+    def waiting() -> int:
+        with sessions() as session:
+            return backlog(session)
+
+    try:
+        with transaction(sessions) as session:
+            announce(session, _failed(1))
+        assert [e["reference"] for _id, e in bus.read()] == ["sv-1"]  # out at the commit
+        assert waiting() == 1  # not stamped by the committing thread
+        relay._wake.set()
+        deadline = time.monotonic() + 10
+        while waiting():
+            assert time.monotonic() < deadline, "the thread never stamped the row"
+            time.sleep(0.05)
+
+        def commit(first: int) -> None:
+            for n in range(first, first + 40, 4):
+                with transaction(sessions) as session:
+                    announce(session, _failed(n))
+
+        threads = [threading.Thread(target=commit, args=(first,)) for first in (2, 3, 4, 5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        relay._wake.set()
+        deadline = time.monotonic() + 10
+        while waiting():
+            assert time.monotonic() < deadline, "the thread never stamped the rows"
+            time.sleep(0.05)
+        with sessions() as session:  # SQLite: writers one at a time, seq in commit order
+            in_commit_order = list(session.scalars(
+                select(OutboxEvent.event_id).order_by(OutboxEvent.seq)))
+        assert len(in_commit_order) == 41
+        assert [e["id"] for _id, e in bus.read(count=1000)] == in_commit_order
+
+        with transaction(sessions) as session:  # appended; the process dies before the stamp
+            announce(session, _failed(42))
+        assert waiting() == 1
+    finally:  # the thread dies: neither its stamp nor stop's
+        relay._stop.set()
+        relay._wake.set()
+        assert relay._thread is not None
+        relay._thread.join(5)
+    again = publish_on_commit(sessions, bus, FixedClock(NOW))
+    assert again.relay_pending() == 0  # already in the stream: stamped, not appended
+    assert waiting() == 0
+    assert len(bus.read(count=1000)) == 42
     engine.dispose()

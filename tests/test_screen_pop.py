@@ -291,6 +291,24 @@ def test_open_orders_of_a_citizen(desk: Desk) -> None:
         assert service.open_orders_of(session, "anonymous") == []
 
 
+def test_an_open_order_older_than_the_recent_ones_still_pops(desk: Desk) -> None:
+    """Six orders: the five newest closed, the oldest still open. The pop's recent orders are
+    the five closed ones; its open orders show the sixth, found beyond that page (with five
+    or fewer orders the page holds the open ones already)."""
+    with transaction(desk.sessions) as session:
+        directory.ensure_queue(session, "intake", "综合受理")
+        still = _order(session, CALLER, NOW - timedelta(days=30), "井盖缺失")
+        for day in range(5):
+            done = _order(session, CALLER, NOW - timedelta(days=10 - day), f"已办{day}")
+            for action, role in CASE_LOOP:
+                service.transition(session, done, action, actor=role, role=role, now=NOW)
+    [pop] = _ring(desk, "live-9", CALLER)
+    data = pop["data"]
+    assert data["orders_total"] == 6
+    assert [o["open"] for o in data["orders"]] == [False] * 5
+    assert [o["case_number"] for o in data["open_orders"]] == [still]
+
+
 def test_composing_is_fast_for_a_caller_with_a_long_history(desk: Desk) -> None:
     """300 calls and 120 orders of the caller among 3,000 others: the pop is composed on
     indexed queries in well under the second it has."""

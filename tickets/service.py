@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import phones
-from core.db import insert_on_conflict, relocate_paths
+from core.db import insert_on_conflict, page_total, relocate_paths
 from core.errors import HotlineError
 from core.events import EventBus
 from recordings import catalogue as recordings
@@ -628,11 +628,11 @@ def find_orders(session: Session, query: OrderQuery) -> tuple[int, list[WorkOrde
         where.append(WorkOrder.created_at < query.until)
     # count(*), not count(id): an index holding the filtered columns answers it alone (a
     # department's closed orders at 1,000,000 orders: 405 -> 21 ms on PostgreSQL)
-    total = session.scalar(select(func.count()).select_from(WorkOrder).where(*where)) or 0
-    rows = session.scalars(select(WorkOrder).where(*where)
-                           .order_by(WorkOrder.created_at.desc(), WorkOrder.id.desc())
-                           .limit(query.limit).offset(query.offset))
-    return total, list(rows)
+    rows = list(session.scalars(select(WorkOrder).where(*where)
+                                .order_by(WorkOrder.created_at.desc(), WorkOrder.id.desc())
+                                .limit(query.limit).offset(query.offset)))
+    return page_total(len(rows), query.limit, query.offset, lambda: session.scalar(
+        select(func.count()).select_from(WorkOrder).where(*where)) or 0), rows
 
 
 def open_orders_of(session: Session, citizen_phone: str, limit: int = 10) -> list[WorkOrder]:
