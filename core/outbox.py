@@ -164,9 +164,7 @@ class Relay:
                 .order_by(OutboxEvent.seq).limit(len(self._unstamped) + 1)).all()
         if not waiting:
             return 0, False, True
-        if self._unstamped.issuperset(waiting):  # all appended by committing threads
-            self._stamp(list(self._unstamped))
-            return 0, False, True
+        only_appended = self._unstamped.issuperset(waiting)  # by committing threads
         # a write transaction from its start: on SQLite a read that then stamps the rows is
         # refused at once when another writer committed in between ("database is locked").
         # A committing thread (not `wait`) never waits for the lock: while another writer
@@ -174,7 +172,8 @@ class Relay:
         # very thread that committed, the centre's loop: both would stall)
         try:
             with transaction(self.sessions, wait=wait) as session:
-                appended, rows = self._stamp_batch(session, wait)
+                appended, rows = ((0, self._stamp(session, sorted(self._unstamped)))
+                                  if only_appended else self._stamp_batch(session, wait))
         except OperationalError as exc:
             if wait or not is_busy(exc):
                 raise
@@ -183,7 +182,7 @@ class Relay:
         if rows is None:
             return 0, False, False
         self._unstamped.difference_update(rows)
-        return appended, len(rows) == BATCH, True
+        return appended, not only_appended and len(rows) == BATCH, True
 
     def _stamp_batch(self, session: Session, wait: bool) -> tuple[int, list[int] | None]:
         """Append the oldest waiting rows and stamp them: (appended, their seqs), or (0,
@@ -238,15 +237,15 @@ class Relay:
             return appended, False, False
         return appended, False, True
 
-    def _stamp(self, seqs: list[int]) -> None:
-        """Stamp the rows committing threads appended: one write transaction a round."""
-        with transaction(self.sessions) as session:
-            for at in range(0, len(seqs), BATCH):
-                session.execute(update(OutboxEvent)
-                                .where(OutboxEvent.seq.in_(seqs[at:at + BATCH]),
-                                       OutboxEvent.relayed_at.is_(None))
-                                .values(relayed_at=self.clock.now()))
-        self._unstamped.difference_update(seqs)
+    def _stamp(self, session: Session, seqs: list[int]) -> list[int]:
+        """Stamp the rows committing threads appended (`seqs`): the thread's one write
+        transaction a round."""
+        for at in range(0, len(seqs), BATCH):
+            session.execute(update(OutboxEvent)
+                            .where(OutboxEvent.seq.in_(seqs[at:at + BATCH]),
+                                   OutboxEvent.relayed_at.is_(None))
+                            .values(relayed_at=self.clock.now()))
+        return seqs
 
     def after_commit(self) -> None:
         """A commit stored events: relay them now unless Redis was away at the last try

@@ -329,6 +329,11 @@ def test_while_the_relay_thread_runs_a_commit_appends_at_once_and_the_thread_sta
         relay._wake.set()
         assert relay._thread is not None
         relay._thread.join(5)
+    with transaction(sessions):  # a committing thread now meets a writer holding the lock:
+        started = time.monotonic()  # it leaves the stamp, as any relay, instead of waiting
+        relay.after_commit()
+        assert time.monotonic() - started < 1.0
+    assert waiting() == 1
     again = publish_on_commit(sessions, bus, FixedClock(NOW))
     assert again.relay_pending() == 0  # already in the stream: stamped, not appended
     assert waiting() == 0
