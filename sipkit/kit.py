@@ -34,6 +34,7 @@ from sipkit import scenarios
 from sipkit.media import RtpTimeline, alaw_from_audio
 
 SIPP = "sipp"
+START_ATTEMPTS = 3  # a caller's SIPp started again when a port was taken meanwhile
 # Every SIPp run keeps its SIP messages, the kit's KIT lines and its errors in its workdir.
 _TRACE = ("-trace_msg", "-message_file", "messages.log", "-trace_logs", "-log_file",
           "calls.log", "-trace_err", "-error_file", "errors.log")
@@ -212,6 +213,23 @@ def free_port(ip: str, kind: int = socket.SOCK_DGRAM, even: bool = False) -> int
         except OSError:
             continue
     raise KitError(f"no free port on {ip}")
+
+
+_BIND_FAILED = 254  # SIPp's exit status for a socket it could not bind (-2)
+
+
+def _media_bound(proc: subprocess.Popen[bytes], ip: str, port: int,
+                 timeout: float = 5.0) -> bool:
+    """Whether a starting SIPp got its media sockets (`port` and the video one at +2):
+    False only if it exited for a socket it could not bind."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return proc.returncode != _BIND_FAILED
+        if udp_bound(ip, port) and udp_bound(ip, port + 2):
+            return True
+        time.sleep(0.01)
+    return True  # still starting: whatever holds it up is for the call's result to say
 
 
 def udp_bound(ip: str, port: int) -> bool:
@@ -469,17 +487,24 @@ class SipKit:
             "SEQUENTIAL\n" + "".join(f"{i};{name};\n" for i in ids), encoding="utf-8")
         limit = concurrent or count
         timeout = int(plan.length + count / rate + 60)
-        command = [
-            sipp, f"{self.pbx_host}:{self.pbx_port}", "-sf", "caller.xml", "-s", call.to,
-            "-inf", "callers.csv", "-i", self.caller_ip, "-bind_local",
-            "-p", str(free_port(self.caller_ip)),
-            "-mi", self.caller_ip, "-mp", str(free_port(self.caller_ip, even=True)),
-            "-cp", str(free_port("127.0.0.1")),
-            "-m", str(count), "-r", str(rate), "-rp", "1000", "-l", str(limit),
-            "-timeout", str(timeout), "-timeout_error", "-nostdin", "-aa",
-            *_TRACE,
-        ]
-        proc = _spawn(command, workdir)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            media = free_port(self.caller_ip, even=True)
+            command = [
+                sipp, f"{self.pbx_host}:{self.pbx_port}", "-sf", "caller.xml", "-s", call.to,
+                "-inf", "callers.csv", "-i", self.caller_ip, "-bind_local",
+                "-p", str(free_port(self.caller_ip)),
+                "-mi", self.caller_ip, "-mp", str(media),
+                "-cp", str(free_port("127.0.0.1")),
+                "-m", str(count), "-r", str(rate), "-rp", "1000", "-l", str(limit),
+                "-timeout", str(timeout), "-timeout_error", "-nostdin", "-aa",
+                *_TRACE,
+            ]
+            proc = _spawn(command, workdir)
+            if attempt == START_ATTEMPTS or _media_bound(proc, self.caller_ip, media):
+                break
+            # a port free when probed was taken before SIPp bound it ("Unable to bind
+            # video RTP socket", exit 254, seen once in a full run): again, on new ports
+            (workdir / "errors.log").unlink(missing_ok=True)
         return CallRun(proc, workdir, count, ids, time.monotonic() + timeout + 10,
                        self.keep_files or bool(os.environ.get("HOTLINE_KIT_KEEP")))
 

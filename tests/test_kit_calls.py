@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from core.config import Settings
-from sipkit.kit import Call, Hangup, SipKit, Wait
+from sipkit.kit import Call, Hangup, SipKit, Wait, free_port
 from telephony.ami import EventTap
 from tests.conftest import AGENT_PORT, agent_ip, offered
 
@@ -92,3 +95,25 @@ def test_sipcall_bad_arguments_are_one_line(pbx_settings: Settings) -> None:
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+
+
+def test_a_media_port_taken_before_sipp_binds_it_is_replaced(
+        kit: SipKit, ami: EventTap, monkeypatch: pytest.MonkeyPatch) -> None:
+    """free_port probes a port and lets it go; something may take it before the caller's
+    SIPp binds it (SIPp exits 254, "Unable to bind video RTP socket"): the kit starts it
+    again on new ports and the call is placed once."""
+    taken = free_port(kit.caller_ip, even=True)
+    asked: list[int] = []
+
+    def first_taken(ip: str, kind: int = socket.SOCK_DGRAM, even: bool = False) -> int:
+        if even and ip == kit.caller_ip:
+            asked.append(taken if not asked else free_port(ip, kind, even))
+            return asked[-1]
+        return free_port(ip, kind, even)
+
+    monkeypatch.setattr("sipkit.kit.free_port", first_taken)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
+        other.bind((kit.caller_ip, taken + 2))  # the video port, taken meanwhile
+        result = kit.call(Call(to="99999", script=(Wait(1), Hangup())))
+    assert result.outcome == "rejected" and result.status == 404
+    assert len(asked) == 2 and asked[1] != taken
