@@ -187,14 +187,8 @@ class Relay:
     def _stamp_batch(self, session: Session, wait: bool) -> tuple[int, list[int] | None]:
         """Append the oldest waiting rows and stamp them: (appended, their seqs), or (0,
         None) when another process's relay is at work."""
-        if session.get_bind().dialect.name == "postgresql":
-            if wait:
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                {"key": _LOCK_KEY})
-            elif not session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"),
-                                    {"key": _LOCK_KEY}):
-                self._wake.set()
-                return 0, None
+        if not self._one_relay(session, wait):
+            return 0, None
         rows = self._waiting(session)
         appended = self._append(rows)
         seqs = [row.seq for row in rows]
@@ -202,6 +196,21 @@ class Relay:
             session.execute(update(OutboxEvent).where(OutboxEvent.seq.in_(seqs))
                             .values(relayed_at=self.clock.now()))
         return appended, seqs
+
+    def _one_relay(self, session: Session, wait: bool) -> bool:
+        """PostgreSQL: this transaction relays alone across processes, so rows go out in
+        their order (waiting for the lock, or False at once when another holds it: the
+        thread is woken to look again). SQLite needs none: its writers go one at a time,
+        and relays that only read append in seq order, the bus taking an id once."""
+        if session.get_bind().dialect.name != "postgresql":
+            return True
+        if wait:
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+            return True
+        if session.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _LOCK_KEY}):
+            return True
+        self._wake.set()
+        return False
 
     @staticmethod
     def _waiting(session: Session) -> Sequence[Row[Any]]:
@@ -225,9 +234,7 @@ class Relay:
         """A committing thread's relay while the relay thread runs: the waiting rows
         appended in a read transaction, their seqs left for the thread to stamp."""
         with self.sessions() as session:
-            if session.get_bind().dialect.name == "postgresql" and not session.scalar(
-                    text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": _LOCK_KEY}):
-                self._wake.set()  # another process relays: the thread looks again
+            if not self._one_relay(session, wait=False):
                 return 0, False, False
             rows = self._waiting(session)
             appended = self._append(rows)  # under the lock, as the thread's relay

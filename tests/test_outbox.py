@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
-from core import events
+from core import events, outbox
 from core.clock import FixedClock
 from core.db import make_engine, session_factory, transaction, upgrade
 from core.events import EventBus, announce, publish, publish_on_commit
@@ -338,4 +338,48 @@ def test_while_the_relay_thread_runs_a_commit_appends_at_once_and_the_thread_sta
     assert again.relay_pending() == 0  # already in the stream: stamped, not appended
     assert waiting() == 0
     assert len(bus.read(count=1000)) == 42
+    engine.dispose()
+
+
+def test_with_the_relay_thread_a_commit_appends_and_leaves_it_to_another_process_relaying(
+        server: RedisServer, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both databases: with the thread running, a commit's events are in the stream at the
+    commit and stamped when the thread looks. On PostgreSQL, while another process's relay
+    holds the relay lock, a commit appends nothing (rows go out in order, one relay at a
+    time) and the thread gets them out once the lock is free."""
+    monkeypatch.setattr("core.outbox.POLL_SECONDS", 3600.0)  # the thread looks when woken
+    engine = make_engine(database_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    bus = _bus(server)
+    relay = publish_on_commit(sessions, bus, FixedClock(NOW)).start()
+
+    def waiting() -> int:
+        with sessions() as session:
+            return backlog(session)
+
+    def until(done: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not done():
+            assert time.monotonic() < deadline, what
+            time.sleep(0.05)
+
+    try:
+        with transaction(sessions) as session:
+            announce(session, _failed(1))
+        assert [e["reference"] for _id, e in bus.read()] == ["sv-1"]
+        assert waiting() == 1
+        relay._wake.set()
+        until(lambda: waiting() == 0, "the thread never stamped the row")
+        if engine.dialect.name == "postgresql":
+            with transaction(sessions) as other:  # another process's relay at work
+                other.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                              {"key": outbox._LOCK_KEY})
+                with transaction(sessions) as session:
+                    announce(session, _failed(2))
+                assert [e["reference"] for _id, e in bus.read()] == ["sv-1"]
+            until(lambda: len(bus.read()) == 2, "the thread never relayed the row")
+            until(lambda: waiting() == 0, "the thread never stamped the row")
+    finally:
+        relay.stop()
     engine.dispose()
