@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 import redis
-from sqlalchemy import select, text
+from sqlalchemy import Engine, select, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from core import events, outbox
 from core.clock import FixedClock
 from core.db import make_engine, session_factory, transaction, upgrade
 from core.events import EventBus, announce, publish, publish_on_commit
-from core.outbox import OutboxEvent, backlog
+from core.outbox import OutboxEvent, Relay, backlog
 from telephony.events import OutboundCallFailed
 from tests.redis_server import RedisServer
 
@@ -271,6 +272,20 @@ def test_a_committing_thread_never_waits_for_another_writers_lock(
     engine.dispose()
 
 
+def _relay_thread_running(server: RedisServer, url: str
+                          ) -> tuple[Engine, sessionmaker[Session], EventBus, Relay]:
+    engine = make_engine(url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    bus = _bus(server)
+    return engine, sessions, bus, publish_on_commit(sessions, bus, FixedClock(NOW)).start()
+
+
+def _backlog(sessions: sessionmaker[Session]) -> int:
+    with sessions() as session:
+        return backlog(session)
+
+
 def test_while_the_relay_thread_runs_a_commit_appends_at_once_and_the_thread_stamps(
         server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """With the centre's relay thread running, a committing thread appends its events in a
@@ -279,15 +294,10 @@ def test_while_the_relay_thread_runs_a_commit_appends_at_once_and_the_thread_sta
     the stream in their commit order, and a relay that never saw the appends (another
     process, or this one restarted before the stamp) doubles nothing."""
     monkeypatch.setattr("core.outbox.POLL_SECONDS", 3600.0)  # the thread looks when woken
-    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
-    upgrade(engine)
-    sessions = session_factory(engine)
-    bus = _bus(server)
-    relay = publish_on_commit(sessions, bus, FixedClock(NOW)).start()
+    engine, sessions, bus, relay = _relay_thread_running(server, f"sqlite:///{tmp_path / 'h.db'}")
 
     def waiting() -> int:
-        with sessions() as session:
-            return backlog(session)
+        return _backlog(sessions)
 
     try:
         with transaction(sessions) as session:
@@ -348,15 +358,10 @@ def test_with_the_relay_thread_a_commit_appends_and_leaves_it_to_another_process
     holds the relay lock, a commit appends nothing (rows go out in order, one relay at a
     time) and the thread gets them out once the lock is free."""
     monkeypatch.setattr("core.outbox.POLL_SECONDS", 3600.0)  # the thread looks when woken
-    engine = make_engine(database_url)
-    upgrade(engine)
-    sessions = session_factory(engine)
-    bus = _bus(server)
-    relay = publish_on_commit(sessions, bus, FixedClock(NOW)).start()
+    engine, sessions, bus, relay = _relay_thread_running(server, database_url)
 
     def waiting() -> int:
-        with sessions() as session:
-            return backlog(session)
+        return _backlog(sessions)
 
     def until(done: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + 10
