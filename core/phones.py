@@ -12,6 +12,7 @@ digit, a caller ID such as "anonymous") is a PhoneError.
 
 from __future__ import annotations
 
+import functools
 import re
 
 import phonenumbers
@@ -35,6 +36,18 @@ def normalise(text: str) -> str:
     """The stored form of a phone number: E.164, or the digits of a short number."""
     if not isinstance(text, str):
         raise PhoneError("phone: text expected")
+    if len(text) > _CACHED_LENGTH:  # hostile text is not kept
+        return _normalised.__wrapped__(text)
+    return _normalised(text)
+
+
+# A call's number is normalised by the IVR, the screen pop, the record and the wallboard:
+# libphonenumber's parse costs ~0.1 ms each, so the answers are kept (errors are not).
+_CACHED_LENGTH = 40
+
+
+@functools.lru_cache(maxsize=8192)
+def _normalised(text: str) -> str:
     compact = _SEPARATORS.sub("", text.translate(_FULL_WIDTH))
     if compact.startswith("00"):
         compact = "+" + compact[2:]
@@ -67,6 +80,12 @@ def national(stored: str) -> str:
     110; a foreign number with the international prefix, 0016502530000."""
     if not stored.startswith("+"):
         return stored
+    return _national(stored) if len(stored) <= _CACHED_LENGTH else \
+        _national.__wrapped__(stored)
+
+
+@functools.lru_cache(maxsize=8192)
+def _national(stored: str) -> str:
     number = phonenumbers.parse(stored)
     if number.country_code == phonenumbers.country_code_for_region(REGION):
         formatted = phonenumbers.format_number(number, PhoneNumberFormat.NATIONAL)

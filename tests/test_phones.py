@@ -42,6 +42,20 @@ def test_what_is_not_a_number_is_refused(garbage: str) -> None:
     assert phones.normalise_or_empty(garbage) == ""
 
 
+def test_answers_are_the_same_asked_again_and_a_refusal_is_not_remembered() -> None:
+    """The answers are kept per process: the second asking gives the first's answer, a
+    refused text is refused again, and a long text (kept out of the memory) is still read."""
+    for _ in range(2):
+        assert phones.normalise("138 0013 8000") == "+8613800138000"
+        assert phones.national("+8645188888888") == "045188888888"
+        with pytest.raises(phones.PhoneError):
+            phones.normalise("+12")
+    spaced = " ".join("13800138000")
+    assert phones.normalise(f"{spaced}{' ' * 60}") == "+8613800138000"
+    with pytest.raises(phones.PhoneError):
+        phones.normalise(f"{spaced}{' ' * 60}x")
+
+
 @pytest.mark.parametrize(("stored", "national", "masked"), [
     ("+8613800138000", "13800138000", "138****8000"),
     ("+8645188888888", "045188888888", "045*****8888"),
