@@ -66,6 +66,9 @@ class KeywordFlags:
                                   zone=self.zone)
             return call_id
         if kind == "call.ended":
+            with self.sessions() as session:  # a read: most calls were never flagged
+                if not service.is_flagged(session, call_id):
+                    return None
             with transaction(self.sessions) as session:
                 sample = service.sample_flagged(session, call_id, zone=self.zone)
             return call_id if sample is not None else None

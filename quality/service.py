@@ -426,6 +426,12 @@ def recording_of(session: Session, sample_id: int, recordings_dir: Path) -> Path
     return path if path.is_relative_to(root) and path.is_file() else None
 
 
+def is_flagged(session: Session, call_id: str) -> bool:
+    """Whether anything flagged the call (most calls: nothing, and no write to sample)."""
+    return session.scalar(select(QualityFlag.id).where(
+        QualityFlag.call_id == call_id).limit(1)) is not None
+
+
 def sample_flagged(session: Session, call_id: str, *,
                    zone: str | None = None) -> QualitySample | None:
     """A call flagged while it was up, now that its record is stored: sampled with its

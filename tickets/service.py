@@ -792,14 +792,29 @@ def call_ended(session: Session, record: dict[str, object], *,
     return Resolved(order.case_number, calls[link.call_record_id])
 
 
+def concerns_orders(session: Session, record: dict[str, object]) -> bool:
+    """Whether a finished call has anything for `call_ended` to do: a link to an order, or
+    a case number keyed in the IVR. Most calls have neither; asked in a read, it spares
+    them `call_ended`'s write transaction."""
+    call_id = str(record.get("call_id") or "")
+    if not _CALL_ID.fullmatch(call_id):
+        return False
+    return bool(_keyed_numbers(record.get("ivr_path"))) or session.scalar(
+        select(WorkOrderCall.id).where(WorkOrderCall.call_id == call_id)) is not None
+
+
+def _keyed_numbers(ivr_path: object) -> list[str]:
+    """The case numbers the caller keyed in the IVR (办理进度查询), in the order keyed."""
+    if not isinstance(ivr_path, list):
+        return []
+    keyed = (str(step.get("value") or "") for step in ivr_path
+             if isinstance(step, dict) and step.get("node") == "case")
+    return [number for number in keyed if re.fullmatch(r"[0-9]{12,16}", number)]
+
+
 def _keyed_order(session: Session, ivr_path: object) -> WorkOrder | None:
     """The order whose case number the caller keyed last (of those that exist)."""
-    keyed = [str(step.get("value") or "") for step in ivr_path or []
-             if isinstance(step, dict) and step.get("node") == "case"] \
-        if isinstance(ivr_path, list) else []
-    for number in reversed(keyed):
-        if not re.fullmatch(r"[0-9]{12,16}", number):
-            continue
+    for number in reversed(_keyed_numbers(ivr_path)):
         order = session.scalar(select(WorkOrder).where(WorkOrder.case_number == number))
         if order is not None and order.merged_into:
             order = session.scalar(select(WorkOrder).where(

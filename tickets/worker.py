@@ -138,6 +138,9 @@ class TicketsWorker:
     def call_ended(self, record: dict[str, object], now: datetime | None = None) -> str:
         """Bind a finished call to its order (tickets.service.call_ended) and file its
         recording under the case number; the case number, or "" if it belongs to none."""
+        with self.sessions() as session:
+            if not service.concerns_orders(session, record):
+                return ""  # most calls: no order, no case number keyed
         now = now or self.clock.now()
         try:
             with transaction(self.sessions) as session:
