@@ -10,7 +10,7 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Float, Integer, String, UniqueConstraint, select
+from sqlalchemy import Float, Integer, String, UniqueConstraint, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.config import Settings
@@ -35,29 +35,54 @@ def host_path(settings: Settings, pbx_path: str) -> Path | None:
     return candidate if candidate.is_relative_to(root) else None
 
 
-def fingerprint(path: Path, settle_seconds: float = 3.0) -> RecordingFile | None:
+MIXED_SETTLE_SECONDS = 3.0  # MixMonitor closes the mixed file just after the hang-up
+LEG_SETTLE_SECONDS = 1.0  # the legs, when there are any, close with it
+_POLL_SECONDS = 0.2
+
+
+def fingerprint(path: Path, settle_seconds: float = MIXED_SETTLE_SECONDS
+                ) -> RecordingFile | None:
     """SHA-256 of a finished recording. MixMonitor closes the file just after the hang-up,
     so wait until its size stops changing (at most `settle_seconds`)."""
-    deadline = time.monotonic() + settle_seconds
-    last = -1
+    return fingerprints({path: settle_seconds})[path]
+
+
+def fingerprints(files: dict[Path, float]) -> dict[Path, RecordingFile | None]:
+    """`fingerprint` of several files (each path with its own settle time) in one wait:
+    a call's mixed file and its legs close together, so each poll looks at all of them
+    (one 0.2 s pause for the three, where they took one each)."""
+    start = time.monotonic()
+    last: dict[Path, int] = dict.fromkeys(files, -1)
+    settled: dict[Path, int] = {}
     while True:
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = -1
-        if size >= 0 and size == last:
+        for path, settle_seconds in files.items():
+            if path in settled:
+                continue
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                size = -1
+            if size >= 0 and size == last[path]:
+                settled[path] = size
+            elif time.monotonic() - start > settle_seconds:
+                settled[path] = size  # as it is: still growing, or never there (-1)
+            last[path] = size
+        if len(settled) == len(files):
             break
-        if time.monotonic() > deadline:
-            if size < 0:
-                return None
-            break
-        last = size
-        time.sleep(0.2)
+        time.sleep(_POLL_SECONDS)
+    return {path: _digest(path) if size >= 0 else None for path, size in settled.items()}
+
+
+def _digest(path: Path) -> RecordingFile | None:
     digest = hashlib.sha256()
-    with path.open("rb") as audio:
-        for block in iter(lambda: audio.read(1 << 16), b""):
-            digest.update(block)
-    return RecordingFile(path=path, sha256=digest.hexdigest(), size=path.stat().st_size)
+    try:
+        with path.open("rb") as audio:
+            for block in iter(lambda: audio.read(1 << 16), b""):
+                digest.update(block)
+            size = os.fstat(audio.fileno()).st_size
+    except FileNotFoundError:
+        return None  # removed while it settled
+    return RecordingFile(path=path, sha256=digest.hexdigest(), size=size)
 
 
 # Each recording that belongs to a work order is found by its case number (案件编号) under
@@ -162,34 +187,37 @@ def _seconds(path: Path) -> float:
         return 0.0
 
 
-def legs_of(mixed: RecordingFile | None) -> dict[str, RecordingFile]:
-    """Each leg's file found beside the mixed one, fingerprinted. It reads the files and
-    waits for MixMonitor to finish each (`fingerprint`), so it runs before the transaction
-    that files them (`catalogue_call`): on SQLite a write lock held over that wait, 0.4 s a
-    call, stopped every other writer (at 8 calls/s the call records were stored 13 s
-    behind the calls)."""
+def call_files(mixed_path: Path) -> tuple[RecordingFile | None, dict[str, RecordingFile]]:
+    """A call's mixed recording and each leg found beside it, fingerprinted in one wait
+    (`fingerprints`). It reads the files and waits for MixMonitor to finish them, so it runs
+    before the transaction that stores the call and files them (`catalogue_call`): on SQLite
+    a write lock held over that wait, 0.4 s a call, stopped every other writer (at 8 calls/s
+    the call records were stored 13 s behind the calls)."""
+    legs = {leg: leg_path(mixed_path, leg) for leg in LEGS}
+    found = fingerprints({mixed_path: MIXED_SETTLE_SECONDS,
+                          **dict.fromkeys(legs.values(), LEG_SETTLE_SECONDS)})
+    mixed = found[mixed_path]
     if mixed is None:
-        return {}
-    found = {leg: fingerprint(leg_path(mixed.path, leg), 1.0) for leg in LEGS}
-    return {leg: file for leg, file in found.items() if file is not None}
+        return None, {}
+    return mixed, {leg: file for leg, path in legs.items()
+                   if (file := found[path]) is not None}
 
 
 def catalogue_call(session: Session, call_id: str, mixed: RecordingFile | None,
                    legs: dict[str, RecordingFile]) -> list[CallFile]:
     """File the call's recordings (the mixed one and its `legs`, fingerprinted already:
-    `legs_of`); the rows, filed once: a call filed again keeps its rows."""
+    `call_files`); the rows, filed once: a call filed again keeps its rows."""
     if mixed is None:
         return []
     have = {row.leg: row for row in session.scalars(
         select(CallFile).where(CallFile.call_id == call_id))}
-    for leg, found in ((MIXED, mixed), *((leg, legs.get(leg)) for leg in LEGS)):
-        if leg in have or found is None:
-            continue
-        row = CallFile(call_id=call_id, leg=leg, path=str(found.path), sha256=found.sha256,
-                       bytes=found.size, seconds=_seconds(found.path))
-        session.add(row)
-        have[leg] = row
-    session.flush()
+    new = [dict(call_id=call_id, leg=leg, path=str(found.path), sha256=found.sha256,
+                bytes=found.size, seconds=_seconds(found.path))
+           for leg, found in ((MIXED, mixed), *((leg, legs.get(leg)) for leg in LEGS))
+           if leg not in have and found is not None]
+    if new:  # one INSERT for the call's files, not a flush of each
+        have.update((row.leg, row) for row in session.scalars(
+            insert(CallFile).returning(CallFile), new))
     return [have[leg] for leg in (MIXED, *LEGS) if leg in have]
 
 

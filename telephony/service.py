@@ -27,7 +27,6 @@ import time
 import weakref
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -41,7 +40,7 @@ from core.db import retrying, transaction
 from core.events import EventBus, announce, publish
 from core.live import failing_fast
 from recordings import live, transcribe_worker
-from recordings.catalogue import RecordingFile, catalogue_call, fingerprint, host_path, legs_of
+from recordings.catalogue import RecordingFile, call_files, catalogue_call, host_path
 from telephony import (
     callbacks,
     cel,
@@ -576,7 +575,7 @@ class TelephonyService:
 
     async def _finish(self, event: CallEnded) -> None:
         try:
-            record, new = await asyncio.to_thread(self._store_retrying, event.record,
+            _, new = await asyncio.to_thread(self._store_retrying, event.record,
                                                   event.at)
             # stored: the mark may pass it (a failed store keeps it, for the log's rebuild)
             self._storing.pop(event.call_id, None)
@@ -585,10 +584,7 @@ class TelephonyService:
             await asyncio.to_thread(self._live, wallboard.drop_live_call, self.live,
                                     event.call_id)
             if new:  # a replayed call was announced the first time
-                self.stored += 1  # stored and announced
-                # its legs filed and queued for transcription after the announcement
-                await asyncio.to_thread(self._file_recordings, event.call_id,
-                                        record.get("recording"))
+                self.stored += 1  # stored, announced and its recordings filed
         except Exception:
             log.exception("could not store call %s", event.call_id)
 
@@ -610,11 +606,14 @@ class TelephonyService:
                ) -> tuple[dict[str, Any], bool]:
         """The call's record stored once, with the disposition chosen while it was up, and
         its CallEnded announced (the record as stored) when it is new, or on a retry (the
-        outbox and the bus take an event id once): all in one transaction."""
-        recording = None
+        outbox and the bus take an event id once); its recordings (the mix and each leg)
+        filed in the catalogue and the legs queued for transcription: all in one
+        transaction, a call's one write."""
+        recording, legs = None, {}
         if record.get("recording"):
             path = host_path(self.settings, record["recording"])
-            recording = fingerprint(path) if path is not None else None
+            if path is not None:  # waits for MixMonitor: before the transaction
+                recording, legs = call_files(path)
         with transaction(self.sessions) as session:
             new = records.store_call(session, record, recording, timedelta(
                 hours=self.settings.hotline.repeat_window_hours))
@@ -623,18 +622,18 @@ class TelephonyService:
             if new or retried:
                 announce(session, CallEnded(call_id=record["call_id"], at=at,
                                             record=stored or record))
+                self._file_recordings(session, record["call_id"], recording, legs)
         return stored or record, new
 
-    def _file_recordings(self, call_id: str, stored: Any) -> None:
-        """The call's files (the mix and each leg) in the catalogue, each leg queued for
-        transcription; a failure here never loses the call's record."""
-        if not isinstance(stored, dict) or not stored.get("sha256"):
+    def _file_recordings(self, session: Session, call_id: str,
+                         recording: RecordingFile | None,
+                         legs: dict[str, RecordingFile]) -> None:
+        """The call's files in the catalogue, each leg queued for transcription, in the
+        record's transaction; a failure here (a savepoint) never loses the call's record."""
+        if recording is None:
             return  # no recording, or none found on this host
-        recording = RecordingFile(path=Path(stored["path"]), sha256=stored["sha256"],
-                                  size=stored["bytes"])
         try:
-            legs = legs_of(recording)  # before the transaction: it waits for the files
-            with transaction(self.sessions) as session:
+            with session.begin_nested():
                 files = catalogue_call(session, call_id, recording, legs)
                 transcribe_worker.queue_call(session, self.redis, self.settings, files,
                                              self.clock.now())

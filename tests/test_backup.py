@@ -104,8 +104,7 @@ def _source(tmp_path: Path, database_url: str) -> tuple[Settings, str]:
         order_catalogue.seed(session)
         _store(session, ANSWERED, mixed, 57)
         _store(session, SECOND, None, 20)
-        recording = catalogue.fingerprint(mixed, 0)
-        catalogue.catalogue_call(session, ANSWERED, recording, catalogue.legs_of(recording))
+        catalogue.catalogue_call(session, ANSWERED, *catalogue.call_files(mixed))
         order = service.open_order(session, appeal_type="complaint", description="井盖缺失",
                                    channel="phone", actor="受理员", now=NOW)
         service.link_call(session, order.case_number, ANSWERED, actor="受理员",

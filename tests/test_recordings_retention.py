@@ -319,9 +319,7 @@ def _with_legs(settings, sessions, paths) -> dict[str, dict[str, str]]:
                 audio = f"{leg}:{call_id}".encode() * 40
                 mixed.with_name(f"{call_id}-{leg}.wav").write_bytes(audio)
                 sums[call_id][leg] = hashlib.sha256(audio).hexdigest()
-            recording = catalogue.RecordingFile(mixed, _digest(mixed), mixed.stat().st_size)
-            catalogue.catalogue_call(session, call_id, recording,
-                                     catalogue.legs_of(recording))
+            catalogue.catalogue_call(session, call_id, *catalogue.call_files(mixed))
             words = SAID[call_id].split()
             transcripts.store(session, sha256=sums[call_id]["caller"], call_id=call_id,
                               leg="caller", engine="vosk", model="fixture", utterances=[
