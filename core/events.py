@@ -110,14 +110,17 @@ def publish_on_commit(sessions: sessionmaker[Session], bus: EventBus | outbox.St
     relay = outbox.Relay(sessions, stream, clock)
     _RELAYS[sessions] = relay
 
+    # Both hooks also fire when a savepoint (begin_nested) is released or rolled back; the
+    # events stored wait for the whole transaction's end, so those are passed over.
     @orm_event.listens_for(sessions, "after_commit")
     def _relay(session: Session) -> None:
-        if session.info.pop(_STORED, False):
+        if not session.in_nested_transaction() and session.info.pop(_STORED, False):
             relay.after_commit()
 
     @orm_event.listens_for(sessions, "after_rollback")
     def _forget(session: Session) -> None:
-        session.info.pop(_STORED, None)
+        if not session.in_nested_transaction():
+            session.info.pop(_STORED, None)
 
     return relay
 

@@ -91,6 +91,32 @@ def test_events_committed_while_redis_is_away_arrive_once_in_order(
     engine.dispose()
 
 
+def test_events_stored_before_a_savepoint_go_out_at_the_commit_not_at_the_savepoint(
+        server: RedisServer, database_url: str) -> None:
+    """A savepoint released or rolled back inside the transaction (a link racing another
+    desk, a call's recordings failing to file) is not its end: the events stored before it
+    go out when the whole transaction commits, with the relay thread not running."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    bus = _bus(server)
+    publish_on_commit(sessions, bus, FixedClock(NOW))
+    with transaction(sessions) as session:
+        announce(session, _failed(1))
+        with session.begin_nested():
+            pass  # released
+        assert bus.read() == []  # not before the commit
+    with transaction(sessions) as session:
+        announce(session, _failed(2))
+        with pytest.raises(RuntimeError), session.begin_nested():
+            announce(session, _failed(3))
+            raise RuntimeError("rolled back to the savepoint: event 3 goes with it")
+    assert [e["reference"] for _id, e in bus.read()] == ["sv-1", "sv-2"]
+    with sessions() as session:
+        assert backlog(session) == 0
+    engine.dispose()
+
+
 def test_a_relay_that_died_after_its_xadd_doubles_nothing(
         server: RedisServer, tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
