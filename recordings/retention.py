@@ -286,9 +286,12 @@ def _delete_one(sessions: sessionmaker[Session], decided: Decision, recordings_d
         log.warning("retention: call %s: recording %s is not a file in the recordings "
                     "directory; nothing deleted", decided.call_id, decided.path)
         return False
-    checksum, size = sha256_of(path), path.stat().st_size
-    legs = [(leg, found, sha256_of(found), found.stat().st_size)
-            for leg, found in _leg_files(sessions, recordings_dir, path, decided.call_id)]
+    try:
+        checksum, size = sha256_of(path), path.stat().st_size
+        legs = [(leg, found, sha256_of(found), found.stat().st_size)
+                for leg, found in _leg_files(sessions, recordings_dir, path, decided.call_id)]
+    except FileNotFoundError:  # another run claimed and unlinked it while this one read
+        return False
     try:
         with transaction(sessions) as session:
             # checked again under the write lock: a hold placed since the decision wins
@@ -383,14 +386,21 @@ def _finish_claims(sessions: sessionmaker[Session], recordings_dir: Path,
             RecordingDeletion.deleted_at.is_(None))))
     for claim in open_claims:
         path = _inside(recordings_dir, claim.path)
-        # still the file claimed, or gone already (the legs beside it may not be yet)
-        if path is not None and (not path.exists() or (
-                path.is_file() and sha256_of(path) == claim.sha256)):
+        if path is not None and _still_claimed(path, claim.sha256):
             _unlink(recordings_dir, path, claim.call_id)
         with transaction(sessions) as session:
             row = session.get(RecordingDeletion, claim.id)
             if row is not None and row.deleted_at is None:
                 row.deleted_at = now
+
+
+def _still_claimed(path: Path, sha256: str) -> bool:
+    """The file is still the one claimed, or gone already (the legs beside it may not be
+    yet): also when another run unlinks it while this one reads it."""
+    try:
+        return not path.exists() or (path.is_file() and sha256_of(path) == sha256)
+    except FileNotFoundError:
+        return True
 
 
 # --- events and the disk --------------------------------------------------------------------

@@ -153,6 +153,24 @@ def test_two_runs_at_once_delete_each_recording_once(world) -> None:
         assert len(retention.deletions(session)) == 2
 
 
+def test_a_recording_another_run_unlinks_while_this_one_reads_it_is_skipped(
+        world, monkeypatch) -> None:
+    """The other run claimed and unlinked CLOSED's file between this run's look and its
+    checksum (the race of two runs at once, made certain): this run skips it, goes on
+    with LOOSE, and finishes without an error."""
+    settings, sessions, paths = world
+    reading = retention.sha256_of
+
+    def unlinked_first(path: Path) -> str:
+        if path == paths[CLOSED].resolve():
+            path.unlink()
+        return reading(path)
+
+    monkeypatch.setattr(retention, "sha256_of", unlinked_first)
+    outcome = run_retention(sessions, settings, NOW, actor="run")
+    assert (outcome.deleted, outcome.skipped) == ([LOOSE], [CLOSED])
+
+
 def test_an_unfinished_claim_is_finished_by_the_next_run(world) -> None:
     """A run that died after committing its claim and before unlinking the file."""
     settings, sessions, paths = world
