@@ -39,7 +39,7 @@ from agent_desk import feed
 from core import phones
 from core.clock import Clock
 from core.config import Settings
-from core.events import EventBus
+from core.events import EventBus, gather_burst
 from telephony import directory, records, screening
 from tickets import service as orders
 from tickets import workflow
@@ -51,6 +51,7 @@ EVENTS_GROUP = "desk-pop"  # the composer's consumer group on the event stream
 HEARD_TYPES = frozenset({"call.started", "call.ivr_step", "call.queue_joined", "call.ended",
                          "call.agent_ringing"})
 BLOCK_MS = 300  # how long one read waits for new events
+GATHER_SECONDS = 0.1  # after a read that found events, the rest of the burst (gather_burst)
 LIVE_CALLS_KEPT = 5_000  # calls whose caller and IVR steps are remembered
 RECENT_CALLS = 5  # the caller's earlier calls shown, newest first
 RECENT_ORDERS = 5  # ... and their orders
@@ -208,12 +209,15 @@ class ScreenPop:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            before = self.bus.read_up_to.get(EVENTS_GROUP)
             try:
                 await asyncio.to_thread(self.tick, BLOCK_MS)
             except Exception:  # Redis away a moment: try again, never give up
                 log.exception("screen pop: reading the bus failed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
+            if self.bus.read_up_to.get(EVENTS_GROUP) != before:
+                await gather_burst(stop, GATHER_SECONDS)
 
     def tick(self, block_ms: int | None = None) -> list[str]:
         """Handle what the bus has for the group (waiting up to `block_ms` for it); the desk

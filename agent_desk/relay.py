@@ -32,7 +32,7 @@ import socket
 from typing import Any
 
 from agent_desk import feed
-from core.events import EventBus
+from core.events import EventBus, gather_burst
 from core.phones import mask
 from telephony.seats import SEATS_KEY
 from telephony.wallboard import LIVE_CALLS_KEY
@@ -45,6 +45,7 @@ RELAYED_TYPES = frozenset({"seat.changed", "call.agent_connected", "work_order.o
                            "work_order.moved", "call.ended", "speech.keyword", "sip.banned",
                            "speech.live"})
 BLOCK_MS = 1_000  # how long one read waits for events (so a stop is seen within it)
+GATHER_SECONDS = 0.1  # after a read that found events, the rest of the burst (gather_burst)
 SEAT_FIELDS = ("agent", "state", "reason", "since", "queues", "wrap_up_until",
                "wrap_up_extended")
 
@@ -65,11 +66,14 @@ class DeskRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            before = self.bus.read_up_to.get(EVENTS_GROUP)
             try:
                 await asyncio.to_thread(self.relay, BLOCK_MS)
             except Exception:  # Redis away for a moment: the group keeps the events
                 log.exception("desk relay failed; trying again")
                 await asyncio.sleep(1.0)
+            if self.bus.read_up_to.get(EVENTS_GROUP) != before:
+                await gather_burst(stop, GATHER_SECONDS)
 
     def relay(self, block_ms: int | None = None) -> list[str]:
         """Relay what the bus has for the desks (waiting up to `block_ms` for it); the

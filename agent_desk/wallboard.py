@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent_desk import feed
 from core.clock import Clock
 from core.config import Settings
-from core.events import EventBus
+from core.events import EventBus, gather_burst
 from core.phones import mask
 from telephony import wallboard
 from telephony.wallboard import CENTRE
@@ -52,6 +52,9 @@ TICK_SECONDS = 5.0
 # boards at most this often in a burst of events (bench/wallboard_browser.py: p95 <= 300 ms
 # from the AMI event to the page)
 COALESCE_SECONDS = 0.15
+# after a read that found events, the rest of the burst (gather_burst): no longer than
+# COALESCE_SECONDS, so no board comes later for it
+GATHER_SECONDS = COALESCE_SECONDS
 WINDOWS = (("15m", timedelta(minutes=15)), ("1h", timedelta(hours=1)),
            ("24h", timedelta(hours=24)))
 SHIFT = "shift"
@@ -179,6 +182,7 @@ class BoardLoop:
     async def run(self, stop: asyncio.Event) -> None:
         last = 0.0
         while not stop.is_set():
+            before = self._read_up_to
             try:
                 moved = await asyncio.to_thread(self.follow, BLOCK_MS)
                 if moved and time.monotonic() - last < COALESCE_SECONDS:
@@ -195,6 +199,8 @@ class BoardLoop:
             except Exception:  # Redis or the database away for a moment
                 log.exception("wallboard failed; trying again")
                 await asyncio.sleep(1.0)
+            if self._read_up_to != before:
+                await gather_burst(stop, GATHER_SECONDS)
 
     def follow(self, block_ms: int | None = None) -> bool:
         """Read what the bus has; whether any of it moves the board."""
