@@ -91,6 +91,7 @@ CEL_MARK_KEY = "telephony:cel_mark"
 CEL_MARGIN_SECONDS = 60.0
 CEL_TRIM_SECONDS = 3600.0
 BAN_SWEEP_SECONDS = 1.0  # how soon an ended or lifted SIP ban reaches Asterisk
+INTERVALS_GATHER_SECONDS = 0.25  # seat intervals that finish together, stored together
 # The side channel that sends the caller's voice to the live receiver (recordings.live).
 LIVE_CONTEXT = "hotline-live"
 
@@ -653,6 +654,8 @@ class TelephonyService:
     async def _save_intervals(self) -> None:
         try:
             while self._unsaved_intervals:
+                # a call's few seat changes come within a moment: one transaction for them
+                await asyncio.sleep(INTERVALS_GATHER_SECONDS)
                 batch, self._unsaved_intervals = self._unsaved_intervals, []
                 try:
                     await asyncio.to_thread(self._store_intervals, batch)
