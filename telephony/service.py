@@ -576,8 +576,7 @@ class TelephonyService:
 
     async def _finish(self, event: CallEnded) -> None:
         try:
-            _, new = await asyncio.to_thread(self._store_retrying, event.record,
-                                                  event.at)
+            new = await asyncio.to_thread(self._store_retrying, event.record, event.at)
             # stored: the mark may pass it (a failed store keeps it, for the log's rebuild)
             self._storing.pop(event.call_id, None)
             self._save_mark()
@@ -589,42 +588,41 @@ class TelephonyService:
         except Exception:
             log.exception("could not store call %s", event.call_id)
 
-    def _store_retrying(self, record: dict[str, Any], at: float
-                        ) -> tuple[dict[str, Any], bool]:
+    def _store_retrying(self, record: dict[str, Any], at: float) -> bool:
         """`_store`, tried again with back-off while the database is busy or restarting (a
         call's record is never dropped for it); idempotent by call id. A try that failed
         after its record committed (the COMMIT's answer lost) leaves the next try finding
         it stored: it is still this call's first storing, so it is announced (the tickets
-        worker's handling of an announcement is idempotent)."""
+        worker's handling of an announcement is idempotent). Whether it was announced."""
+        recording, legs = None, {}
+        if record.get("recording"):
+            path = host_path(self.settings, record["recording"])
+            if path is not None:  # waits for MixMonitor: once, before any transaction
+                recording, legs = call_files(path)
         failed_before = False
         for attempt in retrying(f"storing call {record.get('call_id')}"):
             with attempt:
                 failed_before = attempt.retry_state.attempt_number > 1
-                stored, new = self._store(record, at, failed_before)
-        return stored, new or failed_before
+                new = self._store(record, at, recording, legs, failed_before)
+        return new or failed_before
 
-    def _store(self, record: dict[str, Any], at: float, retried: bool = False
-               ) -> tuple[dict[str, Any], bool]:
+    def _store(self, record: dict[str, Any], at: float, recording: RecordingFile | None,
+               legs: dict[str, RecordingFile], retried: bool = False) -> bool:
         """The call's record stored once, with the disposition chosen while it was up, and
         its CallEnded announced (the record as stored) when it is new, or on a retry (the
-        outbox and the bus take an event id once); its recordings (the mix and each leg)
-        filed in the catalogue and the legs queued for transcription: all in one
-        transaction, a call's one write."""
-        recording, legs = None, {}
-        if record.get("recording"):
-            path = host_path(self.settings, record["recording"])
-            if path is not None:  # waits for MixMonitor: before the transaction
-                recording, legs = call_files(path)
+        outbox and the bus take an event id once); its recordings (`recording`, the mix,
+        and its `legs`) filed in the catalogue and the legs queued for transcription: all
+        in one transaction, a call's one write. Whether the record is new."""
         with transaction(self.sessions) as session:
             new = records.store_call(session, record, recording, timedelta(
                 hours=self.settings.hotline.repeat_window_hours))
             records.apply_pending_disposition(session, record["call_id"])
-            stored = records.get_call(session, record["call_id"])
             if new or retried:
+                stored = records.get_call(session, record["call_id"])
                 announce(session, CallEnded(call_id=record["call_id"], at=at,
                                             record=stored or record))
                 self._file_recordings(session, record["call_id"], recording, legs)
-        return stored or record, new
+        return new
 
     def _file_recordings(self, session: Session, call_id: str,
                          recording: RecordingFile | None,
