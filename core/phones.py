@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat
@@ -22,6 +23,7 @@ from core.errors import HotlineError
 
 REGION = "CN"
 MAX_SHORT_DIGITS = 6  # 110, 12319, 95598, an extension 8001
+_KEPT_LENGTH = 40  # longer text is no phone number worth remembering
 _SEPARATORS = re.compile(r"[\s\-().\u00a0/]")
 _DIGITS = re.compile(r"\+?[0-9]{3,20}")
 # digits typed on a Chinese keyboard come full-width
@@ -36,17 +38,24 @@ def normalise(text: str) -> str:
     """The stored form of a phone number: E.164, or the digits of a short number."""
     if not isinstance(text, str):
         raise PhoneError("phone: text expected")
-    if len(text) > _CACHED_LENGTH:  # hostile text is not kept
-        return _normalised.__wrapped__(text)
     return _normalised(text)
 
 
-# A call's number is normalised by the IVR, the screen pop, the record and the wallboard:
-# libphonenumber's parse costs ~0.1 ms each, so the answers are kept (errors are not).
-_CACHED_LENGTH = 40
+def _kept(answer: Callable[[str], str]) -> Callable[[str], str]:
+    """`answer`, its answers kept per process for texts as short as a number: a call's
+    number is normalised by the IVR, the screen pop, the record and the wallboard, and
+    libphonenumber's parse costs ~0.1 ms each. Errors are not kept, nor long (hostile)
+    text."""
+    cached = functools.lru_cache(maxsize=8192)(answer)
+
+    @functools.wraps(answer)
+    def kept(text: str) -> str:
+        return cached(text) if len(text) <= _KEPT_LENGTH else answer(text)
+
+    return kept
 
 
-@functools.lru_cache(maxsize=8192)
+@_kept
 def _normalised(text: str) -> str:
     compact = _SEPARATORS.sub("", text.translate(_FULL_WIDTH))
     if compact.startswith("00"):
@@ -80,11 +89,10 @@ def national(stored: str) -> str:
     110; a foreign number with the international prefix, 0016502530000."""
     if not stored.startswith("+"):
         return stored
-    return _national(stored) if len(stored) <= _CACHED_LENGTH else \
-        _national.__wrapped__(stored)
+    return _national(stored)
 
 
-@functools.lru_cache(maxsize=8192)
+@_kept
 def _national(stored: str) -> str:
     number = phonenumbers.parse(stored)
     if number.country_code == phonenumbers.country_code_for_region(REGION):
