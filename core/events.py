@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import json
 import weakref
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
@@ -87,19 +87,28 @@ def announce(session: Session, event: Event) -> None:
 
 def publish(sessions: sessionmaker[Session], event: Event) -> None:
     """Publish an event that describes no stored change (a seat's state, a call's step):
-    appended at once by the relay `publish_on_commit` attached while Redis answers and
-    nothing stored waits before it, else stored alone in a transaction of its own and
-    relayed like every other (Redis away, or no relay in this process)."""
+    `publish_all` of the one event."""
+    publish_all(sessions, [event])
+
+
+def publish_all(sessions: sessionmaker[Session], events: Sequence[Event]) -> None:
+    """Publish events that describe no stored change, in their order: appended at once, in
+    one round trip, by the relay `publish_on_commit` attached while Redis answers and
+    nothing stored waits before them, else stored together in a transaction of their own
+    and relayed like every other (Redis away, or no relay in this process)."""
+    if not events:
+        return
 
     def store() -> None:
         with transaction(sessions) as session:
-            announce(session, event)
+            for event in events:
+                announce(session, event)
 
     relay = _RELAYS.get(sessions)
     if relay is None:
         store()
     else:
-        relay.publish(event.id, event.type, event.as_dict(), store)
+        relay.publish([(event.id, event.type, event.as_dict()) for event in events], store)
 
 
 async def gather_burst(stop: asyncio.Event, seconds: float) -> None:
@@ -151,6 +160,21 @@ if redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
 end
 return false
 """
+# `_PUBLISH_ONCE` for several events in one call (none of a `versioned` type): KEYS[1] the
+# stream, then each event's seen key; ARGV[1] the seconds, then type, id, data per event
+_PUBLISH_ALL_ONCE = """
+local appended = {}
+for i = 2, #KEYS do
+  local at = (i - 2) * 3 + 1
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    appended[i - 1] = redis.call('XADD', KEYS[1], '*', 'type', ARGV[at + 1],
+                                 'id', ARGV[at + 2], 'data', ARGV[at + 3])
+  else
+    appended[i - 1] = false
+  end
+end
+return appended
+"""
 # event type -> the Redis key the bus bumps (INCR) whenever it appends an event of that type
 _VERSIONS: dict[str, str] = {}
 # key -> what this process wants told, at once, when it bumps the key itself
@@ -183,6 +207,7 @@ class EventBus:
     def __init__(self, client: redis.Redis, stream: str = STREAM) -> None:
         self.client, self.stream = client, stream
         self._publish_once = client.register_script(_PUBLISH_ONCE)
+        self._publish_all_once = client.register_script(_PUBLISH_ALL_ONCE)
         self._reading: dict[tuple[str, str], str] = {}  # (group, entry id) -> event id
         # per group, the entries `consume` gave out and `ack` has not acknowledged yet; the
         # (group, consumer)s whose pending list was read empty since (see `consume`)
@@ -207,6 +232,23 @@ class EventBus:
             for follower in list(_BUMPED.get(version, ())):
                 follower.bumped()
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    def append_all(self, items: Sequence[tuple[str, str, dict[str, Any]]]
+                   ) -> list[str | None]:
+        """`append` each of `items` (id, type, payload), in their order, in one round trip
+        (one at a time when one is of a `versioned` type: a key to bump, followers to
+        tell); each one's stream entry id, or None for a repeat."""
+        if any(event_type in _VERSIONS for _id, event_type, _payload in items):
+            return [self.append(*item) for item in items]
+        if not items:
+            return []
+        keys, args = [self.stream], [SEEN_SECONDS]
+        for event_id, event_type, payload in items:
+            keys.append(f"{self.stream}:seen:{event_id}")
+            args += [event_type, event_id,
+                     json.dumps(payload, ensure_ascii=False, separators=(",", ":"))]
+        return [None if entry_id is None else _text(entry_id)
+                for entry_id in self._publish_all_once(keys=keys, args=args)]
 
     def publish(self, event: Event) -> str | None:
         """Append `event` straight to the stream, bypassing the outbox: for tests and

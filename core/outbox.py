@@ -60,6 +60,9 @@ class Stream(Protocol):
     def append(self, event_id: str, event_type: str, payload: dict[str, Any]) -> str | None:
         ...
 
+    def append_all(self, items: Sequence[tuple[str, str, dict[str, Any]]]
+                   ) -> list[str | None]: ...
+
     def trim(self, keep: int) -> int: ...
 
 
@@ -139,15 +142,16 @@ class Relay:
         finally:
             self._lock.release()
 
-    def publish(self, event_id: str, event_type: str, payload: dict[str, Any],
+    def publish(self, items: Sequence[tuple[str, str, dict[str, Any]]],
                 store: Callable[[], None]) -> None:
-        """An event that describes no stored change (a call's step, a seat's state):
-        appended at once while Redis answers and nothing this process stored waits before
-        it, so the AMI loop's events cost a Redis call, not a transaction; otherwise
-        `store`d in the outbox (in a transaction of its own), behind what waits."""
+        """Events that describe no stored change (a call's steps, seats' states), as (id,
+        type, payload): appended at once, all in one round trip, while Redis answers and
+        nothing this process stored waits before them, so the AMI loop's events cost a
+        Redis call a loop turn, not a transaction each; otherwise `store`d in the outbox
+        (in a transaction of their own), behind what waits."""
         if not self.redis_away and self._drained == self._stores:
             try:
-                self.bus.append(event_id, event_type, payload)
+                self.bus.append_all(items)
                 return
             except (redis.RedisError, OSError) as exc:
                 self.redis_away, self._failed_at = True, time.monotonic()

@@ -37,7 +37,7 @@ from core import logs, metrics, phones
 from core.clock import Clock
 from core.config import Settings
 from core.db import retrying, transaction
-from core.events import EventBus, announce, publish
+from core.events import EventBus, announce, publish, publish_all
 from core.live import failing_fast
 from recordings import live, transcribe_worker
 from recordings.catalogue import RecordingFile, call_files, catalogue_call, host_path
@@ -138,6 +138,11 @@ class TelephonyService:
         self._bans_applied: frozenset[str] | None = None
         self._bans_changed = asyncio.Event()
         self._redis_away = False  # live state writes failing: warned once
+        # what the AMI loop emitted in this turn of the event loop, written out together
+        # when the turn ends (`_flush_turn`): live-state writes, then the events
+        self._turn_writes: Any = None  # a Redis pipeline
+        self._turn_events: list[DomainEvent] = []
+        self._turn_end: asyncio.Handle | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set."""
@@ -207,6 +212,7 @@ class TelephonyService:
                      "Asterisk's channel event log", len(gap))
         for event in self.tracker.resync(channels, now):
             self._emit(event)
+        self._flush_turn()  # out before the live calls are rebuilt below
         snapshot, wanted = await asyncio.to_thread(self._directory_and_logins)
         self.board.wrapup_seconds = {q.name: q.wrapup_seconds for q in snapshot.queues}
         answer = await client.action({"Action": "QueueStatus"}, timeout=10, as_list=True)
@@ -215,6 +221,7 @@ class TelephonyService:
         await asyncio.to_thread(self._rebuild_live_calls, waiting, now)
         for event in self.board.resync(members, now):
             self._emit(event)
+        self._flush_turn()
         for seat in list(self.board.seats.values()):  # an extension a restart stopped timing
             if seat.paused and seat.pause_reason == seats.WRAP_UP_PAUSE_REASON:
                 until = seat.wrap_up_until or now
@@ -236,14 +243,15 @@ class TelephonyService:
 
     # ------------------------------------------------------------------ the gap (CEL)
 
-    def _save_mark(self, now: float | None = None) -> None:
+    def _save_mark(self, now: float | None = None, client: Any = None) -> None:
         """Persist the high-water mark: the start of the oldest call not yet stored, else
-        the last event seen (else `now`, right after a resync found nothing open)."""
+        the last event seen (else `now`, right after a resync found nothing open); on
+        `client` when given (the loop turn's writes)."""
         starts = [c.started_at for c in self.tracker.calls.values()]
         starts += list(self._storing.values())
         mark = min(starts) if starts else (self._last_event_at or now)
         if mark is not None:
-            self._live(self.live.set, CEL_MARK_KEY, repr(mark))
+            self._live((client or self.live).set, CEL_MARK_KEY, repr(mark))
 
     def _ended_in_gap(self, up: set[str], now: float) -> list[LiveCall]:
         """The calls Asterisk's channel event log shows ended since the mark that are not
@@ -328,20 +336,20 @@ class TelephonyService:
                 call.connected_at))
         wallboard.replace_live_calls(self.redis, live)
 
-    def _live_call_moved(self, event: DomainEvent) -> None:
+    def _live_call_moved(self, client: Any, event: DomainEvent) -> None:
         """Keep the wallboard's live calls as the call moves (before the event is out)."""
         call = self.tracker.calls.get(getattr(event, "call_id", ""))
         if isinstance(event, QueueJoined) and call is not None and call.direction == "inbound":
-            wallboard.put_live_call(self.live, wallboard.LiveCall(
+            wallboard.put_live_call(client, wallboard.LiveCall(
                 call.call_id, event.queue, call.caller_number, event.at))
         elif isinstance(event, AgentConnected) and call is not None and call.queue_joined_at:
-            wallboard.put_live_call(self.live, wallboard.LiveCall(
+            wallboard.put_live_call(client, wallboard.LiveCall(
                 call.call_id, call.queue or event.queue, call.caller_number,
                 call.queue_joined_at, event.agent, event.at))
             metrics.QUEUE_WAIT.labels(queue=call.queue or event.queue, outcome="answered"
                                       ).observe(max(0.0, event.at - call.queue_joined_at))
         elif isinstance(event, CallAbandoned):
-            wallboard.drop_live_call(self.live, event.call_id)
+            wallboard.drop_live_call(client, event.call_id)
             metrics.QUEUE_WAIT.labels(queue=event.queue, outcome="abandoned"
                                       ).observe(max(0.0, event.wait_seconds))
 
@@ -528,26 +536,51 @@ class TelephonyService:
         task.add_done_callback(self._pending.discard)
 
     def _emit(self, event: DomainEvent) -> None:
-        self._live(self._live_call_moved, event)
-        if isinstance(event, QueueJoined) and self.settings.speech.live and (
-                self.settings.speech.model_path is not None):
-            self._spawn(self._tap_live_audio(event.call_id))
+        """Follow a domain event the AMI loop made: its live state written and the event
+        published with the rest of this loop turn's (`_flush_turn`); a call's end stored."""
         if isinstance(event, CallEnded):
-            # Storing waits for the recording to be closed: off the event loop.
+            # what came before it goes out first; storing waits for the recording to be
+            # closed: off the event loop
+            self._flush_turn()
             self._storing[event.call_id] = event.record.get("started_at") or event.at
             self._spawn(self._finish(event))
             return
+        writes = self._turn_writes
+        if writes is None:
+            writes = self._turn_writes = self.live.pipeline(transaction=False)
+        self._live_call_moved(writes, event)
+        if isinstance(event, QueueJoined) and self.settings.speech.live and (
+                self.settings.speech.model_path is not None):
+            self._spawn(self._tap_live_audio(event.call_id))
         if isinstance(event, CallStarted):
-            self._save_mark()
+            self._save_mark(client=writes)
         if isinstance(event, SeatChanged):
             seat = self.board.seat(event.agent)
-            self._live(self.live.hset, seats.SEATS_KEY, event.agent,
-                       json.dumps(seat.as_dict()))
+            writes.hset(seats.SEATS_KEY, event.agent, json.dumps(seat.as_dict()))
             if event.state == seats.WRAP_UP and seat.wrap_up_until is not None:
                 asyncio.get_running_loop().call_later(
                     max(0.0, seat.wrap_up_until - self.clock.time()), self._end_wrap_up,
                     event.agent, seat.wrap_up_until)
-        publish(self.sessions, event)  # straight out, or kept in the outbox while Redis is away
+        self._turn_events.append(event)
+        if self._turn_end is None:
+            try:
+                self._turn_end = asyncio.get_running_loop().call_soon(self._flush_turn)
+            except RuntimeError:  # no loop (a caller outside the service's): at once
+                self._flush_turn()
+
+    def _flush_turn(self) -> None:
+        """Write out what this loop turn emitted: the live state first (a consumer reading
+        it for an event finds it written), then the events (straight out, or kept in the
+        outbox while Redis is away): a round trip each, where each event had two or three
+        (an AMI read brings several events; a call makes ~13)."""
+        if self._turn_end is not None:
+            self._turn_end.cancel()
+            self._turn_end = None
+        writes, events = self._turn_writes, self._turn_events
+        self._turn_writes, self._turn_events = None, []
+        if writes is not None and len(writes):
+            self._live(writes.execute)
+        publish_all(self.sessions, events)
 
     def _live(self, write: Callable[..., Any], *args: Any) -> None:
         """A write of live state (the wallboard's calls, the seat board) to Redis: while

@@ -37,6 +37,9 @@ class Recorder:
         self.published.append(f"{event_type}:{payload.get('action', '')}")
         return "0-1"
 
+    def append_all(self, items: list[tuple[str, str, dict[str, Any]]]) -> list[str | None]:
+        return [self.append(*item) for item in items]
+
     def trim(self, keep: int) -> int:
         return 0
 

@@ -274,6 +274,42 @@ def test_events_of_no_stored_change_go_straight_out_or_wait_behind_stored_ones(
     engine.dispose()
 
 
+def test_a_loop_turns_events_go_out_in_one_round_trip_in_order_each_once(
+        server: RedisServer, tmp_path: Path) -> None:
+    """publish_all: the AMI loop's events of one turn. One command reaches Redis for all
+    of them (counted by Redis itself), they keep their order, an id already published
+    (before, or twice in the batch) is in the stream once; with Redis away they wait in
+    the outbox, in order, and the relay brings them out once."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'h.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    bus = _bus(server)
+    relay = publish_on_commit(sessions, bus, FixedClock(NOW))
+    publish(sessions, _failed(2))
+    counter = redis.Redis.from_url(server.url)
+
+    def calls() -> dict[str, int]:  # what Redis ran, by command (a script's own included)
+        return {name.removeprefix("cmdstat_"): int(stats["calls"])
+                for name, stats in counter.info("commandstats").items()}
+
+    before = calls()
+    events.publish_all(sessions, [_failed(1), _failed(2), _failed(3), _failed(1), _failed(4)])
+    after = calls()
+    assert {name: n - before.get(name, 0) for name, n in after.items()
+            if n != before.get(name, 0)} == {"evalsha": 1, "set": 5, "xadd": 3, "info": 1}
+    assert [e["reference"] for _id, e in bus.read()] == ["sv-2", "sv-1", "sv-3", "sv-4"]
+    server.stop()
+    events.publish_all(sessions, [_failed(5), _failed(6)])  # kept, in order
+    with sessions() as session:
+        assert list(session.scalars(select(OutboxEvent.event_id).order_by(
+            OutboxEvent.seq))) == [_failed(5).id, _failed(6).id]
+    server.start()
+    assert relay.relay_pending() == 2
+    assert [e["reference"] for _id, e in bus.read()] == [
+        "sv-2", "sv-1", "sv-3", "sv-4", "sv-5", "sv-6"]
+    engine.dispose()
+
+
 def test_a_committing_thread_never_waits_for_another_writers_lock(
         server: RedisServer, tmp_path: Path) -> None:
     """On SQLite, a commit's relay (`after_commit`) meets a writer holding the lock (which
