@@ -251,7 +251,9 @@ class TelephonyService:
         starts += list(self._storing.values())
         mark = min(starts) if starts else (self._last_event_at or now)
         if mark is not None:
-            self._live((client or self.live).set, CEL_MARK_KEY, repr(mark))
+            # (a pipeline with nothing in it yet is falsy: not `client or self.live`)
+            self._live((self.live if client is None else client).set, CEL_MARK_KEY,
+                       repr(mark))
 
     def _ended_in_gap(self, up: set[str], now: float) -> list[LiveCall]:
         """The calls Asterisk's channel event log shows ended since the mark that are not
