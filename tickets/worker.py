@@ -59,13 +59,14 @@ class TicketsWorker:
         loop = asyncio.get_running_loop()
         while not stop.is_set():
             jobs = [self.survey_outcomes, self.dial_surveys, self.expire_sms,
-                    self.deliver_webhooks, self.fold_rollups]
+                    self.deliver_webhooks]
             if loop.time() - last_sweep >= DEADLINE_EVERY:
                 jobs.append(self.sweep_deadlines)
                 last_sweep = loop.time()
             if loop.time() - last_links >= PENDING_EVERY:
                 jobs.append(self.resolve_pending_calls)
                 last_links = loop.time()
+            jobs.append(self.fold_rollups)  # last: the tick's own moves (escalations) too
             for job in jobs:
                 try:  # the database restarting: backs off and finishes the job when it's back
                     await run_retrying(job, f"tickets job {job.__name__}", stop)
