@@ -77,26 +77,45 @@ class DeskRelay:
 
     def relay(self, block_ms: int | None = None) -> list[str]:
         """Relay what the bus has for the desks (waiting up to `block_ms` for it); the
-        desk feed ids written. Each event is acknowledged once relayed."""
-        written = []
+        desk feed ids written. The batch's live states are read in one round trip, its
+        entries written in another, and its events acknowledged once written (if the writing
+        fails, they are all read again)."""
         relayed: list[str] = []
-        try:
-            for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer,
-                                                    block_ms=block_ms, types=RELAYED_TYPES):
-                made = self.entry_for(event)
-                if made is not None:
-                    agent, kind, data = made
-                    written.append(feed.publish(self.bus.client, agent, kind, data))
-                relayed.append(entry_id)
-        finally:  # what was relayed, in one round trip (one that failed is read again)
-            self.bus.ack(EVENTS_GROUP, *relayed)
+        events: list[dict[str, Any]] = []
+        for entry_id, event in self.bus.consume(EVENTS_GROUP, self.consumer,
+                                                block_ms=block_ms, types=RELAYED_TYPES):
+            relayed.append(entry_id)
+            events.append(event)
+        live = self._live_of(events)
+        entries = [made for event in events if (made := self.entry_for(event, live))]
+        written = feed.publish_all(self.bus.client, entries)
+        self.bus.ack(EVENTS_GROUP, *relayed)
         return written
 
-    def entry_for(self, event: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
-        """(agent, kind, data) of the desk entry an event makes, or None."""
+    def _live_of(self, events: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+        """The live states the events' entries show, read at once: {(hash, field): raw}."""
+        wanted = {SEATS_KEY: sorted({str(e["agent"]) for e in events
+                                     if e.get("type") == "seat.changed" and e.get("agent")}),
+                  LIVE_CALLS_KEY: sorted({str(e["call_id"]) for e in events
+                                          if e.get("type") == "speech.live" and e.get("call_id")})}
+        wanted = {key: fields for key, fields in wanted.items() if fields}
+        if not wanted:
+            return {}
+        with self.bus.client.pipeline(transaction=False) as pipe:
+            for key, fields in wanted.items():
+                pipe.hmget(key, fields)
+            answers = pipe.execute()
+        return {(key, field): raw for (key, fields), got in zip(wanted.items(), answers,
+                                                                 strict=True)
+                for field, raw in zip(fields, got, strict=True)}
+
+    def entry_for(self, event: dict[str, Any], live: dict[tuple[str, str], Any] | None = None
+                  ) -> tuple[str, str, dict[str, Any]] | None:
+        """(agent, kind, data) of the desk entry an event makes, or None. `live`: the live
+        states read for its batch (`_live_of`); without it they are read now."""
         kind = event.get("type")
         if kind == "seat.changed" and event.get("agent"):
-            return str(event["agent"]), "seat", self.seat_state(event)
+            return str(event["agent"]), "seat", self.seat_state(event, live)
         if kind == "call.agent_connected" and event.get("agent"):
             return str(event["agent"]), "call", {
                 "call_id": event.get("call_id", ""), "event": "connected",
@@ -140,13 +159,14 @@ class DeskRelay:
                           "threshold": event.get("failures"), "until": event.get("until"),
                           "reason": event.get("reason", "")}}
         if kind == "speech.live" and event.get("call_id"):
-            return self.live_transcript(event)
+            return self.live_transcript(event, live)
         return None
 
-    def live_transcript(self, event: dict[str, Any]) -> tuple[str, str, dict[str, Any]] | None:
+    def live_transcript(self, event: dict[str, Any], live: dict[tuple[str, str], Any] | None = None
+                        ) -> tuple[str, str, dict[str, Any]] | None:
         """The caller's words heard live (speech.live) for the desk of the agent talking to
         them now (the telephony service's live calls); None while nobody has answered."""
-        raw = self.bus.client.hget(LIVE_CALLS_KEY, str(event["call_id"]))
+        raw = self._live(live, LIVE_CALLS_KEY, str(event["call_id"]))
         try:
             agent = json.loads(raw).get("agent") if raw else None
         except (ValueError, AttributeError):
@@ -158,16 +178,22 @@ class DeskRelay:
             "final": bool(event.get("final")), "text": event.get("text", ""),
             "at": event.get("at")}
 
-    def seat_state(self, event: dict[str, Any]) -> dict[str, Any]:
+    def seat_state(self, event: dict[str, Any], live: dict[tuple[str, str], Any] | None = None
+                   ) -> dict[str, Any]:
         """The seat as the telephony service keeps it now (it writes the live state before
         it publishes the change); from the event itself if it keeps none."""
-        raw = self.bus.client.hget(SEATS_KEY, str(event["agent"]))
+        raw = self._live(live, SEATS_KEY, str(event["agent"]))
         try:
-            live = json.loads(raw) if raw else None
+            seat = json.loads(raw) if raw else None
         except ValueError:
-            live = None
-        if not isinstance(live, dict):
-            live = {"agent": event["agent"], "state": event.get("state", ""),
+            seat = None
+        if not isinstance(seat, dict):
+            seat = {"agent": event["agent"], "state": event.get("state", ""),
                     "reason": event.get("reason", ""), "since": event.get("at"),
                     "queues": []}
-        return {key: live[key] for key in SEAT_FIELDS if key in live}
+        return {key: seat[key] for key in SEAT_FIELDS if key in seat}
+
+    def _live(self, live: dict[tuple[str, str], Any] | None, key: str, field: str) -> Any:
+        if live is not None and (key, field) in live:
+            return live[key, field]
+        return self.bus.client.hget(key, field)

@@ -391,6 +391,86 @@ def test_the_relay_turns_telephony_events_into_desk_entries() -> None:
         client.close()
 
 
+def test_the_relay_reads_and_writes_a_batch_in_a_few_round_trips(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A batch of bus events costs the relay the same few round trips whatever its size:
+    the reads (unacked, new, the handled marks), the skipped ones acknowledged, the live
+    states its entries show in one, its entries written in one, the batch acknowledged in
+    one (each event used to cost a read of the live state and a write). If the writing
+    fails, nothing is acknowledged and the next relay writes every entry."""
+    import redis as redis_client
+
+    from core.events import EventBus
+    from telephony.seats import SEATS_KEY
+    from telephony.wallboard import LIVE_CALLS_KEY
+    from tests.conftest import REDIS_SERVER_URL
+
+    client = redis_client.Redis.from_url(REDIS_SERVER_URL)
+    bus = EventBus(client, stream=f"test-relay-{time.monotonic_ns()}")
+    relay = DeskRelay(bus)
+    call_id = f"batch-{time.monotonic_ns()}"
+    try:
+        client.hset(SEATS_KEY, mapping={
+            "7993": json.dumps({"agent": "7993", "state": "talking", "reason": "",
+                                "since": 10.0, "queues": ["intake"]}),
+            "7994": json.dumps({"agent": "7994", "state": "paused", "reason": "meal",
+                                "since": 20.0, "queues": []})})
+        client.hset(LIVE_CALLS_KEY, call_id, json.dumps({"agent": "7993"}))
+        sent = [("seat.changed", {"agent": "7993", "state": "ringing", "at": 9.0}),
+                ("call.agent_connected", {"call_id": call_id, "agent": "7993",
+                                          "queue": "intake", "wait_seconds": 2.0, "at": 9.5}),
+                ("call.queue_joined", {"call_id": call_id, "queue": "intake"}),  # skipped
+                ("seat.changed", {"agent": "7993", "state": "talking", "at": 10.0}),
+                ("speech.live", {"call_id": call_id, "utterance": 1, "final": True,
+                                 "text": "路灯坏了", "at": 11.0}),
+                ("seat.changed", {"agent": "7994", "state": "paused", "at": 20.0})]
+        for n, (kind, payload) in enumerate(sent):
+            bus.append(f"{call_id}-{n}", kind, {"type": kind, **payload})
+        talking = ("7993", "seat", {"agent": "7993", "state": "talking", "reason": "",
+                                    "since": 10.0, "queues": ["intake"]})
+        expected = [talking,
+                    ("7993", "call", {"call_id": call_id, "event": "connected",
+                                      "queue": "intake", "wait_seconds": 2.0, "at": 9.5}),
+                    talking,  # both seat entries show the seat as it is now
+                    ("7993", "live", {"call_id": call_id, "utterance": 1, "final": True,
+                                      "text": "路灯坏了", "at": 11.0}),
+                    ("7994", "seat", {"agent": "7994", "state": "paused", "reason": "meal",
+                                      "since": 20.0, "queues": []})]
+
+        def entries(ids: list[str]) -> list[tuple[str, str, dict[str, Any]]]:
+            return [(f[b"agent"].decode(), f[b"kind"].decode(), json.loads(f[b"data"]))
+                    for i in ids for _id, f in client.xrange(feed.DESK_STREAM, i, i)]
+
+        real_publish_all = feed.publish_all
+        monkeypatch.setattr(feed, "publish_all", lambda *_args: (_ for _ in ()).throw(
+            redis_client.ConnectionError("Redis went away")))
+        with pytest.raises(redis_client.ConnectionError):
+            relay.relay(block_ms=100)
+        monkeypatch.setattr(feed, "publish_all", real_publish_all)
+        pool = client.connection_pool
+        round_trips = 0
+        get_connection = pool.get_connection
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal round_trips
+            round_trips += 1
+            return get_connection(*args, **kwargs)
+        monkeypatch.setattr(pool, "get_connection", counted)
+        written = relay.relay(block_ms=100)
+        monkeypatch.setattr(pool, "get_connection", get_connection)
+        assert entries(written) == expected  # nothing lost to the failed write
+        # the unacked read (the failed relay's five), the new read, the handled marks, the
+        # live states, the writes, the ack (the skipped one the failed relay acknowledged)
+        assert round_trips == 6
+        assert client.xpending(bus.stream, "desk-relay")["pending"] == 0
+        assert relay.relay(block_ms=100) == []  # each relayed once
+    finally:
+        client.hdel(SEATS_KEY, "7993", "7994")
+        client.hdel(LIVE_CALLS_KEY, call_id)
+        for key in client.scan_iter(f"{bus.stream}*"):
+            client.delete(key)
+        client.close()
+
+
 def test_the_callers_words_heard_live_show_on_the_call_panel(centre: Centre,
                                                              desks: Any) -> None:
     """desk:live (the relay's entry of speech.live) on the screen pop of the call on show:
