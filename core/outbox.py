@@ -193,9 +193,8 @@ class Relay:
         None) when another process's relay is at work."""
         if not self._one_relay(session, wait):
             return 0, None
-        rows = self._waiting(session)
+        seqs, rows = self._waiting(session)
         appended = self._append(rows)
-        seqs = [row.seq for row in rows]
         if seqs:
             session.execute(update(OutboxEvent).where(OutboxEvent.seq.in_(seqs))
                             .values(relayed_at=self.clock.now()))
@@ -216,21 +215,24 @@ class Relay:
         self._wake.set()
         return False
 
-    @staticmethod
-    def _waiting(session: Session) -> Sequence[Row[Any]]:
-        return session.execute(
+    def _waiting(self, session: Session) -> tuple[list[int], Sequence[Row[Any]]]:
+        """The oldest waiting rows' seqs, and the rows no committing thread appended yet
+        (those in `_unstamped` wait only for their stamp: their payloads are not read
+        again, at every commit, until the relay thread stamps them)."""
+        seqs = list(session.scalars(select(OutboxEvent.seq)
+                                    .where(OutboxEvent.relayed_at.is_(None))
+                                    .order_by(OutboxEvent.seq).limit(BATCH)))
+        fresh = [seq for seq in seqs if seq not in self._unstamped]
+        rows = session.execute(
             select(OutboxEvent.seq, OutboxEvent.event_id, OutboxEvent.type,
                    OutboxEvent.payload)
-            .where(OutboxEvent.relayed_at.is_(None))
-            .order_by(OutboxEvent.seq).limit(BATCH)).all()
+            .where(OutboxEvent.seq.in_(fresh)).order_by(OutboxEvent.seq)).all() if fresh else []
+        return seqs, rows
 
     def _append(self, rows: Sequence[Row[Any]]) -> int:
-        """Append, in their order, the rows no committing thread appended already."""
-        appended = 0
-        for seq, event_id, event_type, payload in rows:
-            if seq not in self._unstamped and self.bus.append(
-                    event_id, event_type, payload) is not None:
-                appended += 1
+        """Append the rows in their order, in one round trip; how many were new to the bus."""
+        appended = sum(entry_id is not None for entry_id in self.bus.append_all(
+            [(event_id, event_type, payload) for _seq, event_id, event_type, payload in rows]))
         self.relayed += appended
         return appended
 
@@ -240,10 +242,10 @@ class Relay:
         with self.sessions() as session:
             if not self._one_relay(session, wait=False):
                 return 0, False, False
-            rows = self._waiting(session)
+            seqs, rows = self._waiting(session)
             appended = self._append(rows)  # under the lock, as the thread's relay
         self._unstamped.update(row.seq for row in rows)
-        if len(rows) == BATCH:  # a batch of rows waits: the thread stamps them, then goes on
+        if len(seqs) == BATCH:  # a batch of rows waits: the thread stamps them, then goes on
             self._wake.set()
             return appended, False, False
         return appended, False, True

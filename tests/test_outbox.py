@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -410,6 +411,42 @@ def test_while_the_relay_thread_runs_a_commit_appends_at_once_and_the_thread_sta
     assert again.relay_pending() == 0  # already in the stream: stamped, not appended
     assert waiting() == 0
     assert len(bus.read(count=1000)) == 42
+    engine.dispose()
+
+
+def test_a_commits_relay_reads_only_the_rows_no_commit_appended_yet(
+        server: RedisServer, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both databases: rows a commit appended wait for the relay thread's stamp (once a
+    second in the centre); the next commits' relays pass over them by their seq and read
+    (and decode) only their own rows, where each read every waiting row's payload again
+    (a call's record in its CallEnded: at 8 calls/s, a second's worth at every commit).
+    Every event still reaches the stream once, in commit order, and is stamped later."""
+    monkeypatch.setattr("core.outbox.POLL_SECONDS", 3600.0)  # the thread stamps when woken
+    engine, sessions, bus, relay = _relay_thread_running(server, database_url)
+    read_by_commit: list[list[str]] = []
+    waiting_rows = relay._waiting
+
+    def spied(session: Session) -> tuple[list[int], Any]:
+        seqs, rows = waiting_rows(session)
+        read_by_commit.append([row.event_id for row in rows])
+        return seqs, rows
+    monkeypatch.setattr(relay, "_waiting", spied)
+    try:
+        for n in range(1, 6):
+            with transaction(sessions) as session:
+                announce(session, _failed(n))
+        assert read_by_commit == [[_failed(n).id] for n in range(1, 6)]
+        assert [e["reference"] for _id, e in bus.read()] == [f"sv-{n}" for n in range(1, 6)]
+        assert _backlog(sessions) == 5  # appended, not yet stamped
+        relay._wake.set()
+        deadline = time.monotonic() + 10
+        while _backlog(sessions):
+            assert time.monotonic() < deadline, "the thread never stamped the rows"
+            time.sleep(0.05)
+        assert read_by_commit[5:] == []  # the thread stamped them by their seqs alone
+        assert len(bus.read()) == 5
+    finally:
+        relay.stop()
     engine.dispose()
 
 
