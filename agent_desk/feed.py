@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 DESK_STREAM = "hotline:desk"
 EVERY_DESK = "*"
@@ -43,8 +44,13 @@ def publish_all(client: redis.Redis,
         return []
     with client.pipeline(transaction=False) as pipe:
         for entry in entries:
-            pipe.xadd(DESK_STREAM, _fields(*entry), maxlen=MAXLEN, approximate=True)
+            add_to(pipe, *entry)
         return [_text(entry_id) for entry_id in pipe.execute()]
+
+
+def add_to(pipe: Pipeline, agent: str, kind: str, data: dict[str, Any] | str) -> None:
+    """`publish` as one command of the caller's pipeline (its id in the pipeline's answers)."""
+    pipe.xadd(DESK_STREAM, _fields(agent, kind, data), maxlen=MAXLEN, approximate=True)
 
 
 def _fields(agent: str, kind: str, data: dict[str, Any] | str) -> dict[str, str]:

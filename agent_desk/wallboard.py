@@ -225,17 +225,18 @@ class BoardLoop:
             board = compose(session, self.bus.client, self.settings, self.clock.now(),
                             self.cache)
         text = json.dumps(board, ensure_ascii=False)  # once, for the feed and the latest
-        feed.publish(self.bus.client, BOARD, BOARD, text)
-        self.published += 1
         raised = {alert["key"]: alert for alert in board["alerts"]}
         with self.bus.client.pipeline(transaction=True) as kept:
-            # what a board page starts from (latest_board: this board, and the bus entry
-            # it covers, together), and the desks' notices panel (desk/notices.js)
+            # the board to the open boards; what a board page starts from (latest_board:
+            # this board, and the bus entry it covers, together), and the desks' notices
+            # panel (desk/notices.js): one round trip
+            feed.add_to(kept, BOARD, BOARD, text)
             kept.set(LATEST_KEY, text)
             kept.set(COVERS_KEY, json.dumps({"stream": self.bus.stream, "id": read_up_to}))
             kept.set(ALERTS_KEY, json.dumps(
                 {"at": board["at"], "alerts": board["alerts"]}, ensure_ascii=False))
             kept.execute()
+        self.published += 1
         self._covered = read_up_to
         for key, alert in raised.items():
             if key not in self._alerted:  # a new alert: to supervisors' desks once

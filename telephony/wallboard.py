@@ -100,16 +100,30 @@ def replace_live_calls(client: redis.Redis, calls: list[LiveCall]) -> None:
 
 
 def seats_now(client: redis.Redis) -> list[dict[str, Any]]:
-    """Every agent's live seat as the telephony service keeps it (seats.SEATS_KEY)."""
+    """Every agent's live seat as the telephony service keeps it (seats.SEATS_KEY), not to
+    be changed: a seat's text read before gives the same dict (a board a few times a
+    second reads every seat, most of them as they were)."""
     found = []
     for raw in client.hvals(seats.SEATS_KEY):
-        try:
-            seat = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(seat, dict) and seat.get("agent"):
+        seat = _SEATS_READ.get(raw, _UNREAD)
+        if seat is _UNREAD:
+            try:
+                seat = json.loads(raw)
+            except ValueError:
+                seat = None
+            if not (isinstance(seat, dict) and seat.get("agent")):
+                seat = None
+            if len(_SEATS_READ) >= SEATS_READ_KEPT:
+                _SEATS_READ.clear()
+            _SEATS_READ[raw] = seat
+        if seat is not None:
             found.append(seat)
     return sorted(found, key=lambda seat: str(seat["agent"]))
+
+
+SEATS_READ_KEPT = 4_096  # seat texts whose dicts seats_now keeps
+_SEATS_READ: dict[bytes | str, Any] = {}
+_UNREAD = object()
 
 
 @dataclass(frozen=True)

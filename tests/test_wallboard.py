@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -262,6 +263,33 @@ def test_the_board_with_live_calls_seats_and_alerts(world, client: redis.Redis) 
          "threshold": 60},
         {"key": "paused:8102", "kind": "paused", "agent": "8102", "reason": "meal",
          "value": 1200.0, "threshold": 900}]
+
+
+def test_seats_read_again_are_parsed_only_when_their_text_changed(
+        client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A board a few times a second reads every seat; a seat's text read before is not
+    parsed again, one that changed is, and bad text is skipped every time."""
+    parsed: list[str] = []
+    real_loads = json.loads
+
+    def counted(text: Any) -> Any:
+        parsed.append(text.decode() if isinstance(text, bytes) else text)
+        return real_loads(text)
+    monkeypatch.setattr(wallboard.json, "loads", counted)
+    monkeypatch.setattr(wallboard, "_SEATS_READ", {})
+    ready = json.dumps({"agent": "8201", "state": "ready", "since": 1.0, "queues": []})
+    client.delete(SEATS_KEY)
+    client.hset(SEATS_KEY, mapping={"8201": ready, "8202": "{not json",
+                                    "8203": json.dumps({"state": "ready"})})  # no agent
+    first = wallboard.seats_now(client)
+    again = wallboard.seats_now(client)
+    assert [s["state"] for s in first] == ["ready"] and again == first
+    assert sorted(parsed) == sorted([ready, "{not json", '{"state": "ready"}'])
+    client.hset(SEATS_KEY, "8201", json.dumps({"agent": "8201", "state": "talking",
+                                               "since": 2.0, "queues": []}))
+    assert [s["state"] for s in wallboard.seats_now(client)] == ["talking"]
+    assert len(parsed) == 4  # the changed seat only
+    client.delete(SEATS_KEY)
 
 
 def test_the_loop_publishes_the_board_and_each_new_alert_once(world, client: redis.Redis
