@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import delete, func, select, text, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core import phones
-from core.db import page_total, relocate_paths
+from core.db import insert_for, page_total, relocate_paths
 from core.errors import HotlineError, NotFound
 from core.events import EventBus
 from recordings.catalogue import RecordingFile
@@ -43,36 +44,43 @@ def store_call(session: Session, record: dict[str, Any],
                repeat_window: timedelta = rollups.DEFAULT_REPEAT_WINDOW) -> bool:
     """Insert the record, with its repeat-caller flag and its hour's rollup (in this
     transaction: never one without the other); False (and nothing written) if this call is
-    stored already."""
-    if session.scalar(select(CallRecord.id).where(CallRecord.call_id == record["call_id"])):
+    stored already, by an earlier try or by a concurrent writer (one statement, no ORM
+    unit of work: a record is stored at every call's end)."""
+    row = {
+        "call_id": record["call_id"], "direction": record.get("direction", "inbound"),
+        "purpose": record.get("purpose", ""), "caller_number": record["caller_number"],
+        "citizen_number": phones.normalise_or_empty(record.get("citizen_number")
+                                                    or record["caller_number"]),
+        "caller_name": record["caller_name"], "entry_number": record["entry_number"],
+        "started_at": _when(record["started_at"]), "ended_at": _when(record["ended_at"]),
+        "duration_seconds": record["duration_seconds"], "outcome": record["outcome"],
+        "queue": record["queue"], "queue_position": record["queue_position"],
+        "wait_seconds": record["wait_seconds"], "short_abandon": record["short_abandon"],
+        "agent": record["agent"], "connected_at": _when(record["connected_at"]),
+        "talk_seconds": record["talk_seconds"], "hold_seconds": record["hold_seconds"],
+        "hangup_by": record.get("hangup_by", ""), "hangup_cause": record["hangup_cause"],
+        "hangup_cause_text": record["hangup_cause_text"],
+        "recording_path": str(recording.path) if recording else record.get("recording"),
+        "recording_sha256": recording.sha256 if recording else None,
+        "recording_bytes": recording.size if recording else None,
+        "incomplete": record["incomplete"],
+        "details": {key: record[key] for key in _DETAIL_KEYS},
+    }
+    row_id = session.scalar(_insert_call(session.get_bind().dialect.name), row)
+    if row_id is None:
         return False
-    row = CallRecord(
-        call_id=record["call_id"], direction=record.get("direction", "inbound"),
-        purpose=record.get("purpose", ""), caller_number=record["caller_number"],
-        citizen_number=phones.normalise_or_empty(record.get("citizen_number")
-                                                 or record["caller_number"]),
-        caller_name=record["caller_name"], entry_number=record["entry_number"],
-        started_at=_when(record["started_at"]), ended_at=_when(record["ended_at"]),
-        duration_seconds=record["duration_seconds"], outcome=record["outcome"],
-        queue=record["queue"], queue_position=record["queue_position"],
-        wait_seconds=record["wait_seconds"], short_abandon=record["short_abandon"],
-        agent=record["agent"], connected_at=_when(record["connected_at"]),
-        talk_seconds=record["talk_seconds"], hold_seconds=record["hold_seconds"],
-        hangup_by=record.get("hangup_by", ""), hangup_cause=record["hangup_cause"],
-        hangup_cause_text=record["hangup_cause_text"],
-        recording_path=str(recording.path) if recording else record.get("recording"),
-        recording_sha256=recording.sha256 if recording else None,
-        recording_bytes=recording.size if recording else None,
-        incomplete=record["incomplete"],
-        details={key: record[key] for key in _DETAIL_KEYS},
-    )
-    try:
-        with session.begin_nested():  # a concurrent writer may win the unique call_id
-            session.info[rollups.REPEAT_WINDOW_KEY] = repeat_window
-            session.add(row)  # flushed here, with its flag and rollup (telephony.rollups)
-    except IntegrityError:
-        return False
+    rollups.call_stored(session.connection(), SimpleNamespace(id=row_id, **row),
+                        repeat_window, stored_with=set())
     return True
+
+
+@lru_cache(maxsize=4)
+def _insert_call(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (call_id) DO NOTHING RETURNING id: the new row's id, or none
+    when the call is stored already (built once per kind of database)."""
+    return (insert_for(dialect, CallRecord.__table__)
+            .on_conflict_do_nothing(index_elements=["call_id"])
+            .returning(CallRecord.__table__.c.id))
 
 
 def as_dict(row: CallRecord) -> dict[str, Any]:

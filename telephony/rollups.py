@@ -19,10 +19,11 @@ Records are stored when calls end, so a call can be stored after a later one of 
 caller; storing it then also flags that later call when it becomes a repeat.
 
 Crash safety: `call_stored` runs when the record is inserted, on its connection, in the
-transaction that stores it (an ORM hook: whoever adds a CallRecord), so a record and its
-sums are committed together or not at all. `rebuild` recomputes flags and rollups of a window from
-the records (`hotline reports rebuild`), e.g. after rows were written around this module
-(a bulk load) or the repeat window setting changed.
+transaction that stores it (telephony.records.store_call calls it; an ORM hook for whoever
+else adds a CallRecord), so a record and its sums are committed together or not at all.
+`rebuild` recomputes flags and rollups of a window from the records (`hotline reports
+rebuild`), e.g. after rows were written around this module (a bulk load) or the repeat
+window setting changed.
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def contribution(direction: str, queue: str | None, short_abandon: bool, outcome
     return one
 
 
-def _of(row: CallRecord, repeat: bool) -> Sums:
+def _of(row: Any, repeat: bool) -> Sums:
     return contribution(row.direction, row.queue, row.short_abandon, row.outcome,
                         row.wait_seconds, row.talk_seconds, row.hold_seconds,
                         row.citizen_number, repeat)
@@ -177,45 +178,49 @@ _NEXT_CALL = select(_c.id, _c.started_at, _c.queue, _c.repeat_caller).where(
 _FLAG = update(_c).where(_c.id == bindparam("row_id")).values(repeat_caller=bindparam("flag"))
 
 
-def call_stored(connection: Connection, row: CallRecord, repeat_window: timedelta,
-                stored_with: set[int]) -> None:
+def call_stored(connection: Connection, row: Any, repeat_window: timedelta,
+                stored_with: set[int], flagged: bool = False) -> bool:
     """A call record was just inserted (with every record of the same flush, `stored_with`
-    their ids): set its repeat flag, flag the caller's next call stored before if this one
-    makes it a repeat, and add both to their hours' rollups, on the inserting connection:
-    in the transaction that stores the record."""
+    their ids; `row` the inserted values by column name, with its id; `flagged` its
+    repeat flag as inserted): set its repeat flag, flag the caller's next call stored
+    before if this one makes it a repeat, and add both to their hours' rollups, on the
+    inserting connection: in the transaction that stores the record. Its repeat flag."""
     row_hour, row_queue = floor_hour(row.started_at), row.queue or ""
     repeat = False
     if row.direction == "inbound" and row.citizen_number:
         around = {"number": row.citizen_number, "row_id": row.id, "at": row.started_at}
         previous = connection.scalar(_PREVIOUS_CALL, around)
         repeat = previous is not None and row.started_at - previous <= repeat_window
-        # as inserted: given, or the column's default (read without a load mid-flush)
-        if repeat != bool(row.__dict__.get("repeat_caller", False)):
+        if repeat != flagged:
             connection.execute(_FLAG, {"row_id": row.id, "flag": repeat})
-        set_committed_value(row, "repeat_caller", repeat)
         following = connection.execute(_NEXT_CALL, around).first()
         if (following is not None and following.id not in stored_with
                 and not following.repeat_caller
                 and following.started_at - row.started_at <= repeat_window):
             connection.execute(_FLAG, {"row_id": following.id, "flag": True})
-            flagged = Sums()
-            flagged.counts["repeat_calls"] = 1
+            counted = Sums()
+            counted.counts["repeat_calls"] = 1
             _upsert(connection, floor_hour(following.started_at), following.queue or "",
-                    flagged, repeat_window)
+                    counted, repeat_window)
     _upsert(connection, row_hour, row_queue, _of(row, repeat), repeat_window)
+    return repeat
 
 
 @event.listens_for(CallRecord, "after_insert")
 def _inserted(mapper: Any, connection: Connection, row: CallRecord) -> None:
-    # Every record inserted through a session keeps its rollup, whoever adds it; a bulk
-    # load around the ORM is followed by `rebuild`. The mapper calls this once all records
-    # of the flush are in, so each sees the others.
+    # Every record inserted through a session's ORM keeps its rollup, whoever adds it
+    # (telephony.records.store_call inserts with a statement and calls `call_stored`
+    # itself); a bulk load around both is followed by `rebuild`. The mapper calls this
+    # once all records of the flush are in, so each sees the others.
     session = object_session(row)
     window = DEFAULT_REPEAT_WINDOW if session is None else session.info.get(
         REPEAT_WINDOW_KEY, DEFAULT_REPEAT_WINDOW)
     stored_with = set() if session is None else {
         other.id for other in session.new if isinstance(other, CallRecord)}
-    call_stored(connection, row, window, stored_with)
+    # as inserted: given, or the column's default (read without a load mid-flush)
+    repeat = call_stored(connection, row, window, stored_with,
+                         bool(row.__dict__.get("repeat_caller", False)))
+    set_committed_value(row, "repeat_caller", repeat)
 
 
 def _sum_columns(seconds: int) -> list[Any]:

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -208,6 +209,38 @@ def test_repeat_flags_whatever_order_the_calls_are_stored_in(database_url: str) 
             (("A", 0), ("B", 40), ("C", 100), ("X", 30), ("Y", 64))}
     assert {h.astimezone(UTC): n for h, n in repeats.items()} == {
         hour["A"]: 0, hour["B"]: 1, hour["C"]: 0, hour["X"]: 0, hour["Y"]: 1}
+
+
+def test_a_call_stored_twice_at_once_is_stored_and_rolled_up_once(
+        sessions: sessionmaker[Session]) -> None:
+    """Two writers store the same call's end at once (a replay while the first is still
+    committing): the second waits for the first's commit and stores nothing, so the
+    call is in its hour's rollup once; the first's record and flag stand."""
+    record = _record("D1", "13800000001", z(10, 1, 11), "intake", "answered", 5, False,
+                     60, 0)
+    first = sessions()
+    first.begin()
+    assert records.store_call(first, record)  # not committed yet
+    second: list[bool] = []
+
+    def store_again() -> None:
+        with transaction(sessions) as session:
+            second.append(records.store_call(session, record))
+    thread = threading.Thread(target=store_again)
+    thread.start()
+    thread.join(1.0)
+    assert thread.is_alive() and second == []  # waits for the first writer
+    first.commit()
+    first.close()
+    thread.join(30)
+    assert second == [False]
+    hour = z(10, 1, 11)
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(CallRecord).where(
+            CallRecord.call_id == "D1")) == 1
+        row = session.scalar(select(CallHourRollup).where(  # no fixture call in it
+            CallHourRollup.hour == hour, CallHourRollup.queue == "intake"))
+        assert row is not None and (row.calls, row.answered) == (1, 1)
 
 
 def test_rollups_give_the_raw_figures_for_every_window(
