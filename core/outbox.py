@@ -162,7 +162,12 @@ class Relay:
                     self._lock.release()
                     return
             for items, store in behind:
-                self._append_or_store(items, store)
+                try:
+                    self._append_or_store(items, store)
+                except Exception:  # neither Redis nor the database took them (as when the
+                    # loop publishes them itself); the lock is let go all the same
+                    log.exception("event relay: %d events of no stored change lost",
+                                  len(items))
 
     def publish(self, items: Sequence[tuple[str, str, dict[str, Any]]],
                 store: Callable[[], None]) -> None:

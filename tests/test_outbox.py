@@ -509,6 +509,24 @@ def test_loop_events_behind_a_relay_at_work_go_out_after_its_rows_not_through_th
         relay.relay_pending()  # (or the thread, retrying, got there first)
         assert [e["reference"] for _id, e in bus.read()] == [
             "sv-1", "sv-2", "sv-3", "sv-4", "sv-5"]
+
+        # Redis and the database both failing them: they are lost, as when the loop
+        # itself failed to publish them, and the relay lock is let go all the same
+        failing = True
+        committing = commit(6)
+        with monkeypatch.context() as broken:
+            broken.setattr(events, "announce", lambda *_a: (_ for _ in ()).throw(
+                OperationalError("INSERT", {}, Exception("database away"))))
+            events.publish_all(sessions, [_failed(7)])
+            gate.set()
+            committing.join(10)
+        deadline = time.monotonic() + 10  # (the relay thread, woken, may hold it a moment)
+        while relay._lock.locked():
+            assert time.monotonic() < deadline, "the relay lock was never let go"
+            time.sleep(0.05)
+        failing = False
+        relay.relay_pending()
+        assert [e["reference"] for _id, e in bus.read()][5:] == ["sv-6"]
     finally:
         gate.set()
         relay.stop()
