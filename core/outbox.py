@@ -49,7 +49,6 @@ BATCH = 500  # rows relayed per transaction
 POLL_SECONDS = 1.0  # the relay thread looks for rows other processes left this often
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 15.0  # seconds between tries while Redis is away
 RETENTION = timedelta(days=2)  # relayed rows are kept this long (to look into), then deleted
-CATCH_UP_ROUNDS = 3  # a relay's extra rounds for commits whose own relays it turned away
 TRIM_EVERY_SECONDS = 60.0  # how often the relay thread trims the stream (EventBus.trim)
 # PostgreSQL: one relay at a time across processes, so rows go out in their order
 _LOCK_KEY = 12319_0032
@@ -120,9 +119,6 @@ class Relay:
         self.relayed = 0
         # seqs of rows a committing thread appended, for the relay thread to stamp
         self._unstamped: set[int] = set()
-        # loop turns' events handed to the relay at work (`publish`), with their `store`
-        self._behind: list[tuple[Sequence[tuple[str, str, dict[str, Any]]],
-                                 Callable[[], None]]] = []
 
     def relay_pending(self, *, wait: bool = True) -> int:
         """Relay every unrelayed row, oldest first; how many were appended. Raises a
@@ -132,65 +128,27 @@ class Relay:
             self._wake.set()
             return 0
         try:
-            total, rounds = 0, 0
+            total = 0
             while True:
                 mark = self._stores
                 done, more, whole = self._relay_batch(wait)
                 total += done
-                if more:
-                    continue
-                if not whole:
+                if not more:
+                    if whole:  # all this process stored up to `mark` is out
+                        with self._count_lock:
+                            self._drained = max(self._drained, mark)
+                        self.redis_away = False
                     return total
-                with self._count_lock:  # all this process stored up to `mark` is out
-                    self._drained = max(self._drained, mark)
-                self.redis_away = False
-                rounds += 1
-                if self._stores == mark or rounds > CATCH_UP_ROUNDS:
-                    return total
-                # a commit came meanwhile (its own relay turned away): its rows too, so the
-                # loop turns behind them need not wait for the thread
         finally:
-            self._release()
-
-    def _release(self) -> None:
-        """Let go of the relay lock, first sending what loop turns handed over meanwhile
-        (`publish`): taken and released under the count lock, so none is left behind."""
-        while True:
-            with self._count_lock:
-                behind, self._behind = self._behind, []
-                if not behind:
-                    self._lock.release()
-                    return
-            for items, store in behind:
-                try:
-                    self._append_or_store(items, store)
-                except Exception:  # neither Redis nor the database took them (as when the
-                    # loop publishes them itself); the lock is let go all the same
-                    log.exception("event relay: %d events of no stored change lost",
-                                  len(items))
+            self._lock.release()
 
     def publish(self, items: Sequence[tuple[str, str, dict[str, Any]]],
                 store: Callable[[], None]) -> None:
         """Events that describe no stored change (a call's steps, seats' states), as (id,
         type, payload): appended at once, all in one round trip, while Redis answers and
         nothing this process stored waits before them, so the AMI loop's events cost a
-        Redis call a loop turn, not a transaction each. While a relay is at work on what
-        this process stored, they are handed to it and it sends them after those rows (the
-        loop never writes to the database or waits for a lock for them); otherwise
-        `store`d in the outbox (in a transaction of their own), behind what waits."""
-        if not self.redis_away:
-            with self._count_lock:
-                waits = self._drained != self._stores
-                if waits and self._lock.locked():
-                    self._behind.append((items, store))
-                    return
-            if not waits:
-                self._append_or_store(items, store)
-                return
-        store()
-
-    def _append_or_store(self, items: Sequence[tuple[str, str, dict[str, Any]]],
-                         store: Callable[[], None]) -> None:
+        Redis call a loop turn, not a transaction each; otherwise `store`d in the outbox
+        (in a transaction of their own), behind what waits."""
         if not self.redis_away and self._drained == self._stores:
             try:
                 self.bus.append_all(items)
