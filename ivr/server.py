@@ -33,7 +33,6 @@ from telephony import callbacks, screening, surge
 from tickets import service as orders
 from tickets import surveys
 from tickets.policy import Policy
-from tickets.workcalendar import load_calendar
 
 log = logging.getLogger(__name__)
 WAV_HEADER_BYTES = 44
@@ -82,8 +81,7 @@ def build_server(settings: Settings, sessions: sessionmaker[Session],
             ear, settings.storage.recordings_dir / "answers" / day,
             f"{settings.pbx.recordings_path_in_pbx.rstrip('/')}/answers/{day}", safe_id)
         with sessions() as session:
-            calendar = load_calendar(session, settings.calendar.timezone,
-                                     settings.calendar.working_hours)
+            calendar = policy.calendar(session)  # the process's cache, not a read a call
             seen = screening.screen(session, caller, now, repeat_window,
                                     settings.hotline.repeat_threshold)
             on = surge.current(session)
