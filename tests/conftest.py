@@ -115,15 +115,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 # on a centre in this process waits it out too
 COLLECTOR_STOPS = CollectorStops().watch()
 STOPS_BY_TEST: dict[str, float] = {}
-# the objects alive at each test file's start (after the collection), and the time the
-# collections between files took
+# the objects alive at each test file's start (after the collection; between two whole-heap
+# collections, frozen garbage too), and the time the collections between files took
 ALIVE_AT_START: list[tuple[str, int]] = []
 BETWEEN_FILES_S: list[float] = []
+FULL_EVERY = 10  # files between two collections of the whole heap
+DESCRIPTORS_FULL = 300  # ... or as soon as the process holds this many (waitress: 1024)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _collected_between_files(request: pytest.FixtureRequest) -> Iterator[None]:
-    """A full collection between test files, then what survived it frozen out of the
+    """A collection between test files, then what survived it frozen out of the
     collector's passes while the next file runs. The centres under test run in this
     process, whose heap is the whole suite's: a full collection stopped every thread for
     0.5 s early in a run and 2.5-3.9 s past its middle (measured), the in-process IVR's
@@ -131,9 +133,15 @@ def _collected_between_files(request: pytest.FixtureRequest) -> Iterator[None]:
     dropped by Asterisk (test_metrics' caller reached its queue 36 s late in CI). Frozen,
     earlier files' objects are no longer scanned during a test; collected here first, their
     garbage (sockets too) is not kept: freezing at every test without this kept it for
-    good, and the process passed the 1024 descriptors where waitress's select() fails."""
+    good, and the process passed the 1024 descriptors where waitress's select() fails.
+    Only the objects the last file made are collected at most files' start; the whole heap
+    (3.5 million objects late in a run, ~1 s a pass) every FULL_EVERY files, or as soon as
+    the process holds DESCRIPTORS_FULL descriptors: garbage frozen earlier that a later
+    file let go of is freed then."""
     started = time.perf_counter()
-    gc.unfreeze()
+    if (len(ALIVE_AT_START) % FULL_EVERY == 0
+            or len(os.listdir("/proc/self/fd")) >= DESCRIPTORS_FULL):
+        gc.unfreeze()
     gc.collect()
     gc.freeze()
     BETWEEN_FILES_S.append(time.perf_counter() - started)
