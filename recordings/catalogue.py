@@ -10,7 +10,7 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Float, Integer, String, UniqueConstraint, insert, select
+from sqlalchemy import Float, Integer, String, UniqueConstraint, bindparam, insert, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from core.config import Settings
@@ -209,8 +209,7 @@ def catalogue_call(session: Session, call_id: str, mixed: RecordingFile | None,
     `call_files`); the rows, filed once: a call filed again keeps its rows."""
     if mixed is None:
         return []
-    have = {row.leg: row for row in session.scalars(
-        select(CallFile).where(CallFile.call_id == call_id))}
+    have = {row.leg: row for row in session.scalars(_FILES, {"call_id": call_id})}
     new = [dict(call_id=call_id, leg=leg, path=str(found.path), sha256=found.sha256,
                 bytes=found.size, seconds=_seconds(found.path))
            for leg, found in ((MIXED, mixed), *((leg, legs.get(leg)) for leg in LEGS))
@@ -221,9 +220,12 @@ def catalogue_call(session: Session, call_id: str, mixed: RecordingFile | None,
     return [have[leg] for leg in (MIXED, *LEGS) if leg in have]
 
 
+_FILES = select(CallFile).where(CallFile.call_id == bindparam("call_id"))  # every call's filing
+
+
 def files_of_call(session: Session, call_id: str) -> list[CallFile]:
     order = {MIXED: 0, CALLER: 1, AGENT: 2}
-    rows = session.scalars(select(CallFile).where(CallFile.call_id == call_id)).all()
+    rows = session.scalars(_FILES, {"call_id": call_id}).all()
     return sorted(rows, key=lambda r: order.get(r.leg, 9))
 
 

@@ -9,7 +9,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, selectinload
 
 from core.errors import HotlineError
@@ -131,8 +131,12 @@ def remove_agent(session: Session, number: str) -> None:
 
 def queue_title(session: Session, name: str) -> str:
     """A queue's title as people read it (综合受理), or its name if there is no such queue."""
-    title = session.scalar(select(CallQueue.title).where(CallQueue.name == name)) if name else None
+    # built once: every screen pop asks
+    title = session.connection().execute(_TITLE, {"name": name}).scalar() if name else None
     return title or name
+
+
+_TITLE = select(CallQueue.title).where(CallQueue.name == bindparam("name"))
 
 
 def snapshot(session: Session) -> Directory:

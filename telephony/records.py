@@ -8,7 +8,7 @@ from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from core import phones
@@ -145,8 +145,14 @@ def find_calls(session: Session, query: CallQuery) -> tuple[int, list[dict[str, 
     return total, [as_dict(row) for row in rows]
 
 
+# built once: storing each call's record reads it back and looks for a pending disposition
+_CALL = select(CallRecord).where(CallRecord.call_id == bindparam("call_id"))
+_PENDING = select(PendingCallDisposition).where(
+    PendingCallDisposition.call_id == bindparam("call_id"))
+
+
 def get_call(session: Session, call_id: str) -> dict[str, Any] | None:
-    row = session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+    row = session.scalar(_CALL, {"call_id": call_id})
     return None if row is None else as_dict(row)
 
 
@@ -239,7 +245,7 @@ def choose_disposition(session: Session, call_id: str, code: str, *, agent: str,
     known. `agent` is the chooser's agent number ("" for none); a supervisor may choose for
     any call. The pending choice of an agent is applied only if that agent took the call."""
     _one_at_a_time(session, call_id)
-    row = session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+    row = session.scalar(_CALL, {"call_id": call_id})
     if row is not None:
         if not supervisor and (not agent or row.agent != agent):
             raise NotYourCall(f"agent: {chosen_by} did not take call {call_id}")
@@ -249,8 +255,7 @@ def choose_disposition(session: Session, call_id: str, code: str, *, agent: str,
         raise NotFound(f"call_id: no call {call_id}")
     if not supervisor and not agent:
         raise NotYourCall(f"agent: {chosen_by} has no agent number and took no call")
-    pending = session.scalar(select(PendingCallDisposition).where(
-        PendingCallDisposition.call_id == call_id))
+    pending = session.scalar(_PENDING, {"call_id": call_id})
     if pending is None:
         pending = PendingCallDisposition(call_id=call_id)
         session.add(pending)
@@ -265,11 +270,10 @@ def apply_pending_disposition(session: Session, call_id: str) -> bool:
     calls this in the transaction that stores it, the chooser after its commit: with the
     two one at a time (`_one_at_a_time`), whichever comes second applies."""
     _one_at_a_time(session, call_id)
-    pending = session.scalar(select(PendingCallDisposition).where(
-        PendingCallDisposition.call_id == call_id))
+    pending = session.scalar(_PENDING, {"call_id": call_id})
     if pending is None:
         return False
-    row = session.scalar(select(CallRecord).where(CallRecord.call_id == call_id))
+    row = session.scalar(_CALL, {"call_id": call_id})
     if row is None:
         return False
     applies = pending.agent in ("", row.agent)

@@ -65,8 +65,11 @@ def _clean(text: str, limit: int, what: str) -> str:
 
 def current(session: Session) -> SurgeMode | None:
     """The surge mode on now, if any."""
-    return session.scalars(select(SurgeMode).where(SurgeMode.ended_at.is_(None))
-                           .order_by(SurgeMode.id.desc()).limit(1)).first()
+    return session.scalars(_ON).first()
+
+
+# built once: the IVR asks at every call
+_ON = select(SurgeMode).where(SurgeMode.ended_at.is_(None)).order_by(SurgeMode.id.desc()).limit(1)
 
 
 def sound_in_pbx(mode: SurgeMode, prompts_path_in_pbx: str) -> str:

@@ -799,8 +799,12 @@ def concerns_orders(session: Session, record: dict[str, object]) -> bool:
     call_id = str(record.get("call_id") or "")
     if not _CALL_ID.fullmatch(call_id):
         return False
-    return bool(_keyed_numbers(record.get("ivr_path"))) or session.scalar(
-        select(WorkOrderCall.id).where(WorkOrderCall.call_id == call_id)) is not None
+    return bool(_keyed_numbers(record.get("ivr_path"))) or session.connection().execute(
+        _LINKED, {"call_id": call_id}).first() is not None
+
+
+# built once: asked of every finished call
+_LINKED = select(WorkOrderCall.id).where(WorkOrderCall.call_id == bindparam("call_id")).limit(1)
 
 
 def _keyed_numbers(ivr_path: object) -> list[str]:
