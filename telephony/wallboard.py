@@ -37,7 +37,7 @@ from itertools import accumulate, islice
 from typing import Any
 
 import redis
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, bindparam, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from telephony import seats
@@ -246,10 +246,14 @@ def _assemble(checked: dict[str, datetime], starts: list[datetime], rows: list[A
     return out
 
 
+# built once: every board asks
+_PENDING_BY_QUEUE = select(CallbackRequest.queue, func.count()).where(
+    CallbackRequest.state.in_(PENDING_CALLBACKS)).group_by(CallbackRequest.queue)
+
+
 def callbacks_pending(session: Session) -> dict[str, int]:
     """Keep-my-place callbacks not yet reached, by queue (CENTRE: all of them)."""
-    rows = session.execute(select(CallbackRequest.queue, func.count()).where(
-        CallbackRequest.state.in_(PENDING_CALLBACKS)).group_by(CallbackRequest.queue)).all()
+    rows = session.connection().execute(_PENDING_BY_QUEUE).all()
     pending = {str(queue): int(count) for queue, count in rows}
     pending[CENTRE] = sum(pending.values())
     return pending
@@ -337,6 +341,7 @@ class FigureCache:
         self._top: dict[str, int] = {}
         self._gaps: dict[str, set[int]] = {}
         self._counted: dict[str, set[int]] = {}
+        self._reads: dict[str, tuple[Any, Any]] = {}  # per table: rows after top (, or gaps)
 
     def _unread(self, session: Session, table: str, columns: tuple[Any, ...],
                 in_window: Any) -> list[Any]:
@@ -352,9 +357,16 @@ class FigureCache:
             rows = list(session.execute(select(*columns).where(in_window, row_id <= top)))
         gaps = self._gaps.setdefault(table, set())
         gaps.intersection_update(range(top - self.RESCAN + 1, top + 1))
-        new = row_id > top
-        for row in session.execute(select(*columns).where(
-                or_(new, row_id.in_(sorted(gaps))) if gaps else new).order_by(row_id)):
+        reads = self._reads.get(table)
+        if reads is None:  # built once: a board asks at every burst of events
+            new = row_id > bindparam("top")
+            reads = self._reads[table] = (
+                select(*columns).where(new).order_by(row_id),
+                select(*columns).where(or_(new, row_id.in_(bindparam("gaps", expanding=True))))
+                .order_by(row_id))
+        for row in session.connection().execute(
+                reads[1] if gaps else reads[0],
+                {"top": top, "gaps": sorted(gaps)} if gaps else {"top": top}):
             rows.append(row)
             gaps.discard(row[0])
             if row[0] > top:
