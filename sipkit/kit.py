@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -218,18 +218,30 @@ def free_port(ip: str, kind: int = socket.SOCK_DGRAM, even: bool = False) -> int
 _BIND_FAILED = 254  # SIPp's exit status for a socket it could not bind (-2)
 
 
+def _start(command: Callable[[], list[str]], workdir: Path,
+           started: Callable[[subprocess.Popen[bytes]], object]) -> subprocess.Popen[bytes]:
+    """SIPp on the ports `command()` picks, once `started` has waited for it to be up (or
+    to exit). The ports were free when probed (free_port) but another process may take one
+    before SIPp binds it ("Unable to bind ...", exit 254, seen in full runs): SIPp is then
+    started again on new ports, START_ATTEMPTS times in all."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        proc = _spawn(command(), workdir)
+        started(proc)
+        if proc.poll() != _BIND_FAILED or attempt == START_ATTEMPTS:
+            return proc
+        (workdir / "errors.log").unlink(missing_ok=True)
+    raise AssertionError("unreachable")  # the last attempt returns
+
+
 def _media_bound(proc: subprocess.Popen[bytes], ip: str, port: int,
-                 timeout: float = 5.0) -> bool:
-    """Whether a starting SIPp got its media sockets (`port` and the video one at +2):
-    False only if it exited for a socket it could not bind."""
+                 timeout: float = 5.0) -> None:
+    """Wait until a starting SIPp has its media sockets (`port` and the video one at +2),
+    has exited, or `timeout` passed (whatever holds it up is for the call's result to say)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return proc.returncode != _BIND_FAILED
+    while time.monotonic() < deadline and proc.poll() is None:
         if udp_bound(ip, port) and udp_bound(ip, port + 2):
-            return True
+            return
         time.sleep(0.01)
-    return True  # still starting: whatever holds it up is for the call's result to say
 
 
 def udp_bound(ip: str, port: int) -> bool:
@@ -374,39 +386,34 @@ class AgentPhone:
             if status != [200]:
                 raise KitError(f"agent phone {self.number} could not register: {status}")
         (self.workdir / "agent.xml").write_text(self.scenario)
-        for attempt in range(1, START_ATTEMPTS + 1):
+
+        def command() -> list[str]:
             self.control_port = free_port("127.0.0.1")
-            command = [
+            return [
                 sipp, "-sf", "agent.xml", "-i", self.ip, "-p", str(self.port), "-bind_local",
                 "-mi", self.ip, "-mp", str(free_port(self.ip, even=True)),
                 *(["-rtp_echo"] if self.echo else []),
                 "-cp", str(self.control_port), "-nostdin", "-aa",
                 *_TRACE,
             ]
-            self.proc = _spawn(command, self.workdir)
-            if self._wait_listening(last=attempt == START_ATTEMPTS):
-                return self
-            # its control or media port, free when probed, was taken before SIPp bound it
-            # ("Unable to bind remote control socket", exit 254, seen once in a full run)
-            (self.workdir / "errors.log").unlink(missing_ok=True)
-        raise AssertionError("unreachable")  # the last attempt returns or raises
 
-    def _wait_listening(self, last: bool) -> bool:
-        """True once the phone listens; False if SIPp exited for a port it could not bind
-        and another attempt is left; KitError otherwise."""
-        assert self.proc is not None
+        self.proc = _start(command, self.workdir, self._wait_listening)
+        if self.proc.poll() is not None:
+            raise KitError(f"agent phone {self.number} on {self.ip}:{self.port} did not "
+                           f"start: {_tail(self.workdir / 'errors.log')} "
+                           f"{_tail(self.workdir / 'screen.log')}")
+        return self
+
+    def _wait_listening(self, proc: subprocess.Popen[bytes]) -> None:
+        """Wait until the phone listens or its SIPp exited; KitError after 5 s of neither."""
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                if self.proc.returncode == _BIND_FAILED and not last:
-                    return False
-                raise KitError(f"agent phone {self.number} on {self.ip}:{self.port} did not "
-                               f"start: {_tail(self.workdir / 'errors.log')} "
-                               f"{_tail(self.workdir / 'screen.log')}")
+        while time.monotonic() < deadline and proc.poll() is None:
             if udp_bound(self.ip, self.port):
-                return True
+                return
             time.sleep(0.05)
-        raise KitError(f"agent phone {self.number} is not listening on {self.ip}:{self.port}")
+        if proc.poll() is None:
+            raise KitError(
+                f"agent phone {self.number} is not listening on {self.ip}:{self.port}")
 
     def results(self) -> list[AgentCallResult]:
         results = []
@@ -497,9 +504,12 @@ class SipKit:
             "SEQUENTIAL\n" + "".join(f"{i};{name};\n" for i in ids), encoding="utf-8")
         limit = concurrent or count
         timeout = int(plan.length + count / rate + 60)
-        for attempt in range(1, START_ATTEMPTS + 1):
+        media = 0
+
+        def command() -> list[str]:
+            nonlocal media
             media = free_port(self.caller_ip, even=True)
-            command = [
+            return [
                 sipp, f"{self.pbx_host}:{self.pbx_port}", "-sf", "caller.xml", "-s", call.to,
                 "-inf", "callers.csv", "-i", self.caller_ip, "-bind_local",
                 "-p", str(free_port(self.caller_ip)),
@@ -509,12 +519,8 @@ class SipKit:
                 "-timeout", str(timeout), "-timeout_error", "-nostdin", "-aa",
                 *_TRACE,
             ]
-            proc = _spawn(command, workdir)
-            if attempt == START_ATTEMPTS or _media_bound(proc, self.caller_ip, media):
-                break
-            # a port free when probed was taken before SIPp bound it ("Unable to bind
-            # video RTP socket", exit 254, seen once in a full run): again, on new ports
-            (workdir / "errors.log").unlink(missing_ok=True)
+
+        proc = _start(command, workdir, lambda p: _media_bound(p, self.caller_ip, media))
         return CallRun(proc, workdir, count, ids, time.monotonic() + timeout + 10,
                        self.keep_files or bool(os.environ.get("HOTLINE_KIT_KEEP")))
 
@@ -545,8 +551,8 @@ def register(pbx_host: str, pbx_port: int, user: str, password: str, ip: str, *,
         raise KitError("register: a password without spaces")
     workdir = Path(tempfile.mkdtemp(prefix=f"kit-register-{user}-"))
     (workdir / "register.xml").write_text(scenarios.registration(user, expires))
-    for start in range(1, START_ATTEMPTS + 1):
-        command = [
+    def command() -> list[str]:
+        return [
             sipp, f"{pbx_host}:{pbx_port}", "-sf", "register.xml",
             "-i", ip, "-bind_local", "-p", str(port or free_port(ip)),
             "-cp", str(free_port("127.0.0.1")),
@@ -554,16 +560,15 @@ def register(pbx_host: str, pbx_port: int, user: str, password: str, ip: str, *,
             "-timeout", str(10 + 5 * attempts), "-nostdin", "-aa", "-recv_timeout", "4000",
             *_TRACE,
         ]
-        proc = _spawn(command, workdir)
+
+    def finished(proc: subprocess.Popen[bytes]) -> None:
         try:
             proc.wait(timeout=20 + 5 * attempts)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.returncode != _BIND_FAILED or start == START_ATTEMPTS:
-            break
-        # a port free when probed was taken before SIPp bound it: again, on new ports
-        (workdir / "errors.log").unlink(missing_ok=True)
+
+    proc = _start(command, workdir, finished)
     events = _parse_log(workdir / "calls.log")
     if not events:
         detail = _tail(workdir / "errors.log") or _tail(workdir / "screen.log")
